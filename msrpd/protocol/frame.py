@@ -1,0 +1,201 @@
+"""Frame: one MSRP request or response as received, with lazy header access.
+
+Strategy: the reader has already delimited the frame and checked its header block with one
+regex (RFC 4975 §9 grammar, To-Path first and From-Path second, §7.1), so a Frame only stores
+offsets into the received bytes. Anything else (other headers, path URIs, Message-ID) is parsed
+the first time it is asked for and cached. Bodies are memoryview slices: never copied.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .uri import split_path
+
+__all__ = ["Frame", "Method"]
+
+# Method names the relay knows (RFC 4975 §9, RFC 4976 §7); any other token is still a request.
+SEND = b"SEND"
+REPORT = b"REPORT"
+AUTH = b"AUTH"
+
+
+class Method:
+    """Kamailio's integer method ids, used by `$msrp(method)` comparisons (reference §2.1)."""
+
+    OTHER = 0
+    SEND = 1
+    AUTH = 2
+    REPORT = 3
+
+
+_METHOD_IDS = {SEND: Method.SEND, AUTH: Method.AUTH, REPORT: Method.REPORT}
+
+# One header line: name, colon, value (RFC 4975 §9 `hname ":" SP hval`; the SP is optional
+# here because peers in the field omit it, and Kamailio accepts that too).
+_HEADER_LINE = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+
+
+class Frame:
+    """A delimited MSRP frame.
+
+    Attributes:
+        buf: the frame's bytes, first line to end-line inclusive; for a streamed frame (body
+            larger than the reader's whole-frame limit) the head only, up to the blank line.
+        tid: the transaction id.
+        method: the request method, or None for a response.
+        code / reason: the response status and reason phrase (b"" when absent), or None.
+        hdr_start / hdr_end: the header block is buf[hdr_start:hdr_end], CRLFs included.
+        body_start: where the body starts (after the blank line), or -1 for a bodiless frame.
+        end_start: where the end-line's dashes start, or -1 for a streamed frame.
+        flag: the continuation flag (b"$", b"+" or b"#"), or None for a streamed frame.
+        to_span / from_span: (start, end) of the To-Path and From-Path values, trimmed.
+    """
+
+    __slots__ = (
+        "_from",
+        "_headers",
+        "_to",
+        "body_start",
+        "buf",
+        "code",
+        "end_start",
+        "flag",
+        "from_span",
+        "hdr_end",
+        "hdr_start",
+        "method",
+        "reason",
+        "tid",
+        "to_span",
+    )
+
+    def __init__(
+        self,
+        buf: bytes,
+        tid: bytes,
+        method: bytes | None,
+        code: int | None,
+        reason: bytes | None,
+        hdr_start: int,
+        hdr_end: int,
+        body_start: int,
+        end_start: int,
+        flag: bytes | None,
+        to_span: tuple[int, int],
+        from_span: tuple[int, int],
+    ) -> None:
+        self.buf = buf
+        self.tid = tid
+        self.method = method
+        self.code = code
+        self.reason = reason
+        self.hdr_start = hdr_start
+        self.hdr_end = hdr_end
+        self.body_start = body_start
+        self.end_start = end_start
+        self.flag = flag
+        self.to_span = to_span
+        self.from_span = from_span
+        self._headers: list[tuple[bytes, bytes, int]] | None = None
+        self._to: list[str] | None = None
+        self._from: list[str] | None = None
+
+    def __repr__(self) -> str:
+        kind = self.method if self.method is not None else self.code
+        return f"<Frame {self.tid!r} {kind!r} {len(self.buf)}B flag={self.flag!r}>"
+
+    # -- kind -----------------------------------------------------------------------------
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None
+
+    @property
+    def is_response(self) -> bool:
+        return self.method is None
+
+    @property
+    def streamed(self) -> bool:
+        """True when the body follows as BodyPiece events (it exceeded the whole-frame limit)."""
+        return self.end_start < 0
+
+    @property
+    def method_id(self) -> int:
+        return _METHOD_IDS.get(self.method or b"", Method.OTHER)
+
+    # -- body -----------------------------------------------------------------------------
+    @property
+    def has_body(self) -> bool:
+        return self.body_start >= 0
+
+    @property
+    def body(self) -> memoryview | None:
+        """The data (RFC 4975 §9 `data`): between the blank line and the CRLF before the
+        end-line. None for a bodiless or streamed frame."""
+        if self.body_start < 0 or self.end_start < 0:
+            return None
+        # The CRLF before the end-line is not data (RFC 4975 §7.1); a blank line directly
+        # followed by the end-line is read as an empty body.
+        end = max(self.body_start, self.end_start - 2)
+        return memoryview(self.buf)[self.body_start : end]
+
+    # -- headers --------------------------------------------------------------------------
+    @property
+    def hdrs(self) -> bytes:
+        """The raw header block: every header line with its CRLF."""
+        return self.buf[self.hdr_start : self.hdr_end]
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Every header as (name as written, trimmed value), in order."""
+        return [(name, value) for name, value, _ in self._header_list()]
+
+    def header(self, name: str | bytes) -> bytes | None:
+        """The trimmed value of the first header called `name` (case-insensitive), or None."""
+        want = (name.encode() if isinstance(name, str) else name).lower()
+        for hname, value, _ in self._header_list():
+            if hname.lower() == want:
+                return value
+        return None
+
+    def header_line(self, name: str | bytes) -> bytes | None:
+        """The first raw header line called `name` (case-insensitive), CRLF included."""
+        want = (name.encode() if isinstance(name, str) else name).lower()
+        for hname, _, start in self._header_list():
+            if hname.lower() == want:
+                return self.buf[start : self.buf.index(b"\r\n", start) + 2]
+        return None
+
+    def _header_list(self) -> list[tuple[bytes, bytes, int]]:
+        if self._headers is None:
+            self._headers = [
+                (m[1], m[2], m.start())
+                for m in _HEADER_LINE.finditer(self.buf, self.hdr_start, self.hdr_end)
+            ]
+        return self._headers
+
+    # -- paths ----------------------------------------------------------------------------
+    @property
+    def to_path_raw(self) -> bytes:
+        return self.buf[self.to_span[0] : self.to_span[1]]
+
+    @property
+    def from_path_raw(self) -> bytes:
+        return self.buf[self.from_span[0] : self.from_span[1]]
+
+    @property
+    def to_path(self) -> list[str]:
+        """To-Path URIs, leftmost (the next hop, RFC 4975 §7.1) first."""
+        if self._to is None:
+            self._to = split_path(self.to_path_raw)
+        return self._to
+
+    @property
+    def from_path(self) -> list[str]:
+        """From-Path URIs, leftmost (the previous hop) first."""
+        if self._from is None:
+            self._from = split_path(self.from_path_raw)
+        return self._from
+
+    @property
+    def message_id(self) -> bytes | None:
+        return self.header(b"message-id")

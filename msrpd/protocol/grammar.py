@@ -1,0 +1,74 @@
+"""The parts of the RFC 4975 §9 grammar the reader checks, as compiled regexes.
+
+Rules:
+- First line: `MSRP SP transact-id SP method CRLF` or `MSRP SP transact-id SP 3DIGIT
+  [SP comment] CRLF`. A third token of three digits makes a response, with or without a
+  comment (RFC 4975 §9; Kamailio reads `MSRP x 200` as a request with method 200).
+- transact-id: `ident` characters (RFC 4975 §9). The RFC asks for 4 to 32 of them; we accept 1
+  to 64 because deployed clients send short ids and the end-line only needs the id verbatim.
+- Methods: any token. `other-method` is upper case in the RFC, but answering an unknown or
+  lower-case method (501) is the routing script's call, as in Kamailio.
+- Header block: To-Path first, From-Path second, each exactly once (RFC 4975 §7.1, §9); every
+  line `hname ":" hval CRLF`; values are utf8text, so no CTL but HTAB (RFC 4975 §9 and our
+  checklist §1.7: accepting what a downstream parser refuses would let frames be smuggled).
+  Header names are matched case-insensitively (RFC 4234 §2.3 quoted literals).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["FIRST_LINE", "HEAD", "RESPONSE_HINT", "SIP_START", "TID_PREFIX", "diagnose_head"]
+
+_IDENT = rb"[A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}"
+_TOKEN = rb"[!#$%&'*+\-.0-9A-Z^_`a-z|~]+"
+_UTF8TEXT = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
+_HNAME = rb"[A-Za-z][!#$%&'*+\-.0-9A-Z^_`a-z|~]*"
+
+# Groups: 1 tid, 2 status code, 3 comment, 4 method.
+FIRST_LINE = re.compile(
+    rb"MSRP (" + _IDENT + rb") (?:([0-9]{3})(?: (" + _UTF8TEXT + rb"))?|(" + _TOKEN + rb"))"
+)
+
+# A first line that meant to be a response, to know whether a broken frame may be answered.
+RESPONSE_HINT = re.compile(rb"MSRP [^ ]+ [0-9]{3}(?: |$)")
+
+# Enough of a first line to know the transaction id, so a broken frame can still be answered.
+TID_PREFIX = re.compile(rb"MSRP (" + _IDENT + rb")(?: |\r|\n|$)")
+
+# Groups: 1 To-Path value, 2 From-Path value (leading blanks excluded, trailing ones kept).
+HEAD = re.compile(
+    rb"(?i:to-path):[ \t]*(" + _UTF8TEXT + rb")\r\n"
+    rb"(?i:from-path):[ \t]*(" + _UTF8TEXT + rb")\r\n"
+    rb"(?:(?!(?i:to-path|from-path)[ \t]*:)" + _HNAME + rb":" + _UTF8TEXT + rb"\r\n)*"
+)
+
+# A SIP request or response start line (RFC 3261 §7.1, §7.2) on the shared port.
+SIP_START = re.compile(rb"(?:[A-Z][A-Z_\-]* [^ \r\n]+ SIP/2\.0|SIP/2\.0 [0-9]{3}(?: [^\r\n]*)?)")
+
+_PATH_NAMES = (b"to-path", b"from-path")
+
+
+def diagnose_head(block: bytes) -> str:
+    """Say why a header block failed HEAD. Only called on the error path."""
+    lines = block.split(b"\r\n")[:-1]
+    names: list[bytes] = []
+    for number, line in enumerate(lines, start=1):
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return f"header line {number} has no colon"
+        if not re.fullmatch(_HNAME, name):
+            return f"header line {number} has an invalid name {name[:40]!r}"
+        if not re.fullmatch(_UTF8TEXT, value):
+            return f"header {name[:40]!r} holds a control character"
+        names.append(name.lower())
+    if not names or names[0] != b"to-path":
+        return "To-Path must be the first header (RFC 4975 §7.1)"
+    if len(names) < 2 or names[1] != b"from-path":
+        return "From-Path must be the second header (RFC 4975 §7.1)"
+    for path in _PATH_NAMES:
+        if names.count(path) > 1:
+            return f"{path.decode()} appears more than once"
+    if b"\n" in block.replace(b"\r\n", b"") or b"\r" in block.replace(b"\r\n", b""):
+        return "bare CR or LF in the header block (RFC 4975 §9 needs CRLF)"
+    return "malformed header block"

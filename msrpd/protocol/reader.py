@@ -1,0 +1,429 @@
+"""Incremental MSRP frame reader: bytes in, in any split, events out.
+
+Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our checklist §1.9):
+- The frame being read always starts at offset 0 of one bytearray; consumed bytes are deleted
+  from the front (CPython does that in O(1)).
+- Each search remembers where it stopped (`_scan`, `_blank`, `_dash`), so input that arrives
+  one byte at a time costs O(n) in total.
+- The head ends at the first blank line (a body follows) or at the first line that starts with
+  "-" (a bodiless frame's end-line). A body ends only at CRLF "-------" tid flag CRLF with flag
+  one of "$+#" (RFC 4975 §7.1); any other dash line inside a body is body data.
+- A body up to `max_body` comes whole inside a Frame. A larger one is streamed: Frame (head),
+  BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
+  back, so a piece never contains part of the end-line.
+- Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
+  give an InvalidFrame event and reading goes on. Without a transaction id (or with bare-LF
+  framing, or a head over the cap) the stream cannot be trusted any more: next_event raises
+  RemoteProtocolError and the caller closes the connection, answering first if `tid` is set.
+- CRLF sequences between frames are skipped and answered with nothing: MSRP has no keep-alive
+  (Kamailio answers a SIP-style CRLF ping with CRLF; an MSRP client has no use for that).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from enum import Enum
+
+from .errors import LocalProtocolError
+from .events import (
+    NEED_DATA,
+    BodyPiece,
+    ConnectionClosed,
+    FrameEnd,
+    InvalidFrame,
+    NeedData,
+    SipMessage,
+)
+from .frame import Frame
+from .grammar import FIRST_LINE, HEAD, RESPONSE_HINT, SIP_START, TID_PREFIX, diagnose_head
+from .limits import ReaderLimits
+from .sip import sip_message_end
+from .status import Status
+
+__all__ = ["Event", "FrameReader", "ReaderState"]
+
+Event = Frame | BodyPiece | FrameEnd | InvalidFrame | SipMessage | ConnectionClosed
+
+_FLAGS = b"$+#"
+_DASHES = b"-------"
+_MSRP = b"MSRP "
+
+
+class ReaderState(Enum):
+    IDLE = "idle"  # between frames
+    HEAD = "head"  # first line and headers
+    ENDLINE = "endline"  # a bodiless frame's end-line is arriving
+    BODY = "body"  # body of a frame that may still come whole
+    STREAM = "stream"  # body of a streamed frame
+    SKIP = "skip"  # body of a frame already refused
+    SIP = "sip"  # a SIP message on the MSRP port
+    CLOSED = "closed"  # EOF seen and reported, or a fatal error raised
+
+
+class FrameReader:
+    """Turns a byte stream into MSRP events.
+
+    Use `receive_data(chunk)` (b"" means EOF) and then call `next_event()` until it returns
+    NEED_DATA, or iterate `events()`.
+    """
+
+    def __init__(self, limits: ReaderLimits | None = None) -> None:
+        self.limits = limits or ReaderLimits()
+        self._buf = bytearray()
+        self._eof = False
+        self._state = ReaderState.IDLE
+        self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
+            ReaderState.IDLE: self._read_idle,
+            ReaderState.HEAD: self._read_head,
+            ReaderState.ENDLINE: self._read_endline,
+            ReaderState.BODY: self._read_body,
+            ReaderState.STREAM: self._read_stream,
+            ReaderState.SKIP: self._read_skip,
+            ReaderState.SIP: self._read_sip,
+            ReaderState.CLOSED: self._read_closed,
+        }
+        self._start_frame()
+
+    def _start_frame(self) -> None:
+        self._scan = 0
+        self._blank = _Search(b"\r\n\r\n")
+        self._dash = _Search(b"\r\n-")
+        self._fl_end = -1
+        self._body_start = -1
+        self._tid = b""
+        self._marker = b""
+        self._line: re.Match[bytes] | None = None
+        self._response = False
+        self._spans = ((0, 0), (0, 0))
+        self._error = ""
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def state(self) -> ReaderState:
+        return self._state
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that no event has delivered yet."""
+        return len(self._buf)
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the connection; b"" means the peer closed it."""
+        if data:
+            if self._eof:
+                raise RuntimeError("data after EOF")
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | NeedData:
+        """Return the next event, or NEED_DATA.
+
+        Raises:
+            RemoteProtocolError: the stream cannot be read any further. `exc.tid` is set when
+                the frame at fault can still be answered (with `exc.status`) before closing.
+        """
+        try:
+            return self._readers[self._state]()
+        except LocalProtocolError as exc:
+            self._state = ReaderState.CLOSED
+            raise exc.as_remote(self._tid or None) from None
+
+    def events(self) -> Iterator[Event]:
+        """Yield events until more data is needed (or the connection is closed)."""
+        while True:
+            event = self.next_event()
+            if event is NEED_DATA:
+                return
+            yield event
+            if isinstance(event, ConnectionClosed):
+                return
+
+    # -- between frames ---------------------------------------------------------------------
+    def _read_idle(self) -> Event | NeedData:
+        buf = self._buf
+        if buf and buf[0] in (13, 10):
+            skip = len(buf) - len(buf.lstrip(b"\r\n"))
+            del buf[:skip]
+        if not buf:
+            return self._at_eof(None)
+        self._start_frame()
+        self._state = ReaderState.HEAD
+        return self._read_head()
+
+    def _read_closed(self) -> Event | NeedData:
+        raise LocalProtocolError("the connection is closed")
+
+    def _at_eof(self, tid: bytes | None) -> Event | NeedData:
+        if not self._eof:
+            return NEED_DATA
+        if self._state in (ReaderState.IDLE, ReaderState.CLOSED) and not self._buf:
+            self._state = ReaderState.CLOSED
+            return ConnectionClosed()
+        raise LocalProtocolError("connection closed in the middle of a frame", tid=tid)
+
+    # -- head -------------------------------------------------------------------------------
+    def _read_head(self) -> Event | NeedData:
+        if self._fl_end < 0 and not self._read_first_line():
+            return self._at_eof(None)
+        if self._state is ReaderState.SIP:
+            return self._read_sip()
+        buf = self._buf
+        blank = self._blank.run(buf)
+        dash = self._dash.run(buf)
+        if dash >= 0 and (blank < 0 or dash < blank):
+            self._state = ReaderState.ENDLINE  # bodiless: the end-line starts at dash + 2
+            return self._read_endline()
+        if blank >= 0:
+            return self._head_with_body(blank)
+        return self._head_incomplete()
+
+    def _head_incomplete(self) -> NeedData | Event:
+        if len(self._buf) > self.limits.max_head:
+            raise LocalProtocolError(
+                f"header block exceeds {self.limits.max_head} bytes", tid=self._tid
+            )
+        return self._at_eof(self._tid)
+
+    def _read_first_line(self) -> bool:
+        """Read the first line if it has arrived; say whether it had."""
+        buf = self._buf
+        lf = buf.find(b"\n", self._scan)
+        if lf < 0:
+            self._scan = len(buf)
+            self._check_prefix()
+            return False
+        if not buf.startswith(_MSRP):
+            if SIP_START.fullmatch(buf, 0, max(lf - 1, 0)) and buf[lf - 1] == 13:
+                self._state = ReaderState.SIP
+                self._scan = lf - 1
+                return True
+            raise LocalProtocolError("not an MSRP frame")
+        if buf[lf - 1] != 13:
+            prefix = TID_PREFIX.match(buf)
+            tid = prefix[1] if prefix else None
+            raise LocalProtocolError("line ends in a bare LF (RFC 4975 §9 needs CRLF)", tid=tid)
+        self._parse_first_line(lf - 1)
+        return True
+
+    def _check_prefix(self) -> None:
+        buf = self._buf
+        if len(buf) > self.limits.max_head:
+            raise LocalProtocolError(f"first line exceeds {self.limits.max_head} bytes")
+        head = bytes(buf[:5])
+        # Still possibly "MSRP " or a SIP start line (upper-case method or "SIP/2.0").
+        if not (_MSRP.startswith(head) or head.startswith(_MSRP) or head[:1].isupper()):
+            raise LocalProtocolError("not an MSRP frame")
+
+    def _parse_first_line(self, end: int) -> None:
+        buf = self._buf
+        m = FIRST_LINE.fullmatch(buf, 0, end)
+        if m is None:
+            prefix = TID_PREFIX.match(buf, 0, end)
+            if prefix is None:
+                raise LocalProtocolError("unreadable transaction id in the first line")
+            tid = prefix[1]
+            self._response = RESPONSE_HINT.match(buf, 0, end) is not None
+            self._error = "malformed first line (RFC 4975 §9)"
+        else:
+            tid = m[1]
+            self._line = m
+            self._response = m[2] is not None
+        self._tid = bytes(tid)
+        self._marker = b"\r\n" + _DASHES + self._tid
+        self._fl_end = end
+        self._blank.scan = self._dash.scan = end
+
+    def _refuse(
+        self, hdr_end: int, reason: str, status: Status = Status.UNINTELLIGIBLE
+    ) -> InvalidFrame:
+        head = bytes(self._buf[:hdr_end])
+        return InvalidFrame(self._tid, status, reason, not self._response, head)
+
+    def _check_head(self, hdr_end: int) -> InvalidFrame | None:
+        """Check the first line and header block; record the path spans when they are good."""
+        if self._error:
+            return self._refuse(hdr_end, self._error)
+        m = HEAD.fullmatch(self._buf, self._fl_end + 2, hdr_end)
+        if m is None:
+            block = bytes(self._buf[self._fl_end + 2 : hdr_end])
+            return self._refuse(hdr_end, diagnose_head(block))
+        to_span = _trim_span(self._buf, m.span(1))
+        from_span = _trim_span(self._buf, m.span(2))
+        if to_span[0] == to_span[1] or from_span[0] == from_span[1]:
+            return self._refuse(hdr_end, "empty To-Path or From-Path (RFC 4975 §7.1)")
+        self._spans = (to_span, from_span)
+        return None
+
+    # -- frames without a body ---------------------------------------------------------------
+    def _read_endline(self) -> Event | NeedData:
+        buf = self._buf
+        start = self._dash.found + 2
+        lf = buf.find(b"\n", start)
+        if lf < 0:
+            return self._head_incomplete()  # wait for the line's LF, within max_head
+        end = lf + 1
+        invalid = self._check_head(start)
+        if invalid is None and not _is_endline(buf, start, end, self._marker):
+            # No header name starts with "-" (RFC 4975 §9): this line was meant as the
+            # end-line, so the frame ends here, refused.
+            invalid = self._refuse(start, "malformed end-line (RFC 4975 §7.1)")
+        if invalid is not None:
+            return self._consume(end, invalid)
+        flag = bytes(buf[end - 3 : end - 2])
+        return self._consume(end, self._make_frame(bytes(buf[:end]), -1, start, flag, start))
+
+    def _consume(self, end: int, event: Event) -> Event:
+        del self._buf[:end]
+        self._state = ReaderState.IDLE
+        return event
+
+    # -- frames with a body ------------------------------------------------------------------
+    def _head_with_body(self, blank: int) -> Event | NeedData:
+        hdr_end = blank + 2
+        invalid = self._check_head(hdr_end)
+        # The body starts after the blank line. The end-line search starts at the blank line's
+        # own CRLF, so that "headers, blank line, end-line" reads as an empty body.
+        self._body_start = blank + 4
+        self._scan = hdr_end
+        if invalid is not None:
+            return self._start_rest(ReaderState.SKIP, hdr_end, invalid)
+        self._state = ReaderState.BODY
+        return self._read_body()
+
+    def _read_body(self) -> Event | NeedData:
+        buf = self._buf
+        body_start = self._body_start
+        found = self._find_end(buf)
+        # Bytes before _scan are certainly data, so the choice does not depend on the split.
+        if self._scan - body_start <= self.limits.max_body:
+            if found < 0:
+                return self._at_eof(self._tid)
+            flag = bytes(buf[found - 3 : found - 2])
+            frame = self._make_frame(bytes(buf[:found]), body_start, self._scan + 2, flag)
+            return self._consume(found, frame)
+        if not self.limits.stream_large:
+            reason = f"body exceeds {self.limits.max_body} bytes"
+            invalid = self._refuse(body_start - 2, reason, Status.STOP_SENDING)
+            return self._start_rest(ReaderState.SKIP, body_start, invalid)
+        head = self._make_frame(bytes(buf[:body_start]), body_start, -1, None)
+        return self._start_rest(ReaderState.STREAM, body_start, head)
+
+    def _start_rest(self, state: ReaderState, cut: int, event: Event) -> Event:
+        """Deliver `event` and read the rest of the frame after `cut` in `state`."""
+        del self._buf[:cut]
+        self._scan = max(0, self._scan - cut)
+        self._state = state
+        return event
+
+    def _find_end(self, buf: bytearray) -> int:
+        """Search for CRLF "-------" tid flag CRLF from `_scan`. Return the index just past the
+        end-line (then `_scan` is where its CRLF starts), or -1 (then `_scan` is where the
+        search resumes, and nothing before it can be part of the end-line)."""
+        marker = self._marker
+        size = len(marker)
+        while True:
+            at = buf.find(marker, self._scan)
+            if at < 0:
+                self._scan = max(self._scan, len(buf) - size + 1)
+                return -1
+            end = at + size + 3
+            if end > len(buf):
+                self._scan = at  # the flag and CRLF have not arrived yet
+                return -1
+            if buf[end - 3] in _FLAGS and buf[end - 2] == 13 and buf[end - 1] == 10:
+                self._scan = at
+                return end
+            self._scan = at + 1
+
+    def _make_frame(
+        self, buf: bytes, body_start: int, end_start: int, flag: bytes | None, hdr_end: int = -1
+    ) -> Frame:
+        m = self._line
+        assert m is not None  # _check_head passed, so the first line matched
+        code = m[2]
+        to_span, from_span = self._spans
+        return Frame(
+            buf,
+            self._tid,
+            None if code else bytes(m[4]),
+            int(code) if code else None,
+            (bytes(m[3]) if m[3] is not None else b"") if code else None,
+            self._fl_end + 2,
+            hdr_end if hdr_end >= 0 else body_start - 2,
+            body_start,
+            end_start,
+            flag,
+            to_span,
+            from_span,
+        )
+
+    # -- streamed and skipped bodies ---------------------------------------------------------
+    def _read_stream(self) -> Event | NeedData:
+        return self._read_rest(keep=True)
+
+    def _read_skip(self) -> Event | NeedData:
+        while True:
+            event = self._read_rest(keep=False)
+            if not isinstance(event, BodyPiece):
+                return event
+
+    def _read_rest(self, keep: bool) -> Event | NeedData:
+        buf = self._buf
+        found = self._find_end(buf)
+        safe = self._scan
+        if safe > 0:
+            piece = BodyPiece(bytes(buf[:safe]))
+            del buf[:safe]
+            self._scan = 0
+            return piece
+        if found < 0:
+            return self._at_eof(self._tid)
+        end = FrameEnd(self._tid, bytes(buf[found - 3 : found - 2]), bytes(buf[:found]))
+        self._consume(found, end)
+        return end if keep else self._read_idle()
+
+    # -- SIP on the MSRP port ----------------------------------------------------------------
+    def _read_sip(self) -> Event | NeedData:
+        end, self._scan = sip_message_end(self._buf, self._scan)
+        if end < 0:
+            if len(self._buf) > self.limits.max_sip or end == -2:
+                raise LocalProtocolError("SIP message too large or without a valid length")
+            return self._at_eof(None)
+        return self._consume(end, SipMessage(bytes(self._buf[:end])))
+
+
+class _Search:
+    """A search for `needle` that resumes where the last attempt stopped."""
+
+    __slots__ = ("found", "needle", "scan")
+
+    def __init__(self, needle: bytes) -> None:
+        self.needle = needle
+        self.found = -1
+        self.scan = 0
+
+    def run(self, buf: bytearray) -> int:
+        if self.found < 0:
+            self.found = buf.find(self.needle, self.scan)
+            if self.found < 0:
+                self.scan = max(self.scan, len(buf) - len(self.needle) + 1)
+        return self.found
+
+
+def _is_endline(buf: bytearray, start: int, end: int, marker: bytes) -> bool:
+    """Whether buf[start:end] is "-------" tid flag CRLF (RFC 4975 §9 end-line)."""
+    return (
+        end - start == len(marker) + 1
+        and buf.startswith(marker[2:], start)
+        and buf[end - 3] in _FLAGS
+        and buf[end - 2] == 13
+    )
+
+
+def _trim_span(buf: bytearray, span: tuple[int, int]) -> tuple[int, int]:
+    start, end = span
+    while end > start and buf[end - 1] in b" \t":
+        end -= 1
+    return start, end

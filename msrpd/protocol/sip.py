@@ -1,0 +1,38 @@
+"""Framing of a SIP message that arrives on the MSRP port.
+
+Rules: Kamailio decides per message whether bytes are MSRP (they start with "MSRP ") or SIP
+(reference §1.1); the seed config answers SIP with 403. A SIP message over a stream ends after
+its blank line plus Content-Length bytes (RFC 3261 §18.3; `l` is the compact form, §7.3.3).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["sip_message_end"]
+
+_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([0-9]{1,9})[ \t]*\r\n", re.I)
+_ANY_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:", re.I)
+
+
+def sip_message_end(buf: bytearray, scan: int) -> tuple[int, int]:
+    """Find where the SIP message at the start of `buf` ends.
+
+    Returns (end, scan): end is the index past the message, -1 while it is incomplete (resume
+    the search at `scan`), or -2 when the Content-Length header is unreadable.
+    """
+    blank = buf.find(b"\r\n\r\n", scan)
+    if blank < 0:
+        return -1, max(scan, len(buf) - 3)
+    head = bytes(buf[: blank + 2])
+    m = _CONTENT_LENGTH.search(head)
+    if m is None:
+        if _ANY_LENGTH.search(head):
+            return -2, blank
+        length = 0  # RFC 3261 §18.3 makes it mandatory on TCP; a missing one means no body
+    else:
+        length = int(m[1])
+    end = blank + 4 + length
+    if end > len(buf):
+        return -1, blank
+    return end, blank
