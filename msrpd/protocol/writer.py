@@ -1,0 +1,218 @@
+"""Frame writers: replies, the relay splice, the fake SIP message, new requests.
+
+Rules:
+- `build_reply` lays a response out exactly as Kamailio's msrp_reply (reference §7): first
+  line, To-Path, From-Path, the request's Message-ID line as received, extra headers, end-line
+  with flag "$". Where Kamailio is wrong we follow the RFC: the To-Path of a response to a
+  non-SEND request is the whole From-Path (RFC 4975 §7.2; Kamailio copies only the first
+  URI), paths come from the parsed URIs so trailing blanks never leak into a line, and an empty
+  reason gives `MSRP tid 200` without a trailing space (RFC 4975 §9 `[SP comment]`).
+- `relay_splice` is Kamailio's msrp_relay rewrite (reference §6.2, RFC 4976 §6.2): the first
+  To-Path URI moves to the front of From-Path; every other byte, the header order and the body
+  stay as received. It cuts at the parsed value offsets, so `From-Path:<uri>` (no space) keeps
+  every character (Kamailio drops one).
+- Writers never read clocks or randomness: transaction ids come from the caller.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import LocalProtocolError
+from .events import InvalidFrame
+from .frame import SEND, Frame
+
+__all__ = [
+    "SIPMSG_PREFIX",
+    "build_invalid_reply",
+    "build_reply",
+    "build_request",
+    "build_sipmsg",
+    "relay_splice",
+]
+
+# The fixed head of Kamailio's fake SIP message (reference §3.2, msrp_fake_sipmsg).
+SIPMSG_PREFIX = (
+    b"MSRP sip:a@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKa\r\n"
+    b"From: <b@127.0.0.1>;tag=a\r\n"
+    b"To: <a@127.0.0.1>\r\n"
+    b"Call-ID: a\r\n"
+    b"CSeq: 1 MSRP\r\n"
+    b"Content-Length: 0\r\n"
+    b"MSRP-First-Line: "
+)
+
+_DASHES = b"-------"
+_BLANKS = b" \t"
+_TEXT = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+_PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r$", re.I | re.M)
+_METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
+
+
+def build_reply(frame: Frame, code: int, reason: str | bytes, extra: str | bytes = b"") -> bytes:
+    """The response to `frame` (a request), Kamailio's layout with the RFC fixes above.
+
+    Args:
+        code: a three-digit status.
+        reason: the comment after the code; may be empty.
+        extra: header lines to add after Message-ID, CRLF-terminated (one is added if missing).
+
+    Raises:
+        LocalProtocolError: `frame` is a response, or code, reason or extra are malformed.
+    """
+    if frame.method is None:
+        raise LocalProtocolError("a response is never answered (RFC 4975 §7.2)")
+    to_path = frame.from_path[0] if frame.method == SEND else " ".join(frame.from_path)
+    msgid = frame.header_line(b"message-id") or b""
+    return _response(
+        frame.tid, code, reason, to_path.encode(), frame.to_path[0].encode(), msgid, extra
+    )
+
+
+def build_invalid_reply(invalid: InvalidFrame) -> bytes | None:
+    """The response to a request the reader refused, or None when it cannot be addressed
+    (a response, or no readable To-Path and From-Path): then the connection is closed."""
+    if not invalid.is_request:
+        return None
+    paths: dict[bytes, bytes] = {}
+    for m in _PATH_LINE.finditer(invalid.head):
+        paths.setdefault(m[1].lower(), m[2])
+    to_value, from_value = paths.get(b"to-path"), paths.get(b"from-path")
+    if not to_value or not from_value or not _TEXT.fullmatch(to_value + from_value):
+        return None
+    method = _METHOD.match(invalid.head)
+    from_uris = from_value.split()
+    to_path = from_uris[0] if method and method[1] == SEND else b" ".join(from_uris)
+    reason = f"{invalid.status.reason} ({invalid.reason})"
+    return _response(invalid.tid, invalid.status, reason, to_path, to_value.split()[0], b"", b"")
+
+
+def _response(
+    tid: bytes,
+    code: int,
+    reason: str | bytes,
+    to_path: bytes,
+    from_path: bytes,
+    msgid_line: bytes,
+    extra: str | bytes,
+) -> bytes:
+    if not 100 <= code <= 999:
+        raise LocalProtocolError(f"status code {code} is not three digits")
+    comment = reason.encode() if isinstance(reason, str) else reason
+    if not _TEXT.fullmatch(comment):
+        raise LocalProtocolError("a reason phrase cannot hold control characters")
+    first = (
+        b"MSRP %s %d %s\r\n" % (tid, code, comment)
+        if comment
+        else b"MSRP %s %d\r\n"
+        % (
+            tid,
+            code,
+        )
+    )
+    return b"".join(
+        (
+            first,
+            b"To-Path: ",
+            to_path,
+            b"\r\nFrom-Path: ",
+            from_path,
+            b"\r\n",
+            msgid_line,
+            _header_lines(extra),
+            _DASHES,
+            tid,
+            b"$\r\n",
+        )
+    )
+
+
+def _header_lines(extra: str | bytes) -> bytes:
+    lines = extra.encode() if isinstance(extra, str) else extra
+    if not lines:
+        return b""
+    if not lines.endswith(b"\r\n"):
+        lines += b"\r\n"
+    for line in lines[:-2].split(b"\r\n"):
+        if b":" not in line or not _TEXT.fullmatch(line):
+            raise LocalProtocolError(f"extra header line {line[:40]!r} is malformed")
+    return lines
+
+
+def relay_splice(frame: Frame) -> bytes:
+    """The frame as the next hop must receive it: the first To-Path URI moved to the front of
+    From-Path (RFC 4976 §6.2). For a streamed frame only the head is rewritten; the body
+    pieces follow unchanged.
+
+    Raises:
+        LocalProtocolError: To-Path holds a single URI, so there is no next hop (status 481
+            would be wrong: the caller decides; Kamailio logs and sends nothing).
+    """
+    buf = frame.buf
+    to_start, to_end = frame.to_span
+    first_end = _first_blank(buf, to_start, to_end)
+    if first_end < 0:
+        raise LocalProtocolError("To-Path has only one URI: no next hop")
+    rest = first_end + 1
+    while buf[rest] in _BLANKS:
+        rest += 1
+    from_start = frame.from_span[0]
+    view = memoryview(buf)
+    return b"".join(
+        (
+            view[:to_start],
+            view[rest:from_start],
+            view[to_start:first_end],
+            b" ",
+            view[from_start:],
+        )
+    )
+
+
+def _first_blank(buf: bytes, start: int, end: int) -> int:
+    space = buf.find(b" ", start, end)
+    tab = buf.find(b"\t", start, end)
+    if tab < 0:
+        return space
+    return tab if space < 0 else min(space, tab)
+
+
+def build_sipmsg(frame: Frame) -> bytes:
+    """Kamailio's fake SIP message for `frame` (reference §3.2): the fixed prefix, the MSRP first
+    line and header lines as received, then one CRLF. Body and end-line are not included."""
+    return b"".join((SIPMSG_PREFIX, frame.buf[: frame.hdr_end], b"\r\n"))
+
+
+def build_request(
+    tid: bytes,
+    method: bytes,
+    to_path: list[str],
+    from_path: list[str],
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    flag: bytes = b"$",
+) -> bytes:
+    """A new request (a REPORT the relay generates, or a test client's SEND).
+
+    `headers` come after From-Path in the order given; with a body, the caller puts
+    Content-Type last (RFC 4975 §7.1).
+
+    Raises:
+        LocalProtocolError: the body contains this transaction's end-line (RFC 4975 §7.1: pick
+            another transaction id), or the flag or a header is malformed.
+    """
+    if flag not in (b"$", b"+", b"#") or not to_path or not from_path:
+        raise LocalProtocolError("a request needs paths and a flag of $, + or #")
+    lines = [b"MSRP %s %s\r\n" % (tid, method)]
+    lines.append(b"To-Path: %s\r\n" % " ".join(to_path).encode())
+    lines.append(b"From-Path: %s\r\n" % " ".join(from_path).encode())
+    lines.extend(_header_lines(f"{name}: {value}") for name, value in headers or ())
+    end_line = _DASHES + tid + flag + b"\r\n"
+    if body is not None:
+        # The blank line's CRLF precedes the body, so a body may not even start with it.
+        if b"\r\n" + _DASHES + tid in b"\r\n" + body:
+            raise LocalProtocolError("the body contains the end-line; use another tid")
+        lines.extend((b"\r\n", body, b"\r\n"))
+    lines.append(end_line)
+    return b"".join(lines)
