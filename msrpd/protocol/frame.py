@@ -45,11 +45,12 @@ class Frame:
         tid: the transaction id.
         method: the request method, or None for a response.
         code / reason: the response status and reason phrase (b"" when absent), or None.
-        hdr_start / hdr_end: the header block is buf[hdr_start:hdr_end], CRLFs included.
+        hdr_end: the header block is buf[hdr_start:hdr_end], CRLFs included.
         body_start: where the body starts (after the blank line), or -1 for a bodiless frame.
         end_start: where the end-line's dashes start, or -1 for a streamed frame.
         flag: the continuation flag (b"$", b"+" or b"#"), or None for a streamed frame.
-        to_span / from_span: (start, end) of the To-Path and From-Path values, trimmed.
+        to_span / from_span: (start, end of the first URI, end) of the To-Path and From-Path
+            values, blanks around them excluded.
     """
 
     __slots__ = (
@@ -63,7 +64,6 @@ class Frame:
         "flag",
         "from_span",
         "hdr_end",
-        "hdr_start",
         "method",
         "reason",
         "tid",
@@ -77,20 +77,18 @@ class Frame:
         method: bytes | None,
         code: int | None,
         reason: bytes | None,
-        hdr_start: int,
         hdr_end: int,
         body_start: int,
         end_start: int,
         flag: bytes | None,
-        to_span: tuple[int, int],
-        from_span: tuple[int, int],
+        to_span: tuple[int, int, int],
+        from_span: tuple[int, int, int],
     ) -> None:
         self.buf = buf
         self.tid = tid
         self.method = method
         self.code = code
         self.reason = reason
-        self.hdr_start = hdr_start
         self.hdr_end = hdr_end
         self.body_start = body_start
         self.end_start = end_start
@@ -141,6 +139,10 @@ class Frame:
 
     # -- headers --------------------------------------------------------------------------
     @property
+    def hdr_start(self) -> int:
+        return self.buf.index(b"\r\n") + 2  # the first line holds no CR or LF
+
+    @property
     def hdrs(self) -> bytes:
         """The raw header block: every header line with its CRLF."""
         return self.buf[self.hdr_start : self.hdr_end]
@@ -176,11 +178,28 @@ class Frame:
     # -- paths ----------------------------------------------------------------------------
     @property
     def to_path_raw(self) -> bytes:
-        return self.buf[self.to_span[0] : self.to_span[1]]
+        return self.buf[self.to_span[0] : self.to_span[2]]
 
     @property
     def from_path_raw(self) -> bytes:
+        return self.buf[self.from_span[0] : self.from_span[2]]
+
+    @property
+    def first_to(self) -> bytes:
+        """The first To-Path URI (this relay, RFC 4976 §6.2) as received."""
+        return self.buf[self.to_span[0] : self.to_span[1]]
+
+    @property
+    def first_from(self) -> bytes:
+        """The first From-Path URI (the previous hop) as received."""
         return self.buf[self.from_span[0] : self.from_span[1]]
+
+    def message_id_line(self) -> bytes | None:
+        """The first Message-ID header line as received, CRLF included."""
+        at = self.buf.find(b"\r\nMessage-ID:", self.hdr_start - 2, self.hdr_end)
+        if at >= 0:  # the usual spelling, found without parsing the header block
+            return self.buf[at + 2 : self.buf.index(b"\r\n", at + 2) + 2]
+        return self.header_line(b"message-id")
 
     @property
     def to_path(self) -> list[str]:

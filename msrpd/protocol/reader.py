@@ -36,7 +36,15 @@ from .events import (
     SipMessage,
 )
 from .frame import Frame
-from .grammar import FIRST_LINE, HEAD, RESPONSE_HINT, SIP_START, TID_PREFIX, diagnose_head
+from .grammar import (
+    FAST_HEAD,
+    FIRST_LINE,
+    HEAD,
+    RESPONSE_HINT,
+    SIP_START,
+    TID_PREFIX,
+    diagnose_head,
+)
 from .limits import ReaderLimits
 from .sip import sip_message_end
 from .status import Status
@@ -46,6 +54,7 @@ __all__ = ["Event", "FrameReader", "ReaderState"]
 Event = Frame | BodyPiece | FrameEnd | InvalidFrame | SipMessage | ConnectionClosed
 
 _FLAGS = b"$+#"
+_FLAG_BYTES = {byte: bytes((byte,)) for byte in _FLAGS}
 _DASHES = b"-------"
 _MSRP = b"MSRP "
 
@@ -73,6 +82,8 @@ class FrameReader:
         self._buf = bytearray()
         self._eof = False
         self._state = ReaderState.IDLE
+        self._blank = _Search(b"\r\n\r\n")
+        self._dash = _Search(b"\r\n-")
         self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
             ReaderState.IDLE: self._read_idle,
             ReaderState.HEAD: self._read_head,
@@ -87,15 +98,15 @@ class FrameReader:
 
     def _start_frame(self) -> None:
         self._scan = 0
-        self._blank = _Search(b"\r\n\r\n")
-        self._dash = _Search(b"\r\n-")
+        self._blank.reset()
+        self._dash.reset()
         self._fl_end = -1
         self._body_start = -1
         self._tid = b""
         self._marker = b""
         self._line: re.Match[bytes] | None = None
         self._response = False
-        self._spans = ((0, 0), (0, 0))
+        self._spans = ((0, 0, 0), (0, 0, 0))
         self._error = ""
 
     # -- public API -------------------------------------------------------------------------
@@ -125,6 +136,8 @@ class FrameReader:
                 the frame at fault can still be answered (with `exc.status`) before closing.
         """
         try:
+            if self._state is ReaderState.IDLE:  # the usual case, without the table lookup
+                return self._read_idle()
             return self._readers[self._state]()
         except LocalProtocolError as exc:
             self._state = ReaderState.CLOSED
@@ -148,9 +161,54 @@ class FrameReader:
             del buf[:skip]
         if not buf:
             return self._at_eof(None)
+        frame = self._read_fast()
+        if frame is not None:
+            return frame
         self._start_frame()
         self._state = ReaderState.HEAD
         return self._read_head()
+
+    def _read_fast(self) -> Frame | None:
+        """Read a complete, well-formed frame at the start of the buffer in one regex match and
+        a find; return None (nothing consumed) to leave anything else to the state machine.
+        Tried once per frame, so byte-at-a-time input stays O(n)."""
+        buf = self._buf
+        m = FAST_HEAD.match(buf)
+        if m is None:
+            return None
+        tid, code, comment, method, _, _, _, _, sep_text = m.groups()
+        spans = m.regs  # every group's span in one lookup
+        sep = spans[9][0]
+        marker = b"\r\n" + _DASHES + tid
+        if sep_text == b"\r\n":
+            at = buf.find(marker, sep)  # from the blank line's CRLF: an empty body may follow
+            end = at + len(marker) + 3
+            if at < 0 or at - sep - 2 > self.limits.max_body or end > len(buf):
+                return None
+            body_start, end_start = sep + 2, at + 2
+        else:
+            end = sep + len(marker) + 1
+            body_start, end_start = -1, sep
+            if end > len(buf) or not buf.startswith(marker, sep - 2):
+                return None
+        flag = buf[end - 3]
+        if flag not in _FLAGS or buf[end - 2] != 13 or buf[end - 1] != 10:
+            return None
+        data = bytes(buf[:end])
+        del buf[:end]
+        return Frame(
+            data,
+            data[5 : 5 + len(tid)],
+            None if code else bytes(method),
+            int(code) if code else None,
+            (b"" if comment is None else bytes(comment)) if code else None,
+            sep,
+            body_start,
+            end_start,
+            _FLAG_BYTES[flag],
+            _path_span(data, spans[5][0], spans[6][1], spans[5][1]),
+            _path_span(data, spans[7][0], spans[8][1], spans[7][1]),
+        )
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")
@@ -249,11 +307,11 @@ class FrameReader:
         if m is None:
             block = bytes(self._buf[self._fl_end + 2 : hdr_end])
             return self._refuse(hdr_end, diagnose_head(block))
-        to_span = _trim_span(self._buf, m.span(1))
-        from_span = _trim_span(self._buf, m.span(2))
-        if to_span[0] == to_span[1] or from_span[0] == from_span[1]:
-            return self._refuse(hdr_end, "empty To-Path or From-Path (RFC 4975 §7.1)")
-        self._spans = (to_span, from_span)
+        buf = self._buf
+        self._spans = (
+            _path_span(buf, m.start(1), m.end(2), m.end(1)),
+            _path_span(buf, m.start(3), m.end(4), m.end(3)),
+        )
         return None
 
     # -- frames without a body ---------------------------------------------------------------
@@ -350,7 +408,6 @@ class FrameReader:
             None if code else bytes(m[4]),
             int(code) if code else None,
             (bytes(m[3]) if m[3] is not None else b"") if code else None,
-            self._fl_end + 2,
             hdr_end if hdr_end >= 0 else body_start - 2,
             body_start,
             end_start,
@@ -404,6 +461,10 @@ class _Search:
         self.found = -1
         self.scan = 0
 
+    def reset(self) -> None:
+        self.found = -1
+        self.scan = 0
+
     def run(self, buf: bytearray) -> int:
         if self.found < 0:
             self.found = buf.find(self.needle, self.scan)
@@ -422,8 +483,10 @@ def _is_endline(buf: bytearray, start: int, end: int, marker: bytes) -> bool:
     )
 
 
-def _trim_span(buf: bytearray, span: tuple[int, int]) -> tuple[int, int]:
-    start, end = span
-    while end > start and buf[end - 1] in b" \t":
+def _path_span(
+    buf: bytes | bytearray, start: int, first_end: int, end: int
+) -> tuple[int, int, int]:
+    """(start, end of first URI, end without trailing blanks) of a path header value."""
+    while buf[end - 1] in b" \t":
         end -= 1
-    return start, end
+    return start, first_end, end

@@ -63,11 +63,9 @@ def build_reply(frame: Frame, code: int, reason: str | bytes, extra: str | bytes
     """
     if frame.method is None:
         raise LocalProtocolError("a response is never answered (RFC 4975 §7.2)")
-    to_path = frame.from_path[0] if frame.method == SEND else " ".join(frame.from_path)
-    msgid = frame.header_line(b"message-id") or b""
-    return _response(
-        frame.tid, code, reason, to_path.encode(), frame.to_path[0].encode(), msgid, extra
-    )
+    to_path = frame.first_from if frame.method == SEND else b" ".join(frame.from_path_raw.split())
+    msgid = frame.message_id_line() or b""
+    return _response(frame.tid, code, reason, to_path, frame.first_to, msgid, extra)
 
 
 def build_invalid_reply(invalid: InvalidFrame) -> bytes | None:
@@ -99,28 +97,28 @@ def _response(
 ) -> bytes:
     if not 100 <= code <= 999:
         raise LocalProtocolError(f"status code {code} is not three digits")
-    comment = reason.encode() if isinstance(reason, str) else reason
-    if not _TEXT.fullmatch(comment):
+    if isinstance(reason, str):
+        # isprintable() refuses every control character, in C, without a regex.
+        if not reason.isprintable():
+            raise LocalProtocolError("a reason phrase cannot hold control characters")
+        comment = reason.encode()
+    elif _TEXT.fullmatch(reason):
+        comment = reason
+    else:
         raise LocalProtocolError("a reason phrase cannot hold control characters")
-    first = (
-        b"MSRP %s %d %s\r\n" % (tid, code, comment)
-        if comment
-        else b"MSRP %s %d\r\n"
-        % (
-            tid,
-            code,
-        )
-    )
     return b"".join(
         (
-            first,
-            b"To-Path: ",
+            b"MSRP ",
+            tid,
+            b" %d " % code if comment else b" %d" % code,
+            comment,
+            b"\r\nTo-Path: ",
             to_path,
             b"\r\nFrom-Path: ",
             from_path,
             b"\r\n",
             msgid_line,
-            _header_lines(extra),
+            _header_lines(extra) if extra else b"",
             _DASHES,
             tid,
             b"$\r\n",
@@ -150,9 +148,8 @@ def relay_splice(frame: Frame) -> bytes:
             would be wrong: the caller decides; Kamailio logs and sends nothing).
     """
     buf = frame.buf
-    to_start, to_end = frame.to_span
-    first_end = _first_blank(buf, to_start, to_end)
-    if first_end < 0:
+    to_start, first_end, to_end = frame.to_span
+    if first_end == to_end:
         raise LocalProtocolError("To-Path has only one URI: no next hop")
     rest = first_end + 1
     while buf[rest] in _BLANKS:
@@ -168,14 +165,6 @@ def relay_splice(frame: Frame) -> bytes:
             view[from_start:],
         )
     )
-
-
-def _first_blank(buf: bytes, start: int, end: int) -> int:
-    space = buf.find(b" ", start, end)
-    tab = buf.find(b"\t", start, end)
-    if tab < 0:
-        return space
-    return tab if space < 0 else min(space, tab)
 
 
 def build_sipmsg(frame: Frame) -> bytes:
