@@ -23,11 +23,15 @@ TARGET_100B = 300_000  # frames/s, issue 2
 def frame_bytes(tid: int, size: int) -> bytes:
     t = f"{tid:08x}"
     return (
-        f"MSRP {t} SEND\r\n"
-        "To-Path: msrp://127.0.0.1:2855/msrp-6b082c54-11d0-1;tcp msrp://127.0.0.1:44996/bob;tcp\r\n"
-        "From-Path: msrp://127.0.0.1:44980/alicesess;tcp\r\n"
-        f"Message-ID: m{tid}\r\nByte-Range: 1-{size}/{size}\r\nContent-Type: text/plain\r\n\r\n"
-    ).encode() + b"x" * size + f"\r\n-------{t}$\r\n".encode()
+        (
+            f"MSRP {t} SEND\r\n"
+            "To-Path: msrp://127.0.0.1:2855/msrp-6b082c54-11d0-1;tcp msrp://127.0.0.1:44996/bob;tcp\r\n"
+            "From-Path: msrp://127.0.0.1:44980/alicesess;tcp\r\n"
+            f"Message-ID: m{tid}\r\nByte-Range: 1-{size}/{size}\r\nContent-Type: text/plain\r\n\r\n"
+        ).encode()
+        + b"x" * size
+        + f"\r\n-------{t}$\r\n".encode()
+    )
 
 
 def run(size: int, seconds: float) -> tuple[float, float]:

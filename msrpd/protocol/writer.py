@@ -46,6 +46,8 @@ SIPMSG_PREFIX = (
 _DASHES = b"-------"
 _BLANKS = b" \t"
 _TEXT = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+# One header line without its CRLF: hname ":" hval (RFC 4975 §9).
+_HEADER = re.compile(rb"[A-Za-z][!#$%&'*+\-.0-9A-Z^_`a-z|~]*:[^\x00-\x08\x0a-\x1f\x7f]*")
 _PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r$", re.I | re.M)
 _METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
 
@@ -97,14 +99,10 @@ def _response(
 ) -> bytes:
     if not 100 <= code <= 999:
         raise LocalProtocolError(f"status code {code} is not three digits")
-    if isinstance(reason, str):
-        # isprintable() refuses every control character, in C, without a regex.
-        if not reason.isprintable():
-            raise LocalProtocolError("a reason phrase cannot hold control characters")
-        comment = reason.encode()
-    elif _TEXT.fullmatch(reason):
-        comment = reason
-    else:
+    comment = reason.encode() if isinstance(reason, str) else reason
+    # Printable ASCII (the usual reason) is checked in C without the regex; anything else must
+    # be utf8text, RFC 4975 §9 (HTAB and non-ASCII allowed, other controls not).
+    if not (comment.isascii() and comment.isalnum()) and not _TEXT.fullmatch(comment):
         raise LocalProtocolError("a reason phrase cannot hold control characters")
     return b"".join(
         (
@@ -133,7 +131,7 @@ def _header_lines(extra: str | bytes) -> bytes:
     if not lines.endswith(b"\r\n"):
         lines += b"\r\n"
     for line in lines[:-2].split(b"\r\n"):
-        if b":" not in line or not _TEXT.fullmatch(line):
+        if not _HEADER.fullmatch(line):
             raise LocalProtocolError(f"extra header line {line[:40]!r} is malformed")
     return lines
 
@@ -196,7 +194,11 @@ def build_request(
     lines = [b"MSRP %s %s\r\n" % (tid, method)]
     lines.append(b"To-Path: %s\r\n" % " ".join(to_path).encode())
     lines.append(b"From-Path: %s\r\n" % " ".join(from_path).encode())
-    lines.extend(_header_lines(f"{name}: {value}") for name, value in headers or ())
+    for name, value in headers or ():
+        line = f"{name}: {value}".encode()
+        if not _HEADER.fullmatch(line):  # one line each: a CRLF in a value would inject one
+            raise LocalProtocolError(f"header {name[:40]!r} is malformed")
+        lines.append(line + b"\r\n")
     end_line = _DASHES + tid + flag + b"\r\n"
     if body is not None:
         # The blank line's CRLF precedes the body, so a body may not even start with it.
