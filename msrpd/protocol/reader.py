@@ -35,9 +35,9 @@ from .events import (
     NeedData,
     SipMessage,
 )
+from .fastpath import FLAGS, path_span, read_whole_frame
 from .frame import Frame
 from .grammar import (
-    FAST_HEAD,
     FIRST_LINE,
     HEAD,
     RESPONSE_HINT,
@@ -53,8 +53,7 @@ __all__ = ["Event", "FrameReader", "ReaderState"]
 
 Event = Frame | BodyPiece | FrameEnd | InvalidFrame | SipMessage | ConnectionClosed
 
-_FLAGS = b"$+#"
-_FLAG_BYTES = {byte: bytes((byte,)) for byte in _FLAGS}
+_FLAGS = FLAGS
 _DASHES = b"-------"
 _MSRP = b"MSRP "
 
@@ -161,54 +160,13 @@ class FrameReader:
             del buf[:skip]
         if not buf:
             return self._at_eof(None)
-        frame = self._read_fast()
+        frame = read_whole_frame(self._buf, self.limits.max_body)
         if frame is not None:
+            del self._buf[: len(frame.buf)]
             return frame
         self._start_frame()
         self._state = ReaderState.HEAD
         return self._read_head()
-
-    def _read_fast(self) -> Frame | None:
-        """Read a complete, well-formed frame at the start of the buffer in one regex match and
-        a find; return None (nothing consumed) to leave anything else to the state machine.
-        Tried once per frame, so byte-at-a-time input stays O(n)."""
-        buf = self._buf
-        m = FAST_HEAD.match(buf)
-        if m is None:
-            return None
-        tid, code, comment, method, _, _, _, _, sep_text = m.groups()
-        spans = m.regs  # every group's span in one lookup
-        sep = spans[9][0]
-        marker = b"\r\n" + _DASHES + tid
-        if sep_text == b"\r\n":
-            at = buf.find(marker, sep)  # from the blank line's CRLF: an empty body may follow
-            end = at + len(marker) + 3
-            if at < 0 or at - sep - 2 > self.limits.max_body or end > len(buf):
-                return None
-            body_start, end_start = sep + 2, at + 2
-        else:
-            end = sep + len(marker) + 1
-            body_start, end_start = -1, sep
-            if end > len(buf) or not buf.startswith(marker, sep - 2):
-                return None
-        flag = buf[end - 3]
-        if flag not in _FLAGS or buf[end - 2] != 13 or buf[end - 1] != 10:
-            return None
-        data = bytes(buf[:end])
-        del buf[:end]
-        return Frame(
-            data,
-            data[5 : 5 + len(tid)],
-            None if code else bytes(method),
-            int(code) if code else None,
-            (b"" if comment is None else bytes(comment)) if code else None,
-            sep,
-            body_start,
-            end_start,
-            _FLAG_BYTES[flag],
-            _path_span(data, spans[5][0], spans[6][1], spans[5][1]),
-            _path_span(data, spans[7][0], spans[8][1], spans[7][1]),
-        )
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")
@@ -309,8 +267,8 @@ class FrameReader:
             return self._refuse(hdr_end, diagnose_head(block))
         buf = self._buf
         self._spans = (
-            _path_span(buf, m.start(1), m.end(2), m.end(1)),
-            _path_span(buf, m.start(3), m.end(4), m.end(3)),
+            path_span(buf, m.start(1), m.end(2), m.end(1)),
+            path_span(buf, m.start(3), m.end(4), m.end(3)),
         )
         return None
 
@@ -481,12 +439,3 @@ def _is_endline(buf: bytearray, start: int, end: int, marker: bytes) -> bool:
         and buf[end - 3] in _FLAGS
         and buf[end - 2] == 13
     )
-
-
-def _path_span(
-    buf: bytes | bytearray, start: int, first_end: int, end: int
-) -> tuple[int, int, int]:
-    """(start, end of first URI, end without trailing blanks) of a path header value."""
-    while buf[end - 1] in b" \t":
-        end -= 1
-    return start, first_end, end
