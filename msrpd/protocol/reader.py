@@ -1,6 +1,9 @@
 """Incremental MSRP frame reader: bytes in, in any split, events out.
 
 Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our checklist §1.9):
+- A frame that lies complete and well formed in the buffer is read by fastpath.py in one regex
+  match; this state machine reads everything else (partial frames, errors). The corpus tests
+  feed every frame whole and byte by byte, so both paths are held to the same events.
 - The frame being read always starts at offset 0 of one bytearray; consumed bytes are deleted
   from the front (CPython does that in O(1)).
 - Each search remembers where it stopped (`_scan`, `_blank`, `_dash`), so input that arrives
