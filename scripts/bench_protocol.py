@@ -54,6 +54,26 @@ def run(size: int, seconds: float) -> tuple[float, float]:
     return frames / elapsed, frames * size / elapsed / 1e6
 
 
+def bare_loop(size: int, seconds: float) -> float:
+    """The floor: per frame only find the end-line, split the head and join two outputs, with
+    no validation; the same stream, so the ratio says what the checks and objects cost."""
+    stream = b"".join(frame_bytes(i, size) for i in range(2000))
+    frames = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        pos = 0
+        while pos < len(stream):
+            tid = stream[pos + 5 : stream.index(b" ", pos + 5)]
+            end = stream.index(b"\r\n-------" + tid, pos) + len(tid) + 12
+            lines = stream[pos : stream.index(b"\r\n\r\n", pos)].split(b"\r\n")
+            b"\r\n".join(lines[:3])
+            b"".join((lines[0], lines[2], stream[pos:end]))
+            pos = end
+            frames += 1
+    return frames / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -63,6 +83,10 @@ def main() -> None:
         line = f"{size:>5} B body: {rate:>10,.0f} frames/s  {mbps:>8.1f} MB/s body"
         if size == 100:
             line += f"  (target {TARGET_100B:,} frames/s: {rate / TARGET_100B:.2f}x)"
+        floor = bare_loop(size, args.seconds)
+        line += (
+            f"\n        bare find/split/join loop: {floor:>10,.0f} frames/s ({rate / floor:.2f}x)"
+        )
         print(line)
 
 
