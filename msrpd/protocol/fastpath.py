@@ -11,13 +11,11 @@ O(n).
 from __future__ import annotations
 
 from .frame import Frame
-from .grammar import FAST_HEAD
+from .grammar import DASHES, FAST_HEAD, FLAGS, closes_end_line
 
-__all__ = ["FLAGS", "path_span", "read_whole_frame"]
+__all__ = ["path_span", "read_whole_frame"]
 
-FLAGS = b"$+#"
 _FLAG_BYTES = {byte: bytes((byte,)) for byte in FLAGS}
-_DASHES = b"-------"
 
 
 def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
@@ -29,7 +27,7 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
     tid, code, comment, method, _, _, _, _, sep_text = m.groups()
     spans = m.regs  # every group's span in one lookup
     sep = spans[9][0]
-    marker = b"\r\n" + _DASHES + tid
+    marker = b"\r\n" + DASHES + tid
     if sep_text == b"\r\n":
         at = buf.find(marker, sep)  # from the blank line's CRLF: an empty body may follow
         end = at + len(marker) + 3
@@ -41,8 +39,7 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
         body_start, end_start = -1, sep
         if end > len(buf) or not buf.startswith(marker, sep - 2):
             return None
-    flag = buf[end - 3]
-    if flag not in FLAGS or buf[end - 2] != 13 or buf[end - 1] != 10:
+    if not closes_end_line(buf, end):
         return None
     data = bytes(buf[:end])
     return Frame(
@@ -54,7 +51,7 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
         sep,
         body_start,
         end_start,
-        _FLAG_BYTES[flag],
+        _FLAG_BYTES[buf[end - 3]],
         path_span(data, spans[5][0], spans[6][1], spans[5][1]),
         path_span(data, spans[7][0], spans[8][1], spans[7][1]),
     )

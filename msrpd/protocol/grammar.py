@@ -19,12 +19,15 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "DASHES",
     "FAST_HEAD",
     "FIRST_LINE",
+    "FLAGS",
     "HEAD",
     "RESPONSE_HINT",
     "SIP_START",
     "TID_PREFIX",
+    "closes_end_line",
     "diagnose_head",
 ]
 
@@ -74,6 +77,15 @@ FAST_HEAD = re.compile(
 SIP_START = re.compile(rb"(?:[A-Z][A-Z_\-]* [^ \r\n]+ SIP/2\.0|SIP/2\.0 [0-9]{3}(?: [^\r\n]*)?)")
 
 _PATH_NAMES = (b"to-path", b"from-path")
+
+# The end-line: "-------" transact-id continuation-flag CRLF (RFC 4975 §9).
+DASHES = b"-------"
+FLAGS = b"$+#"
+
+
+def closes_end_line(buf: bytes | bytearray, end: int) -> bool:
+    """Whether buf[end - 3:end] is a continuation flag and CRLF, the tail of an end-line."""
+    return buf[end - 3] in FLAGS and buf[end - 2] == 13 and buf[end - 1] == 10
 
 
 def diagnose_head(block: bytes) -> str:

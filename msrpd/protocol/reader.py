@@ -38,14 +38,16 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastpath import FLAGS, path_span, read_whole_frame
+from .fastpath import path_span, read_whole_frame
 from .frame import Frame
 from .grammar import (
+    DASHES,
     FIRST_LINE,
     HEAD,
     RESPONSE_HINT,
     SIP_START,
     TID_PREFIX,
+    closes_end_line,
     diagnose_head,
 )
 from .limits import ReaderLimits
@@ -56,8 +58,6 @@ __all__ = ["Event", "FrameReader", "ReaderState"]
 
 Event = Frame | BodyPiece | FrameEnd | InvalidFrame | SipMessage | ConnectionClosed
 
-_FLAGS = FLAGS
-_DASHES = b"-------"
 _MSRP = b"MSRP "
 
 
@@ -250,7 +250,7 @@ class FrameReader:
             self._line = m
             self._response = m[2] is not None
         self._tid = bytes(tid)
-        self._marker = b"\r\n" + _DASHES + self._tid
+        self._marker = b"\r\n" + DASHES + self._tid
         self._fl_end = end
         self._blank.scan = self._dash.scan = end
 
@@ -351,7 +351,7 @@ class FrameReader:
             if end > len(buf):
                 self._scan = at  # the flag and CRLF have not arrived yet
                 return -1
-            if buf[end - 3] in _FLAGS and buf[end - 2] == 13 and buf[end - 1] == 10:
+            if closes_end_line(buf, end):
                 self._scan = at
                 return end
             self._scan = at + 1
@@ -439,6 +439,5 @@ def _is_endline(buf: bytearray, start: int, end: int, marker: bytes) -> bool:
     return (
         end - start == len(marker) + 1
         and buf.startswith(marker[2:], start)
-        and buf[end - 3] in _FLAGS
-        and buf[end - 2] == 13
+        and closes_end_line(buf, end)
     )

@@ -21,6 +21,7 @@ import re
 from .errors import LocalProtocolError
 from .events import InvalidFrame
 from .frame import SEND, Frame
+from .grammar import DASHES
 
 __all__ = [
     "SIPMSG_PREFIX",
@@ -43,7 +44,6 @@ SIPMSG_PREFIX = (
     b"MSRP-First-Line: "
 )
 
-_DASHES = b"-------"
 _BLANKS = b" \t"
 _TEXT = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
 # One header line without its CRLF: hname ":" hval (RFC 4975 §9).
@@ -117,7 +117,7 @@ def _response(
             b"\r\n",
             msgid_line,
             _header_lines(extra) if extra else b"",
-            _DASHES,
+            DASHES,
             tid,
             b"$\r\n",
         )
@@ -199,10 +199,10 @@ def build_request(
         if not _HEADER.fullmatch(line):  # one line each: a CRLF in a value would inject one
             raise LocalProtocolError(f"header {name[:40]!r} is malformed")
         lines.append(line + b"\r\n")
-    end_line = _DASHES + tid + flag + b"\r\n"
+    end_line = DASHES + tid + flag + b"\r\n"
     if body is not None:
         # The blank line's CRLF precedes the body, so a body may not even start with it.
-        if b"\r\n" + _DASHES + tid in b"\r\n" + body:
+        if b"\r\n" + DASHES + tid in b"\r\n" + body:
             raise LocalProtocolError("the body contains the end-line; use another tid")
         lines.extend((b"\r\n", body, b"\r\n"))
     lines.append(end_line)
