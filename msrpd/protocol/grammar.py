@@ -24,9 +24,12 @@ __all__ = [
     "FIRST_LINE",
     "FLAGS",
     "HEAD",
+    "HEADER_LINE",
+    "HNAME",
     "RESPONSE_HINT",
     "SIP_START",
     "TID_PREFIX",
+    "UTF8TEXT",
     "closes_end_line",
     "diagnose_head",
 ]
@@ -41,6 +44,11 @@ _HNAME = rb"[A-Za-z][!#$%&'*+\-.0-9A-Z^_`a-z|~]*+"
 FIRST_LINE = re.compile(
     rb"MSRP (" + _IDENT + rb") (?:([0-9]{3})(?: (" + _UTF8TEXT + rb"))?|(" + _TOKEN + rb"))"
 )
+
+# Whole values and lines, for diagnosis and for the writers' checks (RFC 4975 §9).
+UTF8TEXT = re.compile(_UTF8TEXT)
+HNAME = re.compile(_HNAME)
+HEADER_LINE = re.compile(_HNAME + rb":" + _UTF8TEXT)  # one header line without its CRLF
 
 # A first line that meant to be a response, to know whether a broken frame may be answered.
 RESPONSE_HINT = re.compile(rb"MSRP [^ ]+ [0-9]{3}(?: |$)")
@@ -96,9 +104,9 @@ def diagnose_head(block: bytes) -> str:
         name, colon, value = line.partition(b":")
         if not colon:
             return f"header line {number} has no colon"
-        if not re.fullmatch(_HNAME, name):
+        if not HNAME.fullmatch(name):
             return f"header line {number} has an invalid name {name[:40]!r}"
-        if not re.fullmatch(_UTF8TEXT, value):
+        if not UTF8TEXT.fullmatch(value):
             return f"header {name[:40]!r} holds a control character"
         names.append(name.lower())
     if not names or names[0] != b"to-path":

@@ -21,7 +21,7 @@ import re
 from .errors import LocalProtocolError
 from .events import InvalidFrame
 from .frame import SEND, Frame
-from .grammar import DASHES
+from .grammar import DASHES, HEADER_LINE, UTF8TEXT
 
 __all__ = [
     "SIPMSG_PREFIX",
@@ -45,9 +45,6 @@ SIPMSG_PREFIX = (
 )
 
 _BLANKS = b" \t"
-_TEXT = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-# One header line without its CRLF: hname ":" hval (RFC 4975 §9).
-_HEADER = re.compile(rb"[A-Za-z][!#$%&'*+\-.0-9A-Z^_`a-z|~]*:[^\x00-\x08\x0a-\x1f\x7f]*")
 _PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r$", re.I | re.M)
 _METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
 
@@ -79,7 +76,7 @@ def build_invalid_reply(invalid: InvalidFrame) -> bytes | None:
     for m in _PATH_LINE.finditer(invalid.head):
         paths.setdefault(m[1].lower(), m[2])
     to_value, from_value = paths.get(b"to-path"), paths.get(b"from-path")
-    if not to_value or not from_value or not _TEXT.fullmatch(to_value + from_value):
+    if not to_value or not from_value or not UTF8TEXT.fullmatch(to_value + from_value):
         return None
     method = _METHOD.match(invalid.head)
     from_uris = from_value.split()
@@ -102,7 +99,7 @@ def _response(
     comment = reason.encode() if isinstance(reason, str) else reason
     # Printable ASCII (the usual reason) is checked in C without the regex; anything else must
     # be utf8text, RFC 4975 §9 (HTAB and non-ASCII allowed, other controls not).
-    if not (comment.isascii() and comment.isalnum()) and not _TEXT.fullmatch(comment):
+    if not (comment.isascii() and comment.isalnum()) and not UTF8TEXT.fullmatch(comment):
         raise LocalProtocolError("a reason phrase cannot hold control characters")
     return b"".join(
         (
@@ -131,7 +128,7 @@ def _header_lines(extra: str | bytes) -> bytes:
     if not lines.endswith(b"\r\n"):
         lines += b"\r\n"
     for line in lines[:-2].split(b"\r\n"):
-        if not _HEADER.fullmatch(line):
+        if not HEADER_LINE.fullmatch(line):
             raise LocalProtocolError(f"extra header line {line[:40]!r} is malformed")
     return lines
 
@@ -196,7 +193,7 @@ def build_request(
     lines.append(b"From-Path: %s\r\n" % " ".join(from_path).encode())
     for name, value in headers or ():
         line = f"{name}: {value}".encode()
-        if not _HEADER.fullmatch(line):  # one line each: a CRLF in a value would inject one
+        if not HEADER_LINE.fullmatch(line):  # one line each: a CRLF in a value would inject one
             raise LocalProtocolError(f"header {name[:40]!r} is malformed")
         lines.append(line + b"\r\n")
     end_line = DASHES + tid + flag + b"\r\n"
