@@ -1,19 +1,240 @@
 """The `msrpd` command line (click).
 
-Rules: settings live in the config file, not in flags (style rule 19). The supervisor commands
-(start, stop, reload, status, ctl) join this group as they are built.
+Rules: settings live in the config file, not in flags (style rule 19); every command takes
+`-c FILE` to find that instance's run_dir, pidfile and fifo. stop and reload send a signal from
+one table (nginx's signals[]). Exit codes, for scripts and init systems:
+
+  0  success
+  1  not running (stop, reload), or a failed command
+  2  the configuration or the routing script is invalid
+  3  start failed (a worker could not boot, a socket could not be bound); status: not running
+  4  another msrpd already runs with this run_dir
+  5  stop timed out: processes were still alive after --timeout
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
 import click
+import psutil
 
 from . import __version__
+from .config import Settings, load_config
+from .errors import ConfigError
+from .logs import setup_logging
+from .routing import RouteLoadError, load_route
+from .rundir import read_pid
+from .supervisor import Supervisor
+from .users import UserStore
 
 __all__ = ["main"]
+
+EXIT_NOT_RUNNING = 1
+EXIT_CONFIG = 2
+EXIT_START_FAILED = 3
+EXIT_ALREADY_RUNNING = 4
+EXIT_TIMEOUT = 5
+SIGNALS = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT}
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: the embedded defaults).",
+)
+
+
+def _settings(config: Path | None, children: int | None = None, route: bool = False) -> Settings:
+    try:
+        settings = load_config(config, children=children)
+        if route:
+            load_route(settings.msrp.route, settings.msrp.event_callback)
+    except (ConfigError, RouteLoadError) as exc:
+        click.echo(f"msrpd: invalid configuration:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    return settings
+
+
+def _running_pid(settings: Settings) -> int | None:
+    """The supervisor's pid, when the pidfile names a live msrpd supervisor."""
+    pid = read_pid(settings)
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        return pid if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE else None
+    except psutil.Error:
+        return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="msrpd")
 def main() -> None:
     """msrpd: an MSRP relay (RFC 4975, RFC 4976)."""
+
+
+@main.command()
+@config_option
+@click.option("--children", type=int, default=None, help="Override core.children.")
+@click.option("--foreground", is_flag=True, help="Stay attached; log to stderr.")
+def start(config: Path | None, children: int | None, foreground: bool) -> None:
+    """Start the relay; without --foreground, return once every worker accepts."""
+    settings = _settings(config, children, route=True)
+    pid = _running_pid(settings)
+    if pid is not None:
+        click.echo(
+            f"msrpd: already running (pid {pid}) with run_dir {settings.core.run_dir}", err=True
+        )
+        sys.exit(EXIT_ALREADY_RUNNING)
+    if foreground:
+        setup_logging(settings.core.log_level)
+        sys.exit(Supervisor(settings, children).run())
+    sys.exit(_daemonize(settings, children))
+
+
+def _daemonize(settings: Settings, children: int | None) -> int:
+    settings.core.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = settings.core.run_dir / "msrpd.log"
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as pipe:
+            answer = pipe.readline().decode().strip()
+        if answer == "ok":
+            click.echo(f"msrpd started (pid {read_pid(settings)}); log: {log}")
+            return 0
+        click.echo(f"msrpd: start failed: {answer or 'see ' + str(log)}", err=True)
+        return EXIT_ALREADY_RUNNING if "already running" in answer else EXIT_START_FAILED
+    os.close(ready_r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    setup_logging(settings.core.log_level, log)
+    os._exit(Supervisor(settings, children).run(ready_w))
+
+
+def _send(settings: Settings, command: str) -> int:
+    pid = _running_pid(settings)
+    if pid is None:
+        click.echo(f"msrpd is not running (run_dir {settings.core.run_dir})", err=True)
+        sys.exit(EXIT_NOT_RUNNING)
+    os.kill(pid, SIGNALS[command])
+    return pid
+
+
+@main.command()
+@config_option
+@click.option("--now", is_flag=True, help="Fast stop: do not wait for frames in flight.")
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds to wait (default: drain_timeout + 10)."
+)
+def stop(config: Path | None, now: bool, timeout: float | None) -> None:
+    """Stop the relay and wait until its processes are gone."""
+    settings = _settings(config)
+    pid = _send(settings, "quit" if now else "stop")
+    try:
+        proc = psutil.Process(pid)
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    wait = timeout if timeout is not None else settings.core.drain_timeout + 10.0
+    _, alive = psutil.wait_procs(family, timeout=wait)
+    if alive:
+        click.echo(
+            f"msrpd: still running after {wait:.0f} s: pids {[p.pid for p in alive]}", err=True
+        )
+        sys.exit(EXIT_TIMEOUT)
+    click.echo("msrpd stopped")
+
+
+@main.command()
+@config_option
+def reload(config: Path | None) -> None:
+    """Re-read the config and routing script; on error the old ones keep serving."""
+    settings = _settings(config, route=True)
+    pid = _send(settings, "reload")
+    click.echo(f"reload signalled to msrpd (pid {pid})")
+
+
+@main.command()
+@config_option
+def status(config: Path | None) -> None:
+    """Say whether the relay runs, since when, and its workers."""
+    settings = _settings(config)
+    pid = _running_pid(settings)
+    if pid is None:
+        click.echo("msrpd is not running")
+        sys.exit(EXIT_START_FAILED)
+    proc = psutil.Process(pid)
+    uptime = time.time() - proc.create_time()
+    workers = proc.children()
+    click.echo(f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers")
+    for child in workers:
+        title = " ".join(child.cmdline()).strip() or child.name()
+        click.echo(f"  {child.pid}  {title}")
+
+
+@main.command("check-config")
+@config_option
+def check_config(config: Path | None) -> None:
+    """Validate the config file and load the routing script."""
+    settings = _settings(config, route=True)
+    where = settings.source or "embedded defaults"
+    click.echo(f"configuration ok ({where}); route {settings.msrp.route or 'cmap (bundled)'}")
+
+
+@main.group()
+def user() -> None:
+    """Manage the digest user store ([auth] users)."""
+
+
+def _store(config: Path | None) -> tuple[UserStore, str]:
+    settings = _settings(config)
+    if settings.auth.users is None:
+        click.echo("msrpd: [auth] users is not set in the configuration", err=True)
+        sys.exit(EXIT_CONFIG)
+    return UserStore(settings.auth.users), settings.auth.realm
+
+
+@user.command("add")
+@config_option
+@click.argument("username")
+@click.password_option(prompt=True)
+def user_add(config: Path | None, username: str, password: str) -> None:
+    """Add or replace USERNAME (only HA1 is stored)."""
+    store, realm = _store(config)
+    store.add(username, realm, password)
+    click.echo(f"user {username} ({realm}) saved")
+
+
+@user.command("del")
+@config_option
+@click.argument("username")
+def user_del(config: Path | None, username: str) -> None:
+    """Delete USERNAME."""
+    store, realm = _store(config)
+    if not store.delete(username, realm):
+        click.echo(f"no user {username} in realm {realm}", err=True)
+        sys.exit(1)
+    click.echo(f"user {username} deleted")
+
+
+@user.command("list")
+@config_option
+def user_list(config: Path | None) -> None:
+    """List users and realms."""
+    store, _ = _store(config)
+    for username, realm in store.list():
+        click.echo(f"{username}\t{realm}")

@@ -21,6 +21,8 @@ class Status(IntEnum):
     UNSUPPORTED_MEDIA_TYPE = 415
     INTERVAL_OUT_OF_BOUNDS = 423
     NO_SESSION = 481
+    SERVER_ERROR = 500
+    """Not in RFC 4975 §10; Kamailio's scripts answer it when the relay itself fails."""
     UNKNOWN_METHOD = 501
     SESSION_TAKEN = 506
 
@@ -39,6 +41,7 @@ _REASONS = {
     Status.UNSUPPORTED_MEDIA_TYPE: "Unsupported Media Type",
     Status.INTERVAL_OUT_OF_BOUNDS: "Interval Out-of-Bounds",
     Status.NO_SESSION: "Session Does Not Exist",
+    Status.SERVER_ERROR: "Server Error",
     Status.UNKNOWN_METHOD: "Method Not Implemented",
     Status.SESSION_TAKEN: "Session Already Bound",
 }

@@ -1,0 +1,1 @@
+../../msrpd/routing/routes/cmap.py

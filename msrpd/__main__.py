@@ -1,0 +1,5 @@
+"""`python -m msrpd` is the `msrpd` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""Listening sockets: one SO_REUSEPORT socket per worker slot for every listen entry.
+
+Rules (style rule 13, nginx ngx_clone_listening): the supervisor binds every socket before
+forking; slot i's worker, and any replacement or next-generation worker of slot i, accepts on
+socket i. The kernel spreads new connections over the slots' sockets, and a socket whose
+worker is being replaced keeps queueing connections for the replacement: none is refused.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from .config import ListenAddress
+
+__all__ = ["BACKLOG", "ListenerSet", "bind_listener"]
+
+BACKLOG = 1024
+
+
+def bind_listener(addr: ListenAddress) -> socket.socket:
+    """A bound, listening, non-blocking SO_REUSEPORT socket for `addr`.
+
+    Raises:
+        OSError: the address cannot be bound (in use by another program, not local, ...).
+    """
+    sock = socket.socket(addr.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if addr.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr.host, addr.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class ListenerSet:
+    """The supervisor's sockets, keyed by (listen entry, slot)."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[tuple[ListenAddress, int], socket.socket] = {}
+
+    def ensure(self, listen: tuple[ListenAddress, ...], children: int) -> None:
+        """Bind whatever `listen` x `children` needs that is not bound yet; on failure,
+        close what this call bound and raise OSError naming the address."""
+        added: list[tuple[ListenAddress, int]] = []
+        try:
+            for addr in listen:
+                for slot in range(children):
+                    if (addr, slot) not in self.sockets:
+                        self.sockets[addr, slot] = bind_listener(addr)
+                        added.append((addr, slot))
+        except OSError as exc:
+            for key in added:
+                self.sockets.pop(key).close()
+            raise OSError(exc.errno, f"cannot listen on {addr}: {exc.strerror}") from None
+
+    def for_slot(
+        self, listen: tuple[ListenAddress, ...], slot: int
+    ) -> tuple[tuple[socket.socket, ListenAddress], ...]:
+        return tuple((self.sockets[addr, slot], addr) for addr in listen)
+
+    def prune(self, listen: tuple[ListenAddress, ...], children: int) -> None:
+        """Close the sockets the current config no longer uses."""
+        for addr, slot in list(self.sockets):
+            if addr not in listen or slot >= children:
+                self.sockets.pop((addr, slot)).close()
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()

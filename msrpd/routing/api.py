@@ -1,0 +1,148 @@
+"""The `msrp` object a routing script gets for each frame: Kamailio's msrp module API.
+
+Rules:
+- Names and return codes follow Kamailio's cfg/KEMI functions (reference §6-§8, §10): 1 is
+  success, negative is failure, so scripts ported from kamailio.cfg branch the same way.
+  Where Kamailio has a bug (DESIGN §1), the documented RFC behaviour is used instead.
+- Send flags are cumulative within one frame (msrp_relay_flags / msrp_reply_flags).
+- The object lives for one frame; nothing here keeps state between frames.
+"""
+
+from __future__ import annotations
+
+from ..protocol import (
+    MSRP_PV_KEYS,
+    ConnInfo,
+    Frame,
+    LocalProtocolError,
+    MsrpUri,
+    build_reply,
+    build_sipmsg,
+    msrp_pv,
+    parse_uri,
+    relay_splice,
+)
+from ..protocol.frame import AUTH, REPORT
+from ..protocol.pv import PvValue
+from . import auth, cmapops
+from .env import Destination, RouteEnv
+
+__all__ = ["Msrp"]
+
+
+class Msrp:
+    """One frame as the routing script sees it."""
+
+    __slots__ = ("_auth_stale", "_dest", "_relay_flags", "_reply_flags", "conn", "env", "frame")
+
+    def __init__(self, frame: Frame, conn: ConnInfo, env: RouteEnv) -> None:
+        self.frame = frame
+        self.conn = conn
+        self.env = env
+        self._dest: Destination | None = None
+        self._relay_flags = 0
+        self._reply_flags = 0
+        self._auth_stale = False
+
+    def __getattr__(self, key: str) -> PvValue:
+        # $msrp(key) as an attribute: msrp.method, msrp.sessid, ... (reference §4).
+        if key in MSRP_PV_KEYS:
+            return msrp_pv(self.frame, key, self.conn)
+        raise AttributeError(key)
+
+    def pv(self, key: str) -> PvValue:
+        """`$msrp(key)`; raises KeyError for an unknown key."""
+        if key not in MSRP_PV_KEYS:
+            raise KeyError(key)
+        return msrp_pv(self.frame, key, self.conn)
+
+    def is_request(self) -> bool:
+        return self.frame.method is not None
+
+    def is_reply(self) -> bool:
+        return self.frame.method is None
+
+    def hdr(self, name: str) -> str | None:
+        """The first header `name` (case-insensitive), or None."""
+        value = self.frame.header(name)
+        return None if value is None else value.decode("utf-8", "surrogateescape")
+
+    @property
+    def sipmsg(self) -> bytes | None:
+        """Kamailio's fake SIP message for this frame, when `[msrp] sipmsg` is on."""
+        return build_sipmsg(self.frame) if self.env.policy.sipmsg else None
+
+    def msrpuri(self, text: str) -> MsrpUri:
+        """`{msrpuri.key}`: the parsed URI (raises LocalProtocolError when malformed)."""
+        return parse_uri(text)
+
+    def relay_flags(self, flags: int) -> int:
+        self._relay_flags |= int(flags) & 0b11
+        return 1
+
+    def reply_flags(self, flags: int) -> int:
+        self._reply_flags |= int(flags) & 0b11
+        return 1
+
+    def reply(self, code: int | str, text: str, hdrs: str = "") -> int:
+        """Answer the frame on the connection it came on. Responses and REPORTs are never
+        answered (RFC 4975 §7.2, §7.1.2): -1."""
+        if self.frame.method in (None, REPORT):
+            return -1
+        try:
+            data = build_reply(self.frame, int(code), text, hdrs)
+        except (LocalProtocolError, ValueError):
+            return -1
+        self.env.write_origin(data, self._reply_flags)
+        return 1
+
+    def set_dst(self, addr: str, sock: str = "") -> int:
+        """Send the next relay() to `addr` (an MSRP URI); -1 when it does not parse."""
+        try:
+            self._dest = Destination(parse_uri(addr), None, sock)
+        except LocalProtocolError:
+            return -1
+        return 1
+
+    def relay(self) -> int:
+        """Forward the frame along its To-Path (RFC 4976 §6.2): to the set_dst/cmap_lookup
+        destination, else To-Path URI #2. -1 when there is nowhere to send it."""
+        try:
+            data = relay_splice(self.frame)
+        except LocalProtocolError:
+            return -1
+        dest = self._dest
+        if dest is None:
+            try:
+                dest = Destination(parse_uri(self.frame.to_path[1]))
+            except (LocalProtocolError, IndexError):
+                return -1
+        return self.env.relay(data, dest, self._relay_flags)
+
+    def cmap_save(self) -> int:
+        """Authenticate-and-register an AUTH: grant Expires, save the session, answer 200 with
+        Use-Path (reference §8.2 codes: -1 no cmap or full, -2 not AUTH, -3/-4 423 sent)."""
+        if self.frame.method != AUTH:
+            return -2
+        return cmapops.save(self.frame, self.conn, self.env, self._reply_flags)
+
+    def cmap_lookup(self) -> int:
+        """Find the connection of To-Path #1's session (reference §8.3 codes: -1 no cmap,
+        -2 AUTH, -3 no session id, -4 not found or expired)."""
+        if self.frame.method == AUTH:
+            return -2
+        dest, code = cmapops.lookup(self.frame, self.env)
+        if dest is not None:
+            self._dest = dest
+        return code
+
+    def www_authenticate(self, realm: str, password: str | None = None) -> bool:
+        """Check the AUTH's digest credentials (RFC 4976 §9.1) against `password`, or against
+        the user store when None. False for missing, stale or wrong credentials."""
+        result = auth.check(self.frame, self.env, realm, password)
+        self._auth_stale = result is auth.AuthResult.STALE
+        return result is auth.AuthResult.OK
+
+    def www_challenge(self, realm: str) -> str:
+        """The `WWW-Authenticate` header line (with CRLF) for a 401, with a fresh nonce."""
+        return auth.challenge_header(self.env, realm, stale=self._auth_stale)

@@ -1,0 +1,83 @@
+"""msrp_cmap_save / msrp_cmap_lookup semantics (reference §8.2-§8.3) without Kamailio's bugs.
+
+Rules:
+- The grant follows RFC 4976 §5.1/§6.3: no Expires → auth_max_expires; below the minimum →
+  423 with Min-Expires, above the maximum → 423 with Max-Expires (RFC 4976 §4.6); a value that
+  is not 1*DIGIT (RFC 4976 §7) → 400. Kamailio 5.6.3 answers 423 to every Expires instead.
+- The session id is 96 bits from the CSPRNG (RFC 4976 §6.3 wants it unguessable; Kamailio's
+  is a counter). Use-Path is `msrp[s]://<use_path_addr or listen address>/<sid>;tcp`, `s`
+  when the AUTH came over TLS; a scheme given in use_path_addr is not doubled.
+- Lookup is an exact match on To-Path #1's session id and never returns an expired entry.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..protocol import ConnInfo, Frame, LocalProtocolError, build_reply, parse_uri
+from ..shm import CmapEntry
+from .env import Destination, RouteEnv
+
+__all__ = ["grant_expires", "lookup", "save", "use_path"]
+
+_DIGITS = re.compile(rb"[0-9]{1,10}")
+_SCHEME = re.compile(r"^msrps?://", re.I)
+
+
+def grant_expires(value: bytes | None, low: int, high: int) -> tuple[int, str, str]:
+    """(grant, "", "") or (status, reason, extra header) for a refusal."""
+    if value is None:
+        return high, "", ""
+    if not _DIGITS.fullmatch(value.strip()):
+        return 400, "Bad Request (Expires is not a number)", ""
+    asked = int(value)
+    if asked < low:
+        return 423, "Interval Out Of Bounds", f"Min-Expires: {low}\r\n"
+    if asked > high:
+        return 423, "Interval Out Of Bounds", f"Max-Expires: {high}\r\n"
+    return asked, "", ""
+
+
+def use_path(conn: ConnInfo, addr: str | None, sessid: str) -> str:
+    scheme = "msrps" if conn.srcsock.startswith("tls:") else "msrp"
+    host = _SCHEME.sub("", addr) if addr else conn.srcsock[4:]
+    return f"{scheme}://{host}/{sessid};tcp"
+
+
+def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int) -> int:
+    cmap, policy = env.cmap, env.policy
+    if cmap is None or conn.conid is None:
+        return -1
+    grant, reason, extra = grant_expires(
+        frame.header("Expires"), policy.auth_min_expires, policy.auth_max_expires
+    )
+    if reason:
+        env.write_origin(build_reply(frame, grant, reason, extra), reply_flags)
+        return -3 if grant == 423 else -1
+    sessid = env.new_session_id()
+    peer = frame.from_path[-1] if frame.from_path else ""
+    entry = CmapEntry(sessid, conn.conid, peer, conn.srcaddr, conn.srcsock, env.now() + grant)
+    if not cmap.save(entry):
+        # Full table: refuse cleanly rather than evict someone (DESIGN §8).
+        env.write_origin(build_reply(frame, 500, "Server Error (session table full)"), reply_flags)
+        return -1
+    env.session_saved(sessid)
+    extra = f"Use-Path: {use_path(conn, policy.use_path_addr, sessid)}\r\nExpires: {grant}\r\n"
+    env.write_origin(build_reply(frame, 200, "OK", extra), reply_flags)
+    return 1
+
+
+def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
+    cmap = env.cmap
+    if cmap is None:
+        return None, -1
+    try:
+        sessid = parse_uri(frame.to_path[0]).session
+    except (LocalProtocolError, IndexError):
+        return None, -3
+    if not sessid:
+        return None, -3
+    entry = cmap.lookup(sessid, env.now())
+    if entry is None:
+        return None, -4
+    return Destination(None, entry.conid, entry.sock), 1

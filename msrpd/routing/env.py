@@ -1,0 +1,74 @@
+"""What a routing script's `msrp` object needs from the worker that runs it.
+
+Rules: routing code never touches sockets, the event loop or shared memory directly; it calls
+these methods, which the worker implements (and tests implement in memory). That keeps the
+script API testable without processes and keeps I/O in msrpd/workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..protocol import MsrpUri
+from ..shm import Cmap
+
+__all__ = ["Destination", "RouteEnv", "RoutePolicy", "SendFlags"]
+
+
+class SendFlags:
+    """Kamailio's send flags, as msrp_relay_flags / msrp_reply_flags take them."""
+
+    REUSE_ONLY = 1
+    """Only use an existing connection; never open one (SND_F_FORCE_CON_REUSE)."""
+    CLOSE_AFTER = 2
+    """Close the connection after this write (SND_F_CON_CLOSE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where relay() sends: a known connection (cmap) or an address (set_dst, To-Path)."""
+
+    uri: MsrpUri | None
+    conid: int | None = None
+    sock: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """The [msrp] and [auth] settings the script API applies."""
+
+    auth_min_expires: int
+    auth_max_expires: int
+    use_path_addr: str | None
+    realm: str
+    sipmsg: bool
+    nonce_ttl: float = 300.0
+
+
+class RouteEnv(Protocol):
+    """The worker side of the script API."""
+
+    @property
+    def policy(self) -> RoutePolicy: ...
+
+    @property
+    def cmap(self) -> Cmap | None: ...
+
+    @property
+    def nonce_secret(self) -> bytes: ...
+
+    def now(self) -> float: ...
+
+    def new_session_id(self) -> str: ...
+
+    def user_ha1(self, username: str, realm: str) -> str | None: ...
+
+    def write_origin(self, data: bytes, flags: int) -> None:
+        """Write `data` to the connection the current frame came on."""
+
+    def relay(self, data: bytes, dest: Destination, flags: int) -> int:
+        """Send `data` towards `dest`; 1 when it is on its way, negative when it cannot be."""
+
+    def session_saved(self, sessid: str) -> None:
+        """Note that the current connection owns `sessid` (dropped when it closes)."""

@@ -1,0 +1,48 @@
+"""Shared memory of one msrpd instance: cmap, connection registry, heartbeats, stats.
+
+Strategy: the supervisor creates every region from config numbers (ShmLayout.create_all) before
+forking; each worker attaches after fork (attach_all). Tables are fixed-size, lock-striped and
+hold no pointers; their locks are fcntl byte-range locks, so a worker killed inside a critical
+section never blocks the others, and the next user repairs what it left half-written.
+Heartbeats and stats have one writer per slot and lock-free readers (seqlocks).
+"""
+
+from .cmap import ADDR_MAX, PEER_MAX, SESSID_MAX, SOCK_MAX, Cmap, CmapEntry
+from .heartbeat import HeartbeatRecord, Heartbeats, WorkerState
+from .layout import RegionSpec, ShmLayout, ShmSet, instance_prefix
+from .locks import StripeLocks
+from .region import Region, ShmLayoutError, segment_names, unlink_stale
+from .registry import REGISTRY_ADDR_MAX, Registry
+from .stats import COUNTERS, GAUGES, Counter, Stats, StatsCounters
+from .table import StripedTable, TableGeometry, key_hash
+
+__all__ = [
+    "ADDR_MAX",
+    "COUNTERS",
+    "GAUGES",
+    "PEER_MAX",
+    "REGISTRY_ADDR_MAX",
+    "SESSID_MAX",
+    "SOCK_MAX",
+    "Cmap",
+    "CmapEntry",
+    "Counter",
+    "HeartbeatRecord",
+    "Heartbeats",
+    "Region",
+    "RegionSpec",
+    "Registry",
+    "ShmLayout",
+    "ShmLayoutError",
+    "ShmSet",
+    "Stats",
+    "StatsCounters",
+    "StripeLocks",
+    "StripedTable",
+    "TableGeometry",
+    "WorkerState",
+    "instance_prefix",
+    "key_hash",
+    "segment_names",
+    "unlink_stale",
+]

@@ -1,0 +1,156 @@
+"""ShmLayout: every shared region of one msrpd instance, declared in one place.
+
+Rules (style rule 15, nginx's shm zones):
+- Region names are "<prefix>-<suffix>"; the prefix comes from instance_prefix(run_dir), so two
+  instances with different run_dirs never share or unlink each other's segments.
+- regions() lists name, layout tag, record size and region size for the config numbers. On
+  reload the supervisor keeps a region whose entry is unchanged (attach() checks tag and size)
+  and builds a new one otherwise.
+- Each striped table has its own lock file, "<lockfile>.<suffix>", because a process must hold
+  exactly one descriptor per lock file (locks.py). Lock files are left in place on unlink():
+  removing one while any process still has it open would split the lock in two.
+- The registry uses cmap_stripes stripes unless registry_stripes is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .cmap import Cmap
+from .heartbeat import HEARTBEAT_RECORD, Heartbeats
+from .region import unlink_stale
+from .registry import Registry
+from .stats import STATS_RECORD, Stats
+
+__all__ = ["RegionSpec", "ShmLayout", "ShmSet", "instance_prefix"]
+
+
+class _Region(Protocol):
+    def close(self) -> None: ...
+    def unlink(self) -> None: ...
+
+
+def instance_prefix(run_dir: Path) -> str:
+    """ "msrpd-" + 10 hex digits of a hash of the resolved run_dir: stable across restarts."""
+    digest = hashlib.blake2b(str(run_dir.resolve()).encode(), digest_size=5).hexdigest()
+    return f"msrpd-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSpec:
+    name: str
+    tag: bytes
+    record_size: int
+    """Bytes per record (per slot for tables, per process for heartbeats and stats)."""
+    size: int
+    """Usable bytes of the region (the 32-byte region header comes on top)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShmSet:
+    """The regions one process has mapped."""
+
+    cmap: Cmap
+    registry: Registry
+    heartbeats: Heartbeats
+    stats: Stats
+
+    def close(self) -> None:
+        """Unmap everything and close the lock files, in this process."""
+        self.cmap.close()
+        self.registry.close()
+        self.heartbeats.close()
+        self.stats.close()
+
+    def unlink(self) -> None:
+        """Remove every region name (supervisor, at stop). Mappings stay valid until closed."""
+        self.cmap.unlink()
+        self.registry.unlink()
+        self.heartbeats.unlink()
+        self.stats.unlink()
+
+
+@dataclass(frozen=True, slots=True)
+class ShmLayout:
+    """The shared memory for one instance, from config numbers."""
+
+    prefix: str
+    lockfile: Path
+    cmap_stripes: int
+    """1 << cmap_size (Kamailio's modparam), 1..65536."""
+    cmap_capacity: int
+    registry_capacity: int
+    process_slots: int
+    """Heartbeat and stats slots: every worker of every live generation needs one."""
+    registry_stripes: int = 0
+
+    def lock_path(self, suffix: str) -> Path:
+        return Path(f"{self.lockfile}.{suffix}")
+
+    def _registry_stripes(self) -> int:
+        return self.registry_stripes or self.cmap_stripes
+
+    def regions(self) -> tuple[RegionSpec, ...]:
+        """Name, tag, record size and size of each region for these numbers."""
+        cmap = Cmap.geometry(self.cmap_stripes, self.cmap_capacity)
+        registry = Registry.geometry(self._registry_stripes(), self.registry_capacity)
+        p, n = self.prefix, self.process_slots
+        return (
+            RegionSpec(Cmap.region_name(p), Cmap.TAG, cmap.record_size, cmap.region_size),
+            RegionSpec(
+                Registry.region_name(p), Registry.TAG, registry.record_size, registry.region_size
+            ),
+            RegionSpec(
+                Heartbeats.region_name(p),
+                Heartbeats.TAG,
+                HEARTBEAT_RECORD,
+                Heartbeats.region_size(n),
+            ),
+            RegionSpec(Stats.region_name(p), Stats.TAG, STATS_RECORD, Stats.region_size(n)),
+        )
+
+    def create_all(self) -> ShmSet:
+        """Create every region (supervisor, before fork); on failure remove what was made.
+
+        Raises:
+            FileExistsError: a region exists (unlink_stale() removes a crashed run's).
+        """
+        return self._open(create=True)
+
+    def attach_all(self) -> ShmSet:
+        """Attach every region (worker, after fork); on failure unmap what was attached.
+
+        Raises:
+            FileNotFoundError, ShmLayoutError: see Region.attach.
+        """
+        return self._open(create=False)
+
+    def unlink_stale(self) -> list[str]:
+        """Unlink this instance's segments left by a crashed run; their names."""
+        return unlink_stale(f"{self.prefix}-")
+
+    def _open(self, *, create: bool) -> ShmSet:
+        p, slots = self.prefix, self.process_slots
+        opened: list[_Region] = []
+        try:
+            cmap = (Cmap.create if create else Cmap.attach)(
+                p, self.lock_path(Cmap.SUFFIX), self.cmap_stripes, self.cmap_capacity
+            )
+            opened.append(cmap)
+            registry = (Registry.create if create else Registry.attach)(
+                p, self.lock_path(Registry.SUFFIX), self._registry_stripes(), self.registry_capacity
+            )
+            opened.append(registry)
+            heartbeats = (Heartbeats.create if create else Heartbeats.attach)(p, slots)
+            opened.append(heartbeats)
+            stats = (Stats.create if create else Stats.attach)(p, slots)
+        except BaseException:
+            for region in opened:
+                region.close()
+                if create:
+                    region.unlink()
+            raise
+        return ShmSet(cmap, registry, heartbeats, stats)

@@ -1,0 +1,48 @@
+"""Seqlock: one writer per record, lock-free readers that detect torn copies.
+
+Strategy: a record starts with a u64 sequence number. The writer makes it odd, writes fields,
+makes it even. A reader copies seq, fields, seq and retries while seq was odd or changed, up to
+MAX_TRIES (yielding the CPU between tries); then it returns its last copy marked inconsistent.
+A writer killed mid-write leaves seq odd: readers get inconsistent copies until the next write
+to that record, which starts from the odd value and moves on to a new even one.
+
+Rules: only the one writer of a record calls write_begin/write_end on it; x86-64 keeps stores in
+program order, which is what a reader relies on (Python gives no fences of its own).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any, Final
+
+__all__ = ["MAX_TRIES", "SEQ_SIZE", "seq_read", "write_begin", "write_end"]
+
+_SEQ: Final = struct.Struct("<Q")
+SEQ_SIZE: Final = _SEQ.size
+MAX_TRIES: Final = 64
+
+
+def write_begin(buf: memoryview, off: int) -> int:
+    """Mark the record at `off` as being written; pass the result to write_end."""
+    seq = _SEQ.unpack_from(buf, off)[0]
+    odd = seq + 1 if seq % 2 == 0 else seq + 2
+    _SEQ.pack_into(buf, off, odd)
+    return int(odd)
+
+
+def write_end(buf: memoryview, off: int, odd: int) -> None:
+    """Publish the record: readers may now copy it."""
+    _SEQ.pack_into(buf, off, odd + 1)
+
+
+def seq_read(buf: memoryview, off: int, body: struct.Struct) -> tuple[tuple[Any, ...], bool]:
+    """Copy the fields after the sequence number: (values, consistent)."""
+    values: tuple[Any, ...] = ()
+    for _ in range(MAX_TRIES):
+        before = _SEQ.unpack_from(buf, off)[0]
+        values = body.unpack_from(buf, off + SEQ_SIZE)
+        if before % 2 == 0 and _SEQ.unpack_from(buf, off)[0] == before:
+            return values, True
+        os.sched_yield()
+    return values, False

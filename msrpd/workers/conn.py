@@ -1,0 +1,189 @@
+"""MsrpConnection: the asyncio side of one MSRP connection, around the sans-IO FrameReader.
+
+Strategy (uvicorn's h11_impl, kept thin): data_received feeds the reader and hands each event
+to a small handler. The routing script runs on every frame. Only the owning worker writes to
+this transport; other workers reach it through the handoff link (DESIGN §2).
+- A frame whose body is over the whole-frame limit arrives as head, pieces, end: the script
+  runs on the head, and the pieces follow to wherever relay() sent the head.
+- If the connection dies in the middle of a relayed streamed frame, the destination gets the
+  end-line with flag "#" (RFC 4975 §7.1: the chunk is interrupted), so its framing stays sound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, cast
+
+from ..protocol import (
+    BodyPiece,
+    ConnectionClosed,
+    ConnInfo,
+    Frame,
+    FrameEnd,
+    FrameReader,
+    InvalidFrame,
+    RemoteProtocolError,
+    SipMessage,
+    build_invalid_reply,
+)
+from ..protocol.grammar import DASHES
+from ..protocol.sip import build_sip_reply
+from .routeenv import ConnEnv
+
+if TYPE_CHECKING:
+    from .context import WorkerContext
+    from .sinks import Sink
+
+__all__ = ["MsrpConnection", "format_peer"]
+
+logger = logging.getLogger(__name__)
+
+
+def format_peer(host: str, port: int) -> str:
+    """`host:port`, IPv6 in brackets (RFC 3986 §3.2.2), as URIs and registry keys need."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class MsrpConnection(asyncio.Protocol):
+    """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
+
+    def __init__(self, ctx: WorkerContext, local_sock: str, secure: bool) -> None:
+        self.ctx = ctx
+        self.local_sock = local_sock
+        self.secure = secure
+        self.reader = FrameReader(ctx.limits)
+        self.transport: asyncio.Transport | None = None
+        self.conid = ctx.new_conid()
+        self.info = ConnInfo("", local_sock, self.conid)
+        self.env = ConnEnv(ctx, self)
+        self.peer_key = ""
+        self.sessions: list[str] = []
+        self.last_active = time.monotonic()
+        self.opened = self.last_active
+        self.closed = False
+        self.pending: list[bytes | memoryview] = []
+        self.close_when_flushed = False
+        self.stream_sink: Sink | None = None
+        self.stream_tid = b""
+        self.bytes_in = self.bytes_out = 0
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        host, port = transport.get_extra_info("peername")[:2]
+        peer = format_peer(host, port)
+        self.peer_key = f"{'tls' if self.secure else 'tcp'}:{peer}"
+        self.info = ConnInfo(
+            f"msrp{'s' if self.secure else ''}://{peer}", self.local_sock, self.conid
+        )
+        self.ctx.connection_opened(self)
+        if self.pending:
+            self.transport.writelines(self.pending)
+            self.pending.clear()
+        if self.close_when_flushed:
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        self.bytes_in += len(data)
+        self.reader.receive_data(data)
+        self._drain_events()
+
+    def eof_received(self) -> bool | None:
+        self.reader.receive_data(b"")
+        self._drain_events()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.stream_sink is not None:
+            self.stream_sink.send(b"\r\n" + DASHES + self.stream_tid + b"#\r\n")
+            self.stream_sink = None
+        self.ctx.connection_closed(self)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _drain_events(self) -> None:
+        reader = self.reader
+        try:
+            for event in reader.events():
+                if isinstance(event, Frame):
+                    self._on_frame(event)
+                elif isinstance(event, BodyPiece):
+                    if self.stream_sink is not None:
+                        self.stream_sink.send(event.data, more=True)
+                elif isinstance(event, FrameEnd):
+                    self._on_frame_end(event)
+                elif isinstance(event, InvalidFrame):
+                    self._on_invalid(event)
+                elif isinstance(event, SipMessage):
+                    self._on_sip(event)
+                elif isinstance(event, ConnectionClosed):
+                    self.close()
+                if self.closed:
+                    return
+        except RemoteProtocolError as exc:
+            # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
+            logger.info("closing %s: %s", self.peer_key, exc)
+            self.ctx.count_error()
+            self.close()
+
+    def _on_frame(self, frame: Frame) -> None:
+        self.ctx.count_frame_in(frame)
+        sink = self.ctx.run_route(frame, self)
+        if frame.streamed:
+            self.stream_sink = sink
+            self.stream_tid = frame.tid
+
+    def _on_frame_end(self, end: FrameEnd) -> None:
+        if self.stream_sink is not None:
+            self.stream_sink.send(end.raw)
+            self.stream_sink = None
+
+    def _on_invalid(self, invalid: InvalidFrame) -> None:
+        self.ctx.count_invalid()
+        reply = build_invalid_reply(invalid)
+        logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
+        if reply is None:
+            self.close()
+        else:
+            self.write_frame(reply, False)
+
+    def _on_sip(self, message: SipMessage) -> None:
+        reply = build_sip_reply(message.raw, 403, "No SIP Here", f"{self.conid:x}")
+        if reply is not None:
+            self.write_frame(reply, False)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_frame(self, data: bytes | memoryview, close_after: bool) -> bool:
+        """Write bytes to this connection (owner only); False when it is closed."""
+        if self.closed:
+            return False
+        self.bytes_out += len(data)
+        if self.transport is None:
+            self.pending.append(data)
+            self.close_when_flushed = self.close_when_flushed or close_after
+            return True
+        self.transport.write(data)
+        if close_after:
+            self.transport.close()
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing half-read and nothing waiting to be written: safe to close on stop."""
+        buffered = self.transport.get_write_buffer_size() if self.transport else len(self.pending)
+        return self.reader.buffered == 0 and buffered == 0 and self.stream_sink is None

@@ -1,0 +1,167 @@
+"""WorkerContext: everything one worker's connections share, passed in, never global.
+
+Rules (style rule "no mutable globals"): the worker builds one context after fork; every
+connection and the script API reach the config, shared memory, handoff links and counters
+through it, as uvicorn passes ServerState into each protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..protocol import Frame, ReaderLimits, Status, build_reply
+from ..routing import Msrp, RoutePolicy, RouteScript
+from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
+from ..users import UserStore
+from .handoff import make_conid
+
+if TYPE_CHECKING:
+    from .conn import MsrpConnection
+    from .delivery import Delivery
+    from .links import HandoffHub
+    from .sinks import Sink
+
+__all__ = ["WorkerContext", "WorkerIdentity", "handoff_path"]
+
+logger = logging.getLogger("msrpd.route")
+
+_METHOD_COUNTERS = {
+    b"SEND": Counter.frames_in_send,
+    b"REPORT": Counter.frames_in_report,
+    b"AUTH": Counter.frames_in_auth,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    slot: int
+    """Worker slot 0..children-1 (its listening sockets)."""
+    generation: int
+    """Reload generation; a connection id names slot and generation (DESIGN §2)."""
+    index: int
+    """Process slot in the heartbeat and stats tables."""
+
+
+def handoff_path(run_dir: Path, slot: int, generation: int) -> Path:
+    return run_dir / f"handoff-{slot}-{generation}.sock"
+
+
+@dataclass(slots=True, eq=False)
+class WorkerContext:
+    settings: Settings
+    ident: WorkerIdentity
+    shm: ShmSet
+    route: RouteScript
+    policy: RoutePolicy
+    nonce_secret: bytes
+    loop: asyncio.AbstractEventLoop
+    users: UserStore | None = None
+    hub: HandoffHub | None = None
+    delivery: Delivery | None = None
+    conns: dict[int, MsrpConnection] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    counters: StatsCounters = field(default_factory=StatsCounters)
+    current_streamed: bool = False
+    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def limits(self) -> ReaderLimits:
+        m = self.settings.msrp
+        return ReaderLimits(max_head=m.max_head, max_body=m.max_body)
+
+    @property
+    def cmap(self) -> Cmap | None:
+        return self.shm.cmap
+
+    @property
+    def registry(self) -> Registry | None:
+        return self.shm.registry
+
+    def new_conid(self) -> int:
+        return make_conid(self.ident.slot, self.ident.generation, next(self._serial))
+
+    def next_token(self) -> int:
+        return next(self._tokens) & 0xFFFFFFFF
+
+    def handoff_path(self, slot: int, generation: int) -> Path:
+        return handoff_path(self.settings.core.run_dir, slot, generation)
+
+    def user_ha1(self, username: str, realm: str) -> str | None:
+        return None if self.users is None else self.users.get_ha1(username, realm)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def connection_opened(self, conn: MsrpConnection) -> None:
+        self.conns[conn.conid] = conn
+        if self.registry is not None:
+            self.registry.register(conn.peer_key, conn.conid)
+        self.counters.add(Counter.conns_total)
+
+    def connection_closed(self, conn: MsrpConnection) -> None:
+        self.conns.pop(conn.conid, None)
+        if self.registry is not None and conn.peer_key:
+            self.registry.unregister(conn.peer_key, conn.conid)
+        # A closed connection's sessions go with it (RFC 4976 §6.3).
+        cmap = self.cmap
+        if cmap is not None:
+            for sessid in conn.sessions:
+                cmap.delete(sessid)
+        if self.delivery is not None:
+            self.delivery.forget(conn)
+        c = self.counters
+        c.add(Counter.bytes_in, conn.bytes_in)
+        c.add(Counter.bytes_out, conn.bytes_out)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def run_route(self, frame: Frame, conn: MsrpConnection) -> Sink | None:
+        """Run the script's event callback on `frame`; the sink relay() used, if any."""
+        env = conn.env
+        env.last_sink = None
+        self.current_streamed = frame.streamed
+        try:
+            self.route.event(Msrp(frame, conn.info, env))
+        except Exception:
+            # A script bug must not take the worker down: log with the tid, answer 500 to a
+            # request, drop a response (issue 5; Kamailio drops silently).
+            logger.exception("route failed on frame %s from %s", frame.tid.decode(), conn.peer_key)
+            self.counters.add(Counter.errors)
+            if frame.method is not None and frame.method != b"REPORT":
+                reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
+                conn.write_frame(reply, False)
+        return env.last_sink
+
+    # -- counters ---------------------------------------------------------------------------
+
+    def count_frame_in(self, frame: Frame) -> None:
+        if frame.method is None:
+            self.counters.add(Counter.frames_in_response)
+        else:
+            self.counters.add(_METHOD_COUNTERS.get(frame.method, Counter.frames_in_other))
+
+    def count_frame_out(self, size: int) -> None:
+        self.counters.add(Counter.frames_out)
+
+    def count_reply(self, data: bytes) -> None:
+        code = data[data.index(b" ", 5) + 1 : data.index(b" ", 5) + 2]
+        counter = {b"2": Counter.replies_2xx, b"4": Counter.replies_4xx}.get(code)
+        self.counters.add(counter if counter is not None else Counter.replies_5xx)
+
+    def count_handoff_in(self) -> None:
+        self.counters.add(Counter.handoffs_in)
+
+    def count_relay_fail(self) -> None:
+        self.counters.add(Counter.relay_fail)
+
+    def count_invalid(self) -> None:
+        self.counters.add(Counter.invalid_frames)
+
+    def count_error(self) -> None:
+        self.counters.add(Counter.errors)

@@ -1,0 +1,101 @@
+"""Delivery: turn a relay destination into a sink, reusing connections across workers.
+
+Strategy (reference §6.3, DESIGN §2):
+- A cmap hit names the connection id; its owner is encoded in it (slot, generation), so the
+  frame goes to our own transport or over the handoff link to the owner, draining
+  generations included.
+- An address (set_dst, To-Path) is looked up in the shared connection registry, so an existing
+  connection to that peer is reused whichever worker owns it. A next hop without a port is
+  2855 (RFC 4975 §9), not Kamailio's 5060.
+- Otherwise, unless flag 1 (reuse only) is set, this worker opens an outbound connection
+  (TLS for msrps) and owns it; frames queue on it until it is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from ..protocol import MsrpUri
+from ..routing.env import Destination, SendFlags
+from .conn import MsrpConnection, format_peer
+from .handoff import conid_owner
+from .sinks import HandoffSink, LocalSink, Sink
+
+if TYPE_CHECKING:
+    from .context import WorkerContext
+
+__all__ = ["Delivery"]
+
+logger = logging.getLogger(__name__)
+
+
+class Delivery:
+    def __init__(self, ctx: WorkerContext, client_tls: ssl.SSLContext | None) -> None:
+        self.ctx = ctx
+        self.client_tls = client_tls
+        self.outbound: dict[str, MsrpConnection] = {}
+
+    def resolve(self, dest: Destination, flags: int) -> Sink | None:
+        if dest.conid is not None:
+            return self.for_conid(dest.conid)
+        uri = dest.uri
+        if uri is None:
+            return None
+        host, port = uri.address()
+        key = f"{'tls' if uri.secure else 'tcp'}:{format_peer(host, port)}"
+        conid = self.ctx.registry.lookup(key) if self.ctx.registry is not None else None
+        if conid is not None:
+            sink = self.for_conid(conid)
+            if sink is not None:
+                return sink
+        pending = self.outbound.get(key)
+        if pending is not None and not pending.closed:
+            return LocalSink(pending)
+        if flags & SendFlags.REUSE_ONLY:
+            logger.info("relay to %s: no connection and flag 1 forbids opening one", key)
+            return None
+        return self._open(key, uri, host, port)
+
+    def for_conid(self, conid: int) -> Sink | None:
+        ctx = self.ctx
+        owner = conid_owner(conid)
+        if owner == (ctx.ident.slot, ctx.ident.generation):
+            conn = ctx.conns.get(conid)
+            return LocalSink(conn) if conn is not None and not conn.closed else None
+        if ctx.hub is None:
+            return None
+        return HandoffSink(ctx.hub, ctx.handoff_path(*owner), conid, ctx.next_token)
+
+    def _open(self, key: str, uri: MsrpUri, host: str, port: int) -> Sink | None:
+        tls = self.client_tls if uri.secure else None
+        if uri.secure and tls is None:
+            logger.warning("relay to %s: msrps next hop but no TLS client context", key)
+            return None
+        conn = MsrpConnection(self.ctx, "", uri.secure)
+        self.outbound[key] = conn
+        task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
+        self.ctx.tasks.add(task)
+        task.add_done_callback(self.ctx.tasks.discard)
+        return LocalSink(conn)
+
+    async def _connect(
+        self, key: str, conn: MsrpConnection, host: str, port: int, tls: ssl.SSLContext | None
+    ) -> None:
+        try:
+            await self.ctx.loop.create_connection(
+                lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            logger.warning("relay to %s failed: cannot connect: %s", key, exc)
+            self.ctx.count_relay_fail()
+            conn.closed = True
+        finally:
+            if conn.closed:
+                self.outbound.pop(key, None)
+
+    def forget(self, conn: MsrpConnection) -> None:
+        for key, known in list(self.outbound.items()):
+            if known is conn:
+                del self.outbound[key]

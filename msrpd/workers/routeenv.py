@@ -1,0 +1,76 @@
+"""ConnEnv: the worker's implementation of the script API's RouteEnv, one per connection.
+
+Rules: the script's reply() writes on the connection the frame came on; relay() asks the
+worker's delivery layer for a sink (a local connection, another worker's, or a new outbound
+one) and remembers it, so that a streamed frame's pieces follow its head.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from ..routing.env import Destination, RoutePolicy, SendFlags
+from ..shm import Cmap
+
+if TYPE_CHECKING:
+    from .conn import MsrpConnection
+    from .context import WorkerContext
+    from .sinks import Sink
+
+__all__ = ["ConnEnv"]
+
+# 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
+_SESSION_BYTES = 12
+
+
+class ConnEnv:
+    __slots__ = ("conn", "ctx", "last_sink")
+
+    def __init__(self, ctx: WorkerContext, conn: MsrpConnection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.last_sink: Sink | None = None
+
+    @property
+    def policy(self) -> RoutePolicy:
+        return self.ctx.policy
+
+    @property
+    def cmap(self) -> Cmap | None:
+        return self.ctx.cmap
+
+    @property
+    def nonce_secret(self) -> bytes:
+        return self.ctx.nonce_secret
+
+    def now(self) -> float:
+        return time.time()
+
+    def new_session_id(self) -> str:
+        return secrets.token_urlsafe(_SESSION_BYTES)
+
+    def user_ha1(self, username: str, realm: str) -> str | None:
+        return self.ctx.user_ha1(username, realm)
+
+    def write_origin(self, data: bytes, flags: int) -> None:
+        self.ctx.count_reply(data)
+        self.conn.write_frame(data, bool(flags & SendFlags.CLOSE_AFTER))
+
+    def relay(self, data: bytes, dest: Destination, flags: int) -> int:
+        delivery = self.ctx.delivery
+        sink = None if delivery is None else delivery.resolve(dest, flags)
+        if sink is None:
+            self.ctx.count_relay_fail()
+            return -1
+        streamed = self.ctx.current_streamed
+        if not sink.send(data, more=streamed, close_after=bool(flags & SendFlags.CLOSE_AFTER)):
+            self.ctx.count_relay_fail()
+            return -1
+        self.ctx.count_frame_out(len(data))
+        self.last_sink = sink
+        return 1
+
+    def session_saved(self, sessid: str) -> None:
+        self.conn.sessions.append(sessid)

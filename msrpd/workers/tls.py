@@ -1,0 +1,33 @@
+"""TLS contexts for `tls:` listeners and `msrps:` next hops (RFC 4976 §8: TLS between
+clients and relays; the relay presents its certificate, client certificates are optional)."""
+
+from __future__ import annotations
+
+import ssl
+
+from ..config import TlsSettings
+
+__all__ = ["client_context", "server_context"]
+
+
+def server_context(tls: TlsSettings) -> ssl.SSLContext:
+    if tls.certificate is None or tls.private_key is None:
+        raise ssl.SSLError("tls listener without [tls] certificate and private_key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.certificate, tls.private_key)
+    if tls.ca is not None:
+        ctx.load_verify_locations(tls.ca)
+    if tls.verify_client:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(tls: TlsSettings) -> ssl.SSLContext:
+    """For outbound msrps connections: verify the next hop against [tls] ca (or the system's
+    trust store), and present our certificate when we have one (mutual TLS between relays)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.certificate is not None and tls.private_key is not None:
+        ctx.load_cert_chain(tls.certificate, tls.private_key)
+    return ctx

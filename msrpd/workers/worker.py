@@ -1,0 +1,259 @@
+"""Worker: the post-fork main of one of the supervisor's N children.
+
+Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
+- `Worker.__init__` runs before fork and only stores values. `Worker.run()` runs in the child:
+  proctitle, uvloop loop, shared memory, routing script, listeners, handoff link, signals.
+  Anything that fails there exits with WORKER_BOOT_ERROR, so the supervisor halts instead of
+  fork-looping.
+- Once a second the worker beats its heartbeat slot, publishes its counters, closes idle
+  connections, and exits if its supervisor is gone (no orphans).
+- SIGTERM: stop. Close the listeners, let every connection finish the frame it is reading and
+  flush what it has to write, close it, exit within drain_timeout.
+- SIGUSR2: retire after a reload. Close the listeners but keep serving live connections (and
+  handoffs for them) until they close or drain_timeout passes.
+- SIGINT/SIGQUIT: exit now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import uvloop
+
+from ..config import ListenAddress, Settings
+from ..logs import reopen_logs
+from ..proctitle import set_title
+from ..routing import RouteLoadError, RoutePolicy, load_route
+from ..shm import ShmLayout, ShmSet, WorkerState
+from ..users import UserStore
+from .conn import MsrpConnection
+from .context import WorkerContext, WorkerIdentity
+from .delivery import Delivery
+from .links import HandoffHub
+from .tls import client_context, server_context
+
+__all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
+
+logger = logging.getLogger(__name__)
+
+WORKER_BOOT_ERROR = 3
+TICK = 1.0
+STOP_POLL = 0.05
+
+
+class Mode(Enum):
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    EXITING = "exiting"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    settings: Settings
+    ident: WorkerIdentity
+    sockets: tuple[tuple[socket.socket, ListenAddress], ...]
+    layout: ShmLayout
+    nonce_secret: bytes
+    supervisor_pid: int
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        # Pre-fork: store only (gunicorn workers/base.py).
+        self.spec = spec
+        self.mode = Mode.RUNNING
+        self.deadline = 0.0
+        self.wakeup: asyncio.Event | None = None
+
+    def run(self) -> int:
+        """The child's main; returns the exit status."""
+        spec = self.spec
+        set_title(f"worker {spec.ident.slot}")
+        random.seed()
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            shm = spec.layout.attach_all()
+        except Exception as exc:
+            logger.error("worker %d: cannot attach shared memory: %s", spec.ident.slot, exc)
+            return WORKER_BOOT_ERROR
+        try:
+            return loop.run_until_complete(self._main(loop, shm))
+        except _BootError as exc:
+            logger.error("worker %d cannot start: %s", spec.ident.slot, exc)
+            return WORKER_BOOT_ERROR
+        finally:
+            shm.close()
+            loop.close()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> int:
+        ctx = self._context(loop, shm)
+        servers = await self._listen(ctx)
+        self._signals(loop)
+        shm.heartbeats.beat(ctx.ident.index, WorkerState.RUNNING, 0)
+        try:
+            await self._serve(ctx)
+        finally:
+            for server in servers:
+                server.close()
+            for conn in list(ctx.conns.values()):
+                conn.abort()
+            if ctx.hub is not None:
+                await ctx.hub.close()
+            self._publish(ctx)
+        return 0
+
+    def _context(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> WorkerContext:
+        spec, settings = self.spec, self.spec.settings
+        try:
+            route = load_route(settings.msrp.route, settings.msrp.event_callback)
+            tls_client = client_context(settings.tls)
+        except (RouteLoadError, OSError, ssl.SSLError) as exc:
+            raise _BootError(str(exc)) from None
+        policy = RoutePolicy(
+            auth_min_expires=settings.msrp.auth_min_expires,
+            auth_max_expires=settings.msrp.auth_max_expires,
+            use_path_addr=settings.msrp.use_path_addr,
+            realm=settings.auth.realm,
+            sipmsg=settings.msrp.sipmsg,
+        )
+        users = UserStore(settings.auth.users) if settings.auth.users else None
+        ctx = WorkerContext(settings, spec.ident, shm, route, policy, spec.nonce_secret, loop)
+        ctx.users = users
+        ctx.delivery = Delivery(ctx, tls_client)
+        return ctx
+
+    async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
+        settings = self.spec.settings
+        try:
+            tls = (
+                server_context(settings.tls)
+                if any(addr.proto == "tls" for _, addr in self.spec.sockets)
+                else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise _BootError(f"TLS: {exc}") from None
+        servers = []
+        for sock, addr in self.spec.sockets:
+            secure = addr.proto == "tls"
+            text = str(addr)
+            servers.append(
+                await ctx.loop.create_server(
+                    lambda text=text, secure=secure: MsrpConnection(ctx, text, secure),
+                    sock=sock,
+                    ssl=tls if secure else None,
+                )
+            )
+        hub = HandoffHub(
+            ctx.handoff_path(ctx.ident.slot, ctx.ident.generation),
+            deliver=lambda conid, data, flags: _deliver(ctx, conid, data, flags),
+            on_gone=lambda conid, token: _gone(ctx, conid, token),
+            close_conn=lambda conid: _close(ctx, conid),
+            loop=ctx.loop,
+        )
+        await hub.start()
+        ctx.hub = hub
+        self.servers = servers
+        return servers
+
+    def _signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.wakeup = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self._set_mode, Mode.STOPPING)
+        loop.add_signal_handler(signal.SIGUSR2, self._set_mode, Mode.DRAINING)
+        loop.add_signal_handler(signal.SIGINT, self._set_mode, Mode.EXITING)
+        loop.add_signal_handler(signal.SIGQUIT, self._set_mode, Mode.EXITING)
+        loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _set_mode(self, mode: Mode) -> None:
+        if self.mode is Mode.RUNNING or mode is Mode.EXITING:
+            self.mode = mode
+            self.deadline = time.monotonic() + self.spec.settings.core.drain_timeout
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    async def _serve(self, ctx: WorkerContext) -> None:
+        while True:
+            assert self.wakeup is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), self._tick_length())
+            self.wakeup.clear()
+            if self._tick(ctx):
+                return
+
+    def _tick_length(self) -> float:
+        return TICK if self.mode is Mode.RUNNING else STOP_POLL
+
+    def _tick(self, ctx: WorkerContext) -> bool:
+        """Housekeeping; True when the worker should exit now."""
+        mode = self.mode
+        if os.getppid() != self.spec.supervisor_pid:
+            logger.warning("worker %d: supervisor is gone, exiting", ctx.ident.slot)
+            return True
+        if mode is Mode.EXITING:
+            return True
+        if mode is not Mode.RUNNING:
+            self._retire(ctx, mode)
+            if not ctx.conns or time.monotonic() >= self.deadline:
+                return True
+        self._close_idle(ctx)
+        state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
+        ctx.shm.heartbeats.beat(ctx.ident.index, state, len(ctx.conns))
+        self._publish(ctx)
+        return False
+
+    def _retire(self, ctx: WorkerContext, mode: Mode) -> None:
+        for server in self.servers:
+            if server.is_serving():
+                server.close()
+                set_title(f"worker {ctx.ident.slot} (draining)")
+        if mode is Mode.STOPPING:
+            for conn in list(ctx.conns.values()):
+                if conn.idle:
+                    conn.close()
+
+    def _close_idle(self, ctx: WorkerContext) -> None:
+        limit = time.monotonic() - ctx.settings.core.idle_timeout
+        for conn in list(ctx.conns.values()):
+            if conn.last_active < limit:
+                logger.info(
+                    "closing %s: idle for %.0f s", conn.peer_key, ctx.settings.core.idle_timeout
+                )
+                conn.close()
+
+    def _publish(self, ctx: WorkerContext) -> None:
+        ctx.shm.stats.publish(ctx.ident.index, ctx.counters)
+
+
+class _BootError(Exception):
+    pass
+
+
+def _deliver(ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int) -> bool:
+    conn = ctx.conns.get(conid)
+    if conn is None or conn.closed:
+        return False
+    ctx.count_handoff_in()
+    return conn.write_frame(data, bool(flags & 1))
+
+
+def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
+    logger.warning("handoff to connection %x failed: it is gone", conid)
+    ctx.count_relay_fail()
+
+
+def _close(ctx: WorkerContext, conid: int) -> None:
+    conn = ctx.conns.get(conid)
+    if conn is not None:
+        conn.close()

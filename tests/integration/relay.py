@@ -1,0 +1,171 @@
+"""Running a real msrpd for integration tests: config file, CLI start/stop, process facts.
+
+Each Relay gets its own run_dir under /tmp (short: Unix socket paths are capped at 108 bytes)
+and free ports, starts through the real CLI (daemon mode, so `start` returning 0 means every
+worker accepts), and is stopped by the CLI at teardown; as a last resort only the pids it
+started are killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from msrpd.config import load_config
+from msrpd.shm import instance_prefix
+from msrpd.users import UserStore
+
+REALM = "testrealm"
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
+
+
+def title(proc: psutil.Process) -> str:
+    """The process title setproctitle gave (padded with blanks in /proc/pid/cmdline)."""
+    return " ".join(proc.cmdline()).strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def render_toml(sections: dict[str, dict[str, object]]) -> str:
+    lines = []
+    for name, keys in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in keys.items())
+    return "\n".join(lines) + "\n"
+
+
+class Relay:
+    def __init__(
+        self,
+        children: int = 2,
+        core: dict[str, object] | None = None,
+        msrp: dict[str, object] | None = None,
+        tls: dict[str, object] | None = None,
+    ) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.config = self.run_dir / "msrpd.toml"
+        listen = [f"tcp:127.0.0.1:{self.port}"]
+        if tls:
+            listen.append(f"tls:127.0.0.1:{self.tls_port}")
+        users = self.run_dir / "users.sqlite"
+        store = UserStore(users)
+        for name, password in PASSWORDS.items():
+            store.add(name, REALM, password)
+        store.close()
+        self.sections: dict[str, dict[str, object]] = {
+            "core": {
+                "children": children,
+                "listen": listen,
+                "run_dir": str(self.run_dir),
+                "drain_timeout": 5,
+                "log_level": "debug",
+                **(core or {}),
+            },
+            "msrp": dict(msrp or {}),
+            "auth": {"realm": REALM, "users": str(users)},
+            "tls": dict(tls or {}),
+        }
+        self.write_config()
+        self.prefix = instance_prefix(self.run_dir)
+        self.started_pids: set[int] = set()
+
+    def write_config(self) -> None:
+        self.config.write_text(render_toml(self.sections))
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "msrpd", *args, "-c", str(self.config)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(self) -> subprocess.CompletedProcess[str]:
+        result = self.cli("start")
+        pid = self.pid()
+        if pid:
+            self.started_pids.add(pid)
+        return result
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "msrpd.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def supervisor(self) -> psutil.Process:
+        pid = self.pid()
+        assert pid is not None, "no pidfile"
+        return psutil.Process(pid)
+
+    def workers(self) -> list[psutil.Process]:
+        return self.supervisor().children()
+
+    def worker_pids(self) -> set[int]:
+        return {p.pid for p in self.workers()}
+
+    def log(self) -> str:
+        try:
+            return (self.run_dir / "msrpd.log").read_text()
+        except OSError:
+            return ""
+
+    def shm_segments(self) -> list[str]:
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith(self.prefix))
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        return load_config(self.config)
+
+    def stop(self) -> None:
+        if self.pid() is not None:
+            self.cli("stop", "--timeout", "15")
+        for pid in self.started_pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc = psutil.Process(pid)
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.send_signal(signal.SIGKILL)
+        for name in self.shm_segments():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"/dev/shm/{name}")
+        shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -1,0 +1,145 @@
+"""msrpd start / status / stop / check-config through the real CLI, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+from ..msrpclient import MsrpClient
+from .relay import Relay, title, wait_for
+
+
+def test_start_status_stop_leaves_nothing_behind(make_relay) -> None:
+    """1. start returns 0 once workers accept; 2. status says running with 2 workers;
+    3. stop waits for the processes; 4. no pidfile, fifo, sockets or shm segments remain."""
+    relay: Relay = make_relay(children=2)
+    result = relay.start()
+    assert result.returncode == 0, result.stderr + relay.log()
+    assert "msrpd started" in result.stdout
+    pid = relay.pid()
+    assert pid is not None
+    with MsrpClient(relay.port) as client:
+        client.request("SEND", f"msrp://127.0.0.1:{relay.port}/nosuch;tcp")
+        assert client.recv().frame.code == 481
+    status = relay.cli("status")
+    assert status.returncode == 0
+    assert f"pid {pid}" in status.stdout and "2 workers" in status.stdout
+    assert {title(p) for p in relay.workers()} == {"msrpd: worker 0", "msrpd: worker 1"}
+    assert title(relay.supervisor()) == "msrpd: supervisor"
+    assert relay.shm_segments()
+    family = [relay.supervisor(), *relay.workers()]
+
+    stopped = relay.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(p.is_running() for p in family)
+    assert not (relay.run_dir / "msrpd.pid").exists()
+    assert not (relay.run_dir / "msrpd.fifo").exists()
+    assert not list(relay.run_dir.glob("*.sock"))
+    assert relay.shm_segments() == []
+    assert relay.cli("status").returncode == 3
+    assert relay.cli("stop").returncode == 1
+
+
+def test_second_start_is_refused(relay: Relay) -> None:
+    again = relay.cli("start")
+    assert again.returncode == 4
+    assert "already running" in again.stderr
+
+
+def test_check_config_reports_every_problem(make_relay) -> None:
+    relay: Relay = make_relay()
+    assert relay.cli("check-config").returncode == 0
+    relay.sections["core"]["children"] = 0
+    relay.sections["msrp"]["cmap_size"] = 99
+    relay.write_config()
+    bad = relay.cli("check-config")
+    assert bad.returncode == 2
+    assert "core.children" in bad.stderr and "msrp.cmap_size" in bad.stderr
+    assert relay.cli("start").returncode == 2
+
+
+def test_route_with_syntax_error_fails_check_config_with_line(make_relay) -> None:
+    relay: Relay = make_relay()
+    script = relay.run_dir / "broken.py"
+    script.write_text("def ksr_msrp_event(msrp):\n    return (\n")
+    relay.sections["msrp"]["route"] = str(script)
+    relay.write_config()
+    bad = relay.cli("check-config")
+    assert bad.returncode == 2
+    assert f"{script}:2" in bad.stderr or f"{script}:3" in bad.stderr
+
+
+def test_worker_boot_failure_halts_with_a_reason(make_relay, tmp_path) -> None:
+    """A worker that cannot boot (an unreadable TLS certificate passes check-config but fails
+    when the worker loads it) makes start fail with exit 3; no fork loop, nothing left."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate\n")
+    relay: Relay = make_relay(tls={"certificate": str(cert), "private_key": str(cert)})
+    started = time.monotonic()
+    result = relay.start()
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "failed to boot" in result.stderr
+    assert time.monotonic() - started < 15
+    assert relay.pid() is None
+    assert relay.shm_segments() == []
+
+
+def test_killed_worker_is_replaced_and_service_continues(make_relay) -> None:
+    relay: Relay = make_relay(children=2)
+    assert relay.start().returncode == 0
+    before = relay.worker_pids()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: len(relay.worker_pids() - {victim}) == 2, 5, "a replacement worker")
+    assert time.monotonic() - t0 < 2.0
+    assert victim not in relay.worker_pids()
+    for _ in range(10):
+        with MsrpClient(relay.port) as client:
+            client.request("SEND", f"msrp://127.0.0.1:{relay.port}/nosuch;tcp")
+            assert client.recv().frame.code == 481
+
+
+def test_hung_worker_is_killed_and_replaced(make_relay, tmp_path) -> None:
+    """A route that blocks the event loop stops the heartbeat; the supervisor kills the
+    worker (SIGABRT, then SIGKILL) and starts another."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import time\n\n"
+        "def ksr_msrp_event(msrp):\n"
+        "    if msrp.method == 'SEND':\n"
+        "        time.sleep(3600)\n"
+    )
+    relay: Relay = make_relay(
+        children=1, core={"heartbeat_timeout": 1.5}, msrp={"route": str(script)}
+    )
+    assert relay.start().returncode == 0
+    (victim,) = relay.worker_pids()
+    with MsrpClient(relay.port) as client:
+        client.request("SEND", f"msrp://127.0.0.1:{relay.port}/x;tcp")
+        wait_for(lambda: victim not in relay.worker_pids(), 10, "the hung worker to be killed")
+    wait_for(lambda: len(relay.worker_pids()) == 1, 5, "a replacement")
+    assert "missed its heartbeat" in relay.log()
+
+
+def test_crashed_run_is_cleaned_at_next_start(make_relay) -> None:
+    """SIGKILL the supervisor: workers notice and exit (no orphans); the pidfile and shm
+    segments stay behind; the next start cleans them and runs."""
+    relay: Relay = make_relay(children=2)
+    assert relay.start().returncode == 0
+    supervisor = relay.supervisor()
+    workers = relay.workers()
+    supervisor.kill()
+    supervisor.wait(5)
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, "workers outlived their supervisor"
+    assert relay.pid() is not None and relay.shm_segments()
+    result = relay.start()
+    assert result.returncode == 0, result.stderr + relay.log()
+    assert "removed what a crashed run left" in relay.log()
+    with MsrpClient(relay.port) as client:
+        client.request("SEND", f"msrp://127.0.0.1:{relay.port}/nosuch;tcp")
+        assert client.recv().frame.code == 481

@@ -1,0 +1,182 @@
+"""Cmap and Registry: exact matching, expiry, sweeps, per-connection deletes, field limits."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from msrpd.shm import Cmap, CmapEntry, Registry, ShmLayoutError
+
+from .conftest import Children
+
+NOW = 1_700_000_000.0
+
+
+def entry(sessid: str, conid: int = 7, expires: float = NOW + 60, **kw: str) -> CmapEntry:
+    fields = {"peer": "msrp://alice:9/a;tcp", "addr": "msrp://192.0.2.1:40000"} | kw
+    return CmapEntry(
+        sessid, conid, fields["peer"], fields["addr"], kw.get("sock", "tcp:127.0.0.1:2855"), expires
+    )
+
+
+@pytest.fixture
+def cmap(prefix: str, tmp_path: Path) -> Iterator[Cmap]:
+    c = Cmap.create(prefix, tmp_path / "cmap.lock", 16, 1024)
+    try:
+        yield c
+    finally:
+        c.close()
+        c.unlink()
+
+
+# Two session ids with the same CRC-32, so the same stripe and home slot (found by a birthday
+# search over f"msrp-{i:x}"; the test re-checks the collision).
+CRC_TWINS = ("msrp-fc098", "msrp-500044")
+
+
+def test_save_lookup_replace_delete(cmap: Cmap) -> None:
+    e = entry("s1")
+    assert cmap.save(e)
+    assert cmap.lookup("s1", NOW) == e
+    e2 = entry("s1", conid=8, addr="msrp://192.0.2.2:1")
+    assert cmap.save(e2)  # same sessid: replaced, not duplicated
+    assert cmap.lookup("s1", NOW) == e2
+    assert cmap.count() == 1
+    assert cmap.delete("s1")
+    assert not cmap.delete("s1")
+    assert cmap.lookup("s1", NOW) is None
+    assert (cmap.n_stripes, cmap.capacity) == (16, 1024)
+
+
+def test_exact_case_sensitive_match_only(cmap: Cmap) -> None:
+    a, b = CRC_TWINS
+    assert a != b and zlib.crc32(a.encode()) == zlib.crc32(b.encode())
+    assert cmap.save(entry(a, conid=1))
+    assert cmap.lookup(b, NOW) is None  # Kamailio's walk would report success here
+    assert cmap.save(entry(b, conid=2))
+    assert cmap.lookup(a, NOW).conid == 1  # type: ignore[union-attr]
+    assert cmap.lookup(b, NOW).conid == 2  # type: ignore[union-attr]
+    assert cmap.save(entry("AbC"))
+    for other in ("abc", "ABC", "AbC ", "Ab", "AbCd", ""):
+        assert cmap.lookup(other, NOW) is None
+    assert cmap.delete(a)
+    assert cmap.lookup(b, NOW).conid == 2  # type: ignore[union-attr]
+
+
+def test_expired_entries_are_never_returned(cmap: Cmap) -> None:
+    assert cmap.save(entry("s", expires=NOW))
+    assert cmap.lookup("s", NOW) is not None  # expires == now: still valid
+    assert cmap.lookup("s", NOW + 0.001) is None
+    assert cmap.count() == 1  # still stored until the sweep
+    assert [e.sessid for e in cmap.entries()] == ["s"]
+
+
+def test_sweep_removes_only_entries_expired_strictly_before_now(cmap: Cmap) -> None:
+    for i in range(200):
+        assert cmap.save(entry(f"s{i}", expires=NOW - 100 + i))  # expires NOW-100 .. NOW+99
+    removed = sum(cmap.sweep_stripe(i, NOW) for i in range(cmap.n_stripes))
+    assert removed == 100
+    assert sorted(int(e.sessid[1:]) for e in cmap.entries()) == list(range(100, 200))
+    assert cmap.lookup("s100", NOW) is not None  # expires == now survives
+    assert sum(cmap.sweep_stripe(i, NOW) for i in range(cmap.n_stripes)) == 0
+    assert cmap.table.verify() == []
+
+
+def test_delete_conn_and_entries(cmap: Cmap) -> None:
+    for i in range(300):
+        assert cmap.save(entry(f"s{i}", conid=i % 3))
+    assert cmap.delete_conn(1) == 100
+    assert cmap.delete_conn(1) == 0
+    left = cmap.entries()
+    assert len(left) == cmap.count() == 200
+    assert {e.conid for e in left} == {0, 2}
+    assert all(e == entry(e.sessid, conid=e.conid) for e in left)
+    assert cmap.table.verify() == []
+
+
+def test_field_limits(cmap: Cmap) -> None:
+    assert cmap.save(entry("x" * 64))
+    assert not cmap.save(entry("x" * 65))
+    assert not cmap.save(entry("é" * 33))  # 66 bytes of UTF-8
+    assert cmap.save(entry("a", addr="a" * 96, sock="s" * 96))
+    assert not cmap.save(entry("b", addr="a" * 97))
+    assert not cmap.save(entry("c", sock="s" * 97))
+    assert cmap.lookup("x" * 65, NOW) is None
+    assert not cmap.delete("x" * 65)
+    assert cmap.save(entry("p", peer="p" * 256))
+    assert cmap.lookup("p", NOW).peer == "p" * 256  # type: ignore[union-attr]
+    assert cmap.save(entry("q", peer="q" * 300))
+    assert cmap.lookup("q", NOW).peer == "q" * 253 + "..."  # type: ignore[union-attr]
+    assert cmap.save(entry("r", peer="q" * 252 + "é" * 10))  # never cut inside a character
+    assert cmap.lookup("r", NOW).peer == "q" * 252 + "..."  # type: ignore[union-attr]
+    assert cmap.save(entry("\udcff"))  # surrogates do not raise
+    assert cmap.lookup("\udcff", NOW) is not None
+    with pytest.raises(ValueError, match="u64"):
+        cmap.save(entry("z", conid=-1))
+    with pytest.raises(ValueError, match="u64"):
+        cmap.save(entry("z", conid=1 << 64))
+    assert cmap.save(entry("z", conid=(1 << 64) - 1))
+
+
+def test_full_cmap_refuses(prefix: str, tmp_path: Path) -> None:
+    c = Cmap.create(prefix, tmp_path / "cmap.lock", 1, 8)
+    try:
+        for i in range(8):
+            assert c.save(entry(f"s{i}"))
+        assert not c.save(entry("s8"))
+        assert c.save(entry("s3", conid=99))  # replacing still works
+        assert len(c.entries()) == 8
+    finally:
+        c.close()
+        c.unlink()
+
+
+def test_attach_in_a_child_after_fork(
+    prefix: str, tmp_path: Path, cmap: Cmap, children: Children
+) -> None:
+    assert cmap.save(entry("from-parent"))
+
+    def child() -> None:
+        c = Cmap.attach(prefix, tmp_path / "cmap.lock", 16, 1020)  # rounds up to 16 x 64
+        assert c.lookup("from-parent", NOW) == entry("from-parent")
+        assert c.save(entry("from-child", conid=os.getpid()))
+        c.close()
+
+    pid = children.fork(child)
+    assert children.wait(pid) == 0
+    assert cmap.lookup("from-child", NOW) == entry("from-child", conid=pid)
+    for stripes, capacity in ((32, 1024), (16, 2048), (16, 1000)):
+        with pytest.raises(ShmLayoutError):
+            Cmap.attach(prefix, tmp_path / "cmap.lock", stripes, capacity)
+    with pytest.raises(FileNotFoundError):
+        Registry.attach(prefix, tmp_path / "registry.lock", 16, 1024)
+
+
+def test_registry(prefix: str, tmp_path: Path) -> None:
+    r = Registry.create(prefix, tmp_path / "registry.lock", 4, 64)
+    try:
+        assert r.lookup("tcp:127.0.0.1:40000") is None
+        assert r.register("tcp:127.0.0.1:40000", 5)
+        assert r.register("tls:[::1]:2856", 6)
+        assert r.lookup("tcp:127.0.0.1:40000") == 5
+        assert r.lookup("TCP:127.0.0.1:40000") is None  # keys are exact text
+        assert not r.unregister("tcp:127.0.0.1:40000", 4)  # another connection's close
+        assert r.register("tcp:127.0.0.1:40000", 7)  # a newer connection took over
+        assert not r.unregister("tcp:127.0.0.1:40000", 5)
+        assert r.lookup("tcp:127.0.0.1:40000") == 7
+        assert r.unregister("tcp:127.0.0.1:40000", 7)
+        assert r.lookup("tcp:127.0.0.1:40000") is None
+        assert not r.register("x" * 97, 1)
+        assert r.lookup("x" * 97) is None
+        assert r.register("x" * 96, (1 << 64) - 1)
+        assert r.lookup("x" * 96) == (1 << 64) - 1
+        assert r.count() == 2
+        with pytest.raises(ValueError, match="u64"):
+            r.register("a", -1)
+    finally:
+        r.close()
+        r.unlink()

@@ -1,0 +1,180 @@
+"""Heartbeats and Stats across processes: one writer per slot, lock-free readers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import pytest
+
+from msrpd.shm import (
+    COUNTERS,
+    GAUGES,
+    Counter,
+    Heartbeats,
+    ShmLayoutError,
+    Stats,
+    StatsCounters,
+    WorkerState,
+)
+from msrpd.shm.heartbeat import _BODY as HB_BODY
+from msrpd.shm.seqlock import write_begin
+
+from .conftest import Children
+
+
+def test_counter_enum_matches_counters() -> None:
+    assert [c.name for c in Counter] == list(COUNTERS)
+    assert [int(c) for c in Counter] == list(range(len(COUNTERS)))
+    assert len(COUNTERS) == 21 and GAUGES.issubset(COUNTERS)
+    c = StatsCounters()
+    c.add(Counter.frames_out)
+    c.add(Counter.bytes_in, 100)
+    c.values[Counter.bytes_in] += 1
+    assert c.as_dict()["bytes_in"] == 101 and c.as_dict()["frames_out"] == 1
+
+
+def test_heartbeats_across_processes(prefix: str, children: Children) -> None:
+    hb = Heartbeats.create(prefix, 4)
+    try:
+        assert [r.state for r in hb.all()] == [WorkerState.FREE] * 4
+        before = time.monotonic_ns()
+        hb.claim(2, 0, slot=1, generation=3)  # before fork: pid not known yet
+        go_r, go_w = os.pipe()
+
+        def worker() -> None:
+            mine = Heartbeats.attach(prefix, 4)
+            assert os.read(go_r, 1) == b"g"
+            for conns in range(1, 4):
+                mine.beat(2, WorkerState.RUNNING, conns)
+            mine.close()
+
+        pid = children.fork(worker)
+        hb.claim(2, pid, slot=1, generation=3)
+        assert hb.read(2).state == WorkerState.BOOTING
+        os.write(go_w, b"g")
+        assert children.wait(pid) == 0
+        os.close(go_r)
+        os.close(go_w)
+        rec = hb.read(2)
+        assert (rec.index, rec.pid, rec.slot, rec.generation, rec.conns) == (2, pid, 1, 3, 3)
+        assert rec.state == WorkerState.RUNNING and rec.consistent
+        assert before <= rec.beat <= time.monotonic_ns()  # CLOCK_MONOTONIC is system-wide
+        hb.release(2)
+        assert hb.read(2).state == WorkerState.FREE and hb.read(2).pid == 0
+        with pytest.raises(IndexError):
+            hb.beat(4, WorkerState.RUNNING, 0)
+        with pytest.raises(ShmLayoutError):
+            Heartbeats.attach(prefix, 5)
+    finally:
+        hb.close()
+        hb.unlink()
+
+
+def test_heartbeat_reads_under_a_busy_writer_are_consistent(
+    prefix: str, children: Children
+) -> None:
+    """A child beats flat out with beat == 1000 * conns; every consistent copy must agree."""
+    hb = Heartbeats.create(prefix, 1)
+    try:
+        hb.claim(0, 1, 0, 1)
+
+        def writer() -> None:
+            mine = Heartbeats.attach(prefix, 1)
+            for n in range(1, 200_000):
+                mine.beat(0, WorkerState.RUNNING, n, now_ns=1000 * n)
+
+        pid = children.fork(writer)
+        consistent = 0
+        while children.live and consistent < 20_000:
+            rec = hb.read(0)
+            if rec.consistent and rec.state == WorkerState.RUNNING:  # not the claim's copy
+                consistent += 1
+                assert rec.beat == 1000 * rec.conns
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                children.live.discard(pid)
+        assert consistent > 0
+    finally:
+        hb.close()
+        hb.unlink()
+
+
+def test_heartbeat_writer_killed_mid_write_is_reported_then_healed(prefix: str) -> None:
+    hb = Heartbeats.create(prefix, 2)
+    try:
+        hb.claim(0, 123, 0, 1)
+        write_begin(hb._buf, 0)  # a writer that died here leaves the sequence odd
+        HB_BODY.pack_into(hb._buf, 8, 123, 1, 9, 0, 2, 5)
+        rec = hb.read(0)
+        assert not rec.consistent and rec.pid == 123  # readers still get whole fields
+        hb.beat(0, WorkerState.RUNNING, 4)
+        assert hb.read(0).consistent and hb.read(0).conns == 4
+    finally:
+        hb.close()
+        hb.unlink()
+
+
+def test_stats_publish_total_per_slot(prefix: str, children: Children) -> None:
+    stats = Stats.create(prefix, 3)
+    try:
+
+        def worker(index: int) -> None:
+            mine = Stats.attach(prefix, 3)
+            c = StatsCounters()
+            for _ in range(1000):
+                c.add(Counter.frames_in_send)
+                c.add(Counter.bytes_in, 10)
+                if _ % 100 == 0:
+                    mine.publish(index, c)
+            c.values[Counter.conns_open] = index + 1
+            mine.publish(index, c)
+            mine.close()
+
+        pids = [children.fork(functools.partial(worker, i)) for i in range(3)]
+        assert [children.wait(pid) for pid in pids] == [0, 0, 0]
+        total = stats.total()
+        assert total["frames_in_send"] == 3000
+        assert total["bytes_in"] == 30000
+        assert total["conns_open"] == 1 + 2 + 3
+        assert set(total) == set(COUNTERS)
+        per = stats.per_slot()
+        assert sorted(per) == [0, 1, 2]
+        assert per[1]["frames_in_send"] == 1000 and per[1]["conns_open"] == 2
+    finally:
+        stats.close()
+        stats.unlink()
+
+
+def test_stats_reset_and_retire(prefix: str) -> None:
+    stats = Stats.create(prefix, 2)
+    try:
+        a, b = StatsCounters(), StatsCounters()
+        a.add(Counter.errors, 5)
+        a.values[Counter.conns_open] = 4
+        b.add(Counter.errors, 2)
+        stats.publish(0, a)
+        stats.publish(1, b)
+        assert stats.total()["errors"] == 7
+        stats.reset()
+        assert stats.total()["errors"] == 0
+        assert stats.total()["conns_open"] == 4  # a gauge is not reset
+        a.add(Counter.errors, 1)  # the worker keeps publishing its own totals
+        stats.publish(0, a)
+        assert stats.per_slot()[0]["errors"] == 1
+        stats.retire(0)  # worker 0 exited and was reaped
+        assert stats.total()["errors"] == 1  # its counts stay in the total ...
+        assert stats.total()["conns_open"] == 0  # ... but not its open connections
+        assert stats.per_slot()[0]["errors"] == 0
+        fresh = StatsCounters()  # its replacement starts from zero in the same slot
+        fresh.add(Counter.errors, 3)
+        stats.publish(0, fresh)
+        assert stats.total()["errors"] == 4
+        stats.reset()
+        assert stats.total()["errors"] == 0
+        b.add(Counter.errors, 10)
+        stats.publish(1, b)
+        assert stats.total()["errors"] == 10
+    finally:
+        stats.close()
+        stats.unlink()
