@@ -239,12 +239,8 @@ class HandoffDecoder:
 
     def _decode(self, data: bytes | memoryview, pos: int, end: int) -> tuple[list[Handoff], int]:
         messages: list[Handoff] = []
-        unpack, kinds, flag_table, max_payload = (
-            HEADER.unpack_from,
-            _KINDS,
-            _FLAGS,
-            self.max_payload,
-        )
+        unpack = HEADER.unpack_from
+        max_payload = self.max_payload
         while end - pos >= HEADER_SIZE:
             kind, flags, reserved, conid, token, length = unpack(data, pos)
             if kind != 1 or reserved or length > max_payload:
@@ -257,7 +253,7 @@ class HandoffDecoder:
                 self._need = HEADER_SIZE + length
                 return messages, pos
             payload = bytes(data[pos + HEADER_SIZE : stop])
-            messages.append(Handoff(kinds[kind], conid, token, payload, flag_table[flags]))
+            messages.append(Handoff(_KINDS[kind], conid, token, payload, _FLAGS[flags]))
             pos = stop
         self._need = HEADER_SIZE
         return messages, pos

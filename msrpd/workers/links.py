@@ -18,9 +18,9 @@ Strategy:
   transport has passed all its bytes to the kernel, unless a GONE comes back. The link sets its
   write-buffer limits to 0, so pause_writing/resume_writing say exactly when written bytes are
   still in the transport. When a link cannot connect or breaks, `on_gone` is called for every
-  message that was queued or still in the transport. Bytes already in the kernel when the
-  receiver closes are the one blind spot: the receiver closes only when its connections are
-  gone, and the sender's transaction times out as it would for a lost connection.
+  message that was queued or still in the transport. The one blind spot is bytes already in
+  the kernel when the receiver closes: a draining worker closes its hub only once its
+  connections are gone, and such a frame times out at the sender like one on a lost connection.
 - Callbacks run from loop callbacks, never from inside `send`, so a sender can hold state
   across a `send` call without re-entrancy.
 """
@@ -72,18 +72,12 @@ _Tracked = tuple[int, int, int]
 class HandoffStats:
     """Counters of one hub, written only by its loop."""
 
-    writes: int = 0
-    """Transport writes (batches) on all links."""
-    sent: int = 0
-    """FRAME and CLOSE messages written."""
-    received: int = 0
-    """Messages received, of any kind."""
-    gone_sent: int = 0
-    """GONE replies queued (deliver returned False)."""
-    gone_received: int = 0
-    """GONE replies received from peers."""
-    failed: int = 0
-    """Messages reported to on_gone because their link failed."""
+    writes: int = 0  # transport writes (batches), all links
+    sent: int = 0  # FRAME and CLOSE messages written
+    received: int = 0  # messages received, of any kind
+    gone_sent: int = 0  # GONE replies queued (deliver returned False)
+    gone_received: int = 0  # GONE replies received
+    failed: int = 0  # messages reported to on_gone because their link failed
 
 
 class _Link(asyncio.Protocol):
@@ -105,8 +99,6 @@ class _Link(asyncio.Protocol):
         self._closed = False
         self.task: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[None] = self._loop.create_future()
-
-    # -- queueing ---------------------------------------------------------------------------
 
     def push(
         self, header: bytes, parts: Sequence[bytes | memoryview], size: int, conid: int, token: int
@@ -157,8 +149,6 @@ class _Link(asyncio.Protocol):
             cutoff = total - left
             self._inflight.extend(t for t in tracked if t[0] > cutoff)
 
-    # -- asyncio.Protocol -------------------------------------------------------------------
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = t = cast(asyncio.Transport, transport)
         if self._closed:  # connecting was abandoned meanwhile
@@ -168,27 +158,23 @@ class _Link(asyncio.Protocol):
         # resume_writing means "all of them reached the kernel".
         t.set_write_buffer_limits(high=0, low=0)
         if self.dest is None:
-            self._hub.accepted(self)
-        if self._closing:
-            self._write()
-            t.close()
-        else:
-            self._schedule()
+            self._hub._adopt(self)  # shuts the link down if the hub is closing
+        self._schedule()
 
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._decoder.feed(data)
         except HandoffError as exc:
             logger.warning("handoff link %s: %s; closing it", self.dest or "(accepted)", exc)
-            self._hub.dispatch(self, exc.messages)
+            self._hub._dispatch(self, exc.messages)
             self.shutdown()
             return
-        self._hub.dispatch(self, messages)
+        self._hub._dispatch(self, messages)
 
     def eof_received(self) -> bool:
         # The peer closed: what is still queued or in the transport cannot reach it.
         self._closing = True
-        self._hub.forget(self)
+        self._hub._forget(self)
         if self._transport is not None:
             self._transport.abort()
         return False
@@ -211,11 +197,9 @@ class _Link(asyncio.Protocol):
         self._inflight, self._tracked, self._pieces, self._queued = [], [], [], 0
         if exc is not None:
             logger.info("handoff link %s lost: %s", self.dest or "(accepted)", exc)
-        self._hub.link_lost(self, failed)
+        self._hub._link_lost(self, failed)
         if not self.lost.done():
             self.lost.set_result(None)
-
-    # -- lifecycle --------------------------------------------------------------------------
 
     async def connect(self, path: Path) -> None:
         try:
@@ -236,10 +220,9 @@ class _Link(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        self._hub.forget(self)
+        self._hub._forget(self)
         if self._transport is None:
-            if self.task is not None and not self.task.done():
-                self.task.cancel()
+            self.abort()
             return
         self._write()
         self._transport.close()
@@ -247,8 +230,11 @@ class _Link(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-        elif self.task is not None:
+            return
+        # A task cancelled before its first step never runs connect(), so report here.
+        if self.task is not None:
             self.task.cancel()
+        self._abandon()
 
 
 class HandoffHub:
@@ -368,46 +354,49 @@ class HandoffHub:
             await self._server.wait_closed()
         self._unlink_own_path()
 
-    # -- for _Link --------------------------------------------------------------------------
-
-    def dispatch(self, link: _Link, messages: list[Handoff]) -> None:
+    def _dispatch(self, link: _Link, messages: list[Handoff]) -> None:
         self.stats.received += len(messages)
         deliver = self._deliver
         for msg in messages:
-            if msg.kind is _FRAME:
-                if not deliver(msg.conid, msg.payload, msg.flags):
-                    self.stats.gone_sent += 1
-                    link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
-            elif msg.kind is _GONE:
-                self.stats.gone_received += 1
-                self._on_gone(msg.conid, msg.token)
-            else:
-                self._close_conn(msg.conid)
+            # A failing callback costs its own message, not the link and the others on it.
+            try:
+                if msg.kind is _FRAME:
+                    if not deliver(msg.conid, msg.payload, msg.flags):
+                        self.stats.gone_sent += 1
+                        link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
+                elif msg.kind is _GONE:
+                    self.stats.gone_received += 1
+                    self._on_gone(msg.conid, msg.token)
+                else:
+                    self._close_conn(msg.conid)
+            except Exception:
+                logger.exception("handoff: %s callback failed for %x", msg.kind.name, msg.conid)
 
-    def accepted(self, link: _Link) -> None:
+    def _adopt(self, link: _Link) -> None:
         if self._closed:
             link.shutdown()
         else:
             self._accepted.add(link)
 
-    def forget(self, link: _Link) -> None:
+    def _forget(self, link: _Link) -> None:
         """`link` is closing: new messages for its destination need a new link."""
         if link.dest is not None and self._links.get(link.dest) is link:
             del self._links[link.dest]
         self._accepted.discard(link)
         self._dying.add(link)
 
-    def link_lost(self, link: _Link, failed: list[_Tracked]) -> None:
-        self.forget(link)
+    def _link_lost(self, link: _Link, failed: list[_Tracked]) -> None:
+        self._forget(link)
         self._dying.discard(link)
         if failed:
             logger.info("handoff link %s: %d messages not delivered", link.dest, len(failed))
             self.stats.failed += len(failed)
         on_gone = self._on_gone
         for _end, conid, token in failed:
-            on_gone(conid, token)
-
-    # -- internals --------------------------------------------------------------------------
+            try:
+                on_gone(conid, token)
+            except Exception:
+                logger.exception("handoff: on_gone callback failed for %x", conid)
 
     def _link(self, dest: Path) -> _Link:
         link = self._links.get(dest)
@@ -422,9 +411,9 @@ class HandoffHub:
         if not links:
             return
         _done, pending = await asyncio.wait([link.lost for link in links], timeout=timeout)
-        stuck = [link for link in links if not link.lost.done()]
-        for link in stuck:
-            link.abort()
+        for link in links:
+            if not link.lost.done():
+                link.abort()
         if pending:
             await asyncio.wait(pending)
         tasks = [link.task for link in links if link.task is not None]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -143,3 +146,59 @@ def test_crashed_run_is_cleaned_at_next_start(make_relay) -> None:
     with MsrpClient(relay.port) as client:
         client.request("SEND", f"msrp://127.0.0.1:{relay.port}/nosuch;tcp")
         assert client.recv().frame.code == 481
+
+
+def test_fast_stop_and_children_override(make_relay) -> None:
+    """`start` honours --children over the file; `stop --now` ends it promptly (SIGQUIT)."""
+    relay: Relay = make_relay(children=2)
+    result = relay.cli("start", "--children", "3")
+    relay.started_pids.add(relay.pid() or 0)
+    assert result.returncode == 0, result.stderr
+    assert len(relay.worker_pids()) == 3
+    with MsrpClient(relay.port):
+        started = time.monotonic()
+        stopped = relay.cli("stop", "--now")
+        assert stopped.returncode == 0
+        assert time.monotonic() - started < 4.0  # an open connection does not hold it up
+    assert relay.pid() is None
+
+
+def test_ipv6_listener(make_relay) -> None:
+    relay: Relay = make_relay(children=1)
+    relay.sections["core"]["listen"] = [f"tcp:[::1]:{relay.port}"]
+    relay.write_config()
+    assert relay.start().returncode == 0, relay.log()
+    with MsrpClient(relay.port, host="::1") as client:
+        client.request("SEND", f"msrp://[::1]:{relay.port}/nosuch;tcp")
+        reply = client.recv().frame
+        assert reply.code == 481
+        assert reply.to_path == [client.uri]
+
+
+def test_usr1_reopens_the_log_file(relay: Relay) -> None:
+    log = relay.run_dir / "msrpd.log"
+    rotated = log.with_suffix(".log.1")
+    log.rename(rotated)
+    relay.supervisor().send_signal(signal.SIGUSR1)
+    wait_for(log.exists, 5, "a new log file")
+    relay.supervisor().send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload" in log.read_text(), 10, "reload lines in the new file")
+
+
+def test_embedded_defaults_run_with_no_config_file(tmp_path) -> None:
+    """README's run command: no config file at all; 127.0.0.1:2855, the bundled cmap route.
+    XDG_RUNTIME_DIR keeps the run_dir inside this test."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "msrpd"]
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, check=False)
+    started = run([*cmd, "start"], timeout=60)
+    try:
+        assert started.returncode == 0, started.stderr
+        with MsrpClient(2855) as client:
+            client.request("AUTH", "msrp://127.0.0.1:2855;tcp")
+            assert client.recv().frame.code == 401
+        assert run([*cmd, "status"], timeout=30).returncode == 0
+    finally:
+        stopped = run([*cmd, "stop"], timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (tmp_path / "msrpd" / "msrpd.pid").exists()
