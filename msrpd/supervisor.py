@@ -32,11 +32,11 @@ from .logs import reopen_logs
 from .proctitle import set_title
 from .routing import RouteLoadError, load_route
 from .rundir import RunDir
-from .shm import ShmLayout, ShmSet, WorkerState
+from .shm import ShmLayout, ShmSet, WorkerState, instance_prefix
 from .workers.context import WorkerIdentity
 from .workers.worker import WORKER_BOOT_ERROR, Worker, WorkerSpec
 
-__all__ = ["EXIT_BOOT_ERROR", "Supervisor"]
+__all__ = ["EXIT_BOOT_ERROR", "Supervisor", "layout_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,26 @@ SIGNALS: dict[int, str] = {
     signal.SIGCHLD: "chld",
 }
 FAST_STOP_TIMEOUT = 2.0
+# Heartbeat/stats slots: 256 children x 4 generations alive at once (a reload while the last
+# one still drains). Fixed, so `--children` or a reload never changes the layout ops tools
+# attach to; 1024 slots cost about 400 KB.
+PROCESS_SLOTS = 1024
 YOUNG = 2.0  # a worker that dies younger than this slows its slot's respawns down
 MAX_BACKOFF = 8.0
+
+
+def layout_for(settings: Settings) -> ShmLayout:
+    """The shared-memory regions of the instance `settings` describe (the supervisor creates
+    them; workers and ops tools attach with the same numbers)."""
+    m = settings.msrp
+    return ShmLayout(
+        prefix=instance_prefix(settings.core.run_dir),
+        lockfile=settings.lockfile.with_name("cmap.lock"),
+        cmap_stripes=1 << m.cmap_size,
+        cmap_capacity=m.cmap_max_entries,
+        registry_capacity=max(1024, m.cmap_max_entries),
+        process_slots=PROCESS_SLOTS,
+    )
 
 
 @dataclass(slots=True)
@@ -128,15 +146,7 @@ class Supervisor:
         return self.exit_status
 
     def _layout(self, settings: Settings) -> ShmLayout:
-        m = settings.msrp
-        return ShmLayout(
-            prefix=self.rundir.prefix,
-            lockfile=settings.lockfile.with_name("cmap.lock"),
-            cmap_stripes=1 << m.cmap_size,
-            cmap_capacity=m.cmap_max_entries,
-            registry_capacity=max(1024, m.cmap_max_entries),
-            process_slots=max(64, settings.core.children * 8),
-        )
+        return layout_for(settings)
 
     def _loop(self) -> None:
         while True:

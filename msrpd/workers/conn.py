@@ -30,6 +30,7 @@ from ..protocol import (
 )
 from ..protocol.grammar import DASHES
 from ..protocol.sip import build_sip_reply
+from ..shm import Counter
 from .routeenv import ConnEnv
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["MsrpConnection", "format_peer"]
 
 logger = logging.getLogger(__name__)
+
+BYTES_IN, BYTES_OUT = Counter.bytes_in, Counter.bytes_out
 
 
 def format_peer(host: str, port: int) -> str:
@@ -90,6 +93,7 @@ class MsrpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
         self.bytes_in += len(data)
+        self.ctx.counters.values[BYTES_IN] += len(data)
         self.reader.receive_data(data)
         self._drain_events()
 
@@ -165,6 +169,7 @@ class MsrpConnection(asyncio.Protocol):
         if self.closed:
             return False
         self.bytes_out += len(data)
+        self.ctx.counters.values[BYTES_OUT] += len(data)
         if self.transport is None:
             self.pending.append(data)
             self.close_when_flushed = self.close_when_flushed or close_after

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["WorkerContext", "WorkerIdentity", "handoff_path"]
 
 logger = logging.getLogger("msrpd.route")
+
+# GONE answers come back within milliseconds; remembering the last this many handoffs is
+# plenty to name the lost frame, and bounds memory.
+SENT_MEMORY = 4096
 
 _METHOD_COUNTERS = {
     b"SEND": Counter.frames_in_send,
@@ -68,6 +73,10 @@ class WorkerContext:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)
     current_streamed: bool = False
+    current_frame: str = ""
+    """`tid from peer` of the frame being routed, remembered with each handoff token."""
+    sent: OrderedDict[int, str] = field(default_factory=OrderedDict)
+    """token -> current_frame for recent handoffs, so a GONE names the frame it lost."""
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -88,7 +97,18 @@ class WorkerContext:
         return make_conid(self.ident.slot, self.ident.generation, next(self._serial))
 
     def next_token(self) -> int:
-        return next(self._tokens) & 0xFFFFFFFF
+        token = next(self._tokens) & 0xFFFFFFFF
+        self.sent[token] = self.current_frame
+        if len(self.sent) > SENT_MEMORY:
+            self.sent.popitem(last=False)
+        return token
+
+    def handoff_gone(self, conid: int, token: int) -> None:
+        """The owner of `conid` says it is gone: the frame is lost; say which (issue 4)."""
+        what = self.sent.pop(token, "a frame")
+        logger.warning("relay failed: %s not delivered, connection %x is gone", what, conid)
+        self.counters.add(Counter.handoff_gone)
+        self.counters.add(Counter.relay_fail)
 
     def handoff_path(self, slot: int, generation: int) -> Path:
         return handoff_path(self.settings.core.run_dir, slot, generation)
@@ -115,9 +135,6 @@ class WorkerContext:
                 cmap.delete(sessid)
         if self.delivery is not None:
             self.delivery.forget(conn)
-        c = self.counters
-        c.add(Counter.bytes_in, conn.bytes_in)
-        c.add(Counter.bytes_out, conn.bytes_out)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -126,6 +143,7 @@ class WorkerContext:
         env = conn.env
         env.last_sink = None
         self.current_streamed = frame.streamed
+        self.current_frame = f"{frame.tid.decode(errors='replace')} from {conn.peer_key}"
         try:
             self.route.event(Msrp(frame, conn.info, env))
         except Exception:

@@ -66,7 +66,8 @@ class Delivery:
             return LocalSink(conn) if conn is not None and not conn.closed else None
         if ctx.hub is None:
             return None
-        return HandoffSink(ctx.hub, ctx.handoff_path(*owner), conid, ctx.next_token)
+        path = ctx.handoff_path(*owner)
+        return HandoffSink(ctx.hub, path, conid, ctx.next_token, ctx.counters)
 
     def _open(self, key: str, uri: MsrpUri, host: str, port: int) -> Sink | None:
         tls = self.client_tls if uri.secure else None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from ..shm import Counter, StatsCounters
 from .handoff import HandoffFlags
 from .links import HandoffHub
 
@@ -44,13 +45,21 @@ class LocalSink:
 
 
 class HandoffSink:
-    __slots__ = ("conid", "hub", "path", "token")
+    __slots__ = ("conid", "counters", "hub", "path", "token")
 
-    def __init__(self, hub: HandoffHub, path: Path, conid: int, token: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        hub: HandoffHub,
+        path: Path,
+        conid: int,
+        token: Callable[[], int],
+        counters: StatsCounters,
+    ) -> None:
         self.hub = hub
         self.path = path
         self.conid = conid
         self.token = token
+        self.counters = counters
 
     def send(
         self, data: bytes | memoryview, *, more: bool = False, close_after: bool = False
@@ -59,4 +68,5 @@ class HandoffSink:
             HandoffFlags.CLOSE_AFTER if close_after else 0
         )
         self.hub.send(self.path, self.conid, self.token(), [data], int(flags))
+        self.counters.add(Counter.handoffs_out)
         return True

@@ -34,7 +34,7 @@ from ..config import ListenAddress, Settings
 from ..logs import reopen_logs
 from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..shm import ShmLayout, ShmSet, WorkerState
+from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
@@ -233,6 +233,7 @@ class Worker:
                 conn.close()
 
     def _publish(self, ctx: WorkerContext) -> None:
+        ctx.counters.values[Counter.conns_open] = len(ctx.conns)
         ctx.shm.stats.publish(ctx.ident.index, ctx.counters)
 
 
@@ -249,8 +250,7 @@ def _deliver(ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: in
 
 
 def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
-    logger.warning("handoff to connection %x failed: it is gone", conid)
-    ctx.count_relay_fail()
+    ctx.handoff_gone(conid, token)
 
 
 def _close(ctx: WorkerContext, conid: int) -> None:
