@@ -46,7 +46,7 @@ def receiver(path: str, kind: str, ready: Event, report: Connection) -> None:
         done: asyncio.Future[None] = loop.create_future()
         count = [0, 0, 0.0]  # frames, bytes, first arrival
 
-        def deliver(conid: int, payload: memoryview | bytes, flags: int) -> bool:
+        def deliver(conid: int, payload: memoryview | bytes, flags: int, source: object) -> bool:
             if not count[0]:
                 count[2] = time.perf_counter()
             count[0] += 1

@@ -1,4 +1,4 @@
-"""Shared memory of one msrpd instance: cmap, connection registry, heartbeats, stats.
+"""Shared memory of one msrpd instance: cmap, connection registry, heartbeats, stats, htable.
 
 Strategy: the supervisor creates every region from config numbers (ShmLayout.create_all) before
 forking; each worker attaches after fork (attach_all). Tables are fixed-size, lock-striped and
@@ -9,6 +9,7 @@ Heartbeats and stats have one writer per slot and lock-free readers (seqlocks).
 
 from .cmap import ADDR_MAX, PEER_MAX, SESSID_MAX, SOCK_MAX, Cmap, CmapEntry
 from .heartbeat import HeartbeatRecord, Heartbeats, WorkerState
+from .htable import DEFAULT_TABLES, HT_KEY_MAX, HT_VALUE_MAX, HTable, HtValue
 from .layout import RegionSpec, ShmLayout, ShmSet, instance_prefix
 from .locks import StripeLocks
 from .region import Region, ShmLayoutError, segment_names, unlink_stale
@@ -19,7 +20,10 @@ from .table import StripedTable, TableGeometry, key_hash
 __all__ = [
     "ADDR_MAX",
     "COUNTERS",
+    "DEFAULT_TABLES",
     "GAUGES",
+    "HT_KEY_MAX",
+    "HT_VALUE_MAX",
     "PEER_MAX",
     "REGISTRY_ADDR_MAX",
     "SESSID_MAX",
@@ -27,8 +31,10 @@ __all__ = [
     "Cmap",
     "CmapEntry",
     "Counter",
+    "HTable",
     "HeartbeatRecord",
     "Heartbeats",
+    "HtValue",
     "Region",
     "RegionSpec",
     "Registry",

@@ -9,23 +9,31 @@ Rules (style rule 15, nginx's shm zones):
 - Each striped table has its own lock file, "<lockfile>.<suffix>", because a process must hold
   exactly one descriptor per lock file (locks.py). Lock files are left in place on unlink():
   removing one while any process still has it open would split the lock in two.
-- The registry uses cmap_stripes stripes unless registry_stripes is given.
+- The registry uses cmap_stripes stripes unless registry_stripes is given. The htable uses
+  htable_stripes, or else cmap_stripes capped so each stripe keeps at least 64 slots (a stripe
+  of a few slots fills up long before the table does).
+- The htable's table declarations (name -> autoexpire) are not part of the region's layout:
+  create and attach must be given the same ones, and changing them needs no new region.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 from .cmap import Cmap
 from .heartbeat import HEARTBEAT_RECORD, Heartbeats
+from .htable import DEFAULT_TABLES, HTable
 from .region import unlink_stale
 from .registry import Registry
 from .stats import STATS_RECORD, Stats
 
 __all__ = ["RegionSpec", "ShmLayout", "ShmSet", "instance_prefix"]
+
+_HTABLE_MIN_SLOTS: Final = 64  # per stripe, when htable_stripes is not given
 
 
 class _Region(Protocol):
@@ -57,6 +65,7 @@ class ShmSet:
     registry: Registry
     heartbeats: Heartbeats
     stats: Stats
+    htable: HTable
 
     def close(self) -> None:
         """Unmap everything and close the lock files, in this process."""
@@ -64,6 +73,7 @@ class ShmSet:
         self.registry.close()
         self.heartbeats.close()
         self.stats.close()
+        self.htable.close()
 
     def unlink(self) -> None:
         """Remove every region name (supervisor, at stop). Mappings stay valid until closed."""
@@ -71,6 +81,7 @@ class ShmSet:
         self.registry.unlink()
         self.heartbeats.unlink()
         self.stats.unlink()
+        self.htable.unlink()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,11 @@ class ShmLayout:
     process_slots: int
     """Heartbeat and stats slots: every worker of every live generation needs one."""
     registry_stripes: int = 0
+    htable_capacity: int = 4096
+    """Items of all htables together (rounded up to a multiple of the stripes)."""
+    htable_tables: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TABLES, hash=False)
+    """Declared htables: name -> autoexpire seconds (Kamailio's `htable` modparam)."""
+    htable_stripes: int = 0
 
     def lock_path(self, suffix: str) -> Path:
         return Path(f"{self.lockfile}.{suffix}")
@@ -93,10 +109,17 @@ class ShmLayout:
     def _registry_stripes(self) -> int:
         return self.registry_stripes or self.cmap_stripes
 
+    def _htable_stripes(self) -> int:
+        if self.htable_stripes:
+            return self.htable_stripes
+        most = max(1, self.htable_capacity // _HTABLE_MIN_SLOTS)
+        return min(self.cmap_stripes, 1 << (most.bit_length() - 1))
+
     def regions(self) -> tuple[RegionSpec, ...]:
         """Name, tag, record size and size of each region for these numbers."""
         cmap = Cmap.geometry(self.cmap_stripes, self.cmap_capacity)
         registry = Registry.geometry(self._registry_stripes(), self.registry_capacity)
+        htable = HTable.geometry(self._htable_stripes(), self.htable_capacity)
         p, n = self.prefix, self.process_slots
         return (
             RegionSpec(Cmap.region_name(p), Cmap.TAG, cmap.record_size, cmap.region_size),
@@ -110,6 +133,7 @@ class ShmLayout:
                 Heartbeats.region_size(n),
             ),
             RegionSpec(Stats.region_name(p), Stats.TAG, STATS_RECORD, Stats.region_size(n)),
+            RegionSpec(HTable.region_name(p), HTable.TAG, htable.record_size, htable.region_size),
         )
 
     def create_all(self) -> ShmSet:
@@ -147,10 +171,18 @@ class ShmLayout:
             heartbeats = (Heartbeats.create if create else Heartbeats.attach)(p, slots)
             opened.append(heartbeats)
             stats = (Stats.create if create else Stats.attach)(p, slots)
+            opened.append(stats)
+            htable = (HTable.create if create else HTable.attach)(
+                p,
+                self.lock_path(HTable.SUFFIX),
+                self._htable_stripes(),
+                self.htable_capacity,
+                self.htable_tables,
+            )
         except BaseException:
             for region in opened:
                 region.close()
                 if create:
                     region.unlink()
             raise
-        return ShmSet(cmap, registry, heartbeats, stats)
+        return ShmSet(cmap, registry, heartbeats, stats, htable)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, cast
 
 from ..protocol import (
@@ -31,6 +32,8 @@ from ..protocol import (
 from ..protocol.grammar import DASHES
 from ..protocol.sip import build_sip_reply
 from ..shm import Counter
+from .flow import WRITE_HIGH, FlowControl
+from .gate import FrameGate, Write
 from .routeenv import ConnEnv
 
 if TYPE_CHECKING:
@@ -69,6 +72,10 @@ class MsrpConnection(asyncio.Protocol):
         self.pending: list[bytes | memoryview] = []
         self.close_when_flushed = False
         self.stream_sink: Sink | None = None
+        self.gate = FrameGate()
+        self.flow = FlowControl(ctx)
+        self.write_paused = False
+        self.blockers: set[int] = set()
         self.stream_tid = b""
         self.bytes_in = self.bytes_out = 0
 
@@ -77,6 +84,7 @@ class MsrpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
         host, port = transport.get_extra_info("peername")[:2]
         peer = format_peer(host, port)
         self.peer_key = f"{'tls' if self.secure else 'tcp'}:{peer}"
@@ -104,8 +112,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.flow.release_all(self)
         if self.stream_sink is not None:
-            self.stream_sink.send(b"\r\n" + DASHES + self.stream_tid + b"#\r\n")
+            end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
+            self.stream_sink.send(end, source=self.conid)
             self.stream_sink = None
         self.ctx.connection_closed(self)
 
@@ -113,13 +123,14 @@ class MsrpConnection(asyncio.Protocol):
 
     def _drain_events(self) -> None:
         reader = self.reader
+        self.ctx.current_source = self
         try:
             for event in reader.events():
                 if isinstance(event, Frame):
                     self._on_frame(event)
                 elif isinstance(event, BodyPiece):
                     if self.stream_sink is not None:
-                        self.stream_sink.send(event.data, more=True)
+                        self.stream_sink.send(event.data, source=self.conid, more=True)
                 elif isinstance(event, FrameEnd):
                     self._on_frame_end(event)
                 elif isinstance(event, InvalidFrame):
@@ -129,12 +140,14 @@ class MsrpConnection(asyncio.Protocol):
                 elif isinstance(event, ConnectionClosed):
                     self.close()
                 if self.closed:
-                    return
+                    break
         except RemoteProtocolError as exc:
             # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
             logger.info("closing %s: %s", self.peer_key, exc)
             self.ctx.count_error()
             self.close()
+        finally:
+            self.ctx.current_source = None
 
     def _on_frame(self, frame: Frame) -> None:
         self.ctx.count_frame_in(frame)
@@ -145,7 +158,7 @@ class MsrpConnection(asyncio.Protocol):
 
     def _on_frame_end(self, end: FrameEnd) -> None:
         if self.stream_sink is not None:
-            self.stream_sink.send(end.raw)
+            self.stream_sink.send(end.raw, source=self.conid)
             self.stream_sink = None
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
@@ -164,20 +177,56 @@ class MsrpConnection(asyncio.Protocol):
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write_frame(self, data: bytes | memoryview, close_after: bool) -> bool:
-        """Write bytes to this connection (owner only); False when it is closed."""
+    def write_frame(
+        self,
+        data: bytes | memoryview,
+        close_after: bool = False,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+    ) -> bool:
+        """Write a frame, or a piece of one (`more`), to this connection; False when it is
+        closed. Frames from other sources wait while a streamed frame is written (gate.py)."""
         if self.closed:
             return False
+        for item in self.gate.offer(Write(data, close_after, source, more)):
+            self._write(item.data, item.close_after)
+        self.flow.check(self)
+        return True
+
+    def _write(self, data: bytes | memoryview, close_after: bool) -> None:
         self.bytes_out += len(data)
         self.ctx.counters.values[BYTES_OUT] += len(data)
         if self.transport is None:
             self.pending.append(data)
             self.close_when_flushed = self.close_when_flushed or close_after
-            return True
-        self.transport.write(data)
-        if close_after:
-            self.transport.close()
-        return True
+        else:
+            self.transport.write(data)
+            if close_after:
+                self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.flow.check(self)
+
+    @property
+    def congested(self) -> bool:
+        """More than the high-water mark waits to go out: sources should stop reading."""
+        return self.write_paused or self.gate.held_bytes > WRITE_HIGH
+
+    def block(self, dest: MsrpConnection) -> None:
+        """`dest` is congested by what we relay: stop reading until it drains."""
+        if not self.blockers and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.blockers.add(id(dest))
+
+    def unblock(self, dest: MsrpConnection) -> None:
+        self.blockers.discard(id(dest))
+        if not self.blockers and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -191,4 +240,5 @@ class MsrpConnection(asyncio.Protocol):
     def idle(self) -> bool:
         """Nothing half-read and nothing waiting to be written: safe to close on stop."""
         buffered = self.transport.get_write_buffer_size() if self.transport else len(self.pending)
-        return self.reader.buffered == 0 and buffered == 0 and self.stream_sink is None
+        quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
+        return self.reader.buffered == 0 and buffered == 0 and quiet

@@ -73,6 +73,8 @@ class WorkerContext:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)
     current_streamed: bool = False
+    current_source: MsrpConnection | None = None
+    """The connection whose frames are being routed now (flow.py pauses it)."""
     current_frame: str = ""
     """`tid from peer` of the frame being routed, remembered with each handoff token."""
     sent: OrderedDict[int, str] = field(default_factory=OrderedDict)

@@ -52,8 +52,10 @@ __all__ = ["CloseConn", "Deliver", "HandoffHub", "HandoffStats", "OnGone"]
 
 logger = logging.getLogger(__name__)
 
-Deliver = Callable[[int, memoryview | bytes, int], bool]
-"""deliver(conid, payload, flags) -> False when conid is not a live connection of this worker."""
+Deliver = Callable[[int, memoryview | bytes, int, tuple[int, int]], bool]
+"""deliver(conid, payload, flags, source) -> False when conid is not a live connection of this
+worker. `source` is (link id, token): the pieces of one streamed frame share it, so the owner
+can keep other frames from interleaving with them."""
 OnGone = Callable[[int, int], None]
 """on_gone(conid, token): a message sent to another worker was not delivered."""
 CloseConn = Callable[[int], None]
@@ -361,7 +363,7 @@ class HandoffHub:
             # A failing callback costs its own message, not the link and the others on it.
             try:
                 if msg.kind is _FRAME:
-                    if not deliver(msg.conid, msg.payload, msg.flags):
+                    if not deliver(msg.conid, msg.payload, msg.flags, (id(link), msg.token)):
                         self.stats.gone_sent += 1
                         link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
                 elif msg.kind is _GONE:

@@ -65,7 +65,8 @@ class ConnEnv:
             self.ctx.count_relay_fail()
             return -1
         streamed = self.ctx.current_streamed
-        if not sink.send(data, more=streamed, close_after=bool(flags & SendFlags.CLOSE_AFTER)):
+        close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
+        if not sink.send(data, source=self.conn.conid, more=streamed, close_after=close_after):
             self.ctx.count_relay_fail()
             return -1
         self.ctx.count_frame_out(len(data))

@@ -10,7 +10,7 @@ sink, so the pieces of one frame follow one another in order (RFC 4975 §7.1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,14 +22,27 @@ __all__ = ["HandoffSink", "LocalSink", "Sink", "Writable"]
 
 
 class Writable(Protocol):
-    def write_frame(self, data: bytes | memoryview, close_after: bool) -> bool: ...
+    def write_frame(
+        self,
+        data: bytes | memoryview,
+        close_after: bool = False,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+    ) -> bool: ...
 
 
 class Sink(Protocol):
     def send(
-        self, data: bytes | memoryview, *, more: bool = False, close_after: bool = False
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
     ) -> bool:
-        """Queue `data`; False when the destination is known to be gone."""
+        """Queue `data`; False when the destination is known to be gone. `source` names the
+        connection a streamed frame comes from; `more` says pieces of it follow."""
 
 
 class LocalSink:
@@ -39,13 +52,21 @@ class LocalSink:
         self.conn = conn
 
     def send(
-        self, data: bytes | memoryview, *, more: bool = False, close_after: bool = False
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
     ) -> bool:
-        return self.conn.write_frame(data, close_after)
+        return self.conn.write_frame(data, close_after, source=source, more=more)
 
 
 class HandoffSink:
-    __slots__ = ("conid", "counters", "hub", "path", "token")
+    """All pieces of one streamed frame carry one token: the owner tells streams apart by
+    (link, token)."""
+
+    __slots__ = ("conid", "counters", "hub", "path", "stream_token", "token")
 
     def __init__(
         self,
@@ -60,13 +81,21 @@ class HandoffSink:
         self.conid = conid
         self.token = token
         self.counters = counters
+        self.stream_token: int | None = None
 
     def send(
-        self, data: bytes | memoryview, *, more: bool = False, close_after: bool = False
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
     ) -> bool:
+        token = self.stream_token if self.stream_token is not None else self.token()
+        self.stream_token = token if more else None
         flags = (HandoffFlags.MORE if more else 0) | (
             HandoffFlags.CLOSE_AFTER if close_after else 0
         )
-        self.hub.send(self.path, self.conid, self.token(), [data], int(flags))
+        self.hub.send(self.path, self.conid, token, [data], int(flags))
         self.counters.add(Counter.handoffs_out)
         return True

@@ -39,6 +39,7 @@ from ..users import UserStore
 from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .delivery import Delivery
+from .handoff import HandoffFlags
 from .links import HandoffHub
 from .tls import client_context, server_context
 
@@ -157,7 +158,7 @@ class Worker:
             )
         hub = HandoffHub(
             ctx.handoff_path(ctx.ident.slot, ctx.ident.generation),
-            deliver=lambda conid, data, flags: _deliver(ctx, conid, data, flags),
+            deliver=lambda conid, data, flags, source: _deliver(ctx, conid, data, flags, source),
             on_gone=lambda conid, token: _gone(ctx, conid, token),
             close_conn=lambda conid: _close(ctx, conid),
             loop=ctx.loop,
@@ -241,12 +242,17 @@ class _BootError(Exception):
     pass
 
 
-def _deliver(ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int) -> bool:
+def _deliver(
+    ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
+) -> bool:
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
         return False
     ctx.count_handoff_in()
-    return conn.write_frame(data, bool(flags & 1))
+    ctx.current_source = None
+    more = bool(flags & HandoffFlags.MORE)
+    close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
+    return conn.write_frame(data, close_after, source=source, more=more)
 
 
 def _gone(ctx: WorkerContext, conid: int, token: int) -> None:

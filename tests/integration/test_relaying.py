@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
+import threading
+import time
 
 import psutil
 import pytest
@@ -137,20 +140,29 @@ def test_reload_with_broken_route_keeps_serving(make_relay, tmp_path) -> None:
 
 
 def test_term_delivers_frames_in_flight(make_relay) -> None:
-    """Bob stops reading while Alice sends 200 x 64 KiB; TERM; then Bob reads: every frame
-    arrives, intact and in order, before the relay closes the connection."""
+    """1. Bob stops reading; Alice sends 40 x 64 KiB (she blocks once the relay's buffers
+    for Bob are full: back-pressure). 2. TERM. 3. Bob reads: all 40 arrive intact and in
+    order, Alice gets her 40 200s, and only then does the relay close and exit."""
     relay: Relay = make_relay(children=1, core={"drain_timeout": 20})
     assert relay.start().returncode == 0
     alice, bob = authed(relay.port, "alice"), authed(relay.port, "bob")
-    bodies = [bytes([65 + i % 26]) * 65536 for i in range(200)]
-    tids = [alice.send_message(bob, body, message_id=f"m{i}") for i, body in enumerate(bodies)]
-    for tid in tids:
-        assert alice.recv(timeout=20).frame.tid == tid
+    alice.sock.settimeout(30)
+    bodies = [bytes([65 + i % 26]) * 65536 for i in range(40)]
+    tids: list[bytes] = []
+
+    def send_all() -> None:
+        tids.extend(alice.send_message(bob, b, message_id=f"m{i}") for i, b in enumerate(bodies))
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    time.sleep(0.5)
     supervisor = relay.supervisor()
-    supervisor.send_signal(15)
-    for tid, body in zip(tids, bodies, strict=True):
-        got = bob.recv(timeout=20)
-        assert got.frame.tid == tid and got.body == body
+    supervisor.send_signal(signal.SIGTERM)
+    received = [bob.recv(timeout=20) for _ in bodies]
+    sender.join(20)
+    assert [r.body for r in received] == bodies
+    assert [r.frame.tid for r in received] == tids
+    assert [alice.recv(timeout=20).frame.code for _ in tids] == [200] * len(tids)
     with pytest.raises((EOFError, ConnectionError)):
         bob.recv(timeout=20)
     supervisor.wait(20)

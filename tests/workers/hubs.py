@@ -46,7 +46,9 @@ class Peer:
             close_conn=self.closed.append,
         )
 
-    def deliver(self, conid: int, payload: memoryview | bytes, flags: int) -> bool:
+    def deliver(
+        self, conid: int, payload: memoryview | bytes, flags: int, source: tuple[int, int]
+    ) -> bool:
         if not self.live(conid):
             return False
         self.frames.append((conid, bytes(payload), flags))

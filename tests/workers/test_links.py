@@ -264,8 +264,10 @@ def test_destination_closed_mid_stream(tmp_path: Path, loop_kind: str) -> None:
         closing: list[asyncio.Task[None]] = []
 
         class Closer(Peer):
-            def deliver(self, conid: int, payload: memoryview | bytes, flags: int) -> bool:
-                super().deliver(conid, payload, flags)
+            def deliver(
+                self, conid: int, payload: memoryview | bytes, flags: int, source: tuple[int, int]
+            ) -> bool:
+                super().deliver(conid, payload, flags, source)
                 if len(self.frames) == stop_at:
                     closing.append(loop.create_task(self.hub.close()))
                 return True

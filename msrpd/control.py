@@ -1,0 +1,556 @@
+"""The control fifo: JSON-RPC 2.0 over a named pipe, as Kamailio's jsonrpcs fifo transport.
+
+Rules (kamailio src/modules/jsonrpcs/README, §7.2 "JSONRPC Over FIFO"):
+- A request is a JSON-RPC 2.0 request object written to the fifo with one more member,
+  "reply_name": the name of a fifo in the reply directory (here the control fifo's own
+  directory) that the client made and opened for reading before it wrote the request. The
+  answer, one JSON-RPC response object and a newline, is written there, then the reply fifo
+  is closed: the client reads to EOF.
+- reply_name is a name, not a path: as jsonrpcs' jsonrpc_open_reply_fifo does, one holding
+  '.', '/' or '\\' is refused (the request is logged and not run). The reply fifo is opened
+  O_WRONLY|O_NONBLOCK|O_NOFOLLOW and must be a fifo with one link (jsonrpc_fifo_check).
+  Nobody reading it: the answer is logged and dropped (jsonrpcs sleeps and retries; the
+  supervisor must not).
+- Without reply_name a request is run and not answered, as in jsonrpcs. With reply_name it is
+  answered even without "id" (with id null): its client waits on that fifo.
+- Concurrent clients: a request must fit in PIPE_BUF (4096 bytes, newline included) and be
+  written with one write(); the kernel keeps such writes whole, so requests from several
+  clients never interleave. `msrpd ctl` refuses larger ones. The server reads documents up to
+  64 KiB, but one over PIPE_BUF is only safe while no other client writes.
+- Bad input never raises into the caller and never sticks the fifo: a document over 64 KiB,
+  bytes that are not a JSON object or array, or mismatched brackets are dropped up to the
+  next newline and logged; a partial document left for STALE_PARTIAL seconds by a client
+  that died is dropped when the next bytes come. Parse errors (-32700) and invalid requests
+  (-32600) are answered when a reply_name can be read from the text; -32601 and -32602 come
+  from the dispatch callable as RpcError; any other exception is logged and answered -32603.
+
+Strategy: non-blocking throughout, driven by the supervisor's select loop. on_readable()
+reads what is there (at most MAX_READ_PER_CALL), DocumentSplitter cuts complete documents
+out of the stream by counting brackets outside strings (jsonrpcs' jsonrpc_read_stream does
+the same), and each is parsed, dispatched and answered. An answer is written at once as far
+as the reply fifo takes it; the rest stays queued (at most MAX_PENDING_REPLIES replies and
+MAX_PENDING_BYTES bytes): select on write_fds() as well, and call on_writable() after every
+select while wants_write(); it goes on writing, and drops a reply whose reader has gone or
+has not taken it within REPLY_TIMEOUT. A write descriptor of our own on the fifo keeps
+read() from seeing EOF each time a client closes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "MAX_DOCUMENT",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "PIPE_BUF",
+    "ControlServer",
+    "Discarded",
+    "Dispatch",
+    "DocumentSplitter",
+    "Method",
+    "RpcError",
+    "dispatcher",
+    "valid_reply_name",
+]
+
+logger = logging.getLogger(__name__)
+
+# JSON-RPC 2.0 §5.1 error codes.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+
+PIPE_BUF: Final = 4096  # POSIX minimum 512; Linux 4096: writes up to this size stay whole
+MAX_DOCUMENT: Final = 64 * 1024
+MAX_READ_PER_CALL: Final = 256 * 1024  # so a flood cannot hold the supervisor loop
+MAX_PENDING_REPLIES: Final = 64
+MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+REPLY_TIMEOUT: Final = 10.0
+STALE_PARTIAL: Final = 1.0
+_NAME_MAX: Final = 255
+_FORBIDDEN: Final = frozenset("./\\\0")
+_SCAN: Final = re.compile(rb'["{}\[\]]')
+_SCAN_STRING: Final = re.compile(rb'["\\]')
+_OPENER: Final = {ord("}"): ord("{"), ord("]"): ord("[")}
+_BLANK: Final = b" \t\r\n"
+_REPLY_NAME: Final = re.compile(rb'"reply_name"\s*:\s*"([^"\\]{1,255})"')
+
+Method = Callable[[Any], Any]
+"""A control method: takes the request's params (list, dict or None), returns the result."""
+Dispatch = Callable[[str, Any], Any]
+"""dispatch(method, params) -> result; raises RpcError for a JSON-RPC error answer."""
+
+
+class RpcError(Exception):
+    """A JSON-RPC error answer: code (JSON-RPC 2.0 §5.1, or -32000..-32099), message, data."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def as_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def dispatcher(methods: Mapping[str, Method]) -> Dispatch:
+    """A Dispatch over a method table; an unknown name raises RpcError(-32601)."""
+
+    def dispatch(method: str, params: Any) -> Any:
+        fn = methods.get(method)
+        if fn is None:
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        return fn(params)
+
+    return dispatch
+
+
+def valid_reply_name(name: object) -> bool:
+    """A plain file name without '.', '/', '\\' or NUL (jsonrpcs' rule), at most 255 bytes."""
+    if not isinstance(name, str) or not name or _FORBIDDEN.intersection(name):
+        return False
+    return len(name.encode("utf-8", "surrogateescape")) <= _NAME_MAX
+
+
+# -- splitting the byte stream into documents -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """Bytes dropped from the stream, and why (for the log and a reply_name to answer)."""
+
+    reason: str
+    sample: bytes
+
+
+class DocumentSplitter:
+    """Cuts JSON objects and arrays out of a byte stream (sans-IO, bounded memory).
+
+    A document is complete when its brackets balance outside strings; its bytes are then
+    handed out whole for json.loads to judge. Memory stays below max_document plus one read.
+    """
+
+    def __init__(self, max_document: int = MAX_DOCUMENT) -> None:
+        self.max_document = max_document
+        self.buf = bytearray()
+        self.discarding = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.started = False  # buf[0] opens the current document
+        self.pos = 0
+        self.stack = bytearray()
+        self.in_string = False
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a document is buffered."""
+        return self.started
+
+    def drop_partial(self) -> bytes:
+        """Forget a partial document (its writer died); its bytes."""
+        data = bytes(self.buf[: self.max_document])
+        self.buf.clear()
+        self._reset()
+        return data
+
+    def feed(self, data: bytes) -> list[bytes | Discarded]:
+        """Add bytes; the documents they complete, in order, and what was dropped."""
+        self.buf += data
+        out: list[bytes | Discarded] = []
+        buf = self.buf
+        while buf:
+            if self.discarding:
+                newline = buf.find(b"\n")
+                del buf[: len(buf) if newline < 0 else newline + 1]
+                self.discarding = newline < 0
+                continue
+            if not self.started:
+                skip = len(buf) - len(buf.lstrip(_BLANK))
+                del buf[:skip]
+                if not buf:
+                    break
+                if buf[0] not in b"{[":
+                    self._discard(out, 0, "not a JSON object")
+                    continue
+                self.started = True
+            end = self._scan()
+            if end is None:
+                if len(buf) > self.max_document:
+                    self._discard(out, len(buf), f"request over {self.max_document} bytes")
+                    continue
+                break
+            if end < 0:
+                self._discard(out, self.pos, "mismatched brackets")
+                continue
+            out.append(bytes(buf[:end]))
+            del buf[:end]
+            self._reset()
+        return out
+
+    def _discard(self, out: list[bytes | Discarded], at: int, reason: str) -> None:
+        # Drop up to the first newline at or after `at`; keep a sample for reply_name.
+        newline = self.buf.find(b"\n", at)
+        cut = len(self.buf) if newline < 0 else newline + 1
+        out.append(Discarded(reason, bytes(self.buf[: min(cut, self.max_document)])))
+        del self.buf[:cut]
+        self._reset()
+        self.discarding = newline < 0
+
+    def _scan(self) -> int | None:
+        """End offset of the document once its brackets balance; None: need more; -1: broken."""
+        buf, pos = self.buf, self.pos
+        while True:
+            pattern = _SCAN_STRING if self.in_string else _SCAN
+            match = pattern.search(buf, pos)
+            if match is None:
+                self.pos = len(buf)
+                return None
+            i = match.start()
+            char = buf[i]
+            if char == 0x5C:  # backslash in a string: skip the escaped byte
+                if i + 1 >= len(buf):
+                    self.pos = i
+                    return None
+                pos = i + 2
+            elif char == 0x22:
+                self.in_string = not self.in_string
+                pos = i + 1
+            elif char in b"{[":
+                self.stack.append(char)
+                pos = i + 1
+            elif not self.stack or self.stack.pop() != _OPENER[char]:
+                self.pos = i
+                return -1
+            else:
+                pos = i + 1
+                if not self.stack:
+                    self.pos = pos
+                    return pos
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Reply:
+    path: Path
+    fd: int
+    data: bytes
+    deadline: float
+    offset: int = 0
+
+
+class ControlServer:
+    """The supervisor's end of the control fifo (see the module docstring)."""
+
+    def __init__(
+        self,
+        fifo_path: Path,
+        dispatch: Dispatch,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fifo_path = fifo_path
+        self.reply_dir = fifo_path.parent
+        self.dispatch = dispatch
+        self._clock = clock
+        self._rfd = -1
+        self._wfd = -1
+        self._inode: tuple[int, int] | None = None
+        self._splitter = DocumentSplitter()
+        self._last_data = 0.0
+        self._replies: dict[Path, _Reply] = {}
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the fifo (mode 0600), replacing a stale one, and open it.
+
+        Raises:
+            FileExistsError: the path is not a fifo, or another process reads that fifo.
+            OSError: it cannot be made or opened.
+        """
+        self._remove_stale()
+        os.mkfifo(self.fifo_path, 0o600)
+        try:
+            os.chmod(self.fifo_path, 0o600)  # never wider; umask may have made it narrower
+            self._rfd = os.open(self.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._wfd = os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            st = os.fstat(self._rfd)
+            self._inode = (st.st_dev, st.st_ino)
+        except BaseException:
+            self._close_fds()
+            os.unlink(self.fifo_path)
+            raise
+
+    def _remove_stale(self) -> None:
+        try:
+            st = os.lstat(self.fifo_path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISFIFO(st.st_mode):
+            raise FileExistsError(f"{self.fifo_path} exists and is not a fifo")
+        try:
+            fd = os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            os.unlink(self.fifo_path)  # nobody reads it: left by a crashed run
+            logger.info("removed the stale control fifo %s", self.fifo_path)
+            return
+        os.close(fd)
+        raise FileExistsError(f"control fifo {self.fifo_path} is in use by another process")
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def close(self) -> None:
+        """Close everything and remove the fifo (if it is still ours)."""
+        self._close_fds()
+        try:
+            st = os.lstat(self.fifo_path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self.fifo_path)
+        except FileNotFoundError:
+            pass
+        self._inode = None
+
+    def close_in_child(self) -> None:
+        """In a forked child: close the inherited descriptors, leave the fifo in place."""
+        self._close_fds()
+        self._inode = None
+
+    def _close_fds(self) -> None:
+        for fd in (self._rfd, self._wfd, *(r.fd for r in self._replies.values())):
+            if fd >= 0:
+                os.close(fd)
+        self._rfd = self._wfd = -1
+        self._replies.clear()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        """Read and serve what the fifo holds; never blocks, never raises."""
+        try:
+            self._read()
+        except Exception:
+            logger.exception("control fifo: unexpected error")
+        self.on_writable()
+
+    def _read(self) -> None:
+        total = 0
+        while total < MAX_READ_PER_CALL and self._rfd >= 0:
+            try:
+                data = os.read(self._rfd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            total += len(data)
+            now = self._clock()
+            if self._splitter.partial and now - self._last_data > STALE_PARTIAL:
+                stale = self._splitter.drop_partial()
+                self._discarded(Discarded("incomplete request, its writer went quiet", stale))
+            self._last_data = now
+            for piece in self._splitter.feed(data):
+                if isinstance(piece, Discarded):
+                    self._discarded(piece)
+                else:
+                    self._serve(piece)
+
+    def _discarded(self, piece: Discarded) -> None:
+        logger.warning("control fifo: dropped %d bytes: %s", len(piece.sample), piece.reason)
+        self._answer_salvaged(piece.sample, PARSE_ERROR, f"Parse error: {piece.reason}")
+
+    def _answer_salvaged(self, text: bytes, code: int, message: str) -> None:
+        # The request cannot be read as an object: answer where it says, if it says.
+        match = _REPLY_NAME.search(text)
+        if match is not None:
+            name = match.group(1).decode("utf-8", "replace")
+            if valid_reply_name(name):
+                self._answer(self.reply_dir / name, None, RpcError(code, message).as_error())
+
+    def _serve(self, doc: bytes) -> None:
+        try:
+            request = json.loads(doc)
+        except (ValueError, RecursionError) as exc:
+            logger.warning("control fifo: unreadable request: %s", exc)
+            self._answer_salvaged(doc, PARSE_ERROR, f"Parse error: {exc}")
+            return
+        if not isinstance(request, dict):
+            logger.warning("control fifo: a request must be one JSON object")
+            self._answer_salvaged(doc, INVALID_REQUEST, "Invalid Request: not an object")
+            return
+        name = request.get("reply_name")
+        if name is not None and (not valid_reply_name(name) or self._is_own(name)):
+            logger.warning("control fifo: refused request with reply_name %.80r", name)
+            return
+        target = None if name is None else self.reply_dir / name
+        rid = request.get("id")
+        rid = rid if _valid_id(rid) else None
+        problem = _invalid(request)
+        if problem is not None:
+            logger.warning("control fifo: invalid request: %s", problem)
+            self._answer(target, rid, {"code": INVALID_REQUEST, "message": problem})
+            return
+        outcome = self._call(request["method"], request.get("params"))
+        if target is not None:
+            self._answer(target, rid, outcome)
+
+    def _is_own(self, name: object) -> bool:
+        return isinstance(name, str) and self.reply_dir / name == self.fifo_path
+
+    def _call(self, method: str, params: Any) -> Any:
+        """The result, or an error object when the method failed."""
+        try:
+            return _Result(self.dispatch(method, params))
+        except RpcError as exc:
+            return exc.as_error()
+        except Exception as exc:
+            logger.exception("control method %s failed", method)
+            return {"code": INTERNAL_ERROR, "message": "Internal error", "data": str(exc)}
+
+    # -- answering --------------------------------------------------------------------------
+
+    def _answer(self, target: Path | None, rid: Any, outcome: Any) -> None:
+        if target is None:
+            return
+        data = _encode(rid, outcome)
+        now = self._clock()
+        queued = self._replies.get(target)
+        if queued is not None:  # the same reply fifo again: keep the order
+            if self._pending_bytes() + len(data) > MAX_PENDING_BYTES:
+                logger.warning("control fifo: reply queue full, answer to %s dropped", target)
+                return
+            queued.data = queued.data[queued.offset :] + data
+            queued.offset = 0
+            return
+        if len(self._replies) >= MAX_PENDING_REPLIES or (
+            self._pending_bytes() + len(data) > MAX_PENDING_BYTES
+        ):
+            logger.warning("control fifo: reply queue full, answer to %s dropped", target)
+            return
+        fd = _open_reply(target)
+        if fd is None:
+            return
+        reply = _Reply(target, fd, data, now + REPLY_TIMEOUT)
+        if _write(reply):
+            os.close(fd)
+        else:
+            self._replies[target] = reply
+
+    def _pending_bytes(self) -> int:
+        return sum(len(r.data) - r.offset for r in self._replies.values())
+
+    def wants_write(self) -> bool:
+        """Whether answers wait: select on write_fds() too, then call on_writable()."""
+        return bool(self._replies)
+
+    def write_fds(self) -> list[int]:
+        return [reply.fd for reply in self._replies.values()]
+
+    def on_writable(self) -> None:
+        """Go on writing queued answers; drop those past REPLY_TIMEOUT. Never blocks."""
+        now = self._clock()
+        for path, reply in list(self._replies.items()):
+            done = _write(reply)
+            if not done and now > reply.deadline:
+                logger.warning("control fifo: answer to %s not read in time, dropped", path)
+                done = True
+            if done:
+                os.close(reply.fd)
+                del self._replies[path]
+
+
+class _Result:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _valid_id(rid: Any) -> bool:
+    return rid is None or isinstance(rid, str | float) or type(rid) is int
+
+
+def _invalid(request: dict[str, Any]) -> str | None:
+    """Why `request` is not a JSON-RPC 2.0 request (§4), or None."""
+    if request.get("jsonrpc") != "2.0":
+        return 'Invalid Request: "jsonrpc" must be "2.0"'
+    method = request.get("method")
+    if not isinstance(method, str) or not method:
+        return 'Invalid Request: "method" must be a non-empty string'
+    if "params" in request and not isinstance(request["params"], list | dict):
+        return 'Invalid Request: "params" must be an array or an object'
+    if not _valid_id(request.get("id")):
+        return 'Invalid Request: "id" must be a string, a number or null'
+    return None
+
+
+def _encode(rid: Any, outcome: Any) -> bytes:
+    body: dict[str, Any] = {"jsonrpc": "2.0"}
+    if isinstance(outcome, _Result):
+        body["result"] = outcome.value
+    else:
+        body["error"] = outcome
+    body["id"] = rid
+    try:
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        logger.error("control fifo: the result cannot be written as JSON: %s", exc)
+        error = {"code": INTERNAL_ERROR, "message": "Internal error", "data": str(exc)}
+        text = json.dumps({"jsonrpc": "2.0", "error": error, "id": rid})
+    return text.encode() + b"\n"
+
+
+def _open_reply(path: Path) -> int | None:
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            logger.warning("control fifo: nobody reads %s, answer dropped", path)
+        else:
+            logger.warning("control fifo: cannot open reply fifo %s: %s", path, exc.strerror)
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISFIFO(st.st_mode) or st.st_nlink != 1:
+        logger.warning("control fifo: %s is not a fifo with one link, answer dropped", path)
+        os.close(fd)
+        return None
+    return fd
+
+
+def _write(reply: _Reply) -> bool:
+    """Write what the reply fifo takes; True when nothing is left (written or dropped)."""
+    view = memoryview(reply.data)
+    while reply.offset < len(view):
+        try:
+            reply.offset += os.write(reply.fd, view[reply.offset :])
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            logger.warning("control fifo: answer to %s dropped: %s", reply.path, exc.strerror)
+            return True
+    return True

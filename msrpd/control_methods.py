@@ -1,0 +1,332 @@
+"""The control methods: what `msrpd ctl METHOD [PARAMS...]` asks the supervisor.
+
+Rules:
+- A method takes the request's params: an array (by position), an object (by name) or none.
+  Wrong params raise RpcError(-32602); a number where a text is wanted is taken as its text
+  (`msrpd ctl` sends "123" as a number).
+- Methods read shared memory, and ask workers over their ctl sockets (workers/ctl.py) all at
+  once with one deadline, WORKER_TIMEOUT: a slow or dead worker shows up as an "error" row
+  and holds the supervisor's loop up for that long at most.
+- Kamailio's names and fields where Kamailio has the method: core.uptime (now, up_since,
+  uptime), msrp.cmaplist (reference/kamailio-msrp.md §8.5; CONLIST is a JSON array of
+  {"CONDATA": {...}} where Kamailio's struct repeats the key), system.listMethods.
+- core.ps keeps one psutil.Process per pid between calls, so cpu is the percentage of one
+  CPU used since the previous call (psutil's cpu_percent(None)); the first call reads 0.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import psutil
+
+from . import __version__
+from .config import Settings
+from .control import INVALID_PARAMS, Method, RpcError
+from .shm import COUNTERS, CmapEntry, ShmSet
+from .workers.ctl import LOG_LEVELS, WorkerCtlError, query_worker, query_workers
+from .workers.handoff import conid_owner
+
+__all__ = ["WORKER_TIMEOUT", "SupervisorView", "WorkerInfo", "build_methods"]
+
+logger = logging.getLogger(__name__)
+
+WORKER_TIMEOUT: Final = 1.0
+NO_HTABLE: Final = -32000
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    pid: int
+    slot: int
+    generation: int
+    index: int
+    """Process slot in the heartbeat and stats tables."""
+    state: str
+    """"booting", "running" or "draining"."""
+    role: str = "worker"
+
+
+class SupervisorView(Protocol):
+    """What the supervisor offers the control methods."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def started(self) -> float:
+        """time.time() when the supervisor started."""
+
+    @property
+    def shm(self) -> ShmSet: ...
+
+    @property
+    def supervisor_pid(self) -> int: ...
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def request_reload(self) -> None: ...
+
+    def request_shutdown(self) -> None: ...
+
+    def worker_ctl_paths(self) -> list[tuple[WorkerInfo, Path]]: ...
+
+
+def build_methods(view: SupervisorView) -> dict[str, Method]:
+    """The method table for control.dispatcher()."""
+    m = _Methods(view)
+    table: dict[str, Method] = {
+        "core.version": m.version,
+        "core.uptime": m.uptime,
+        "core.ps": m.ps,
+        "core.reload": m.reload,
+        "core.shutdown": m.shutdown,
+        "stats.get": m.stats_get,
+        "stats.reset": m.stats_reset,
+        "msrp.cmaplist": m.cmaplist,
+        "msrp.conns": m.conns,
+        "msrp.session_kill": m.session_kill,
+        "htable.dump": m.htable_dump,
+        "log.level": m.log_level,
+        "system.listMethods": m.list_methods,
+    }
+    m.names = sorted(table)
+    return table
+
+
+def _args(params: Any, names: tuple[str, ...], required: int, usage: str) -> list[Any]:
+    """Positional values for `names` from array or object params (missing ones None)."""
+    if params is None:
+        params = []
+    if isinstance(params, dict):
+        extra = sorted(set(params) - set(names))
+        if extra:
+            raise RpcError(INVALID_PARAMS, f"unknown params {extra}; usage: {usage}")
+        values = [params.get(name) for name in names]
+    elif isinstance(params, list) and len(params) <= len(names):
+        values = [*params, *[None] * (len(names) - len(params))]
+    else:
+        raise RpcError(INVALID_PARAMS, f"too many params; usage: {usage}")
+    if any(value is None for value in values[:required]):
+        raise RpcError(INVALID_PARAMS, f"missing params; usage: {usage}")
+    return values
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise RpcError(INVALID_PARAMS, f"{what} must be a string")
+
+
+def _condata(entry: CmapEntry) -> dict[str, Any]:
+    return {
+        "CITEMID": zlib.crc32(entry.sessid.encode("utf-8", "surrogateescape")),
+        "SESSIONID": entry.sessid,
+        "PEER": entry.peer,
+        "ADDR": entry.addr,
+        "SOCK": entry.sock,
+        "EXPIRES": time.ctime(entry.expires),
+        "CONID": entry.conid,
+        "FLAGS": 0,
+    }
+
+
+def _who(info: WorkerInfo) -> dict[str, Any]:
+    return {"slot": info.slot, "generation": info.generation, "pid": info.pid}
+
+
+class _Methods:
+    def __init__(self, view: SupervisorView) -> None:
+        self.view = view
+        self.procs: dict[int, psutil.Process] = {}
+        self.names: list[str] = []
+
+    def list_methods(self, params: Any) -> list[str]:
+        _args(params, (), 0, "system.listMethods")
+        return self.names
+
+    # -- core -------------------------------------------------------------------------------
+
+    def version(self, params: Any) -> dict[str, Any]:
+        _args(params, (), 0, "core.version")
+        return {"name": "msrpd", "version": __version__, "python": platform.python_version()}
+
+    def uptime(self, params: Any) -> dict[str, Any]:
+        _args(params, (), 0, "core.uptime")
+        now, since = time.time(), self.view.started
+        return {"now": time.ctime(now), "up_since": time.ctime(since), "uptime": int(now - since)}
+
+    def ps(self, params: Any) -> list[dict[str, Any]]:
+        _args(params, (), 0, "core.ps")
+        view = self.view
+        rows = [self._proc(view.supervisor_pid, "supervisor", None, None, "running", None)]
+        for info in view.workers():
+            beat = view.shm.heartbeats.read(info.index)
+            conns = beat.conns if beat.pid == info.pid else None
+            rows.append(
+                self._proc(info.pid, info.role, info.slot, info.generation, info.state, conns)
+            )
+        live = {row["pid"] for row in rows}
+        for pid in [pid for pid in self.procs if pid not in live]:
+            del self.procs[pid]
+        return rows
+
+    def _proc(
+        self, pid: int, role: str, slot: int | None, gen: int | None, state: str, conns: int | None
+    ) -> dict[str, Any]:
+        cpu, rss = self._usage(pid)
+        return {
+            "pid": pid,
+            "role": role,
+            "slot": slot,
+            "generation": gen,
+            "state": state,
+            "cpu": cpu,
+            "rss": rss,
+            "conns": conns,
+        }
+
+    def _usage(self, pid: int) -> tuple[float | None, int | None]:
+        try:
+            proc = self.procs.get(pid)
+            if proc is None or not proc.is_running():  # is_running also catches a reused pid
+                proc = self.procs[pid] = psutil.Process(pid)
+            with proc.oneshot():
+                return round(proc.cpu_percent(None), 1), proc.memory_info().rss
+        except psutil.Error:
+            self.procs.pop(pid, None)
+            return None, None
+
+    def reload(self, params: Any) -> dict[str, Any]:
+        _args(params, (), 0, "core.reload")
+        self.view.request_reload()
+        return {"reload": "requested"}
+
+    def shutdown(self, params: Any) -> dict[str, Any]:
+        _args(params, (), 0, "core.shutdown")
+        self.view.request_shutdown()
+        return {"shutdown": "requested"}
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def stats_get(self, params: Any) -> dict[str, Any]:
+        (group,) = _args(params, ("group",), 0, "stats.get [GROUP]")
+        prefix = "" if group is None else _text(group, "group")
+        names = [name for name in COUNTERS if name.startswith(prefix)]
+        if not names:
+            raise RpcError(INVALID_PARAMS, f"no counter starts with {prefix!r}")
+        stats = self.view.shm.stats
+        total, per_slot = stats.total(), stats.per_slot()
+        workers = []
+        for info in self.view.workers():
+            counters = per_slot.get(info.index, {})
+            workers.append({**_who(info), **{name: counters.get(name, 0) for name in names}})
+        return {"total": {name: total[name] for name in names}, "workers": workers}
+
+    def stats_reset(self, params: Any) -> dict[str, Any]:
+        _args(params, (), 0, "stats.reset")
+        self.view.shm.stats.reset()
+        return {"reset": True}
+
+    # -- msrp -------------------------------------------------------------------------------
+
+    def cmaplist(self, params: Any) -> dict[str, Any]:
+        _args(params, (), 0, "msrp.cmaplist")
+        cmap = self.view.shm.cmap
+        entries = cmap.entries()
+        return {
+            "MAP_SIZE": cmap.n_stripes,
+            "CONLIST": [{"CONDATA": _condata(entry)} for entry in entries],
+            "CONCOUNT": len(entries),
+        }
+
+    def conns(self, params: Any) -> list[dict[str, Any]]:
+        _args(params, (), 0, "msrp.conns")
+        rows: list[dict[str, Any]] = []
+        for info, answer in self._ask_all("conns", {}):
+            if isinstance(answer, WorkerCtlError):
+                rows.append({**_who(info), "error": str(answer)})
+                continue
+            try:
+                rows.extend({**_who(info), **_conn_row(conn)} for conn in answer)
+            except (TypeError, KeyError, ValueError):
+                rows.append({**_who(info), "error": "unexpected answer"})
+        return rows
+
+    def session_kill(self, params: Any) -> dict[str, Any]:
+        (sessid,) = _args(params, ("sessid",), 1, "msrp.session_kill SESSID")
+        sessid = _text(sessid, "sessid")
+        cmap = self.view.shm.cmap
+        entry = cmap.lookup(sessid, -math.inf)  # expired but not yet swept ones too
+        if entry is None:
+            return {"killed": False}
+        killed = cmap.delete(sessid)
+        owner = conid_owner(entry.conid)
+        closed: bool | None = None
+        for info, path in self.view.worker_ctl_paths():
+            if (info.slot, info.generation) == owner:
+                try:
+                    closed = bool(
+                        query_worker(path, "close", {"conid": entry.conid}, WORKER_TIMEOUT)
+                    )
+                except WorkerCtlError as exc:
+                    logger.warning("msrp.session_kill %s: %s", sessid, exc)
+        logger.info("msrp.session_kill %s: connection %x closed: %s", sessid, entry.conid, closed)
+        return {"killed": killed, "conid": f"{entry.conid:x}", "closed": closed}
+
+    def htable_dump(self, params: Any) -> Any:
+        (name,) = _args(params, ("name",), 1, "htable.dump NAME")
+        name = _text(name, "name")
+        dump: Callable[[str], Any] | None = getattr(
+            getattr(self.view.shm, "htable", None), "dump", None
+        )
+        if not callable(dump):
+            raise RpcError(NO_HTABLE, "no htable")
+        return dump(name)
+
+    # -- logging ----------------------------------------------------------------------------
+
+    def log_level(self, params: Any) -> dict[str, Any]:
+        (level,) = _args(params, ("level",), 0, f"log.level [{'|'.join(LOG_LEVELS)}]")
+        root = logging.getLogger()
+        ask: dict[str, Any] = {}
+        if level is not None:
+            level = _text(level, "level").lower()
+            if level not in LOG_LEVELS:
+                raise RpcError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
+            root.setLevel(level.upper())
+            ask = {"level": level}
+            logger.info("log level set to %s", level)
+        workers = []
+        for info, answer in self._ask_all("log.level", ask):
+            key = "error" if isinstance(answer, WorkerCtlError) else "level"
+            workers.append({**_who(info), key: str(answer)})
+        current = logging.getLevelName(root.getEffectiveLevel()).lower()
+        return {"supervisor": current, "workers": workers}
+
+    def _ask_all(self, method: str, params: dict[str, Any]) -> list[tuple[WorkerInfo, Any]]:
+        targets = self.view.worker_ctl_paths()
+        answers = query_workers([(path, method, params) for _, path in targets], WORKER_TIMEOUT)
+        return [(info, answer) for (info, _), answer in zip(targets, answers, strict=True)]
+
+
+def _conn_row(conn: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "conid": f"{conn['conid']:x}",
+        "peer": conn.get("peer"),
+        "local": conn.get("local"),
+        "age": conn.get("age"),
+        "bytes_in": conn.get("bytes_in"),
+        "bytes_out": conn.get("bytes_out"),
+        "sessions": conn.get("sessions"),
+    }
