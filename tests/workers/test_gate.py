@@ -1,0 +1,75 @@
+"""FrameGate: what may be written now, so frames never interleave on one connection."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from msrpd.workers.gate import FrameGate, Write
+
+
+def w(data: bytes, source: object = None, more: bool = False) -> Write:
+    return Write(data, False, source, more)
+
+
+def test_nothing_streaming_everything_goes_out() -> None:
+    gate = FrameGate()
+    assert gate.offer(w(b"a")) == [w(b"a")]
+    assert gate.offer(w(b"b", "x")) == [w(b"b", "x")]
+    assert gate.owner is None and not gate.held
+
+
+def test_other_frames_wait_for_the_streamed_one() -> None:
+    gate = FrameGate()
+    assert gate.offer(w(b"head", "s", more=True)) == [w(b"head", "s", True)]
+    assert gate.offer(w(b"reply")) == []
+    assert gate.offer(w(b"x1", "x")) == []
+    assert gate.held_bytes == len(b"reply") + 2
+    assert gate.offer(w(b"piece", "s", more=True)) == [w(b"piece", "s", True)]
+    out = gate.offer(w(b"end", "s"))
+    assert out == [w(b"end", "s"), w(b"reply"), w(b"x1", "x")]
+    assert gate.held_bytes == 0 and gate.owner is None
+
+
+def test_a_waiting_stream_takes_over_and_keeps_order() -> None:
+    gate = FrameGate()
+    gate.offer(w(b"A1", "a", more=True))
+    assert gate.offer(w(b"B1", "b", more=True)) == []
+    assert gate.offer(w(b"x")) == []
+    assert gate.offer(w(b"B2", "b")) == []
+    # A ends: B's whole frame goes out, then the one-piece frame that came after B1.
+    assert gate.offer(w(b"A2", "a")) == [w(b"A2", "a"), w(b"B1", "b", True), w(b"B2", "b"), w(b"x")]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.integers(1, 3)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_random_streams_come_out_whole_and_in_order(plan: list[tuple[str, int]]) -> None:
+    """Frames from three sources, each in 1-3 pieces, offered in an arbitrary interleaving:
+    the output is the frames one after another, each source's frames in its own order."""
+    pieces: dict[str, list[list[Write]]] = {}
+    for n, (source, count) in enumerate(plan):
+        frame = [
+            w(b"%s%d.%d" % (source.encode(), n, i), source, i < count - 1) for i in range(count)
+        ]
+        pieces.setdefault(source, []).append(frame)
+    queues = {s: [p for frame in frames for p in frame] for s, frames in pieces.items()}
+    gate, out = FrameGate(), []
+    while any(queues.values()):
+        for source in sorted(queues):  # round-robin: the worst interleaving for the gate
+            if queues[source]:
+                out.extend(gate.offer(queues[source].pop(0)))
+    assert not gate.held and gate.owner is None
+    frames, current = [], []
+    for item in out:
+        current.append(item)
+        if not item.more:
+            frames.append(current)
+            current = []
+    assert all(len({i.source for i in f}) == 1 for f in frames)  # no frame interleaved
+    for source, expected in pieces.items():
+        assert [f for f in frames if f[0].source == source] == expected
