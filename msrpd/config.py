@@ -357,8 +357,9 @@ class MsrpSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    realm: str = field(default="msrpd", metadata=_REALM)
-    """Digest realm in 401 challenges (RFC 4976 §5.1)."""
+    realm: str = field(default="myrealm", metadata=_REALM)
+    """Digest realm in 401 challenges (RFC 4976 §5.1); the module documentation's examples
+    use "myrealm"."""
 
     users: Path | None = field(default=None, metadata=_PATH)
     """SQLite user store (`msrpd user add` creates it). None: AUTH is answered by the route."""

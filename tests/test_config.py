@@ -71,7 +71,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         max_body=1048576,
         max_head=16384,
     )
-    assert settings.auth == AuthSettings(realm="msrpd", users=None)
+    assert settings.auth == AuthSettings(realm="myrealm", users=None)
     assert settings.tls == TlsSettings(None, None, None, verify_client=False)
     assert settings.control == ControlSettings(fifo=None)
     assert settings.metrics == MetricsSettings(listen=None)

@@ -143,6 +143,10 @@ class Msrp:
         self._auth_stale = result is auth.AuthResult.STALE
         return result is auth.AuthResult.OK
 
+    def has_user_store(self) -> bool:
+        """Whether `[auth] users` is configured (www_authenticate without a password uses it)."""
+        return self.env.has_user_store
+
     def www_challenge(self, realm: str) -> str:
         """The `WWW-Authenticate` header line (with CRLF) for a 401, with a fresh nonce."""
         return auth.challenge_header(self.env, realm, stale=self._auth_stale)

@@ -6,17 +6,21 @@ Rules:
 - The `uri` parameter is optional (the AG Projects msrplib client omits it); when given it
   must name the To-Path URI the AUTH was sent to (RFC 4976 §9.1; Kamailio never checks it).
 - A stale nonce is not a wrong password: the next challenge says stale=true (RFC 2617 §3.2.1).
+- The challenge carries an opaque value (RFC 2617 §3.2.1), an HMAC of the shared secret, so it
+  is the same from every worker. A client that sends it back must send it unchanged; one that
+  leaves it out is accepted, as Kamailio accepts it.
 """
 
 from __future__ import annotations
 
+import hmac
 from enum import Enum
 
 from ..protocol import Frame, LocalProtocolError
 from ..protocol import digest as dg
 from .env import RouteEnv
 
-__all__ = ["AuthResult", "challenge_header", "check"]
+__all__ = ["AuthResult", "challenge_header", "check", "opaque"]
 
 
 class AuthResult(Enum):
@@ -40,30 +44,47 @@ def check(frame: Frame, env: RouteEnv, realm: str, password: str | None) -> Auth
         creds = dg.parse_authorization(value)
     except LocalProtocolError:
         return AuthResult.MALFORMED
-    if creds.realm != realm:
-        return AuthResult.WRONG_REALM
-    state = dg.check_nonce(env.nonce_secret, creds.nonce, env.now(), env.policy.nonce_ttl)
-    if state is dg.NonceState.INVALID:
-        return AuthResult.BAD_NONCE
-    if state is dg.NonceState.STALE:
-        return AuthResult.STALE
     to_uri = frame.to_path[0] if frame.to_path else ""
-    if not dg.uri_matches(creds, to_uri):
-        return AuthResult.WRONG_URI
-    secret = {"password": password} if password is not None else None
-    if secret is None:
-        ha1 = env.user_ha1(creds.username, realm)
-        if ha1 is None:
+    problem = _challenge_problem(creds, env, realm) or (
+        None if dg.uri_matches(creds, to_uri) else AuthResult.WRONG_URI
+    )
+    if problem is not None:
+        return problem
+    if password is not None:
+        ha1 = dg.ha1(creds.username, creds.realm, password)
+    else:
+        found = env.user_ha1(creds.username, realm)
+        if found is None:
             return AuthResult.UNKNOWN_USER
-        secret = {"ha1_hex": ha1}
+        ha1 = found
     try:
-        ok = dg.verify(creds, method="AUTH", default_uri=to_uri, **secret)
+        ok = dg.verify(creds, method="AUTH", default_uri=to_uri, ha1_hex=ha1)
     except LocalProtocolError:
         return AuthResult.MALFORMED
     return AuthResult.OK if ok else AuthResult.WRONG_PASSWORD
 
 
+def _challenge_problem(creds: dg.Credentials, env: RouteEnv, realm: str) -> AuthResult | None:
+    """Whether the credentials answer a challenge of ours that is still valid."""
+    if creds.realm != realm:
+        return AuthResult.WRONG_REALM
+    if creds.opaque is not None and creds.opaque != opaque(env.nonce_secret):
+        return AuthResult.BAD_NONCE
+    state = dg.check_nonce(env.nonce_secret, creds.nonce, env.now(), env.policy.nonce_ttl)
+    if state is dg.NonceState.INVALID:
+        return AuthResult.BAD_NONCE
+    if state is dg.NonceState.STALE:
+        return AuthResult.STALE
+    return None
+
+
+def opaque(secret: bytes) -> str:
+    return hmac.digest(secret, b"msrpd opaque", "sha256")[:12].hex()
+
+
 def challenge_header(env: RouteEnv, realm: str, *, stale: bool = False) -> str:
     """`WWW-Authenticate: Digest ...` with CRLF, ready for reply()'s hdrs."""
-    nonce = dg.make_nonce(env.nonce_secret, env.now())
-    return f"WWW-Authenticate: {dg.challenge(realm, nonce, stale=stale)}\r\n"
+    secret = env.nonce_secret
+    nonce = dg.make_nonce(secret, env.now())
+    value = dg.challenge(realm, nonce, opaque=opaque(secret), stale=stale)
+    return f"WWW-Authenticate: {value}\r\n"

@@ -64,6 +64,9 @@ class RouteEnv(Protocol):
 
     def user_ha1(self, username: str, realm: str) -> str | None: ...
 
+    @property
+    def has_user_store(self) -> bool: ...
+
     def write_origin(self, data: bytes, flags: int) -> None:
         """Write `data` to the connection the current frame came on."""
 

@@ -51,6 +51,10 @@ class ConnEnv:
     def new_session_id(self) -> str:
         return secrets.token_urlsafe(_SESSION_BYTES)
 
+    @property
+    def has_user_store(self) -> bool:
+        return self.ctx.users is not None
+
     def user_ha1(self, username: str, realm: str) -> str | None:
         return self.ctx.user_ha1(username, realm)
 

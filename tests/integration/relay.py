@@ -77,6 +77,7 @@ class Relay:
         core: dict[str, object] | None = None,
         msrp: dict[str, object] | None = None,
         tls: dict[str, object] | None = None,
+        users: bool = True,
     ) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
         self.port = free_port()
@@ -85,8 +86,8 @@ class Relay:
         listen = [f"tcp:127.0.0.1:{self.port}"]
         if tls:
             listen.append(f"tls:127.0.0.1:{self.tls_port}")
-        users = self.run_dir / "users.sqlite"
-        store = UserStore(users)
+        users_file = self.run_dir / "users.sqlite"
+        store = UserStore(users_file)
         for name, password in PASSWORDS.items():
             store.add(name, REALM, password)
         store.close()
@@ -100,7 +101,7 @@ class Relay:
                 **(core or {}),
             },
             "msrp": dict(msrp or {}),
-            "auth": {"realm": REALM, "users": str(users)},
+            "auth": {"realm": REALM, "users": str(users_file)} if users else {},
             "tls": dict(tls or {}),
         }
         self.write_config()
