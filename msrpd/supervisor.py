@@ -376,10 +376,11 @@ class Supervisor:
         if now < self.next_sweep:
             return
         self.next_sweep = now + self.settings.msrp.timer_interval
-        cmap, wall = self.shm.cmap, time.time()
-        removed = sum(cmap.sweep_stripe(i, wall) for i in range(cmap.n_stripes))
-        if removed:
-            logger.info("cmap: %d expired sessions removed", removed)
+        wall = time.time()
+        for name, table in (("cmap", self.shm.cmap), ("htable", self.shm.htable)):
+            removed = sum(table.sweep_stripe(i, wall) for i in range(table.n_stripes))
+            if removed:
+                logger.info("%s: %d expired items removed", name, removed)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
 from . import auth, cmapops
 from .env import Destination, RouteEnv
+from .htable import ScriptHTable
 
 __all__ = ["Msrp"]
 
@@ -142,6 +143,11 @@ class Msrp:
         result = auth.check(self.frame, self.env, realm, password)
         self._auth_stale = result is auth.AuthResult.STALE
         return result is auth.AuthResult.OK
+
+    @property
+    def htable(self) -> ScriptHTable:
+        """Kamailio's $sht / $shtex: the shared tables every worker sees."""
+        return self.env.htable
 
     def has_user_store(self) -> bool:
         """Whether `[auth] users` is configured (www_authenticate without a password uses it)."""

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ..protocol import MsrpUri
 from ..shm import Cmap
+from .htable import ScriptHTable
 
 __all__ = ["Destination", "RouteEnv", "RoutePolicy", "SendFlags"]
 
@@ -66,6 +67,9 @@ class RouteEnv(Protocol):
 
     @property
     def has_user_store(self) -> bool: ...
+
+    @property
+    def htable(self) -> ScriptHTable: ...
 
     def write_origin(self, data: bytes, flags: int) -> None:
         """Write `data` to the connection the current frame came on."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..protocol import Frame, ReaderLimits, Status, build_reply
 from ..routing import Msrp, RoutePolicy, RouteScript
+from ..routing.htable import ScriptHTable
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .handoff import make_conid
@@ -90,6 +92,10 @@ class WorkerContext:
     @property
     def cmap(self) -> Cmap | None:
         return self.shm.cmap
+
+    @property
+    def htable(self) -> ScriptHTable:
+        return ScriptHTable(self.shm.htable, time.time)
 
     @property
     def registry(self) -> Registry | None:

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..routing.env import Destination, RoutePolicy, SendFlags
+from ..routing.htable import ScriptHTable
 from ..shm import Cmap
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ class ConnEnv:
 
     def new_session_id(self) -> str:
         return secrets.token_urlsafe(_SESSION_BYTES)
+
+    @property
+    def htable(self) -> ScriptHTable:
+        return self.ctx.htable
 
     @property
     def has_user_store(self) -> bool:

@@ -37,8 +37,9 @@ def test_create_attach_and_unlink_all(prefix: str, tmp_path: Path, children: Chi
         f"{prefix}-registry",
         f"{prefix}-heartbeats",
         f"{prefix}-stats",
+        f"{prefix}-htable",
     ]
-    assert [s.record_size for s in specs] == [544, 112, 32, 176]
+    assert [s.record_size for s in specs] == [544, 112, 32, 176, 416]
     shm = lay.create_all()
     try:
         assert segment_names(f"{prefix}-") == sorted(s.name for s in specs)
@@ -75,7 +76,7 @@ def test_failed_create_removes_what_it_made(prefix: str, tmp_path: Path) -> None
     assert segment_names(f"{prefix}-") == [f"{prefix}-heartbeats"]
     assert lay.unlink_stale() == [f"{prefix}-heartbeats"]
     lay.create_all().close()
-    assert len(lay.unlink_stale()) == 4
+    assert len(lay.unlink_stale()) == 5
 
 
 def test_registry_stripes_default_to_cmap_stripes(prefix: str, tmp_path: Path) -> None:

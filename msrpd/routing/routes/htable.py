@@ -9,7 +9,8 @@ are relayed along To-Path. The port follows the oracle's kamailio-htable.cfg, th
 Differences from the Kamailio example, each marked where it happens:
 - session ids are 96 bits from the CSPRNG, not "s.$pp.$cnt.$RANDOM" (RFC 4976 §6.3);
 - Use-Path names the listen address the AUTH arrived on, not a hard-coded msrp://127.0.0.1:PORT;
-- the realm is `[auth] realm` and the password comes from the user store, not "xyz123";
+- the realm is `[auth] realm` ("myrealm" by default); every user's password is "xyz123", as
+  in the example, until `[auth] users` is set: then the user store decides (as in cmap.py);
 - the granted expiry is set on the two items actually stored (the example sets $shtex on a key
   it never stored, so its items live for the table's autoexpire whatever was granted).
 """
@@ -20,6 +21,7 @@ from typing import Any  # helpers are annotated only so mypy accepts the calls t
 
 MSRP_MIN_EXPIRES = 1800
 MSRP_MAX_EXPIRES = 3600
+PASSWORD = "xyz123"  # "passwd can be loaded from DB based on $au": the user store, when set
 TABLE = "msrp"  # modparam("htable", "htable", "msrp=>size=8;autoexpire=MSRP_MAX_EXPIRES;")
 INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 
@@ -41,9 +43,10 @@ def _auth(msrp: Any) -> None:
     if msrp.nexthops > 0:
         msrp.relay()
         return
-    # Realm from [auth] realm, password from the user store (Kamailio: "myrealm", "xyz123").
-    realm = msrp.env.policy.realm
-    if not msrp.www_authenticate(realm):
+    # frame for local server - send Use-Path
+    realm = msrp.env.policy.realm  # [auth] realm (Kamailio: "myrealm" typed in)
+    password = None if msrp.has_user_store() else PASSWORD
+    if not msrp.www_authenticate(realm, password):
         msrp.reply("401", "Unauthorized", msrp.www_challenge(realm))
         return
     value = msrp.hdr("Expires")

@@ -1,0 +1,1 @@
+../../msrpd/routing/routes/htable.py
