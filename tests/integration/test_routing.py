@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 from msrpd.protocol import Frame, FrameReader
 
 from ..msrpclient import MsrpClient
-from .relay import Relay, wait_for
+from .relay import PASSWORDS, REALM, Relay, wait_for
 
 
 def test_default_route_accepts_the_documented_password(make_relay) -> None:
@@ -110,3 +111,26 @@ def test_relay_opens_a_connection_to_the_next_hop(relay: Relay) -> None:
         assert back.to_path == [alice.uri]
         assert back.from_path == [relay_uri, hop_uri]
     hop.close()
+
+
+def test_htable_route_relays_across_workers(make_relay) -> None:
+    """The htable route: sessions live in the shared htable, relaying uses set_dst with the
+    saved srcaddr, which the connection registry maps to the owning worker's connection."""
+    route = Path(__file__).parents[2] / "etc" / "routes" / "htable.py"
+    relay: Relay = make_relay(children=4, msrp={"route": str(route)})
+    assert relay.start().returncode == 0
+    pairs = []
+    for _ in range(6):
+        alice, bob = MsrpClient(relay.port), MsrpClient(relay.port)
+        for client, user in ((alice, "alice"), (bob, "bob")):
+            ok = client.auth(user, PASSWORDS[user], REALM, expires=1900)
+            assert ok.frame.code == 200
+            assert ok.frame.header("Expires") == b"1900"
+        pairs.append((alice, bob))
+    for alice, bob in pairs:
+        tid = alice.send_message(bob, b"via htable")
+        assert alice.recv().frame.code == 200
+        got = bob.recv()
+        assert got.frame.tid == tid and got.body == b"via htable"
+        alice.close()
+        bob.close()
