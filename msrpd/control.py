@@ -1,38 +1,30 @@
 """The control fifo: JSON-RPC 2.0 over a named pipe, as Kamailio's jsonrpcs fifo transport.
 
-Rules (kamailio src/modules/jsonrpcs/README, §7.2 "JSONRPC Over FIFO"):
-- A request is a JSON-RPC 2.0 request object written to the fifo with one more member,
-  "reply_name": the name of a fifo in the reply directory (here the control fifo's own
-  directory) that the client made and opened for reading before it wrote the request. The
-  answer, one JSON-RPC response object and a newline, is written there, then the reply fifo
-  is closed: the client reads to EOF.
-- reply_name is a name, not a path: as jsonrpcs' jsonrpc_open_reply_fifo does, one holding
-  '.', '/' or '\\' is refused (the request is logged and not run). The reply fifo is opened
-  O_WRONLY|O_NONBLOCK|O_NOFOLLOW and must be a fifo with one link (jsonrpc_fifo_check).
-  Nobody reading it: the answer is logged and dropped (jsonrpcs sleeps and retries; the
-  supervisor must not).
-- Without reply_name a request is run and not answered, as in jsonrpcs. With reply_name it is
-  answered even without "id" (with id null): its client waits on that fifo.
-- Concurrent clients: a request must fit in PIPE_BUF (4096 bytes, newline included) and be
-  written with one write(); the kernel keeps such writes whole, so requests from several
-  clients never interleave. `msrpd ctl` refuses larger ones. The server reads documents up to
-  64 KiB, but one over PIPE_BUF is only safe while no other client writes.
-- Bad input never raises into the caller and never sticks the fifo: a document over 64 KiB,
-  bytes that are not a JSON object or array, or mismatched brackets are dropped up to the
-  next newline and logged; a partial document left for STALE_PARTIAL seconds by a client
-  that died is dropped when the next bytes come. Parse errors (-32700) and invalid requests
-  (-32600) are answered when a reply_name can be read from the text; -32601 and -32602 come
-  from the dispatch callable as RpcError; any other exception is logged and answered -32603.
+Rules (kamailio src/modules/jsonrpcs/README §7.2 "JSONRPC Over FIFO"):
+- A request is a JSON-RPC 2.0 request object plus "reply_name": the name of a fifo in the
+  reply directory (the control fifo's own) that the client made and opened for reading
+  before writing. The answer, a JSON-RPC response and a newline, is written there and the
+  reply fifo closed: the client reads to EOF.
+- reply_name is a plain name: one with '.', '/' or '\\' is refused and not run, as jsonrpcs
+  refuses it. The reply fifo is opened O_WRONLY|O_NONBLOCK|O_NOFOLLOW and must be a fifo with
+  one link. Nobody reading it: the answer is logged and dropped (jsonrpcs sleeps and retries;
+  the supervisor must not).
+- No reply_name: run, not answered (as jsonrpcs). A reply_name but no "id": answered, id null.
+- Concurrent clients: a request must fit in PIPE_BUF (4096 bytes) and go in one write(), which
+  the kernel keeps whole; `msrpd ctl` refuses larger ones. Documents up to 64 KiB are read,
+  but one over PIPE_BUF is only safe while no other client writes.
+- Bad input never raises into the caller and never sticks the fifo. Over 64 KiB, not a JSON
+  object or array, or mismatched brackets: dropped up to the next newline and logged. A partial
+  document whose writer went quiet for STALE_PARTIAL s: dropped when the next bytes come.
+  -32700 and -32600 are answered when a reply_name can be read from the text; -32601 and
+  -32602 come from dispatch as RpcError; any other exception is logged and answered -32603.
 
-Strategy: non-blocking throughout, driven by the supervisor's select loop. on_readable()
-reads what is there (at most MAX_READ_PER_CALL), DocumentSplitter cuts complete documents
-out of the stream by counting brackets outside strings (jsonrpcs' jsonrpc_read_stream does
-the same), and each is parsed, dispatched and answered. An answer is written at once as far
-as the reply fifo takes it; the rest stays queued (at most MAX_PENDING_REPLIES replies and
-MAX_PENDING_BYTES bytes): select on write_fds() as well, and call on_writable() after every
-select while wants_write(); it goes on writing, and drops a reply whose reader has gone or
-has not taken it within REPLY_TIMEOUT. A write descriptor of our own on the fifo keeps
-read() from seeing EOF each time a client closes.
+Strategy: non-blocking, driven by the supervisor's select loop. on_readable() reads at most
+MAX_READ_PER_CALL; DocumentSplitter cuts documents out by counting brackets outside strings
+(as jsonrpcs' jsonrpc_read_stream does); each is parsed, dispatched and answered. An answer
+is written as far as the reply fifo takes it and the rest waits in a bounded queue: select on
+write_fds() too, and call on_writable() while wants_write(); what is not read within
+REPLY_TIMEOUT is dropped. Our own write descriptor on the fifo keeps read() from seeing EOF.
 """
 
 from __future__ import annotations
@@ -203,6 +195,9 @@ class DocumentSplitter:
             if end < 0:
                 self._discard(out, self.pos, "mismatched brackets")
                 continue
+            if end > self.max_document:
+                self._discard(out, end, f"request over {self.max_document} bytes")
+                continue
             out.append(bytes(buf[:end]))
             del buf[:end]
             self._reset()
@@ -369,96 +364,83 @@ class ControlServer:
                 return
             total += len(data)
             now = self._clock()
+            pieces: list[bytes | Discarded] = []
             if self._splitter.partial and now - self._last_data > STALE_PARTIAL:
                 stale = self._splitter.drop_partial()
-                self._discarded(Discarded("incomplete request, its writer went quiet", stale))
+                pieces.append(Discarded("incomplete request, its writer went quiet", stale))
             self._last_data = now
-            for piece in self._splitter.feed(data):
-                if isinstance(piece, Discarded):
-                    self._discarded(piece)
-                else:
+            for piece in [*pieces, *self._splitter.feed(data)]:
+                if isinstance(piece, bytes):
                     self._serve(piece)
+                    continue
+                logger.warning(
+                    "control fifo: dropped %d bytes: %s", len(piece.sample), piece.reason
+                )
+                self._salvage(piece.sample, RpcError(PARSE_ERROR, f"Parse error: {piece.reason}"))
 
-    def _discarded(self, piece: Discarded) -> None:
-        logger.warning("control fifo: dropped %d bytes: %s", len(piece.sample), piece.reason)
-        self._answer_salvaged(piece.sample, PARSE_ERROR, f"Parse error: {piece.reason}")
-
-    def _answer_salvaged(self, text: bytes, code: int, message: str) -> None:
+    def _salvage(self, text: bytes, error: RpcError) -> None:
         # The request cannot be read as an object: answer where it says, if it says.
         match = _REPLY_NAME.search(text)
-        if match is not None:
-            name = match.group(1).decode("utf-8", "replace")
-            if valid_reply_name(name):
-                self._answer(self.reply_dir / name, None, RpcError(code, message).as_error())
+        name = "" if match is None else match.group(1).decode("utf-8", "replace")
+        if valid_reply_name(name):
+            self._answer(self.reply_dir / name, None, {"error": error.as_error()})
 
     def _serve(self, doc: bytes) -> None:
         try:
             request = json.loads(doc)
         except (ValueError, RecursionError) as exc:
             logger.warning("control fifo: unreadable request: %s", exc)
-            self._answer_salvaged(doc, PARSE_ERROR, f"Parse error: {exc}")
+            self._salvage(doc, RpcError(PARSE_ERROR, f"Parse error: {exc}"))
             return
         if not isinstance(request, dict):
             logger.warning("control fifo: a request must be one JSON object")
-            self._answer_salvaged(doc, INVALID_REQUEST, "Invalid Request: not an object")
+            self._salvage(doc, RpcError(INVALID_REQUEST, "Invalid Request: not an object"))
             return
         name = request.get("reply_name")
         if name is not None and (not valid_reply_name(name) or self._is_own(name)):
             logger.warning("control fifo: refused request with reply_name %.80r", name)
             return
         target = None if name is None else self.reply_dir / name
-        rid = request.get("id")
-        rid = rid if _valid_id(rid) else None
+        rid = request.get("id") if _valid_id(request.get("id")) else None
         problem = _invalid(request)
         if problem is not None:
             logger.warning("control fifo: invalid request: %s", problem)
-            self._answer(target, rid, {"code": INVALID_REQUEST, "message": problem})
-            return
-        outcome = self._call(request["method"], request.get("params"))
-        if target is not None:
-            self._answer(target, rid, outcome)
+            self._answer(target, rid, {"error": {"code": INVALID_REQUEST, "message": problem}})
+        else:
+            self._answer(target, rid, self._call(request["method"], request.get("params")))
 
     def _is_own(self, name: object) -> bool:
         return isinstance(name, str) and self.reply_dir / name == self.fifo_path
 
-    def _call(self, method: str, params: Any) -> Any:
-        """The result, or an error object when the method failed."""
+    def _call(self, method: str, params: Any) -> dict[str, Any]:
+        """{"result": ...}, or {"error": ...} when the method failed."""
         try:
-            return _Result(self.dispatch(method, params))
+            return {"result": self.dispatch(method, params)}
         except RpcError as exc:
-            return exc.as_error()
+            return {"error": exc.as_error()}
         except Exception as exc:
             logger.exception("control method %s failed", method)
-            return {"code": INTERNAL_ERROR, "message": "Internal error", "data": str(exc)}
+            return {
+                "error": {"code": INTERNAL_ERROR, "message": "Internal error", "data": str(exc)}
+            }
 
     # -- answering --------------------------------------------------------------------------
 
-    def _answer(self, target: Path | None, rid: Any, outcome: Any) -> None:
+    def _answer(self, target: Path | None, rid: Any, outcome: dict[str, Any]) -> None:
         if target is None:
             return
-        data = _encode(rid, outcome)
-        now = self._clock()
-        queued = self._replies.get(target)
-        if queued is not None:  # the same reply fifo again: keep the order
-            if self._pending_bytes() + len(data) > MAX_PENDING_BYTES:
-                logger.warning("control fifo: reply queue full, answer to %s dropped", target)
-                return
-            queued.data = queued.data[queued.offset :] + data
-            queued.offset = 0
-            return
-        if len(self._replies) >= MAX_PENDING_REPLIES or (
-            self._pending_bytes() + len(data) > MAX_PENDING_BYTES
-        ):
+        data, queued = _encode(rid, outcome), self._replies.get(target)
+        full = queued is None and len(self._replies) >= MAX_PENDING_REPLIES
+        if full or self._pending_bytes() + len(data) > MAX_PENDING_BYTES:
             logger.warning("control fifo: reply queue full, answer to %s dropped", target)
-            return
-        fd = _open_reply(target)
-        if fd is None:
-            return
-        reply = _Reply(target, fd, data, now + REPLY_TIMEOUT)
-        if _write(reply):
-            os.close(fd)
-        else:
-            self._replies[target] = reply
+        elif queued is not None:  # the same reply fifo again: after what waits for it
+            queued.data, queued.offset = queued.data[queued.offset :] + data, 0
+        elif (fd := _open_reply(target)) is not None:
+            reply = _Reply(target, fd, data, self._clock() + REPLY_TIMEOUT)
+            if _write(reply):
+                os.close(fd)
+            else:
+                self._replies[target] = reply
 
     def _pending_bytes(self) -> int:
         return sum(len(r.data) - r.offset for r in self._replies.values())
@@ -483,13 +465,6 @@ class ControlServer:
                 del self._replies[path]
 
 
-class _Result:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
 def _valid_id(rid: Any) -> bool:
     return rid is None or isinstance(rid, str | float) or type(rid) is int
 
@@ -508,14 +483,9 @@ def _invalid(request: dict[str, Any]) -> str | None:
     return None
 
 
-def _encode(rid: Any, outcome: Any) -> bytes:
-    body: dict[str, Any] = {"jsonrpc": "2.0"}
-    if isinstance(outcome, _Result):
-        body["result"] = outcome.value
-    else:
-        body["error"] = outcome
-    body["id"] = rid
+def _encode(rid: Any, outcome: dict[str, Any]) -> bytes:
     try:
+        body = {"jsonrpc": "2.0", **outcome, "id": rid}
         text = json.dumps(body, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         logger.error("control fifo: the result cannot be written as JSON: %s", exc)

@@ -21,7 +21,6 @@ import math
 import platform
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -287,12 +286,15 @@ class _Methods:
     def htable_dump(self, params: Any) -> Any:
         (name,) = _args(params, ("name",), 1, "htable.dump NAME")
         name = _text(name, "name")
-        dump: Callable[[str], Any] | None = getattr(
-            getattr(self.view.shm, "htable", None), "dump", None
-        )
-        if not callable(dump):
+        htable = getattr(self.view.shm, "htable", None)
+        if not callable(getattr(htable, "dump", None)):
             raise RpcError(NO_HTABLE, "no htable")
-        return dump(name)
+        assert htable is not None
+        try:
+            return htable.dump(name, time.time())
+        except KeyError:
+            tables = ", ".join(sorted(getattr(htable, "tables", ())))
+            raise RpcError(INVALID_PARAMS, f"no htable named {name!r} (tables: {tables})") from None
 
     # -- logging ----------------------------------------------------------------------------
 

@@ -195,18 +195,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _unwrap(row: Any) -> Any:
-    # Kamailio wraps each row in one key ({"CONDATA": {...}}): show what is inside.
-    if isinstance(row, dict) and len(row) == 1:
-        (inner,) = row.values()
-        if isinstance(inner, dict):
-            return inner
-    return row
+def _unwrap(rows: list[Any]) -> list[Any]:
+    # Kamailio wraps each row in the same one key ({"CONDATA": {...}}): show what is inside.
+    keys = {next(iter(r)) for r in rows if isinstance(r, dict) and len(r) == 1}
+    if len(keys) != 1 or not all(isinstance(r, dict) and len(r) == 1 for r in rows):
+        return rows
+    (key,) = keys
+    inner = [r[key] for r in rows]
+    return inner if all(isinstance(i, dict) for i in inner) else rows
 
 
 def _render(value: Any, indent: str) -> list[str]:
     if isinstance(value, list):
-        rows = [_unwrap(row) for row in value]
+        rows = _unwrap(value)
         if not rows:
             return [indent + "(none)"]
         if all(isinstance(r, dict) and all(_flat(v) for v in r.values()) for r in rows):
@@ -216,7 +217,7 @@ def _render(value: Any, indent: str) -> list[str]:
             out.extend([indent + _cell(row)] if _flat(row) else _render(row, indent + "  "))
         return out
     if isinstance(value, dict):
-        width = max((len(str(k)) for k in value), default=0)
+        width = max((len(str(k)) for k, v in value.items() if _flat(v)), default=0)
         out = []
         for key, item in value.items():
             if _flat(item):
@@ -250,7 +251,10 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 # -- the command ----------------------------------------------------------------------------
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+# ignore_unknown_options: a negative number such as -3 is a PARAM, not an option.
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True}
+)
 @click.option(
     "-c",
     "--config",

@@ -66,7 +66,8 @@ _CTL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
 _NONCE_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 _NONCE_TIME = struct.Struct(">Q")
-_NONCE_MAC_SIZE = 16
+_NONCE_SALT_SIZE = 4
+_NONCE_MAC_SIZE = 12
 _NONCE_MAX_SKEW = 5.0
 _REQUIRED = ("username", "realm", "nonce", "response")
 
@@ -292,12 +293,16 @@ def _nonce_mac(secret: bytes, stamp: bytes) -> bytes:
     return hmac.digest(secret, stamp, "sha256")[:_NONCE_MAC_SIZE]
 
 
-def make_nonce(secret: bytes, now: float) -> str:
-    """A stateless nonce: url-safe base64 of 8-byte big-endian whole seconds + 16-byte
-    HMAC-SHA256 of them under `secret`. Always 32 characters, never '"', ',' or '='."""
+def make_nonce(secret: bytes, now: float, salt: bytes = bytes(_NONCE_SALT_SIZE)) -> str:
+    """A stateless nonce: url-safe base64 of 8-byte big-endian whole seconds, a 4-byte salt
+    and a 12-byte HMAC-SHA256 of both under `secret`. Always 32 characters, never '"', ','
+    or '='. Pass 4 random bytes as `salt` so that two challenges issued in the same second
+    differ: nonce counts, and so replay detection, are per nonce (RFC 2617 §3.2.2)."""
     if now < 0:
         raise ValueError("now must not be negative")
-    stamp = _NONCE_TIME.pack(int(now))
+    if len(salt) != _NONCE_SALT_SIZE:
+        raise ValueError(f"the salt must be {_NONCE_SALT_SIZE} bytes")
+    stamp = _NONCE_TIME.pack(int(now)) + salt
     return base64.urlsafe_b64encode(stamp + _nonce_mac(secret, stamp)).decode("ascii")
 
 
@@ -328,10 +333,11 @@ def check_nonce(secret: bytes, nonce: str, now: float, ttl: float) -> NonceState
     raw = _nonce_bytes(nonce)
     if raw is None:
         return NonceState.INVALID
-    stamp, mac = raw[: _NONCE_TIME.size], raw[_NONCE_TIME.size :]
+    cut = _NONCE_TIME.size + _NONCE_SALT_SIZE
+    stamp, mac = raw[:cut], raw[cut:]
     if not hmac.compare_digest(mac, _nonce_mac(secret, stamp)):
         return NonceState.INVALID
-    issued = _NONCE_TIME.unpack(stamp)[0]
+    issued = _NONCE_TIME.unpack_from(stamp)[0]
     if issued - now > _NONCE_MAX_SKEW:
         return NonceState.INVALID
     if now - issued > ttl:

@@ -6,6 +6,10 @@ Rules:
 - The `uri` parameter is optional (the AG Projects msrplib client omits it); when given it
   must name the To-Path URI the AUTH was sent to (RFC 4976 §9.1; Kamailio never checks it).
 - A stale nonce is not a wrong password: the next challenge says stale=true (RFC 2617 §3.2.1).
+- Replays are refused across workers: the highest nonce count seen for each nonce is kept in
+  the shared htable (table NONCE_TABLE, for as long as a nonce lives), and a count that is not
+  higher is answered like a stale nonce (RFC 2617 §3.2.2: nc lets the server detect replays;
+  Kamailio's auth module does the same with nonce_count=1).
 - The challenge carries an opaque value (RFC 2617 §3.2.1), an HMAC of the shared secret, so it
   is the same from every worker. A client that sends it back must send it unchanged; one that
   leaves it out is accepted, as Kamailio accepts it.
@@ -18,6 +22,7 @@ from enum import Enum
 
 from ..protocol import Frame, LocalProtocolError
 from ..protocol import digest as dg
+from ..shm import NONCE_TABLE
 from .env import RouteEnv
 
 __all__ = ["AuthResult", "challenge_header", "check", "opaque"]
@@ -28,6 +33,7 @@ class AuthResult(Enum):
     NO_CREDENTIALS = "no credentials"
     MALFORMED = "malformed credentials"
     STALE = "stale nonce"
+    REPLAY = "nonce count replayed"
     BAD_NONCE = "nonce not ours"
     WRONG_REALM = "wrong realm"
     WRONG_URI = "uri is not the To-Path URI"
@@ -59,9 +65,23 @@ def check(frame: Frame, env: RouteEnv, realm: str, password: str | None) -> Auth
         ha1 = found
     try:
         ok = dg.verify(creds, method="AUTH", default_uri=to_uri, ha1_hex=ha1)
+        count = dg.nc_value(creds)
     except LocalProtocolError:
         return AuthResult.MALFORMED
-    return AuthResult.OK if ok else AuthResult.WRONG_PASSWORD
+    if not ok:
+        return AuthResult.WRONG_PASSWORD
+    return AuthResult.OK if _fresh_count(env, creds.nonce, count) else AuthResult.REPLAY
+
+
+def _fresh_count(env: RouteEnv, nonce: str, count: int | None) -> bool:
+    """Record `count` for `nonce`; False when it is not above the highest seen (a replay).
+    Without qop there is no count: the nonce may then be used once."""
+    seen = env.htable.get(NONCE_TABLE, nonce)
+    value = 0 if count is None else count
+    if isinstance(seen, int) and value <= seen:
+        return False
+    env.htable.set(NONCE_TABLE, nonce, value)
+    return True
 
 
 def _challenge_problem(creds: dg.Credentials, env: RouteEnv, realm: str) -> AuthResult | None:
@@ -85,6 +105,6 @@ def opaque(secret: bytes) -> str:
 def challenge_header(env: RouteEnv, realm: str, *, stale: bool = False) -> str:
     """`WWW-Authenticate: Digest ...` with CRLF, ready for reply()'s hdrs."""
     secret = env.nonce_secret
-    nonce = dg.make_nonce(secret, env.now())
+    nonce = dg.make_nonce(secret, env.now(), env.nonce_salt())
     value = dg.challenge(realm, nonce, opaque=opaque(secret), stale=stale)
     return f"WWW-Authenticate: {value}\r\n"

@@ -63,6 +63,9 @@ class RouteEnv(Protocol):
 
     def new_session_id(self) -> str: ...
 
+    def nonce_salt(self) -> bytes:
+        """4 random bytes for the next digest nonce."""
+
     def user_ha1(self, username: str, realm: str) -> str | None: ...
 
     @property

@@ -36,13 +36,15 @@ from typing import Final, Self
 from .keyed import KeyedTable
 from .table import StripedTable, TableGeometry, key_hash
 
-__all__ = ["DEFAULT_TABLES", "HT_KEY_MAX", "HT_VALUE_MAX", "HTable", "HtValue"]
+__all__ = ["DEFAULT_TABLES", "HT_KEY_MAX", "HT_VALUE_MAX", "NONCE_TABLE", "HTable", "HtValue"]
 
 HtValue = str | int
 
 HT_KEY_MAX: Final = 128
 HT_VALUE_MAX: Final = 256
-DEFAULT_TABLES: Final[Mapping[str, float]] = MappingProxyType({"msrp": 3600.0})
+NONCE_TABLE: Final = "_nonce"
+"""Digest nonce counts seen (routing/auth.py), kept as long as a nonce is valid (300 s)."""
+DEFAULT_TABLES: Final[Mapping[str, float]] = MappingProxyType({"msrp": 3600.0, NONCE_TABLE: 300.0})
 """The htable example's `msrp=>size=8;autoexpire=3600;` (oracle/kamailio-htable.cfg)."""
 
 _VALUE: Final = struct.Struct(f"<dqBxH4x{HT_VALUE_MAX}s")  # expires, int, kind, str length, str

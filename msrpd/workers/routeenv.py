@@ -49,6 +49,9 @@ class ConnEnv:
     def now(self) -> float:
         return time.time()
 
+    def nonce_salt(self) -> bytes:
+        return secrets.token_bytes(4)
+
     def new_session_id(self) -> str:
         return secrets.token_urlsafe(_SESSION_BYTES)
 

@@ -71,6 +71,9 @@ class FakeEnv:
     def new_session_id(self) -> str:
         return secrets.token_urlsafe(12)
 
+    def nonce_salt(self) -> bytes:
+        return secrets.token_bytes(4)
+
     def user_ha1(self, username: str, realm: str) -> str | None:
         password = PASSWORDS.get(username)
         return None if password is None else dg.ha1(username, realm, password)

@@ -41,7 +41,7 @@ def test_get_set_delete_with_kamailio_codes(sht: ScriptHTable) -> None:
     assert sht.set("msrp", "n", None) == 1  # $sht(t=>k) = $null deletes
     assert sht.get("msrp", "n") is None
     assert sht.set("msrp", "n", None) == 1  # deleting nothing is not an error
-    assert sht.tables == {"msrp": 3600.0}
+    assert sht.tables == {"msrp": 3600.0, "_nonce": 300.0}
     with pytest.raises(KeyError, match="nope"):
         sht.get("nope", "k")
 

@@ -177,7 +177,7 @@ def test_table_declarations_are_checked_before_creating(prefix: str, tmp_path: P
     assert segment_names(f"{prefix}-") == []
     h = HTable.create(prefix, tmp_path / "ht.lock", 1, 8)
     try:
-        assert h.tables == DEFAULT_TABLES == {"msrp": 3600.0}
+        assert h.tables == DEFAULT_TABLES == {"msrp": 3600.0, "_nonce": 300.0}
     finally:
         h.close()
         h.unlink()
@@ -267,7 +267,7 @@ def test_layout_creates_and_attaches_the_htable(
     shm = lay.create_all()
     try:
         assert (shm.htable.n_stripes, shm.htable.capacity) == (64, 4096)  # >= 64 slots each
-        assert shm.htable.tables == {"msrp": 3600.0}
+        assert shm.htable.tables == {"msrp": 3600.0, "_nonce": 300.0}
         assert shm.htable.set("msrp", "s::srcaddr", "msrp://192.0.2.1:1", NOW)
 
         def worker() -> None:
