@@ -24,6 +24,7 @@ from .writer import (
     build_reply,
     build_request,
     build_sipmsg,
+    forward_paths,
     relay_splice,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "build_reply",
     "build_request",
     "build_sipmsg",
+    "forward_paths",
     "msrp_pv",
     "parse_uri",
     "relay_splice",

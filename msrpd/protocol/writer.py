@@ -29,6 +29,7 @@ __all__ = [
     "build_reply",
     "build_request",
     "build_sipmsg",
+    "forward_paths",
     "relay_splice",
 ]
 
@@ -160,6 +161,24 @@ def relay_splice(frame: Frame) -> bytes:
             view[from_start:],
         )
     )
+
+
+def forward_paths(frame: Frame, to_path: str | None, from_path: str | None) -> bytes:
+    """Kamailio 6.0's msrp_forward: the frame with its To-Path and From-Path values replaced,
+    no rotation; From-Path defaults to the frame's To-Path. Every other byte is kept.
+
+    Raises:
+        LocalProtocolError: a new path is empty or holds characters a header line cannot.
+    """
+    old_to = bytes(frame.buf[frame.to_span[0] : frame.to_span[2]])
+    new_to = to_path.encode() if to_path is not None else old_to
+    new_from = from_path.encode() if from_path is not None else old_to
+    for value in (new_to, new_from):
+        if not value.strip() or not UTF8TEXT.fullmatch(value):
+            raise LocalProtocolError("a forwarded path must be one line of URIs")
+    view = memoryview(frame.buf)
+    (to_start, _, to_end), (from_start, _, from_end) = frame.to_span, frame.from_span
+    return b"".join((view[:to_start], new_to, view[to_end:from_start], new_from, view[from_end:]))
 
 
 def build_sipmsg(frame: Frame) -> bytes:

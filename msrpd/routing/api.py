@@ -18,6 +18,7 @@ from ..protocol import (
     MsrpUri,
     build_reply,
     build_sipmsg,
+    forward_paths,
     msrp_pv,
     parse_uri,
     relay_splice,
@@ -118,6 +119,17 @@ class Msrp:
                 dest = Destination(parse_uri(self.frame.to_path[1]))
             except (LocalProtocolError, IndexError):
                 return -1
+        return self.env.relay(data, dest, self._relay_flags)
+
+    def forward(self, tpath: str | None = None, fpath: str | None = None) -> int:
+        """Kamailio 6.0's msrp_forward: send the frame with To-Path `tpath` and From-Path
+        `fpath` (default: the frame's To-Path), no rotation, to the set_dst/cmap_lookup
+        destination or else the first URI of the new To-Path. -1 when that is impossible."""
+        try:
+            data = forward_paths(self.frame, tpath, fpath)
+            dest = self._dest or Destination(parse_uri((tpath or self.frame.to_path[0]).split()[0]))
+        except (LocalProtocolError, IndexError):
+            return -1
         return self.env.relay(data, dest, self._relay_flags)
 
     def cmap_save(self) -> int:

@@ -19,6 +19,7 @@ from msrpd.protocol.writer import (
     build_reply,
     build_request,
     build_sipmsg,
+    forward_paths,
     relay_splice,
 )
 
@@ -732,3 +733,23 @@ def test_invalid_request_without_from_path_not_answered() -> None:
 def test_invalid_request_without_to_path_not_answered() -> None:
     raw = crlf("MSRP hc6 SEND", f"From-Path: {A}", "Message-ID: m1", "-------hc6$")
     assert build_invalid_reply(invalid(raw)) is None
+
+
+def test_forward_paths_replaces_both_paths_and_keeps_every_other_byte() -> None:
+    raw = (
+        b"MSRP f1 SEND\r\nTo-Path: msrp://r:1/a;tcp msrp://b:2/b;tcp\r\n"
+        b"From-Path:msrp://a:3/x;tcp\r\nMessage-ID: m\r\nContent-Type: text/plain\r\n\r\n"
+        b"body\r\n-------f1$\r\n"
+    )
+    frame = parse(raw)
+    out = forward_paths(frame, "msrp://n:4/z;tcp", "msrp://r:1/a;tcp msrp://a:3/x;tcp")
+    assert out == raw.replace(
+        b"To-Path: msrp://r:1/a;tcp msrp://b:2/b;tcp", b"To-Path: msrp://n:4/z;tcp"
+    ).replace(b"From-Path:msrp://a:3/x;tcp", b"From-Path:msrp://r:1/a;tcp msrp://a:3/x;tcp")
+    # Kamailio 6.0 defaults: To-Path kept, From-Path = the old To-Path.
+    default = forward_paths(frame, None, None)
+    assert b"From-Path:msrp://r:1/a;tcp msrp://b:2/b;tcp\r\n" in default
+    with pytest.raises(LocalProtocolError):
+        forward_paths(frame, "x\r\nInjected: 1", None)
+    with pytest.raises(LocalProtocolError):
+        forward_paths(frame, "  ", None)
