@@ -30,7 +30,7 @@ from ..protocol import (
     build_invalid_reply,
 )
 from ..protocol.grammar import DASHES
-from ..protocol.sip import build_sip_reply
+from ..routing.sip import SipRequest
 from ..shm import Counter
 from .flow import WRITE_HIGH, FlowControl
 from .gate import FrameGate, Write
@@ -171,9 +171,7 @@ class MsrpConnection(asyncio.Protocol):
             self.write_frame(reply, False)
 
     def _on_sip(self, message: SipMessage) -> None:
-        reply = build_sip_reply(message.raw, 403, "No SIP Here", f"{self.conid:x}")
-        if reply is not None:
-            self.write_frame(reply, False)
+        self.ctx.run_sip_route(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from ..config import Settings
 from ..protocol import Frame, ReaderLimits, Status, build_reply
 from ..routing import Msrp, RoutePolicy, RouteScript
 from ..routing.htable import ScriptHTable
+from ..routing.sip import SipRequest
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .handoff import make_conid
@@ -163,6 +164,19 @@ class WorkerContext:
                 reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
                 conn.write_frame(reply, False)
         return env.last_sink
+
+    def run_sip_route(self, sip: SipRequest) -> None:
+        """The script's request_route(sip), or the default stateless 403 No SIP Here."""
+        handler = self.route.sip
+        if handler is None:
+            sip.reply(403, "No SIP Here")
+            return
+        try:
+            handler(sip)
+        except Exception:
+            logger.exception("request_route failed on %r", sip.first_line)
+            self.counters.add(Counter.errors)
+            sip.reply(500, "Server Error")
 
     # -- counters ---------------------------------------------------------------------------
 

@@ -134,3 +134,29 @@ def test_htable_route_relays_across_workers(make_relay) -> None:
         assert got.frame.tid == tid and got.body == b"via htable"
         alice.close()
         bob.close()
+
+
+def test_script_request_route_answers_sip(make_relay, tmp_path) -> None:
+    script = tmp_path / "sip.py"
+    script.write_text(
+        "from msrpd.routing.routes.cmap import ksr_msrp_event  # noqa: F401\n\n"
+        "def request_route(sip):\n"
+        "    if sip.method == 'OPTIONS':\n"
+        "        sip.reply(200, 'Alive')\n"
+        "    else:\n"
+        "        sip.reply(405, 'Method Not Allowed')\n"
+    )
+    relay: Relay = make_relay(children=1, msrp={"route": str(script)})
+    assert relay.start().returncode == 0
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
+        for method, expect in ((b"OPTIONS", b"SIP/2.0 200 Alive"), (b"INVITE", b"SIP/2.0 405 ")):
+            sock.sendall(
+                method + b" sip:relay@127.0.0.1 SIP/2.0\r\n"
+                b"Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-2\r\n"
+                b"From: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:r@127.0.0.1>\r\n"
+                b"Call-ID: c2\r\nCSeq: 1 " + method + b"\r\nContent-Length: 0\r\n\r\n"
+            )
+            data = b""
+            while not data.endswith(b"\r\n\r\n"):
+                data += sock.recv(4096)
+            assert data.startswith(expect), data
