@@ -25,6 +25,7 @@ import psutil
 
 from . import __version__
 from .config import Settings, load_config
+from .ctlclient import CtlUnavailable, call, ctl, render
 from .errors import ConfigError
 from .logs import setup_logging
 from .routing import RouteLoadError, load_route
@@ -179,11 +180,19 @@ def status(config: Path | None) -> None:
         sys.exit(EXIT_START_FAILED)
     proc = psutil.Process(pid)
     uptime = time.time() - proc.create_time()
-    workers = proc.children()
+    try:
+        rows = call(settings, "core.ps", None, 2.0)
+    except CtlUnavailable as exc:
+        # The fifo does not answer (a hung supervisor, say): say so, and list what ps sees.
+        workers = proc.children()
+        click.echo(f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers")
+        click.echo(f"(control fifo: {exc})")
+        for child in workers:
+            click.echo(f"  {child.pid}  {' '.join(child.cmdline()).strip() or child.name()}")
+        return
+    workers = [r for r in rows if r.get("role") == "worker"]
     click.echo(f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers")
-    for child in workers:
-        title = " ".join(child.cmdline()).strip() or child.name()
-        click.echo(f"  {child.pid}  {title}")
+    click.echo(render(rows))
 
 
 @main.command("check-config")
@@ -238,3 +247,6 @@ def user_list(config: Path | None) -> None:
     store, _ = _store(config)
     for username, realm in store.list():
         click.echo(f"{username}\t{realm}")
+
+
+main.add_command(ctl)

@@ -72,7 +72,12 @@ class RunDir:
 
     def _files(self) -> list[Path]:
         s = self.settings
-        return [s.pidfile, s.fifo_path, *self.path.glob("handoff-*.sock")]
+        return [
+            s.pidfile,
+            s.fifo_path,
+            *self.path.glob("handoff-*.sock"),
+            *self.path.glob("ctl-*.sock"),
+        ]
 
     def write_pid(self, pid: int) -> None:
         tmp = self.settings.pidfile.with_suffix(".tmp")

@@ -26,6 +26,9 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from .config import Settings, load_config
+from .control import ControlServer, dispatcher
+from .control_methods import build_methods
+from .control_view import ControlView
 from .errors import ConfigError, HaltSupervisor
 from .listeners import ListenerSet
 from .logs import reopen_logs
@@ -104,6 +107,7 @@ class Supervisor:
         self.ready_fd: int | None = None
         self.ready_generation = 0
         self.exit_status = 0
+        self.control: ControlServer | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -124,6 +128,10 @@ class Supervisor:
         failure = ""
         try:
             self.rundir.write_pid(os.getpid())
+            self.control = ControlServer(
+                self.settings.fifo_path, dispatcher(build_methods(ControlView(self)))
+            )
+            self.control.open()
             self.listeners.ensure(self.settings.core.listen, self.settings.core.children)
             self._install_signals()
             self._spawn_generation()
@@ -136,6 +144,8 @@ class Supervisor:
             self._reap_all(5.0)
             self.exit_status = halt.exit_status
         finally:
+            if self.control is not None:
+                self.control.close()
             self.listeners.close()
             self.shm.close()
             self.shm.unlink()
@@ -183,11 +193,18 @@ class Supervisor:
     def _wait(self, timeout: float) -> None:
         if self.signals:
             return
+        control = self.control
+        readers = [self.wake_r] if control is None else [self.wake_r, control.fileno()]
+        writers = [] if control is None else control.write_fds()
         with contextlib.suppress(InterruptedError):
-            ready, _, _ = select.select([self.wake_r], [], [], timeout)
-            if ready:
+            ready, _, _ = select.select(readers, writers, [], timeout)
+            if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
+            if control is not None and control.fileno() in ready:
+                control.on_readable()
+        if control is not None and control.wants_write():
+            control.on_writable()
 
     def handle_chld(self) -> None:
         pass  # reap() runs after every dispatch
@@ -276,6 +293,8 @@ class Supervisor:
                 signal.signal(signum, signal.SIG_DFL)
             os.close(self.wake_r)
             os.close(self.wake_w)
+            if self.control is not None:
+                self.control.close_in_child()
             if self.ready_fd is not None:
                 os.close(self.ready_fd)
             status = worker.run()

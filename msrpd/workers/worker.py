@@ -38,6 +38,7 @@ from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
+from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
 from .handoff import HandoffFlags
 from .links import HandoffHub
@@ -76,6 +77,7 @@ class Worker:
         self.mode = Mode.RUNNING
         self.deadline = 0.0
         self.wakeup: asyncio.Event | None = None
+        self.ctl: WorkerCtlServer | None = None
 
     def run(self) -> int:
         """The child's main; returns the exit status."""
@@ -110,6 +112,8 @@ class Worker:
                 server.close()
             for conn in list(ctx.conns.values()):
                 conn.abort()
+            if self.ctl is not None:
+                await self.ctl.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
             self._publish(ctx)
@@ -165,6 +169,15 @@ class Worker:
         )
         await hub.start()
         ctx.hub = hub
+        ident = ctx.ident
+        self.ctl = WorkerCtlServer(
+            worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
+            worker_handlers(ctx),
+        )
+        try:
+            await self.ctl.start()
+        except OSError as exc:
+            raise _BootError(f"control socket: {exc}") from None
         self.servers = servers
         return servers
 
