@@ -95,14 +95,15 @@ def start(config: Path | None, children: int | None, foreground: bool) -> None:
         )
         sys.exit(EXIT_ALREADY_RUNNING)
     if foreground:
-        setup_logging(settings.core.log_level)
+        file = settings.log_path if settings.log.target == "file" else None
+        setup_logging(settings.core.log_level, settings.log, file)
         sys.exit(Supervisor(settings, children).run())
     sys.exit(_daemonize(settings, children))
 
 
 def _daemonize(settings: Settings, children: int | None) -> int:
     settings.core.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log = settings.core.run_dir / "msrpd.log"
+    log = settings.log_path
     ready_r, ready_w = os.pipe()
     if os.fork() > 0:
         os.close(ready_w)
@@ -122,7 +123,10 @@ def _daemonize(settings: Settings, children: int | None) -> int:
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    setup_logging(settings.core.log_level, log)
+    # stderr (the default target) goes to the log file once detached; syslog stays syslog.
+    setup_logging(
+        settings.core.log_level, settings.log, None if settings.log.target == "syslog" else log
+    )
     os._exit(Supervisor(settings, children).run(ready_w))
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "CoreSettings",
     "ListenAddress",
     "LogLevel",
+    "LogSettings",
     "MetricsSettings",
     "MsrpSettings",
     "Proto",
@@ -47,6 +48,7 @@ _MAX_CHILDREN: Final = 256
 
 Proto = Literal["tcp", "tls"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogTarget = Literal["stderr", "file", "syslog"]
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", re.A)
 _DOTTED = re.compile(r"[0-9.]+", re.A)
@@ -222,6 +224,9 @@ _BOOLEAN: Final = _rule("true or false", lambda v: isinstance(v, bool))
 _LOG_LEVEL: Final = _rule(
     f"one of {', '.join(get_args(LogLevel))}", get_args(LogLevel).__contains__
 )
+_LOG_TARGET: Final = _rule(
+    f"one of {', '.join(get_args(LogTarget))}", get_args(LogTarget).__contains__
+)
 _IDENTIFIER: Final = _rule(
     "a Python identifier",
     lambda v: isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v),
@@ -393,6 +398,23 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    target: LogTarget = field(default="stderr", metadata=_LOG_TARGET)
+    """Where log lines go: stderr (with `start` as a daemon: run_dir/msrpd.log), a file, or
+    syslog (/dev/log, facility daemon)."""
+
+    file: Path | None = field(default=None, metadata=_PATH)
+    """Log file when target is "file". None: run_dir/msrpd.log."""
+
+    json: bool = field(default=False, metadata=_BOOLEAN)
+    """One JSON object per line (time, level, pid, logger, message, and the fields of an
+    accounting record) instead of text."""
+
+    accounting: bool = field(default=True, metadata=_BOOLEAN)
+    """Log one `msrpd.acct` line per session when it ends (its connection closes)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     core: CoreSettings = field(default_factory=CoreSettings)
     msrp: MsrpSettings = field(default_factory=MsrpSettings)
@@ -400,6 +422,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = None
     """The file these settings came from (absolute), or None for the embedded defaults."""
 
@@ -410,6 +433,10 @@ class Settings:
     @property
     def lockfile(self) -> Path:
         return self.core.run_dir / "msrpd.lock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.file or self.core.run_dir / "msrpd.log"
 
     @property
     def fifo_path(self) -> Path:
@@ -426,6 +453,7 @@ _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "tls": TlsSettings,
     "control": ControlSettings,
     "metrics": MetricsSettings,
+    "log": LogSettings,
 }
 
 

@@ -32,6 +32,7 @@ from .control_view import ControlView
 from .errors import ConfigError, HaltSupervisor
 from .listeners import ListenerSet
 from .logs import reopen_logs
+from .metrics import MetricsServer, ShmCollector
 from .proctitle import set_title
 from .routing import RouteLoadError, load_route
 from .rundir import RunDir
@@ -108,6 +109,7 @@ class Supervisor:
         self.ready_generation = 0
         self.exit_status = 0
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -132,6 +134,9 @@ class Supervisor:
                 self.settings.fifo_path, dispatcher(build_methods(ControlView(self)))
             )
             self.control.open()
+            if self.settings.metrics.listen:
+                collector = ShmCollector(self.shm, self.started)
+                self.metrics = MetricsServer(self.settings.metrics.listen, collector)
             self.listeners.ensure(self.settings.core.listen, self.settings.core.children)
             self._install_signals()
             self._spawn_generation()
@@ -146,6 +151,8 @@ class Supervisor:
         finally:
             if self.control is not None:
                 self.control.close()
+            if self.metrics is not None:
+                self.metrics.close()
             self.listeners.close()
             self.shm.close()
             self.shm.unlink()
@@ -193,8 +200,10 @@ class Supervisor:
     def _wait(self, timeout: float) -> None:
         if self.signals:
             return
-        control = self.control
+        control, metrics = self.control, self.metrics
         readers = [self.wake_r] if control is None else [self.wake_r, control.fileno()]
+        if metrics is not None:
+            readers.append(metrics.fileno())
         writers = [] if control is None else control.write_fds()
         with contextlib.suppress(InterruptedError):
             ready, _, _ = select.select(readers, writers, [], timeout)
@@ -203,6 +212,8 @@ class Supervisor:
                     os.read(self.wake_r, 4096)
             if control is not None and control.fileno() in ready:
                 control.on_readable()
+            if metrics is not None and metrics.fileno() in ready:
+                metrics.on_readable()
         if control is not None and control.wants_write():
             control.on_writable()
 
@@ -295,6 +306,8 @@ class Supervisor:
             os.close(self.wake_w)
             if self.control is not None:
                 self.control.close_in_child()
+            if self.metrics is not None:
+                self.metrics.close()
             if self.ready_fd is not None:
                 os.close(self.ready_fd)
             status = worker.run()

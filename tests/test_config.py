@@ -17,6 +17,7 @@ from msrpd.config import (
     ControlSettings,
     CoreSettings,
     ListenAddress,
+    LogSettings,
     MetricsSettings,
     MsrpSettings,
     Settings,
@@ -196,6 +197,10 @@ BAD_VALUES = [
     ("metrics", "listen", '"127.0.0.1"', "missing :port"),
     ("metrics", "listen", '"::1:9000"', "IPv6 address must be in brackets"),
     ("metrics", "listen", '"[::1]:9000/metrics"', "no path or parameters"),
+    ("log", "target", '"journal"', "one of stderr, file, syslog"),
+    ("log", "file", "1", "must be a non-empty string, got 1"),
+    ("log", "json", '"yes"', "must be true or false, got 'yes'"),
+    ("log", "accounting", "1", "must be true or false, got 1"),
 ]
 
 
@@ -218,6 +223,7 @@ def test_every_field_is_covered_by_bad_values() -> None:
         ("tls", TlsSettings),
         ("control", ControlSettings),
         ("metrics", MetricsSettings),
+        ("log", LogSettings),
     ]:
         for f in dataclasses.fields(cls):
             assert (name, f.name) in covered

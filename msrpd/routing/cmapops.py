@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from ..protocol import ConnInfo, Frame, LocalProtocolError, build_reply, parse_uri
+from ..protocol.digest import parse_authorization
 from ..shm import CmapEntry
 from .env import Destination, RouteEnv
 
@@ -61,10 +62,18 @@ def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int) -> int:
         # Full table: refuse cleanly rather than evict someone (DESIGN §8).
         env.write_origin(build_reply(frame, 500, "Server Error (session table full)"), reply_flags)
         return -1
-    env.session_saved(sessid)
+    env.session_saved(sessid, _username(frame))
     extra = f"Use-Path: {use_path(conn, policy.use_path_addr, sessid)}\r\nExpires: {grant}\r\n"
     env.write_origin(build_reply(frame, 200, "OK", extra), reply_flags)
     return 1
+
+
+def _username(frame: Frame) -> str:
+    value = frame.header("Authorization")
+    try:
+        return "" if value is None else parse_authorization(value).username
+    except LocalProtocolError:
+        return ""
 
 
 def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:

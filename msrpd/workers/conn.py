@@ -66,6 +66,10 @@ class MsrpConnection(asyncio.Protocol):
         self.env = ConnEnv(ctx, self)
         self.peer_key = ""
         self.sessions: list[str] = []
+        self.session_meta: dict[str, tuple[str, float]] = {}
+        """sessid -> (user, wall-clock start), for the accounting line."""
+        self.frames_in = self.frames_out = 0
+        self.close_reason = ""
         self.last_active = time.monotonic()
         self.opened = self.last_active
         self.closed = False
@@ -112,6 +116,8 @@ class MsrpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.close_reason:
+            self.close_reason = f"error: {exc}" if exc else "closed by peer"
         self.flow.release_all(self)
         if self.stream_sink is not None:
             end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
@@ -138,18 +144,19 @@ class MsrpConnection(asyncio.Protocol):
                 elif isinstance(event, SipMessage):
                     self._on_sip(event)
                 elif isinstance(event, ConnectionClosed):
-                    self.close()
+                    self.close("closed by peer")
                 if self.closed:
                     break
         except RemoteProtocolError as exc:
             # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
             logger.info("closing %s: %s", self.peer_key, exc)
             self.ctx.count_error()
-            self.close()
+            self.close(f"protocol error: {exc}")
         finally:
             self.ctx.current_source = None
 
     def _on_frame(self, frame: Frame) -> None:
+        self.frames_in += 1
         self.ctx.count_frame_in(frame)
         sink = self.ctx.run_route(frame, self)
         if frame.streamed:
@@ -166,7 +173,7 @@ class MsrpConnection(asyncio.Protocol):
         reply = build_invalid_reply(invalid)
         logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
         if reply is None:
-            self.close()
+            self.close(f"unanswerable invalid frame: {invalid.reason}")
         else:
             self.write_frame(reply, False)
 
@@ -189,6 +196,7 @@ class MsrpConnection(asyncio.Protocol):
             return False
         for item in self.gate.offer(Write(data, close_after, source, more)):
             self._write(item.data, item.close_after)
+            self.frames_out += not item.more
         self.flow.check(self)
         return True
 
@@ -201,6 +209,7 @@ class MsrpConnection(asyncio.Protocol):
         else:
             self.transport.write(data)
             if close_after:
+                self.close_reason = self.close_reason or "closed after relay (flag 2)"
                 self.transport.close()
 
     def pause_writing(self) -> None:
@@ -226,12 +235,14 @@ class MsrpConnection(asyncio.Protocol):
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:
+            self.close_reason = self.close_reason or reason
             self.transport.close()
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "worker exit") -> None:
         if self.transport is not None:
+            self.close_reason = self.close_reason or reason
             self.transport.abort()
 
     @property

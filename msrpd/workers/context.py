@@ -23,6 +23,7 @@ from ..routing.htable import ScriptHTable
 from ..routing.sip import SipRequest
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
+from .accounting import account
 from .handoff import make_conid
 
 if TYPE_CHECKING:
@@ -142,6 +143,8 @@ class WorkerContext:
         if cmap is not None:
             for sessid in conn.sessions:
                 cmap.delete(sessid)
+        if self.settings.log.accounting:
+            account(conn)
         if self.delivery is not None:
             self.delivery.forget(conn)
 

@@ -192,7 +192,7 @@ def worker_handlers(ctx: WorkerContext) -> dict[str, Handler]:
         conn = ctx.conns.get(conid)
         if conn is None or conn.closed:
             return False
-        conn.close()
+        conn.close("killed (msrp.session_kill)")
         return True
 
     return {"conns": conns, "close": close, "log.level": set_log_level}

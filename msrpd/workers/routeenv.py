@@ -85,5 +85,6 @@ class ConnEnv:
         self.last_sink = sink
         return 1
 
-    def session_saved(self, sessid: str) -> None:
+    def session_saved(self, sessid: str, user: str = "") -> None:
         self.conn.sessions.append(sessid)
+        self.conn.session_meta[sessid] = (user, time.time())

@@ -235,16 +235,15 @@ class Worker:
         if mode is Mode.STOPPING:
             for conn in list(ctx.conns.values()):
                 if conn.idle:
-                    conn.close()
+                    conn.close("relay stopping")
 
     def _close_idle(self, ctx: WorkerContext) -> None:
         limit = time.monotonic() - ctx.settings.core.idle_timeout
         for conn in list(ctx.conns.values()):
             if conn.last_active < limit:
-                logger.info(
-                    "closing %s: idle for %.0f s", conn.peer_key, ctx.settings.core.idle_timeout
-                )
-                conn.close()
+                idle = ctx.settings.core.idle_timeout
+                logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
+                conn.close(f"idle for {idle:.0f} s")
 
     def _publish(self, ctx: WorkerContext) -> None:
         ctx.counters.values[Counter.conns_open] = len(ctx.conns)
@@ -275,4 +274,4 @@ def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
 def _close(ctx: WorkerContext, conid: int) -> None:
     conn = ctx.conns.get(conid)
     if conn is not None:
-        conn.close()
+        conn.close("closed on request of another worker")

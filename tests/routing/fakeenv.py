@@ -85,7 +85,7 @@ class FakeEnv:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
 
-    def session_saved(self, sessid: str) -> None:
+    def session_saved(self, sessid: str, user: str = "") -> None:
         self.sessions.append(sessid)
 
     def take(self) -> tuple[list[Frame], list[Relayed]]:
