@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .errors import LocalProtocolError
 from .events import InvalidFrame
@@ -25,12 +26,15 @@ from .grammar import DASHES, HEADER_LINE, UTF8TEXT
 
 __all__ = [
     "SIPMSG_PREFIX",
+    "ReportBasis",
+    "build_failure_report",
     "build_invalid_reply",
     "build_reply",
     "build_request",
     "build_sipmsg",
     "forward_paths",
     "relay_splice",
+    "report_basis",
 ]
 
 # The fixed head of Kamailio's fake SIP message (reference §3.2, msrp_fake_sipmsg).
@@ -179,6 +183,47 @@ def forward_paths(frame: Frame, to_path: str | None, from_path: str | None) -> b
     view = memoryview(frame.buf)
     (to_start, _, to_end), (from_start, _, from_end) = frame.to_span, frame.from_span
     return b"".join((view[:to_start], new_to, view[to_end:from_start], new_from, view[from_end:]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBasis:
+    """What a failure REPORT for a relayed SEND needs, kept small: the SEND itself may be
+    megabytes and long gone when the failure is known."""
+
+    to_path: bytes
+    """The SEND's From-Path: the REPORT goes back along it (RFC 4975 §7.1.2)."""
+    from_path: bytes
+    """This relay's URI: the SEND's first To-Path URI."""
+    message_id: bytes
+    byte_range: bytes
+
+
+def report_basis(frame: Frame) -> ReportBasis | None:
+    """The basis of a failure REPORT for `frame`, or None when none may be sent: not a SEND,
+    no Message-ID, or a Failure-Report other than "yes" (the default; RFC 4975 §7.1.2)."""
+    if frame.method != SEND:
+        return None
+    wanted = frame.header(b"failure-report")
+    msgid = frame.message_id
+    if msgid is None or (wanted is not None and wanted.strip().lower() != b"yes"):
+        return None
+    byte_range = frame.header(b"byte-range") or b"1-*/*"
+    return ReportBasis(b" ".join(frame.from_path_raw.split()), frame.first_to, msgid, byte_range)
+
+
+def build_failure_report(basis: ReportBasis, tid: bytes, code: int, reason: str) -> bytes:
+    """A REPORT saying the SEND failed with `code` (RFC 4975 §7.1.2, §9 Status header)."""
+    return b"".join(
+        (
+            b"MSRP %s REPORT\r\nTo-Path: %s\r\nFrom-Path: %s\r\n"
+            % (tid, basis.to_path, basis.from_path),
+            b"Message-ID: %s\r\nByte-Range: %s\r\n" % (basis.message_id, basis.byte_range),
+            b"Status: 000 %d %s\r\n" % (code, reason.encode()),
+            DASHES,
+            tid,
+            b"$\r\n",
+        )
+    )
 
 
 def build_sipmsg(frame: Frame) -> bytes:

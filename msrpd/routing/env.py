@@ -80,5 +80,8 @@ class RouteEnv(Protocol):
     def relay(self, data: bytes, dest: Destination, flags: int) -> int:
         """Send `data` towards `dest`; 1 when it is on its way, negative when it cannot be."""
 
+    def auth_done(self, ok: bool) -> None:
+        """Count a digest check (credentials were given): passed or failed."""
+
     def session_saved(self, sessid: str, user: str = "") -> None:
         """Note that the current connection owns `sessid` (dropped when it closes)."""

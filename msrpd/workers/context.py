@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..protocol import Frame, ReaderLimits, Status, build_reply
+from ..protocol.writer import ReportBasis, build_failure_report, report_basis
 from ..routing import Msrp, RoutePolicy, RouteScript
 from ..routing.htable import ScriptHTable
 from ..routing.sip import SipRequest
@@ -45,6 +47,15 @@ _METHOD_COUNTERS = {
     b"REPORT": Counter.frames_in_report,
     b"AUTH": Counter.frames_in_auth,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    tid: bytes
+    peer: str
+    origin: int
+    """The connection the frame came on (ours: we routed it)."""
+    report: ReportBasis | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +90,10 @@ class WorkerContext:
     current_streamed: bool = False
     current_source: MsrpConnection | None = None
     """The connection whose frames are being routed now (flow.py pauses it)."""
-    current_frame: str = ""
-    """`tid from peer` of the frame being routed, remembered with each handoff token."""
-    sent: OrderedDict[int, str] = field(default_factory=OrderedDict)
-    """token -> current_frame for recent handoffs, so a GONE names the frame it lost."""
+    current_frame: Frame | None = None
+    current_conn: MsrpConnection | None = None
+    sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
+    """token -> what was handed off recently, so a GONE names the frame and can report it."""
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -108,17 +119,33 @@ class WorkerContext:
 
     def next_token(self) -> int:
         token = next(self._tokens) & 0xFFFFFFFF
-        self.sent[token] = self.current_frame
-        if len(self.sent) > SENT_MEMORY:
-            self.sent.popitem(last=False)
+        frame, conn = self.current_frame, self.current_conn
+        if frame is not None and conn is not None:
+            self.sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, report_basis(frame))
+            if len(self.sent) > SENT_MEMORY:
+                self.sent.popitem(last=False)
         return token
 
     def handoff_gone(self, conid: int, token: int) -> None:
-        """The owner of `conid` says it is gone: the frame is lost; say which (issue 4)."""
-        what = self.sent.pop(token, "a frame")
-        logger.warning("relay failed: %s not delivered, connection %x is gone", what, conid)
+        """The owner of `conid` says it is gone: the frame is lost. Say which, and tell the
+        sender with a REPORT when its SEND asked for failure reports (issue 4, RFC 4975
+        §7.1.2: the 200 has already gone out)."""
         self.counters.add(Counter.handoff_gone)
         self.counters.add(Counter.relay_fail)
+        sent = self.sent.pop(token, None)
+        if sent is None:
+            logger.warning("relay failed: a frame for connection %x was not delivered", conid)
+            return
+        tid = sent.tid.decode(errors="replace")
+        logger.warning(
+            "relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid
+        )
+        origin = self.conns.get(sent.origin)
+        if sent.report is not None and origin is not None:
+            report = build_failure_report(
+                sent.report, secrets.token_hex(6).encode(), 481, "Session Does Not Exist"
+            )
+            origin.write_frame(report)
 
     def handoff_path(self, slot: int, generation: int) -> Path:
         return handoff_path(self.settings.core.run_dir, slot, generation)
@@ -155,7 +182,7 @@ class WorkerContext:
         env = conn.env
         env.last_sink = None
         self.current_streamed = frame.streamed
-        self.current_frame = f"{frame.tid.decode(errors='replace')} from {conn.peer_key}"
+        self.current_frame, self.current_conn = frame, conn
         try:
             self.route.event(Msrp(frame, conn.info, env))
         except Exception:
@@ -166,6 +193,8 @@ class WorkerContext:
             if frame.method is not None and frame.method != b"REPORT":
                 reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
                 conn.write_frame(reply, False)
+        finally:
+            self.current_frame = self.current_conn = None
         return env.last_sink
 
     def run_sip_route(self, sip: SipRequest) -> None:

@@ -7,13 +7,14 @@ one) and remembers it, so that a streamed frame's pieces follow its head.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING
 
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.htable import ScriptHTable
-from ..shm import Cmap
+from ..shm import Cmap, Counter
 
 if TYPE_CHECKING:
     from .conn import MsrpConnection
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .sinks import Sink
 
 __all__ = ["ConnEnv"]
+
+logger = logging.getLogger("msrpd.route")
 
 # 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
 _SESSION_BYTES = 12
@@ -75,15 +78,26 @@ class ConnEnv:
         sink = None if delivery is None else delivery.resolve(dest, flags)
         if sink is None:
             self.ctx.count_relay_fail()
+            logger.info(
+                "relay of %s failed: no way to %s", self._tid(), dest.uri or f"{dest.conid:x}"
+            )
             return -1
         streamed = self.ctx.current_streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
         if not sink.send(data, source=self.conn.conid, more=streamed, close_after=close_after):
             self.ctx.count_relay_fail()
+            logger.info("relay of %s failed: the destination connection is closed", self._tid())
             return -1
         self.ctx.count_frame_out(len(data))
         self.last_sink = sink
         return 1
+
+    def auth_done(self, ok: bool) -> None:
+        self.ctx.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
+
+    def _tid(self) -> str:
+        frame = self.ctx.current_frame
+        return "a frame" if frame is None else frame.tid.decode(errors="replace")
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         self.conn.sessions.append(sessid)

@@ -93,6 +93,7 @@ def test_fifty_pairs_thousand_messages_each(make_relay) -> None:
         assert total["replies_4xx"] == PAIRS * 2
         assert total["relay_fail"] == 0 and total["handoff_gone"] == 0
         assert total["conns_total"] == PAIRS * 2
+        assert (total["auth_ok"], total["auth_fail"]) == (PAIRS * 2, 0)
         assert total["handoffs_out"] == total["handoffs_in"] > 0
     finally:
         shm.close()

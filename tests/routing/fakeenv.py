@@ -59,6 +59,7 @@ class FakeEnv:
     replies: list[bytes] = field(default_factory=list)
     relayed: list[Relayed] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
+    auth_results: list[bool] = field(default_factory=list)
 
     @property
     def htable(self) -> ScriptHTable:
@@ -84,6 +85,9 @@ class FakeEnv:
     def relay(self, data: bytes, dest: Destination, flags: int) -> int:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
+
+    def auth_done(self, ok: bool) -> None:
+        self.auth_results.append(ok)
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         self.sessions.append(sessid)

@@ -1,0 +1,75 @@
+"""A GONE for a handed-off SEND: the sender gets a REPORT with 481 when it asked for failure
+reports (RFC 4975 §7.1.2), nothing when Failure-Report is "no"; the loss is logged."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from msrpd.config import load_config
+from msrpd.protocol import Frame, FrameReader
+from msrpd.workers.context import WorkerContext, WorkerIdentity
+
+
+def parse(data: bytes) -> Frame:
+    reader = FrameReader()
+    reader.receive_data(data)
+    (frame,) = list(reader.events())
+    assert isinstance(frame, Frame)
+    return frame
+
+
+@dataclass
+class StubConn:
+    conid: int = 0x101
+    peer_key: str = "tcp:127.0.0.1:40000"
+    written: list[bytes] = field(default_factory=list)
+
+    def write_frame(self, data: bytes, close_after: bool = False, **_: object) -> bool:
+        self.written.append(bytes(data))
+        return True
+
+
+def context(conn: StubConn) -> WorkerContext:
+    none = cast(Any, None)
+    ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), none, none, none, b"", none)
+    ctx.conns[conn.conid] = cast(Any, conn)
+    return ctx
+
+
+SEND = (
+    b"MSRP s1 SEND\r\nTo-Path: msrp://relay:2855/sB;tcp msrp://bob:1/b;tcp\r\n"
+    b"From-Path: msrp://alice:9/a;tcp\r\nMessage-ID: m77\r\nByte-Range: 1-5/5\r\n%s"
+    b"Content-Type: text/plain\r\n\r\nhello\r\n-------s1$\r\n"
+)
+
+
+def test_gone_send_gets_a_481_report(caplog: pytest.LogCaptureFixture) -> None:
+    conn = StubConn()
+    ctx = context(conn)
+    ctx.current_frame, ctx.current_conn = parse(SEND % b""), cast(Any, conn)
+    token = ctx.next_token()
+    ctx.current_frame = ctx.current_conn = None
+    with caplog.at_level(logging.WARNING):
+        ctx.handoff_gone(0xABC, token)
+    assert "s1 from tcp:127.0.0.1:40000 not delivered" in caplog.text
+    (data,) = conn.written
+    report = parse(data)
+    assert report.method == b"REPORT"
+    assert report.to_path == ["msrp://alice:9/a;tcp"]
+    assert report.from_path == ["msrp://relay:2855/sB;tcp"]
+    assert report.header("Message-ID") == b"m77"
+    assert report.header("Byte-Range") == b"1-5/5"
+    assert report.header("Status") == b"000 481 Session Does Not Exist"
+
+
+def test_no_report_when_failure_reports_are_off() -> None:
+    conn = StubConn()
+    ctx = context(conn)
+    ctx.current_frame, ctx.current_conn = parse(SEND % b"Failure-Report: no\r\n"), cast(Any, conn)
+    token = ctx.next_token()
+    ctx.handoff_gone(0xABC, token)
+    assert conn.written == []
