@@ -164,6 +164,10 @@ class Msrp:
         """Kamailio's $sht / $shtex: the shared tables every worker sees."""
         return self.env.htable
 
+    def user_ha1(self, username: str, realm: str | None = None) -> str | None:
+        """The user store's HA1 for `username` in `realm` (default [auth] realm), or None."""
+        return self.env.user_ha1(username, realm or self.env.policy.realm)
+
     def has_user_store(self) -> bool:
         """Whether `[auth] users` is configured (www_authenticate without a password uses it)."""
         return self.env.has_user_store

@@ -2,7 +2,8 @@
 
 Rules:
 - The grant follows RFC 4976 §5.1/§6.3: no Expires → auth_max_expires; below the minimum →
-  423 with Min-Expires, above the maximum → 423 with Max-Expires (RFC 4976 §4.6); a value that
+  423 with Min-Expires, above the maximum → 423 with Max-Expires (RFC 4976 §4.6), with the
+  RFC 4975 §10 reason "Interval Out-of-Bounds" (Kamailio writes "Out Of Bounds"); a value that
   is not 1*DIGIT (RFC 4976 §7) → 400. Kamailio 5.6.3 answers 423 to every Expires instead.
 - The session id is 96 bits from the CSPRNG (RFC 4976 §6.3 wants it unguessable; Kamailio's
   is a counter). Use-Path is `msrp[s]://<use_path_addr or listen address>/<sid>;tcp`, `s`
@@ -33,9 +34,9 @@ def grant_expires(value: bytes | None, low: int, high: int) -> tuple[int, str, s
         return 400, "Bad Request (Expires is not a number)", ""
     asked = int(value)
     if asked < low:
-        return 423, "Interval Out Of Bounds", f"Min-Expires: {low}\r\n"
+        return 423, "Interval Out-of-Bounds", f"Min-Expires: {low}\r\n"
     if asked > high:
-        return 423, "Interval Out Of Bounds", f"Max-Expires: {high}\r\n"
+        return 423, "Interval Out-of-Bounds", f"Max-Expires: {high}\r\n"
     return asked, "", ""
 
 

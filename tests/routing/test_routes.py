@@ -17,8 +17,8 @@ from .fakeenv import RELAY, SOCK, Client, FakeEnv, Relay, auth_frame, request
 
 BOTH = ["cmap", "htable"]
 BOTH_HT = BOTH
-# cmapops (the cmap route) uses the RFC 4976 §5.1 phrase; the htable route keeps the script's.
-REASON_423 = {"cmap": b"Interval Out Of Bounds", "htable": b"Interval Out-of-Bounds"}
+# Both routes answer with the RFC 4975 §10 phrase (Kamailio's cmap writes "Out Of Bounds").
+REASON_423 = {"cmap": b"Interval Out-of-Bounds", "htable": b"Interval Out-of-Bounds"}
 USE_PATH = re.compile(r"msrp://127\.0\.0\.1:2855/[A-Za-z0-9_-]{16};tcp")
 
 ALICE = Client("alice", 40001, conid=0x1001)
