@@ -11,18 +11,16 @@ the file's directory. No I/O but reading the file and checking that the files it
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import keyword
 import math
 import os
-import re
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, get_args
 
+from .address import ListenAddress, Proto, check_address, parse_listen
 from .errors import ConfigError
 
 __all__ = [
@@ -46,13 +44,9 @@ __all__ = [
 DEFAULT_PORT: Final = 2855  # RFC 4975 §6: the MSRP port when a URI names none.
 _MAX_CHILDREN: Final = 256
 
-Proto = Literal["tcp", "tls"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogTarget = Literal["stderr", "file", "syslog"]
 
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", re.A)
-_DOTTED = re.compile(r"[0-9.]+", re.A)
-_PORT = re.compile(r"[0-9]{1,5}", re.A)
 _SCHEMES: Final = ("msrp://", "msrps://")
 
 
@@ -67,104 +61,6 @@ def default_run_dir() -> Path:
 
 def _default_children() -> int:
     return min(os.cpu_count() or 2, _MAX_CHILDREN)
-
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    """One listening socket, as written in core.listen: "tcp:127.0.0.1:2855", "tls:[::1]:2856"."""
-
-    proto: Proto
-    """Transport: tcp, or tls (RFC 4975 §6 msrps)."""
-
-    host: str
-    """IP literal without brackets (IPv6 in compressed form), or a hostname."""
-
-    port: int
-    """TCP port, 1 to 65535."""
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        try:
-            version = ipaddress.ip_address(self.host).version
-        except ValueError:
-            return socket.AF_INET  # a hostname: resolved as IPv4
-        return socket.AF_INET6 if version == 6 else socket.AF_INET
-
-    @property
-    def uri_host(self) -> str:
-        """host:port as in a URI authority, IPv6 in brackets (RFC 3986 §3.2.2)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def sock_text(self) -> str:
-        """Kamailio's srcsock text, "proto:host:port"."""
-        return f"{self.proto}:{self.uri_host}"
-
-    def __str__(self) -> str:
-        return self.sock_text
-
-
-def parse_listen(text: str) -> ListenAddress:
-    """Parse "proto:host:port" (proto tcp or tls, an IPv6 host in brackets).
-
-    Raises:
-        ValueError: with a message that quotes `text` and says what is wrong.
-    """
-    proto, sep, rest = text.partition(":")
-    if not sep or proto not in get_args(Proto):
-        raise ValueError(f"{text!r}: must be proto:host:port with proto tcp or tls")
-    try:
-        host, port = _split_host_port(rest, port_required=True)
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    assert port is not None
-    return ListenAddress(cast(Proto, proto), host, port)
-
-
-def _split_host_port(text: str, *, port_required: bool) -> tuple[str, int | None]:
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ValueError("'[' without ']'")
-        host, rest = _ipv6(text[1:close]), text[close + 1 :]
-        if rest and not rest.startswith(":"):
-            raise ValueError("text after ']' must be :port")
-        port_text = rest[1:] if rest else None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, None
-        host = _host(host)
-    if port_text is None:
-        if port_required:
-            raise ValueError("missing :port")
-        return host, None
-    if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be from 1 to 65535, got {port_text!r}")
-    return host, int(port_text)
-
-
-def _ipv6(text: str) -> str:
-    try:
-        return ipaddress.IPv6Address(text).compressed
-    except ValueError:
-        raise ValueError(f"not an IPv6 address in brackets: {text!r}") from None
-
-
-def _host(text: str) -> str:
-    if not text:
-        raise ValueError("empty host")
-    if ":" in text:
-        raise ValueError("an IPv6 address must be in brackets, as in [::1]:2855")
-    if _DOTTED.fullmatch(text):
-        try:
-            return str(ipaddress.IPv4Address(text))
-        except ValueError:
-            raise ValueError(f"not an IPv4 address: {text!r}") from None
-    if len(text) > 253 or not _HOSTNAME.fullmatch(text):
-        raise ValueError(f"not an IP address or hostname: {text!r}")
-    return text
 
 
 # Checks: each takes the TOML value and the config file's directory, and returns the field value
@@ -255,15 +151,10 @@ def _existing_file(raw: Any, base: Path) -> Path:
 def _address(schemes: tuple[str, ...], *, port_required: bool) -> Mapping[str, _Check]:
     def check(raw: Any, base: Path) -> str:
         text = _string(raw)
-        rest = next((text[len(s) :] for s in schemes if text.lower().startswith(s)), text)
-        if any(c.isspace() for c in text):
-            raise _Invalid(f"must not contain spaces, got {text!r}")
-        if "/" in rest or ";" in rest:
-            raise _Invalid(f"must be host:port with no path or parameters, got {text!r}")
         try:
-            _split_host_port(rest, port_required=port_required)
+            check_address(text, schemes, port_required=port_required)
         except ValueError as exc:
-            raise _Invalid(f"{exc} in {text!r}") from None
+            raise _Invalid(str(exc)) from None
         return text
 
     return _check(check)
