@@ -19,16 +19,22 @@ class MsrpProtocolError(Exception):
     Attributes:
         status: the MSRP status a response should carry (400 unless said otherwise).
         tid: the transaction id of the frame at fault, when it could be read, else None.
+        head: what was buffered of that frame (capped), so a reply can be addressed.
     """
 
     def __init__(
-        self, msg: str, status: Status = Status.UNINTELLIGIBLE, tid: bytes | None = None
+        self,
+        msg: str,
+        status: Status = Status.UNINTELLIGIBLE,
+        tid: bytes | None = None,
+        head: bytes = b"",
     ) -> None:
         if type(self) is MsrpProtocolError:
             raise TypeError("raise LocalProtocolError or RemoteProtocolError")
         super().__init__(msg)
         self.status = status
         self.tid = tid
+        self.head = head
 
     @property
     def message(self) -> str:
@@ -38,8 +44,8 @@ class MsrpProtocolError(Exception):
 class LocalProtocolError(MsrpProtocolError):
     """Raised inside the protocol package; also what a caller gets for misusing a writer."""
 
-    def as_remote(self, tid: bytes | None = None) -> RemoteProtocolError:
-        return RemoteProtocolError(self.message, self.status, self.tid or tid)
+    def as_remote(self, tid: bytes | None = None, head: bytes = b"") -> RemoteProtocolError:
+        return RemoteProtocolError(self.message, self.status, self.tid or tid, head)
 
 
 class RemoteProtocolError(MsrpProtocolError):

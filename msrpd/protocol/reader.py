@@ -143,7 +143,8 @@ class FrameReader:
             return self._readers[self._state]()
         except LocalProtocolError as exc:
             self._state = ReaderState.CLOSED
-            raise exc.as_remote(self._tid or None) from None
+            head = bytes(self._buf[: self.limits.max_head])
+            raise exc.as_remote(self._tid or None, head) from None
 
     def events(self) -> Iterator[Event]:
         """Yield events until more data is needed (or the connection is closed)."""

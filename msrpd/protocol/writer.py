@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import LocalProtocolError
+from .errors import LocalProtocolError, MsrpProtocolError
 from .events import InvalidFrame
 from .frame import SEND, Frame
 from .grammar import DASHES, HEADER_LINE, UTF8TEXT
@@ -27,6 +27,7 @@ from .grammar import DASHES, HEADER_LINE, UTF8TEXT
 __all__ = [
     "SIPMSG_PREFIX",
     "ReportBasis",
+    "build_error_reply",
     "build_failure_report",
     "build_invalid_reply",
     "build_reply",
@@ -50,7 +51,10 @@ SIPMSG_PREFIX = (
 )
 
 _BLANKS = b" \t"
-_PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r$", re.I | re.M)
+# Bare-LF lines too: a frame refused for its LF line endings is still answered (DESIGN §8).
+_PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.I | re.M)
+_RESPONSE_LINE = re.compile(rb"MSRP [^ \r\n]+ [0-9]{3}(?:[ \r\n]|$)")
+_RFC_NOTE = re.compile(r"\s*\(RFC [^)]*\)")
 _METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
 
 
@@ -86,8 +90,18 @@ def build_invalid_reply(invalid: InvalidFrame) -> bytes | None:
     method = _METHOD.match(invalid.head)
     from_uris = from_value.split()
     to_path = from_uris[0] if method and method[1] == SEND else b" ".join(from_uris)
-    reason = f"{invalid.status.reason} ({invalid.reason})"
+    # The wire gets the plain reason; the RFC section it cites stays in the log.
+    reason = f"{invalid.status.reason} ({_RFC_NOTE.sub('', invalid.reason)})"
     return _response(invalid.tid, invalid.status, reason, to_path, to_value.split()[0], b"", b"")
+
+
+def build_error_reply(exc: MsrpProtocolError) -> bytes | None:
+    """The answer to a frame that made the reader give up on the stream, sent before the
+    connection closes: possible when its transaction id and paths were read (DESIGN §8)."""
+    if exc.tid is None or not exc.head:
+        return None
+    is_request = _RESPONSE_LINE.match(exc.head) is None
+    return build_invalid_reply(InvalidFrame(exc.tid, exc.status, exc.message, is_request, exc.head))
 
 
 def _response(

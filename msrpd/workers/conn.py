@@ -30,6 +30,7 @@ from ..protocol import (
     build_invalid_reply,
 )
 from ..protocol.grammar import DASHES
+from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
 from .flow import WRITE_HIGH, FlowControl
@@ -151,6 +152,9 @@ class MsrpConnection(asyncio.Protocol):
             # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
             logger.info("closing %s: %s", self.peer_key, exc)
             self.ctx.count_error()
+            reply = build_error_reply(exc)
+            if reply is not None:
+                self.write_frame(reply)
             self.close(f"protocol error: {exc}")
         finally:
             self.ctx.current_source = None
