@@ -9,7 +9,7 @@ Rules:
 - Replays are refused across workers: the highest nonce count seen for each nonce is kept in
   the shared htable (table NONCE_TABLE, for as long as a nonce lives), and a count that is not
   higher is answered like a stale nonce (RFC 2617 §3.2.2: nc lets the server detect replays;
-  Kamailio's auth module does the same with nonce_count=1).
+  Kamailio's auth module refuses them too with nonce_count=1, with a plain 401).
 - The challenge carries an opaque value (RFC 2617 §3.2.1), an HMAC of the shared secret, so it
   is the same from every worker. A client that sends it back must send it unchanged; one that
   leaves it out is accepted, as Kamailio accepts it.
