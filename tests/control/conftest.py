@@ -263,9 +263,11 @@ class FakeConn:
     bytes_out: int = 200
     opened: float = field(default_factory=lambda: time.monotonic() - 5.0)
     closed: bool = False
+    close_reason: str = ""
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed by relay") -> None:
         self.closed = True
+        self.close_reason = reason
         self.ctx.conns.pop(self.conid, None)
 
 

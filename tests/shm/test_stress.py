@@ -97,7 +97,9 @@ def freeze_mid_write(cmap: Cmap, out: Path, model: dict[str, int], p: int, seq: 
     _BUSY.pack_into(t._buf, _stripe_header(stripe) + 4, (off - t._base(stripe)) // t._rs + 1)
     half = len(record) // 2
     t._buf[off : off + half] = record[:half]
-    Path(f"{out}.frozen").write_text(str(stripe))
+    # Written then renamed: the parent polls for the name and must never read it half-written.
+    Path(f"{out}.frozen.tmp").write_text(str(stripe))
+    Path(f"{out}.frozen.tmp").rename(f"{out}.frozen")
     time.sleep(600)
 
 
