@@ -51,6 +51,7 @@ class MsrpClient:
         self.uri = f"{self.scheme}://{lhost}:{lport}/c{lport};tcp"
         self.relay_uri = f"{self.scheme}://{host}:{port};tcp"
         self.use_path: str | None = None
+        self.bytes_sent = self.bytes_received = 0
 
     def close(self) -> None:
         self.sock.close()
@@ -63,6 +64,7 @@ class MsrpClient:
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
+        self.bytes_sent += len(data)
 
     def recv(self, timeout: float | None = None) -> Received:
         """The next whole frame; raises TimeoutError, or EOFError when the relay closed."""
@@ -86,6 +88,7 @@ class MsrpClient:
             data = self.sock.recv(1 << 20)
             if not data:
                 raise EOFError("the relay closed the connection")
+            self.bytes_received += len(data)
             self.reader.receive_data(data)
 
     def request(
