@@ -1,0 +1,254 @@
+"""Load generator and side-by-side benchmark: msrpd against Kamailio 5.6.3 (issue 7).
+
+Usage: scripts/bench MODE [options]     (scripts/bench --help for every option)
+
+  flood   K Alice/Bob pairs; Bob AUTHs (digest), Alice keeps W SENDs outstanding through the
+          relay (counted by her 200s): relayed frames/s (frames Bob receives, body checked),
+          payload MB/s, p50/p99 send->receive latency, relay CPU per frame, errors.
+  rate    the same at a fixed total rate (--rate frames/s): latency.
+  idle    N authenticated idle connections: relay RSS (and PSS) per connection, held.
+  big     1 MiB to 64 MiB messages, in 1 MiB SENDs and in one SEND: MB/s, sha256 intact.
+  side    Kamailio (kamailio-cmap.cfg) then msrpd, a fresh relay for each load, the same
+          children and load; a table of both figures and the ratio msrpd/Kamailio.
+
+The generator runs in --procs processes on uvloop, writes pre-built frames in one write per
+batch and counts replies per read, and prints its own CPU per process: near 100% means the
+generator, not the relay, set the pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchlib import report, runner
+from benchlib.relays import ORACLE, Relay, make_relay, other_load
+from benchlib.report import size_name
+
+MiB = 1 << 20
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__, formatter_class=_Formatter
+    )
+    p.add_argument("mode", choices=("flood", "rate", "idle", "big", "side"))
+    p.add_argument("--relay", choices=("msrpd", "kamailio"), default="msrpd")
+    p.add_argument("--children", type=int, default=2, help="relay worker processes")
+    p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
+    p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
+    p.add_argument("--procs", type=int, default=2, help="generator processes")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
+    p.add_argument("--sizes", type=ints, default=[100, 4096, 10240], help="flood body sizes")
+    p.add_argument("--rate", type=float, default=10000.0, help="rate mode: total frames/s")
+    p.add_argument("--rate-size", type=int, default=100, help="rate mode: body size")
+    p.add_argument("--conns", type=ints, default=[2000, 10000], help="idle: connection counts")
+    p.add_argument("--hold", type=float, default=5.0, help="idle: seconds to hold them")
+    p.add_argument("--big-sizes", type=ints, default=[1, 4, 16, 64], help="big: MiB")
+    p.add_argument("--big-chunk", type=int, default=1, help="big: MiB per chunked SEND")
+    p.add_argument("--big-mib-per-pair", type=int, default=128, help="big: MiB per pair per run")
+    p.add_argument("--repeat", type=int, default=1, help="runs per load; the median is kept")
+    p.add_argument("--no-big", action="store_true", help="side: skip big messages")
+    p.add_argument("--no-rate", action="store_true", help="side: skip the fixed-rate run")
+    p.add_argument("--no-idle", action="store_true", help="side: skip idle connections")
+    p.add_argument("--profile", metavar="DIR", help="flood, msrpd: py-spy its workers")
+    p.add_argument(
+        "--msrpd-option",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="add to msrpd's config, a TOML value (repeatable), e.g. msrp.max_body=65536",
+    )
+    p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
+    p.add_argument("--json", type=Path, help="also write every figure to this file")
+    return p.parse_args(argv)
+
+
+def _big(relay: Relay, opts: argparse.Namespace, size: int, chunk: int) -> dict[str, Any]:
+    return runner.big(relay, opts, size, chunk)
+
+
+def _big_line(name: str, r: dict[str, Any], label: str) -> str:
+    return report.big_line(name, label, r)
+
+
+def median(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose `key` is the median (the lower middle one); every run's value noted."""
+    ordered = sorted(results, key=lambda r: r[key])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = [r[key] for r in results]
+    return chosen
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def versions() -> str:
+    """The msrpd tree measured (it may carry uncommitted changes) and Kamailio's version."""
+    root = Path(__file__).resolve().parent.parent
+
+    def out(*cmd: str) -> str:
+        return subprocess.run(cmd, check=False, capture_output=True, text=True).stdout
+
+    head = out("git", "-C", str(root), "rev-parse", "--short", "HEAD").strip()
+    dirty = out("git", "-C", str(root), "status", "--porcelain", "msrpd")
+    kam = out("/usr/sbin/kamailio", "-v")
+    kam_version = kam.split("\n", 1)[0].replace("version: ", "").strip() if kam else "?"
+    tree = head + (" + uncommitted changes in msrpd/" if dirty else "")
+    return f"msrpd {tree}; {kam_version}"
+
+
+@dataclass
+class Load:
+    label: str
+    measure: Callable[[Relay], dict[str, Any]]
+    line: Callable[[str, dict[str, Any]], str]
+    key: str
+    """the figure a median over --repeat runs is taken by"""
+    kamailio: bool = True
+
+
+class Bench:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def loads(self, mode: str) -> list[Load]:
+        o, side = self.opts, mode == "side"
+        out: list[Load] = []
+        if mode == "idle" or (side and not o.no_idle):
+            out += [self._idle(n) for n in o.conns]
+        if mode in ("flood", "side"):
+            out += [self._flood(size) for size in o.sizes]
+        if mode == "rate" or (side and not o.no_rate):
+            out.append(self._rate())
+        if mode == "big" or (side and not o.no_big):
+            out += self._big()
+        return out
+
+    def _flood(self, size: int) -> Load:
+        label = f"flood {size_name(size)}"
+        return Load(
+            label,
+            lambda relay: runner.flood(relay, self.opts, size),
+            lambda name, r: report.flood_line(name, label, r),
+            "fps",
+        )
+
+    def _rate(self) -> Load:
+        o = self.opts
+        label = f"rate {o.rate:,.0f}/s {size_name(o.rate_size)}"
+        return Load(
+            label,
+            lambda relay: runner.flood(relay, o, o.rate_size, o.rate),
+            lambda name, r: report.flood_line(name, label, r),
+            "p99_ms",
+        )
+
+    def _idle(self, conns: int) -> Load:
+        return Load(
+            f"idle {conns}",
+            lambda relay: runner.idle(relay, self.opts, conns),
+            report.idle_line,
+            "rss_per_conn",
+        )
+
+    def _big(self) -> list[Load]:
+        out = []
+        for mib in self.opts.big_sizes:
+            for chunk in sorted({min(mib, self.opts.big_chunk), mib}):
+                how = "one SEND" if chunk == mib else f"{chunk} MiB SENDs"
+                label = f"big {mib} MiB in {how}"
+                out.append(
+                    Load(
+                        label,
+                        partial(_big, opts=self.opts, size=mib * MiB, chunk=chunk * MiB),
+                        partial(_big_line, label=label),
+                        "mbps",
+                        kamailio=False,  # it relays no frame of 11,239 bytes or more
+                    )
+                )
+        return out
+
+    def run(self, mode: str) -> None:
+        relays = ["kamailio", "msrpd"] if mode == "side" else [self.opts.relay]
+        for load in self.loads(mode):
+            names = [n for n in relays if load.kamailio or n == "msrpd" or mode != "side"]
+            runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+            for _ in range(self.opts.repeat):
+                for name in names:  # alternating: a noisy spell hits both relays alike
+                    self.warn_other_load()
+                    result = self.once(name, load)
+                    print(load.line(name, result), flush=True)
+                    runs[name].append(result)
+            for name, results in runs.items():
+                self.results.setdefault(load.label, {})[name] = median(results, load.key)
+
+    def once(self, name: str, load: Load) -> dict[str, Any]:
+        relay = make_relay(name, self.opts.children, self.opts.oracle, self.opts.msrpd_option)
+        relay.start()
+        try:
+            result = load.measure(relay)
+        except Exception:
+            print(f"{load.label} [{name}] failed; relay log:\n{relay.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            relay.stop()
+        if "profile" in result:
+            print("\n".join(report.profile_lines(result["profile"])), flush=True)
+        return result
+
+    def warn_other_load(self) -> None:
+        busy, top = other_load()
+        if busy > 0.2:
+            print(f"warning: the machine is busy before this run: {busy:.2f} cores ({top})")
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    limit = runner.raise_nofile()
+    print(f"machine: {machine()}; fd limit {limit}", flush=True)
+    print(versions(), flush=True)
+    print(
+        f"load: children={opts.children}, {opts.pairs} pairs, window {opts.window}, "
+        f"{opts.procs} generator processes, {opts.seconds:g} s measured after {opts.warmup:g} s",
+        flush=True,
+    )
+    bench = Bench(opts)
+    bench.run(opts.mode)
+    if opts.mode == "side":
+        print()
+        print(report.side_table(bench.results))
+    if opts.json:
+        opts.json.write_text(json.dumps(bench.results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

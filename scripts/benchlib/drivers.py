@@ -1,0 +1,362 @@
+"""What one generator process does: connect its pairs (or idle connections), load, report.
+
+Every driver runs in its own process on its own uvloop loop. Alice and Bob of a pair live in
+the same process, so Bob checks what Alice sent without any cross-process traffic. Times are
+CLOCK_MONOTONIC (time.monotonic), shared by every process on the machine: the parent picks
+the start time and the measurement window, each driver schedules itself against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from .msrp import Conn, FloodParser, ReplyCounter, SendTemplate, StreamParser, authenticate
+
+MiB = 1 << 20
+
+
+@dataclass
+class Job:
+    mode: str
+    """flood, rate, big or idle."""
+    port: int
+    relay_uri: bytes
+    size: int = 100
+    window: int = 16
+    seconds: float = 10.0
+    warmup: float = 1.0
+    rate: float = 0.0
+    """rate mode: frames/s per pair."""
+    big_size: int = MiB
+    chunk: int = MiB
+    count: int = 1
+    """big mode: messages per pair."""
+    drain: float = 5.0
+    share: list[int] = field(default_factory=list)
+    """pair numbers (flood, rate, big), or [n] idle connections."""
+
+
+async def connect(port: int) -> Conn:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(Conn, "127.0.0.1", port)
+    return conn
+
+
+class Pair:
+    """Alice floods Bob through the relay; the window counts Alice's outstanding SENDs."""
+
+    __slots__ = ("alice", "bob", "counter", "parser", "sending", "sent", "template", "window")
+
+    def __init__(self, alice: Conn, bob: Conn, template: SendTemplate, window: int) -> None:
+        self.alice, self.bob = alice, bob
+        self.template = template
+        self.window = window
+        self.counter = ReplyCounter()
+        self.parser = FloodParser(template.size)
+        self.sent = 0
+        self.sending = False
+        bob.handler = self.parser.feed
+        alice.handler = self.on_replies
+        alice.on_resume = self.refill
+
+    def on_replies(self, data: bytes) -> None:
+        self.counter.feed(data)
+        if self.sending:
+            self.refill()
+
+    def refill(self) -> None:
+        room = self.window - (self.sent - self.counter.replies)
+        if room > 0 and self.sending and not self.alice.paused:
+            self.send(room)
+
+    def send(self, count: int) -> None:
+        data = self.template.batch(self.sent + 1, count, time.monotonic_ns())
+        self.alice.transport.write(data)  # type: ignore[union-attr]
+        self.sent += count
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        return self.parser.frames, len(self.parser.lat), self.counter.replies, self.sent
+
+    def drained(self) -> bool:
+        return self.parser.frames + self.parser.corrupt >= self.sent and (
+            self.counter.replies >= self.sent
+        )
+
+
+async def make_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
+    """Bob authenticates; Alice only connects. Returns them and the To-Path Alice must use."""
+    bob = await connect(job.port)
+    use_path = await authenticate(bob, job.relay_uri, b"bob%d" % n)
+    alice = await connect(job.port)
+    return alice, bob, use_path + b" " + bob.local_uri("b")
+
+
+def ports_of(alice: Conn, bob: Conn) -> tuple[int, int]:
+    """The local ports of a pair: the relay sees them as its peers' ports."""
+    a, b = (c.transport.get_extra_info("sockname")[1] for c in (alice, bob))  # type: ignore[union-attr]
+    return a, b
+
+
+async def sleep_until(t: float) -> None:
+    await asyncio.sleep(max(0.0, t - time.monotonic()))
+
+
+class FloodDriver:
+    """flood: each pair keeps `window` SENDs outstanding; rate: each pair sends `rate`/s."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.pairs: list[Pair] = []
+
+    async def setup(self) -> dict[str, Any]:
+        for n in self.job.share:
+            alice, bob, to_path = await make_pair(self.job, n)
+            template = SendTemplate(to_path, alice.local_uri("a"), self.job.size)
+            window = self.job.window if self.job.mode == "flood" else 1 << 30
+            self.pairs.append(Pair(alice, bob, template, window))
+        return {"ports": [ports_of(p.alice, p.bob) for p in self.pairs]}
+
+    async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
+        job = self.job
+        start, stop = t0 + job.warmup, t0 + job.warmup + job.seconds
+        await sleep_until(t0)
+        ticker = None
+        if job.mode == "flood":
+            for pair in self.pairs:
+                pair.sending = True
+                pair.refill()
+        else:
+            ticker = asyncio.ensure_future(self.tick(t0, stop))
+        await sleep_until(start)
+        before = [p.snapshot() for p in self.pairs]
+        cpu0 = time.process_time()
+        await sleep_until(stop)
+        after = [p.snapshot() for p in self.pairs]
+        cpu = time.process_time() - cpu0
+        for pair in self.pairs:
+            pair.sending = False
+        if ticker is not None:
+            await ticker
+        await self.drain()
+        return self.result(before, after, cpu)
+
+    async def tick(self, t0: float, stop: float) -> None:
+        """rate mode: every millisecond, send what the schedule says is due."""
+        rate = self.job.rate
+        cap = 4096
+        while (now := time.monotonic()) < stop:
+            for pair in self.pairs:
+                due = int((now - t0) * rate) - pair.sent
+                room = cap - (pair.sent - pair.counter.replies)
+                if due > 0 and room > 0:
+                    pair.send(min(due, room))
+            await asyncio.sleep(0.001)
+
+    async def drain(self) -> None:
+        deadline = time.monotonic() + self.job.drain
+        while time.monotonic() < deadline and not all(p.drained() for p in self.pairs):
+            await asyncio.sleep(0.02)
+
+    def result(self, before: list[Any], after: list[Any], cpu: float) -> dict[str, Any]:
+        lat: list[int] = []
+        frames = replies = sent = 0
+        for pair, (f0, l0, r0, s0), (f1, l1, r1, s1) in zip(self.pairs, before, after, strict=True):
+            frames += f1 - f0
+            replies += r1 - r0
+            sent += s1 - s0
+            lat.extend(pair.parser.lat[l0:l1])
+        totals = {
+            "sent": sum(p.sent for p in self.pairs),
+            "received": sum(p.parser.frames for p in self.pairs),
+            "replies": sum(p.counter.replies for p in self.pairs),
+            "ok": sum(p.counter.ok for p in self.pairs),
+            "non200": sum(p.counter.bad for p in self.pairs),
+            "corrupt": sum(p.parser.corrupt for p in self.pairs),
+            "gaps": sum(p.parser.gaps for p in self.pairs),
+            "closed": sum(p.alice.closed + p.bob.closed for p in self.pairs),
+        }
+        samples = [s for p in self.pairs for s in p.counter.samples + p.parser.samples]
+        return {
+            "frames": frames,
+            "sent_window": sent,
+            "replies_window": replies,
+            "lat": lat,
+            "cpu": cpu,
+            "totals": totals,
+            "samples": [repr(s)[:200] for s in samples[:5]],
+        }
+
+
+class BigSender:
+    """Alice's side of big messages: chunks of `chunk` bytes, `window` outstanding."""
+
+    def __init__(self, alice: Conn, to_path: bytes, from_path: bytes, window: int) -> None:
+        self.alice = alice
+        self.counter = ReplyCounter()
+        self.window = window
+        self.head = b" SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: " % (to_path, from_path)
+        self.queue: deque[tuple[bytes, memoryview, bytes]] = deque()
+        self.tids = self.sent = 0
+        alice.handler = self.on_replies
+        alice.on_resume = self.pump
+
+    def add(self, msgid: bytes, data: memoryview, chunk: int) -> None:
+        total = len(data)
+        for start in range(0, total, chunk):
+            self.tids += 1
+            tid = b"c%09x" % self.tids
+            stop = min(start + chunk, total)
+            head = b"MSRP %s%s%s\r\nByte-Range: %d-%d/%d\r\nContent-Type: %s\r\n\r\n" % (
+                tid,
+                self.head,
+                msgid,
+                start + 1,
+                stop,
+                total,
+                b"application/octet-stream",
+            )
+            flag = b"$" if stop == total else b"+"
+            self.queue.append((head, data[start:stop], b"\r\n-------%s%s\r\n" % (tid, flag)))
+
+    def on_replies(self, data: bytes) -> None:
+        self.counter.feed(data)
+        self.pump()
+
+    def pump(self) -> None:
+        write = self.alice.transport.write  # type: ignore[union-attr]
+        while self.queue and not self.alice.paused:
+            if self.sent - self.counter.replies >= self.window:
+                return
+            head, body, tail = self.queue.popleft()
+            write(head)
+            write(body)
+            write(tail)
+            self.sent += 1
+
+
+def random_source(size: int) -> bytes:
+    """Random bytes without a single '-': no body can hold an end-line."""
+    data = random.Random(os.getpid()).randbytes(size)
+    return data.translate(bytes.maketrans(b"-", b"."))
+
+
+class BigDriver:
+    """big: each pair sends `count` messages of `big_size` bytes in `chunk`-byte SENDs."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.senders: list[BigSender] = []
+        self.parsers: list[StreamParser] = []
+        self.expected: dict[bytes, tuple[int, str]] = {}
+        self.done: dict[bytes, tuple[int, str, int]] = {}
+        self.messages: list[tuple[BigSender, bytes, memoryview]] = []
+        self.ports: list[tuple[int, int]] = []
+
+    def on_done(self, msgid: bytes, size: int, digest: str, now: int) -> None:
+        self.done[msgid] = (size, digest, now)
+
+    async def setup(self) -> dict[str, Any]:
+        job = self.job
+        source = memoryview(random_source(job.big_size + MiB))
+        for n in job.share:
+            alice, bob, to_path = await make_pair(job, n)
+            sender = BigSender(alice, to_path, alice.local_uri("a"), job.window)
+            parser = StreamParser(self.on_done)
+            bob.handler = parser.feed
+            self.senders.append(sender)
+            self.ports.append(ports_of(alice, bob))
+            self.parsers.append(parser)
+            for i in range(job.count):
+                offset = (n * 7919 + i * 104729) % MiB
+                data = source[offset : offset + job.big_size]
+                msgid = b"m%d-%d" % (n, i)
+                self.expected[msgid] = (len(data), hashlib.sha256(data).hexdigest())
+                self.messages.append((sender, msgid, data))
+        return {"ports": self.ports}
+
+    async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
+        for sender, msgid, data in self.messages:
+            sender.add(msgid, data, self.job.chunk)
+        await sleep_until(t0)
+        cpu0 = time.process_time()
+        for sender in self.senders:
+            sender.pump()
+        deadline = t0 + 300
+        while len(self.done) < len(self.expected) and time.monotonic() < deadline:
+            if any(s.alice.closed for s in self.senders):
+                break
+            await asyncio.sleep(0.005)
+        cpu = time.process_time() - cpu0
+        good = sum(1 for k, v in self.done.items() if self.expected[k] == v[:2])
+        return {
+            "messages": len(self.expected),
+            "intact": good,
+            "bytes": sum(v[0] for k, v in self.done.items() if self.expected[k] == v[:2]),
+            "last_ns": max((v[2] for v in self.done.values()), default=0),
+            "cpu": cpu,
+            "non200": sum(s.counter.bad for s in self.senders),
+            "errors": sum(p.errors for p in self.parsers),
+            "closed": sum(s.alice.closed for s in self.senders),
+            "samples": [x for p in self.parsers for x in p.samples][:5]
+            + [repr(x) for s in self.senders for x in s.counter.samples][:5],
+        }
+
+
+class IdleDriver:
+    """idle: n connections, each authenticated, then silent until the parent says go."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.conns: list[Conn] = []
+        self.failed = 0
+        self.errors: list[str] = []
+
+    async def one(self, n: int, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            try:
+                conn = await connect(self.job.port)
+                await authenticate(conn, self.job.relay_uri, b"idle%d" % n)
+                self.conns.append(conn)
+            except (OSError, EOFError, RuntimeError, TimeoutError) as exc:
+                self.failed += 1
+                if len(self.errors) < 3:
+                    self.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    async def setup(self) -> dict[str, Any]:
+        gate = asyncio.Semaphore(200)
+        base = os.getpid() * 100000
+        await asyncio.gather(*(self.one(base + i, gate) for i in range(self.job.share[0])))
+        return {"authenticated": len(self.conns), "failed": self.failed, "errors": self.errors}
+
+    async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
+        """Called when the parent has measured and held: count what is still open, close."""
+        await asyncio.sleep(0.3)
+        alive = sum(1 for c in self.conns if not c.closed)
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0.1)
+        return {"authenticated": len(self.conns), "alive": alive, "failed": self.failed}
+
+
+class Driver(Protocol):
+    async def setup(self) -> dict[str, Any]: ...
+
+    async def run(self, t0: float, pipe: Connection) -> dict[str, Any]: ...
+
+
+DRIVERS: dict[str, Callable[[Job], Driver]] = {
+    "flood": FloodDriver,
+    "rate": FloodDriver,
+    "big": BigDriver,
+    "idle": IdleDriver,
+}

@@ -1,0 +1,193 @@
+"""Turning results into lines and the side-by-side table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+FLOOD_TARGETS = {100: 0.5, 4096: 0.5, 10240: 1.0}
+"""Issue 7: msrpd frames/s over Kamailio's, children=2, 4 pairs, window 16."""
+P99_TARGET = 2.0
+RSS_TARGET_KIB = 20.0
+BIG_TARGET_MBPS = 500.0
+CONNS_TARGET = 10000
+
+
+def size_name(size: int) -> str:
+    if size % (1 << 20) == 0:
+        return f"{size >> 20} MiB"
+    if size % 1024 == 0:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
+
+
+def num(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def cpu_list(values: list[float]) -> str:
+    return " ".join(f"{v * 100:.0f}%" for v in values)
+
+
+def _cross(r: dict[str, Any]) -> str:
+    return f", {r['cross']} pairs across workers" if r.get("cross") else ""
+
+
+def flood_line(relay: str, label: str, r: dict[str, Any]) -> str:
+    t = r["totals"]
+    return (
+        f"{label} [{relay}{_cross(r)}]: {num(r['fps'])} frames/s, {num(r['mbps'], 1)} MB/s, "
+        f"p50 {num(r['p50_ms'], 2)} ms, p99 {num(r['p99_ms'], 2)} ms, "
+        f"relay {num(r['us_per_frame'], 1)} us CPU/frame ({num(r['relay_cpu'], 1)} s CPU), "
+        f"generator CPU per process {cpu_list(r['gen_cpu'])}; errors {r['errors']} "
+        f"(non-200 {t['non200']}, lost {r['lost']}, corrupt {t['corrupt']}, "
+        f"out of order {t['gaps']}, closed {t['closed']}); {machine_text(r['machine'])}"
+        + (f"; samples {r['samples']}" if r["samples"] else "")
+    )
+
+
+def machine_text(m: dict[str, float]) -> str:
+    other = max(0.0, m["busy"] - m["relay"] - m["generator"])
+    return (
+        f"machine busy {m['busy']:.2f} cores: relay {m['relay']:.2f}, generator "
+        f"{m['generator']:.2f}, rest {other:.2f} (softirq {m['softirq']:.2f})"
+    )
+
+
+def big_line(relay: str, label: str, r: dict[str, Any]) -> str:
+    return (
+        f"{label} [{relay}{_cross(r)}]: {num(r['mbps'])} MB/s, "
+        f"{r['intact']}/{r['messages']} messages intact (sha256), "
+        f"{num(r['bytes'] / 1e6)} MB in {num(r['seconds'], 2)} s, relay "
+        f"{num(r['relay_cpu'], 1)} s CPU, generator CPU per process {cpu_list(r['gen_cpu'])}; "
+        f"errors {r['errors']}" + (f"; samples {r['samples']}" if r["samples"] else "")
+    )
+
+
+def idle_line(relay: str, r: dict[str, Any]) -> str:
+    return (
+        f"idle {r['asked']} [{relay}]: {r['authenticated']} authenticated in "
+        f"{num(r['setup_s'], 1)} s, {r['held']} held; relay RSS {num(r['rss_base'] / 2**20, 1)}"
+        f" -> {num(r['rss'] / 2**20, 1)} MiB over {r['procs']} processes: "
+        f"{num(r['rss_per_conn'] / 1024, 1)} KiB RSS per connection "
+        f"({num(r['pss_per_conn'] / 1024, 1)} KiB PSS)"
+        + (f"; errors {r['errors']}" if r["errors"] else "")
+    )
+
+
+def profile_lines(profile: dict[str, Any], top: int = 20) -> list[str]:
+    lines = [f"py-spy, msrpd workers, {profile['samples']} samples (idle included), self time:"]
+    lines += [f"  {share:5.1f}%  {name}" for name, share in profile["top_self"][:top]]
+    lines.append("  raw stacks: " + " ".join(profile["files"]))
+    return lines
+
+
+Pair = tuple[float | None, float | None]
+"""(Kamailio, msrpd); None where a relay did not run the load."""
+
+
+class Table:
+    """figure | Kamailio | msrpd | msrpd/Kamailio | target | verdict."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+
+    def add(
+        self, figure: str, pair: Pair, digits: int, target: str = "", met: bool | None = None
+    ) -> None:
+        kam, ours = pair
+        verdict = "" if met is None else ("met" if met else "MISSED")
+        self.rows.append(
+            (figure, _cell(kam, digits), _cell(ours, digits), _ratio(pair), target, verdict)
+        )
+
+    def render(self) -> str:
+        head = ("figure", "Kamailio", "msrpd", "msrpd/Kamailio", "target", "")
+        rows = [head, *self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        out = []
+        for n, row in enumerate(rows):
+            cells = [row[0].ljust(widths[0])] + [
+                c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+            if n == 0:
+                out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        return "\n".join(out)
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else num(value, digits)
+
+
+def ratio_of(pair: Pair) -> float | None:
+    kam, ours = pair
+    if kam is None or ours is None or math.isnan(kam) or math.isnan(ours) or kam == 0:
+        return None
+    return ours / kam
+
+
+def _ratio(pair: Pair) -> str:
+    r = ratio_of(pair)
+    return "" if r is None else f"{r:.2f}"
+
+
+def _pair(per_relay: dict[str, dict[str, Any]], key: str, scale: float = 1.0) -> Pair:
+    def one(name: str) -> float | None:
+        value = per_relay.get(name, {}).get(key)
+        return None if value is None else float(value) * scale
+
+    return one("kamailio"), one("msrpd")
+
+
+def side_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    t = Table()
+    for label, per_relay in results.items():
+        if label.startswith(("flood", "rate")):
+            _flood_rows(t, label, per_relay)
+        elif label.startswith("idle"):
+            _idle_rows(t, label, per_relay)
+        elif label.startswith("big") and "msrpd" in per_relay:
+            r = per_relay["msrpd"]
+            ok = r["intact"] == r["messages"] and r["errors"] == 0 and r["mbps"] >= BIG_TARGET_MBPS
+            t.add(f"{label}: MB/s", (None, r["mbps"]), 0, f">= {BIG_TARGET_MBPS:.0f}, intact", ok)
+    return t.render()
+
+
+def _flood_rows(t: Table, label: str, per_relay: dict[str, dict[str, Any]]) -> None:
+    fps = _pair(per_relay, "fps")
+    size = int(per_relay[next(iter(per_relay))]["size"])
+    target = FLOOD_TARGETS.get(size) if label.startswith("flood") else None
+    ratio = ratio_of(fps)
+    met = None if target is None else ratio is not None and ratio >= target
+    t.add(f"{label}: frames/s", fps, 0, f">= {target}x" if target else "", met)
+    t.add(f"{label}: payload MB/s", _pair(per_relay, "mbps"), 1)
+    t.add(f"{label}: p50 latency ms", _pair(per_relay, "p50_ms"), 2)
+    p99 = _pair(per_relay, "p99_ms")
+    if label.startswith("rate"):
+        r = ratio_of(p99)
+        t.add(
+            f"{label}: p99 latency ms",
+            p99,
+            2,
+            f"<= {P99_TARGET}x",
+            r is not None and r <= P99_TARGET,
+        )
+    else:
+        t.add(f"{label}: p99 latency ms", p99, 2)
+    t.add(f"{label}: relay CPU us/frame", _pair(per_relay, "us_per_frame"), 1)
+    errors = _pair(per_relay, "errors")
+    t.add(f"{label}: errors", errors, 0, "0", errors[1] == 0)
+
+
+def _idle_rows(t: Table, label: str, per_relay: dict[str, dict[str, Any]]) -> None:
+    held = _pair(per_relay, "held")
+    asked = int(per_relay[next(iter(per_relay))]["asked"])
+    want = min(asked, CONNS_TARGET)
+    t.add(f"{label}: connections held", held, 0, f">= {want}", (held[1] or 0) >= want)
+    rss = _pair(per_relay, "rss_per_conn", 1 / 1024)
+    ok = rss[1] is not None and rss[1] <= RSS_TARGET_KIB
+    t.add(f"{label}: RSS KiB/conn", rss, 1, f"<= {RSS_TARGET_KIB:.0f}", ok)
+    t.add(f"{label}: PSS KiB/conn", _pair(per_relay, "pss_per_conn", 1 / 1024), 1)

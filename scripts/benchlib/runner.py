@@ -1,0 +1,307 @@
+"""The parent's side: fork the generator processes, start them together, time the window.
+
+The relay's CPU is read with psutil over the same window the generators count frames in;
+each generator reports its own CPU (time.process_time) over that window, so a saturated
+generator shows up in the output instead of passing for a slow relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from array import array
+from collections import Counter
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil
+import uvloop
+
+from .drivers import DRIVERS, Job, MiB
+from .relays import MachineCpu, Msrpd, Relay
+
+
+def raise_nofile() -> int:
+    """Soft fd limit up to the hard limit (this process and what it starts)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _child(pipe: Connection, job: Job) -> None:
+    raise_nofile()
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        driver = DRIVERS[job.mode](job)
+        pipe.send(("ready", loop.run_until_complete(driver.setup())))
+        kind, t0 = pipe.recv()
+        if kind == "go":
+            result = loop.run_until_complete(driver.run(t0, pipe))
+            if "lat" in result:
+                result["lat"] = array("q", result["lat"]).tobytes()
+            pipe.send(("result", result))
+    except Exception:
+        pipe.send(("error", traceback.format_exc()))
+
+
+def split(items: list[int], parts: int) -> list[list[int]]:
+    return [s for s in (items[i::parts] for i in range(parts)) if s]
+
+
+class Generators:
+    """The generator processes of one run; each gets `job` with its own share."""
+
+    def __init__(self, job: Job, shares: list[list[int]]) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.pipes: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for share in shares:
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_child, args=(theirs, replace(job, share=share)))
+            proc.daemon = True
+            proc.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.procs.append(proc)
+
+    def gather(self, timeout: float) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for pipe in self.pipes:
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("a generator process did not answer in time")
+            kind, payload = pipe.recv()
+            if kind == "error":
+                raise RuntimeError(f"generator failed:\n{payload}")
+            out.append(payload)
+        return out
+
+    def go(self, t0: float) -> None:
+        for pipe in self.pipes:
+            pipe.send(("go", t0))
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()  # our own child, by its pid
+                proc.join(5)
+
+
+def sleep_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.monotonic()))
+
+
+def cross_worker(relay: Relay, infos: list[dict[str, Any]]) -> str:
+    """msrpd: how many pairs have Alice and Bob on different workers (their frames then go
+    over the handoff link), as "n/pairs"; "" for Kamailio, whose tcp_main owns every socket."""
+    if not isinstance(relay, Msrpd):
+        return ""
+    owner: dict[int, int] = {}
+    for pid in relay.worker_pids():
+        with contextlib.suppress(psutil.Error):
+            for c in psutil.Process(pid).net_connections(kind="tcp"):
+                if c.raddr:
+                    owner[c.raddr.port] = pid
+    pairs = [tuple(p) for info in infos for p in info["ports"]]
+    cross = sum(1 for a, b in pairs if owner.get(a) != owner.get(b))
+    return f"{cross}/{len(pairs)}"
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return float(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))])
+
+
+def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, Any]:
+    """flood (rate == 0) or fixed rate (total frames/s) with `size`-byte bodies."""
+    pairs = opts.pairs
+    mode = "rate" if rate else "flood"
+    job = Job(mode, relay.port, relay.relay_uri, size=size, window=opts.window)
+    job = replace(job, seconds=opts.seconds, warmup=opts.warmup, rate=rate / pairs)
+    gens = Generators(job, split(list(range(pairs)), opts.procs))
+    profilers: list[tuple[int, Path, subprocess.Popen[bytes]]] = []
+    try:
+        cross = cross_worker(relay, gens.gather(120))
+        t0 = time.monotonic() + 0.3
+        gens.go(t0)
+        sleep_until(t0 + opts.warmup)
+        u0, m0 = relay.usage(), MachineCpu()
+        if opts.profile and isinstance(relay, Msrpd) and not rate:
+            profilers = start_profilers(relay, opts, size)
+        sleep_until(t0 + opts.warmup + opts.seconds)
+        u1, m1 = relay.usage(), MachineCpu()
+        results = gens.gather(opts.seconds + opts.warmup + 120)
+    finally:
+        gens.close()
+    out = summarise_flood(results, opts.seconds, size)
+    out["relay_cpu"] = u1.cpu - u0.cpu
+    out["cross"] = cross
+    busy, softirq = m1.since(m0)
+    out["machine"] = {
+        "busy": busy,
+        "softirq": softirq,
+        "relay": out["relay_cpu"] / opts.seconds,
+        "generator": sum(out["gen_cpu"]),
+    }
+    out["us_per_frame"] = out["relay_cpu"] / out["frames"] * 1e6 if out["frames"] else float("nan")
+    if profilers:
+        out["profile"] = finish_profilers(profilers)
+    return out
+
+
+def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) -> dict[str, Any]:
+    lat: list[int] = []
+    for r in results:
+        values = array("q")
+        values.frombytes(r["lat"])
+        lat.extend(values)
+    lat.sort()
+    frames = sum(r["frames"] for r in results)
+    totals: Counter[str] = Counter()
+    for r in results:
+        totals.update(r["totals"])
+    lost = totals["sent"] - totals["received"] - totals["corrupt"]
+    return {
+        "size": size,
+        "frames": frames,
+        "fps": frames / seconds,
+        "mbps": frames * size / seconds / 1e6,
+        "p50_ms": percentile(lat, 0.50) / 1e6,
+        "p99_ms": percentile(lat, 0.99) / 1e6,
+        "samples_lat": len(lat),
+        "gen_cpu": [r["cpu"] / seconds for r in results],
+        "sent_window": sum(r["sent_window"] for r in results),
+        "totals": dict(totals),
+        "errors": totals["non200"] + totals["corrupt"] + max(0, lost),
+        "lost": lost,
+        "samples": [s for r in results for s in r["samples"]][:5],
+    }
+
+
+def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
+    """Messages of `size` bytes in SENDs of `chunk` bytes: MB/s and sha256 integrity."""
+    count = max(1, opts.big_mib_per_pair * MiB // size)
+    job = Job("big", relay.port, relay.relay_uri, window=opts.window, big_size=size)
+    job = replace(job, chunk=chunk, count=count)
+    gens = Generators(job, split(list(range(opts.pairs)), opts.procs))
+    try:
+        cross = cross_worker(relay, gens.gather(300))
+        u0 = relay.usage()
+        t0 = time.monotonic() + 0.3
+        gens.go(t0)
+        results = gens.gather(600)
+        u1 = relay.usage()
+    finally:
+        gens.close()
+    last = max(r["last_ns"] for r in results) / 1e9
+    elapsed = max(1e-9, last - t0)
+    total = sum(r["bytes"] for r in results)
+    messages = sum(r["messages"] for r in results)
+    intact = sum(r["intact"] for r in results)
+    return {
+        "messages": messages,
+        "intact": intact,
+        "bytes": total,
+        "seconds": elapsed,
+        "mbps": total / elapsed / 1e6,
+        "relay_cpu": u1.cpu - u0.cpu,
+        "cross": cross,
+        "gen_cpu": [r["cpu"] / elapsed for r in results],
+        "errors": (messages - intact) + sum(r["non200"] + r["errors"] for r in results),
+        "samples": [s for r in results for s in r["samples"]][:5],
+    }
+
+
+def idle(relay: Relay, opts: Any, conns: int) -> dict[str, Any]:
+    """`conns` authenticated idle connections: relay memory per connection, connections held."""
+    time.sleep(1.0)
+    base = relay.usage(memory=True)
+    per = [conns // opts.procs + (i < conns % opts.procs) for i in range(opts.procs)]
+    job = Job("idle", relay.port, relay.relay_uri)
+    started = time.monotonic()
+    gens = Generators(job, [[n] for n in per if n])
+    try:
+        infos = gens.gather(900)
+        setup = time.monotonic() - started
+        time.sleep(1.0)
+        mem = relay.usage(memory=True)
+        time.sleep(max(0.0, opts.hold - 1.0))
+        gens.go(0.0)
+        results = gens.gather(120)
+    finally:
+        gens.close()
+    auth = sum(i["authenticated"] for i in infos)
+    return {
+        "asked": conns,
+        "authenticated": auth,
+        "held": sum(r["alive"] for r in results),
+        "setup_s": setup,
+        "rss_base": base.rss,
+        "rss": mem.rss,
+        "pss_base": base.pss,
+        "pss": mem.pss,
+        "rss_per_conn": (mem.rss - base.rss) / auth if auth else float("nan"),
+        "pss_per_conn": (mem.pss - base.pss) / auth if auth else float("nan"),
+        "procs": mem.procs,
+        "errors": [e for i in infos for e in i["errors"]][:3],
+    }
+
+
+# -- profiling (msrpd workers, flood only) ---------------------------------------------------
+
+
+def _py_spy() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def start_profilers(
+    relay: Relay, opts: Any, size: int
+) -> list[tuple[int, Path, subprocess.Popen[bytes]]]:
+    exe = _py_spy()
+    if exe is None:
+        print("profile: py-spy not found (.venv/bin/pip install py-spy)", file=sys.stderr)
+        return []
+    out_dir = Path(opts.profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for pid in relay.worker_pids():
+        raw = out_dir / f"worker-{pid}-{size}B.txt"
+        cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(opts.seconds)))]
+        cmd += ["--rate", "200", "--format", "raw", "--nonblocking", "--idle", "-o", str(raw)]
+        procs.append(
+            (pid, raw, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        )
+    return procs
+
+
+def finish_profilers(profilers: list[tuple[int, Path, subprocess.Popen[bytes]]]) -> dict[str, Any]:
+    self_time: Counter[str] = Counter()
+    total = 0
+    for _, raw, proc in profilers:
+        proc.wait(60)
+        if not raw.exists():
+            continue
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            total += int(count)
+            self_time[stack.split(";")[-1]] += int(count)
+    top = [(name, n / total * 100) for name, n in self_time.most_common(25)] if total else []
+    return {"samples": total, "top_self": top, "files": [str(r) for _, r, _ in profilers]}
