@@ -46,6 +46,8 @@ __all__ = ["MsrpConnection", "format_peer"]
 logger = logging.getLogger(__name__)
 
 BYTES_IN, BYTES_OUT = Counter.bytes_in, Counter.bytes_out
+QUIET = 0.25
+"""Seconds without input after which a connection counts as done sending (graceful stop)."""
 
 
 def format_peer(host: str, port: int) -> str:
@@ -75,6 +77,8 @@ class MsrpConnection(asyncio.Protocol):
         self.opened = self.last_active
         self.closed = False
         self.pending: list[bytes | memoryview] = []
+        self.pending_bytes = 0
+        self.flush_queued = False
         self.close_when_flushed = False
         self.stream_sink: Sink | None = None
         self.gate = FrameGate()
@@ -97,11 +101,8 @@ class MsrpConnection(asyncio.Protocol):
             f"msrp{'s' if self.secure else ''}://{peer}", self.local_sock, self.conid
         )
         self.ctx.connection_opened(self)
-        if self.pending:
-            self.transport.writelines(self.pending)
-            self.pending.clear()
-        if self.close_when_flushed:
-            transport.close()
+        if self.pending or self.close_when_flushed:
+            self.flush()
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
@@ -205,16 +206,35 @@ class MsrpConnection(asyncio.Protocol):
         return True
 
     def _write(self, data: bytes | memoryview, close_after: bool) -> None:
-        self.bytes_out += len(data)
-        self.ctx.counters.values[BYTES_OUT] += len(data)
-        if self.transport is None:
-            self.pending.append(data)
-            self.close_when_flushed = self.close_when_flushed or close_after
-        else:
-            self.transport.write(data)
-            if close_after:
-                self.close_reason = self.close_reason or "closed after relay (flag 2)"
-                self.transport.close()
+        # Batched: everything written during one loop iteration (a read's replies and relayed
+        # frames, a handoff batch) leaves in one transport write at the iteration's end.
+        size = len(data)
+        self.bytes_out += size
+        self.ctx.counters.values[BYTES_OUT] += size
+        self.pending.append(data)
+        self.pending_bytes += size
+        if close_after:
+            self.close_when_flushed = True
+            self.close_reason = self.close_reason or "closed after relay (flag 2)"
+        if not self.flush_queued and self.transport is not None:
+            self.flush_queued = True
+            self.ctx.queue_flush(self)
+
+    def flush(self) -> None:
+        """Hand what is pending to the transport (WorkerContext.queue_flush calls this)."""
+        self.flush_queued = False
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        pending = self.pending
+        if pending:
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            self.pending = []
+            self.pending_bytes = 0
+        if self.close_when_flushed:
+            transport.close()
+        elif self.flow.blocked:
+            self.flow.check(self)  # what was pending may have left: resume its sources
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -226,7 +246,7 @@ class MsrpConnection(asyncio.Protocol):
     @property
     def congested(self) -> bool:
         """More than the high-water mark waits to go out: sources should stop reading."""
-        return self.write_paused or self.gate.held_bytes > WRITE_HIGH
+        return self.write_paused or self.gate.held_bytes + self.pending_bytes > WRITE_HIGH
 
     def block(self, dest: MsrpConnection) -> None:
         """`dest` is congested by what we relay: stop reading until it drains."""
@@ -251,7 +271,12 @@ class MsrpConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        """Nothing half-read and nothing waiting to be written: safe to close on stop."""
-        buffered = self.transport.get_write_buffer_size() if self.transport else len(self.pending)
+        """Nothing half-read, nothing waiting to be written, nothing received for QUIET
+        seconds (more may be on its way): safe to close on stop."""
+        buffered = self.pending_bytes + (
+            self.transport.get_write_buffer_size() if self.transport else 0
+        )
+        # A connection paused by back-pressure may still have frames in its socket: not idle.
         quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
+        quiet = quiet and not self.blockers and time.monotonic() - self.last_active > QUIET
         return self.reader.buffered == 0 and buffered == 0 and quiet

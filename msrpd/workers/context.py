@@ -87,6 +87,9 @@ class WorkerContext:
     conns: dict[int, MsrpConnection] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)
+    dirty: list[MsrpConnection] = field(default_factory=list)
+    last_delivery: float = 0.0
+    """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
     current_streamed: bool = False
     current_source: MsrpConnection | None = None
     """The connection whose frames are being routed now (flow.py pauses it)."""
@@ -113,6 +116,18 @@ class WorkerContext:
     @property
     def registry(self) -> Registry | None:
         return self.shm.registry
+
+    def queue_flush(self, conn: MsrpConnection) -> None:
+        """Flush `conn` at the end of this loop iteration, with every other written-to
+        connection: one write per connection per iteration (DESIGN §3, issue 7)."""
+        self.dirty.append(conn)
+        if len(self.dirty) == 1:
+            self.loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
 
     def new_conid(self) -> int:
         return make_conid(self.ident.slot, self.ident.generation, next(self._serial))

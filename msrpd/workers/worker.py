@@ -36,7 +36,7 @@ from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
-from .conn import MsrpConnection
+from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
@@ -232,10 +232,15 @@ class Worker:
             if server.is_serving():
                 server.close()
                 set_title(f"worker {ctx.ident.slot} (draining)")
-        if mode is Mode.STOPPING:
+        if mode is Mode.STOPPING and self._all_quiet(ctx):
+            # Close only when every connection is done: one still sending may be relaying
+            # into another, here or through another worker (frames in flight, issue 3).
             for conn in list(ctx.conns.values()):
-                if conn.idle:
-                    conn.close("relay stopping")
+                conn.close("relay stopping")
+
+    def _all_quiet(self, ctx: WorkerContext) -> bool:
+        handoff_quiet = time.monotonic() - ctx.last_delivery > QUIET
+        return handoff_quiet and all(conn.idle for conn in ctx.conns.values())
 
     def _close_idle(self, ctx: WorkerContext) -> None:
         limit = time.monotonic() - ctx.settings.core.idle_timeout
@@ -261,6 +266,7 @@ def _deliver(
     if conn is None or conn.closed:
         return False
     ctx.count_handoff_in()
+    ctx.last_delivery = time.monotonic()
     ctx.current_source = None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
