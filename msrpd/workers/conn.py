@@ -84,7 +84,7 @@ class MsrpConnection(asyncio.Protocol):
         self.gate = FrameGate()
         self.flow = FlowControl(ctx)
         self.write_paused = False
-        self.blockers: set[int] = set()
+        self.blockers: set[Hashable] = set()
         self.stream_tid = b""
         self.bytes_in = self.bytes_out = 0
 
@@ -248,14 +248,15 @@ class MsrpConnection(asyncio.Protocol):
         """More than the high-water mark waits to go out: sources should stop reading."""
         return self.write_paused or self.gate.held_bytes + self.pending_bytes > WRITE_HIGH
 
-    def block(self, dest: MsrpConnection) -> None:
-        """`dest` is congested by what we relay: stop reading until it drains."""
+    def block(self, dest: Hashable) -> None:
+        """`dest` (a connection or a handoff link) is congested by what we relay: stop
+        reading until it drains."""
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.pause_reading()
-        self.blockers.add(id(dest))
+        self.blockers.add(dest)
 
-    def unblock(self, dest: MsrpConnection) -> None:
-        self.blockers.discard(id(dest))
+    def unblock(self, dest: Hashable) -> None:
+        self.blockers.discard(dest)
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 

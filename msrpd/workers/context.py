@@ -26,6 +26,7 @@ from ..routing.sip import SipRequest
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .accounting import account
+from .flow import WRITE_HIGH, Blockable
 from .handoff import make_conid
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class WorkerContext:
     last_delivery: float = 0.0
     """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
     current_streamed: bool = False
-    current_source: MsrpConnection | None = None
+    current_source: Blockable | None = None
     """The connection whose frames are being routed now (flow.py pauses it)."""
     current_frame: Frame | None = None
     current_conn: MsrpConnection | None = None
@@ -140,6 +141,15 @@ class WorkerContext:
             if len(self.sent) > SENT_MEMORY:
                 self.sent.popitem(last=False)
         return token
+
+    def throttle_handoff(self, path: Path) -> None:
+        """A handoff link holds more than WRITE_HIGH: pause the connection being routed
+        until the link drains (flow.py)."""
+        source, hub = self.current_source, self.hub
+        if source is None or hub is None or hub.pending_bytes(path) <= WRITE_HIGH:
+            return
+        source.block(path)
+        hub.when_drained(path, lambda: source.unblock(path))
 
     def handoff_gone(self, conid: int, token: int) -> None:
         """The owner of `conid` says it is gone: the frame is lost. Say which, and tell the

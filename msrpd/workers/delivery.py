@@ -67,7 +67,7 @@ class Delivery:
         if ctx.hub is None:
             return None
         path = ctx.handoff_path(*owner)
-        return HandoffSink(ctx.hub, path, conid, ctx.next_token, ctx.counters)
+        return HandoffSink(ctx.hub, path, conid, ctx.next_token, ctx.counters, ctx.throttle_handoff)
 
     def _open(self, key: str, uri: MsrpUri, host: str, port: int) -> Sink | None:
         tls = self.client_tls if uri.secure else None

@@ -7,19 +7,32 @@ transport paused writing, or frames wait behind a streamed one), the connection 
 is being routed right now (the current source) pauses reading and is remembered; when the
 destination drains or closes, its blocked sources resume. A source blocked by several
 destinations resumes when the last one lets it go.
-Frames arriving over the handoff link have no local source to pause; the sending worker's
-link buffer bounds them instead (links.py).
+Across workers the same holds in two steps: frames that arrive over a handoff link have that
+link as their source, so a congested destination pauses reading the link (the sending worker
+then sees its link back up); and a sender whose link holds more than WRITE_HIGH pauses the
+connection it is relaying from until the link drains (HandoffSink, links.when_drained).
+Pausing a link holds up every frame from that worker to this one: bounded memory comes first.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .conn import MsrpConnection
     from .context import WorkerContext
 
-__all__ = ["WRITE_HIGH", "FlowControl"]
+__all__ = ["WRITE_HIGH", "Blockable", "FlowControl"]
+
+
+class Blockable(Protocol):
+    """A reader that can be paused: a connection, or a handoff link."""
+
+    def block(self, dest: Hashable) -> None: ...
+
+    def unblock(self, dest: Hashable) -> None: ...
+
 
 WRITE_HIGH = 1 << 20
 """Bytes a connection may have waiting to be written before its sources pause (1 MiB)."""
@@ -32,7 +45,7 @@ class FlowControl:
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.blocked: set[MsrpConnection] = set()
+        self.blocked: set[Blockable] = set()
 
     def check(self, dest: MsrpConnection) -> None:
         """After a write to `dest` (or when it drains): pause or resume sources."""

@@ -34,7 +34,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -101,6 +101,8 @@ class _Link(asyncio.Protocol):
         self._closed = False
         self.task: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[None] = self._loop.create_future()
+        self._blockers: set[Hashable] = set()  # congested destinations that paused our reading
+        self._drained: list[Callable[[], None]] = []  # called once all queued bytes are out
 
     def push(
         self, header: bytes, parts: Sequence[bytes | memoryview], size: int, conid: int, token: int
@@ -117,6 +119,26 @@ class _Link(asyncio.Protocol):
         self._queued += _HEADER_SIZE
         if not self._flush_pending:
             self._schedule()
+
+    def block(self, dest: Hashable) -> None:
+        """Flow control (flow.py): a connection this link delivers into is congested."""
+        if not self._blockers and self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+        self._blockers.add(dest)
+
+    def unblock(self, dest: Hashable) -> None:
+        self._blockers.discard(dest)
+        if not self._blockers and self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self._drained.append(callback)
+
+    def _notify_drained(self) -> None:
+        if self._drained and not self._pieces and not self._paused:
+            callbacks, self._drained = self._drained, []
+            for callback in callbacks:
+                callback()
 
     def pending_bytes(self) -> int:
         transport = self._transport
@@ -150,6 +172,8 @@ class _Link(asyncio.Protocol):
         elif left:
             cutoff = total - left
             self._inflight.extend(t for t in tracked if t[0] > cutoff)
+        else:
+            self._notify_drained()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = t = cast(asyncio.Transport, transport)
@@ -189,6 +213,8 @@ class _Link(asyncio.Protocol):
         self._inflight.clear()
         if self._pieces and not self._flush_pending:
             self._schedule()
+        else:
+            self._notify_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._closed:
@@ -200,6 +226,9 @@ class _Link(asyncio.Protocol):
         if exc is not None:
             logger.info("handoff link %s lost: %s", self.dest or "(accepted)", exc)
         self._hub._link_lost(self, failed)
+        callbacks, self._drained = self._drained, []
+        for callback in callbacks:  # nothing more will drain: let the waiting sources go
+            callback()
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -276,6 +305,8 @@ class HandoffHub:
         self._server: asyncio.AbstractServer | None = None
         self._own_inode: int | None = None
         self._closed = False
+        self.current_link: _Link | None = None
+        """The link whose messages are being delivered right now."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -356,8 +387,18 @@ class HandoffHub:
             await self._server.wait_closed()
         self._unlink_own_path()
 
+    def when_drained(self, dest_path: Path, callback: Callable[[], None]) -> None:
+        """Call `callback` once everything queued for `dest_path` has reached the kernel (or
+        the link is gone): a sender paused for back-pressure resumes then."""
+        link = self._links.get(dest_path)
+        if link is None:
+            self.loop.call_soon(callback)
+        else:
+            link.when_drained(callback)
+
     def _dispatch(self, link: _Link, messages: list[Handoff]) -> None:
         self.stats.received += len(messages)
+        self.current_link = link  # deliver() may pause it (flow control)
         deliver = self._deliver
         for msg in messages:
             # A failing callback costs its own message, not the link and the others on it.
@@ -373,6 +414,7 @@ class HandoffHub:
                     self._close_conn(msg.conid)
             except Exception:
                 logger.exception("handoff: %s callback failed for %x", msg.kind.name, msg.conid)
+        self.current_link = None
 
     def _adopt(self, link: _Link) -> None:
         if self._closed:

@@ -66,7 +66,7 @@ class HandoffSink:
     """All pieces of one streamed frame carry one token: the owner tells streams apart by
     (link, token)."""
 
-    __slots__ = ("conid", "counters", "hub", "path", "stream_token", "token")
+    __slots__ = ("conid", "counters", "hub", "path", "stream_token", "throttle", "token")
 
     def __init__(
         self,
@@ -75,7 +75,9 @@ class HandoffSink:
         conid: int,
         token: Callable[[], int],
         counters: StatsCounters,
+        throttle: Callable[[Path], None],
     ) -> None:
+        self.throttle = throttle
         self.hub = hub
         self.path = path
         self.conid = conid
@@ -98,4 +100,5 @@ class HandoffSink:
         )
         self.hub.send(self.path, self.conid, token, [data], int(flags))
         self.counters.add(Counter.handoffs_out)
+        self.throttle(self.path)  # back-pressure across workers (flow.py)
         return True

@@ -267,10 +267,14 @@ def _deliver(
         return False
     ctx.count_handoff_in()
     ctx.last_delivery = time.monotonic()
-    ctx.current_source = None
+    # The link is the source: a congested destination pauses reading it (flow.py).
+    ctx.current_source = ctx.hub.current_link if ctx.hub is not None else None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
-    return conn.write_frame(data, close_after, source=source, more=more)
+    try:
+        return conn.write_frame(data, close_after, source=source, more=more)
+    finally:
+        ctx.current_source = None
 
 
 def _gone(ctx: WorkerContext, conid: int, token: int) -> None:

@@ -40,6 +40,14 @@ def _read_into(client: MsrpClient, count: int, out: list[bytes]) -> None:
     out.extend(client.recv(timeout=60).body for _ in range(count))
 
 
+def _worker_of(relay: Relay, client: MsrpClient) -> int:
+    port = client.sock.getsockname()[1]
+    for proc in relay.workers():
+        if any(c.raddr and c.raddr.port == port for c in proc.net_connections("tcp")):
+            return proc.pid
+    raise AssertionError(f"no worker holds the connection from port {port}")
+
+
 def _pairs(relay: Relay, n: int) -> list[tuple[MsrpClient, MsrpClient]]:
     """Pairs whose two ends are on different workers when the kernel allows (cross-worker)."""
     return [(_authed(relay.port, "alice"), _authed(relay.port, "bob")) for _ in range(n)]
@@ -121,5 +129,35 @@ def test_slow_reader_keeps_relay_memory_bounded(make_relay) -> None:
     assert sent < 256 * MIB, "the relay kept reading although Bob reads nothing"
     assert growth < 48 * MIB, f"worker grew by {growth / MIB:.0f} MiB"
     assert psutil.pid_exists(worker.pid)
+    alice.close()
+    bob.close()
+
+
+def test_slow_reader_on_another_worker_keeps_memory_bounded(make_relay) -> None:
+    """As above, with Alice and Bob on different workers: the relay pauses the handoff link
+    into Bob's worker and then Alice's connection, so neither worker's memory runs away."""
+    relay: Relay = make_relay(children=2)
+    assert relay.start().returncode == 0
+    for _ in range(20):  # connect until the kernel puts Alice and Bob on different workers
+        alice, bob = _authed(relay.port, "alice"), _authed(relay.port, "bob")
+        if _worker_of(relay, alice) != _worker_of(relay, bob):
+            break
+        alice.close()
+        bob.close()
+    else:
+        raise AssertionError("never got a cross-worker pair")
+    workers = relay.workers()
+    before = sum(w.memory_info().rss for w in workers)
+    alice.sock.settimeout(5)
+    sent, body = 0, b"z" * MIB
+    try:
+        while sent < 256 * MIB:
+            _chunk(alice, bob, body, 1, len(body), "x")
+            sent += len(body)
+    except TimeoutError:
+        pass
+    growth = sum(w.memory_info().rss for w in workers) - before
+    assert sent < 256 * MIB, "the relay kept reading although Bob reads nothing"
+    assert growth < 64 * MIB, f"workers grew by {growth / MIB:.0f} MiB"
     alice.close()
     bob.close()
