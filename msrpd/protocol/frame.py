@@ -202,6 +202,16 @@ class Frame:
         return self.header_line(b"message-id")
 
     @property
+    def to_count(self) -> int:
+        """How many To-Path URIs, without decoding them (nexthops is this minus one)."""
+        start, first_end, end = self.to_span
+        if first_end == end:
+            return 1
+        if self._to is not None:
+            return len(self._to)
+        return len(self.buf[start:end].split())
+
+    @property
     def to_path(self) -> list[str]:
         """To-Path URIs, leftmost (the next hop, RFC 4975 §7.1) first."""
         if self._to is None:

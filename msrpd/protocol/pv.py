@@ -82,7 +82,7 @@ _FRAME_KEYS: dict[str, Callable[[Frame], PvValue]] = {
     "lasthop": lambda f: _nth(f.to_path, -1),
     "prevhop": lambda f: _nth(f.from_path, 0),
     "firsthop": lambda f: _nth(f.from_path, -1),
-    "nexthops": lambda f: len(f.to_path) - 1,
+    "nexthops": lambda f: f.to_count - 1,
     "prevhops": lambda f: len(f.from_path),
     "sessid": _sessid,
 }

@@ -199,10 +199,16 @@ class MsrpConnection(asyncio.Protocol):
         closed. Frames from other sources wait while a streamed frame is written (gate.py)."""
         if self.closed:
             return False
-        for item in self.gate.offer(Write(data, close_after, source, more)):
-            self._write(item.data, item.close_after)
-            self.frames_out += not item.more
-        self.flow.check(self)
+        gate = self.gate
+        if not more and gate.owner is None and not gate.held:
+            self._write(data, close_after)  # the usual case: nothing streams, nothing waits
+            self.frames_out += 1
+        else:
+            for item in gate.offer(Write(data, close_after, source, more)):
+                self._write(item.data, item.close_after)
+                self.frames_out += not item.more
+        if self.flow.blocked or self.congested:
+            self.flow.check(self)
         return True
 
     def _write(self, data: bytes | memoryview, close_after: bool) -> None:

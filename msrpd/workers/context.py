@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..protocol import Frame, ReaderLimits, Status, build_reply
+from ..protocol import Frame, FrameReader, ReaderLimits, Status, build_reply
+from ..protocol.grammar import DASHES
 from ..protocol.writer import ReportBasis, build_failure_report, report_basis
 from ..routing import Msrp, RoutePolicy, RouteScript
 from ..routing.htable import ScriptHTable
@@ -43,6 +44,7 @@ logger = logging.getLogger("msrpd.route")
 # plenty to name the lost frame, and bounds memory.
 SENT_MEMORY = 4096
 
+_REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
 _METHOD_COUNTERS = {
     b"SEND": Counter.frames_in_send,
     b"REPORT": Counter.frames_in_report,
@@ -56,7 +58,17 @@ class _Sent:
     peer: str
     origin: int
     """The connection the frame came on (ours: we routed it)."""
-    report: ReportBasis | None
+    head: bytes | None
+    """The SEND's first line and headers, to build a failure REPORT from; None otherwise."""
+
+
+def _basis_from_head(head: bytes | None, tid: bytes) -> ReportBasis | None:
+    if head is None:
+        return None
+    reader = FrameReader()
+    reader.receive_data(head + b"\r\n" + DASHES + tid + b"$\r\n")
+    frame = next((e for e in reader.events() if isinstance(e, Frame)), None)
+    return None if frame is None else report_basis(frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,7 @@ class WorkerContext:
     current_conn: MsrpConnection | None = None
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
+    _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -137,7 +150,10 @@ class WorkerContext:
         token = next(self._tokens) & 0xFFFFFFFF
         frame, conn = self.current_frame, self.current_conn
         if frame is not None and conn is not None:
-            self.sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, report_basis(frame))
+            # Only the head of a SEND is kept (a copy of ~200 bytes); it is parsed if a GONE
+            # ever comes back, not on the hot path.
+            head = bytes(frame.buf[: frame.hdr_end]) if frame.method == b"SEND" else None
+            self.sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, head)
             if len(self.sent) > SENT_MEMORY:
                 self.sent.popitem(last=False)
         return token
@@ -166,14 +182,17 @@ class WorkerContext:
             "relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid
         )
         origin = self.conns.get(sent.origin)
-        if sent.report is not None and origin is not None:
-            report = build_failure_report(
-                sent.report, secrets.token_hex(6).encode(), 481, "Session Does Not Exist"
-            )
-            origin.write_frame(report)
+        basis = _basis_from_head(sent.head, sent.tid)
+        if basis is not None and origin is not None:
+            new_tid = secrets.token_hex(6).encode()
+            origin.write_frame(build_failure_report(basis, new_tid, 481, "Session Does Not Exist"))
 
     def handoff_path(self, slot: int, generation: int) -> Path:
-        return handoff_path(self.settings.core.run_dir, slot, generation)
+        key = (slot, generation)
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = handoff_path(self.settings.core.run_dir, slot, generation)
+        return path
 
     def user_ha1(self, username: str, realm: str) -> str | None:
         return None if self.users is None else self.users.get_ha1(username, realm)
@@ -247,9 +266,9 @@ class WorkerContext:
         self.counters.add(Counter.frames_out)
 
     def count_reply(self, data: bytes) -> None:
-        code = data[data.index(b" ", 5) + 1 : data.index(b" ", 5) + 2]
-        counter = {b"2": Counter.replies_2xx, b"4": Counter.replies_4xx}.get(code)
-        self.counters.add(counter if counter is not None else Counter.replies_5xx)
+        space = data.index(b" ", 5)
+        counter = _REPLY_COUNTERS.get(data[space + 1], Counter.replies_5xx)
+        self.counters.add(counter)
 
     def count_handoff_in(self) -> None:
         self.counters.add(Counter.handoffs_in)
