@@ -24,6 +24,11 @@ __all__ = ["grant_expires", "lookup", "save", "use_path"]
 
 _DIGITS = re.compile(rb"[0-9]{1,10}")
 _SCHEME = re.compile(r"^msrps?://", re.I)
+# msrp[s]://host[:port]/session;transport with plain characters only (RFC 4975 §9: session-id
+# is unreserved / "+" / "=" / "/"); a URI with userinfo, IPv6 or escapes takes the full parser.
+_FAST_SESSION = re.compile(
+    rb"msrps?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/([A-Za-z0-9._~+=/-]+);[a-z]+", re.I
+)
 
 
 def grant_expires(value: bytes | None, low: int, high: int) -> tuple[int, str, str]:
@@ -77,13 +82,24 @@ def _username(frame: Frame) -> str:
         return ""
 
 
+def _session_of(frame: Frame) -> str | None:
+    """To-Path #1's session id. The common shape is read with one regex on the raw URI
+    (the hot path of every SEND); anything else goes through the full parser."""
+    fast = _FAST_SESSION.fullmatch(frame.first_to)
+    if fast is not None:
+        return fast[1].decode("ascii")
+    try:
+        return parse_uri(frame.to_path[0]).session
+    except (LocalProtocolError, IndexError):
+        return None
+
+
 def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
     cmap = env.cmap
     if cmap is None:
         return None, -1
-    try:
-        sessid = parse_uri(frame.to_path[0]).session
-    except (LocalProtocolError, IndexError):
+    sessid = _session_of(frame)
+    if sessid is None:
         return None, -3
     if not sessid:
         return None, -3
