@@ -269,6 +269,7 @@ class MsrpConnection(asyncio.Protocol):
     def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:
             self.close_reason = self.close_reason or reason
+            self.flush()  # what was written this iteration (a last 400, say) goes first
             self.transport.close()
 
     def abort(self, reason: str = "worker exit") -> None:
