@@ -220,7 +220,7 @@ class MsrpSettings:
     cmap_size: int = field(default=8, metadata=_integer(0, 16))
     """log2 of the number of cmap lock stripes (Kamailio's default is 0 = no cmap)."""
 
-    cmap_max_entries: int = field(default=65536, metadata=_integer(1, 1 << 24))
+    cmap_max_entries: int = field(default=32768, metadata=_integer(1, 1 << 24))
     """Capacity of the shared-memory connection map, in records."""
 
     timer_interval: int = field(default=60, metadata=_integer(1))

@@ -62,7 +62,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.msrp == MsrpSettings(
         sipmsg=True,
         cmap_size=8,
-        cmap_max_entries=65536,
+        cmap_max_entries=32768,
         timer_interval=60,
         auth_min_expires=60,
         auth_max_expires=3600,
