@@ -52,6 +52,17 @@ class Msrp:
             return msrp_pv(self.frame, key, self.conn)
         raise AttributeError(key)
 
+    @property
+    def method(self) -> str | None:
+        """`$msrp(method)`, read on every frame by most routes: without the generic lookup."""
+        method = self.frame.method
+        return None if method is None else method.decode("ascii", "surrogateescape")
+
+    @property
+    def nexthops(self) -> int:
+        """`$msrp(nexthops)`: To-Path URIs after this relay (reference §4)."""
+        return self.frame.to_count - 1
+
     def pv(self, key: str) -> PvValue:
         """`$msrp(key)`; raises KeyError for an unknown key."""
         if key not in MSRP_PV_KEYS:
