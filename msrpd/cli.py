@@ -24,11 +24,10 @@ import click
 import psutil
 
 from . import __version__
-from .config import Settings, load_config
+from .cliopts import EXIT_CONFIG, config_option, settings_or_exit
+from .config import Settings
 from .ctlclient import CtlUnavailable, call, ctl, render
-from .errors import ConfigError
 from .logs import setup_logging
-from .routing import RouteLoadError, load_route
 from .rundir import read_pid
 from .supervisor import Supervisor
 from .users import UserStore
@@ -36,31 +35,10 @@ from .users import UserStore
 __all__ = ["main"]
 
 EXIT_NOT_RUNNING = 1
-EXIT_CONFIG = 2
 EXIT_START_FAILED = 3
 EXIT_ALREADY_RUNNING = 4
 EXIT_TIMEOUT = 5
 SIGNALS = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT}
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file (default: the embedded defaults).",
-)
-
-
-def _settings(config: Path | None, children: int | None = None, route: bool = False) -> Settings:
-    try:
-        settings = load_config(config, children=children)
-        if route:
-            load_route(settings.msrp.route, settings.msrp.event_callback)
-    except (ConfigError, RouteLoadError) as exc:
-        click.echo(f"msrpd: invalid configuration:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    return settings
 
 
 def _running_pid(settings: Settings) -> int | None:
@@ -87,7 +65,7 @@ def main() -> None:
 @click.option("--foreground", is_flag=True, help="Stay attached; log to stderr.")
 def start(config: Path | None, children: int | None, foreground: bool) -> None:
     """Start the relay; without --foreground, return once every worker accepts."""
-    settings = _settings(config, children, route=True)
+    settings = settings_or_exit(config, children, route=True)
     pid = _running_pid(settings)
     if pid is not None:
         click.echo(
@@ -147,7 +125,7 @@ def _send(settings: Settings, command: str) -> int:
 )
 def stop(config: Path | None, now: bool, timeout: float | None) -> None:
     """Stop the relay and wait until its processes are gone."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     pid = _send(settings, "quit" if now else "stop")
     try:
         proc = psutil.Process(pid)
@@ -168,7 +146,7 @@ def stop(config: Path | None, now: bool, timeout: float | None) -> None:
 @config_option
 def reload(config: Path | None) -> None:
     """Re-read the config and routing script; on error the old ones keep serving."""
-    settings = _settings(config, route=True)
+    settings = settings_or_exit(config, route=True)
     pid = _send(settings, "reload")
     click.echo(f"reload signalled to msrpd (pid {pid})")
 
@@ -177,7 +155,7 @@ def reload(config: Path | None) -> None:
 @config_option
 def status(config: Path | None) -> None:
     """Say whether the relay runs, since when, and its workers."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     pid = _running_pid(settings)
     if pid is None:
         click.echo("msrpd is not running")
@@ -203,7 +181,7 @@ def status(config: Path | None) -> None:
 @config_option
 def check_config(config: Path | None) -> None:
     """Validate the config file and load the routing script."""
-    settings = _settings(config, route=True)
+    settings = settings_or_exit(config, route=True)
     where = settings.source or "embedded defaults"
     click.echo(f"configuration ok ({where}); route {settings.msrp.route or 'cmap (bundled)'}")
 
@@ -214,7 +192,7 @@ def user() -> None:
 
 
 def _store(config: Path | None) -> tuple[UserStore, str]:
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     if settings.auth.users is None:
         click.echo("msrpd: [auth] users is not set in the configuration", err=True)
         sys.exit(EXIT_CONFIG)

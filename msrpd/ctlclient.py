@@ -32,14 +32,13 @@ from typing import Any, Final
 
 import click
 
-from .config import Settings, load_config
+from .cliopts import config_option, settings_or_exit
+from .config import Settings
 from .control import PIPE_BUF, RpcError
-from .errors import ConfigError
 
 __all__ = ["CtlUnavailable", "call", "ctl", "parse_param", "render"]
 
 EXIT_RPC_ERROR: Final = 1
-EXIT_CONFIG: Final = 2
 EXIT_UNAVAILABLE: Final = 3
 MAX_ANSWER: Final = 256 * 1024 * 1024
 
@@ -255,14 +254,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True}
 )
-@click.option(
-    "-c",
-    "--config",
-    "config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file (default: the embedded defaults).",
-)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
 @click.argument("method")
@@ -271,11 +263,7 @@ def ctl(
     config: Path | None, as_json: bool, timeout: float, method: str, params: tuple[str, ...]
 ) -> None:
     """Run a control METHOD (system.listMethods lists them) with PARAMS."""
-    try:
-        settings = load_config(config)
-    except ConfigError as exc:
-        click.echo(f"msrpd: invalid configuration:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    settings = settings_or_exit(config)
     try:
         result = call(settings, method, [parse_param(p) for p in params] or None, timeout)
     except CtlUnavailable as exc:
