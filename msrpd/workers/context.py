@@ -111,13 +111,17 @@ class WorkerContext:
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
+    _limits: ReaderLimits | None = None  # built once, on first use (every connection)
+    _htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
     def limits(self) -> ReaderLimits:
-        m = self.settings.msrp
-        return ReaderLimits(max_head=m.max_head, max_body=m.max_body)
+        if self._limits is None:
+            m = self.settings.msrp
+            self._limits = ReaderLimits(max_head=m.max_head, max_body=m.max_body)
+        return self._limits
 
     @property
     def cmap(self) -> Cmap | None:
@@ -125,7 +129,9 @@ class WorkerContext:
 
     @property
     def htable(self) -> ScriptHTable:
-        return ScriptHTable(self.shm.htable, time.time)
+        if self._htable is None:
+            self._htable = ScriptHTable(self.shm.htable, time.time)
+        return self._htable
 
     @property
     def registry(self) -> Registry | None:
@@ -262,7 +268,7 @@ class WorkerContext:
         else:
             self.counters.add(_METHOD_COUNTERS.get(frame.method, Counter.frames_in_other))
 
-    def count_frame_out(self, size: int) -> None:
+    def count_frame_out(self) -> None:
         self.counters.add(Counter.frames_out)
 
     def count_reply(self, data: bytes) -> None:

@@ -88,7 +88,7 @@ class ConnEnv:
             self.ctx.count_relay_fail()
             logger.info("relay of %s failed: the destination connection is closed", self._tid())
             return -1
-        self.ctx.count_frame_out(len(data))
+        self.ctx.count_frame_out()
         self.last_sink = sink
         return 1
 
