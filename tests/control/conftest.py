@@ -10,18 +10,14 @@ children forked here, by pid, and unlinks the test's shm segments.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
 import select
 import shutil
-import signal
-import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +40,8 @@ from msrpd.shm import (
 )
 from msrpd.workers.ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from msrpd.workers.handoff import make_conid
+
+from ..forking import Children
 
 
 @pytest.fixture
@@ -166,61 +164,6 @@ def request(method: str, reply_name: str | None, params: Any = None, rid: Any = 
     if reply_name is not None:
         doc["reply_name"] = reply_name
     return json.dumps(doc).encode() + b"\n"
-
-
-# -- children ---------------------------------------------------------------------------------
-
-
-class Children:
-    """Processes forked by one test; teardown SIGKILLs those not reaped (by pid only)."""
-
-    def __init__(self) -> None:
-        self.live: set[int] = set()
-
-    def fork(self, fn: Callable[[], None]) -> int:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                fn()
-                status = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(status)
-        self.live.add(pid)
-        return pid
-
-    def wait(self, pid: int, timeout: float = 30.0) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                self.live.discard(pid)
-                return os.waitstatus_to_exitcode(status)
-            if time.monotonic() > deadline:
-                self.kill(pid)
-                raise TimeoutError(f"child {pid} still running after {timeout} s")
-            time.sleep(0.005)
-
-    def kill(self, pid: int) -> None:
-        assert pid in self.live
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        self.live.discard(pid)
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    kids = Children()
-    try:
-        yield kids
-    finally:
-        for pid in list(kids.live):
-            kids.kill(pid)
 
 
 # -- shared memory and fake workers -----------------------------------------------------------

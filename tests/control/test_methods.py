@@ -28,8 +28,8 @@ from msrpd.ctlclient import call
 from msrpd.shm import CmapEntry, ShmLayout, ShmSet
 from msrpd.workers.handoff import make_conid
 
+from ..forking import Children
 from .conftest import (
-    Children,
     FakeView,
     FakeWorker,
     ServerLoop,

@@ -33,7 +33,8 @@ from msrpd.control import (
 )
 from msrpd.ctlclient import call
 
-from .conftest import Children, ServerLoop, raw_call, read_reply, request, run_select_loop
+from ..forking import Children
+from .conftest import ServerLoop, raw_call, read_reply, request, run_select_loop
 
 
 def echo_methods(calls: list[tuple[str, Any]] | None = None) -> dict[str, Callable[[Any], Any]]:

@@ -1,19 +1,13 @@
-"""Shared fixtures for the shm tests: a unique segment prefix per test, and forked children.
+"""Shared fixture for the shm tests: a unique segment prefix per test.
 
 Every test gets its own prefix (derived from its tmp_path); teardown unlinks whatever segments
-still carry it, so a failing test leaves nothing in /dev/shm. Children are forked with
-os.fork() and tracked until reaped: teardown SIGKILLs only children not yet reaped (an unreaped
-child's pid cannot have been reused), never anything found by name.
+still carry it, so a failing test leaves nothing in /dev/shm. Forked children come from the
+`children` fixture (tests/conftest.py, tests/forking.py).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,59 +23,3 @@ def prefix(tmp_path: Path) -> Iterator[str]:
     finally:
         unlink_stale(f"{p}-")
         assert segment_names(f"{p}-") == []
-
-
-class Children:
-    """Forked children of one test."""
-
-    def __init__(self) -> None:
-        self.live: set[int] = set()
-
-    def fork(self, fn: Callable[[], None]) -> int:
-        """Run fn in a child that exits 0 when it returns and 1 on any exception."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                fn()
-                status = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(status)
-        self.live.add(pid)
-        return pid
-
-    def wait(self, pid: int, timeout: float = 30.0) -> int:
-        """Reap a child: its exit code, or -signal. SIGKILLs it after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                self.live.discard(pid)
-                return os.waitstatus_to_exitcode(status)
-            if time.monotonic() > deadline:
-                self.kill(pid)
-                raise TimeoutError(f"child {pid} still running after {timeout} s")
-            time.sleep(0.002)
-
-    def kill(self, pid: int) -> int:
-        """SIGKILL a child of ours that is not reaped yet, and reap it."""
-        assert pid in self.live, "only kill our own unreaped children"
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        self.live.discard(pid)
-        return os.waitstatus_to_exitcode(status)
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    kids = Children()
-    try:
-        yield kids
-    finally:
-        for pid in list(kids.live):
-            kids.kill(pid)

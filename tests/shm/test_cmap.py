@@ -11,7 +11,7 @@ import pytest
 
 from msrpd.shm import Cmap, CmapEntry, Registry, ShmLayoutError
 
-from .conftest import Children
+from ..forking import Children
 
 NOW = 1_700_000_000.0
 

@@ -21,7 +21,7 @@ from msrpd.shm import (
 from msrpd.shm.heartbeat import _BODY as HB_BODY
 from msrpd.shm.seqlock import write_begin
 
-from .conftest import Children
+from ..forking import Children
 
 
 def test_counter_enum_matches_counters() -> None:

@@ -18,7 +18,7 @@ from msrpd.shm import (
     segment_names,
 )
 
-from .conftest import Children
+from ..forking import Children
 
 NOW = 1_700_000_000.0
 TABLES = {"msrp": 3600.0, "perm": 0.0, "short": 10.0}

@@ -9,7 +9,7 @@ import pytest
 from msrpd.shm import ShmLayout, ShmLayoutError, WorkerState, instance_prefix, segment_names
 from msrpd.shm.region import HEADER_SIZE, SHM_DIR
 
-from .conftest import Children
+from ..forking import Children
 
 
 def layout(prefix: str, tmp_path: Path, **kw: int) -> ShmLayout:

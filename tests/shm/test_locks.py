@@ -13,7 +13,7 @@ import pytest
 from msrpd.shm import StripeLocks
 from msrpd.shm.locks import check_stripes
 
-from .conftest import Children
+from ..forking import Children
 
 
 def _byte_is_locked(path: Path, i: int) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from msrpd.shm import Region, ShmLayoutError, segment_names, unlink_stale
 from msrpd.shm.region import HEADER_SIZE, SHM_DIR
 
-from .conftest import Children
+from ..forking import Children
 
 ROOT = Path(__file__).resolve().parents[2]
 

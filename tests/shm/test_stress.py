@@ -31,7 +31,7 @@ from msrpd.shm import Cmap, CmapEntry
 from msrpd.shm.cmap import _VALUE
 from msrpd.shm.table import _BUSY, _stripe_header
 
-from .conftest import Children
+from ..forking import Children
 
 PROCS = 4
 OPS = 100_000

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from msrpd.shm import ShmLayoutError, StripedTable, TableGeometry
 from msrpd.shm.table import _BUSY, _stripe_header
 
-from .conftest import Children
+from ..forking import Children
 
 TAG = b"test/1"
 FIRST = struct.Struct("<B")  # the first value byte, for remove_where predicates
