@@ -126,7 +126,14 @@ class Supervisor:
         if cleaned:
             logger.warning("removed what a crashed run left: %s", ", ".join(cleaned))
         self.layout = self._layout(self.settings)
-        self.shm: ShmSet = self.layout.create_all()
+        try:
+            self.shm: ShmSet = self.layout.create_all()
+        except OSError as exc:  # ENOSPC: the tables do not fit in /dev/shm
+            reason = f"shared memory: cannot create the tables in /dev/shm: {exc}"
+            logger.error("%s", reason)
+            self._notify_ready(f"error: {reason}")
+            self.rundir.release()
+            return 3
         failure = ""
         try:
             self.rundir.write_pid(os.getpid())
