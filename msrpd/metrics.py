@@ -53,6 +53,8 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "relay_fail": ("relay_failures", "Relays that could not be sent", {}),
     "errors": ("errors", "Route and protocol errors", {}),
     "invalid_frames": ("invalid_frames", "Malformed frames answered or refused", {}),
+    "conns_passed": ("balanced", "Connections passed between workers at accept", {"dir": "out"}),
+    "conns_adopted": ("balanced", "Connections passed between workers at accept", {"dir": "in"}),
 }
 
 

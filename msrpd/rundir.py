@@ -4,8 +4,8 @@ Rules:
 - Liveness is an flock on msrpd.lock held by the supervisor for its whole life: the kernel
   drops it when the process dies, however it dies, so a stale pidfile can never pass for a
   live instance (gunicorn's pidfile check with os.kill(pid, 0) can be fooled by pid reuse).
-- A start that gets the lock removes what a crashed run left: pidfile, fifo, handoff sockets
-  and shared-memory segments of this run_dir's prefix.
+- A start that gets the lock removes what a crashed run left: pidfile, fifo, handoff, ctl and
+  accept sockets, and shared-memory segments of this run_dir's prefix.
 - The pidfile is written atomically (write to a temporary name, then rename).
 """
 
@@ -77,6 +77,7 @@ class RunDir:
             s.fifo_path,
             *self.path.glob("handoff-*.sock"),
             *self.path.glob("ctl-*.sock"),
+            *self.path.glob("accept-*.sock"),
         ]
 
     def write_pid(self, pid: int) -> None:

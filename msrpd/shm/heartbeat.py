@@ -125,6 +125,19 @@ class Heartbeats:
         _BEAT.pack_into(buf, off + _BEAT_AT, beat)
         write_end(buf, off, odd)
 
+    def set_conns(self, index: int, conns: int) -> None:
+        """Worker: its open connections, on every open and close (accept balancing)."""
+        off = self._offset(index)
+        buf = self._buf
+        odd = write_begin(buf, off)
+        _CONNS.pack_into(buf, off + _CONNS_AT, conns)
+        write_end(buf, off, odd)
+
+    def conns(self, index: int) -> int:
+        """Open connections of record `index`: one aligned 4-byte load, no retry (a whole
+        value, possibly a moment old)."""
+        return int(_CONNS.unpack_from(self._buf, self._offset(index) + _CONNS_AT)[0])
+
     def read(self, index: int) -> HeartbeatRecord:
         """A copy of one record (lock-free; see `consistent`)."""
         (pid, gen, conns, slot, state, beat), ok = seq_read(self._buf, self._offset(index), _BODY)

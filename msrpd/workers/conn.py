@@ -58,10 +58,15 @@ def format_peer(host: str, port: int) -> str:
 class MsrpConnection(asyncio.Protocol):
     """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
 
-    def __init__(self, ctx: WorkerContext, local_sock: str, secure: bool) -> None:
+    def __init__(
+        self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
+    ) -> None:
         self.ctx = ctx
         self.local_sock = local_sock
         self.secure = secure
+        self.balance = balance
+        """Just accepted here: may be passed to a less loaded worker (balance.py)."""
+        self.passed = False
         self.reader = FrameReader(ctx.limits)
         self.transport: asyncio.Transport | None = None
         self.conid = ctx.new_conid()
@@ -91,6 +96,12 @@ class MsrpConnection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        balancer = self.ctx.balancer
+        if self.balance and balancer is not None:
+            listen = self.local_sock
+            if balancer.offer(cast(asyncio.Transport, transport), len(self.ctx.conns), listen):
+                self.passed = self.closed = True  # another worker owns it now
+                return
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH)
@@ -110,6 +121,7 @@ class MsrpConnection(asyncio.Protocol):
         self.ctx.counters.values[BYTES_IN] += len(data)
         self.reader.receive_data(data)
         self._drain_events()
+        self.ctx.flush_now()
 
     def eof_received(self) -> bool | None:
         self.reader.receive_data(b"")
@@ -117,6 +129,8 @@ class MsrpConnection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.passed:
+            return
         self.closed = True
         if not self.close_reason:
             self.close_reason = f"error: {exc}" if exc else "closed by peer"

@@ -31,6 +31,7 @@ from .flow import WRITE_HIGH, Blockable
 from .handoff import make_conid
 
 if TYPE_CHECKING:
+    from .balance import AcceptBalancer
     from .conn import MsrpConnection
     from .delivery import Delivery
     from .links import HandoffHub
@@ -96,6 +97,7 @@ class WorkerContext:
     loop: asyncio.AbstractEventLoop
     users: UserStore | None = None
     hub: HandoffHub | None = None
+    balancer: AcceptBalancer | None = None
     delivery: Delivery | None = None
     conns: dict[int, MsrpConnection] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -142,12 +144,22 @@ class WorkerContext:
         connection: one write per connection per iteration (DESIGN §3, issue 7)."""
         self.dirty.append(conn)
         if len(self.dirty) == 1:
-            self.loop.call_soon(self._flush_dirty)
+            self.loop.call_soon(self.flush_dirty)
 
-    def _flush_dirty(self) -> None:
+    def flush_dirty(self) -> None:
+        if not self.dirty:
+            return
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn.flush()
+
+    def flush_now(self) -> None:
+        """The end of one read's work: write what it produced now, not at the end of the
+        iteration after every other ready socket's work (latency, issue 7); one read's
+        frames still leave in one write per destination."""
+        self.flush_dirty()
+        if self.hub is not None:
+            self.hub.flush()
 
     def new_conid(self) -> int:
         return make_conid(self.ident.slot, self.ident.generation, next(self._serial))
@@ -207,12 +219,14 @@ class WorkerContext:
 
     def connection_opened(self, conn: MsrpConnection) -> None:
         self.conns[conn.conid] = conn
+        self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None:
             self.registry.register(conn.peer_key, conn.conid)
         self.counters.add(Counter.conns_total)
 
     def connection_closed(self, conn: MsrpConnection) -> None:
         self.conns.pop(conn.conid, None)
+        self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.peer_key:
             self.registry.unregister(conn.peer_key, conn.conid)
         # A closed connection's sessions go with it (RFC 4976 §6.3).

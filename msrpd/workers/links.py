@@ -149,8 +149,11 @@ class _Link(asyncio.Protocol):
         if self._transport is not None and not self._paused and not self._closing:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
+            self._hub._dirty.append(self)
 
     def _flush(self) -> None:
+        if not self._flush_pending:
+            return  # flushed early, by HandoffHub.flush
         self._flush_pending = False
         if not self._paused and not self._closing:
             self._write()
@@ -196,6 +199,7 @@ class _Link(asyncio.Protocol):
             self.shutdown()
             return
         self._hub._dispatch(self, messages)
+        self._hub.after_read()
 
     def eof_received(self) -> bool:
         # The peer closed: what is still queued or in the transport cannot reach it.
@@ -307,6 +311,9 @@ class HandoffHub:
         self._closed = False
         self.current_link: _Link | None = None
         """The link whose messages are being delivered right now."""
+        self._dirty: list[_Link] = []  # links with a flush scheduled
+        self.after_read: Callable[[], None] = self.flush
+        """Called after each read's messages are delivered (the worker flushes there)."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -364,6 +371,13 @@ class HandoffHub:
         except struct.error as exc:
             raise ValueError(f"handoff header field out of range: {exc}") from None
         self._link(dest_path).push(header, (), 0, conid, token)
+
+    def flush(self) -> None:
+        """Write what is queued now instead of at the end of the loop iteration: the end of
+        one read's work, so its frames do not wait for other ready sockets (latency)."""
+        dirty, self._dirty = self._dirty, []
+        for link in dirty:
+            link._flush()
 
     def pending_bytes(self, dest_path: Path) -> int:
         """Bytes queued for `dest_path` and not yet passed to the kernel (for backpressure)."""

@@ -36,6 +36,7 @@ from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
+from .balance import AcceptBalancer
 from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
@@ -114,6 +115,8 @@ class Worker:
                 conn.abort()
             if self.ctl is not None:
                 await self.ctl.close()
+            if ctx.balancer is not None:
+                ctx.balancer.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
             self._publish(ctx)
@@ -155,7 +158,9 @@ class Worker:
             text = str(addr)
             servers.append(
                 await ctx.loop.create_server(
-                    lambda text=text, secure=secure: MsrpConnection(ctx, text, secure),
+                    lambda text=text, secure=secure: MsrpConnection(
+                        ctx, text, secure, balance=not secure
+                    ),
                     sock=sock,
                     ssl=tls if secure else None,
                 )
@@ -167,9 +172,25 @@ class Worker:
             close_conn=lambda conid: _close(ctx, conid),
             loop=ctx.loop,
         )
+        hub.after_read = ctx.flush_now
         await hub.start()
         ctx.hub = hub
         ident = ctx.ident
+        balancer = AcceptBalancer(
+            settings.core.run_dir,
+            ident.slot,
+            ident.generation,
+            ident.index,
+            ctx.shm.heartbeats,
+            ctx.counters,
+            lambda sock, text: _adopt(ctx, sock, text),
+            ctx.loop,
+        )
+        try:
+            balancer.start()
+        except OSError as exc:
+            raise _BootError(f"accept socket: {exc}") from None
+        ctx.balancer = balancer
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
@@ -224,6 +245,8 @@ class Worker:
         self._close_idle(ctx)
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
         ctx.shm.heartbeats.beat(ctx.ident.index, state, len(ctx.conns))
+        if ctx.balancer is not None:
+            ctx.balancer.refresh()
         self._publish(ctx)
         return False
 
@@ -275,6 +298,23 @@ def _deliver(
         return conn.write_frame(data, close_after, source=source, more=more)
     finally:
         ctx.current_source = None
+
+
+def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
+    """A connection another worker accepted and passed here (balance.py)."""
+
+    async def adopt() -> None:
+        try:
+            await ctx.loop.connect_accepted_socket(
+                lambda: MsrpConnection(ctx, listen_text, False), sock
+            )
+        except OSError as exc:
+            logger.warning("cannot serve a passed connection: %s", exc)
+            sock.close()
+
+    task = ctx.loop.create_task(adopt())
+    ctx.tasks.add(task)
+    task.add_done_callback(ctx.tasks.discard)
 
 
 def _gone(ctx: WorkerContext, conid: int, token: int) -> None:

@@ -1,0 +1,183 @@
+"""Accept balancing: a worker passes a new TCP connection to a less loaded worker (SCM_RIGHTS).
+
+Why: SO_REUSEPORT picks the accepting worker by a hash of the connection's addresses. That
+evens out over thousands of connections, not over a few busy ones: 8 connections over 2
+workers often split 6/2, leaving one core idle while the other is saturated (issue 7).
+Kamailio avoids this by handing every connection out from tcp_main.
+
+Rules:
+- Only plain TCP, only in connection_made, before any byte is read: the bytes wait in the
+  socket for the new owner. TLS connections have already read their handshake; they stay.
+- Each worker stores its open connection count in its heartbeat record on every open and
+  close. A worker passes a connection on when it holds more than the least loaded RUNNING
+  worker of its own generation; the peer list is refreshed once a second, the counts are read
+  on every accept (one 4-byte load each), plus what we passed that the peer has not taken up
+  yet (a burst of accepts would otherwise overshoot).
+- The descriptor goes over a Unix datagram socket (accept-<slot>-<generation>.sock), with the
+  listening address the connection came in on. If the send fails (peer gone, queue full), the
+  connection stays here: it is never dropped for balancing's sake.
+- A received connection is never passed on again.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from ..shm import Counter, Heartbeats, StatsCounters, WorkerState
+
+__all__ = ["AcceptBalancer", "accept_path"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_MESSAGE = 512  # the listening address text
+
+
+def accept_path(run_dir: Path, slot: int, generation: int) -> Path:
+    return run_dir / f"accept-{slot}-{generation}.sock"
+
+
+class AcceptBalancer:
+    """This worker's end of accept balancing.
+
+    Args:
+        run_dir: where every worker's accept socket lives.
+        slot, generation, index: this worker's slot, generation and heartbeat record.
+        heartbeats: the shared heartbeat table.
+        counters: this worker's counters (conns_passed, conns_adopted).
+        adopt: `adopt(sock, listen_text)` for each connection another worker passed here.
+        loop: the running loop.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        slot: int,
+        generation: int,
+        index: int,
+        heartbeats: Heartbeats,
+        counters: StatsCounters,
+        adopt: Callable[[socket.socket, str], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.run_dir = run_dir
+        self.generation = generation
+        self.index = index
+        self.heartbeats = heartbeats
+        self.counters = counters
+        self.adopt = adopt
+        self.loop = loop
+        self.path = accept_path(run_dir, slot, generation)
+        self.peers: list[tuple[int, Path]] = []  # (heartbeat index, accept path)
+        self._sent: dict[int, tuple[int, int]] = {}  # peer -> (its count then, passed since)
+        self._sock: socket.socket | None = None
+        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._out.setblocking(False)
+
+    def start(self) -> None:
+        """Listen for passed connections (mode 0600, a stale socket file replaced)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.loop.add_reader(sock.fileno(), self._receive)
+
+    def close(self) -> None:
+        """Stop receiving; connections still queued on the socket are closed by the kernel
+        (only RUNNING workers are sent any, and a worker drains before it exits)."""
+        if self._sock is not None:
+            self.loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self._out.close()
+
+    def refresh(self) -> None:
+        """Re-read which workers of this generation are RUNNING (once a second)."""
+        peers = []
+        for record in self.heartbeats.all():
+            if (
+                record.state is WorkerState.RUNNING
+                and record.generation == self.generation
+                and record.index != self.index
+                and record.pid != 0
+            ):
+                peers.append(
+                    (record.index, accept_path(self.run_dir, record.slot, self.generation))
+                )
+        self.peers = peers
+        self._sent.clear()  # passes older than a second have been taken up (or closed)
+
+    def offer(self, transport: asyncio.Transport, own_conns: int, listen_text: str) -> bool:
+        """In connection_made of a plain TCP connection: True when it went to another worker
+        (the caller then forgets it), False when it stays here."""
+        if not self.peers:
+            return False
+        index, path = min(self.peers, key=lambda peer: self._load(peer[0]))
+        if self._load(index) >= own_conns:
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        fd = os.dup(sock.fileno())
+        try:
+            # sendmsg, not socket.send_fds: send_fds drops its address argument (Python 3.11).
+            rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))
+            self._out.sendmsg([listen_text.encode()], [rights], 0, str(path))
+        except OSError as exc:
+            logger.debug("cannot pass a connection to %s: %s; keeping it", path, exc)
+            return False
+        finally:
+            os.close(fd)
+        # The peer holds the socket now: closing our descriptor leaves the connection open.
+        self.counters.add(Counter.conns_passed)
+        base, passed = self._sent.get(index, (self.heartbeats.conns(index), 0))
+        self._sent[index] = (base, passed + 1)
+        transport.abort()
+        return True
+
+    def _load(self, index: int) -> int:
+        """A peer's open connections, counting those passed to it that it has not taken up
+        yet: in a burst of accepts its own count lags behind, and we would overshoot."""
+        conns = self.heartbeats.conns(index)
+        sent = self._sent.get(index)
+        if sent is None:
+            return conns
+        base, passed = sent
+        if conns >= base + passed:
+            del self._sent[index]  # it has caught up
+            return conns
+        return base + passed
+
+    def _receive(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                logger.warning("accept socket: %s", exc)
+                return
+            for fd in fds:
+                self.counters.add(Counter.conns_adopted)
+                conn = socket.socket(fileno=fd)
+                try:
+                    self.adopt(conn, data.decode(errors="replace"))
+                except Exception:
+                    logger.exception("cannot adopt a passed connection; closing it")
+                    conn.close()
