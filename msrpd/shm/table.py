@@ -11,17 +11,24 @@ Strategy (kamailio's cmap shape, nginx's crash safety, style rules 15-16):
   into the hole, so there are no tombstones and a probe stops at the first empty slot.
 - A full stripe refuses inserts (put returns False): nothing is evicted.
 - Keys longer than key_max are refused by put/get/delete (False/None), never raised.
-- Every operation takes exactly one stripe lock and inside it only packs, unpacks and copies
+- Every write takes exactly one stripe lock and inside it only packs, unpacks and copies
   bytes: no I/O, logging or allocation beyond struct objects (repair, below, is the exception).
+- get() reads without the lock when it can (the hot path: a cmap or registry lookup on every
+  relayed frame; two fcntl calls cost more than the lookup itself). Each stripe header has a
+  version that a writer makes odd before it changes anything and even (and larger) after, as
+  a seqlock: a reader that sees the same even version before and after its probe has a
+  consistent copy; otherwise it takes the lock and reads again. This relies on loads and
+  stores staying in program order, as on x86-64 (TSO), as the stats seqlocks do.
 
 Crash safety (a writer SIGKILLed inside a critical section; the kernel then drops its lock):
-- Each stripe header has `count` and `busy`. Before a writer touches slot p it stores
+- Each stripe header has `count`, `busy` and `version`. Before a writer touches slot p it stores
   busy = p + 1; it stores busy = 0 when the stripe is consistent again. A delete keeps busy
   pointing at the current hole while it shifts records.
 - The next holder that finds busy != 0 repairs the stripe: it treats slot busy - 1 as deleted
   (backward shift from it, with the same busy protocol, so a crash during repair is repaired
   again) and recounts. Every intermediate state of put/delete is "a valid table plus a garbage
-  record at slot busy - 1", so this restores a valid table.
+  record at slot busy - 1", so this restores a valid table. A version left odd is made even by
+  the next holder, so lock-free readers can use the stripe again.
 - Cost of a crash: the killed process's in-flight operation either took effect or did not, and
   a replace in flight can also lose the key (its slot is the one discarded). Nothing else is
   lost, no torn record is ever returned, and no key is duplicated.
@@ -43,8 +50,13 @@ from .region import Region, ShmLayoutError
 __all__ = ["StripedTable", "TableGeometry", "key_hash"]
 
 _TABLE_HEADER: Final = struct.Struct("<IIIII12x")  # n_stripes, slots, key_max, value, record
-_STRIPE: Final = struct.Struct("<II")  # count, busy (slot + 1 being written, 0 when idle)
+# count, busy (slot + 1 being written, 0 when idle), version (odd while a writer is inside)
+_STRIPE: Final = struct.Struct("<III4x")
 _BUSY: Final = struct.Struct("<I")
+_VERSION: Final = struct.Struct("<I")
+_VERSION_AT: Final = 8  # in a stripe header
+_VERSION_WRAP: Final = 0xFFFFFFFF
+_COUNT_BUSY: Final = struct.Struct("<II")
 _SLOT: Final = struct.Struct("<BxHI")  # used, key length, crc32 of the key
 _KEY: Final = _SLOT.size  # offset of the key in a record
 _KEY_MAX_LIMIT: Final = 0xFFFF
@@ -185,11 +197,19 @@ class StripedTable:
             self.locks.unlock(stripe)
 
     def get(self, key: bytes) -> bytes | None:
-        """The value stored under key, or None."""
+        """The value stored under key, or None (lock-free unless a writer is in the way)."""
         if len(key) > self._key_max:
             return None
         h = zlib.crc32(key)
         stripe = h & self._mask
+        buf = self._buf
+        at = _stripe_header(stripe) + _VERSION_AT
+        version = _VERSION.unpack_from(buf, at)[0]
+        if not version & 1:
+            off = self._find_locked(stripe, h, key)  # only reads; checked below
+            value = None if off < 0 else self._value.unpack_from(buf, off + self._voff)[0]
+            if _VERSION.unpack_from(buf, at)[0] == version:
+                return value
         self.locks.lock(stripe)
         try:
             self._enter_locked(stripe)
@@ -248,8 +268,9 @@ class StripedTable:
         snapshot that may mix instants. A stripe left by a killed writer may be off by one
         until its next user repairs it (verify() repairs every stripe).
         """
-        counts = struct.unpack_from(f"<{2 * self.n_stripes}I", self._buf, _TABLE_HEADER.size)
-        return sum(counts[0::2])
+        words = _STRIPE.size // 4
+        counts = struct.unpack_from(f"<{words * self.n_stripes}I", self._buf, _TABLE_HEADER.size)
+        return sum(counts[0::words])
 
     def verify(self) -> list[str]:
         """Check every stripe's invariants under its lock (repairing first); list problems."""
@@ -281,6 +302,19 @@ class StripedTable:
         busy = _BUSY.unpack_from(self._buf, _stripe_header(stripe) + 4)[0]
         if busy:
             self._repair_locked(stripe, busy - 1)
+        if _VERSION.unpack_from(self._buf, _stripe_header(stripe) + _VERSION_AT)[0] & 1:
+            self._end_write(stripe)  # a writer died after its changes, before this
+
+    def _begin_write(self, stripe: int) -> None:
+        at = _stripe_header(stripe) + _VERSION_AT
+        version = _VERSION.unpack_from(self._buf, at)[0]
+        if not version & 1:
+            _VERSION.pack_into(self._buf, at, version + 1)
+
+    def _end_write(self, stripe: int) -> None:
+        at = _stripe_header(stripe) + _VERSION_AT
+        version = _VERSION.unpack_from(self._buf, at)[0] | 1
+        _VERSION.pack_into(self._buf, at, (version + 1) & _VERSION_WRAP)
 
     def _find_locked(self, stripe: int, h: int, key: bytes) -> int:
         """Offset of key's record; else -1 - (offset of the first free slot); -1 if full."""
@@ -308,15 +342,18 @@ class StripedTable:
         if off < 0:
             off = -1 - off
             count += 1
+        self._begin_write(stripe)
         _BUSY.pack_into(self._buf, hdr + 4, (off - self._base(stripe)) // self._rs + 1)
         self._buf[off : off + self._rs] = record
-        _STRIPE.pack_into(self._buf, hdr, count, 0)
+        _COUNT_BUSY.pack_into(self._buf, hdr, count, 0)
+        self._end_write(stripe)
         return True
 
     def _remove_at_locked(self, stripe: int, hole: int) -> None:
         """Backward-shift delete of slot `hole`; busy always names the current hole."""
         buf, rs, slots, shift = self._buf, self._rs, self._slots, self._shift
         base, busy = self._base(stripe), _stripe_header(stripe) + 4
+        self._begin_write(stripe)
         _BUSY.pack_into(buf, busy, hole + 1)
         j = hole
         while True:
@@ -334,7 +371,8 @@ class StripedTable:
             _BUSY.pack_into(buf, busy, hole + 1)
         buf[base + hole * rs] = 0
         count = _STRIPE.unpack_from(buf, busy - 4)[0]
-        _STRIPE.pack_into(buf, busy - 4, max(count - 1, 0), 0)
+        _COUNT_BUSY.pack_into(buf, busy - 4, max(count - 1, 0), 0)
+        self._end_write(stripe)
 
     def _repair_locked(self, stripe: int, suspect: int) -> None:
         """A writer died inside this stripe: drop its slot, restore the probe runs, recount."""
@@ -343,7 +381,7 @@ class StripedTable:
         self._remove_at_locked(stripe, suspect)
         base, rs = self._base(stripe), self._rs
         used = sum(1 for i in range(self._slots) if self._buf[base + i * rs])
-        _STRIPE.pack_into(self._buf, _stripe_header(stripe), used, 0)
+        _COUNT_BUSY.pack_into(self._buf, _stripe_header(stripe), used, 0)
 
     def _remove_where_locked(self, stripe: int, head: struct.Struct, pred: Predicate) -> int:
         # After a removal slot i is examined again: the shift may have moved a record into it.
