@@ -10,7 +10,8 @@ Rules:
   socket for the new owner. TLS connections have already read their handshake; they stay.
 - Each worker stores its open connection count in its heartbeat record on every open and
   close. A worker passes a connection on when it holds more than the least loaded RUNNING
-  worker of its own generation; the peer list is refreshed once a second, the counts are read
+  worker of its own generation; the peer list is refreshed once a second (and on accept while
+  it is empty, at most every 0.1 s: right after start), the counts are read
   on every accept (one 4-byte load each), plus what we passed that the peer has not taken up
   yet (a burst of accepts would otherwise overshoot).
 - The descriptor goes over a Unix datagram socket (accept-<slot>-<generation>.sock), with the
@@ -27,6 +28,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +39,7 @@ __all__ = ["AcceptBalancer", "accept_path"]
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 512  # the listening address text
+_LAZY_REFRESH = 0.1  # seconds: with no peer known, look again at most this often
 
 
 def accept_path(run_dir: Path, slot: int, generation: int) -> Path:
@@ -75,6 +78,7 @@ class AcceptBalancer:
         self.loop = loop
         self.path = accept_path(run_dir, slot, generation)
         self.peers: list[tuple[int, Path]] = []  # (heartbeat index, accept path)
+        self._refreshed = 0.0
         self._sent: dict[int, tuple[int, int]] = {}  # peer -> (its count then, passed since)
         self._sock: socket.socket | None = None
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -120,13 +124,19 @@ class AcceptBalancer:
                     (record.index, accept_path(self.run_dir, record.slot, self.generation))
                 )
         self.peers = peers
+        self._refreshed = time.monotonic()
         self._sent.clear()  # passes older than a second have been taken up (or closed)
 
     def offer(self, transport: asyncio.Transport, own_conns: int, listen_text: str) -> bool:
         """In connection_made of a plain TCP connection: True when it went to another worker
         (the caller then forgets it), False when it stays here."""
         if not self.peers:
-            return False
+            now = time.monotonic()
+            if now - self._refreshed < _LAZY_REFRESH:
+                return False
+            self.refresh()  # just started: the others may be RUNNING by now
+            if not self.peers:
+                return False
         index, path = min(self.peers, key=lambda peer: self._load(peer[0]))
         if self._load(index) >= own_conns:
             return False

@@ -19,7 +19,7 @@ from msrpd.supervisor import layout_for
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for
 
-COUNTERS_PUBLISHED = 1.5  # seconds: workers publish counters and refresh peers once a second
+COUNTERS_PUBLISHED = 1.5  # seconds: workers publish their counters once a second
 
 
 def _running_records(shm: ShmSet) -> list[int]:
