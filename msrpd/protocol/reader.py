@@ -72,6 +72,9 @@ class ReaderState(Enum):
     CLOSED = "closed"  # EOF seen and reported, or a fatal error raised
 
 
+_DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
+
+
 class FrameReader:
     """Turns a byte stream into MSRP events.
 
@@ -120,6 +123,15 @@ class FrameReader:
     def buffered(self) -> int:
         """Bytes held that no event has delivered yet."""
         return len(self._buf)
+
+    def detach(self) -> bytes | None:
+        """The bytes held, when a fresh reader fed them would continue exactly where this one
+        is: between frames or inside one not delivered yet (IDLE, HEAD, ENDLINE and BODY keep
+        the frame from its first byte). None inside a streamed, refused or SIP message, or
+        after EOF. Used to move a connection to another worker."""
+        if self._eof or self._state not in _DETACHABLE:
+            return None
+        return bytes(self._buf)
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the connection; b"" means the peer closed it."""
