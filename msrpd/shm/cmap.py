@@ -32,6 +32,7 @@ SOCK_MAX: Final = 96
 _ELLIPSIS: Final = b"..."
 _VALUE: Final = struct.Struct(f"<QdHBB{PEER_MAX}s{ADDR_MAX}s{SOCK_MAX}s")
 _HEAD: Final = struct.Struct("<Qd")  # conid, expires: the leading fields of _VALUE
+_CONID: Final = struct.Struct("<Q")
 _U64_MAX: Final = (1 << 64) - 1
 
 
@@ -117,6 +118,17 @@ class Cmap(KeyedTable):
             return None
         entry = _decode(key, value)
         return None if entry.expires < now else entry
+
+    def rebind(self, sessid: str, old_conid: int, new_conid: int) -> bool:
+        """Point a session of connection `old_conid` at `new_conid` (the connection moved to
+        another worker); False when the session is gone or belongs to another connection."""
+
+        def change(value: bytes) -> bytes | None:
+            if _HEAD.unpack_from(value)[0] != old_conid:
+                return None
+            return _CONID.pack(new_conid) + value[_CONID.size :]
+
+        return self.table.update(_enc(sessid), change)
 
     def delete(self, sessid: str) -> bool:
         """Remove one session; False if it was not there."""

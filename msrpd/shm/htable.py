@@ -29,12 +29,12 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, Self
 
 from .keyed import KeyedTable
-from .table import StripedTable, TableGeometry, key_hash
+from .table import StripedTable, TableGeometry
 
 __all__ = ["DEFAULT_TABLES", "HT_KEY_MAX", "HT_VALUE_MAX", "NONCE_TABLE", "HTable", "HtValue"]
 
@@ -101,37 +101,10 @@ def _check_tables(tables: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType(checked)
 
 
-class _RwTable(StripedTable):
-    """A StripedTable that can also change a stored value in place, under one stripe lock."""
-
-    def update(self, key: bytes, change: Callable[[bytes], bytes | None]) -> bool:
-        """Replace key's value with change(old) inside the lock; False when key is absent or
-        change returns None. `change` must be a cheap pure function (it runs locked)."""
-        if len(key) > self._key_max:
-            return False
-        h = key_hash(key)
-        stripe = h & self._mask
-        self.locks.lock(stripe)
-        try:
-            self._enter_locked(stripe)
-            off = self._find_locked(stripe, h, key)
-            if off < 0:
-                return False
-            start = off + self._voff
-            new = change(bytes(self._buf[start : start + self._vsize]))
-            if new is None:
-                return False
-            return self._put_locked(stripe, h, key, self._record.pack(1, len(key), h, key, new))
-        finally:
-            self.locks.unlock(stripe)
-
-
 def _open_table(
     create: bool, name: str, lockfile: str | os.PathLike[str], geometry: TableGeometry, tag: bytes
-) -> _RwTable:
-    table = (_RwTable.create if create else _RwTable.attach)(name, lockfile, geometry, tag)
-    assert isinstance(table, _RwTable)  # create/attach build cls(...)
-    return table
+) -> StripedTable:
+    return (StripedTable.create if create else StripedTable.attach)(name, lockfile, geometry, tag)
 
 
 class HTable(KeyedTable):
@@ -143,7 +116,7 @@ class HTable(KeyedTable):
     KEY_MAX = HT_KEY_MAX
     VALUE = _VALUE
 
-    def __init__(self, table: _RwTable, tables: Mapping[str, float] = DEFAULT_TABLES) -> None:
+    def __init__(self, table: StripedTable, tables: Mapping[str, float] = DEFAULT_TABLES) -> None:
         # Use create() or attach().
         super().__init__(table)
         self._rw = table

@@ -218,6 +218,27 @@ class StripedTable:
         finally:
             self.locks.unlock(stripe)
 
+    def update(self, key: bytes, change: Callable[[bytes], bytes | None]) -> bool:
+        """Replace key's value with change(old) inside the lock; False when key is absent or
+        change returns None. `change` must be a cheap pure function (it runs locked)."""
+        if len(key) > self._key_max:
+            return False
+        h = zlib.crc32(key)
+        stripe = h & self._mask
+        self.locks.lock(stripe)
+        try:
+            self._enter_locked(stripe)
+            off = self._find_locked(stripe, h, key)
+            if off < 0:
+                return False
+            start = off + self._voff
+            new = change(bytes(self._buf[start : start + self._vsize]))
+            if new is None:
+                return False
+            return self._put_locked(stripe, h, key, self._record.pack(1, len(key), h, key, new))
+        finally:
+            self.locks.unlock(stripe)
+
     def delete(
         self, key: bytes, head: struct.Struct | None = None, pred: Predicate | None = None
     ) -> bool:

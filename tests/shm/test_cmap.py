@@ -52,6 +52,19 @@ def test_save_lookup_replace_delete(cmap: Cmap) -> None:
     assert (cmap.n_stripes, cmap.capacity) == (16, 1024)
 
 
+def test_rebind_moves_only_the_named_connections_session(cmap: Cmap) -> None:
+    e = entry("s1", conid=7, addr="msrp://192.0.2.9:5")
+    assert cmap.save(e)
+    assert not cmap.rebind("s1", 8, 9)  # not connection 8's session: untouched
+    assert cmap.lookup("s1", NOW) == e
+    assert cmap.rebind("s1", 7, 1 << 60)
+    moved = cmap.lookup("s1", NOW)
+    assert moved is not None and moved.conid == 1 << 60
+    assert (moved.addr, moved.peer, moved.expires) == (e.addr, e.peer, e.expires)
+    assert not cmap.rebind("gone", 7, 9)
+    assert cmap.count() == 1
+
+
 def test_exact_case_sensitive_match_only(cmap: Cmap) -> None:
     a, b = CRC_TWINS
     assert a != b and zlib.crc32(a.encode()) == zlib.crc32(b.encode())
