@@ -55,6 +55,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "invalid_frames": ("invalid_frames", "Malformed frames answered or refused", {}),
     "conns_passed": ("balanced", "Connections passed between workers at accept", {"dir": "out"}),
     "conns_adopted": ("balanced", "Connections passed between workers at accept", {"dir": "in"}),
+    "conns_moved": ("moved", "Connections moved to the worker of their peer", {}),
 }
 
 

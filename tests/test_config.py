@@ -164,6 +164,7 @@ BAD_VALUES = [
     ("core", "heartbeat_timeout", "inf", "got inf"),
     ("core", "heartbeat_timeout", '"10"', "got '10'"),
     ("core", "idle_timeout", "false", "got False"),
+    ("core", "balance", "1", "must be true or false, got 1"),
     ("msrp", "sipmsg", "1", "must be true or false, got 1"),
     ("msrp", "cmap_size", "17", "must be an integer from 0 to 16, got 17"),
     ("msrp", "cmap_size", "-1", "got -1"),

@@ -38,7 +38,7 @@ __all__ = ["AcceptBalancer", "accept_path"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_MESSAGE = 512  # the listening address text
+_MAX_MESSAGE = 1 << 17  # b"A" + listening address, or b"M" + a moved connection's state
 _LAZY_REFRESH = 0.1  # seconds: with no peer known, look again at most this often
 
 
@@ -77,7 +77,9 @@ class AcceptBalancer:
         self.adopt = adopt
         self.loop = loop
         self.path = accept_path(run_dir, slot, generation)
-        self.peers: list[tuple[int, Path]] = []  # (heartbeat index, accept path)
+        self.peers: list[tuple[int, int, Path]] = []  # (heartbeat index, slot, accept path)
+        self.adopt_moved: Callable[[socket.socket, bytes], None] | None = None
+        """Takes a connection another worker moved here (colocate.py)."""
         self._refreshed = 0.0
         self._sent: dict[int, tuple[int, int]] = {}  # peer -> (its count then, passed since)
         self._sock: socket.socket | None = None
@@ -120,9 +122,8 @@ class AcceptBalancer:
                 and record.index != self.index
                 and record.pid != 0
             ):
-                peers.append(
-                    (record.index, accept_path(self.run_dir, record.slot, self.generation))
-                )
+                path = accept_path(self.run_dir, record.slot, self.generation)
+                peers.append((record.index, record.slot, path))
         self.peers = peers
         self._refreshed = time.monotonic()
         self._sent.clear()  # passes older than a second have been taken up (or closed)
@@ -137,9 +138,20 @@ class AcceptBalancer:
             self.refresh()  # just started: the others may be RUNNING by now
             if not self.peers:
                 return False
-        index, path = min(self.peers, key=lambda peer: self._load(peer[0]))
+        index, _slot, path = min(self.peers, key=lambda peer: self._load(peer[0]))
         if self._load(index) >= own_conns:
             return False
+        if not self.send_socket(transport, path, b"A" + listen_text.encode()):
+            return False
+        # The peer holds the socket now: closing our descriptor leaves the connection open.
+        self.counters.add(Counter.conns_passed)
+        base, passed = self._sent.get(index, (self.heartbeats.conns(index), 0))
+        self._sent[index] = (base, passed + 1)
+        transport.abort()
+        return True
+
+    def send_socket(self, transport: asyncio.Transport, path: Path, message: bytes) -> bool:
+        """Send the transport's socket with `message` to the accept socket at `path`."""
         sock = transport.get_extra_info("socket")
         if sock is None:
             return False
@@ -147,18 +159,23 @@ class AcceptBalancer:
         try:
             # sendmsg, not socket.send_fds: send_fds drops its address argument (Python 3.11).
             rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))
-            self._out.sendmsg([listen_text.encode()], [rights], 0, str(path))
+            self._out.sendmsg([message], [rights], 0, str(path))
         except OSError as exc:
             logger.debug("cannot pass a connection to %s: %s; keeping it", path, exc)
             return False
         finally:
             os.close(fd)
-        # The peer holds the socket now: closing our descriptor leaves the connection open.
-        self.counters.add(Counter.conns_passed)
-        base, passed = self._sent.get(index, (self.heartbeats.conns(index), 0))
-        self._sent[index] = (base, passed + 1)
-        transport.abort()
         return True
+
+    def index_of(self, worker: tuple[int, int]) -> int | None:
+        """The heartbeat index of a RUNNING worker (slot, generation) of our generation."""
+        slot, generation = worker
+        if generation != self.generation:
+            return None
+        for index, peer_slot, _path in self.peers:
+            if peer_slot == slot:
+                return index
+        return None
 
     def _load(self, index: int) -> int:
         """A peer's open connections, counting those passed to it that it has not taken up
@@ -184,10 +201,13 @@ class AcceptBalancer:
                 logger.warning("accept socket: %s", exc)
                 return
             for fd in fds:
-                self.counters.add(Counter.conns_adopted)
                 conn = socket.socket(fileno=fd)
                 try:
-                    self.adopt(conn, data.decode(errors="replace"))
+                    if data[:1] == b"M" and self.adopt_moved is not None:
+                        self.adopt_moved(conn, data[1:])
+                    else:
+                        self.counters.add(Counter.conns_adopted)
+                        self.adopt(conn, data[1:].decode(errors="replace"))
                 except Exception:
                     logger.exception("cannot adopt a passed connection; closing it")
                     conn.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, cast
 
 from ..protocol import (
@@ -33,7 +33,7 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .flow import WRITE_HIGH, FlowControl
+from .flow import WRITE_HIGH, Blockable, FlowControl
 from .gate import FrameGate, Write
 from .routeenv import ConnEnv
 
@@ -67,6 +67,25 @@ class MsrpConnection(asyncio.Protocol):
         self.balance = balance
         """Just accepted here: may be passed to a less loaded worker (balance.py)."""
         self.passed = False
+        # Colocation (colocate.py):
+        self.movable = balance
+        """A plain TCP connection a client opened: may move to its peer's worker."""
+        self.streak = 0
+        self.streak_owner: tuple[int, int] | None = None
+        self.move_to: tuple[tuple[int, int], int] | None = None
+        self.move_retry_at = 0.0
+        self.moves = 0
+        self.holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None = None
+        """Frames held back until the old worker's RELEASE (a connection just moved here)."""
+        self.holding_bytes = 0
+        self.carried = b""
+        """Bytes the old worker's reader held, read before anything else."""
+        self.on_taken_over: Callable[[MsrpConnection], None] | None = None
+        self.others_at = 0.0
+        """When it last relayed to a worker other than the one of its streak."""
+        self.reading_held = False
+        self.release_link: Blockable | None = None
+        """The link the old worker's RELEASE comes on: never paused for what is held."""
         self.reader = FrameReader(ctx.limits)
         self.transport: asyncio.Transport | None = None
         self.conid = ctx.new_conid()
@@ -112,16 +131,45 @@ class MsrpConnection(asyncio.Protocol):
             f"msrp{'s' if self.secure else ''}://{peer}", self.local_sock, self.conid
         )
         self.ctx.connection_opened(self)
+        if self.on_taken_over is not None:
+            self.on_taken_over(self)
+            self.on_taken_over = None
         if self.pending or self.close_when_flushed:
             self.flush()
+        if self.carried and not self.reading_held:
+            carried, self.carried = self.carried, b""
+            self.data_received(carried)
+
+    def hold_reading(self) -> None:
+        """Moved here: process nothing it sends until start_reading() (colocate.py)."""
+        self.reading_held = True
+
+    def start_reading(self) -> None:
+        self.reading_held = False
+        if self.closed or self.transport is None:
+            return
+        if not self.blockers:
+            self.transport.resume_reading()
+        if self.carried:
+            carried, self.carried = self.carried, b""
+            self.data_received(carried)
 
     def data_received(self, data: bytes) -> None:
+        if self.reading_held:
+            # uvloop starts reading after connection_made whatever it asked: keep the bytes
+            # behind the carried ones and stop reading now.
+            self.carried += data
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         self.last_active = time.monotonic()
         self.bytes_in += len(data)
         self.ctx.counters.values[BYTES_IN] += len(data)
         self.reader.receive_data(data)
         self._drain_events()
         self.ctx.flush_now()
+        if self.move_to is not None and self.ctx.mover is not None:
+            self.ctx.mover.consider(self)
 
     def eof_received(self) -> bool | None:
         self.reader.receive_data(b"")
@@ -208,11 +256,36 @@ class MsrpConnection(asyncio.Protocol):
         *,
         source: Hashable = None,
         more: bool = False,
+        forwarded: bool = False,
     ) -> bool:
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
-        closed. Frames from other sources wait while a streamed frame is written (gate.py)."""
+        closed. Frames from other sources wait while a streamed frame is written (gate.py).
+        Just after a move, only frames the old worker `forwarded` go out; the rest wait for
+        release() (colocate.py)."""
         if self.closed:
             return False
+        holding = self.holding
+        if holding is not None:
+            if not forwarded:
+                holding.append((data, close_after, source, more))
+                self.holding_bytes += len(data)
+            if self.ctx.current_source is self.release_link:
+                # RELEASE comes on this link: pausing it for what is held would wait forever.
+                if forwarded:
+                    self._write_now(data, close_after, source, more)
+                return True
+            if not forwarded:
+                if self.congested:
+                    self.flow.check(self)
+                return True
+        self._write_now(data, close_after, source, more)
+        if self.flow.blocked or self.congested:
+            self.flow.check(self)
+        return True
+
+    def _write_now(
+        self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool
+    ) -> None:
         gate = self.gate
         if not more and gate.owner is None and not gate.held:
             self._write(data, close_after)  # the usual case: nothing streams, nothing waits
@@ -221,9 +294,14 @@ class MsrpConnection(asyncio.Protocol):
             for item in gate.offer(Write(data, close_after, source, more)):
                 self._write(item.data, item.close_after)
                 self.frames_out += not item.more
-        if self.flow.blocked or self.congested:
-            self.flow.check(self)
-        return True
+
+    def release(self) -> None:
+        """The old worker has forwarded everything: write what was held back, in order."""
+        held, self.holding, self.holding_bytes = self.holding or [], None, 0
+        self.release_link = None
+        for data, close_after, source, more in held:
+            self.write_frame(data, close_after, source=source, more=more)
+        self.flow.check(self)
 
     def _write(self, data: bytes | memoryview, close_after: bool) -> None:
         # Batched: everything written during one loop iteration (a read's replies and relayed
@@ -266,7 +344,8 @@ class MsrpConnection(asyncio.Protocol):
     @property
     def congested(self) -> bool:
         """More than the high-water mark waits to go out: sources should stop reading."""
-        return self.write_paused or self.gate.held_bytes + self.pending_bytes > WRITE_HIGH
+        waiting = self.gate.held_bytes + self.pending_bytes + self.holding_bytes
+        return self.write_paused or waiting > WRITE_HIGH
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop
@@ -277,6 +356,8 @@ class MsrpConnection(asyncio.Protocol):
 
     def unblock(self, dest: Hashable) -> None:
         self.blockers.discard(dest)
+        if self.reading_held:
+            return
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
@@ -300,5 +381,6 @@ class MsrpConnection(asyncio.Protocol):
         )
         # A connection paused by back-pressure may still have frames in its socket: not idle.
         quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
-        quiet = quiet and not self.blockers and time.monotonic() - self.last_active > QUIET
+        quiet = quiet and not self.blockers and self.holding is None and not self.reading_held
+        quiet = quiet and time.monotonic() - self.last_active > QUIET
         return self.reader.buffered == 0 and buffered == 0 and quiet

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,10 +29,11 @@ from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .accounting import account
 from .flow import WRITE_HIGH, Blockable
-from .handoff import make_conid
+from .handoff import HandoffKind, make_conid
 
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
+    from .colocate import Mover
     from .conn import MsrpConnection
     from .delivery import Delivery
     from .links import HandoffHub
@@ -98,6 +100,7 @@ class WorkerContext:
     users: UserStore | None = None
     hub: HandoffHub | None = None
     balancer: AcceptBalancer | None = None
+    mover: Mover | None = None
     delivery: Delivery | None = None
     conns: dict[int, MsrpConnection] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -212,6 +215,32 @@ class WorkerContext:
             path = self._paths[key] = handoff_path(self.settings.core.run_dir, slot, generation)
         return path
 
+    def hub_control(
+        self,
+        worker: tuple[int, int],
+        kind: HandoffKind,
+        conid: int,
+        token: int = 0,
+        payload: bytes = b"",
+    ) -> None:
+        """Send a connection-moving message to worker (slot, generation) (colocate.py)."""
+        if self.hub is not None:
+            self.hub.send_control(self.handoff_path(*worker), kind, conid, token, payload)
+
+    def serve_socket(self, conn: MsrpConnection, sock: socket.socket) -> None:
+        """Serve an accepted socket another worker passed here with `conn`."""
+
+        async def serve() -> None:
+            try:
+                await self.loop.connect_accepted_socket(lambda: conn, sock)
+            except OSError as exc:
+                logger.warning("cannot serve a passed connection: %s", exc)
+                sock.close()
+
+        task = self.loop.create_task(serve())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def user_ha1(self, username: str, realm: str) -> str | None:
         return None if self.users is None else self.users.get_ha1(username, realm)
 
@@ -222,7 +251,8 @@ class WorkerContext:
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None:
             self.registry.register(conn.peer_key, conn.conid)
-        self.counters.add(Counter.conns_total)
+        if not conn.moves:  # a connection moved here was counted where it was accepted
+            self.counters.add(Counter.conns_total)
 
     def connection_closed(self, conn: MsrpConnection) -> None:
         self.conns.pop(conn.conid, None)

@@ -2,8 +2,8 @@
 
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
-  token u32, length u32 (network order), then `length` payload bytes. Only FRAME carries a
-  payload; GONE and CLOSE carry none.
+  token u32, length u32 (network order), then `length` payload bytes. Only FRAME and MOVED
+  carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -93,6 +93,23 @@ class HandoffKind(IntEnum):
     the FRAME's token."""
     CLOSE = 3
     """Close `conid` once everything queued for it has been written."""
+    # Moving a connection to the worker its peer is on (colocate.py):
+    MOVED = 4
+    """New owner -> old owner: `conid` (old id) is served here now; the payload is its new
+    id (u64, network order)."""
+    FENCE = 5
+    """Old owner -> every other worker: answer FENCE_ACK once everything you sent to `conid`
+    before this has been sent; `token` names the old owner (slot << 16 | generation)."""
+    FENCE_ACK = 6
+    """Reply to FENCE for `conid`."""
+    RELEASE = 7
+    """Old owner -> new owner: every frame for the old id has been forwarded; `conid` (new
+    id) may take frames from everyone now."""
+    PULL = 8
+    """Ask the owner of `conid` to move it to the sender's worker (token as in FENCE)."""
+    MOVING = 9
+    """Old owner -> new owner, after every frame it relayed from `conid` (old id) to the new
+    owner's connections: the moved connection may start reading."""
 
 
 class HandoffFlags(IntFlag):
@@ -100,7 +117,12 @@ class HandoffFlags(IntFlag):
     """Close the connection after writing this payload."""
     MORE = 2
     """More pieces of the same streamed MSRP frame follow (informational)."""
+    FORWARDED = 4
+    """Forwarded by the old owner of a moved connection: written at once, before what the new
+    owner holds back until RELEASE."""
 
+
+_PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED})
 
 # Decode tables: one dict lookup per message instead of an enum constructor call.
 _KINDS = {int(kind): kind for kind in HandoffKind}
@@ -154,7 +176,7 @@ def encode_handoff(msg: Handoff) -> bytes:
     Raises:
         ValueError: a field is out of range, or a GONE/CLOSE carries a payload.
     """
-    if msg.payload and msg.kind != HandoffKind.FRAME:
+    if msg.payload and msg.kind not in _PAYLOAD_KINDS:
         raise ValueError(f"{msg.kind.name} carries no payload")
     header = encode_header(msg.kind, msg.flags, msg.conid, msg.token, len(msg.payload))
     return header + msg.payload
@@ -182,7 +204,7 @@ def _header_fault(kind: int, reserved: int, length: int, max_payload: int) -> st
         return f"reserved field is {reserved:#x}, not 0"
     if length > max_payload:
         return f"payload of {length} bytes is over the limit of {max_payload}"
-    if length and kind != HandoffKind.FRAME:
+    if length and kind not in _PAYLOAD_KINDS:
         return f"{_KINDS[kind].name} with a {length}-byte payload"
     return None
 

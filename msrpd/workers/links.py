@@ -70,6 +70,10 @@ _CLOSE = HandoffKind.CLOSE
 _Tracked = tuple[int, int, int]
 
 
+def _ignore(msg: Handoff) -> None:
+    logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
+
+
 @dataclass(slots=True)
 class HandoffStats:
     """Counters of one hub, written only by its loop."""
@@ -116,7 +120,7 @@ class _Link(asyncio.Protocol):
 
     def push_reply(self, header: bytes) -> None:
         self._pieces.append(header)
-        self._queued += _HEADER_SIZE
+        self._queued += len(header)
         if not self._flush_pending:
             self._schedule()
 
@@ -314,6 +318,8 @@ class HandoffHub:
         self._dirty: list[_Link] = []  # links with a flush scheduled
         self.after_read: Callable[[], None] = self.flush
         """Called after each read's messages are delivered (the worker flushes there)."""
+        self.on_control: Callable[[Handoff], None] = _ignore
+        """Called for each message that moves a connection (colocate.py)."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -379,6 +385,15 @@ class HandoffHub:
         for link in dirty:
             link._flush()
 
+    def send_control(
+        self, dest_path: Path, kind: HandoffKind, conid: int, token: int = 0, payload: bytes = b""
+    ) -> None:
+        """Queue a message of the connection-moving kinds (MOVED, FENCE, ...). It is not
+        tracked: if its link fails it is lost, and colocate.py's timeouts cover that."""
+        header = _pack_header(kind, 0, 0, conid, token, len(payload))
+        link = self._link(dest_path)
+        link.push_reply(header + payload if payload else header)
+
     def pending_bytes(self, dest_path: Path) -> int:
         """Bytes queued for `dest_path` and not yet passed to the kernel (for backpressure)."""
         link = self._links.get(dest_path)
@@ -424,8 +439,10 @@ class HandoffHub:
                 elif msg.kind is _GONE:
                     self.stats.gone_received += 1
                     self._on_gone(msg.conid, msg.token)
-                else:
+                elif msg.kind is _CLOSE:
                     self._close_conn(msg.conid)
+                else:
+                    self.on_control(msg)
             except Exception:
                 logger.exception("handoff: %s callback failed for %x", msg.kind.name, msg.conid)
         self.current_link = None

@@ -37,6 +37,7 @@ from ..routing import RouteLoadError, RoutePolicy, load_route
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .balance import AcceptBalancer
+from .colocate import Mover
 from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
@@ -117,6 +118,8 @@ class Worker:
                 await self.ctl.close()
             if ctx.balancer is not None:
                 ctx.balancer.close()
+            if ctx.mover is not None:
+                ctx.mover.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
             self._publish(ctx)
@@ -153,13 +156,14 @@ class Worker:
         except (OSError, ssl.SSLError) as exc:
             raise _BootError(f"TLS: {exc}") from None
         servers = []
+        balance = settings.core.balance
         for sock, addr in self.spec.sockets:
             secure = addr.proto == "tls"
             text = str(addr)
             servers.append(
                 await ctx.loop.create_server(
                     lambda text=text, secure=secure: MsrpConnection(
-                        ctx, text, secure, balance=not secure
+                        ctx, text, secure, balance=balance and not secure
                     ),
                     sock=sock,
                     ssl=tls if secure else None,
@@ -191,6 +195,11 @@ class Worker:
         except OSError as exc:
             raise _BootError(f"accept socket: {exc}") from None
         ctx.balancer = balancer
+        # Built even with `balance = false`: peers of another setting (a reload) still get
+        # their FENCE answered, and what they pass is served.
+        ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
+        balancer.adopt_moved = mover.adopt
+        hub.on_control = mover.on_control
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
@@ -247,6 +256,8 @@ class Worker:
         ctx.shm.heartbeats.beat(ctx.ident.index, state, len(ctx.conns))
         if ctx.balancer is not None:
             ctx.balancer.refresh()
+        if ctx.mover is not None:
+            ctx.mover.tick()
         self._publish(ctx)
         return False
 
@@ -287,34 +298,30 @@ def _deliver(
 ) -> bool:
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
-        return False
+        return ctx.mover is not None and ctx.mover.deliver(conid, data, flags, source)
     ctx.count_handoff_in()
     ctx.last_delivery = time.monotonic()
     # The link is the source: a congested destination pauses reading it (flow.py).
     ctx.current_source = ctx.hub.current_link if ctx.hub is not None else None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
+    forwarded = bool(flags & HandoffFlags.FORWARDED)
     try:
-        return conn.write_frame(data, close_after, source=source, more=more)
+        return conn.write_frame(data, close_after, source=source, more=more, forwarded=forwarded)
     finally:
         ctx.current_source = None
 
 
+def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
+    """A connection object for a socket another worker passed or moved here."""
+    conn = MsrpConnection(ctx, listen_text, False)
+    conn.movable = ctx.settings.core.balance
+    return conn
+
+
 def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
     """A connection another worker accepted and passed here (balance.py)."""
-
-    async def adopt() -> None:
-        try:
-            await ctx.loop.connect_accepted_socket(
-                lambda: MsrpConnection(ctx, listen_text, False), sock
-            )
-        except OSError as exc:
-            logger.warning("cannot serve a passed connection: %s", exc)
-            sock.close()
-
-    task = ctx.loop.create_task(adopt())
-    ctx.tasks.add(task)
-    task.add_done_callback(ctx.tasks.discard)
+    ctx.serve_socket(_passed_conn(ctx, listen_text), sock)
 
 
 def _gone(ctx: WorkerContext, conid: int, token: int) -> None:

@@ -107,7 +107,8 @@ def sleep_until(t: float) -> None:
 
 def cross_worker(relay: Relay, infos: list[dict[str, Any]]) -> str:
     """msrpd: how many pairs have Alice and Bob on different workers (their frames then go
-    over the handoff link), as "n/pairs"; "" for Kamailio, whose tcp_main owns every socket."""
+    over the handoff link), as "n/pairs"; "" for Kamailio, whose tcp_main owns every socket.
+    Measured after connecting and again at the end of the measured window."""
     if not isinstance(relay, Msrpd):
         return ""
     owner: dict[int, int] = {}
@@ -136,7 +137,8 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
     gens = Generators(job, split(list(range(pairs)), opts.procs))
     profilers: list[tuple[int, Path, subprocess.Popen[bytes]]] = []
     try:
-        cross = cross_worker(relay, gens.gather(120))
+        infos = gens.gather(120)
+        cross = cross_worker(relay, infos)
         t0 = time.monotonic() + 0.3
         gens.go(t0)
         sleep_until(t0 + opts.warmup)
@@ -145,6 +147,8 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
             profilers = start_profilers(relay, opts, size)
         sleep_until(t0 + opts.warmup + opts.seconds)
         u1, m1 = relay.usage(), MachineCpu()
+        if cross:  # where the pairs are now (msrpd moves one end to the other's worker)
+            cross = f"{cross} -> {cross_worker(relay, infos)}"
         results = gens.gather(opts.seconds + opts.warmup + 120)
     finally:
         gens.close()

@@ -96,7 +96,9 @@ def test_bytes_sent_before_the_pass_are_served(make_relay) -> None:  # type: ign
                 frames = [e for e in reader.events() if isinstance(e, Frame)]
             assert frames[0].code == 401 and frames[0].tid == b"t1"
         counts = _open_counts(shm)
-        assert sum(counts) == 40 and counts[-1] - counts[0] <= 1, counts
+        # Both workers accept at once in a burst, each with a moment-old view of the other:
+        # the split can overshoot by a few (one at a time it is within one, test above).
+        assert sum(counts) == 40 and counts[-1] - counts[0] <= 6, counts
         time.sleep(COUNTERS_PUBLISHED)
         assert _stat(shm, "conns_passed") == _stat(shm, "conns_adopted") > 0
     finally:

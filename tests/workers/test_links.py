@@ -344,7 +344,7 @@ def test_bad_stream_closes_the_link(tmp_path: Path, loop_kind: str) -> None:
         async with Peer(tmp_path / "b.sock") as b:
             reader, writer = await asyncio.open_unix_connection(str(b.path))
             good = encode_handoff(Handoff(HandoffKind.FRAME, 4, 1, b"ok"))
-            writer.write(good + HEADER.pack(7, 0, 0, 4, 2, 0) + good)
+            writer.write(good + HEADER.pack(200, 0, 0, 4, 2, 0) + good)
             assert await asyncio.wait_for(reader.read(), 5) == b""  # EOF: b closed the link
             assert b.frames == [(4, b"ok", 0)]
             writer.close()
