@@ -115,7 +115,7 @@ class AcceptBalancer:
     def refresh(self) -> None:
         """Re-read which workers of this generation are RUNNING (once a second)."""
         peers = []
-        for record in self.heartbeats.all():
+        for record in self.heartbeats.live():
             if (
                 record.state is WorkerState.RUNNING
                 and record.generation == self.generation

@@ -351,7 +351,7 @@ class Mover:
             self._forward(moving, data, flags, source)
         new_owner = conid_owner(moving.new)
         token = worker_token(*self.me)
-        for record in self.ctx.shm.heartbeats.all():
+        for record in self.ctx.shm.heartbeats.live():
             if record.pid == 0 or record.state not in (WorkerState.RUNNING, WorkerState.DRAINING):
                 continue
             worker = (record.slot, record.generation)

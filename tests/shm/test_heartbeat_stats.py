@@ -178,3 +178,22 @@ def test_stats_reset_and_retire(prefix: str) -> None:
     finally:
         stats.close()
         stats.unlink()
+
+
+def test_live_lists_claimed_records_and_conns_follow_set_conns(prefix: str) -> None:
+    hb = Heartbeats.create(prefix, 64)
+    try:
+        for index, pid in ((2, 200), (17, 1700), (63, 6300)):
+            hb.claim(index, pid, index % 4, 3)
+        hb.release(17)
+        hb.set_conns(63, 41)
+        live = hb.live()
+        assert [(r.index, r.pid, r.slot, r.generation) for r in live] == [
+            (2, 200, 2, 3),
+            (63, 6300, 3, 3),
+        ]
+        assert [r.index for r in hb.all() if r.pid] == [2, 63]
+        assert (hb.conns(63), hb.read(63).conns, hb.conns(2)) == (41, 41, 0)
+    finally:
+        hb.close()
+        hb.unlink()
