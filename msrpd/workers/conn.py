@@ -166,8 +166,12 @@ class MsrpConnection(asyncio.Protocol):
         self.bytes_in += len(data)
         self.ctx.counters.values[BYTES_IN] += len(data)
         self.reader.receive_data(data)
-        self._drain_events()
-        self.ctx.flush_now()
+        ctx = self.ctx
+        ctx.begin_batch()
+        try:
+            self._drain_events()
+        finally:
+            ctx.flush_now()
         if self.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 

@@ -106,6 +106,8 @@ class WorkerContext:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)
     dirty: list[MsrpConnection] = field(default_factory=list)
+    batching: bool = False
+    """Inside one read's work (begin_batch .. flush_now)."""
     last_delivery: float = 0.0
     """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
     current_streamed: bool = False
@@ -146,20 +148,31 @@ class WorkerContext:
         """Flush `conn` at the end of this loop iteration, with every other written-to
         connection: one write per connection per iteration (DESIGN §3, issue 7)."""
         self.dirty.append(conn)
-        if len(self.dirty) == 1:
+        if len(self.dirty) == 1 and not self.batching:
             self.loop.call_soon(self.flush_dirty)
 
     def flush_dirty(self) -> None:
         if not self.dirty:
             return
         dirty, self.dirty = self.dirty, []
-        for conn in dirty:
+        # Last written, first flushed: a read's frames go to the far end before the 200s to
+        # the sender (the route answers, then relays), so the relayed frame waits for no
+        # other write (latency, issue 7). Order within one connection is untouched.
+        for conn in reversed(dirty):
             conn.flush()
+
+    def begin_batch(self) -> None:
+        """One read's work starts: writes queue until flush_now, with no loop callback
+        scheduled for them (flush_now must follow, in a finally)."""
+        self.batching = True
+        if self.hub is not None:
+            self.hub.batching = True
 
     def flush_now(self) -> None:
         """The end of one read's work: write what it produced now, not at the end of the
         iteration after every other ready socket's work (latency, issue 7); one read's
         frames still leave in one write per destination."""
+        self.batching = False
         self.flush_dirty()
         if self.hub is not None:
             self.hub.flush()

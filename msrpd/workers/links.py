@@ -152,8 +152,10 @@ class _Link(asyncio.Protocol):
     def _schedule(self) -> None:
         if self._transport is not None and not self._paused and not self._closing:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
-            self._hub._dirty.append(self)
+            hub = self._hub
+            hub._dirty.append(self)
+            if not hub.batching:
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         if not self._flush_pending:
@@ -195,15 +197,19 @@ class _Link(asyncio.Protocol):
         self._schedule()
 
     def data_received(self, data: bytes) -> None:
+        hub = self._hub
+        hub.before_read()
         try:
-            messages = self._decoder.feed(data)
-        except HandoffError as exc:
-            logger.warning("handoff link %s: %s; closing it", self.dest or "(accepted)", exc)
-            self._hub._dispatch(self, exc.messages)
-            self.shutdown()
-            return
-        self._hub._dispatch(self, messages)
-        self._hub.after_read()
+            try:
+                messages = self._decoder.feed(data)
+            except HandoffError as exc:
+                logger.warning("handoff link %s: %s; closing it", self.dest or "(accepted)", exc)
+                hub._dispatch(self, exc.messages)
+                self.shutdown()
+                return
+            hub._dispatch(self, messages)
+        finally:
+            hub.after_read()  # what this read produced leaves now
 
     def eof_received(self) -> bool:
         # The peer closed: what is still queued or in the transport cannot reach it.
@@ -316,8 +322,13 @@ class HandoffHub:
         self.current_link: _Link | None = None
         """The link whose messages are being delivered right now."""
         self._dirty: list[_Link] = []  # links with a flush scheduled
+        self.batching = False
+        """Inside one read's work: links queue without scheduling a write, because
+        after_read writes them (one loop iteration less per read)."""
+        self.before_read: Callable[[], None] = self._begin_batch
         self.after_read: Callable[[], None] = self.flush
-        """Called after each read's messages are delivered (the worker flushes there)."""
+        """Called before and after each read's messages are delivered (the worker batches
+        its connections' writes there too)."""
         self.on_control: Callable[[Handoff], None] = _ignore
         """Called for each message that moves a connection (colocate.py)."""
 
@@ -378,9 +389,13 @@ class HandoffHub:
             raise ValueError(f"handoff header field out of range: {exc}") from None
         self._link(dest_path).push(header, (), 0, conid, token)
 
+    def _begin_batch(self) -> None:
+        self.batching = True
+
     def flush(self) -> None:
         """Write what is queued now instead of at the end of the loop iteration: the end of
         one read's work, so its frames do not wait for other ready sockets (latency)."""
+        self.batching = False
         dirty, self._dirty = self._dirty, []
         for link in dirty:
             link._flush()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -106,6 +107,9 @@ class Worker:
         ctx = self._context(loop, shm)
         servers = await self._listen(ctx)
         self._signals(loop)
+        # What boot made lives as long as the worker: keep the collector from walking it
+        # again and again (and from touching pages shared with the supervisor after fork).
+        gc.freeze()
         shm.heartbeats.beat(ctx.ident.index, WorkerState.RUNNING, 0)
         try:
             await self._serve(ctx)
@@ -176,6 +180,7 @@ class Worker:
             close_conn=lambda conid: _close(ctx, conid),
             loop=ctx.loop,
         )
+        hub.before_read = ctx.begin_batch
         hub.after_read = ctx.flush_now
         await hub.start()
         ctx.hub = hub
