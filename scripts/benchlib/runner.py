@@ -107,8 +107,9 @@ def sleep_until(t: float) -> None:
 
 def cross_worker(relay: Relay, infos: list[dict[str, Any]]) -> str:
     """msrpd: how many pairs have Alice and Bob on different workers (their frames then go
-    over the handoff link), as "n/pairs"; "" for Kamailio, whose tcp_main owns every socket.
-    Measured after connecting and again at the end of the measured window."""
+    over the handoff link), as "n/pairs", and the connections of each worker ("(4+4)");
+    "" for Kamailio, whose tcp_main owns every socket. Measured after connecting and again at
+    the end of the measured window."""
     if not isinstance(relay, Msrpd):
         return ""
     owner: dict[int, int] = {}
@@ -119,7 +120,12 @@ def cross_worker(relay: Relay, infos: list[dict[str, Any]]) -> str:
                     owner[c.raddr.port] = pid
     pairs = [tuple(p) for info in infos for p in info["ports"]]
     cross = sum(1 for a, b in pairs if owner.get(a) != owner.get(b))
-    return f"{cross}/{len(pairs)}"
+    ours = {port for pair in pairs for port in pair}
+    split = "+".join(
+        str(sum(1 for port, pid in owner.items() if pid == worker and port in ours))
+        for worker in sorted(set(owner.values()))
+    )
+    return f"{cross}/{len(pairs)} ({split})"
 
 
 def percentile(sorted_values: list[int], q: float) -> float:
