@@ -39,7 +39,8 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -223,12 +224,7 @@ class StripedTable:
         change returns None. `change` must be a cheap pure function (it runs locked)."""
         if len(key) > self._key_max:
             return False
-        h = zlib.crc32(key)
-        stripe = h & self._mask
-        self.locks.lock(stripe)
-        try:
-            self._enter_locked(stripe)
-            off = self._find_locked(stripe, h, key)
+        with self._found(key) as (stripe, h, off):
             if off < 0:
                 return False
             start = off + self._voff
@@ -236,8 +232,6 @@ class StripedTable:
             if new is None:
                 return False
             return self._put_locked(stripe, h, key, self._record.pack(1, len(key), h, key, new))
-        finally:
-            self.locks.unlock(stripe)
 
     def delete(
         self, key: bytes, head: struct.Struct | None = None, pred: Predicate | None = None
@@ -249,18 +243,24 @@ class StripedTable:
         """
         if len(key) > self._key_max:
             return False
-        h = zlib.crc32(key)
-        stripe = h & self._mask
-        self.locks.lock(stripe)
-        try:
-            self._enter_locked(stripe)
-            off = self._find_locked(stripe, h, key)
+        with self._found(key) as (stripe, _h, off):
             if off < 0:
                 return False
             if head and pred and not pred(head.unpack_from(self._buf, off + self._voff)):
                 return False
             self._remove_at_locked(stripe, (off - self._base(stripe)) // self._rs)
             return True
+
+    @contextmanager
+    def _found(self, key: bytes) -> Iterator[tuple[int, int, int]]:
+        """With key's stripe locked and repaired: (stripe, hash, offset of key's record, or
+        negative when absent; see _find_locked)."""
+        h = zlib.crc32(key)
+        stripe = h & self._mask
+        self.locks.lock(stripe)
+        try:
+            self._enter_locked(stripe)
+            yield stripe, h, self._find_locked(stripe, h, key)
         finally:
             self.locks.unlock(stripe)
 

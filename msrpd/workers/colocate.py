@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..shm import Counter, WorkerState
 from .balance import accept_path
-from .handoff import Handoff, HandoffFlags, HandoffKind, conid_owner
+from .handoff import Handoff, HandoffFlags, HandoffKind, conid_owner, frame_flags
 
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
@@ -129,8 +129,7 @@ class MovedSink:
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
-        flags = (_MORE if more else 0) | (HandoffFlags.CLOSE_AFTER if close_after else 0)
-        self.mover.pass_on(self.moving, data, int(flags), source)
+        self.mover.pass_on(self.moving, data, frame_flags(more, close_after), source)
         self.mover.ctx.throttle_handoff(self.moving.path)  # as HandoffSink does (flow.py)
         return True
 

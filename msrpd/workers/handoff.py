@@ -39,6 +39,7 @@ __all__ = [
     "encode_frame_parts",
     "encode_handoff",
     "encode_header",
+    "frame_flags",
     "make_conid",
 ]
 
@@ -123,6 +124,12 @@ class HandoffFlags(IntFlag):
 
 
 _PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED})
+
+
+def frame_flags(more: bool, close_after: bool) -> int:
+    """The FRAME flags of one relayed piece."""
+    return (HandoffFlags.MORE if more else 0) | (HandoffFlags.CLOSE_AFTER if close_after else 0)
+
 
 # Decode tables: one dict lookup per message instead of an enum constructor call.
 _KINDS = {int(kind): kind for kind in HandoffKind}

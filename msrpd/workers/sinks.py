@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..shm import Counter, StatsCounters
-from .handoff import HandoffFlags
+from .handoff import frame_flags
 from .links import HandoffHub
 
 __all__ = ["HandoffSink", "LocalSink", "Sink", "Writable"]
@@ -95,10 +95,7 @@ class HandoffSink:
     ) -> bool:
         token = self.stream_token if self.stream_token is not None else self.token()
         self.stream_token = token if more else None
-        flags = (HandoffFlags.MORE if more else 0) | (
-            HandoffFlags.CLOSE_AFTER if close_after else 0
-        )
-        self.hub.send(self.path, self.conid, token, [data], int(flags))
+        self.hub.send(self.path, self.conid, token, [data], frame_flags(more, close_after))
         self.counters.add(Counter.handoffs_out)
         self.throttle(self.path)  # back-pressure across workers (flow.py)
         return True
