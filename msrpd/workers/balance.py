@@ -200,14 +200,32 @@ class AcceptBalancer:
             except OSError as exc:
                 logger.warning("accept socket: %s", exc)
                 return
+            if not fds:
+                logger.warning("accept socket: a message without a connection; ignored")
             for fd in fds:
-                conn = socket.socket(fileno=fd)
-                try:
-                    if data[:1] == b"M" and self.adopt_moved is not None:
-                        self.adopt_moved(conn, data[1:])
-                    else:
-                        self.counters.add(Counter.conns_adopted)
-                        self.adopt(conn, data[1:].decode(errors="replace"))
-                except Exception:
-                    logger.exception("cannot adopt a passed connection; closing it")
-                    conn.close()
+                self._take(fd, data)
+
+    def _take(self, fd: int, data: bytes) -> None:
+        """Serve a passed descriptor, or close it: it is never left open unowned."""
+        try:
+            conn = socket.socket(fileno=fd)
+        except OSError as exc:
+            logger.warning("accept socket: a passed descriptor is no socket (%s); closed", exc)
+            os.close(fd)
+            return
+        kind, body = data[:1], data[1:]
+        try:
+            if conn.family not in (socket.AF_INET, socket.AF_INET6) or (
+                conn.type != socket.SOCK_STREAM
+            ):
+                raise ValueError(f"not a TCP socket: {conn.family!r}, {conn.type!r}")
+            if kind == b"A":
+                self.counters.add(Counter.conns_adopted)
+                self.adopt(conn, body.decode(errors="replace"))
+            elif kind == b"M" and self.adopt_moved is not None:
+                self.adopt_moved(conn, body)
+            else:
+                raise ValueError(f"unknown message {data[:16]!r}")
+        except Exception as exc:
+            logger.warning("cannot take a connection another worker passed (%s); closed", exc)
+            conn.close()

@@ -8,6 +8,7 @@ every passed connection is served (bytes sent before the pass included), and not
 
 from __future__ import annotations
 
+import array
 import socket
 import time
 
@@ -119,4 +120,57 @@ def test_one_worker_passes_nothing(make_relay) -> None:  # type: ignore[no-untyp
         for client in clients:
             client.close()
     finally:
+        shm.close()
+
+
+def _pass_to_worker(relay: Relay, message: bytes, fd: int | None) -> None:
+    """Send what a worker's accept socket reads: a message, with a descriptor or without."""
+    path = relay.settings().core.run_dir / "accept-0-1.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+        rights = (
+            [] if fd is None else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+        )
+        out.sendmsg([message], rights, 0, str(path))
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    return client, accepted
+
+
+def test_bad_messages_on_the_accept_socket_close_what_they_carry(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """Each bad message gets a defined outcome: the descriptor it carries is closed (its
+    peer sees EOF), nothing is served from it, and the worker keeps serving."""
+    relay, shm = _started(make_relay, 2)
+    peers = []
+    try:
+        bad = [
+            b"M{not json",  # a move whose state does not parse
+            b'M{"old": 1}\n',  # a move missing its fields
+            b"Xwhat",  # an unknown kind
+        ]
+        for message in bad:
+            client, accepted = _tcp_pair()
+            _pass_to_worker(relay, message, accepted.fileno())
+            accepted.close()  # the worker holds the only other copy
+            client.settimeout(5)
+            assert client.recv(1) == b"", message  # closed by the worker
+            peers.append(client)
+        left, right = socket.socketpair()  # a descriptor that is no TCP socket
+        _pass_to_worker(relay, b"Atcp:127.0.0.1:1", right.fileno())
+        right.close()
+        left.settimeout(5)
+        assert left.recv(1) == b""
+        peers.append(left)
+        _pass_to_worker(relay, b"Atcp:127.0.0.1:1", None)  # no descriptor at all
+        wait_for(lambda: "message without a connection" in relay.log(), what="the last logged")
+        assert relay.log().count("another worker passed") == 4  # one line per refusal
+        with MsrpClient(relay.port) as client:  # still serving
+            assert client.auth("alice", PASSWORDS["alice"], REALM).frame.code == 200
+            assert sum(_open_counts(shm)) == 1  # the refused ones were never counted
+    finally:
+        for peer in peers:
+            peer.close()
         shm.close()
