@@ -1,0 +1,325 @@
+"""Handover: a connection's socket has gone from one worker to another; nothing may be lost
+and no sender's frames may pass each other. colocate.py decides when a connection moves.
+
+How (nothing lost, and frames from any one source stay in order):
+1. Old owner A flushes the connection, takes what its reader holds (a frame not delivered
+   yet), stops reading and sends the socket with its state to B's accept socket
+   (balance.py), then MOVING on its handoff link to B, behind every frame it relayed from
+   the connection to B. From then on A queues what arrives for the old id.
+2. B serves the socket under a new id: registry and cmap sessions point to it, and B answers
+   MOVED(old -> new). The connection starts reading (the held bytes first) only once MOVING
+   has come, so its new frames cannot overtake those A relayed. B writes to it only frames A
+   FORWARDED; anything else for it is held back until RELEASE.
+   A connection moves only if it relayed nothing to a third worker for a second
+   (colocate.QUIET_OTHERS): those frames took another link, which MOVING does not follow.
+3. A forwards its queue, and from then on anything for the old id. It sends FENCE to every
+   other worker, which answers FENCE_ACK after everything it sent to the old id (one link,
+   one order). With every answer in, A sends RELEASE and B writes what it held back.
+   A frame routed before the cmap changed went to A and is forwarded before RELEASE; one
+   routed after went to B and waits for RELEASE.
+4. Flow control never pauses A's link on behalf of the moved connection while it holds
+   frames back: RELEASE comes on that link, so the hold would never end.
+5. Timeouts: no MOVED within MOVED_TIMEOUT and A fails what it queued (counted, logged);
+   missing FENCE_ACKs are given up after FENCE_TIMEOUT; B releases by itself after
+   HOLD_TIMEOUT (A is gone, or a congested connection fed by A kept its link paused that
+   long). A keeps forwarding for an old id until TOMBSTONE seconds pass unused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..shm import Counter, WorkerState
+from .handoff import Handoff, HandoffFlags, HandoffKind, conid_owner, frame_flags
+
+if TYPE_CHECKING:
+    from .conn import MsrpConnection
+    from .context import WorkerContext
+    from .flow import Blockable
+
+__all__ = ["Handover", "MovedSink", "token_worker", "worker_token"]
+
+logger = logging.getLogger(__name__)
+
+MOVED_TIMEOUT = 5.0
+FENCE_TIMEOUT = 1.0
+HOLD_TIMEOUT = 30.0
+TOMBSTONE = 30.0
+
+_NEW_ID = struct.Struct("!Q")
+_FORWARDED = HandoffFlags.FORWARDED
+_MORE = HandoffFlags.MORE
+
+
+def worker_token(slot: int, generation: int) -> int:
+    """A worker's (slot, generation) in a handoff token (u32)."""
+    return slot << 16 | generation
+
+
+def token_worker(token: int) -> tuple[int, int]:
+    return token >> 16, token & 0xFFFF
+
+
+@dataclass(slots=True, eq=False)
+class Moving:
+    """At the old owner: a connection sent away, and what arrives for its old id."""
+
+    old: int
+    path: Path
+    """The new owner's handoff path."""
+    deadline: float
+    new: int | None = None
+    queue: list[tuple[bytes, int, Hashable]] = field(default_factory=list)
+    tokens: dict[Hashable, int] = field(default_factory=dict)
+    """Source -> forwarding token while a streamed frame's pieces pass (one token per frame)."""
+    fences: set[tuple[int, int]] = field(default_factory=set)
+    released: bool = False
+
+
+class MovedSink:
+    """relay() to a connection that moved away: queue or forward it (sinks.Sink)."""
+
+    __slots__ = ("handover", "moving")
+
+    def __init__(self, handover: Handover, moving: Moving) -> None:
+        self.handover = handover
+        self.moving = moving
+
+    def send(
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
+    ) -> bool:
+        self.handover.pass_on(self.moving, data, frame_flags(more, close_after), source)
+        self.handover.ctx.throttle_handoff(self.moving.path)  # as HandoffSink does (flow.py)
+        return True
+
+
+class Handover:
+    """Both ends of moves: the old owner's queue, forwarding and fences, the new owner's hold.
+
+    Args:
+        ctx: this worker's context.
+        new_conn: builds the connection object for a socket moved here.
+        unlock: called when a move this worker started is over (released or failed).
+    """
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        new_conn: Callable[[str], MsrpConnection],
+        unlock: Callable[[], None],
+    ) -> None:
+        self.ctx = ctx
+        self.new_conn = new_conn
+        self.unlock = unlock
+        self.me = (ctx.ident.slot, ctx.ident.generation)
+        self.moving: dict[int, Moving] = {}
+        """Old id -> a connection sent away (the old owner's side)."""
+        self.holding: dict[int, float] = {}
+        """New ids of connections taken over and not yet released -> since when."""
+        self.waiting: dict[int, tuple[MsrpConnection, float]] = {}
+        """Old id -> a connection taken over that waits for MOVING before it reads."""
+        self.arrived: dict[int, tuple[float, Blockable | None]] = {}
+        """Old ids whose MOVING came before their socket -> (when, the link it came on)."""
+
+    def busy(self) -> bool:
+        """A move this worker started or took in is unfinished."""
+        if self.holding or self.waiting:
+            return True
+        return any(not moving.released for moving in self.moving.values())
+
+    def sent(self, conid: int, owner: tuple[int, int]) -> None:
+        """The socket of `conid` went to worker `owner`: queue what comes for it from now on,
+        and tell the owner when everything relayed from it so far is on the link (MOVING)."""
+        ctx = self.ctx
+        self.moving[conid] = Moving(
+            conid, ctx.handoff_path(*owner), time.monotonic() + MOVED_TIMEOUT
+        )
+        ctx.hub_control(owner, HandoffKind.MOVING, conid)
+
+    # -- the old owner --------------------------------------------------------------------------
+
+    def sink_for(self, conid: int) -> MovedSink | None:
+        moving = self.moving.get(conid)
+        return None if moving is None else MovedSink(self, moving)
+
+    def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
+        """A handoff for a connection that moved away: pass it on; False if unknown."""
+        moving = self.moving.get(conid)
+        if moving is None:
+            return False
+        self.pass_on(moving, data, flags & ~_FORWARDED, source)
+        return True
+
+    def pass_on(
+        self, moving: Moving, data: bytes | memoryview, flags: int, source: Hashable
+    ) -> None:
+        if moving.new is None:
+            moving.queue.append((bytes(data), flags, source))
+            return
+        self._forward(moving, data, flags, source)
+
+    def _forward(
+        self, moving: Moving, data: bytes | memoryview, flags: int, source: Hashable
+    ) -> None:
+        hub, ctx = self.ctx.hub, self.ctx
+        assert hub is not None and moving.new is not None
+        token = moving.tokens.get(source)
+        if token is None:
+            token = ctx.next_token()
+        if flags & _MORE:
+            moving.tokens[source] = token
+        else:
+            moving.tokens.pop(source, None)
+        hub.send(moving.path, moving.new, token, [data], flags | _FORWARDED)
+        moving.deadline = time.monotonic() + TOMBSTONE
+
+    def on_moved(self, msg: Handoff) -> None:
+        moving = self.moving.get(msg.conid)
+        if moving is None or moving.new is not None:
+            return
+        moving.new = _NEW_ID.unpack(msg.payload)[0]
+        queue, moving.queue = moving.queue, []
+        for data, flags, source in queue:
+            self._forward(moving, data, flags, source)
+        new_owner = conid_owner(moving.new)
+        token = worker_token(*self.me)
+        for record in self.ctx.shm.heartbeats.live():
+            if record.pid == 0 or record.state not in (WorkerState.RUNNING, WorkerState.DRAINING):
+                continue
+            worker = (record.slot, record.generation)
+            if worker not in (self.me, new_owner):
+                moving.fences.add(worker)
+                self.ctx.hub_control(worker, HandoffKind.FENCE, moving.old, token)
+        moving.deadline = time.monotonic() + FENCE_TIMEOUT
+        self._maybe_release(moving)
+
+    def on_fence_ack(self, msg: Handoff) -> None:
+        moving = self.moving.get(msg.conid)
+        if moving is not None:
+            moving.fences.discard(token_worker(msg.token))
+            self._maybe_release(moving)
+
+    def _maybe_release(self, moving: Moving, force: bool = False) -> None:
+        if moving.released or moving.new is None or (moving.fences and not force):
+            return
+        if moving.fences:
+            logger.info("connection %x: no fence answer from %s", moving.old, moving.fences)
+        moving.released = True
+        self.ctx.hub_control(conid_owner(moving.new), HandoffKind.RELEASE, moving.new)
+        self.unlock()
+        moving.deadline = time.monotonic() + TOMBSTONE
+
+    # -- any worker -----------------------------------------------------------------------------
+
+    def on_fence(self, msg: Handoff) -> None:
+        """Everything we sent for msg.conid is on the link before this answer."""
+        token = worker_token(*self.me)
+        self.ctx.hub_control(token_worker(msg.token), HandoffKind.FENCE_ACK, msg.conid, token)
+
+    # -- the new owner --------------------------------------------------------------------------
+
+    def adopt(self, sock: Any, message: bytes) -> None:
+        """A connection another worker moved here: its state, then the bytes its reader held."""
+        head, _, held = message.partition(b"\n")
+        state = json.loads(head)
+        ctx = self.ctx
+        conn = self.new_conn(state["listen"])
+        conn.sessions = list(state["sessions"])
+        conn.session_meta = {k: (v[0], v[1]) for k, v in state["meta"].items()}
+        conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = state["counts"]
+        conn.opened, conn.moves = state["opened"], state["moves"]
+        conn.holding, conn.carried = [], held
+        old, came_from = int(state["old"]), tuple(state["from"])
+
+        def taken_over(conn: MsrpConnection) -> None:
+            # Registered here (registry included) by now: sessions follow, then A hears.
+            cmap = ctx.cmap
+            if cmap is not None:
+                for sessid in conn.sessions:
+                    cmap.rebind(sessid, old, conn.conid)
+            now = time.monotonic()
+            self.holding[conn.conid] = now
+            ctx.hub_control(came_from, HandoffKind.MOVED, old, 0, _NEW_ID.pack(conn.conid))
+            arrived = self.arrived.pop(old, None)
+            if arrived is None:
+                conn.hold_reading()
+                self.waiting[old] = (conn, now)
+            else:
+                conn.release_link = arrived[1]
+
+        conn.on_taken_over = taken_over
+        ctx.serve_socket(conn, sock)
+
+    def on_moving(self, msg: Handoff) -> None:
+        # RELEASE will come on this link: flow control must never stop reading it for the
+        # sake of what the connection holds back (conn.write_frame).
+        link = self.ctx.hub.current_link if self.ctx.hub is not None else None
+        waiting = self.waiting.pop(msg.conid, None)
+        if waiting is None:
+            self.arrived[msg.conid] = (time.monotonic(), link)
+        else:
+            waiting[0].release_link = link
+            waiting[0].start_reading()
+
+    def on_release(self, msg: Handoff) -> None:
+        self._release(msg.conid)
+
+    def _release(self, conid: int) -> None:
+        self.holding.pop(conid, None)
+        conn = self.ctx.conns.get(conid)
+        if conn is not None:
+            conn.release()
+
+    def tick(self) -> None:
+        """Once a second: timeouts (module docstring, step 4)."""
+        now = time.monotonic()
+        for old, (conn, since) in list(self.waiting.items()):
+            if now - since > HOLD_TIMEOUT:
+                logger.warning("connection %x: no MOVING from its old worker; reading", old)
+                del self.waiting[old]
+                conn.start_reading()
+        for old, (since, _link) in list(self.arrived.items()):
+            if now - since > MOVED_TIMEOUT:
+                del self.arrived[old]  # its socket never came
+        for conid, since in list(self.holding.items()):
+            if now - since > HOLD_TIMEOUT:
+                logger.warning("connection %x: no RELEASE from its old worker; releasing", conid)
+                self._release(conid)
+        for old, moving in list(self.moving.items()):
+            if now < moving.deadline:
+                continue
+            if moving.new is None:
+                lost = len(moving.queue)
+                logger.warning(
+                    "connection %x: its new worker never answered; %d frames lost", old, lost
+                )
+                self.ctx.counters.add(Counter.relay_fail, lost)
+                del self.moving[old]
+                self.unlock()
+            elif not moving.released:
+                self._maybe_release(moving, force=True)
+            else:
+                del self.moving[old]
+
+    def on_control(self, msg: Handoff) -> None:
+        handler = {
+            HandoffKind.MOVED: self.on_moved,
+            HandoffKind.FENCE: self.on_fence,
+            HandoffKind.FENCE_ACK: self.on_fence_ack,
+            HandoffKind.RELEASE: self.on_release,
+            HandoffKind.MOVING: self.on_moving,
+        }.get(msg.kind)
+        if handler is not None:
+            handler(msg)
