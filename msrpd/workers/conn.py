@@ -67,7 +67,7 @@ class MsrpConnection(asyncio.Protocol):
         self.balance = balance
         """Just accepted here: may be passed to a less loaded worker (balance.py)."""
         self.passed = False
-        # Colocation (colocate.py):
+        # Colocation (colocate.py, handover.py):
         self.movable = balance
         """A plain TCP connection a client opened: may move to its peer's worker."""
         self.streak = 0
@@ -84,6 +84,7 @@ class MsrpConnection(asyncio.Protocol):
         self.others_at = 0.0
         """When it last relayed to a worker other than the one of its streak."""
         self.reading_held = False
+        self.eof_held = False
         self.release_link: Blockable | None = None
         """The link the old worker's RELEASE comes on: never paused for what is held."""
         self.reader = FrameReader(ctx.limits)
@@ -141,7 +142,7 @@ class MsrpConnection(asyncio.Protocol):
             self.data_received(carried)
 
     def hold_reading(self) -> None:
-        """Moved here: process nothing it sends until start_reading() (colocate.py)."""
+        """Moved here: process nothing it sends until start_reading() (handover.py)."""
         self.reading_held = True
 
     def start_reading(self) -> None:
@@ -153,6 +154,9 @@ class MsrpConnection(asyncio.Protocol):
         if self.carried:
             carried, self.carried = self.carried, b""
             self.data_received(carried)
+        if self.eof_held:
+            self.eof_held = False
+            self.eof_received()  # the reader reports the close, and we close (_drain_events)
 
     def data_received(self, data: bytes) -> None:
         if self.reading_held:
@@ -176,6 +180,9 @@ class MsrpConnection(asyncio.Protocol):
             self.ctx.mover.consider(self)
 
     def eof_received(self) -> bool | None:
+        if self.reading_held:
+            self.eof_held = True
+            return True  # keep the transport: what came before the EOF is read first
         self.reader.receive_data(b"")
         self._drain_events()
         return None
@@ -265,7 +272,7 @@ class MsrpConnection(asyncio.Protocol):
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
         closed. Frames from other sources wait while a streamed frame is written (gate.py).
         Just after a move, only frames the old worker `forwarded` go out; the rest wait for
-        release() (colocate.py)."""
+        release() (handover.py)."""
         if self.closed:
             return False
         holding = self.holding

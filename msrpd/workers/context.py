@@ -145,8 +145,8 @@ class WorkerContext:
         return self.shm.registry
 
     def queue_flush(self, conn: MsrpConnection) -> None:
-        """Flush `conn` at the end of this loop iteration, with every other written-to
-        connection: one write per connection per iteration (DESIGN §3, issue 7)."""
+        """Flush `conn` when this read's work ends (flush_now) or, outside a read, at the end
+        of this loop iteration: one write per connection per batch (DESIGN §3, issue 7)."""
         self.dirty.append(conn)
         if len(self.dirty) == 1 and not self.batching:
             self.loop.call_soon(self.flush_dirty)
@@ -236,7 +236,7 @@ class WorkerContext:
         token: int = 0,
         payload: bytes = b"",
     ) -> None:
-        """Send a connection-moving message to worker (slot, generation) (colocate.py)."""
+        """Send a connection-moving message to worker (slot, generation) (handover.py)."""
         if self.hub is not None:
             self.hub.send_control(self.handoff_path(*worker), kind, conid, token, payload)
 

@@ -94,7 +94,7 @@ class HandoffKind(IntEnum):
     the FRAME's token."""
     CLOSE = 3
     """Close `conid` once everything queued for it has been written."""
-    # Moving a connection to the worker its peer is on (colocate.py):
+    # Moving a connection to the worker its peer is on (colocate.py, handover.py):
     MOVED = 4
     """New owner -> old owner: `conid` (old id) is served here now; the payload is its new
     id (u64, network order)."""

@@ -404,7 +404,7 @@ class HandoffHub:
         self, dest_path: Path, kind: HandoffKind, conid: int, token: int = 0, payload: bytes = b""
     ) -> None:
         """Queue a message of the connection-moving kinds (MOVED, FENCE, ...). It is not
-        tracked: if its link fails it is lost, and colocate.py's timeouts cover that."""
+        tracked: if its link fails it is lost, and handover.py's timeouts cover that."""
         header = _pack_header(kind, 0, 0, conid, token, len(payload))
         link = self._link(dest_path)
         link.push_reply(header + payload if payload else header)

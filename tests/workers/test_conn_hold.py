@@ -1,0 +1,154 @@
+"""A connection just moved to this worker (handover.py), driven through its asyncio.Protocol
+methods with a recording transport: it reads nothing until start_reading, the old worker's
+bytes first; an EOF that comes meanwhile waits behind them; frames for it wait for release()
+unless the old worker forwarded them, and the link RELEASE comes on is never paused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from msrpd.config import load_config
+from msrpd.workers.conn import MsrpConnection
+from msrpd.workers.context import WorkerContext, WorkerIdentity
+from msrpd.workers.flow import WRITE_HIGH
+
+
+def send(tid: str) -> bytes:
+    return (
+        f"MSRP {tid} SEND\r\nTo-Path: msrp://relay:2855/s1;tcp\r\n"
+        f"From-Path: msrp://alice:9/a;tcp\r\nMessage-ID: {tid}\r\nByte-Range: 1-2/2\r\n"
+        f"Content-Type: text/plain\r\n\r\nhi\r\n-------{tid}$\r\n"
+    ).encode()
+
+
+@dataclass
+class Transport:
+    written: list[bytes] = field(default_factory=list)
+    reading: bool = True
+    closed: bool = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+@dataclass
+class Route:
+    tids: list[bytes] = field(default_factory=list)
+    sip = None
+
+    def event(self, msrp: Any) -> None:
+        self.tids.append(msrp.frame.tid)
+
+
+class Heartbeats:
+    def set_conns(self, index: int, conns: int) -> None:
+        pass
+
+
+@dataclass
+class Shm:
+    heartbeats: Heartbeats = field(default_factory=Heartbeats)
+    cmap: None = None
+    registry: None = None
+
+
+class Loop:
+    """Callbacks are not run: the test flushes by hand."""
+
+    def __init__(self) -> None:
+        self.soon: list[object] = []
+
+    def call_soon(self, callback: object) -> None:
+        self.soon.append(callback)
+
+
+class Link:
+    """A stand-in for the handoff link RELEASE comes on (flow.Blockable)."""
+
+    def __init__(self) -> None:
+        self.blocked: list[object] = []
+
+    def block(self, dest: object) -> None:
+        self.blocked.append(dest)
+
+    def unblock(self, dest: object) -> None:
+        self.blocked.remove(dest)
+
+
+def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, WorkerContext]:
+    route = Route()
+    none = cast(Any, None)
+    ctx = WorkerContext(
+        load_config(None),
+        WorkerIdentity(0, 1, 0),
+        cast(Any, Shm()),
+        cast(Any, route),
+        none,
+        b"",
+        cast(Any, Loop()),
+    )
+    conn = MsrpConnection(ctx, "tcp:127.0.0.1:2855", False)
+    conn.holding, conn.carried, conn.moves = [], carried, 1
+    conn.on_taken_over = lambda c: c.hold_reading()  # MOVING has not come yet
+    transport = Transport()
+    conn.connection_made(cast(Any, transport))
+    return conn, transport, route, ctx
+
+
+def test_reads_wait_for_moving_and_eof_waits_behind_the_carried_bytes() -> None:
+    first, second = send("a1"), send("a2")
+    conn, transport, route, _ctx = moved_conn(first[:30])
+    conn.data_received(first[30:] + second[:10])  # uvloop reads anyway: kept, reading paused
+    assert route.tids == [] and not transport.reading
+    assert conn.eof_received() is True  # the peer closed: the transport must stay for now
+    conn.data_received(second[10:])  # cannot happen after EOF on TCP; kept behind it anyway
+    assert route.tids == []
+    conn.start_reading()
+    assert route.tids == [b"a1", b"a2"]  # in order, whole, before the close
+    assert transport.closed and conn.close_reason == "closed by peer"
+
+
+def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_reading() -> None:
+    conn, transport, _route, ctx = moved_conn(b"")
+    link = Link()
+    conn.release_link = cast(Any, link)
+    conn.start_reading()
+    local = Link()
+    ctx.current_source = cast(Any, local)
+    assert conn.write_frame(b"direct-1")  # routed here after the cmap changed: held
+    ctx.current_source = cast(Any, link)
+    assert conn.write_frame(b"forwarded-1", forwarded=True)  # routed before: goes out
+    big = b"x" * (WRITE_HIGH + 1)
+    assert conn.write_frame(big)  # over the high-water mark, from the RELEASE link...
+    assert link.blocked == []  # ...which is never paused for it
+    ctx.current_source = cast(Any, local)
+    assert conn.write_frame(b"direct-2")
+    assert local.blocked == [conn]  # a local source is paused while so much is held
+    conn.flush()
+    assert transport.written == [b"forwarded-1"]
+    conn.release()
+    conn.flush()
+    assert transport.written == [b"forwarded-1", b"direct-1" + big + b"direct-2"]
+    assert local.blocked == [] and conn.holding is None
