@@ -183,7 +183,8 @@ class Handover:
         else:
             moving.tokens.pop(source, None)
         hub.send(moving.path, moving.new, token, [data], flags | _FORWARDED)
-        moving.deadline = time.monotonic() + TOMBSTONE
+        if moving.released:  # before, the deadline is the fences' (FENCE_TIMEOUT)
+            moving.deadline = time.monotonic() + TOMBSTONE
 
     def on_moved(self, msg: Handoff) -> None:
         moving = self.moving.get(msg.conid)
