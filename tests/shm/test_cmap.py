@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ def entry(sessid: str, conid: int = 7, expires: float = NOW + 60, **kw: str) -> 
     return CmapEntry(
         sessid, conid, fields["peer"], fields["addr"], kw.get("sock", "tcp:127.0.0.1:2855"), expires
     )
-
-
-@pytest.fixture
-def cmap(prefix: str, tmp_path: Path) -> Iterator[Cmap]:
-    c = Cmap.create(prefix, tmp_path / "cmap.lock", 16, 1024)
-    try:
-        yield c
-    finally:
-        c.close()
-        c.unlink()
 
 
 # Two session ids with the same CRC-32, so the same stripe and home slot (found by a birthday
