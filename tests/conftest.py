@@ -2,12 +2,13 @@
 
 `prefix` gives each test its own shared-memory segment prefix (derived from its tmp_path);
 teardown unlinks whatever segments still carry it, so a failing test leaves nothing in
-/dev/shm. `cmap` is a real connection map under that prefix.
+/dev/shm. `cmap` is a real connection map under that prefix. `make_relay` builds real msrpd
+instances (tests/integration/relay.py) and stops every one after the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from msrpd.shm import Cmap, instance_prefix, segment_names, unlink_stale
 
 from .forking import Children
+from .integration.relay import Relay
 
 
 @pytest.fixture
@@ -45,3 +47,18 @@ def cmap(prefix: str, tmp_path: Path) -> Iterator[Cmap]:
     finally:
         c.close()
         c.unlink()
+
+
+@pytest.fixture
+def make_relay() -> Iterator[Callable[..., Relay]]:
+    """Build Relay objects; every one is stopped and cleaned after the test."""
+    relays: list[Relay] = []
+
+    def make(**kwargs: object) -> Relay:
+        relay = Relay(**kwargs)  # type: ignore[arg-type]
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        relay.stop()

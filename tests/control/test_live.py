@@ -27,26 +27,11 @@ from ..msrpclient import MsrpClient
 
 
 @pytest.fixture
-def make_relay() -> Any:
-    relays: list[Relay] = []
-
-    def make(**kwargs: Any) -> Relay:
-        relay = Relay(**kwargs)
-        relays.append(relay)
-        return relay
-
-    yield make
-    for relay in relays:
-        relay.stop()
-
-
-@pytest.fixture
 def relay(make_relay: Callable[..., Relay]) -> Relay:
     relay = make_relay(children=2)
     result = relay.start()
     assert result.returncode == 0, result.stderr + relay.log()
-    if not relay.settings().fifo_path.exists():
-        pytest.skip("this supervisor does not serve the control fifo yet")
+    assert relay.settings().fifo_path.exists(), "the supervisor serves the control fifo"
     return relay
 
 
