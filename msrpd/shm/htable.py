@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Final, Self
 
 from .keyed import KeyedTable
-from .table import StripedTable, TableGeometry
+from .table import StripedTable
 
 __all__ = ["DEFAULT_TABLES", "HT_KEY_MAX", "HT_VALUE_MAX", "NONCE_TABLE", "HTable", "HtValue"]
 
@@ -101,12 +101,6 @@ def _check_tables(tables: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType(checked)
 
 
-def _open_table(
-    create: bool, name: str, lockfile: str | os.PathLike[str], geometry: TableGeometry, tag: bytes
-) -> StripedTable:
-    return (StripedTable.create if create else StripedTable.attach)(name, lockfile, geometry, tag)
-
-
 class HTable(KeyedTable):
     """Named shared tables of str/int items with expiry. create() in the supervisor, attach()
     after fork, both with the same `tables` declaration."""
@@ -119,7 +113,6 @@ class HTable(KeyedTable):
     def __init__(self, table: StripedTable, tables: Mapping[str, float] = DEFAULT_TABLES) -> None:
         # Use create() or attach().
         super().__init__(table)
-        self._rw = table
         self._tables = _check_tables(tables)
 
     @classmethod
@@ -135,7 +128,9 @@ class HTable(KeyedTable):
         ValueError for a bad table declaration (before anything is created)."""
         checked = _check_tables(tables)
         geometry = cls.geometry(n_stripes, capacity)
-        return cls(_open_table(True, cls.region_name(prefix), lockfile, geometry, cls.TAG), checked)
+        return cls(
+            StripedTable.create(cls.region_name(prefix), lockfile, geometry, cls.TAG), checked
+        )
 
     @classmethod
     def attach(
@@ -155,7 +150,7 @@ class HTable(KeyedTable):
         checked = _check_tables(tables)
         geometry = cls.geometry(n_stripes, capacity)
         return cls(
-            _open_table(False, cls.region_name(prefix), lockfile, geometry, cls.TAG), checked
+            StripedTable.attach(cls.region_name(prefix), lockfile, geometry, cls.TAG), checked
         )
 
     @property
@@ -222,7 +217,7 @@ class HTable(KeyedTable):
                 return None
             return expires + old[_HEAD.size :]
 
-        return self._rw.update(self._key(table, key), change)
+        return self.table.update(self._key(table, key), change)
 
     def dump(self, table: str, now: float) -> list[dict[str, HtValue | float]]:
         """The live items of one table for the htable.dump RPC, sorted by key: dicts with
