@@ -86,7 +86,7 @@ class ShmCollector:
 
     def _gauges(self) -> Iterator[Metric]:
         workers = GaugeMetricFamily("msrpd_workers", "Worker processes by state", labels=["state"])
-        states = [r.state for r in self.shm.heartbeats.all() if r.pid]
+        states = [r.state for r in self.shm.heartbeats.live() if r.pid]
         for state in (WorkerState.BOOTING, WorkerState.RUNNING, WorkerState.DRAINING):
             workers.add_metric([state.name.lower()], sum(1 for s in states if s == state))
         yield workers
