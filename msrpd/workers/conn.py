@@ -276,20 +276,13 @@ class MsrpConnection(asyncio.Protocol):
         if self.closed:
             return False
         holding = self.holding
-        if holding is not None:
-            if not forwarded:
-                holding.append((data, close_after, source, more))
-                self.holding_bytes += len(data)
-            if self.ctx.current_source is self.release_link:
-                # RELEASE comes on this link: pausing it for what is held would wait forever.
-                if forwarded:
-                    self._write_now(data, close_after, source, more)
-                return True
-            if not forwarded:
-                if self.congested:
-                    self.flow.check(self)
-                return True
-        self._write_now(data, close_after, source, more)
+        if holding is not None and not forwarded:
+            holding.append((data, close_after, source, more))
+            self.holding_bytes += len(data)
+        else:
+            self._write_now(data, close_after, source, more)
+        if holding is not None and self.ctx.current_source is self.release_link:
+            return True  # RELEASE comes on this link: pausing it for what is held never ends
         if self.flow.blocked or self.congested:
             self.flow.check(self)
         return True
