@@ -5,8 +5,11 @@ Strategy (reference §6.3, DESIGN §2):
   frame goes to our own transport or over the handoff link to the owner, draining
   generations included.
 - An address (set_dst, To-Path) is looked up in the shared connection registry, so an existing
-  connection to that peer is reused whichever worker owns it. A next hop without a port is
-  2855 (RFC 4975 §9), not Kamailio's 5060.
+  connection to that peer is reused whichever worker owns it. A To-Path URI finds only
+  connections the relay opened; a client's inbound connection only when the script chose its
+  address with set_dst (issue 12: knowing a client's address must not let anyone write to
+  it; rfc-checklist §2.1 step 8). A next hop without a port is 2855 (RFC 4975 §9), not
+  Kamailio's 5060.
 - Otherwise, unless flag 1 (reuse only) is set, this worker opens an outbound connection
   (TLS for msrps) and owns it; frames queue on it until it is up.
 """
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import MsrpUri
 from ..routing.env import Destination, SendFlags
-from .conn import MsrpConnection, format_peer
+from .conn import MsrpConnection, format_peer, registry_key
 from .handoff import conid_owner
 from .sinks import HandoffSink, LocalSink, Sink
 
@@ -45,11 +48,13 @@ class Delivery:
             return None
         host, port = uri.address()
         key = f"{'tls' if uri.secure else 'tcp'}:{format_peer(host, port)}"
-        conid = self.ctx.registry.lookup(key) if self.ctx.registry is not None else None
-        if conid is not None:
-            sink = self.for_conid(conid)
-            if sink is not None:
-                return sink
+        registry = self.ctx.registry
+        if registry is not None:
+            for known in (registry_key(key, False), key) if dest.chosen else (key,):
+                conid = registry.lookup(known)
+                sink = None if conid is None else self.for_conid(conid)
+                if sink is not None:
+                    return sink
         pending = self.outbound.get(key)
         if pending is not None and not pending.closed:
             return LocalSink(pending)
@@ -82,6 +87,7 @@ class Delivery:
             logger.warning("relay to %s: msrps next hop but no TLS client context", key)
             return None
         conn = MsrpConnection(self.ctx, "", uri.secure)
+        conn.outbound = True
         self.outbound[key] = conn
         task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
         self.ctx.tasks.add(task)
