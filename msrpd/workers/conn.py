@@ -375,6 +375,15 @@ class MsrpConnection(asyncio.Protocol):
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
+    def connect_failed(self, reason: str) -> None:
+        """An outbound connect that never completed (asyncio calls no connection_lost): let
+        go of what waits here and resume the sources it paused (issue 12)."""
+        self.closed = True
+        self.close_reason = self.close_reason or f"connect failed: {reason}"
+        self.pending, self.pending_bytes = [], 0
+        self.gate = FrameGate()
+        self.flow.release_all(self)
+
     def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:
             self.close_reason = self.close_reason or reason
