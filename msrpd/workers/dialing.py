@@ -5,7 +5,8 @@ Rules (issue 12 item 3; rfc-checklist §2.4, §4.5):
   When the connect fails, asyncio calls no connection_lost: everything the connection holds
   is let go here (the sources flow control paused resume, the parked bytes go), and each
   parked frame is a relay failure whose sender gets a failure REPORT (Status 000 408) when
-  its SEND asked for one: the 200 has gone out (RFC 4976 §6.4.1).
+  its SEND asked for one: the 200 has gone out (RFC 4976 §6.4.1). A forwarded AUTH, answered
+  end to end, gets a 408 response instead (rfc-checklist §4.5 [impl]); other frames nothing.
 - Bounds, from [msrp]: connects in flight per worker (max_connects) and per source
   connection (max_connects_per_conn), bytes parked per worker (max_connecting_bytes, each
   parked frame's record included). A next hop whose connect failed is remembered for
@@ -24,7 +25,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..protocol.writer import ReportBasis, build_failure_report, report_basis
+from ..protocol import Frame, LocalProtocolError, build_reply
+from ..protocol.frame import AUTH
+from ..protocol.writer import build_failure_report, report_basis
 from ..shm import Counter
 from .sinks import LocalSink, Sink
 
@@ -47,8 +50,8 @@ REPORT_CODE, REPORT_REASON = 408, "Request Timeout"  # rfc-checklist §4.5 [impl
 class _Parked:
     origin: int
     """The connection the frame came on."""
-    tid: bytes
-    basis: ReportBasis | None
+    notice: bytes | None
+    """What its sender gets if the frame is lost: a REPORT, a 408 to an AUTH, or nothing."""
 
 
 class FailedSink:
@@ -172,15 +175,24 @@ class Dialing:
         frame, conn = self.ctx.current_frame, self.ctx.current_conn
         if frame is None or conn is None:
             return None
-        return _Parked(conn.conid, frame.tid, report_basis(frame))
+        return _Parked(conn.conid, _notice(frame))
 
     def _report(self, record: _Parked) -> None:
-        """Tell the sender with a REPORT when its SEND asked for failure reports (RFC 4975
-        §7.1.2); written after this loop iteration, so after the route's own 200."""
+        """Tell the sender; written after this loop iteration, so after the route's own 200."""
         origin = self.ctx.conns.get(record.origin)
-        if record.basis is None or origin is None:
-            return
-        report = build_failure_report(
-            record.basis, secrets.token_hex(6).encode(), REPORT_CODE, REPORT_REASON
-        )
-        self.ctx.loop.call_soon(origin.write_frame, report)
+        if record.notice is not None and origin is not None:
+            self.ctx.loop.call_soon(origin.write_frame, record.notice)
+
+
+def _notice(frame: Frame) -> bytes | None:
+    """A REPORT when `frame` is a SEND that asked for failure reports (RFC 4975 §7.1.2), a 408
+    when it is an AUTH (its response is end to end: nobody else answers it), else None."""
+    if frame.method == AUTH:
+        try:
+            return build_reply(frame, REPORT_CODE, REPORT_REASON)
+        except LocalProtocolError:
+            return None
+    basis = report_basis(frame)
+    if basis is None:
+        return None
+    return build_failure_report(basis, secrets.token_hex(6).encode(), REPORT_CODE, REPORT_REASON)

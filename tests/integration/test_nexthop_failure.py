@@ -153,7 +153,7 @@ def test_failed_connect_releases_the_sender(make_relay) -> None:
 
 def test_a_refused_next_hop_is_not_dialled_for_every_frame(make_relay) -> None:
     """500 SENDs to a closed port: one connect, then the failure is remembered
-    (connect_fail_ttl); every SEND still gets its 200 and one REPORT."""
+    (connect_fail_ttl); every SEND still gets its 200 and one REPORT, and an AUTH a 408."""
     relay = _relay(make_relay, 1, connect_fail_ttl=60)
     port = free_port()
     with _authed(relay.port, "alice") as alice:
@@ -165,6 +165,12 @@ def test_a_refused_next_hop_is_not_dialled_for_every_frame(make_relay) -> None:
         inbox.read_until(lambda: sum(inbox.ok.values()) == len(msgids), 5)
         assert inbox.ok == Counter({m.encode(): 1 for m in msgids})
         assert inbox.reports == {m.encode(): [b"000 408 Request Timeout"] for m in msgids}
+        # An AUTH for that next hop is answered end to end: the relay answers it 408.
+        tid = alice.request("AUTH", f"{alice.relay_uri} msrp://127.0.0.1:{port};tcp")
+        got = alice.recv(5).frame
+        assert (got.tid, got.code, got.to_path) == (tid, 408, [alice.uri])
+        with pytest.raises(TimeoutError):
+            alice.recv(0.5)
     attempts = relay.log().count(f"relay to tcp:127.0.0.1:{port} failed: cannot connect")
     assert attempts == 1, f"{attempts} connects to a port that refused the first"
     wait_for(lambda: _stats(relay)["connects_failed"] == 1, 5, "the failed connect counted")
