@@ -127,7 +127,8 @@ class Dialing:
         """The current frame for `key` fails now: counted, logged, reported to its sender."""
         record = self._record()
         self.ctx.count_relay_fail()
-        logger.info("relay to %s failed: %s", key, why)
+        # Debug only: a client can make one per frame; relay_fail counts them.
+        logger.debug("relay to %s failed: %s", key, why)
         if record is not None:
             self._report(record)
         return _FAILED
