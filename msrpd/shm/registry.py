@@ -3,9 +3,11 @@
 Rules: msrp_set_dst(addr) and next-hop relaying first look the address up here, so a frame for
 a peer that already has a connection goes to whichever worker owns it (DESIGN §2). The key is
 the address text exactly as the caller formats it ("tcp:127.0.0.1:40000", "tls:[::1]:2856");
-callers normalise (lower-case host, IPv6 in brackets) before calling. unregister() removes an
-entry only while it still names the closing connection, so a newer connection to the same
-address, registered in between by another worker, is never removed by the old one's close.
+callers normalise (lower-case host, IPv6 in brackets) before calling; workers register a
+client's connection under "in:" + its address (workers/conn.py registry_key). unregister()
+removes an entry only while it still names the closing connection, so a newer connection to
+the same address, registered in between by another worker, is never removed by the old one's
+close.
 Record: 8 header + 96 key + 8 conid = 112 bytes per slot.
 """
 

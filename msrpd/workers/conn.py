@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .context import WorkerContext
     from .sinks import Sink
 
-__all__ = ["MsrpConnection", "format_peer"]
+__all__ = ["MsrpConnection", "format_peer", "registry_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,18 @@ def format_peer(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def registry_key(peer_key: str, outbound: bool) -> str:
+    """The connection registry's key for a connection to or from `peer_key`: connections the
+    relay opened under the address itself, clients' connections under "in:" + the address,
+    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
+    return peer_key if outbound else "in:" + peer_key
+
+
 class MsrpConnection(asyncio.Protocol):
     """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
+
+    outbound = False
+    """Opened by the relay to a next hop (delivery.py sets it), not accepted from a client."""
 
     def __init__(
         self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
@@ -365,6 +375,15 @@ class MsrpConnection(asyncio.Protocol):
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
+    def connect_failed(self, reason: str) -> None:
+        """An outbound connect that never completed (asyncio calls no connection_lost): let
+        go of what waits here and resume the sources it paused (issue 12)."""
+        self.closed = True
+        self.close_reason = self.close_reason or f"connect failed: {reason}"
+        self.pending, self.pending_bytes = [], 0
+        self.gate = FrameGate()
+        self.flow.release_all(self)
+
     def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:
             self.close_reason = self.close_reason or reason
@@ -375,6 +394,10 @@ class MsrpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.close_reason = self.close_reason or reason
             self.transport.abort()
+
+    @property
+    def registry_key(self) -> str:
+        return registry_key(self.peer_key, self.outbound)
 
     @property
     def idle(self) -> bool:

@@ -263,7 +263,7 @@ class WorkerContext:
         self.conns[conn.conid] = conn
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None:
-            self.registry.register(conn.peer_key, conn.conid)
+            self.registry.register(conn.registry_key, conn.conid)
         if not conn.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
 
@@ -271,7 +271,7 @@ class WorkerContext:
         self.conns.pop(conn.conid, None)
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.peer_key:
-            self.registry.unregister(conn.peer_key, conn.conid)
+            self.registry.unregister(conn.registry_key, conn.conid)
         # A closed connection's sessions go with it (RFC 4976 §6.3).
         cmap = self.cmap
         if cmap is not None:

@@ -77,6 +77,14 @@ class ConnEnv:
         delivery = self.ctx.delivery
         sink = None if delivery is None else delivery.resolve(dest, flags)
         if sink is None:
+            frame = self.ctx.current_frame
+            if frame is not None and frame.method is None:
+                # A response for a frame we forwarded (its To-Path names more hops): it goes
+                # back only on a connection the relay opened; a client's is not found by
+                # address (issue 12), and the SEND got our hop-by-hop 200 (RFC 4976 §6.4.1).
+                self.ctx.counters.add(Counter.responses_dropped)
+                logger.info("response %s dropped: no connection to %s", self._tid(), dest.uri)
+                return -1
             self.ctx.count_relay_fail()
             logger.info(
                 "relay of %s failed: no way to %s", self._tid(), dest.uri or f"{dest.conid:x}"
