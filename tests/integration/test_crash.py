@@ -11,6 +11,8 @@
    after each respawn every cmap entry names a live connection that holds that session, and
    a SEND to each session that died with its worker is answered 481.
 3. A worker of a retiring generation killed while it drains: its sessions go with it too.
+4. A worker killed while it relays a streamed frame to another worker's connection: the
+   frame is ended there, and that connection goes on receiving.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, cast
 import trustme
 
 from msrpd.ctlclient import call
-from msrpd.protocol import Frame, FrameReader
+from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_request
 
 from ..msrpclient import MsrpClient
@@ -409,3 +411,47 @@ def test_sessions_of_a_killed_draining_worker_are_purged(make_relay, tmp_path) -
     assert (answer.frame.tid, answer.frame.code) == (tid, 481)
     alice.close()
     bob.close()
+
+
+def test_a_stream_cut_by_its_workers_death_is_ended_and_the_receiver_goes_on(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """Alice's worker relays her streamed SEND to Bob on the other worker and is SIGKILLed
+    in the middle: Bob's frame is ended with `#` (RFC 4975 §7.1) and the next SEND for Bob
+    reaches him (his connection no longer waits for the rest of a frame that never comes)."""
+    relay: Relay = make_relay(children=2, msrp={"max_body": 1024})
+    assert relay.start().returncode == 0, relay.log()
+    clients = [authed(relay, "alice" if i % 2 else "bob") for i in range(8)]
+    owners = served_by(relay)
+    by_worker: dict[int, list[MsrpClient]] = {}
+    for client in clients:
+        by_worker.setdefault(owners[port_of(client)]["pid"], []).append(client)
+    assert len(by_worker) == 2, "accept balancing uses both workers"
+    (alice_worker, (alice, *_)), (_, (bob, *_)) = by_worker.items()
+    head = (
+        f"MSRP big1 SEND\r\nTo-Path: {bob.use_path} {bob.uri}\r\nFrom-Path: {alice.uri}\r\n"
+        "Message-ID: big\r\nByte-Range: 1-*/1000000\r\nContent-Type: text/plain\r\n\r\n"
+    ).encode()
+    alice.send_raw(head + b"x" * 200_000)  # no end-line: the frame is still coming
+    events: list[object] = []
+    reader = FrameReader(ReaderLimits(max_body=1024))
+    body = 0
+    while body < 100_000:
+        reader.receive_data(bob.sock.recv(1 << 16))
+        events += reader.events()
+        body = sum(len(e.data) for e in events if isinstance(e, BodyPiece))
+    kill_and_wait_for_successor(relay, alice_worker, 2)
+    carol = authed(relay, "alice")
+    tid = carol.send_message(bob, b"after the crash")
+    assert carol.recv().frame.code == 200
+    bob.sock.settimeout(10)
+    while not any(isinstance(e, Frame) and e.tid == tid for e in events):
+        data = bob.sock.recv(1 << 16)
+        assert data, "the relay closed Bob's connection"
+        reader.receive_data(data)
+        events += reader.events()
+    first, *pieces, end, last = events
+    assert isinstance(first, Frame) and first.tid == b"big1" and first.streamed
+    assert all(isinstance(p, BodyPiece) for p in pieces)
+    assert isinstance(end, FrameEnd) and (end.tid, end.flag) == (b"big1", b"#")
+    assert isinstance(last, Frame) and bytes(last.body or b"") == b"after the crash"
+    for client in [*clients, carol]:
+        client.close()
