@@ -360,9 +360,11 @@ class Supervisor:
         self.serials[slot, gen] = max(self.serials.get((slot, gen), FIRST_SERIAL), mark)
         self.shm.heartbeats.release(proc.ident.index)
         self.shm.stats.retire(proc.ident.index)
-        if self.stopping_until is None:  # at stop the tables go away with the supervisor
-            self._purge(slot, gen)
         code = os.waitstatus_to_exitcode(status)
+        # At stop the tables go away with the supervisor: only a worker that died (not one
+        # that finished) is purged then, for the sake of those still draining.
+        if self.stopping_until is None or code != 0:
+            self._purge(slot, gen)
         if code == WORKER_BOOT_ERROR:
             raise HaltSupervisor(
                 f"worker {slot} failed to boot (see the log above)", EXIT_BOOT_ERROR
