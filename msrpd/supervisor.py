@@ -289,6 +289,9 @@ class Supervisor:
     def _spawn_generation(self) -> None:
         self.generation += 1
         self.serials = {k: v for k, v in self.serials.items() if k[1] == self.generation}
+        # Every slot starts now: a respawn still waiting out its backoff would start a second
+        # worker of the same (slot, generation), handing out the same connection ids.
+        self.respawn_at.clear()
         for slot in range(self.settings.core.children):
             self.spawn(slot)
         self.listeners.prune(self.settings.core.listen, self.settings.core.children)

@@ -13,6 +13,7 @@
 3. A worker of a retiring generation killed while it drains: its sessions go with it too.
 4. A worker killed while it relays a streamed frame to another worker's connection: the
    frame is ended there, and that connection goes on receiving.
+5. A reload while a dead worker's respawn waits out its backoff: one worker per slot.
 """
 
 from __future__ import annotations
@@ -455,3 +456,25 @@ def test_a_stream_cut_by_its_workers_death_is_ended_and_the_receiver_goes_on(mak
     assert isinstance(last, Frame) and bytes(last.body or b"") == b"after the crash"
     for client in [*clients, carol]:
         client.close()
+
+
+def test_a_reload_during_a_respawn_backoff_starts_each_slot_once(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """A worker that dies young is respawned after a backoff; a reload within it starts the
+    new generation's worker for that slot, and the pending respawn must not start a second
+    one (two workers of one (slot, generation) would hand out the same connection ids)."""
+    relay: Relay = make_relay(children=2)
+    assert relay.start().returncode == 0, relay.log()
+    victim = next(pid for pid, row in running_workers(relay).items() if row["slot"] == 0)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "died" in relay.log(), 5, "the death to be seen")
+    relay.supervisor().send_signal(signal.SIGHUP)
+
+    def settled() -> list[tuple[int, int]] | None:
+        rows = [r for r in ctl(relay, "core.ps") if r["role"] != "supervisor"]
+        if any(r["state"] != "running" for r in rows) or len(rows) < 2:
+            return None
+        return sorted((r["slot"], r["generation"]) for r in rows)
+
+    wait_for(lambda: settled() == [(0, 2), (1, 2)], 15, "generation 2 alone")
+    time.sleep(2 * 0.25 + 1.0)  # the backoff a young death gets, and a supervisor tick
+    assert settled() == [(0, 2), (1, 2)], relay.log()
