@@ -7,9 +7,8 @@ source the owner of the connection's output; writes from other sources wait, in 
 order, until the owner's last piece (`more=False`) is out. Per-source order is always kept.
 The gate is pure bookkeeping (no I/O): `offer` returns what may be written now, in order.
 A source that dies in the middle of a streamed frame (its worker was killed) is `abandon`ed:
-the frame is ended with the `#` flag (RFC 4975 §7.1: interrupted, the rest of the message
-follows in another chunk, or never), so the connection's framing stays whole and the frames
-waiting behind it go out.
+the frame is ended with the `#` flag (RFC 4975 §7.1: the message is aborted, no more of it
+follows), so the connection's framing stays whole and the frames waiting behind it go out.
 """
 
 from __future__ import annotations
