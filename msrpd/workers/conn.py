@@ -309,6 +309,16 @@ class MsrpConnection(asyncio.Protocol):
                 self._write(item.data, item.close_after)
                 self.frames_out += not item.more
 
+    def abandon(self, source: Hashable) -> None:
+        """`source` (a handoff link's stream) will send no more: end its frame, if it is in
+        the middle of one, and write what waited behind it (gate.py)."""
+        if self.closed or source not in self.gate.open:
+            return
+        for item in self.gate.abandon(source):
+            self._write(item.data, item.close_after)
+            self.frames_out += not item.more
+        self.flow.check(self)
+
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
         held, self.holding, self.holding_bytes = self.holding or [], None, 0

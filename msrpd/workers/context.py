@@ -28,6 +28,7 @@ from ..routing.sip import SipRequest
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .accounting import account
+from .conids import FIRST_SERIAL, SerialBlocks
 from .flow import WRITE_HIGH, Blockable
 from .handoff import HandoffKind, make_conid
 
@@ -82,6 +83,9 @@ class WorkerIdentity:
     """Reload generation; a connection id names slot and generation (DESIGN §2)."""
     index: int
     """Process slot in the heartbeat and stats tables."""
+    first_serial: int = FIRST_SERIAL
+    """Its first connection-id serial: above every one a dead predecessor of the same
+    (slot, generation) may have used (conids.py)."""
 
 
 def handoff_path(run_dir: Path, slot: int, generation: int) -> Path:
@@ -120,7 +124,7 @@ class WorkerContext:
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
     _limits: ReaderLimits | None = None  # built once, on first use (every connection)
     _htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
-    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _serials: SerialBlocks | None = None  # built on first use (conids.py)
     _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -178,7 +182,15 @@ class WorkerContext:
             self.hub.flush()
 
     def new_conid(self) -> int:
-        return make_conid(self.ident.slot, self.ident.generation, next(self._serial))
+        """A connection id never used before by this (slot, generation), even by a worker
+        that held it and died (conids.py)."""
+        serials = self._serials
+        if serials is None:
+            ident, heartbeats = self.ident, self.shm.heartbeats
+            serials = self._serials = SerialBlocks(
+                ident.first_serial, lambda mark: heartbeats.reserve_serials(ident.index, mark)
+            )
+        return make_conid(self.ident.slot, self.ident.generation, serials.take())
 
     def next_token(self) -> int:
         token = next(self._tokens) & 0xFFFFFFFF

@@ -70,6 +70,10 @@ _CLOSE = HandoffKind.CLOSE
 _Tracked = tuple[int, int, int]
 
 
+def _nothing(link_id: int) -> None:
+    pass
+
+
 def _ignore(msg: Handoff) -> None:
     logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
 
@@ -331,6 +335,9 @@ class HandoffHub:
         its connections' writes there too)."""
         self.on_control: Callable[[Handoff], None] = _ignore
         """Called for each message that moves a connection (colocate.py)."""
+        self.on_link_lost: Callable[[int], None] = _nothing
+        """on_link_lost(link id) when a link closes: the streams that came on it (sources
+        (link id, token)) send no more pieces (their worker died, say)."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -478,6 +485,10 @@ class HandoffHub:
     def _link_lost(self, link: _Link, failed: list[_Tracked]) -> None:
         self._forget(link)
         self._dying.discard(link)
+        try:
+            self.on_link_lost(id(link))
+        except Exception:
+            logger.exception("handoff: on_link_lost callback failed")
         if failed:
             logger.info("handoff link %s: %d messages not delivered", link.dest, len(failed))
             self.stats.failed += len(failed)
