@@ -4,7 +4,9 @@ Strategy (uvicorn's h11_impl, kept thin): data_received feeds the reader and han
 to a small handler. The routing script runs on every frame. Only the owning worker writes to
 this transport; other workers reach it through the handoff link (DESIGN §2).
 - A frame whose body is over the whole-frame limit arrives as head, pieces, end: the script
-  runs on the head, and the pieces follow to wherever relay() sent the head.
+  runs on the head, and the pieces follow to wherever relay() sent the head. Its answers wait
+  for its end-line: a response says the whole chunk was received (RFC 4976 §6.4.1), and a
+  client that reads only after writing the chunk (msrplib) would drop an early one.
 - If the connection dies in the middle of a relayed streamed frame, the destination gets the
   end-line with flag "#" (RFC 4975 §7.1: the chunk is interrupted), so its framing stays sound.
 """
@@ -57,6 +59,10 @@ def format_peer(host: str, port: int) -> str:
 
 class MsrpConnection(asyncio.Protocol):
     """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
+
+    held_replies: list[tuple[bytes, bool]] | None = None
+    """Answers to the streamed frame being read, written when its end-line is in (set per
+    frame by _on_frame; None: answers go out at once)."""
 
     def __init__(
         self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
@@ -194,6 +200,7 @@ class MsrpConnection(asyncio.Protocol):
         if not self.close_reason:
             self.close_reason = f"error: {exc}" if exc else "closed by peer"
         self.flow.release_all(self)
+        self.held_replies = None  # the chunk never ended: it is not answered
         if self.stream_sink is not None:
             end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
             self.stream_sink.send(end, source=self.conid)
@@ -236,6 +243,8 @@ class MsrpConnection(asyncio.Protocol):
     def _on_frame(self, frame: Frame) -> None:
         self.frames_in += 1
         self.ctx.count_frame_in(frame)
+        if frame.streamed:
+            self.held_replies = []
         sink = self.ctx.run_route(frame, self)
         if frame.streamed:
             self.stream_sink = sink
@@ -245,6 +254,17 @@ class MsrpConnection(asyncio.Protocol):
         if self.stream_sink is not None:
             self.stream_sink.send(end.raw, source=self.conid)
             self.stream_sink = None
+        # The chunk is in, whatever its flag: "#" ends it too (RFC 4975 §7.1).
+        held, self.held_replies = self.held_replies or [], None
+        for data, close_after in held:
+            self.write_frame(data, close_after)
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None:
+        """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
+        if self.held_replies is not None:
+            self.held_replies.append((data, close_after))
+        else:
+            self.write_frame(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.count_invalid()
@@ -386,5 +406,6 @@ class MsrpConnection(asyncio.Protocol):
         # A connection paused by back-pressure may still have frames in its socket: not idle.
         quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
         quiet = quiet and not self.blockers and self.holding is None and not self.reading_held
+        quiet = quiet and self.held_replies is None
         quiet = quiet and time.monotonic() - self.last_active > QUIET
         return self.reader.buffered == 0 and buffered == 0 and quiet
