@@ -30,6 +30,7 @@ from ..protocol import (
     RemoteProtocolError,
     SipMessage,
     build_invalid_reply,
+    invalid_gets_reply,
 )
 from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
@@ -268,12 +269,21 @@ class MsrpConnection(asyncio.Protocol):
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.count_invalid()
-        reply = build_invalid_reply(invalid)
         logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
+        if not invalid_gets_reply(invalid):
+            return  # a response, a REPORT or Failure-Report: no: dropped (RFC 4975 §7.1.2)
+        reply = build_invalid_reply(invalid, self._self_uri())
         if reply is None:
             self.close(f"unanswerable invalid frame: {invalid.reason}")
         else:
             self.write_frame(reply, False)
+
+    def _self_uri(self) -> bytes:
+        """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
+        if not self.local_sock:
+            return b""
+        address = self.local_sock.partition(":")[2]
+        return f"msrp{'s' if self.secure else ''}://{address};tcp".encode()
 
     def _on_sip(self, message: SipMessage) -> None:
         self.ctx.run_sip_route(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
