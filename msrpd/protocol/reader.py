@@ -15,7 +15,9 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
   back, so a piece never contains part of the end-line.
 - Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
-  give an InvalidFrame event and reading goes on. A To-Path or From-Path that is not a list of
+  give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
+  the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
+  sender to stop) and reading goes on. A To-Path or From-Path that is not a list of
   MSRP URIs (RFC 4975 §9) is such an error: no Frame ever carries paths that do not parse, so
   nothing that reads them later can fail on them (checked once per frame; PathCheck makes a
   session's repeated paths cost a comparison). Without a transaction id (or with bare-LF
@@ -118,6 +120,7 @@ class FrameReader:
         self._response = False
         self._spans = ((0, 0, 0), (0, 0, 0))
         self._error = ""
+        self._refused: InvalidFrame | None = None
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -330,7 +333,11 @@ class FrameReader:
         self._body_start = blank + 4
         self._scan = hdr_end
         if invalid is not None:
-            return self._start_rest(ReaderState.SKIP, hdr_end, invalid)
+            # Refused, but answered only once its end-line is in: a response says the whole
+            # chunk was received (RFC 4976 §6.4.1), and a sender may read only after writing it.
+            self._start_rest(ReaderState.SKIP, hdr_end, invalid)
+            self._refused = invalid
+            return self._read_skip()
         self._state = ReaderState.BODY
         return self._read_body()
 
@@ -423,7 +430,10 @@ class FrameReader:
             return self._at_eof(self._tid)
         end = FrameEnd(self._tid, bytes(buf[found - 3 : found - 2]), bytes(buf[:found]))
         self._consume(found, end)
-        return end if keep else self._read_idle()
+        if keep:
+            return end
+        refused, self._refused = self._refused, None
+        return refused if refused is not None else self._read_idle()
 
     # -- SIP on the MSRP port ----------------------------------------------------------------
     def _read_sip(self) -> Event | NeedData:

@@ -10,6 +10,9 @@ and the connection goes on.
 
 from __future__ import annotations
 
+import select
+import time
+
 from msrpd.shm import ShmSet
 from msrpd.supervisor import layout_for
 
@@ -78,3 +81,26 @@ def test_frames_with_bad_paths_are_refused_before_the_route(make_relay) -> None:
     assert "Traceback" not in log and "route failed" not in log, log[-3000:]
     for tid in ("a1b2c3d5", "rep1", "frn1", "rsp1"):
         assert f"invalid frame b'{tid}' from " in log, tid
+
+
+def test_streamed_frame_with_a_bad_path_is_answered_after_the_whole_chunk(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """Written the way msrplib writes (the whole chunk, then read): the 400 is not there
+    before the end-line, and comes after it."""
+    relay: Relay = make_relay(children=1)
+    result = relay.start()
+    assert result.returncode == 0, result.stderr + relay.log()
+    body = b"x" * (2 << 20)  # over max_body: the relay skips it as it comes
+    head = (
+        b"MSRP big1 SEND\r\nTo-Path: msrp://127.0.0.1:%d/s;\xf4cp msrp://h:1/b;tcp\r\n"
+        b"From-Path: msrp://127.0.0.1:9/fz;tcp\r\nMessage-ID: m1\r\nByte-Range: 1-*/*\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+    ) % relay.port
+    with MsrpClient(relay.port) as client:
+        client.send_raw(head + body + b"\r\n")
+        time.sleep(0.5)  # the relay has read what the socket buffers let through
+        readable, _, _ = select.select([client.sock], [], [], 0)
+        assert not readable, "the 400 came before the end-line"
+        client.send_raw(b"-------big1$\r\n")
+        answer = client.recv(timeout=10).frame
+        assert (answer.tid, answer.code) == (b"big1", 400), answer.buf
+        _probe(client)

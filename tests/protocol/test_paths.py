@@ -321,3 +321,17 @@ def test_report_and_response_are_never_answered() -> None:
         event = invalid(data)
         assert not invalid_gets_reply(event)  # RFC 4975 §7.1.2, §7.2
         assert build_invalid_reply(event) is None
+
+
+@pytest.mark.parametrize("size", [100, 100_000])  # whole-frame size, and streamed
+def test_refused_frame_with_a_body_is_reported_after_its_end_line(size: int) -> None:
+    """Its 400 then follows the whole chunk, as a 200 would (RFC 4976 §6.4.1)."""
+    data = frame(b"msrp://h:1/x;\xf4cp", body=b"x" * size)
+    cut = len(data) - len(b"-------p1$\r\n")
+    reader = FrameReader(ReaderLimits(max_body=1024))
+    reader.receive_data(data[:cut])
+    assert list(reader.events()) == []
+    reader.receive_data(data[cut:])
+    (event,) = reader.events()
+    assert isinstance(event, InvalidFrame) and event.tid == b"p1"
+    assert reader.buffered == 0

@@ -119,7 +119,11 @@ def sent_frames(transcript: Transcript) -> list[Sent]:
     """
     out: list[Sent] = []
     for w in transcript.sends:
-        events = read_all(w.raw, HEAD_ONLY if w.elided else None)
+        raw = w.raw
+        if w.elided and doubled_path(raw):
+            # Refused frames are answered after their end-line, which the transcript elided.
+            raw += b"\r\n-------%s$\r\n" % first_line_words(raw)[1]
+        events = read_all(raw, HEAD_ONLY if w.elided else None)
         frames = [event for event in events if isinstance(event, Frame | InvalidFrame)]
         if w.elided:
             assert len(frames) == 1, (w.index, events)
