@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from msrpd.protocol import MSRP_PV_KEYS, LocalProtocolError, MsrpUri
+from msrpd.protocol import (
+    MSRP_PV_KEYS,
+    Frame,
+    FrameReader,
+    InvalidFrame,
+    LocalProtocolError,
+    MsrpUri,
+)
 from msrpd.routing import Msrp
 
 from .fakeenv import RELAY, Client, FakeEnv, Relay, parse
@@ -79,9 +86,22 @@ def _header_names(frame_bytes: bytes) -> list[str]:
     return [name.decode("utf-8", "surrogateescape") for name, _ in parse(frame_bytes).headers()]
 
 
-@pytest.mark.parametrize("raw", FRAMES.values(), ids=list(FRAMES))
+# The issue's frame: before the fix it reached the API, and reading its paths raised.
+BAD_PATH = _frame(
+    b"AUTH", b"msrp://127.0.0.1:2855;\xf4cp", b'Authorization: Digest response="0"\r\n', None
+)
+
+
+@pytest.mark.parametrize("raw", [*FRAMES.values(), BAD_PATH], ids=[*FRAMES, "bad To-Path"])
 def test_every_read_of_the_api_answers(raw: bytes, env: FakeEnv) -> None:
-    msrp = Msrp(parse(raw), ALICE.conn, env)
+    reader = FrameReader()
+    reader.receive_data(raw)
+    (event,) = reader.events()
+    if raw is BAD_PATH:
+        assert isinstance(event, InvalidFrame)  # refused: it never reaches a route
+        return
+    assert isinstance(event, Frame)
+    msrp = Msrp(event, ALICE.conn, env)
     for key in MSRP_PV_KEYS:
         msrp.pv(key)
     for key in PATH_KEYS:
