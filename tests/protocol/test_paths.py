@@ -157,6 +157,19 @@ def test_path_problem_agrees_with_parse_uri(pieces: list[str]) -> None:
     assert (path_problem(value, "To-Path") is None) == all_parse(value), value
 
 
+_URI_ALPHABET = "msrpMSRP:/@;[]=.%+-_~!$&'()*,0123456789abcdefABCDEF \t"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.sampled_from(["msrp://", "msrps://", "msrp://[", "msrp://h:", "MSRP://u@", ""]),
+    st.text(alphabet=_URI_ALPHABET, max_size=40),
+)
+def test_path_problem_agrees_on_near_uri_text(scheme: str, tail: str) -> None:
+    value = (scheme + tail).encode().strip(b" \t")
+    assert (path_problem(value, "To-Path") is None) == all_parse(value), value
+
+
 @pytest.mark.parametrize(
     "value",
     [
