@@ -109,12 +109,17 @@ def _started(make_relay) -> Relay:  # type: ignore[no-untyped-def]
     return relay
 
 
-def _chunk(alice: MsrpClient, bob: MsrpClient, body: bytes, total: int, flag: bytes) -> tuple:
-    """(tid, the chunk without its end-line, the end-line) of one SEND from Alice to Bob."""
+def _to(bob: MsrpClient) -> list[str]:
+    return [bob.use_path or "", bob.uri]
+
+
+def _chunk(
+    alice: MsrpClient, to_path: list[str], body: bytes, total: int, flag: bytes
+) -> tuple[bytes, bytes, bytes]:
+    """(tid, the chunk without its end-line, the end-line) of one SEND from Alice."""
     tid = new_tid()
     headers = [("Message-ID", f"m{tid.decode()}"), ("Byte-Range", f"1-*/{total}")]
     headers.append(("Content-Type", "application/octet-stream"))
-    to_path = [bob.use_path or "", bob.uri]
     frame = build_request(tid, b"SEND", to_path, [alice.uri], headers, body, flag)
     end_line = b"-------" + tid + flag + b"\r\n"
     assert frame.endswith(b"\r\n" + end_line)
@@ -130,7 +135,7 @@ def _send_whole_chunk_then_read(alice: MsrpClient, bob: MsrpClient, size: int, f
     body = os.urandom(size)
     receiver = _Bob(bob)
     receiver.start()
-    tid, chunk, end_line = _chunk(alice, bob, body, size, flag)
+    tid, chunk, end_line = _chunk(alice, _to(bob), body, size, flag)
     alice.send_raw(chunk)
     # Bob has every body byte but the few the relay holds back in case they start the
     # end-line: the relay has long read the head and routed the frame.
@@ -169,7 +174,7 @@ def test_chunk_cut_by_closing_gets_no_200(make_relay) -> None:  # type: ignore[n
         size, sent = 10 * MIB, 3 * MIB
         receiver = _Bob(bob)
         receiver.start()
-        tid, chunk, _ = _chunk(alice, bob, os.urandom(size), size, b"$")
+        tid, chunk, _ = _chunk(alice, _to(bob), os.urandom(size), size, b"$")
         alice.send_raw(chunk[: len(chunk) - (size - sent)])
         wait_for(lambda: receiver.received >= sent - 64, timeout=60, what="Bob has 3 MiB")
         time.sleep(EARLY_WINDOW)
@@ -183,3 +188,18 @@ def test_chunk_cut_by_closing_gets_no_200(make_relay) -> None:  # type: ignore[n
         receiver.finish()
         assert receiver.flag == b"#"  # Bob's framing stays sound (RFC 4975 §7.1)
         assert receiver.received < size
+
+
+def test_error_reply_to_a_streamed_send_also_waits_for_the_end_line(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """Every answer the route writes is held, not only the 200: here the 481 for a session
+    that does not exist."""
+    relay = _started(make_relay)
+    with MsrpClient(relay.port, timeout=30) as alice:
+        nosuch = [f"msrp://127.0.0.1:{relay.port}/nosuch;tcp", alice.uri]
+        tid, chunk, end_line = _chunk(alice, nosuch, os.urandom(2 * MIB), 2 * MIB, b"$")
+        alice.send_raw(chunk)
+        time.sleep(EARLY_WINDOW * 2)  # the relay has read all the socket buffers let through
+        assert _nothing_to_read(alice.sock), "the 481 came before the end-line"
+        alice.send_raw(end_line)
+        response = alice.recv(timeout=30).frame
+        assert (response.tid, response.code) == (tid, 481), response
