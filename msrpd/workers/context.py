@@ -311,7 +311,7 @@ class WorkerContext:
             self.counters.add(Counter.errors)
             if frame.method is not None and frame.method != b"REPORT":
                 reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
-                conn.write_frame(reply, False)
+                conn.write_reply(reply)
         finally:
             self.current_frame = self.current_conn = None
         return env.last_sink

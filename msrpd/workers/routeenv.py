@@ -1,8 +1,9 @@
 """ConnEnv: the worker's implementation of the script API's RouteEnv, one per connection.
 
-Rules: the script's reply() writes on the connection the frame came on; relay() asks the
-worker's delivery layer for a sink (a local connection, another worker's, or a new outbound
-one) and remembers it, so that a streamed frame's pieces follow its head.
+Rules: the script's reply() writes on the connection the frame came on (for a streamed frame
+once its end-line is in, conn.write_reply); relay() asks the worker's delivery layer for a sink
+(a local connection, another worker's, or a new outbound one) and remembers it, so that a
+streamed frame's pieces follow its head.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ConnEnv:
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.ctx.count_reply(data)
-        self.conn.write_frame(data, bool(flags & SendFlags.CLOSE_AFTER))
+        self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
     def relay(self, data: bytes, dest: Destination, flags: int) -> int:
         delivery = self.ctx.delivery
