@@ -164,6 +164,8 @@ BAD_VALUES = [
     ("core", "heartbeat_timeout", "inf", "got inf"),
     ("core", "heartbeat_timeout", '"10"', "got '10'"),
     ("core", "idle_timeout", "false", "got False"),
+    ("core", "backlog", "0", "must be an integer from 1 to 1048576, got 0"),
+    ("core", "backlog", "1.5", "got 1.5"),
     ("core", "balance", "1", "must be true or false, got 1"),
     ("msrp", "sipmsg", "1", "must be true or false, got 1"),
     ("msrp", "cmap_size", "17", "must be an integer from 0 to 16, got 17"),

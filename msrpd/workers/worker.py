@@ -32,6 +32,7 @@ from enum import Enum
 import uvloop
 
 from ..config import ListenAddress, Settings
+from ..listeners import listen_backlog
 from ..logs import reopen_logs
 from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
@@ -161,6 +162,8 @@ class Worker:
             raise _BootError(f"TLS: {exc}") from None
         servers = []
         balance = settings.core.balance
+        # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
+        backlog = listen_backlog(settings.core.backlog)
         for sock, addr in self.spec.sockets:
             secure = addr.proto == "tls"
             text = str(addr)
@@ -171,6 +174,7 @@ class Worker:
                     ),
                     sock=sock,
                     ssl=tls if secure else None,
+                    backlog=backlog,
                 )
             )
         hub = HandoffHub(
