@@ -166,6 +166,7 @@ BAD_VALUES = [
     ("core", "idle_timeout", "false", "got False"),
     ("core", "backlog", "0", "must be an integer from 1 to 1048576, got 0"),
     ("core", "backlog", "1.5", "got 1.5"),
+    ("core", "head_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("core", "balance", "1", "must be true or false, got 1"),
     ("msrp", "sipmsg", "1", "must be true or false, got 1"),
     ("msrp", "cmap_size", "17", "must be an integer from 0 to 16, got 17"),

@@ -55,6 +55,7 @@ Counter = IntEnum(
         "conns_passed",
         "conns_adopted",
         "conns_moved",
+        "head_timeouts",
     ),
     start=0,
 )

@@ -98,8 +98,7 @@ class MsrpConnection(asyncio.Protocol):
         """sessid -> (user, wall-clock start), for the accounting line."""
         self.frames_in = self.frames_out = 0
         self.close_reason = ""
-        self.last_active = time.monotonic()
-        self.opened = self.last_active
+        self.opened = self.last_active = time.monotonic()
         self.closed = False
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = 0
@@ -112,6 +111,9 @@ class MsrpConnection(asyncio.Protocol):
         self.blockers: set[Hashable] = set()
         self.stream_tid = b""
         self.bytes_in = self.bytes_out = 0
+        # The head being read (reader.head_serial) and when it began: head_timeout counts
+        # from there (slowloris).
+        self.head_serial, self.head_since = 0, 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -147,6 +149,7 @@ class MsrpConnection(asyncio.Protocol):
 
     def start_reading(self) -> None:
         self.reading_held = False
+        self.head_since = time.monotonic()
         if self.closed or self.transport is None:
             return
         if not self.blockers:
@@ -176,6 +179,10 @@ class MsrpConnection(asyncio.Protocol):
             self._drain_events()
         finally:
             ctx.flush_now()
+        reader = self.reader
+        if reader.in_head and reader.head_serial != self.head_serial:
+            self.head_serial = reader.head_serial
+            self.head_since = self.last_active
         if self.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
@@ -363,7 +370,20 @@ class MsrpConnection(asyncio.Protocol):
         if self.reading_held:
             return
         if not self.blockers and self.transport is not None and not self.closed:
+            self.head_since = time.monotonic()  # paused is not slow: a new head_timeout
             self.transport.resume_reading()
+
+    def head_overdue(self, began_before: float) -> bool:
+        """The head being read began before `began_before` and is not complete yet, while we
+        were reading (slowloris: worker.py closes it)."""
+        reader = self.reader
+        return (
+            self.head_since < began_before
+            and reader.in_head
+            and reader.head_serial == self.head_serial
+            and not self.blockers
+            and not self.reading_held
+        )
 
     def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:

@@ -286,12 +286,25 @@ class Worker:
         return handoff_quiet and all(conn.idle for conn in ctx.conns.values())
 
     def _close_idle(self, ctx: WorkerContext) -> None:
-        limit = time.monotonic() - ctx.settings.core.idle_timeout
+        now = time.monotonic()
+        core = ctx.settings.core
+        limit = now - core.idle_timeout
+        head_limit = now - core.head_timeout
         for conn in list(ctx.conns.values()):
             if conn.last_active < limit:
-                idle = ctx.settings.core.idle_timeout
+                idle = core.idle_timeout
                 logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
                 conn.close(f"idle for {idle:.0f} s")
+            elif conn.head_overdue(head_limit):
+                # Slowloris: every byte refreshes last_active, so only a deadline per head
+                # ends a connection that never completes one.
+                ctx.counters.add(Counter.head_timeouts)
+                logger.info(
+                    "closing %s: frame head not complete after %.0f s",
+                    conn.peer_key,
+                    core.head_timeout,
+                )
+                conn.close(f"frame head not complete after {core.head_timeout:.0f} s")
 
     def _publish(self, ctx: WorkerContext) -> None:
         ctx.counters.values[Counter.conns_open] = len(ctx.conns)
