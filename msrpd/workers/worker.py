@@ -7,8 +7,9 @@ Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
   fork-looping.
 - Once a second the worker beats its heartbeat slot, publishes its counters, closes idle
   connections, and exits if its supervisor is gone (no orphans).
-- SIGTERM: stop. Close the listeners, let every connection finish the frame it is reading and
-  flush what it has to write, close it, exit within drain_timeout.
+- SIGTERM: stop. Close the listeners; connections read no new frame (one relaying a streamed
+  frame finishes it); deliver what is queued, report what cannot be delivered before
+  drain_timeout to its sender, close gracefully, exit (stopping.py).
 - SIGUSR2: retire after a reload. Close the listeners but keep serving live connections (and
   handoffs for them) until they close or drain_timeout passes.
 - SIGINT/SIGQUIT: exit now.
@@ -40,12 +41,13 @@ from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .balance import AcceptBalancer
 from .colocate import Mover
-from .conn import QUIET, MsrpConnection
+from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
 from .handoff import HandoffFlags
 from .links import HandoffHub
+from .stopping import GracefulStop
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
@@ -82,6 +84,7 @@ class Worker:
         self.deadline = 0.0
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
+        self.stop: GracefulStop | None = None
 
     def run(self) -> int:
         """The child's main; returns the exit status."""
@@ -275,15 +278,12 @@ class Worker:
             if server.is_serving():
                 server.close()
                 set_title(f"worker {ctx.ident.slot} (draining)")
-        if mode is Mode.STOPPING and self._all_quiet(ctx):
-            # Close only when every connection is done: one still sending may be relaying
-            # into another, here or through another worker (frames in flight, issue 3).
-            for conn in list(ctx.conns.values()):
-                conn.close("relay stopping")
-
-    def _all_quiet(self, ctx: WorkerContext) -> bool:
-        handoff_quiet = time.monotonic() - ctx.last_delivery > QUIET
-        return handoff_quiet and all(conn.idle for conn in ctx.conns.values())
+        if mode is Mode.STOPPING:
+            # Deliver or report every frame answered before the stop (stopping.py).
+            if self.stop is None:
+                started = self.deadline - self.spec.settings.core.drain_timeout
+                self.stop = GracefulStop(ctx, started, self.deadline)
+            self.stop.tick(time.monotonic())
 
     def _close_idle(self, ctx: WorkerContext) -> None:
         now = time.monotonic()
@@ -291,6 +291,8 @@ class Worker:
         limit = now - core.idle_timeout
         head_limit = now - core.head_timeout
         for conn in list(ctx.conns.values()):
+            if conn.sent_log.records:
+                conn.trim_sent()  # so a quiet connection keeps no relayed frame alive
             if conn.last_active < limit:
                 idle = core.idle_timeout
                 logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
