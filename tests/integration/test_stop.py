@@ -20,7 +20,7 @@ from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay, wait_for
 
 PAIRS = 10
-SIGNAL_LATENCY = 0.3
+SIGNAL_LATENCY = 1.0
 """Seconds from the supervisor's log line to every worker having taken the signal (margin)."""
 BODY = 1500
 
