@@ -211,6 +211,14 @@ class CoreSettings:
     idle_timeout: float = field(default=3600.0, metadata=_SECONDS)
     """Seconds an MSRP connection may stay silent before it is closed."""
 
+    backlog: int = field(default=4096, metadata=_integer(1, 1 << 20))
+    """Listen backlog of each accepting socket (completed connections not yet accepted); the
+    kernel caps it at net.core.somaxconn."""
+
+    head_timeout: float = field(default=10.0, metadata=_SECONDS)
+    """Seconds a frame head (first line and headers) may take to arrive, from its first byte:
+    a slower one is closed (slowloris). Silence between frames is idle_timeout's."""
+
     balance: bool = field(default=True, metadata=_BOOLEAN)
     """Pass new TCP connections to the least loaded worker, and move a connection to the
     worker of the peer it relays to (fd passing), so pairs stay in one process."""

@@ -34,7 +34,7 @@ from .control import ControlServer, dispatcher
 from .control_methods import build_methods
 from .control_view import ControlView
 from .errors import ConfigError, HaltSupervisor
-from .listeners import ListenerSet
+from .listeners import ListenerSet, listen_backlog
 from .logs import reopen_logs
 from .metrics import MetricsServer, ShmCollector
 from .proctitle import set_title
@@ -152,7 +152,8 @@ class Supervisor:
             if self.settings.metrics.listen:
                 collector = ShmCollector(self.shm, self.started)
                 self.metrics = MetricsServer(self.settings.metrics.listen, collector)
-            self.listeners.ensure(self.settings.core.listen, self.settings.core.children)
+            core = self.settings.core
+            self.listeners.ensure(core.listen, core.children, listen_backlog(core.backlog))
             self._install_signals()
             self._spawn_generation()
             self._loop()
@@ -254,7 +255,8 @@ class Supervisor:
         logger.info("reload: reading the configuration again")
         try:
             new = self._reload_settings()
-            self.listeners.ensure(new.core.listen, new.core.children)
+            backlog = listen_backlog(new.core.backlog)
+            self.listeners.ensure(new.core.listen, new.core.children, backlog)
         except (ConfigError, RouteLoadError, OSError) as exc:
             logger.error("reload refused, still serving the old configuration:\n%s", exc)
             return

@@ -58,6 +58,7 @@ Counter = IntEnum(
         "responses_dropped",
         "connects_out",
         "connects_failed",
+        "head_timeouts",
     ),
     start=0,
 )

@@ -132,6 +132,7 @@ class Mover:
         transport = conn.transport
         if (
             not conn.movable
+            or self.ctx.stopping  # a stop reads no more: nothing to gain, frames to lose
             or conn.closed
             or transport is None
             or conn.close_when_flushed

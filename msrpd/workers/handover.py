@@ -179,6 +179,7 @@ class Handover:
         token = moving.tokens.get(source)
         if token is None:
             token = ctx.next_token()
+            ctx.note_forward(token, source)  # a GONE for it goes back to where it came from
         if flags & _MORE:
             moving.tokens[source] = token
         else:

@@ -7,8 +7,9 @@ Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
   fork-looping.
 - Once a second the worker beats its heartbeat slot, publishes its counters, closes idle
   connections, and exits if its supervisor is gone (no orphans).
-- SIGTERM: stop. Close the listeners, let every connection finish the frame it is reading and
-  flush what it has to write, close it, exit within drain_timeout.
+- SIGTERM: stop. Close the listeners; connections read no new frame (one relaying a streamed
+  frame finishes it); deliver what is queued, report what cannot be delivered before
+  drain_timeout to its sender, close gracefully, exit (stopping.py).
 - SIGUSR2: retire after a reload. Close the listeners but keep serving live connections (and
   handoffs for them) until they close or drain_timeout passes.
 - SIGINT/SIGQUIT: exit now.
@@ -32,6 +33,7 @@ from enum import Enum
 import uvloop
 
 from ..config import ListenAddress, Settings
+from ..listeners import listen_backlog
 from ..logs import reopen_logs
 from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
@@ -39,12 +41,13 @@ from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .balance import AcceptBalancer
 from .colocate import Mover
-from .conn import QUIET, MsrpConnection
+from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
 from .handoff import HandoffFlags
 from .links import HandoffHub
+from .stopping import GracefulStop
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
@@ -81,6 +84,7 @@ class Worker:
         self.deadline = 0.0
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
+        self.stop: GracefulStop | None = None
 
     def run(self) -> int:
         """The child's main; returns the exit status."""
@@ -161,6 +165,8 @@ class Worker:
             raise _BootError(f"TLS: {exc}") from None
         servers = []
         balance = settings.core.balance
+        # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
+        backlog = listen_backlog(settings.core.backlog)
         for sock, addr in self.spec.sockets:
             secure = addr.proto == "tls"
             text = str(addr)
@@ -171,6 +177,7 @@ class Worker:
                     ),
                     sock=sock,
                     ssl=tls if secure else None,
+                    backlog=backlog,
                 )
             )
         hub = HandoffHub(
@@ -272,23 +279,35 @@ class Worker:
             if server.is_serving():
                 server.close()
                 set_title(f"worker {ctx.ident.slot} (draining)")
-        if mode is Mode.STOPPING and self._all_quiet(ctx):
-            # Close only when every connection is done: one still sending may be relaying
-            # into another, here or through another worker (frames in flight, issue 3).
-            for conn in list(ctx.conns.values()):
-                conn.close("relay stopping")
-
-    def _all_quiet(self, ctx: WorkerContext) -> bool:
-        handoff_quiet = time.monotonic() - ctx.last_delivery > QUIET
-        return handoff_quiet and all(conn.idle for conn in ctx.conns.values())
+        if mode is Mode.STOPPING:
+            # Deliver or report every frame answered before the stop (stopping.py).
+            if self.stop is None:
+                started = self.deadline - self.spec.settings.core.drain_timeout
+                self.stop = GracefulStop(ctx, started, self.deadline)
+            self.stop.tick(time.monotonic())
 
     def _close_idle(self, ctx: WorkerContext) -> None:
-        limit = time.monotonic() - ctx.settings.core.idle_timeout
+        now = time.monotonic()
+        core = ctx.settings.core
+        limit = now - core.idle_timeout
+        head_limit = now - core.head_timeout
         for conn in list(ctx.conns.values()):
+            if conn.sent_log.records:
+                conn.trim_sent()  # so a quiet connection keeps no relayed frame alive
             if conn.last_active < limit:
-                idle = ctx.settings.core.idle_timeout
+                idle = core.idle_timeout
                 logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
                 conn.close(f"idle for {idle:.0f} s")
+            elif conn.head_overdue(head_limit):
+                # Slowloris: every byte refreshes last_active, so only a deadline per head
+                # ends a connection that never completes one.
+                ctx.counters.add(Counter.head_timeouts)
+                logger.info(
+                    "closing %s: frame head not complete after %.0f s",
+                    conn.peer_key,
+                    core.head_timeout,
+                )
+                conn.close(f"frame head not complete after {core.head_timeout:.0f} s")
 
     def _publish(self, ctx: WorkerContext) -> None:
         ctx.counters.values[Counter.conns_open] = len(ctx.conns)
