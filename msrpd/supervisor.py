@@ -9,7 +9,9 @@ Strategy (gunicorn's Arbiter, nginx's master cycle; style rules 9-14):
 - Reload builds the new config and loads the new routing script before touching anything; if
   either fails, the old generation keeps serving. Otherwise a new generation starts on the
   same sockets, and once all of it runs, the old generation is told to retire (SIGUSR2): it
-  stops accepting and serves its connections until they close or drain_timeout.
+  stops accepting, hands its plain TCP connections with their sessions to the new generation
+  (workers/retire.py) and serves what cannot move (TLS) until it closes; it is killed only
+  if retire_timeout is set and passed (drain_timeout is the stop's, not the reload's).
 - A worker that exits with WORKER_BOOT_ERROR halts the supervisor (no fork loop). Other deaths
   are respawned at once, or after a backoff when the slot keeps dying young.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import signal
@@ -84,7 +87,8 @@ class WorkerProc:
     retiring: bool = False
     """Of an older generation: told to retire once the new one runs."""
     retire_by: float | None = None
-    """When a retiring worker told to drain is killed if still alive."""
+    """Set once a retiring worker is told to retire: when it is killed if still alive
+    (math.inf without a retire_timeout)."""
     misses: int = 0
     """Heartbeat timeouts so far: SIGABRT on the first, SIGKILL on the next."""
     ready: bool = False
@@ -379,7 +383,10 @@ class Supervisor:
             self._generation_ready()
 
     def _generation_ready(self) -> None:
-        deadline = time.monotonic() + self.settings.core.drain_timeout + 1.0
+        # A retiring worker exits by itself once its connections have moved; only what
+        # cannot move (TLS) keeps it, until it closes or retire_timeout passes.
+        timeout = self.settings.core.retire_timeout
+        deadline = time.monotonic() + timeout + 1.0 if timeout else math.inf
         for proc in self.workers.values():
             if proc.retiring and proc.retire_by is None:
                 self._signal(proc, signal.SIGUSR2)

@@ -58,6 +58,10 @@ def format_peer(host: str, port: int) -> str:
 class MsrpConnection(asyncio.Protocol):
     """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
 
+    handovers = 0
+    """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
+    count against colocation's MAX_MOVES."""
+
     def __init__(
         self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
     ) -> None:

@@ -9,8 +9,10 @@ Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
   connections, and exits if its supervisor is gone (no orphans).
 - SIGTERM: stop. Close the listeners, let every connection finish the frame it is reading and
   flush what it has to write, close it, exit within drain_timeout.
-- SIGUSR2: retire after a reload. Close the listeners but keep serving live connections (and
-  handoffs for them) until they close or drain_timeout passes.
+- SIGUSR2: retire after a reload. Close the listeners, hand every plain TCP connection a
+  client opened to the new generation as soon as it is between frames (retire.py), keep
+  serving the rest (TLS, connections to next hops) until they close or retire_timeout passes
+  (none by default), then exit once no move is unfinished and the handoff link is quiet.
 - SIGINT/SIGQUIT: exit now.
 """
 
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import random
 import signal
@@ -45,6 +48,7 @@ from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
 from .handoff import HandoffFlags
 from .links import HandoffHub
+from .retire import Retirer
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
@@ -81,6 +85,7 @@ class Worker:
         self.deadline = 0.0
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
+        self.retirer: Retirer | None = None
 
     def run(self) -> int:
         """The child's main; returns the exit status."""
@@ -163,11 +168,10 @@ class Worker:
         balance = settings.core.balance
         for sock, addr in self.spec.sockets:
             secure = addr.proto == "tls"
-            text = str(addr)
             servers.append(
                 await ctx.loop.create_server(
-                    lambda text=text, secure=secure: MsrpConnection(
-                        ctx, text, secure, balance=balance and not secure
+                    lambda text=str(addr), secure=secure: _accepted_conn(
+                        ctx, text, secure, balance
                     ),
                     sock=sock,
                     ssl=tls if secure else None,
@@ -205,6 +209,7 @@ class Worker:
         ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
         balancer.adopt_moved = mover.adopt
         hub.on_control = mover.on_control
+        self.retirer = Retirer(ctx, mover, balancer)
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
@@ -226,9 +231,18 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def _set_mode(self, mode: Mode) -> None:
-        if self.mode is Mode.RUNNING or mode is Mode.EXITING:
+        # A stop also ends a retirement (the supervisor's TERM reaches every worker).
+        stop_retiring = self.mode is Mode.DRAINING and mode is Mode.STOPPING
+        if self.mode is Mode.RUNNING or mode is Mode.EXITING or stop_retiring:
             self.mode = mode
-            self.deadline = time.monotonic() + self.spec.settings.core.drain_timeout
+            core = self.spec.settings.core
+            # Retiring, movable connections move however long that takes; retire_timeout
+            # (0: none) ends what cannot move.
+            retiring = mode is Mode.DRAINING
+            limit = (core.retire_timeout or math.inf) if retiring else core.drain_timeout
+            self.deadline = time.monotonic() + limit
+            if mode is Mode.DRAINING and self.retirer is not None:
+                self.retirer.start()
         if self.wakeup is not None:
             self.wakeup.set()
 
@@ -254,7 +268,13 @@ class Worker:
             return True
         if mode is not Mode.RUNNING:
             self._retire(ctx, mode)
-            if not ctx.conns or time.monotonic() >= self.deadline:
+            if time.monotonic() >= self.deadline:
+                if ctx.conns:
+                    logger.info("worker %d: closing %d connections", ctx.ident.slot, len(ctx.conns))
+                return True
+            if mode is Mode.STOPPING and not ctx.conns:
+                return True
+            if mode is Mode.DRAINING and self._retired(ctx):
                 return True
         self._close_idle(ctx)
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
@@ -276,6 +296,26 @@ class Worker:
             # into another, here or through another worker (frames in flight, issue 3).
             for conn in list(ctx.conns.values()):
                 conn.close("relay stopping")
+
+    def _retired(self, ctx: WorkerContext) -> bool:
+        """Retiring and nothing left: no connection, no move unfinished, the handoff link
+        quiet, and nothing more can be passed here."""
+        retirer, balancer = self.retirer, ctx.balancer
+        if retirer is None or balancer is None:
+            return not ctx.conns
+        retirer.step()
+        if not retirer.done() or ctx.tasks or time.monotonic() - ctx.last_delivery <= QUIET:
+            return False
+        if balancer.shut():
+            return False  # connections were on their way here: serve (and hand over) them
+        took = time.monotonic() - retirer.started
+        logger.info(
+            "worker %d retired: %d connections handed over in %.2f s",
+            ctx.ident.slot,
+            retirer.moved,
+            took,
+        )
+        return True
 
     def _all_quiet(self, ctx: WorkerContext) -> bool:
         handoff_quiet = time.monotonic() - ctx.last_delivery > QUIET
@@ -301,11 +341,11 @@ class _BootError(Exception):
 def _deliver(
     ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
 ) -> bool:
+    ctx.last_delivery = time.monotonic()  # a retiring worker exits only once this is quiet
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
         return ctx.mover is not None and ctx.mover.deliver(conid, data, flags, source)
     ctx.count_handoff_in()
-    ctx.last_delivery = time.monotonic()
     # The link is the source: a congested destination pauses reading it (flow.py).
     ctx.current_source = ctx.hub.current_link if ctx.hub is not None else None
     more = bool(flags & HandoffFlags.MORE)
@@ -317,10 +357,21 @@ def _deliver(
         ctx.current_source = None
 
 
+def _accepted_conn(
+    ctx: WorkerContext, listen_text: str, secure: bool, balance: bool
+) -> MsrpConnection:
+    """A connection object for a socket this worker accepted."""
+    conn = MsrpConnection(ctx, listen_text, secure, balance=balance and not secure)
+    # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
+    # colocation only with it); TLS state lives in this process.
+    conn.movable = not secure
+    return conn
+
+
 def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
     conn = MsrpConnection(ctx, listen_text, False)
-    conn.movable = ctx.settings.core.balance
+    conn.movable = True
     return conn
 
 
