@@ -170,14 +170,30 @@ class Handover:
 
     def _others(self, owner: tuple[int, int]) -> set[tuple[int, int]]:
         """Every live worker but this one and `owner`."""
-        others = set()
-        for record in self.ctx.shm.heartbeats.live():
-            if record.pid == 0 or record.state not in (WorkerState.RUNNING, WorkerState.DRAINING):
-                continue
-            worker = (record.slot, record.generation)
-            if worker not in (self.me, owner):
-                others.add(worker)
-        return others
+        return self._live() - {self.me, owner}
+
+    def _live(self) -> set[tuple[int, int]]:
+        """The workers that serve connections (an EXITING one has none left)."""
+        return {
+            (record.slot, record.generation)
+            for record in self.ctx.shm.heartbeats.live()
+            if record.pid != 0 and record.state in (WorkerState.RUNNING, WorkerState.DRAINING)
+        }
+
+    def _forget_exited(self, moving: Moving, live: set[tuple[int, int]]) -> None:
+        """Fenced workers that exited, or are about to with nothing left to send (EXITING),
+        will not answer: stop waiting for them."""
+        gone = (moving.pre_fences | moving.fences) - live
+        if not gone:
+            return
+        waiting = bool(moving.pre_fences)
+        moving.late |= moving.pre_fences & gone
+        moving.pre_fences -= gone
+        moving.fences -= gone
+        if waiting and not moving.pre_fences:
+            self._send_moving(moving)
+        else:
+            self._maybe_release(moving)
 
     # -- the old owner --------------------------------------------------------------------------
 
@@ -342,6 +358,10 @@ class Handover:
             if now - since > HOLD_TIMEOUT:
                 logger.warning("connection %x: no RELEASE from its old worker; releasing", conid)
                 self._release(conid)
+        fenced = [m for m in self.moving.values() if m.pre_fences or (m.fences and not m.released)]
+        live = self._live() if fenced else set()
+        for moving in fenced:
+            self._forget_exited(moving, live)
         for old, moving in list(self.moving.items()):
             if moving.pre_fences and now > moving.pre_fence_by:
                 logger.info("connection %x: no fence answer from %s", old, moving.pre_fences)

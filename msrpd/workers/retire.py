@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 BATCH = 512
 """Connections moved under one hold of the move lock."""
+LOCK_RETRY = 0.01
+"""Seconds before trying again when another worker holds the move lock."""
 DATAGRAM = 96 * 1024
 """Bytes of move messages in one datagram (the receiver reads up to 128 KiB)."""
 
@@ -64,6 +66,7 @@ class Retirer:
         self.moved = 0
         self.started = 0.0
         self._scheduled = False
+        self._retrying = False
         mover.on_free = self.soon
 
     def start(self) -> None:
@@ -83,19 +86,45 @@ class Retirer:
         self._scheduled = False
         self.step()
 
+    def _retry(self) -> None:
+        self._retrying = False
+        self.step()
+
     def done(self) -> bool:
         """No connection left here, and no move unfinished."""
         return not self.ctx.conns and not self.mover.busy()
 
     def step(self) -> None:
-        """Send the next batch, unless a move is unfinished or another worker holds the
-        lock (the worker's next tick tries again)."""
+        """Send the next batch, unless a move is unfinished (the last one's release calls
+        this again) or another worker holds the lock (tried again soon)."""
         ctx, mover = self.ctx, self.mover
         if not self.active or not ctx.conns or mover.busy():
             return
         targets = self._targets()
         if not targets:
             return
+        if not any(conn.movable for conn in ctx.conns.values()):
+            return  # what is left cannot move (TLS, links to next hops)
+        if not mover.lock():
+            if not self._retrying:  # another worker's batch is out: look again soon
+                self._retrying = True
+                ctx.loop.call_later(LOCK_RETRY, self._retry)
+            return
+        sent = 0
+        try:
+            ready = self._ready()
+            for owner, group in self._assign(ready, targets).items():
+                sent += self._send(owner, group)
+        finally:
+            if not sent:
+                mover.unlock()
+        self.moved += sent
+        if sent:
+            logger.debug("retiring: %d of %d connections sent", sent, len(ctx.conns) + sent)
+
+    def _ready(self) -> list[tuple[MsrpConnection, bytes]]:
+        """Up to BATCH connections that can move now, with their move messages."""
+        ctx, mover = self.ctx, self.mover
         ctx.flush_now()  # what is written to a connection leaves before it can move
         ready: list[tuple[MsrpConnection, bytes]] = []
         for conn in list(ctx.conns.values()):
@@ -105,17 +134,7 @@ class Retirer:
                 ready.append((conn, message))
                 if len(ready) >= BATCH:
                     break
-        if not ready or not mover.lock():
-            return
-        sent = 0
-        try:
-            for owner, group in self._assign(ready, targets).items():
-                sent += self._send(owner, group)
-        finally:
-            if not sent:
-                mover.unlock()
-        self.moved += sent
-        logger.debug("retiring: %d of %d connections sent", sent, len(ctx.conns) + sent)
+        return ready
 
     def _targets(self) -> dict[_Worker, int]:
         """The RUNNING workers of the newest generation -> their heartbeat index."""

@@ -86,6 +86,8 @@ class Worker:
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
         self.retirer: Retirer | None = None
+        self.leaving = 0.0
+        """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
 
     def run(self) -> int:
         """The child's main; returns the exit status."""
@@ -278,6 +280,8 @@ class Worker:
                 return True
         self._close_idle(ctx)
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
+        if self.leaving:
+            state = WorkerState.EXITING
         ctx.shm.heartbeats.beat(ctx.ident.index, state, len(ctx.conns))
         if ctx.balancer is not None:
             ctx.balancer.refresh()
@@ -303,19 +307,25 @@ class Worker:
         retirer, balancer = self.retirer, ctx.balancer
         if retirer is None or balancer is None:
             return not ctx.conns
+        now = time.monotonic()
+        if self.leaving:
+            # A fence sent before the other worker saw EXITING is still answered meanwhile.
+            return now - self.leaving > QUIET
         retirer.step()
-        if not retirer.done() or ctx.tasks or time.monotonic() - ctx.last_delivery <= QUIET:
+        if not retirer.done() or ctx.tasks or now - ctx.last_delivery <= QUIET:
             return False
         if balancer.shut():
             return False  # connections were on their way here: serve (and hand over) them
-        took = time.monotonic() - retirer.started
+        self.leaving = now
+        ctx.shm.heartbeats.beat(ctx.ident.index, WorkerState.EXITING, 0)
+        took = now - retirer.started
         logger.info(
             "worker %d retired: %d connections handed over in %.2f s",
             ctx.ident.slot,
             retirer.moved,
             took,
         )
-        return True
+        return False
 
     def _all_quiet(self, ctx: WorkerContext) -> bool:
         handoff_quiet = time.monotonic() - ctx.last_delivery > QUIET

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -160,15 +161,18 @@ async def _until(check: Callable[[], object], timeout: float, what: str) -> floa
     return time.monotonic() - start
 
 
-async def _reload(relay: Relay) -> tuple[set[int], float]:
-    """`msrpd reload`: the old generation's pids, and how long it took to exit after the
-    new one was up."""
+async def _reload(relay: Relay) -> set[int]:
+    """`msrpd reload`, until the new generation runs; the old workers' pids."""
     old = relay.worker_pids()
     result = await asyncio.to_thread(relay.cli, "reload")
     assert result.returncode == 0, result.stderr
     await _until(lambda: len(relay.worker_pids() - old) == 2, 15, "the new generation")
-    took = await _until(lambda: not relay.worker_pids() & old, 15, "the old generation to exit")
-    return old, took
+    return old
+
+
+async def _retired(relay: Relay, old: set[int]) -> float:
+    """How long until the `old` workers have exited."""
+    return await _until(lambda: not relay.worker_pids() & old, 15, "the old generations to exit")
 
 
 def _port(client: MsrpClient) -> int:
@@ -211,13 +215,18 @@ def test_three_reloads_keep_every_session_and_frame(make_relay, many_fds) -> Non
                 (bob, alice, b"b%d" % n, asyncio.create_task(_talk(bob, alice, b"b%d" % n, stop)))
             )
         await asyncio.sleep(1.0)
-        # Three reloads while the pairs talk, each one's old generation gone before the next.
-        retired: set[int] = set()
+        # Three reloads while the pairs talk: the second as soon as the first's generation
+        # runs (the first old one may hand over to workers that retire meanwhile), the third
+        # once both old generations are gone.
         began = time.monotonic()
-        for n in range(RELOADS):
-            old, took = await _reload(relay)
-            retired |= old
-            print(f"reload {n + 1}: the old generation handed over and exited in {took:.2f} s")
+        retired = await _reload(relay)
+        retired |= await _reload(relay)
+        took = await _retired(relay, retired)
+        print(f"reloads 1 and 2: both old generations gone {took:.2f} s after generation 3 ran")
+        old = await _reload(relay)
+        took = await _retired(relay, old)
+        print(f"reload 3: the old generation handed over and exited in {took:.2f} s")
+        retired |= old
         last = time.monotonic()
         assert last - began < 30, f"{RELOADS} reloads took {last - began:.1f} s"
         # drain_timeout (and a margin) passes since the last reload, and the pairs go on.
@@ -262,7 +271,13 @@ def test_three_reloads_keep_every_session_and_frame(make_relay, many_fds) -> Non
     finally:
         shm.close()
     log = relay.log()
-    print("\n".join(line for line in log.splitlines() if " retired: " in line))
+    print(
+        "\n".join(
+            line
+            for line in log.splitlines()
+            if " retired: " in line or "fence" in line or "retiring:" in line
+        )
+    )
     assert "frames lost" not in log and "no RELEASE" not in log and "no MOVING" not in log
 
 
@@ -335,3 +350,45 @@ def test_retire_timeout_ends_what_cannot_move(make_relay, tmp_path) -> None:  # 
     with authed(relay.port, "alice") as carol:
         exchange(carol, bob, b"the moved session still works")
     bob.close()
+
+
+def test_connection_to_a_next_hop_stays_with_its_old_worker(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """A connection the relay opened to a next hop cannot move: its old worker keeps it past
+    drain_timeout and still relays what comes on it, until `msrpd stop` ends it."""
+    relay: Relay = make_relay(children=2, core={"drain_timeout": 1})
+    assert relay.start().returncode == 0, relay.log()
+    with socket.create_server(("127.0.0.1", 0)) as hop:
+        hop.settimeout(10)
+        hop_uri = f"msrp://127.0.0.1:{hop.getsockname()[1]}/h1;tcp"
+        alice = authed(relay.port, "alice")
+        body = b"to a next hop"
+        headers = [("Message-ID", "m1"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        path = f"{alice.relay_uri} {hop_uri} msrp://127.0.0.1:9/far;tcp"
+        tid = alice.request("SEND", path, headers, body)
+        assert alice.recv().frame.code == 200
+        link, _ = hop.accept()
+    with link:
+        link.settimeout(10)
+        reader = FrameReader()
+        while not (frames := [e for e in reader.events() if isinstance(e, Frame)]):
+            reader.receive_data(link.recv(1 << 16))
+        assert frames[0].tid == tid and frames[0].body == body
+        old = relay.worker_pids()
+        assert relay.cli("reload").returncode == 0
+        wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
+        wait_for(lambda: len(_old_workers(relay, old)) == 1, 10, "the other old worker to exit")
+        time.sleep(1 + 1 + 1.5)  # drain_timeout, the supervisor's second and a margin
+        (kept,) = _old_workers(relay, old)
+        assert "(draining)" in title(kept)
+        back = b"from the next hop"
+        headers = [("Message-ID", "m2"), ("Byte-Range", f"1-{len(back)}/{len(back)}")]
+        to_path = [alice.use_path or "", alice.uri]
+        link.sendall(build_request(b"hop1", b"SEND", to_path, [hop_uri], headers, back))
+        got = alice.recv(timeout=10)
+        assert (got.frame.tid, got.body) == (b"hop1", back)
+        # A stop ends a retiring worker too, gracefully, within drain_timeout.
+        began = time.monotonic()
+        assert relay.cli("stop", "--timeout", "15").returncode == 0
+        assert time.monotonic() - began < 1 + 3
+    assert "SIGKILL" not in relay.log()
+    alice.close()
