@@ -351,11 +351,14 @@ class _BootError(Exception):
 def _deliver(
     ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
 ) -> bool:
-    ctx.last_delivery = time.monotonic()  # a retiring worker exits only once this is quiet
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
-        return ctx.mover is not None and ctx.mover.deliver(conid, data, flags, source)
+        if ctx.mover is None or not ctx.mover.deliver(conid, data, flags, source):
+            return False
+        ctx.last_delivery = time.monotonic()  # forwarded: a retiring worker waits for quiet
+        return True
     ctx.count_handoff_in()
+    ctx.last_delivery = time.monotonic()
     # The link is the source: a congested destination pauses reading it (flow.py).
     ctx.current_source = ctx.hub.current_link if ctx.hub is not None else None
     more = bool(flags & HandoffFlags.MORE)
