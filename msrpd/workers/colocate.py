@@ -216,6 +216,7 @@ class Mover:
             "meta": conn.session_meta,
             "counts": [conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out],
             "opened": conn.opened,
+            "active": conn.last_active,  # monotonic: one clock for every process (Linux)
             "moves": conn.moves + 1,
             "handovers": conn.handovers + handover,
         }

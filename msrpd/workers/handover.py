@@ -301,6 +301,7 @@ class Handover:
         conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = state["counts"]
         conn.opened, conn.moves = state["opened"], state["moves"]
         conn.handovers = state.get("handovers", 0)
+        conn.last_active = state.get("active", conn.last_active)  # idle_timeout goes on
         conn.holding, conn.carried = [], held
         old, came_from = int(state["old"]), tuple(state["from"])
 
