@@ -226,7 +226,8 @@ class CoreSettings:
 
     balance: bool = field(default=True, metadata=_BOOLEAN)
     """Pass new TCP connections to the least loaded worker, and move a connection to the
-    worker of the peer it relays to (fd passing), so pairs stay in one process."""
+    worker of the peer it relays to (fd passing), so pairs stay in one process. A reload's
+    handover to the new generation does not depend on it."""
 
 
 @dataclass(frozen=True, slots=True)
