@@ -67,7 +67,6 @@ class Retirer:
         self.started = 0.0
         self._scheduled = False
         self._retrying = False
-        mover.on_free = self.soon
 
     def start(self) -> None:
         """Told to retire: hand over from now on."""
@@ -77,7 +76,8 @@ class Retirer:
             self.soon()
 
     def soon(self) -> None:
-        """Try the next batch from a loop callback (never from inside a handoff dispatch)."""
+        """Try the next batch from a loop callback (never from inside a handoff dispatch);
+        the worker calls this when the last move out is over (Mover.on_free)."""
         if self.active and not self._scheduled:
             self._scheduled = True
             self.ctx.loop.call_soon(self._run)

@@ -211,7 +211,8 @@ class Worker:
         ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
         balancer.adopt_moved = mover.adopt
         hub.on_control = mover.on_control
-        self.retirer = Retirer(ctx, mover, balancer)
+        self.retirer = retirer = Retirer(ctx, mover, balancer)
+        mover.on_free = retirer.soon
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
