@@ -216,7 +216,8 @@ class CoreSettings:
 
     retire_timeout: float = field(default=0.0, metadata=_check(_seconds_or_off))
     """Seconds a worker retired by a reload keeps serving the connections it cannot hand to
-    the new generation (TLS, links to next hops) before it closes them; 0: until they close."""
+    the new generation (TLS, links to next hops) before it is stopped (as by `msrpd stop`);
+    0: until they close."""
 
     heartbeat_timeout: float = field(default=10.0, metadata=_SECONDS)
     """Seconds without a worker heartbeat before the supervisor kills the worker."""

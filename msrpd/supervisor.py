@@ -10,8 +10,9 @@ Strategy (gunicorn's Arbiter, nginx's master cycle; style rules 9-14):
   either fails, the old generation keeps serving. Otherwise a new generation starts on the
   same sockets, and once all of it runs, the old generation is told to retire (SIGUSR2): it
   stops accepting, hands its plain TCP connections with their sessions to the new generation
-  (workers/retire.py) and serves what cannot move (TLS) until it closes; it is killed only
-  if retire_timeout is set and passed (drain_timeout is the stop's, not the reload's).
+  (workers/retire.py) and serves what cannot move (TLS) until it closes. Only if
+  retire_timeout (the new configuration's) is set and passes is it stopped: SIGTERM, then
+  SIGKILL after drain_timeout.
 - A worker that exits with WORKER_BOOT_ERROR halts the supervisor (no fork loop). Other deaths
   are respawned at once, or after a backoff when the slot keeps dying young.
 """
@@ -87,8 +88,10 @@ class WorkerProc:
     retiring: bool = False
     """Of an older generation: told to retire once the new one runs."""
     retire_by: float | None = None
-    """Set once a retiring worker is told to retire: when it is killed if still alive
-    (math.inf without a retire_timeout)."""
+    """Set once a retiring worker is told to retire: when it is stopped if still alive
+    (math.inf without a retire_timeout), then when it is killed."""
+    retire_stopped: bool = False
+    """Sent SIGTERM at retire_by: SIGKILL at the next deadline."""
     misses: int = 0
     """Heartbeat timeouts so far: SIGABRT on the first, SIGKILL on the next."""
     ready: bool = False
@@ -386,7 +389,7 @@ class Supervisor:
         # A retiring worker exits by itself once its connections have moved; only what
         # cannot move (TLS) keeps it, until it closes or retire_timeout passes.
         timeout = self.settings.core.retire_timeout
-        deadline = time.monotonic() + timeout + 1.0 if timeout else math.inf
+        deadline = time.monotonic() + timeout if timeout else math.inf
         for proc in self.workers.values():
             if proc.retiring and proc.retire_by is None:
                 self._signal(proc, signal.SIGUSR2)
@@ -405,7 +408,7 @@ class Supervisor:
         limit = self.settings.core.heartbeat_timeout
         for proc in self.workers.values():
             if proc.retire_by is not None and time.monotonic() > proc.retire_by:
-                self._signal(proc, signal.SIGKILL)
+                self._retire_timeout(proc)
             beat = self.shm.heartbeats.read(proc.ident.index).beat
             if (now_ns - beat) / 1e9 <= limit:
                 continue
@@ -416,6 +419,19 @@ class Supervisor:
             )
             self._signal(proc, sig)
             proc.misses += 1
+
+    def _retire_timeout(self, proc: WorkerProc) -> None:
+        """retire_timeout passed: stop the worker like `msrpd stop` would (its connections
+        finish the frame they are in), and kill it if that takes over drain_timeout."""
+        if proc.retire_stopped:
+            self._signal(proc, signal.SIGKILL)
+            return
+        logger.info(
+            "worker %d (pid %d): retire_timeout passed, stopping it", proc.ident.slot, proc.pid
+        )
+        self._signal(proc, signal.SIGTERM)
+        proc.retire_stopped = True
+        proc.retire_by = time.monotonic() + self.settings.core.drain_timeout + 1.0
 
     def sweep(self) -> None:
         now = time.monotonic()

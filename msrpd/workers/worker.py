@@ -11,8 +11,9 @@ Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
   flush what it has to write, close it, exit within drain_timeout.
 - SIGUSR2: retire after a reload. Close the listeners, hand every plain TCP connection a
   client opened to the new generation as soon as it is between frames (retire.py), keep
-  serving the rest (TLS, connections to next hops) until they close or retire_timeout passes
-  (none by default), then exit once no move is unfinished and the handoff link is quiet.
+  serving the rest (TLS, connections to next hops) until they close, then exit once no move
+  is unfinished and the handoff link is quiet. No deadline: the supervisor sends SIGTERM
+  when retire_timeout (of the new configuration) is set and passes.
 - SIGINT/SIGQUIT: exit now.
 """
 
@@ -238,11 +239,8 @@ class Worker:
         stop_retiring = self.mode is Mode.DRAINING and mode is Mode.STOPPING
         if self.mode is Mode.RUNNING or mode is Mode.EXITING or stop_retiring:
             self.mode = mode
-            core = self.spec.settings.core
-            # Retiring, movable connections move however long that takes; retire_timeout
-            # (0: none) ends what cannot move.
-            retiring = mode is Mode.DRAINING
-            limit = (core.retire_timeout or math.inf) if retiring else core.drain_timeout
+            # Retiring has no deadline of its own (the module docstring says why).
+            limit = math.inf if mode is Mode.DRAINING else self.spec.settings.core.drain_timeout
             self.deadline = time.monotonic() + limit
             if mode is Mode.DRAINING and self.retirer is not None:
                 self.retirer.start()
