@@ -161,6 +161,9 @@ BAD_VALUES = [
     ("core", "drain_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("core", "drain_timeout", "-1.5", "got -1.5"),
     ("core", "drain_timeout", "nan", "got nan"),
+    ("core", "retire_timeout", "-1", "must be a number of seconds >= 0 (0: off), got -1"),
+    ("core", "retire_timeout", "nan", "got nan"),
+    ("core", "retire_timeout", "true", "got True"),
     ("core", "heartbeat_timeout", "inf", "got inf"),
     ("core", "heartbeat_timeout", '"10"', "got '10'"),
     ("core", "idle_timeout", "false", "got False"),
@@ -248,6 +251,7 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
             children = 3
             log_level = "debug"
             drain_timeout = 5
+            retire_timeout = 600
             [msrp]
             sipmsg = false
             cmap_size = 0
@@ -266,6 +270,8 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
     assert settings.core.log_level == "debug"
     assert settings.core.drain_timeout == 5.0
     assert isinstance(settings.core.drain_timeout, float)
+    assert settings.core.retire_timeout == 600.0
+    assert isinstance(settings.core.retire_timeout, float)
     assert settings.msrp.sipmsg is False
     assert settings.msrp.cmap_size == 0
     assert settings.msrp.use_path_addr == "msrps://relay.example.com:2856"

@@ -76,6 +76,10 @@ class MsrpConnection(asyncio.Protocol):
     """Answers to the streamed frame being read, written when its end-line is in (set per
     frame by _on_frame; None: answers go out at once)."""
 
+    handovers = 0
+    """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
+    count against colocation's MAX_MOVES."""
+
     def __init__(
         self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
     ) -> None:
