@@ -39,6 +39,8 @@ class Ctx:
 
     records: list[Record]
     log: list[tuple[tuple[int, int], str, int]] = field(default_factory=list)
+    forwarded: list[tuple[int, object]] = field(default_factory=list)
+    """(token, source) of each frame forwarded to a moved connection (a GONE goes back)."""
 
     def __post_init__(self) -> None:
         self.ident = WorkerIdentity(*ME, 0)
@@ -64,6 +66,9 @@ class Ctx:
 
     def next_token(self) -> int:
         return 1
+
+    def note_forward(self, token: int, source: object) -> None:
+        self.forwarded.append((token, source))
 
     def add(self, *args: object) -> None:
         pass
