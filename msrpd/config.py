@@ -110,6 +110,12 @@ def _seconds(raw: Any, base: Path) -> float:
     return float(raw)
 
 
+def _rate(raw: Any, base: Path) -> float:
+    if not (_is_int(raw) or isinstance(raw, float)) or not 0 < raw < math.inf:
+        raise _Invalid(f"must be a number per second > 0, got {_shown(raw)}")
+    return float(raw)
+
+
 def _seconds_or_off(raw: Any, base: Path) -> float:
     if (_is_int(raw) or isinstance(raw, float)) and raw == 0:
         return 0.0
@@ -193,6 +199,7 @@ def _listen(raw: Any, base: Path) -> tuple[ListenAddress, ...]:
 
 _DEFAULT_LISTEN: Final = (ListenAddress("tcp", "127.0.0.1", DEFAULT_PORT),)
 _SECONDS: Final = _check(_seconds)
+_RATE: Final = _check(_rate)
 _PATH: Final = _check(_path)
 _FILE: Final = _check(_existing_file)
 
@@ -288,6 +295,10 @@ class MsrpSettings:
 
     max_connects_per_conn: int = field(default=8, metadata=_integer(1))
     """Outbound connects in flight that frames from one connection may have started."""
+
+    connect_rate: float = field(default=20.0, metadata=_RATE)
+    """Outbound connects per second that frames from one connection may start (a burst of
+    that many, refilled at that rate): naming a new next hop in every frame stays cheap."""
 
     max_connecting_bytes: int = field(default=16 * 1024 * 1024, metadata=_integer(1024))
     """Bytes per worker that may wait in outbound connections still connecting."""

@@ -196,6 +196,7 @@ BAD_VALUES = [
     ("msrp", "connect_fail_ttl", '"5"', "got '5'"),
     ("msrp", "max_connects", "0", "must be an integer >= 1, got 0"),
     ("msrp", "max_connects_per_conn", "0", "must be an integer >= 1, got 0"),
+    ("msrp", "connect_rate", "0", "must be a number per second > 0, got 0"),
     ("msrp", "max_connecting_bytes", "1023", "must be an integer >= 1024, got 1023"),
     ("auth", "realm", '""', "must be a non-empty string without quotes"),
     ("auth", "realm", "'a\"b'", "without quotes"),

@@ -8,9 +8,12 @@ Rules (issue 12 item 3; rfc-checklist §2.4, §4.5):
   its SEND asked for one: the 200 has gone out (RFC 4976 §6.4.1). A forwarded AUTH, answered
   end to end, gets a 408 response instead (rfc-checklist §4.5 [impl]); other frames nothing.
 - Bounds, from [msrp]: connects in flight per worker (max_connects) and per source
-  connection (max_connects_per_conn), bytes parked per worker (max_connecting_bytes, each
-  parked frame's record included). A next hop whose connect failed is remembered for
-  connect_fail_ttl seconds, so frames for it fail at once instead of dialling it each time.
+  connection (max_connects_per_conn), connects started per second per source connection
+  (connect_rate, a token bucket: connects to closed ports fail within microseconds, so the
+  in-flight bound alone let one client start tens of thousands a second), bytes parked per
+  worker (max_connecting_bytes, each parked frame's record included). A next hop whose
+  connect failed is remembered for connect_fail_ttl seconds, so frames for it fail at once
+  instead of dialling it each time.
 - A frame refused by a bound or by a remembered failure fails the same way as a parked one:
   relay() takes it (a FailedSink), and its sender gets the REPORT.
 """
@@ -43,6 +46,8 @@ RECORD_COST = 256
 """Bytes a parked frame's record counts for against max_connecting_bytes."""
 FAILED_MEMORY = 4096
 """Failed next hops remembered per worker at most (the oldest is forgotten first)."""
+BUCKET_MEMORY = 4096
+"""Sources whose connect rate is tracked per worker at most (the least recent goes first)."""
 REPORT_CODE, REPORT_REASON = 408, "Request Timeout"  # rfc-checklist §4.5 [impl]
 
 
@@ -84,6 +89,10 @@ class Dialing:
         self.connecting: dict[MsrpConnection, tuple[int | None, list[_Parked]]] = {}
         """conn -> (the source connection that started it, the frames parked on it)."""
         self.per_source: dict[int, int] = {}
+        self.rate = m.connect_rate
+        self.buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()
+        """source conid -> (connects it may still start, when that was counted); a source
+        forgotten (the oldest past BUCKET_MEMORY) starts again from a full bucket."""
         self.failed: OrderedDict[str, float] = OrderedDict()
         """next hop key -> when (monotonic) its failure is forgotten."""
 
@@ -97,9 +106,16 @@ class Dialing:
         if len(self.connecting) >= self.max_connects:
             return f"{self.max_connects} connects in flight in this worker"
         source = self.ctx.current_conn
-        if source is not None and self.per_source.get(source.conid, 0) >= self.max_per_source:
-            return f"{self.max_per_source} connects in flight for its sender"
+        if source is not None:
+            if self.per_source.get(source.conid, 0) >= self.max_per_source:
+                return f"{self.max_per_source} connects in flight for its sender"
+            if self._tokens(source.conid, time.monotonic()) < 1:
+                return f"its sender started {self.rate:g} connects a second"
         return self._over_bytes()
+
+    def _tokens(self, conid: int, now: float) -> float:
+        tokens, at = self.buckets.get(conid, (self.rate, now))
+        return min(self.rate, tokens + (now - at) * self.rate)
 
     def started(self, conn: MsrpConnection) -> None:
         source = self.ctx.current_conn
@@ -107,6 +123,11 @@ class Dialing:
         self.connecting[conn] = (origin, [])
         if origin is not None:
             self.per_source[origin] = self.per_source.get(origin, 0) + 1
+            now = time.monotonic()
+            self.buckets[origin] = (self._tokens(origin, now) - 1, now)
+            self.buckets.move_to_end(origin)
+            while len(self.buckets) > BUCKET_MEMORY:
+                self.buckets.popitem(last=False)
         self.ctx.counters.add(Counter.connects_out)
 
     def park(self, conn: MsrpConnection, key: str) -> Sink:
@@ -179,10 +200,11 @@ class Dialing:
         return _Parked(conn.conid, _notice(frame))
 
     def _report(self, record: _Parked) -> None:
-        """Tell the sender; written after this loop iteration, so after the route's own 200."""
+        """Tell the sender after the route's own 200: after this loop iteration, and behind
+        the 200 of a streamed SEND still held until its end-line (write_reply)."""
         origin = self.ctx.conns.get(record.origin)
         if record.notice is not None and origin is not None:
-            self.ctx.loop.call_soon(origin.write_frame, record.notice)
+            self.ctx.loop.call_soon(origin.write_reply, record.notice)
 
 
 def _notice(frame: Frame) -> bytes | None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
+from msrpd.protocol.writer import build_request
 from msrpd.supervisor import layout_for
 
 from ..msrpclient import MsrpClient
@@ -225,3 +226,58 @@ def test_connects_in_flight_and_parked_bytes_are_bounded(make_relay) -> None:
         client.close()
     for sock in socks:
         sock.close()
+
+
+def test_connects_started_per_connection_are_rate_limited(make_relay) -> None:
+    """Alice names 200 different closed ports as fast as she can, connect_rate 10: about 10
+    connects start at once and 10 more each second, not one per frame; every SEND still gets
+    its 200 and one REPORT (those over the rate at once). Bob, on another connection, is not
+    held back by Alice's bucket: his next hop is dialled."""
+    relay = _relay(make_relay, 1, connect_rate=10, max_connects_per_conn=100)
+    ports = [free_port() for _ in range(200)]
+    with _authed(relay.port, "alice") as alice, _authed(relay.port, "bob") as bob:
+        inbox = Inbox(alice)
+        started = time.monotonic()
+        for n, port in enumerate(ports):
+            inbox.expect(_send(alice, _hop(relay, port), f"r{n}", b"x" * 50), f"r{n}")
+        inbox.read_until(lambda: len(inbox.reports) == len(ports), 20)
+        inbox.read_until(lambda: sum(inbox.ok.values()) == len(ports), 5)
+        took = time.monotonic() - started
+        assert all(s == [b"000 408 Request Timeout"] for s in inbox.reports.values())
+        # Counters are published once a second: wait until every connect is counted.
+        wait_for(
+            lambda: 10 <= _stats(relay)["connects_failed"] == _stats(relay)["connects_out"],
+            5,
+            "the connects counted",
+        )
+        out = _stats(relay)["connects_out"]
+        assert out <= 10 + 10 * took + 1, f"{out} connects in {took:.2f} s at 10 a second"
+        bobs = Inbox(bob)
+        bobs.expect(_send(bob, _hop(relay, free_port()), "bob", b"y"), "bob")
+        bobs.read_until(lambda: b"bob" in bobs.reports, 10)
+        wait_for(lambda: _stats(relay)["connects_out"] == out + 1, 5, "Bob's next hop dialled")
+
+
+def test_a_streamed_sends_report_follows_its_200(make_relay) -> None:
+    """A 2 MiB SEND (streamed: over max_body) to a closed port: the connect fails while the
+    body is still arriving, but the 200 is held until the end-line (RFC 4976 §6.4.1), and the
+    failure REPORT about the same SEND must not overtake it: 200 first, then the REPORT."""
+    relay = _relay(make_relay, 1)
+    body = bytes(range(256)) * (8 * 1024)
+    with _authed(relay.port, "alice") as alice:
+        tid = b"streamed-report"
+        headers = [("Message-ID", "big"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        frame = build_request(
+            tid, b"SEND", _hop(relay, free_port()).split(), [alice.uri], headers, body
+        )
+        cut = len(frame) * 3 // 4  # past max_body (1 MiB): the head is routed, the connect starts
+        alice.send_raw(frame[:cut])
+        wait_for(lambda: _stats(relay)["connects_failed"] == 1, 5, "the connect failed")
+        alice.send_raw(frame[cut:])
+        first, second = alice.recv(10).frame, alice.recv(10).frame
+        assert (first.tid, first.code) == (tid, 200)
+        assert second.method == b"REPORT"
+        assert (second.header("Message-ID"), second.header("Status")) == (
+            b"big",
+            b"000 408 Request Timeout",
+        )
