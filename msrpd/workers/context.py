@@ -30,6 +30,7 @@ from ..users import UserStore
 from .accounting import account
 from .flow import WRITE_HIGH, Blockable
 from .handoff import HandoffKind, make_conid
+from .remoteflow import RemoteFlow
 
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
@@ -115,6 +116,8 @@ class WorkerContext:
     """The connection whose frames are being routed now (flow.py pauses it)."""
     current_frame: Frame | None = None
     current_conn: MsrpConnection | None = None
+    remote_flow: RemoteFlow = field(default_factory=RemoteFlow)
+    """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
@@ -192,10 +195,13 @@ class WorkerContext:
                 self.sent.popitem(last=False)
         return token
 
-    def throttle_handoff(self, path: Path) -> None:
-        """A handoff link holds more than WRITE_HIGH: pause the connection being routed
+    def throttle_handoff(self, path: Path, conid: int | None = None, token: int = 0) -> None:
+        """After a handoff to `conid`: pause the connection being routed while its owner has
+        asked for a pause (remoteflow.py), or while the link holds more than WRITE_HIGH,
         until the link drains (flow.py)."""
         source, hub = self.current_source, self.hub
+        if conid is not None:
+            self.remote_flow.throttle(conid, token, source)
         if source is None or hub is None or hub.pending_bytes(path) <= WRITE_HIGH:
             return
         source.block(path)

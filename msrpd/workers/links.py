@@ -66,12 +66,22 @@ _pack_header = HEADER.pack
 _FRAME = HandoffKind.FRAME
 _GONE = HandoffKind.GONE
 _CLOSE = HandoffKind.CLOSE
+_PAUSE = HandoffKind.PAUSE
+_RESUME = HandoffKind.RESUME
 # A message the sender must hear about if it fails: (end offset in its batch, conid, token).
 _Tracked = tuple[int, int, int]
 
 
 def _ignore(msg: Handoff) -> None:
     logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
+
+
+def _no_flow(pause: bool, conid: int, token: int, link: Hashable) -> None:
+    pass
+
+
+def _no_link_lost(link: Hashable) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -124,8 +134,16 @@ class _Link(asyncio.Protocol):
         if not self._flush_pending:
             self._schedule()
 
+    def send_flow(self, pause: bool, conid: int, token: int = 0) -> None:
+        """Tell the peer that connection `conid` here is congested (PAUSE; `token` names a
+        stream that may go on) or has drained (RESUME): remoteflow.py. Nothing is sent once
+        the link is closing."""
+        if not self._closing:
+            self.push_reply(_pack_header(_PAUSE if pause else _RESUME, 0, 0, conid, token, 0))
+
     def block(self, dest: Hashable) -> None:
-        """Flow control (flow.py): a connection this link delivers into is congested."""
+        """Pause reading this link (a caller that wants every frame from the peer held up;
+        relayed frames use per-destination PAUSE instead, remoteflow.py)."""
         if not self._blockers and self._transport is not None and not self._closing:
             self._transport.pause_reading()
         self._blockers.add(dest)
@@ -331,6 +349,10 @@ class HandoffHub:
         its connections' writes there too)."""
         self.on_control: Callable[[Handoff], None] = _ignore
         """Called for each message that moves a connection (colocate.py)."""
+        self.on_flow: Callable[[bool, int, int, Hashable], None] = _no_flow
+        """on_flow(pause, conid, token, link) for each PAUSE/RESUME received (remoteflow.py)."""
+        self.on_link_lost: Callable[[Hashable], None] = _no_link_lost
+        """Called with a link once it is gone: the PAUSEs that came on it are void."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -456,6 +478,8 @@ class HandoffHub:
                     self._on_gone(msg.conid, msg.token)
                 elif msg.kind is _CLOSE:
                     self._close_conn(msg.conid)
+                elif msg.kind is _PAUSE or msg.kind is _RESUME:
+                    self.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, link)
                 else:
                     self.on_control(msg)
             except Exception:
@@ -478,6 +502,10 @@ class HandoffHub:
     def _link_lost(self, link: _Link, failed: list[_Tracked]) -> None:
         self._forget(link)
         self._dying.discard(link)
+        try:
+            self.on_link_lost(link)
+        except Exception:
+            logger.exception("handoff: on_link_lost callback failed")
         if failed:
             logger.info("handoff link %s: %d messages not delivered", link.dest, len(failed))
             self.stats.failed += len(failed)

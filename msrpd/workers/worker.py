@@ -43,6 +43,7 @@ from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
+from .flow import LinkSource
 from .handoff import HandoffFlags
 from .links import HandoffHub
 from .tls import client_context, server_context
@@ -180,6 +181,8 @@ class Worker:
             close_conn=lambda conid: _close(ctx, conid),
             loop=ctx.loop,
         )
+        hub.on_flow = ctx.remote_flow.on_flow
+        hub.on_link_lost = ctx.remote_flow.link_lost
         hub.before_read = ctx.begin_batch
         hub.after_read = ctx.flush_now
         await hub.start()
@@ -306,8 +309,10 @@ def _deliver(
         return ctx.mover is not None and ctx.mover.deliver(conid, data, flags, source)
     ctx.count_handoff_in()
     ctx.last_delivery = time.monotonic()
-    # The link is the source: a congested destination pauses reading it (flow.py).
-    ctx.current_source = ctx.hub.current_link if ctx.hub is not None else None
+    # A congested destination asks the sending worker to pause what relays into it; the link
+    # itself keeps being read (remoteflow.py).
+    link = ctx.hub.current_link if ctx.hub is not None else None
+    ctx.current_source = LinkSource(link, conid) if link is not None else None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
     forwarded = bool(flags & HandoffFlags.FORWARDED)
