@@ -56,6 +56,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "conns_passed": ("balanced", "Connections passed between workers at accept", {"dir": "out"}),
     "conns_adopted": ("balanced", "Connections passed between workers at accept", {"dir": "in"}),
     "conns_moved": ("moved", "Connections moved to the worker of their peer", {}),
+    "loops_refused": ("loops_refused", "Frames refused for looping through this relay", {}),
 }
 
 

@@ -235,8 +235,13 @@ class MsrpConnection(asyncio.Protocol):
 
     def _on_frame(self, frame: Frame) -> None:
         self.frames_in += 1
-        self.ctx.count_frame_in(frame)
-        sink = self.ctx.run_route(frame, self)
+        ctx = self.ctx
+        ctx.count_frame_in(frame)
+        loopback = ctx.loopback
+        if loopback is not None and loopback.refuse_loop(frame, self):
+            sink = None  # a path looping through us: answered, never routed (loopback.py)
+        else:
+            sink = ctx.run_route(frame, self)
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .conn import MsrpConnection
     from .delivery import Delivery
     from .links import HandoffHub
+    from .loopback import Loopback
     from .sinks import Sink
 
 __all__ = ["WorkerContext", "WorkerIdentity", "handoff_path"]
@@ -103,6 +104,8 @@ class WorkerContext:
     balancer: AcceptBalancer | None = None
     mover: Mover | None = None
     delivery: Delivery | None = None
+    loopback: Loopback | None = None
+    """Our own URIs, and routing a frame again when its next hop is us (loopback.py)."""
     conns: dict[int, MsrpConnection] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)

@@ -74,6 +74,12 @@ class ConnEnv:
         self.conn.write_frame(data, bool(flags & SendFlags.CLOSE_AFTER))
 
     def relay(self, data: bytes, dest: Destination, flags: int) -> int:
+        loopback, uri = self.ctx.loopback, dest.uri
+        if loopback is not None and uri is not None and loopback.self_uris.matches(uri):
+            # The next hop is us: route it again here, no connection (loopback.py).
+            sink = loopback.reroute(self, data, self.ctx.current_streamed)
+            self.last_sink = sink
+            return -1 if sink is None else 1
         delivery = self.ctx.delivery
         sink = None if delivery is None else delivery.resolve(dest, flags)
         if sink is None:

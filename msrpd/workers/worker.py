@@ -29,12 +29,14 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
+import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
 from ..logs import reopen_logs
 from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
+from ..selfuri import SelfUris
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .balance import AcceptBalancer
@@ -46,6 +48,7 @@ from .delivery import Delivery
 from .flow import LinkSource
 from .handoff import HandoffFlags
 from .links import HandoffHub
+from .loopback import Loopback
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
@@ -148,6 +151,11 @@ class Worker:
         ctx = WorkerContext(settings, spec.ident, shm, route, policy, spec.nonce_secret, loop)
         ctx.users = users
         ctx.delivery = Delivery(ctx, tls_client)
+        m = settings.msrp
+        self_uris = SelfUris.build(
+            settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
+        )
+        ctx.loopback = Loopback(ctx, self_uris)
         return ctx
 
     async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
@@ -299,6 +307,19 @@ class Worker:
 
 class _BootError(Exception):
     pass
+
+
+def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
+    """The interfaces' addresses, when a listen address is a wildcard (selfuri.py)."""
+    if not any(addr.host in ("0.0.0.0", "::") for addr in listen):
+        return []
+    families = (socket.AF_INET, socket.AF_INET6)
+    return [
+        a.address.split("%")[0]  # an IPv6 link-local address carries its zone
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family in families
+    ]
 
 
 def _deliver(

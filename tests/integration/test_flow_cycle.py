@@ -40,25 +40,24 @@ def _big_send(src: MsrpClient, path: list[str], body: bytes, mid: str) -> bytes:
     return tid
 
 
-def _both_ways(alice: MsrpClient, bob: MsrpClient, r2: str, body: bytes, rnd: int) -> None:
-    """Alice and Bob each send `body` to the other at the same time, reading as they go."""
-    assert alice.use_path and bob.use_path
-    paths = {
-        "a": (alice, [alice.use_path, r2, bob.use_path, bob.uri]),
-        "b": (bob, [bob.use_path, r2, alice.use_path, alice.uri]),
-    }
+def both_ways(
+    alice: MsrpClient, bob: MsrpClient, to_bob: list[str], to_alice: list[str], body: bytes
+) -> None:
+    """Alice and Bob each send `body` to the other at the same time (To-Paths `to_bob` and
+    `to_alice`), reading as they go: each gets one 200 and the other's body, intact."""
+    ends = {"a": (alice, to_bob), "b": (bob, to_alice)}
     got: dict[str, list[tuple[int | None, bytes]]] = {"a": [], "b": []}
     errors: list[BaseException] = []
 
     def send(name: str) -> None:
-        client, path = paths[name]
+        client, path = ends[name]
         try:
-            _big_send(client, path, body, f"{name}{rnd}")
+            _big_send(client, path, body, f"{name}{len(body)}")
         except BaseException as exc:  # reported below, with what was received
             errors.append(exc)
 
     def read(name: str) -> None:
-        client = paths[name][0]
+        client = ends[name][0]
         try:
             for _ in range(2):  # the 200 for its own SEND, and the other's SEND
                 received = client.recv(timeout=20)
@@ -87,8 +86,11 @@ def test_streams_out_and_back_in_lose_no_handoff(make_relay) -> None:  # type: i
         assert result.returncode == 0, result.stderr + relay.log()
     r2_uri = f"msrp://127.0.0.1:{r2.port}/hop;tcp"
     alice, bob = _authed(r1.port, "alice"), _authed(r1.port, "bob")
+    assert alice.use_path and bob.use_path
+    to_bob = [alice.use_path, r2_uri, bob.use_path, bob.uri]
+    to_alice = [bob.use_path, r2_uri, alice.use_path, alice.uri]
     for rnd in range(ROUNDS):
-        _both_ways(alice, bob, r2_uri, bytes([rnd + 1]) * (10 * MIB), rnd)
+        both_ways(alice, bob, to_bob, to_alice, bytes([rnd + 1]) * (10 * MIB))
     # Unrelated pairs afterwards: every SEND that got a 200 arrives.
     for n in range(6):
         with _authed(r1.port, "alice") as a, _authed(r1.port, "bob") as b:
