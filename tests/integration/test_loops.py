@@ -10,49 +10,19 @@ times is refused with one 403 and costs no relay hop.
 from __future__ import annotations
 
 import time
-from typing import Any
+
+import pytest
 
 from msrpd.protocol.writer import build_request
 from msrpd.shm import ShmSet
 from msrpd.supervisor import layout_for
-from msrpd.workers.ctl import query_worker, worker_ctl_path
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay
 from .test_balance import COUNTERS_PUBLISHED
-from .test_flow_cycle import both_ways
+from .test_flow_cycle import both_ways, conns, split_pair
 
 MIB = 1 << 20
-
-
-def _conns(relay: Relay) -> list[dict[str, Any]]:
-    run_dir = relay.settings().core.run_dir
-    rows: list[dict[str, Any]] = []
-    for slot in range(relay.settings().core.children):
-        rows.extend(
-            {**c, "slot": slot} for c in query_worker(worker_ctl_path(run_dir, slot, 1), "conns")
-        )
-    return rows
-
-
-def _split_pair(relay: Relay) -> tuple[MsrpClient, MsrpClient]:
-    """An AUTHed Alice on worker 0 and Bob on worker 1 (balance is off: connect until the
-    kernel's SO_REUSEPORT hash has put one on each); the others are closed."""
-    clients: list[MsrpClient] = []
-    for n in range(40):
-        client = MsrpClient(relay.port, timeout=30)
-        user = "alice" if n % 2 == 0 else "bob"
-        assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
-        clients.append(client)
-        slots = {int(c["peer"].rsplit(":", 1)[1]): c["slot"] for c in _conns(relay)}
-        by_slot = {slots[c.sock.getsockname()[1]]: c for c in clients}
-        if len(by_slot) == 2:
-            alice, bob = by_slot[0], by_slot[1]
-            for other in clients:
-                if other is not alice and other is not bob:
-                    other.close()
-            return alice, bob
-    raise AssertionError("40 connections all landed on one worker")
 
 
 def _stat(shm: ShmSet, name: str) -> int:
@@ -71,10 +41,10 @@ def test_both_ends_here_chat_through_their_use_paths_with_no_self_connection(
 ) -> None:
     relay, shm = _started(make_relay)
     try:
-        alice, bob = _split_pair(relay)
+        alice, bob = split_pair(relay)
         assert alice.use_path and bob.use_path
         wait = time.monotonic() + 5
-        while len(_conns(relay)) != 2 and time.monotonic() < wait:
+        while len(conns(relay)) != 2 and time.monotonic() < wait:
             time.sleep(0.05)  # the closed extra clients
         time.sleep(COUNTERS_PUBLISHED)
         opened = _stat(shm, "conns_total")
@@ -103,12 +73,9 @@ def test_both_ends_here_chat_through_their_use_paths_with_no_self_connection(
             both_ways(alice, bob, to_bob, to_alice, bytes([n + 1]) * (10 * MIB))
         for client in (alice, bob):  # nothing more came: no second 200, no copy
             client.sock.settimeout(0.5)
-            try:
-                extra = client.sock.recv(1)
-            except TimeoutError:
-                extra = b""
-            assert extra == b""
-        rows = _conns(relay)
+            with pytest.raises(TimeoutError):
+                client.sock.recv(1)
+        rows = conns(relay)
         assert len(rows) == 2 and all(r["local"] for r in rows), rows  # no outbound connection
         time.sleep(COUNTERS_PUBLISHED)
         assert _stat(shm, "conns_total") == opened  # the listen port got no new connection
@@ -185,5 +152,37 @@ def test_a_to_path_naming_the_relay_450_times_is_refused_at_no_cost(make_relay) 
         assert after == before  # no relay hop, no connection, no handoff
         assert _stat(shm, "loops_refused") == 3
         assert "names this relay 450 times" in relay.log()
+    finally:
+        shm.close()
+
+
+def test_inner_hops_are_capped_whatever_the_route_does(make_relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A route that forwards every request to the relay itself again, forever: after
+    MAX_LOCAL_HOPS inner hops relay() fails, once, at no connection and no relay hop."""
+    relay: Relay = make_relay(children=1)
+    us = f"msrp://127.0.0.1:{relay.port}/x;tcp"
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "def ksr_msrp_event(msrp):\n"
+        "    if msrp.method == 'SEND':\n"
+        f"        msrp.forward('{us} {us}')\n"
+    )
+    relay.sections["msrp"]["route"] = str(script)
+    relay.write_config()
+    result = relay.start()
+    assert result.returncode == 0, result.stderr + relay.log()
+    shm = layout_for(relay.settings()).attach_all()
+    try:
+        with MsrpClient(relay.port, timeout=10) as alice:
+            headers = [("Message-ID", "m"), ("Byte-Range", "1-2/2"), ("Content-Type", "text/plain")]
+            path = [us, "msrp://127.0.0.1:9/bob;tcp"]
+            alice.send_raw(build_request(new_tid(), b"SEND", path, [alice.uri], headers, b"hi"))
+            time.sleep(COUNTERS_PUBLISHED)
+            assert _stat(shm, "loops_refused") == 1
+            assert _stat(shm, "frames_out") == 0 and _stat(shm, "conns_total") == 1
+            assert "more than 2 hops through this relay" in relay.log()
+            alice.sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                alice.sock.recv(1)  # nothing was sent to Alice, and she is still connected
     finally:
         shm.close()
