@@ -96,6 +96,8 @@ class FlowControl:
         """After a write to `dest` by the writer `key` (or when it drains): pause or resume
         sources."""
         if dest.congested:
+            if self.blocked and dest.gate.owner != self.exempt:
+                self._owner_changed(dest)
             source = self.ctx.current_source
             if (
                 source is not None
@@ -105,12 +107,11 @@ class FlowControl:
             ):
                 if key is None or key != dest.gate.owner:
                     self.blocked[source] = key
+                    self.exempt = dest.gate.owner
                     source.block(dest)
                 elif dest.backlogged:
                     self.owner_blocked = source
                     source.block(dest)
-            if self.blocked and dest.gate.owner != self.exempt:
-                self._owner_changed(dest)
         elif self.blocked:
             self.release_all(dest)
         owner = self.owner_blocked
