@@ -274,6 +274,21 @@ class MsrpSettings:
     max_head: int = field(default=16 * 1024, metadata=_integer(1024, 1024 * 1024))
     """Largest first line plus header block, in bytes."""
 
+    connect_timeout: float = field(default=10.0, metadata=_SECONDS)
+    """Seconds an outbound connection to a next hop may take to connect (TLS included)."""
+
+    connect_fail_ttl: float = field(default=5.0, metadata=_SECONDS)
+    """Seconds a next hop whose connect failed is remembered: frames for it fail at once."""
+
+    max_connects: int = field(default=256, metadata=_integer(1))
+    """Outbound connects in flight per worker; a frame needing one more fails."""
+
+    max_connects_per_conn: int = field(default=8, metadata=_integer(1))
+    """Outbound connects in flight that frames from one connection may have started."""
+
+    max_connecting_bytes: int = field(default=16 * 1024 * 1024, metadata=_integer(1024))
+    """Bytes per worker that may wait in outbound connections still connecting."""
+
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:

@@ -56,6 +56,9 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "conns_passed": ("balanced", "Connections passed between workers at accept", {"dir": "out"}),
     "conns_adopted": ("balanced", "Connections passed between workers at accept", {"dir": "in"}),
     "conns_moved": ("moved", "Connections moved to the worker of their peer", {}),
+    "responses_dropped": ("responses_dropped", "Responses with no connection to go back on", {}),
+    "connects_out": ("connects", "Outbound connection attempts", {"result": "started"}),
+    "connects_failed": ("connects", "Outbound connection attempts", {"result": "failed"}),
     "loops_refused": ("loops_refused", "Frames refused for looping through this relay", {}),
 }
 

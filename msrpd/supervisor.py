@@ -12,6 +12,10 @@ Strategy (gunicorn's Arbiter, nginx's master cycle; style rules 9-14):
   stops accepting and serves its connections until they close or drain_timeout.
 - A worker that exits with WORKER_BOOT_ERROR halts the supervisor (no fork loop). Other deaths
   are respawned at once, or after a backoff when the slot keeps dying young.
+- A reaped worker's sessions and registry entries are purged at once, before anything could
+  respawn its slot: its connections died with it. Its successor keeps its (slot, generation),
+  so routing by owner keeps working, and starts its connection ids above every one the dead
+  worker may have used (workers/conids.py): a stale id never reaches a stranger (issue 12).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from .proctitle import set_title
 from .routing import RouteLoadError, load_route
 from .rundir import RunDir
 from .shm import ShmLayout, ShmSet, WorkerState, instance_prefix
+from .workers.conids import FIRST_SERIAL
 from .workers.context import WorkerIdentity
+from .workers.handoff import owner_conids
 from .workers.worker import WORKER_BOOT_ERROR, Worker, WorkerSpec
 
 __all__ = ["EXIT_BOOT_ERROR", "Supervisor", "layout_for"]
@@ -102,6 +108,8 @@ class Supervisor:
         self.stopping_until: float | None = None
         self.backoff: dict[int, float] = {}
         self.respawn_at: dict[int, float] = {}
+        self.serials: dict[tuple[int, int], int] = {}
+        """(slot, generation) -> the first connection-id serial its next worker may use."""
         self.next_sweep = 0.0
         self.nonce_secret = os.urandom(32)
         self.started = time.time()
@@ -280,13 +288,18 @@ class Supervisor:
 
     def _spawn_generation(self) -> None:
         self.generation += 1
+        self.serials = {k: v for k, v in self.serials.items() if k[1] == self.generation}
+        # Every slot starts now: a respawn still waiting out its backoff would start a second
+        # worker of the same (slot, generation), handing out the same connection ids.
+        self.respawn_at.clear()
         for slot in range(self.settings.core.children):
             self.spawn(slot)
         self.listeners.prune(self.settings.core.listen, self.settings.core.children)
 
     def spawn(self, slot: int) -> None:
         index = self._free_index()
-        ident = WorkerIdentity(slot, self.generation, index)
+        first = self.serials.get((slot, self.generation), FIRST_SERIAL)
+        ident = WorkerIdentity(slot, self.generation, index, first)
         spec = WorkerSpec(
             settings=self.settings,
             ident=ident,
@@ -297,6 +310,7 @@ class Supervisor:
         )
         worker = Worker(spec)
         self.shm.heartbeats.claim(index, 0, slot, self.generation)
+        self.shm.heartbeats.reserve_serials(index, first)  # the child's from now on
         pid = os.fork()
         if pid == 0:
             self._child(worker)
@@ -344,10 +358,16 @@ class Supervisor:
                 self._reaped(proc, status)
 
     def _reaped(self, proc: WorkerProc, status: int) -> None:
+        slot, gen = proc.ident.slot, proc.ident.generation
+        mark = self.shm.heartbeats.serial_mark(proc.ident.index)
+        self.serials[slot, gen] = max(self.serials.get((slot, gen), FIRST_SERIAL), mark)
         self.shm.heartbeats.release(proc.ident.index)
         self.shm.stats.retire(proc.ident.index)
         code = os.waitstatus_to_exitcode(status)
-        slot, gen = proc.ident.slot, proc.ident.generation
+        # At stop the tables go away with the supervisor: only a worker that died (not one
+        # that finished) is purged then, for the sake of those still draining.
+        if self.stopping_until is None or code != 0:
+            self._purge(slot, gen)
         if code == WORKER_BOOT_ERROR:
             raise HaltSupervisor(
                 f"worker {slot} failed to boot (see the log above)", EXIT_BOOT_ERROR
@@ -360,6 +380,22 @@ class Supervisor:
         delay = min(self.backoff.get(slot, 0.0) * 2 or 0.25, MAX_BACKOFF) if young else 0.0
         self.backoff[slot] = delay
         self.respawn_at[slot] = time.monotonic() + delay
+
+    def _purge(self, slot: int, generation: int) -> None:
+        """Remove the sessions and registry entries of worker (slot, generation)'s
+        connections: they died with it. A SEND to one of its sessions gets 481 now (RFC 4976
+        §6.3, rfc-checklist case 21c), and a next hop it was connected to is dialled again."""
+        conids = owner_conids(slot, generation)
+        sessions = self.shm.cmap.purge(conids)
+        entries = self.shm.registry.purge(conids)
+        if sessions or entries:
+            logger.warning(
+                "worker %d (generation %d) left %d sessions and %d connections: removed",
+                slot,
+                generation,
+                sessions,
+                entries,
+            )
 
     def maintain(self) -> None:
         now = time.monotonic()

@@ -48,8 +48,11 @@ class MsrpClient:
         self.pending: list[Received] = []
         lhost, lport = sock.getsockname()[:2]
         self.scheme = "msrps" if tls else "msrp"
+        # An IPv6 address goes in brackets (RFC 3986 §3.2.2): the relay refuses a path
+        # that is not a list of MSRP URIs.
+        lhost, rhost = (f"[{h}]" if ":" in h else h for h in (lhost, host))
         self.uri = f"{self.scheme}://{lhost}:{lport}/c{lport};tcp"
-        self.relay_uri = f"{self.scheme}://{host}:{port};tcp"
+        self.relay_uri = f"{self.scheme}://{rhost}:{port};tcp"
         self.use_path: str | None = None
         self.bytes_sent = self.bytes_received = 0
 

@@ -25,6 +25,7 @@ from .writer import (
     build_request,
     build_sipmsg,
     forward_paths,
+    invalid_gets_reply,
     relay_splice,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "build_request",
     "build_sipmsg",
     "forward_paths",
+    "invalid_gets_reply",
     "msrp_pv",
     "parse_uri",
     "relay_splice",

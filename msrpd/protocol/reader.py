@@ -15,7 +15,12 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
   back, so a piece never contains part of the end-line.
 - Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
-  give an InvalidFrame event and reading goes on. Without a transaction id (or with bare-LF
+  give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
+  the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
+  sender to stop) and reading goes on. A To-Path or From-Path that is not a list of
+  MSRP URIs (RFC 4975 §9) is such an error: no Frame ever carries paths that do not parse, so
+  nothing that reads them later can fail on them (checked once per frame; PathCheck makes a
+  session's repeated paths cost a comparison). Without a transaction id (or with bare-LF
   framing, or a head over the cap) the stream cannot be trusted any more: next_event raises
   RemoteProtocolError and the caller closes the connection, answering first if `tid` is set.
 - CRLF sequences between frames are skipped and answered with nothing: MSRP has no keep-alive
@@ -53,6 +58,7 @@ from .grammar import (
 from .limits import ReaderLimits
 from .sip import sip_message_end
 from .status import Status
+from .uri import PathCheck
 
 __all__ = ["Event", "FrameReader", "ReaderState"]
 
@@ -89,6 +95,7 @@ class FrameReader:
         self._state = ReaderState.IDLE
         self._blank = _Search(b"\r\n\r\n")
         self._dash = _Search(b"\r\n-")
+        self._paths = PathCheck()
         self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
             ReaderState.IDLE: self._read_idle,
             ReaderState.HEAD: self._read_head,
@@ -113,6 +120,7 @@ class FrameReader:
         self._response = False
         self._spans = ((0, 0, 0), (0, 0, 0))
         self._error = ""
+        self._refused: InvalidFrame | None = None
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -179,7 +187,11 @@ class FrameReader:
         frame = read_whole_frame(self._buf, self.limits.max_body)
         if frame is not None:
             del self._buf[: len(frame.buf)]
-            return frame
+            problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
+            if problem is None:
+                return frame
+            head = frame.buf[: frame.hdr_end]
+            return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
         self._start_frame()
         self._state = ReaderState.HEAD
         return self._read_head()
@@ -286,7 +298,8 @@ class FrameReader:
             path_span(buf, m.start(1), m.end(2), m.end(1)),
             path_span(buf, m.start(3), m.end(4), m.end(3)),
         )
-        return None
+        problem = self._paths.problem(buf, *self._spans)
+        return None if problem is None else self._refuse(hdr_end, problem)
 
     # -- frames without a body ---------------------------------------------------------------
     def _read_endline(self) -> Event | NeedData:
@@ -320,7 +333,11 @@ class FrameReader:
         self._body_start = blank + 4
         self._scan = hdr_end
         if invalid is not None:
-            return self._start_rest(ReaderState.SKIP, hdr_end, invalid)
+            # Refused, but answered only once its end-line is in: a response says the whole
+            # chunk was received (RFC 4976 §6.4.1), and a sender may read only after writing it.
+            self._start_rest(ReaderState.SKIP, hdr_end, invalid)
+            self._refused = invalid
+            return self._read_skip()
         self._state = ReaderState.BODY
         return self._read_body()
 
@@ -413,7 +430,10 @@ class FrameReader:
             return self._at_eof(self._tid)
         end = FrameEnd(self._tid, bytes(buf[found - 3 : found - 2]), bytes(buf[:found]))
         self._consume(found, end)
-        return end if keep else self._read_idle()
+        if keep:
+            return end
+        refused, self._refused = self._refused, None
+        return refused if refused is not None else self._read_idle()
 
     # -- SIP on the MSRP port ----------------------------------------------------------------
     def _read_sip(self) -> Event | NeedData:

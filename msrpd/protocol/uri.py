@@ -24,7 +24,15 @@ from ipaddress import IPv4Address, IPv6Address
 
 from .errors import LocalProtocolError
 
-__all__ = ["MSRPURI_KEYS", "MSRP_DEFAULT_PORT", "MsrpUri", "parse_uri", "split_path"]
+__all__ = [
+    "MSRPURI_KEYS",
+    "MSRP_DEFAULT_PORT",
+    "MsrpUri",
+    "PathCheck",
+    "parse_uri",
+    "path_problem",
+    "split_path",
+]
 
 MSRP_DEFAULT_PORT = 2855
 MSRPURI_KEYS: tuple[str, ...] = (
@@ -57,6 +65,24 @@ _URI_RE = re.compile(
     """,
     re.ASCII | re.VERBOSE,
 )
+# The same URI grammar on bytes, for a whole path value: `MSRP-URI *(SP MSRP-URI)` (RFC 4975
+# §9; runs of SP/HTAB as split_path splits). Character runs are possessive (each is followed by
+# a character its class excludes), so a hostile value costs linear time; groups are not (Python
+# 3.11 mismatches some possessive groups). The port is checked for 1..65535 here too; an IPv6
+# literal still needs parse_uri (path_problem does it).
+_PORT_1_65535 = (
+    r"(?=[0-9]{1,5}(?![0-9]))0*+"
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+_URI_SHAPE = (
+    rf"(?i:msrps?)://"
+    rf"(?:(?:[A-Za-z0-9\-._~!$&'()*+,=:]++|{_PCT})*@)?"
+    rf"(?:\[[0-9A-Fa-f:.]++\]|(?:[A-Za-z0-9\-._~!$&'()*+,=]++|{_PCT})+)"
+    rf"(?::{_PORT_1_65535})?"
+    r"(?:/[A-Za-z0-9\-._~+=/]++)?"
+    r"(?:;[A-Za-z0-9]++(?:;[\x21-\x3a\x3c\x3e-\x7e]++(?:=[\x21-\x3a\x3c-\x7e]*+)?)*)?"
+)
+_PATH_RE = re.compile(f"{_URI_SHAPE}(?:[ \t]++{_URI_SHAPE})*".encode())
 _PCT_RE = re.compile(_PCT)
 _PATH_ELEMENT_RE = re.compile(r"[^ \t]+")
 _SHOW_MAX = 80
@@ -136,6 +162,51 @@ def parse_uri(text: str | bytes) -> MsrpUri:
 def split_path(value: str | bytes) -> list[str]:
     """Split a To-Path/From-Path value into URI texts on runs of SP/HTAB."""
     return _PATH_ELEMENT_RE.findall(_as_text(value, "path header"))
+
+
+def path_problem(value: bytes, name: str) -> str | None:
+    """Why a To-Path or From-Path value (`name`) is not a list of MSRP URIs that parse_uri
+    accepts, or None when it is one (then split_path cannot fail on it either: it is ASCII)."""
+    if _PATH_RE.fullmatch(value) is not None:
+        if b"[" not in value:
+            return None
+        try:  # an IPv6 literal: the regex checked its characters, parse_uri checks the address
+            for uri in split_path(value):
+                parse_uri(uri)
+            return None
+        except LocalProtocolError as exc:
+            return f"{name}: {exc.message}"
+    return f"{name} is not a list of MSRP URIs (RFC 4975 §9)"
+
+
+class PathCheck:
+    """path_problem for one connection's frames, remembering the last good pair: the frames
+    of a session repeat their paths, so the usual frame costs one comparison, not a match.
+    Memory: one header span, within the reader's max_head."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = b""
+
+    def problem(
+        self,
+        buf: bytes | bytearray,
+        to_span: tuple[int, int, int],
+        from_span: tuple[int, int, int],
+    ) -> str | None:
+        """Check the To-Path and From-Path values of the frame in `buf` (spans as the reader
+        gives them: value start, end of the first URI, value end)."""
+        start, end = to_span[0], from_span[2]
+        last = self._last
+        if end - start == len(last) and buf.startswith(last, start):
+            return None  # both values, and the line break between them, as last time
+        problem = path_problem(bytes(buf[start : to_span[2]]), "To-Path") or path_problem(
+            bytes(buf[from_span[0] : end]), "From-Path"
+        )
+        if problem is None:
+            self._last = bytes(buf[start:end])
+        return problem
 
 
 def _as_text(data: str | bytes, what: str) -> str:

@@ -23,6 +23,7 @@ from .errors import LocalProtocolError, MsrpProtocolError
 from .events import InvalidFrame
 from .frame import SEND, Frame
 from .grammar import DASHES, HEADER_LINE, UTF8TEXT
+from .uri import path_problem
 
 __all__ = [
     "SIPMSG_PREFIX",
@@ -34,6 +35,7 @@ __all__ = [
     "build_request",
     "build_sipmsg",
     "forward_paths",
+    "invalid_gets_reply",
     "relay_splice",
     "report_basis",
 ]
@@ -56,6 +58,7 @@ _PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?
 _RESPONSE_LINE = re.compile(rb"MSRP [^ \r\n]+ [0-9]{3}(?:[ \r\n]|$)")
 _RFC_NOTE = re.compile(r"\s*\(RFC [^)]*\)")
 _METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
+_FAILURE_REPORT_NO = re.compile(rb"^failure-report[ \t]*:[ \t]*no[ \t]*\r?$", re.I | re.M)
 
 
 def build_reply(frame: Frame, code: int, reason: str | bytes, extra: str | bytes = b"") -> bytes:
@@ -76,10 +79,25 @@ def build_reply(frame: Frame, code: int, reason: str | bytes, extra: str | bytes
     return _response(frame.tid, code, reason, to_path, frame.first_to, msgid, extra)
 
 
-def build_invalid_reply(invalid: InvalidFrame) -> bytes | None:
-    """The response to a request the reader refused, or None when it cannot be addressed
-    (a response, or no readable To-Path and From-Path): then the connection is closed."""
+def invalid_gets_reply(invalid: InvalidFrame) -> bool:
+    """Whether a frame the reader refused is answered at all (our checklist §2.1 step 1): never
+    a response (RFC 4975 §7.2), a REPORT (§7.1.2) or a request with Failure-Report: no
+    (§7.1.4). Those are dropped; the stream is still in sync."""
     if not invalid.is_request:
+        return False
+    method = _METHOD.match(invalid.head)
+    if method is not None and method[1] == b"REPORT":
+        return False
+    return _FAILURE_REPORT_NO.search(invalid.head) is None
+
+
+def build_invalid_reply(invalid: InvalidFrame, self_uri: bytes = b"") -> bytes | None:
+    """The response to a request the reader refused, or None when it gets none
+    (invalid_gets_reply) or cannot be addressed (no readable To-Path and From-Path: then the
+    connection is closed). `self_uri`, when given, is the From-Path used in place of a first
+    To-Path URI that does not parse, so that the sender can read the 400 (RFC 4975 §7.2 wants
+    our URI there; what the sender wrote is not one)."""
+    if not invalid_gets_reply(invalid):
         return None
     paths: dict[bytes, bytes] = {}
     for m in _PATH_LINE.finditer(invalid.head):
@@ -90,9 +108,12 @@ def build_invalid_reply(invalid: InvalidFrame) -> bytes | None:
     method = _METHOD.match(invalid.head)
     from_uris = from_value.split()
     to_path = from_uris[0] if method and method[1] == SEND else b" ".join(from_uris)
+    from_path = to_value.split()[0]
+    if self_uri and path_problem(from_path, "To-Path") is not None:
+        from_path = self_uri
     # The wire gets the plain reason; the RFC section it cites stays in the log.
     reason = f"{invalid.status.reason} ({_RFC_NOTE.sub('', invalid.reason)})"
-    return _response(invalid.tid, invalid.status, reason, to_path, to_value.split()[0], b"", b"")
+    return _response(invalid.tid, invalid.status, reason, to_path, from_path, b"", b"")
 
 
 def build_error_reply(exc: MsrpProtocolError) -> bytes | None:

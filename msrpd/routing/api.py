@@ -26,7 +26,7 @@ from ..protocol import (
 from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
 from . import auth, cmapops
-from .env import Destination, RouteEnv
+from .env import Destination, RouteEnv, SendFlags
 from .htable import ScriptHTable
 
 __all__ = ["Msrp"]
@@ -112,25 +112,29 @@ class Msrp:
     def set_dst(self, addr: str, sock: str = "") -> int:
         """Send the next relay() to `addr` (an MSRP URI); -1 when it does not parse."""
         try:
-            self._dest = Destination(parse_uri(addr), None, sock)
+            self._dest = Destination(parse_uri(addr), None, sock, chosen=True)
         except LocalProtocolError:
             return -1
         return 1
 
     def relay(self) -> int:
         """Forward the frame along its To-Path (RFC 4976 §6.2): to the set_dst/cmap_lookup
-        destination, else To-Path URI #2. -1 when there is nowhere to send it."""
+        destination, else To-Path URI #2 over a connection the relay opened (a response: one
+        that exists). -1 when there is nowhere to send it."""
         try:
             data = relay_splice(self.frame)
         except LocalProtocolError:
             return -1
-        dest = self._dest
+        dest, flags = self._dest, self._relay_flags
         if dest is None:
             try:
                 dest = Destination(parse_uri(self.frame.to_path[1]))
             except (LocalProtocolError, IndexError):
                 return -1
-        return self.env.relay(data, dest, self._relay_flags)
+            if self.frame.method is None:
+                # A response goes only over an existing connection (RFC 4975 §7.2, §5.4).
+                flags |= SendFlags.REUSE_ONLY
+        return self.env.relay(data, dest, flags)
 
     def forward(self, tpath: str | None = None, fpath: str | None = None) -> int:
         """Kamailio 6.0's msrp_forward: send the frame with To-Path `tpath` and From-Path

@@ -28,11 +28,18 @@ class SendFlags:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where relay() sends: a known connection (cmap) or an address (set_dst, To-Path)."""
+    """Where relay() sends: a known connection (cmap) or an address (set_dst, To-Path).
+
+    A client's own (inbound) connection is reached only through its session (`conid`) or an
+    address the script chose (`chosen`, set_dst); a To-Path URI reaches only connections the
+    relay opened, so knowing a client's address is not enough to write to it (issue 12).
+    """
 
     uri: MsrpUri | None
     conid: int | None = None
     sock: str = ""
+    chosen: bool = False
+    """The script named this address (set_dst): an inbound connection from it may be used."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ Rules (reference/kamailio-msrp.md §8, minus its bugs):
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
@@ -138,6 +139,14 @@ class Cmap(KeyedTable):
         """Remove every entry of one connection (all stripes, one lock at a time); the count."""
         return sum(
             self.table.remove_where(i, _HEAD, lambda head: head[0] == conid)
+            for i in range(self.n_stripes)
+        )
+
+    def purge(self, conids: Container[int]) -> int:
+        """Remove every entry whose conid is in `conids` (a dead worker's range: its
+        sessions died with it, issue 12); all stripes, one lock at a time; the count."""
+        return sum(
+            self.table.remove_where(i, _HEAD, lambda head: head[0] in conids)
             for i in range(self.n_stripes)
         )
 

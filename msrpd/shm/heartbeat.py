@@ -10,8 +10,13 @@ Rules (style rule 14, gunicorn's WorkerTmp moved into shm):
 - Each record is a seqlock (seqlock.py): read() never blocks a writer and reports a copy that
   could be torn as consistent=False. A monitor can act on it anyway: the fields are each
   whole values, only possibly from two different beats.
-- Record: seq u64, pid u32, generation u32, conns u32, slot u16, state u8, pad, beat u64
-  = 32 bytes.
+- Record: seq u64, pid u32, generation u32, conns u32, slot u16, state u8, pad, beat u64,
+  serials u64 = 40 bytes.
+- serials is outside the seqlock: the connection-id serials below it may be in use by the
+  record's process (workers/conids.py). The supervisor sets it before fork, the worker raises
+  it before it uses a serial, the supervisor reads it after reaping, to start the successor
+  above it (a connection id is never reused, issue 12). Each access is one aligned 8-byte
+  load or store, so it reads whole even from a worker killed in the middle of a beat.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .seqlock import SEQ_SIZE, seq_read, write_begin, write_end
 
 __all__ = ["HEARTBEAT_RECORD", "HeartbeatRecord", "Heartbeats", "WorkerState"]
 
-HEARTBEAT_RECORD: Final = 32
+HEARTBEAT_RECORD: Final = 40
 _BODY: Final = struct.Struct("<IIIHBxQ")  # pid, generation, conns, slot, state, beat
 _CONNS: Final = struct.Struct("<I")
 _STATE: Final = struct.Struct("<B")
@@ -35,6 +40,9 @@ _BEAT: Final = struct.Struct("<Q")
 _CONNS_AT: Final = SEQ_SIZE + 8
 _STATE_AT: Final = SEQ_SIZE + 14
 _BEAT_AT: Final = SEQ_SIZE + 16
+# Native: one aligned 8-byte memcpy (as seqlock._SEQ); records are 40 bytes, so it stays aligned.
+_SERIALS: Final = struct.Struct("@Q")
+_SERIALS_AT: Final = SEQ_SIZE + 24
 _PIDS: Final = struct.Struct(f"<{SEQ_SIZE}xI{HEARTBEAT_RECORD - SEQ_SIZE - 4}x")  # pid only
 
 
@@ -65,7 +73,7 @@ class Heartbeats:
     """`capacity` heartbeat records in one region."""
 
     SUFFIX = "heartbeats"
-    TAG = b"heartbeat/1"
+    TAG = b"heartbeat/2"
 
     def __init__(self, region: Region, capacity: int) -> None:
         # Use create() or attach().
@@ -114,6 +122,16 @@ class Heartbeats:
         odd = write_begin(self._buf, off)
         _BODY.pack_into(self._buf, off + SEQ_SIZE, 0, 0, 0, 0, WorkerState.FREE, 0)
         write_end(self._buf, off, odd)
+        _SERIALS.pack_into(self._buf, off + _SERIALS_AT, 0)
+
+    def reserve_serials(self, index: int, mark: int) -> None:
+        """Serials below `mark` may be in use by record `index`'s process: the supervisor's
+        start value before fork, then the worker's, before it uses any of them."""
+        _SERIALS.pack_into(self._buf, self._offset(index) + _SERIALS_AT, mark)
+
+    def serial_mark(self, index: int) -> int:
+        """The last reserve_serials() value of record `index` (0 after release)."""
+        return int(_SERIALS.unpack_from(self._buf, self._offset(index) + _SERIALS_AT)[0])
 
     def beat(self, index: int, state: WorkerState, conns: int, now_ns: int | None = None) -> None:
         """Worker: record that it is alive, its state and its open connections."""

@@ -3,15 +3,19 @@
 Rules: msrp_set_dst(addr) and next-hop relaying first look the address up here, so a frame for
 a peer that already has a connection goes to whichever worker owns it (DESIGN §2). The key is
 the address text exactly as the caller formats it ("tcp:127.0.0.1:40000", "tls:[::1]:2856");
-callers normalise (lower-case host, IPv6 in brackets) before calling. unregister() removes an
-entry only while it still names the closing connection, so a newer connection to the same
-address, registered in between by another worker, is never removed by the old one's close.
+callers normalise (lower-case host, IPv6 in brackets) before calling; workers register a
+client's connection under "in:" + its address (workers/conn.py registry_key). unregister()
+removes an entry only while it still names the closing connection, so a newer connection to
+the same address, registered in between by another worker, is never removed by the old one's
+close.
+A worker that dies closes nothing: the supervisor purge()s its entries before it respawns it.
 Record: 8 header + 96 key + 8 conid = 112 bytes per slot.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from typing import Final
 
 from .keyed import KeyedTable
@@ -55,3 +59,11 @@ class Registry(KeyedTable):
     def unregister(self, addr: str, conid: int) -> bool:
         """Remove addr only if it still maps to conid; True if it was removed."""
         return self.table.delete(_enc(addr), _VALUE, lambda head: head[0] == conid)
+
+    def purge(self, conids: Container[int]) -> int:
+        """Remove every entry whose conid is in `conids` (a dead worker's range, issue 12);
+        all stripes, one lock at a time; the count."""
+        return sum(
+            self.table.remove_where(i, _VALUE, lambda head: head[0] in conids)
+            for i in range(self.n_stripes)
+        )

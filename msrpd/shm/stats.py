@@ -13,7 +13,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + 25 counters u64) = 208 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + 28 counters u64) = 232 bytes: the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -55,6 +55,9 @@ Counter = IntEnum(
         "conns_passed",
         "conns_adopted",
         "conns_moved",
+        "responses_dropped",
+        "connects_out",
+        "connects_failed",
         "loops_refused",
     ),
     start=0,

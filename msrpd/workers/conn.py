@@ -4,7 +4,9 @@ Strategy (uvicorn's h11_impl, kept thin): data_received feeds the reader and han
 to a small handler. The routing script runs on every frame. Only the owning worker writes to
 this transport; other workers reach it through the handoff link (DESIGN §2).
 - A frame whose body is over the whole-frame limit arrives as head, pieces, end: the script
-  runs on the head, and the pieces follow to wherever relay() sent the head.
+  runs on the head, and the pieces follow to wherever relay() sent the head. Its answers wait
+  for its end-line: a response says the whole chunk was received (RFC 4976 §6.4.1), and a
+  client that reads only after writing the chunk (msrplib) would drop an early one.
 - If the connection dies in the middle of a relayed streamed frame, the destination gets the
   end-line with flag "#" (RFC 4975 §7.1: the chunk is interrupted), so its framing stays sound.
 """
@@ -28,6 +30,7 @@ from ..protocol import (
     RemoteProtocolError,
     SipMessage,
     build_invalid_reply,
+    invalid_gets_reply,
 )
 from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
     from .context import WorkerContext
     from .sinks import Sink
 
-__all__ = ["MsrpConnection", "format_peer"]
+__all__ = ["MsrpConnection", "format_peer", "registry_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +58,22 @@ def format_peer(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def registry_key(peer_key: str, outbound: bool) -> str:
+    """The connection registry's key for a connection to or from `peer_key`: connections the
+    relay opened under the address itself, clients' connections under "in:" + the address,
+    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
+    return peer_key if outbound else "in:" + peer_key
+
+
 class MsrpConnection(asyncio.Protocol):
     """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
+
+    outbound = False
+    """Opened by the relay to a next hop (delivery.py sets it), not accepted from a client."""
+
+    held_replies: list[tuple[bytes, bool]] | None = None
+    """Answers to the streamed frame being read, written when its end-line is in (set per
+    frame by _on_frame; None: answers go out at once)."""
 
     def __init__(
         self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
@@ -194,6 +211,7 @@ class MsrpConnection(asyncio.Protocol):
         if not self.close_reason:
             self.close_reason = f"error: {exc}" if exc else "closed by peer"
         self.flow.release_all(self)
+        self.held_replies = None  # the chunk never ended: it is not answered
         if self.stream_sink is not None:
             end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
             self.stream_sink.send(end, source=self.conid)
@@ -237,6 +255,8 @@ class MsrpConnection(asyncio.Protocol):
         self.frames_in += 1
         ctx = self.ctx
         ctx.count_frame_in(frame)
+        if frame.streamed:
+            self.held_replies = []
         loopback = ctx.loopback
         if loopback is not None and loopback.refuse_loop(frame, self):
             sink = None  # a path looping through us: answered, never routed (loopback.py)
@@ -250,15 +270,35 @@ class MsrpConnection(asyncio.Protocol):
         if self.stream_sink is not None:
             self.stream_sink.send(end.raw, source=self.conid)
             self.stream_sink = None
+        # The chunk is in, whatever its flag: "#" ends it too (RFC 4975 §7.1).
+        held, self.held_replies = self.held_replies or [], None
+        for data, close_after in held:
+            self.write_frame(data, close_after)
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None:
+        """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
+        if self.held_replies is not None:
+            self.held_replies.append((data, close_after))
+        else:
+            self.write_frame(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.count_invalid()
-        reply = build_invalid_reply(invalid)
         logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
+        if not invalid_gets_reply(invalid):
+            return  # a response, a REPORT or Failure-Report: no: dropped (RFC 4975 §7.1.2)
+        reply = build_invalid_reply(invalid, self._self_uri())
         if reply is None:
             self.close(f"unanswerable invalid frame: {invalid.reason}")
         else:
             self.write_frame(reply, False)
+
+    def _self_uri(self) -> bytes:
+        """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
+        if not self.local_sock:
+            return b""
+        address = self.local_sock.partition(":")[2]
+        return f"msrp{'s' if self.secure else ''}://{address};tcp".encode()
 
     def _on_sip(self, message: SipMessage) -> None:
         self.ctx.run_sip_route(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
@@ -303,6 +343,16 @@ class MsrpConnection(asyncio.Protocol):
             for item in gate.offer(Write(data, close_after, source, more)):
                 self._write(item.data, item.close_after)
                 self.frames_out += not item.more
+
+    def abandon(self, source: Hashable) -> None:
+        """`source` (a handoff link's stream) will send no more: end its frame, if it is in
+        the middle of one, and write what waited behind it (gate.py)."""
+        if self.closed or source not in self.gate.open:
+            return
+        for item in self.gate.abandon(source):
+            self._write(item.data, item.close_after)
+            self.frames_out += not item.more
+        self.flow.check(self)
 
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
@@ -375,6 +425,15 @@ class MsrpConnection(asyncio.Protocol):
         if not self.blockers and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
+    def connect_failed(self, reason: str) -> None:
+        """An outbound connect that never completed (asyncio calls no connection_lost): let
+        go of what waits here and resume the sources it paused (issue 12)."""
+        self.closed = True
+        self.close_reason = self.close_reason or f"connect failed: {reason}"
+        self.pending, self.pending_bytes = [], 0
+        self.gate = FrameGate()
+        self.flow.release_all(self)
+
     def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:
             self.close_reason = self.close_reason or reason
@@ -387,6 +446,10 @@ class MsrpConnection(asyncio.Protocol):
             self.transport.abort()
 
     @property
+    def registry_key(self) -> str:
+        return registry_key(self.peer_key, self.outbound)
+
+    @property
     def idle(self) -> bool:
         """Nothing half-read, nothing waiting to be written, nothing received for QUIET
         seconds (more may be on its way): safe to close on stop."""
@@ -396,5 +459,6 @@ class MsrpConnection(asyncio.Protocol):
         # A connection paused by back-pressure may still have frames in its socket: not idle.
         quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
         quiet = quiet and not self.blockers and self.holding is None and not self.reading_held
+        quiet = quiet and self.held_replies is None
         quiet = quiet and time.monotonic() - self.last_active > QUIET
         return self.reader.buffered == 0 and buffered == 0 and quiet

@@ -28,6 +28,7 @@ from ..routing.sip import SipRequest
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .accounting import account
+from .conids import FIRST_SERIAL, SerialBlocks
 from .flow import WRITE_HIGH, Blockable
 from .handoff import HandoffKind, make_conid
 from .remoteflow import RemoteFlow
@@ -84,6 +85,9 @@ class WorkerIdentity:
     """Reload generation; a connection id names slot and generation (DESIGN §2)."""
     index: int
     """Process slot in the heartbeat and stats tables."""
+    first_serial: int = FIRST_SERIAL
+    """Its first connection-id serial: above every one a dead predecessor of the same
+    (slot, generation) may have used (conids.py)."""
 
 
 def handoff_path(run_dir: Path, slot: int, generation: int) -> Path:
@@ -126,7 +130,7 @@ class WorkerContext:
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
     _limits: ReaderLimits | None = None  # built once, on first use (every connection)
     _htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
-    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _serials: SerialBlocks | None = None  # built on first use (conids.py)
     _tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -184,7 +188,15 @@ class WorkerContext:
             self.hub.flush()
 
     def new_conid(self) -> int:
-        return make_conid(self.ident.slot, self.ident.generation, next(self._serial))
+        """A connection id never used before by this (slot, generation), even by a worker
+        that held it and died (conids.py)."""
+        serials = self._serials
+        if serials is None:
+            ident, heartbeats = self.ident, self.shm.heartbeats
+            serials = self._serials = SerialBlocks(
+                ident.first_serial, lambda mark: heartbeats.reserve_serials(ident.index, mark)
+            )
+        return make_conid(self.ident.slot, self.ident.generation, serials.take())
 
     def next_token(self) -> int:
         token = next(self._tokens) & 0xFFFFFFFF
@@ -272,7 +284,7 @@ class WorkerContext:
         self.conns[conn.conid] = conn
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None:
-            self.registry.register(conn.peer_key, conn.conid)
+            self.registry.register(conn.registry_key, conn.conid)
         if not conn.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
 
@@ -280,7 +292,7 @@ class WorkerContext:
         self.conns.pop(conn.conid, None)
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.peer_key:
-            self.registry.unregister(conn.peer_key, conn.conid)
+            self.registry.unregister(conn.registry_key, conn.conid)
         # A closed connection's sessions go with it (RFC 4976 §6.3).
         cmap = self.cmap
         if cmap is not None:
@@ -308,7 +320,7 @@ class WorkerContext:
             self.counters.add(Counter.errors)
             if frame.method is not None and frame.method != b"REPORT":
                 reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
-                conn.write_frame(reply, False)
+                conn.write_reply(reply)
         finally:
             self.current_frame = self.current_conn = None
         return env.last_sink

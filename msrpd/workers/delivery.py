@@ -5,21 +5,27 @@ Strategy (reference §6.3, DESIGN §2):
   frame goes to our own transport or over the handoff link to the owner, draining
   generations included.
 - An address (set_dst, To-Path) is looked up in the shared connection registry, so an existing
-  connection to that peer is reused whichever worker owns it. A next hop without a port is
-  2855 (RFC 4975 §9), not Kamailio's 5060.
+  connection to that peer is reused whichever worker owns it. A To-Path URI finds only
+  connections the relay opened; a client's inbound connection only when the script chose its
+  address with set_dst (issue 12: knowing a client's address must not let anyone write to
+  it; rfc-checklist §2.1 step 8). A next hop without a port is 2855 (RFC 4975 §9), not
+  Kamailio's 5060.
 - Otherwise, unless flag 1 (reuse only) is set, this worker opens an outbound connection
-  (TLS for msrps) and owns it; frames queue on it until it is up.
+  (TLS for msrps) and owns it; frames queue on it until it is up. Connects are bounded and a
+  failed one releases what it holds (dialing.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import TYPE_CHECKING
 
 from ..protocol import MsrpUri
 from ..routing.env import Destination, SendFlags
-from .conn import MsrpConnection, format_peer
+from .conn import MsrpConnection, format_peer, registry_key
+from .dialing import Dialing
 from .handoff import conid_owner
 from .sinks import HandoffSink, LocalSink, Sink
 
@@ -36,6 +42,7 @@ class Delivery:
         self.ctx = ctx
         self.client_tls = client_tls
         self.outbound: dict[str, MsrpConnection] = {}
+        self.dialing = Dialing(ctx)
 
     def resolve(self, dest: Destination, flags: int) -> Sink | None:
         if dest.conid is not None:
@@ -45,17 +52,22 @@ class Delivery:
             return None
         host, port = uri.address()
         key = f"{'tls' if uri.secure else 'tcp'}:{format_peer(host, port)}"
-        conid = self.ctx.registry.lookup(key) if self.ctx.registry is not None else None
-        if conid is not None:
-            sink = self.for_conid(conid)
-            if sink is not None:
-                return sink
+        registry = self.ctx.registry
+        if registry is not None:
+            for known in (registry_key(key, False), key) if dest.chosen else (key,):
+                conid = registry.lookup(known)
+                sink = None if conid is None else self.for_conid(conid)
+                if sink is not None:
+                    return sink
         pending = self.outbound.get(key)
         if pending is not None and not pending.closed:
-            return LocalSink(pending)
+            return self.dialing.park(pending, key)
         if flags & SendFlags.REUSE_ONLY:
             logger.info("relay to %s: no connection and flag 1 forbids opening one", key)
             return None
+        refused = self.dialing.refusal(key)
+        if refused is not None:
+            return self.dialing.fail_now(key, refused)
         return self._open(key, uri, host, port)
 
     def for_conid(self, conid: int) -> Sink | None:
@@ -82,23 +94,26 @@ class Delivery:
             logger.warning("relay to %s: msrps next hop but no TLS client context", key)
             return None
         conn = MsrpConnection(self.ctx, "", uri.secure)
+        conn.outbound = True
         self.outbound[key] = conn
+        self.dialing.started(conn)
         task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
         self.ctx.tasks.add(task)
         task.add_done_callback(self.ctx.tasks.discard)
-        return LocalSink(conn)
+        return self.dialing.park(conn, key)
 
     async def _connect(
         self, key: str, conn: MsrpConnection, host: str, port: int, tls: ssl.SSLContext | None
     ) -> None:
+        connect = self.ctx.loop.create_connection(
+            lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+        )
         try:
-            await self.ctx.loop.create_connection(
-                lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
-            )
+            await asyncio.wait_for(connect, self.ctx.settings.msrp.connect_timeout)
         except (TimeoutError, OSError, ssl.SSLError) as exc:
-            logger.warning("relay to %s failed: cannot connect: %s", key, exc)
-            self.ctx.count_relay_fail()
-            conn.closed = True
+            self.dialing.failed_connect(key, conn, str(exc) or type(exc).__name__)
+        else:
+            self.dialing.connected(conn)
         finally:
             if conn.closed:
                 self.outbound.pop(key, None)

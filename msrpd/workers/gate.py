@@ -6,6 +6,9 @@ connection arrives, from another connection or another worker. The first piece m
 source the owner of the connection's output; writes from other sources wait, in arrival
 order, until the owner's last piece (`more=False`) is out. Per-source order is always kept.
 The gate is pure bookkeeping (no I/O): `offer` returns what may be written now, in order.
+A source that dies in the middle of a streamed frame (its worker was killed) is `abandon`ed:
+the frame is ended with the `#` flag (RFC 4975 §7.1: the message is aborted, no more of it
+follows), so the connection's framing stays whole and the frames waiting behind it go out.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+
+from ..protocol.grammar import DASHES
 
 __all__ = ["FrameGate", "Write"]
 
@@ -27,16 +32,29 @@ class Write:
     """More pieces of this frame follow."""
 
 
+def _tid(head: bytes | memoryview) -> bytes:
+    """The transaction id of a frame's first piece ("MSRP <tid> ..."); b"" if none."""
+    first = bytes(head[:80]).split(b" ", 2)
+    return first[1] if len(first) == 3 and first[0] == b"MSRP" else b""
+
+
 class FrameGate:
-    __slots__ = ("held", "held_bytes", "owner")
+    __slots__ = ("held", "held_bytes", "open", "owner")
 
     def __init__(self) -> None:
         self.owner: Hashable = None
         self.held: deque[Write] = deque()
         self.held_bytes = 0
+        self.open: dict[Hashable, bytes] = {}
+        """Source -> tid of its streamed frame offered so far but not ended."""
 
     def offer(self, item: Write) -> list[Write]:
         """Queue `item`; return every write that may go out now, in order."""
+        if item.more:
+            if item.source not in self.open:
+                self.open[item.source] = _tid(item.data)  # a streamed frame's head
+        elif self.open:
+            self.open.pop(item.source, None)
         if not self.held and (self.owner is None or item.source == self.owner):
             self._take(item)  # the common case: nothing waits, nothing streams
             return [item]
@@ -67,7 +85,15 @@ class FrameGate:
             self.held = keep
         return out
 
-    def abandon(self, source: Hashable) -> None:
-        """`source` will send no more pieces (its worker died): release the connection."""
-        if self.owner == source:
-            self.owner = None
+    def abandon(self, source: Hashable) -> list[Write]:
+        """`source` will send no more pieces (its worker died): end its streamed frame with
+        the `#` flag, behind what it sent; return every write that may go out now."""
+        tid = self.open.get(source)
+        if tid is None:
+            return []
+        if not tid:  # not an MSRP head (never from the relay): release, nothing to end
+            del self.open[source]
+            if self.owner == source:
+                self.owner = None
+            return self._release()
+        return self.offer(Write(b"\r\n" + DASHES + tid + b"#\r\n", False, source, False))

@@ -41,6 +41,7 @@ __all__ = [
     "encode_header",
     "frame_flags",
     "make_conid",
+    "owner_conids",
 ]
 
 HEADER = struct.Struct("!BBHQII")
@@ -74,6 +75,12 @@ def make_conid(slot: int, generation: int, serial: int) -> ConnId:
     if not 0 <= serial <= _SERIAL_MASK:
         raise ValueError(f"serial {serial} out of range 0..{_SERIAL_MASK}")
     return (slot << (GENERATION_BITS + SERIAL_BITS)) | (generation << SERIAL_BITS) | serial
+
+
+def owner_conids(slot: int, generation: int) -> range:
+    """Every connection id worker (slot, generation) can hand out (`conid in` is O(1))."""
+    first = make_conid(slot, generation, 0)
+    return range(first, first + (1 << SERIAL_BITS))
 
 
 def conid_owner(conid: ConnId) -> tuple[int, int]:

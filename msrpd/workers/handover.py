@@ -19,7 +19,8 @@ How (nothing lost, and frames from any one source stay in order):
    routed after went to B and waits for RELEASE.
 4. Flow control never pauses A's link on behalf of the moved connection while it holds
    frames back: RELEASE comes on that link, so the hold would never end.
-5. Timeouts: no MOVED within MOVED_TIMEOUT and A fails what it queued (counted, logged);
+5. Timeouts: no MOVED within MOVED_TIMEOUT and A fails what it queued (counted, logged) and
+   removes the sessions and registry entry still naming the old id (B died with the socket);
    missing FENCE_ACKs are given up after FENCE_TIMEOUT; B releases by itself after
    HOLD_TIMEOUT (A is gone, or a congested connection fed by A kept its link paused that
    long). A keeps forwarding for an old id until TOMBSTONE seconds pass unused.
@@ -308,11 +309,21 @@ class Handover:
                 )
                 self.ctx.counters.add(Counter.relay_fail, lost)
                 del self.moving[old]
+                self._forget(old)
                 self.unlock()
             elif not moving.released:
                 self._maybe_release(moving, force=True)
             else:
                 del self.moving[old]
+
+    def _forget(self, old: int) -> None:
+        """A connection sent away was never taken over (its new worker died with the socket):
+        its sessions and registry entry still name the old id, which nothing serves."""
+        ctx = self.ctx
+        if ctx.cmap is not None:
+            ctx.cmap.purge((old,))
+        if ctx.registry is not None:
+            ctx.registry.purge((old,))
 
     def on_control(self, msg: Handoff) -> None:
         handler = {

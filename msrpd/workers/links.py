@@ -72,15 +72,15 @@ _RESUME = HandoffKind.RESUME
 _Tracked = tuple[int, int, int]
 
 
+def _nothing(link_id: int) -> None:
+    pass
+
+
 def _ignore(msg: Handoff) -> None:
     logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
 
 
-def _no_flow(pause: bool, conid: int, token: int, link: Hashable) -> None:
-    pass
-
-
-def _no_link_lost(link: Hashable) -> None:
+def _no_flow(pause: bool, conid: int, token: int, link_id: int) -> None:
     pass
 
 
@@ -349,10 +349,13 @@ class HandoffHub:
         its connections' writes there too)."""
         self.on_control: Callable[[Handoff], None] = _ignore
         """Called for each message that moves a connection (colocate.py)."""
-        self.on_flow: Callable[[bool, int, int, Hashable], None] = _no_flow
-        """on_flow(pause, conid, token, link) for each PAUSE/RESUME received (remoteflow.py)."""
-        self.on_link_lost: Callable[[Hashable], None] = _no_link_lost
-        """Called with a link once it is gone: the PAUSEs that came on it are void."""
+        self.on_flow: Callable[[bool, int, int, int], None] = _no_flow
+        """on_flow(pause, conid, token, link id) for each PAUSE/RESUME received
+        (remoteflow.py)."""
+        self.on_link_lost: Callable[[int], None] = _nothing
+        """on_link_lost(link id) when a link closes: the streams that came on it (sources
+        (link id, token)) send no more pieces (their worker died, say), and the PAUSEs that
+        came on it are void (remoteflow.py)."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -479,7 +482,7 @@ class HandoffHub:
                 elif msg.kind is _CLOSE:
                     self._close_conn(msg.conid)
                 elif msg.kind is _PAUSE or msg.kind is _RESUME:
-                    self.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, link)
+                    self.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, id(link))
                 else:
                     self.on_control(msg)
             except Exception:
@@ -503,7 +506,7 @@ class HandoffHub:
         self._forget(link)
         self._dying.discard(link)
         try:
-            self.on_link_lost(link)
+            self.on_link_lost(id(link))
         except Exception:
             logger.exception("handoff: on_link_lost callback failed")
         if failed:

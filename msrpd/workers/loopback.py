@@ -96,7 +96,7 @@ class Loopback:
         if frame.method is not None and frame.method != REPORT and wanted != b"no":
             reply = build_reply(frame, 403, "Forbidden (To-Path loops through this relay)")
             self.ctx.count_reply(reply)
-            conn.write_frame(reply)
+            conn.write_reply(reply)  # a streamed frame's once its end-line is in
         return True
 
     def reroute(self, env: ConnEnv, data: bytes, streamed: bool) -> Sink | None:
@@ -156,7 +156,7 @@ class Loopback:
         if spliced is None:
             logger.info("reply of the inner hop of %s dropped: no hop back", _tid(outer))
             return
-        conn.write_frame(spliced)
+        conn.write_reply(spliced)
 
 
 def _parse(data: bytes, streamed: bool, limits: ReaderLimits) -> Frame | None:

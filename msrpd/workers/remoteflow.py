@@ -20,8 +20,6 @@ destination, plus what its link held (bounded by WRITE_HIGH, flow.py).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 from .flow import Blockable
 
 __all__ = ["RemoteFlow"]
@@ -33,12 +31,13 @@ class RemoteFlow:
     __slots__ = ("blocked", "paused")
 
     def __init__(self) -> None:
-        self.paused: dict[int, tuple[Hashable, int]] = {}
-        """conid -> (the link its PAUSE came on, the token of the stream that may go on)."""
+        self.paused: dict[int, tuple[int, int]] = {}
+        """conid -> (the id of the link its PAUSE came on, the token of the stream that may go
+        on)."""
         self.blocked: dict[int, dict[Blockable, int]] = {}
         """conid -> the sources paused for it -> the token of their last frame."""
 
-    def on_flow(self, pause: bool, conid: int, token: int, link: Hashable) -> None:
+    def on_flow(self, pause: bool, conid: int, token: int, link: int) -> None:
         if not pause:
             self.paused.pop(conid, None)
             self._release(conid, None)
@@ -47,9 +46,9 @@ class RemoteFlow:
         if token:
             self._release(conid, token)  # the owner's stream at the far end: it must go on
 
-    def link_lost(self, link: Hashable) -> None:
-        """No RESUME can come on `link` any more: let its sources go."""
-        for conid in [c for c, (via, _token) in self.paused.items() if via is link]:
+    def link_lost(self, link: int) -> None:
+        """No RESUME can come on the link with id `link` any more: let its sources go."""
+        for conid in [c for c, (via, _token) in self.paused.items() if via == link]:
             del self.paused[conid]
             self._release(conid, None)
 

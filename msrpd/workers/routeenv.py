@@ -1,8 +1,9 @@
 """ConnEnv: the worker's implementation of the script API's RouteEnv, one per connection.
 
-Rules: the script's reply() writes on the connection the frame came on; relay() asks the
-worker's delivery layer for a sink (a local connection, another worker's, or a new outbound
-one) and remembers it, so that a streamed frame's pieces follow its head.
+Rules: the script's reply() writes on the connection the frame came on (for a streamed frame
+once its end-line is in, conn.write_reply); relay() asks the worker's delivery layer for a sink
+(a local connection, another worker's, or a new outbound one) and remembers it, so that a
+streamed frame's pieces follow its head.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ConnEnv:
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.ctx.count_reply(data)
-        self.conn.write_frame(data, bool(flags & SendFlags.CLOSE_AFTER))
+        self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
     def relay(self, data: bytes, dest: Destination, flags: int) -> int:
         loopback, uri = self.ctx.loopback, dest.uri
@@ -83,6 +84,14 @@ class ConnEnv:
         delivery = self.ctx.delivery
         sink = None if delivery is None else delivery.resolve(dest, flags)
         if sink is None:
+            frame = self.ctx.current_frame
+            if frame is not None and frame.method is None:
+                # A response for a frame we forwarded (its To-Path names more hops): it goes
+                # back only on a connection the relay opened; a client's is not found by
+                # address (issue 12), and the SEND got our hop-by-hop 200 (RFC 4976 §6.4.1).
+                self.ctx.counters.add(Counter.responses_dropped)
+                logger.info("response %s dropped: no connection to %s", self._tid(), dest.uri)
+                return -1
             self.ctx.count_relay_fail()
             logger.info(
                 "relay of %s failed: no way to %s", self._tid(), dest.uri or f"{dest.conid:x}"

@@ -190,9 +190,9 @@ class Worker:
             loop=ctx.loop,
         )
         hub.on_flow = ctx.remote_flow.on_flow
-        hub.on_link_lost = ctx.remote_flow.link_lost
         hub.before_read = ctx.begin_batch
         hub.after_read = ctx.flush_now
+        hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
         await hub.start()
         ctx.hub = hub
         ident = ctx.ident
@@ -357,6 +357,17 @@ def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
 
 def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
     ctx.handoff_gone(conid, token)
+
+
+def _link_lost(ctx: WorkerContext, link_id: int) -> None:
+    """A handoff link closed (its worker died, say): end the streamed frames it was writing
+    into our connections, or they would wait for their last piece forever (issue 12); what
+    its PAUSEs held up here goes on (remoteflow.py)."""
+    ctx.remote_flow.link_lost(link_id)
+    for conn in list(ctx.conns.values()):
+        for source in [s for s in conn.gate.open if isinstance(s, tuple) and s[0] == link_id]:
+            conn.abandon(source)
+    ctx.flush_dirty()
 
 
 def _close(ctx: WorkerContext, conid: int) -> None:

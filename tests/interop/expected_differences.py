@@ -75,6 +75,7 @@ PROBE_481 = frame(
     "Message-ID: probe",
     "-------<TID2>$",
 )
+_SEND = 4  # send_alice_to_bob: AUTH, AUTH (alice), AUTH, AUTH (bob), then the SEND
 HELLO = (
     "Success-Report: no",
     "Byte-Range: 1-25/25",
@@ -364,6 +365,30 @@ DIFFERENCES: dict[str, Difference] = {
                         f"From-Path: {NOSUCH}",
                         "Message-ID: msg-1",
                         "-------<TID1>$",
+                    ),
+                ]
+            }
+        },
+    ),
+    "send_through_a_clients_address": Difference(
+        kamailio="200 to Alice, and the SEND written into Bob's connection: the next hop's "
+        "address finds his inbound connection",
+        msrpd="200 to Alice, nothing to Bob: a To-Path URI reaches only connections the relay "
+        "opened; the new connection to Bob's address is refused (Failure-Report: no, so no "
+        "REPORT)",
+        why="issue 12 item 2: a client's connection takes only frames routed to it through "
+        "its session or a set_dst of the route, else anyone who knows its address can write "
+        "to it (rfc-checklist §2.1 step 8: never dial or resolve a client's URI to reach it); "
+        "README table",
+        steps={
+            _SEND: {
+                "alice": [
+                    frame(
+                        "MSRP <TID5> 200 OK",
+                        f"To-Path: {A}",
+                        f"From-Path: {RB2}",
+                        "Message-ID: msg-1",
+                        "-------<TID5>$",
                     ),
                 ]
             }

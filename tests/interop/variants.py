@@ -139,6 +139,16 @@ VARIANTS: dict[str, Variant] = {
         {},
         (Send("alice", "\r\n-------enf00001$\r\n", {"alice": 1}),),
     ),
+    "send_through_a_clients_address": Variant(
+        "send_alice_to_bob",
+        "issue 12: a SEND whose next hop after the relay is Bob's address (his client URI), "
+        "not his session, and that asks for no REPORT",
+        {
+            _SEND: lambda t: _to_path(lambda line: line + " msrp://127.0.0.1:9/x;tcp")(
+                t.replace("Success-Report: no\r\n", "Success-Report: no\r\nFailure-Report: no\r\n")
+            )
+        },
+    ),
     "auth_replayed_on_another_connection": Variant(
         "auth_good",
         "a captured AUTH (same nonce, nc, cnonce, response) replayed from another connection",

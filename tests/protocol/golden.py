@@ -32,6 +32,18 @@ def file_id(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
+# The -doc configs set use_path_addr to "msrp://127.0.0.1:5060" and Kamailio writes Use-Path
+# "msrp://msrp://..." (reference K8); clients that echo it send paths that are not MSRP URIs,
+# and msrpd's reader refuses them (RFC 4975 §9: 400 for a request, a response is dropped).
+DOUBLED_SCHEME = b"msrp://msrp://"
+
+
+def doubled_path(raw: bytes) -> bool:
+    """Whether the frame's To-Path or From-Path holds Kamailio's doubled scheme."""
+    lines = raw.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:3]
+    return any(DOUBLED_SCHEME in line for line in lines)
+
+
 def wire(text: str) -> bytes:
     """A recorded `raw` string back to the bytes that crossed the wire."""
     return text.encode("latin-1")

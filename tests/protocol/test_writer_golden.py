@@ -9,7 +9,10 @@ with the same transaction id:
 - R on another connection with F's method: relay_splice(F) must be R's bytes.
 Every received event must be accounted for: compared, or listed below with its reason. Where
 msrpd deliberately differs from Kamailio the difference is listed in KNOWN_DIFFERENCES and
-compared by its own rule, never skipped.
+compared by its own rule, never skipped. A frame whose paths are not MSRP URIs (the -doc
+configs' doubled "msrp://msrp://" Use-Path, echoed by the clients) is refused by the reader:
+what Kamailio sent for it is counted as "refused-path" once the refusal is checked (a 400 to
+a request, RFC 4975 §9).
 """
 
 from __future__ import annotations
@@ -20,14 +23,21 @@ from typing import NamedTuple
 
 import pytest
 
+from msrpd.protocol.events import InvalidFrame
 from msrpd.protocol.frame import SEND, Frame
 from msrpd.protocol.limits import ReaderLimits
-from msrpd.protocol.writer import build_reply, relay_splice
+from msrpd.protocol.writer import (
+    build_invalid_reply,
+    build_reply,
+    invalid_gets_reply,
+    relay_splice,
+)
 
 from .golden import (
     CONFIGS,
     Transcript,
     Wire,
+    doubled_path,
     file_id,
     first_line_words,
     golden_files,
@@ -87,7 +97,7 @@ HEAD_ONLY = ReaderLimits(max_body=16)
 # What the comparisons over all files must add up to, per config.
 EXPECTED_TOTALS: dict[str, dict[str, int]] = {
     "cmap": {"reply": 60, "relay": 7, GARBAGE_423: 3, "not-compared": 1},
-    "cmap-doc": {"reply": 60, "relay": 1, GARBAGE_423: 3, "not-compared": 1},
+    "cmap-doc": {"reply": 50, "relay": 1, GARBAGE_423: 3, "refused-path": 10, "not-compared": 1},
     "htable": {"reply": 62, "relay": 7, "not-compared": 1},
     "htable-doc": {"reply": 62, "relay": 7, "not-compared": 1},
 }
@@ -98,7 +108,7 @@ FILES = golden_files()
 
 class Sent(NamedTuple):
     wire: Wire
-    frame: Frame
+    frame: Frame | InvalidFrame
 
 
 def sent_frames(transcript: Transcript) -> list[Sent]:
@@ -109,10 +119,15 @@ def sent_frames(transcript: Transcript) -> list[Sent]:
     """
     out: list[Sent] = []
     for w in transcript.sends:
-        events = read_all(w.raw, HEAD_ONLY if w.elided else None)
-        frames = [event for event in events if isinstance(event, Frame)]
+        raw = w.raw
+        if w.elided and doubled_path(raw):
+            # Refused frames are answered after their end-line, which the transcript elided.
+            raw += b"\r\n-------%s$\r\n" % first_line_words(raw)[1]
+        events = read_all(raw, HEAD_ONLY if w.elided else None)
+        frames = [event for event in events if isinstance(event, Frame | InvalidFrame)]
         if w.elided:
-            assert len(frames) == 1 and frames[0].streamed, (w.index, events)
+            assert len(frames) == 1, (w.index, events)
+            assert isinstance(frames[0], InvalidFrame) or frames[0].streamed, (w.index, events)
         out.extend(Sent(w, frame) for frame in frames)
     return out
 
@@ -124,8 +139,21 @@ def reply_extra(response: bytes) -> bytes:
     return b"".join(line for line in lines if header_name(line) not in echoed)
 
 
-def check_reply(transcript: Transcript, sent: Sent, received: Wire) -> str:
-    frame, raw = sent.frame, received.raw
+def check_refused(sent: Sent) -> str:
+    """Kamailio answered or relayed a frame msrpd's reader refuses for its paths."""
+    invalid = sent.frame
+    assert isinstance(invalid, InvalidFrame) and doubled_path(sent.wire.raw), invalid
+    assert "is not a list of MSRP URIs" in invalid.reason
+    reply = build_invalid_reply(invalid)
+    if invalid_gets_reply(invalid):
+        assert reply is not None and reply.startswith(b"MSRP %s 400 " % invalid.tid), reply
+    else:  # a response, or Failure-Report: no (RFC 4975 §7.1.4, §7.2)
+        assert reply is None
+    return "refused-path"
+
+
+def check_reply(transcript: Transcript, frame: Frame, received: Wire) -> str:
+    raw = received.raw
     words = first_line_words(raw)
     code, reason = int(words[2]), words[3] if len(words) > 3 else b""
     difference = KNOWN_DIFFERENCES.get(transcript.scenario)
@@ -160,10 +188,10 @@ def check_reply(transcript: Transcript, sent: Sent, received: Wire) -> str:
     return "reply"
 
 
-def check_relay(sent: Sent, received: Wire) -> str:
-    if sent.frame.streamed:
+def check_relay(sent: Sent, frame: Frame, received: Wire) -> str:
+    if frame.streamed:
         pytest.fail(f"relay of an elided frame (event {sent.wire.index}): extend this test")
-    assert relay_splice(sent.frame) == received.raw
+    assert relay_splice(frame) == received.raw
     return "relay"
 
 
@@ -182,10 +210,13 @@ def check_transcript(transcript: Transcript) -> Counter[str]:
         matches = [s for s in sent if s.frame.tid == tid and s.wire.index < received.index]
         assert len(matches) == 1, f"event {received.index}: {len(matches)} sent frames match"
         (match,) = matches
-        if received.conn == match.wire.conn and is_response_line(raw):
-            counts[check_reply(transcript, match, received)] += 1
-        elif received.conn != match.wire.conn and first_line_words(raw)[2] == match.frame.method:
-            counts[check_relay(match, received)] += 1
+        frame = match.frame
+        if isinstance(frame, InvalidFrame):
+            counts[check_refused(match)] += 1
+        elif received.conn == match.wire.conn and is_response_line(raw):
+            counts[check_reply(transcript, frame, received)] += 1
+        elif received.conn != match.wire.conn and first_line_words(raw)[2] == frame.method:
+            counts[check_relay(match, frame, received)] += 1
         else:
             pytest.fail(f"event {received.index} on {received.conn}: no rule compares it")
     return counts

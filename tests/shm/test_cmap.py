@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from msrpd.shm import Cmap, CmapEntry, Registry, ShmLayoutError
+from msrpd.workers.handoff import make_conid, owner_conids
 
 from ..forking import Children
 
@@ -182,3 +183,39 @@ def test_registry(prefix: str, tmp_path: Path) -> None:
     finally:
         r.close()
         r.unlink()
+
+
+def test_purge_by_owner_removes_exactly_the_dead_workers_entries(
+    cmap: Cmap, prefix: str, tmp_path: Path
+) -> None:
+    """Issue 12: the supervisor purges every entry whose conid belongs to a dead worker's
+    (slot, generation), in cmap and registry; its neighbours' ids (the same slot in another
+    generation, the next slot, the range's two ends) stay."""
+    dead = owner_conids(1, 3)
+    conids = [
+        make_conid(1, 3, 0),
+        make_conid(1, 3, 1),
+        make_conid(1, 3, (1 << 40) - 1),
+        make_conid(1, 2, (1 << 40) - 1),
+        make_conid(1, 4, 0),
+        make_conid(0, 3, 5),
+        make_conid(2, 3, 0),
+    ]
+    registry = Registry.create(prefix, tmp_path / "registry.lock", 4, 256)
+    try:
+        for i in range(210):
+            conid = conids[i % len(conids)]
+            assert cmap.save(entry(f"s{i}", conid=conid))
+            assert registry.register(f"tcp:127.0.0.1:{40000 + i}", conid)
+        assert cmap.purge(dead) == 90 and registry.purge(dead) == 90
+        assert cmap.purge(dead) == 0 and registry.purge(dead) == 0
+        left = cmap.entries()
+        assert len(left) == cmap.count() == 120
+        assert {e.conid for e in left} == set(conids[3:])
+        assert all(e == entry(e.sessid, conid=e.conid) for e in left)
+        kept = [registry.lookup(f"tcp:127.0.0.1:{40000 + i}") for i in range(210)]
+        assert kept == [None if i % 7 < 3 else conids[i % 7] for i in range(210)]
+        assert cmap.table.verify() == [] and registry.table.verify() == []
+    finally:
+        registry.close()
+        registry.unlink()

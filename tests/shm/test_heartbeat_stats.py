@@ -27,7 +27,7 @@ from ..forking import Children
 def test_counter_enum_matches_counters() -> None:
     assert [c.name for c in Counter] == list(COUNTERS)
     assert [int(c) for c in Counter] == list(range(len(COUNTERS)))
-    assert len(COUNTERS) == 25 and GAUGES.issubset(COUNTERS)
+    assert len(COUNTERS) == 28 and GAUGES.issubset(COUNTERS)
     c = StatsCounters()
     c.add(Counter.frames_out)
     c.add(Counter.bytes_in, 100)
@@ -194,6 +194,28 @@ def test_live_lists_claimed_records_and_conns_follow_set_conns(prefix: str) -> N
         ]
         assert [r.index for r in hb.all() if r.pid] == [2, 63]
         assert (hb.conns(63), hb.read(63).conns, hb.conns(2)) == (41, 41, 0)
+    finally:
+        hb.close()
+        hb.unlink()
+
+
+def test_serial_mark_is_set_read_and_cleared_without_the_seqlock(prefix: str) -> None:
+    """The connection-id mark (workers/conids.py) is read whole even when the record's
+    seqlock was left odd by a worker killed mid-beat, and beats never touch it."""
+    hb = Heartbeats.create(prefix, 3)
+    try:
+        assert [hb.serial_mark(i) for i in range(3)] == [0, 0, 0]
+        hb.claim(1, 0, slot=0, generation=1)
+        hb.reserve_serials(1, 1)  # the supervisor, before fork
+        hb.claim(1, 77, slot=0, generation=1)  # after fork: leaves the mark alone
+        hb.reserve_serials(1, (1 << 40) + 5)
+        write_begin(hb._buf, 40)  # killed inside a beat
+        hb.beat(0, WorkerState.RUNNING, 3)
+        assert hb.serial_mark(1) == (1 << 40) + 5
+        assert [hb.serial_mark(0), hb.serial_mark(2)] == [0, 0]
+        assert hb.read(1).pid == 77 and not hb.read(1).consistent
+        hb.release(1)
+        assert hb.serial_mark(1) == 0 and hb.read(1).state == WorkerState.FREE
     finally:
         hb.close()
         hb.unlink()

@@ -66,6 +66,9 @@ class Heartbeats:
     def set_conns(self, index: int, conns: int) -> None:
         pass
 
+    def reserve_serials(self, index: int, mark: int) -> None:
+        pass
+
 
 @dataclass
 class Shm:

@@ -73,3 +73,34 @@ def test_random_streams_come_out_whole_and_in_order(plan: list[tuple[str, int]])
     assert all(len({i.source for i in f}) == 1 for f in frames)  # no frame interleaved
     for source, expected in pieces.items():
         assert [f for f in frames if f[0].source == source] == expected
+
+
+def test_an_abandoned_stream_is_ended_with_hash_then_the_waiting_frames_go() -> None:
+    """Issue 12: the worker relaying a streamed frame died; its link's source is abandoned.
+    The frame ends with the `#` flag (RFC 4975 §7.1) and what waited behind it goes out."""
+    gate = FrameGate()
+    head = b"MSRP t77 SEND\r\nTo-Path: msrp://b/s;tcp\r\n\r\n"
+    dead, other = ("link", 7), ("link", 8)
+    assert gate.offer(w(head, dead, more=True)) == [w(head, dead, True)]
+    assert gate.offer(w(b"piece", dead, more=True)) == [w(b"piece", dead, True)]
+    other_head = b"MSRP o1 SEND\r\n\r\n"
+    assert gate.offer(w(other_head, other, more=True)) == []  # a second stream waits
+    assert gate.offer(w(b"reply")) == []
+    out = gate.abandon(dead)
+    assert out == [w(b"\r\n-------t77#\r\n", dead), w(other_head, other, True)]
+    assert gate.owner == other and gate.open == {other: b"o1"}
+    assert gate.abandon(dead) == []  # ended once
+    # The waiting stream's source dies while it waits behind nothing: its frame ends too.
+    assert gate.abandon(other) == [w(b"\r\n-------o1#\r\n", other), w(b"reply")]
+    assert gate.owner is None and not gate.held and gate.open == {}
+
+
+def test_abandoning_a_source_that_is_not_mid_frame_changes_nothing() -> None:
+    gate = FrameGate()
+    head = b"MSRP t1 SEND\r\n\r\n"
+    gate.offer(w(head, "s", more=True))
+    gate.offer(w(b"end", "s"))
+    assert gate.abandon("s") == [] and gate.owner is None and gate.open == {}
+    gate.offer(w(b"not an msrp head", "x", more=True))
+    assert gate.offer(w(b"reply")) == []
+    assert gate.abandon("x") == [w(b"reply")] and gate.owner is None

@@ -1,0 +1,199 @@
+"""Dialing: the outbound connections of one worker that are still connecting, kept bounded.
+
+Rules (issue 12 item 3; rfc-checklist §2.4, §4.5):
+- Frames relayed to a next hop that is still connecting wait in its connection (parked).
+  When the connect fails, asyncio calls no connection_lost: everything the connection holds
+  is let go here (the sources flow control paused resume, the parked bytes go), and each
+  parked frame is a relay failure whose sender gets a failure REPORT (Status 000 408) when
+  its SEND asked for one: the 200 has gone out (RFC 4976 §6.4.1). A forwarded AUTH, answered
+  end to end, gets a 408 response instead (rfc-checklist §4.5 [impl]); other frames nothing.
+- Bounds, from [msrp]: connects in flight per worker (max_connects) and per source
+  connection (max_connects_per_conn), bytes parked per worker (max_connecting_bytes, each
+  parked frame's record included). A next hop whose connect failed is remembered for
+  connect_fail_ttl seconds, so frames for it fail at once instead of dialling it each time.
+- A frame refused by a bound or by a remembered failure fails the same way as a parked one:
+  relay() takes it (a FailedSink), and its sender gets the REPORT.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..protocol import Frame, LocalProtocolError, build_reply
+from ..protocol.frame import AUTH
+from ..protocol.writer import build_failure_report, report_basis
+from ..shm import Counter
+from .sinks import LocalSink, Sink
+
+if TYPE_CHECKING:
+    from .conn import MsrpConnection
+    from .context import WorkerContext
+
+__all__ = ["Dialing", "FailedSink"]
+
+logger = logging.getLogger(__name__)
+
+RECORD_COST = 256
+"""Bytes a parked frame's record counts for against max_connecting_bytes."""
+FAILED_MEMORY = 4096
+"""Failed next hops remembered per worker at most (the oldest is forgotten first)."""
+REPORT_CODE, REPORT_REASON = 408, "Request Timeout"  # rfc-checklist §4.5 [impl]
+
+
+@dataclass(frozen=True, slots=True)
+class _Parked:
+    origin: int
+    """The connection the frame came on."""
+    notice: bytes | None
+    """What its sender gets if the frame is lost: a REPORT, a 408 to an AUTH, or nothing."""
+
+
+class FailedSink:
+    """Where a frame goes that cannot be delivered: nowhere (its sender has its REPORT)."""
+
+    __slots__ = ()
+
+    def send(
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
+    ) -> bool:
+        return True
+
+
+_FAILED = FailedSink()
+
+
+class Dialing:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        m = ctx.settings.msrp
+        self.fail_ttl = m.connect_fail_ttl
+        self.max_connects = m.max_connects
+        self.max_per_source = m.max_connects_per_conn
+        self.max_bytes = m.max_connecting_bytes
+        self.connecting: dict[MsrpConnection, tuple[int | None, list[_Parked]]] = {}
+        """conn -> (the source connection that started it, the frames parked on it)."""
+        self.per_source: dict[int, int] = {}
+        self.failed: OrderedDict[str, float] = OrderedDict()
+        """next hop key -> when (monotonic) its failure is forgotten."""
+
+    def refusal(self, key: str) -> str | None:
+        """Why a new connect to `key` may not start now, or None when it may."""
+        until = self.failed.get(key)
+        if until is not None:
+            if time.monotonic() < until:
+                return "its connect failed moments ago"
+            del self.failed[key]
+        if len(self.connecting) >= self.max_connects:
+            return f"{self.max_connects} connects in flight in this worker"
+        source = self.ctx.current_conn
+        if source is not None and self.per_source.get(source.conid, 0) >= self.max_per_source:
+            return f"{self.max_per_source} connects in flight for its sender"
+        return self._over_bytes()
+
+    def started(self, conn: MsrpConnection) -> None:
+        source = self.ctx.current_conn
+        origin = None if source is None else source.conid
+        self.connecting[conn] = (origin, [])
+        if origin is not None:
+            self.per_source[origin] = self.per_source.get(origin, 0) + 1
+        self.ctx.counters.add(Counter.connects_out)
+
+    def park(self, conn: MsrpConnection, key: str) -> Sink:
+        """The sink for the current frame to `conn`, still connecting (or a FailedSink when
+        the bytes bound is reached)."""
+        entry = self.connecting.get(conn)
+        if entry is None:
+            return LocalSink(conn)
+        over = self._over_bytes()
+        if over is not None:
+            return self.fail_now(key, over)
+        record = self._record()
+        if record is not None:
+            entry[1].append(record)
+        return LocalSink(conn)
+
+    def fail_now(self, key: str, why: str) -> Sink:
+        """The current frame for `key` fails now: counted, logged, reported to its sender."""
+        record = self._record()
+        self.ctx.count_relay_fail()
+        # Debug only: a client can make one per frame; relay_fail counts them.
+        logger.debug("relay to %s failed: %s", key, why)
+        if record is not None:
+            self._report(record)
+        return _FAILED
+
+    def connected(self, conn: MsrpConnection) -> None:
+        self._done(conn)
+
+    def failed_connect(self, key: str, conn: MsrpConnection, reason: str) -> None:
+        """The connect to `key` failed: release what `conn` holds, remember the failure, and
+        fail every frame parked on it."""
+        parked = self._done(conn)
+        conn.connect_failed(reason)
+        self.failed[key] = time.monotonic() + self.fail_ttl
+        self.failed.move_to_end(key)
+        while len(self.failed) > FAILED_MEMORY:
+            self.failed.popitem(last=False)
+        self.ctx.counters.add(Counter.connects_failed)
+        self.ctx.counters.add(Counter.relay_fail, max(1, len(parked)))
+        logger.warning(
+            "relay to %s failed: cannot connect: %s (%d frames lost)", key, reason, len(parked)
+        )
+        for record in parked:
+            self._report(record)
+
+    def _done(self, conn: MsrpConnection) -> list[_Parked]:
+        origin, parked = self.connecting.pop(conn, (None, []))
+        if origin is not None:
+            left = self.per_source.get(origin, 0) - 1
+            if left > 0:
+                self.per_source[origin] = left
+            else:
+                self.per_source.pop(origin, None)
+        return parked
+
+    def _over_bytes(self) -> str | None:
+        waiting = sum(
+            c.pending_bytes + c.gate.held_bytes + RECORD_COST * len(parked)
+            for c, (_, parked) in self.connecting.items()
+        )
+        if waiting < self.max_bytes:
+            return None
+        return f"{waiting} bytes wait for connections in this worker"
+
+    def _record(self) -> _Parked | None:
+        frame, conn = self.ctx.current_frame, self.ctx.current_conn
+        if frame is None or conn is None:
+            return None
+        return _Parked(conn.conid, _notice(frame))
+
+    def _report(self, record: _Parked) -> None:
+        """Tell the sender; written after this loop iteration, so after the route's own 200."""
+        origin = self.ctx.conns.get(record.origin)
+        if record.notice is not None and origin is not None:
+            self.ctx.loop.call_soon(origin.write_frame, record.notice)
+
+
+def _notice(frame: Frame) -> bytes | None:
+    """A REPORT when `frame` is a SEND that asked for failure reports (RFC 4975 §7.1.2), a 408
+    when it is an AUTH (its response is end to end: nobody else answers it), else None."""
+    if frame.method == AUTH:
+        try:
+            return build_reply(frame, REPORT_CODE, REPORT_REASON)
+        except LocalProtocolError:
+            return None
+    basis = report_basis(frame)
+    if basis is None:
+        return None
+    return build_failure_report(basis, secrets.token_hex(6).encode(), REPORT_CODE, REPORT_REASON)
