@@ -12,13 +12,14 @@ Rules:
   cmap_lookup on R/sidB and relays to Bob's connection. The sink that inner relay() chose is
   the outer relay()'s sink, so a streamed body's pieces go straight to the final destination.
 - The inner hop's replies are not sent: a 2xx to a SEND is the hop-by-hop answer between two
-  hops that are both us (RFC 4976 §6.4.1); any other reply to a SEND means the frame will not
-  be delivered after we answered 200: it is logged, counted (relay_fail) and reported to the
-  sender with a failure REPORT when it asked for one (RFC 4975 §7.1.2). A reply to another
-  method (AUTH through our own URI) is relayed back on the connection the request came on,
-  as the next hop's answer would have been.
+  hops that are both us (RFC 4976 §6.4.1); any other reply to a SEND, or an inner relay()
+  that fails, means the frame will not be delivered: it is logged, counted (relay_fail) and,
+  when the route has already answered the sender 200, reported to it with a failure REPORT
+  if it asked for one (RFC 4975 §7.1.2; ConnEnv.report_lost). A reply to another method (AUTH
+  through our own URI) is relayed back on the connection the request came on, as the next
+  hop's answer would have been.
 - At most MAX_LOCAL_HOPS inner hops per frame; beyond that relay() fails (counted in
-  loops_refused).
+  loops_refused, reported like the above).
 - A request whose To-Path names us more than MAX_SELF_IN_PATH times (a legitimate path holds
   at most an outbound and an inbound token of ours) is refused before the route runs, with
   403 (rfc-checklist §4.1: a well-formed request the relay will not forward by policy, as for
@@ -30,12 +31,11 @@ Rules:
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import TYPE_CHECKING
 
 from ..protocol import Frame, FrameReader, LocalProtocolError, ReaderLimits, relay_splice
 from ..protocol.frame import REPORT, SEND
-from ..protocol.writer import build_failure_report, build_reply, report_basis
+from ..protocol.writer import build_reply
 from ..routing import Msrp
 from ..selfuri import SelfUris
 from ..shm import Counter
@@ -112,12 +112,15 @@ class Loopback:
                 _tid(outer),
                 MAX_LOCAL_HOPS,
             )
+            env.report_lost(403, "Forbidden (loops through this relay)")
             return None
         frame = _parse(data, streamed, ctx.limits)
         if frame is None:
             logger.warning(
                 "relay of %s to ourselves: the spliced frame does not parse", _tid(outer)
             )
+            ctx.count_relay_fail()
+            env.report_lost(408, "Not Delivered")
             return None
         hop = HopEnv(ctx, conn, depth)
         try:
@@ -125,29 +128,25 @@ class Loopback:
         except Exception:
             logger.exception("route failed on the inner hop of %s", _tid(outer))
             ctx.counters.add(Counter.errors)
-            return None
-        for reply in hop.replies:
-            self._inner_reply(reply, outer, conn)
+        refused = [self._inner_reply(reply, outer, env) for reply in hop.replies]
+        if hop.last_sink is None and not any(refused):
+            env.report_lost(408, "Not Delivered")  # the inner relay() failed (logged there)
         return hop.last_sink
 
-    def _inner_reply(self, data: bytes, outer: Frame | None, conn: MsrpConnection) -> None:
+    def _inner_reply(self, data: bytes, outer: Frame | None, env: ConnEnv) -> bool:
+        """Deal with one reply of the inner hop; True when it refused a SEND."""
         code = data.split(b" ", 3)[2:3]
         if outer is not None and outer.method == SEND:
             if code[:1] and code[0].startswith(b"2"):
-                return  # the hop-by-hop 200 between two hops that are both us
+                return False  # the hop-by-hop 200 between two hops that are both us
             self.ctx.count_relay_fail()
+            first_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
             logger.warning(
-                "relay of %s failed on its hop through this relay: %s",
-                _tid(outer),
-                data.split(b"\r\n", 1)[0].decode(errors="replace"),
+                "relay of %s failed on its hop through this relay: %s", _tid(outer), first_line
             )
-            basis = report_basis(outer)
-            if basis is not None:
-                tid = secrets.token_hex(6).encode()
-                reason = "Session Does Not Exist" if code == [b"481"] else "Not Delivered"
-                status = int(code[0]) if code and code[0].isdigit() else 408
-                conn.write_frame(build_failure_report(basis, tid, status, reason))
-            return
+            status = int(code[0]) if code and code[0].isdigit() else 408
+            env.report_lost(status, "Session Does Not Exist" if status == 481 else "Not Delivered")
+            return True
         reply = _parse(data, False, self.ctx.limits)
         try:
             spliced = None if reply is None else relay_splice(reply)
@@ -155,8 +154,9 @@ class Loopback:
             spliced = None
         if spliced is None:
             logger.info("reply of the inner hop of %s dropped: no hop back", _tid(outer))
-            return
-        conn.write_reply(spliced)
+        else:
+            env.conn.write_reply(spliced)
+        return False
 
 
 def _parse(data: bytes, streamed: bool, limits: ReaderLimits) -> Frame | None:
