@@ -110,6 +110,15 @@ def _seconds(raw: Any, base: Path) -> float:
     return float(raw)
 
 
+def _seconds_or_off(raw: Any, base: Path) -> float:
+    if (_is_int(raw) or isinstance(raw, float)) and raw == 0:
+        return 0.0
+    try:
+        return _seconds(raw, base)
+    except _Invalid:
+        raise _Invalid(f"must be a number of seconds >= 0 (0: off), got {_shown(raw)}") from None
+
+
 def _string(raw: Any) -> str:
     if not isinstance(raw, str) or not raw:
         raise _Invalid(f"must be a non-empty string, got {_shown(raw)}")
@@ -217,7 +226,12 @@ class CoreSettings:
     """Lowest level logged."""
 
     drain_timeout: float = field(default=30.0, metadata=_SECONDS)
-    """Seconds an old or stopping worker may keep serving its connections."""
+    """Seconds a stopping worker may keep serving its connections."""
+
+    retire_timeout: float = field(default=0.0, metadata=_check(_seconds_or_off))
+    """Seconds a worker retired by a reload keeps serving the connections it cannot hand to
+    the new generation (TLS, links to next hops) before it is stopped (as by `msrpd stop`);
+    0: until they close."""
 
     heartbeat_timeout: float = field(default=10.0, metadata=_SECONDS)
     """Seconds without a worker heartbeat before the supervisor kills the worker."""
@@ -225,9 +239,18 @@ class CoreSettings:
     idle_timeout: float = field(default=3600.0, metadata=_SECONDS)
     """Seconds an MSRP connection may stay silent before it is closed."""
 
+    backlog: int = field(default=4096, metadata=_integer(1, 1 << 20))
+    """Listen backlog of each accepting socket (completed connections not yet accepted); the
+    kernel caps it at net.core.somaxconn."""
+
+    head_timeout: float = field(default=10.0, metadata=_SECONDS)
+    """Seconds a frame head (first line and headers) may take to arrive, from its first byte:
+    a slower one is closed (slowloris). Silence between frames is idle_timeout's."""
+
     balance: bool = field(default=True, metadata=_BOOLEAN)
     """Pass new TCP connections to the least loaded worker, and move a connection to the
-    worker of the peer it relays to (fd passing), so pairs stay in one process."""
+    worker of the peer it relays to (fd passing), so pairs stay in one process. A reload's
+    handover to the new generation does not depend on it."""
 
 
 @dataclass(frozen=True, slots=True)

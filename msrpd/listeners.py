@@ -4,20 +4,39 @@ Rules (style rule 13, nginx ngx_clone_listening): the supervisor binds every soc
 forking; slot i's worker, and any replacement or next-generation worker of slot i, accepts on
 socket i. The kernel spreads new connections over the slots' sockets, and a socket whose
 worker is being replaced keeps queueing connections for the replacement: none is refused.
+The backlog is `[core] backlog`, capped at net.core.somaxconn, given both here and to the
+worker's create_server (which calls listen() again, with asyncio's 100 unless told).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+from pathlib import Path
 
 from .config import ListenAddress
 
-__all__ = ["BACKLOG", "ListenerSet", "bind_listener"]
+__all__ = ["ListenerSet", "bind_listener", "listen_backlog"]
 
-BACKLOG = 1024
+logger = logging.getLogger(__name__)
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 
 
-def bind_listener(addr: ListenAddress) -> socket.socket:
+def listen_backlog(wanted: int, somaxconn: Path = SOMAXCONN) -> int:
+    """`wanted`, or net.core.somaxconn when that is lower: the kernel would cap it silently,
+    so say so. Unreadable (not Linux): `wanted`."""
+    try:
+        cap = int(somaxconn.read_text())
+    except (OSError, ValueError):
+        return wanted
+    if 0 < cap < wanted:
+        logger.warning("listen backlog %d capped at net.core.somaxconn = %d", wanted, cap)
+        return cap
+    return wanted
+
+
+def bind_listener(addr: ListenAddress, backlog: int) -> socket.socket:
     """A bound, listening, non-blocking SO_REUSEPORT socket for `addr`.
 
     Raises:
@@ -30,7 +49,7 @@ def bind_listener(addr: ListenAddress) -> socket.socket:
         if addr.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((addr.host, addr.port))
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -44,7 +63,7 @@ class ListenerSet:
     def __init__(self) -> None:
         self.sockets: dict[tuple[ListenAddress, int], socket.socket] = {}
 
-    def ensure(self, listen: tuple[ListenAddress, ...], children: int) -> None:
+    def ensure(self, listen: tuple[ListenAddress, ...], children: int, backlog: int) -> None:
         """Bind whatever `listen` x `children` needs that is not bound yet; on failure,
         close what this call bound and raise OSError naming the address."""
         added: list[tuple[ListenAddress, int]] = []
@@ -52,7 +71,7 @@ class ListenerSet:
             for addr in listen:
                 for slot in range(children):
                     if (addr, slot) not in self.sockets:
-                        self.sockets[addr, slot] = bind_listener(addr)
+                        self.sockets[addr, slot] = bind_listener(addr, backlog)
                         added.append((addr, slot))
         except OSError as exc:
             for key in added:

@@ -9,7 +9,10 @@ Strategy (gunicorn's Arbiter, nginx's master cycle; style rules 9-14):
 - Reload builds the new config and loads the new routing script before touching anything; if
   either fails, the old generation keeps serving. Otherwise a new generation starts on the
   same sockets, and once all of it runs, the old generation is told to retire (SIGUSR2): it
-  stops accepting and serves its connections until they close or drain_timeout.
+  stops accepting, hands its plain TCP connections with their sessions to the new generation
+  (workers/retire.py) and serves what cannot move (TLS) until it closes. Only if
+  retire_timeout (the new configuration's) is set and passes is it stopped: SIGTERM, then
+  SIGKILL after drain_timeout.
 - A worker that exits with WORKER_BOOT_ERROR halts the supervisor (no fork loop). Other deaths
   are respawned at once, or after a backoff when the slot keeps dying young.
 - A reaped worker's sessions and registry entries are purged at once, before anything could
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import signal
@@ -34,7 +38,7 @@ from .control import ControlServer, dispatcher
 from .control_methods import build_methods
 from .control_view import ControlView
 from .errors import ConfigError, HaltSupervisor
-from .listeners import ListenerSet
+from .listeners import ListenerSet, listen_backlog
 from .logs import reopen_logs
 from .metrics import MetricsServer, ShmCollector
 from .proctitle import set_title
@@ -90,7 +94,10 @@ class WorkerProc:
     retiring: bool = False
     """Of an older generation: told to retire once the new one runs."""
     retire_by: float | None = None
-    """When a retiring worker told to drain is killed if still alive."""
+    """Set once a retiring worker is told to retire: when it is stopped if still alive
+    (math.inf without a retire_timeout), then when it is killed."""
+    retire_stopped: bool = False
+    """Sent SIGTERM at retire_by: SIGKILL at the next deadline."""
     misses: int = 0
     """Heartbeat timeouts so far: SIGABRT on the first, SIGKILL on the next."""
     ready: bool = False
@@ -152,7 +159,8 @@ class Supervisor:
             if self.settings.metrics.listen:
                 collector = ShmCollector(self.shm, self.started)
                 self.metrics = MetricsServer(self.settings.metrics.listen, collector)
-            self.listeners.ensure(self.settings.core.listen, self.settings.core.children)
+            core = self.settings.core
+            self.listeners.ensure(core.listen, core.children, listen_backlog(core.backlog))
             self._install_signals()
             self._spawn_generation()
             self._loop()
@@ -254,7 +262,8 @@ class Supervisor:
         logger.info("reload: reading the configuration again")
         try:
             new = self._reload_settings()
-            self.listeners.ensure(new.core.listen, new.core.children)
+            backlog = listen_backlog(new.core.backlog)
+            self.listeners.ensure(new.core.listen, new.core.children, backlog)
         except (ConfigError, RouteLoadError, OSError) as exc:
             logger.error("reload refused, still serving the old configuration:\n%s", exc)
             return
@@ -415,7 +424,10 @@ class Supervisor:
             self._generation_ready()
 
     def _generation_ready(self) -> None:
-        deadline = time.monotonic() + self.settings.core.drain_timeout + 1.0
+        # A retiring worker exits by itself once its connections have moved; only what
+        # cannot move (TLS) keeps it, until it closes or retire_timeout passes.
+        timeout = self.settings.core.retire_timeout
+        deadline = time.monotonic() + timeout if timeout else math.inf
         for proc in self.workers.values():
             if proc.retiring and proc.retire_by is None:
                 self._signal(proc, signal.SIGUSR2)
@@ -434,7 +446,7 @@ class Supervisor:
         limit = self.settings.core.heartbeat_timeout
         for proc in self.workers.values():
             if proc.retire_by is not None and time.monotonic() > proc.retire_by:
-                self._signal(proc, signal.SIGKILL)
+                self._retire_timeout(proc)
             beat = self.shm.heartbeats.read(proc.ident.index).beat
             if (now_ns - beat) / 1e9 <= limit:
                 continue
@@ -445,6 +457,19 @@ class Supervisor:
             )
             self._signal(proc, sig)
             proc.misses += 1
+
+    def _retire_timeout(self, proc: WorkerProc) -> None:
+        """retire_timeout passed: stop the worker like `msrpd stop` would (its connections
+        finish the frame they are in), and kill it if that takes over drain_timeout."""
+        if proc.retire_stopped:
+            self._signal(proc, signal.SIGKILL)
+            return
+        logger.info(
+            "worker %d (pid %d): retire_timeout passed, stopping it", proc.ident.slot, proc.pid
+        )
+        self._signal(proc, signal.SIGTERM)
+        proc.retire_stopped = True
+        proc.retire_by = time.monotonic() + self.settings.core.drain_timeout + 1.0
 
     def sweep(self) -> None:
         now = time.monotonic()

@@ -161,9 +161,15 @@ BAD_VALUES = [
     ("core", "drain_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("core", "drain_timeout", "-1.5", "got -1.5"),
     ("core", "drain_timeout", "nan", "got nan"),
+    ("core", "retire_timeout", "-1", "must be a number of seconds >= 0 (0: off), got -1"),
+    ("core", "retire_timeout", "nan", "got nan"),
+    ("core", "retire_timeout", "true", "got True"),
     ("core", "heartbeat_timeout", "inf", "got inf"),
     ("core", "heartbeat_timeout", '"10"', "got '10'"),
     ("core", "idle_timeout", "false", "got False"),
+    ("core", "backlog", "0", "must be an integer from 1 to 1048576, got 0"),
+    ("core", "backlog", "1.5", "got 1.5"),
+    ("core", "head_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("core", "balance", "1", "must be true or false, got 1"),
     ("msrp", "sipmsg", "1", "must be true or false, got 1"),
     ("msrp", "cmap_size", "17", "must be an integer from 0 to 16, got 17"),
@@ -248,6 +254,7 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
             children = 3
             log_level = "debug"
             drain_timeout = 5
+            retire_timeout = 600
             [msrp]
             sipmsg = false
             cmap_size = 0
@@ -266,6 +273,8 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
     assert settings.core.log_level == "debug"
     assert settings.core.drain_timeout == 5.0
     assert isinstance(settings.core.drain_timeout, float)
+    assert settings.core.retire_timeout == 600.0
+    assert isinstance(settings.core.retire_timeout, float)
     assert settings.msrp.sipmsg is False
     assert settings.msrp.cmap_size == 0
     assert settings.msrp.use_path_addr == "msrps://relay.example.com:2856"

@@ -78,6 +78,8 @@ class ReaderState(Enum):
     CLOSED = "closed"  # EOF seen and reported, or a fatal error raised
 
 
+# A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
+_HEAD_STATES = frozenset({ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.SIP})
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -96,6 +98,7 @@ class FrameReader:
         self._blank = _Search(b"\r\n\r\n")
         self._dash = _Search(b"\r\n-")
         self._paths = PathCheck()
+        self._heads = 0
         self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
             ReaderState.IDLE: self._read_idle,
             ReaderState.HEAD: self._read_head,
@@ -109,6 +112,7 @@ class FrameReader:
         self._start_frame()
 
     def _start_frame(self) -> None:
+        self._heads += 1
         self._scan = 0
         self._blank.reset()
         self._dash.reset()
@@ -126,6 +130,18 @@ class FrameReader:
     @property
     def state(self) -> ReaderState:
         return self._state
+
+    @property
+    def in_head(self) -> bool:
+        """A frame's first line and headers (or a SIP message) have begun and not ended. A
+        body is not a head: it may take as long as it takes."""
+        return self._state in _HEAD_STATES
+
+    @property
+    def head_serial(self) -> int:
+        """Changes whenever a new head begins: tells one slow head from a series of quick ones
+        that each end a read half-way."""
+        return self._heads
 
     @property
     def buffered(self) -> int:

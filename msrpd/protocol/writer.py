@@ -235,12 +235,13 @@ class ReportBasis:
 
 def report_basis(frame: Frame) -> ReportBasis | None:
     """The basis of a failure REPORT for `frame`, or None when none may be sent: not a SEND,
-    no Message-ID, or a Failure-Report other than "yes" (the default; RFC 4975 §7.1.2)."""
+    no Message-ID, or Failure-Report "no" ("yes" is the default, and "partial" asks for
+    failure REPORTs too: RFC 4975 §7.1.2, RFC 4976 §6.4.1)."""
     if frame.method != SEND:
         return None
     wanted = frame.header(b"failure-report")
     msgid = frame.message_id
-    if msgid is None or (wanted is not None and wanted.strip().lower() != b"yes"):
+    if msgid is None or (wanted is not None and wanted.strip().lower() not in (b"yes", b"partial")):
         return None
     byte_range = frame.header(b"byte-range") or b"1-*/*"
     return ReportBasis(b" ".join(frame.from_path_raw.split()), frame.first_to, msgid, byte_range)

@@ -51,6 +51,8 @@ class WorkerState(IntEnum):
     BOOTING = 1
     RUNNING = 2
     DRAINING = 3
+    EXITING = 4
+    """Retired and about to exit: other workers no longer fence it (workers/handover.py)."""
 
 
 @dataclass(frozen=True, slots=True)

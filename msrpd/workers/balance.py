@@ -18,6 +18,8 @@ Rules:
   listening address the connection came in on. If the send fails (peer gone, queue full), the
   connection stays here: it is never dropped for balancing's sake.
 - A received connection is never passed on again.
+- A retiring worker (reload, retire.py) sends its connections in batches: one datagram with
+  up to MAX_BATCH descriptors and, for each, its length-prefixed move message (b"B").
 """
 
 from __future__ import annotations
@@ -28,18 +30,42 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..shm import Counter, Heartbeats, StatsCounters, WorkerState
 
-__all__ = ["AcceptBalancer", "accept_path"]
+__all__ = ["MAX_BATCH", "AcceptBalancer", "accept_path", "batch_message"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 1 << 17  # b"A" + listening address, or b"M" + a moved connection's state
 _LAZY_REFRESH = 0.1  # seconds: with no peer known, look again at most this often
+MAX_BATCH = 64
+"""Connections (descriptors) in one b"B" datagram."""
+_LENGTH = struct.Struct("!I")
+
+
+def batch_message(messages: list[bytes]) -> bytes:
+    """The b"B" datagram for several moved connections, their descriptors in the same order."""
+    return b"B" + b"".join(_LENGTH.pack(len(m)) + m for m in messages)
+
+
+def _split_batch(body: bytes) -> list[bytes]:
+    """The move messages of a b"B" datagram; ValueError when it does not parse."""
+    messages, pos = [], 0
+    while pos < len(body):
+        if pos + _LENGTH.size > len(body):
+            raise ValueError("truncated batch")
+        (size,) = _LENGTH.unpack_from(body, pos)
+        pos += _LENGTH.size
+        if pos + size > len(body):
+            raise ValueError("truncated batch")
+        messages.append(body[pos : pos + size])
+        pos += size
+    return messages
 
 
 def accept_path(run_dir: Path, slot: int, generation: int) -> Path:
@@ -83,6 +109,7 @@ class AcceptBalancer:
         self._refreshed = 0.0
         self._sent: dict[int, tuple[int, int]] = {}  # peer -> (its count then, passed since)
         self._sock: socket.socket | None = None
+        self._shut = False
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._out.setblocking(False)
 
@@ -101,6 +128,18 @@ class AcceptBalancer:
         self._sock = sock
         self.loop.add_reader(sock.fileno(), self._receive)
 
+    def shut(self) -> bool:
+        """Take no more connections (a retiring worker about to exit): remove the socket's
+        path, so a sender now fails and keeps its connection, then serve what was queued
+        before. True when that was anything: the worker has connections again."""
+        if self._sock is None:
+            return False
+        if not self._shut:
+            self._shut = True
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        return self._receive() > 0
+
     def close(self) -> None:
         """Stop receiving; connections still queued on the socket are closed by the kernel
         (only RUNNING workers are sent any, and a worker drains before it exits)."""
@@ -108,8 +147,9 @@ class AcceptBalancer:
             self.loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            if not self._shut:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
         self._out.close()
 
     def refresh(self) -> None:
@@ -152,19 +192,27 @@ class AcceptBalancer:
 
     def send_socket(self, transport: asyncio.Transport, path: Path, message: bytes) -> bool:
         """Send the transport's socket with `message` to the accept socket at `path`."""
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            return False
-        fd = os.dup(sock.fileno())
+        return self.send_sockets([transport], path, message)
+
+    def send_sockets(self, transports: list[asyncio.Transport], path: Path, message: bytes) -> bool:
+        """Send the transports' sockets, in order, with `message` in one datagram to the
+        accept socket at `path`; False (and nothing sent) when that fails."""
+        fds: list[int] = []
         try:
+            for transport in transports:
+                sock = transport.get_extra_info("socket")
+                if sock is None:
+                    return False
+                fds.append(os.dup(sock.fileno()))
             # sendmsg, not socket.send_fds: send_fds drops its address argument (Python 3.11).
-            rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))
+            rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))
             self._out.sendmsg([message], [rights], 0, str(path))
         except OSError as exc:
-            logger.debug("cannot pass a connection to %s: %s; keeping it", path, exc)
+            logger.debug("cannot pass connections to %s: %s; keeping them", path, exc)
             return False
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
         return True
 
     def index_of(self, worker: tuple[int, int]) -> int | None:
@@ -190,20 +238,42 @@ class AcceptBalancer:
             return conns
         return base + passed
 
-    def _receive(self) -> None:
-        sock = self._sock
+    def _receive(self) -> int:
+        """Serve every connection queued on the accept socket; how many there were."""
+        sock, taken = self._sock, 0
         while sock is not None:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+                data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, MAX_BATCH)
             except BlockingIOError:
-                return
+                return taken
             except OSError as exc:
                 logger.warning("accept socket: %s", exc)
-                return
+                return taken
+            taken += len(fds)
             if not fds:
                 logger.warning("accept socket: a message without a connection; ignored")
+            elif data[:1] == b"B":
+                self._take_batch(fds, data[1:])
+            elif len(fds) > 1:
+                logger.warning("accept socket: %d connections in one message; closed", len(fds))
+                for fd in fds:
+                    os.close(fd)
+            else:
+                self._take(fds[0], data)
+        return taken
+
+    def _take_batch(self, fds: list[int], body: bytes) -> None:
+        try:
+            messages = _split_batch(body)
+            if len(messages) != len(fds):
+                raise ValueError(f"{len(messages)} states for {len(fds)} connections")
+        except ValueError as exc:
+            logger.warning("accept socket: a bad batch (%s); its connections closed", exc)
             for fd in fds:
-                self._take(fd, data)
+                os.close(fd)
+            return
+        for fd, message in zip(fds, messages, strict=True):
+            self._take(fd, b"M" + message)
 
     def _take(self, fd: int, data: bytes) -> None:
         """Serve a passed descriptor, or close it: it is never left open unowned."""

@@ -15,7 +15,9 @@ connections accepted by a worker (TLS state lives in this process's SSL object; 
 links to other relays stay), only between frames, with nothing waiting to be written to
 it, no streamed frame going in or out, not paused by flow control, at most MAX_MOVES times.
 
-What happens once the socket has left is handover.py's.
+What happens once the socket has left is handover.py's. A retiring worker (reload) uses the
+same sending through retire.py, many connections under one hold of the lock.
+Colocation runs only with `[core] balance = true`; moving on reload does not depend on it.
 """
 
 from __future__ import annotations
@@ -70,12 +72,19 @@ class Mover:
         path = ctx.settings.core.run_dir / "move.lock"
         self._lockfd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.me = (ctx.ident.slot, ctx.ident.generation)
-        self.handover = Handover(ctx, new_conn, self._unlock)
+        self.colocate = ctx.settings.core.balance
+        self.handover = Handover(ctx, new_conn, self._moved)
+        self._out = 0
+        """Moves this worker sent that are not over yet; the lock is held while any are."""
+        self.on_free: Callable[[], None] | None = None
+        """Called when the last of them is over (retire.py sends the next batch then)."""
 
     # -- deciding -----------------------------------------------------------------------------
 
     def note_remote(self, source: MsrpConnection, owner: tuple[int, int], conid: int) -> None:
         """relay() from `source` went to connection `conid` of worker `owner`."""
+        if not self.colocate:
+            return
         if source.streak_owner == owner:
             source.streak += 1
             if source.streak >= STREAK:
@@ -90,7 +99,7 @@ class Mover:
         target = conn.move_to
         conn.move_to, conn.streak, conn.streak_owner = None, 0, None
         now = time.monotonic()
-        if target is None or now < conn.move_retry_at or conn.moves >= MAX_MOVES:
+        if target is None or now < conn.move_retry_at or _colocated(conn) >= MAX_MOVES:
             return
         if now - conn.others_at < QUIET_OTHERS or self.busy():
             return
@@ -109,15 +118,26 @@ class Mover:
             logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
             self.ctx.hub_control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
 
-    def _lock(self) -> bool:
+    def lock(self) -> bool:
+        """Take the relay-wide move lock, without waiting; False if another worker holds it."""
         try:
             fcntl.lockf(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False  # another worker is moving one
         return True
 
-    def _unlock(self) -> None:
+    def unlock(self) -> None:
+        """Give the lock back (only when no move sent under it is unfinished)."""
         fcntl.lockf(self._lockfd, fcntl.LOCK_UN)
+
+    def _moved(self) -> None:
+        """One move this worker sent is over (released or failed)."""
+        self._out -= 1
+        if self._out <= 0:
+            self._out = 0
+            self.unlock()
+            if self.on_free is not None:
+                self.on_free()
 
     def close(self) -> None:
         os.close(self._lockfd)
@@ -132,6 +152,7 @@ class Mover:
         transport = conn.transport
         if (
             not conn.movable
+            or self.ctx.stopping  # a stop reads no more: nothing to gain, frames to lose
             or conn.closed
             or transport is None
             or conn.close_when_flushed
@@ -158,22 +179,36 @@ class Mover:
         transport = conn.transport
         if held is None or transport is None:
             return False
-        if not self._lock():
+        if not self.lock():
             conn.move_retry_at = 0.0  # only another move was in the way: try again soon
             return False
         try:
             moved = self._send(conn, owner, held, transport)
         except BaseException:
-            self._unlock()
+            self.unlock()
             raise
         if not moved:
-            self._unlock()
+            self.unlock()
         return moved
 
     def _send(
         self, conn: MsrpConnection, owner: tuple[int, int], held: bytes, transport: Any
     ) -> bool:
-        ctx = self.ctx
+        message = self.message(conn, held)
+        if message is None:
+            return False  # thousands of sessions: not worth a move
+        transport.pause_reading()
+        path = accept_path(self.ctx.settings.core.run_dir, *owner)
+        if not self.balancer.send_socket(transport, path, b"M" + message):
+            transport.resume_reading()
+            return False
+        self.sent_away(conn, owner)
+        return True
+
+    def message(self, conn: MsrpConnection, held: bytes, *, handover: bool = False) -> bytes | None:
+        """What the new owner needs to serve `conn` (handover.adopt): its state, then the
+        bytes its reader held; None when the state is over MAX_STATE. `handover`: a reload
+        moves it (not counted against MAX_MOVES)."""
         state = {
             "old": conn.conid,
             "from": list(self.me),
@@ -182,32 +217,35 @@ class Mover:
             "meta": conn.session_meta,
             "counts": [conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out],
             "opened": conn.opened,
+            "active": conn.last_active,  # monotonic: one clock for every process (Linux)
             "moves": conn.moves + 1,
+            "handovers": conn.handovers + handover,
         }
         head = json.dumps(state).encode()
-        if len(head) > MAX_STATE:
-            return False  # thousands of sessions: not worth a move
-        message = head + b"\n" + held
-        transport.pause_reading()
-        path = accept_path(ctx.settings.core.run_dir, *owner)
-        if not self.balancer.send_socket(transport, path, b"M" + message):
-            transport.resume_reading()
-            return False
-        # The socket is the new owner's now: forget it here without closing the session.
+        return None if len(head) > MAX_STATE else head + b"\n" + held
+
+    def sent_away(
+        self, conn: MsrpConnection, owner: tuple[int, int], *, fence_first: bool = False
+    ) -> None:
+        """`conn`'s socket is worker `owner`'s now (its reading was paused before it was
+        sent): forget it here without closing the session, and start the handover."""
+        ctx = self.ctx
+        transport = conn.transport
         conn.passed = conn.closed = True
         ctx.conns.pop(conn.conid, None)
         ctx.shm.heartbeats.set_conns(ctx.ident.index, len(ctx.conns))
         ctx.counters.add(Counter.conns_moved)
-        self.handover.sent(conn.conid, owner)
-        transport.abort()
-        return True
+        self._out += 1
+        self.handover.sent(conn.conid, owner, fence_first=fence_first)
+        if transport is not None:
+            transport.abort()
 
     def on_pull(self, msg: Handoff) -> None:
         """Another worker asks for one of our connections."""
         conn = self.ctx.conns.get(msg.conid)
         owner = token_worker(msg.token)
         index = self.balancer.index_of(owner)
-        if conn is None or index is None or conn.moves >= MAX_MOVES or self.busy():
+        if conn is None or index is None or _colocated(conn) >= MAX_MOVES or self.busy():
             return
         if self.ctx.shm.heartbeats.conns(index) <= len(self.ctx.conns):
             self.move(conn, owner)
@@ -236,3 +274,8 @@ class Mover:
     def tick(self) -> None:
         """Once a second: the handover's timeouts."""
         self.handover.tick()
+
+
+def _colocated(conn: MsrpConnection) -> int:
+    """How often colocation moved `conn`."""
+    return conn.moves - conn.handovers

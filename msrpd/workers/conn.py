@@ -39,6 +39,7 @@ from ..shm import Counter
 from .flow import WRITE_HIGH, Blockable, FlowControl, link_of
 from .gate import FrameGate, Write
 from .routeenv import ConnEnv
+from .sentlog import SentLog, Unsent
 
 if TYPE_CHECKING:
     from .context import WorkerContext
@@ -74,6 +75,10 @@ class MsrpConnection(asyncio.Protocol):
     held_replies: list[tuple[bytes, bool]] | None = None
     """Answers to the streamed frame being read, written when its end-line is in (set per
     frame by _on_frame; None: answers go out at once)."""
+
+    handovers = 0
+    """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
+    count against colocation's MAX_MOVES."""
 
     def __init__(
         self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
@@ -115,13 +120,12 @@ class MsrpConnection(asyncio.Protocol):
         """sessid -> (user, wall-clock start), for the accounting line."""
         self.frames_in = self.frames_out = 0
         self.close_reason = ""
-        self.last_active = time.monotonic()
-        self.opened = self.last_active
+        self.opened = self.last_active = time.monotonic()
         self.closed = False
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = 0
-        self.flush_queued = False
-        self.close_when_flushed = False
+        self.flush_queued = self.close_when_flushed = False
+        self.sent_log = SentLog()
         self.stream_sink: Sink | None = None
         self.gate = FrameGate()
         self.flow = FlowControl(ctx)
@@ -129,6 +133,9 @@ class MsrpConnection(asyncio.Protocol):
         self.blockers: set[Hashable] = set()
         self.stream_tid = b""
         self.bytes_in = self.bytes_out = 0
+        # The head being read (reader.head_serial) and when it began: head_timeout counts
+        # from there (slowloris).
+        self.head_serial, self.head_since = 0, 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -139,6 +146,9 @@ class MsrpConnection(asyncio.Protocol):
             if balancer.offer(cast(asyncio.Transport, transport), len(self.ctx.conns), listen):
                 self.passed = self.closed = True  # another worker owns it now
                 return
+        if self.closed:  # given up by a stop while connecting (stopping.py)
+            transport.abort()  # type: ignore[attr-defined]
+            return
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH)
@@ -164,9 +174,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def start_reading(self) -> None:
         self.reading_held = False
+        self.head_since = time.monotonic()
         if self.closed or self.transport is None:
             return
-        if not self.blockers:
+        if not self.blockers and self.may_read:
             self.transport.resume_reading()
         if self.carried:
             carried, self.carried = self.carried, b""
@@ -193,6 +204,10 @@ class MsrpConnection(asyncio.Protocol):
             self._drain_events()
         finally:
             ctx.flush_now()
+        reader = self.reader
+        if reader.in_head and reader.head_serial != self.head_serial:
+            self.head_serial = reader.head_serial
+            self.head_since = self.last_active
         if self.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
@@ -222,7 +237,11 @@ class MsrpConnection(asyncio.Protocol):
 
     def _drain_events(self) -> None:
         reader = self.reader
-        self.ctx.current_source = self
+        ctx = self.ctx
+        if ctx.stopping and self.stream_sink is None:
+            self.stop_reading()  # graceful stop: no new frame (what arrived stays unread)
+            return
+        ctx.current_source = self
         try:
             for event in reader.events():
                 if isinstance(event, Frame):
@@ -239,6 +258,9 @@ class MsrpConnection(asyncio.Protocol):
                 elif isinstance(event, ConnectionClosed):
                     self.close("closed by peer")
                 if self.closed:
+                    break
+                if ctx.stopping and self.stream_sink is None:
+                    self.stop_reading()  # the frame being read when the stop came is done
                     break
         except RemoteProtocolError as exc:
             # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
@@ -337,11 +359,11 @@ class MsrpConnection(asyncio.Protocol):
     ) -> None:
         gate = self.gate
         if not more and gate.owner is None and not gate.held:
-            self._write(data, close_after)  # the usual case: nothing streams, nothing waits
+            self._write(data, close_after, source)  # the usual case: nothing streams, waits
             self.frames_out += 1
         else:
             for item in gate.offer(Write(data, close_after, source, more)):
-                self._write(item.data, item.close_after)
+                self._write(item.data, item.close_after, item.source, item.more)
                 self.frames_out += not item.more
 
     def abandon(self, source: Hashable) -> None:
@@ -350,7 +372,7 @@ class MsrpConnection(asyncio.Protocol):
         if self.closed or source not in self.gate.open:
             return
         for item in self.gate.abandon(source):
-            self._write(item.data, item.close_after)
+            self._write(item.data, item.close_after, item.source, item.more)
             self.frames_out += not item.more
         self.flow.check(self)
 
@@ -362,11 +384,19 @@ class MsrpConnection(asyncio.Protocol):
             self.write_frame(data, close_after, source=source, more=more)
         self.flow.check(self)
 
-    def _write(self, data: bytes | memoryview, close_after: bool) -> None:
+    def _write(
+        self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool = False
+    ) -> None:
         # Batched: everything written during one loop iteration (a read's replies and relayed
         # frames, a handoff batch) leaves in one transport write at the iteration's end.
         size = len(data)
         self.bytes_out += size
+        if source is not None:  # relayed: what a stop must report if it is never sent
+            log = self.sent_log
+            if more or log.streams:
+                log.note(self.bytes_out, source, data, more)
+            else:
+                log.records.append((self.bytes_out, source, data))
         self.ctx.counters.values[BYTES_OUT] += size
         self.pending.append(data)
         self.pending_bytes += size
@@ -388,10 +418,76 @@ class MsrpConnection(asyncio.Protocol):
             transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
             self.pending = []
             self.pending_bytes = 0
+            if self.sent_log.records:
+                self.trim_sent()
         if self.close_when_flushed:
             transport.close()
         elif self.flow.active:
             self.flow.check(self)  # what was pending may have left: resume its sources
+
+    def trim_sent(self) -> None:
+        """Forget the relayed frames whose last byte the transport has passed to the kernel."""
+        transport = self.transport
+        left = transport.get_write_buffer_size() if transport is not None else 0
+        self.sent_log.trim(self.bytes_out - self.pending_bytes - left)
+
+    @property
+    def may_read(self) -> bool:
+        """Not stopping, or finishing the streamed frame it was reading when the stop came."""
+        ctx = self.ctx
+        return not ctx.stopping or (self.stream_sink is not None and not ctx.given_up)
+
+    def stop_reading(self) -> None:
+        """Graceful stop: read no new frame (a streamed one being relayed is finished first,
+        unless the stop has given up)."""
+        if self.transport is not None and not self.closed and not self.may_read:
+            self.transport.pause_reading()
+
+    @property
+    def unsent(self) -> bool:
+        """Output not (wholly) in the kernel yet: queued here, in the transport, held back,
+        or a streamed frame half written."""
+        transport = self.transport
+        buffered = self.pending_bytes + (transport.get_write_buffer_size() if transport else 0)
+        gate = self.gate
+        return bool(
+            buffered or gate.held or gate.owner is not None or self.holding is not None
+        ) or bool(self.sent_log.streams)
+
+    @property
+    def unsent_relayed(self) -> bool:
+        """A relayed frame is among what has not reached the kernel (give_up drops it)."""
+        self.trim_sent()
+        log, gate = self.sent_log, self.gate
+        return bool(log.records or log.streams or gate.held or self.holding) or (
+            gate.owner is not None
+        )
+
+    def give_up(self) -> list[Unsent]:
+        """The stop's deadline is near: drop what has not reached the kernel, and return the
+        relayed frames it held. uvloop's abort closes without SO_LINGER, so the bytes the
+        kernel has still reach the peer, then a FIN: the peer gets exactly the frames its
+        senders are not told are lost (RFC 4975 §7.1.2)."""
+        self.trim_sent()
+        unsent = self.sent_log.take()
+        held = [(w.source, w.data, w.more) for w in self.gate.held]
+        held.extend((source, data, more) for data, _, source, more in self.holding or ())
+        streaming = {self.gate.owner}  # its head is in the log already
+        for source, data, more in held:
+            if source is None or source in streaming:
+                if not more:
+                    streaming.discard(source)
+                continue
+            unsent.append((source, data))
+            if more:
+                streaming.add(source)
+        self.pending, self.pending_bytes, self.holding, self.holding_bytes = [], 0, None, 0
+        self.gate = FrameGate()
+        self.closed = True  # nothing more is written: a later frame is refused, not dropped
+        self.close_reason = self.close_reason or "relay stopping: unsent frames dropped"
+        if self.transport is not None:
+            self.transport.abort()
+        return unsent
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -422,7 +518,8 @@ class MsrpConnection(asyncio.Protocol):
         self.blockers.discard(dest)
         if self.reading_held:
             return
-        if not self.blockers and self.transport is not None and not self.closed:
+        if not self.blockers and self.transport is not None and not self.closed and self.may_read:
+            self.head_since = time.monotonic()  # paused is not slow: a new head_timeout
             self.transport.resume_reading()
 
     def connect_failed(self, reason: str) -> None:
@@ -433,6 +530,19 @@ class MsrpConnection(asyncio.Protocol):
         self.pending, self.pending_bytes = [], 0
         self.gate = FrameGate()
         self.flow.release_all(self)
+
+    def head_overdue(self, began_before: float) -> bool:
+        """The head being read began before `began_before` and is not complete yet, while we
+        were reading (slowloris: worker.py closes it)."""
+        reader = self.reader
+        return (
+            self.head_since < began_before
+            and reader.in_head
+            and reader.head_serial == self.head_serial
+            and not self.blockers
+            and not self.reading_held
+            and self.may_read
+        )
 
     def close(self, reason: str = "closed by relay") -> None:
         if self.transport is not None and not self.closed:

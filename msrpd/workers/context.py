@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..protocol import Frame, FrameReader, ReaderLimits, Status, build_reply
+from ..protocol import (
+    Frame,
+    FrameReader,
+    ReaderLimits,
+    RemoteProtocolError,
+    Status,
+    build_reply,
+)
 from ..protocol.grammar import DASHES
 from ..protocol.writer import ReportBasis, build_failure_report, report_basis
 from ..routing import Msrp, RoutePolicy, RouteScript
@@ -40,15 +47,20 @@ if TYPE_CHECKING:
     from .delivery import Delivery
     from .links import HandoffHub
     from .loopback import Loopback
+    from .sentlog import Unsent
     from .sinks import Sink
 
 __all__ = ["WorkerContext", "WorkerIdentity", "handoff_path"]
 
 logger = logging.getLogger("msrpd.route")
 
-# GONE answers come back within milliseconds; remembering the last this many handoffs is
-# plenty to name the lost frame, and bounds memory.
-SENT_MEMORY = 4096
+# A relayed head is looked for in this many first bytes (max_head is 16 KiB by default).
+RELAYED_HEAD_MAX = 64 * 1024
+# GONE answers come back within milliseconds, except at a stop, when a peer refuses what it
+# still holds for slow receivers (flow control bounds that to about 2 MiB per destination);
+# remembering the last this many handoffs names the lost frame then too, and bounds memory.
+SENT_MEMORY = 16384
+STOP_REASON = "Relay Stopping"
 
 _REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
 _METHOD_COUNTERS = {
@@ -69,12 +81,35 @@ class _Sent:
 
 
 def _basis_from_head(head: bytes | None, tid: bytes) -> ReportBasis | None:
+    frame = _parse_head(head, tid)
+    return None if frame is None else report_basis(frame)
+
+
+def _parse_head(head: bytes | None, tid: bytes) -> Frame | None:
     if head is None:
         return None
     reader = FrameReader()
     reader.receive_data(head + b"\r\n" + DASHES + tid + b"$\r\n")
-    frame = next((e for e in reader.events() if isinstance(e, Frame)), None)
-    return None if frame is None else report_basis(frame)
+    try:
+        return next((e for e in reader.events() if isinstance(e, Frame)), None)
+    except RemoteProtocolError:  # not a frame: nothing to report
+        return None
+
+
+def _relayed_basis(data: bytes | memoryview) -> ReportBasis | None:
+    """The basis of a failure REPORT for a frame as this relay wrote it to the next hop: its
+    From-Path starts with our own URI (RFC 4976 §6.2 splice), and the sender's path follows."""
+    buf = bytes(data[:RELAYED_HEAD_MAX])
+    ends = [at for at in (buf.find(b"\r\n\r\n"), buf.find(b"\r\n" + DASHES)) if at >= 0]
+    first = buf.split(b"\r\n", 1)[0].split(b" ")
+    if not ends or len(first) != 3 or first[2] != b"SEND":
+        return None
+    frame = _parse_head(buf[: min(ends) + 2], first[1])
+    basis = None if frame is None else report_basis(frame)
+    uris = [] if frame is None else frame.from_path_raw.split()
+    if basis is None or len(uris) < 2:
+        return None
+    return ReportBasis(b" ".join(uris[1:]), uris[0], basis.message_id, basis.byte_range)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +153,11 @@ class WorkerContext:
     """Inside one read's work (begin_batch .. flush_now)."""
     last_delivery: float = 0.0
     """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
+    stopping: bool = False
+    """Graceful stop (SIGTERM): connections read no new frame (conn.py)."""
+    given_up: bool = False
+    """The stop's deadline is near: what is still unsent was reported, nothing more is read or
+    taken from other workers (stopping.py)."""
     current_streamed: bool = False
     current_source: Blockable | None = None
     """The connection whose frames are being routed now (flow.py pauses it)."""
@@ -127,6 +167,8 @@ class WorkerContext:
     """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
+    forwarded: OrderedDict[int, tuple[int, int]] = field(default_factory=OrderedDict)
+    """token -> (link id, token) a frame forwarded to a moved connection came with."""
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
     _limits: ReaderLimits | None = None  # built once, on first use (every connection)
     _htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
@@ -210,6 +252,14 @@ class WorkerContext:
                 self.sent.popitem(last=False)
         return token
 
+    def note_forward(self, token: int, source: object) -> None:
+        """`token` carries a frame that came over a handoff link, `source` = (link id, its
+        token), on to a connection that moved (handover.py)."""
+        if isinstance(source, tuple) and len(source) == 2:
+            self.forwarded[token] = source
+            if len(self.forwarded) > SENT_MEMORY:
+                self.forwarded.popitem(last=False)
+
     def throttle_handoff(self, path: Path, conid: int | None = None, token: int = 0) -> None:
         """After a handoff to `conid`: pause the connection being routed while its owner has
         asked for a pause (remoteflow.py), or while the link holds more than WRITE_HIGH,
@@ -229,18 +279,47 @@ class WorkerContext:
         self.counters.add(Counter.handoff_gone)
         self.counters.add(Counter.relay_fail)
         sent = self.sent.pop(token, None)
+        upstream = None if sent is not None else self.forwarded.pop(token, None)
+        if upstream is not None and self.hub is not None:
+            self.hub.refuse(upstream, conid)  # forwarded here: its sender's worker reports
+            return
         if sent is None:
             logger.warning("relay failed: a frame for connection %x was not delivered", conid)
             return
         tid = sent.tid.decode(errors="replace")
-        logger.warning(
-            "relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid
-        )
+        log = logger.debug if self.stopping else logger.warning  # the owner logged a summary
+        log("relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid)
         origin = self.conns.get(sent.origin)
         basis = _basis_from_head(sent.head, sent.tid)
         if basis is not None and origin is not None:
             new_tid = secrets.token_hex(6).encode()
-            origin.write_frame(build_failure_report(basis, new_tid, 481, "Session Does Not Exist"))
+            # A GONE during a stop: the owner gave up on it (report_unsent), 408.
+            code, reason = (408, STOP_REASON) if self.stopping else (481, "Session Does Not Exist")
+            origin.write_frame(build_failure_report(basis, new_tid, code, reason))
+
+    def report_unsent(self, dest: MsrpConnection, unsent: list[Unsent]) -> None:
+        """Relayed frames `dest` will never get (the stop gave up on them): each sender hears
+        of it, with a failure REPORT when its SEND asked for one (RFC 4975 §7.1.2). A frame
+        from another worker is refused to it (GONE), and that worker reports (handoff_gone)."""
+        reported = 0
+        for source, head in unsent:
+            self.counters.add(Counter.relay_fail)
+            if isinstance(source, tuple):
+                if self.hub is not None:
+                    self.hub.refuse(source, dest.conid)
+                continue
+            origin = self.conns.get(source) if isinstance(source, int) else None
+            basis = _relayed_basis(head)
+            if origin is not None and not origin.closed and basis is not None:
+                new_tid = secrets.token_hex(6).encode()
+                origin.write_frame(build_failure_report(basis, new_tid, 408, STOP_REASON))
+                reported += 1
+        logger.warning(
+            "stop: %d frames for %s not delivered, %d reported here",
+            len(unsent),
+            dest.peer_key,
+            reported,
+        )
 
     def handoff_path(self, slot: int, generation: int) -> Path:
         key = (slot, generation)

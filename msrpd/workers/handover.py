@@ -19,6 +19,10 @@ How (nothing lost, and frames from any one source stay in order):
    routed after went to B and waits for RELEASE.
 4. Flow control never pauses A's link on behalf of the moved connection while it holds
    frames back: RELEASE comes on that link, so the hold would never end.
+   A retiring worker (reload, retire.py) cannot wait for its connections to go quiet, so it
+   fences first: before MOVING it sends FENCE to every other worker and waits for every
+   FENCE_ACK (one link each way, in order), so whatever it relayed from the connection to a
+   third worker has been taken in there before the connection's next frame can be read.
 5. Timeouts: no MOVED within MOVED_TIMEOUT and A fails what it queued (counted, logged) and
    removes the sessions and registry entry still naming the old id (B died with the socket);
    missing FENCE_ACKs are given up after FENCE_TIMEOUT; B releases by itself after
@@ -73,6 +77,8 @@ class Moving:
     """At the old owner: a connection sent away, and what arrives for its old id."""
 
     old: int
+    owner: tuple[int, int]
+    """The new owner (slot, generation)."""
     path: Path
     """The new owner's handoff path."""
     deadline: float
@@ -81,6 +87,11 @@ class Moving:
     tokens: dict[Hashable, int] = field(default_factory=dict)
     """Source -> forwarding token while a streamed frame's pieces pass (one token per frame)."""
     fences: set[tuple[int, int]] = field(default_factory=set)
+    pre_fences: set[tuple[int, int]] = field(default_factory=set)
+    """Workers whose FENCE_ACK must come before MOVING is sent (fence_first)."""
+    pre_fence_by: float = 0.0
+    late: set[tuple[int, int]] = field(default_factory=set)
+    """Workers given up on before MOVING: their next FENCE_ACK is that late one."""
     released: bool = False
 
 
@@ -140,14 +151,50 @@ class Handover:
             return True
         return any(not moving.released for moving in self.moving.values())
 
-    def sent(self, conid: int, owner: tuple[int, int]) -> None:
+    def sent(self, conid: int, owner: tuple[int, int], *, fence_first: bool = False) -> None:
         """The socket of `conid` went to worker `owner`: queue what comes for it from now on,
-        and tell the owner when everything relayed from it so far is on the link (MOVING)."""
+        and tell the owner when everything relayed from it so far is on the link (MOVING).
+        With `fence_first`, MOVING waits until every other worker has answered a FENCE
+        (module docstring, step 4)."""
         ctx = self.ctx
-        self.moving[conid] = Moving(
-            conid, ctx.handoff_path(*owner), time.monotonic() + MOVED_TIMEOUT
-        )
-        ctx.hub_control(owner, HandoffKind.MOVING, conid)
+        now = time.monotonic()
+        moving = Moving(conid, owner, ctx.handoff_path(*owner), now + MOVED_TIMEOUT)
+        self.moving[conid] = moving
+        if fence_first:
+            moving.pre_fences = self._others(owner)
+            moving.pre_fence_by = now + FENCE_TIMEOUT
+            token = worker_token(*self.me)
+            for worker in moving.pre_fences:
+                ctx.hub_control(worker, HandoffKind.FENCE, conid, token)
+        if not moving.pre_fences:
+            ctx.hub_control(owner, HandoffKind.MOVING, conid)
+
+    def _others(self, owner: tuple[int, int]) -> set[tuple[int, int]]:
+        """Every live worker but this one and `owner`."""
+        return self._live() - {self.me, owner}
+
+    def _live(self) -> set[tuple[int, int]]:
+        """The workers that serve connections (an EXITING one has none left)."""
+        return {
+            (record.slot, record.generation)
+            for record in self.ctx.shm.heartbeats.live()
+            if record.pid != 0 and record.state in (WorkerState.RUNNING, WorkerState.DRAINING)
+        }
+
+    def _forget_exited(self, moving: Moving, live: set[tuple[int, int]]) -> None:
+        """Fenced workers that exited, or are about to with nothing left to send (EXITING),
+        will not answer: stop waiting for them."""
+        gone = (moving.pre_fences | moving.fences) - live
+        if not gone:
+            return
+        waiting = bool(moving.pre_fences)
+        moving.late |= moving.pre_fences & gone
+        moving.pre_fences -= gone
+        moving.fences -= gone
+        if waiting and not moving.pre_fences:
+            self._send_moving(moving)
+        else:
+            self._maybe_release(moving)
 
     # -- the old owner --------------------------------------------------------------------------
 
@@ -179,6 +226,7 @@ class Handover:
         token = moving.tokens.get(source)
         if token is None:
             token = ctx.next_token()
+            ctx.note_forward(token, source)  # a GONE for it goes back to where it came from
         if flags & _MORE:
             moving.tokens[source] = token
         else:
@@ -195,26 +243,38 @@ class Handover:
         queue, moving.queue = moving.queue, []
         for data, flags, source in queue:
             self._forward(moving, data, flags, source)
-        new_owner = conid_owner(moving.new)
         token = worker_token(*self.me)
-        for record in self.ctx.shm.heartbeats.live():
-            if record.pid == 0 or record.state not in (WorkerState.RUNNING, WorkerState.DRAINING):
-                continue
-            worker = (record.slot, record.generation)
-            if worker not in (self.me, new_owner):
-                moving.fences.add(worker)
-                self.ctx.hub_control(worker, HandoffKind.FENCE, moving.old, token)
+        moving.fences = self._others(conid_owner(moving.new))
+        for worker in moving.fences:
+            self.ctx.hub_control(worker, HandoffKind.FENCE, moving.old, token)
         moving.deadline = time.monotonic() + FENCE_TIMEOUT
         self._maybe_release(moving)
 
     def on_fence_ack(self, msg: Handoff) -> None:
         moving = self.moving.get(msg.conid)
-        if moving is not None:
-            moving.fences.discard(token_worker(msg.token))
-            self._maybe_release(moving)
+        if moving is None:
+            return
+        worker = token_worker(msg.token)
+        if worker in moving.late:
+            moving.late.discard(worker)  # not the answer to the fence before RELEASE
+            return
+        if worker in moving.pre_fences:
+            # A worker answers its fences in order: its first answer is the earlier fence's.
+            moving.pre_fences.discard(worker)
+            if not moving.pre_fences:
+                self._send_moving(moving)
+            return
+        moving.fences.discard(worker)
+        self._maybe_release(moving)
+
+    def _send_moving(self, moving: Moving) -> None:
+        self.ctx.hub_control(moving.owner, HandoffKind.MOVING, moving.old)
+        self._maybe_release(moving)
 
     def _maybe_release(self, moving: Moving, force: bool = False) -> None:
-        if moving.released or moving.new is None or (moving.fences and not force):
+        if moving.released or moving.new is None or moving.pre_fences:
+            return  # MOVING goes first: RELEASE must not overtake it
+        if moving.fences and not force:
             return
         if moving.fences:
             logger.info("connection %x: no fence answer from %s", moving.old, moving.fences)
@@ -242,6 +302,8 @@ class Handover:
         conn.session_meta = {k: (v[0], v[1]) for k, v in state["meta"].items()}
         conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = state["counts"]
         conn.opened, conn.moves = state["opened"], state["moves"]
+        conn.handovers = state.get("handovers", 0)
+        conn.last_active = state.get("active", conn.last_active)  # idle_timeout goes on
         conn.holding, conn.carried = [], held
         old, came_from = int(state["old"]), tuple(state["from"])
 
@@ -299,7 +361,15 @@ class Handover:
             if now - since > HOLD_TIMEOUT:
                 logger.warning("connection %x: no RELEASE from its old worker; releasing", conid)
                 self._release(conid)
+        fenced = [m for m in self.moving.values() if m.pre_fences or (m.fences and not m.released)]
+        live = self._live() if fenced else set()
+        for moving in fenced:
+            self._forget_exited(moving, live)
         for old, moving in list(self.moving.items()):
+            if moving.pre_fences and now > moving.pre_fence_by:
+                logger.info("connection %x: no fence answer from %s", old, moving.pre_fences)
+                moving.late, moving.pre_fences = moving.pre_fences, set()
+                self._send_moving(moving)
             if now < moving.deadline:
                 continue
             if moving.new is None:

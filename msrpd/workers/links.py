@@ -117,6 +117,9 @@ class _Link(asyncio.Protocol):
         self.lost: asyncio.Future[None] = self._loop.create_future()
         self._blockers: set[Hashable] = set()  # congested destinations that paused our reading
         self._drained: list[Callable[[], None]] = []  # called once all queued bytes are out
+        self.peer_done = False
+        """An accepted link whose peer half-closed it in a graceful stop: nothing more comes,
+        but our GONEs for what it sent still go back (HandoffHub.settle)."""
 
     def push(
         self, header: bytes, parts: Sequence[bytes | memoryview], size: int, conid: int, token: int
@@ -230,6 +233,10 @@ class _Link(asyncio.Protocol):
             hub.after_read()  # what this read produced leaves now
 
     def eof_received(self) -> bool:
+        if self.dest is None and self._hub.stopping:
+            # A stopping peer has sent all it will (finish_sending); it still reads.
+            self.peer_done = True
+            return True
         # The peer closed: what is still queued or in the transport cannot reach it.
         self._closing = True
         self._hub._forget(self)
@@ -356,6 +363,10 @@ class HandoffHub:
         """on_link_lost(link id) when a link closes: the streams that came on it (sources
         (link id, token)) send no more pieces (their worker died, say), and the PAUSEs that
         came on it are void (remoteflow.py)."""
+        self.stopping = False
+        """Graceful stop: a peer's EOF means "done sending", not "gone" (finish_sending)."""
+        self.refusing = False
+        """Answer GONE to every FRAME: this worker delivers nothing more (its stop gave up)."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -434,6 +445,49 @@ class HandoffHub:
         link = self._link(dest_path)
         link.push_reply(header + payload if payload else header)
 
+    # -- graceful stop (stopping.py): every worker finishes with its peers ------------------
+
+    def refuse(self, source: Hashable, conid: int) -> None:
+        """A FRAME delivered earlier, `source` = (link id, token) as given to deliver(), will
+        not be written after all: answer GONE, so its sender reports it (handoff_gone)."""
+        if not isinstance(source, tuple) or len(source) != 2:
+            return
+        link_id, token = source
+        for link in (*self._accepted, *self._links.values(), *self._dying):
+            if id(link) == link_id:
+                self.stats.gone_sent += 1
+                link.push_reply(_pack_header(_GONE, 0, 0, conid, token, 0))
+                return
+
+    def unblock_all(self) -> None:
+        """Read every link again: what peers still send is refused now, never written."""
+        for link in (*self._accepted, *self._links.values()):
+            for dest in list(link._blockers):
+                link.unblock(dest)
+
+    @property
+    def sending(self) -> bool:
+        """Something queued for a peer has not reached the kernel yet."""
+        return any(link.pending_bytes() for link in self._links.values())
+
+    def finish_sending(self) -> None:
+        """Half-close every link we opened (nothing more will be sent on it): the peer closes
+        it once it has written, or refused, everything we sent (settle)."""
+        for link in list(self._links.values()):
+            transport = link._transport
+            if transport is not None and not link.pending_bytes() and transport.can_write_eof():
+                transport.write_eof()
+                self._forget(link)
+
+    def settle(self) -> bool:
+        """Call once everything peers handed us is written or refused: close the links whose
+        stopping peer is done sending. True when no link is left: no peer can still refuse
+        a frame we sent (so our senders may close), and none still sends to us."""
+        for link in list(self._accepted):
+            if link.peer_done:
+                link.shutdown()
+        return not (self._links or self._accepted or self._dying)
+
     def pending_bytes(self, dest_path: Path) -> int:
         """Bytes queued for `dest_path` and not yet passed to the kernel (for backpressure)."""
         link = self._links.get(dest_path)
@@ -473,7 +527,8 @@ class HandoffHub:
             # A failing callback costs its own message, not the link and the others on it.
             try:
                 if msg.kind is _FRAME:
-                    if not deliver(msg.conid, msg.payload, msg.flags, (id(link), msg.token)):
+                    source = (id(link), msg.token)
+                    if self.refusing or not deliver(msg.conid, msg.payload, msg.flags, source):
                         self.stats.gone_sent += 1
                         link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
                 elif msg.kind is _GONE:

@@ -7,10 +7,14 @@ Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
   fork-looping.
 - Once a second the worker beats its heartbeat slot, publishes its counters, closes idle
   connections, and exits if its supervisor is gone (no orphans).
-- SIGTERM: stop. Close the listeners, let every connection finish the frame it is reading and
-  flush what it has to write, close it, exit within drain_timeout.
-- SIGUSR2: retire after a reload. Close the listeners but keep serving live connections (and
-  handoffs for them) until they close or drain_timeout passes.
+- SIGTERM: stop. Close the listeners; connections read no new frame (one relaying a streamed
+  frame finishes it); deliver what is queued, report what cannot be delivered before
+  drain_timeout to its sender, close gracefully, exit (stopping.py).
+- SIGUSR2: retire after a reload. Close the listeners, hand every plain TCP connection a
+  client opened to the new generation as soon as it is between frames (retire.py), keep
+  serving the rest (TLS, connections to next hops) until they close, then exit once no move
+  is unfinished and the handoff link is quiet. No deadline: the supervisor sends SIGTERM
+  when retire_timeout (of the new configuration) is set and passes.
 - SIGINT/SIGQUIT: exit now.
 """
 
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import random
 import signal
@@ -33,6 +38,7 @@ import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
+from ..listeners import listen_backlog
 from ..logs import reopen_logs
 from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
@@ -49,6 +55,8 @@ from .flow import LinkSource
 from .handoff import HandoffFlags
 from .links import HandoffHub
 from .loopback import Loopback
+from .retire import Retirer
+from .stopping import GracefulStop
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
@@ -85,6 +93,10 @@ class Worker:
         self.deadline = 0.0
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
+        self.stop: GracefulStop | None = None
+        self.retirer: Retirer | None = None
+        self.leaving = 0.0
+        """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
 
     def run(self) -> int:
         """The child's main; returns the exit status."""
@@ -170,16 +182,18 @@ class Worker:
             raise _BootError(f"TLS: {exc}") from None
         servers = []
         balance = settings.core.balance
+        # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
+        backlog = listen_backlog(settings.core.backlog)
         for sock, addr in self.spec.sockets:
             secure = addr.proto == "tls"
-            text = str(addr)
             servers.append(
                 await ctx.loop.create_server(
-                    lambda text=text, secure=secure: MsrpConnection(
-                        ctx, text, secure, balance=balance and not secure
+                    lambda text=str(addr), secure=secure: _accepted_conn(
+                        ctx, text, secure, balance
                     ),
                     sock=sock,
                     ssl=tls if secure else None,
+                    backlog=backlog,
                 )
             )
         hub = HandoffHub(
@@ -216,6 +230,8 @@ class Worker:
         ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
         balancer.adopt_moved = mover.adopt
         hub.on_control = mover.on_control
+        self.retirer = retirer = Retirer(ctx, mover, balancer)
+        mover.on_free = retirer.soon
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
@@ -237,9 +253,15 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def _set_mode(self, mode: Mode) -> None:
-        if self.mode is Mode.RUNNING or mode is Mode.EXITING:
+        # A stop also ends a retirement (the supervisor's TERM reaches every worker).
+        stop_retiring = self.mode is Mode.DRAINING and mode is Mode.STOPPING
+        if self.mode is Mode.RUNNING or mode is Mode.EXITING or stop_retiring:
             self.mode = mode
-            self.deadline = time.monotonic() + self.spec.settings.core.drain_timeout
+            # Retiring has no deadline of its own (the module docstring says why).
+            limit = math.inf if mode is Mode.DRAINING else self.spec.settings.core.drain_timeout
+            self.deadline = time.monotonic() + limit
+            if mode is Mode.DRAINING and self.retirer is not None:
+                self.retirer.start()
         if self.wakeup is not None:
             self.wakeup.set()
 
@@ -265,10 +287,18 @@ class Worker:
             return True
         if mode is not Mode.RUNNING:
             self._retire(ctx, mode)
-            if not ctx.conns or time.monotonic() >= self.deadline:
+            if time.monotonic() >= self.deadline:
+                if ctx.conns:
+                    logger.info("worker %d: closing %d connections", ctx.ident.slot, len(ctx.conns))
+                return True
+            if mode is Mode.STOPPING and not ctx.conns:
+                return True
+            if mode is Mode.DRAINING and self._retired(ctx):
                 return True
         self._close_idle(ctx)
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
+        if self.leaving:
+            state = WorkerState.EXITING
         ctx.shm.heartbeats.beat(ctx.ident.index, state, len(ctx.conns))
         if ctx.balancer is not None:
             ctx.balancer.refresh()
@@ -282,23 +312,61 @@ class Worker:
             if server.is_serving():
                 server.close()
                 set_title(f"worker {ctx.ident.slot} (draining)")
-        if mode is Mode.STOPPING and self._all_quiet(ctx):
-            # Close only when every connection is done: one still sending may be relaying
-            # into another, here or through another worker (frames in flight, issue 3).
-            for conn in list(ctx.conns.values()):
-                conn.close("relay stopping")
+        if mode is Mode.STOPPING:
+            # Deliver or report every frame answered before the stop (stopping.py).
+            if self.stop is None:
+                started = self.deadline - self.spec.settings.core.drain_timeout
+                self.stop = GracefulStop(ctx, started, self.deadline)
+            self.stop.tick(time.monotonic())
 
-    def _all_quiet(self, ctx: WorkerContext) -> bool:
-        handoff_quiet = time.monotonic() - ctx.last_delivery > QUIET
-        return handoff_quiet and all(conn.idle for conn in ctx.conns.values())
+    def _retired(self, ctx: WorkerContext) -> bool:
+        """Retiring and nothing left: no connection, no move unfinished, the handoff link
+        quiet, and nothing more can be passed here."""
+        retirer, balancer = self.retirer, ctx.balancer
+        if retirer is None or balancer is None:
+            return not ctx.conns
+        now = time.monotonic()
+        if self.leaving:
+            # A fence sent before the other worker saw EXITING is still answered meanwhile.
+            return now - self.leaving > QUIET
+        retirer.step()
+        if not retirer.done() or ctx.tasks or now - ctx.last_delivery <= QUIET:
+            return False
+        if balancer.shut():
+            return False  # connections were on their way here: serve (and hand over) them
+        self.leaving = now
+        ctx.shm.heartbeats.beat(ctx.ident.index, WorkerState.EXITING, 0)
+        took = now - retirer.started
+        logger.info(
+            "worker %d retired: %d connections handed over in %.2f s",
+            ctx.ident.slot,
+            retirer.moved,
+            took,
+        )
+        return False
 
     def _close_idle(self, ctx: WorkerContext) -> None:
-        limit = time.monotonic() - ctx.settings.core.idle_timeout
+        now = time.monotonic()
+        core = ctx.settings.core
+        limit = now - core.idle_timeout
+        head_limit = now - core.head_timeout
         for conn in list(ctx.conns.values()):
+            if conn.sent_log.records:
+                conn.trim_sent()  # so a quiet connection keeps no relayed frame alive
             if conn.last_active < limit:
-                idle = ctx.settings.core.idle_timeout
+                idle = core.idle_timeout
                 logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
                 conn.close(f"idle for {idle:.0f} s")
+            elif conn.head_overdue(head_limit):
+                # Slowloris: every byte refreshes last_active, so only a deadline per head
+                # ends a connection that never completes one.
+                ctx.counters.add(Counter.head_timeouts)
+                logger.info(
+                    "closing %s: frame head not complete after %.0f s",
+                    conn.peer_key,
+                    core.head_timeout,
+                )
+                conn.close(f"frame head not complete after {core.head_timeout:.0f} s")
 
     def _publish(self, ctx: WorkerContext) -> None:
         ctx.counters.values[Counter.conns_open] = len(ctx.conns)
@@ -327,7 +395,10 @@ def _deliver(
 ) -> bool:
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
-        return ctx.mover is not None and ctx.mover.deliver(conid, data, flags, source)
+        if ctx.mover is None or not ctx.mover.deliver(conid, data, flags, source):
+            return False
+        ctx.last_delivery = time.monotonic()  # forwarded: a retiring worker waits for quiet
+        return True
     ctx.count_handoff_in()
     ctx.last_delivery = time.monotonic()
     # A congested destination asks the sending worker to pause what relays into it; the link
@@ -343,10 +414,21 @@ def _deliver(
         ctx.current_source = None
 
 
+def _accepted_conn(
+    ctx: WorkerContext, listen_text: str, secure: bool, balance: bool
+) -> MsrpConnection:
+    """A connection object for a socket this worker accepted."""
+    conn = MsrpConnection(ctx, listen_text, secure, balance=balance and not secure)
+    # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
+    # colocation only with it); TLS state lives in this process.
+    conn.movable = not secure
+    return conn
+
+
 def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
     conn = MsrpConnection(ctx, listen_text, False)
-    conn.movable = ctx.settings.core.balance
+    conn.movable = True
     return conn
 
 

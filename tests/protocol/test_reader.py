@@ -170,3 +170,26 @@ def test_bytewise_input_costs_linear_time() -> None:
     small = min(_bytewise_seconds(20_000) for _ in range(3))
     large = min(_bytewise_seconds(80_000) for _ in range(3))
     assert large / small < 8
+
+
+def test_in_head_and_head_serial_follow_the_frame_heads() -> None:
+    """The worker bounds the time a head takes (slowloris): `in_head` is true from a head's
+    first byte to its end, not in a body; `head_serial` changes with each new head."""
+    reader = FrameReader(ReaderLimits(max_body=1024))
+
+    def feed_part(data: bytes) -> None:
+        reader.receive_data(data)
+        list(reader.events())
+
+    assert not reader.in_head
+    first, second = send("h1", b"x" * 10), send("h2", b"y" * 4096)
+    feed_part(first[:5])
+    assert reader.in_head
+    serial = reader.head_serial
+    feed_part(first[5:] + second[:7])  # h1 ends, h2's head begins in the same read
+    assert reader.in_head and reader.head_serial != serial
+    head_end = second.index(b"\r\n\r\n") + 4
+    feed_part(second[7 : head_end + 100])  # h2's head is complete, its body is streaming
+    assert not reader.in_head
+    feed_part(second[head_end + 100 :])
+    assert not reader.in_head and reader.buffered == 0

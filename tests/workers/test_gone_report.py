@@ -73,3 +73,24 @@ def test_no_report_when_failure_reports_are_off() -> None:
     token = ctx.next_token()
     ctx.handoff_gone(0xABC, token)
     assert conn.written == []
+
+
+@pytest.mark.parametrize("wanted", [None, "yes", "no", "partial"])
+def test_stop_report_basis_comes_from_the_frame_as_relayed(wanted: str | None) -> None:
+    """A stop reports a frame from the bytes it wrote to the next hop: the relay's URI leads
+    the spliced From-Path, the sender's path follows (RFC 4976 §6.2, RFC 4975 §7.1.2)."""
+    from msrpd.protocol.writer import build_request, relay_splice
+    from msrpd.workers.context import _relayed_basis
+
+    relay, bob, alice = "msrp://r:1/s;tcp", "msrp://b:2/b;tcp", "msrp://a:3/a;tcp"
+    headers = [("Message-ID", "m42"), ("Byte-Range", "1-5/5")]
+    if wanted is not None:
+        headers.append(("Failure-Report", wanted))
+    sent = build_request(b"t1", b"SEND", [relay, bob], [alice], [*headers], b"hello")
+    basis = _relayed_basis(relay_splice(parse(sent)))
+    if wanted != "no":
+        assert basis is not None
+        assert (basis.to_path, basis.from_path) == (alice.encode(), relay.encode())
+        assert (basis.message_id, basis.byte_range) == (b"m42", b"1-5/5")
+    else:
+        assert basis is None

@@ -1,0 +1,51 @@
+"""SentLog: which relayed frames a connection's queued output holds, and where they came from.
+
+Rules (issue 12 item 5; RFC 4975 §7.1.2): a graceful stop that cannot deliver a frame it
+acknowledged must say so to the sender with a failure REPORT. So each connection keeps, for
+every relayed frame written to it and not yet passed to the kernel, one record: the output
+offset just past its last byte, its source (a connection id of this worker, or (link id,
+token) for a handoff) and a reference to its first piece (the head, parsed only when the frame
+must be reported). Replies and REPORTs the relay writes itself have no source and no record.
+Records go as soon as the transport has passed their last byte to the kernel: the log holds
+what the transport buffers, no more. Bookkeeping only, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+
+__all__ = ["SentLog", "Unsent"]
+
+Unsent = tuple[Hashable, bytes | memoryview]
+"""(source, first piece) of a frame not (wholly) passed to the kernel."""
+
+
+class SentLog:
+    __slots__ = ("records", "streams")
+
+    def __init__(self) -> None:
+        self.records: deque[tuple[int, Hashable, bytes | memoryview]] = deque()
+        self.streams: dict[Hashable, bytes | memoryview] = {}
+        """source -> first piece of a streamed frame whose last piece is not written yet."""
+
+    def note(self, end: int, source: Hashable, data: bytes | memoryview, more: bool) -> None:
+        """A piece of a streamed frame (the one-piece case is inlined in conn._write)."""
+        if more:
+            self.streams.setdefault(source, data)
+        else:
+            self.records.append((end, source, self.streams.pop(source, data)))
+
+    def trim(self, sent: int) -> None:
+        """The first `sent` bytes of output have reached the kernel."""
+        records = self.records
+        while records and records[0][0] <= sent:
+            records.popleft()
+
+    def take(self) -> list[Unsent]:
+        """Every frame still (partly) unsent, in output order; the log is empty after."""
+        unsent = [(source, head) for _, source, head in self.records]
+        unsent.extend(self.streams.items())
+        self.records.clear()
+        self.streams.clear()
+        return unsent

@@ -1,0 +1,405 @@
+"""Reload keeps every session (issue 12, item 4), with real processes, sockets and reloads.
+
+`msrpd reload` starts a new generation of workers; the old one hands its plain TCP
+connections, with their sessions and reader state, to the new one and exits. Checked with
+1,000 idle authenticated sessions and 10 pairs sending all along, over three reloads: no
+session is dropped (each still gets a SEND after the last reload, once drain_timeout has
+passed since), every SEND arrives once and in order after its 200, and the old generations'
+processes are gone. A TLS connection cannot move: it stays with its old worker, which keeps
+relaying for it past drain_timeout until it closes, or until retire_timeout ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import trustme
+
+from msrpd.protocol import Frame, FrameReader, ReaderLimits
+from msrpd.protocol.writer import build_request
+from msrpd.shm import WorkerState
+from msrpd.supervisor import layout_for
+from msrpd.workers.ctl import query_worker, worker_ctl_path
+
+from ..msrpclient import MsrpClient
+from .relay import PASSWORDS, REALM, Relay, title, wait_for
+from .test_relaying import authed, exchange
+
+IDLE = 1000
+PAIRS = 10
+RELOADS = 3
+DRAIN = 2.0  # drain_timeout: small, to show that it no longer ends a reload's sessions
+INTERVAL = 0.02  # seconds between two SENDs of one end of a pair
+WINDOW = 8  # SENDs one end may have unanswered
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    """Room for the clients' sockets here and the relay's (it inherits the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * (IDLE + 2 * PAIRS) + 256
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.fail(f"the hard limit on open files ({hard}) is below {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _authenticated(port: int, n: int) -> list[MsrpClient]:
+    clients = []
+    for i in range(n):
+        client = MsrpClient(port, timeout=10)
+        user = "alice" if i % 2 else "bob"
+        assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
+        clients.append(client)
+    return clients
+
+
+class _Peer:
+    """One client over asyncio. Collects the SENDs it gets and the relay's answers to its
+    own; an EOF from the relay is a dropped session."""
+
+    def __init__(self, client: MsrpClient) -> None:
+        self.client = client
+        self.parser = FrameReader(ReaderLimits(max_body=1 << 20))
+        self.got: list[tuple[bytes, bytes, list[str]]] = []
+        """SENDs received: (tid, body, To-Path)."""
+        self.acked: set[bytes] = set()
+        """tids of its SENDs answered 200."""
+        self.refused: list[tuple[bytes, int]] = []
+        self.eof = False
+        self.progress = asyncio.Event()
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(sock=self.client.sock)
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                data = await self.reader.read(1 << 16)
+            except ConnectionError:
+                data = b""
+            if not data:
+                self.eof = True
+                self.progress.set()
+                return
+            self.parser.receive_data(data)
+            for event in self.parser.events():
+                assert isinstance(event, Frame), event
+                if event.code is None:
+                    to_path = [str(uri) for uri in event.to_path]
+                    self.got.append((event.tid, bytes(event.body or b""), to_path))
+                elif event.code == 200:
+                    self.acked.add(event.tid)
+                else:
+                    self.refused.append((event.tid, event.code))
+            self.progress.set()
+
+    def send(self, to: MsrpClient, tid: bytes, body: bytes) -> None:
+        headers = [("Message-ID", tid.decode()), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        to_path = [to.use_path or "", to.uri]
+        self.writer.write(build_request(tid, b"SEND", to_path, [self.client.uri], headers, body))
+
+    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert not self.eof, f"the relay closed {self.client.uri} ({what})"
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {what}"
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), left)
+
+
+def _body(tag: bytes, seq: int) -> bytes:
+    # Every tenth is over the relay's max_body: relayed as a stream of pieces, during which
+    # neither end can move.
+    size = 5000 if seq % 10 == 9 else 200 + seq % 300
+    return (b"%s %06d " % (tag, seq)).ljust(size, b"x")
+
+
+async def _talk(src: _Peer, dst: _Peer, tag: bytes, stop: asyncio.Event) -> int:
+    """`src` sends numbered SENDs to `dst` until `stop`, at most WINDOW unanswered; returns
+    how many it sent."""
+    seq = 0
+    while not stop.is_set():
+        await src.wait(lambda seq=seq: seq - len(src.acked) < WINDOW, f"200s for {tag!r}")
+        src.send(dst.client, tag + b"-%d" % seq, _body(tag, seq))
+        seq += 1
+        await asyncio.sleep(INTERVAL)
+    return seq
+
+
+async def _check_talk(src: _Peer, dst: _Peer, tag: bytes, sent: int) -> None:
+    """Every SEND got its 200 and arrived once, in order."""
+    await src.wait(lambda: len(src.acked) == sent, f"all 200s for {tag!r}")
+    await dst.wait(lambda: len(dst.got) >= sent, f"all of {tag!r} delivered")
+    assert src.refused == []
+    assert src.acked == {tag + b"-%d" % seq for seq in range(sent)}
+    bodies = [body for _tid, body, _path in dst.got]
+    assert bodies == [_body(tag, seq) for seq in range(sent)], (
+        f"{tag!r}: lost, doubled or reordered"
+    )
+
+
+async def _until(check: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll `check` without blocking the clients; how long it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"timed out after {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def _reload(relay: Relay) -> set[int]:
+    """`msrpd reload`, until the new generation runs; the old workers' pids."""
+    old = relay.worker_pids()
+    result = await asyncio.to_thread(relay.cli, "reload")
+    assert result.returncode == 0, result.stderr
+    await _until(lambda: len(relay.worker_pids() - old) == 2, 15, "the new generation")
+    return old
+
+
+async def _retired(relay: Relay, old: set[int]) -> float:
+    """How long until the `old` workers have exited."""
+    return await _until(lambda: not relay.worker_pids() & old, 15, "the old generations to exit")
+
+
+def _port(client: MsrpClient) -> int:
+    return int(client.sock.getsockname()[1])
+
+
+def _served_by(relay: Relay, generation: int) -> set[int]:
+    """Local ports of the clients whose connections workers of `generation` serve."""
+    run_dir = relay.settings().core.run_dir
+    ports = set()
+    for slot in range(2):
+        for conn in query_worker(worker_ctl_path(run_dir, slot, generation), "conns"):
+            ports.add(int(conn["peer"].rsplit(":", 1)[1]))
+    return ports
+
+
+def test_three_reloads_keep_every_session_and_frame(make_relay, many_fds) -> None:  # type: ignore[no-untyped-def]
+    relay: Relay = make_relay(children=2, core={"drain_timeout": DRAIN}, msrp={"max_body": 1024})
+    assert relay.start().returncode == 0, relay.log()
+    started = time.monotonic()
+    idle = _authenticated(relay.port, IDLE)
+    talkers = _authenticated(relay.port, 2 * PAIRS)
+    print(f"{IDLE + 2 * PAIRS} sessions authenticated in {time.monotonic() - started:.1f} s")
+    first = relay.worker_pids()
+    shm = layout_for(relay.settings()).attach_all()
+
+    async def main() -> None:
+        idle_peers = [_Peer(c) for c in idle]
+        peers = [_Peer(c) for c in talkers]
+        for peer in idle_peers + peers:
+            await peer.open()
+        pairs = list(zip(peers[0::2], peers[1::2], strict=True))
+        stop = asyncio.Event()
+        talks = []
+        for n, (alice, bob) in enumerate(pairs):
+            talks.append(
+                (alice, bob, b"a%d" % n, asyncio.create_task(_talk(alice, bob, b"a%d" % n, stop)))
+            )
+            talks.append(
+                (bob, alice, b"b%d" % n, asyncio.create_task(_talk(bob, alice, b"b%d" % n, stop)))
+            )
+        await asyncio.sleep(1.0)
+        # Three reloads while the pairs talk: the second as soon as the first's generation
+        # runs (the first old one may hand over to workers that retire meanwhile), the third
+        # once both old generations are gone.
+        began = time.monotonic()
+        retired = await _reload(relay)
+        retired |= await _reload(relay)
+        took = await _retired(relay, retired)
+        print(f"reloads 1 and 2: both old generations gone {took:.2f} s after generation 3 ran")
+        old = await _reload(relay)
+        took = await _retired(relay, old)
+        print(f"reload 3: the old generation handed over and exited in {took:.2f} s")
+        retired |= old
+        last = time.monotonic()
+        assert last - began < 30, f"{RELOADS} reloads took {last - began:.1f} s"
+        print(f"{RELOADS} reloads done, old generations gone, in {last - began:.1f} s")
+        # drain_timeout (and a margin) passes since the last reload, and the pairs go on.
+        await asyncio.sleep(DRAIN + 1.5)
+        stop.set()
+        for src, dst, tag, task in talks:
+            sent = await task
+            assert sent > 50, f"{tag!r} sent only {sent}"
+            await _check_talk(src, dst, tag, sent)
+        total = sum(len(src.acked) for src, *_ in talks)
+        print(f"{total} SENDs acknowledged and delivered in order across {RELOADS} reloads")
+        # Every idle session is still there, on the newest generation, and reachable.
+        assert [p.client.uri for p in idle_peers if p.eof] == []
+        assert shm.cmap.count() == IDLE + 2 * PAIRS
+        newest = RELOADS + 1
+        assert _served_by(relay, newest) == {_port(p.client) for p in idle_peers + peers}
+        with authed(relay.port, "alice") as carol_client:
+            carol = _Peer(carol_client)
+            await carol.open()
+            for i, peer in enumerate(idle_peers):
+                carol.send(peer.client, b"i%d" % i, b"to idle session %d" % i)
+            await carol.wait(lambda: len(carol.acked) == IDLE, "200s for the idle sessions")
+            for i, peer in enumerate(idle_peers):
+                await peer.wait(lambda peer=peer: len(peer.got) == 1, f"idle session {i}'s SEND")
+                assert peer.got == [(b"i%d" % i, b"to idle session %d" % i, [peer.client.uri])]
+            assert carol.refused == []
+            carol.task.cancel()
+            carol.writer.close()
+        for peer in idle_peers + peers:
+            assert not peer.eof, f"{peer.client.uri} was closed"
+            peer.task.cancel()
+            peer.writer.close()
+        # The old generations' processes are gone; the newest one serves.
+        assert not relay.worker_pids() & retired
+        assert not [pid for pid in retired if psutil.pid_exists(pid)]
+        assert retired >= first and len(retired) == 2 * RELOADS
+        records = [r for r in shm.heartbeats.live() if r.pid != 0]
+        assert {(r.generation, r.state) for r in records} == {(newest, WorkerState.RUNNING)}
+
+    try:
+        asyncio.run(main())
+    finally:
+        shm.close()
+    log = relay.log()
+    print(
+        "\n".join(
+            line
+            for line in log.splitlines()
+            if " retired: " in line or "fence" in line or "retiring:" in line
+        )
+    )
+    assert "frames lost" not in log and "no RELEASE" not in log and "no MOVING" not in log
+
+
+def _tls(tmp_path: Path) -> tuple[dict[str, object], ssl.SSLContext]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return {"certificate": str(cert_file), "private_key": str(key_file)}, client_ctx
+
+
+def _old_workers(relay: Relay, old: set[int]) -> list[psutil.Process]:
+    return [p for p in relay.workers() if p.pid in old]
+
+
+def test_tls_stays_with_its_old_worker_balance_off(make_relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With `balance = false` the plain connections still move; the TLS one stays with its
+    old worker, which is neither stopped nor killed after drain_timeout and still relays
+    both ways, and exits once that connection closes."""
+    tls, client_ctx = _tls(tmp_path)
+    relay: Relay = make_relay(children=2, tls=tls, core={"drain_timeout": 1, "balance": False})
+    assert relay.start().returncode == 0, relay.log()
+    assert relay.tls_port is not None
+    alice = authed(relay.tls_port, "alice", client_ctx)
+    bob = authed(relay.port, "bob")
+    idle = _authenticated(relay.port, 20)
+    old = relay.worker_pids()
+    assert relay.cli("reload").returncode == 0
+    wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
+    wait_for(lambda: len(_old_workers(relay, old)) == 1, 10, "the old worker without TLS to exit")
+    time.sleep(1 + 1 + 1.5)  # drain_timeout, the supervisor's second and a margin
+    (kept,) = _old_workers(relay, old)
+    assert "(draining)" in title(kept)
+    exchange(alice, bob, b"tls to a moved tcp session")
+    exchange(bob, alice, b"and back to tls")
+    for i, client in enumerate(idle):
+        exchange(bob, client, b"idle %d" % i)
+    alice.close()
+    wait_for(lambda: not _old_workers(relay, old), 10, "the old worker to exit")
+    for client in (bob, *idle):
+        client.close()
+
+
+def test_retire_timeout_ends_what_cannot_move(make_relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """retire_timeout, set by the reload itself: the old worker keeping a TLS connection is
+    stopped (not killed) that long after the new generation runs; moved sessions live on."""
+    tls, client_ctx = _tls(tmp_path)
+    relay: Relay = make_relay(children=2, tls=tls, core={"drain_timeout": 30})
+    assert relay.start().returncode == 0, relay.log()
+    assert relay.tls_port is not None
+    alice = authed(relay.tls_port, "alice", client_ctx)
+    bob = authed(relay.port, "bob")
+    old = relay.worker_pids()
+    relay.sections["core"]["retire_timeout"] = 2
+    relay.write_config()
+    assert relay.cli("reload").returncode == 0
+    wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
+    began = time.monotonic()
+    try:
+        got = alice.recv(timeout=10)
+    except TimeoutError:
+        pytest.fail("the TLS connection is still open")
+    except (EOFError, OSError):
+        pass  # closed by its old worker (TLS may end with an EOF or a reset)
+    else:
+        pytest.fail(f"unexpected frame {got.frame.buf!r}")
+    took = time.monotonic() - began
+    alice.close()
+    print(f"the TLS connection was closed {took:.2f} s after the new generation ran")
+    assert 1.5 < took < 2 + 1 + 3, took  # the supervisor looks once a second; a margin
+    wait_for(lambda: not _old_workers(relay, old), 5, "the old generation to exit")
+    log = relay.log()
+    assert "retire_timeout passed, stopping it" in log and "SIGKILL" not in log
+    with authed(relay.port, "alice") as carol:
+        exchange(carol, bob, b"the moved session still works")
+    bob.close()
+
+
+def test_connection_to_a_next_hop_stays_with_its_old_worker(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """A connection the relay opened to a next hop cannot move: its old worker keeps it past
+    drain_timeout and still relays what comes on it, until `msrpd stop` ends it."""
+    relay: Relay = make_relay(children=2, core={"drain_timeout": 1})
+    assert relay.start().returncode == 0, relay.log()
+    with socket.create_server(("127.0.0.1", 0)) as hop:
+        hop.settimeout(10)
+        hop_uri = f"msrp://127.0.0.1:{hop.getsockname()[1]}/h1;tcp"
+        alice = authed(relay.port, "alice")
+        body = b"to a next hop"
+        headers = [("Message-ID", "m1"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        path = f"{alice.relay_uri} {hop_uri} msrp://127.0.0.1:9/far;tcp"
+        tid = alice.request("SEND", path, headers, body)
+        assert alice.recv().frame.code == 200
+        link, _ = hop.accept()
+    with link:
+        link.settimeout(10)
+        reader = FrameReader()
+        while not (frames := [e for e in reader.events() if isinstance(e, Frame)]):
+            reader.receive_data(link.recv(1 << 16))
+        assert frames[0].tid == tid and frames[0].body == body
+        old = relay.worker_pids()
+        assert relay.cli("reload").returncode == 0
+        wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
+        wait_for(lambda: len(_old_workers(relay, old)) == 1, 10, "the other old worker to exit")
+        time.sleep(1 + 1 + 1.5)  # drain_timeout, the supervisor's second and a margin
+        (kept,) = _old_workers(relay, old)
+        assert "(draining)" in title(kept)
+        back = b"from the next hop"
+        headers = [("Message-ID", "m2"), ("Byte-Range", f"1-{len(back)}/{len(back)}")]
+        to_path = [alice.use_path or "", alice.uri]
+        link.sendall(build_request(b"hop1", b"SEND", to_path, [hop_uri], headers, back))
+        got = alice.recv(timeout=10)
+        assert (got.frame.tid, got.body) == (b"hop1", back)
+        # A stop ends a retiring worker too, gracefully, within drain_timeout.
+        began = time.monotonic()
+        assert relay.cli("stop", "--timeout", "15").returncode == 0
+        assert time.monotonic() - began < 1 + 3
+    assert "SIGKILL" not in relay.log()
+    alice.close()
