@@ -175,6 +175,20 @@ def _address(schemes: tuple[str, ...], *, port_required: bool) -> Mapping[str, _
     return _check(check)
 
 
+def _aliases(raw: Any, base: Path) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise _Invalid(f"must be a list of [msrp[s]://]host[:port] strings, got {_shown(raw)}")
+    errors: list[str] = []
+    for item in raw:
+        try:
+            check_address(_string(item), _SCHEMES, port_required=False)
+        except (ValueError, _Invalid) as exc:
+            errors.append(str(exc))
+    if errors:
+        raise _Invalid(*errors)
+    return tuple(raw)
+
+
 def _listen(raw: Any, base: Path) -> tuple[ListenAddress, ...]:
     if not isinstance(raw, list) or not raw:
         raise _Invalid(f"must be a non-empty list of proto:host:port strings, got {_shown(raw)}")
@@ -271,6 +285,12 @@ class MsrpSettings:
     )
     """host[:port] put after msrp[s]:// in Use-Path, stored as given (a scheme is allowed and
     stripped when used). None: the address the AUTH arrived on."""
+
+    aliases: tuple[str, ...] = field(default=(), metadata=_check(_aliases))
+    """Other names of this relay, "[msrp[s]://]host[:port]": with the listen addresses and
+    use_path_addr they make the URIs that name us (msrpd/selfuri.py). A next hop that is ours
+    is routed again inside the relay, never over a connection to itself (issue 12, item 9).
+    No scheme: every scheme we serve; no port: every listen port."""
 
     event_callback: str = field(default="ksr_msrp_event", metadata=_IDENTIFIER)
     """Name of the route function called for each frame."""

@@ -60,6 +60,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "connects_out": ("connects", "Outbound connection attempts", {"result": "started"}),
     "connects_failed": ("connects", "Outbound connection attempts", {"result": "failed"}),
     "head_timeouts": ("head_timeouts", "Connections closed for a frame head too slow", {}),
+    "loops_refused": ("loops_refused", "Frames refused for looping through this relay", {}),
 }
 
 

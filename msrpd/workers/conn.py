@@ -36,7 +36,7 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .flow import WRITE_HIGH, Blockable, FlowControl
+from .flow import WRITE_HIGH, Blockable, FlowControl, link_of
 from .gate import FrameGate, Write
 from .routeenv import ConnEnv
 from .sentlog import SentLog, Unsent
@@ -275,10 +275,15 @@ class MsrpConnection(asyncio.Protocol):
 
     def _on_frame(self, frame: Frame) -> None:
         self.frames_in += 1
-        self.ctx.count_frame_in(frame)
+        ctx = self.ctx
+        ctx.count_frame_in(frame)
         if frame.streamed:
             self.held_replies = []
-        sink = self.ctx.run_route(frame, self)
+        loopback = ctx.loopback
+        if loopback is not None and loopback.refuse_loop(frame, self):
+            sink = None  # a path looping through us: answered, never routed (loopback.py)
+        else:
+            sink = ctx.run_route(frame, self)
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid
@@ -343,10 +348,10 @@ class MsrpConnection(asyncio.Protocol):
             self.holding_bytes += len(data)
         else:
             self._write_now(data, close_after, source, more)
-        if holding is not None and self.ctx.current_source is self.release_link:
+        if holding is not None and link_of(self.ctx.current_source) is self.release_link:
             return True  # RELEASE comes on this link: pausing it for what is held never ends
-        if self.flow.blocked or self.congested:
-            self.flow.check(self)
+        if self.flow.active or self.congested:
+            self.flow.check(self, source)
         return True
 
     def _write_now(
@@ -417,7 +422,7 @@ class MsrpConnection(asyncio.Protocol):
                 self.trim_sent()
         if self.close_when_flushed:
             transport.close()
-        elif self.flow.blocked:
+        elif self.flow.active:
             self.flow.check(self)  # what was pending may have left: resume its sources
 
     def trim_sent(self) -> None:
@@ -496,6 +501,11 @@ class MsrpConnection(asyncio.Protocol):
         """More than the high-water mark waits to go out: sources should stop reading."""
         waiting = self.gate.held_bytes + self.pending_bytes + self.holding_bytes
         return self.write_paused or waiting > WRITE_HIGH
+
+    @property
+    def backlogged(self) -> bool:
+        """Congested without counting what waits behind a streamed frame (flow.py)."""
+        return self.write_paused or self.pending_bytes + self.holding_bytes > WRITE_HIGH
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop

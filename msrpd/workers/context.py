@@ -38,6 +38,7 @@ from .accounting import account
 from .conids import FIRST_SERIAL, SerialBlocks
 from .flow import WRITE_HIGH, Blockable
 from .handoff import HandoffKind, make_conid
+from .remoteflow import RemoteFlow
 
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .conn import MsrpConnection
     from .delivery import Delivery
     from .links import HandoffHub
+    from .loopback import Loopback
     from .sentlog import Unsent
     from .sinks import Sink
 
@@ -141,6 +143,8 @@ class WorkerContext:
     balancer: AcceptBalancer | None = None
     mover: Mover | None = None
     delivery: Delivery | None = None
+    loopback: Loopback | None = None
+    """Our own URIs, and routing a frame again when its next hop is us (loopback.py)."""
     conns: dict[int, MsrpConnection] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)
@@ -159,6 +163,8 @@ class WorkerContext:
     """The connection whose frames are being routed now (flow.py pauses it)."""
     current_frame: Frame | None = None
     current_conn: MsrpConnection | None = None
+    remote_flow: RemoteFlow = field(default_factory=RemoteFlow)
+    """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
     forwarded: OrderedDict[int, tuple[int, int]] = field(default_factory=OrderedDict)
@@ -254,10 +260,13 @@ class WorkerContext:
             if len(self.forwarded) > SENT_MEMORY:
                 self.forwarded.popitem(last=False)
 
-    def throttle_handoff(self, path: Path) -> None:
-        """A handoff link holds more than WRITE_HIGH: pause the connection being routed
+    def throttle_handoff(self, path: Path, conid: int | None = None, token: int = 0) -> None:
+        """After a handoff to `conid`: pause the connection being routed while its owner has
+        asked for a pause (remoteflow.py), or while the link holds more than WRITE_HIGH,
         until the link drains (flow.py)."""
         source, hub = self.current_source, self.hub
+        if conid is not None:
+            self.remote_flow.throttle(conid, token, source)
         if source is None or hub is None or hub.pending_bytes(path) <= WRITE_HIGH:
             return
         source.block(path)

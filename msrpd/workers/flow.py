@@ -7,23 +7,26 @@ transport paused writing, or frames wait behind a streamed one), the connection 
 is being routed right now (the current source) pauses reading and is remembered; when the
 destination drains or closes, its blocked sources resume. A source blocked by several
 destinations resumes when the last one lets it go.
-Across workers the same holds in two steps: frames that arrive over a handoff link have that
-link as their source, so a congested destination pauses reading the link (the sending worker
-then sees its link back up); and a sender whose link holds more than WRITE_HIGH pauses the
-connection it is relaying from until the link drains (HandoffSink, links.when_drained).
-Pausing a link holds up every frame from that worker to this one: bounded memory comes first.
+Across workers the same holds per destination: frames that arrive over a handoff link have
+a LinkSource (that link, that destination) as their source, so a congested destination sends
+PAUSE to the sending worker, which pauses the connections that relay into it until RESUME
+(remoteflow.py). The link itself keeps being read: pausing it would hold up every frame from
+that worker to this one and deadlock a cycle (issue 12, item 11). A sender whose link holds
+more than WRITE_HIGH also pauses the connection it relays from until the link drains
+(HandoffSink, links.when_drained).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .conn import MsrpConnection
     from .context import WorkerContext
 
-__all__ = ["WRITE_HIGH", "Blockable", "FlowControl"]
+__all__ = ["WRITE_HIGH", "Blockable", "FlowControl", "FlowLink", "LinkSource", "link_of"]
 
 
 class Blockable(Protocol):
@@ -38,26 +41,101 @@ WRITE_HIGH = 1 << 20
 """Bytes a connection may have waiting to be written before its sources pause (1 MiB)."""
 
 
-class FlowControl:
-    """One per destination connection: the sources it has paused."""
+class FlowLink(Protocol):
+    def send_flow(self, pause: bool, conid: int, token: int = 0) -> None: ...
 
-    __slots__ = ("blocked", "ctx")
+
+@dataclass(frozen=True, slots=True)
+class LinkSource:
+    """The source of frames that came over a handoff `link` for our connection `conid`:
+    pausing it asks the sending worker to pause what relays into `conid` (remoteflow.py),
+    except the stream the connection is writing (its gate owner, when it came on `link`)."""
+
+    link: FlowLink
+    conid: int
+
+    def block(self, dest: Hashable) -> None:
+        owner = getattr(getattr(dest, "gate", None), "owner", None)
+        token = owner[1] if isinstance(owner, tuple) and owner[0] == id(self.link) else 0
+        self.link.send_flow(True, self.conid, token)
+
+    def unblock(self, dest: Hashable) -> None:
+        self.link.send_flow(False, self.conid)
+
+
+def link_of(source: object) -> object:
+    """The link a source reads from (itself for anything but a LinkSource)."""
+    return source.link if isinstance(source, LinkSource) else source
+
+
+class FlowControl:
+    """One per destination connection: the sources it has paused.
+
+    The source whose streamed frame the destination is writing (its FrameGate owner) is
+    paused only for its own backlog, never for frames held behind it: they wait for its end,
+    so pausing it would never end (issue 12, item 11). When the owner changes, paused sources
+    are told again (a new owner goes on; a handoff link learns which stream may go on).
+    """
+
+    __slots__ = ("blocked", "ctx", "exempt", "owner_blocked")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.blocked: set[Blockable] = set()
+        self.blocked: dict[Blockable, Hashable] = {}
+        """Paused source -> the key its writes carry (FrameGate source)."""
+        self.owner_blocked: Blockable | None = None
+        """The gate owner, paused for backlog only."""
+        self.exempt: Hashable = None
+        """The gate owner when the paused sources were last told."""
 
-    def check(self, dest: MsrpConnection) -> None:
-        """After a write to `dest` (or when it drains): pause or resume sources."""
+    @property
+    def active(self) -> bool:
+        return bool(self.blocked) or self.owner_blocked is not None
+
+    def check(self, dest: MsrpConnection, key: Hashable = None) -> None:
+        """After a write to `dest` by the writer `key` (or when it drains): pause or resume
+        sources."""
         if dest.congested:
+            if self.blocked and dest.gate.owner != self.exempt:
+                self._owner_changed(dest)
             source = self.ctx.current_source
-            if source is not None and source is not dest and source not in self.blocked:
-                self.blocked.add(source)
-                source.block(dest)
+            if (
+                source is not None
+                and source is not dest
+                and source not in self.blocked
+                and source is not self.owner_blocked
+            ):
+                if key is None or key != dest.gate.owner:
+                    self.blocked[source] = key
+                    self.exempt = dest.gate.owner
+                    source.block(dest)
+                elif dest.backlogged:
+                    self.owner_blocked = source
+                    source.block(dest)
         elif self.blocked:
             self.release_all(dest)
+        owner = self.owner_blocked
+        if owner is not None and not dest.backlogged:
+            self.owner_blocked = None
+            owner.unblock(dest)
+
+    def _owner_changed(self, dest: MsrpConnection) -> None:
+        owner = self.exempt = dest.gate.owner
+        for source, key in list(self.blocked.items()):
+            if isinstance(source, LinkSource):
+                source.block(dest)  # again: names the stream that may go on
+            elif key is not None and key == owner:
+                del self.blocked[source]
+                if dest.backlogged:
+                    self.owner_blocked = source
+                else:
+                    source.unblock(dest)
 
     def release_all(self, dest: MsrpConnection) -> None:
-        blocked, self.blocked = self.blocked, set()
+        blocked, self.blocked = self.blocked, {}
+        self.exempt = None
+        owner, self.owner_blocked = self.owner_blocked, None
         for source in blocked:
             source.unblock(dest)
+        if owner is not None:
+            owner.unblock(dest)

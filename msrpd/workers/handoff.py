@@ -118,6 +118,12 @@ class HandoffKind(IntEnum):
     MOVING = 9
     """Old owner -> new owner, after every frame it relayed from `conid` (old id) to the new
     owner's connections: the moved connection may start reading."""
+    # Flow control per destination (remoteflow.py): the link itself is never paused.
+    PAUSE = 10
+    """Owner -> sender, on the link the FRAMEs came on: `conid` is congested; stop reading
+    the connections that relay into it until RESUME."""
+    RESUME = 11
+    """Owner -> sender: `conid` has drained (or closed); its sources may read again."""
 
 
 class HandoffFlags(IntFlag):

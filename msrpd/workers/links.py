@@ -66,6 +66,8 @@ _pack_header = HEADER.pack
 _FRAME = HandoffKind.FRAME
 _GONE = HandoffKind.GONE
 _CLOSE = HandoffKind.CLOSE
+_PAUSE = HandoffKind.PAUSE
+_RESUME = HandoffKind.RESUME
 # A message the sender must hear about if it fails: (end offset in its batch, conid, token).
 _Tracked = tuple[int, int, int]
 
@@ -76,6 +78,10 @@ def _nothing(link_id: int) -> None:
 
 def _ignore(msg: Handoff) -> None:
     logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
+
+
+def _no_flow(pause: bool, conid: int, token: int, link_id: int) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -131,8 +137,16 @@ class _Link(asyncio.Protocol):
         if not self._flush_pending:
             self._schedule()
 
+    def send_flow(self, pause: bool, conid: int, token: int = 0) -> None:
+        """Tell the peer that connection `conid` here is congested (PAUSE; `token` names a
+        stream that may go on) or has drained (RESUME): remoteflow.py. Nothing is sent once
+        the link is closing."""
+        if not self._closing:
+            self.push_reply(_pack_header(_PAUSE if pause else _RESUME, 0, 0, conid, token, 0))
+
     def block(self, dest: Hashable) -> None:
-        """Flow control (flow.py): a connection this link delivers into is congested."""
+        """Pause reading this link (a caller that wants every frame from the peer held up;
+        relayed frames use per-destination PAUSE instead, remoteflow.py)."""
         if not self._blockers and self._transport is not None and not self._closing:
             self._transport.pause_reading()
         self._blockers.add(dest)
@@ -342,9 +356,13 @@ class HandoffHub:
         its connections' writes there too)."""
         self.on_control: Callable[[Handoff], None] = _ignore
         """Called for each message that moves a connection (colocate.py)."""
+        self.on_flow: Callable[[bool, int, int, int], None] = _no_flow
+        """on_flow(pause, conid, token, link id) for each PAUSE/RESUME received
+        (remoteflow.py)."""
         self.on_link_lost: Callable[[int], None] = _nothing
         """on_link_lost(link id) when a link closes: the streams that came on it (sources
-        (link id, token)) send no more pieces (their worker died, say)."""
+        (link id, token)) send no more pieces (their worker died, say), and the PAUSEs that
+        came on it are void (remoteflow.py)."""
         self.stopping = False
         """Graceful stop: a peer's EOF means "done sending", not "gone" (finish_sending)."""
         self.refusing = False
@@ -518,6 +536,8 @@ class HandoffHub:
                     self._on_gone(msg.conid, msg.token)
                 elif msg.kind is _CLOSE:
                     self._close_conn(msg.conid)
+                elif msg.kind is _PAUSE or msg.kind is _RESUME:
+                    self.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, id(link))
                 else:
                     self.on_control(msg)
             except Exception:

@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from ..protocol.writer import build_failure_report, report_basis
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.htable import ScriptHTable
 from ..shm import Cmap, Counter
@@ -31,12 +32,15 @@ _SESSION_BYTES = 12
 
 
 class ConnEnv:
-    __slots__ = ("conn", "ctx", "last_sink")
+    __slots__ = ("acked", "conn", "ctx", "last_sink")
 
     def __init__(self, ctx: WorkerContext, conn: MsrpConnection) -> None:
         self.ctx = ctx
         self.conn = conn
         self.last_sink: Sink | None = None
+        self.acked = -1
+        """conn.frames_in when the route last answered 2xx: which frame it was (report_lost);
+        a count, not the frame, so no frame outlives its routing."""
 
     @property
     def policy(self) -> RoutePolicy:
@@ -72,9 +76,29 @@ class ConnEnv:
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.ctx.count_reply(data)
+        if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
+            self.acked = self.conn.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
+    def report_lost(self, code: int, reason: str) -> None:
+        """The frame being routed will not be delivered: if the route has already answered
+        it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
+        rfc-checklist §2.4); otherwise the route's own answer tells it."""
+        frame = self.ctx.current_frame
+        if frame is None or self.acked != self.conn.frames_in:
+            return
+        basis = report_basis(frame)
+        if basis is not None:
+            tid = secrets.token_hex(6).encode()
+            self.conn.write_reply(build_failure_report(basis, tid, code, reason))
+
     def relay(self, data: bytes, dest: Destination, flags: int) -> int:
+        loopback, uri = self.ctx.loopback, dest.uri
+        if loopback is not None and uri is not None and loopback.self_uris.matches(uri):
+            # The next hop is us: route it again here, no connection (loopback.py).
+            sink = loopback.reroute(self, data, self.ctx.current_streamed)
+            self.last_sink = sink
+            return -1 if sink is None else 1
         delivery = self.ctx.delivery
         sink = None if delivery is None else delivery.resolve(dest, flags)
         if sink is None:
@@ -90,12 +114,14 @@ class ConnEnv:
             logger.info(
                 "relay of %s failed: no way to %s", self._tid(), dest.uri or f"{dest.conid:x}"
             )
+            self.report_lost(408 if dest.conid is None else 481, "Not Delivered")
             return -1
         streamed = self.ctx.current_streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
         if not sink.send(data, source=self.conn.conid, more=streamed, close_after=close_after):
             self.ctx.count_relay_fail()
             logger.info("relay of %s failed: the destination connection is closed", self._tid())
+            self.report_lost(481, "Session Does Not Exist")
             return -1
         self.ctx.count_frame_out()
         self.last_sink = sink

@@ -75,7 +75,7 @@ class HandoffSink:
         conid: int,
         token: Callable[[], int],
         counters: StatsCounters,
-        throttle: Callable[[Path], None],
+        throttle: Callable[[Path, int, int], None],
     ) -> None:
         self.throttle = throttle
         self.hub = hub
@@ -97,5 +97,5 @@ class HandoffSink:
         self.stream_token = token if more else None
         self.hub.send(self.path, self.conid, token, [data], frame_flags(more, close_after))
         self.counters.add(Counter.handoffs_out)
-        self.throttle(self.path)  # back-pressure across workers (flow.py)
+        self.throttle(self.path, self.conid, token)  # back-pressure across workers (remoteflow.py)
         return True

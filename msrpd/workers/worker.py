@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
+import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
@@ -41,6 +42,7 @@ from ..listeners import listen_backlog
 from ..logs import reopen_logs
 from ..proctitle import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
+from ..selfuri import SelfUris
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .balance import AcceptBalancer
@@ -49,8 +51,10 @@ from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
+from .flow import LinkSource
 from .handoff import HandoffFlags
 from .links import HandoffHub
+from .loopback import Loopback
 from .retire import Retirer
 from .stopping import GracefulStop
 from .tls import client_context, server_context
@@ -159,6 +163,11 @@ class Worker:
         ctx = WorkerContext(settings, spec.ident, shm, route, policy, spec.nonce_secret, loop)
         ctx.users = users
         ctx.delivery = Delivery(ctx, tls_client)
+        m = settings.msrp
+        self_uris = SelfUris.build(
+            settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
+        )
+        ctx.loopback = Loopback(ctx, self_uris)
         return ctx
 
     async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
@@ -194,6 +203,7 @@ class Worker:
             close_conn=lambda conid: _close(ctx, conid),
             loop=ctx.loop,
         )
+        hub.on_flow = ctx.remote_flow.on_flow
         hub.before_read = ctx.begin_batch
         hub.after_read = ctx.flush_now
         hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
@@ -367,6 +377,19 @@ class _BootError(Exception):
     pass
 
 
+def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
+    """The interfaces' addresses, when a listen address is a wildcard (selfuri.py)."""
+    if not any(addr.host in ("0.0.0.0", "::") for addr in listen):
+        return []
+    families = (socket.AF_INET, socket.AF_INET6)
+    return [
+        a.address.split("%")[0]  # an IPv6 link-local address carries its zone
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family in families
+    ]
+
+
 def _deliver(
     ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
 ) -> bool:
@@ -378,8 +401,10 @@ def _deliver(
         return True
     ctx.count_handoff_in()
     ctx.last_delivery = time.monotonic()
-    # The link is the source: a congested destination pauses reading it (flow.py).
-    ctx.current_source = ctx.hub.current_link if ctx.hub is not None else None
+    # A congested destination asks the sending worker to pause what relays into it; the link
+    # itself keeps being read (remoteflow.py).
+    link = ctx.hub.current_link if ctx.hub is not None else None
+    ctx.current_source = LinkSource(link, conid) if link is not None else None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
     forwarded = bool(flags & HandoffFlags.FORWARDED)
@@ -418,7 +443,9 @@ def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
 
 def _link_lost(ctx: WorkerContext, link_id: int) -> None:
     """A handoff link closed (its worker died, say): end the streamed frames it was writing
-    into our connections, or they would wait for their last piece forever (issue 12)."""
+    into our connections, or they would wait for their last piece forever (issue 12); what
+    its PAUSEs held up here goes on (remoteflow.py)."""
+    ctx.remote_flow.link_lost(link_id)
     for conn in list(ctx.conns.values()):
         for source in [s for s in conn.gate.open if isinstance(s, tuple) and s[0] == link_id]:
             conn.abandon(source)

@@ -1,0 +1,175 @@
+"""Loopback: a next hop that is this relay is routed again here, never over a connection to
+ourselves; a path that loops through us is refused before any route runs.
+
+Why (issue 12, item 9; RFC 4976 §6.2: a relay recognises its own URIs): when both ends AUTH
+at this relay, To-Path `<R/sidA> <R/sidB> <bob>` makes relay() send to R/sidB, which is us.
+Opening a TCP connection to ourselves cost a socket pair, a copy of every byte and a hop per
+URI, and a To-Path naming us 450 times cost 450 frames.
+
+Rules:
+- relay() to a URI of ours (selfuri.py) parses the spliced frame and runs the route on it as
+  if it had arrived on the same connection (`HopEnv`): e.g. the cmap route does its
+  cmap_lookup on R/sidB and relays to Bob's connection. The sink that inner relay() chose is
+  the outer relay()'s sink, so a streamed body's pieces go straight to the final destination.
+- The inner hop's replies are not sent: a 2xx to a SEND is the hop-by-hop answer between two
+  hops that are both us (RFC 4976 §6.4.1); any other reply to a SEND, or an inner relay()
+  that fails, means the frame will not be delivered: it is logged, counted (relay_fail) and,
+  when the route has already answered the sender 200, reported to it with a failure REPORT
+  if it asked for one (RFC 4975 §7.1.2; ConnEnv.report_lost). A reply to another method (AUTH
+  through our own URI) is relayed back on the connection the request came on, as the next
+  hop's answer would have been.
+- At most MAX_LOCAL_HOPS inner hops per frame; beyond that relay() fails (counted in
+  loops_refused, reported like the above).
+- A request whose To-Path names us more than MAX_SELF_IN_PATH times (a legitimate path holds
+  at most an outbound and an inbound token of ours) is refused before the route runs, with
+  403 (rfc-checklist §4.1: a well-formed request the relay will not forward by policy, as for
+  a bare self-URI; not 400, since nothing in it is malformed). A REPORT or a request with
+  Failure-Report: no gets no response (RFC 4975 §7.1.2, §7.1.4), a response is dropped; each
+  is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..protocol import Frame, FrameReader, LocalProtocolError, ReaderLimits, relay_splice
+from ..protocol.frame import REPORT, SEND
+from ..protocol.writer import build_reply
+from ..routing import Msrp
+from ..selfuri import SelfUris
+from ..shm import Counter
+from .routeenv import ConnEnv
+
+if TYPE_CHECKING:
+    from .conn import MsrpConnection
+    from .context import WorkerContext
+    from .sinks import Sink
+
+__all__ = ["MAX_LOCAL_HOPS", "MAX_SELF_IN_PATH", "HopEnv", "Loopback"]
+
+logger = logging.getLogger("msrpd.route")
+
+MAX_LOCAL_HOPS = 2
+"""Inner routing passes one frame may take: one is enough for <R/sidA> <R/sidB> <bob>; the
+second leaves room for a route that rewrites paths (forward())."""
+MAX_SELF_IN_PATH = 2
+"""Our URIs a legitimate To-Path can hold: the sender's token and the receiver's token."""
+_HEAD_PAD = 96  # bytes after a streamed head so the reader sees "body over the limit"
+
+
+class HopEnv(ConnEnv):
+    """ConnEnv for an inner hop: replies are kept, not written (module docstring)."""
+
+    __slots__ = ("depth", "replies")
+
+    def __init__(self, ctx: WorkerContext, conn: MsrpConnection, depth: int) -> None:
+        super().__init__(ctx, conn)
+        self.depth = depth
+        self.replies: list[bytes] = []
+
+    def write_origin(self, data: bytes, flags: int) -> None:
+        self.replies.append(data)
+
+
+class Loopback:
+    def __init__(self, ctx: WorkerContext, self_uris: SelfUris) -> None:
+        self.ctx = ctx
+        self.self_uris = self_uris
+
+    def refuse_loop(self, frame: Frame, conn: MsrpConnection) -> bool:
+        """True when `frame`'s To-Path names us too often: it has been answered or dropped."""
+        if frame.to_count <= MAX_SELF_IN_PATH:
+            return False  # the usual frame: nothing to parse
+        try:
+            ours = self.self_uris.count(frame.to_path)
+        except LocalProtocolError:
+            return False  # the route answers a bad path
+        if ours <= MAX_SELF_IN_PATH:
+            return False
+        self.ctx.counters.add(Counter.loops_refused)
+        tid = frame.tid.decode(errors="replace")
+        logger.warning(
+            "refused %s from %s: To-Path names this relay %d times (loop)", tid, conn.peer_key, ours
+        )
+        wanted = (frame.header(b"failure-report") or b"yes").strip().lower()
+        if frame.method is not None and frame.method != REPORT and wanted != b"no":
+            reply = build_reply(frame, 403, "Forbidden (To-Path loops through this relay)")
+            self.ctx.count_reply(reply)
+            conn.write_reply(reply)  # a streamed frame's once its end-line is in
+        return True
+
+    def reroute(self, env: ConnEnv, data: bytes, streamed: bool) -> Sink | None:
+        """Route `data` (what relay() would have sent to our own URI) here; the sink the inner
+        route relayed to, or None when it did not relay (logged, counted, reported)."""
+        ctx, conn = self.ctx, env.conn
+        depth = getattr(env, "depth", 0) + 1
+        outer = ctx.current_frame
+        if depth > MAX_LOCAL_HOPS:
+            ctx.counters.add(Counter.loops_refused)
+            logger.warning(
+                "relay of %s refused: more than %d hops through this relay",
+                _tid(outer),
+                MAX_LOCAL_HOPS,
+            )
+            env.report_lost(403, "Forbidden (loops through this relay)")
+            return None
+        frame = _parse(data, streamed, ctx.limits)
+        if frame is None:
+            logger.warning(
+                "relay of %s to ourselves: the spliced frame does not parse", _tid(outer)
+            )
+            ctx.count_relay_fail()
+            env.report_lost(408, "Not Delivered")
+            return None
+        hop = HopEnv(ctx, conn, depth)
+        try:
+            ctx.route.event(Msrp(frame, conn.info, hop))
+        except Exception:
+            logger.exception("route failed on the inner hop of %s", _tid(outer))
+            ctx.counters.add(Counter.errors)
+        refused = [self._inner_reply(reply, outer, env) for reply in hop.replies]
+        if hop.last_sink is None and not any(refused):
+            env.report_lost(408, "Not Delivered")  # the inner relay() failed (logged there)
+        return hop.last_sink
+
+    def _inner_reply(self, data: bytes, outer: Frame | None, env: ConnEnv) -> bool:
+        """Deal with one reply of the inner hop; True when it refused a SEND."""
+        code = data.split(b" ", 3)[2:3]
+        if outer is not None and outer.method == SEND:
+            if code[:1] and code[0].startswith(b"2"):
+                return False  # the hop-by-hop 200 between two hops that are both us
+            self.ctx.count_relay_fail()
+            first_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+            logger.warning(
+                "relay of %s failed on its hop through this relay: %s", _tid(outer), first_line
+            )
+            status = int(code[0]) if code and code[0].isdigit() else 408
+            env.report_lost(status, "Session Does Not Exist" if status == 481 else "Not Delivered")
+            return True
+        reply = _parse(data, False, self.ctx.limits)
+        try:
+            spliced = None if reply is None else relay_splice(reply)
+        except LocalProtocolError:
+            spliced = None
+        if spliced is None:
+            logger.info("reply of the inner hop of %s dropped: no hop back", _tid(outer))
+        else:
+            env.conn.write_reply(spliced)
+        return False
+
+
+def _parse(data: bytes, streamed: bool, limits: ReaderLimits) -> Frame | None:
+    """`data` as a Frame: a whole frame, or the head of a streamed one."""
+    if streamed:
+        reader = FrameReader(ReaderLimits(max_head=limits.max_head, max_body=0))
+        reader.receive_data(data + b"\0" * _HEAD_PAD)
+    else:
+        reader = FrameReader(limits)
+        reader.receive_data(data)
+    event = next(iter(reader.events()), None)
+    return event if isinstance(event, Frame) else None
+
+
+def _tid(frame: Frame | None) -> str:
+    return "a frame" if frame is None else frame.tid.decode(errors="replace")
