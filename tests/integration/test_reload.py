@@ -6,7 +6,8 @@ connections, with their sessions and reader state, to the new one and exits. Che
 session is dropped (each still gets a SEND after the last reload, once drain_timeout has
 passed since), every SEND arrives once and in order after its 200, and the old generations'
 processes are gone. A TLS connection cannot move: it stays with its old worker, which keeps
-relaying for it past drain_timeout until it closes, or until retire_timeout ends it.
+relaying for it past drain_timeout until it closes, or until retire_timeout ends it. A
+connection the relay opened to a next hop is left to the new generation, which opens its own.
 """
 
 from __future__ import annotations
@@ -377,6 +378,8 @@ class _NextHop:
         """Per connection, in the order it was accepted: the SEND bodies, in order."""
         self.closed: list[bool] = []
         self.socks: list[socket.socket] = []
+        self.ok: list[bytes] = []
+        """tids of its own SENDs the relay answered 200 (any connection)."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -406,6 +409,9 @@ class _NextHop:
                         self.bodies[index].append(bytes(event.body or b""))
                     with contextlib.suppress(OSError):
                         sock.sendall(build_reply(event, 200, "OK"))
+                elif isinstance(event, Frame) and event.code == 200:
+                    with self.lock:
+                        self.ok.append(event.tid)
             if not data:
                 with self.lock:
                     self.closed[index] = True
@@ -518,3 +524,67 @@ def test_a_link_to_a_next_hop_is_left_to_the_new_generation(make_relay) -> None:
         hop.close()
         for client in senders:
             client.close()
+
+
+def test_a_busy_link_to_a_next_hop_closes_after_drain_timeout(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """A next hop that keeps sending on the old worker's link never lets it go quiet: the
+    link closes between two frames once drain_timeout has passed since the reload, and the
+    old worker exits. Every SEND the relay answered 200 on it reached Alice once, in order,
+    and nothing else did."""
+    relay: Relay = make_relay(children=2, core={"drain_timeout": 3})
+    assert relay.start().returncode == 0, relay.log()
+    hop = _NextHop()
+    alice = authed(relay.port, "alice")
+    stop = threading.Event()
+    sent: list[bytes] = []
+    try:
+        body = b"opens the link"
+        path = f"{alice.relay_uri} {hop.uri} msrp://127.0.0.1:9/far;tcp"
+        headers = [("Message-ID", "m1"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        tid = alice.request("SEND", path, headers, body)
+        ok = alice.recv()
+        assert (ok.frame.tid, ok.frame.code) == (tid, 200), ok.frame.buf
+        wait_for(lambda: hop.connections() == 1 and hop.bodies[0], 10, "the link")
+        link = hop.socks[0]
+        to_path = [alice.use_path or "", alice.uri]
+
+        def keep_sending() -> None:
+            while not stop.is_set() and not hop.closed[0]:
+                tid = b"h%d" % len(sent)
+                headers = [("Message-ID", tid.decode()), ("Byte-Range", "1-4/4")]
+                try:
+                    link.sendall(build_request(tid, b"SEND", to_path, [hop.uri], headers, tid))
+                except OSError:
+                    return
+                sent.append(tid)
+                time.sleep(0.2)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        time.sleep(0.5)
+        old = relay.worker_pids()
+        began = time.monotonic()
+        assert relay.cli("reload").returncode == 0
+        wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
+        wait_for(lambda: not relay.worker_pids() & old, 15, "the old workers to exit")
+        took = time.monotonic() - began
+        stop.set()
+        sender.join(10)
+        print(f"old workers gone {took:.2f} s after the reload; {len(sent)} SENDs on the link")
+        assert hop.closed[0]
+        assert 3 <= took < 3 + 6, took  # drain_timeout, the supervisor's start, a margin
+        got = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(alice.recv(timeout=2).body)
+        with hop.lock:
+            answered = [tid for tid in hop.ok if tid.startswith(b"h")]
+        assert len(answered) > 10
+        assert got == answered, "lost, doubled or reordered"
+        log = relay.log()
+        assert "drain_timeout passed" in log
+        assert "retire_timeout passed" not in log and "SIGKILL" not in log
+    finally:
+        stop.set()
+        hop.close()
+        alice.close()
