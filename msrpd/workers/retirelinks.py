@@ -17,8 +17,8 @@ Rules:
 - It closes once it is between frames with nothing to write and no byte has gone either
   way for LINK_QUIET seconds (the next hop's responses to the last frames are in), or, if
   it never goes quiet, at the first moment it is between frames with nothing to write
-  once `[core] drain_timeout` has passed since the reload. The worker then exits as for
-  any other connection.
+  once `[core] drain_timeout` has passed since retiring began (the new generation ran).
+  The worker then exits as for any other connection.
 """
 
 from __future__ import annotations
