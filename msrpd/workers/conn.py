@@ -72,6 +72,10 @@ class MsrpConnection(asyncio.Protocol):
     outbound = False
     """Opened by the relay to a next hop (delivery.py sets it), not accepted from a client."""
 
+    listed = True
+    """In the connection registry, so every worker reuses it; a retiring worker's links to
+    next hops are not (retirelinks.py): the new generation opens its own."""
+
     held_replies: list[tuple[bytes, bool]] | None = None
     """Answers to the streamed frame being read, written when its end-line is in (set per
     frame by _on_frame; None: answers go out at once)."""

@@ -362,7 +362,7 @@ class WorkerContext:
     def connection_opened(self, conn: MsrpConnection) -> None:
         self.conns[conn.conid] = conn
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
-        if self.registry is not None:
+        if self.registry is not None and conn.listed:
             self.registry.register(conn.registry_key, conn.conid)
         if not conn.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)

@@ -43,6 +43,8 @@ class Delivery:
         self.client_tls = client_tls
         self.outbound: dict[str, MsrpConnection] = {}
         self.dialing = Dialing(ctx)
+        self.private = False
+        """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
 
     def resolve(self, dest: Destination, flags: int) -> Sink | None:
         if dest.conid is not None:
@@ -95,6 +97,7 @@ class Delivery:
             return None
         conn = MsrpConnection(self.ctx, "", uri.secure)
         conn.outbound = True
+        conn.listed = not self.private
         self.outbound[key] = conn
         self.dialing.started(conn)
         task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
@@ -117,6 +120,20 @@ class Delivery:
         finally:
             if conn.closed:
                 self.outbound.pop(key, None)
+
+    def unlist(self) -> int:
+        """Retiring: take this worker's links to next hops out of the registry, so other
+        workers stop handing frames to them and the new generation opens its own; this
+        worker still reuses them for what it relays itself. How many there are."""
+        self.private = True
+        registry = self.ctx.registry
+        links = {id(c): c for c in self.ctx.conns.values() if c.outbound}
+        links.update((id(c), c) for c in self.outbound.values())
+        for conn in links.values():
+            conn.listed = False
+            if registry is not None and conn.peer_key:
+                registry.unregister(conn.registry_key, conn.conid)
+        return len(links)
 
     def forget(self, conn: MsrpConnection) -> None:
         for key, known in list(self.outbound.items()):

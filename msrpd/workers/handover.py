@@ -23,11 +23,16 @@ How (nothing lost, and frames from any one source stay in order):
    fences first: before MOVING it sends FENCE to every other worker and waits for every
    FENCE_ACK (one link each way, in order), so whatever it relayed from the connection to a
    third worker has been taken in there before the connection's next frame can be read.
-5. Timeouts: no MOVED within MOVED_TIMEOUT and A fails what it queued (counted, logged) and
-   removes the sessions and registry entry still naming the old id (B died with the socket);
-   missing FENCE_ACKs are given up after FENCE_TIMEOUT; B releases by itself after
-   HOLD_TIMEOUT (A is gone, or a congested connection fed by A kept its link paused that
-   long). A keeps forwarding for an old id until TOMBSTONE seconds pass unused.
+5. Timeouts: no MOVED within MOVED_TIMEOUT: if B died (its heartbeat names another pid or
+   none), A fails what it queued (counted, logged) and removes the sessions and registry
+   entries still naming the old id, one purge for all such ids of a tick (the supervisor
+   purges only B's own ids). A B that lives is only slow (a loaded box, a large batch): A
+   keeps queueing and waits for its MOVED (its cmap.rebind needs the old id's entries),
+   up to HOLD_TIMEOUT after sending; then A fails the queue but leaves the entries, which
+   B may still rebind (or which go when A's ids are purged at its exit). Missing
+   FENCE_ACKs are given up after FENCE_TIMEOUT; B releases by itself after HOLD_TIMEOUT (A
+   is gone, or a congested connection fed by A kept its link paused that long). A keeps
+   forwarding for an old id until TOMBSTONE seconds pass unused.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ class Moving:
     path: Path
     """The new owner's handoff path."""
     deadline: float
+    since: float = 0.0
+    """When the socket was sent."""
+    owner_pid: int = 0
+    """The new owner's pid then (0: unknown): another pid there later means it died."""
     new: int | None = None
     queue: list[tuple[bytes, int, Hashable]] = field(default_factory=list)
     tokens: dict[Hashable, int] = field(default_factory=dict)
@@ -158,7 +167,8 @@ class Handover:
         (module docstring, step 4)."""
         ctx = self.ctx
         now = time.monotonic()
-        moving = Moving(conid, owner, ctx.handoff_path(*owner), now + MOVED_TIMEOUT)
+        moving = Moving(conid, owner, ctx.handoff_path(*owner), now + MOVED_TIMEOUT, now)
+        moving.owner_pid = self._pid(owner)
         self.moving[conid] = moving
         if fence_first:
             moving.pre_fences = self._others(owner)
@@ -180,6 +190,17 @@ class Handover:
             for record in self.ctx.shm.heartbeats.live()
             if record.pid != 0 and record.state in (WorkerState.RUNNING, WorkerState.DRAINING)
         }
+
+    def _pid(self, worker: tuple[int, int]) -> int:
+        """The pid of worker (slot, generation) now, 0 when none runs."""
+        for record in self.ctx.shm.heartbeats.live():
+            if record.pid != 0 and (record.slot, record.generation) == worker:
+                return record.pid
+        return 0
+
+    def _owner_lives(self, moving: Moving) -> bool:
+        pid = self._pid(moving.owner)
+        return pid != 0 and pid == (moving.owner_pid or pid)
 
     def _forget_exited(self, moving: Moving, live: set[tuple[int, int]]) -> None:
         """Fenced workers that exited, or are about to with nothing left to send (EXITING),
@@ -365,6 +386,7 @@ class Handover:
         live = self._live() if fenced else set()
         for moving in fenced:
             self._forget_exited(moving, live)
+        dead: set[int] = set()
         for old, moving in list(self.moving.items()):
             if moving.pre_fences and now > moving.pre_fence_by:
                 logger.info("connection %x: no fence answer from %s", old, moving.pre_fences)
@@ -373,27 +395,39 @@ class Handover:
             if now < moving.deadline:
                 continue
             if moving.new is None:
+                lives = self._owner_lives(moving)
+                if lives and now - moving.since < HOLD_TIMEOUT:
+                    if moving.deadline - moving.since <= MOVED_TIMEOUT:  # said once
+                        logger.info(
+                            "connection %x: no MOVED yet from %s; waiting", old, moving.owner
+                        )
+                    moving.deadline = now + 1.0  # slow, not dead (module docstring, step 5)
+                    continue
                 lost = len(moving.queue)
                 logger.warning(
                     "connection %x: its new worker never answered; %d frames lost", old, lost
                 )
                 self.ctx.counters.add(Counter.relay_fail, lost)
                 del self.moving[old]
-                self._forget(old)
+                if not lives:
+                    dead.add(old)
                 self.unlock()
             elif not moving.released:
                 self._maybe_release(moving, force=True)
             else:
                 del self.moving[old]
+        if dead:
+            self._forget(dead)
 
-    def _forget(self, old: int) -> None:
-        """A connection sent away was never taken over (its new worker died with the socket):
-        its sessions and registry entry still name the old id, which nothing serves."""
+    def _forget(self, old: set[int]) -> None:
+        """Connections sent away were never taken over (their new worker died with the
+        sockets): their sessions and registry entries still name the old ids, which nothing
+        serves. One pass over each table for all of them."""
         ctx = self.ctx
         if ctx.cmap is not None:
-            ctx.cmap.purge((old,))
+            ctx.cmap.purge(old)
         if ctx.registry is not None:
-            ctx.registry.purge((old,))
+            ctx.registry.purge(old)
 
     def on_control(self, msg: Handoff) -> None:
         handler = {

@@ -8,8 +8,9 @@ Rules:
 - What moves: plain TCP connections a client opened, each as soon as it is between frames
   with nothing waiting to be written (Mover.movable), whatever `[core] balance` says. What
   cannot move stays and is served here until it closes (or `[core] retire_timeout` passes):
-  TLS connections (their state is this process's SSL object) and connections the relay
-  opened to a next hop.
+  TLS connections (their state is this process's SSL object). Connections the relay opened
+  to a next hop leave the registry at once, so the new generation opens its own, and close
+  once quiet (retirelinks.py).
 - Where: the RUNNING workers of the newest generation (heartbeats), each connection to the
   one with the fewest connections, counting what this batch already gives it.
 - Fast: one batch under one hold of the relay-wide move lock, every connection that can move
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .colocate import Mover
     from .conn import MsrpConnection
     from .context import WorkerContext
+    from .retirelinks import RetiringLinks
 
 __all__ = ["Retirer"]
 
@@ -58,10 +60,17 @@ class Retirer:
         balancer: sends the sockets (balance.py).
     """
 
-    def __init__(self, ctx: WorkerContext, mover: Mover, balancer: AcceptBalancer) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        mover: Mover,
+        balancer: AcceptBalancer,
+        links: RetiringLinks | None = None,
+    ) -> None:
         self.ctx = ctx
         self.mover = mover
         self.balancer = balancer
+        self.links = links
         self.active = False
         self.moved = 0
         self.started = 0.0
@@ -73,6 +82,8 @@ class Retirer:
         if not self.active:
             self.active = True
             self.started = time.monotonic()
+            if self.links is not None:
+                self.links.start(self.started)
             self.soon()
 
     def soon(self) -> None:
@@ -98,13 +109,15 @@ class Retirer:
         """Send the next batch, unless a move is unfinished (the last one's release calls
         this again) or another worker holds the lock (tried again soon)."""
         ctx, mover = self.ctx, self.mover
+        if self.active and self.links is not None:
+            self.links.tick(time.monotonic())
         if not self.active or not ctx.conns or mover.busy():
             return
         targets = self._targets()
         if not targets:
             return
         if not any(conn.movable for conn in ctx.conns.values()):
-            return  # what is left cannot move (TLS, links to next hops)
+            return  # what is left cannot move (TLS, links to next hops, closing when quiet)
         if not mover.lock():
             if not self._retrying:  # another worker's batch is out: look again soon
                 self._retrying = True

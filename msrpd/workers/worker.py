@@ -11,9 +11,10 @@ Strategy (gunicorn's Worker, nginx's worker cycle; style rules 11-14):
   frame finishes it); deliver what is queued, report what cannot be delivered before
   drain_timeout to its sender, close gracefully, exit (stopping.py).
 - SIGUSR2: retire after a reload. Close the listeners, hand every plain TCP connection a
-  client opened to the new generation as soon as it is between frames (retire.py), keep
-  serving the rest (TLS, connections to next hops) until they close, then exit once no move
-  is unfinished and the handoff link is quiet. No deadline: the supervisor sends SIGTERM
+  client opened to the new generation as soon as it is between frames (retire.py), take
+  the links to next hops out of the registry and close each once quiet (retirelinks.py),
+  keep serving TLS connections until they close, then exit once no move is unfinished and
+  the handoff link is quiet. No deadline: the supervisor sends SIGTERM
   when retire_timeout (of the new configuration) is set and passes.
 - SIGINT/SIGQUIT: exit now.
 """
@@ -56,6 +57,7 @@ from .handoff import HandoffFlags
 from .links import HandoffHub
 from .loopback import Loopback
 from .retire import Retirer
+from .retirelinks import RetiringLinks
 from .stopping import GracefulStop
 from .tls import client_context, server_context
 
@@ -230,7 +232,8 @@ class Worker:
         ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
         balancer.adopt_moved = mover.adopt
         hub.on_control = mover.on_control
-        self.retirer = retirer = Retirer(ctx, mover, balancer)
+        links = RetiringLinks(ctx, ctx.delivery, settings.core.drain_timeout)
+        self.retirer = retirer = Retirer(ctx, mover, balancer, links)
         mover.on_free = retirer.soon
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),

@@ -10,6 +10,8 @@ of every pair are served by one worker, with the workers still within a pair of 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
@@ -17,10 +19,13 @@ from msrpd.protocol.writer import build_reply, build_request
 from msrpd.shm import ShmSet
 from msrpd.supervisor import layout_for
 from msrpd.workers.ctl import query_worker, worker_ctl_path
+from msrpd.workers.handover import MOVED_TIMEOUT
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for
-from .test_balance import COUNTERS_PUBLISHED, _open_counts, _started, _stat
+from .test_balance import COUNTERS_PUBLISHED, _open_counts, _running_records, _started, _stat
+from .test_crash import running_workers
+from .test_relaying import exchange
 
 MESSAGES = 400
 WINDOW = 16
@@ -193,3 +198,51 @@ def _close(pairs: list[tuple[MsrpClient, MsrpClient]], shm: ShmSet) -> None:
     wait_for(lambda: sum(_open_counts(shm)) == 0, what="every connection closed")
     # Sessions went with their connections, wherever they were served at the end.
     wait_for(lambda: shm.cmap.count() == 0, what="every session removed")
+
+
+def test_a_slow_new_owner_still_gets_the_sessions_of_a_connection(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """Alice moves to Bob's worker while that worker is stopped (SIGSTOP) for longer than
+    MOVED_TIMEOUT: her old worker must not remove her sessions meanwhile (the new owner is
+    slow, not dead). Once it runs again it takes her over, and frames go both ways, in
+    order, none lost."""
+    relay: Relay = make_relay(children=2, core={"heartbeat_timeout": 60})
+    assert relay.start().returncode == 0, relay.log()
+    shm = layout_for(relay.settings()).attach_all()
+    stopped = 0
+    try:
+        wait_for(lambda: len(_running_records(shm)) == 2, what="workers running")
+        time.sleep(COUNTERS_PUBLISHED)  # each worker has seen the other RUNNING
+        ((alice, bob),) = _split_pairs(relay, 1)
+        run_dir = relay.settings().core.run_dir
+        (stopped,) = [pid for pid, row in running_workers(relay).items() if row["slot"] == 1]
+        os.kill(stopped, signal.SIGSTOP)
+
+        def alice_left() -> bool:
+            conns = query_worker(worker_ctl_path(run_dir, 0, 1), "conns")
+            return _port(alice) not in {int(c["peer"].rsplit(":", 1)[1]) for c in conns}
+
+        sent: list[bytes] = []
+        while not alice_left():  # she relays to Bob's worker: she moves there
+            assert len(sent) < 100, "Alice did not move"
+            sent.append(b"to bob %d" % len(sent))
+            tid = alice.send_message(bob, sent[-1], f"m{len(sent)}")
+            ok = alice.recv()
+            assert (ok.frame.tid, ok.frame.code) == (tid, 200), ok.frame.buf
+            time.sleep(0.05)
+        time.sleep(MOVED_TIMEOUT + 2.0)  # her old worker's wait, a tick and a margin
+        os.kill(stopped, signal.SIGCONT)
+        stopped = 0
+        got = [bob.recv(timeout=10).body for _ in sent]
+        assert got == sent, "Alice's messages lost, doubled or reordered"
+        wait_for(lambda: _port(alice) in _owners(relay, 2), 10, "Alice served again")
+        assert _owners(relay, 2)[_port(alice)] == 1
+        exchange(bob, alice, b"her session survived the slow move")
+        exchange(alice, bob, b"and hers to him")
+        log = relay.log()
+        assert "no MOVED yet" in log and "never answered" not in log
+        alice.close()
+        bob.close()
+    finally:
+        if stopped:
+            os.kill(stopped, signal.SIGCONT)
+        shm.close()

@@ -458,15 +458,37 @@ def test_a_stream_cut_by_its_workers_death_is_ended_and_the_receiver_goes_on(mak
         client.close()
 
 
+YOUNG_KILLS = 4
+"""Slot 0 successors killed young in a row: the last one's respawn waits 2 s at least
+(backoffs 0.25, 0.5, 1, 2 s, doubled once more if the first worker died young too)."""
+
+
 def test_a_reload_during_a_respawn_backoff_starts_each_slot_once(make_relay) -> None:  # type: ignore[no-untyped-def]
     """A worker that dies young is respawned after a backoff; a reload within it starts the
     new generation's worker for that slot, and the pending respawn must not start a second
-    one (two workers of one (slot, generation) would hand out the same connection ids)."""
+    one (two workers of one (slot, generation) would hand out the same connection ids).
+    Slot 0's successors are killed as soon as they appear, until its backoff is 2 s or
+    more; the reload comes at once, well within it, and the log must show each slot of each
+    generation started exactly as often as it should."""
     relay: Relay = make_relay(children=2)
     assert relay.start().returncode == 0, relay.log()
-    victim = next(pid for pid, row in running_workers(relay).items() if row["slot"] == 0)
-    os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: "died" in relay.log(), 5, "the death to be seen")
+    rows = running_workers(relay)
+    (other,) = [pid for pid, row in rows.items() if row["slot"] == 1]
+    victim = next(pid for pid, row in rows.items() if row["slot"] == 0)
+    killed: set[int] = set()
+
+    def deaths() -> int:
+        return len(re.findall(r"worker 0 \(pid \d+\) died", relay.log()))
+
+    for young in range(YOUNG_KILLS + 1):
+        if young:
+            new = wait_for(lambda: relay.worker_pids() - killed - {other}, 10, "a successor")
+            assert isinstance(new, set) and len(new) == 1
+            (victim,) = new
+        os.kill(victim, signal.SIGKILL)
+        killed.add(victim)
+        wait_for(lambda: deaths() == len(killed), 5, "the death to be seen")
+    # Its respawn waits 2 s at least: reload now.
     relay.supervisor().send_signal(signal.SIGHUP)
 
     def settled() -> list[tuple[int, int]] | None:
@@ -476,5 +498,9 @@ def test_a_reload_during_a_respawn_backoff_starts_each_slot_once(make_relay) -> 
         return sorted((r["slot"], r["generation"]) for r in rows)
 
     wait_for(lambda: settled() == [(0, 2), (1, 2)], 15, "generation 2 alone")
-    time.sleep(2 * 0.25 + 1.0)  # the backoff a young death gets, and a supervisor tick
+    time.sleep(4.0 + 2.0)  # the pending respawn's backoff (at most 4 s), a tick, a margin
     assert settled() == [(0, 2), (1, 2)], relay.log()
+    log = relay.log()
+    starts = re.findall(r"worker (\d) \(generation (\d+)\) started", log)
+    counts = {key: starts.count(key) for key in set(starts)}
+    assert counts == {("0", "1"): len(killed), ("1", "1"): 1, ("0", "2"): 1, ("1", "2"): 1}, log

@@ -6,16 +6,19 @@ connections, with their sessions and reader state, to the new one and exits. Che
 session is dropped (each still gets a SEND after the last reload, once drain_timeout has
 passed since), every SEND arrives once and in order after its 200, and the old generations'
 processes are gone. A TLS connection cannot move: it stays with its old worker, which keeps
-relaying for it past drain_timeout until it closes, or until retire_timeout ends it.
+relaying for it past drain_timeout until it closes, or until retire_timeout ends it. A
+connection the relay opened to a next hop is left to the new generation, which opens its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import resource
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ import pytest
 import trustme
 
 from msrpd.protocol import Frame, FrameReader, ReaderLimits
-from msrpd.protocol.writer import build_request
+from msrpd.protocol.writer import build_reply, build_request
 from msrpd.shm import WorkerState
 from msrpd.supervisor import layout_for
 from msrpd.workers.ctl import query_worker, worker_ctl_path
@@ -363,43 +366,225 @@ def test_retire_timeout_ends_what_cannot_move(make_relay, tmp_path) -> None:  # 
     bob.close()
 
 
-def test_connection_to_a_next_hop_stays_with_its_old_worker(make_relay) -> None:  # type: ignore[no-untyped-def]
-    """A connection the relay opened to a next hop cannot move: its old worker keeps it past
-    drain_timeout and still relays what comes on it, until `msrpd stop` ends it."""
-    relay: Relay = make_relay(children=2, core={"drain_timeout": 1})
-    assert relay.start().returncode == 0, relay.log()
-    with socket.create_server(("127.0.0.1", 0)) as hop:
-        hop.settimeout(10)
-        hop_uri = f"msrp://127.0.0.1:{hop.getsockname()[1]}/h1;tcp"
-        alice = authed(relay.port, "alice")
-        body = b"to a next hop"
-        headers = [("Message-ID", "m1"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
-        path = f"{alice.relay_uri} {hop_uri} msrp://127.0.0.1:9/far;tcp"
-        tid = alice.request("SEND", path, headers, body)
-        assert alice.recv().frame.code == 200
-        link, _ = hop.accept()
-    with link:
-        link.settimeout(10)
+class _NextHop:
+    """A next hop: accepts any number of connections, records the body of every SEND on
+    each (in order) and answers it 200, and notes which connections the relay closed."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"msrp://127.0.0.1:{self.server.getsockname()[1]}/h1;tcp"
+        self.lock = threading.Lock()
+        self.bodies: list[list[bytes]] = []
+        """Per connection, in the order it was accepted: the SEND bodies, in order."""
+        self.closed: list[bool] = []
+        self.socks: list[socket.socket] = []
+        self.ok: list[bytes] = []
+        """tids of its own SENDs the relay answered 200 (any connection)."""
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            with self.lock:
+                index = len(self.bodies)
+                self.bodies.append([])
+                self.closed.append(False)
+                self.socks.append(sock)
+            threading.Thread(target=self._serve, args=(sock, index), daemon=True).start()
+
+    def _serve(self, sock: socket.socket, index: int) -> None:
         reader = FrameReader()
-        while not (frames := [e for e in reader.events() if isinstance(e, Frame)]):
-            reader.receive_data(link.recv(1 << 16))
-        assert frames[0].tid == tid and frames[0].body == body
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            reader.receive_data(data)
+            for event in reader.events():
+                if isinstance(event, Frame) and event.method == b"SEND":
+                    with self.lock:
+                        self.bodies[index].append(bytes(event.body or b""))
+                    with contextlib.suppress(OSError):
+                        sock.sendall(build_reply(event, 200, "OK"))
+                elif isinstance(event, Frame) and event.code == 200:
+                    with self.lock:
+                        self.ok.append(event.tid)
+            if not data:
+                with self.lock:
+                    self.closed[index] = True
+                return
+
+    def connections(self) -> int:
+        with self.lock:
+            return len(self.bodies)
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.socks:
+            sock.close()
+
+
+def _send_to_hop(
+    client: MsrpClient, hop: _NextHop, tag: bytes, stop: threading.Event, sent: list[bytes]
+) -> None:
+    """`client` sends numbered SENDs through the relay to the next hop until `stop`, each
+    once the relay has answered 200 to the one before."""
+    path = f"{client.relay_uri} {hop.uri} msrp://127.0.0.1:9/far;tcp"
+    while not stop.is_set():
+        body = b"%s %05d" % (tag, len(sent))
+        headers = [("Message-ID", body.decode()), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        tid = client.request("SEND", path, headers, body)
+        got = client.recv(timeout=10)
+        assert (got.frame.tid, got.frame.code) == (tid, 200), got.frame.buf
+        sent.append(body)
+        time.sleep(0.01)
+
+
+def test_a_link_to_a_next_hop_is_left_to_the_new_generation(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """A connection the relay opened to a next hop does not keep its old worker alive: on
+    a reload it leaves the registry, the new generation opens its own connection to the
+    next hop, and the old one closes once quiet, so the old workers exit without
+    retire_timeout (0) and long before drain_timeout. Two senders send all along: every
+    frame reaches the next hop once, and each sender's frames go on one connection after
+    another, never back (old frames on the old link, new ones on the new)."""
+    relay: Relay = make_relay(children=2, core={"drain_timeout": 60})
+    assert relay.start().returncode == 0, relay.log()
+    hop = _NextHop()
+    senders = [authed(relay.port, "alice"), authed(relay.port, "bob")]
+    stop = threading.Event()
+    sent: list[list[bytes]] = [[], []]
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            _send_to_hop(senders[n], hop, b"s%d" % n, stop, sent[n])
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: all(len(s) > 20 for s in sent), 10, "traffic to the next hop")
+        before = hop.connections()
+        assert before >= 1
         old = relay.worker_pids()
+        began = time.monotonic()
         assert relay.cli("reload").returncode == 0
         wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
-        wait_for(lambda: len(_old_workers(relay, old)) == 1, 10, "the other old worker to exit")
-        time.sleep(1 + 1 + 1.5)  # drain_timeout, the supervisor's second and a margin
-        (kept,) = _old_workers(relay, old)
-        assert "(draining)" in title(kept)
+        wait_for(lambda: not relay.worker_pids() & old, 20, "the old workers to exit")
+        took = time.monotonic() - began
+        print(f"old workers gone {took:.2f} s after the reload")
+        counts = [len(s) for s in sent]
+        wait_for(lambda: all(len(s) > c + 20 for s, c in zip(sent, counts, strict=True)), 10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert errors == []
+    try:
+        total = sum(map(len, sent))
+        wait_for(lambda: sum(map(len, hop.bodies)) >= total, 10, "every frame at the next hop")
+        time.sleep(0.5)  # a frame sent twice would show now
+        with hop.lock:
+            bodies = [list(b) for b in hop.bodies]
+            closed = list(hop.closed)
+        for n, mine in enumerate(sent):
+            tag = b"s%d " % n
+            runs = [[b for b in conn if b.startswith(tag)] for conn in bodies]
+            got = sorted(b for run in runs for b in run)
+            assert got == mine, f"sender {n}: frames lost or doubled"
+            order = [i for i, run in enumerate(runs) for _ in run]
+            by_body = {b: i for i, run in enumerate(runs) for b in run}
+            assert all(run == sorted(run) for run in runs), f"sender {n}: reordered on a link"
+            used = [by_body[b] for b in mine]
+            switches = [i for i, (a, b) in enumerate(itertools.pairwise(used)) if a != b]
+            assert len(set(used)) == len(switches) + 1, f"sender {n} went back to a link: {used}"
+            assert used[-1] >= before, f"sender {n}: still on a link from before the reload"
+            assert not closed[used[-1]], f"sender {n}: its link now was closed"
+            assert order  # it sent something
+        assert all(closed[:before]), "a link from before the reload is still open"
+        log = relay.log()
+        assert "retire_timeout passed" not in log and "SIGKILL" not in log
+        assert "closing the link to" in log
+        # The next hop can still reach a client over the new generation's link.
         back = b"from the next hop"
+        alice = senders[0]
         headers = [("Message-ID", "m2"), ("Byte-Range", f"1-{len(back)}/{len(back)}")]
         to_path = [alice.use_path or "", alice.uri]
-        link.sendall(build_request(b"hop1", b"SEND", to_path, [hop_uri], headers, back))
+        with hop.lock:
+            link = hop.socks[-1]
+        link.sendall(build_request(b"hop1", b"SEND", to_path, [hop.uri], headers, back))
         got = alice.recv(timeout=10)
         assert (got.frame.tid, got.body) == (b"hop1", back)
-        # A stop ends a retiring worker too, gracefully, within drain_timeout.
+    finally:
+        hop.close()
+        for client in senders:
+            client.close()
+
+
+def test_a_busy_link_to_a_next_hop_closes_after_drain_timeout(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """A next hop that keeps sending on the old worker's link never lets it go quiet: the
+    link closes between two frames once drain_timeout has passed since the reload, and the
+    old worker exits. Every SEND the relay answered 200 on it reached Alice once, in order,
+    and nothing else did."""
+    relay: Relay = make_relay(children=2, core={"drain_timeout": 3})
+    assert relay.start().returncode == 0, relay.log()
+    hop = _NextHop()
+    alice = authed(relay.port, "alice")
+    stop = threading.Event()
+    sent: list[bytes] = []
+    try:
+        body = b"opens the link"
+        path = f"{alice.relay_uri} {hop.uri} msrp://127.0.0.1:9/far;tcp"
+        headers = [("Message-ID", "m1"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        tid = alice.request("SEND", path, headers, body)
+        ok = alice.recv()
+        assert (ok.frame.tid, ok.frame.code) == (tid, 200), ok.frame.buf
+        wait_for(lambda: hop.connections() == 1 and hop.bodies[0], 10, "the link")
+        link = hop.socks[0]
+        to_path = [alice.use_path or "", alice.uri]
+
+        def keep_sending() -> None:
+            while not stop.is_set() and not hop.closed[0]:
+                tid = b"h%d" % len(sent)
+                headers = [("Message-ID", tid.decode()), ("Byte-Range", "1-4/4")]
+                try:
+                    link.sendall(build_request(tid, b"SEND", to_path, [hop.uri], headers, tid))
+                except OSError:
+                    return
+                sent.append(tid)
+                time.sleep(0.2)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        time.sleep(0.5)
+        old = relay.worker_pids()
         began = time.monotonic()
-        assert relay.cli("stop", "--timeout", "15").returncode == 0
-        assert time.monotonic() - began < 1 + 3
-    assert "SIGKILL" not in relay.log()
-    alice.close()
+        assert relay.cli("reload").returncode == 0
+        wait_for(lambda: len(relay.worker_pids() - old) == 2, 10, "the new generation")
+        wait_for(lambda: not relay.worker_pids() & old, 15, "the old workers to exit")
+        took = time.monotonic() - began
+        stop.set()
+        sender.join(10)
+        print(f"old workers gone {took:.2f} s after the reload; {len(sent)} SENDs on the link")
+        assert hop.closed[0]
+        assert 3 <= took < 3 + 6, took  # drain_timeout, the supervisor's start, a margin
+        got = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(alice.recv(timeout=2).body)
+        with hop.lock:
+            answered = [tid for tid in hop.ok if tid.startswith(b"h")]
+        assert len(answered) > 10
+        assert got == answered, "lost, doubled or reordered"
+        log = relay.log()
+        assert "drain_timeout passed" in log
+        assert "retire_timeout passed" not in log and "SIGKILL" not in log
+    finally:
+        stop.set()
+        hop.close()
+        alice.close()

@@ -18,7 +18,7 @@ from msrpd.shm import WorkerState
 from msrpd.workers.balance import _split_batch, batch_message
 from msrpd.workers.context import WorkerIdentity
 from msrpd.workers.handoff import Handoff, HandoffKind, make_conid
-from msrpd.workers.handover import Handover, worker_token
+from msrpd.workers.handover import MOVED_TIMEOUT, Handover, worker_token
 
 ME, NEW = (0, 1), (0, 2)
 OLD = make_conid(0, 1, 7)
@@ -72,6 +72,27 @@ class Ctx:
 
     def add(self, *args: object) -> None:
         pass
+
+    # cmap and registry: each purge, as the set of ids it was given
+    purged: list[tuple[str, set[int]]] = field(default_factory=list)
+
+    @property
+    def cmap(self) -> _Table:
+        return _Table("cmap", self.purged)
+
+    @property
+    def registry(self) -> _Table:
+        return _Table("registry", self.purged)
+
+
+@dataclass
+class _Table:
+    name: str
+    purged: list[tuple[str, set[int]]]
+
+    def purge(self, conids: set[int]) -> int:
+        self.purged.append((self.name, set(conids)))
+        return 0
 
 
 def _handover(live: list[Record]) -> tuple[Handover, Ctx, list[int]]:
@@ -168,3 +189,32 @@ def test_batch_framing_round_trips_and_refuses_truncation() -> None:
     for cut in (3, 6, len(datagram) - 2):
         with pytest.raises(ValueError, match="truncated"):
             _split_batch(datagram[1:cut])
+
+
+OLD2 = make_conid(0, 1, 8)
+
+
+def _timed_out(handover: Handover) -> None:
+    """MOVED_TIMEOUT has passed since each socket was sent; one tick."""
+    for moving in handover.moving.values():
+        moving.since -= MOVED_TIMEOUT + 0.1
+        moving.deadline = moving.since + MOVED_TIMEOUT
+    handover.tick()
+
+
+def test_a_slow_new_owner_is_waited_for_and_a_dead_one_purged_once() -> None:
+    """No MOVED within MOVED_TIMEOUT: while the new owner's pid is the one it had, it is
+    slow, not dead: nothing is purged, the queue waits, the lock stays (review 1.7). Once
+    another process holds its slot, both old ids go in one purge per table."""
+    live = [Record(0, 1, WorkerState.DRAINING), Record(0, 2, WorkerState.RUNNING, pid=42)]
+    handover, ctx, unlocked = _handover(live)
+    handover.sent(OLD, NEW)
+    handover.sent(OLD2, NEW)
+    assert handover.deliver(OLD, b"f1", 0, "src")
+    _timed_out(handover)
+    assert ctx.purged == [] and unlocked == [] and set(handover.moving) == {OLD, OLD2}
+    assert handover.moving[OLD].queue == [(b"f1", 0, "src")]
+    live[1].pid = 43  # it died and was respawned
+    _timed_out(handover)
+    assert ctx.purged == [("cmap", {OLD, OLD2}), ("registry", {OLD, OLD2})]
+    assert unlocked == [1, 1] and handover.moving == {}
