@@ -55,9 +55,14 @@ logger = logging.getLogger("msrpd.route")
 # A relayed head is looked for in this many first bytes (max_head is 16 KiB by default).
 RELAYED_HEAD_MAX = 64 * 1024
 # GONE answers come back within milliseconds, except at a stop, when a peer refuses what it
-# still holds for slow receivers (flow control bounds that to about 2 MiB per destination);
-# remembering the last this many handoffs names the lost frame then too, and bounds memory.
-SENT_MEMORY = 16384
+# still holds for slow receivers. Flow control bounds that by bytes (about 3 MiB per
+# destination: our link, the peer's connection buffer and transport), not by frames: a
+# record is kept for each handoff until the records kept weigh SENT_MEMORY bytes, so the
+# oldest goes only once a frame at least as large went out after it. A record weighs its
+# head copy plus SENT_OVERHEAD (the record, its key and its slot in the dict).
+SENT_MEMORY = 64 << 20
+SENT_OVERHEAD = 200
+FORWARD_MEMORY = 1 << 18
 STOP_REASON = "Relay Stopping"
 
 _REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
@@ -161,6 +166,8 @@ class WorkerContext:
     current_conn: MsrpConnection | None = None
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
+    sent_weight: int = 0
+    """What `sent` weighs (SENT_MEMORY)."""
     forwarded: OrderedDict[int, tuple[int, int]] = field(default_factory=OrderedDict)
     """token -> (link id, token) a frame forwarded to a moved connection came with."""
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
@@ -241,9 +248,13 @@ class WorkerContext:
             # Only the head of a SEND is kept (a copy of ~200 bytes); it is parsed if a GONE
             # ever comes back, not on the hot path.
             head = bytes(frame.buf[: frame.hdr_end]) if frame.method == b"SEND" else None
-            self.sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, head)
-            if len(self.sent) > SENT_MEMORY:
-                self.sent.popitem(last=False)
+            sent = self.sent
+            sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, head)
+            self.sent_weight += SENT_OVERHEAD + (0 if head is None else len(head))
+            # Never forgotten during a stop: it reads no new frame, so nothing grows here.
+            while self.sent_weight > SENT_MEMORY and not self.stopping:
+                _, old = sent.popitem(last=False)
+                self.sent_weight -= len(old.head or b"") + SENT_OVERHEAD
         return token
 
     def note_forward(self, token: int, source: object) -> None:
@@ -251,7 +262,7 @@ class WorkerContext:
         token), on to a connection that moved (handover.py)."""
         if isinstance(source, tuple) and len(source) == 2:
             self.forwarded[token] = source
-            if len(self.forwarded) > SENT_MEMORY:
+            if len(self.forwarded) > FORWARD_MEMORY and not self.stopping:
                 self.forwarded.popitem(last=False)
 
     def throttle_handoff(self, path: Path) -> None:
@@ -270,6 +281,8 @@ class WorkerContext:
         self.counters.add(Counter.handoff_gone)
         self.counters.add(Counter.relay_fail)
         sent = self.sent.pop(token, None)
+        if sent is not None:
+            self.sent_weight -= len(sent.head or b"") + SENT_OVERHEAD
         upstream = None if sent is not None else self.forwarded.pop(token, None)
         if upstream is not None and self.hub is not None:
             self.hub.refuse(upstream, conid)  # forwarded here: its sender's worker reports
