@@ -37,7 +37,7 @@ from ..users import UserStore
 from .accounting import account
 from .conids import FIRST_SERIAL, SerialBlocks
 from .flow import WRITE_HIGH, Blockable
-from .handoff import HandoffKind, make_conid
+from .handoff import HandoffFlags, HandoffKind, make_conid
 
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
@@ -63,6 +63,9 @@ RELAYED_HEAD_MAX = 64 * 1024
 SENT_MEMORY = 64 << 20
 SENT_OVERHEAD = 200
 FORWARD_MEMORY = 1 << 18
+# Connections that moved away, remembered so that a frame they sent before the move can
+# still be reported to them (handoff_gone); one move per connection, so recent ones do.
+MOVED_MEMORY = 1 << 16
 STOP_REASON = "Relay Stopping"
 
 _REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
@@ -170,6 +173,8 @@ class WorkerContext:
     """What `sent` weighs (SENT_MEMORY)."""
     forwarded: OrderedDict[int, tuple[int, int]] = field(default_factory=OrderedDict)
     """token -> (link id, token) a frame forwarded to a moved connection came with."""
+    moved: OrderedDict[int, tuple[Path, int]] = field(default_factory=OrderedDict)
+    """Old connection id -> (its new worker's handoff path, its new id) (handover.py)."""
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
     _limits: ReaderLimits | None = None  # built once, on first use (every connection)
     _htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
@@ -265,6 +270,12 @@ class WorkerContext:
             if len(self.forwarded) > FORWARD_MEMORY and not self.stopping:
                 self.forwarded.popitem(last=False)
 
+    def note_moved(self, old: int, path: Path, new: int) -> None:
+        """Connection `old` is `new` on the worker listening on `path` now (handover.py)."""
+        self.moved[old] = (path, new)
+        if len(self.moved) > MOVED_MEMORY:
+            self.moved.popitem(last=False)
+
     def throttle_handoff(self, path: Path) -> None:
         """A handoff link holds more than WRITE_HIGH: pause the connection being routed
         until the link drains (flow.py)."""
@@ -293,36 +304,56 @@ class WorkerContext:
         tid = sent.tid.decode(errors="replace")
         log = logger.debug if self.stopping else logger.warning  # the owner logged a summary
         log("relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid)
-        origin = self.conns.get(sent.origin)
         basis = _basis_from_head(sent.head, sent.tid)
-        if basis is not None and origin is not None:
-            new_tid = secrets.token_hex(6).encode()
-            # A GONE during a stop: the owner gave up on it (report_unsent), 408.
-            code, reason = (408, STOP_REASON) if self.stopping else (481, "Session Does Not Exist")
-            origin.write_frame(build_failure_report(basis, new_tid, code, reason))
+        if basis is None:
+            return
+        new_tid = secrets.token_hex(6).encode()
+        # A GONE during a stop: the owner gave up on it (report_unsent), 408.
+        code, reason = (408, STOP_REASON) if self.stopping else (481, "Session Does Not Exist")
+        if not self._report_to(sent.origin, build_failure_report(basis, new_tid, code, reason)):
+            logger.warning("relay failed: %s from %s not delivered, not reported", tid, sent.peer)
+
+    def _report_to(self, conid: int, report: bytes) -> bool:
+        """Write a failure REPORT to the sender's connection `conid`, here or, when it moved
+        to another worker since (colocate.py), there; False when it is gone."""
+        origin = self.conns.get(conid)
+        if origin is not None:
+            return origin.write_frame(report)
+        moved = self.moved.get(conid)
+        if moved is None or self.hub is None:
+            return False
+        self.hub.send(moved[0], moved[1], 0, [report], HandoffFlags.NOTICE)
+        return True
 
     def report_unsent(self, dest: MsrpConnection, unsent: list[Unsent]) -> None:
         """Relayed frames `dest` will never get (the stop gave up on them): each sender hears
         of it, with a failure REPORT when its SEND asked for one (RFC 4975 §7.1.2). A frame
         from another worker is refused to it (GONE), and that worker reports (handoff_gone)."""
-        reported = 0
+        reported = refused = 0
+        why: dict[str, int] = {}
         for source, head in unsent:
             self.counters.add(Counter.relay_fail)
             if isinstance(source, tuple):
                 if self.hub is not None:
                     self.hub.refuse(source, dest.conid)
+                    refused += 1
                 continue
-            origin = self.conns.get(source) if isinstance(source, int) else None
             basis = _relayed_basis(head)
-            if origin is not None and not origin.closed and basis is not None:
-                new_tid = secrets.token_hex(6).encode()
-                origin.write_frame(build_failure_report(basis, new_tid, 408, STOP_REASON))
+            if basis is None or not isinstance(source, int):
+                why["not a SEND"] = why.get("not a SEND", 0) + 1
+                continue
+            new_tid = secrets.token_hex(6).encode()
+            if self._report_to(source, build_failure_report(basis, new_tid, 408, STOP_REASON)):
                 reported += 1
+            else:
+                why["sender gone"] = why.get("sender gone", 0) + 1
         logger.warning(
-            "stop: %d frames for %s not delivered, %d reported here",
+            "stop: %d frames for %s not delivered, %d reported here, %d to other workers%s",
             len(unsent),
             dest.peer_key,
             reported,
+            refused,
+            "".join(f", {n} {what}" for what, n in why.items()),
         )
 
     def handoff_path(self, slot: int, generation: int) -> Path:

@@ -134,7 +134,7 @@ class GracefulStop:
             conn.stop_reading()  # a connection passed or opened since
             conn.trim_sent()
             queued += len(conn.sent_log.records)
-            fd = -1 if conn.may_read or conn.closed else _fd(conn)
+            fd = -1 if conn.may_read or conn.closed or not conn.sent_log.relayed else _fd(conn)
             if fd >= 0 and _queues(fd)[0]:
                 # A receiver still getting our bytes: read (and drop) its 200s, or it may
                 # block writing them and read no more; a flooding sender waits in the kernel.
@@ -194,7 +194,9 @@ class GracefulStop:
                 item.heard, item.unread = now, unread
             if unacked or not item.shut:
                 item.acked = 0.0
-                ended = _discard(fd)  # read while it reads: its 200s must not block it
+                # Read a receiver while it reads: its 200s must not block it. A sender is not
+                # read: flooding us, it would only take the CPU its own reading needs.
+                ended = item.conn.sent_log.relayed and _discard(fd)
             else:
                 item.acked = item.acked or now
                 ended = False
@@ -216,6 +218,10 @@ class GracefulStop:
         conns = list(ctx.conns.values())
         for conn in conns:
             conn.stop_reading()  # a streamed frame still being read is not finished now
+            if conn.holding is not None and not conn.closed:
+                # Just moved here, and its old worker's RELEASE may not come now: write what
+                # waits for it (the 200s to a sender among it), or give it up below.
+                conn.release()
         # Which connections are cut is decided first: the REPORTs written below must not make
         # their senders' connections look undelivered.
         cut = [conn for conn in conns if not conn.closed and conn.unsent_relayed]

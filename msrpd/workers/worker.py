@@ -246,6 +246,8 @@ class Worker:
             if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
                 self.term_at = self.term_at or time.monotonic()
                 ctx.stopping = True  # conn.py reads no new frame from here on
+                if ctx.hub is not None:
+                    ctx.hub.stopping = True  # a peer's EOF now means "done sending" (links.py)
             loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
 
         signal.signal(signal.SIGTERM, term)
@@ -404,8 +406,10 @@ def _deliver(
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
     forwarded = bool(flags & HandoffFlags.FORWARDED)
+    # A REPORT the sender's old worker made is the relay's own: no relayed frame to account.
+    origin = None if flags & HandoffFlags.NOTICE else source
     try:
-        return conn.write_frame(data, close_after, source=source, more=more, forwarded=forwarded)
+        return conn.write_frame(data, close_after, source=origin, more=more, forwarded=forwarded)
     finally:
         ctx.current_source = None
 

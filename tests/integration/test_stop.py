@@ -53,6 +53,7 @@ class Pair:
     """Bob answers every SEND he reads with 200."""
     bob_reading: threading.Event = field(default_factory=threading.Event)
     reset_ok: bool = False
+    alice_ended: str = ""
     bob_ended: str = ""
     """How Bob's reading ended, when it was not by EOF."""
     written_at: dict[str, float] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class Pair:
 
     def alice_reads(self) -> None:
         """Responses and REPORTs, until the relay closes."""
-        with contextlib.suppress(OSError, EOFError, TimeoutError):
+        try:
             while True:
                 frame = self.alice.recv(timeout=60).frame
                 if frame.method == b"REPORT":
@@ -98,6 +99,8 @@ class Pair:
                     (self.acked if frame.code == 200 else self.refused).append(mid)
                 else:
                     self.bad.append(frame.buf[:200])
+        except Exception as exc:  # EOF, or a reset once she has it all: checked by the counts
+            self.alice_ended = repr(exc)
 
     def bob_reads(self) -> None:
         """Everything, except while bob_reading is clear; until EOF. With `answers`, each
@@ -207,7 +210,11 @@ def test_stop_delivers_or_reports_every_acknowledged_send(
             f"{[(p.index, len(p.acked), len(p.delivered), len(p.reported)) for p in pairs]}\n"
             + _stop_log(relay)
         )
-        assert delivered <= acked and reported <= acked
+        assert delivered <= acked and reported <= acked, (
+            f"pair {pair.index}: not acknowledged: {sorted(delivered - acked)[:5]}, "
+            f"{sorted(reported - acked)[:5]}; Alice read until {pair.alice_ended}\n"
+            + _stop_log(relay)
+        )
         # Nothing Alice began to write after the stop was read, so nothing was answered 200.
         late = [mid for mid in acked if pair.written_at[mid] > term + LOG_GRAIN]
         assert not late, f"acknowledged after the stop: {late[:5]}"
