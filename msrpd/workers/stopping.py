@@ -19,10 +19,13 @@ delivered, or its sender gets a failure REPORT when the SEND asked for one):
   margin grows with the frames still queued: each costs a GONE and a REPORT to build.
 - Bytes in the kernel are delivered only if the socket is never reset: closing a socket with
   unread input sends RST, and so does input arriving after the close, and RST drops the send
-  queue. So from the stop on, what any connection sends us (a receiver's 200s, a sender's new
-  frames) is read and dropped each tick, a bounded amount per connection; and a connection is
-  closed only through a duplicate of its socket that we keep reading (discarding) until the
-  peer has acknowledged every byte we sent (TIOCOUTQ is 0) or has closed, or the deadline.
+  queue. So from the stop on, what a receiver (a connection we relayed frames to) sends while
+  our bytes to it are not all acknowledged, its 200s, is read and dropped each tick, a bounded
+  amount per connection, so it never blocks writing them; a sender's new frames wait in the
+  kernel. A connection is closed through a duplicate of its socket that is kept (shut down
+  for writing: a FIN after our bytes) until the peer has acknowledged every byte we sent
+  (TIOCOUTQ is 0) and gone quiet, or has closed, or the deadline comes; read before the
+  final close, so it is a FIN unless the peer keeps sending after it has everything.
 """
 
 from __future__ import annotations
