@@ -256,7 +256,7 @@ def _recording(client: MsrpClient, tids: dict[bytes, str]):  # type: ignore[no-u
 
 def _stop_log(relay: Relay) -> str:
     """The relay's log lines about the stop, for a failure message."""
-    words = ("stop", "WARNING", "ERROR")
+    words = ("stop", "WARNING", "ERROR", "handoff link")
     lines = [line for line in relay.log().splitlines() if any(w in line for w in words)]
     return "\n".join(line for line in lines if "msrpd.acct" not in line)[-5000:]
 
