@@ -317,8 +317,11 @@ class WorkerContext:
         """Write a failure REPORT to the sender's connection `conid`, here or, when it moved
         to another worker since (colocate.py), there; False when it is gone."""
         origin = self.conns.get(conid)
-        if origin is not None:
-            return origin.write_frame(report)
+        if origin is not None and origin.write_frame(report):
+            return True
+        # Moving now (its new id may not be known yet: queued until MOVED), or moved before.
+        if self.mover is not None and self.mover.deliver(conid, report, HandoffFlags.NOTICE, None):
+            return True
         moved = self.moved.get(conid)
         if moved is None or self.hub is None:
             return False
