@@ -397,6 +397,7 @@ class MsrpConnection(asyncio.Protocol):
         self.bytes_out += size
         if source is not None:  # relayed: what a stop must report if it is never sent
             log = self.sent_log
+            log.relayed = True
             if more or log.streams:
                 log.note(self.bytes_out, source, data, more)
             else:

@@ -37,7 +37,7 @@ from ..users import UserStore
 from .accounting import account
 from .conids import FIRST_SERIAL, SerialBlocks
 from .flow import WRITE_HIGH, Blockable
-from .handoff import HandoffKind, make_conid
+from .handoff import HandoffFlags, HandoffKind, make_conid
 from .remoteflow import RemoteFlow
 
 if TYPE_CHECKING:
@@ -57,9 +57,17 @@ logger = logging.getLogger("msrpd.route")
 # A relayed head is looked for in this many first bytes (max_head is 16 KiB by default).
 RELAYED_HEAD_MAX = 64 * 1024
 # GONE answers come back within milliseconds, except at a stop, when a peer refuses what it
-# still holds for slow receivers (flow control bounds that to about 2 MiB per destination);
-# remembering the last this many handoffs names the lost frame then too, and bounds memory.
-SENT_MEMORY = 16384
+# still holds for slow receivers. Flow control bounds that by bytes (about 3 MiB per
+# destination: our link, the peer's connection buffer and transport), not by frames: a
+# record is kept for each handoff until the records kept weigh SENT_MEMORY bytes, so the
+# oldest goes only once a frame at least as large went out after it. A record weighs its
+# head copy plus SENT_OVERHEAD (the record, its key and its slot in the dict).
+SENT_MEMORY = 64 << 20
+SENT_OVERHEAD = 200
+FORWARD_MEMORY = 1 << 18
+# Connections that moved away, remembered so that a frame they sent before the move can
+# still be reported to them (handoff_gone); one move per connection, so recent ones do.
+MOVED_MEMORY = 1 << 16
 STOP_REASON = "Relay Stopping"
 
 _REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
@@ -167,8 +175,12 @@ class WorkerContext:
     """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
     """token -> what was handed off recently, so a GONE names the frame and can report it."""
+    sent_weight: int = 0
+    """What `sent` weighs (SENT_MEMORY)."""
     forwarded: OrderedDict[int, tuple[int, int]] = field(default_factory=OrderedDict)
     """token -> (link id, token) a frame forwarded to a moved connection came with."""
+    moved: OrderedDict[int, tuple[Path, int]] = field(default_factory=OrderedDict)
+    """Old connection id -> (its new worker's handoff path, its new id) (handover.py)."""
     _paths: dict[tuple[int, int], Path] = field(default_factory=dict)
     _limits: ReaderLimits | None = None  # built once, on first use (every connection)
     _htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
@@ -247,9 +259,13 @@ class WorkerContext:
             # Only the head of a SEND is kept (a copy of ~200 bytes); it is parsed if a GONE
             # ever comes back, not on the hot path.
             head = bytes(frame.buf[: frame.hdr_end]) if frame.method == b"SEND" else None
-            self.sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, head)
-            if len(self.sent) > SENT_MEMORY:
-                self.sent.popitem(last=False)
+            sent = self.sent
+            sent[token] = _Sent(frame.tid, conn.peer_key, conn.conid, head)
+            self.sent_weight += SENT_OVERHEAD + (0 if head is None else len(head))
+            # Never forgotten during a stop: it reads no new frame, so nothing grows here.
+            while self.sent_weight > SENT_MEMORY and not self.stopping:
+                _, old = sent.popitem(last=False)
+                self.sent_weight -= len(old.head or b"") + SENT_OVERHEAD
         return token
 
     def note_forward(self, token: int, source: object) -> None:
@@ -257,8 +273,14 @@ class WorkerContext:
         token), on to a connection that moved (handover.py)."""
         if isinstance(source, tuple) and len(source) == 2:
             self.forwarded[token] = source
-            if len(self.forwarded) > SENT_MEMORY:
+            if len(self.forwarded) > FORWARD_MEMORY and not self.stopping:
                 self.forwarded.popitem(last=False)
+
+    def note_moved(self, old: int, path: Path, new: int) -> None:
+        """Connection `old` is `new` on the worker listening on `path` now (handover.py)."""
+        self.moved[old] = (path, new)
+        if len(self.moved) > MOVED_MEMORY:
+            self.moved.popitem(last=False)
 
     def throttle_handoff(self, path: Path, conid: int | None = None, token: int = 0) -> None:
         """After a handoff to `conid`: pause the connection being routed while its owner has
@@ -279,6 +301,8 @@ class WorkerContext:
         self.counters.add(Counter.handoff_gone)
         self.counters.add(Counter.relay_fail)
         sent = self.sent.pop(token, None)
+        if sent is not None:
+            self.sent_weight -= len(sent.head or b"") + SENT_OVERHEAD
         upstream = None if sent is not None else self.forwarded.pop(token, None)
         if upstream is not None and self.hub is not None:
             self.hub.refuse(upstream, conid)  # forwarded here: its sender's worker reports
@@ -289,36 +313,59 @@ class WorkerContext:
         tid = sent.tid.decode(errors="replace")
         log = logger.debug if self.stopping else logger.warning  # the owner logged a summary
         log("relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid)
-        origin = self.conns.get(sent.origin)
         basis = _basis_from_head(sent.head, sent.tid)
-        if basis is not None and origin is not None:
-            new_tid = secrets.token_hex(6).encode()
-            # A GONE during a stop: the owner gave up on it (report_unsent), 408.
-            code, reason = (408, STOP_REASON) if self.stopping else (481, "Session Does Not Exist")
-            origin.write_frame(build_failure_report(basis, new_tid, code, reason))
+        if basis is None:
+            return
+        new_tid = secrets.token_hex(6).encode()
+        # A GONE during a stop: the owner gave up on it (report_unsent), 408.
+        code, reason = (408, STOP_REASON) if self.stopping else (481, "Session Does Not Exist")
+        if not self._report_to(sent.origin, build_failure_report(basis, new_tid, code, reason)):
+            logger.warning("relay failed: %s from %s not delivered, not reported", tid, sent.peer)
+
+    def _report_to(self, conid: int, report: bytes) -> bool:
+        """Write a failure REPORT to the sender's connection `conid`, here or, when it moved
+        to another worker since (colocate.py), there; False when it is gone."""
+        origin = self.conns.get(conid)
+        if origin is not None and origin.write_frame(report):
+            return True
+        # Moving now (its new id may not be known yet: queued until MOVED), or moved before.
+        if self.mover is not None and self.mover.deliver(conid, report, HandoffFlags.NOTICE, None):
+            return True
+        moved = self.moved.get(conid)
+        if moved is None or self.hub is None:
+            return False
+        self.hub.send(moved[0], moved[1], 0, [report], HandoffFlags.NOTICE)
+        return True
 
     def report_unsent(self, dest: MsrpConnection, unsent: list[Unsent]) -> None:
         """Relayed frames `dest` will never get (the stop gave up on them): each sender hears
         of it, with a failure REPORT when its SEND asked for one (RFC 4975 §7.1.2). A frame
         from another worker is refused to it (GONE), and that worker reports (handoff_gone)."""
-        reported = 0
+        reported = refused = 0
+        why: dict[str, int] = {}
         for source, head in unsent:
             self.counters.add(Counter.relay_fail)
             if isinstance(source, tuple):
                 if self.hub is not None:
                     self.hub.refuse(source, dest.conid)
+                    refused += 1
                 continue
-            origin = self.conns.get(source) if isinstance(source, int) else None
             basis = _relayed_basis(head)
-            if origin is not None and not origin.closed and basis is not None:
-                new_tid = secrets.token_hex(6).encode()
-                origin.write_frame(build_failure_report(basis, new_tid, 408, STOP_REASON))
+            if basis is None or not isinstance(source, int):
+                why["not a SEND"] = why.get("not a SEND", 0) + 1
+                continue
+            new_tid = secrets.token_hex(6).encode()
+            if self._report_to(source, build_failure_report(basis, new_tid, 408, STOP_REASON)):
                 reported += 1
+            else:
+                why["sender gone"] = why.get("sender gone", 0) + 1
         logger.warning(
-            "stop: %d frames for %s not delivered, %d reported here",
+            "stop: %d frames for %s not delivered, %d reported here, %d to other workers%s",
             len(unsent),
             dest.peer_key,
             reported,
+            refused,
+            "".join(f", {n} {what}" for what, n in why.items()),
         )
 
     def handoff_path(self, slot: int, generation: int) -> Path:

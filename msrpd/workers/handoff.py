@@ -134,6 +134,9 @@ class HandoffFlags(IntFlag):
     FORWARDED = 4
     """Forwarded by the old owner of a moved connection: written at once, before what the new
     owner holds back until RELEASE."""
+    NOTICE = 8
+    """A failure REPORT the relay made itself for a sender that moved to the receiving worker:
+    written even by a worker whose stop refuses relayed frames (context.handoff_gone)."""
 
 
 _PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED})

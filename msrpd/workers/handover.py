@@ -261,6 +261,7 @@ class Handover:
         if moving is None or moving.new is not None:
             return
         moving.new = _NEW_ID.unpack(msg.payload)[0]
+        self.ctx.note_moved(moving.old, moving.path, moving.new)
         queue, moving.queue = moving.queue, []
         for data, flags, source in queue:
             self._forward(moving, data, flags, source)

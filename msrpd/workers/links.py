@@ -45,6 +45,7 @@ from .handoff import (
     Handoff,
     HandoffDecoder,
     HandoffError,
+    HandoffFlags,
     HandoffKind,
 )
 
@@ -68,6 +69,7 @@ _GONE = HandoffKind.GONE
 _CLOSE = HandoffKind.CLOSE
 _PAUSE = HandoffKind.PAUSE
 _RESUME = HandoffKind.RESUME
+_NOTICE = HandoffFlags.NOTICE
 # A message the sender must hear about if it fails: (end offset in its batch, conid, token).
 _Tracked = tuple[int, int, int]
 
@@ -238,6 +240,7 @@ class _Link(asyncio.Protocol):
             self.peer_done = True
             return True
         # The peer closed: what is still queued or in the transport cannot reach it.
+        logger.info("handoff link %s: closed by its peer", self.dest or "(accepted)")
         self._closing = True
         self._hub._forget(self)
         if self._transport is not None:
@@ -458,6 +461,7 @@ class HandoffHub:
                 self.stats.gone_sent += 1
                 link.push_reply(_pack_header(_GONE, 0, 0, conid, token, 0))
                 return
+        logger.warning("handoff: a frame for %x cannot be refused: its link is gone", conid)
 
     def unblock_all(self) -> None:
         """Read every link again: what peers still send is refused now, never written."""
@@ -528,7 +532,8 @@ class HandoffHub:
             try:
                 if msg.kind is _FRAME:
                     source = (id(link), msg.token)
-                    if self.refusing or not deliver(msg.conid, msg.payload, msg.flags, source):
+                    refused = self.refusing and not msg.flags & _NOTICE
+                    if refused or not deliver(msg.conid, msg.payload, msg.flags, source):
                         self.stats.gone_sent += 1
                         link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
                 elif msg.kind is _GONE:

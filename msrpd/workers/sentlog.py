@@ -22,12 +22,15 @@ Unsent = tuple[Hashable, bytes | memoryview]
 
 
 class SentLog:
-    __slots__ = ("records", "streams")
+    __slots__ = ("records", "relayed", "streams")
 
     def __init__(self) -> None:
         self.records: deque[tuple[int, Hashable, bytes | memoryview]] = deque()
         self.streams: dict[Hashable, bytes | memoryview] = {}
         """source -> first piece of a streamed frame whose last piece is not written yet."""
+        self.relayed = False
+        """A relayed frame was ever written: the connection is a receiver (a stop reads the
+        answers it sends while it catches up)."""
 
     def note(self, end: int, source: Hashable, data: bytes | memoryview, more: bool) -> None:
         """A piece of a streamed frame (the one-piece case is inlined in conn._write)."""

@@ -15,7 +15,17 @@ delivered, or its sender gets a failure REPORT when the SEND asked for one):
 - Give-up, `margin` before the deadline: whatever has not reached the kernel is dropped from
   its connection (conn.give_up) and each frame in it is reported to its sender, here with a
   REPORT, on another worker through the handoff link (GONE, and that worker reports); frames
-  other workers still hand over are refused (GONE). Then the early end follows at once.
+  other workers still hand over are refused (GONE). Then the early end follows at once. The
+  margin grows with the frames still queued: each costs a GONE and a REPORT to build.
+- Bytes in the kernel are delivered only if the socket is never reset: closing a socket with
+  unread input sends RST, and so does input arriving after the close, and RST drops the send
+  queue. So from the stop on, what a receiver (a connection we relayed frames to) sends while
+  our bytes to it are not all acknowledged, its 200s, is read and dropped each tick, a bounded
+  amount per connection, so it never blocks writing them; a sender's new frames wait in the
+  kernel. A connection is closed through a duplicate of its socket that is kept (shut down
+  for writing: a FIN after our bytes) until the peer has acknowledged every byte we sent
+  (TIOCOUTQ is 0) and gone quiet, or has closed, or the deadline comes; read before the
+  final close, so it is a FIN unless the peer keeps sending after it has everything.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import logging
 import os
 import socket
 import termios
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .conn import QUIET
@@ -40,32 +51,100 @@ __all__ = ["GracefulStop"]
 logger = logging.getLogger(__name__)
 
 MARGIN = 3.0
-"""Seconds before the deadline at which undelivered frames are given up and reported (or a
-third of drain_timeout when that is shorter): time for GONEs, REPORTs and closes on a busy
-machine, where every worker must still be there for its peers' GONEs."""
+"""Seconds before the deadline at which undelivered frames are given up and reported (or half
+of drain_timeout when that is shorter): time for GONEs, REPORTs and closes on a busy machine,
+where every worker must still be there for its peers' GONEs, and for a worker that took the
+signal late (the supervisor kills one second after its own deadline)."""
+PER_FRAME = 100e-6
+"""Seconds of margin per relayed frame still queued here: its GONE, its REPORT (about 25 us
+each measured, doubled for a loaded machine), and the REPORT's way to the sender."""
+DISCARD_PER_TICK = 1 << 18
+"""Bytes read and dropped per connection per tick while stopping: enough to keep a receiver
+that answers every frame from filling the socket, bounded so a flooding peer cannot keep the
+loop reading."""
+
+
+@dataclass(slots=True, eq=False)
+class _Lingering:
+    sock: socket.socket
+    """A duplicate of the connection's socket: it stays open when the transport closes."""
+    conn: MsrpConnection
+    shut: bool = False
+    """Shut down for writing (once the transport had written all it held)."""
+    heard: float = 0.0
+    """When the peer last sent something (monotonic)."""
+    unread: int = 0
+    """Bytes it had sent that we had not read, last tick."""
+    acked: float = 0.0
+    """Since when the peer has acknowledged everything (0: it has not)."""
 
 
 class GracefulStop:
     def __init__(self, ctx: WorkerContext, started: float, deadline: float) -> None:
         self.ctx = ctx
         self.started = started
-        self.give_up_at = deadline - min(MARGIN, (deadline - started) / 3)
+        self.deadline = deadline
+        self.margin = min(MARGIN, (deadline - started) / 2)
+        self.give_up_at = deadline - self.margin
         self.closing = False
+        self.kept: set[int] = set()
+        """Connection ids whose socket is in `lingering` (or was)."""
+        self.lingering: dict[int, _Lingering] = {}
+        """fd -> the socket of a connection being closed, kept until its peer has it all."""
         ctx.stopping = True
         if ctx.hub is not None:
             ctx.hub.stopping = True
         for conn in list(ctx.conns.values()):
             conn.stop_reading()
+        # The test's and the operator's record of when this worker stopped reading.
+        logger.info("worker %d: stopping, reading no new frame", ctx.ident.slot)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing is left to deliver, report or close: the worker may exit."""
+        mover = self.ctx.mover
+        return (
+            self.closing
+            and not self.ctx.conns
+            and not self.lingering
+            and (mover is None or not mover.busy())
+        )
+
+    def exit(self) -> None:
+        """The worker exits now: read what the peers sent once more, so the kernel's close of
+        what is left is a FIN after its bytes, not a RST."""
+        logger.info(
+            "worker %d: stop deadline: %s, %d connections, %d sockets closing (unacked %s)",
+            self.ctx.ident.slot,
+            "closing" if self.closing else "not settled",
+            len(self.ctx.conns),
+            len(self.lingering),
+            [_queues(fd)[0] for fd in self.lingering][:8],
+        )
+        for conn in list(self.ctx.conns.values()):
+            if not conn.closed:
+                _discard(_fd(conn))
+        for fd in list(self.lingering):
+            _discard(fd)
 
     def tick(self, now: float) -> None:
         """Every STOP_POLL seconds until the worker exits (it exits when no connection is
         left, or at the deadline)."""
         ctx, hub = self.ctx, self.ctx.hub
         conns = list(ctx.conns.values())
+        queued = 0
         for conn in conns:
             conn.stop_reading()  # a connection passed or opened since
             conn.trim_sent()
-        if now >= self.give_up_at and not ctx.given_up:
+            queued += len(conn.sent_log.records)
+            fd = -1 if conn.may_read or conn.closed or not conn.sent_log.relayed else _fd(conn)
+            if fd >= 0 and _queues(fd)[0]:
+                # A receiver still getting our bytes: read (and drop) its 200s, or it may
+                # block writing them and read no more; a flooding sender waits in the kernel.
+                _discard(fd)
+        self._linger(now)
+        margin = min(max(self.margin, queued * PER_FRAME), self.deadline - self.started - QUIET)
+        if now >= self.deadline - margin and not ctx.given_up:
             self._give_up()
         if self.closing:
             self._close_settled()
@@ -85,14 +164,53 @@ class GracefulStop:
         self._close_settled()
 
     def _close_settled(self) -> None:
-        """Close every connection whose close cannot cost the peer our bytes. Closing a
-        socket with unread input sends RST, and RST drops what the kernel still holds for the
-        peer: a sender still sending (it is not read any more) is closed only once the kernel
-        has passed it everything (its REPORTs); the deadline ends the wait."""
+        """Close every connection; what the kernel still holds for its peer keeps going out
+        through the duplicate kept (_linger)."""
         for conn in list(self.ctx.conns.values()):
-            unsent_out, unread_in = _kernel_queues(conn)
-            if not (unsent_out and unread_in):
-                conn.close("relay stopping")
+            self._keep(conn)
+            conn.close("relay stopping")
+
+    def _keep(self, conn: MsrpConnection) -> None:
+        """Keep the socket of `conn` open past its close, for _linger."""
+        fd = -1 if conn.conid in self.kept else _fd(conn)
+        if fd >= 0:
+            self.kept.add(conn.conid)
+            with contextlib.suppress(OSError):
+                # The fd is shared with the transport's, so it stays non-blocking: the socket
+                # object is only used to shut down and close it.
+                sock = socket.socket(fileno=os.dup(fd))
+                self.lingering[sock.fileno()] = _Lingering(sock, conn)
+
+    def _linger(self, now: float) -> None:
+        """Read and drop what the peers of closed connections send, and close each for good
+        once its peer has closed, or has acknowledged all we sent and gone quiet (a client
+        answers the last frames it reads): then no RST can drop our bytes any more."""
+        for fd, item in list(self.lingering.items()):
+            if item.conn.closed and not item.shut:
+                # The transport has written all it held (or dropped it, give_up): a FIN
+                # after the kernel's bytes tells a reading peer that nothing more comes.
+                with contextlib.suppress(OSError):
+                    item.sock.shutdown(socket.SHUT_WR)
+                item.shut, item.heard = True, now
+            unacked, unread = _queues(fd)
+            if unread != item.unread:
+                item.heard, item.unread = now, unread
+            if unacked or not item.shut:
+                item.acked = 0.0
+                # Read a receiver while it reads: its 200s must not block it. A sender is not
+                # read: flooding us, it would only take the CPU its own reading needs.
+                ended = item.conn.sent_log.relayed and _discard(fd)
+            else:
+                item.acked = item.acked or now
+                ended = False
+            # A peer that still sends may still be reading what its kernel holds (a client
+            # answers each frame it reads): a close would make its next write a RST, so it
+            # is closed once quiet. A flooding sender is not read once it has all our bytes:
+            # it fills our buffer and goes quiet, and a RST then costs it nothing.
+            if ended or (item.acked and now - item.heard > QUIET):
+                _discard(fd)  # a FIN, unless it sent more than we read here
+                item.sock.close()
+                del self.lingering[fd]
 
     def _give_up(self) -> None:
         ctx = self.ctx
@@ -103,11 +221,15 @@ class GracefulStop:
         conns = list(ctx.conns.values())
         for conn in conns:
             conn.stop_reading()  # a streamed frame still being read is not finished now
+            if conn.holding is not None and not conn.closed:
+                # Just moved here, and its old worker's RELEASE may not come now: write what
+                # waits for it (the 200s to a sender among it), or give it up below.
+                conn.release()
         # Which connections are cut is decided first: the REPORTs written below must not make
         # their senders' connections look undelivered.
         cut = [conn for conn in conns if not conn.closed and conn.unsent_relayed]
         for conn in cut:
-            _discard_input(conn)  # so the abort's close is a FIN after the kernel's bytes
+            self._keep(conn)  # the kernel's bytes still go out after the abort
             ctx.report_unsent(conn, conn.give_up())
         ctx.flush_dirty()
 
@@ -118,9 +240,9 @@ def _fd(conn: MsrpConnection) -> int:
     return -1 if sock is None else int(sock.fileno())
 
 
-def _kernel_queues(conn: MsrpConnection) -> tuple[int, int]:
-    """Bytes the kernel has not yet passed to the peer, and bytes received but not read."""
-    fd = _fd(conn)
+def _queues(fd: int) -> tuple[int, int]:
+    """Bytes sent and not yet acknowledged by the peer (or not sent), and bytes received and
+    not read, of socket `fd`."""
     if fd < 0:
         return 0, 0
     out, unread = array.array("i", [0]), array.array("i", [0])
@@ -132,11 +254,20 @@ def _kernel_queues(conn: MsrpConnection) -> tuple[int, int]:
     return out[0], unread[0]
 
 
-def _discard_input(conn: MsrpConnection) -> None:
-    """Read and drop what the peer sent and we will never read (we stop)."""
-    fd = _fd(conn)
+def _discard(fd: int) -> bool:
+    """Read and drop up to DISCARD_PER_TICK bytes the peer sent and we will never read (we
+    stop); True when the peer has closed (or the socket failed)."""
     if fd < 0:
-        return
-    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
-        while sock.recv(1 << 16, socket.MSG_DONTWAIT):
-            pass
+        return False
+    left = DISCARD_PER_TICK
+    try:
+        while left > 0:
+            data = os.read(fd, min(left, 1 << 16))
+            if not data:
+                return True
+            left -= len(data)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return False

@@ -96,6 +96,8 @@ class Worker:
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
         self.stop: GracefulStop | None = None
+        self.term_at = 0.0
+        """When SIGTERM came (monotonic; 0: not yet)."""
         self.retirer: Retirer | None = None
         self.leaving = 0.0
         """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
@@ -124,7 +126,7 @@ class Worker:
     async def _main(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> int:
         ctx = self._context(loop, shm)
         servers = await self._listen(ctx)
-        self._signals(loop)
+        self._signals(loop, ctx)
         # What boot made lives as long as the worker: keep the collector from walking it
         # again and again (and from touching pages shared with the supervisor after fork).
         gc.freeze()
@@ -246,25 +248,42 @@ class Worker:
         self.servers = servers
         return servers
 
-    def _signals(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _signals(self, loop: asyncio.AbstractEventLoop, ctx: WorkerContext) -> None:
         self.wakeup = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, self._set_mode, Mode.STOPPING)
+
+        def term(signum: int, frame: object) -> None:
+            # A plain handler, not the loop's: it runs at the next bytecode, inside a long
+            # loop iteration too (uvloop runs pending handlers when its wakeup fd fires), so
+            # a busy worker stops reading at once, and its drain_timeout counts from the
+            # supervisor's signal, as the supervisor's kill does (issue 12 item 5).
+            if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
+                self.term_at = self.term_at or time.monotonic()
+                ctx.stopping = True  # conn.py reads no new frame from here on
+                if ctx.hub is not None:
+                    ctx.hub.stopping = True  # a peer's EOF now means "done sending" (links.py)
+            loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
+
+        signal.signal(signal.SIGTERM, term)
         loop.add_signal_handler(signal.SIGUSR2, self._set_mode, Mode.DRAINING)
         loop.add_signal_handler(signal.SIGINT, self._set_mode, Mode.EXITING)
         loop.add_signal_handler(signal.SIGQUIT, self._set_mode, Mode.EXITING)
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    def _set_mode(self, mode: Mode) -> None:
+    def _set_mode(self, mode: Mode, ctx: WorkerContext | None = None) -> None:
         # A stop also ends a retirement (the supervisor's TERM reaches every worker).
         stop_retiring = self.mode is Mode.DRAINING and mode is Mode.STOPPING
         if self.mode is Mode.RUNNING or mode is Mode.EXITING or stop_retiring:
             self.mode = mode
             # Retiring has no deadline of its own (the module docstring says why).
             limit = math.inf if mode is Mode.DRAINING else self.spec.settings.core.drain_timeout
-            self.deadline = time.monotonic() + limit
+            started = self.term_at if mode is Mode.STOPPING and self.term_at else time.monotonic()
+            self.deadline = started + limit
             if mode is Mode.DRAINING and self.retirer is not None:
                 self.retirer.start()
+            if mode is Mode.STOPPING and ctx is not None and self.stop is None:
+                # Now, not at the next tick: a busy loop takes a while to get there.
+                self.stop = GracefulStop(ctx, started, self.deadline)
         if self.wakeup is not None:
             self.wakeup.set()
 
@@ -293,8 +312,12 @@ class Worker:
             if time.monotonic() >= self.deadline:
                 if ctx.conns:
                     logger.info("worker %d: closing %d connections", ctx.ident.slot, len(ctx.conns))
+                if self.stop is not None:
+                    self.stop.exit()
                 return True
-            if mode is Mode.STOPPING and not ctx.conns:
+            # Not merely "no connection": a move may be unfinished, links may still hold
+            # frames, closed sockets may still hold our bytes (stopping.py).
+            if mode is Mode.STOPPING and self.stop is not None and self.stop.finished:
                 return True
             if mode is Mode.DRAINING and self._retired(ctx):
                 return True
@@ -411,8 +434,10 @@ def _deliver(
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
     forwarded = bool(flags & HandoffFlags.FORWARDED)
+    # A REPORT the sender's old worker made is the relay's own: no relayed frame to account.
+    origin = None if flags & HandoffFlags.NOTICE else source
     try:
-        return conn.write_frame(data, close_after, source=source, more=more, forwarded=forwarded)
+        return conn.write_frame(data, close_after, source=origin, more=more, forwarded=forwarded)
     finally:
         ctx.current_source = None
 

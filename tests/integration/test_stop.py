@@ -1,12 +1,17 @@
 """Graceful stop under load (issue 12 item 5): `msrpd stop` with flooding senders and
 receivers that stopped reading. Every SEND the relay answered 200 either reaches its
 receiver (who reads what is left in his socket after the stop, until EOF) or comes back to
-its sender as a failure REPORT naming its Message-ID; never both, never neither."""
+its sender as a failure REPORT naming its Message-ID; never both, never neither. Chat-sized
+and larger bodies, both ends on one worker or on two, receivers that answer every SEND they
+read with 200 (as real clients do, RFC 4975 §7.2) or answer nothing."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
+import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,15 +19,15 @@ from datetime import datetime
 
 import pytest
 
-from msrpd.protocol.writer import build_request
+from msrpd.protocol import Status
+from msrpd.protocol.writer import build_reply, build_request
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay, wait_for
 
 PAIRS = 10
-SIGNAL_LATENCY = 1.0
-"""Seconds from the supervisor's log line to every worker having taken the signal (margin)."""
-BODY = 1500
+LOG_GRAIN = 0.002
+"""The log's timestamps are truncated to milliseconds."""
 
 
 def _authed(port: int, user: str) -> MsrpClient:
@@ -43,7 +48,14 @@ class Pair:
     reported: list[tuple[str, bytes]] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
     bad: list[bytes] = field(default_factory=list)
+    body: int = 1500
+    answers: bool = False
+    """Bob answers every SEND he reads with 200."""
     bob_reading: threading.Event = field(default_factory=threading.Event)
+    reset_ok: bool = False
+    alice_ended: str = ""
+    bob_ended: str = ""
+    """How Bob's reading ended, when it was not by EOF."""
     written_at: dict[str, float] = field(default_factory=dict)
     """Message-ID -> when Alice began writing it (wall clock, as the relay's log)."""
 
@@ -54,13 +66,29 @@ class Pair:
             while not until.is_set():
                 mid = f"p{self.index}-{n}"
                 self.written_at[mid] = time.time()
-                body = (b"%s " % mid.encode()).ljust(BODY, b".")
+                body = (b"%s " % mid.encode()).ljust(self.body, b".")
                 self.alice.send_message(self.bob, body, message_id=mid)
                 n += 1
 
+    def _answer(self, out: bytearray) -> None:
+        """Write what the socket takes now of Bob's 200s; the rest waits for the next one."""
+        sock = self.bob.sock
+        sock.setblocking(False)  # recv sets its own timeout again
+        try:
+            del out[: sock.send(out)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            # The relay is gone (its deadline came while he still answered, and his next
+            # answer met its closed socket): he answers no more, and reads what his kernel
+            # holds; the read then ends with the reset, not EOF.
+            out.clear()
+            self.answers = False
+            self.reset_ok = True
+
     def alice_reads(self) -> None:
         """Responses and REPORTs, until the relay closes."""
-        with contextlib.suppress(OSError, EOFError, TimeoutError):
+        try:
             while True:
                 frame = self.alice.recv(timeout=60).frame
                 if frame.method == b"REPORT":
@@ -71,29 +99,56 @@ class Pair:
                     (self.acked if frame.code == 200 else self.refused).append(mid)
                 else:
                     self.bad.append(frame.buf[:200])
+        except Exception as exc:  # EOF, or a reset once she has it all: checked by the counts
+            self.alice_ended = repr(exc)
 
     def bob_reads(self) -> None:
-        """Everything, except while bob_reading is clear; until EOF."""
-        with contextlib.suppress(OSError, EOFError, TimeoutError):
+        """Everything, except while bob_reading is clear; until EOF. With `answers`, each
+        SEND read gets its 200, written without blocking the reading (an event-driven
+        client): what the socket does not take now is written later."""
+        out = bytearray()
+        try:
             while True:
                 self.bob_reading.wait()
                 got = self.bob.recv(timeout=60)
                 if got.frame.method == b"SEND":
                     self.delivered.append((got.frame.message_id or b"").decode())
                     assert got.body.startswith(b"%s " % got.frame.message_id)
+                    if self.answers:
+                        out += build_reply(got.frame, Status.OK, "OK")
+                        self._answer(out)
                 else:
                     self.bad.append(got.frame.buf[:200])
+        except EOFError:
+            pass  # the relay closed, after all it had for him
+        except ConnectionResetError as exc:
+            if not self.reset_ok:
+                self.bob_ended = repr(exc)
+        except Exception as exc:  # a reset, a timeout: checked below
+            self.bob_ended = repr(exc)
 
 
+@pytest.mark.parametrize("answers", [False, True], ids=["silent-bob", "answering-bob"])
+@pytest.mark.parametrize("body", [120, 1500], ids=["chat", "1500B"])
 @pytest.mark.parametrize("balance", [True, False], ids=["colocated", "across-workers"])
-def test_stop_delivers_or_reports_every_acknowledged_send(make_relay, balance: bool) -> None:
+def test_stop_delivers_or_reports_every_acknowledged_send(
+    make_relay, balance: bool, body: int, answers: bool
+) -> None:
     """With `balance` off, pairs whose ends the kernel put on different workers stay so: their
-    frames cross a handoff link, and a lost one is reported by the sender's worker (GONE)."""
+    frames cross a handoff link, and a lost one is reported by the sender's worker (GONE).
+    Chat-sized bodies put tens of thousands of frames in flight at the stop; an answering Bob
+    keeps sending (200s) to a relay that reads no new frame."""
     relay: Relay = make_relay(children=2, core={"drain_timeout": 6, "balance": balance})
     assert relay.start().returncode == 0, relay.log()
     pairs = [
-        Pair(i, _authed(relay.port, "alice"), _authed(relay.port, "bob")) for i in range(PAIRS)
+        Pair(i, _authed(relay.port, "alice"), _authed(relay.port, "bob"), body=body)
+        for i in range(PAIRS)
     ]
+    for pair in pairs:
+        pair.answers = answers
+        # A phone's buffer, not a server's: what the kernels hold for a Bob who stopped
+        # reading stays small, so the stop has frames it must give up on.
+        pair.bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 15)
     # send_message picks its own tid: record it by patching in a known one per SEND.
     for pair in pairs:
         pair.alice.request = _recording(pair.alice, pair.tids)  # type: ignore[method-assign]
@@ -109,23 +164,43 @@ def test_stop_delivers_or_reports_every_acknowledged_send(make_relay, balance: b
     time.sleep(2.0)
     for pair in pairs:
         pair.bob_reading.clear()  # receivers stop reading ...
-    time.sleep(0.5)  # ... 0.5 s before the stop
-    stopped = relay.cli("stop", "--timeout", "30")
-    assert stopped.returncode == 0, stopped.stderr
+    time.sleep(2.0)  # ... 2 s before the stop: more than the kernels take
+    results: list[subprocess.CompletedProcess[str]] = []
+    stopper = threading.Thread(target=lambda: results.append(relay.cli("stop", "--timeout", "30")))
+    stopper.start()
+    if answers:
+        # An answering Bob catches up while the relay stops: he reads again, and answers
+        # each SEND, 0.5 s after both workers stopped reading. (A silent Bob reads only once
+        # the relay is gone: what its kernel held still reaches him.)
+        wait_for(lambda: len(STOP_LINE.findall(relay.log())) == 2, 10, "the workers' stop")
+        time.sleep(0.5)
+        before = sum(len(pair.delivered) for pair in pairs)
+        for pair in pairs:
+            pair.bob_reading.set()
+    stopper.join(60)
+    if not answers:
+        before = sum(len(pair.delivered) for pair in pairs)
+    assert results and results[0].returncode == 0, results
     for pair in pairs:
         pair.bob_reading.set()  # Bob reads what is left in his socket, until EOF
     done.set()
     for thread in threads:
         thread.join(60)
         assert not thread.is_alive()
-    # The relay's own record of when the stop began (`msrpd stop` takes a while to start).
-    term_line = next(line for line in relay.log().splitlines() if "graceful stop" in line)
-    term = datetime.strptime(term_line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    assert "SIGKILL" not in relay.log(), _stop_log(relay)
+    # When each worker took the signal and stopped reading (its own log line): the last of
+    # them read nothing written after it.
+    took = [_log_time(line) for line in relay.log().splitlines() if STOP_LINE.search(line)]
+    assert len(took) == 2, _stop_log(relay)
+    term = max(took)
     total_acked = total_reported = 0
     for pair in pairs:
         acked, delivered = set(pair.acked), set(pair.delivered)
         reported = {mid for mid, _ in pair.reported}
         assert not pair.bad, pair.bad[:3]
+        assert not pair.bob_ended, (
+            f"pair {pair.index}: Bob read until {pair.bob_ended}\n" + _stop_log(relay)
+        )
         assert len(acked) == len(pair.acked) and len(delivered) == len(pair.delivered)
         assert len(reported) == len(pair.reported), "a SEND reported twice"
         assert not delivered & reported, f"delivered and reported: {sorted(delivered & reported)}"
@@ -135,9 +210,13 @@ def test_stop_delivers_or_reports_every_acknowledged_send(make_relay, balance: b
             f"{[(p.index, len(p.acked), len(p.delivered), len(p.reported)) for p in pairs]}\n"
             + _stop_log(relay)
         )
-        assert delivered <= acked and reported <= acked
+        assert delivered <= acked and reported <= acked, (
+            f"pair {pair.index}: not acknowledged: {sorted(delivered - acked)[:5]}, "
+            f"{sorted(reported - acked)[:5]}; Alice read until {pair.alice_ended}\n"
+            + _stop_log(relay)
+        )
         # Nothing Alice began to write after the stop was read, so nothing was answered 200.
-        late = [mid for mid in acked if pair.written_at[mid] > term + SIGNAL_LATENCY]
+        late = [mid for mid in acked if pair.written_at[mid] > term + LOG_GRAIN]
         assert not late, f"acknowledged after the stop: {late[:5]}"
         # Bob gets Alice's SENDs in order, without gaps before the last one delivered.
         numbers = [int(mid.split("-")[1]) for mid in pair.delivered]
@@ -145,12 +224,21 @@ def test_stop_delivers_or_reports_every_acknowledged_send(make_relay, balance: b
         assert all(status.split()[1] != b"200" for _, status in pair.reported)
         total_acked += len(acked)
         total_reported += len(reported)
-    # The receivers really were behind: the stop had SENDs it could not deliver.
-    assert total_reported > 0
+    # The receivers really were behind: the stop had SENDs to deliver to them, and a silent
+    # Bob some it could not deliver.
+    assert sum(len(pair.delivered) for pair in pairs) > before
+    assert total_reported > 0 or answers, _stop_log(relay)
     assert total_acked > total_reported
     for pair in pairs:
         pair.alice.close()
         pair.bob.close()
+
+
+STOP_LINE = re.compile(r"worker \d+: stopping, reading no new frame")
+
+
+def _log_time(line: str) -> float:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def _recording(client: MsrpClient, tids: dict[bytes, str]):  # type: ignore[no-untyped-def]
@@ -168,7 +256,7 @@ def _recording(client: MsrpClient, tids: dict[bytes, str]):  # type: ignore[no-u
 
 def _stop_log(relay: Relay) -> str:
     """The relay's log lines about the stop, for a failure message."""
-    words = ("stop", "WARNING", "ERROR")
+    words = ("stop", "WARNING", "ERROR", "handoff link")
     lines = [line for line in relay.log().splitlines() if any(w in line for w in words)]
     return "\n".join(line for line in lines if "msrpd.acct" not in line)[-5000:]
 
@@ -201,7 +289,8 @@ def test_stop_finishes_a_streamed_frame_then_reads_nothing_more(make_relay) -> N
     late = alice.send_message(bob, b"after the stop", message_id="late")
     reader.join(30)
     assert got == [body]
-    assert alice.recv(timeout=10).frame.tid == tid  # its 200 (sent on the head, item 10)
+    answer = alice.recv(timeout=10).frame
+    assert (answer.tid, answer.code) == (tid, 200)  # sent once the end-line was in (item 10)
     with contextlib.suppress(EOFError, OSError):
         extra = bob.recv(timeout=15)
         raise AssertionError(f"Bob got a frame read after the stop: {extra.frame.buf[:80]!r}")

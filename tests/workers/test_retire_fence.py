@@ -70,6 +70,9 @@ class Ctx:
     def note_forward(self, token: int, source: object) -> None:
         self.forwarded.append((token, source))
 
+    def note_moved(self, old: int, path: Path, new: int) -> None:
+        pass
+
     def add(self, *args: object) -> None:
         pass
 
