@@ -158,7 +158,7 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         now = time.monotonic()
-        if self.alive:
+        if self.alive and not self.soak.stopping:  # not the relay's own stop at the end
             self.died_at[self.epoch] = now
             if self.soak.ledger.killed_near(now):
                 self.soak.ledger.closes_killed += 1
@@ -450,7 +450,7 @@ class Soak:
             "reloads": ledger.reloads,
             "closes_killed": ledger.closes_killed,
             "closes_unexplained": ledger.closes_unexplained,
-            "samples": ledger.samples if final else [],
+            "samples": list(ledger.samples) if final else [],
         }
 
 
