@@ -131,6 +131,15 @@ class MsrpClient:
             self.use_path = (final.frame.header("Use-Path") or b"").decode()
         return final
 
+    def binary_send(self, to: MsrpClient, body: bytes, message_id: str) -> tuple[bytes, bytes]:
+        """(tid, the whole SEND frame) of a binary message to `to`, not sent: for tests that
+        write it in pieces (a streamed body arriving slowly, a stop in the middle of it)."""
+        tid = new_tid()
+        headers = [("Message-ID", message_id), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+        headers.append(("Content-Type", "application/octet-stream"))
+        paths = [to.use_path or "", to.uri]
+        return tid, build_request(tid, b"SEND", paths, [self.uri], headers, body)
+
     def send_message(self, to: MsrpClient, body: bytes, message_id: str = "m1") -> bytes:
         """SEND through the relay to `to` (whose use_path names its session)."""
         assert to.use_path

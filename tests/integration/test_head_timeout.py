@@ -107,10 +107,7 @@ def test_a_slow_streamed_body_is_not_cut(make_relay) -> None:
     relay = _relay(make_relay)
     alice, bob = _authed(relay.port, "alice"), _authed(relay.port, "bob")
     body = bytes(range(256)) * (3 * 4096)
-    tid = new_tid()
-    headers = [("Message-ID", "big"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
-    headers.append(("Content-Type", "application/octet-stream"))
-    frame = build_request(tid, b"SEND", [bob.use_path or "", bob.uri], [alice.uri], headers, body)
+    _, frame = alice.binary_send(bob, body, "big")
     received: list[bytes] = []
     reader = threading.Thread(target=lambda: received.append(bob.recv(timeout=60).body))
     reader.start()

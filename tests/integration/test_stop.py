@@ -20,7 +20,7 @@ from datetime import datetime
 import pytest
 
 from msrpd.protocol import Status
-from msrpd.protocol.writer import build_reply, build_request
+from msrpd.protocol.writer import build_reply
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay, wait_for
@@ -138,12 +138,25 @@ def test_stop_delivers_or_reports_every_acknowledged_send(
     frames cross a handoff link, and a lost one is reported by the sender's worker (GONE).
     Chat-sized bodies put tens of thousands of frames in flight at the stop; an answering Bob
     keeps sending (200s) to a relay that reads no new frame."""
-    relay: Relay = make_relay(children=2, core={"drain_timeout": 6, "balance": balance})
+    # drain_timeout 10: the stop gives up 3 s before it, and whatever is in the kernels by then
+    # must still be read by the test's Python readers (30 threads) before the deadline, also
+    # when the whole suite loads both cores (with 6 s an answering Bob under load once read
+    # too slowly, and his answer then met the closed socket: reset, kernel bytes lost).
+    relay: Relay = make_relay(children=2, core={"drain_timeout": 10, "balance": balance})
     assert relay.start().returncode == 0, relay.log()
     pairs = [
         Pair(i, _authed(relay.port, "alice"), _authed(relay.port, "bob"), body=body)
         for i in range(PAIRS)
     ]
+    try:
+        _flood_then_stop(relay, pairs, answers)
+    finally:  # a failed check must not leave sockets behind for a later test's GC to warn of
+        for pair in pairs:
+            pair.alice.close()
+            pair.bob.close()
+
+
+def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
     for pair in pairs:
         pair.answers = answers
         # A phone's buffer, not a server's: what the kernels hold for a Bob who stopped
@@ -229,9 +242,6 @@ def test_stop_delivers_or_reports_every_acknowledged_send(
     assert sum(len(pair.delivered) for pair in pairs) > before
     assert total_reported > 0 or answers, _stop_log(relay)
     assert total_acked > total_reported
-    for pair in pairs:
-        pair.alice.close()
-        pair.bob.close()
 
 
 STOP_LINE = re.compile(r"worker \d+: stopping, reading no new frame")
@@ -269,10 +279,7 @@ def test_stop_finishes_a_streamed_frame_then_reads_nothing_more(make_relay) -> N
     assert relay.start().returncode == 0, relay.log()
     alice, bob = _authed(relay.port, "alice"), _authed(relay.port, "bob")
     body = bytes(range(256)) * (3 * 4096)
-    tid = new_tid()
-    headers = [("Message-ID", "big"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
-    headers.append(("Content-Type", "application/octet-stream"))
-    frame = build_request(tid, b"SEND", [bob.use_path or "", bob.uri], [alice.uri], headers, body)
+    tid, frame = alice.binary_send(bob, body, "big")
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(bob.recv(timeout=30).body))
     reader.start()
