@@ -318,7 +318,8 @@ class MsrpSettings:
 
     connect_rate: float = field(default=20.0, metadata=_RATE)
     """Outbound connects per second that frames from one connection may start (a burst of
-    that many, refilled at that rate): naming a new next hop in every frame stays cheap."""
+    that many, at least 1, refilled at that rate): naming a new next hop in every frame
+    stays cheap."""
 
     max_connecting_bytes: int = field(default=16 * 1024 * 1024, metadata=_integer(1024))
     """Bytes per worker that may wait in outbound connections still connecting."""

@@ -90,6 +90,7 @@ class Dialing:
         """conn -> (the source connection that started it, the frames parked on it)."""
         self.per_source: dict[int, int] = {}
         self.rate = m.connect_rate
+        self.burst = max(1.0, self.rate)  # a rate under 1/s still allows one connect
         self.buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()
         """source conid -> (connects it may still start, when that was counted); a source
         forgotten (the oldest past BUCKET_MEMORY) starts again from a full bucket."""
@@ -114,8 +115,8 @@ class Dialing:
         return self._over_bytes()
 
     def _tokens(self, conid: int, now: float) -> float:
-        tokens, at = self.buckets.get(conid, (self.rate, now))
-        return min(self.rate, tokens + (now - at) * self.rate)
+        tokens, at = self.buckets.get(conid, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate)
 
     def started(self, conn: MsrpConnection) -> None:
         source = self.ctx.current_conn
