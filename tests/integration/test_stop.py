@@ -177,7 +177,11 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
     time.sleep(2.0)
     for pair in pairs:
         pair.bob_reading.clear()  # receivers stop reading ...
-    time.sleep(2.0)  # ... 2 s before the stop: more than the kernels take
+    # ... until the relay holds frames for them that no kernel takes: every Alice stalled
+    # (the relay stopped reading her, RFC 4975 §5.4 flow control), however fast this machine.
+    # A fixed wait let chat-sized floods on a slow machine fit whole in the kernels' send
+    # buffers (4 MiB each), leaving a silent Bob's stop nothing to report.
+    _wait_stalled(pairs)
     results: list[subprocess.CompletedProcess[str]] = []
     stopper = threading.Thread(target=lambda: results.append(relay.cli("stop", "--timeout", "30")))
     stopper.start()
@@ -242,6 +246,23 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
     assert sum(len(pair.delivered) for pair in pairs) > before
     assert total_reported > 0 or answers, _stop_log(relay)
     assert total_acked > total_reported
+
+
+def _wait_stalled(pairs: list[Pair], quiet: float = 1.0, limit: float = 60.0) -> None:
+    """Wait until no Alice has begun a SEND for `quiet` seconds (at least 2 s in all)."""
+    began = time.monotonic()
+    counts = [len(pair.written_at) for pair in pairs]
+    since = began
+    while True:
+        time.sleep(0.1)
+        now = time.monotonic()
+        latest = [len(pair.written_at) for pair in pairs]
+        if latest != counts:
+            counts, since = latest, now
+        elif now - since >= quiet and now - began >= 2.0:
+            print(f"every Alice stalled {now - began:.1f} s after the receivers stopped reading")
+            return
+        assert now - began < limit, f"the senders never stalled: {counts}"
 
 
 STOP_LINE = re.compile(r"worker \d+: stopping, reading no new frame")
