@@ -37,7 +37,7 @@ from .handover import Handover, MovedSink, token_worker, worker_token
 
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
 
 __all__ = ["Mover"]
@@ -65,7 +65,7 @@ class Mover:
         self,
         ctx: WorkerContext,
         balancer: AcceptBalancer,
-        new_conn: Callable[[str], MsrpConnection],
+        new_conn: Callable[[str], Connection],
     ) -> None:
         self.ctx = ctx
         self.balancer = balancer
@@ -81,7 +81,7 @@ class Mover:
 
     # -- deciding -----------------------------------------------------------------------------
 
-    def note_remote(self, source: MsrpConnection, owner: tuple[int, int], conid: int) -> None:
+    def note_remote(self, source: Connection, owner: tuple[int, int], conid: int) -> None:
         """relay() from `source` went to connection `conid` of worker `owner`."""
         if not self.colocate:
             return
@@ -94,7 +94,7 @@ class Mover:
                 source.others_at = time.monotonic()  # relayed to a third worker
             source.streak_owner, source.streak = owner, 1
 
-    def consider(self, conn: MsrpConnection) -> None:
+    def consider(self, conn: Connection) -> None:
         """After `conn`'s read: move it to, or pull its peer from, the worker it relays to."""
         target = conn.move_to
         conn.move_to, conn.streak, conn.streak_owner = None, 0, None
@@ -147,36 +147,37 @@ class Mover:
         never move at once through one worker (their frames could pass each other)."""
         return self.handover.busy()
 
-    def movable(self, conn: MsrpConnection) -> bytes | None:
+    def movable(self, conn: Connection) -> bytes | None:
         """What conn's reader holds, if conn can move now; else None."""
-        transport = conn.transport
+        transport = conn.wire.transport
+        out = conn.out
         if (
             not conn.movable
             or self.ctx.stopping  # a stop reads no more: nothing to gain, frames to lose
             or conn.closed
             or transport is None
-            or conn.close_when_flushed
+            or out.close_when_flushed
             or conn.stream_sink is not None
-            or conn.gate.owner is not None
-            or conn.gate.held
+            or out.gate.owner is not None
+            or out.gate.held
             or conn.blockers
-            or conn.flow.blocked
+            or out.flow.blocked
             or conn.holding is not None
             or conn.reading_held
             or conn.carried
-            or conn.pending
+            or out.pending
             or transport.get_write_buffer_size()
         ):
             return None
         held = conn.reader.detach()
         return held if held is not None and len(held) <= MAX_CARRY else None
 
-    def move(self, conn: MsrpConnection, owner: tuple[int, int]) -> bool:
+    def move(self, conn: Connection, owner: tuple[int, int]) -> bool:
         """Send `conn` to worker `owner`; False when it stays here."""
         ctx = self.ctx
         ctx.flush_now()
         held = self.movable(conn)
-        transport = conn.transport
+        transport = conn.wire.transport
         if held is None or transport is None:
             return False
         if not self.lock():
@@ -192,7 +193,7 @@ class Mover:
         return moved
 
     def _send(
-        self, conn: MsrpConnection, owner: tuple[int, int], held: bytes, transport: Any
+        self, conn: Connection, owner: tuple[int, int], held: bytes, transport: Any
     ) -> bool:
         message = self.message(conn, held)
         if message is None:
@@ -205,19 +206,20 @@ class Mover:
         self.sent_away(conn, owner)
         return True
 
-    def message(self, conn: MsrpConnection, held: bytes, *, handover: bool = False) -> bytes | None:
+    def message(self, conn: Connection, held: bytes, *, handover: bool = False) -> bytes | None:
         """What the new owner needs to serve `conn` (handover.adopt): its state, then the
         bytes its reader held; None when the state is over MAX_STATE. `handover`: a reload
         moves it (not counted against MAX_MOVES)."""
+        stats = conn.stats
         state = {
             "old": conn.conid,
             "from": list(self.me),
-            "listen": conn.local_sock,
-            "sessions": conn.sessions,
-            "meta": conn.session_meta,
-            "counts": [conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out],
-            "opened": conn.opened,
-            "active": conn.last_active,  # monotonic: one clock for every process (Linux)
+            "listen": conn.wire.local_sock,
+            "sessions": stats.sessions,
+            "meta": stats.session_meta,
+            "counts": [stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out],
+            "opened": stats.opened,
+            "active": stats.last_active,  # monotonic: one clock for every process (Linux)
             "moves": conn.moves + 1,
             "handovers": conn.handovers + handover,
         }
@@ -225,12 +227,12 @@ class Mover:
         return None if len(head) > MAX_STATE else head + b"\n" + held
 
     def sent_away(
-        self, conn: MsrpConnection, owner: tuple[int, int], *, fence_first: bool = False
+        self, conn: Connection, owner: tuple[int, int], *, fence_first: bool = False
     ) -> None:
         """`conn`'s socket is worker `owner`'s now (its reading was paused before it was
         sent): forget it here without closing the session, and start the handover."""
         ctx = self.ctx
-        transport = conn.transport
+        transport = conn.wire.transport
         conn.passed = conn.closed = True
         ctx.conns.pop(conn.conid, None)
         ctx.shm.heartbeats.set_conns(ctx.ident.index, len(ctx.conns))
@@ -276,6 +278,6 @@ class Mover:
         self.handover.tick()
 
 
-def _colocated(conn: MsrpConnection) -> int:
+def _colocated(conn: Connection) -> int:
     """How often colocation moved `conn`."""
     return conn.moves - conn.handovers

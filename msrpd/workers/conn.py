@@ -36,38 +36,28 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
+from .connapi import QUIET, Connection, ConnRoute, registry_key
+from .connstats import ConnStats
 from .flow import WRITE_HIGH, Blockable, FlowControl, link_of
-from .gate import FrameGate, Write
+from .outbox import Outbox
 from .routeenv import ConnEnv
-from .sentlog import SentLog, Unsent
+from .sentlog import Unsent
+from .transports.base import Wire
 
 if TYPE_CHECKING:
     from .context import WorkerContext
     from .sinks import Sink
 
-__all__ = ["MsrpConnection", "format_peer", "registry_key"]
+__all__ = ["MsrpConnection"]
 
 logger = logging.getLogger(__name__)
 
-BYTES_IN, BYTES_OUT = Counter.bytes_in, Counter.bytes_out
-QUIET = 0.25
-"""Seconds without input after which a connection counts as done sending (graceful stop)."""
-
-
-def format_peer(host: str, port: int) -> str:
-    """`host:port`, IPv6 in brackets (RFC 3986 §3.2.2), as URIs and registry keys need."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def registry_key(peer_key: str, outbound: bool) -> str:
-    """The connection registry's key for a connection to or from `peer_key`: connections the
-    relay opened under the address itself, clients' connections under "in:" + the address,
-    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
-    return peer_key if outbound else "in:" + peer_key
+BYTES_IN = Counter.bytes_in
 
 
 class MsrpConnection(asyncio.Protocol):
-    """One TCP or TLS connection, inbound (accepted) or outbound (opened to a next hop)."""
+    """One connection over a wire (transports/), inbound (accepted) or outbound (opened to a
+    next hop): reads through the FrameReader, writes through its Outbox."""
 
     outbound = False
     """Opened by the relay to a next hop (delivery.py sets it), not accepted from a client."""
@@ -76,20 +66,13 @@ class MsrpConnection(asyncio.Protocol):
     """In the connection registry, so every worker reuses it; a retiring worker's links to
     next hops are not (retirelinks.py): the new generation opens its own."""
 
-    held_replies: list[tuple[bytes, bool]] | None = None
-    """Answers to the streamed frame being read, written when its end-line is in (set per
-    frame by _on_frame; None: answers go out at once)."""
-
     handovers = 0
     """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
     count against colocation's MAX_MOVES."""
 
-    def __init__(
-        self, ctx: WorkerContext, local_sock: str, secure: bool, *, balance: bool = False
-    ) -> None:
+    def __init__(self, ctx: WorkerContext, wire: Wire, *, balance: bool = False) -> None:
         self.ctx = ctx
-        self.local_sock = local_sock
-        self.secure = secure
+        self.wire: Wire = wire
         self.balance = balance
         """Just accepted here: may be passed to a less loaded worker (balance.py)."""
         self.passed = False
@@ -106,7 +89,7 @@ class MsrpConnection(asyncio.Protocol):
         self.holding_bytes = 0
         self.carried = b""
         """Bytes the old worker's reader held, read before anything else."""
-        self.on_taken_over: Callable[[MsrpConnection], None] | None = None
+        self.on_taken_over: Callable[[Connection], None] | None = None
         self.others_at = 0.0
         """When it last relayed to a worker other than the one of its streak."""
         self.reading_held = False
@@ -114,60 +97,45 @@ class MsrpConnection(asyncio.Protocol):
         self.release_link: Blockable | None = None
         """The link the old worker's RELEASE comes on: never paused for what is held."""
         self.reader = FrameReader(ctx.limits)
-        self.transport: asyncio.Transport | None = None
         self.conid = ctx.new_conid()
-        self.info = ConnInfo("", local_sock, self.conid)
-        self.env = ConnEnv(ctx, self)
+        self.info = ConnInfo("", wire.local_sock, self.conid)
+        self.env: ConnRoute = ConnEnv(ctx, self)
         self.peer_key = ""
-        self.sessions: list[str] = []
-        self.session_meta: dict[str, tuple[str, float]] = {}
-        """sessid -> (user, wall-clock start), for the accounting line."""
-        self.frames_in = self.frames_out = 0
-        self.close_reason = ""
-        self.opened = self.last_active = time.monotonic()
+        self.stats = ConnStats()
         self.closed = False
-        self.pending: list[bytes | memoryview] = []
-        self.pending_bytes = 0
-        self.flush_queued = self.close_when_flushed = False
-        self.sent_log = SentLog()
+        flow = FlowControl(ctx)
+        self.out = Outbox(self, wire, self.stats, flow, ctx.queue_flush, ctx.counters.values)
         self.stream_sink: Sink | None = None
-        self.gate = FrameGate()
-        self.flow = FlowControl(ctx)
-        self.write_paused = False
-        self.blockers: set[Hashable] = set()
         self.stream_tid = b""
-        self.bytes_in = self.bytes_out = 0
+        self.blockers: set[Hashable] = set()
+        """The destinations (connections, handoff links) whose congestion pauses our reading."""
         # The head being read (reader.head_serial) and when it began: head_timeout counts
         # from there (slowloris).
-        self.head_serial, self.head_since = 0, 0.0
+        self.head: tuple[int, float] = (0, 0.0)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         balancer = self.ctx.balancer
         if self.balance and balancer is not None:
-            listen = self.local_sock
+            listen = self.wire.local_sock
             if balancer.offer(cast(asyncio.Transport, transport), len(self.ctx.conns), listen):
                 self.passed = self.closed = True  # another worker owns it now
                 return
         if self.closed:  # given up by a stop while connecting (stopping.py)
             transport.abort()  # type: ignore[attr-defined]
             return
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
-        host, port = transport.get_extra_info("peername")[:2]
-        peer = format_peer(host, port)
-        self.peer_key = f"{'tls' if self.secure else 'tcp'}:{peer}"
-        self.info = ConnInfo(
-            f"msrp{'s' if self.secure else ''}://{peer}", self.local_sock, self.conid
-        )
+        wire = self.wire
+        peer = wire.attach(transport, self.reader.receive_data, WRITE_HIGH)
+        self.peer_key = f"{wire.kind}:{peer}"
+        self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
         self.ctx.connection_opened(self)
         if self.on_taken_over is not None:
             self.on_taken_over(self)
             self.on_taken_over = None
-        if self.pending or self.close_when_flushed:
-            self.flush()
+        out = self.out
+        if out.pending or out.close_when_flushed:
+            out.flush()
         if self.carried and not self.reading_held:
             carried, self.carried = self.carried, b""
             self.data_received(carried)
@@ -178,11 +146,11 @@ class MsrpConnection(asyncio.Protocol):
 
     def start_reading(self) -> None:
         self.reading_held = False
-        self.head_since = time.monotonic()
-        if self.closed or self.transport is None:
+        self.head = (self.head[0], time.monotonic())
+        if self.closed or self.wire.transport is None:
             return
         if not self.blockers and self.may_read:
-            self.transport.resume_reading()
+            self.wire.resume_reading()
         if self.carried:
             carried, self.carried = self.carried, b""
             self.data_received(carried)
@@ -195,13 +163,13 @@ class MsrpConnection(asyncio.Protocol):
             # uvloop starts reading after connection_made whatever it asked: keep the bytes
             # behind the carried ones and stop reading now.
             self.carried += data
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self.wire.pause_reading()
             return
-        self.last_active = time.monotonic()
-        self.bytes_in += len(data)
+        stats = self.stats
+        stats.last_active = now = time.monotonic()
+        stats.bytes_in += len(data)
         self.ctx.counters.values[BYTES_IN] += len(data)
-        self.reader.receive_data(data)
+        self.wire.receive(data)
         ctx = self.ctx
         ctx.begin_batch()
         try:
@@ -209,9 +177,8 @@ class MsrpConnection(asyncio.Protocol):
         finally:
             ctx.flush_now()
         reader = self.reader
-        if reader.in_head and reader.head_serial != self.head_serial:
-            self.head_serial = reader.head_serial
-            self.head_since = self.last_active
+        if reader.in_head and reader.head_serial != self.head[0]:
+            self.head = (reader.head_serial, now)
         if self.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
@@ -227,15 +194,24 @@ class MsrpConnection(asyncio.Protocol):
         if self.passed:
             return
         self.closed = True
-        if not self.close_reason:
-            self.close_reason = f"error: {exc}" if exc else "closed by peer"
-        self.flow.release_all(self)
-        self.held_replies = None  # the chunk never ended: it is not answered
+        out = self.out
+        out.shut()
+        stats = self.stats
+        if not stats.close_reason:
+            stats.close_reason = f"error: {exc}" if exc else "closed by peer"
+        out.flow.release_all(out)
+        out.held_replies = None  # the chunk never ended: it is not answered
         if self.stream_sink is not None:
             end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
             self.stream_sink.send(end, source=self.conid)
             self.stream_sink = None
         self.ctx.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.out.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.out.resume_writing()
 
     # -- events -----------------------------------------------------------------------------
 
@@ -278,11 +254,11 @@ class MsrpConnection(asyncio.Protocol):
             self.ctx.current_source = None
 
     def _on_frame(self, frame: Frame) -> None:
-        self.frames_in += 1
+        self.stats.frames_in += 1
         ctx = self.ctx
         ctx.count_frame_in(frame)
         if frame.streamed:
-            self.held_replies = []
+            self.out.held_replies = []
         loopback = ctx.loopback
         if loopback is not None and loopback.refuse_loop(frame, self):
             sink = None  # a path looping through us: answered, never routed (loopback.py)
@@ -297,34 +273,25 @@ class MsrpConnection(asyncio.Protocol):
             self.stream_sink.send(end.raw, source=self.conid)
             self.stream_sink = None
         # The chunk is in, whatever its flag: "#" ends it too (RFC 4975 §7.1).
-        held, self.held_replies = self.held_replies or [], None
+        out = self.out
+        held, out.held_replies = out.held_replies or [], None
         for data, close_after in held:
             self.write_frame(data, close_after)
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
-        if self.held_replies is not None:
-            self.held_replies.append((data, close_after))
-        else:
-            self.write_frame(data, close_after)
+        self.out.reply(data, close_after, self.write_frame)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.count_invalid()
         logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
         if not invalid_gets_reply(invalid):
             return  # a response, a REPORT or Failure-Report: no: dropped (RFC 4975 §7.1.2)
-        reply = build_invalid_reply(invalid, self._self_uri())
+        reply = build_invalid_reply(invalid, self.wire.self_uri())
         if reply is None:
             self.close(f"unanswerable invalid frame: {invalid.reason}")
         else:
             self.write_frame(reply, False)
-
-    def _self_uri(self) -> bytes:
-        """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
-        if not self.local_sock:
-            return b""
-        address = self.local_sock.partition(":")[2]
-        return f"msrp{'s' if self.secure else ''}://{address};tcp".encode()
 
     def _on_sip(self, message: SipMessage) -> None:
         self.ctx.run_sip_route(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
@@ -341,44 +308,27 @@ class MsrpConnection(asyncio.Protocol):
         forwarded: bool = False,
     ) -> bool:
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
-        closed. Frames from other sources wait while a streamed frame is written (gate.py).
-        Just after a move, only frames the old worker `forwarded` go out; the rest wait for
-        release() (handover.py)."""
+        closed (outbox.py). Just after a move, only frames the old worker `forwarded` go out;
+        the rest wait for release() (handover.py)."""
         if self.closed:
             return False
         holding = self.holding
+        out = self.out
         if holding is not None and not forwarded:
             holding.append((data, close_after, source, more))
             self.holding_bytes += len(data)
         else:
-            self._write_now(data, close_after, source, more)
+            out.write(data, close_after, source, more)
         if holding is not None and link_of(self.ctx.current_source) is self.release_link:
             return True  # RELEASE comes on this link: pausing it for what is held never ends
-        if self.flow.active or self.congested:
-            self.flow.check(self, source)
+        if out.flow.active or out.congested:
+            out.flow.check(out, source)
         return True
 
-    def _write_now(
-        self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool
-    ) -> None:
-        gate = self.gate
-        if not more and gate.owner is None and not gate.held:
-            self._write(data, close_after, source)  # the usual case: nothing streams, waits
-            self.frames_out += 1
-        else:
-            for item in gate.offer(Write(data, close_after, source, more)):
-                self._write(item.data, item.close_after, item.source, item.more)
-                self.frames_out += not item.more
-
     def abandon(self, source: Hashable) -> None:
-        """`source` (a handoff link's stream) will send no more: end its frame, if it is in
-        the middle of one, and write what waited behind it (gate.py)."""
-        if self.closed or source not in self.gate.open:
-            return
-        for item in self.gate.abandon(source):
-            self._write(item.data, item.close_after, item.source, item.more)
-            self.frames_out += not item.more
-        self.flow.check(self)
+        """`source` (a handoff link's stream) will send no more (Outbox.abandon)."""
+        if not self.closed:
+            self.out.abandon(source)
 
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
@@ -386,55 +336,7 @@ class MsrpConnection(asyncio.Protocol):
         self.release_link = None
         for data, close_after, source, more in held:
             self.write_frame(data, close_after, source=source, more=more)
-        self.flow.check(self)
-
-    def _write(
-        self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool = False
-    ) -> None:
-        # Batched: everything written during one loop iteration (a read's replies and relayed
-        # frames, a handoff batch) leaves in one transport write at the iteration's end.
-        size = len(data)
-        self.bytes_out += size
-        if source is not None:  # relayed: what a stop must report if it is never sent
-            log = self.sent_log
-            log.relayed = True
-            if more or log.streams:
-                log.note(self.bytes_out, source, data, more)
-            else:
-                log.records.append((self.bytes_out, source, data))
-        self.ctx.counters.values[BYTES_OUT] += size
-        self.pending.append(data)
-        self.pending_bytes += size
-        if close_after:
-            self.close_when_flushed = True
-            self.close_reason = self.close_reason or "closed after relay (flag 2)"
-        if not self.flush_queued and self.transport is not None:
-            self.flush_queued = True
-            self.ctx.queue_flush(self)
-
-    def flush(self) -> None:
-        """Hand what is pending to the transport (WorkerContext.queue_flush calls this)."""
-        self.flush_queued = False
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        pending = self.pending
-        if pending:
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-            self.pending = []
-            self.pending_bytes = 0
-            if self.sent_log.records:
-                self.trim_sent()
-        if self.close_when_flushed:
-            transport.close()
-        elif self.flow.active:
-            self.flow.check(self)  # what was pending may have left: resume its sources
-
-    def trim_sent(self) -> None:
-        """Forget the relayed frames whose last byte the transport has passed to the kernel."""
-        transport = self.transport
-        left = transport.get_write_buffer_size() if transport is not None else 0
-        self.sent_log.trim(self.bytes_out - self.pending_bytes - left)
+        self.out.flow.check(self.out)
 
     @property
     def may_read(self) -> bool:
@@ -445,120 +347,84 @@ class MsrpConnection(asyncio.Protocol):
     def stop_reading(self) -> None:
         """Graceful stop: read no new frame (a streamed one being relayed is finished first,
         unless the stop has given up)."""
-        if self.transport is not None and not self.closed and not self.may_read:
-            self.transport.pause_reading()
+        if not self.closed and not self.may_read:
+            self.wire.pause_reading()
 
     @property
     def unsent(self) -> bool:
-        """Output not (wholly) in the kernel yet: queued here, in the transport, held back,
-        or a streamed frame half written."""
-        transport = self.transport
-        buffered = self.pending_bytes + (transport.get_write_buffer_size() if transport else 0)
-        gate = self.gate
-        return bool(
-            buffered or gate.held or gate.owner is not None or self.holding is not None
-        ) or bool(self.sent_log.streams)
+        """Output not (wholly) in the kernel yet (Outbox.unsent), or held back."""
+        return self.out.unsent or self.holding is not None
 
     @property
     def unsent_relayed(self) -> bool:
         """A relayed frame is among what has not reached the kernel (give_up drops it)."""
-        self.trim_sent()
-        log, gate = self.sent_log, self.gate
-        return bool(log.records or log.streams or gate.held or self.holding) or (
-            gate.owner is not None
-        )
+        return self.out.unsent_relayed or bool(self.holding)
 
     def give_up(self) -> list[Unsent]:
         """The stop's deadline is near: drop what has not reached the kernel, and return the
         relayed frames it held. uvloop's abort closes without SO_LINGER, so the bytes the
         kernel has still reach the peer, then a FIN: the peer gets exactly the frames its
         senders are not told are lost (RFC 4975 §7.1.2)."""
-        self.trim_sent()
-        unsent = self.sent_log.take()
-        held = [(w.source, w.data, w.more) for w in self.gate.held]
-        held.extend((source, data, more) for data, _, source, more in self.holding or ())
-        streaming = {self.gate.owner}  # its head is in the log already
-        for source, data, more in held:
-            if source is None or source in streaming:
-                if not more:
-                    streaming.discard(source)
-                continue
-            unsent.append((source, data))
-            if more:
-                streaming.add(source)
-        self.pending, self.pending_bytes, self.holding, self.holding_bytes = [], 0, None, 0
-        self.gate = FrameGate()
+        held = [(source, data, more) for data, _, source, more in self.holding or ()]
+        unsent = self.out.give_up(held)
+        self.holding, self.holding_bytes = None, 0
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
-        self.close_reason = self.close_reason or "relay stopping: unsent frames dropped"
-        if self.transport is not None:
-            self.transport.abort()
+        stats = self.stats
+        stats.close_reason = stats.close_reason or "relay stopping: unsent frames dropped"
+        self.wire.abort()
         return unsent
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.flow.check(self)
-
-    @property
-    def congested(self) -> bool:
-        """More than the high-water mark waits to go out: sources should stop reading."""
-        waiting = self.gate.held_bytes + self.pending_bytes + self.holding_bytes
-        return self.write_paused or waiting > WRITE_HIGH
-
-    @property
-    def backlogged(self) -> bool:
-        """Congested without counting what waits behind a streamed frame (flow.py)."""
-        return self.write_paused or self.pending_bytes + self.holding_bytes > WRITE_HIGH
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop
         reading until it drains."""
-        if not self.blockers and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        if not self.blockers and not self.closed:
+            self.wire.pause_reading()
         self.blockers.add(dest)
 
     def unblock(self, dest: Hashable) -> None:
         self.blockers.discard(dest)
         if self.reading_held:
             return
-        if not self.blockers and self.transport is not None and not self.closed and self.may_read:
-            self.head_since = time.monotonic()  # paused is not slow: a new head_timeout
-            self.transport.resume_reading()
+        if not self.blockers and self.wire.transport is not None and not self.closed and self.may_read:
+            self.head = (self.head[0], time.monotonic())  # paused is not slow: a new head_timeout
+            self.wire.resume_reading()
 
     def connect_failed(self, reason: str) -> None:
         """An outbound connect that never completed (asyncio calls no connection_lost): let
         go of what waits here and resume the sources it paused (issue 12)."""
         self.closed = True
-        self.close_reason = self.close_reason or f"connect failed: {reason}"
-        self.pending, self.pending_bytes = [], 0
-        self.gate = FrameGate()
-        self.flow.release_all(self)
+        stats, out = self.stats, self.out
+        stats.close_reason = stats.close_reason or f"connect failed: {reason}"
+        out.shut()
+        out.drop()
+        out.flow.release_all(out)
 
     def head_overdue(self, began_before: float) -> bool:
         """The head being read began before `began_before` and is not complete yet, while we
-        were reading (slowloris: worker.py closes it)."""
+        were reading (slowloris: housekeeping.py closes it)."""
         reader = self.reader
+        serial, since = self.head
         return (
-            self.head_since < began_before
+            since < began_before
             and reader.in_head
-            and reader.head_serial == self.head_serial
+            and reader.head_serial == serial
             and not self.blockers
             and not self.reading_held
             and self.may_read
         )
 
     def close(self, reason: str = "closed by relay") -> None:
-        if self.transport is not None and not self.closed:
-            self.close_reason = self.close_reason or reason
-            self.flush()  # what was written this iteration (a last 400, say) goes first
-            self.transport.close()
+        if self.wire.transport is not None and not self.closed:
+            stats = self.stats
+            stats.close_reason = stats.close_reason or reason
+            self.out.flush()  # what was written this iteration (a last 400, say) goes first
+            self.wire.close()
 
     def abort(self, reason: str = "worker exit") -> None:
-        if self.transport is not None:
-            self.close_reason = self.close_reason or reason
-            self.transport.abort()
+        if self.wire.transport is not None:
+            stats = self.stats
+            stats.close_reason = stats.close_reason or reason
+            self.wire.abort()
 
     @property
     def registry_key(self) -> str:
@@ -568,12 +434,8 @@ class MsrpConnection(asyncio.Protocol):
     def idle(self) -> bool:
         """Nothing half-read, nothing waiting to be written, nothing received for QUIET
         seconds (more may be on its way): safe to close on stop."""
-        buffered = self.pending_bytes + (
-            self.transport.get_write_buffer_size() if self.transport else 0
-        )
         # A connection paused by back-pressure may still have frames in its socket: not idle.
-        quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
+        quiet = self.stream_sink is None and self.out.quiet
         quiet = quiet and not self.blockers and self.holding is None and not self.reading_held
-        quiet = quiet and self.held_replies is None
-        quiet = quiet and time.monotonic() - self.last_active > QUIET
-        return self.reader.buffered == 0 and buffered == 0 and quiet
+        quiet = quiet and time.monotonic() - self.stats.last_active > QUIET
+        return self.reader.buffered == 0 and quiet

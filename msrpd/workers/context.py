@@ -36,6 +36,7 @@ from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from ..users import UserStore
 from .accounting import account
 from .conids import FIRST_SERIAL, SerialBlocks
+from .connapi import Connection, as_protocol
 from .flow import WRITE_HIGH, Blockable
 from .handoff import HandoffFlags, HandoffKind, make_conid
 from .remoteflow import RemoteFlow
@@ -43,10 +44,10 @@ from .remoteflow import RemoteFlow
 if TYPE_CHECKING:
     from .balance import AcceptBalancer
     from .colocate import Mover
-    from .conn import MsrpConnection
     from .delivery import Delivery
     from .links import HandoffHub
     from .loopback import Loopback
+    from .outbox import Outbox
     from .sentlog import Unsent
     from .sinks import Sink
 
@@ -153,10 +154,10 @@ class WorkerContext:
     delivery: Delivery | None = None
     loopback: Loopback | None = None
     """Our own URIs, and routing a frame again when its next hop is us (loopback.py)."""
-    conns: dict[int, MsrpConnection] = field(default_factory=dict)
+    conns: dict[int, Connection] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counters: StatsCounters = field(default_factory=StatsCounters)
-    dirty: list[MsrpConnection] = field(default_factory=list)
+    dirty: list[Outbox] = field(default_factory=list)
     batching: bool = False
     """Inside one read's work (begin_batch .. flush_now)."""
     last_delivery: float = 0.0
@@ -170,7 +171,7 @@ class WorkerContext:
     current_source: Blockable | None = None
     """The connection whose frames are being routed now (flow.py pauses it)."""
     current_frame: Frame | None = None
-    current_conn: MsrpConnection | None = None
+    current_conn: Connection | None = None
     remote_flow: RemoteFlow = field(default_factory=RemoteFlow)
     """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
     sent: OrderedDict[int, _Sent] = field(default_factory=OrderedDict)
@@ -208,10 +209,10 @@ class WorkerContext:
     def registry(self) -> Registry | None:
         return self.shm.registry
 
-    def queue_flush(self, conn: MsrpConnection) -> None:
-        """Flush `conn` when this read's work ends (flush_now) or, outside a read, at the end
+    def queue_flush(self, out: Outbox) -> None:
+        """Flush `out` when this read's work ends (flush_now) or, outside a read, at the end
         of this loop iteration: one write per connection per batch (DESIGN §3, issue 7)."""
-        self.dirty.append(conn)
+        self.dirty.append(out)
         if len(self.dirty) == 1 and not self.batching:
             self.loop.call_soon(self.flush_dirty)
 
@@ -222,8 +223,8 @@ class WorkerContext:
         # Last written, first flushed: a read's frames go to the far end before the 200s to
         # the sender (the route answers, then relays), so the relayed frame waits for no
         # other write (latency, issue 7). Order within one connection is untouched.
-        for conn in reversed(dirty):
-            conn.flush()
+        for out in reversed(dirty):
+            out.flush()
 
     def begin_batch(self) -> None:
         """One read's work starts: writes queue until flush_now, with no loop callback
@@ -337,7 +338,7 @@ class WorkerContext:
         self.hub.send(moved[0], moved[1], 0, [report], HandoffFlags.NOTICE)
         return True
 
-    def report_unsent(self, dest: MsrpConnection, unsent: list[Unsent]) -> None:
+    def report_unsent(self, dest: Connection, unsent: list[Unsent]) -> None:
         """Relayed frames `dest` will never get (the stop gave up on them): each sender hears
         of it, with a failure REPORT when its SEND asked for one (RFC 4975 §7.1.2). A frame
         from another worker is refused to it (GONE), and that worker reports (handoff_gone)."""
@@ -387,12 +388,12 @@ class WorkerContext:
         if self.hub is not None:
             self.hub.send_control(self.handoff_path(*worker), kind, conid, token, payload)
 
-    def serve_socket(self, conn: MsrpConnection, sock: socket.socket) -> None:
+    def serve_socket(self, conn: Connection, sock: socket.socket) -> None:
         """Serve an accepted socket another worker passed here with `conn`."""
 
         async def serve() -> None:
             try:
-                await self.loop.connect_accepted_socket(lambda: conn, sock)
+                await self.loop.connect_accepted_socket(lambda: as_protocol(conn), sock)
             except OSError as exc:
                 logger.warning("cannot serve a passed connection: %s", exc)
                 sock.close()
@@ -406,7 +407,7 @@ class WorkerContext:
 
     # -- connections ------------------------------------------------------------------------
 
-    def connection_opened(self, conn: MsrpConnection) -> None:
+    def connection_opened(self, conn: Connection) -> None:
         self.conns[conn.conid] = conn
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.listed:
@@ -414,7 +415,7 @@ class WorkerContext:
         if not conn.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
 
-    def connection_closed(self, conn: MsrpConnection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         self.conns.pop(conn.conid, None)
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.peer_key:
@@ -422,16 +423,16 @@ class WorkerContext:
         # A closed connection's sessions go with it (RFC 4976 §6.3).
         cmap = self.cmap
         if cmap is not None:
-            for sessid in conn.sessions:
+            for sessid in conn.stats.sessions:
                 cmap.delete(sessid)
         if self.settings.log.accounting:
-            account(conn)
+            account(conn.stats, conn.peer_key)
         if self.delivery is not None:
             self.delivery.forget(conn)
 
     # -- routing ----------------------------------------------------------------------------
 
-    def run_route(self, frame: Frame, conn: MsrpConnection) -> Sink | None:
+    def run_route(self, frame: Frame, conn: Connection) -> Sink | None:
         """Run the script's event callback on `frame`; the sink relay() used, if any."""
         env = conn.env
         env.last_sink = None

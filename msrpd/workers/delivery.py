@@ -20,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol import MsrpUri
 from ..routing.env import Destination, SendFlags
-from .conn import MsrpConnection, format_peer, registry_key
+from .connapi import Connection, as_protocol, registry_key
 from .dialing import Dialing
 from .handoff import conid_owner
 from .sinks import HandoffSink, LocalSink, Sink
+from .transports.base import format_peer
 
 if TYPE_CHECKING:
     from .context import WorkerContext
@@ -38,10 +40,18 @@ logger = logging.getLogger(__name__)
 
 
 class Delivery:
-    def __init__(self, ctx: WorkerContext, client_tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        client_tls: ssl.SSLContext | None,
+        dial: Callable[[bool], Connection],
+    ) -> None:
+        """`dial(secure)` makes the connection object for a new outbound connection (TLS
+        when `secure`)."""
         self.ctx = ctx
         self.client_tls = client_tls
-        self.outbound: dict[str, MsrpConnection] = {}
+        self.dial = dial
+        self.outbound: dict[str, Connection] = {}
         self.dialing = Dialing(ctx)
         self.private = False
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
@@ -95,7 +105,7 @@ class Delivery:
         if uri.secure and tls is None:
             logger.warning("relay to %s: msrps next hop but no TLS client context", key)
             return None
-        conn = MsrpConnection(self.ctx, "", uri.secure)
+        conn = self.dial(uri.secure)
         conn.outbound = True
         conn.listed = not self.private
         self.outbound[key] = conn
@@ -106,10 +116,10 @@ class Delivery:
         return self.dialing.park(conn, key)
 
     async def _connect(
-        self, key: str, conn: MsrpConnection, host: str, port: int, tls: ssl.SSLContext | None
+        self, key: str, conn: Connection, host: str, port: int, tls: ssl.SSLContext | None
     ) -> None:
         connect = self.ctx.loop.create_connection(
-            lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+            lambda: as_protocol(conn), host, port, ssl=tls, server_hostname=host if tls else None
         )
         try:
             await asyncio.wait_for(connect, self.ctx.settings.msrp.connect_timeout)
@@ -135,7 +145,7 @@ class Delivery:
                 registry.unregister(conn.registry_key, conn.conid)
         return len(links)
 
-    def forget(self, conn: MsrpConnection) -> None:
+    def forget(self, conn: Connection) -> None:
         for key, known in list(self.outbound.items()):
             if known is conn:
                 del self.outbound[key]

@@ -35,7 +35,7 @@ from ..shm import Counter
 from .sinks import LocalSink, Sink
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
 
 __all__ = ["Dialing", "FailedSink"]
@@ -86,7 +86,7 @@ class Dialing:
         self.max_connects = m.max_connects
         self.max_per_source = m.max_connects_per_conn
         self.max_bytes = m.max_connecting_bytes
-        self.connecting: dict[MsrpConnection, tuple[int | None, list[_Parked]]] = {}
+        self.connecting: dict[Connection, tuple[int | None, list[_Parked]]] = {}
         """conn -> (the source connection that started it, the frames parked on it)."""
         self.per_source: dict[int, int] = {}
         self.rate = m.connect_rate
@@ -118,7 +118,7 @@ class Dialing:
         tokens, at = self.buckets.get(conid, (self.burst, now))
         return min(self.burst, tokens + (now - at) * self.rate)
 
-    def started(self, conn: MsrpConnection) -> None:
+    def started(self, conn: Connection) -> None:
         source = self.ctx.current_conn
         origin = None if source is None else source.conid
         self.connecting[conn] = (origin, [])
@@ -131,7 +131,7 @@ class Dialing:
                 self.buckets.popitem(last=False)
         self.ctx.counters.add(Counter.connects_out)
 
-    def park(self, conn: MsrpConnection, key: str) -> Sink:
+    def park(self, conn: Connection, key: str) -> Sink:
         """The sink for the current frame to `conn`, still connecting (or a FailedSink when
         the bytes bound is reached)."""
         entry = self.connecting.get(conn)
@@ -155,10 +155,10 @@ class Dialing:
             self._report(record)
         return _FAILED
 
-    def connected(self, conn: MsrpConnection) -> None:
+    def connected(self, conn: Connection) -> None:
         self._done(conn)
 
-    def failed_connect(self, key: str, conn: MsrpConnection, reason: str) -> None:
+    def failed_connect(self, key: str, conn: Connection, reason: str) -> None:
         """The connect to `key` failed: release what `conn` holds, remember the failure, and
         fail every frame parked on it."""
         parked = self._done(conn)
@@ -175,7 +175,7 @@ class Dialing:
         for record in parked:
             self._report(record)
 
-    def _done(self, conn: MsrpConnection) -> list[_Parked]:
+    def _done(self, conn: Connection) -> list[_Parked]:
         origin, parked = self.connecting.pop(conn, (None, []))
         if origin is not None:
             left = self.per_source.get(origin, 0) - 1
@@ -187,7 +187,7 @@ class Dialing:
 
     def _over_bytes(self) -> str | None:
         waiting = sum(
-            c.pending_bytes + c.gate.held_bytes + RECORD_COST * len(parked)
+            c.out.pending_bytes + c.out.gate.held_bytes + RECORD_COST * len(parked)
             for c, (_, parked) in self.connecting.items()
         )
         if waiting < self.max_bytes:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
-    from .context import WorkerContext
+    from .gate import FrameGate
 
-__all__ = ["WRITE_HIGH", "Blockable", "FlowControl", "FlowLink", "LinkSource", "link_of"]
+__all__ = ["WRITE_HIGH", "Blockable", "Dest", "FlowControl", "FlowLink", "LinkSource", "link_of"]
 
 
 class Blockable(Protocol):
@@ -39,6 +38,30 @@ class Blockable(Protocol):
 
 WRITE_HIGH = 1 << 20
 """Bytes a connection may have waiting to be written before its sources pause (1 MiB)."""
+
+
+class Routing(Protocol):
+    """Who is being routed now (the worker context)."""
+
+    @property
+    def current_source(self) -> Blockable | None: ...
+
+
+class Dest(Protocol):
+    """What flow control reads of a destination's output (outbox.py)."""
+
+    @property
+    def owner(self) -> object:
+        """The connection it writes for: never paused for its own writes."""
+
+    @property
+    def gate(self) -> FrameGate: ...
+
+    @property
+    def congested(self) -> bool: ...
+
+    @property
+    def backlogged(self) -> bool: ...
 
 
 class FlowLink(Protocol):
@@ -79,7 +102,7 @@ class FlowControl:
 
     __slots__ = ("blocked", "ctx", "exempt", "owner_blocked")
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: Routing) -> None:
         self.ctx = ctx
         self.blocked: dict[Blockable, Hashable] = {}
         """Paused source -> the key its writes carry (FrameGate source)."""
@@ -92,7 +115,7 @@ class FlowControl:
     def active(self) -> bool:
         return bool(self.blocked) or self.owner_blocked is not None
 
-    def check(self, dest: MsrpConnection, key: Hashable = None) -> None:
+    def check(self, dest: Dest, key: Hashable = None) -> None:
         """After a write to `dest` by the writer `key` (or when it drains): pause or resume
         sources."""
         if dest.congested:
@@ -101,7 +124,7 @@ class FlowControl:
             source = self.ctx.current_source
             if (
                 source is not None
-                and source is not dest
+                and source is not dest.owner
                 and source not in self.blocked
                 and source is not self.owner_blocked
             ):
@@ -119,7 +142,7 @@ class FlowControl:
             self.owner_blocked = None
             owner.unblock(dest)
 
-    def _owner_changed(self, dest: MsrpConnection) -> None:
+    def _owner_changed(self, dest: Dest) -> None:
         owner = self.exempt = dest.gate.owner
         for source, key in list(self.blocked.items()):
             if isinstance(source, LinkSource):
@@ -131,7 +154,7 @@ class FlowControl:
                 else:
                     source.unblock(dest)
 
-    def release_all(self, dest: MsrpConnection) -> None:
+    def release_all(self, dest: Dest) -> None:
         blocked, self.blocked = self.blocked, {}
         self.exempt = None
         owner, self.owner_blocked = self.owner_blocked, None

@@ -50,7 +50,7 @@ from ..shm import Counter, WorkerState
 from .handoff import Handoff, HandoffFlags, HandoffKind, conid_owner, frame_flags
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
     from .flow import Blockable
 
@@ -138,7 +138,7 @@ class Handover:
     def __init__(
         self,
         ctx: WorkerContext,
-        new_conn: Callable[[str], MsrpConnection],
+        new_conn: Callable[[str], Connection],
         unlock: Callable[[], None],
     ) -> None:
         self.ctx = ctx
@@ -149,7 +149,7 @@ class Handover:
         """Old id -> a connection sent away (the old owner's side)."""
         self.holding: dict[int, float] = {}
         """New ids of connections taken over and not yet released -> since when."""
-        self.waiting: dict[int, tuple[MsrpConnection, float]] = {}
+        self.waiting: dict[int, tuple[Connection, float]] = {}
         """Old id -> a connection taken over that waits for MOVING before it reads."""
         self.arrived: dict[int, tuple[float, Blockable | None]] = {}
         """Old ids whose MOVING came before their socket -> (when, the link it came on)."""
@@ -320,20 +320,21 @@ class Handover:
         state = json.loads(head)
         ctx = self.ctx
         conn = self.new_conn(state["listen"])
-        conn.sessions = list(state["sessions"])
-        conn.session_meta = {k: (v[0], v[1]) for k, v in state["meta"].items()}
-        conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = state["counts"]
-        conn.opened, conn.moves = state["opened"], state["moves"]
+        stats = conn.stats
+        stats.sessions = list(state["sessions"])
+        stats.session_meta = {k: (v[0], v[1]) for k, v in state["meta"].items()}
+        stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out = state["counts"]
+        stats.opened, conn.moves = state["opened"], state["moves"]
         conn.handovers = state.get("handovers", 0)
-        conn.last_active = state.get("active", conn.last_active)  # idle_timeout goes on
+        stats.last_active = state.get("active", stats.last_active)  # idle_timeout goes on
         conn.holding, conn.carried = [], held
         old, came_from = int(state["old"]), tuple(state["from"])
 
-        def taken_over(conn: MsrpConnection) -> None:
+        def taken_over(conn: Connection) -> None:
             # Registered here (registry included) by now: sessions follow, then A hears.
             cmap = ctx.cmap
             if cmap is not None:
-                for sessid in conn.sessions:
+                for sessid in conn.stats.sessions:
                     cmap.rebind(sessid, old, conn.conid)
             now = time.monotonic()
             self.holding[conn.conid] = now

@@ -42,7 +42,7 @@ from ..shm import Counter
 from .routeenv import ConnEnv
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
     from .sinks import Sink
 
@@ -63,7 +63,7 @@ class HopEnv(ConnEnv):
 
     __slots__ = ("depth", "replies")
 
-    def __init__(self, ctx: WorkerContext, conn: MsrpConnection, depth: int) -> None:
+    def __init__(self, ctx: WorkerContext, conn: Connection, depth: int) -> None:
         super().__init__(ctx, conn)
         self.depth = depth
         self.replies: list[bytes] = []
@@ -77,7 +77,7 @@ class Loopback:
         self.ctx = ctx
         self.self_uris = self_uris
 
-    def refuse_loop(self, frame: Frame, conn: MsrpConnection) -> bool:
+    def refuse_loop(self, frame: Frame, conn: Connection) -> bool:
         """True when `frame`'s To-Path names us too often: it has been answered or dropped."""
         if frame.to_count <= MAX_SELF_IN_PATH:
             return False  # the usual frame: nothing to parse

@@ -33,7 +33,7 @@ from .balance import MAX_BATCH, AcceptBalancer, accept_path, batch_message
 
 if TYPE_CHECKING:
     from .colocate import Mover
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
     from .retirelinks import RetiringLinks
 
@@ -135,11 +135,11 @@ class Retirer:
         if sent:
             logger.debug("retiring: %d of %d connections sent", sent, len(ctx.conns) + sent)
 
-    def _ready(self) -> list[tuple[MsrpConnection, bytes]]:
+    def _ready(self) -> list[tuple[Connection, bytes]]:
         """Up to BATCH connections that can move now, with their move messages."""
         ctx, mover = self.ctx, self.mover
         ctx.flush_now()  # what is written to a connection leaves before it can move
-        ready: list[tuple[MsrpConnection, bytes]] = []
+        ready: list[tuple[Connection, bytes]] = []
         for conn in list(ctx.conns.values()):
             held = mover.movable(conn)
             message = None if held is None else mover.message(conn, held, handover=True)
@@ -164,24 +164,25 @@ class Retirer:
         return newest
 
     def _assign(
-        self, ready: list[tuple[MsrpConnection, bytes]], targets: dict[_Worker, int]
-    ) -> dict[_Worker, list[tuple[MsrpConnection, bytes]]]:
+        self, ready: list[tuple[Connection, bytes]], targets: dict[_Worker, int]
+    ) -> dict[_Worker, list[tuple[Connection, bytes]]]:
         heartbeats = self.ctx.shm.heartbeats
         load = {worker: heartbeats.conns(index) for worker, index in targets.items()}
-        groups: dict[_Worker, list[tuple[MsrpConnection, bytes]]] = {}
+        groups: dict[_Worker, list[tuple[Connection, bytes]]] = {}
         for item in ready:
             worker = min(load, key=load.__getitem__)
             load[worker] += 1
             groups.setdefault(worker, []).append(item)
         return groups
 
-    def _send(self, owner: _Worker, group: list[tuple[MsrpConnection, bytes]]) -> int:
+    def _send(self, owner: _Worker, group: list[tuple[Connection, bytes]]) -> int:
         """Send `group` to `owner` in datagrams; how many connections went."""
         path = accept_path(self.ctx.settings.core.run_dir, *owner)
         sent = 0
         for chunk in _chunks(group):
             # Mover.movable checked that each has its transport.
-            ready = [conn.transport for conn, _ in chunk if conn.transport is not None]
+            transports = [conn.wire.transport for conn, _ in chunk]
+            ready = [transport for transport in transports if transport is not None]
             for transport in ready:
                 transport.pause_reading()
             message = batch_message([m for _, m in chunk])
@@ -196,11 +197,11 @@ class Retirer:
 
 
 def _chunks(
-    group: list[tuple[MsrpConnection, bytes]],
-) -> list[list[tuple[MsrpConnection, bytes]]]:
+    group: list[tuple[Connection, bytes]],
+) -> list[list[tuple[Connection, bytes]]]:
     """`group` cut into datagrams of at most MAX_BATCH connections and about DATAGRAM bytes
     (one connection with a large held frame goes alone)."""
-    chunks: list[list[tuple[MsrpConnection, bytes]]] = []
+    chunks: list[list[tuple[Connection, bytes]]] = []
     size = 0
     for item in group:
         full = bool(chunks) and (len(chunks[-1]) >= MAX_BATCH or size + len(item[1]) > DATAGRAM)

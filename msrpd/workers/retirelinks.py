@@ -27,7 +27,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
     from .delivery import Delivery
 
@@ -82,9 +82,10 @@ class RetiringLinks:
                 continue
             last = self.seen.get(conn.conid)
             since = now
-            if last is not None and last[:2] == (conn.bytes_in, conn.bytes_out):
+            stats = conn.stats
+            if last is not None and last[:2] == (stats.bytes_in, stats.bytes_out):
                 since = last[2]
-            seen[conn.conid] = (conn.bytes_in, conn.bytes_out, since)
+            seen[conn.conid] = (stats.bytes_in, stats.bytes_out, since)
             if not _between_frames(conn):
                 continue
             if now - since >= LINK_QUIET:
@@ -93,17 +94,17 @@ class RetiringLinks:
                 self._close(conn, "drain_timeout passed")
         self.seen = seen
 
-    def _close(self, conn: MsrpConnection, why: str) -> None:
+    def _close(self, conn: Connection, why: str) -> None:
         logger.info("retiring: closing the link to %s: %s", conn.peer_key, why)
         conn.close(f"retired: {why}")
 
 
-def _between_frames(conn: MsrpConnection) -> bool:
+def _between_frames(conn: Connection) -> bool:
     """Nothing to write, nothing half read, nothing half relayed."""
     return (
         not conn.unsent
         and conn.reader.buffered == 0
         and conn.stream_sink is None
-        and conn.held_replies is None
+        and conn.out.held_replies is None
         and not conn.blockers
     )

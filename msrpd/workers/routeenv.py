@@ -19,7 +19,7 @@ from ..routing.htable import ScriptHTable
 from ..shm import Cmap, Counter
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
     from .sinks import Sink
 
@@ -34,12 +34,12 @@ _SESSION_BYTES = 12
 class ConnEnv:
     __slots__ = ("acked", "conn", "ctx", "last_sink")
 
-    def __init__(self, ctx: WorkerContext, conn: MsrpConnection) -> None:
+    def __init__(self, ctx: WorkerContext, conn: Connection) -> None:
         self.ctx = ctx
         self.conn = conn
         self.last_sink: Sink | None = None
         self.acked = -1
-        """conn.frames_in when the route last answered 2xx: which frame it was (report_lost);
+        """conn.stats.frames_in when the route last answered 2xx: which frame it was (report_lost);
         a count, not the frame, so no frame outlives its routing."""
 
     @property
@@ -77,7 +77,7 @@ class ConnEnv:
     def write_origin(self, data: bytes, flags: int) -> None:
         self.ctx.count_reply(data)
         if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
-            self.acked = self.conn.frames_in
+            self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
     def report_lost(self, code: int, reason: str) -> None:
@@ -85,7 +85,7 @@ class ConnEnv:
         it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
         rfc-checklist §2.4); otherwise the route's own answer tells it."""
         frame = self.ctx.current_frame
-        if frame is None or self.acked != self.conn.frames_in:
+        if frame is None or self.acked != self.conn.stats.frames_in:
             return
         basis = report_basis(frame)
         if basis is not None:
@@ -135,5 +135,6 @@ class ConnEnv:
         return "a frame" if frame is None else frame.tid.decode(errors="replace")
 
     def session_saved(self, sessid: str, user: str = "") -> None:
-        self.conn.sessions.append(sessid)
-        self.conn.session_meta[sessid] = (user, time.time())
+        stats = self.conn.stats
+        stats.sessions.append(sessid)
+        stats.session_meta[sessid] = (user, time.time())

@@ -40,10 +40,10 @@ import termios
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .conn import QUIET
+from .connapi import QUIET
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .connapi import Connection
     from .context import WorkerContext
 
 __all__ = ["GracefulStop"]
@@ -68,7 +68,7 @@ loop reading."""
 class _Lingering:
     sock: socket.socket
     """A duplicate of the connection's socket: it stays open when the transport closes."""
-    conn: MsrpConnection
+    conn: Connection
     shut: bool = False
     """Shut down for writing (once the transport had written all it held)."""
     heard: float = 0.0
@@ -135,9 +135,10 @@ class GracefulStop:
         queued = 0
         for conn in conns:
             conn.stop_reading()  # a connection passed or opened since
-            conn.trim_sent()
-            queued += len(conn.sent_log.records)
-            fd = -1 if conn.may_read or conn.closed or not conn.sent_log.relayed else _fd(conn)
+            out = conn.out
+            out.trim_sent()
+            queued += len(out.sent_log.records)
+            fd = -1 if conn.may_read or conn.closed or not out.sent_log.relayed else _fd(conn)
             if fd >= 0 and _queues(fd)[0]:
                 # A receiver still getting our bytes: read (and drop) its 200s, or it may
                 # block writing them and read no more; a flooding sender waits in the kernel.
@@ -170,7 +171,7 @@ class GracefulStop:
             self._keep(conn)
             conn.close("relay stopping")
 
-    def _keep(self, conn: MsrpConnection) -> None:
+    def _keep(self, conn: Connection) -> None:
         """Keep the socket of `conn` open past its close, for _linger."""
         fd = -1 if conn.conid in self.kept else _fd(conn)
         if fd >= 0:
@@ -199,7 +200,7 @@ class GracefulStop:
                 item.acked = 0.0
                 # Read a receiver while it reads: its 200s must not block it. A sender is not
                 # read: flooding us, it would only take the CPU its own reading needs.
-                ended = item.conn.sent_log.relayed and _discard(fd)
+                ended = item.conn.out.sent_log.relayed and _discard(fd)
             else:
                 item.acked = item.acked or now
                 ended = False
@@ -234,8 +235,8 @@ class GracefulStop:
         ctx.flush_dirty()
 
 
-def _fd(conn: MsrpConnection) -> int:
-    transport = conn.transport
+def _fd(conn: Connection) -> int:
+    transport = conn.wire.transport
     sock = None if transport is None else transport.get_extra_info("socket")
     return -1 if sock is None else int(sock.fileno())
 

@@ -1,0 +1,135 @@
+"""Connection: what the rest of the worker may use of a connection (conn.py implements it).
+
+Modules that hold connections (the context, delivery, stopping, migration...) depend on this
+Protocol, not on conn.py, so the connection can reach them without an import circle. The
+counters are ConnStats (connstats.py), the writing side is the Outbox (outbox.py), the
+socket is the Wire (transports/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Protocol, cast
+
+if TYPE_CHECKING:
+    from ..protocol import ConnInfo, FrameReader
+    from ..routing.env import RouteEnv
+    from .connstats import ConnStats
+    from .flow import Blockable
+    from .outbox import Outbox
+    from .sentlog import Unsent
+    from .sinks import Sink
+    from .transports.base import Wire
+
+__all__ = ["QUIET", "ConnRoute", "Connection", "as_protocol", "registry_key"]
+
+QUIET = 0.25
+"""Seconds without input after which a connection counts as done sending (graceful stop)."""
+
+
+def registry_key(peer_key: str, outbound: bool) -> str:
+    """The connection registry's key for a connection to or from `peer_key`: connections the
+    relay opened under the address itself, clients' connections under "in:" + the address,
+    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
+    return peer_key if outbound else "in:" + peer_key
+
+
+class ConnRoute(RouteEnv, Protocol):
+    """The script API's environment of one connection, and the sink relay() last used."""
+
+    last_sink: Sink | None
+
+
+class Connection(Protocol):
+    conid: int
+    peer_key: str
+    """`tcp:host:port` or `tls:host:port` of the peer, once connected."""
+    info: ConnInfo
+    outbound: bool
+    listed: bool
+    closed: bool
+    stats: ConnStats
+    out: Outbox
+    wire: Wire
+    reader: FrameReader
+    env: ConnRoute
+    stream_sink: Sink | None
+    """Where the pieces of the streamed frame being read go."""
+    blockers: set[Hashable]
+
+    @property
+    def registry_key(self) -> str: ...
+
+    @property
+    def may_read(self) -> bool: ...
+
+    @property
+    def unsent(self) -> bool: ...
+
+    @property
+    def unsent_relayed(self) -> bool: ...
+
+    @property
+    def idle(self) -> bool: ...
+
+    def write_frame(
+        self,
+        data: bytes | memoryview,
+        close_after: bool = False,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        forwarded: bool = False,
+    ) -> bool: ...
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
+
+    def close(self, reason: str = "closed by relay") -> None: ...
+
+    def abort(self, reason: str = "worker exit") -> None: ...
+
+    def stop_reading(self) -> None: ...
+
+    def give_up(self) -> list[Unsent]: ...
+
+    def connect_failed(self, reason: str) -> None: ...
+
+    def abandon(self, source: Hashable) -> None: ...
+
+    def head_overdue(self, began_before: float) -> bool: ...
+
+    def block(self, dest: Hashable) -> None: ...
+
+    def unblock(self, dest: Hashable) -> None: ...
+
+    # Migration state (balance.py, colocate.py, handover.py, retire.py).
+    balance: bool
+    passed: bool
+    movable: bool
+    streak: int
+    streak_owner: tuple[int, int] | None
+    move_to: tuple[tuple[int, int], int] | None
+    move_retry_at: float
+    moves: int
+    holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None
+    holding_bytes: int
+    carried: bytes
+    on_taken_over: Callable[[Connection], None] | None
+    others_at: float
+    reading_held: bool
+    eof_held: bool
+    release_link: Blockable | None
+    handovers: int
+
+    def hold_reading(self) -> None: ...
+
+    def start_reading(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def as_protocol(conn: Connection) -> asyncio.BaseProtocol:
+    """`conn` as the loop sees it: every Connection is an asyncio.Protocol (conn.py), which
+    a typing.Protocol cannot say."""
+    return cast(asyncio.BaseProtocol, conn)
