@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 from .connstats import ConnStats
 
 __all__ = ["account"]

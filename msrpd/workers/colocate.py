@@ -192,9 +192,7 @@ class Mover:
             self.unlock()
         return moved
 
-    def _send(
-        self, conn: Connection, owner: tuple[int, int], held: bytes, transport: Any
-    ) -> bool:
+    def _send(self, conn: Connection, owner: tuple[int, int], held: bytes, transport: Any) -> bool:
         message = self.message(conn, held)
         if message is None:
             return False  # thousands of sessions: not worth a move

@@ -385,7 +385,12 @@ class MsrpConnection(asyncio.Protocol):
         self.blockers.discard(dest)
         if self.reading_held:
             return
-        if not self.blockers and self.wire.transport is not None and not self.closed and self.may_read:
+        if (
+            not self.blockers
+            and self.wire.transport is not None
+            and not self.closed
+            and self.may_read
+        ):
             self.head = (self.head[0], time.monotonic())  # paused is not slow: a new head_timeout
             self.wire.resume_reading()
 

@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Protocol, cast
 
+from ..routing.env import RouteEnv
+
 if TYPE_CHECKING:
     from ..protocol import ConnInfo, FrameReader
-    from ..routing.env import RouteEnv
     from .connstats import ConnStats
     from .flow import Blockable
     from .outbox import Outbox

@@ -47,7 +47,7 @@ class Routing(Protocol):
     def current_source(self) -> Blockable | None: ...
 
 
-class Dest(Protocol):
+class Dest(Hashable, Protocol):
     """What flow control reads of a destination's output (outbox.py)."""
 
     @property

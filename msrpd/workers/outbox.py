@@ -212,7 +212,9 @@ class Outbox:
         log = self.sent_log
         return bool(log.records or log.streams) or self.streaming
 
-    def give_up(self, held_back: Iterable[tuple[Hashable, bytes | memoryview, bool]]) -> list[Unsent]:
+    def give_up(
+        self, held_back: Iterable[tuple[Hashable, bytes | memoryview, bool]]
+    ) -> list[Unsent]:
         """Drop everything not in the kernel yet, and return the relayed frames among it: the
         sent log's, the gate's and `held_back`'s ((source, data, more) written after them)."""
         self.trim_sent()

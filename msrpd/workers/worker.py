@@ -28,38 +28,32 @@ import logging
 import math
 import os
 import random
-import signal
 import socket
-import ssl
 import time
 from dataclasses import dataclass
-from enum import Enum
 
-import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
-from ..listeners import listen_backlog
-from ..logs import reopen_logs
 from ..proctitle import set_title
-from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..selfuri import SelfUris
-from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from ..users import UserStore
+from ..shm import ShmLayout, ShmSet, WorkerState
 from .balance import AcceptBalancer
+from .boot import BootError, build_context, listen
 from .colocate import Mover
-from .conn import QUIET, MsrpConnection
+from .conn import MsrpConnection
+from .connapi import QUIET
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
-from .delivery import Delivery
 from .flow import LinkSource
 from .handoff import HandoffFlags
+from .housekeeping import close_idle, publish
 from .links import HandoffHub
-from .loopback import Loopback
 from .retire import Retirer
 from .retirelinks import RetiringLinks
+from .signals import Mode, install_signals
 from .stopping import GracefulStop
-from .tls import client_context, server_context
+from .transports.tcp import TcpWire
+from .transports.tls import TlsWire
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
 
@@ -68,13 +62,6 @@ logger = logging.getLogger(__name__)
 WORKER_BOOT_ERROR = 3
 TICK = 1.0
 STOP_POLL = 0.05
-
-
-class Mode(Enum):
-    RUNNING = "running"
-    DRAINING = "draining"
-    STOPPING = "stopping"
-    EXITING = "exiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +103,7 @@ class Worker:
             return WORKER_BOOT_ERROR
         try:
             return loop.run_until_complete(self._main(loop, shm))
-        except _BootError as exc:
+        except BootError as exc:
             logger.error("worker %d cannot start: %s", spec.ident.slot, exc)
             return WORKER_BOOT_ERROR
         finally:
@@ -124,9 +111,10 @@ class Worker:
             loop.close()
 
     async def _main(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> int:
-        ctx = self._context(loop, shm)
+        spec = self.spec
+        ctx = build_context(spec.settings, spec.ident, shm, spec.nonce_secret, loop, _dialed_conn)
         servers = await self._listen(ctx)
-        self._signals(loop, ctx)
+        install_signals(loop, lambda: self._term(loop, ctx), self._set_mode)
         # What boot made lives as long as the worker: keep the collector from walking it
         # again and again (and from touching pages shared with the supervisor after fork).
         gc.freeze()
@@ -146,60 +134,17 @@ class Worker:
                 ctx.mover.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
-            self._publish(ctx)
+            publish(ctx)
         return 0
-
-    def _context(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> WorkerContext:
-        spec, settings = self.spec, self.spec.settings
-        try:
-            route = load_route(settings.msrp.route, settings.msrp.event_callback)
-            tls_client = client_context(settings.tls)
-        except (RouteLoadError, OSError, ssl.SSLError) as exc:
-            raise _BootError(str(exc)) from None
-        policy = RoutePolicy(
-            auth_min_expires=settings.msrp.auth_min_expires,
-            auth_max_expires=settings.msrp.auth_max_expires,
-            use_path_addr=settings.msrp.use_path_addr,
-            realm=settings.auth.realm,
-            sipmsg=settings.msrp.sipmsg,
-        )
-        users = UserStore(settings.auth.users) if settings.auth.users else None
-        ctx = WorkerContext(settings, spec.ident, shm, route, policy, spec.nonce_secret, loop)
-        ctx.users = users
-        ctx.delivery = Delivery(ctx, tls_client)
-        m = settings.msrp
-        self_uris = SelfUris.build(
-            settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
-        )
-        ctx.loopback = Loopback(ctx, self_uris)
-        return ctx
 
     async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
         settings = self.spec.settings
-        try:
-            tls = (
-                server_context(settings.tls)
-                if any(addr.proto == "tls" for _, addr in self.spec.sockets)
-                else None
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise _BootError(f"TLS: {exc}") from None
-        servers = []
         balance = settings.core.balance
-        # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
-        backlog = listen_backlog(settings.core.backlog)
-        for sock, addr in self.spec.sockets:
-            secure = addr.proto == "tls"
-            servers.append(
-                await ctx.loop.create_server(
-                    lambda text=str(addr), secure=secure: _accepted_conn(
-                        ctx, text, secure, balance
-                    ),
-                    sock=sock,
-                    ssl=tls if secure else None,
-                    backlog=backlog,
-                )
-            )
+        servers = await listen(
+            ctx,
+            self.spec.sockets,
+            lambda ctx, text, secure: _accepted_conn(ctx, text, secure, balance),
+        )
         hub = HandoffHub(
             ctx.handoff_path(ctx.ident.slot, ctx.ident.generation),
             deliver=lambda conid, data, flags, source: _deliver(ctx, conid, data, flags, source),
@@ -227,7 +172,7 @@ class Worker:
         try:
             balancer.start()
         except OSError as exc:
-            raise _BootError(f"accept socket: {exc}") from None
+            raise BootError(f"accept socket: {exc}") from None
         ctx.balancer = balancer
         # Built even with `balance = false`: peers of another setting (a reload) still get
         # their FENCE answered, and what they pass is served.
@@ -244,31 +189,18 @@ class Worker:
         try:
             await self.ctl.start()
         except OSError as exc:
-            raise _BootError(f"control socket: {exc}") from None
+            raise BootError(f"control socket: {exc}") from None
         self.servers = servers
         return servers
 
-    def _signals(self, loop: asyncio.AbstractEventLoop, ctx: WorkerContext) -> None:
-        self.wakeup = asyncio.Event()
-
-        def term(signum: int, frame: object) -> None:
-            # A plain handler, not the loop's: it runs at the next bytecode, inside a long
-            # loop iteration too (uvloop runs pending handlers when its wakeup fd fires), so
-            # a busy worker stops reading at once, and its drain_timeout counts from the
-            # supervisor's signal, as the supervisor's kill does (issue 12 item 5).
-            if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
-                self.term_at = self.term_at or time.monotonic()
-                ctx.stopping = True  # conn.py reads no new frame from here on
-                if ctx.hub is not None:
-                    ctx.hub.stopping = True  # a peer's EOF now means "done sending" (links.py)
-            loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
-
-        signal.signal(signal.SIGTERM, term)
-        loop.add_signal_handler(signal.SIGUSR2, self._set_mode, Mode.DRAINING)
-        loop.add_signal_handler(signal.SIGINT, self._set_mode, Mode.EXITING)
-        loop.add_signal_handler(signal.SIGQUIT, self._set_mode, Mode.EXITING)
-        loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    def _term(self, loop: asyncio.AbstractEventLoop, ctx: WorkerContext) -> None:
+        """SIGTERM (signals.py: runs at once, inside a long loop iteration too)."""
+        if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
+            self.term_at = self.term_at or time.monotonic()
+            ctx.stopping = True  # conn.py reads no new frame from here on
+            if ctx.hub is not None:
+                ctx.hub.stopping = True  # a peer's EOF now means "done sending" (links.py)
+        loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
 
     def _set_mode(self, mode: Mode, ctx: WorkerContext | None = None) -> None:
         # A stop also ends a retirement (the supervisor's TERM reaches every worker).
@@ -321,7 +253,7 @@ class Worker:
                 return True
             if mode is Mode.DRAINING and self._retired(ctx):
                 return True
-        self._close_idle(ctx)
+        close_idle(ctx)
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
         if self.leaving:
             state = WorkerState.EXITING
@@ -330,7 +262,7 @@ class Worker:
             ctx.balancer.refresh()
         if ctx.mover is not None:
             ctx.mover.tick()
-        self._publish(ctx)
+        publish(ctx)
         return False
 
     def _retire(self, ctx: WorkerContext, mode: Mode) -> None:
@@ -371,50 +303,6 @@ class Worker:
         )
         return False
 
-    def _close_idle(self, ctx: WorkerContext) -> None:
-        now = time.monotonic()
-        core = ctx.settings.core
-        limit = now - core.idle_timeout
-        head_limit = now - core.head_timeout
-        for conn in list(ctx.conns.values()):
-            if conn.sent_log.records:
-                conn.trim_sent()  # so a quiet connection keeps no relayed frame alive
-            if conn.last_active < limit:
-                idle = core.idle_timeout
-                logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
-                conn.close(f"idle for {idle:.0f} s")
-            elif conn.head_overdue(head_limit):
-                # Slowloris: every byte refreshes last_active, so only a deadline per head
-                # ends a connection that never completes one.
-                ctx.counters.add(Counter.head_timeouts)
-                logger.info(
-                    "closing %s: frame head not complete after %.0f s",
-                    conn.peer_key,
-                    core.head_timeout,
-                )
-                conn.close(f"frame head not complete after {core.head_timeout:.0f} s")
-
-    def _publish(self, ctx: WorkerContext) -> None:
-        ctx.counters.values[Counter.conns_open] = len(ctx.conns)
-        ctx.shm.stats.publish(ctx.ident.index, ctx.counters)
-
-
-class _BootError(Exception):
-    pass
-
-
-def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
-    """The interfaces' addresses, when a listen address is a wildcard (selfuri.py)."""
-    if not any(addr.host in ("0.0.0.0", "::") for addr in listen):
-        return []
-    families = (socket.AF_INET, socket.AF_INET6)
-    return [
-        a.address.split("%")[0]  # an IPv6 link-local address carries its zone
-        for addrs in psutil.net_if_addrs().values()
-        for a in addrs
-        if a.family in families
-    ]
-
 
 def _deliver(
     ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
@@ -446,18 +334,24 @@ def _accepted_conn(
     ctx: WorkerContext, listen_text: str, secure: bool, balance: bool
 ) -> MsrpConnection:
     """A connection object for a socket this worker accepted."""
-    conn = MsrpConnection(ctx, listen_text, secure, balance=balance and not secure)
+    wire = TlsWire(listen_text) if secure else TcpWire(listen_text)
+    conn = MsrpConnection(ctx, wire, balance=balance and not secure)
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS state lives in this process.
-    conn.movable = not secure
+    conn.movable = wire.movable
     return conn
 
 
 def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
-    conn = MsrpConnection(ctx, listen_text, False)
+    conn = MsrpConnection(ctx, TcpWire(listen_text))
     conn.movable = True
     return conn
+
+
+def _dialed_conn(ctx: WorkerContext, secure: bool) -> MsrpConnection:
+    """A connection object for a connection this worker opens to a next hop (delivery.py)."""
+    return MsrpConnection(ctx, TlsWire() if secure else TcpWire())
 
 
 def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
@@ -475,7 +369,7 @@ def _link_lost(ctx: WorkerContext, link_id: int) -> None:
     its PAUSEs held up here goes on (remoteflow.py)."""
     ctx.remote_flow.link_lost(link_id)
     for conn in list(ctx.conns.values()):
-        for source in [s for s in conn.gate.open if isinstance(s, tuple) and s[0] == link_id]:
+        for source in [s for s in conn.out.gate.open if isinstance(s, tuple) and s[0] == link_id]:
             conn.abandon(source)
     ctx.flush_dirty()
 

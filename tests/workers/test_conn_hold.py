@@ -12,6 +12,7 @@ from msrpd.config import load_config
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
 from msrpd.workers.flow import WRITE_HIGH
+from msrpd.workers.transports.tcp import TcpWire
 
 
 def send(tid: str) -> bytes:
@@ -112,7 +113,7 @@ def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, Worker
         b"",
         cast(Any, Loop()),
     )
-    conn = MsrpConnection(ctx, "tcp:127.0.0.1:2855", False)
+    conn = MsrpConnection(ctx, TcpWire("tcp:127.0.0.1:2855"))
     conn.holding, conn.carried, conn.moves = [], carried, 1
     conn.on_taken_over = lambda c: c.hold_reading()  # MOVING has not come yet
     transport = Transport()
@@ -130,7 +131,7 @@ def test_reads_wait_for_moving_and_eof_waits_behind_the_carried_bytes() -> None:
     assert route.tids == []
     conn.start_reading()
     assert route.tids == [b"a1", b"a2"]  # in order, whole, before the close
-    assert transport.closed and conn.close_reason == "closed by peer"
+    assert transport.closed and conn.stats.close_reason == "closed by peer"
 
 
 def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_reading() -> None:
@@ -148,10 +149,10 @@ def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_rea
     assert link.blocked == []  # ...which is never paused for it
     ctx.current_source = cast(Any, local)
     assert conn.write_frame(b"direct-2")
-    assert local.blocked == [conn]  # a local source is paused while so much is held
-    conn.flush()
+    assert local.blocked == [conn.out]  # a local source is paused while so much is held
+    conn.out.flush()
     assert transport.written == [b"forwarded-1"]
     conn.release()
-    conn.flush()
+    conn.out.flush()
     assert transport.written == [b"forwarded-1", b"direct-1" + big + b"direct-2"]
     assert local.blocked == [] and conn.holding is None
