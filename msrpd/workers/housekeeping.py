@@ -10,7 +10,7 @@ from .context import WorkerContext
 
 __all__ = ["close_idle", "publish"]
 
-logger = logging.getLogger("msrpd.workers.worker")
+logger = logging.getLogger(__name__)
 
 
 def close_idle(ctx: WorkerContext) -> None:

@@ -114,6 +114,7 @@ class Worker:
         spec = self.spec
         ctx = build_context(spec.settings, spec.ident, shm, spec.nonce_secret, loop, _dialed_conn)
         servers = await self._listen(ctx)
+        self.wakeup = asyncio.Event()
         install_signals(loop, lambda: self._term(loop, ctx), self._set_mode)
         # What boot made lives as long as the worker: keep the collector from walking it
         # again and again (and from touching pages shared with the supervisor after fork).
