@@ -160,7 +160,7 @@ class Mover:
             or conn.stream_sink is not None
             or out.gate.owner is not None
             or out.gate.held
-            or conn.blockers
+            or conn.intake.blockers
             or out.flow.blocked
             or conn.holding is not None
             or conn.reading_held

@@ -36,9 +36,10 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .connapi import QUIET, Connection, ConnRoute, registry_key
+from .connapi import Connection, ConnRoute, registry_key
 from .connstats import ConnStats
 from .flow import WRITE_HIGH, Blockable, FlowControl, link_of
+from .intake import Intake
 from .outbox import Outbox
 from .routeenv import ConnEnv
 from .sentlog import Unsent
@@ -107,11 +108,7 @@ class MsrpConnection(asyncio.Protocol):
         self.out = Outbox(self, wire, self.stats, flow, ctx.queue_flush, ctx.counters.values)
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
-        self.blockers: set[Hashable] = set()
-        """The destinations (connections, handoff links) whose congestion pauses our reading."""
-        # The head being read (reader.head_serial) and when it began: head_timeout counts
-        # from there (slowloris).
-        self.head: tuple[int, float] = (0, 0.0)
+        self.intake = Intake(wire, self.reader)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -146,10 +143,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def start_reading(self) -> None:
         self.reading_held = False
-        self.head = (self.head[0], time.monotonic())
+        self.intake.restart()
         if self.closed or self.wire.transport is None:
             return
-        if not self.blockers and self.may_read:
+        if not self.intake.blockers and self.may_read:
             self.wire.resume_reading()
         if self.carried:
             carried, self.carried = self.carried, b""
@@ -176,9 +173,9 @@ class MsrpConnection(asyncio.Protocol):
             self._drain_events()
         finally:
             ctx.flush_now()
-        reader = self.reader
-        if reader.in_head and reader.head_serial != self.head[0]:
-            self.head = (reader.head_serial, now)
+        reader, intake = self.reader, self.intake
+        if reader.in_head and reader.head_serial != intake.serial:
+            intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
         if self.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
@@ -194,13 +191,8 @@ class MsrpConnection(asyncio.Protocol):
         if self.passed:
             return
         self.closed = True
-        out = self.out
-        out.shut()
-        stats = self.stats
-        if not stats.close_reason:
-            stats.close_reason = f"error: {exc}" if exc else "closed by peer"
-        out.flow.release_all(out)
-        out.held_replies = None  # the chunk never ended: it is not answered
+        self.stats.closing(f"error: {exc}" if exc else "closed by peer")
+        self.out.shut()
         if self.stream_sink is not None:
             end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
             self.stream_sink.send(end, source=self.conid)
@@ -325,11 +317,6 @@ class MsrpConnection(asyncio.Protocol):
             out.flow.check(out, source)
         return True
 
-    def abandon(self, source: Hashable) -> None:
-        """`source` (a handoff link's stream) will send no more (Outbox.abandon)."""
-        if not self.closed:
-            self.out.abandon(source)
-
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
         held, self.holding, self.holding_bytes = self.holding or [], None, 0
@@ -369,78 +356,42 @@ class MsrpConnection(asyncio.Protocol):
         unsent = self.out.give_up(held)
         self.holding, self.holding_bytes = None, 0
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
-        stats = self.stats
-        stats.close_reason = stats.close_reason or "relay stopping: unsent frames dropped"
+        self.stats.closing("relay stopping: unsent frames dropped")
         self.wire.abort()
         return unsent
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop
-        reading until it drains."""
-        if not self.blockers and not self.closed:
-            self.wire.pause_reading()
-        self.blockers.add(dest)
+        reading until it drains (intake.py)."""
+        self.intake.block(dest, not self.closed)
 
     def unblock(self, dest: Hashable) -> None:
-        self.blockers.discard(dest)
-        if self.reading_held:
-            return
-        if (
-            not self.blockers
-            and self.wire.transport is not None
-            and not self.closed
-            and self.may_read
-        ):
-            self.head = (self.head[0], time.monotonic())  # paused is not slow: a new head_timeout
-            self.wire.resume_reading()
+        resume = not self.reading_held and not self.closed and self.may_read
+        self.intake.unblock(dest, resume)
 
     def connect_failed(self, reason: str) -> None:
         """An outbound connect that never completed (asyncio calls no connection_lost): let
         go of what waits here and resume the sources it paused (issue 12)."""
         self.closed = True
-        stats, out = self.stats, self.out
-        stats.close_reason = stats.close_reason or f"connect failed: {reason}"
-        out.shut()
-        out.drop()
-        out.flow.release_all(out)
+        self.stats.closing(f"connect failed: {reason}")
+        self.out.shut(drop=True)
 
     def head_overdue(self, began_before: float) -> bool:
         """The head being read began before `began_before` and is not complete yet, while we
         were reading (slowloris: housekeeping.py closes it)."""
-        reader = self.reader
-        serial, since = self.head
-        return (
-            since < began_before
-            and reader.in_head
-            and reader.head_serial == serial
-            and not self.blockers
-            and not self.reading_held
-            and self.may_read
-        )
+        return self.intake.overdue(began_before) and not self.reading_held and self.may_read
 
     def close(self, reason: str = "closed by relay") -> None:
         if self.wire.transport is not None and not self.closed:
-            stats = self.stats
-            stats.close_reason = stats.close_reason or reason
+            self.stats.closing(reason)
             self.out.flush()  # what was written this iteration (a last 400, say) goes first
             self.wire.close()
 
     def abort(self, reason: str = "worker exit") -> None:
         if self.wire.transport is not None:
-            stats = self.stats
-            stats.close_reason = stats.close_reason or reason
+            self.stats.closing(reason)
             self.wire.abort()
 
     @property
     def registry_key(self) -> str:
         return registry_key(self.peer_key, self.outbound)
-
-    @property
-    def idle(self) -> bool:
-        """Nothing half-read, nothing waiting to be written, nothing received for QUIET
-        seconds (more may be on its way): safe to close on stop."""
-        # A connection paused by back-pressure may still have frames in its socket: not idle.
-        quiet = self.stream_sink is None and self.out.quiet
-        quiet = quiet and not self.blockers and self.holding is None and not self.reading_held
-        quiet = quiet and time.monotonic() - self.stats.last_active > QUIET
-        return self.reader.buffered == 0 and quiet

@@ -18,12 +18,21 @@ if TYPE_CHECKING:
     from ..protocol import ConnInfo, FrameReader
     from .connstats import ConnStats
     from .flow import Blockable
+    from .intake import Intake
     from .outbox import Outbox
     from .sentlog import Unsent
     from .sinks import Sink
     from .transports.base import Wire
 
-__all__ = ["QUIET", "ConnRoute", "Connection", "as_protocol", "registry_key"]
+__all__ = [
+    "QUIET",
+    "ConnRoute",
+    "Connection",
+    "HoldState",
+    "MoveState",
+    "as_protocol",
+    "registry_key",
+]
 
 QUIET = 0.25
 """Seconds without input after which a connection counts as done sending (graceful stop)."""
@@ -42,7 +51,41 @@ class ConnRoute(RouteEnv, Protocol):
     last_sink: Sink | None
 
 
-class Connection(Protocol):
+class MoveState(Protocol):
+    """Balancing and colocation (balance.py, colocate.py, retire.py)."""
+
+    balance: bool
+    passed: bool
+    movable: bool
+    streak: int
+    streak_owner: tuple[int, int] | None
+    move_to: tuple[tuple[int, int], int] | None
+    move_retry_at: float
+    moves: int
+    others_at: float
+    handovers: int
+
+
+class HoldState(Protocol):
+    """A connection just moved here (handover.py): what it holds until the old worker's
+    RELEASE."""
+
+    holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None
+    holding_bytes: int
+    carried: bytes
+    on_taken_over: Callable[[Connection], None] | None
+    reading_held: bool
+    eof_held: bool
+    release_link: Blockable | None
+
+    def hold_reading(self) -> None: ...
+
+    def start_reading(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class Connection(MoveState, HoldState, Protocol):
     conid: int
     peer_key: str
     """`tcp:host:port` or `tls:host:port` of the peer, once connected."""
@@ -57,7 +100,7 @@ class Connection(Protocol):
     env: ConnRoute
     stream_sink: Sink | None
     """Where the pieces of the streamed frame being read go."""
-    blockers: set[Hashable]
+    intake: Intake
 
     @property
     def registry_key(self) -> str: ...
@@ -70,9 +113,6 @@ class Connection(Protocol):
 
     @property
     def unsent_relayed(self) -> bool: ...
-
-    @property
-    def idle(self) -> bool: ...
 
     def write_frame(
         self,
@@ -96,38 +136,11 @@ class Connection(Protocol):
 
     def connect_failed(self, reason: str) -> None: ...
 
-    def abandon(self, source: Hashable) -> None: ...
-
     def head_overdue(self, began_before: float) -> bool: ...
 
     def block(self, dest: Hashable) -> None: ...
 
     def unblock(self, dest: Hashable) -> None: ...
-
-    # Migration state (balance.py, colocate.py, handover.py, retire.py).
-    balance: bool
-    passed: bool
-    movable: bool
-    streak: int
-    streak_owner: tuple[int, int] | None
-    move_to: tuple[tuple[int, int], int] | None
-    move_retry_at: float
-    moves: int
-    holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None
-    holding_bytes: int
-    carried: bytes
-    on_taken_over: Callable[[Connection], None] | None
-    others_at: float
-    reading_held: bool
-    eof_held: bool
-    release_link: Blockable | None
-    handovers: int
-
-    def hold_reading(self) -> None: ...
-
-    def start_reading(self) -> None: ...
-
-    def release(self) -> None: ...
 
 
 def as_protocol(conn: Connection) -> asyncio.BaseProtocol:

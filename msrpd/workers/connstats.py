@@ -30,3 +30,7 @@ class ConnStats:
 
     def __post_init__(self) -> None:
         self.last_active = self.last_active or self.opened
+
+    def closing(self, reason: str) -> None:
+        """Why it closes, unless a reason came first."""
+        self.close_reason = self.close_reason or reason

@@ -137,7 +137,7 @@ class Outbox:
         self.pending_bytes += size
         if close_after:
             self.close_when_flushed = True
-            stats.close_reason = stats.close_reason or "closed after relay (flag 2)"
+            stats.closing("closed after relay (flag 2)")
         if not self.flush_queued and self.wire.transport is not None:
             self.flush_queued = True
             self.queue_flush(self)
@@ -195,11 +195,6 @@ class Outbox:
         return bool(gate.held) or gate.owner is not None
 
     @property
-    def quiet(self) -> bool:
-        """Nothing waits to be written, and no streamed frame is half written or read."""
-        return not self.buffered and not self.streaming and self.held_replies is None
-
-    @property
     def unsent(self) -> bool:
         """Output not (wholly) in the kernel yet: queued here, in the transport, held in the
         gate, or a streamed frame half written."""
@@ -231,12 +226,17 @@ class Outbox:
             if more:
                 streaming.add(source)
         self.drop()
-        self.shut()
+        self.closed = True  # its sources go on when the connection is lost
         return unsent
 
-    def shut(self) -> None:
-        """The connection is closed: nothing more goes to the wire."""
+    def shut(self, drop: bool = False) -> None:
+        """The connection is closed: nothing more goes to the wire (`drop`: nor stays here),
+        the sources it paused go on, and a streamed chunk that never ended is not answered."""
         self.closed = True
+        self.held_replies = None
+        if drop:
+            self.drop()
+        self.flow.release_all(self)
 
     def drop(self) -> None:
         """Let go of what waits here (the connection will never write it)."""

@@ -106,5 +106,5 @@ def _between_frames(conn: Connection) -> bool:
         and conn.reader.buffered == 0
         and conn.stream_sink is None
         and conn.out.held_replies is None
-        and not conn.blockers
+        and not conn.intake.blockers
     )

@@ -371,7 +371,7 @@ def _link_lost(ctx: WorkerContext, link_id: int) -> None:
     ctx.remote_flow.link_lost(link_id)
     for conn in list(ctx.conns.values()):
         for source in [s for s in conn.out.gate.open if isinstance(s, tuple) and s[0] == link_id]:
-            conn.abandon(source)
+            conn.out.abandon(source)
     ctx.flush_dirty()
 
 
