@@ -162,12 +162,11 @@ class MsrpConnection(asyncio.Protocol):
             self.carried += data
             self.wire.pause_reading()
             return
-        stats = self.stats
+        ctx, stats = self.ctx, self.stats
         stats.last_active = now = time.monotonic()
         stats.bytes_in += len(data)
-        self.ctx.counters.values[BYTES_IN] += len(data)
+        ctx.counters.values[BYTES_IN] += len(data)
         self.wire.receive(data)
-        ctx = self.ctx
         ctx.begin_batch()
         try:
             self._drain_events()
@@ -272,7 +271,11 @@ class MsrpConnection(asyncio.Protocol):
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
-        self.out.reply(data, close_after, self.write_frame)
+        held = self.out.held_replies
+        if held is not None:
+            held.append((data, close_after))
+        else:
+            self.write_frame(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.count_invalid()

@@ -101,14 +101,6 @@ class Outbox:
                 self._put(item.data, item.close_after, item.source, item.more)
                 self.stats.frames_out += not item.more
 
-    def reply(self, data: bytes, close_after: bool, write: Callable[[bytes, bool], object]) -> None:
-        """Answer the frame being routed with `write`: now, or once its end-line is in when
-        it is streamed."""
-        if self.held_replies is not None:
-            self.held_replies.append((data, close_after))
-        else:
-            write(data, close_after)
-
     def abandon(self, source: Hashable) -> None:
         """`source` (a handoff link's stream) will send no more: end its frame, if it is in
         the middle of one, and write what waited behind it (gate.py)."""
