@@ -182,7 +182,7 @@ class MsrpConnection(asyncio.Protocol):
         if self.reading_held:
             self.eof_held = True
             return True  # keep the transport: what came before the EOF is read first
-        self.reader.receive_data(b"")
+        self.wire.receive(b"")
         self._drain_events()
         return None
 

@@ -36,7 +36,9 @@ class Wire(Protocol):
     transport: asyncio.Transport | None
     """Once attached; the socket under it (fd passing, shutdown) is reached through it."""
     receive: Receive
+    """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
     send: Send
+    """What the connection hands the bytes it writes to; bound by attach."""
 
     def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
         """Start on `transport`: bytes read go to `feed`; writes past `high` bytes buffered
