@@ -4,7 +4,7 @@ Rules:
 - A method takes the request's params: an array (by position), an object (by name) or none.
   Wrong params raise RpcError(-32602); a number where a text is wanted is taken as its text
   (`msrpd ctl` sends "123" as a number).
-- Methods read shared memory, and ask workers over their ctl sockets (workers/ctl.py) all at
+- Methods read shared memory, and ask workers over their ctl sockets (workerctl.py) all at
   once with one deadline, WORKER_TIMEOUT: a slow or dead worker shows up as an "error" row
   and holds the supervisor's loop up for that long at most.
 - Kamailio's names and fields where Kamailio has the method: core.uptime (now, up_since,
@@ -27,12 +27,13 @@ from typing import Any, Final, Protocol
 
 import psutil
 
-from . import __version__
-from .config import Settings
-from .control import INVALID_PARAMS, Method, RpcError
-from .shm import COUNTERS, CmapEntry, ShmSet
-from .workers.ctl import LOG_LEVELS, WorkerCtlError, query_worker, query_workers
-from .workers.handoff import conid_owner
+from .. import __version__
+from ..config import Settings
+from ..shm import COUNTERS, CmapEntry, ShmSet
+from ..workers.ctl import LOG_LEVELS
+from ..workers.handoff import conid_owner
+from .rpc import INVALID_PARAMS, Method, RpcError
+from .workerctl import WorkerCtlError, query_worker, query_workers
 
 __all__ = ["WORKER_TIMEOUT", "SupervisorView", "WorkerInfo", "build_methods"]
 
