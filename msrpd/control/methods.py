@@ -81,25 +81,8 @@ class SupervisorView(Protocol):
 
 
 def build_methods(view: SupervisorView) -> dict[str, Method]:
-    """The method table for control.dispatcher()."""
-    m = _Methods(view)
-    table: dict[str, Method] = {
-        "core.version": m.version,
-        "core.uptime": m.uptime,
-        "core.ps": m.ps,
-        "core.reload": m.reload,
-        "core.shutdown": m.shutdown,
-        "stats.get": m.stats_get,
-        "stats.reset": m.stats_reset,
-        "msrp.cmaplist": m.cmaplist,
-        "msrp.conns": m.conns,
-        "msrp.session_kill": m.session_kill,
-        "htable.dump": m.htable_dump,
-        "log.level": m.log_level,
-        "system.listMethods": m.list_methods,
-    }
-    m.names = sorted(table)
-    return table
+    """The method table for rpc.dispatcher()."""
+    return _Methods(view).table()
 
 
 def _args(params: Any, names: tuple[str, ...], required: int, usage: str) -> list[Any]:
@@ -149,11 +132,27 @@ class _Methods:
     def __init__(self, view: SupervisorView) -> None:
         self.view = view
         self.procs: dict[int, psutil.Process] = {}
-        self.names: list[str] = []
+
+    def table(self) -> dict[str, Method]:
+        return {
+            "core.version": self.version,
+            "core.uptime": self.uptime,
+            "core.ps": self.ps,
+            "core.reload": self.reload,
+            "core.shutdown": self.shutdown,
+            "stats.get": self.stats_get,
+            "stats.reset": self.stats_reset,
+            "msrp.cmaplist": self.cmaplist,
+            "msrp.conns": self.conns,
+            "msrp.session_kill": self.session_kill,
+            "htable.dump": self.htable_dump,
+            "log.level": self.log_level,
+            "system.listMethods": self.list_methods,
+        }
 
     def list_methods(self, params: Any) -> list[str]:
         _args(params, (), 0, "system.listMethods")
-        return self.names
+        return sorted(self.table())
 
     # -- core -------------------------------------------------------------------------------
 

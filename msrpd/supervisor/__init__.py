@@ -3,7 +3,8 @@
 Modules: arbiter.py (Supervisor: set-up, the main loop, signal handling), workerset.py (the
 worker processes), spawner.py (forking one), reaper.py (after a death: purge, respawn),
 reload.py (the new settings), signals.py (signals as a queue), services.py (the control fifo
-and metrics endpoint in the select loop), sweeper.py (expired shared-table items).
+and metrics endpoint in the select loop), sweeper.py (expired shared-table items), ready.py
+(the pipe `msrpd start` waits on).
 
 Strategy (gunicorn's Arbiter, nginx's master cycle; style rules 9-14):
 - Signal handlers only append to a deque and write a byte to a wake-up pipe; the main loop

@@ -24,6 +24,7 @@ from ..routing import RouteLoadError
 from ..rundir import RunDir, fifo_path, layout_for
 from ..shm import ShmLayout, ShmSet
 from ..workers.context import WorkerIdentity
+from .ready import ReadyPipe
 from .reaper import Reaper
 from .reload import reload_settings
 from .services import Services
@@ -46,20 +47,20 @@ class Supervisor:
         self.rundir = RunDir(settings)
         self.listeners = ListenerSet()
         self.stopping_until: float | None = None
-        self.ready_fd: int | None = None
+        self.ready = ReadyPipe(None)
 
     # -- lifetime ---------------------------------------------------------------------------
 
     def run(self, ready_fd: int | None = None) -> int:
         """Serve until stopped; returns the exit status."""
-        self.ready_fd = ready_fd
+        self.ready = ReadyPipe(ready_fd)
         started = time.time()
         set_title("supervisor")
         try:
             cleaned = self.rundir.acquire()
         except HaltSupervisor as exc:
             logger.error("%s", exc.reason)
-            self._notify_ready(f"error: {exc.reason}")
+            self.ready.notify(f"error: {exc.reason}")
             return exc.exit_status
         if cleaned:
             logger.warning("removed what a crashed run left: %s", ", ".join(cleaned))
@@ -69,7 +70,7 @@ class Supervisor:
         except OSError as exc:  # ENOSPC: the tables do not fit in /dev/shm
             reason = f"shared memory: cannot create the tables in /dev/shm: {exc}"
             logger.error("%s", reason)
-            self._notify_ready(f"error: {reason}")
+            self.ready.notify(f"error: {reason}")
             self.rundir.release()
             return 3
         return self._serve(layout, started)
@@ -106,7 +107,7 @@ class Supervisor:
             self.shm.unlink()
             self.rundir.release()
         # Only now, with nothing left behind, may `msrpd start` return.
-        self._notify_ready(f"error: {failure}" if failure else "stopped before ready")
+        self.ready.notify(f"error: {failure}" if failure else "stopped before ready")
         logger.info("msrpd stopped")
         return status
 
@@ -130,8 +131,7 @@ class Supervisor:
         if self.services is not None:
             self.services.inbox.close_in_child()
             self.services.close_in_child()
-        if self.ready_fd is not None:
-            os.close(self.ready_fd)
+        self.ready.close_in_child()
 
     def _loop(self) -> None:
         assert self.services is not None
@@ -245,7 +245,7 @@ class Supervisor:
             self.settings.core.children,
             listen,
         )
-        self._notify_ready("ok")
+        self.ready.notify("ok")
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -255,11 +255,3 @@ class Supervisor:
             with contextlib.suppress(HaltSupervisor):
                 self.reap()
             time.sleep(0.05)
-
-    def _notify_ready(self, message: str) -> None:
-        if self.ready_fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self.ready_fd, message.encode() + b"\n")
-            os.close(self.ready_fd)
-        self.ready_fd = None
