@@ -27,7 +27,7 @@ from msrpd.config import (
     default_run_dir,
     load_config,
 )
-from msrpd.config.address import parse_listen
+from msrpd.config.address import parse_host_port, parse_listen
 from msrpd.errors import ConfigError, HaltSupervisor
 
 ETC = Path(__file__).resolve().parent.parent / "etc" / "msrpd.toml"
@@ -426,6 +426,24 @@ def test_parse_listen(
     assert address.family == family
     assert address.uri_host == uri_host
     assert str(address) == address.sock_text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9855", ("127.0.0.1", 9855)),
+        ("[0:0:0:0:0:0:0:1]:9855", ("::1", 9855)),
+        ("metrics.example:80", ("metrics.example", 80)),
+    ],
+)
+def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "[::1]", "::1:9855", "host:0", "host:x"])
+def test_parse_host_port_errors(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_host_port(text)
 
 
 def test_parse_listen_normalizes_ipv6() -> None:
