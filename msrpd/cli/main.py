@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import Settings
 from ..control.client import CtlUnavailable, call, ctl, render
 from ..process.logs import setup_logging
-from ..rundir import log_path, read_pid
+from ..rundir import EXIT_ALREADY_RUNNING, log_path, read_pid
 from ..supervisor.arbiter import Supervisor
 from .options import config_option, settings_or_exit
 from .user import user
@@ -36,7 +36,6 @@ __all__ = ["main"]
 
 EXIT_NOT_RUNNING = 1
 EXIT_START_FAILED = 3
-EXIT_ALREADY_RUNNING = 4
 EXIT_TIMEOUT = 5
 SIGNALS = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT}
 
