@@ -41,7 +41,7 @@ SCHEMES: Final = ("msrp://", "msrps://")
 
 
 class Invalid(Exception):
-    pass
+    """A value a check refuses: one message per problem in args."""
 
 
 Check = Callable[[Any, Path], Any]
@@ -162,14 +162,14 @@ def _listen(raw: Any, base: Path) -> tuple[ListenAddress, ...]:
     errors: list[str] = []
     for item in raw:
         try:
-            address = parse_listen(_string(item))
+            parsed = parse_listen(_string(item))
         except (ValueError, Invalid) as exc:
             errors.append(str(exc))
             continue
-        key = (address.host, address.port)
+        key = (parsed.host, parsed.port)
         if key in found:
-            errors.append(f"{str(address)!r} uses the same host and port as {str(found[key])!r}")
-        found.setdefault(key, address)
+            errors.append(f"{str(parsed)!r} uses the same host and port as {str(found[key])!r}")
+        found.setdefault(key, parsed)
     if errors:
         raise Invalid(*errors)
     return tuple(found.values())
