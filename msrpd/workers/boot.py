@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 import psutil
 
 from ..config import ListenAddress, Settings
-from ..listeners import listen_backlog
+from ..config.selfuri import SelfUris
+from ..process.listeners import listen_backlog
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..selfuri import SelfUris
+from ..routing.users import UserStore
 from ..shm import ShmSet
-from ..users import UserStore
 from .connapi import Connection
 from .context import WorkerContext, WorkerIdentity
 from .delivery import Delivery

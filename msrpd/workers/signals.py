@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from enum import Enum
 
-from ..logs import reopen_logs
+from ..process.logs import reopen_logs
 
 __all__ = ["Mode", "install_signals"]
 

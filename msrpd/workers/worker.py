@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import uvloop
 
 from ..config import ListenAddress, Settings
-from ..proctitle import set_title
+from ..process.title import set_title
+from ..rundir import ctl_path
 from ..shm import ShmLayout, ShmSet, WorkerState
 from .balance import AcceptBalancer
 from .boot import BootError, build_context, listen
@@ -43,7 +44,7 @@ from .colocate import Mover
 from .conn import MsrpConnection
 from .connapi import QUIET
 from .context import WorkerContext, WorkerIdentity
-from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
+from .ctl import WorkerCtlServer, worker_handlers
 from .flow import LinkSource
 from .handoff import HandoffFlags
 from .housekeeping import close_idle, publish
@@ -184,7 +185,7 @@ class Worker:
         self.retirer = retirer = Retirer(ctx, mover, balancer, links)
         mover.on_free = retirer.soon
         self.ctl = WorkerCtlServer(
-            worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
+            ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
         )
         try:
