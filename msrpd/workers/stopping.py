@@ -45,6 +45,7 @@ from .conn import QUIET
 if TYPE_CHECKING:
     from .conn import MsrpConnection
     from .context import WorkerContext
+    from .gone import GoneReports
 
 __all__ = ["GracefulStop"]
 
@@ -80,8 +81,11 @@ class _Lingering:
 
 
 class GracefulStop:
-    def __init__(self, ctx: WorkerContext, started: float, deadline: float) -> None:
+    def __init__(
+        self, ctx: WorkerContext, reports: GoneReports, started: float, deadline: float
+    ) -> None:
         self.ctx = ctx
+        self.reports = reports
         self.started = started
         self.deadline = deadline
         self.margin = min(MARGIN, (deadline - started) / 2)
@@ -91,9 +95,7 @@ class GracefulStop:
         """Connection ids whose socket is in `lingering` (or was)."""
         self.lingering: dict[int, _Lingering] = {}
         """fd -> the socket of a connection being closed, kept until its peer has it all."""
-        ctx.stopping = True
-        if ctx.hub is not None:
-            ctx.hub.stopping = True
+        ctx.stop.stopping = True
         for conn in list(ctx.conns.values()):
             conn.stop_reading()
         # The test's and the operator's record of when this worker stopped reading.
@@ -144,14 +146,14 @@ class GracefulStop:
                 _discard(fd)
         self._linger(now)
         margin = min(max(self.margin, queued * PER_FRAME), self.deadline - self.started - QUIET)
-        if now >= self.deadline - margin and not ctx.given_up:
+        if now >= self.deadline - margin and not ctx.stop.given_up:
             self._give_up()
         if self.closing:
             self._close_settled()
             return
         if now - self.started < QUIET:
             return
-        reading = not ctx.given_up
+        reading = not ctx.stop.given_up
         if any(conn.unsent or (reading and conn.stream_sink) for conn in conns):
             return
         if hub is not None:
@@ -214,9 +216,8 @@ class GracefulStop:
 
     def _give_up(self) -> None:
         ctx = self.ctx
-        ctx.given_up = True
+        ctx.stop.given_up = True  # the hub refuses every FRAME from now on (GONE)
         if ctx.hub is not None:
-            ctx.hub.refusing = True
             ctx.hub.unblock_all()
         conns = list(ctx.conns.values())
         for conn in conns:
@@ -230,8 +231,8 @@ class GracefulStop:
         cut = [conn for conn in conns if not conn.closed and conn.unsent_relayed]
         for conn in cut:
             self._keep(conn)  # the kernel's bytes still go out after the abort
-            ctx.report_unsent(conn, conn.give_up())
-        ctx.flush_dirty()
+            self.reports.report_unsent(conn, conn.give_up())
+        ctx.batch.flush_dirty()
 
 
 def _fd(conn: MsrpConnection) -> int:
