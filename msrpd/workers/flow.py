@@ -5,8 +5,8 @@ Rules (uvicorn's flow_control.py, per destination): memory per connection stays 
 write high-water mark plus one read. When a write leaves a destination congested (its
 transport paused writing, or frames wait behind a streamed one), the connection whose data
 is being routed right now (its reader, passed down with the write) pauses reading and is
-remembered; when the destination drains or closes, its blocked sources resume. A source blocked by several
-destinations resumes when the last one lets it go.
+remembered; when the destination drains or closes, its blocked sources resume. A source
+blocked by several destinations resumes when the last one lets it go.
 Across workers the same holds per destination: frames that arrive over a handoff link have
 a LinkSource (that link, that destination) as their source, so a congested destination sends
 PAUSE to the sending worker, which pauses the connections that relay into it until RESUME

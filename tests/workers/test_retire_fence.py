@@ -218,7 +218,7 @@ def test_a_slow_new_owner_is_waited_for_and_a_dead_one_purged_once() -> None:
     assert handover.deliver(OLD, b"f1", 0, "src")
     _timed_out(handover)
     assert ctx.purged == [] and unlocked == [] and set(handover.moving) == {OLD, OLD2}
-    assert handover.moving[OLD].queue == [(b"f1", 0, "src")]
+    assert handover.moving[OLD].queue == [(b"f1", 0, "src", None)]
     live[1].pid = 43  # it died and was respawned
     _timed_out(handover)
     assert ctx.purged == [("cmap", {OLD, OLD2}), ("registry", {OLD, OLD2})]
