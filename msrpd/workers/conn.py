@@ -36,34 +36,22 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .flow import WRITE_HIGH, FlowControl, link_of
+from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
-from .ports import Blockable, Sink
+from .peers import format_peer, registry_key
+from .ports import WRITE_HIGH, Blockable, Sink
 from .routeenv import ConnEnv, RouteRunner
 from .sentlog import SentLog, Unsent
+from .stopstate import QUIET
 
 if TYPE_CHECKING:
     from .context import WorkerContext
 
-__all__ = ["MsrpConnection", "format_peer", "registry_key"]
+__all__ = ["MsrpConnection"]
 
 logger = logging.getLogger(__name__)
 
 BYTES_IN, BYTES_OUT = Counter.bytes_in, Counter.bytes_out
-QUIET = 0.25
-"""Seconds without input after which a connection counts as done sending (graceful stop)."""
-
-
-def format_peer(host: str, port: int) -> str:
-    """`host:port`, IPv6 in brackets (RFC 3986 §3.2.2), as URIs and registry keys need."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def registry_key(peer_key: str, outbound: bool) -> str:
-    """The connection registry's key for a connection to or from `peer_key`: connections the
-    relay opened under the address itself, clients' connections under "in:" + the address,
-    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
-    return peer_key if outbound else "in:" + peer_key
 
 
 class MsrpConnection(asyncio.Protocol):

@@ -21,14 +21,14 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from ..protocol import Frame, MsrpUri
 from ..routing.env import Destination, SendFlags
-from .conn import MsrpConnection, format_peer, registry_key
-from .dialing import Dialing
+from .dialing import Dialed, Dialing
 from .gone import Sent
 from .handoff import conid_owner
+from .peers import format_peer, registry_key
 from .ports import Sink
 from .routeenv import RoutedConn
 from .sinks import HandoffSink, LocalSink
@@ -41,18 +41,31 @@ __all__ = ["Delivery"]
 logger = logging.getLogger(__name__)
 
 
+class Outbound(Dialed, Protocol):
+    """A connection the relay opens to a next hop (conn.MsrpConnection)."""
+
+    conid: int
+    closed: bool
+    outbound: bool
+    listed: bool
+    peer_key: str
+
+    @property
+    def registry_key(self) -> str: ...
+
+
 class Delivery:
     def __init__(
         self,
         ctx: WorkerContext,
         client_tls: ssl.SSLContext | None,
-        new_conn: Callable[[bool], MsrpConnection],
+        new_conn: Callable[[bool], Outbound],
     ) -> None:
         self.ctx = ctx
         self.client_tls = client_tls
         self.new_conn = new_conn
         """An outbound connection object (secure: TLS), not connected yet."""
-        self.outbound: dict[str, MsrpConnection] = {}
+        self.outbound: dict[str, Outbound] = {}
         self.dialing = Dialing(ctx.settings.msrp, ctx.counters, ctx.conns, ctx.loop)
         self.private = False
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
@@ -125,10 +138,13 @@ class Delivery:
         return self.dialing.park(conn, key, frame, origin)
 
     async def _connect(
-        self, key: str, conn: MsrpConnection, host: str, port: int, tls: ssl.SSLContext | None
+        self, key: str, conn: Outbound, host: str, port: int, tls: ssl.SSLContext | None
     ) -> None:
+        # new_conn made an asyncio protocol (conn.MsrpConnection); Outbound names what is
+        # used of it here.
+        protocol = cast(asyncio.BaseProtocol, conn)
         connect = self.ctx.loop.create_connection(
-            lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+            lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
         )
         try:
             await asyncio.wait_for(connect, self.ctx.settings.msrp.connect_timeout)
@@ -146,7 +162,7 @@ class Delivery:
         worker still reuses them for what it relays itself. How many there are."""
         self.private = True
         registry = self.ctx.registry
-        links = {id(c): c for c in self.ctx.conns.values() if c.outbound}
+        links: dict[int, Outbound] = {id(c): c for c in self.ctx.conns.values() if c.outbound}
         links.update((id(c), c) for c in self.outbound.values())
         for conn in links.values():
             conn.listed = False
@@ -154,7 +170,7 @@ class Delivery:
                 registry.unregister(conn.registry_key, conn.conid)
         return len(links)
 
-    def forget(self, conn: MsrpConnection) -> None:
+    def forget(self, conn: object) -> None:
         """`conn` closed: it is no next hop any more."""
         for key, known in list(self.outbound.items()):
             if known is conn:

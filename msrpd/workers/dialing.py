@@ -84,7 +84,7 @@ class _Parked:
     """What its sender gets if the frame is lost: a REPORT, a 408 to an AUTH, or nothing."""
 
 
-class FailedSink:
+class FailedSink(Sink):
     """Where a frame goes that cannot be delivered: nowhere (its sender has its REPORT)."""
 
     __slots__ = ()

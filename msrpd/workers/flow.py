@@ -27,11 +27,7 @@ from .ports import Blockable
 if TYPE_CHECKING:
     from .conn import MsrpConnection
 
-__all__ = ["WRITE_HIGH", "FlowControl", "FlowLink", "LinkSource", "link_of"]
-
-
-WRITE_HIGH = 1 << 20
-"""Bytes a connection may have waiting to be written before its sources pause (1 MiB)."""
+__all__ = ["FlowControl", "FlowLink", "LinkSource", "link_of"]
 
 
 class FlowLink(Protocol):

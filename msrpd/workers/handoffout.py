@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..shm import Counter, StatsCounters
-from .flow import WRITE_HIGH
 from .gone import SentMemory
 from .handoff import HandoffKind
 from .links import HandoffHub
-from .ports import Blockable
+from .ports import WRITE_HIGH, Blockable
 from .remoteflow import RemoteFlow
 from .stopstate import StopState
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..shm import Counter, WorkerState
 from .handoff import Handoff, HandoffFlags, HandoffKind, conid_owner, frame_flags
+from .ports import Sink
 
 if TYPE_CHECKING:
     from .conn import MsrpConnection
@@ -105,7 +106,7 @@ class Moving:
     released: bool = False
 
 
-class MovedSink:
+class MovedSink(Sink):
     """relay() to a connection that moved away: queue or forward it (sinks.Sink)."""
 
     __slots__ = ("handover", "moving", "reader", "record")

@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Protocol
 
-__all__ = ["Blockable", "Sink", "Writable"]
+__all__ = ["WRITE_HIGH", "Blockable", "Sink", "Writable"]
+
+WRITE_HIGH = 1 << 20
+"""Bytes a connection (or a handoff link) may have waiting to be written before the readers
+relaying into it pause (1 MiB, flow.py)."""
 
 
 class Blockable(Protocol):
@@ -36,7 +40,10 @@ class Writable(Protocol):
 
 
 class Sink(Protocol):
-    """Where the bytes of one relayed frame go (sinks.py, dialing.FailedSink, MovedSink)."""
+    """Where the bytes of one relayed frame go. Every sink (sinks.py, dialing.FailedSink,
+    handover.MovedSink) subclasses this, so the type checker holds it to this signature."""
+
+    __slots__ = ()
 
     def send(
         self,

@@ -19,12 +19,12 @@ from .gone import Sent
 from .handoff import frame_flags
 from .handoffout import HandoffOut
 from .links import HandoffHub
-from .ports import Blockable, Writable
+from .ports import Blockable, Sink, Writable
 
 __all__ = ["HandoffSink", "LocalSink"]
 
 
-class LocalSink:
+class LocalSink(Sink):
     __slots__ = ("conn", "reader")
 
     def __init__(self, conn: Writable, reader: Blockable | None) -> None:
@@ -44,7 +44,7 @@ class LocalSink:
         )
 
 
-class HandoffSink:
+class HandoffSink(Sink):
     """All pieces of one streamed frame carry one token: the owner tells streams apart by
     (link, token). The token remembers the frame (`record`), so that a GONE can be reported
     to its sender (gone.py)."""

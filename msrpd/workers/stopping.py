@@ -31,6 +31,7 @@ delivered, or its sender gets a failure REPORT when the SEND asked for one):
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -38,12 +39,12 @@ import os
 import socket
 import termios
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .conn import QUIET
+from .sentlog import SentLog
+from .stopstate import QUIET
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
     from .context import WorkerContext
     from .gone import GoneReports
 
@@ -65,11 +66,22 @@ that answers every frame from filling the socket, bounded so a flooding peer can
 loop reading."""
 
 
+class Closing(Protocol):
+    """What a connection being closed is asked here (conn.MsrpConnection)."""
+
+    conid: int
+    closed: bool
+    sent_log: SentLog
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+
 @dataclass(slots=True, eq=False)
 class _Lingering:
     sock: socket.socket
     """A duplicate of the connection's socket: it stays open when the transport closes."""
-    conn: MsrpConnection
+    conn: Closing
     shut: bool = False
     """Shut down for writing (once the transport had written all it held)."""
     heard: float = 0.0
@@ -172,7 +184,7 @@ class GracefulStop:
             self._keep(conn)
             conn.close("relay stopping")
 
-    def _keep(self, conn: MsrpConnection) -> None:
+    def _keep(self, conn: Closing) -> None:
         """Keep the socket of `conn` open past its close, for _linger."""
         fd = -1 if conn.conid in self.kept else _fd(conn)
         if fd >= 0:
@@ -235,7 +247,7 @@ class GracefulStop:
         ctx.batch.flush_dirty()
 
 
-def _fd(conn: MsrpConnection) -> int:
+def _fd(conn: Closing) -> int:
     transport = conn.transport
     sock = None if transport is None else transport.get_extra_info("socket")
     return -1 if sock is None else int(sock.fileno())

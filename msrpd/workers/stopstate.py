@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["StopState"]
+__all__ = ["QUIET", "StopState"]
+
+QUIET = 0.25
+"""Seconds without input after which a connection counts as done sending (graceful stop)."""
 
 
 @dataclass(slots=True, eq=False)

@@ -49,7 +49,7 @@ from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
 from .balance import AcceptBalancer
 from .colocate import Mover
-from .conn import QUIET, MsrpConnection
+from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
 from .delivery import Delivery
@@ -63,7 +63,7 @@ from .retire import Retirer
 from .retirelinks import RetiringLinks
 from .routeenv import RouteRunner
 from .stopping import GracefulStop
-from .stopstate import StopState
+from .stopstate import QUIET, StopState
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]

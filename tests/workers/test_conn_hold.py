@@ -12,7 +12,7 @@ from msrpd.config import load_config
 from msrpd.protocol import ReaderLimits
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
-from msrpd.workers.flow import WRITE_HIGH
+from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.routeenv import RouteRunner
 
 

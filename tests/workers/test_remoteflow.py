@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, cast
 
-from msrpd.workers.flow import WRITE_HIGH, FlowControl, LinkSource
+from msrpd.workers.flow import FlowControl, LinkSource
+from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.remoteflow import RemoteFlow
 
 
