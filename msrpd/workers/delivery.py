@@ -109,7 +109,9 @@ class Delivery:
             if conn is not None and not conn.closed:
                 return LocalSink(conn, origin)
             mover = ctx.mover  # moved away?
-            return None if mover is None else mover.sink_for(conid, _record(frame, origin), origin)
+            if mover is None:
+                return None
+            return mover.sink_for(conid, Sent.of(frame, origin.conid, origin.peer_key), origin)
         out = ctx.handoffs
         hub = out.hub
         if hub is None:
@@ -118,7 +120,8 @@ class Delivery:
             source = ctx.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid)
-        return HandoffSink(out, hub, out.path(*owner), conid, _record(frame, origin), origin)
+        record = Sent.of(frame, origin.conid, origin.peer_key)  # a GONE reports it (gone.py)
+        return HandoffSink(out, hub, out.path(*owner), conid, record, origin)
 
     def _open(
         self, key: str, uri: MsrpUri, host: str, port: int, frame: Frame, origin: RoutedConn
@@ -175,8 +178,3 @@ class Delivery:
         for key, known in list(self.outbound.items()):
             if known is conn:
                 del self.outbound[key]
-
-
-def _record(frame: Frame, origin: RoutedConn) -> Sent:
-    """What a GONE for `frame` needs to be reported to its sender (gone.py)."""
-    return Sent.of(frame, origin.conid, origin.peer_key)

@@ -9,10 +9,9 @@ it is the connection (or link) whose frames are being routed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-from ..shm import Counter, StatsCounters
+from ..shm import StatsCounters
 from .gone import SentMemory
 from .handoff import HandoffKind
 from .links import HandoffHub
@@ -47,21 +46,6 @@ class HandoffOut:
         if path is None:
             path = self._paths[key] = handoff_path(self.run_dir, slot, generation)
         return path
-
-    def send(
-        self,
-        hub: HandoffHub,
-        path: Path,
-        conid: int,
-        token: int,
-        parts: Sequence[bytes | memoryview],
-        flags: int,
-        reader: Blockable | None,
-    ) -> None:
-        """Queue a frame (or a piece of one) for `conid` on the worker at `path`."""
-        hub.send(path, conid, token, parts, flags)
-        self.counters.add(Counter.handoffs_out)
-        self.throttle(path, reader, conid, token)  # back-pressure across workers
 
     def throttle(
         self, path: Path, reader: Blockable | None, conid: int | None = None, token: int = 0

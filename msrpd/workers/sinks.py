@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from pathlib import Path
 
+from ..shm import Counter
 from .gone import Sent
 from .handoff import frame_flags
 from .handoffout import HandoffOut
@@ -76,10 +77,12 @@ class HandoffSink(Sink):
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
+        out, path, conid = self.out, self.path, self.conid
         token = self.stream_token
         if token is None:
-            token = self.out.sent.new_token(self.record)
+            token = out.sent.new_token(self.record)
         self.stream_token = token if more else None
-        flags = frame_flags(more, close_after)
-        self.out.send(self.hub, self.path, self.conid, token, [data], flags, self.reader)
+        self.hub.send(path, conid, token, [data], frame_flags(more, close_after))
+        out.counters.add(Counter.handoffs_out)
+        out.throttle(path, self.reader, conid, token)  # back-pressure across workers
         return True
