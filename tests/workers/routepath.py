@@ -12,6 +12,7 @@ from typing import Any, cast
 from msrpd.config import load_config
 from msrpd.protocol import Frame, FrameReader, ReaderLimits
 from msrpd.routing import Msrp, RoutePolicy, RouteScript
+from msrpd.selfuri import SelfUris
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
 from msrpd.workers.delivery import Delivery
@@ -80,8 +81,9 @@ class Worker:
         script: Callable[[Msrp], None],
         hub: HandoffHub | None = None,
         limits: ReaderLimits | None = None,
-        loopback: Loopback | None = None,
+        self_uris: SelfUris | None = None,
     ) -> None:
+        """`self_uris`: this relay's own URIs, routed again here (loopback.py)."""
         self.loop = asyncio.get_running_loop()
         shm = cast(Any, Shm())
         self.ctx = ctx = WorkerContext(
@@ -91,7 +93,10 @@ class Worker:
         self.delivery = Delivery(
             ctx, None, lambda secure: MsrpConnection(ctx, self.routes, "", secure)
         )
-        self.limits = limits or ReaderLimits()
+        self.limits = limits = limits or ReaderLimits()
+        loopback = None
+        if self_uris is not None:
+            loopback = Loopback(route, limits, ctx.counters, self_uris)
         self.routes = RouteRunner(
             route,
             POLICY,

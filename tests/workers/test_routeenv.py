@@ -14,7 +14,6 @@ from msrpd.routing import Destination, Msrp
 from msrpd.selfuri import SelfUris
 from msrpd.shm import Counter
 from msrpd.workers.handoff import make_conid
-from msrpd.workers.loopback import Loopback
 
 from .routepath import Worker, read_frames, send, until
 
@@ -164,11 +163,8 @@ def test_an_inner_hop_through_our_own_uri_reports_the_outer_frame() -> None:
             else:
                 assert relay_to(msrp, NOWHERE) == -1
 
-        limits = ReaderLimits()
         self_uris = SelfUris.build([parse_listen("tcp:127.0.0.1:2855")])
-        worker = Worker(script)
-        loopback = Loopback(worker.routes.route, limits, worker.ctx.counters, self_uris)
-        worker.routes.loopback = loopback
+        worker = Worker(script, self_uris=self_uris)
         _alice, alice_peer = await worker.connect()
         to = "msrp://127.0.0.1:2855/sA;tcp msrp://127.0.0.1:2855/sB;tcp msrp://bob:1/b;tcp"
         await worker.loop.sock_sendall(alice_peer, send("t1", to=to))
@@ -177,6 +173,29 @@ def test_an_inner_hop_through_our_own_uri_reports_the_outer_frame() -> None:
         assert report.method == b"REPORT" and report.header("Message-ID") == b"m-t1"
         assert report.to_path == ["msrp://alice:9/a;tcp"]
         assert report.from_path == ["msrp://127.0.0.1:2855/sA;tcp"]
+        alice_peer.close()
+
+    run(main())
+
+
+def test_a_path_that_loops_through_us_is_refused_before_the_route_runs() -> None:
+    async def main() -> None:
+        routed: list[bytes] = []
+
+        def script(msrp: Msrp) -> None:
+            routed.append(msrp.frame.tid)
+            msrp.reply(200, "OK")
+
+        self_uris = SelfUris.build([parse_listen("tcp:127.0.0.1:2855")])
+        worker = Worker(script, self_uris=self_uris)
+        _alice, alice_peer = await worker.connect()
+        us = "msrp://127.0.0.1:2855/s{};tcp"
+        loop_path = " ".join(us.format(i) for i in range(3)) + " msrp://bob:1/b;tcp"
+        await worker.loop.sock_sendall(alice_peer, send("t1", to=loop_path) + send("t2"))
+        refused, ok = await read_frames(alice_peer, 2)
+        assert (refused.tid, refused.code) == (b"t1", 403)
+        assert (ok.tid, ok.code) == (b"t2", 200) and routed == [b"t2"]
+        assert worker.ctx.counters.values[Counter.loops_refused] == 1
         alice_peer.close()
 
     run(main())
