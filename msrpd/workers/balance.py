@@ -35,9 +35,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..rundir import accept_path
 from ..shm import Counter, Heartbeats, StatsCounters, WorkerState
 
-__all__ = ["MAX_BATCH", "AcceptBalancer", "accept_path", "batch_message"]
+__all__ = ["MAX_BATCH", "AcceptBalancer", "batch_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ def _split_batch(body: bytes) -> list[bytes]:
         messages.append(body[pos : pos + size])
         pos += size
     return messages
-
-
-def accept_path(run_dir: Path, slot: int, generation: int) -> Path:
-    return run_dir / f"accept-{slot}-{generation}.sock"
 
 
 class AcceptBalancer:

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+from ..rundir import accept_path, move_lockfile
 from ..shm import Counter
-from .balance import accept_path
 from .handoff import Handoff, HandoffKind
 from .handover import Handover, MovedSink, token_worker, worker_token
 
@@ -71,7 +71,7 @@ class Mover:
     ) -> None:
         self.ctx = ctx
         self.balancer = balancer
-        path = ctx.settings.core.run_dir / "move.lock"
+        path = move_lockfile(ctx.settings.core.run_dir)
         self._lockfd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.me = (ctx.ident.slot, ctx.ident.generation)
         self.colocate = ctx.settings.core.balance

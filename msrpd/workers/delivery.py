@@ -66,7 +66,7 @@ class Delivery:
         self.new_conn = new_conn
         """An outbound connection object (secure: TLS), not connected yet."""
         self.outbound: dict[str, Outbound] = {}
-        self.dialing = Dialing(ctx.settings.msrp, ctx.counters, ctx.conns, ctx.loop)
+        self.dialing = Dialing(ctx.settings.msrp.dialing, ctx.counters, ctx.conns, ctx.loop)
         self.private = False
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
 
@@ -150,7 +150,7 @@ class Delivery:
             lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
         )
         try:
-            await asyncio.wait_for(connect, self.ctx.settings.msrp.connect_timeout)
+            await asyncio.wait_for(connect, self.ctx.settings.msrp.dialing.connect_timeout)
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.dialing.failed_connect(key, conn, str(exc) or type(exc).__name__)
         else:

@@ -28,7 +28,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..config import MsrpSettings
+from ..config import DialSettings
 from ..protocol import Frame
 from ..shm import Counter, StatsCounters
 from .ports import Blockable, Sink, Writable
@@ -106,7 +106,7 @@ _FAILED = FailedSink()
 class Dialing:
     def __init__(
         self,
-        m: MsrpSettings,
+        m: DialSettings,
         counters: StatsCounters,
         conns: Mapping[int, Notified],
         loop: asyncio.AbstractEventLoop,

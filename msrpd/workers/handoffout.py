@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..rundir import handoff_path
 from ..shm import StatsCounters
 from .gone import SentMemory
 from .handoff import HandoffKind
@@ -19,11 +20,7 @@ from .ports import WRITE_HIGH, Blockable
 from .remoteflow import RemoteFlow
 from .stopstate import StopState
 
-__all__ = ["HandoffOut", "handoff_path"]
-
-
-def handoff_path(run_dir: Path, slot: int, generation: int) -> Path:
-    return run_dir / f"handoff-{slot}-{generation}.sock"
+__all__ = ["HandoffOut"]
 
 
 class HandoffOut:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import logging
 
+from ..config.selfuri import SelfUris
 from ..protocol import Frame, FrameReader, LocalProtocolError, ReaderLimits, relay_splice
 from ..protocol.frame import REPORT, SEND
 from ..protocol.writer import build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
-from ..selfuri import SelfUris
 from ..shm import Counter, StatsCounters
 from .ports import Sink
 from .routeenv import ConnEnv, RoutedConn, count_reply

@@ -28,8 +28,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..rundir import accept_path
 from ..shm import WorkerState
-from .balance import MAX_BATCH, AcceptBalancer, accept_path, batch_message
+from .balance import MAX_BATCH, AcceptBalancer, batch_message
 
 if TYPE_CHECKING:
     from .colocate import Mover

@@ -18,14 +18,14 @@ import time
 from collections.abc import Hashable
 from typing import Protocol
 
+from ..config.selfuri import SelfUris
 from ..protocol import ConnInfo, Frame, ReaderLimits, Status, build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import Destination, RoutePolicy, SendFlags
-from ..routing.htable import ScriptHTable
+from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
-from ..selfuri import SelfUris
+from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
-from ..users import UserStore
 from .ports import Sink
 from .reports import frame_report
 

@@ -39,24 +39,24 @@ import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
-from ..listeners import listen_backlog
-from ..logs import reopen_logs
-from ..proctitle import set_title
+from ..config.selfuri import SelfUris
+from ..process.listeners import listen_backlog
+from ..process.logs import reopen_logs
+from ..process.title import set_title
 from ..protocol import ReaderLimits
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..selfuri import SelfUris
+from ..routing.users import UserStore
+from ..rundir import ctl_path, handoff_path
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from ..users import UserStore
 from .balance import AcceptBalancer
 from .colocate import Mover
 from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
-from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
+from .ctl import WorkerCtlServer, worker_handlers
 from .delivery import Delivery
 from .flow import FlowLink, LinkSource
 from .gone import GoneReports
 from .handoff import HandoffFlags
-from .handoffout import handoff_path
 from .links import HandoffHub
 from .loopback import Loopback
 from .retire import Retirer
@@ -267,7 +267,7 @@ class Worker:
         self.retirer = retirer = Retirer(ctx, mover, balancer, links)
         mover.on_free = retirer.soon
         self.ctl = WorkerCtlServer(
-            worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
+            ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
         )
         try:

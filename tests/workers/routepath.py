@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from msrpd.config import load_config
+from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import Frame, FrameReader, ReaderLimits
 from msrpd.routing import Msrp, RoutePolicy, RouteScript
-from msrpd.selfuri import SelfUris
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
 from msrpd.workers.delivery import Delivery

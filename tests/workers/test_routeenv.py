@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from msrpd.address import parse_listen
+from msrpd.config.address import parse_listen
+from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import ReaderLimits
 from msrpd.routing import Destination, Msrp
-from msrpd.selfuri import SelfUris
 from msrpd.shm import Counter
 from msrpd.workers.handoff import make_conid
 
