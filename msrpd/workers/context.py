@@ -34,7 +34,6 @@ __all__ = ["WorkerContext", "WorkerIdentity"]
 
 logger = logging.getLogger("msrpd.route")
 
-_REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
 _METHOD_COUNTERS = {
     b"SEND": Counter.frames_in_send,
     b"REPORT": Counter.frames_in_report,
@@ -158,8 +157,3 @@ class WorkerContext:
             self.counters.add(Counter.frames_in_response)
         else:
             self.counters.add(_METHOD_COUNTERS.get(frame.method, Counter.frames_in_other))
-
-    def count_reply(self, data: bytes) -> None:
-        space = data.index(b" ", 5)
-        counter = _REPLY_COUNTERS.get(data[space + 1], Counter.replies_5xx)
-        self.counters.add(counter)
