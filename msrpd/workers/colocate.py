@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from .balance import AcceptBalancer
     from .connapi import Connection
     from .context import WorkerContext
+    from .gone import Sent
+    from .ports import Blockable
 
 __all__ = ["Mover"]
 
@@ -116,7 +118,7 @@ class Mover:
             logger.debug("connection %x relays to %x: moved it there", conn.conid, peer)
         elif mine <= theirs:
             logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
-            self.ctx.hub_control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
+            self.ctx.handoffs.control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
 
     def lock(self) -> bool:
         """Take the relay-wide move lock, without waiting; False if another worker holds it."""
@@ -153,7 +155,7 @@ class Mover:
         out = conn.out
         if (
             not conn.movable
-            or self.ctx.stopping  # a stop reads no more: nothing to gain, frames to lose
+            or self.ctx.stop.stopping  # a stop reads no more: nothing to gain, frames to lose
             or conn.closed
             or transport is None
             or out.close_when_flushed
@@ -175,7 +177,7 @@ class Mover:
     def move(self, conn: Connection, owner: tuple[int, int]) -> bool:
         """Send `conn` to worker `owner`; False when it stays here."""
         ctx = self.ctx
-        ctx.flush_now()
+        ctx.batch.flush_now()
         held = self.movable(conn)
         transport = conn.wire.transport
         if held is None or transport is None:
@@ -252,16 +254,18 @@ class Mover:
 
     # -- what the worker calls ------------------------------------------------------------------
 
-    def on_control(self, msg: Handoff) -> None:
-        """A connection-moving message from another worker."""
+    def on_control(self, msg: Handoff, link: Blockable | None) -> None:
+        """A connection-moving message from another worker, and the link it came on."""
         if msg.kind is HandoffKind.PULL:
             self.on_pull(msg)
         else:
-            self.handover.on_control(msg)
+            self.handover.on_control(msg, link)
 
-    def sink_for(self, conid: int) -> MovedSink | None:
+    def sink_for(
+        self, conid: int, record: Sent | None, reader: Blockable | None
+    ) -> MovedSink | None:
         """Where relay() sends a frame for `conid` if it moved away from here."""
-        return self.handover.sink_for(conid)
+        return self.handover.sink_for(conid, record, reader)
 
     def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
         """A handoff for a connection that moved away: pass it on; False if unknown."""

@@ -36,18 +36,19 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .connapi import Connection, ConnRoute, registry_key
+from .connapi import Connection
 from .connstats import ConnStats
-from .flow import WRITE_HIGH, Blockable, FlowControl, link_of
+from .flow import FlowControl, link_of
 from .intake import Intake
 from .outbox import Outbox
-from .routeenv import ConnEnv
+from .peers import registry_key
+from .ports import WRITE_HIGH, Blockable, Sink
+from .routeenv import ConnEnv, RouteRunner
 from .sentlog import Unsent
 from .transports.base import Wire
 
 if TYPE_CHECKING:
     from .context import WorkerContext
-    from .sinks import Sink
 
 __all__ = ["MsrpConnection"]
 
@@ -71,7 +72,9 @@ class MsrpConnection(asyncio.Protocol):
     """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
     count against colocation's MAX_MOVES."""
 
-    def __init__(self, ctx: WorkerContext, wire: Wire, *, balance: bool = False) -> None:
+    def __init__(
+        self, ctx: WorkerContext, routes: RouteRunner, wire: Wire, *, balance: bool = False
+    ) -> None:
         self.ctx = ctx
         self.wire: Wire = wire
         self.balance = balance
@@ -97,15 +100,16 @@ class MsrpConnection(asyncio.Protocol):
         self.eof_held = False
         self.release_link: Blockable | None = None
         """The link the old worker's RELEASE comes on: never paused for what is held."""
-        self.reader = FrameReader(ctx.limits)
+        self.reader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
-        self.env: ConnRoute = ConnEnv(ctx, self)
+        self.env = ConnEnv(routes, self)
         self.peer_key = ""
         self.stats = ConnStats()
         self.closed = False
-        flow = FlowControl(ctx)
-        self.out = Outbox(self, wire, self.stats, flow, ctx.queue_flush, ctx.counters.values)
+        self.out = Outbox(
+            self, wire, self.stats, FlowControl(), ctx.batch.queue, ctx.counters.values
+        )
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
         self.intake = Intake(wire, self.reader)
@@ -167,11 +171,12 @@ class MsrpConnection(asyncio.Protocol):
         stats.bytes_in += len(data)
         ctx.counters.values[BYTES_IN] += len(data)
         self.wire.receive(data)
-        ctx.begin_batch()
+        batch = ctx.batch
+        batch.begin()
         try:
             self._drain_events()
         finally:
-            ctx.flush_now()
+            batch.flush_now()
         reader, intake = self.reader, self.intake
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
@@ -208,11 +213,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def _drain_events(self) -> None:
         reader = self.reader
-        ctx = self.ctx
-        if ctx.stopping and self.stream_sink is None:
+        stop = self.ctx.stop
+        if stop.stopping and self.stream_sink is None:
             self.stop_reading()  # graceful stop: no new frame (what arrived stays unread)
             return
-        ctx.current_source = self
         try:
             for event in reader.events():
                 if isinstance(event, Frame):
@@ -230,31 +234,24 @@ class MsrpConnection(asyncio.Protocol):
                     self.close("closed by peer")
                 if self.closed:
                     break
-                if ctx.stopping and self.stream_sink is None:
+                if stop.stopping and self.stream_sink is None:
                     self.stop_reading()  # the frame being read when the stop came is done
                     break
         except RemoteProtocolError as exc:
             # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
             logger.info("closing %s: %s", self.peer_key, exc)
-            self.ctx.count_error()
+            self.ctx.counters.add(Counter.errors)
             reply = build_error_reply(exc)
             if reply is not None:
                 self.write_frame(reply)
             self.close(f"protocol error: {exc}")
-        finally:
-            self.ctx.current_source = None
 
     def _on_frame(self, frame: Frame) -> None:
         self.stats.frames_in += 1
-        ctx = self.ctx
-        ctx.count_frame_in(frame)
+        self.ctx.count_frame_in(frame)
         if frame.streamed:
             self.out.held_replies = []
-        loopback = ctx.loopback
-        if loopback is not None and loopback.refuse_loop(frame, self):
-            sink = None  # a path looping through us: answered, never routed (loopback.py)
-        else:
-            sink = ctx.run_route(frame, self)
+        sink = self.env.routes.run(frame, self)
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid
@@ -278,7 +275,7 @@ class MsrpConnection(asyncio.Protocol):
             self.write_frame(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
-        self.ctx.count_invalid()
+        self.ctx.counters.add(Counter.invalid_frames)
         logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
         if not invalid_gets_reply(invalid):
             return  # a response, a REPORT or Failure-Report: no: dropped (RFC 4975 §7.1.2)
@@ -289,7 +286,7 @@ class MsrpConnection(asyncio.Protocol):
             self.write_frame(reply, False)
 
     def _on_sip(self, message: SipMessage) -> None:
-        self.ctx.run_sip_route(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
+        self.env.routes.run_sip(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -301,10 +298,13 @@ class MsrpConnection(asyncio.Protocol):
         source: Hashable = None,
         more: bool = False,
         forwarded: bool = False,
+        reader: Blockable | None = None,
     ) -> bool:
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
         closed (outbox.py). Just after a move, only frames the old worker `forwarded` go out;
-        the rest wait for release() (handover.py)."""
+        the rest wait for release() (handover.py). `reader` is the connection or link the
+        frame is being read from: flow control pauses it while this connection is congested
+        (flow.py)."""
         if self.closed:
             return False
         holding = self.holding
@@ -314,10 +314,10 @@ class MsrpConnection(asyncio.Protocol):
             self.holding_bytes += len(data)
         else:
             out.write(data, close_after, source, more)
-        if holding is not None and link_of(self.ctx.current_source) is self.release_link:
+        if holding is not None and link_of(reader) is self.release_link:
             return True  # RELEASE comes on this link: pausing it for what is held never ends
         if out.flow.active or out.congested:
-            out.flow.check(out, source)
+            out.flow.check(out, source, reader)
         return True
 
     def release(self) -> None:
@@ -331,8 +331,8 @@ class MsrpConnection(asyncio.Protocol):
     @property
     def may_read(self) -> bool:
         """Not stopping, or finishing the streamed frame it was reading when the stop came."""
-        ctx = self.ctx
-        return not ctx.stopping or (self.stream_sink is not None and not ctx.given_up)
+        stop = self.ctx.stop
+        return not stop.stopping or (self.stream_sink is not None and not stop.given_up)
 
     def stop_reading(self) -> None:
         """Graceful stop: read no new frame (a streamed one being relayed is finished first,

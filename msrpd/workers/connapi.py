@@ -12,43 +12,17 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Protocol, cast
 
-from ..routing.env import RouteEnv
-
 if TYPE_CHECKING:
     from ..protocol import ConnInfo, FrameReader
     from .connstats import ConnStats
-    from .flow import Blockable
     from .intake import Intake
     from .outbox import Outbox
+    from .ports import Blockable, Sink
+    from .routeenv import ConnEnv
     from .sentlog import Unsent
-    from .sinks import Sink
     from .transports.base import Wire
 
-__all__ = [
-    "QUIET",
-    "ConnRoute",
-    "Connection",
-    "HoldState",
-    "MoveState",
-    "as_protocol",
-    "registry_key",
-]
-
-QUIET = 0.25
-"""Seconds without input after which a connection counts as done sending (graceful stop)."""
-
-
-def registry_key(peer_key: str, outbound: bool) -> str:
-    """The connection registry's key for a connection to or from `peer_key`: connections the
-    relay opened under the address itself, clients' connections under "in:" + the address,
-    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
-    return peer_key if outbound else "in:" + peer_key
-
-
-class ConnRoute(RouteEnv, Protocol):
-    """The script API's environment of one connection, and the sink relay() last used."""
-
-    last_sink: Sink | None
+__all__ = ["Connection", "HoldState", "MoveState", "as_protocol"]
 
 
 class MoveState(Protocol):
@@ -97,7 +71,7 @@ class Connection(MoveState, HoldState, Protocol):
     out: Outbox
     wire: Wire
     reader: FrameReader
-    env: ConnRoute
+    env: ConnEnv
     stream_sink: Sink | None
     """Where the pieces of the streamed frame being read go."""
     intake: Intake
@@ -122,6 +96,7 @@ class Connection(MoveState, HoldState, Protocol):
         source: Hashable = None,
         more: bool = False,
         forwarded: bool = False,
+        reader: Blockable | None = None,
     ) -> bool: ...
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None: ...

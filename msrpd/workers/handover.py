@@ -48,11 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..shm import Counter, WorkerState
 from .handoff import Handoff, HandoffFlags, HandoffKind, conid_owner, frame_flags
+from .ports import Sink
 
 if TYPE_CHECKING:
     from .connapi import Connection
     from .context import WorkerContext
-    from .flow import Blockable
+    from .gone import Sent
+    from .ports import Blockable
 
 __all__ = ["Handover", "MovedSink", "token_worker", "worker_token"]
 
@@ -92,7 +94,7 @@ class Moving:
     owner_pid: int = 0
     """The new owner's pid then (0: unknown): another pid there later means it died."""
     new: int | None = None
-    queue: list[tuple[bytes, int, Hashable]] = field(default_factory=list)
+    queue: list[tuple[bytes, int, Hashable, Sent | None]] = field(default_factory=list)
     tokens: dict[Hashable, int] = field(default_factory=dict)
     """Source -> forwarding token while a streamed frame's pieces pass (one token per frame)."""
     fences: set[tuple[int, int]] = field(default_factory=set)
@@ -104,14 +106,20 @@ class Moving:
     released: bool = False
 
 
-class MovedSink:
+class MovedSink(Sink):
     """relay() to a connection that moved away: queue or forward it (sinks.Sink)."""
 
-    __slots__ = ("handover", "moving")
+    __slots__ = ("handover", "moving", "reader", "record")
 
-    def __init__(self, handover: Handover, moving: Moving) -> None:
+    def __init__(
+        self, handover: Handover, moving: Moving, record: Sent | None, reader: Blockable | None
+    ) -> None:
         self.handover = handover
         self.moving = moving
+        self.record = record
+        """The routed frame (gone.py: a GONE for it is reported to its sender)."""
+        self.reader = reader
+        """The connection being read (paused as HandoffSink pauses it)."""
 
     def send(
         self,
@@ -121,8 +129,9 @@ class MovedSink:
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
-        self.handover.pass_on(self.moving, data, frame_flags(more, close_after), source)
-        self.handover.ctx.throttle_handoff(self.moving.path)  # as HandoffSink does (flow.py)
+        flags = frame_flags(more, close_after)
+        self.handover.pass_on(self.moving, data, flags, source, self.record)
+        self.handover.ctx.handoffs.throttle(self.moving.path, self.reader)  # as HandoffSink
         return True
 
 
@@ -167,7 +176,7 @@ class Handover:
         (module docstring, step 4)."""
         ctx = self.ctx
         now = time.monotonic()
-        moving = Moving(conid, owner, ctx.handoff_path(*owner), now + MOVED_TIMEOUT, now)
+        moving = Moving(conid, owner, ctx.handoffs.path(*owner), now + MOVED_TIMEOUT, now)
         moving.owner_pid = self._pid(owner)
         self.moving[conid] = moving
         if fence_first:
@@ -175,9 +184,9 @@ class Handover:
             moving.pre_fence_by = now + FENCE_TIMEOUT
             token = worker_token(*self.me)
             for worker in moving.pre_fences:
-                ctx.hub_control(worker, HandoffKind.FENCE, conid, token)
+                ctx.handoffs.control(worker, HandoffKind.FENCE, conid, token)
         if not moving.pre_fences:
-            ctx.hub_control(owner, HandoffKind.MOVING, conid)
+            ctx.handoffs.control(owner, HandoffKind.MOVING, conid)
 
     def _others(self, owner: tuple[int, int]) -> set[tuple[int, int]]:
         """Every live worker but this one and `owner`."""
@@ -219,35 +228,48 @@ class Handover:
 
     # -- the old owner --------------------------------------------------------------------------
 
-    def sink_for(self, conid: int) -> MovedSink | None:
+    def sink_for(
+        self, conid: int, record: Sent | None, reader: Blockable | None
+    ) -> MovedSink | None:
         moving = self.moving.get(conid)
-        return None if moving is None else MovedSink(self, moving)
+        return None if moving is None else MovedSink(self, moving, record, reader)
 
     def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
         """A handoff for a connection that moved away: pass it on; False if unknown."""
         moving = self.moving.get(conid)
         if moving is None:
             return False
-        self.pass_on(moving, data, flags & ~_FORWARDED, source)
+        self.pass_on(moving, data, flags & ~_FORWARDED, source, None)
         return True
 
     def pass_on(
-        self, moving: Moving, data: bytes | memoryview, flags: int, source: Hashable
+        self,
+        moving: Moving,
+        data: bytes | memoryview,
+        flags: int,
+        source: Hashable,
+        record: Sent | None,
     ) -> None:
         if moving.new is None:
-            moving.queue.append((bytes(data), flags, source))
+            moving.queue.append((bytes(data), flags, source, record))
             return
-        self._forward(moving, data, flags, source)
+        self._forward(moving, data, flags, source, record)
 
     def _forward(
-        self, moving: Moving, data: bytes | memoryview, flags: int, source: Hashable
+        self,
+        moving: Moving,
+        data: bytes | memoryview,
+        flags: int,
+        source: Hashable,
+        record: Sent | None,
     ) -> None:
         hub, ctx = self.ctx.hub, self.ctx
         assert hub is not None and moving.new is not None
         token = moving.tokens.get(source)
         if token is None:
-            token = ctx.next_token()
-            ctx.note_forward(token, source)  # a GONE for it goes back to where it came from
+            token = ctx.handoffs.sent.new_token(record)
+            # A GONE for it goes back to where it came from.
+            ctx.handoffs.sent.note_forward(token, source)
         if flags & _MORE:
             moving.tokens[source] = token
         else:
@@ -261,14 +283,14 @@ class Handover:
         if moving is None or moving.new is not None:
             return
         moving.new = _NEW_ID.unpack(msg.payload)[0]
-        self.ctx.note_moved(moving.old, moving.path, moving.new)
+        self.ctx.handoffs.sent.note_moved(moving.old, moving.path, moving.new)
         queue, moving.queue = moving.queue, []
-        for data, flags, source in queue:
-            self._forward(moving, data, flags, source)
+        for data, flags, source, record in queue:
+            self._forward(moving, data, flags, source, record)
         token = worker_token(*self.me)
         moving.fences = self._others(conid_owner(moving.new))
         for worker in moving.fences:
-            self.ctx.hub_control(worker, HandoffKind.FENCE, moving.old, token)
+            self.ctx.handoffs.control(worker, HandoffKind.FENCE, moving.old, token)
         moving.deadline = time.monotonic() + FENCE_TIMEOUT
         self._maybe_release(moving)
 
@@ -290,7 +312,7 @@ class Handover:
         self._maybe_release(moving)
 
     def _send_moving(self, moving: Moving) -> None:
-        self.ctx.hub_control(moving.owner, HandoffKind.MOVING, moving.old)
+        self.ctx.handoffs.control(moving.owner, HandoffKind.MOVING, moving.old)
         self._maybe_release(moving)
 
     def _maybe_release(self, moving: Moving, force: bool = False) -> None:
@@ -301,7 +323,7 @@ class Handover:
         if moving.fences:
             logger.info("connection %x: no fence answer from %s", moving.old, moving.fences)
         moving.released = True
-        self.ctx.hub_control(conid_owner(moving.new), HandoffKind.RELEASE, moving.new)
+        self.ctx.handoffs.control(conid_owner(moving.new), HandoffKind.RELEASE, moving.new)
         self.unlock()
         moving.deadline = time.monotonic() + TOMBSTONE
 
@@ -310,7 +332,7 @@ class Handover:
     def on_fence(self, msg: Handoff) -> None:
         """Everything we sent for msg.conid is on the link before this answer."""
         token = worker_token(*self.me)
-        self.ctx.hub_control(token_worker(msg.token), HandoffKind.FENCE_ACK, msg.conid, token)
+        self.ctx.handoffs.control(token_worker(msg.token), HandoffKind.FENCE_ACK, msg.conid, token)
 
     # -- the new owner --------------------------------------------------------------------------
 
@@ -338,7 +360,7 @@ class Handover:
                     cmap.rebind(sessid, old, conn.conid)
             now = time.monotonic()
             self.holding[conn.conid] = now
-            ctx.hub_control(came_from, HandoffKind.MOVED, old, 0, _NEW_ID.pack(conn.conid))
+            ctx.handoffs.control(came_from, HandoffKind.MOVED, old, 0, _NEW_ID.pack(conn.conid))
             arrived = self.arrived.pop(old, None)
             if arrived is None:
                 conn.hold_reading()
@@ -349,10 +371,9 @@ class Handover:
         conn.on_taken_over = taken_over
         ctx.serve_socket(conn, sock)
 
-    def on_moving(self, msg: Handoff) -> None:
-        # RELEASE will come on this link: flow control must never stop reading it for the
+    def on_moving(self, msg: Handoff, link: Blockable | None) -> None:
+        # RELEASE will come on `link`: flow control must never stop reading it for the
         # sake of what the connection holds back (conn.write_frame).
-        link = self.ctx.hub.current_link if self.ctx.hub is not None else None
         waiting = self.waiting.pop(msg.conid, None)
         if waiting is None:
             self.arrived[msg.conid] = (time.monotonic(), link)
@@ -431,13 +452,16 @@ class Handover:
         if ctx.registry is not None:
             ctx.registry.purge(old)
 
-    def on_control(self, msg: Handoff) -> None:
+    def on_control(self, msg: Handoff, link: Blockable | None) -> None:
+        """A connection-moving message, and the link it came on."""
+        if msg.kind is HandoffKind.MOVING:
+            self.on_moving(msg, link)
+            return
         handler = {
             HandoffKind.MOVED: self.on_moved,
             HandoffKind.FENCE: self.on_fence,
             HandoffKind.FENCE_ACK: self.on_fence_ack,
             HandoffKind.RELEASE: self.on_release,
-            HandoffKind.MOVING: self.on_moving,
         }.get(msg.kind)
         if handler is not None:
             handler(msg)

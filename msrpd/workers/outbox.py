@@ -19,8 +19,9 @@ from typing import Protocol
 
 from ..shm import Counter
 from .connstats import ConnStats
-from .flow import WRITE_HIGH, FlowControl
+from .flow import FlowControl
 from .gate import FrameGate, Write
+from .ports import WRITE_HIGH
 from .sentlog import SentLog, Unsent
 from .transports.base import Wire
 
@@ -135,7 +136,7 @@ class Outbox:
             self.queue_flush(self)
 
     def flush(self) -> None:
-        """Hand what is pending to the wire (WorkerContext.queue_flush calls this)."""
+        """Hand what is pending to the wire (the WriteBatch calls this, batch.py)."""
         self.flush_queued = False
         wire = self.wire
         if wire.transport is None or self.closed:

@@ -139,7 +139,7 @@ class Retirer:
     def _ready(self) -> list[tuple[Connection, bytes]]:
         """Up to BATCH connections that can move now, with their move messages."""
         ctx, mover = self.ctx, self.mover
-        ctx.flush_now()  # what is written to a connection leaves before it can move
+        ctx.batch.flush_now()  # what is written to a connection leaves before it can move
         ready: list[tuple[Connection, bytes]] = []
         for conn in list(ctx.conns.values()):
             held = mover.movable(conn)

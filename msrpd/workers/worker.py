@@ -36,25 +36,25 @@ import uvloop
 
 from ..config import ListenAddress, Settings
 from ..process.title import set_title
-from ..rundir import ctl_path
-from ..shm import ShmLayout, ShmSet, WorkerState
+from ..rundir import ctl_path, handoff_path
+from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from .balance import AcceptBalancer
-from .boot import BootError, build_context, listen
+from .boot import BootError, build_routes, listen, passed_conn
 from .colocate import Mover
-from .conn import MsrpConnection
-from .connapi import QUIET
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_handlers
-from .flow import LinkSource
+from .delivery import Delivery
+from .flow import FlowLink, LinkSource
+from .gone import GoneReports
 from .handoff import HandoffFlags
 from .housekeeping import close_idle, publish
 from .links import HandoffHub
 from .retire import Retirer
 from .retirelinks import RetiringLinks
+from .routeenv import RouteRunner
 from .signals import Mode, install_signals
 from .stopping import GracefulStop
-from .transports.tcp import TcpWire
-from .transports.tls import TlsWire
+from .stopstate import QUIET, StopState
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
 
@@ -84,6 +84,9 @@ class Worker:
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
         self.stop: GracefulStop | None = None
+        self.routes: RouteRunner | None = None
+        self.reports: GoneReports | None = None
+        self.delivery: Delivery | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
         self.retirer: Retirer | None = None
@@ -112,8 +115,7 @@ class Worker:
             loop.close()
 
     async def _main(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> int:
-        spec = self.spec
-        ctx = build_context(spec.settings, spec.ident, shm, spec.nonce_secret, loop, _dialed_conn)
+        ctx = self._context(loop, shm)
         servers = await self._listen(ctx)
         self.wakeup = asyncio.Event()
         install_signals(loop, lambda: self._term(loop, ctx), self._set_mode)
@@ -139,27 +141,37 @@ class Worker:
             publish(ctx)
         return 0
 
-    async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
-        settings = self.spec.settings
-        balance = settings.core.balance
-        servers = await listen(
-            ctx,
-            self.spec.sockets,
-            lambda ctx, text, secure: _accepted_conn(ctx, text, secure, balance),
-        )
+    def _context(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> WorkerContext:
+        spec, settings = self.spec, self.spec.settings
+        ident = spec.ident
+        stop = StopState()
         hub = HandoffHub(
-            ctx.handoff_path(ctx.ident.slot, ctx.ident.generation),
-            deliver=lambda conid, data, flags, source: _deliver(ctx, conid, data, flags, source),
-            on_gone=lambda conid, token: _gone(ctx, conid, token),
+            handoff_path(settings.core.run_dir, ident.slot, ident.generation),
+            deliver=lambda conid, data, flags, source, link: _deliver(
+                ctx, conid, data, flags, source, link
+            ),
+            # Late bound: the reports read the context, which holds the hub.
+            on_gone=lambda conid, token: reports.handoff_gone(conid, token),  # noqa: PLW0108
             close_conn=lambda conid: _close(ctx, conid),
-            loop=ctx.loop,
+            loop=loop,
+            stop=stop,
         )
-        hub.on_flow = ctx.remote_flow.on_flow
-        hub.before_read = ctx.begin_batch
-        hub.after_read = ctx.flush_now
+        ctx = WorkerContext(settings, ident, shm, loop, hub, stop)
+        hub.on_flow = ctx.handoffs.flow.on_flow
+        hub.before_read = ctx.batch.begin
+        hub.after_read = ctx.batch.flush_now
         hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
+        self.reports = reports = GoneReports(ctx.handoffs.sent, ctx)
+        self.routes, self.delivery = build_routes(ctx, spec.nonce_secret)
+        return ctx
+
+    async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
+        settings, routes = self.spec.settings, self.routes
+        assert routes is not None  # built with the context (_context)
+        servers = await listen(ctx, routes, self.spec.sockets)
+        hub = ctx.hub
+        assert hub is not None
         await hub.start()
-        ctx.hub = hub
         ident = ctx.ident
         balancer = AcceptBalancer(
             settings.core.run_dir,
@@ -168,7 +180,7 @@ class Worker:
             ident.index,
             ctx.shm.heartbeats,
             ctx.counters,
-            lambda sock, text: _adopt(ctx, sock, text),
+            lambda sock, text: _adopt(ctx, routes, sock, text),
             ctx.loop,
         )
         try:
@@ -178,10 +190,10 @@ class Worker:
         ctx.balancer = balancer
         # Built even with `balance = false`: peers of another setting (a reload) still get
         # their FENCE answered, and what they pass is served.
-        ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
+        ctx.mover = mover = Mover(ctx, balancer, lambda text: passed_conn(ctx, routes, text))
         balancer.adopt_moved = mover.adopt
         hub.on_control = mover.on_control
-        links = RetiringLinks(ctx, ctx.delivery, settings.core.drain_timeout)
+        links = RetiringLinks(ctx, self.delivery, settings.core.drain_timeout)
         self.retirer = retirer = Retirer(ctx, mover, balancer, links)
         mover.on_free = retirer.soon
         self.ctl = WorkerCtlServer(
@@ -199,9 +211,9 @@ class Worker:
         """SIGTERM (signals.py: runs at once, inside a long loop iteration too)."""
         if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
             self.term_at = self.term_at or time.monotonic()
-            ctx.stopping = True  # conn.py reads no new frame from here on
-            if ctx.hub is not None:
-                ctx.hub.stopping = True  # a peer's EOF now means "done sending" (links.py)
+            # Connections read no new frame from here on, and a handoff peer's EOF now
+            # means "done sending" (links.py).
+            ctx.stop.stopping = True
         loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
 
     def _set_mode(self, mode: Mode, ctx: WorkerContext | None = None) -> None:
@@ -217,7 +229,7 @@ class Worker:
                 self.retirer.start()
             if mode is Mode.STOPPING and ctx is not None and self.stop is None:
                 # Now, not at the next tick: a busy loop takes a while to get there.
-                self.stop = GracefulStop(ctx, started, self.deadline)
+                self.stop = GracefulStop(ctx, self._reports(), started, self.deadline)
         if self.wakeup is not None:
             self.wakeup.set()
 
@@ -229,6 +241,10 @@ class Worker:
             self.wakeup.clear()
             if self._tick(ctx):
                 return
+
+    def _reports(self) -> GoneReports:
+        assert self.reports is not None  # built with the context (_context)
+        return self.reports
 
     def _tick_length(self) -> float:
         return TICK if self.mode is Mode.RUNNING else STOP_POLL
@@ -276,7 +292,7 @@ class Worker:
             # Deliver or report every frame answered before the stop (stopping.py).
             if self.stop is None:
                 started = self.deadline - self.spec.settings.core.drain_timeout
-                self.stop = GracefulStop(ctx, started, self.deadline)
+                self.stop = GracefulStop(ctx, self._reports(), started, self.deadline)
             self.stop.tick(time.monotonic())
 
     def _retired(self, ctx: WorkerContext) -> bool:
@@ -307,7 +323,12 @@ class Worker:
 
 
 def _deliver(
-    ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
+    ctx: WorkerContext,
+    conid: int,
+    data: bytes | memoryview,
+    flags: int,
+    source: tuple[int, int],
+    link: FlowLink,
 ) -> bool:
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
@@ -315,65 +336,35 @@ def _deliver(
             return False
         ctx.last_delivery = time.monotonic()  # forwarded: a retiring worker waits for quiet
         return True
-    ctx.count_handoff_in()
+    ctx.counters.add(Counter.handoffs_in)
     ctx.last_delivery = time.monotonic()
     # A congested destination asks the sending worker to pause what relays into it; the link
     # itself keeps being read (remoteflow.py).
-    link = ctx.hub.current_link if ctx.hub is not None else None
-    ctx.current_source = LinkSource(link, conid) if link is not None else None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
     forwarded = bool(flags & HandoffFlags.FORWARDED)
     # A REPORT the sender's old worker made is the relay's own: no relayed frame to account.
     origin = None if flags & HandoffFlags.NOTICE else source
-    try:
-        return conn.write_frame(data, close_after, source=origin, more=more, forwarded=forwarded)
-    finally:
-        ctx.current_source = None
+    reader = LinkSource(link, conid)
+    return conn.write_frame(
+        data, close_after, source=origin, more=more, forwarded=forwarded, reader=reader
+    )
 
 
-def _accepted_conn(
-    ctx: WorkerContext, listen_text: str, secure: bool, balance: bool
-) -> MsrpConnection:
-    """A connection object for a socket this worker accepted."""
-    wire = TlsWire(listen_text) if secure else TcpWire(listen_text)
-    conn = MsrpConnection(ctx, wire, balance=balance and not secure)
-    # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
-    # colocation only with it); TLS state lives in this process.
-    conn.movable = wire.movable
-    return conn
-
-
-def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
-    """A connection object for a socket another worker passed or moved here."""
-    conn = MsrpConnection(ctx, TcpWire(listen_text))
-    conn.movable = True
-    return conn
-
-
-def _dialed_conn(ctx: WorkerContext, secure: bool) -> MsrpConnection:
-    """A connection object for a connection this worker opens to a next hop (delivery.py)."""
-    return MsrpConnection(ctx, TlsWire() if secure else TcpWire())
-
-
-def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
+def _adopt(ctx: WorkerContext, routes: RouteRunner, sock: socket.socket, listen_text: str) -> None:
     """A connection another worker accepted and passed here (balance.py)."""
-    ctx.serve_socket(_passed_conn(ctx, listen_text), sock)
-
-
-def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
-    ctx.handoff_gone(conid, token)
+    ctx.serve_socket(passed_conn(ctx, routes, listen_text), sock)
 
 
 def _link_lost(ctx: WorkerContext, link_id: int) -> None:
     """A handoff link closed (its worker died, say): end the streamed frames it was writing
     into our connections, or they would wait for their last piece forever (issue 12); what
     its PAUSEs held up here goes on (remoteflow.py)."""
-    ctx.remote_flow.link_lost(link_id)
+    ctx.handoffs.flow.link_lost(link_id)
     for conn in list(ctx.conns.values()):
         for source in [s for s in conn.out.gate.open if isinstance(s, tuple) and s[0] == link_id]:
             conn.out.abandon(source)
-    ctx.flush_dirty()
+    ctx.batch.flush_dirty()
 
 
 def _close(ctx: WorkerContext, conid: int) -> None:

@@ -13,21 +13,16 @@ import pytest
 
 from msrpd.shm import Counter, StatsCounters
 from msrpd.workers.connstats import ConnStats
-from msrpd.workers.flow import WRITE_HIGH, FlowControl
+from msrpd.workers.flow import FlowControl
 from msrpd.workers.outbox import Outbox
+from msrpd.workers.ports import WRITE_HIGH, Blockable
 from msrpd.workers.transports.tcp import TcpWire
 
 from .hubs import LOOPS, run, until
 
 
-class Routing:
-    """The worker context's part flow control reads: whose frames are being routed now."""
-
-    current_source: object = None
-
-
 class Source:
-    """A connection that relays into the outbox's (flow.Blockable)."""
+    """A connection that relays into the outbox's (ports.Blockable)."""
 
     def __init__(self) -> None:
         self.blocked: list[Hashable] = []
@@ -67,26 +62,31 @@ class Box:
     wire: TcpWire = field(default_factory=TcpWire)
     owner: Owner = field(default_factory=Owner)
     stats: ConnStats = field(default_factory=ConnStats)
-    routing: Routing = field(default_factory=Routing)
     counters: StatsCounters = field(default_factory=StatsCounters)
     queued: list[Outbox] = field(default_factory=list)
     out: Outbox = field(init=False)
     reader: asyncio.StreamReader = field(init=False)
 
     def __post_init__(self) -> None:
-        flow = FlowControl(self.routing)
+        flow = FlowControl()
         self.out = Outbox(
             self.owner, self.wire, self.stats, flow, self.queued.append, self.counters.values
         )
 
     def write(
-        self, data: bytes, source: Hashable = None, more: bool = False, close: bool = False
+        self,
+        data: bytes,
+        source: Hashable = None,
+        more: bool = False,
+        close: bool = False,
+        reader: Blockable | None = None,
     ) -> None:
-        """As MsrpConnection.write_frame does: write, then let flow control look."""
+        """As MsrpConnection.write_frame does: write, then let flow control look at the
+        connection the frame was read from (`reader`)."""
         out = self.out
         out.write(data, close, source, more)
         if out.flow.active or out.congested:
-            out.flow.check(out, source)
+            out.flow.check(out, source, reader)
 
     async def received(self, size: int) -> bytes:
         return await asyncio.wait_for(self.reader.readexactly(size), 10)
@@ -196,14 +196,12 @@ def test_a_source_pauses_until_the_peer_reads(loop_kind: str) -> None:
         async with connected() as box:
             alice, chunks = Source(), 64
             chunk = b"x" * (256 * 1024)  # 16 MiB in all: more than the kernels take
-            box.routing.current_source = box.owner
             for _ in range(chunks - 1):
-                box.write(chunk)  # answers to its own frames never pause a connection
+                # Answers to its own frames never pause a connection.
+                box.write(chunk, reader=box.owner)
             assert box.out.congested and box.owner.blocked == []
-            box.routing.current_source = alice
-            box.write(chunk, source=9)
+            box.write(chunk, source=9, reader=alice)
             assert alice.blocked == [box.out]  # more than WRITE_HIGH waits: alice stops
-            box.routing.current_source = None
             box.out.flush()  # the peer reads nothing yet: the transport holds it
             await asyncio.sleep(0.05)
             assert box.out.write_paused and alice.blocked == [box.out]
@@ -252,8 +250,7 @@ def test_shut_lets_the_paused_sources_go_on(loop_kind: str) -> None:
     async def main() -> None:
         async with connected() as box:
             alice = Source()
-            box.routing.current_source = alice
-            box.write(b"y" * (WRITE_HIGH + 1), source=1)
+            box.write(b"y" * (WRITE_HIGH + 1), source=1, reader=alice)
             assert alice.blocked == [box.out]
             box.out.shut(drop=True)
             assert alice.blocked == [] and box.out.pending_bytes == 0

@@ -48,14 +48,16 @@ class Ctx:
         self.heartbeats = self
         self.hub = self
         self.counters = self
+        self.handoffs = self  # HandoffOut: paths, control messages, the GONE memory
+        self.sent = self
 
     def live(self) -> list[Record]:
         return self.records
 
-    def handoff_path(self, slot: int, generation: int) -> Path:
+    def path(self, slot: int, generation: int) -> Path:
         return Path(f"/h/{slot}-{generation}")
 
-    def hub_control(
+    def control(
         self, worker: tuple[int, int], kind: HandoffKind, conid: int, token: int = 0, payload=b""
     ) -> None:
         self.log.append((worker, kind.name, conid))
@@ -64,7 +66,7 @@ class Ctx:
         slot, generation = path.name.split("-")
         self.log.append(((int(slot), int(generation)), "FRAME " + parts[0].decode(), conid))
 
-    def next_token(self) -> int:
+    def new_token(self, record: object = None) -> int:
         return 1
 
     def note_forward(self, token: int, source: object) -> None:
@@ -106,11 +108,11 @@ def _handover(live: list[Record]) -> tuple[Handover, Ctx, list[int]]:
 
 
 def _ack(handover: Handover, worker: tuple[int, int]) -> None:
-    handover.on_control(Handoff(HandoffKind.FENCE_ACK, OLD, worker_token(*worker)))
+    handover.on_control(Handoff(HandoffKind.FENCE_ACK, OLD, worker_token(*worker)), None)
 
 
 def _moved(handover: Handover) -> None:
-    handover.on_control(Handoff(HandoffKind.MOVED, OLD, 0, struct.pack("!Q", NEW_ID)))
+    handover.on_control(Handoff(HandoffKind.MOVED, OLD, 0, struct.pack("!Q", NEW_ID)), None)
 
 
 LIVE = [
@@ -216,7 +218,7 @@ def test_a_slow_new_owner_is_waited_for_and_a_dead_one_purged_once() -> None:
     assert handover.deliver(OLD, b"f1", 0, "src")
     _timed_out(handover)
     assert ctx.purged == [] and unlocked == [] and set(handover.moving) == {OLD, OLD2}
-    assert handover.moving[OLD].queue == [(b"f1", 0, "src")]
+    assert handover.moving[OLD].queue == [(b"f1", 0, "src", None)]
     live[1].pid = 43  # it died and was respawned
     _timed_out(handover)
     assert ctx.purged == [("cmap", {OLD, OLD2}), ("registry", {OLD, OLD2})]

@@ -12,7 +12,8 @@ import pytest
 import trustme
 
 from msrpd.config import TlsSettings
-from msrpd.workers.transports.base import Wire, format_peer
+from msrpd.workers.peers import format_peer
+from msrpd.workers.transports.base import Wire
 from msrpd.workers.transports.tcp import TcpWire
 from msrpd.workers.transports.tls import TlsWire, client_context, server_context
 

@@ -13,15 +13,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Receive", "Send", "Wire", "format_peer"]
+__all__ = ["Receive", "Send", "Wire"]
 
 Receive = Callable[[bytes], None]
 Send = Callable[[bytes | memoryview], None]
-
-
-def format_peer(host: str, port: int) -> str:
-    """`host:port`, IPv6 in brackets (RFC 3986 §3.2.2), as URIs and registry keys need."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Wire(Protocol):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from .base import Receive, Send, format_peer
+from ..peers import format_peer
+from .base import Receive, Send
 
 __all__ = ["TcpWire"]
 
