@@ -69,6 +69,7 @@ class ReaderState(Enum):
 
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
 _HEAD_STATES = frozenset({ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.SIP})
+_IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -81,6 +82,7 @@ class FrameReader:
 
     def __init__(self, limits: ReaderLimits | None = None) -> None:
         self.limits = limits or ReaderLimits()
+        self._max_body = self.limits.max_body  # bound once: the fast path reads it per frame
         self._buf = bytearray()
         self._eof = False
         self._state = ReaderState.IDLE
@@ -146,7 +148,7 @@ class FrameReader:
                 the frame at fault can still be answered (with `exc.status`) before closing.
         """
         try:
-            if self._state is ReaderState.IDLE:  # the usual case, without the table lookup
+            if self._state is _IDLE:  # the usual case, without the table lookup
                 return self._read_idle()
             return self._readers[self._state]()
         except LocalProtocolError as exc:
@@ -172,7 +174,7 @@ class FrameReader:
             del buf[:skip]
         if not buf:
             return self._at_eof(None)
-        frame = read_whole_frame(buf, self.limits.max_body)
+        frame = read_whole_frame(buf, self._max_body)
         if frame is not None:
             del buf[: len(frame.buf)]
             problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
