@@ -41,12 +41,12 @@ from .handoff import HandoffFlags, HandoffKind, make_conid
 from .remoteflow import RemoteFlow
 
 if TYPE_CHECKING:
-    from .balance import AcceptBalancer
-    from .colocate import Mover
     from .conn import MsrpConnection
     from .delivery import Delivery
     from .links import HandoffHub
     from .loopback import Loopback
+    from .migrate.balance import AcceptBalancer
+    from .migrate.colocate import Mover
     from .sentlog import Unsent
     from .sinks import Sink
 
@@ -149,7 +149,7 @@ class WorkerContext:
     users: UserStore | None = None
     hub: HandoffHub | None = None
     balancer: AcceptBalancer | None = None
-    mover: Mover | None = None
+    mover: Mover[MsrpConnection] | None = None
     delivery: Delivery | None = None
     loopback: Loopback | None = None
     """Our own URIs, and routing a frame again when its next hop is us (loopback.py)."""
@@ -411,7 +411,7 @@ class WorkerContext:
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.listed:
             self.registry.register(conn.registry_key, conn.conid)
-        if not conn.moves:  # a connection moved here was counted where it was accepted
+        if not conn.migration.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
 
     def connection_closed(self, conn: MsrpConnection) -> None:

@@ -79,13 +79,13 @@ class Delivery:
         if owner == (ctx.ident.slot, ctx.ident.generation):
             conn = ctx.conns.get(conid)
             if source is not None:
-                source.streak_owner = None
+                source.migration.streak_owner = None
             if conn is not None and not conn.closed:
                 return LocalSink(conn)
             return None if ctx.mover is None else ctx.mover.sink_for(conid)  # moved away
         if ctx.hub is None:
             return None
-        if source is not None and source.movable and ctx.mover is not None:
+        if source is not None and source.migration.movable and ctx.mover is not None:
             ctx.mover.note_remote(source, owner, conid)
         path = ctx.handoff_path(*owner)
         return HandoffSink(ctx.hub, path, conid, ctx.next_token, ctx.counters, ctx.throttle_handoff)

@@ -46,8 +46,6 @@ from ..routing import RouteLoadError, RoutePolicy, load_route
 from ..selfuri import SelfUris
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
 from ..users import UserStore
-from .balance import AcceptBalancer
-from .colocate import Mover
 from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
@@ -56,8 +54,15 @@ from .flow import LinkSource
 from .handoff import HandoffFlags
 from .links import HandoffHub
 from .loopback import Loopback
-from .retire import Retirer
-from .retirelinks import RetiringLinks
+from .migrate.balance import AcceptBalancer, accept_path
+from .migrate.colocate import Mover
+from .migrate.fdpass import FdSender
+from .migrate.handoverio import Handover
+from .migrate.inbox import AcceptInbox
+from .migrate.lock import MoveLock
+from .migrate.retire import Retirer
+from .migrate.retirelinks import RetiringLinks
+from .migrate.state import MigrationState
 from .stopping import GracefulStop
 from .tls import client_context, server_context
 
@@ -98,7 +103,7 @@ class Worker:
         self.stop: GracefulStop | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
-        self.retirer: Retirer | None = None
+        self.retirer: Retirer[MsrpConnection] | None = None
         self.leaving = 0.0
         """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
 
@@ -213,30 +218,33 @@ class Worker:
         hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
         await hub.start()
         ctx.hub = hub
-        ident = ctx.ident
-        balancer = AcceptBalancer(
-            settings.core.run_dir,
-            ident.slot,
-            ident.generation,
-            ident.index,
-            ctx.shm.heartbeats,
-            ctx.counters,
+        ident, run_dir, heartbeats = ctx.ident, settings.core.run_dir, ctx.shm.heartbeats
+        me = (ident.slot, ident.generation)
+        # Built even with `balance = false`: peers of another setting (a reload) still get
+        # their FENCE answered, and what they pass or move here is served.
+        lock = MoveLock(run_dir)
+        handover = Handover(
+            ctx, heartbeats, me, ident.index, lock, lambda text: _passed_conn(ctx, text)
+        )
+        inbox = AcceptInbox(
+            accept_path(run_dir, *me),
             lambda sock, text: _adopt(ctx, sock, text),
+            handover.adopt,
+            ctx.counters,
             ctx.loop,
+        )
+        balancer = AcceptBalancer(
+            run_dir, *me, ident.index, heartbeats, ctx.counters, FdSender(), inbox
         )
         try:
             balancer.start()
         except OSError as exc:
             raise _BootError(f"accept socket: {exc}") from None
         ctx.balancer = balancer
-        # Built even with `balance = false`: peers of another setting (a reload) still get
-        # their FENCE answered, and what they pass is served.
-        ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, text))
-        balancer.adopt_moved = mover.adopt
+        ctx.mover = mover = Mover(ctx, balancer, handover, lock, colocate=settings.core.balance)
         hub.on_control = mover.on_control
-        links = RetiringLinks(ctx, ctx.delivery, settings.core.drain_timeout)
-        self.retirer = retirer = Retirer(ctx, mover, balancer, links)
-        mover.on_free = retirer.soon
+        links = RetiringLinks(ctx.conns, ident.slot, ctx.delivery, settings.core.drain_timeout)
+        self.retirer = Retirer(ctx, heartbeats, ident.generation, balancer, handover, lock, links)
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
@@ -446,18 +454,15 @@ def _accepted_conn(
     ctx: WorkerContext, listen_text: str, secure: bool, balance: bool
 ) -> MsrpConnection:
     """A connection object for a socket this worker accepted."""
-    conn = MsrpConnection(ctx, listen_text, secure, balance=balance and not secure)
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS state lives in this process.
-    conn.movable = not secure
-    return conn
+    migration = MigrationState(balance=balance and not secure, movable=not secure)
+    return MsrpConnection(ctx, listen_text, secure, migration=migration)
 
 
 def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
-    conn = MsrpConnection(ctx, listen_text, False)
-    conn.movable = True
-    return conn
+    return MsrpConnection(ctx, listen_text, False, migration=MigrationState(movable=True))
 
 
 def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
