@@ -27,9 +27,8 @@ from msrpd.workers.migrate.handover import (
     TOMBSTONE,
     HandoverMachine,
     Phase,
-    worker_token,
 )
-from msrpd.workers.migrate.state import Worker
+from msrpd.workers.migrate.state import Worker, worker_token
 
 ME, NEW, OTHER, THIRD = (0, 1), (0, 2), (1, 1), (1, 2)
 OLD = make_conid(0, 1, 7)

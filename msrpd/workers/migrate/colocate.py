@@ -30,11 +30,10 @@ from typing import Generic
 
 from ..handoff import Handoff, HandoffKind
 from .balance import AcceptBalancer
-from .handover import token_worker, worker_token
 from .handoverio import Handover, MovedSink
 from .lock import MoveLock
 from .ports import Conn, ConnT, WorkerPort
-from .state import Worker
+from .state import Worker, token_worker, worker_token
 from .wire import MoveState, encode_moved
 
 __all__ = ["MAX_CARRY", "MAX_MOVES", "STREAK", "Mover", "move_message", "ready_to_move"]

@@ -1,14 +1,13 @@
 """Handover: a connection's socket has gone from one worker to another; nothing may be lost
 and no sender's frames may pass each other. colocate.py decides when a connection moves.
 
-This module is the handover as a sans-IO state machine (style 18, as handoff.py is a codec):
-HandoverMachine takes events (the socket was sent, MOVED, FENCE_ACK, a frame for the old
-id, a tick) with the time passed in, and returns actions (messages to send, frames to
-forward, the lock to give back); it opens no socket, reads no clock and runs no loop.
-handoverio.py drives it. A move's record at the old owner is a Departure; its phase:
-FENCING_FIRST (a reload's move: MOVING waits for every other worker's FENCE_ACK), SENT
-(waiting for MOVED, queueing), FENCING (forwarding, waiting for FENCE_ACKs before RELEASE),
-RELEASED (forwarding late frames until TOMBSTONE passes unused); then it is forgotten.
+The handover as a sans-IO state machine (style 18, as handoff.py is a codec): events in
+(socket sent, MOVED, FENCE_ACK, a frame for the old id, a tick) with the time passed in,
+actions out (actions.py); no socket, no clock, no loop: handoverio.py drives it. A move's
+record at the old owner is a Departure, in one Phase: FENCING_FIRST (a reload's move: MOVING
+waits for every other worker's FENCE_ACK), SENT (queueing until MOVED), FENCING (forwarding;
+RELEASE waits for the FENCE_ACKs), RELEASED (forwarding late frames until TOMBSTONE passes
+unused); then it is forgotten.
 
 How (nothing lost, and frames from any one source stay in order):
 1. Old owner A flushes the connection, takes what its reader holds (a frame not delivered
@@ -68,7 +67,7 @@ from .actions import (
     StartReading,
     Unlock,
 )
-from .state import Worker
+from .state import Worker, worker_token
 
 __all__ = [
     "FENCE_TIMEOUT",
@@ -79,8 +78,6 @@ __all__ = [
     "Departure",
     "HandoverMachine",
     "Phase",
-    "token_worker",
-    "worker_token",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,15 +94,6 @@ _MORE = HandoffFlags.MORE
 
 C = TypeVar("C")
 """The connection, opaque here: the machine only hands it back in actions."""
-
-
-def worker_token(slot: int, generation: int) -> int:
-    """A worker's (slot, generation) in a handoff token (u32)."""
-    return slot << 16 | generation
-
-
-def token_worker(token: int) -> Worker:
-    return token >> 16, token & 0xFFFF
 
 
 class Phase(Enum):

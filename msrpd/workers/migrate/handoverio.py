@@ -29,10 +29,10 @@ from .actions import (
     StartReading,
     Unlock,
 )
-from .handover import NEW_ID, Departure, HandoverMachine, token_worker
+from .handover import NEW_ID, Departure, HandoverMachine
 from .lock import MoveLock
 from .ports import ConnT, WorkerPort
-from .state import Arrival, Worker
+from .state import Arrival, Worker, token_worker
 from .wire import MoveState
 
 __all__ = ["Handover", "MovedSink"]

@@ -24,7 +24,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Generic
@@ -88,10 +87,6 @@ class Retirer(Generic[ConnT]):
         self._scheduled = False
         self._retrying = False
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self.host.loop
-
     def start(self) -> None:
         """Told to retire: hand over from now on."""
         if not self.active:
@@ -105,7 +100,7 @@ class Retirer(Generic[ConnT]):
         called again when the last move out is over (MoveLock.when_free)."""
         if self.active and not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self._run)
+            self.host.loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
@@ -138,7 +133,7 @@ class Retirer(Generic[ConnT]):
         if not lock.acquire():
             if not self._retrying:  # another worker's batch is out: look again soon
                 self._retrying = True
-                self.loop.call_later(LOCK_RETRY, self._retry)
+                self.host.loop.call_later(LOCK_RETRY, self._retry)
             return
         sent = 0
         try:

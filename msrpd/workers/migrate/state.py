@@ -7,10 +7,20 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Arrival", "HeldWrite", "MigrationState", "Worker"]
+__all__ = ["Arrival", "HeldWrite", "MigrationState", "Worker", "token_worker", "worker_token"]
 
 Worker = tuple[int, int]
 """A worker process: (slot, generation)."""
+
+
+def worker_token(slot: int, generation: int) -> int:
+    """A worker's (slot, generation) in a handoff token (u32: FENCE, FENCE_ACK, PULL)."""
+    return slot << 16 | generation
+
+
+def token_worker(token: int) -> Worker:
+    return token >> 16, token & 0xFFFF
+
 
 HeldWrite = tuple[bytes | memoryview, bool, Hashable, bool]
 """A write held back until RELEASE: (data, close_after, source, more)."""
