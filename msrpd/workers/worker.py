@@ -54,14 +54,8 @@ from .flow import LinkSource
 from .handoff import HandoffFlags
 from .links import HandoffHub
 from .loopback import Loopback
-from .migrate.balance import AcceptBalancer, accept_path
-from .migrate.colocate import Mover
-from .migrate.fdpass import FdSender
-from .migrate.handoverio import Handover
-from .migrate.inbox import AcceptInbox
-from .migrate.lock import MoveLock
+from .migrate.build import build_migration
 from .migrate.retire import Retirer
-from .migrate.retirelinks import RetiringLinks
 from .migrate.state import MigrationState
 from .stopping import GracefulStop
 from .tls import client_context, server_context
@@ -218,33 +212,27 @@ class Worker:
         hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
         await hub.start()
         ctx.hub = hub
-        ident, run_dir, heartbeats = ctx.ident, settings.core.run_dir, ctx.shm.heartbeats
-        me = (ident.slot, ident.generation)
-        # Built even with `balance = false`: peers of another setting (a reload) still get
-        # their FENCE answered, and what they pass or move here is served.
-        lock = MoveLock(run_dir)
-        handover = Handover(
-            ctx, heartbeats, me, ident.index, lock, lambda text: _passed_conn(ctx, text)
-        )
-        inbox = AcceptInbox(
-            accept_path(run_dir, *me),
-            lambda sock, text: _adopt(ctx, sock, text),
-            handover.adopt,
-            ctx.counters,
-            ctx.loop,
-        )
-        balancer = AcceptBalancer(
-            run_dir, *me, ident.index, heartbeats, ctx.counters, FdSender(), inbox
+        ident = ctx.ident
+        migration = build_migration(
+            ctx,
+            ctx.conns,
+            ctx.shm.heartbeats,
+            run_dir=settings.core.run_dir,
+            me=(ident.slot, ident.generation),
+            index=ident.index,
+            colocate=settings.core.balance,
+            linger=settings.core.drain_timeout,
+            delivery=ctx.delivery,
+            new_conn=lambda text: _passed_conn(ctx, text),
+            adopt=lambda sock, text: _adopt(ctx, sock, text),
         )
         try:
-            balancer.start()
+            migration.balancer.start()
         except OSError as exc:
             raise _BootError(f"accept socket: {exc}") from None
-        ctx.balancer = balancer
-        ctx.mover = mover = Mover(ctx, balancer, handover, lock, colocate=settings.core.balance)
-        hub.on_control = mover.on_control
-        links = RetiringLinks(ctx.conns, ident.slot, ctx.delivery, settings.core.drain_timeout)
-        self.retirer = Retirer(ctx, heartbeats, ident.generation, balancer, handover, lock, links)
+        ctx.balancer, ctx.mover = migration.balancer, migration.mover
+        hub.on_control = migration.mover.on_control
+        self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),

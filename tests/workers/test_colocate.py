@@ -22,7 +22,7 @@ import pytest
 
 from msrpd.shm import Counter, Heartbeats, StatsCounters, WorkerState
 from msrpd.workers.handoff import Handoff, HandoffFlags, HandoffKind, make_conid
-from msrpd.workers.migrate.balance import AcceptBalancer, accept_path
+from msrpd.workers.migrate.build import build_migration
 from msrpd.workers.migrate.colocate import (
     MAX_CARRY,
     MAX_MOVES,
@@ -30,10 +30,7 @@ from msrpd.workers.migrate.colocate import (
     Mover,
     ready_to_move,
 )
-from msrpd.workers.migrate.fdpass import FdSender
 from msrpd.workers.migrate.handover import NEW_ID
-from msrpd.workers.migrate.handoverio import Handover
-from msrpd.workers.migrate.inbox import AcceptInbox
 from msrpd.workers.migrate.lock import MoveLock
 from msrpd.workers.migrate.state import Arrival, MigrationState, Worker, worker_token
 from msrpd.workers.migrate.wire import MoveState
@@ -138,16 +135,26 @@ class Side:
         self, run_dir: Path, me: Worker, index: int, hb: Heartbeats, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.host = Host(loop)
-        self.lock = MoveLock(run_dir)
-        self.handover = Handover(self.host, hb, me, index, self.lock, self._new_conn)
-        self.inbox = AcceptInbox(
-            accept_path(run_dir, *me), self._adopt, self.handover.adopt, self.host.counters, loop
+        built = build_migration(
+            self.host,
+            {},
+            hb,
+            run_dir=run_dir,
+            me=me,
+            index=index,
+            colocate=True,
+            linger=1.0,
+            delivery=None,
+            new_conn=self._new_conn,
+            adopt=self._adopt,
         )
-        self.balancer = AcceptBalancer(
-            run_dir, *me, index, hb, self.host.counters, FdSender(), self.inbox
+        self.balancer, self.mover = built.balancer, built.mover
+        self.inbox, self.handover, self.lock = (
+            built.balancer.inbox,
+            built.mover.handover,
+            built.mover.lock,
         )
         self.balancer.start()
-        self.mover = Mover(self.host, self.balancer, self.handover, self.lock, colocate=True)
 
     def _new_conn(self, listen: str) -> Conn:
         return Conn(make_conid(1, 1, 50), None, local_sock=listen)
