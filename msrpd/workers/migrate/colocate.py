@@ -64,20 +64,7 @@ def ready_to_move(conn: Conn, stopping: bool) -> bytes | None:
 def move_message(conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> bytes | None:
     """What the new owner needs to serve `conn` (wire.MoveState); None when its state is over
     MAX_STATE. `handover`: a reload moves it (not counted against MAX_MOVES)."""
-    migration = conn.migration
-    return MoveState(
-        old=conn.conid,
-        came_from=me,
-        listen=conn.local_sock,
-        sessions=conn.sessions,
-        meta=conn.session_meta,
-        counts=(conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out),
-        opened=conn.opened,
-        active=conn.last_active,
-        moves=migration.moves + 1,
-        handovers=migration.handovers + handover,
-        held=held,
-    ).encode()
+    return MoveState.of(conn, held, me, handover=handover).encode()
 
 
 class Mover(Generic[ConnT]):

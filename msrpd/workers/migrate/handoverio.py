@@ -151,11 +151,7 @@ class Handover(Generic[ConnT]):
         reader held. Raises WireError when the message does not parse."""
         state = MoveState.decode(message)
         conn = self.new_conn(state.listen)
-        conn.sessions = list(state.sessions)
-        conn.session_meta = dict(state.meta)
-        conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = state.counts
-        conn.opened, conn.last_active = state.opened, state.active  # idle_timeout goes on
-        conn.migration.moves, conn.migration.handovers = state.moves, state.handovers
+        state.restore(conn)
         host, machine = self.host, self.machine
 
         def taken_over(conn: ConnT) -> None:

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
+from .ports import Conn
 from .state import Worker
 
 __all__ = [
@@ -129,6 +130,34 @@ class MoveState:
     handovers: int
     held: bytes
     """What the old owner's reader held: read before anything else."""
+
+    @classmethod
+    def of(cls, conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> MoveState:
+        """What travels with `conn` from worker `me`, its reader's bytes `held` after it;
+        `handover`: a reload moves it (not counted against colocation's MAX_MOVES)."""
+        migration = conn.migration
+        return cls(
+            old=conn.conid,
+            came_from=me,
+            listen=conn.local_sock,
+            sessions=conn.sessions,
+            meta=conn.session_meta,
+            counts=(conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out),
+            opened=conn.opened,
+            active=conn.last_active,
+            moves=migration.moves + 1,
+            handovers=migration.handovers + handover,
+            held=held,
+        )
+
+    def restore(self, conn: Conn) -> None:
+        """Give the connection object made for the moved socket what travelled with it
+        (idle_timeout goes on from its last byte)."""
+        conn.sessions = list(self.sessions)
+        conn.session_meta = dict(self.meta)
+        conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = self.counts
+        conn.opened, conn.last_active = self.opened, self.active
+        conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
 
     def encode(self) -> bytes | None:
         """The move message; None when the state is over MAX_STATE (not worth a move)."""
