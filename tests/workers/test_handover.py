@@ -138,6 +138,7 @@ def test_a_reload_move_fences_first_then_moving_then_release() -> None:
     assert sends(out) == {(OTHER, FENCE, OLD), (THIRD, FENCE, OLD), ((2, 0), FENCE, OLD)}
     assert Send(NEW, RELEASE, NEW_ID_) not in out  # RELEASE must not overtake MOVING
     assert m.fence_ack(OLD, OTHER, 0.3) == []
+    assert m.frame(OLD, b"f2", 0, "src", 0.3) == [Forward(NEW, NEW_ID_, 101, b"f2", FWD)]
     assert m.fence_ack(OLD, (2, 0), 0.3) == []
     assert m.fence_ack(OLD, THIRD, 0.3) == [Send(NEW, MOVING, OLD)]  # the last first answer
     assert m.departures[OLD].phase is Phase.FENCING
