@@ -231,7 +231,8 @@ class Worker:
         except OSError as exc:
             raise _BootError(f"accept socket: {exc}") from None
         ctx.balancer, ctx.mover = migration.balancer, migration.mover
-        hub.on_control = migration.mover.on_control
+        mover = migration.mover
+        hub.on_control = lambda msg: mover.on_control(msg, hub.current_link)
         self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
             worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),

@@ -64,6 +64,8 @@ def _running(hb: Heartbeats, **conns: int) -> None:
 
 
 PEER_CONN = make_conid(1, 1, 9)
+LINK = object()
+"""The handoff link a control message came on."""
 
 
 def test_a_streak_to_one_worker_marks_the_connection_to_move(pair) -> None:  # type: ignore[no-untyped-def]
@@ -124,14 +126,15 @@ def test_a_fair_move_sends_the_socket_and_the_new_owner_takes_it_up(pair, tmp_pa
     ((to, kind, old, _, payload),) = b.host.controls
     assert (to, kind, old) == (ME, HandoffKind.MOVED, conn.conid)
     # The old owner hears MOVED: forwards its queue, releases (no third worker to fence).
-    a.handover.on_control(Handoff(kind, old, 0, payload))
+    a.handover.on_control(Handoff(kind, old, 0, payload), LINK)
     assert a.host.frames == [
         (Path("/handoff-1-1"), NEW_ID.unpack(payload)[0], 1, b"queued", HandoffFlags.FORWARDED)
     ]
     assert a.host.controls[-1][1] is HandoffKind.RELEASE
     assert not a.mover.busy() and free_elsewhere(tmp) and a.lock.out == 0  # the lock went back
-    b.handover.on_control(Handoff(HandoffKind.MOVING, old))
-    b.handover.on_control(Handoff(HandoffKind.RELEASE, moved.conid))
+    b.handover.on_control(Handoff(HandoffKind.MOVING, old), LINK)
+    assert moved.arrival.release_link is LINK  # RELEASE comes on the link MOVING came on
+    b.handover.on_control(Handoff(HandoffKind.RELEASE, moved.conid), LINK)
     assert moved.calls == ["hold_reading", "start_reading"]  # released: not in its conns
     b.host.conns[moved.conid] = moved
     b.handover.tick()
@@ -193,13 +196,13 @@ def test_a_pull_is_answered_with_a_move_when_fair(pair) -> None:  # type: ignore
     conn, _client = conn_on(a, net)
     pull = Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER))
     conn.migration.moves = MAX_MOVES
-    a.mover.on_control(pull)  # moved too often
+    a.mover.on_control(pull, LINK)  # moved too often
     assert conn.conid in a.host.conns
     conn.migration.moves = 0
     _running(hb, a=1, b=2)
-    a.mover.on_control(pull)  # they hold more than we do
+    a.mover.on_control(pull, LINK)  # they hold more than we do
     assert conn.conid in a.host.conns
     _running(hb, a=1, b=1)
-    a.mover.on_control(pull)
+    a.mover.on_control(pull, LINK)
     assert conn.conid not in a.host.conns
     assert MoveState.decode(_received(b)).old == conn.conid

@@ -67,7 +67,7 @@ def run(world: World) -> None:
 
 
 def _ack(world: World, old: int, worker: Worker) -> None:
-    world.old.handover.on_control(Handoff(HandoffKind.FENCE_ACK, old, worker_token(*worker)))
+    world.old.handover.on_control(Handoff(HandoffKind.FENCE_ACK, old, worker_token(*worker)), None)
 
 
 def test_a_batch_goes_to_the_least_loaded_new_worker_and_the_next_follows(world: World) -> None:
@@ -97,7 +97,7 @@ def test_a_batch_goes_to_the_least_loaded_new_worker_and_the_next_follows(world:
         _ack(world, conn.conid, NEW_A)
         assert old.host.controls[-1] == (NEW_B, HandoffKind.MOVING, conn.conid, 0, b"")
         payload = new.conid.to_bytes(8, "big")
-        old.handover.on_control(Handoff(HandoffKind.MOVED, conn.conid, 0, payload))
+        old.handover.on_control(Handoff(HandoffKind.MOVED, conn.conid, 0, payload), None)
         _ack(world, conn.conid, OLD_PEER)
         _ack(world, conn.conid, NEW_A)
         assert old.host.controls[-1] == (NEW_B, HandoffKind.RELEASE, new.conid, 0, b"")
@@ -143,7 +143,7 @@ def test_retiring_waits_for_a_move_out_and_goes_on_once_it_is_over(world: World)
     assert second.conid in old.host.conns and world.retirer.moved == 0  # one at a time
     ((moved, _),) = world.new_a.host.served
     payload = moved.conid.to_bytes(8, "big")
-    old.handover.on_control(Handoff(HandoffKind.MOVED, first.conid, 0, payload))
+    old.handover.on_control(Handoff(HandoffKind.MOVED, first.conid, 0, payload), None)
     _ack(world, first.conid, OLD_PEER)
     _ack(world, first.conid, NEW_B)
     assert old.host.controls[-1] == (NEW_A, HandoffKind.RELEASE, moved.conid, 0, b"")

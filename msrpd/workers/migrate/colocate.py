@@ -180,12 +180,12 @@ class Mover(Generic[ConnT]):
 
     # -- what the worker calls ------------------------------------------------------------------
 
-    def on_control(self, msg: Handoff) -> None:
-        """A connection-moving message from another worker."""
+    def on_control(self, msg: Handoff, link: object) -> None:
+        """A connection-moving message from another worker, come on handoff link `link`."""
         if msg.kind is HandoffKind.PULL:
             self.on_pull(msg)
         else:
-            self.handover.on_control(msg)
+            self.handover.on_control(msg, link)
 
     def sink_for(self, conid: int) -> MovedSink | None:
         """Where relay() sends a frame for `conid` if it moved away from here."""

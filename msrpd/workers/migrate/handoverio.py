@@ -168,8 +168,8 @@ class Handover(Generic[ConnT]):
 
     # -- messages and time ----------------------------------------------------------------------
 
-    def on_control(self, msg: Handoff) -> None:
-        """A connection-moving message from another worker."""
+    def on_control(self, msg: Handoff, link: object) -> None:
+        """A connection-moving message from another worker, come on handoff link `link`."""
         machine, kind, now = self.machine, msg.kind, time.monotonic()
         if kind is HandoffKind.MOVED:
             new = NEW_ID.unpack(msg.payload)[0]
@@ -183,8 +183,6 @@ class Handover(Generic[ConnT]):
         elif kind is HandoffKind.MOVING:
             # RELEASE will come on this link: flow control must never stop reading it for the
             # sake of what the connection holds back (conn.write_frame).
-            hub = self.host.hub
-            link = hub.current_link if hub is not None else None
             self.run(machine.moving(msg.conid, link, now))
 
     def tick(self) -> None:

@@ -98,10 +98,6 @@ ConnT = TypeVar("ConnT", bound=Conn)
 class HubPort(Protocol):
     """The handoff links (links.py), as the handover uses them."""
 
-    @property
-    def current_link(self) -> object:
-        """The link whose messages are being delivered now."""
-
     def send(
         self,
         dest_path: Path,
