@@ -1,5 +1,5 @@
 """`python -m msrpd` is the `msrpd` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from msrpd.cli import main
+from msrpd.cli.main import main
 from msrpd.protocol.digest import ha1
 
 

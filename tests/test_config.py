@@ -7,7 +7,9 @@ import os
 import pickle
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +26,8 @@ from msrpd.config import (
     TlsSettings,
     default_run_dir,
     load_config,
-    parse_listen,
 )
+from msrpd.config.address import parse_host_port, parse_listen
 from msrpd.errors import ConfigError, HaltSupervisor
 
 ETC = Path(__file__).resolve().parent.parent / "etc" / "msrpd.toml"
@@ -104,16 +106,6 @@ def test_default_run_dir_without_usable_xdg(
     assert default_run_dir() == Path(f"/tmp/msrpd-{os.getuid()}")
 
 
-def test_derived_paths(tmp_path: Path) -> None:
-    settings = load_config(write(tmp_path, '[core]\nrun_dir = "run"\n'))
-    assert settings.core.run_dir == tmp_path / "run"
-    assert settings.pidfile == tmp_path / "run" / "msrpd.pid"
-    assert settings.lockfile == tmp_path / "run" / "msrpd.lock"
-    assert settings.fifo_path == tmp_path / "run" / "msrpd.fifo"
-    custom = load_config(write(tmp_path, '[control]\nfifo = "/var/run/x.fifo"\n'))
-    assert custom.fifo_path == Path("/var/run/x.fifo")
-
-
 def test_settings_are_frozen() -> None:
     settings = load_config(None)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -129,10 +121,19 @@ def test_shipped_file_equals_the_defaults() -> None:
     assert dataclasses.replace(settings, source=None) == load_config(None)
 
 
+def toml_fields(cls: type[Any]) -> Iterator[dataclasses.Field[Any]]:
+    """The fields a section's TOML keys set: a nested group's fields (the TOML stays flat)."""
+    for f in dataclasses.fields(cls):
+        if "group" in f.metadata:
+            yield from toml_fields(f.metadata["group"])
+        else:
+            yield f
+
+
 def test_shipped_file_sets_every_key_with_a_non_none_default() -> None:
     text = ETC.read_text()
     for section in (CoreSettings, MsrpSettings, AuthSettings, TlsSettings):
-        for f in dataclasses.fields(section):
+        for f in toml_fields(section):
             if f.name in ("children", "run_dir"):
                 assert f"\n#{f.name} = " in text
             elif f.default is None:
@@ -241,7 +242,7 @@ def test_every_field_is_covered_by_bad_values() -> None:
         ("metrics", MetricsSettings),
         ("log", LogSettings),
     ]:
-        for f in dataclasses.fields(cls):
+        for f in toml_fields(cls):
             assert (name, f.name) in covered
 
 
@@ -263,6 +264,8 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
             route = "r.py"
             auth_min_expires = 10
             auth_max_expires = 10
+            connect_timeout = 3
+            max_connects = 7
             [auth]
             users = "users.sqlite"
             [metrics]
@@ -280,6 +283,10 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
     assert settings.msrp.cmap_size == 0
     assert settings.msrp.use_path_addr == "msrps://relay.example.com:2856"
     assert settings.msrp.auth_max_expires == settings.msrp.auth_min_expires == 10
+    # [msrp]'s connect keys fill the nested group msrp.dialing; the others keep their defaults.
+    assert settings.msrp.dialing.connect_timeout == 3.0
+    assert settings.msrp.dialing.max_connects == 7
+    assert settings.msrp.dialing.connect_rate == 20.0
     assert settings.auth.users == tmp_path / "users.sqlite"
     assert settings.metrics.listen == "[::1]:9855"
 
@@ -419,6 +426,24 @@ def test_parse_listen(
     assert address.family == family
     assert address.uri_host == uri_host
     assert str(address) == address.sock_text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9855", ("127.0.0.1", 9855)),
+        ("[0:0:0:0:0:0:0:1]:9855", ("::1", 9855)),
+        ("metrics.example:80", ("metrics.example", 80)),
+    ],
+)
+def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "[::1]", "::1:9855", "host:0", "host:x"])
+def test_parse_host_port_errors(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_host_port(text)
 
 
 def test_parse_listen_normalizes_ipv6() -> None:
@@ -634,3 +659,13 @@ def test_halt_supervisor() -> None:
 def test_settings_tree_is_hashable_and_comparable() -> None:
     assert hash(load_config(None)) == hash(load_config(None))
     assert Settings() == load_config(None)
+
+
+def test_grouped_keys_stay_flat_in_the_file(tmp_path: Path) -> None:
+    """msrp.dialing groups the connect keys in the tree only: the file names them in [msrp],
+    a misspelt one gets its hint, and the group's name is no key."""
+    problems = problems_of(tmp_path, "[msrp]\nconnect_timout = 3\ndialing = 1\n")
+    assert problems == (
+        "msrp.connect_timout: unknown key (did you mean 'connect_timeout'?)",
+        "msrp.dialing: unknown key",
+    )

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from msrpd.address import parse_listen
 from msrpd.config import load_config
+from msrpd.config.address import parse_listen
+from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import parse_uri
-from msrpd.selfuri import SelfUris
 
 
 def _uris(

@@ -27,7 +27,7 @@ from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
 from . import auth, cmapops
 from .env import Destination, RouteEnv, SendFlags
-from .htable import ScriptHTable
+from .sht import ScriptHTable
 
 __all__ = ["Msrp"]
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ..protocol import MsrpUri
 from ..shm import Cmap
-from .htable import ScriptHTable
+from .sht import ScriptHTable
 
 __all__ = ["Destination", "RouteEnv", "RoutePolicy", "SendFlags"]
 

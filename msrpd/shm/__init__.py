@@ -9,7 +9,7 @@ Heartbeats and stats have one writer per slot and lock-free readers (seqlocks).
 
 from .cmap import ADDR_MAX, PEER_MAX, SESSID_MAX, SOCK_MAX, Cmap, CmapEntry
 from .heartbeat import HeartbeatRecord, Heartbeats, WorkerState
-from .htable import DEFAULT_TABLES, HT_KEY_MAX, HT_VALUE_MAX, NONCE_TABLE, HTable, HtValue
+from .htstore import DEFAULT_TABLES, HT_KEY_MAX, HT_VALUE_MAX, NONCE_TABLE, HTable, HtValue
 from .layout import RegionSpec, ShmLayout, ShmSet, instance_prefix
 from .locks import StripeLocks
 from .region import Region, ShmLayoutError, segment_names, unlink_stale

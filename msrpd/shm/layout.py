@@ -26,7 +26,7 @@ from typing import Final, Protocol
 
 from .cmap import Cmap
 from .heartbeat import HEARTBEAT_RECORD, Heartbeats
-from .htable import DEFAULT_TABLES, HTable
+from .htstore import DEFAULT_TABLES, HTable
 from .region import unlink_stale
 from .registry import Registry
 from .stats import STATS_RECORD, Stats

@@ -30,10 +30,11 @@ from ..protocol import (
 from ..protocol.grammar import DASHES
 from ..protocol.writer import ReportBasis, build_failure_report, report_basis
 from ..routing import Msrp, RoutePolicy, RouteScript
-from ..routing.htable import ScriptHTable
+from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
+from ..routing.users import UserStore
+from ..rundir import handoff_path
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
-from ..users import UserStore
 from .accounting import account
 from .conids import FIRST_SERIAL, SerialBlocks
 from .flow import WRITE_HIGH, Blockable
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from .sentlog import Unsent
     from .sinks import Sink
 
-__all__ = ["WorkerContext", "WorkerIdentity", "handoff_path"]
+__all__ = ["WorkerContext", "WorkerIdentity"]
 
 logger = logging.getLogger("msrpd.route")
 
@@ -131,10 +132,6 @@ class WorkerIdentity:
     first_serial: int = FIRST_SERIAL
     """Its first connection-id serial: above every one a dead predecessor of the same
     (slot, generation) may have used (conids.py)."""
-
-
-def handoff_path(run_dir: Path, slot: int, generation: int) -> Path:
-    return run_dir / f"handoff-{slot}-{generation}.sock"
 
 
 @dataclass(slots=True, eq=False)

@@ -1,7 +1,7 @@
 """Worker control: a Unix socket per worker, through which the supervisor asks for live state.
 
 Rules:
-- One socket per worker process, run_dir/ctl-<slot>-<generation>.sock (worker_ctl_path),
+- One socket per worker process, run_dir/ctl-<slot>-<generation>.sock (rundir.ctl_path),
   mode 0600 like the handoff sockets (links.py): bound, chmod'ed, only then listened on.
 - Protocol: newline-delimited JSON, any number of requests per connection, answered in
   order. A request is {"method": name, "params": {...}} (params optional); the answer is
@@ -10,9 +10,7 @@ Rules:
 - Handlers run on the worker's event loop, so they must be quick: read ctx.conns, close a
   connection, set a log level. A handler may return an awaitable. ValueError and TypeError
   mean a bad request; any other exception is logged with its traceback.
-- The supervisor's side is synchronous and bounded: query_workers() asks many workers at once
-  over non-blocking sockets and one selector and gives up on the rest at the deadline, so
-  stuck workers cost the supervisor `timeout` seconds once, not once each.
+- The supervisor's side (the client) is msrpd/control/workerctl.py.
 """
 
 from __future__ import annotations
@@ -23,48 +21,26 @@ import inspect
 import json
 import logging
 import os
-import selectors
 import socket
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from .context import WorkerContext
 
-__all__ = [
-    "Handler",
-    "WorkerCtlError",
-    "WorkerCtlServer",
-    "query_worker",
-    "query_workers",
-    "worker_ctl_path",
-    "worker_handlers",
-]
+__all__ = ["LOG_LEVELS", "MAX_LINE", "Handler", "WorkerCtlServer", "encode_line", "worker_handlers"]
 
 logger = logging.getLogger(__name__)
 
 MAX_LINE: Final = 64 * 1024
-MAX_ANSWER: Final = 64 * 1024 * 1024
 IDLE_TIMEOUT: Final = 10.0
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 Handler = Callable[[dict[str, Any]], Any]
 """handler(params) -> a JSON-serialisable result (or an awaitable of one)."""
-
-
-class WorkerCtlError(Exception):
-    """A worker did not answer (refused, gone, timed out) or answered with an error."""
-
-
-def worker_ctl_path(run_dir: Path, slot: int, generation: int) -> Path:
-    return run_dir / f"ctl-{slot}-{generation}.sock"
-
-
-# -- the worker's side ----------------------------------------------------------------------
 
 
 class WorkerCtlServer:
@@ -119,12 +95,12 @@ class WorkerCtlServer:
                 try:
                     line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
                 except ValueError:  # over MAX_LINE: the stream cannot be trusted any more
-                    writer.write(_line({"error": f"request over {MAX_LINE} bytes"}))
+                    writer.write(encode_line({"error": f"request over {MAX_LINE} bytes"}))
                     await writer.drain()
                     return
                 if not line.endswith(b"\n"):
                     return  # EOF
-                writer.write(_line(await self._answer(line)))
+                writer.write(encode_line(await self._answer(line)))
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
@@ -163,8 +139,9 @@ class WorkerCtlServer:
         return {"result": result}
 
 
-def _line(answer: dict[str, Any]) -> bytes:
-    return json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+def encode_line(message: dict[str, Any]) -> bytes:
+    """One message of the protocol: compact JSON and a newline."""
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 def worker_handlers(ctx: WorkerContext) -> dict[str, Handler]:
@@ -207,111 +184,3 @@ def set_log_level(params: dict[str, Any]) -> str:
             raise ValueError(f"level must be one of {', '.join(LOG_LEVELS)}")
         root.setLevel(str(level).upper())
     return logging.getLevelName(root.getEffectiveLevel()).lower()
-
-
-# -- the supervisor's side ------------------------------------------------------------------
-
-_PENDING: Final = object()
-
-
-@dataclass(slots=True, eq=False)
-class _Call:
-    path: Path
-    out: bytes
-    sock: socket.socket | None = None
-    sent: int = 0
-    got: bytearray = field(default_factory=bytearray)
-    outcome: Any = _PENDING
-
-
-def query_worker(path: Path, method: str, params: Any = None, timeout: float = 1.0) -> Any:
-    """Ask one worker; blocks for at most `timeout` seconds.
-
-    Raises:
-        WorkerCtlError: no answer in time, connection refused, or an error answer.
-    """
-    (outcome,) = query_workers([(path, method, params)], timeout)
-    if isinstance(outcome, WorkerCtlError):
-        raise outcome
-    return outcome
-
-
-def query_workers(calls: Sequence[tuple[Path, str, Any]], timeout: float = 1.0) -> list[Any]:
-    """Ask several workers at once; blocks for at most `timeout` seconds in all.
-
-    Returns:
-        One item per call, in order: the result, or a WorkerCtlError instance.
-    """
-    pending = [_Call(path, _line({"method": m, "params": p})) for path, m, p in calls]
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        try:
-            for call in pending:
-                _connect(call, selector)
-            while selector.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                for key, _ in selector.select(remaining):
-                    _step(key.data, selector)
-        finally:
-            for call in pending:
-                if call.outcome is _PENDING:
-                    call.outcome = WorkerCtlError(f"{call.path.name}: no answer in {timeout} s")
-                if call.sock is not None:
-                    call.sock.close()
-    return [call.outcome for call in pending]
-
-
-def _connect(call: _Call, selector: selectors.BaseSelector) -> None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    call.sock = sock
-    try:
-        sock.connect(str(call.path))  # a Unix stream connect completes or fails at once
-    except OSError as exc:
-        call.outcome = WorkerCtlError(f"{call.path.name}: {exc.strerror or exc}")
-        return
-    selector.register(sock, selectors.EVENT_WRITE, call)
-
-
-def _step(call: _Call, selector: selectors.BaseSelector) -> None:
-    sock = call.sock
-    assert sock is not None
-    try:
-        if call.sent < len(call.out):
-            call.sent += sock.send(call.out[call.sent :])
-            if call.sent == len(call.out):
-                selector.modify(sock, selectors.EVENT_READ, call)
-            return
-        data = sock.recv(65536)
-    except BlockingIOError:
-        return
-    except OSError as exc:
-        _finish(call, selector, WorkerCtlError(f"{call.path.name}: {exc.strerror or exc}"))
-        return
-    call.got += data
-    if not data:
-        _finish(call, selector, WorkerCtlError(f"{call.path.name}: closed without an answer"))
-    elif call.got.endswith(b"\n"):
-        _finish(call, selector, _decode(call))
-    elif len(call.got) > MAX_ANSWER:
-        _finish(call, selector, WorkerCtlError(f"{call.path.name}: answer too large"))
-
-
-def _finish(call: _Call, selector: selectors.BaseSelector, outcome: Any) -> None:
-    assert call.sock is not None
-    selector.unregister(call.sock)
-    call.outcome = outcome
-
-
-def _decode(call: _Call) -> Any:
-    try:
-        answer = json.loads(call.got)
-    except ValueError:
-        return WorkerCtlError(f"{call.path.name}: answer is not JSON")
-    if not isinstance(answer, dict) or not ("result" in answer or "error" in answer):
-        return WorkerCtlError(f"{call.path.name}: unexpected answer")
-    if "error" in answer:
-        return WorkerCtlError(f"{call.path.name}: {answer['error']}")
-    return answer["result"]

@@ -112,7 +112,7 @@ class Delivery:
             lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
         )
         try:
-            await asyncio.wait_for(connect, self.ctx.settings.msrp.connect_timeout)
+            await asyncio.wait_for(connect, self.ctx.settings.msrp.dialing.connect_timeout)
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.dialing.failed_connect(key, conn, str(exc) or type(exc).__name__)
         else:

@@ -81,7 +81,7 @@ _FAILED = FailedSink()
 class Dialing:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        m = ctx.settings.msrp
+        m = ctx.settings.msrp.dialing
         self.fail_ttl = m.connect_fail_ttl
         self.max_connects = m.max_connects
         self.max_per_source = m.max_connects_per_conn

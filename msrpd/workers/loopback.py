@@ -33,11 +33,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..config.selfuri import SelfUris
 from ..protocol import Frame, FrameReader, LocalProtocolError, ReaderLimits, relay_splice
 from ..protocol.frame import REPORT, SEND
 from ..protocol.writer import build_reply
 from ..routing import Msrp
-from ..selfuri import SelfUris
 from ..shm import Counter
 from .routeenv import ConnEnv
 

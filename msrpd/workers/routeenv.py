@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.writer import build_failure_report, report_basis
 from ..routing.env import Destination, RoutePolicy, SendFlags
-from ..routing.htable import ScriptHTable
+from ..routing.sht import ScriptHTable
 from ..shm import Cmap, Counter
 
 if TYPE_CHECKING:

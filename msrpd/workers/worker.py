@@ -39,16 +39,17 @@ import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
-from ..listeners import listen_backlog
-from ..logs import reopen_logs
-from ..proctitle import set_title
+from ..config.selfuri import SelfUris
+from ..process.listeners import listen_backlog
+from ..process.logs import reopen_logs
+from ..process.title import set_title
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..selfuri import SelfUris
+from ..routing.users import UserStore
+from ..rundir import ctl_path
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from ..users import UserStore
 from .conn import QUIET, MsrpConnection
 from .context import WorkerContext, WorkerIdentity
-from .ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
+from .ctl import WorkerCtlServer, worker_handlers
 from .delivery import Delivery
 from .flow import LinkSource
 from .handoff import HandoffFlags
@@ -235,7 +236,7 @@ class Worker:
         hub.on_control = lambda msg: mover.on_control(msg, hub.current_link)
         self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
-            worker_ctl_path(settings.core.run_dir, ident.slot, ident.generation),
+            ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
         )
         try:

@@ -26,8 +26,10 @@ from typing import Any
 import pytest
 
 from msrpd.config import CoreSettings, Settings
-from msrpd.control import ControlServer, Dispatch
-from msrpd.control_methods import WorkerInfo
+from msrpd.control.fifo import ControlServer
+from msrpd.control.methods import WorkerInfo
+from msrpd.control.rpc import Dispatch
+from msrpd.rundir import ctl_path
 from msrpd.shm import (
     Counter,
     ShmLayout,
@@ -38,7 +40,7 @@ from msrpd.shm import (
     segment_names,
     unlink_stale,
 )
-from msrpd.workers.ctl import WorkerCtlServer, worker_ctl_path, worker_handlers
+from msrpd.workers.ctl import WorkerCtlServer, worker_handlers
 from msrpd.workers.handoff import make_conid
 
 from ..forking import Children
@@ -306,13 +308,13 @@ def worker_specs(run_dir: Path) -> list[FakeWorker]:
     return [
         FakeWorker(
             WorkerInfo(0, 0, 1, 0, "running"),
-            worker_ctl_path(run_dir, 0, 1),
+            ctl_path(run_dir, 0, 1),
             ["sess-a0", "sess-a1"],
             {"frames_in_send": 5, "frames_out": 7, "replies_2xx": 3, "bytes_in": 1000},
         ),
         FakeWorker(
             WorkerInfo(0, 1, 1, 1, "running"),
-            worker_ctl_path(run_dir, 1, 1),
+            ctl_path(run_dir, 1, 1),
             ["sess-b0"],
             {"frames_in_send": 2, "frames_out": 1, "replies_4xx": 1, "bytes_in": 24},
         ),

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from msrpd.control import INVALID_PARAMS, RpcError, dispatcher
-from msrpd.ctlclient import CtlUnavailable, call, ctl, parse_param, render
+from msrpd.control.client import CtlUnavailable, call, ctl, parse_param, render
+from msrpd.control.rpc import INVALID_PARAMS, RpcError, dispatcher
 
 from .conftest import ServerLoop
 

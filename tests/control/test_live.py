@@ -3,7 +3,7 @@
 1. A relay with two workers is started through the CLI; the test is skipped when the
    supervisor does not serve the control fifo (before the supervisor integration lands).
 2. Alice and Bob AUTH and exchange SENDs; the methods are asked through `msrpd ctl`
-   (a subprocess) and msrpd.ctlclient.call.
+   (a subprocess) and msrpd.control.client.call.
 3. Every assertion is about what the relay really did: counters move by exactly the traffic
    sent, the cmap holds the two sessions, session_kill closes Bob's socket, a log.level
    change shows in the workers' log lines, reload starts generation 2, shutdown stops it.
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -20,19 +21,27 @@ from typing import Any
 
 import pytest
 
-from msrpd.ctlclient import call
+from msrpd.control.client import call
+from msrpd.rundir import fifo_path
 
 from ..integration.relay import PASSWORDS, REALM, Relay, wait_for
 from ..msrpclient import MsrpClient
 
 
 @pytest.fixture
-def relay(make_relay: Callable[..., Relay]) -> Relay:
+def launched(make_relay: Callable[..., Relay]) -> tuple[Relay, float]:
+    """A running relay, and time.monotonic() from before it was started."""
+    before = time.monotonic()
     relay = make_relay(children=2)
     result = relay.start()
     assert result.returncode == 0, result.stderr + relay.log()
-    assert relay.settings().fifo_path.exists(), "the supervisor serves the control fifo"
-    return relay
+    assert fifo_path(relay.settings()).exists(), "the supervisor serves the control fifo"
+    return relay, before
+
+
+@pytest.fixture
+def relay(launched: tuple[Relay, float]) -> Relay:
+    return launched[0]
 
 
 def ctl(relay: Relay, method: str, *params: str) -> Any:
@@ -53,12 +62,18 @@ def exchange(alice: MsrpClient, bob: MsrpClient, body: bytes) -> None:
     assert bob.recv().frame.tid == tid
 
 
-def test_methods_against_real_traffic(relay: Relay) -> None:
+def test_methods_against_real_traffic(launched: tuple[Relay, float]) -> None:
+    relay, launched_at = launched
     rows = ctl(relay, "core.ps")
     assert [r["role"] for r in rows] == ["supervisor", "worker", "worker"]
     assert rows[0]["pid"] == relay.pid()
     assert {r["pid"] for r in rows[1:]} == relay.worker_pids()
-    assert ctl(relay, "core.uptime")["uptime"] >= 0
+    # uptime is whole seconds (int() of the time since the supervisor started): never more
+    # than the time since the test started it, and growing with the time the test waits.
+    asked = time.monotonic()
+    first = ctl(relay, "core.uptime")["uptime"]
+    answered = time.monotonic()
+    assert first <= answered - launched_at
     with authed(relay, "alice") as alice, authed(relay, "bob") as bob:
         time.sleep(1.2)  # workers publish their counters once a second
         before = ctl(relay, "stats.get")["total"]
@@ -73,6 +88,10 @@ def test_methods_against_real_traffic(relay: Relay) -> None:
         wait_for(lambda: moved() == {"frames_in_send": 10, "replies_2xx": 10}, 5.0, "counts")
         time.sleep(1.2)
         assert moved() == {"frames_in_send": 10, "replies_2xx": 10}  # exactly, no more
+        waited = time.monotonic() - answered  # two 1.2 s sleeps and the exchanges: over 2 s
+        second = ctl(relay, "core.uptime")["uptime"]
+        assert second <= time.monotonic() - launched_at
+        assert math.floor(waited) <= second - first <= math.ceil(time.monotonic() - asked)
         per_worker = ctl(relay, "stats.get", "frames_in_send")["workers"]
         assert sum(w["frames_in_send"] for w in per_worker) == 10 + before["frames_in_send"]
         assert ctl(relay, "stats.reset") == {"reset": True}
@@ -113,7 +132,7 @@ def test_log_level_changes_what_workers_log(relay: Relay) -> None:
 
 def test_concurrent_and_malformed_requests_on_the_live_fifo(relay: Relay) -> None:
     settings = relay.settings()
-    fifo = settings.fifo_path
+    fifo = fifo_path(settings)
     out = os.open(fifo, os.O_WRONLY)
     os.write(out, b"garbage\n" + b'{"reply_name": "x", "pad": "' + b"z" * 70000 + b'"}\n')
     os.close(out)
@@ -145,4 +164,4 @@ def test_reload_then_shutdown(relay: Relay) -> None:
     assert ctl(relay, "core.shutdown") == {"shutdown": "requested"}
     wait_for(lambda: relay.pid() is None, 15.0, "the supervisor to stop")
     assert pid is not None
-    assert not relay.settings().fifo_path.exists()
+    assert not fifo_path(relay.settings()).exists()

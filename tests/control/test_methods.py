@@ -22,9 +22,9 @@ import pytest
 
 from msrpd import __version__
 from msrpd.config import Settings
-from msrpd.control import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, dispatcher
-from msrpd.control_methods import SupervisorView, build_methods
-from msrpd.ctlclient import call
+from msrpd.control.client import call
+from msrpd.control.methods import SupervisorView, build_methods
+from msrpd.control.rpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, dispatcher
 from msrpd.shm import CmapEntry, ShmLayout, ShmSet
 from msrpd.workers.handoff import make_conid
 

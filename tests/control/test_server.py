@@ -20,18 +20,17 @@ from typing import Any
 
 import pytest
 
-from msrpd.control import (
+from msrpd.control.client import call
+from msrpd.control.fifo import REPLY_TIMEOUT, ControlServer
+from msrpd.control.rpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
-    REPLY_TIMEOUT,
-    ControlServer,
     RpcError,
     dispatcher,
 )
-from msrpd.ctlclient import call
 
 from ..forking import Children
 from .conftest import ServerLoop, raw_call, read_reply, request, run_select_loop
@@ -145,7 +144,7 @@ def test_bad_requests_get_a_jsonrpc_error_and_the_fifo_keeps_serving(
 def test_internal_error_is_logged_with_its_message(
     loop: ServerLoop, short_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="msrpd.control"):
+    with caplog.at_level(logging.ERROR, logger="msrpd.control.fifo"):
         answer = raw_call(short_dir / "msrpd.fifo", request("boom", "rb"), "rb")
     assert answer is not None and answer["error"]["data"] == "kaput"
     assert any("kaput" in (r.exc_text or "") for r in caplog.records)
@@ -155,7 +154,7 @@ def test_garbage_and_oversized_requests_are_dropped_and_logged(
     loop: ServerLoop, short_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fifo = short_dir / "msrpd.fifo"
-    with caplog.at_level(logging.WARNING, logger="msrpd.control"):
+    with caplog.at_level(logging.WARNING, logger="msrpd.control.fifo"):
         assert raw_call(fifo, b"hello, is anybody there?\n", None) is None
         big = b'{"reply_name":"rbig","jsonrpc":"2.0","method":"echo","params":["'
         big += b"x" * (70 * 1024) + b'"],"id":1}\n'
@@ -194,7 +193,7 @@ def test_a_reply_name_that_is_not_a_plain_name_is_refused_and_not_run(
         doc = {"jsonrpc": "2.0", "method": "echo", "id": 1, "reply_name": name}
         os.write(out, json.dumps(doc).encode())
         os.close(out)
-        with caplog.at_level(logging.WARNING, logger="msrpd.control"):
+        with caplog.at_level(logging.WARNING, logger="msrpd.control.fifo"):
             server.on_readable()
         assert calls == []
         assert "refused request" in caplog.text
@@ -214,7 +213,7 @@ def test_reply_fifo_without_reader_neither_blocks_nor_breaks_the_server(
         out = os.open(fifo, os.O_WRONLY)
         os.write(out, request("echo", "lonely", [1]) + request("echo", "missing", [2]))
         os.close(out)
-        with caplog.at_level(logging.WARNING, logger="msrpd.control"):
+        with caplog.at_level(logging.WARNING, logger="msrpd.control.fifo"):
             t0 = time.monotonic()
             server.on_readable()
             assert time.monotonic() - t0 < 0.2

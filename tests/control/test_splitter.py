@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from msrpd.control_stream import Discarded, DocumentSplitter
+from msrpd.control.splitter import Discarded, DocumentSplitter
 
 DOCS = [
     b'{"jsonrpc":"2.0","method":"core.ps","id":1,"reply_name":"r1"}',

@@ -15,17 +15,9 @@ from typing import Any
 
 import pytest
 
-from msrpd.workers.ctl import (
-    MAX_LINE,
-    Handler,
-    WorkerCtlError,
-    WorkerCtlServer,
-    query_worker,
-    query_workers,
-    set_log_level,
-    worker_ctl_path,
-    worker_handlers,
-)
+from msrpd.control.workerctl import WorkerCtlError, query_worker, query_workers
+from msrpd.rundir import ctl_path
+from msrpd.workers.ctl import MAX_LINE, Handler, WorkerCtlServer, set_log_level, worker_handlers
 
 from .conftest import FakeCtx
 
@@ -93,12 +85,12 @@ def handlers() -> dict[str, Handler]:
     }
 
 
-def test_worker_ctl_path(short_dir: Path) -> None:
-    assert worker_ctl_path(short_dir, 3, 7) == short_dir / "ctl-3-7.sock"
+def test_ctl_path(short_dir: Path) -> None:
+    assert ctl_path(short_dir, 3, 7) == short_dir / "ctl-3-7.sock"
 
 
 def test_round_trip_and_socket_mode(start_server: Any, short_dir: Path) -> None:
-    path = worker_ctl_path(short_dir, 0, 1)
+    path = ctl_path(short_dir, 0, 1)
     start_server(path, handlers())
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert query_worker(path, "echo", {"a": [1, 2]}) == {"a": [1, 2]}
@@ -109,7 +101,7 @@ def test_round_trip_and_socket_mode(start_server: Any, short_dir: Path) -> None:
 def test_error_answers_raise(
     start_server: Any, short_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = worker_ctl_path(short_dir, 0, 1)
+    path = ctl_path(short_dir, 0, 1)
     start_server(path, handlers())
     with pytest.raises(WorkerCtlError, match="unknown method 'nosuch'"):
         query_worker(path, "nosuch")
@@ -126,7 +118,7 @@ def test_error_answers_raise(
 
 
 def test_timeout_refusal_and_missing_socket(start_server: Any, short_dir: Path) -> None:
-    path = worker_ctl_path(short_dir, 0, 1)
+    path = ctl_path(short_dir, 0, 1)
     start_server(path, handlers())
     t0 = time.monotonic()
     with pytest.raises(WorkerCtlError, match=r"no answer in 0\.3 s"):
@@ -148,7 +140,7 @@ def test_timeout_refusal_and_missing_socket(start_server: Any, short_dir: Path) 
 def test_query_workers_asks_everyone_at_once_with_one_deadline(
     start_server: Any, short_dir: Path
 ) -> None:
-    paths = [worker_ctl_path(short_dir, slot, 1) for slot in range(4)]
+    paths = [ctl_path(short_dir, slot, 1) for slot in range(4)]
     for path in paths:
         start_server(path, handlers())
     calls = [
@@ -170,7 +162,7 @@ def test_query_workers_asks_everyone_at_once_with_one_deadline(
 def test_many_requests_on_one_connection_and_line_limits(
     start_server: Any, short_dir: Path
 ) -> None:
-    path = worker_ctl_path(short_dir, 0, 1)
+    path = ctl_path(short_dir, 0, 1)
     start_server(path, handlers())
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(3)
@@ -200,7 +192,7 @@ def test_many_requests_on_one_connection_and_line_limits(
 
 
 def test_close_removes_the_socket_and_start_replaces_a_stale_one(short_dir: Path) -> None:
-    path = worker_ctl_path(short_dir, 0, 1)
+    path = ctl_path(short_dir, 0, 1)
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(path))
     stale.close()

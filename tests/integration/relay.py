@@ -24,8 +24,8 @@ from pathlib import Path
 import psutil
 
 from msrpd.config import load_config
+from msrpd.routing.users import UserStore
 from msrpd.shm import instance_prefix
-from msrpd.users import UserStore
 
 REALM = "testrealm"
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}

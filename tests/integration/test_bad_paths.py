@@ -13,8 +13,8 @@ from __future__ import annotations
 import select
 import time
 
+from msrpd.rundir import layout_for
 from msrpd.shm import ShmSet
-from msrpd.supervisor import layout_for
 
 from ..msrpclient import MsrpClient
 from .relay import Relay, wait_for

@@ -12,11 +12,11 @@ import array
 import socket
 import time
 
+from msrpd.control.workerctl import query_worker
 from msrpd.protocol import Frame, FrameReader
 from msrpd.protocol.writer import build_request
+from msrpd.rundir import ctl_path, layout_for
 from msrpd.shm import ShmSet, WorkerState
-from msrpd.supervisor import layout_for
-from msrpd.workers.ctl import query_worker, worker_ctl_path
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for
@@ -52,7 +52,7 @@ def _owner_slots(relay: Relay, children: int) -> dict[int, int]:
     return {
         int(conn["peer"].rsplit(":", 1)[1]): slot
         for slot in range(children)
-        for conn in query_worker(worker_ctl_path(run_dir, slot, 1), "conns")
+        for conn in query_worker(ctl_path(run_dir, slot, 1), "conns")
     }
 
 

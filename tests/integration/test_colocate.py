@@ -14,11 +14,11 @@ import os
 import signal
 import time
 
+from msrpd.control.workerctl import query_worker
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_reply, build_request
+from msrpd.rundir import ctl_path, layout_for
 from msrpd.shm import ShmSet
-from msrpd.supervisor import layout_for
-from msrpd.workers.ctl import query_worker, worker_ctl_path
 from msrpd.workers.migrate.handover import MOVED_TIMEOUT
 
 from ..msrpclient import MsrpClient
@@ -37,7 +37,7 @@ def _owners(relay: Relay, children: int) -> dict[int, int]:
     run_dir = relay.settings().core.run_dir
     owners: dict[int, int] = {}
     for slot in range(children):
-        for conn in query_worker(worker_ctl_path(run_dir, slot, 1), "conns"):
+        for conn in query_worker(ctl_path(run_dir, slot, 1), "conns"):
             owners[int(conn["peer"].rsplit(":", 1)[1])] = slot
     return owners
 
@@ -218,7 +218,7 @@ def test_a_slow_new_owner_still_gets_the_sessions_of_a_connection(make_relay) ->
         os.kill(stopped, signal.SIGSTOP)
 
         def alice_left() -> bool:
-            conns = query_worker(worker_ctl_path(run_dir, 0, 1), "conns")
+            conns = query_worker(ctl_path(run_dir, 0, 1), "conns")
             return _port(alice) not in {int(c["peer"].rsplit(":", 1)[1]) for c in conns}
 
         sent: list[bytes] = []

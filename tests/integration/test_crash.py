@@ -29,7 +29,7 @@ from typing import Any, cast
 
 import trustme
 
-from msrpd.ctlclient import call
+from msrpd.control.client import call
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_request
 

@@ -19,10 +19,10 @@ import threading
 import time
 from typing import Any
 
+from msrpd.control.workerctl import query_worker
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_request, relay_splice
-from msrpd.supervisor import layout_for
-from msrpd.workers.ctl import query_worker, worker_ctl_path
+from msrpd.rundir import ctl_path, layout_for
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay
@@ -43,7 +43,7 @@ def conns(relay: Relay) -> list[dict[str, Any]]:
     run_dir = relay.settings().core.run_dir
     rows: list[dict[str, Any]] = []
     for slot in range(relay.settings().core.children):
-        answer = query_worker(worker_ctl_path(run_dir, slot, 1), "conns")
+        answer = query_worker(ctl_path(run_dir, slot, 1), "conns")
         rows.extend({**c, "slot": slot} for c in answer)
     return rows
 

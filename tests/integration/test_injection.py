@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from msrpd.supervisor import layout_for
+from msrpd.rundir import layout_for
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay, wait_for

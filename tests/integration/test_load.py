@@ -13,7 +13,7 @@ import time
 
 from msrpd.protocol import Frame, FrameReader
 from msrpd.protocol.writer import build_request
-from msrpd.supervisor import layout_for
+from msrpd.rundir import layout_for
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for

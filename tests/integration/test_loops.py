@@ -14,8 +14,8 @@ import time
 import pytest
 
 from msrpd.protocol.writer import build_request
+from msrpd.rundir import layout_for
 from msrpd.shm import ShmSet
-from msrpd.supervisor import layout_for
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay

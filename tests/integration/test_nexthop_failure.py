@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from msrpd.protocol.writer import build_request
-from msrpd.supervisor import layout_for
+from msrpd.rundir import layout_for
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, free_port, wait_for

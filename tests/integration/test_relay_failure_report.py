@@ -10,7 +10,7 @@ import time
 import pytest
 
 from msrpd.protocol.writer import build_request
-from msrpd.supervisor import layout_for
+from msrpd.rundir import layout_for
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import Relay

@@ -26,11 +26,11 @@ import psutil
 import pytest
 import trustme
 
+from msrpd.control.workerctl import query_worker
 from msrpd.protocol import Frame, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_reply, build_request
+from msrpd.rundir import ctl_path, layout_for
 from msrpd.shm import WorkerState
-from msrpd.supervisor import layout_for
-from msrpd.workers.ctl import query_worker, worker_ctl_path
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, title, wait_for
@@ -189,7 +189,7 @@ def _served_by(relay: Relay, generation: int) -> set[int]:
     run_dir = relay.settings().core.run_dir
     ports = set()
     for slot in range(2):
-        for conn in query_worker(worker_ctl_path(run_dir, slot, generation), "conns"):
+        for conn in query_worker(ctl_path(run_dir, slot, generation), "conns"):
             ports.add(int(conn["peer"].rsplit(":", 1)[1]))
     return ports
 

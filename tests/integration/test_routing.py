@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from msrpd.protocol import Frame, FrameReader
-from msrpd.supervisor import layout_for
+from msrpd.rundir import layout_for
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for

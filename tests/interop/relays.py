@@ -8,7 +8,7 @@ unset, so Use-Path names the listen address, as Kamailio's cfg does with 127.0.0
 
 from __future__ import annotations
 
-from msrpd.users import UserStore
+from msrpd.routing.users import UserStore
 from tests.integration.relay import Relay
 
 from .scenarios import PASSWORD, REALM, USERS

@@ -15,7 +15,7 @@ from pathlib import Path
 from msrpd.protocol import ConnInfo, Frame, FrameReader
 from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
-from msrpd.routing.htable import ScriptHTable
+from msrpd.routing.sht import ScriptHTable
 from msrpd.shm import Cmap, HTable
 
 ROUTES = Path(__file__).resolve().parents[2] / "msrpd" / "routing" / "routes"

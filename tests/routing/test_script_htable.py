@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from msrpd.routing.htable import ScriptHTable
+from msrpd.routing.sht import ScriptHTable
 from msrpd.shm import HT_VALUE_MAX, HTable
 
 NOW = 1_700_000_000.0

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from msrpd.rundir import accept_path
 from msrpd.shm import Counter, Heartbeats, StatsCounters, WorkerState
-from msrpd.workers.migrate.balance import AcceptBalancer, accept_path
+from msrpd.workers.migrate.balance import AcceptBalancer
 from msrpd.workers.migrate.fdpass import FdSender
 from msrpd.workers.migrate.inbox import AcceptInbox
 from msrpd.workers.migrate.wire import MoveState, encode_batch, encode_moved, encode_passed

@@ -26,19 +26,16 @@ import asyncio
 import time
 from pathlib import Path
 
+from ...rundir import accept_path
 from ...shm import Counter, Heartbeats, StatsCounters, WorkerState
 from .fdpass import FdSender
 from .inbox import AcceptInbox
 from .state import Worker
 from .wire import encode_passed
 
-__all__ = ["AcceptBalancer", "accept_path"]
+__all__ = ["AcceptBalancer"]
 
 _LAZY_REFRESH = 0.1  # seconds: with no peer known, look again at most this often
-
-
-def accept_path(run_dir: Path, slot: int, generation: int) -> Path:
-    return run_dir / f"accept-{slot}-{generation}.sock"
 
 
 class AcceptBalancer:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic
 
+from ...rundir import accept_path
 from ...shm import Heartbeats
-from .balance import AcceptBalancer, accept_path
+from .balance import AcceptBalancer
 from .colocate import Mover
 from .fdpass import FdSender
 from .handoverio import Handover

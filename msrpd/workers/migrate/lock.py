@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ...rundir import move_lockfile
+
 __all__ = ["MoveLock"]
 
 
@@ -19,7 +21,7 @@ class MoveLock:
     """The lock, and this worker's moves out under it (the lock is held while any is out)."""
 
     def __init__(self, run_dir: Path) -> None:
-        path = run_dir / "move.lock"
+        path = move_lockfile(run_dir)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.out = 0
         """Moves this worker sent that are not over yet."""

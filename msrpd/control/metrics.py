@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .shm import ShmSet, WorkerState
+from ..config.address import parse_host_port
+from ..shm import ShmSet, WorkerState
 
-__all__ = ["MetricsServer", "ShmCollector", "parse_listen"]
+__all__ = ["MetricsServer", "ShmCollector"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,18 +104,13 @@ class ShmCollector:
         )
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class MetricsServer:
     """A listening socket the supervisor selects on; `on_readable` answers one scrape."""
 
     def __init__(
         self, listen: str, collector: ShmCollector, now: Callable[[], float] = time.monotonic
     ) -> None:
-        host, port = parse_listen(listen)
+        host, port = parse_host_port(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -23,20 +23,19 @@ from pathlib import Path
 import click
 import psutil
 
-from . import __version__
-from .cliopts import EXIT_CONFIG, config_option, settings_or_exit
-from .config import Settings
-from .ctlclient import CtlUnavailable, call, ctl, render
-from .logs import setup_logging
-from .rundir import read_pid
-from .supervisor import Supervisor
-from .users import UserStore
+from .. import __version__
+from ..config import Settings
+from ..control.client import CtlUnavailable, call, ctl, render
+from ..process.logs import setup_logging
+from ..rundir import EXIT_ALREADY_RUNNING, log_path, read_pid
+from ..supervisor.arbiter import Supervisor
+from .options import config_option, settings_or_exit
+from .user import user
 
 __all__ = ["main"]
 
 EXIT_NOT_RUNNING = 1
 EXIT_START_FAILED = 3
-EXIT_ALREADY_RUNNING = 4
 EXIT_TIMEOUT = 5
 SIGNALS = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT}
 
@@ -73,7 +72,7 @@ def start(config: Path | None, children: int | None, foreground: bool) -> None:
         )
         sys.exit(EXIT_ALREADY_RUNNING)
     if foreground:
-        file = settings.log_path if settings.log.target == "file" else None
+        file = log_path(settings) if settings.log.target == "file" else None
         setup_logging(settings.core.log_level, settings.log, file)
         sys.exit(Supervisor(settings, children).run())
     sys.exit(_daemonize(settings, children))
@@ -81,7 +80,7 @@ def start(config: Path | None, children: int | None, foreground: bool) -> None:
 
 def _daemonize(settings: Settings, children: int | None) -> int:
     settings.core.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log = settings.log_path
+    log = log_path(settings)
     ready_r, ready_w = os.pipe()
     if os.fork() > 0:
         os.close(ready_w)
@@ -186,49 +185,5 @@ def check_config(config: Path | None) -> None:
     click.echo(f"configuration ok ({where}); route {settings.msrp.route or 'cmap (bundled)'}")
 
 
-@main.group()
-def user() -> None:
-    """Manage the digest user store ([auth] users)."""
-
-
-def _store(config: Path | None) -> tuple[UserStore, str]:
-    settings = settings_or_exit(config)
-    if settings.auth.users is None:
-        click.echo("msrpd: [auth] users is not set in the configuration", err=True)
-        sys.exit(EXIT_CONFIG)
-    return UserStore(settings.auth.users), settings.auth.realm
-
-
-@user.command("add")
-@config_option
-@click.argument("username")
-@click.password_option(prompt=True)
-def user_add(config: Path | None, username: str, password: str) -> None:
-    """Add or replace USERNAME (only HA1 is stored)."""
-    store, realm = _store(config)
-    store.add(username, realm, password)
-    click.echo(f"user {username} ({realm}) saved")
-
-
-@user.command("del")
-@config_option
-@click.argument("username")
-def user_del(config: Path | None, username: str) -> None:
-    """Delete USERNAME."""
-    store, realm = _store(config)
-    if not store.delete(username, realm):
-        click.echo(f"no user {username} in realm {realm}", err=True)
-        sys.exit(1)
-    click.echo(f"user {username} deleted")
-
-
-@user.command("list")
-@config_option
-def user_list(config: Path | None) -> None:
-    """List users and realms."""
-    store, _ = _store(config)
-    for username, realm in store.list():
-        click.echo(f"{username}\t{realm}")
-
-
 main.add_command(ctl)
+main.add_command(user)

@@ -1,6 +1,6 @@
 """`msrpd ctl METHOD [PARAMS...]`: one JSON-RPC request to the control fifo, and its answer.
 
-Rules (the protocol is control.py's, Kamailio's jsonrpcs fifo transport):
+Rules (the protocol is fifo.py's and rpc.py's, Kamailio's jsonrpcs fifo transport):
 - A private reply fifo, mode 0600, with a unique name without dots, is made in the control
   fifo's directory and opened O_RDONLY|O_NONBLOCK before the request is written, so the
   server always finds its reader. It is removed whatever happens.
@@ -32,9 +32,11 @@ from typing import Any, Final
 
 import click
 
-from .cliopts import config_option, settings_or_exit
-from .config import Settings
-from .control import PIPE_BUF, RpcError
+from ..cli.options import config_option, settings_or_exit
+from ..config import Settings
+from ..rundir import fifo_path
+from .fifo import PIPE_BUF
+from .rpc import RpcError
 
 __all__ = ["CtlUnavailable", "call", "ctl", "parse_param", "render"]
 
@@ -55,7 +57,7 @@ def call(settings: Settings, method: str, params: Any = None, timeout: float = 5
         RpcError: the method answered with a JSON-RPC error.
         ValueError: the request is over PIPE_BUF bytes.
     """
-    fifo = settings.fifo_path
+    fifo = fifo_path(settings)
     name = f"msrpd-ctl-{os.getpid()}-{secrets.token_hex(8)}"
     request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1, "reply_name": name}
     if params is not None:

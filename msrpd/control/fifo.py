@@ -19,12 +19,13 @@ Rules (kamailio src/modules/jsonrpcs/README §7.2 "JSONRPC Over FIFO"):
   -32700 and -32600 are answered when a reply_name can be read from the text; -32601 and
   -32602 come from dispatch as RpcError; any other exception is logged and answered -32603.
 
-Strategy: non-blocking, driven by the supervisor's select loop. on_readable() reads at most
-MAX_READ_PER_CALL; DocumentSplitter cuts documents out by counting brackets outside strings
-(as jsonrpcs' jsonrpc_read_stream does); each is parsed, dispatched and answered. An answer
-is written as far as the reply fifo takes it and the rest waits in a bounded queue: select on
-write_fds() too, and call on_writable() while wants_write(); what is not read within
-REPLY_TIMEOUT is dropped. Our own write descriptor on the fifo keeps read() from seeing EOF.
+Strategy: non-blocking, driven by the supervisor's select loop (rpc.py has the JSON-RPC side).
+on_readable() reads at most MAX_READ_PER_CALL; DocumentSplitter cuts documents out by
+counting brackets outside strings (as jsonrpcs' jsonrpc_read_stream does); each is parsed,
+dispatched and answered. An answer is written as far as the reply fifo takes it and the rest
+waits in a bounded queue: select on write_fds() too, and call on_writable() while
+wants_write(); what is not read within REPLY_TIMEOUT is dropped. Our own write descriptor on
+the fifo keeps read() from seeing EOF.
 """
 
 from __future__ import annotations
@@ -36,36 +37,26 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .control_stream import Discarded, DocumentSplitter
+from .rpc import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    Dispatch,
+    RpcError,
+    encode_answer,
+    invalid_request,
+    valid_id,
+)
+from .splitter import Discarded, DocumentSplitter
 
-__all__ = [
-    "INTERNAL_ERROR",
-    "INVALID_PARAMS",
-    "INVALID_REQUEST",
-    "METHOD_NOT_FOUND",
-    "PARSE_ERROR",
-    "PIPE_BUF",
-    "ControlServer",
-    "Dispatch",
-    "Method",
-    "RpcError",
-    "dispatcher",
-    "valid_reply_name",
-]
+__all__ = ["PIPE_BUF", "ControlServer", "valid_reply_name"]
 
 logger = logging.getLogger(__name__)
-
-# JSON-RPC 2.0 §5.1 error codes.
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
 
 PIPE_BUF: Final = 4096  # POSIX minimum 512; Linux 4096: writes up to this size stay whole
 MAX_READ_PER_CALL: Final = 256 * 1024  # so a flood cannot hold the supervisor loop
@@ -76,39 +67,6 @@ STALE_PARTIAL: Final = 1.0
 _NAME_MAX: Final = 255
 _FORBIDDEN: Final = frozenset("./\\\0")
 _REPLY_NAME: Final = re.compile(rb'"reply_name"\s*:\s*"([^"\\]{1,255})"')
-
-Method = Callable[[Any], Any]
-"""A control method: takes the request's params (list, dict or None), returns the result."""
-Dispatch = Callable[[str, Any], Any]
-"""dispatch(method, params) -> result; raises RpcError for a JSON-RPC error answer."""
-
-
-class RpcError(Exception):
-    """A JSON-RPC error answer: code (JSON-RPC 2.0 §5.1, or -32000..-32099), message, data."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def as_error(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-def dispatcher(methods: Mapping[str, Method]) -> Dispatch:
-    """A Dispatch over a method table; an unknown name raises RpcError(-32601)."""
-
-    def dispatch(method: str, params: Any) -> Any:
-        fn = methods.get(method)
-        if fn is None:
-            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
-        return fn(params)
-
-    return dispatch
 
 
 def valid_reply_name(name: object) -> bool:
@@ -278,8 +236,8 @@ class ControlServer:
             logger.warning("control fifo: refused request with reply_name %.80r", name)
             return
         target = None if name is None else self.reply_dir / name
-        rid = request.get("id") if _valid_id(request.get("id")) else None
-        problem = _invalid(request)
+        rid = request.get("id") if valid_id(request.get("id")) else None
+        problem = invalid_request(request)
         if problem is not None:
             logger.warning("control fifo: invalid request: %s", problem)
             self._answer(target, rid, {"error": {"code": INVALID_REQUEST, "message": problem}})
@@ -306,7 +264,7 @@ class ControlServer:
     def _answer(self, target: Path | None, rid: Any, outcome: dict[str, Any]) -> None:
         if target is None:
             return
-        data, queued = _encode(rid, outcome), self._replies.get(target)
+        data, queued = encode_answer(rid, outcome), self._replies.get(target)
         full = queued is None and len(self._replies) >= MAX_PENDING_REPLIES
         if full or self._pending_bytes() + len(data) > MAX_PENDING_BYTES:
             logger.warning("control fifo: reply queue full, answer to %s dropped", target)
@@ -340,35 +298,6 @@ class ControlServer:
             if done:
                 os.close(reply.fd)
                 del self._replies[path]
-
-
-def _valid_id(rid: Any) -> bool:
-    return rid is None or isinstance(rid, str | float) or type(rid) is int
-
-
-def _invalid(request: dict[str, Any]) -> str | None:
-    """Why `request` is not a JSON-RPC 2.0 request (§4), or None."""
-    if request.get("jsonrpc") != "2.0":
-        return 'Invalid Request: "jsonrpc" must be "2.0"'
-    method = request.get("method")
-    if not isinstance(method, str) or not method:
-        return 'Invalid Request: "method" must be a non-empty string'
-    if "params" in request and not isinstance(request["params"], list | dict):
-        return 'Invalid Request: "params" must be an array or an object'
-    if not _valid_id(request.get("id")):
-        return 'Invalid Request: "id" must be a string, a number or null'
-    return None
-
-
-def _encode(rid: Any, outcome: dict[str, Any]) -> bytes:
-    try:
-        body = {"jsonrpc": "2.0", **outcome, "id": rid}
-        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        logger.error("control fifo: the result cannot be written as JSON: %s", exc)
-        error = {"code": INTERNAL_ERROR, "message": "Internal error", "data": str(exc)}
-        text = json.dumps({"jsonrpc": "2.0", "error": error, "id": rid})
-    return text.encode() + b"\n"
 
 
 def _open_reply(path: Path) -> int | None:

@@ -4,7 +4,7 @@ Rules:
 - A method takes the request's params: an array (by position), an object (by name) or none.
   Wrong params raise RpcError(-32602); a number where a text is wanted is taken as its text
   (`msrpd ctl` sends "123" as a number).
-- Methods read shared memory, and ask workers over their ctl sockets (workers/ctl.py) all at
+- Methods read shared memory, and ask workers over their ctl sockets (workerctl.py) all at
   once with one deadline, WORKER_TIMEOUT: a slow or dead worker shows up as an "error" row
   and holds the supervisor's loop up for that long at most.
 - Kamailio's names and fields where Kamailio has the method: core.uptime (now, up_since,
@@ -27,12 +27,13 @@ from typing import Any, Final, Protocol
 
 import psutil
 
-from . import __version__
-from .config import Settings
-from .control import INVALID_PARAMS, Method, RpcError
-from .shm import COUNTERS, CmapEntry, ShmSet
-from .workers.ctl import LOG_LEVELS, WorkerCtlError, query_worker, query_workers
-from .workers.handoff import conid_owner
+from .. import __version__
+from ..config import Settings
+from ..shm import COUNTERS, CmapEntry, ShmSet
+from ..workers.ctl import LOG_LEVELS
+from ..workers.handoff import conid_owner
+from .rpc import INVALID_PARAMS, Method, RpcError
+from .workerctl import WorkerCtlError, query_worker, query_workers
 
 __all__ = ["WORKER_TIMEOUT", "SupervisorView", "WorkerInfo", "build_methods"]
 
@@ -80,25 +81,8 @@ class SupervisorView(Protocol):
 
 
 def build_methods(view: SupervisorView) -> dict[str, Method]:
-    """The method table for control.dispatcher()."""
-    m = _Methods(view)
-    table: dict[str, Method] = {
-        "core.version": m.version,
-        "core.uptime": m.uptime,
-        "core.ps": m.ps,
-        "core.reload": m.reload,
-        "core.shutdown": m.shutdown,
-        "stats.get": m.stats_get,
-        "stats.reset": m.stats_reset,
-        "msrp.cmaplist": m.cmaplist,
-        "msrp.conns": m.conns,
-        "msrp.session_kill": m.session_kill,
-        "htable.dump": m.htable_dump,
-        "log.level": m.log_level,
-        "system.listMethods": m.list_methods,
-    }
-    m.names = sorted(table)
-    return table
+    """The method table for rpc.dispatcher()."""
+    return _Methods(view).table()
 
 
 def _args(params: Any, names: tuple[str, ...], required: int, usage: str) -> list[Any]:
@@ -148,11 +132,27 @@ class _Methods:
     def __init__(self, view: SupervisorView) -> None:
         self.view = view
         self.procs: dict[int, psutil.Process] = {}
-        self.names: list[str] = []
+
+    def table(self) -> dict[str, Method]:
+        return {
+            "core.version": self.version,
+            "core.uptime": self.uptime,
+            "core.ps": self.ps,
+            "core.reload": self.reload,
+            "core.shutdown": self.shutdown,
+            "stats.get": self.stats_get,
+            "stats.reset": self.stats_reset,
+            "msrp.cmaplist": self.cmaplist,
+            "msrp.conns": self.conns,
+            "msrp.session_kill": self.session_kill,
+            "htable.dump": self.htable_dump,
+            "log.level": self.log_level,
+            "system.listMethods": self.list_methods,
+        }
 
     def list_methods(self, params: Any) -> list[str]:
         _args(params, (), 0, "system.listMethods")
-        return self.names
+        return sorted(self.table())
 
     # -- core -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import logging
 import socket
 from pathlib import Path
 
-from .config import ListenAddress
+from ..config import ListenAddress
 
 __all__ = ["ListenerSet", "bind_listener", "listen_backlog"]
 

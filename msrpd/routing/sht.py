@@ -1,7 +1,7 @@
 """The script's shared tables: Kamailio's $sht(t=>k) and $shtex(t=>k) over shm.HTable.
 
 Rules (Kamailio htable module: pv $sht/$shtex, KEMI KSR.htable.sht_*):
-- Every worker sees the same items: they live in shared memory (shm/htable.py), and the clock
+- Every worker sees the same items: they live in shared memory (shm/htstore.py), and the clock
   is the worker's (`now`), read once per call.
 - Return codes as Kamailio's KEMI functions, where a script branches: 1 success, -1 failure.
   Kamailio's sht_rm and $shtex also "succeed" on a missing item; here delete() and expire()

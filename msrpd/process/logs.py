@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import LogSettings
+from ..config import LogSettings
 
 __all__ = ["JsonFormatter", "reopen_logs", "setup_logging"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from urllib.parse import unquote
 
+from ..protocol import LocalProtocolError, MsrpUri, parse_uri
+from ..protocol.uri import MSRP_DEFAULT_PORT
 from .address import ListenAddress
-from .protocol import LocalProtocolError, MsrpUri, parse_uri
-from .protocol.uri import MSRP_DEFAULT_PORT
 
 __all__ = ["SelfUris", "host_key"]
 
@@ -97,7 +97,7 @@ class SelfUris:
 
 
 def _split_entry(text: str) -> tuple[str, _HostKey, int | None]:
-    """ "[msrp[s]://]host[:port]" (checked by config.py) -> (scheme or "", host key, port)."""
+    """ "[msrp[s]://]host[:port]" (checked by checks.py) -> (scheme or "", host key, port)."""
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = "", text

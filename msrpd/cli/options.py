@@ -1,6 +1,6 @@
 """What every `msrpd` command shares: the `-c FILE` option and loading the settings it names.
 
-Rules: one definition, used by cli.py and ctlclient.py alike, so every command finds its
+Rules: one definition, used by cli/main.py and control/client.py alike, so every command finds its
 instance the same way and reports a bad configuration with the same message and exit code.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from .config import Settings, load_config
-from .errors import ConfigError
-from .routing import RouteLoadError, load_route
+from ..config import Settings, load_config
+from ..errors import ConfigError
+from ..routing import RouteLoadError, load_route
 
 __all__ = ["EXIT_CONFIG", "config_option", "settings_or_exit"]
 

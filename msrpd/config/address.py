@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
-__all__ = ["ListenAddress", "Proto", "check_address", "parse_listen"]
+__all__ = ["ListenAddress", "Proto", "check_address", "parse_host_port", "parse_listen"]
 
 Proto = Literal["tcp", "tls"]
 
@@ -74,6 +74,20 @@ def parse_listen(text: str) -> ListenAddress:
         raise ValueError(f"{text!r}: {exc}") from None
     assert port is not None
     return ListenAddress(cast(Proto, proto), host, port)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Parse "host:port" (an IPv6 host in brackets), as metrics.listen is written.
+
+    Raises:
+        ValueError: with a message that quotes `text` and says what is wrong.
+    """
+    try:
+        host, port = _split_host_port(text, port_required=True)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    assert port is not None
+    return host, port
 
 
 def check_address(text: str, schemes: tuple[str, ...], *, port_required: bool) -> None:

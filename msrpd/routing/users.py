@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .protocol.digest import ha1
+from ..protocol.digest import ha1
 
 __all__ = ["UserStore"]
 

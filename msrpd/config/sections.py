@@ -1,0 +1,257 @@
+"""The settings tree: frozen dataclasses, one per TOML section (etc/msrpd.toml documents every key).
+
+Rules: Kamailio's modparam names and defaults in [msrp] (kamailio-msrp.md §9) unless a field
+says otherwise. Each field carries its own check in its metadata (checks.py), so the schema
+cannot drift from the tree. A section may group some of its keys in a nested dataclass (field
+metadata group(cls)): the TOML section stays flat, and the loader fills the group from them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from .address import ListenAddress
+from .checks import (
+    ALIASES,
+    BOOLEAN,
+    FILE,
+    IDENTIFIER,
+    LISTEN,
+    PATH,
+    RATE,
+    REALM,
+    SCHEMES,
+    SECONDS,
+    SECONDS_OR_OFF,
+    address,
+    integer,
+    one_of,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "AuthSettings",
+    "ControlSettings",
+    "CoreSettings",
+    "DialSettings",
+    "LogLevel",
+    "LogSettings",
+    "MetricsSettings",
+    "MsrpSettings",
+    "Settings",
+    "TlsSettings",
+    "default_run_dir",
+    "group",
+]
+
+DEFAULT_PORT: Final = 2855  # RFC 4975 §6: the MSRP port when a URI names none.
+_MAX_CHILDREN: Final = 256
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogTarget = Literal["stderr", "file", "syslog"]
+
+_LOG_LEVEL: Final = one_of(get_args(LogLevel))
+_LOG_TARGET: Final = one_of(get_args(LogTarget))
+_DEFAULT_LISTEN: Final = (ListenAddress("tcp", "127.0.0.1", DEFAULT_PORT),)
+
+
+def group(cls: type[Any]) -> Mapping[str, Any]:
+    """Field metadata of a nested group of keys, dataclass `cls` (the loader flattens it)."""
+    return {"group": cls}
+
+
+def default_run_dir() -> Path:
+    """$XDG_RUNTIME_DIR/msrpd when that is set to an absolute path, else /tmp/msrpd-<uid>."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    # The XDG base directory spec says a relative value is to be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "msrpd"
+    return Path(f"/tmp/msrpd-{os.getuid()}")
+
+
+def _default_children() -> int:
+    return min(os.cpu_count() or 2, _MAX_CHILDREN)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    children: int = field(default_factory=_default_children, metadata=integer(1, _MAX_CHILDREN))
+    """Worker processes, 1 to 256. Default: the CPU count (2 if unknown, at most 256)."""
+
+    listen: tuple[ListenAddress, ...] = field(default=_DEFAULT_LISTEN, metadata=LISTEN)
+    """Sockets every worker accepts on (SO_REUSEPORT). No two share a host and port."""
+
+    run_dir: Path = field(default_factory=default_run_dir, metadata=PATH)
+    """Directory for the pidfile, lock file, control FIFO and shared-memory name prefix."""
+
+    log_level: LogLevel = field(default="info", metadata=_LOG_LEVEL)
+    """Lowest level logged."""
+
+    drain_timeout: float = field(default=30.0, metadata=SECONDS)
+    """Seconds a stopping worker may keep serving its connections."""
+
+    retire_timeout: float = field(default=0.0, metadata=SECONDS_OR_OFF)
+    """Seconds a worker retired by a reload keeps serving the connections it cannot hand to
+    the new generation (TLS, links to next hops) before it is stopped (as by `msrpd stop`);
+    0: until they close."""
+
+    heartbeat_timeout: float = field(default=10.0, metadata=SECONDS)
+    """Seconds without a worker heartbeat before the supervisor kills the worker."""
+
+    idle_timeout: float = field(default=3600.0, metadata=SECONDS)
+    """Seconds an MSRP connection may stay silent before it is closed."""
+
+    backlog: int = field(default=4096, metadata=integer(1, 1 << 20))
+    """Listen backlog of each accepting socket (completed connections not yet accepted); the
+    kernel caps it at net.core.somaxconn."""
+
+    head_timeout: float = field(default=10.0, metadata=SECONDS)
+    """Seconds a frame head (first line and headers) may take to arrive, from its first byte:
+    a slower one is closed (slowloris). Silence between frames is idle_timeout's."""
+
+    balance: bool = field(default=True, metadata=BOOLEAN)
+    """Pass new TCP connections to the least loaded worker, and move a connection to the
+    worker of the peer it relays to (fd passing), so pairs stay in one process. A reload's
+    handover to the new generation does not depend on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialSettings:
+    """[msrp] keys on outbound connects to next hops, grouped: the TOML stays flat."""
+
+    connect_timeout: float = field(default=10.0, metadata=SECONDS)
+    """Seconds an outbound connection to a next hop may take to connect (TLS included)."""
+
+    connect_fail_ttl: float = field(default=5.0, metadata=SECONDS)
+    """Seconds a next hop whose connect failed is remembered: frames for it fail at once."""
+
+    max_connects: int = field(default=256, metadata=integer(1))
+    """Outbound connects in flight per worker; a frame needing one more fails."""
+
+    max_connects_per_conn: int = field(default=8, metadata=integer(1))
+    """Outbound connects in flight that frames from one connection may have started."""
+
+    connect_rate: float = field(default=20.0, metadata=RATE)
+    """Outbound connects per second that frames from one connection may start (a burst of
+    that many, at least 1, refilled at that rate): naming a new next hop in every frame
+    stays cheap."""
+
+    max_connecting_bytes: int = field(default=16 * 1024 * 1024, metadata=integer(1024))
+    """Bytes per worker that may wait in outbound connections still connecting."""
+
+
+@dataclass(frozen=True, slots=True)
+class MsrpSettings:
+    sipmsg: bool = field(default=True, metadata=BOOLEAN)
+    """Offer each frame to the route as a fake SIP message too (Kamailio's sipmsg=1)."""
+
+    cmap_size: int = field(default=8, metadata=integer(0, 16))
+    """log2 of the number of cmap lock stripes (Kamailio's default is 0 = no cmap)."""
+
+    cmap_max_entries: int = field(default=32768, metadata=integer(1, 1 << 24))
+    """Capacity of the shared-memory connection map, in records."""
+
+    timer_interval: int = field(default=60, metadata=integer(1))
+    """Seconds between sweeps of expired cmap entries."""
+
+    auth_min_expires: int = field(default=60, metadata=integer(1))
+    """Lower bound, in seconds, for the expiry granted to an AUTH (RFC 4976 §5)."""
+
+    auth_max_expires: int = field(default=3600, metadata=integer(1))
+    """Upper bound, and the default grant, in seconds; at least auth_min_expires."""
+
+    use_path_addr: str | None = field(default=None, metadata=address(SCHEMES, port_required=False))
+    """host[:port] put after msrp[s]:// in Use-Path, stored as given (a scheme is allowed and
+    stripped when used). None: the address the AUTH arrived on."""
+
+    aliases: tuple[str, ...] = field(default=(), metadata=ALIASES)
+    """Other names of this relay, "[msrp[s]://]host[:port]": with the listen addresses and
+    use_path_addr they make the URIs that name us (config/selfuri.py). A next hop that is ours
+    is routed again inside the relay, never over a connection to itself (issue 12, item 9).
+    No scheme: every scheme we serve; no port: every listen port."""
+
+    event_callback: str = field(default="ksr_msrp_event", metadata=IDENTIFIER)
+    """Name of the route function called for each frame."""
+
+    route: Path | None = field(default=None, metadata=FILE)
+    """Routing script. None: the bundled cmap route."""
+
+    max_body: int = field(default=1024 * 1024, metadata=integer(1024))
+    """Largest body, in bytes, handed over as one frame; larger bodies are streamed."""
+
+    max_head: int = field(default=16 * 1024, metadata=integer(1024, 1024 * 1024))
+    """Largest first line plus header block, in bytes."""
+
+    dialing: DialSettings = field(default_factory=DialSettings, metadata=group(DialSettings))
+    """Outbound connects to next hops: the [msrp] keys of DialSettings."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    realm: str = field(default="myrealm", metadata=REALM)
+    """Digest realm in 401 challenges (RFC 4976 §5.1); the module documentation's examples
+    use "myrealm"."""
+
+    users: Path | None = field(default=None, metadata=PATH)
+    """SQLite user store (`msrpd user add` creates it). None: AUTH is answered by the route."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    certificate: Path | None = field(default=None, metadata=FILE)
+    """PEM certificate chain; required when core.listen has a tls: address."""
+
+    private_key: Path | None = field(default=None, metadata=FILE)
+    """PEM private key; required when core.listen has a tls: address."""
+
+    ca: Path | None = field(default=None, metadata=FILE)
+    """PEM CA bundle for client certificates; required by verify_client."""
+
+    verify_client: bool = field(default=False, metadata=BOOLEAN)
+    """Ask for and verify a client certificate."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    fifo: Path | None = field(default=None, metadata=PATH)
+    """Control FIFO. None: run_dir/msrpd.fifo."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    listen: str | None = field(default=None, metadata=address((), port_required=True))
+    """"host:port" of the metrics endpoint, IPv6 in brackets. None: no endpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    target: LogTarget = field(default="stderr", metadata=_LOG_TARGET)
+    """Where log lines go: stderr (with `start` as a daemon: run_dir/msrpd.log), a file, or
+    syslog (/dev/log, facility daemon)."""
+
+    file: Path | None = field(default=None, metadata=PATH)
+    """Log file when target is "file". None: run_dir/msrpd.log."""
+
+    json: bool = field(default=False, metadata=BOOLEAN)
+    """One JSON object per line (time, level, pid, logger, message, and the fields of an
+    accounting record) instead of text."""
+
+    accounting: bool = field(default=True, metadata=BOOLEAN)
+    """Log one `msrpd.acct` line per session when it ends (its connection closes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    core: CoreSettings = field(default_factory=CoreSettings)
+    msrp: MsrpSettings = field(default_factory=MsrpSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: Path | None = None
+    """The file these settings came from (absolute), or None for the embedded defaults."""

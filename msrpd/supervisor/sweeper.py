@@ -1,0 +1,31 @@
+"""Expired items out of the shared tables (cmap, htable), every msrp.timer_interval seconds,
+from the supervisor's loop: workers never sweep, so a frame never waits for one."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..shm import ShmSet
+
+__all__ = ["Sweeper"]
+
+logger = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(self, shm: ShmSet) -> None:
+        self.shm = shm
+        self.next_sweep = 0.0
+
+    def sweep(self, interval: float) -> None:
+        """Sweep every stripe if `interval` seconds passed since the last sweep."""
+        now = time.monotonic()
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + interval
+        wall = time.time()
+        for name, table in (("cmap", self.shm.cmap), ("htable", self.shm.htable)):
+            removed = sum(table.sweep_stripe(i, wall) for i in range(table.n_stripes))
+            if removed:
+                logger.info("%s: %d expired items removed", name, removed)
