@@ -134,7 +134,7 @@ class Msrp:
             if self.frame.method is None:
                 # A response goes only over an existing connection (RFC 4975 §7.2, §5.4).
                 flags |= SendFlags.REUSE_ONLY
-        return self.env.relay(data, dest, flags)
+        return self.env.relay(self.frame, data, dest, flags)
 
     def forward(self, tpath: str | None = None, fpath: str | None = None) -> int:
         """Kamailio 6.0's msrp_forward: send the frame with To-Path `tpath` and From-Path
@@ -145,7 +145,7 @@ class Msrp:
             dest = self._dest or Destination(parse_uri((tpath or self.frame.to_path[0]).split()[0]))
         except (LocalProtocolError, IndexError):
             return -1
-        return self.env.relay(data, dest, self._relay_flags)
+        return self.env.relay(self.frame, data, dest, self._relay_flags)
 
     def cmap_save(self) -> int:
         """Authenticate-and-register an AUTH: grant Expires, save the session, answer 200 with

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..protocol import MsrpUri
+from ..protocol import Frame, MsrpUri
 from ..shm import Cmap
 from .sht import ScriptHTable
 
@@ -84,8 +84,9 @@ class RouteEnv(Protocol):
     def write_origin(self, data: bytes, flags: int) -> None:
         """Write `data` to the connection the current frame came on."""
 
-    def relay(self, data: bytes, dest: Destination, flags: int) -> int:
-        """Send `data` towards `dest`; 1 when it is on its way, negative when it cannot be."""
+    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+        """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it
+        is on its way, negative when it cannot be."""
 
     def auth_done(self, ok: bool) -> None:
         """Count a digest check (credentials were given): passed or failed."""

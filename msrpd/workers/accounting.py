@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .conn import MsrpConnection
-
-__all__ = ["account"]
+__all__ = ["Accounted", "account"]
 
 logger = logging.getLogger("msrpd.acct")
 
 
-def account(conn: MsrpConnection) -> None:
+class Accounted(Protocol):
+    """What the record reads of a connection (conn.MsrpConnection)."""
+
+    sessions: list[str]
+    session_meta: dict[str, tuple[str, float]]
+    peer_key: str
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    close_reason: str
+
+
+def account(conn: Accounted) -> None:
     now = time.time()
     for sessid in conn.sessions:
         user, started = conn.session_meta.get(sessid, ("", now))

@@ -36,35 +36,23 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .flow import WRITE_HIGH, FlowControl, link_of
+from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
 from .migrate.state import Arrival, MigrationState
-from .routeenv import ConnEnv
+from .peers import format_peer, registry_key
+from .ports import WRITE_HIGH, Blockable, Sink
+from .routeenv import ConnEnv, RouteRunner
 from .sentlog import SentLog, Unsent
+from .stopstate import QUIET
 
 if TYPE_CHECKING:
     from .context import WorkerContext
-    from .sinks import Sink
 
-__all__ = ["MsrpConnection", "format_peer", "registry_key"]
+__all__ = ["MsrpConnection"]
 
 logger = logging.getLogger(__name__)
 
 BYTES_IN, BYTES_OUT = Counter.bytes_in, Counter.bytes_out
-QUIET = 0.25
-"""Seconds without input after which a connection counts as done sending (graceful stop)."""
-
-
-def format_peer(host: str, port: int) -> str:
-    """`host:port`, IPv6 in brackets (RFC 3986 §3.2.2), as URIs and registry keys need."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def registry_key(peer_key: str, outbound: bool) -> str:
-    """The connection registry's key for a connection to or from `peer_key`: connections the
-    relay opened under the address itself, clients' connections under "in:" + the address,
-    so relaying to a To-Path URI never finds a client's connection (issue 12)."""
-    return peer_key if outbound else "in:" + peer_key
 
 
 class MsrpConnection(asyncio.Protocol):
@@ -84,6 +72,7 @@ class MsrpConnection(asyncio.Protocol):
     def __init__(
         self,
         ctx: WorkerContext,
+        routes: RouteRunner,
         local_sock: str,
         secure: bool,
         *,
@@ -96,11 +85,11 @@ class MsrpConnection(asyncio.Protocol):
         """Balancing and colocation (migrate/): an outbound link's never moves."""
         self.arrival: Arrival | None = None
         """Just moved here: what it holds back until its handover is done (migrate/)."""
-        self.reader = FrameReader(ctx.limits)
+        self.reader = FrameReader(routes.limits)
         self.transport: asyncio.Transport | None = None
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", local_sock, self.conid)
-        self.env = ConnEnv(ctx, self)
+        self.env = ConnEnv(routes, self)
         self.peer_key = ""
         self.sessions: list[str] = []
         self.session_meta: dict[str, tuple[str, float]] = {}
@@ -115,7 +104,7 @@ class MsrpConnection(asyncio.Protocol):
         self.sent_log = SentLog()
         self.stream_sink: Sink | None = None
         self.gate = FrameGate()
-        self.flow = FlowControl(ctx)
+        self.flow = FlowControl()
         self.write_paused = False
         self.blockers: set[Hashable] = set()
         self.stream_tid = b""
@@ -215,12 +204,12 @@ class MsrpConnection(asyncio.Protocol):
         self.bytes_in += len(data)
         self.ctx.counters.values[BYTES_IN] += len(data)
         self.reader.receive_data(data)
-        ctx = self.ctx
-        ctx.begin_batch()
+        batch = self.ctx.batch
+        batch.begin()
         try:
             self._drain_events()
         finally:
-            ctx.flush_now()
+            batch.flush_now()
         reader = self.reader
         if reader.in_head and reader.head_serial != self.head_serial:
             self.head_serial = reader.head_serial
@@ -255,11 +244,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def _drain_events(self) -> None:
         reader = self.reader
-        ctx = self.ctx
-        if ctx.stopping and self.stream_sink is None:
+        stop = self.ctx.stop
+        if stop.stopping and self.stream_sink is None:
             self.stop_reading()  # graceful stop: no new frame (what arrived stays unread)
             return
-        ctx.current_source = self
         try:
             for event in reader.events():
                 if isinstance(event, Frame):
@@ -277,31 +265,24 @@ class MsrpConnection(asyncio.Protocol):
                     self.close("closed by peer")
                 if self.closed:
                     break
-                if ctx.stopping and self.stream_sink is None:
+                if stop.stopping and self.stream_sink is None:
                     self.stop_reading()  # the frame being read when the stop came is done
                     break
         except RemoteProtocolError as exc:
             # Framing is lost (no transaction id, bare LF, head over the cap): close (DESIGN §8).
             logger.info("closing %s: %s", self.peer_key, exc)
-            self.ctx.count_error()
+            self.ctx.counters.add(Counter.errors)
             reply = build_error_reply(exc)
             if reply is not None:
                 self.write_frame(reply)
             self.close(f"protocol error: {exc}")
-        finally:
-            self.ctx.current_source = None
 
     def _on_frame(self, frame: Frame) -> None:
         self.frames_in += 1
-        ctx = self.ctx
-        ctx.count_frame_in(frame)
+        self.ctx.count_frame_in(frame)
         if frame.streamed:
             self.held_replies = []
-        loopback = ctx.loopback
-        if loopback is not None and loopback.refuse_loop(frame, self):
-            sink = None  # a path looping through us: answered, never routed (loopback.py)
-        else:
-            sink = ctx.run_route(frame, self)
+        sink = self.env.routes.run(frame, self)
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid
@@ -323,7 +304,7 @@ class MsrpConnection(asyncio.Protocol):
             self.write_frame(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
-        self.ctx.count_invalid()
+        self.ctx.counters.add(Counter.invalid_frames)
         logger.info("invalid frame %r from %s: %s", invalid.tid, self.peer_key, invalid.reason)
         if not invalid_gets_reply(invalid):
             return  # a response, a REPORT or Failure-Report: no: dropped (RFC 4975 §7.1.2)
@@ -341,7 +322,7 @@ class MsrpConnection(asyncio.Protocol):
         return f"msrp{'s' if self.secure else ''}://{address};tcp".encode()
 
     def _on_sip(self, message: SipMessage) -> None:
-        self.ctx.run_sip_route(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
+        self.env.routes.run_sip(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -353,11 +334,13 @@ class MsrpConnection(asyncio.Protocol):
         source: Hashable = None,
         more: bool = False,
         forwarded: bool = False,
+        reader: Blockable | None = None,
     ) -> bool:
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
         closed. Frames from other sources wait while a streamed frame is written (gate.py).
         Just after a move, only frames the old worker `forwarded` go out; the rest wait for
-        release() (migrate/handover.py)."""
+        release() (migrate/handover.py). `reader` is the connection or link the frame is being
+        read from: flow control pauses it while this connection is congested (flow.py)."""
         if self.closed:
             return False
         arrival = self.arrival
@@ -369,10 +352,10 @@ class MsrpConnection(asyncio.Protocol):
             else:
                 arrival.held.append((data, close_after, source, more))
                 arrival.held_bytes += len(data)
-            if link_of(self.ctx.current_source) is arrival.release_link:
+            if link_of(reader) is arrival.release_link:
                 return True  # RELEASE comes on this link: pausing it for what is held never ends
         if self.flow.active or self.congested:
-            self.flow.check(self, source)
+            self.flow.check(self, source, reader)
         return True
 
     def _write_now(
@@ -431,10 +414,10 @@ class MsrpConnection(asyncio.Protocol):
             self.close_reason = self.close_reason or "closed after relay (flag 2)"
         if not self.flush_queued and self.transport is not None:
             self.flush_queued = True
-            self.ctx.queue_flush(self)
+            self.ctx.batch.queue(self)
 
     def flush(self) -> None:
-        """Hand what is pending to the transport (WorkerContext.queue_flush calls this)."""
+        """Hand what is pending to the transport (WriteBatch calls this)."""
         self.flush_queued = False
         transport = self.transport
         if transport is None or self.closed:
@@ -460,8 +443,8 @@ class MsrpConnection(asyncio.Protocol):
     @property
     def may_read(self) -> bool:
         """Not stopping, or finishing the streamed frame it was reading when the stop came."""
-        ctx = self.ctx
-        return not ctx.stopping or (self.stream_sink is not None and not ctx.given_up)
+        stop = self.ctx.stop
+        return not stop.stopping or (self.stream_sink is not None and not stop.given_up)
 
     def stop_reading(self) -> None:
         """Graceful stop: read no new frame (a streamed one being relayed is finished first,

@@ -20,14 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
-from ..protocol import MsrpUri
+from ..protocol import Frame, MsrpUri
 from ..routing.env import Destination, SendFlags
-from .conn import MsrpConnection, format_peer, registry_key
-from .dialing import Dialing
+from .dialing import Dialed, Dialing
+from .gone import Sent
 from .handoff import conid_owner
-from .sinks import HandoffSink, LocalSink, Sink
+from .peers import format_peer, registry_key
+from .ports import Sink
+from .routeenv import RoutedConn
+from .sinks import HandoffSink, LocalSink
 
 if TYPE_CHECKING:
     from .context import WorkerContext
@@ -37,18 +41,42 @@ __all__ = ["Delivery"]
 logger = logging.getLogger(__name__)
 
 
+class Outbound(Dialed, Protocol):
+    """A connection the relay opens to a next hop (conn.MsrpConnection)."""
+
+    conid: int
+    closed: bool
+    outbound: bool
+    listed: bool
+    peer_key: str
+
+    @property
+    def registry_key(self) -> str: ...
+
+
 class Delivery:
-    def __init__(self, ctx: WorkerContext, client_tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        client_tls: ssl.SSLContext | None,
+        new_conn: Callable[[bool], Outbound],
+    ) -> None:
         self.ctx = ctx
         self.client_tls = client_tls
-        self.outbound: dict[str, MsrpConnection] = {}
-        self.dialing = Dialing(ctx)
+        self.new_conn = new_conn
+        """An outbound connection object (secure: TLS), not connected yet."""
+        self.outbound: dict[str, Outbound] = {}
+        self.dialing = Dialing(ctx.settings.msrp.dialing, ctx.counters, ctx.conns, ctx.loop)
         self.private = False
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
 
-    def resolve(self, dest: Destination, flags: int) -> Sink | None:
+    def resolve(
+        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
+    ) -> Sink | None:
+        """The sink for `frame`, relayed by the route that `origin`'s frame runs, towards
+        `dest`; None when there is none (flag 1 and no connection, or no TLS context)."""
         if dest.conid is not None:
-            return self.for_conid(dest.conid)
+            return self.for_conid(dest.conid, frame, origin)
         uri = dest.uri
         if uri is None:
             return None
@@ -58,58 +86,68 @@ class Delivery:
         if registry is not None:
             for known in (registry_key(key, False), key) if dest.chosen else (key,):
                 conid = registry.lookup(known)
-                sink = None if conid is None else self.for_conid(conid)
+                sink = None if conid is None else self.for_conid(conid, frame, origin)
                 if sink is not None:
                     return sink
         pending = self.outbound.get(key)
         if pending is not None and not pending.closed:
-            return self.dialing.park(pending, key)
+            return self.dialing.park(pending, key, frame, origin)
         if flags & SendFlags.REUSE_ONLY:
             logger.info("relay to %s: no connection and flag 1 forbids opening one", key)
             return None
-        refused = self.dialing.refusal(key)
+        refused = self.dialing.refusal(key, origin.conid)
         if refused is not None:
-            return self.dialing.fail_now(key, refused)
-        return self._open(key, uri, host, port)
+            return self.dialing.fail_now(key, refused, frame, origin.conid)
+        return self._open(key, uri, host, port, frame, origin)
 
-    def for_conid(self, conid: int) -> Sink | None:
+    def for_conid(self, conid: int, frame: Frame, origin: RoutedConn) -> Sink | None:
         ctx = self.ctx
         owner = conid_owner(conid)
-        source = ctx.current_conn
         if owner == (ctx.ident.slot, ctx.ident.generation):
             conn = ctx.conns.get(conid)
-            if source is not None:
-                source.migration.streak_owner = None
+            origin.migration.streak_owner = None
             if conn is not None and not conn.closed:
-                return LocalSink(conn)
-            return None if ctx.mover is None else ctx.mover.sink_for(conid)  # moved away
-        if ctx.hub is None:
+                return LocalSink(conn, origin)
+            mover = ctx.mover  # moved away?
+            if mover is None:
+                return None
+            return mover.sink_for(conid, Sent.of(frame, origin.conid, origin.peer_key), origin)
+        out = ctx.handoffs
+        hub = out.hub
+        if hub is None:
             return None
-        if source is not None and source.migration.movable and ctx.mover is not None:
-            ctx.mover.note_remote(source, owner, conid)
-        path = ctx.handoff_path(*owner)
-        return HandoffSink(ctx.hub, path, conid, ctx.next_token, ctx.counters, ctx.throttle_handoff)
+        if origin.migration.movable and ctx.mover is not None:
+            source = ctx.conns.get(origin.conid)
+            if source is not None:
+                ctx.mover.note_remote(source, owner, conid)
+        record = Sent.of(frame, origin.conid, origin.peer_key)  # a GONE reports it (gone.py)
+        return HandoffSink(out, hub, out.path(*owner), conid, record, origin)
 
-    def _open(self, key: str, uri: MsrpUri, host: str, port: int) -> Sink | None:
+    def _open(
+        self, key: str, uri: MsrpUri, host: str, port: int, frame: Frame, origin: RoutedConn
+    ) -> Sink | None:
         tls = self.client_tls if uri.secure else None
         if uri.secure and tls is None:
             logger.warning("relay to %s: msrps next hop but no TLS client context", key)
             return None
-        conn = MsrpConnection(self.ctx, "", uri.secure)
+        conn = self.new_conn(uri.secure)
         conn.outbound = True
         conn.listed = not self.private
         self.outbound[key] = conn
-        self.dialing.started(conn)
+        self.dialing.started(conn, origin.conid)
         task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
         self.ctx.tasks.add(task)
         task.add_done_callback(self.ctx.tasks.discard)
-        return self.dialing.park(conn, key)
+        return self.dialing.park(conn, key, frame, origin)
 
     async def _connect(
-        self, key: str, conn: MsrpConnection, host: str, port: int, tls: ssl.SSLContext | None
+        self, key: str, conn: Outbound, host: str, port: int, tls: ssl.SSLContext | None
     ) -> None:
+        # new_conn made an asyncio protocol (conn.MsrpConnection); Outbound names what is
+        # used of it here.
+        protocol = cast(asyncio.BaseProtocol, conn)
         connect = self.ctx.loop.create_connection(
-            lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+            lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
         )
         try:
             await asyncio.wait_for(connect, self.ctx.settings.msrp.dialing.connect_timeout)
@@ -127,7 +165,7 @@ class Delivery:
         worker still reuses them for what it relays itself. How many there are."""
         self.private = True
         registry = self.ctx.registry
-        links = {id(c): c for c in self.ctx.conns.values() if c.outbound}
+        links: dict[int, Outbound] = {id(c): c for c in self.ctx.conns.values() if c.outbound}
         links.update((id(c), c) for c in self.outbound.values())
         for conn in links.values():
             conn.listed = False
@@ -135,7 +173,8 @@ class Delivery:
                 registry.unregister(conn.registry_key, conn.conid)
         return len(links)
 
-    def forget(self, conn: MsrpConnection) -> None:
+    def forget(self, conn: object) -> None:
+        """`conn` closed: it is no next hop any more."""
         for key, known in list(self.outbound.items()):
             if known is conn:
                 del self.outbound[key]

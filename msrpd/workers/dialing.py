@@ -20,23 +20,20 @@ Rules (issue 12 item 3; rfc-checklist §2.4, §4.5):
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..protocol import Frame, LocalProtocolError, build_reply
-from ..protocol.frame import AUTH
-from ..protocol.writer import build_failure_report, report_basis
-from ..shm import Counter
-from .sinks import LocalSink, Sink
-
-if TYPE_CHECKING:
-    from .conn import MsrpConnection
-    from .context import WorkerContext
+from ..config import DialSettings
+from ..protocol import Frame
+from ..shm import Counter, StatsCounters
+from .ports import Blockable, Sink, Writable
+from .reports import loss_notice
+from .sinks import LocalSink
 
 __all__ = ["Dialing", "FailedSink"]
 
@@ -51,6 +48,34 @@ BUCKET_MEMORY = 4096
 REPORT_CODE, REPORT_REASON = 408, "Request Timeout"  # rfc-checklist §4.5 [impl]
 
 
+class _Gate(Protocol):
+    @property
+    def held_bytes(self) -> int: ...
+
+
+class Dialed(Writable, Protocol):
+    """An outbound connection still connecting (conn.MsrpConnection)."""
+
+    @property
+    def pending_bytes(self) -> int: ...
+
+    @property
+    def gate(self) -> _Gate: ...
+
+    def connect_failed(self, reason: str) -> None: ...
+
+
+class Origin(Blockable, Protocol):
+    """The connection whose frame is being routed (conn.MsrpConnection)."""
+
+    @property
+    def conid(self) -> int: ...
+
+
+class Notified(Protocol):
+    def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Parked:
     origin: int
@@ -59,7 +84,7 @@ class _Parked:
     """What its sender gets if the frame is lost: a REPORT, a 408 to an AUTH, or nothing."""
 
 
-class FailedSink:
+class FailedSink(Sink):
     """Where a frame goes that cannot be delivered: nowhere (its sender has its REPORT)."""
 
     __slots__ = ()
@@ -79,14 +104,22 @@ _FAILED = FailedSink()
 
 
 class Dialing:
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
-        m = ctx.settings.msrp.dialing
+    def __init__(
+        self,
+        m: DialSettings,
+        counters: StatsCounters,
+        conns: Mapping[int, Notified],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.counters = counters
+        self.conns = conns
+        """This worker's connections by id: a lost frame's sender is told there."""
+        self.loop = loop
         self.fail_ttl = m.connect_fail_ttl
         self.max_connects = m.max_connects
         self.max_per_source = m.max_connects_per_conn
         self.max_bytes = m.max_connecting_bytes
-        self.connecting: dict[MsrpConnection, tuple[int | None, list[_Parked]]] = {}
+        self.connecting: dict[Dialed, tuple[int | None, list[_Parked]]] = {}
         """conn -> (the source connection that started it, the frames parked on it)."""
         self.per_source: dict[int, int] = {}
         self.rate = m.connect_rate
@@ -97,8 +130,9 @@ class Dialing:
         self.failed: OrderedDict[str, float] = OrderedDict()
         """next hop key -> when (monotonic) its failure is forgotten."""
 
-    def refusal(self, key: str) -> str | None:
-        """Why a new connect to `key` may not start now, or None when it may."""
+    def refusal(self, key: str, origin: int) -> str | None:
+        """Why a new connect to `key`, for a frame from connection `origin`, may not start
+        now, or None when it may."""
         until = self.failed.get(key)
         if until is not None:
             if time.monotonic() < until:
@@ -106,59 +140,52 @@ class Dialing:
             del self.failed[key]
         if len(self.connecting) >= self.max_connects:
             return f"{self.max_connects} connects in flight in this worker"
-        source = self.ctx.current_conn
-        if source is not None:
-            if self.per_source.get(source.conid, 0) >= self.max_per_source:
-                return f"{self.max_per_source} connects in flight for its sender"
-            if self._tokens(source.conid, time.monotonic()) < 1:
-                return f"its sender started {self.rate:g} connects a second"
+        if self.per_source.get(origin, 0) >= self.max_per_source:
+            return f"{self.max_per_source} connects in flight for its sender"
+        if self._tokens(origin, time.monotonic()) < 1:
+            return f"its sender started {self.rate:g} connects a second"
         return self._over_bytes()
 
     def _tokens(self, conid: int, now: float) -> float:
         tokens, at = self.buckets.get(conid, (self.burst, now))
         return min(self.burst, tokens + (now - at) * self.rate)
 
-    def started(self, conn: MsrpConnection) -> None:
-        source = self.ctx.current_conn
-        origin = None if source is None else source.conid
+    def started(self, conn: Dialed, origin: int) -> None:
+        """A connect for a frame from connection `origin` starts."""
         self.connecting[conn] = (origin, [])
-        if origin is not None:
-            self.per_source[origin] = self.per_source.get(origin, 0) + 1
-            now = time.monotonic()
-            self.buckets[origin] = (self._tokens(origin, now) - 1, now)
-            self.buckets.move_to_end(origin)
-            while len(self.buckets) > BUCKET_MEMORY:
-                self.buckets.popitem(last=False)
-        self.ctx.counters.add(Counter.connects_out)
+        self.per_source[origin] = self.per_source.get(origin, 0) + 1
+        now = time.monotonic()
+        self.buckets[origin] = (self._tokens(origin, now) - 1, now)
+        self.buckets.move_to_end(origin)
+        while len(self.buckets) > BUCKET_MEMORY:
+            self.buckets.popitem(last=False)
+        self.counters.add(Counter.connects_out)
 
-    def park(self, conn: MsrpConnection, key: str) -> Sink:
-        """The sink for the current frame to `conn`, still connecting (or a FailedSink when
-        the bytes bound is reached)."""
+    def park(self, conn: Dialed, key: str, frame: Frame, origin: Origin) -> Sink:
+        """The sink for `frame` from `origin` to `conn`, still connecting (or a FailedSink
+        when the bytes bound is reached)."""
         entry = self.connecting.get(conn)
         if entry is None:
-            return LocalSink(conn)
+            return LocalSink(conn, origin)
         over = self._over_bytes()
         if over is not None:
-            return self.fail_now(key, over)
-        record = self._record()
-        if record is not None:
-            entry[1].append(record)
-        return LocalSink(conn)
+            return self.fail_now(key, over, frame, origin.conid)
+        entry[1].append(_Parked(origin.conid, loss_notice(frame, REPORT_CODE, REPORT_REASON)))
+        return LocalSink(conn, origin)
 
-    def fail_now(self, key: str, why: str) -> Sink:
-        """The current frame for `key` fails now: counted, logged, reported to its sender."""
-        record = self._record()
-        self.ctx.count_relay_fail()
+    def fail_now(self, key: str, why: str, frame: Frame, origin: int) -> Sink:
+        """`frame`, from connection `origin`, for `key` fails now: counted, logged, reported
+        to its sender."""
+        self.counters.add(Counter.relay_fail)
         # Debug only: a client can make one per frame; relay_fail counts them.
         logger.debug("relay to %s failed: %s", key, why)
-        if record is not None:
-            self._report(record)
+        self._report(_Parked(origin, loss_notice(frame, REPORT_CODE, REPORT_REASON)))
         return _FAILED
 
-    def connected(self, conn: MsrpConnection) -> None:
+    def connected(self, conn: Dialed) -> None:
         self._done(conn)
 
-    def failed_connect(self, key: str, conn: MsrpConnection, reason: str) -> None:
+    def failed_connect(self, key: str, conn: Dialed, reason: str) -> None:
         """The connect to `key` failed: release what `conn` holds, remember the failure, and
         fail every frame parked on it."""
         parked = self._done(conn)
@@ -167,15 +194,15 @@ class Dialing:
         self.failed.move_to_end(key)
         while len(self.failed) > FAILED_MEMORY:
             self.failed.popitem(last=False)
-        self.ctx.counters.add(Counter.connects_failed)
-        self.ctx.counters.add(Counter.relay_fail, max(1, len(parked)))
+        self.counters.add(Counter.connects_failed)
+        self.counters.add(Counter.relay_fail, max(1, len(parked)))
         logger.warning(
             "relay to %s failed: cannot connect: %s (%d frames lost)", key, reason, len(parked)
         )
         for record in parked:
             self._report(record)
 
-    def _done(self, conn: MsrpConnection) -> list[_Parked]:
+    def _done(self, conn: Dialed) -> list[_Parked]:
         origin, parked = self.connecting.pop(conn, (None, []))
         if origin is not None:
             left = self.per_source.get(origin, 0) - 1
@@ -194,29 +221,9 @@ class Dialing:
             return None
         return f"{waiting} bytes wait for connections in this worker"
 
-    def _record(self) -> _Parked | None:
-        frame, conn = self.ctx.current_frame, self.ctx.current_conn
-        if frame is None or conn is None:
-            return None
-        return _Parked(conn.conid, _notice(frame))
-
     def _report(self, record: _Parked) -> None:
         """Tell the sender after the route's own 200: after this loop iteration, and behind
         the 200 of a streamed SEND still held until its end-line (write_reply)."""
-        origin = self.ctx.conns.get(record.origin)
+        origin = self.conns.get(record.origin)
         if record.notice is not None and origin is not None:
-            self.ctx.loop.call_soon(origin.write_reply, record.notice)
-
-
-def _notice(frame: Frame) -> bytes | None:
-    """A REPORT when `frame` is a SEND that asked for failure reports (RFC 4975 §7.1.2), a 408
-    when it is an AUTH (its response is end to end: nobody else answers it), else None."""
-    if frame.method == AUTH:
-        try:
-            return build_reply(frame, REPORT_CODE, REPORT_REASON)
-        except LocalProtocolError:
-            return None
-    basis = report_basis(frame)
-    if basis is None:
-        return None
-    return build_failure_report(basis, secrets.token_hex(6).encode(), REPORT_CODE, REPORT_REASON)
+            self.loop.call_soon(origin.write_reply, record.notice)

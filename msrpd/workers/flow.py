@@ -4,9 +4,9 @@ Rules (uvicorn's flow_control.py, per destination): memory per connection stays 
 (issue 5) because a source never gets further ahead of its destination than the destination's
 write high-water mark plus one read. When a write leaves a destination congested (its
 transport paused writing, or frames wait behind a streamed one), the connection whose data
-is being routed right now (the current source) pauses reading and is remembered; when the
-destination drains or closes, its blocked sources resume. A source blocked by several
-destinations resumes when the last one lets it go.
+is being routed right now (its reader, passed down with the write) pauses reading and is
+remembered; when the destination drains or closes, its blocked sources resume. A source
+blocked by several destinations resumes when the last one lets it go.
 Across workers the same holds per destination: frames that arrive over a handoff link have
 a LinkSource (that link, that destination) as their source, so a congested destination sends
 PAUSE to the sending worker, which pauses the connections that relay into it until RESUME
@@ -22,23 +22,12 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .ports import Blockable
+
 if TYPE_CHECKING:
     from .conn import MsrpConnection
-    from .context import WorkerContext
 
-__all__ = ["WRITE_HIGH", "Blockable", "FlowControl", "FlowLink", "LinkSource", "link_of"]
-
-
-class Blockable(Protocol):
-    """A reader that can be paused: a connection, or a handoff link."""
-
-    def block(self, dest: Hashable) -> None: ...
-
-    def unblock(self, dest: Hashable) -> None: ...
-
-
-WRITE_HIGH = 1 << 20
-"""Bytes a connection may have waiting to be written before its sources pause (1 MiB)."""
+__all__ = ["FlowControl", "FlowLink", "LinkSource", "link_of"]
 
 
 class FlowLink(Protocol):
@@ -77,10 +66,9 @@ class FlowControl:
     are told again (a new owner goes on; a handoff link learns which stream may go on).
     """
 
-    __slots__ = ("blocked", "ctx", "exempt", "owner_blocked")
+    __slots__ = ("blocked", "exempt", "owner_blocked")
 
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
+    def __init__(self) -> None:
         self.blocked: dict[Blockable, Hashable] = {}
         """Paused source -> the key its writes carry (FrameGate source)."""
         self.owner_blocked: Blockable | None = None
@@ -92,13 +80,14 @@ class FlowControl:
     def active(self) -> bool:
         return bool(self.blocked) or self.owner_blocked is not None
 
-    def check(self, dest: MsrpConnection, key: Hashable = None) -> None:
-        """After a write to `dest` by the writer `key` (or when it drains): pause or resume
-        sources."""
+    def check(
+        self, dest: MsrpConnection, key: Hashable = None, source: Blockable | None = None
+    ) -> None:
+        """After a write to `dest` by the writer `key`, read from `source` (or when it
+        drains: no source): pause or resume sources."""
         if dest.congested:
             if self.blocked and dest.gate.owner != self.exempt:
                 self._owner_changed(dest)
-            source = self.ctx.current_source
             if (
                 source is not None
                 and source is not dest

@@ -136,7 +136,7 @@ class HandoffFlags(IntFlag):
     owner holds back until RELEASE."""
     NOTICE = 8
     """A failure REPORT the relay made itself for a sender that moved to the receiving worker:
-    written even by a worker whose stop refuses relayed frames (context.handoff_gone)."""
+    written even by a worker whose stop refuses relayed frames (gone.GoneReports.handoff_gone)."""
 
 
 _PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED})

@@ -48,15 +48,19 @@ from .handoff import (
     HandoffFlags,
     HandoffKind,
 )
+from .stopstate import StopState
 
-__all__ = ["CloseConn", "Deliver", "HandoffHub", "HandoffStats", "OnGone"]
+__all__ = ["CloseConn", "Deliver", "HandoffHub", "HandoffStats", "OnControl", "OnGone"]
 
 logger = logging.getLogger(__name__)
 
-Deliver = Callable[[int, memoryview | bytes, int, tuple[int, int]], bool]
-"""deliver(conid, payload, flags, source) -> False when conid is not a live connection of this
-worker. `source` is (link id, token): the pieces of one streamed frame share it, so the owner
-can keep other frames from interleaving with them."""
+Deliver = Callable[[int, memoryview | bytes, int, tuple[int, int], "_Link"], bool]
+"""deliver(conid, payload, flags, source, link) -> False when conid is not a live connection of
+this worker. `source` is (link id, token): the pieces of one streamed frame share it, so the
+owner can keep other frames from interleaving with them; `link` is the link it came on (flow
+control may pause it)."""
+OnControl = Callable[[Handoff, "_Link"], None]
+"""on_control(message, link it came on) for each message that moves a connection."""
 OnGone = Callable[[int, int], None]
 """on_gone(conid, token): a message sent to another worker was not delivered."""
 CloseConn = Callable[[int], None]
@@ -78,7 +82,7 @@ def _nothing(link_id: int) -> None:
     pass
 
 
-def _ignore(msg: Handoff) -> None:
+def _ignore(msg: Handoff, link: _Link) -> None:
     logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
 
 
@@ -235,7 +239,7 @@ class _Link(asyncio.Protocol):
             hub.after_read()  # what this read produced leaves now
 
     def eof_received(self) -> bool:
-        if self.dest is None and self._hub.stopping:
+        if self.dest is None and self._hub.stop.stopping:
             # A stopping peer has sent all it will (finish_sending); it still reads.
             self.peer_done = True
             return True
@@ -322,6 +326,7 @@ class HandoffHub:
         loop: the running event loop (uvloop or asyncio's own).
         close_conn: `close_conn(conid)` for each CLOSE received.
         max_payload: the largest FRAME payload sent or accepted.
+        stop: the worker's graceful-stop state (stopstate.py).
     """
 
     def __init__(
@@ -333,6 +338,7 @@ class HandoffHub:
         *,
         close_conn: CloseConn,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        stop: StopState | None = None,
     ) -> None:
         self.own_path = own_path
         self.loop = loop
@@ -347,8 +353,6 @@ class HandoffHub:
         self._server: asyncio.AbstractServer | None = None
         self._own_inode: int | None = None
         self._closed = False
-        self.current_link: _Link | None = None
-        """The link whose messages are being delivered right now."""
         self._dirty: list[_Link] = []  # links with a flush scheduled
         self.batching = False
         """Inside one read's work: links queue without scheduling a write, because
@@ -357,7 +361,7 @@ class HandoffHub:
         self.after_read: Callable[[], None] = self.flush
         """Called before and after each read's messages are delivered (the worker batches
         its connections' writes there too)."""
-        self.on_control: Callable[[Handoff], None] = _ignore
+        self.on_control: OnControl = _ignore
         """Called for each message that moves a connection (colocate.py)."""
         self.on_flow: Callable[[bool, int, int, int], None] = _no_flow
         """on_flow(pause, conid, token, link id) for each PAUSE/RESUME received
@@ -366,10 +370,9 @@ class HandoffHub:
         """on_link_lost(link id) when a link closes: the streams that came on it (sources
         (link id, token)) send no more pieces (their worker died, say), and the PAUSEs that
         came on it are void (remoteflow.py)."""
-        self.stopping = False
-        """Graceful stop: a peer's EOF means "done sending", not "gone" (finish_sending)."""
-        self.refusing = False
-        """Answer GONE to every FRAME: this worker delivers nothing more (its stop gave up)."""
+        self.stop = stop or StopState()
+        """Stopping: a peer's EOF means "done sending", not "gone" (finish_sending); given
+        up: answer GONE to every FRAME, this worker delivers nothing more."""
 
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
@@ -525,15 +528,15 @@ class HandoffHub:
 
     def _dispatch(self, link: _Link, messages: list[Handoff]) -> None:
         self.stats.received += len(messages)
-        self.current_link = link  # deliver() may pause it (flow control)
         deliver = self._deliver
+        refusing = self.stop.given_up
         for msg in messages:
             # A failing callback costs its own message, not the link and the others on it.
             try:
                 if msg.kind is _FRAME:
                     source = (id(link), msg.token)
-                    refused = self.refusing and not msg.flags & _NOTICE
-                    if refused or not deliver(msg.conid, msg.payload, msg.flags, source):
+                    refused = refusing and not msg.flags & _NOTICE
+                    if refused or not deliver(msg.conid, msg.payload, msg.flags, source, link):
                         self.stats.gone_sent += 1
                         link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
                 elif msg.kind is _GONE:
@@ -544,10 +547,9 @@ class HandoffHub:
                 elif msg.kind is _PAUSE or msg.kind is _RESUME:
                     self.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, id(link))
                 else:
-                    self.on_control(msg)
+                    self.on_control(msg, link)
             except Exception:
                 logger.exception("handoff: %s callback failed for %x", msg.kind.name, msg.conid)
-        self.current_link = None
 
     def _adopt(self, link: _Link) -> None:
         if self._closed:

@@ -31,20 +31,16 @@ Rules:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ..config.selfuri import SelfUris
 from ..protocol import Frame, FrameReader, LocalProtocolError, ReaderLimits, relay_splice
 from ..protocol.frame import REPORT, SEND
 from ..protocol.writer import build_reply
-from ..routing import Msrp
-from ..shm import Counter
-from .routeenv import ConnEnv
-
-if TYPE_CHECKING:
-    from .conn import MsrpConnection
-    from .context import WorkerContext
-    from .sinks import Sink
+from ..routing import Msrp, RouteScript
+from ..routing.env import Destination
+from ..shm import Counter, StatsCounters
+from .ports import Sink
+from .routeenv import ConnEnv, RoutedConn, count_reply
 
 __all__ = ["MAX_LOCAL_HOPS", "MAX_SELF_IN_PATH", "HopEnv", "Loopback"]
 
@@ -59,25 +55,40 @@ _HEAD_PAD = 96  # bytes after a streamed head so the reader sees "body over the 
 
 
 class HopEnv(ConnEnv):
-    """ConnEnv for an inner hop: replies are kept, not written (module docstring)."""
+    """ConnEnv for an inner hop: replies are kept, not written (module docstring). What it
+    relays is the `outer` frame's: its failures are reported to the outer frame's sender."""
 
-    __slots__ = ("depth", "replies")
+    __slots__ = ("outer", "replies")
 
-    def __init__(self, ctx: WorkerContext, conn: MsrpConnection, depth: int) -> None:
-        super().__init__(ctx, conn)
+    def __init__(self, env: ConnEnv, outer: Frame, depth: int) -> None:
+        super().__init__(env.routes, env.conn)
         self.depth = depth
+        self.outer = outer
         self.replies: list[bytes] = []
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.replies.append(data)
 
+    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+        return super().relay(self.outer, data, dest, flags)
+
 
 class Loopback:
-    def __init__(self, ctx: WorkerContext, self_uris: SelfUris) -> None:
-        self.ctx = ctx
+    __slots__ = ("counters", "limits", "route", "self_uris")
+
+    def __init__(
+        self,
+        route: RouteScript,
+        limits: ReaderLimits,
+        counters: StatsCounters,
+        self_uris: SelfUris,
+    ) -> None:
+        self.route = route
+        self.limits = limits
+        self.counters = counters
         self.self_uris = self_uris
 
-    def refuse_loop(self, frame: Frame, conn: MsrpConnection) -> bool:
+    def refuse_loop(self, frame: Frame, conn: RoutedConn) -> bool:
         """True when `frame`'s To-Path names us too often: it has been answered or dropped."""
         if frame.to_count <= MAX_SELF_IN_PATH:
             return False  # the usual frame: nothing to parse
@@ -87,7 +98,7 @@ class Loopback:
             return False  # the route answers a bad path
         if ours <= MAX_SELF_IN_PATH:
             return False
-        self.ctx.counters.add(Counter.loops_refused)
+        self.counters.add(Counter.loops_refused)
         tid = frame.tid.decode(errors="replace")
         logger.warning(
             "refused %s from %s: To-Path names this relay %d times (loop)", tid, conn.peer_key, ours
@@ -95,59 +106,59 @@ class Loopback:
         wanted = (frame.header(b"failure-report") or b"yes").strip().lower()
         if frame.method is not None and frame.method != REPORT and wanted != b"no":
             reply = build_reply(frame, 403, "Forbidden (To-Path loops through this relay)")
-            self.ctx.count_reply(reply)
+            count_reply(self.counters, reply)
             conn.write_reply(reply)  # a streamed frame's once its end-line is in
         return True
 
-    def reroute(self, env: ConnEnv, data: bytes, streamed: bool) -> Sink | None:
-        """Route `data` (what relay() would have sent to our own URI) here; the sink the inner
-        route relayed to, or None when it did not relay (logged, counted, reported)."""
-        ctx, conn = self.ctx, env.conn
-        depth = getattr(env, "depth", 0) + 1
-        outer = ctx.current_frame
+    def reroute(self, env: ConnEnv, outer: Frame, data: bytes, depth: int) -> Sink | None:
+        """Route `data` (what relay() of `outer` would have sent to our own URI) here, as
+        inner hop `depth`; the sink the inner route relayed to, or None when it did not relay
+        (logged, counted, reported)."""
         if depth > MAX_LOCAL_HOPS:
-            ctx.counters.add(Counter.loops_refused)
+            self.counters.add(Counter.loops_refused)
             logger.warning(
                 "relay of %s refused: more than %d hops through this relay",
                 _tid(outer),
                 MAX_LOCAL_HOPS,
             )
-            env.report_lost(403, "Forbidden (loops through this relay)")
+            env.report_lost(outer, 403, "Forbidden (loops through this relay)")
             return None
-        frame = _parse(data, streamed, ctx.limits)
+        frame = _parse(data, outer.streamed, self.limits)
         if frame is None:
             logger.warning(
                 "relay of %s to ourselves: the spliced frame does not parse", _tid(outer)
             )
-            ctx.count_relay_fail()
-            env.report_lost(408, "Not Delivered")
+            self.counters.add(Counter.relay_fail)
+            env.report_lost(outer, 408, "Not Delivered")
             return None
-        hop = HopEnv(ctx, conn, depth)
+        hop = HopEnv(env, outer, depth)
         try:
-            ctx.route.event(Msrp(frame, conn.info, hop))
+            self.route.event(Msrp(frame, env.conn.info, hop))
         except Exception:
             logger.exception("route failed on the inner hop of %s", _tid(outer))
-            ctx.counters.add(Counter.errors)
+            self.counters.add(Counter.errors)
         refused = [self._inner_reply(reply, outer, env) for reply in hop.replies]
         if hop.last_sink is None and not any(refused):
-            env.report_lost(408, "Not Delivered")  # the inner relay() failed (logged there)
+            env.report_lost(outer, 408, "Not Delivered")  # the inner relay() failed (logged there)
         return hop.last_sink
 
-    def _inner_reply(self, data: bytes, outer: Frame | None, env: ConnEnv) -> bool:
+    def _inner_reply(self, data: bytes, outer: Frame, env: ConnEnv) -> bool:
         """Deal with one reply of the inner hop; True when it refused a SEND."""
         code = data.split(b" ", 3)[2:3]
-        if outer is not None and outer.method == SEND:
+        if outer.method == SEND:
             if code[:1] and code[0].startswith(b"2"):
                 return False  # the hop-by-hop 200 between two hops that are both us
-            self.ctx.count_relay_fail()
+            self.counters.add(Counter.relay_fail)
             first_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
             logger.warning(
                 "relay of %s failed on its hop through this relay: %s", _tid(outer), first_line
             )
             status = int(code[0]) if code and code[0].isdigit() else 408
-            env.report_lost(status, "Session Does Not Exist" if status == 481 else "Not Delivered")
+            env.report_lost(
+                outer, status, "Session Does Not Exist" if status == 481 else "Not Delivered"
+            )
             return True
-        reply = _parse(data, False, self.ctx.limits)
+        reply = _parse(data, False, self.limits)
         try:
             spliced = None if reply is None else relay_splice(reply)
         except LocalProtocolError:
@@ -171,5 +182,5 @@ def _parse(data: bytes, streamed: bool, limits: ReaderLimits) -> Frame | None:
     return event if isinstance(event, Frame) else None
 
 
-def _tid(frame: Frame | None) -> str:
-    return "a frame" if frame is None else frame.tid.decode(errors="replace")
+def _tid(frame: Frame) -> str:
+    return frame.tid.decode(errors="replace")

@@ -12,7 +12,7 @@ Rules:
   destination is congested, FlowControl blocks the LinkSource, which sends PAUSE(conid) back on
   that link, and RESUME when the destination drains or closes. The link keeps being read.
 - Sender side: RemoteFlow remembers the paused conids. A connection that relays into a paused
-  conid (HandoffSink -> WorkerContext.throttle_handoff) stops reading until RESUME, or until the
+  conid (HandoffSink -> HandoffOut.throttle) stops reading until RESUME, or until the
   link the PAUSE came on is gone.
 Memory stays bounded: after a PAUSE each source sends at most one more read into the
 destination, plus what its link held (bounded by WRITE_HIGH, flow.py).
@@ -20,7 +20,7 @@ destination, plus what its link held (bounded by WRITE_HIGH, flow.py).
 
 from __future__ import annotations
 
-from .flow import Blockable
+from .ports import Blockable
 
 __all__ = ["RemoteFlow"]
 

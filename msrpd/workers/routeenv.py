@@ -1,9 +1,13 @@
-"""ConnEnv: the worker's implementation of the script API's RouteEnv, one per connection.
+"""Route running: the per-frame call into the routing script, and ConnEnv, the worker's
+implementation of the script API's RouteEnv (one per connection).
 
-Rules: the script's reply() writes on the connection the frame came on (for a streamed frame
-once its end-line is in, conn.write_reply); relay() asks the worker's delivery layer for a sink
-(a local connection, another worker's, or a new outbound one) and remembers it, so that a
-streamed frame's pieces follow its head.
+Rules: RouteRunner holds what the script needs from the worker (its policy, the shared
+tables, the user store, the delivery layer), built once. The frame being routed is passed as
+an argument all the way (Msrp -> relay -> delivery -> sink), never parked on a shared object.
+The script's reply() writes on the connection the frame came on (for a streamed frame once
+its end-line is in, conn.write_reply); relay() asks the delivery layer for a sink (a local
+connection, another worker's, or a new outbound one) and remembers it, so that a streamed
+frame's pieces follow its head.
 """
 
 from __future__ import annotations
@@ -11,48 +15,184 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import Protocol
 
-from ..protocol.writer import build_failure_report, report_basis
+from ..config.selfuri import SelfUris
+from ..protocol import ConnInfo, Frame, ReaderLimits, Status, build_reply
+from ..routing import Msrp, RouteScript
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
-from ..shm import Cmap, Counter
+from ..routing.sip import SipRequest
+from ..routing.users import UserStore
+from ..shm import Cmap, Counter, ShmSet, StatsCounters
+from .migrate.state import MigrationState
+from .ports import Sink
+from .reports import frame_report
 
-if TYPE_CHECKING:
-    from .conn import MsrpConnection
-    from .context import WorkerContext
-    from .sinks import Sink
-
-__all__ = ["ConnEnv"]
+__all__ = ["ConnEnv", "RouteRunner", "RoutedConn", "count_reply"]
 
 logger = logging.getLogger("msrpd.route")
 
 # 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
 _SESSION_BYTES = 12
+_REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
+
+
+def count_reply(counters: StatsCounters, data: bytes) -> None:
+    space = data.index(b" ", 5)
+    counters.add(_REPLY_COUNTERS.get(data[space + 1], Counter.replies_5xx))
+
+
+class RoutedConn(Protocol):
+    """What route running needs of the connection a frame came on (conn.MsrpConnection):
+    it is also the reader flow control pauses (ports.Blockable)."""
+
+    conid: int
+    peer_key: str
+    frames_in: int
+    migration: MigrationState
+    """Colocation (migrate/colocate.py): relaying to this worker breaks a streak to another."""
+    sessions: list[str]
+    session_meta: dict[str, tuple[str, float]]
+    env: ConnEnv
+
+    @property
+    def info(self) -> ConnInfo: ...
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
+
+    def block(self, dest: Hashable) -> None: ...
+
+    def unblock(self, dest: Hashable) -> None: ...
+
+
+class Resolver(Protocol):
+    """The delivery layer (delivery.Delivery)."""
+
+    def resolve(
+        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
+    ) -> Sink | None: ...
+
+
+class Rerouter(Protocol):
+    """Routing a frame again when its next hop is us (loopback.Loopback)."""
+
+    self_uris: SelfUris
+
+    def refuse_loop(self, frame: Frame, conn: RoutedConn) -> bool: ...
+
+    def reroute(self, env: ConnEnv, frame: Frame, data: bytes, depth: int) -> Sink | None: ...
+
+
+class RouteRunner:
+    """The routing script and what it needs from the worker, shared by every connection."""
+
+    __slots__ = (
+        "_htable",
+        "counters",
+        "delivery",
+        "limits",
+        "loopback",
+        "nonce_secret",
+        "policy",
+        "route",
+        "shm",
+        "users",
+    )
+
+    def __init__(
+        self,
+        route: RouteScript,
+        policy: RoutePolicy,
+        nonce_secret: bytes,
+        shm: ShmSet,
+        counters: StatsCounters,
+        limits: ReaderLimits,
+        *,
+        delivery: Resolver | None = None,
+        loopback: Rerouter | None = None,
+        users: UserStore | None = None,
+    ) -> None:
+        self.route = route
+        self.policy = policy
+        self.nonce_secret = nonce_secret
+        self.shm = shm
+        self.counters = counters
+        self.limits = limits
+        self.delivery = delivery
+        self.loopback = loopback
+        self.users = users
+        self._htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
+
+    @property
+    def cmap(self) -> Cmap | None:
+        return self.shm.cmap
+
+    @property
+    def htable(self) -> ScriptHTable:
+        if self._htable is None:
+            self._htable = ScriptHTable(self.shm.htable, time.time)
+        return self._htable
+
+    def run(self, frame: Frame, conn: RoutedConn) -> Sink | None:
+        """Run the script's event callback on `frame`; the sink relay() used, if any. A path
+        looping through us is answered here and never routed (loopback.py)."""
+        env = conn.env
+        env.last_sink = None
+        loopback = self.loopback
+        if loopback is not None and loopback.refuse_loop(frame, conn):
+            return None
+        try:
+            self.route.event(Msrp(frame, conn.info, env))
+        except Exception:
+            # A script bug must not take the worker down: log with the tid, answer 500 to a
+            # request, drop a response (issue 5; Kamailio drops silently).
+            logger.exception("route failed on frame %s from %s", frame.tid.decode(), conn.peer_key)
+            self.counters.add(Counter.errors)
+            if frame.method is not None and frame.method != b"REPORT":
+                reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
+                conn.write_reply(reply)
+        return env.last_sink
+
+    def run_sip(self, sip: SipRequest) -> None:
+        """The script's request_route(sip), or the default stateless 403 No SIP Here."""
+        handler = self.route.sip
+        if handler is None:
+            sip.reply(403, "No SIP Here")
+            return
+        try:
+            handler(sip)
+        except Exception:
+            logger.exception("request_route failed on %r", sip.first_line)
+            self.counters.add(Counter.errors)
+            sip.reply(500, "Server Error")
 
 
 class ConnEnv:
-    __slots__ = ("acked", "conn", "ctx", "last_sink")
+    __slots__ = ("acked", "conn", "depth", "last_sink", "routes")
 
-    def __init__(self, ctx: WorkerContext, conn: MsrpConnection) -> None:
-        self.ctx = ctx
+    def __init__(self, routes: RouteRunner, conn: RoutedConn) -> None:
+        self.routes = routes
         self.conn = conn
         self.last_sink: Sink | None = None
         self.acked = -1
         """conn.frames_in when the route last answered 2xx: which frame it was (report_lost);
         a count, not the frame, so no frame outlives its routing."""
+        self.depth = 0
+        """Inner routing passes this frame has taken through our own URIs (loopback.py)."""
 
     @property
     def policy(self) -> RoutePolicy:
-        return self.ctx.policy
+        return self.routes.policy
 
     @property
     def cmap(self) -> Cmap | None:
-        return self.ctx.cmap
+        return self.routes.cmap
 
     @property
     def nonce_secret(self) -> bytes:
-        return self.ctx.nonce_secret
+        return self.routes.nonce_secret
 
     def now(self) -> float:
         return time.time()
@@ -65,75 +205,74 @@ class ConnEnv:
 
     @property
     def htable(self) -> ScriptHTable:
-        return self.ctx.htable
+        return self.routes.htable
 
     @property
     def has_user_store(self) -> bool:
-        return self.ctx.users is not None
+        return self.routes.users is not None
 
     def user_ha1(self, username: str, realm: str) -> str | None:
-        return self.ctx.user_ha1(username, realm)
+        users = self.routes.users
+        return None if users is None else users.get_ha1(username, realm)
 
     def write_origin(self, data: bytes, flags: int) -> None:
-        self.ctx.count_reply(data)
+        count_reply(self.routes.counters, data)
         if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
             self.acked = self.conn.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
-    def report_lost(self, code: int, reason: str) -> None:
-        """The frame being routed will not be delivered: if the route has already answered
+    def report_lost(self, frame: Frame, code: int, reason: str) -> None:
+        """`frame` (being routed) will not be delivered: if the route has already answered
         it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
         rfc-checklist §2.4); otherwise the route's own answer tells it."""
-        frame = self.ctx.current_frame
-        if frame is None or self.acked != self.conn.frames_in:
+        if self.acked != self.conn.frames_in:
             return
-        basis = report_basis(frame)
-        if basis is not None:
-            tid = secrets.token_hex(6).encode()
-            self.conn.write_reply(build_failure_report(basis, tid, code, reason))
+        report = frame_report(frame, code, reason)
+        if report is not None:
+            self.conn.write_reply(report)
 
-    def relay(self, data: bytes, dest: Destination, flags: int) -> int:
-        loopback, uri = self.ctx.loopback, dest.uri
+    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+        routes, uri = self.routes, dest.uri
+        loopback = routes.loopback
         if loopback is not None and uri is not None and loopback.self_uris.matches(uri):
             # The next hop is us: route it again here, no connection (loopback.py).
-            sink = loopback.reroute(self, data, self.ctx.current_streamed)
+            sink = loopback.reroute(self, frame, data, self.depth + 1)
             self.last_sink = sink
             return -1 if sink is None else 1
-        delivery = self.ctx.delivery
-        sink = None if delivery is None else delivery.resolve(dest, flags)
+        delivery = routes.delivery
+        sink = None if delivery is None else delivery.resolve(dest, flags, frame, self.conn)
         if sink is None:
-            frame = self.ctx.current_frame
-            if frame is not None and frame.method is None:
+            if frame.method is None:
                 # A response for a frame we forwarded (its To-Path names more hops): it goes
                 # back only on a connection the relay opened; a client's is not found by
                 # address (issue 12), and the SEND got our hop-by-hop 200 (RFC 4976 §6.4.1).
-                self.ctx.counters.add(Counter.responses_dropped)
-                logger.info("response %s dropped: no connection to %s", self._tid(), dest.uri)
+                routes.counters.add(Counter.responses_dropped)
+                logger.info("response %s dropped: no connection to %s", _tid(frame), dest.uri)
                 return -1
-            self.ctx.count_relay_fail()
+            routes.counters.add(Counter.relay_fail)
             logger.info(
-                "relay of %s failed: no way to %s", self._tid(), dest.uri or f"{dest.conid:x}"
+                "relay of %s failed: no way to %s", _tid(frame), dest.uri or f"{dest.conid:x}"
             )
-            self.report_lost(408 if dest.conid is None else 481, "Not Delivered")
+            self.report_lost(frame, 408 if dest.conid is None else 481, "Not Delivered")
             return -1
-        streamed = self.ctx.current_streamed
+        streamed = frame.streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
         if not sink.send(data, source=self.conn.conid, more=streamed, close_after=close_after):
-            self.ctx.count_relay_fail()
-            logger.info("relay of %s failed: the destination connection is closed", self._tid())
-            self.report_lost(481, "Session Does Not Exist")
+            routes.counters.add(Counter.relay_fail)
+            logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
+            self.report_lost(frame, 481, "Session Does Not Exist")
             return -1
-        self.ctx.count_frame_out()
+        routes.counters.add(Counter.frames_out)
         self.last_sink = sink
         return 1
 
     def auth_done(self, ok: bool) -> None:
-        self.ctx.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
-
-    def _tid(self) -> str:
-        frame = self.ctx.current_frame
-        return "a frame" if frame is None else frame.tid.decode(errors="replace")
+        self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         self.conn.sessions.append(sessid)
         self.conn.session_meta[sessid] = (user, time.time())
+
+
+def _tid(frame: Frame) -> str:
+    return frame.tid.decode(errors="replace")

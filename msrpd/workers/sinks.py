@@ -2,7 +2,9 @@
 
 Strategy: relay() resolves its destination once, to a sink; a whole frame is one write to
 it, and a streamed frame's head, body pieces and end-line are successive writes to the same
-sink, so the pieces of one frame follow one another in order (RFC 4975 §7.1).
+sink, so the pieces of one frame follow one another in order (RFC 4975 §7.1). A sink is made
+for one routed frame: it knows the connection (or link) reading it, which flow control pauses
+when the destination is congested (flow.py, remoteflow.py).
 - LocalSink: this worker owns the connection and writes to its transport.
 - HandoffSink: another worker owns it; bytes go over the handoff link (handoff.py), which
   keeps order per destination.
@@ -10,46 +12,25 @@ sink, so the pieces of one frame follow one another in order (RFC 4975 §7.1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Protocol
 
-from ..shm import Counter, StatsCounters
+from ..shm import Counter
+from .gone import Sent
 from .handoff import frame_flags
+from .handoffout import HandoffOut
 from .links import HandoffHub
+from .ports import Blockable, Sink, Writable
 
-__all__ = ["HandoffSink", "LocalSink", "Sink", "Writable"]
-
-
-class Writable(Protocol):
-    def write_frame(
-        self,
-        data: bytes | memoryview,
-        close_after: bool = False,
-        *,
-        source: Hashable = None,
-        more: bool = False,
-    ) -> bool: ...
+__all__ = ["HandoffSink", "LocalSink"]
 
 
-class Sink(Protocol):
-    def send(
-        self,
-        data: bytes | memoryview,
-        *,
-        source: Hashable = None,
-        more: bool = False,
-        close_after: bool = False,
-    ) -> bool:
-        """Queue `data`; False when the destination is known to be gone. `source` names the
-        connection a streamed frame comes from; `more` says pieces of it follow."""
+class LocalSink(Sink):
+    __slots__ = ("conn", "reader")
 
-
-class LocalSink:
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: Writable) -> None:
+    def __init__(self, conn: Writable, reader: Blockable | None) -> None:
         self.conn = conn
+        self.reader = reader
 
     def send(
         self,
@@ -59,30 +40,33 @@ class LocalSink:
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
-        return self.conn.write_frame(data, close_after, source=source, more=more)
+        return self.conn.write_frame(
+            data, close_after, source=source, more=more, reader=self.reader
+        )
 
 
-class HandoffSink:
+class HandoffSink(Sink):
     """All pieces of one streamed frame carry one token: the owner tells streams apart by
-    (link, token)."""
+    (link, token). The token remembers the frame (`record`), so that a GONE can be reported
+    to its sender (gone.py)."""
 
-    __slots__ = ("conid", "counters", "hub", "path", "stream_token", "throttle", "token")
+    __slots__ = ("conid", "hub", "out", "path", "reader", "record", "stream_token")
 
     def __init__(
         self,
+        out: HandoffOut,
         hub: HandoffHub,
         path: Path,
         conid: int,
-        token: Callable[[], int],
-        counters: StatsCounters,
-        throttle: Callable[[Path, int, int], None],
+        record: Sent | None,
+        reader: Blockable | None,
     ) -> None:
-        self.throttle = throttle
+        self.out = out
         self.hub = hub
         self.path = path
         self.conid = conid
-        self.token = token
-        self.counters = counters
+        self.record = record
+        self.reader = reader
         self.stream_token: int | None = None
 
     def send(
@@ -93,9 +77,12 @@ class HandoffSink:
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
-        token = self.stream_token if self.stream_token is not None else self.token()
+        out, path, conid = self.out, self.path, self.conid
+        token = self.stream_token
+        if token is None:
+            token = out.sent.new_token(self.record)
         self.stream_token = token if more else None
-        self.hub.send(self.path, self.conid, token, [data], frame_flags(more, close_after))
-        self.counters.add(Counter.handoffs_out)
-        self.throttle(self.path, self.conid, token)  # back-pressure across workers (remoteflow.py)
+        self.hub.send(path, conid, token, [data], frame_flags(more, close_after))
+        out.counters.add(Counter.handoffs_out)
+        out.throttle(path, self.reader, conid, token)  # back-pressure across workers
         return True

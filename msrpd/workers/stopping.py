@@ -31,6 +31,7 @@ delivered, or its sender gets a failure REPORT when the SEND asked for one):
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -38,13 +39,14 @@ import os
 import socket
 import termios
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .conn import QUIET
+from .sentlog import SentLog
+from .stopstate import QUIET
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
     from .context import WorkerContext
+    from .gone import GoneReports
 
 __all__ = ["GracefulStop"]
 
@@ -64,11 +66,22 @@ that answers every frame from filling the socket, bounded so a flooding peer can
 loop reading."""
 
 
+class Closing(Protocol):
+    """What a connection being closed is asked here (conn.MsrpConnection)."""
+
+    conid: int
+    closed: bool
+    sent_log: SentLog
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+
 @dataclass(slots=True, eq=False)
 class _Lingering:
     sock: socket.socket
     """A duplicate of the connection's socket: it stays open when the transport closes."""
-    conn: MsrpConnection
+    conn: Closing
     shut: bool = False
     """Shut down for writing (once the transport had written all it held)."""
     heard: float = 0.0
@@ -80,8 +93,11 @@ class _Lingering:
 
 
 class GracefulStop:
-    def __init__(self, ctx: WorkerContext, started: float, deadline: float) -> None:
+    def __init__(
+        self, ctx: WorkerContext, reports: GoneReports, started: float, deadline: float
+    ) -> None:
         self.ctx = ctx
+        self.reports = reports
         self.started = started
         self.deadline = deadline
         self.margin = min(MARGIN, (deadline - started) / 2)
@@ -91,9 +107,7 @@ class GracefulStop:
         """Connection ids whose socket is in `lingering` (or was)."""
         self.lingering: dict[int, _Lingering] = {}
         """fd -> the socket of a connection being closed, kept until its peer has it all."""
-        ctx.stopping = True
-        if ctx.hub is not None:
-            ctx.hub.stopping = True
+        ctx.stop.stopping = True
         for conn in list(ctx.conns.values()):
             conn.stop_reading()
         # The test's and the operator's record of when this worker stopped reading.
@@ -144,14 +158,14 @@ class GracefulStop:
                 _discard(fd)
         self._linger(now)
         margin = min(max(self.margin, queued * PER_FRAME), self.deadline - self.started - QUIET)
-        if now >= self.deadline - margin and not ctx.given_up:
+        if now >= self.deadline - margin and not ctx.stop.given_up:
             self._give_up()
         if self.closing:
             self._close_settled()
             return
         if now - self.started < QUIET:
             return
-        reading = not ctx.given_up
+        reading = not ctx.stop.given_up
         if any(conn.unsent or (reading and conn.stream_sink) for conn in conns):
             return
         if hub is not None:
@@ -170,7 +184,7 @@ class GracefulStop:
             self._keep(conn)
             conn.close("relay stopping")
 
-    def _keep(self, conn: MsrpConnection) -> None:
+    def _keep(self, conn: Closing) -> None:
         """Keep the socket of `conn` open past its close, for _linger."""
         fd = -1 if conn.conid in self.kept else _fd(conn)
         if fd >= 0:
@@ -214,9 +228,8 @@ class GracefulStop:
 
     def _give_up(self) -> None:
         ctx = self.ctx
-        ctx.given_up = True
+        ctx.stop.given_up = True  # the hub refuses every FRAME from now on (GONE)
         if ctx.hub is not None:
-            ctx.hub.refusing = True
             ctx.hub.unblock_all()
         conns = list(ctx.conns.values())
         for conn in conns:
@@ -230,11 +243,11 @@ class GracefulStop:
         cut = [conn for conn in conns if not conn.closed and conn.unsent_relayed]
         for conn in cut:
             self._keep(conn)  # the kernel's bytes still go out after the abort
-            ctx.report_unsent(conn, conn.give_up())
-        ctx.flush_dirty()
+            self.reports.report_unsent(conn, conn.give_up())
+        ctx.batch.flush_dirty()
 
 
-def _fd(conn: MsrpConnection) -> int:
+def _fd(conn: Closing) -> int:
     transport = conn.transport
     sock = None if transport is None else transport.get_extra_info("socket")
     return -1 if sock is None else int(sock.fileno())

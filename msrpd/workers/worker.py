@@ -43,22 +43,26 @@ from ..config.selfuri import SelfUris
 from ..process.listeners import listen_backlog
 from ..process.logs import reopen_logs
 from ..process.title import set_title
+from ..protocol import ReaderLimits
 from ..routing import RouteLoadError, RoutePolicy, load_route
 from ..routing.users import UserStore
-from ..rundir import ctl_path
+from ..rundir import ctl_path, handoff_path
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from .conn import QUIET, MsrpConnection
+from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_handlers
 from .delivery import Delivery
-from .flow import LinkSource
+from .flow import FlowLink, LinkSource
+from .gone import GoneReports
 from .handoff import HandoffFlags
 from .links import HandoffHub
 from .loopback import Loopback
 from .migrate.build import build_migration
 from .migrate.retire import Retirer
 from .migrate.state import MigrationState
+from .routeenv import RouteRunner
 from .stopping import GracefulStop
+from .stopstate import QUIET, StopState
 from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
@@ -96,6 +100,9 @@ class Worker:
         self.wakeup: asyncio.Event | None = None
         self.ctl: WorkerCtlServer | None = None
         self.stop: GracefulStop | None = None
+        self.routes: RouteRunner | None = None
+        self.reports: GoneReports | None = None
+        self.delivery: Delivery | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
         self.retirer: Retirer[MsrpConnection] | None = None
@@ -164,18 +171,49 @@ class Worker:
             sipmsg=settings.msrp.sipmsg,
         )
         users = UserStore(settings.auth.users) if settings.auth.users else None
-        ctx = WorkerContext(settings, spec.ident, shm, route, policy, spec.nonce_secret, loop)
-        ctx.users = users
-        ctx.delivery = Delivery(ctx, tls_client)
+        ident = spec.ident
+        stop = StopState()
+        hub = HandoffHub(
+            handoff_path(settings.core.run_dir, ident.slot, ident.generation),
+            deliver=lambda conid, data, flags, source, link: _deliver(
+                ctx, conid, data, flags, source, link
+            ),
+            # Late bound: the reports read the context, which holds the hub.
+            on_gone=lambda conid, token: reports.handoff_gone(conid, token),  # noqa: PLW0108
+            close_conn=lambda conid: _close(ctx, conid),
+            loop=loop,
+            stop=stop,
+        )
+        ctx = WorkerContext(settings, ident, shm, loop, hub, stop)
+        hub.on_flow = ctx.handoffs.flow.on_flow
+        hub.before_read = ctx.batch.begin
+        hub.after_read = ctx.batch.flush_now
+        hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
+        self.reports = reports = GoneReports(ctx.handoffs.sent, ctx)
         m = settings.msrp
+        limits = ReaderLimits(max_head=m.max_head, max_body=m.max_body)
         self_uris = SelfUris.build(
             settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
         )
-        ctx.loopback = Loopback(ctx, self_uris)
+        loopback = Loopback(route, limits, ctx.counters, self_uris)
+        delivery = Delivery(ctx, tls_client, lambda secure: MsrpConnection(ctx, routes, "", secure))
+        ctx.delivery = self.delivery = delivery
+        self.routes = routes = RouteRunner(
+            route,
+            policy,
+            spec.nonce_secret,
+            shm,
+            ctx.counters,
+            limits,
+            delivery=delivery,
+            loopback=loopback,
+            users=users,
+        )
         return ctx
 
     async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
-        settings = self.spec.settings
+        settings, routes = self.spec.settings, self.routes
+        assert routes is not None  # built with the context (_context)
         try:
             tls = (
                 server_context(settings.tls)
@@ -193,26 +231,16 @@ class Worker:
             servers.append(
                 await ctx.loop.create_server(
                     lambda text=str(addr), secure=secure: _accepted_conn(
-                        ctx, text, secure, balance
+                        ctx, routes, text, secure, balance
                     ),
                     sock=sock,
                     ssl=tls if secure else None,
                     backlog=backlog,
                 )
             )
-        hub = HandoffHub(
-            ctx.handoff_path(ctx.ident.slot, ctx.ident.generation),
-            deliver=lambda conid, data, flags, source: _deliver(ctx, conid, data, flags, source),
-            on_gone=lambda conid, token: _gone(ctx, conid, token),
-            close_conn=lambda conid: _close(ctx, conid),
-            loop=ctx.loop,
-        )
-        hub.on_flow = ctx.remote_flow.on_flow
-        hub.before_read = ctx.begin_batch
-        hub.after_read = ctx.flush_now
-        hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
+        hub = ctx.hub
+        assert hub is not None
         await hub.start()
-        ctx.hub = hub
         ident = ctx.ident
         migration = build_migration(
             ctx,
@@ -223,17 +251,16 @@ class Worker:
             index=ident.index,
             colocate=settings.core.balance,
             linger=settings.core.drain_timeout,
-            delivery=ctx.delivery,
-            new_conn=lambda text: _passed_conn(ctx, text),
-            adopt=lambda sock, text: _adopt(ctx, sock, text),
+            delivery=self.delivery,
+            new_conn=lambda text: _passed_conn(ctx, routes, text),
+            adopt=lambda sock, text: _adopt(ctx, routes, sock, text),
         )
         try:
             migration.balancer.start()
         except OSError as exc:
             raise _BootError(f"accept socket: {exc}") from None
         ctx.balancer, ctx.mover = migration.balancer, migration.mover
-        mover = migration.mover
-        hub.on_control = lambda msg: mover.on_control(msg, hub.current_link)
+        hub.on_control = migration.mover.on_control
         self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
             ctl_path(settings.core.run_dir, ident.slot, ident.generation),
@@ -256,9 +283,9 @@ class Worker:
             # supervisor's signal, as the supervisor's kill does (issue 12 item 5).
             if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
                 self.term_at = self.term_at or time.monotonic()
-                ctx.stopping = True  # conn.py reads no new frame from here on
-                if ctx.hub is not None:
-                    ctx.hub.stopping = True  # a peer's EOF now means "done sending" (links.py)
+                # Connections read no new frame from here on, and a handoff peer's EOF now
+                # means "done sending" (links.py).
+                ctx.stop.stopping = True
             loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
 
         signal.signal(signal.SIGTERM, term)
@@ -281,7 +308,7 @@ class Worker:
                 self.retirer.start()
             if mode is Mode.STOPPING and ctx is not None and self.stop is None:
                 # Now, not at the next tick: a busy loop takes a while to get there.
-                self.stop = GracefulStop(ctx, started, self.deadline)
+                self.stop = GracefulStop(ctx, self._reports(), started, self.deadline)
         if self.wakeup is not None:
             self.wakeup.set()
 
@@ -293,6 +320,10 @@ class Worker:
             self.wakeup.clear()
             if self._tick(ctx):
                 return
+
+    def _reports(self) -> GoneReports:
+        assert self.reports is not None  # built with the context (_context)
+        return self.reports
 
     def _tick_length(self) -> float:
         return TICK if self.mode is Mode.RUNNING else STOP_POLL
@@ -340,7 +371,7 @@ class Worker:
             # Deliver or report every frame answered before the stop (stopping.py).
             if self.stop is None:
                 started = self.deadline - self.spec.settings.core.drain_timeout
-                self.stop = GracefulStop(ctx, started, self.deadline)
+                self.stop = GracefulStop(ctx, self._reports(), started, self.deadline)
             self.stop.tick(time.monotonic())
 
     def _retired(self, ctx: WorkerContext) -> bool:
@@ -415,7 +446,12 @@ def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
 
 
 def _deliver(
-    ctx: WorkerContext, conid: int, data: bytes | memoryview, flags: int, source: tuple[int, int]
+    ctx: WorkerContext,
+    conid: int,
+    data: bytes | memoryview,
+    flags: int,
+    source: tuple[int, int],
+    link: FlowLink,
 ) -> bool:
     conn = ctx.conns.get(conid)
     if conn is None or conn.closed:
@@ -423,56 +459,50 @@ def _deliver(
             return False
         ctx.last_delivery = time.monotonic()  # forwarded: a retiring worker waits for quiet
         return True
-    ctx.count_handoff_in()
+    ctx.counters.add(Counter.handoffs_in)
     ctx.last_delivery = time.monotonic()
     # A congested destination asks the sending worker to pause what relays into it; the link
     # itself keeps being read (remoteflow.py).
-    link = ctx.hub.current_link if ctx.hub is not None else None
-    ctx.current_source = LinkSource(link, conid) if link is not None else None
     more = bool(flags & HandoffFlags.MORE)
     close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
     forwarded = bool(flags & HandoffFlags.FORWARDED)
     # A REPORT the sender's old worker made is the relay's own: no relayed frame to account.
     origin = None if flags & HandoffFlags.NOTICE else source
-    try:
-        return conn.write_frame(data, close_after, source=origin, more=more, forwarded=forwarded)
-    finally:
-        ctx.current_source = None
+    reader = LinkSource(link, conid)
+    return conn.write_frame(
+        data, close_after, source=origin, more=more, forwarded=forwarded, reader=reader
+    )
 
 
 def _accepted_conn(
-    ctx: WorkerContext, listen_text: str, secure: bool, balance: bool
+    ctx: WorkerContext, routes: RouteRunner, listen_text: str, secure: bool, balance: bool
 ) -> MsrpConnection:
     """A connection object for a socket this worker accepted."""
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS state lives in this process.
     migration = MigrationState(balance=balance and not secure, movable=not secure)
-    return MsrpConnection(ctx, listen_text, secure, migration=migration)
+    return MsrpConnection(ctx, routes, listen_text, secure, migration=migration)
 
 
-def _passed_conn(ctx: WorkerContext, listen_text: str) -> MsrpConnection:
+def _passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
-    return MsrpConnection(ctx, listen_text, False, migration=MigrationState(movable=True))
+    return MsrpConnection(ctx, routes, listen_text, False, migration=MigrationState(movable=True))
 
 
-def _adopt(ctx: WorkerContext, sock: socket.socket, listen_text: str) -> None:
+def _adopt(ctx: WorkerContext, routes: RouteRunner, sock: socket.socket, listen_text: str) -> None:
     """A connection another worker accepted and passed here (balance.py)."""
-    ctx.serve_socket(_passed_conn(ctx, listen_text), sock)
-
-
-def _gone(ctx: WorkerContext, conid: int, token: int) -> None:
-    ctx.handoff_gone(conid, token)
+    ctx.serve_socket(_passed_conn(ctx, routes, listen_text), sock)
 
 
 def _link_lost(ctx: WorkerContext, link_id: int) -> None:
     """A handoff link closed (its worker died, say): end the streamed frames it was writing
     into our connections, or they would wait for their last piece forever (issue 12); what
     its PAUSEs held up here goes on (remoteflow.py)."""
-    ctx.remote_flow.link_lost(link_id)
+    ctx.handoffs.flow.link_lost(link_id)
     for conn in list(ctx.conns.values()):
         for source in [s for s in conn.gate.open if isinstance(s, tuple) and s[0] == link_id]:
             conn.abandon(source)
-    ctx.flush_dirty()
+    ctx.batch.flush_dirty()
 
 
 def _close(ctx: WorkerContext, conid: int) -> None:

@@ -82,7 +82,7 @@ class FakeEnv:
     def write_origin(self, data: bytes, flags: int) -> None:
         self.replies.append(data)
 
-    def relay(self, data: bytes, dest: Destination, flags: int) -> int:
+    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
 

@@ -47,7 +47,12 @@ class Peer:
         )
 
     def deliver(
-        self, conid: int, payload: memoryview | bytes, flags: int, source: tuple[int, int]
+        self,
+        conid: int,
+        payload: memoryview | bytes,
+        flags: int,
+        source: tuple[int, int],
+        link: object = None,
     ) -> bool:
         if not self.live(conid):
             return False

@@ -99,7 +99,8 @@ class Conn:
 
 @dataclass
 class Host:
-    """The worker's side, recording what the migration code asks of it (ports.WorkerPort)."""
+    """The worker's side, recording what the migration code asks of it (ports.WorkerPort:
+    the context with its handoffs, batch and stop state all in one)."""
 
     loop: asyncio.AbstractEventLoop
     conns: dict[int, Conn] = field(default_factory=dict)
@@ -107,16 +108,31 @@ class Host:
     counters: StatsCounters = field(default_factory=StatsCounters)
     controls: list[tuple[Worker, HandoffKind, int, int, bytes]] = field(default_factory=list)
     frames: list[tuple[Path, int, int, bytes, int]] = field(default_factory=list)
+    records: list[object] = field(default_factory=list)
+    """The routed frame of each token made."""
     served: list[tuple[Conn, socket.socket]] = field(default_factory=list)
     cmap: None = None
     registry: None = None
-    tokens: int = 0
 
     @property
     def hub(self) -> Host:
         return self
 
-    current_link: object = None
+    @property
+    def handoffs(self) -> Host:
+        return self
+
+    @property
+    def sent(self) -> Host:
+        return self
+
+    @property
+    def batch(self) -> Host:
+        return self
+
+    @property
+    def stop(self) -> Host:
+        return self
 
     def send(self, path: Path, conid: int, token: int, parts: list[Any], flags: int = 0) -> None:
         self.frames.append((path, conid, token, b"".join(parts), flags))
@@ -124,17 +140,17 @@ class Host:
     def flush_now(self) -> None:
         pass
 
-    def handoff_path(self, slot: int, generation: int) -> Path:
+    def path(self, slot: int, generation: int) -> Path:
         return Path(f"/handoff-{slot}-{generation}")
 
-    def hub_control(
+    def control(
         self, worker: Worker, kind: HandoffKind, conid: int, token: int = 0, payload: bytes = b""
     ) -> None:
         self.controls.append((worker, kind, conid, token, payload))
 
-    def next_token(self) -> int:
-        self.tokens += 1
-        return self.tokens
+    def new_token(self, record: object = None) -> int:
+        self.records.append(record)
+        return len(self.records)
 
     def note_forward(self, token: int, source: object) -> None:
         pass
@@ -142,7 +158,7 @@ class Host:
     def note_moved(self, old: int, path: Path, new: int) -> None:
         pass
 
-    def throttle_handoff(self, path: Path) -> None:
+    def throttle(self, path: Path, reader: object) -> None:
         pass
 
     def serve_socket(self, conn: Conn, sock: socket.socket) -> None:

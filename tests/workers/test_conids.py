@@ -106,4 +106,4 @@ def context(heartbeats: Heartbeats, first: int) -> WorkerContext:
     none = cast(Any, None)
     shm = cast(Any, SimpleNamespace(heartbeats=heartbeats))
     ident = WorkerIdentity(3, 5, 2, first)
-    return WorkerContext(load_config(None), ident, shm, none, none, b"", none)
+    return WorkerContext(load_config(None), ident, shm, none)

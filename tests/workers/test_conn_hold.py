@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from msrpd.config import load_config
+from msrpd.protocol import ReaderLimits
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
-from msrpd.workers.flow import WRITE_HIGH
 from msrpd.workers.migrate.state import Arrival
+from msrpd.workers.ports import WRITE_HIGH
+from msrpd.workers.routeenv import RouteRunner
 
 
 def send(tid: str) -> bytes:
@@ -104,16 +106,10 @@ class Link:
 def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, WorkerContext]:
     route = Route()
     none = cast(Any, None)
-    ctx = WorkerContext(
-        load_config(None),
-        WorkerIdentity(0, 1, 0),
-        cast(Any, Shm()),
-        cast(Any, route),
-        none,
-        b"",
-        cast(Any, Loop()),
-    )
-    conn = MsrpConnection(ctx, "tcp:127.0.0.1:2855", False)
+    shm = cast(Any, Shm())
+    ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), shm, cast(Any, Loop()))
+    routes = RouteRunner(cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits())
+    conn = MsrpConnection(ctx, routes, "tcp:127.0.0.1:2855", False)
     conn.migration.moves = 1
     conn.arrival = Arrival(carried, lambda c: c.hold_reading())  # MOVING has not come yet
     transport = Transport()
@@ -135,21 +131,20 @@ def test_reads_wait_for_moving_and_eof_waits_behind_the_carried_bytes() -> None:
 
 
 def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_reading() -> None:
-    conn, transport, _route, ctx = moved_conn(b"")
+    conn, transport, _route, _ctx = moved_conn(b"")
     link = Link()
     assert conn.arrival is not None
     conn.arrival.release_link = link
     conn.start_reading()
     local = Link()
-    ctx.current_source = cast(Any, local)
-    assert conn.write_frame(b"direct-1")  # routed here after the cmap changed: held
-    ctx.current_source = cast(Any, link)
-    assert conn.write_frame(b"forwarded-1", forwarded=True)  # routed before: goes out
+    # Routed here after the cmap changed: held.
+    assert conn.write_frame(b"direct-1", reader=local)
+    # Routed before: goes out.
+    assert conn.write_frame(b"forwarded-1", forwarded=True, reader=link)
     big = b"x" * (WRITE_HIGH + 1)
-    assert conn.write_frame(big)  # over the high-water mark, from the RELEASE link...
+    assert conn.write_frame(big, reader=link)  # over the high-water mark, from the RELEASE link...
     assert link.blocked == []  # ...which is never paused for it
-    ctx.current_source = cast(Any, local)
-    assert conn.write_frame(b"direct-2")
+    assert conn.write_frame(b"direct-2", reader=local)
     assert local.blocked == [conn]  # a local source is paused while so much is held
     conn.flush()
     assert transport.written == [b"forwarded-1"]

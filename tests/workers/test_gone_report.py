@@ -12,6 +12,7 @@ import pytest
 from msrpd.config import load_config
 from msrpd.protocol import Frame, FrameReader
 from msrpd.workers.context import WorkerContext, WorkerIdentity
+from msrpd.workers.gone import GoneReports, Sent
 
 
 def parse(data: bytes) -> Frame:
@@ -35,9 +36,14 @@ class StubConn:
 
 def context(conn: StubConn) -> WorkerContext:
     none = cast(Any, None)
-    ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), none, none, none, b"", none)
+    ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), none, none)
     ctx.conns[conn.conid] = cast(Any, conn)
     return ctx
+
+
+def handed_off(ctx: WorkerContext, frame: Frame, conn: StubConn) -> int:
+    """The token a HandoffSink takes for `frame`, routed from `conn` (delivery.py)."""
+    return ctx.handoffs.sent.new_token(Sent.of(frame, conn.conid, conn.peer_key))
 
 
 SEND = (
@@ -50,11 +56,9 @@ SEND = (
 def test_gone_send_gets_a_481_report(caplog: pytest.LogCaptureFixture) -> None:
     conn = StubConn()
     ctx = context(conn)
-    ctx.current_frame, ctx.current_conn = parse(SEND % b""), cast(Any, conn)
-    token = ctx.next_token()
-    ctx.current_frame = ctx.current_conn = None
+    token = handed_off(ctx, parse(SEND % b""), conn)
     with caplog.at_level(logging.WARNING):
-        ctx.handoff_gone(0xABC, token)
+        GoneReports(ctx.handoffs.sent, ctx).handoff_gone(0xABC, token)
     assert "s1 from tcp:127.0.0.1:40000 not delivered" in caplog.text
     (data,) = conn.written
     report = parse(data)
@@ -69,9 +73,8 @@ def test_gone_send_gets_a_481_report(caplog: pytest.LogCaptureFixture) -> None:
 def test_no_report_when_failure_reports_are_off() -> None:
     conn = StubConn()
     ctx = context(conn)
-    ctx.current_frame, ctx.current_conn = parse(SEND % b"Failure-Report: no\r\n"), cast(Any, conn)
-    token = ctx.next_token()
-    ctx.handoff_gone(0xABC, token)
+    token = handed_off(ctx, parse(SEND % b"Failure-Report: no\r\n"), conn)
+    GoneReports(ctx.handoffs.sent, ctx).handoff_gone(0xABC, token)
     assert conn.written == []
 
 
@@ -80,7 +83,7 @@ def test_stop_report_basis_comes_from_the_frame_as_relayed(wanted: str | None) -
     """A stop reports a frame from the bytes it wrote to the next hop: the relay's URI leads
     the spliced From-Path, the sender's path follows (RFC 4976 §6.2, RFC 4975 §7.1.2)."""
     from msrpd.protocol.writer import build_request, relay_splice
-    from msrpd.workers.context import _relayed_basis
+    from msrpd.workers.reports import _relayed_basis
 
     relay, bob, alice = "msrp://r:1/s;tcp", "msrp://b:2/b;tcp", "msrp://a:3/a;tcp"
     headers = [("Message-ID", "m42"), ("Byte-Range", "1-5/5")]

@@ -55,8 +55,8 @@ def machine() -> tuple[HandoverMachine[Conn], list[object]]:
     """A machine whose forwarding tokens count up from 100; the sources they were made for."""
     sources: list[object] = []
 
-    def new_token(source: object) -> int:
-        sources.append(source)
+    def new_token(source: object, record: object) -> int:
+        sources.append(source if record is None else (source, record))
         return 99 + len(sources)
 
     return HandoverMachine(ME, new_token), sources
@@ -76,7 +76,7 @@ def test_a_colocation_move_from_sent_to_forgotten() -> None:
     assert departure.phase is Phase.SENT and m.busy()
     assert m.frame(OLD, b"f1", FWD, "a", 0.1) == []  # queued until MOVED, FORWARDED dropped
     assert m.frame(OLD, memoryview(b"f2"), 0, "b", 0.2) == []
-    assert departure.queue == [(b"f1", 0, "a"), (b"f2", 0, "b")]
+    assert departure.queue == [(b"f1", 0, "a", None), (b"f2", 0, "b", None)]
     out = m.moved(OLD, NEW_ID_, ALL, 1.0)
     assert out[:3] == [
         NoteMoved(OLD, NEW, NEW_ID_),
@@ -86,7 +86,9 @@ def test_a_colocation_move_from_sent_to_forgotten() -> None:
     assert sends(out[3:]) == {(OTHER, FENCE, OLD), (THIRD, FENCE, OLD)} and len(out) == 5
     assert sources == ["a", "b"] and departure.phase is Phase.FENCING
     assert m.fence_ack(OLD, OTHER, 1.1) == []
-    assert m.frame(OLD, b"f3", 0, "a", 1.2) == [Forward(NEW, NEW_ID_, 102, b"f3", FWD)]
+    # relay() to it passes the routed frame's record: a GONE for its token reports that one.
+    out = m.pass_on(departure, b"f3", 0, "a", 1.2, "record-f3")
+    assert out == [Forward(NEW, NEW_ID_, 102, b"f3", FWD)] and sources[-1] == ("a", "record-f3")
     assert m.fence_ack(OLD, THIRD, 1.3) == [Send(NEW, RELEASE, NEW_ID_), Unlock()]
     assert departure.phase is Phase.RELEASED and not m.busy()
     # Released: late frames still go on, and each keeps the record for TOMBSTONE more.
@@ -208,7 +210,7 @@ def test_a_slow_new_owner_is_waited_for_then_its_queue_is_failed_without_a_purge
     m.frame(OLD, b"f1", 0, "src", 0.1)
     for now in (MOVED_TIMEOUT + 0.1, MOVED_TIMEOUT + 1.2, HOLD_TIMEOUT - 0.5):
         assert m.tick(now, alive) == [], now
-    assert m.departures[OLD].queue == [(b"f1", 0, "src")]
+    assert m.departures[OLD].queue == [(b"f1", 0, "src", None)]
     assert m.tick(HOLD_TIMEOUT + 0.6, alive) == [Lost(OLD, 1), Unlock()]
     assert m.departures == {}
 

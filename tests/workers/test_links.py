@@ -265,9 +265,14 @@ def test_destination_closed_mid_stream(tmp_path: Path, loop_kind: str) -> None:
 
         class Closer(Peer):
             def deliver(
-                self, conid: int, payload: memoryview | bytes, flags: int, source: tuple[int, int]
+                self,
+                conid: int,
+                payload: memoryview | bytes,
+                flags: int,
+                source: tuple[int, int],
+                link: object = None,
             ) -> bool:
-                super().deliver(conid, payload, flags, source)
+                super().deliver(conid, payload, flags, source, link)
                 if len(self.frames) == stop_at:
                     closing.append(loop.create_task(self.hub.close()))
                 return True

@@ -31,7 +31,9 @@ async def echo(own: Path, peer: Path, ready: Event) -> None:
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
-    def deliver(conid: int, payload: memoryview | bytes, flags: int, source: object) -> bool:
+    def deliver(
+        conid: int, payload: memoryview | bytes, flags: int, source: object, link: object
+    ) -> bool:
         if conid == DEAD:
             return False
         hub.send(peer, conid, 0, [payload], flags)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, cast
 
-from msrpd.workers.flow import WRITE_HIGH, FlowControl, LinkSource
+from msrpd.workers.flow import FlowControl, LinkSource
+from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.remoteflow import RemoteFlow
 
 
@@ -105,27 +106,21 @@ class _Dest:
         return self.backlog > WRITE_HIGH
 
 
-class _Ctx:
-    current_source: object = None
-
-
-def _check(flow: FlowControl, ctx: _Ctx, dest: _Dest, source: object, key: object) -> None:
-    ctx.current_source = source
-    flow.check(cast(Any, dest), key)
-    ctx.current_source = None
+def _check(flow: FlowControl, dest: _Dest, source: object, key: object) -> None:
+    flow.check(cast(Any, dest), key, cast(Any, source))
 
 
 def test_the_streams_writer_is_not_paused_for_what_waits_behind_it() -> None:
-    ctx, dest = _Ctx(), _Dest()
-    flow = FlowControl(cast(Any, ctx))
+    dest = _Dest()
+    flow = FlowControl()
     alice, carol = _Source(), _Source()
     dest.gate.owner = "alice"  # Alice's streamed frame is being written
     dest.held = 2 * WRITE_HIGH  # Carol's frames wait for its end-line
-    _check(flow, ctx, dest, carol, "carol")
-    _check(flow, ctx, dest, alice, "alice")
+    _check(flow, dest, carol, "carol")
+    _check(flow, dest, alice, "alice")
     assert carol.blockers == [dest] and alice.blockers == []  # Alice goes on: Carol waits for her
     dest.backlog = 2 * WRITE_HIGH  # now Alice's own bytes pile up: she pauses too
-    _check(flow, ctx, dest, alice, "alice")
+    _check(flow, dest, alice, "alice")
     assert alice.blockers == [dest]
     dest.backlog = 0  # written out, Carol's still held: Alice resumes, Carol does not
     flow.check(cast(Any, dest))
@@ -136,18 +131,18 @@ def test_the_streams_writer_is_not_paused_for_what_waits_behind_it() -> None:
 
 
 def test_a_paused_source_that_becomes_the_writer_resumes() -> None:
-    ctx, dest = _Ctx(), _Dest()
-    flow = FlowControl(cast(Any, ctx))
+    dest = _Dest()
+    flow = FlowControl()
     alice, bob, carol = _Source(), _Source(), _Source()
     dest.gate.owner, dest.held = "alice", 3 * WRITE_HIGH
-    _check(flow, ctx, dest, bob, "bob")
-    _check(flow, ctx, dest, carol, "carol")
+    _check(flow, dest, bob, "bob")
+    _check(flow, dest, carol, "carol")
     dest.gate.owner = "bob"  # Alice is done; Bob's stream is next, Carol's still waits
-    _check(flow, ctx, dest, alice, "alice")
+    _check(flow, dest, alice, "alice")
     assert bob.blockers == [] and carol.blockers == [dest]
     link = _Link()
     via_link = LinkSource(link, 5)
-    _check(flow, ctx, dest, via_link, (id(link), 9))
+    _check(flow, dest, via_link, (id(link), 9))
     dest.gate.owner = (id(link), 9)  # the next stream came over a link: it is told it may go on
-    _check(flow, ctx, dest, alice, "alice")
+    _check(flow, dest, alice, "alice")
     assert link.sent == [(True, 5, 0), (True, 5, 9)]

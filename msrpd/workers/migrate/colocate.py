@@ -29,6 +29,7 @@ from collections.abc import Hashable
 from typing import Generic
 
 from ..handoff import Handoff, HandoffKind
+from ..ports import Blockable
 from .balance import AcceptBalancer
 from .handoverio import Handover, MovedSink
 from .lock import MoveLock
@@ -134,7 +135,7 @@ class Mover(Generic[ConnT]):
             logger.debug("connection %x relays to %x: moved it there", conn.conid, peer)
         elif mine <= theirs:
             logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
-            self.host.hub_control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
+            self.host.handoffs.control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
 
     def busy(self) -> bool:
         """A move out or in is unfinished: one at a time per worker, so two connections
@@ -143,8 +144,8 @@ class Mover(Generic[ConnT]):
 
     def move(self, conn: ConnT, owner: Worker) -> bool:
         """Send `conn` to worker `owner`; False when it stays here."""
-        self.host.flush_now()
-        held = ready_to_move(conn, self.host.stopping)
+        self.host.batch.flush_now()
+        held = ready_to_move(conn, self.host.stop.stopping)
         transport = conn.transport
         if held is None or transport is None:
             return False
@@ -180,16 +181,17 @@ class Mover(Generic[ConnT]):
 
     # -- what the worker calls ------------------------------------------------------------------
 
-    def on_control(self, msg: Handoff, link: object) -> None:
+    def on_control(self, msg: Handoff, link: Blockable | None) -> None:
         """A connection-moving message from another worker, come on handoff link `link`."""
         if msg.kind is HandoffKind.PULL:
             self.on_pull(msg)
         else:
             self.handover.on_control(msg, link)
 
-    def sink_for(self, conid: int) -> MovedSink | None:
-        """Where relay() sends a frame for `conid` if it moved away from here."""
-        return self.handover.sink_for(conid)
+    def sink_for(self, conid: int, record: object, reader: Blockable | None) -> MovedSink | None:
+        """Where relay() sends a frame for `conid` if it moved away from here; `record` is
+        the routed frame (a GONE reports it), `reader` what flow control pauses."""
+        return self.handover.sink_for(conid, record, reader)
 
     def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
         """A handoff for a connection that moved away: pass it on; False if unknown."""

@@ -119,7 +119,8 @@ class Departure:
     owner_pid: int = 0
     """The new owner's pid then (0: unknown): another pid there later means it died."""
     new: int | None = None
-    queue: list[tuple[bytes, int, Hashable]] = field(default_factory=list)
+    queue: list[tuple[bytes, int, Hashable, object]] = field(default_factory=list)
+    """(data, flags, source, record) of each frame that came before MOVED."""
     tokens: dict[Hashable, int] = field(default_factory=dict)
     """Source -> forwarding token while a streamed frame's pieces pass (one token per frame)."""
     fences: set[Worker] = field(default_factory=set)
@@ -144,10 +145,11 @@ class HandoverMachine(Generic[C]):
 
     Args:
         me: this worker.
-        new_token: a fresh handoff token for a frame forwarded from `source`.
+        new_token: `new_token(source, record)`: a fresh handoff token for a frame forwarded
+            from `source` (`record`: the routed frame, for a GONE's REPORT; None: a handoff).
     """
 
-    def __init__(self, me: Worker, new_token: Callable[[Hashable], int]) -> None:
+    def __init__(self, me: Worker, new_token: Callable[[Hashable, object], int]) -> None:
         self.me = me
         self.new_token = new_token
         self.departures: dict[int, Departure] = {}
@@ -193,7 +195,7 @@ class HandoverMachine(Generic[C]):
         departure = self.departures.get(old)
         if departure is None:
             return None
-        return self.pass_on(departure, data, flags, source, now)
+        return self.pass_on(departure, data, flags, source, now, None)
 
     def pass_on(
         self,
@@ -202,14 +204,15 @@ class HandoverMachine(Generic[C]):
         flags: int,
         source: Hashable,
         now: float,
+        record: object,
     ) -> list[Action[C]]:
-        """A frame for `departure` (a relay() to it, or a handoff): queued until MOVED, then
-        forwarded."""
+        """A frame for `departure` (a relay() to it, with the routed frame's `record`, or a
+        handoff): queued until MOVED, then forwarded."""
         flags &= ~_FORWARDED
         if departure.new is None:
-            departure.queue.append((bytes(data), flags, source))
+            departure.queue.append((bytes(data), flags, source, record))
             return []
-        return [self._forward(departure, data, flags, source, now)]
+        return [self._forward(departure, data, flags, source, now, record)]
 
     def moved(self, old: int, new: int, peers: Peers, now: float) -> list[Action[C]]:
         """MOVED: the new owner serves `old` as `new`. Forward the queue, then FENCE every
@@ -220,7 +223,7 @@ class HandoverMachine(Generic[C]):
         departure.new = new
         out: list[Action[C]] = [NoteMoved(old, departure.owner, new)]
         queue, departure.queue = departure.queue, []
-        out.extend(self._forward(departure, d, f, s, now) for d, f, s in queue)
+        out.extend(self._forward(departure, d, f, s, now, r) for d, f, s, r in queue)
         departure.fences = set(peers.serving - {self.me, conid_owner(new)})
         token = worker_token(*self.me)
         out.extend(Send(w, HandoffKind.FENCE, old, token) for w in departure.fences)
@@ -249,11 +252,12 @@ class HandoverMachine(Generic[C]):
         flags: int,
         source: Hashable,
         now: float,
+        record: object,
     ) -> Forward:
         assert departure.new is not None
         token = departure.tokens.get(source)
         if token is None:
-            token = self.new_token(source)
+            token = self.new_token(source, record)
         if flags & _MORE:
             departure.tokens[source] = token
         else:

@@ -15,6 +15,7 @@ from typing import Any, Generic
 
 from ...shm import Counter, Heartbeats, WorkerState
 from ..handoff import Handoff, HandoffKind, frame_flags
+from ..ports import Blockable, Sink
 from .actions import (
     Action,
     Forward,
@@ -40,14 +41,24 @@ __all__ = ["Handover", "MovedSink"]
 _SERVING = (WorkerState.RUNNING, WorkerState.DRAINING)
 
 
-class MovedSink:
-    """relay() to a connection that moved away: queue or forward it (sinks.Sink)."""
+class MovedSink(Sink):
+    """relay() to a connection that moved away: queue or forward it."""
 
-    __slots__ = ("departure", "handover")
+    __slots__ = ("departure", "handover", "reader", "record")
 
-    def __init__(self, handover: Handover[Any], departure: Departure) -> None:
+    def __init__(
+        self,
+        handover: Handover[Any],
+        departure: Departure,
+        record: object,
+        reader: Blockable | None,
+    ) -> None:
         self.handover = handover
         self.departure = departure
+        self.record = record
+        """The routed frame (gone.Sent): a GONE for it is reported to its sender."""
+        self.reader = reader
+        """What flow control pauses while the link is full."""
 
     def send(
         self,
@@ -59,10 +70,11 @@ class MovedSink:
     ) -> bool:
         handover, departure = self.handover, self.departure
         flags = frame_flags(more, close_after)
-        handover.run(handover.machine.pass_on(departure, data, flags, source, time.monotonic()))
-        # As HandoffSink does (flow.py): pause the source while the link is full.
-        host = handover.host
-        host.throttle_handoff(host.handoff_path(*departure.owner))
+        now = time.monotonic()
+        handover.run(handover.machine.pass_on(departure, data, flags, source, now, self.record))
+        # As HandoffSink does: pause the reader while the link is full.
+        handoffs = handover.host.handoffs
+        handoffs.throttle(handoffs.path(*departure.owner), self.reader)
         return True
 
 
@@ -109,9 +121,10 @@ class Handover(Generic[ConnT]):
                 serving.add(worker)
         return Peers(pids, frozenset(serving))
 
-    def _new_token(self, source: Hashable) -> int:
-        token = self.host.next_token()
-        self.host.note_forward(token, source)  # a GONE for it goes back to where it came from
+    def _new_token(self, source: Hashable, record: object) -> int:
+        sent = self.host.handoffs.sent
+        token = sent.new_token(record)
+        sent.note_forward(token, source)  # a GONE for it goes back to where it came from
         return token
 
     # -- the old owner --------------------------------------------------------------------------
@@ -131,10 +144,10 @@ class Handover(Generic[ConnT]):
         if transport is not None:
             transport.abort()
 
-    def sink_for(self, conid: int) -> MovedSink | None:
+    def sink_for(self, conid: int, record: object, reader: Blockable | None) -> MovedSink | None:
         """Where relay() sends a frame for `conid` if it moved away from here."""
         departure = self.machine.departures.get(conid)
-        return None if departure is None else MovedSink(self, departure)
+        return None if departure is None else MovedSink(self, departure, record, reader)
 
     def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
         """A handoff for a connection that moved away: pass it on; False if unknown."""
@@ -168,7 +181,7 @@ class Handover(Generic[ConnT]):
 
     # -- messages and time ----------------------------------------------------------------------
 
-    def on_control(self, msg: Handoff, link: object) -> None:
+    def on_control(self, msg: Handoff, link: Blockable | None) -> None:
         """A connection-moving message from another worker, come on handoff link `link`."""
         machine, kind, now = self.machine, msg.kind, time.monotonic()
         if kind is HandoffKind.MOVED:
@@ -195,13 +208,13 @@ class Handover(Generic[ConnT]):
         for action in actions:
             match action:
                 case Send(worker, kind, conid, token, payload):
-                    host.hub_control(worker, kind, conid, token, payload)
+                    host.handoffs.control(worker, kind, conid, token, payload)
                 case Forward(owner, new, token, data, flags):
                     hub = host.hub
                     if hub is not None:
-                        hub.send(host.handoff_path(*owner), new, token, [data], flags)
+                        hub.send(host.handoffs.path(*owner), new, token, [data], flags)
                 case NoteMoved(old, owner, new):
-                    host.note_moved(old, host.handoff_path(*owner), new)
+                    host.handoffs.sent.note_moved(old, host.handoffs.path(*owner), new)
                 case Unlock():
                     self.lock.finished()
                 case Lost(_old, frames):

@@ -8,14 +8,24 @@ import asyncio
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ...protocol import FrameReader
 from ...shm import Cmap, Registry, StatsCounters
 from ..handoff import HandoffKind
 from .state import Arrival, MigrationState, Worker
 
-__all__ = ["Conn", "ConnT", "HubPort", "LinkConn", "WorkerPort"]
+__all__ = [
+    "BatchPort",
+    "Conn",
+    "ConnT",
+    "HandoffsPort",
+    "HubPort",
+    "LinkConn",
+    "SentPort",
+    "StopPort",
+    "WorkerPort",
+]
 
 
 class Conn(Protocol):
@@ -108,14 +118,47 @@ class HubPort(Protocol):
     ) -> None: ...
 
 
+class BatchPort(Protocol):
+    def flush_now(self) -> None:
+        """Write what this read's work produced now (batch.py)."""
+
+
+class StopPort(Protocol):
+    @property
+    def stopping(self) -> bool:
+        """A graceful stop reads no more (stopstate.py)."""
+
+
+class SentPort(Protocol):
+    """The handoff tokens and what they carried (gone.py)."""
+
+    def new_token(self, record: Any = ...) -> int: ...
+
+    def note_forward(self, token: int, source: object) -> None: ...
+
+    def note_moved(self, old: int, path: Path, new: int) -> None: ...
+
+
+class HandoffsPort(Protocol):
+    """Sending to other workers (handoffout.py)."""
+
+    @property
+    def sent(self) -> SentPort: ...
+
+    def path(self, slot: int, generation: int) -> Path: ...
+
+    def control(
+        self, worker: Worker, kind: HandoffKind, conid: int, token: int = ..., payload: bytes = ...
+    ) -> None: ...
+
+    def throttle(self, path: Path, reader: Any) -> None: ...
+
+
 class WorkerPort(Protocol[ConnT]):
     """The worker's shared resources, as the migration code uses them (context.py)."""
 
     @property
     def conns(self) -> dict[int, ConnT]: ...
-
-    @property
-    def stopping(self) -> bool: ...
 
     @property
     def hub(self) -> HubPort | None: ...
@@ -132,20 +175,13 @@ class WorkerPort(Protocol[ConnT]):
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
 
-    def flush_now(self) -> None: ...
+    @property
+    def batch(self) -> BatchPort: ...
 
-    def handoff_path(self, slot: int, generation: int) -> Path: ...
+    @property
+    def stop(self) -> StopPort: ...
 
-    def hub_control(
-        self, worker: Worker, kind: HandoffKind, conid: int, token: int = ..., payload: bytes = ...
-    ) -> None: ...
-
-    def next_token(self) -> int: ...
-
-    def note_forward(self, token: int, source: object) -> None: ...
-
-    def note_moved(self, old: int, path: Path, new: int) -> None: ...
-
-    def throttle_handoff(self, path: Path) -> None: ...
+    @property
+    def handoffs(self) -> HandoffsPort: ...
 
     def serve_socket(self, conn: ConnT, sock: socket.socket) -> None: ...

@@ -151,10 +151,10 @@ class Retirer(Generic[ConnT]):
     def _ready(self) -> list[tuple[ConnT, bytes]]:
         """Up to BATCH connections that can move now, with their move messages."""
         host, me = self.host, self.handover.machine.me
-        host.flush_now()  # what is written to a connection leaves before it can move
+        host.batch.flush_now()  # what is written to a connection leaves before it can move
         ready: list[tuple[ConnT, bytes]] = []
         for conn in list(host.conns.values()):
-            held = ready_to_move(conn, host.stopping)
+            held = ready_to_move(conn, host.stop.stopping)
             message = None if held is None else move_message(conn, held, me, handover=True)
             if message is not None:
                 ready.append((conn, message))

@@ -1,0 +1,57 @@
+"""What the route path needs of the objects it writes to and pauses, as Protocols.
+
+Why (issue 13): the connection module sits above the route path (it runs the route), so the
+route path names what it uses of a connection here instead of importing it; the connection,
+the handoff link's source and the sinks satisfy these structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Protocol
+
+__all__ = ["WRITE_HIGH", "Blockable", "Sink", "Writable"]
+
+WRITE_HIGH = 1 << 20
+"""Bytes a connection (or a handoff link) may have waiting to be written before the readers
+relaying into it pause (1 MiB, flow.py)."""
+
+
+class Blockable(Protocol):
+    """A reader that can be paused: a connection, or a handoff link (flow.py)."""
+
+    def block(self, dest: Hashable) -> None: ...
+
+    def unblock(self, dest: Hashable) -> None: ...
+
+
+class Writable(Protocol):
+    """A connection frames are written to (conn.write_frame)."""
+
+    def write_frame(
+        self,
+        data: bytes | memoryview,
+        close_after: bool = False,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        reader: Blockable | None = None,
+    ) -> bool: ...
+
+
+class Sink(Protocol):
+    """Where the bytes of one relayed frame go. Every sink (sinks.py, dialing.FailedSink,
+    handover.MovedSink) subclasses this, so the type checker holds it to this signature."""
+
+    __slots__ = ()
+
+    def send(
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
+    ) -> bool:
+        """Queue `data`; False when the destination is known to be gone. `source` names the
+        connection a streamed frame comes from; `more` says pieces of it follow."""
