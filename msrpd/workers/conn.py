@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, cast
 
 from ..protocol import (
@@ -38,6 +38,7 @@ from ..routing.sip import SipRequest
 from ..shm import Counter
 from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
+from .migrate.state import Arrival, MigrationState
 from .peers import format_peer, registry_key
 from .ports import WRITE_HIGH, Blockable, Sink
 from .routeenv import ConnEnv, RouteRunner
@@ -68,10 +69,6 @@ class MsrpConnection(asyncio.Protocol):
     """Answers to the streamed frame being read, written when its end-line is in (set per
     frame by _on_frame; None: answers go out at once)."""
 
-    handovers = 0
-    """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
-    count against colocation's MAX_MOVES."""
-
     def __init__(
         self,
         ctx: WorkerContext,
@@ -79,34 +76,15 @@ class MsrpConnection(asyncio.Protocol):
         local_sock: str,
         secure: bool,
         *,
-        balance: bool = False,
+        migration: MigrationState | None = None,
     ) -> None:
         self.ctx = ctx
         self.local_sock = local_sock
         self.secure = secure
-        self.balance = balance
-        """Just accepted here: may be passed to a less loaded worker (balance.py)."""
-        self.passed = False
-        # Colocation (colocate.py, handover.py):
-        self.movable = balance
-        """A plain TCP connection a client opened: may move to its peer's worker."""
-        self.streak = 0
-        self.streak_owner: tuple[int, int] | None = None
-        self.move_to: tuple[tuple[int, int], int] | None = None
-        self.move_retry_at = 0.0
-        self.moves = 0
-        self.holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None = None
-        """Frames held back until the old worker's RELEASE (a connection just moved here)."""
-        self.holding_bytes = 0
-        self.carried = b""
-        """Bytes the old worker's reader held, read before anything else."""
-        self.on_taken_over: Callable[[MsrpConnection], None] | None = None
-        self.others_at = 0.0
-        """When it last relayed to a worker other than the one of its streak."""
-        self.reading_held = False
-        self.eof_held = False
-        self.release_link: Blockable | None = None
-        """The link the old worker's RELEASE comes on: never paused for what is held."""
+        self.migration = MigrationState() if migration is None else migration
+        """Balancing and colocation (migrate/): an outbound link's never moves."""
+        self.arrival: Arrival | None = None
+        """Just moved here: what it holds back until its handover is done (migrate/)."""
         self.reader = FrameReader(routes.limits)
         self.transport: asyncio.Transport | None = None
         self.conid = ctx.new_conid()
@@ -139,10 +117,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         balancer = self.ctx.balancer
-        if self.balance and balancer is not None:
+        if self.migration.balance and balancer is not None:
             listen = self.local_sock
             if balancer.offer(cast(asyncio.Transport, transport), len(self.ctx.conns), listen):
-                self.passed = self.closed = True  # another worker owns it now
+                self.migration.passed = self.closed = True  # another worker owns it now
                 return
         if self.closed:  # given up by a stop while connecting (stopping.py)
             transport.abort()  # type: ignore[attr-defined]
@@ -157,38 +135,68 @@ class MsrpConnection(asyncio.Protocol):
             f"msrp{'s' if self.secure else ''}://{peer}", self.local_sock, self.conid
         )
         self.ctx.connection_opened(self)
-        if self.on_taken_over is not None:
-            self.on_taken_over(self)
-            self.on_taken_over = None
+        arrival = self.arrival
+        if arrival is not None and arrival.on_taken_over is not None:
+            arrival.on_taken_over(self)
+            arrival.on_taken_over = None
         if self.pending or self.close_when_flushed:
             self.flush()
-        if self.carried and not self.reading_held:
-            carried, self.carried = self.carried, b""
+        if arrival is not None and arrival.carried and not arrival.reading_held:
+            carried, arrival.carried = arrival.carried, b""
             self.data_received(carried)
 
+    def bytes_to_carry(self) -> bytes | None:
+        """What its reader holds, for a new owner to read first, when it can move to another
+        worker now (migrate/colocate.py): open, between frames, nothing waiting to be written
+        to it or held back, no streamed frame going in or out, not paused; else None."""
+        transport = self.transport
+        gate = self.gate
+        if (
+            self.closed
+            or transport is None
+            or self.close_when_flushed
+            or self.stream_sink is not None
+            or gate.owner is not None
+            or gate.held
+            or self.blockers
+            or self.flow.blocked
+            or self.arrival is not None
+            or self.pending
+            or transport.get_write_buffer_size()
+        ):
+            return None
+        return self.reader.detach()
+
     def hold_reading(self) -> None:
-        """Moved here: process nothing it sends until start_reading() (handover.py)."""
-        self.reading_held = True
+        """Moved here: process nothing it sends until start_reading() (migrate/handover.py)."""
+        if self.arrival is not None:
+            self.arrival.reading_held = True
 
     def start_reading(self) -> None:
-        self.reading_held = False
+        arrival = self.arrival
+        if arrival is None:
+            return
+        arrival.reading_held = False
+        if arrival.held is None:
+            self.arrival = None  # released already: nothing is held back any more
         self.head_since = time.monotonic()
         if self.closed or self.transport is None:
             return
         if not self.blockers and self.may_read:
             self.transport.resume_reading()
-        if self.carried:
-            carried, self.carried = self.carried, b""
+        if arrival.carried:
+            carried, arrival.carried = arrival.carried, b""
             self.data_received(carried)
-        if self.eof_held:
-            self.eof_held = False
+        if arrival.eof_held:
+            arrival.eof_held = False
             self.eof_received()  # the reader reports the close, and we close (_drain_events)
 
     def data_received(self, data: bytes) -> None:
-        if self.reading_held:
+        arrival = self.arrival
+        if arrival is not None and arrival.reading_held:
             # uvloop starts reading after connection_made whatever it asked: keep the bytes
             # behind the carried ones and stop reading now.
-            self.carried += data
+            arrival.carried += data
             if self.transport is not None:
                 self.transport.pause_reading()
             return
@@ -206,19 +214,20 @@ class MsrpConnection(asyncio.Protocol):
         if reader.in_head and reader.head_serial != self.head_serial:
             self.head_serial = reader.head_serial
             self.head_since = self.last_active
-        if self.move_to is not None and self.ctx.mover is not None:
+        if self.migration.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
     def eof_received(self) -> bool | None:
-        if self.reading_held:
-            self.eof_held = True
+        arrival = self.arrival
+        if arrival is not None and arrival.reading_held:
+            arrival.eof_held = True
             return True  # keep the transport: what came before the EOF is read first
         self.reader.receive_data(b"")
         self._drain_events()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.passed:
+        if self.migration.passed:
             return
         self.closed = True
         if not self.close_reason:
@@ -330,18 +339,21 @@ class MsrpConnection(asyncio.Protocol):
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
         closed. Frames from other sources wait while a streamed frame is written (gate.py).
         Just after a move, only frames the old worker `forwarded` go out; the rest wait for
-        release() (handover.py). `reader` is the connection or link the frame is being read
-        from: flow control pauses it while this connection is congested (flow.py)."""
+        release() (migrate/handover.py). `reader` is the connection or link the frame is being
+        read from: flow control pauses it while this connection is congested (flow.py)."""
         if self.closed:
             return False
-        holding = self.holding
-        if holding is not None and not forwarded:
-            holding.append((data, close_after, source, more))
-            self.holding_bytes += len(data)
-        else:
+        arrival = self.arrival
+        if arrival is None or arrival.held is None:
             self._write_now(data, close_after, source, more)
-        if holding is not None and link_of(reader) is self.release_link:
-            return True  # RELEASE comes on this link: pausing it for what is held never ends
+        else:
+            if forwarded:
+                self._write_now(data, close_after, source, more)
+            else:
+                arrival.held.append((data, close_after, source, more))
+                arrival.held_bytes += len(data)
+            if link_of(reader) is arrival.release_link:
+                return True  # RELEASE comes on this link: pausing it for what is held never ends
         if self.flow.active or self.congested:
             self.flow.check(self, source, reader)
         return True
@@ -370,8 +382,12 @@ class MsrpConnection(asyncio.Protocol):
 
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
-        held, self.holding, self.holding_bytes = self.holding or [], None, 0
-        self.release_link = None
+        arrival, held = self.arrival, []
+        if arrival is not None:
+            held, arrival.held, arrival.held_bytes = arrival.held or [], None, 0
+            arrival.release_link = None
+            if not arrival.reading_held:
+                self.arrival = None
         for data, close_after, source, more in held:
             self.write_frame(data, close_after, source=source, more=more)
         self.flow.check(self)
@@ -443,18 +459,17 @@ class MsrpConnection(asyncio.Protocol):
         transport = self.transport
         buffered = self.pending_bytes + (transport.get_write_buffer_size() if transport else 0)
         gate = self.gate
-        return bool(
-            buffered or gate.held or gate.owner is not None or self.holding is not None
-        ) or bool(self.sent_log.streams)
+        return bool(buffered or gate.held or gate.owner is not None or self.holding) or bool(
+            self.sent_log.streams
+        )
 
     @property
     def unsent_relayed(self) -> bool:
         """A relayed frame is among what has not reached the kernel (give_up drops it)."""
         self.trim_sent()
         log, gate = self.sent_log, self.gate
-        return bool(log.records or log.streams or gate.held or self.holding) or (
-            gate.owner is not None
-        )
+        held = self.arrival is not None and bool(self.arrival.held)
+        return bool(log.records or log.streams or gate.held or held) or (gate.owner is not None)
 
     def give_up(self) -> list[Unsent]:
         """The stop's deadline is near: drop what has not reached the kernel, and return the
@@ -464,7 +479,10 @@ class MsrpConnection(asyncio.Protocol):
         self.trim_sent()
         unsent = self.sent_log.take()
         held = [(w.source, w.data, w.more) for w in self.gate.held]
-        held.extend((source, data, more) for data, _, source, more in self.holding or ())
+        arrival = self.arrival
+        if arrival is not None:
+            held.extend((source, data, more) for data, _, source, more in arrival.held or ())
+            arrival.held, arrival.held_bytes = None, 0
         streaming = {self.gate.owner}  # its head is in the log already
         for source, data, more in held:
             if source is None or source in streaming:
@@ -474,7 +492,7 @@ class MsrpConnection(asyncio.Protocol):
             unsent.append((source, data))
             if more:
                 streaming.add(source)
-        self.pending, self.pending_bytes, self.holding, self.holding_bytes = [], 0, None, 0
+        self.pending, self.pending_bytes = [], 0
         self.gate = FrameGate()
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
         self.close_reason = self.close_reason or "relay stopping: unsent frames dropped"
@@ -492,13 +510,30 @@ class MsrpConnection(asyncio.Protocol):
     @property
     def congested(self) -> bool:
         """More than the high-water mark waits to go out: sources should stop reading."""
-        waiting = self.gate.held_bytes + self.pending_bytes + self.holding_bytes
+        waiting = self.gate.held_bytes + self.pending_bytes
+        arrival = self.arrival
+        if arrival is not None:
+            waiting += arrival.held_bytes
         return self.write_paused or waiting > WRITE_HIGH
 
     @property
     def backlogged(self) -> bool:
         """Congested without counting what waits behind a streamed frame (flow.py)."""
-        return self.write_paused or self.pending_bytes + self.holding_bytes > WRITE_HIGH
+        arrival = self.arrival
+        held = 0 if arrival is None else arrival.held_bytes
+        return self.write_paused or self.pending_bytes + held > WRITE_HIGH
+
+    @property
+    def holding(self) -> bool:
+        """Just moved here: frames wait for the old worker's RELEASE (migrate/handover.py)."""
+        arrival = self.arrival
+        return arrival is not None and arrival.held is not None
+
+    @property
+    def reading_held(self) -> bool:
+        """Just moved here: reads nothing until MOVING (migrate/handover.py)."""
+        arrival = self.arrival
+        return arrival is not None and arrival.reading_held
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop
@@ -561,7 +596,7 @@ class MsrpConnection(asyncio.Protocol):
         )
         # A connection paused by back-pressure may still have frames in its socket: not idle.
         quiet = self.stream_sink is None and not self.gate.held and self.gate.owner is None
-        quiet = quiet and not self.blockers and self.holding is None and not self.reading_held
+        quiet = quiet and not self.blockers and self.arrival is None
         quiet = quiet and self.held_replies is None
         quiet = quiet and time.monotonic() - self.last_active > QUIET
         return self.reader.buffered == 0 and buffered == 0 and quiet

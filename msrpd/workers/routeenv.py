@@ -26,6 +26,7 @@ from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
+from .migrate.state import MigrationState
 from .ports import Sink
 from .reports import frame_report
 
@@ -50,9 +51,8 @@ class RoutedConn(Protocol):
     conid: int
     peer_key: str
     frames_in: int
-    movable: bool
-    streak_owner: tuple[int, int] | None
-    """Colocation (colocate.py): relaying to this worker breaks a streak to another."""
+    migration: MigrationState
+    """Colocation (migrate/colocate.py): relaying to this worker breaks a streak to another."""
     sessions: list[str]
     session_meta: dict[str, tuple[str, float]]
     env: ConnEnv

@@ -48,8 +48,6 @@ from ..routing import RouteLoadError, RoutePolicy, load_route
 from ..routing.users import UserStore
 from ..rundir import ctl_path, handoff_path
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from .balance import AcceptBalancer
-from .colocate import Mover
 from .conn import MsrpConnection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_handlers
@@ -59,8 +57,9 @@ from .gone import GoneReports
 from .handoff import HandoffFlags
 from .links import HandoffHub
 from .loopback import Loopback
-from .retire import Retirer
-from .retirelinks import RetiringLinks
+from .migrate.build import build_migration
+from .migrate.retire import Retirer
+from .migrate.state import MigrationState
 from .routeenv import RouteRunner
 from .stopping import GracefulStop
 from .stopstate import QUIET, StopState
@@ -106,7 +105,7 @@ class Worker:
         self.delivery: Delivery | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
-        self.retirer: Retirer | None = None
+        self.retirer: Retirer[MsrpConnection] | None = None
         self.leaving = 0.0
         """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
 
@@ -243,29 +242,26 @@ class Worker:
         assert hub is not None
         await hub.start()
         ident = ctx.ident
-        balancer = AcceptBalancer(
-            settings.core.run_dir,
-            ident.slot,
-            ident.generation,
-            ident.index,
+        migration = build_migration(
+            ctx,
+            ctx.conns,
             ctx.shm.heartbeats,
-            ctx.counters,
-            lambda sock, text: _adopt(ctx, routes, sock, text),
-            ctx.loop,
+            run_dir=settings.core.run_dir,
+            me=(ident.slot, ident.generation),
+            index=ident.index,
+            colocate=settings.core.balance,
+            linger=settings.core.drain_timeout,
+            delivery=self.delivery,
+            new_conn=lambda text: _passed_conn(ctx, routes, text),
+            adopt=lambda sock, text: _adopt(ctx, routes, sock, text),
         )
         try:
-            balancer.start()
+            migration.balancer.start()
         except OSError as exc:
             raise _BootError(f"accept socket: {exc}") from None
-        ctx.balancer = balancer
-        # Built even with `balance = false`: peers of another setting (a reload) still get
-        # their FENCE answered, and what they pass is served.
-        ctx.mover = mover = Mover(ctx, balancer, lambda text: _passed_conn(ctx, routes, text))
-        balancer.adopt_moved = mover.adopt
-        hub.on_control = mover.on_control
-        links = RetiringLinks(ctx, self.delivery, settings.core.drain_timeout)
-        self.retirer = retirer = Retirer(ctx, mover, balancer, links)
-        mover.on_free = retirer.soon
+        ctx.balancer, ctx.mover = migration.balancer, migration.mover
+        hub.on_control = migration.mover.on_control
+        self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
             ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),
@@ -482,18 +478,15 @@ def _accepted_conn(
     ctx: WorkerContext, routes: RouteRunner, listen_text: str, secure: bool, balance: bool
 ) -> MsrpConnection:
     """A connection object for a socket this worker accepted."""
-    conn = MsrpConnection(ctx, routes, listen_text, secure, balance=balance and not secure)
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS state lives in this process.
-    conn.movable = not secure
-    return conn
+    migration = MigrationState(balance=balance and not secure, movable=not secure)
+    return MsrpConnection(ctx, routes, listen_text, secure, migration=migration)
 
 
 def _passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
-    conn = MsrpConnection(ctx, routes, listen_text, False)
-    conn.movable = True
-    return conn
+    return MsrpConnection(ctx, routes, listen_text, False, migration=MigrationState(movable=True))
 
 
 def _adopt(ctx: WorkerContext, routes: RouteRunner, sock: socket.socket, listen_text: str) -> None:
