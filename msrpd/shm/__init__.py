@@ -15,7 +15,8 @@ from .locks import StripeLocks
 from .region import Region, ShmLayoutError, segment_names, unlink_stale
 from .registry import REGISTRY_ADDR_MAX, Registry
 from .stats import COUNTERS, GAUGES, Counter, Stats, StatsCounters
-from .table import StripedTable, TableGeometry, key_hash
+from .stripes import TableGeometry
+from .table import StripedTable, key_hash
 
 __all__ = [
     "ADDR_MAX",

@@ -52,7 +52,7 @@ class WorkerState(IntEnum):
     RUNNING = 2
     DRAINING = 3
     EXITING = 4
-    """Retired and about to exit: other workers no longer fence it (workers/handover.py)."""
+    """Retired and about to exit: other workers no longer fence it (workers/migrate/handover.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ import os
 import struct
 from typing import ClassVar, Self
 
-from .table import StripedTable, TableGeometry
+from .stripes import TableGeometry
+from .table import StripedTable
 
 __all__ = ["KeyedTable"]
 

@@ -16,7 +16,7 @@ Strategy (gunicorn's Arbiter, nginx's master cycle; style rules 9-14):
   either fails, the old generation keeps serving. Otherwise a new generation starts on the
   same sockets, and once all of it runs, the old generation is told to retire (SIGUSR2): it
   stops accepting, hands its plain TCP connections with their sessions to the new generation
-  (workers/retire.py) and serves what cannot move (TLS) until it closes. Only if
+  (workers/migrate/retire.py) and serves what cannot move (TLS) until it closes. Only if
   retire_timeout (the new configuration's) is set and passes is it stopped: SIGTERM, then
   SIGKILL after drain_timeout.
 - A worker that exits with WORKER_BOOT_ERROR halts the supervisor (no fork loop). Other deaths

@@ -25,6 +25,7 @@ from .conn import MsrpConnection
 from .context import WorkerContext
 from .delivery import Delivery
 from .loopback import Loopback
+from .migrate.state import MigrationState
 from .routeenv import RouteRunner
 from .transports.tcp import TcpWire
 from .transports.tls import TlsWire, client_context, server_context
@@ -116,18 +117,15 @@ def accepted_conn(
 ) -> MsrpConnection:
     """A connection object for a socket this worker accepted."""
     wire = TlsWire(listen_text) if secure else TcpWire(listen_text)
-    conn = MsrpConnection(ctx, routes, wire, balance=balance and not secure)
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS state lives in this process.
-    conn.movable = wire.movable
-    return conn
+    migration = MigrationState(balance=balance and wire.movable, movable=wire.movable)
+    return MsrpConnection(ctx, routes, wire, migration=migration)
 
 
 def passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:
     """A connection object for a socket another worker passed or moved here."""
-    conn = MsrpConnection(ctx, routes, TcpWire(listen_text))
-    conn.movable = True
-    return conn
+    return MsrpConnection(ctx, routes, TcpWire(listen_text), migration=MigrationState(movable=True))
 
 
 def dialed_conn(ctx: WorkerContext, routes: RouteRunner, secure: bool) -> MsrpConnection:

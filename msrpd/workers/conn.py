@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, cast
 
 from ..protocol import (
@@ -36,10 +36,10 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
-from .connapi import Connection
 from .connstats import ConnStats
 from .flow import FlowControl, link_of
 from .intake import Intake
+from .migrate.state import Arrival, MigrationState
 from .outbox import Outbox
 from .peers import registry_key
 from .ports import WRITE_HIGH, Blockable, Sink
@@ -68,38 +68,20 @@ class MsrpConnection(asyncio.Protocol):
     """In the connection registry, so every worker reuses it; a retiring worker's links to
     next hops are not (retirelinks.py): the new generation opens its own."""
 
-    handovers = 0
-    """Of its moves, those a reload made (retire.py); set by handover.adopt. They do not
-    count against colocation's MAX_MOVES."""
-
     def __init__(
-        self, ctx: WorkerContext, routes: RouteRunner, wire: Wire, *, balance: bool = False
+        self,
+        ctx: WorkerContext,
+        routes: RouteRunner,
+        wire: Wire,
+        *,
+        migration: MigrationState | None = None,
     ) -> None:
         self.ctx = ctx
         self.wire: Wire = wire
-        self.balance = balance
-        """Just accepted here: may be passed to a less loaded worker (balance.py)."""
-        self.passed = False
-        # Colocation (colocate.py, handover.py):
-        self.movable = balance
-        """A plain TCP connection a client opened: may move to its peer's worker."""
-        self.streak = 0
-        self.streak_owner: tuple[int, int] | None = None
-        self.move_to: tuple[tuple[int, int], int] | None = None
-        self.move_retry_at = 0.0
-        self.moves = 0
-        self.holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None = None
-        """Frames held back until the old worker's RELEASE (a connection just moved here)."""
-        self.holding_bytes = 0
-        self.carried = b""
-        """Bytes the old worker's reader held, read before anything else."""
-        self.on_taken_over: Callable[[Connection], None] | None = None
-        self.others_at = 0.0
-        """When it last relayed to a worker other than the one of its streak."""
-        self.reading_held = False
-        self.eof_held = False
-        self.release_link: Blockable | None = None
-        """The link the old worker's RELEASE comes on: never paused for what is held."""
+        self.migration = MigrationState() if migration is None else migration
+        """Balancing and colocation (migrate/): an outbound link's never moves."""
+        self.arrival: Arrival | None = None
+        """Just moved here: what it holds back until its handover is done (migrate/)."""
         self.reader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
@@ -118,10 +100,10 @@ class MsrpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         balancer = self.ctx.balancer
-        if self.balance and balancer is not None:
+        if self.migration.balance and balancer is not None:
             listen = self.wire.local_sock
             if balancer.offer(cast(asyncio.Transport, transport), len(self.ctx.conns), listen):
-                self.passed = self.closed = True  # another worker owns it now
+                self.migration.passed = self.closed = True  # another worker owns it now
                 return
         if self.closed:  # given up by a stop while connecting (stopping.py)
             transport.abort()  # type: ignore[attr-defined]
@@ -131,39 +113,61 @@ class MsrpConnection(asyncio.Protocol):
         self.peer_key = f"{wire.kind}:{peer}"
         self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
         self.ctx.connection_opened(self)
-        if self.on_taken_over is not None:
-            self.on_taken_over(self)
-            self.on_taken_over = None
+        arrival = self.arrival
+        if arrival is not None and arrival.on_taken_over is not None:
+            arrival.on_taken_over(self)
+            arrival.on_taken_over = None
         out = self.out
         if out.pending or out.close_when_flushed:
             out.flush()
-        if self.carried and not self.reading_held:
-            carried, self.carried = self.carried, b""
+        if arrival is not None and arrival.carried and not arrival.reading_held:
+            carried, arrival.carried = arrival.carried, b""
             self.data_received(carried)
 
+    def bytes_to_carry(self) -> bytes | None:
+        """What its reader holds, for a new owner to read first, when it can move to another
+        worker now (migrate/colocate.py): open, between frames, nothing waiting to be written
+        to it or held back, no streamed frame going in or out, not paused; else None."""
+        if (
+            self.closed
+            or self.stream_sink is not None
+            or self.intake.blockers
+            or self.arrival is not None
+            or not self.out.settled
+        ):
+            return None
+        return self.reader.detach()
+
     def hold_reading(self) -> None:
-        """Moved here: process nothing it sends until start_reading() (handover.py)."""
-        self.reading_held = True
+        """Moved here: process nothing it sends until start_reading() (migrate/handover.py)."""
+        if self.arrival is not None:
+            self.arrival.reading_held = True
 
     def start_reading(self) -> None:
-        self.reading_held = False
+        arrival = self.arrival
+        if arrival is None:
+            return
+        arrival.reading_held = False
+        if arrival.held is None:
+            self.arrival = None  # released already: nothing is held back any more
         self.intake.restart()
         if self.closed or self.wire.transport is None:
             return
         if not self.intake.blockers and self.may_read:
             self.wire.resume_reading()
-        if self.carried:
-            carried, self.carried = self.carried, b""
+        if arrival.carried:
+            carried, arrival.carried = arrival.carried, b""
             self.data_received(carried)
-        if self.eof_held:
-            self.eof_held = False
+        if arrival.eof_held:
+            arrival.eof_held = False
             self.eof_received()  # the reader reports the close, and we close (_drain_events)
 
     def data_received(self, data: bytes) -> None:
-        if self.reading_held:
+        arrival = self.arrival
+        if arrival is not None and arrival.reading_held:
             # uvloop starts reading after connection_made whatever it asked: keep the bytes
             # behind the carried ones and stop reading now.
-            self.carried += data
+            arrival.carried += data
             self.wire.pause_reading()
             return
         ctx, stats = self.ctx, self.stats
@@ -180,19 +184,20 @@ class MsrpConnection(asyncio.Protocol):
         reader, intake = self.reader, self.intake
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
-        if self.move_to is not None and self.ctx.mover is not None:
+        if self.migration.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
     def eof_received(self) -> bool | None:
-        if self.reading_held:
-            self.eof_held = True
+        arrival = self.arrival
+        if arrival is not None and arrival.reading_held:
+            arrival.eof_held = True
             return True  # keep the transport: what came before the EOF is read first
         self.wire.receive(b"")
         self._drain_events()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.passed:
+        if self.migration.passed:
             return
         self.closed = True
         self.stats.closing(f"error: {exc}" if exc else "closed by peer")
@@ -302,28 +307,31 @@ class MsrpConnection(asyncio.Protocol):
     ) -> bool:
         """Write a frame, or a piece of one (`more`), to this connection; False when it is
         closed (outbox.py). Just after a move, only frames the old worker `forwarded` go out;
-        the rest wait for release() (handover.py). `reader` is the connection or link the
+        the rest wait for release() (migrate/handover.py). `reader` is the connection or link the
         frame is being read from: flow control pauses it while this connection is congested
         (flow.py)."""
         if self.closed:
             return False
-        holding = self.holding
-        out = self.out
-        if holding is not None and not forwarded:
-            holding.append((data, close_after, source, more))
-            self.holding_bytes += len(data)
-        else:
+        out, arrival = self.out, self.arrival
+        if arrival is None or arrival.held is None:
             out.write(data, close_after, source, more)
-        if holding is not None and link_of(reader) is self.release_link:
-            return True  # RELEASE comes on this link: pausing it for what is held never ends
+        else:
+            if forwarded:
+                out.write(data, close_after, source, more)
+            else:
+                arrival.hold((data, close_after, source, more))
+            if link_of(reader) is arrival.release_link:
+                return True  # RELEASE comes on this link: pausing it for what is held never ends
         if out.flow.active or out.congested:
             out.flow.check(out, source, reader)
         return True
 
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
-        held, self.holding, self.holding_bytes = self.holding or [], None, 0
-        self.release_link = None
+        arrival = self.arrival
+        held = [] if arrival is None else arrival.take_held()
+        if arrival is not None and not arrival.reading_held:
+            self.arrival = None
         for data, close_after, source, more in held:
             self.write_frame(data, close_after, source=source, more=more)
         self.out.flow.check(self.out)
@@ -343,25 +351,41 @@ class MsrpConnection(asyncio.Protocol):
     @property
     def unsent(self) -> bool:
         """Output not (wholly) in the kernel yet (Outbox.unsent), or held back."""
-        return self.out.unsent or self.holding is not None
+        return self.out.unsent or self.holding
 
     @property
     def unsent_relayed(self) -> bool:
         """A relayed frame is among what has not reached the kernel (give_up drops it)."""
-        return self.out.unsent_relayed or bool(self.holding)
+        arrival = self.arrival
+        return self.out.unsent_relayed or (arrival is not None and bool(arrival.held))
 
     def give_up(self) -> list[Unsent]:
         """The stop's deadline is near: drop what has not reached the kernel, and return the
         relayed frames it held. uvloop's abort closes without SO_LINGER, so the bytes the
         kernel has still reach the peer, then a FIN: the peer gets exactly the frames its
         senders are not told are lost (RFC 4975 §7.1.2)."""
-        held = [(source, data, more) for data, _, source, more in self.holding or ()]
-        unsent = self.out.give_up(held)
-        self.holding, self.holding_bytes = None, 0
+        arrival = self.arrival
+        held = [] if arrival is None else arrival.take_held()
+        unsent = self.out.give_up((source, data, more) for data, _, source, more in held)
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
         self.stats.closing("relay stopping: unsent frames dropped")
         self.wire.abort()
         return unsent
+
+    @property
+    def holding(self) -> bool:
+        """Just moved here: frames wait for the old worker's RELEASE (migrate/handover.py)."""
+        return self.arrival is not None and self.arrival.held is not None
+
+    @property
+    def holding_bytes(self) -> int:
+        """What waits for RELEASE: it counts toward congestion (outbox.py)."""
+        return 0 if self.arrival is None else self.arrival.held_bytes
+
+    @property
+    def reading_held(self) -> bool:
+        """Just moved here: reads nothing until MOVING (migrate/handover.py)."""
+        return self.arrival is not None and self.arrival.reading_held
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop

@@ -9,57 +9,24 @@ socket is the Wire (transports/).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from ..protocol import ConnInfo, FrameReader
     from .connstats import ConnStats
     from .intake import Intake
+    from .migrate.state import Arrival, MigrationState
     from .outbox import Outbox
     from .ports import Blockable, Sink
     from .routeenv import ConnEnv
     from .sentlog import Unsent
     from .transports.base import Wire
 
-__all__ = ["Connection", "HoldState", "MoveState", "as_protocol"]
+__all__ = ["Connection", "as_protocol"]
 
 
-class MoveState(Protocol):
-    """Balancing and colocation (balance.py, colocate.py, retire.py)."""
-
-    balance: bool
-    passed: bool
-    movable: bool
-    streak: int
-    streak_owner: tuple[int, int] | None
-    move_to: tuple[tuple[int, int], int] | None
-    move_retry_at: float
-    moves: int
-    others_at: float
-    handovers: int
-
-
-class HoldState(Protocol):
-    """A connection just moved here (handover.py): what it holds until the old worker's
-    RELEASE."""
-
-    holding: list[tuple[bytes | memoryview, bool, Hashable, bool]] | None
-    holding_bytes: int
-    carried: bytes
-    on_taken_over: Callable[[Connection], None] | None
-    reading_held: bool
-    eof_held: bool
-    release_link: Blockable | None
-
-    def hold_reading(self) -> None: ...
-
-    def start_reading(self) -> None: ...
-
-    def release(self) -> None: ...
-
-
-class Connection(MoveState, HoldState, Protocol):
+class Connection(Protocol):
     conid: int
     peer_key: str
     """`tcp:host:port` or `tls:host:port` of the peer, once connected."""
@@ -72,6 +39,10 @@ class Connection(MoveState, HoldState, Protocol):
     wire: Wire
     reader: FrameReader
     env: ConnEnv
+    migration: MigrationState
+    """Balancing and colocation (migrate/)."""
+    arrival: Arrival | None
+    """Just moved here: what it holds back until its handover is done (migrate/)."""
     stream_sink: Sink | None
     """Where the pieces of the streamed frame being read go."""
     intake: Intake
@@ -87,6 +58,20 @@ class Connection(MoveState, HoldState, Protocol):
 
     @property
     def unsent_relayed(self) -> bool: ...
+
+    @property
+    def holding(self) -> bool: ...
+
+    @property
+    def reading_held(self) -> bool: ...
+
+    def bytes_to_carry(self) -> bytes | None: ...
+
+    def hold_reading(self) -> None: ...
+
+    def start_reading(self) -> None: ...
+
+    def release(self) -> None: ...
 
     def write_frame(
         self,

@@ -27,8 +27,8 @@ from .links import HandoffHub
 from .stopstate import StopState
 
 if TYPE_CHECKING:
-    from .balance import AcceptBalancer
-    from .colocate import Mover
+    from .migrate.balance import AcceptBalancer
+    from .migrate.colocate import Mover
 
 __all__ = ["WorkerContext", "WorkerIdentity"]
 
@@ -82,7 +82,7 @@ class WorkerContext:
         self.conns: dict[int, Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.balancer: AcceptBalancer | None = None
-        self.mover: Mover | None = None
+        self.mover: Mover[Connection] | None = None
         self.delivery: Forgets | None = None
         self.last_delivery = 0.0
         """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
@@ -132,7 +132,7 @@ class WorkerContext:
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.listed:
             self.registry.register(conn.registry_key, conn.conid)
-        if not conn.moves:  # a connection moved here was counted where it was accepted
+        if not conn.migration.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
 
     def connection_closed(self, conn: Connection) -> None:

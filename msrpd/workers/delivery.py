@@ -105,7 +105,7 @@ class Delivery:
         owner = conid_owner(conid)
         if owner == (ctx.ident.slot, ctx.ident.generation):
             conn = ctx.conns.get(conid)
-            origin.streak_owner = None
+            origin.migration.streak_owner = None
             if conn is not None and not conn.closed:
                 return LocalSink(conn, origin)
             mover = ctx.mover  # moved away?
@@ -116,7 +116,7 @@ class Delivery:
         hub = out.hub
         if hub is None:
             return None
-        if origin.movable and ctx.mover is not None:
+        if origin.migration.movable and ctx.mover is not None:
             source = ctx.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid)

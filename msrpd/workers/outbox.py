@@ -188,6 +188,22 @@ class Outbox:
         return bool(gate.held) or gate.owner is not None
 
     @property
+    def settled(self) -> bool:
+        """Attached, and nothing to write or waiting: no close pending, no streamed frame
+        half written or frame held behind one, no source paused, nothing pending here or in
+        the transport (a connection may move to another worker, migrate/colocate.py)."""
+        gate = self.gate
+        return (
+            self.wire.transport is not None
+            and not self.close_when_flushed
+            and gate.owner is None
+            and not gate.held
+            and not self.flow.blocked
+            and not self.pending
+            and not self.wire.buffered()
+        )
+
+    @property
     def unsent(self) -> bool:
         """Output not (wholly) in the kernel yet: queued here, in the transport, held in the
         gate, or a streamed frame half written."""

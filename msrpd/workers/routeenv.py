@@ -27,6 +27,7 @@ from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
 from .connstats import ConnStats
+from .migrate.state import MigrationState
 from .ports import Sink
 from .reports import frame_report
 
@@ -52,9 +53,8 @@ class RoutedConn(Protocol):
     peer_key: str
     stats: ConnStats
     """Its counters (frames_in: which frame is being routed) and sessions."""
-    movable: bool
-    streak_owner: tuple[int, int] | None
-    """Colocation (colocate.py): relaying to this worker breaks a streak to another."""
+    migration: MigrationState
+    """Colocation (migrate/colocate.py): relaying to this worker breaks a streak to another."""
     env: ConnEnv
 
     @property

@@ -233,7 +233,7 @@ class GracefulStop:
         conns = list(ctx.conns.values())
         for conn in conns:
             conn.stop_reading()  # a streamed frame still being read is not finished now
-            if conn.holding is not None and not conn.closed:
+            if conn.holding and not conn.closed:
                 # Just moved here, and its old worker's RELEASE may not come now: write what
                 # waits for it (the 200s to a sender among it), or give it up below.
                 conn.release()

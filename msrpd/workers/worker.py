@@ -38,9 +38,8 @@ from ..config import ListenAddress, Settings
 from ..process.title import set_title
 from ..rundir import ctl_path, handoff_path
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from .balance import AcceptBalancer
 from .boot import BootError, build_routes, listen, passed_conn
-from .colocate import Mover
+from .connapi import Connection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_handlers
 from .delivery import Delivery
@@ -49,8 +48,8 @@ from .gone import GoneReports
 from .handoff import HandoffFlags
 from .housekeeping import close_idle, publish
 from .links import HandoffHub
-from .retire import Retirer
-from .retirelinks import RetiringLinks
+from .migrate.build import build_migration
+from .migrate.retire import Retirer
 from .routeenv import RouteRunner
 from .signals import Mode, install_signals
 from .stopping import GracefulStop
@@ -89,7 +88,7 @@ class Worker:
         self.delivery: Delivery | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
-        self.retirer: Retirer | None = None
+        self.retirer: Retirer[Connection] | None = None
         self.leaving = 0.0
         """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
 
@@ -173,29 +172,26 @@ class Worker:
         assert hub is not None
         await hub.start()
         ident = ctx.ident
-        balancer = AcceptBalancer(
-            settings.core.run_dir,
-            ident.slot,
-            ident.generation,
-            ident.index,
+        migration = build_migration(
+            ctx,
+            ctx.conns,
             ctx.shm.heartbeats,
-            ctx.counters,
-            lambda sock, text: _adopt(ctx, routes, sock, text),
-            ctx.loop,
+            run_dir=settings.core.run_dir,
+            me=(ident.slot, ident.generation),
+            index=ident.index,
+            colocate=settings.core.balance,
+            linger=settings.core.drain_timeout,
+            delivery=self.delivery,
+            new_conn=lambda text: passed_conn(ctx, routes, text),
+            adopt=lambda sock, text: _adopt(ctx, routes, sock, text),
         )
         try:
-            balancer.start()
+            migration.balancer.start()
         except OSError as exc:
             raise BootError(f"accept socket: {exc}") from None
-        ctx.balancer = balancer
-        # Built even with `balance = false`: peers of another setting (a reload) still get
-        # their FENCE answered, and what they pass is served.
-        ctx.mover = mover = Mover(ctx, balancer, lambda text: passed_conn(ctx, routes, text))
-        balancer.adopt_moved = mover.adopt
-        hub.on_control = mover.on_control
-        links = RetiringLinks(ctx, self.delivery, settings.core.drain_timeout)
-        self.retirer = retirer = Retirer(ctx, mover, balancer, links)
-        mover.on_free = retirer.soon
+        ctx.balancer, ctx.mover = migration.balancer, migration.mover
+        hub.on_control = migration.mover.on_control
+        self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
             ctl_path(settings.core.run_dir, ident.slot, ident.generation),
             worker_handlers(ctx),

@@ -1,4 +1,4 @@
-"""Accept balancing (msrpd/workers/balance.py) with real workers, sockets and shared memory.
+"""Accept balancing (msrpd/workers/migrate/balance.py) with real workers, sockets and shared memory.
 
 SO_REUSEPORT picks the accepting worker by hash, so a handful of connections can land 6/2.
 A worker holding more than the least loaded one passes each new plain TCP connection over
@@ -12,9 +12,10 @@ import array
 import socket
 import time
 
+from msrpd.control.workerctl import query_worker
 from msrpd.protocol import Frame, FrameReader
 from msrpd.protocol.writer import build_request
-from msrpd.rundir import layout_for
+from msrpd.rundir import ctl_path, layout_for
 from msrpd.shm import ShmSet, WorkerState
 
 from ..msrpclient import MsrpClient
@@ -45,18 +46,30 @@ def _stat(shm: ShmSet, name: str) -> int:
     return int(shm.stats.total()[name])
 
 
+def _owner_slots(relay: Relay, children: int) -> dict[int, int]:
+    """Local port of each client connection -> the worker slot that serves it."""
+    run_dir = relay.settings().core.run_dir
+    return {
+        int(conn["peer"].rsplit(":", 1)[1]): slot
+        for slot in range(children)
+        for conn in query_worker(ctl_path(run_dir, slot, 1), "conns")
+    }
+
+
+def _authed(relay: Relay, user: str) -> MsrpClient:
+    client = MsrpClient(relay.port)
+    assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
+    return client
+
+
 def test_connections_spread_within_one_and_all_relay(make_relay) -> None:  # type: ignore[no-untyped-def]
     relay, shm = _started(make_relay, 2)
+    clients: list[MsrpClient] = []
     try:
-        pairs = []
-        for _ in range(6):
-            alice, bob = MsrpClient(relay.port), MsrpClient(relay.port)
-            for client, user in ((alice, "alice"), (bob, "bob")):
-                assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
-            pairs.append((alice, bob))
+        pairs = [(_authed(relay, "alice"), _authed(relay, "bob")) for _ in range(12)]
+        clients = [client for pair in pairs for client in pair]
         counts = _open_counts(shm)
-        assert sum(counts) == 12
-        assert counts[-1] - counts[0] <= 1, counts
+        assert counts == [12, 12], counts  # within one, whatever the hash did
         for n, (alice, bob) in enumerate(pairs):
             body = b"balanced %d" % n
             alice.send_message(bob, body, f"m{n}")
@@ -65,13 +78,30 @@ def test_connections_spread_within_one_and_all_relay(make_relay) -> None:  # typ
         time.sleep(COUNTERS_PUBLISHED)
         passed, adopted = _stat(shm, "conns_passed"), _stat(shm, "conns_adopted")
         assert passed == adopted
-        # The hash placed them somehow; the counts above say the balancer evened them out.
-        print(f"connections passed between workers: {passed}")
-        for alice, bob in pairs:
-            alice.close()
-            bob.close()
+        # Now uneven on purpose: worker 1 loses all its clients, worker 0 keeps 12. Each of
+        # 12 new clients lands wherever the hash says, and every one the hash gives worker 0
+        # must be passed: all 12 end up on worker 1 (the hash gives none of them to worker 0
+        # only once in 4096 runs).
+        owners = _owner_slots(relay, 2)
+        for client in [c for c in clients if owners[c.sock.getsockname()[1]] == 1]:
+            client.close()
+            clients.remove(client)
+        wait_for(lambda: sorted(_open_counts(shm)) == [0, 12], what="worker 1 emptied")
+        fresh = [_authed(relay, "alice") for _ in range(12)]
+        clients.extend(fresh)
+        owners = _owner_slots(relay, 2)
+        assert [owners[c.sock.getsockname()[1]] for c in fresh] == [1] * 12
+        time.sleep(COUNTERS_PUBLISHED)
+        passed_now = _stat(shm, "conns_passed") - passed
+        adopted_now = _stat(shm, "conns_adopted") - adopted
+        assert passed_now == adopted_now and 0 < passed_now <= 12, (passed_now, adopted_now)
+        print(f"connections passed between workers: {passed} then {passed_now}")
+        for client in clients:
+            client.close()
         wait_for(lambda: sum(_open_counts(shm)) == 0, what="every connection closed")
     finally:
+        for client in clients:
+            client.close()
         shm.close()
 
 

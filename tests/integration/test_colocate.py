@@ -1,4 +1,4 @@
-"""Colocation (msrpd/workers/colocate.py) with real workers, sockets and shared memory.
+"""Colocation (msrpd/workers/migrate/colocate.py) with real workers, sockets and shared memory.
 
 Every pair starts split over the two workers (paired after connecting, by asking the workers
 which connections they own). While Alice and Bob flood each other (so both ends want to
@@ -19,7 +19,7 @@ from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_reply, build_request
 from msrpd.rundir import ctl_path, layout_for
 from msrpd.shm import ShmSet
-from msrpd.workers.handover import MOVED_TIMEOUT
+from msrpd.workers.migrate.handover import MOVED_TIMEOUT
 
 from ..msrpclient import MsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for

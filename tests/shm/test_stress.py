@@ -29,7 +29,7 @@ from pathlib import Path
 
 from msrpd.shm import Cmap, CmapEntry
 from msrpd.shm.cmap import _VALUE
-from msrpd.shm.table import _BUSY, _stripe_header
+from msrpd.shm.stripes import BUSY, stripe_header
 
 from ..forking import Children
 
@@ -93,10 +93,11 @@ def freeze_mid_write(cmap: Cmap, out: Path, model: dict[str, int], p: int, seq: 
     value = _VALUE.pack(new.conid, new.expires, len(peer), len(addr), len(sock), peer, addr, sock)
     record = t._record.pack(1, len(raw), zlib.crc32(raw), raw, value)
     t.locks.lock(stripe)
-    off = t._find_locked(stripe, zlib.crc32(raw), raw)
-    _BUSY.pack_into(t._buf, _stripe_header(stripe) + 4, (off - t._base(stripe)) // t._rs + 1)
+    s = t.stripes
+    off = s.find(stripe, zlib.crc32(raw), raw)
+    BUSY.pack_into(s.buf, stripe_header(stripe) + 4, (off - s.base(stripe)) // s.rs + 1)
     half = len(record) // 2
-    t._buf[off : off + half] = record[:half]
+    s.buf[off : off + half] = record[:half]
     # Written then renamed: the parent polls for the name and must never read it half-written.
     Path(f"{out}.frozen.tmp").write_text(str(stripe))
     Path(f"{out}.frozen.tmp").rename(f"{out}.frozen")

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from msrpd.shm import ShmLayoutError, StripedTable, TableGeometry
-from msrpd.shm.table import _BUSY, _stripe_header
+from msrpd.shm import ShmLayoutError, StripedTable, TableGeometry, stripes
+from msrpd.shm.stripes import BUSY, stripe_header
 
 from ..forking import Children
 
@@ -208,7 +208,8 @@ def _below(limit: int, head: tuple[int, ...]) -> bool:
 
 
 def _kill_after_lines(n: int) -> None:
-    """Trace this process; SIGKILL it at the n-th line run inside a *_locked method."""
+    """Trace this process; SIGKILL it at the n-th line run in stripes.py, where every change
+    to a stripe is made (with its lock held)."""
     seen = 0
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -220,7 +221,7 @@ def _kill_after_lines(n: int) -> None:
         return local
 
     def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_name.endswith("_locked") else None
+        return local if frame.f_code.co_filename == stripes.__file__ else None
 
     sys.settrace(tracer)
 
@@ -317,14 +318,14 @@ def test_torn_record_in_busy_slot_is_discarded(prefix: str, tmp_path: Path, wher
     t = make(prefix, tmp_path, "t", 1, 16)
     try:
         model, keys = _wrapped_run(t)
-        buf, base, size = t._buf, t._base(0), t.geometry.record_size
+        buf, base, size = t.stripes.buf, t.stripes.base(0), t.geometry.record_size
         if where == "used-slot":
-            off = t._find_locked(0, zlib.crc32(keys[3]), keys[3])
+            off = t.stripes.find(0, zlib.crc32(keys[3]), keys[3])
             del model[keys[3]]
         else:
             off = next(base + i * size for i in range(16) if not buf[base + i * size])
         with t.locks.held(0):
-            _BUSY.pack_into(buf, _stripe_header(0) + 4, (off - base) // size + 1)
+            BUSY.pack_into(buf, stripe_header(0) + 4, (off - base) // size + 1)
             buf[off : off + size] = b"\x01" + os.urandom(size - 1)
         assert contents(t) == model
         assert t.verify() == []

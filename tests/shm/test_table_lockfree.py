@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from msrpd.shm import StripedTable, TableGeometry
-from msrpd.shm.table import _VERSION, _VERSION_AT, _stripe_header
+from msrpd.shm.stripes import VERSION, VERSION_AT, stripe_header
 
 from ..forking import Children
 
@@ -60,19 +60,19 @@ def test_get_takes_the_lock_while_a_writer_is_inside(
     version left odd by a dead writer is made even by the next lock holder."""
     t = make(prefix, tmp_path)
     r, w = os.pipe()
-    at = _stripe_header(0) + _VERSION_AT
+    at = stripe_header(0) + VERSION_AT
     try:
         assert t.put(b"key", b"v" * SIZE)
-        version = _VERSION.unpack_from(t._buf, at)[0]
+        version = VERSION.unpack_from(t._buf, at)[0]
         assert version % 2 == 0 and version > 0
-        _VERSION.pack_into(t._buf, at, version + 1)  # as a writer killed mid-change leaves it
+        VERSION.pack_into(t._buf, at, version + 1)  # as a writer killed mid-change leaves it
         pid = children.fork(lambda: _hold_lock(t, 0.5, w))
         os.read(r, 1)
         started = time.monotonic()
         assert t.get(b"key") == b"v" * SIZE
         assert time.monotonic() - started >= 0.3  # it waited for the holder
         assert children.wait(pid) == 0
-        repaired = _VERSION.unpack_from(t._buf, at)[0]
+        repaired = VERSION.unpack_from(t._buf, at)[0]
         assert repaired % 2 == 0 and repaired > version
         assert t.get(b"key") == b"v" * SIZE
     finally:

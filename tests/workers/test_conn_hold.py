@@ -1,4 +1,4 @@
-"""A connection just moved to this worker (handover.py), driven through its asyncio.Protocol
+"""A connection just moved to this worker (migrate/handover.py), driven through its asyncio.Protocol
 methods with a recording transport: it reads nothing until start_reading, the old worker's
 bytes first; an EOF that comes meanwhile waits behind them; frames for it wait for release()
 unless the old worker forwarded them, and the link RELEASE comes on is never paused."""
@@ -12,6 +12,7 @@ from msrpd.config import load_config
 from msrpd.protocol import ReaderLimits
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
+from msrpd.workers.migrate.state import Arrival
 from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.routeenv import RouteRunner
 from msrpd.workers.transports.tcp import TcpWire
@@ -110,8 +111,8 @@ def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, Worker
     ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), shm, cast(Any, Loop()))
     routes = RouteRunner(cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits())
     conn = MsrpConnection(ctx, routes, TcpWire("tcp:127.0.0.1:2855"))
-    conn.holding, conn.carried, conn.moves = [], carried, 1
-    conn.on_taken_over = lambda c: c.hold_reading()  # MOVING has not come yet
+    conn.migration.moves = 1
+    conn.arrival = Arrival(carried, lambda c: c.hold_reading())  # MOVING has not come yet
     transport = Transport()
     conn.connection_made(cast(Any, transport))
     return conn, transport, route, ctx
@@ -133,7 +134,8 @@ def test_reads_wait_for_moving_and_eof_waits_behind_the_carried_bytes() -> None:
 def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_reading() -> None:
     conn, transport, _route, _ctx = moved_conn(b"")
     link = Link()
-    conn.release_link = cast(Any, link)
+    assert conn.arrival is not None
+    conn.arrival.release_link = link
     conn.start_reading()
     local = Link()
     # Routed here after the cmap changed: held.
@@ -150,4 +152,4 @@ def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_rea
     conn.release()
     conn.out.flush()
     assert transport.written == [b"forwarded-1", b"direct-1" + big + b"direct-2"]
-    assert local.blocked == [] and conn.holding is None
+    assert local.blocked == [] and not conn.holding and conn.arrival is None

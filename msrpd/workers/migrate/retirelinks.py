@@ -24,12 +24,10 @@ Rules:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .connapi import Connection
-    from .context import WorkerContext
-    from .delivery import Delivery
+from .ports import LinkConn
 
 __all__ = ["LINK_QUIET", "RetiringLinks"]
 
@@ -39,18 +37,27 @@ LINK_QUIET = 2.0
 """Seconds without a byte either way before a retiring worker's link to a next hop closes."""
 
 
+class Unlister(Protocol):
+    def unlist(self) -> int:
+        """Take this worker's links to next hops out of the registry; how many (delivery.py)."""
+
+
 class RetiringLinks:
     """The links to next hops of a retiring worker.
 
     Args:
-        ctx: this worker's context (its connections).
+        conns: this worker's connections.
+        slot: this worker's slot (for the log).
         delivery: this worker's Delivery (its links and the registry).
         linger: seconds after the reload at which a link that never goes quiet is closed
             anyway, between frames ([core] drain_timeout).
     """
 
-    def __init__(self, ctx: WorkerContext, delivery: Delivery | None, linger: float) -> None:
-        self.ctx = ctx
+    def __init__(
+        self, conns: Mapping[int, LinkConn], slot: int, delivery: Unlister | None, linger: float
+    ) -> None:
+        self.conns = conns
+        self.slot = slot
         self.delivery = delivery
         self.linger = linger
         self.until = 0.0
@@ -68,7 +75,7 @@ class RetiringLinks:
         if count:
             logger.info(
                 "worker %d retiring: %d links to next hops left to the new generation",
-                self.ctx.ident.slot,
+                self.slot,
                 count,
             )
 
@@ -77,7 +84,7 @@ class RetiringLinks:
         if not self.active:
             return
         seen: dict[int, tuple[int, int, float]] = {}
-        for conn in list(self.ctx.conns.values()):
+        for conn in list(self.conns.values()):
             if not conn.outbound or conn.closed:
                 continue
             last = self.seen.get(conn.conid)
@@ -94,12 +101,12 @@ class RetiringLinks:
                 self._close(conn, "drain_timeout passed")
         self.seen = seen
 
-    def _close(self, conn: Connection, why: str) -> None:
+    def _close(self, conn: LinkConn, why: str) -> None:
         logger.info("retiring: closing the link to %s: %s", conn.peer_key, why)
         conn.close(f"retired: {why}")
 
 
-def _between_frames(conn: Connection) -> bool:
+def _between_frames(conn: LinkConn) -> bool:
     """Nothing to write, nothing half read, nothing half relayed."""
     return (
         not conn.unsent

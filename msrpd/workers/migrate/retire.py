@@ -2,11 +2,11 @@
 
 Why (issue 12): MSRP sessions last hours. Closing them when the old generation's time is up
 drops every one, so a retiring worker moves its connections, with their sessions and reader
-state, to the newest workers instead (SCM_RIGHTS; colocate.py and handover.py do the move).
+state, to the newest workers instead (fd passing; handover.py does the move).
 
 Rules:
 - What moves: plain TCP connections a client opened, each as soon as it is between frames
-  with nothing waiting to be written (Mover.movable), whatever `[core] balance` says. What
+  with nothing waiting to be written (colocate.ready_to_move), whatever `[core] balance` says. What
   cannot move stays and is served here until it closes (or `[core] retire_timeout` passes):
   TLS connections (their state is this process's SSL object). Connections the relay opened
   to a next hop leave the registry at once, so the new generation opens its own, and close
@@ -14,7 +14,7 @@ Rules:
 - Where: the RUNNING workers of the newest generation (heartbeats), each connection to the
   one with the fewest connections, counting what this batch already gives it.
 - Fast: one batch under one hold of the relay-wide move lock, every connection that can move
-  now (up to BATCH), up to MAX_BATCH sockets per datagram (balance.py). The lock goes back
+  now (up to BATCH), up to MAX_FDS sockets per datagram (wire.py's BATCH). The lock goes back
   when the last of them is released, and the next batch follows at once.
 - Nothing lost or reordered: each handover fences first (handover.py, step 4), since the
   connection may have relayed to any worker a moment before. A datagram that cannot be sent
@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Generic
 
-from ..rundir import accept_path
-from ..shm import WorkerState
-from .balance import MAX_BATCH, AcceptBalancer, batch_message
-
-if TYPE_CHECKING:
-    from .colocate import Mover
-    from .connapi import Connection
-    from .context import WorkerContext
-    from .retirelinks import RetiringLinks
+from ...shm import Heartbeats, WorkerState
+from .balance import AcceptBalancer
+from .colocate import move_message, ready_to_move
+from .fdpass import MAX_FDS
+from .handoverio import Handover
+from .lock import MoveLock
+from .ports import ConnT, WorkerPort
+from .retirelinks import RetiringLinks
+from .state import Worker
+from .wire import encode_batch
 
 __all__ = ["Retirer"]
 
@@ -49,28 +50,36 @@ LOCK_RETRY = 0.01
 DATAGRAM = 96 * 1024
 """Bytes of move messages in one datagram (the receiver reads up to 128 KiB)."""
 
-_Worker = tuple[int, int]  # (slot, generation)
 
-
-class Retirer:
+class Retirer(Generic[ConnT]):
     """This worker's handover of its connections once it is told to retire.
 
     Args:
-        ctx: this worker's context.
-        mover: sends connections and tracks their handover (colocate.py).
-        balancer: sends the sockets (balance.py).
+        host: the worker's shared resources (its connections, its loop).
+        heartbeats: where the new generation's workers are.
+        generation: this worker's generation.
+        balancer: sends the sockets (fd passing).
+        handover: what happens once a socket is sent.
+        lock: the relay-wide move lock.
+        links: this worker's links to next hops, closed once quiet.
     """
 
     def __init__(
         self,
-        ctx: WorkerContext,
-        mover: Mover,
+        host: WorkerPort[ConnT],
+        heartbeats: Heartbeats,
+        generation: int,
         balancer: AcceptBalancer,
-        links: RetiringLinks | None = None,
+        handover: Handover[ConnT],
+        lock: MoveLock,
+        links: RetiringLinks,
     ) -> None:
-        self.ctx = ctx
-        self.mover = mover
+        self.host = host
+        self.heartbeats = heartbeats
+        self.generation = generation
         self.balancer = balancer
+        self.handover = handover
+        self.lock = lock
         self.links = links
         self.active = False
         self.moved = 0
@@ -83,16 +92,15 @@ class Retirer:
         if not self.active:
             self.active = True
             self.started = time.monotonic()
-            if self.links is not None:
-                self.links.start(self.started)
+            self.links.start(self.started)
             self.soon()
 
     def soon(self) -> None:
         """Try the next batch from a loop callback (never from inside a handoff dispatch);
-        the worker calls this when the last move out is over (Mover.on_free)."""
+        called again when the last move out is over (MoveLock.when_free)."""
         if self.active and not self._scheduled:
             self._scheduled = True
-            self.ctx.loop.call_soon(self._run)
+            self.host.loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
@@ -104,25 +112,28 @@ class Retirer:
 
     def done(self) -> bool:
         """No connection left here, and no move unfinished."""
-        return not self.ctx.conns and not self.mover.busy()
+        return not self.host.conns and not self.handover.busy()
 
     def step(self) -> None:
         """Send the next batch, unless a move is unfinished (the last one's release calls
         this again) or another worker holds the lock (tried again soon)."""
-        ctx, mover = self.ctx, self.mover
-        if self.active and self.links is not None:
+        host, lock = self.host, self.lock
+        if self.active:
             self.links.tick(time.monotonic())
-        if not self.active or not ctx.conns or mover.busy():
+        if not self.active or not host.conns:
+            return
+        if self.handover.busy():
+            lock.when_free(self.soon)
             return
         targets = self._targets()
         if not targets:
             return
-        if not any(conn.movable for conn in ctx.conns.values()):
+        if not any(conn.migration.movable for conn in host.conns.values()):
             return  # what is left cannot move (TLS, links to next hops, closing when quiet)
-        if not mover.lock():
+        if not lock.acquire():
             if not self._retrying:  # another worker's batch is out: look again soon
                 self._retrying = True
-                ctx.loop.call_later(LOCK_RETRY, self._retry)
+                self.host.loop.call_later(LOCK_RETRY, self._retry)
             return
         sent = 0
         try:
@@ -131,31 +142,32 @@ class Retirer:
                 sent += self._send(owner, group)
         finally:
             if not sent:
-                mover.unlock()
+                lock.release()
         self.moved += sent
         if sent:
-            logger.debug("retiring: %d of %d connections sent", sent, len(ctx.conns) + sent)
+            lock.when_free(self.soon)
+            logger.debug("retiring: %d of %d connections sent", sent, len(host.conns) + sent)
 
-    def _ready(self) -> list[tuple[Connection, bytes]]:
+    def _ready(self) -> list[tuple[ConnT, bytes]]:
         """Up to BATCH connections that can move now, with their move messages."""
-        ctx, mover = self.ctx, self.mover
-        ctx.batch.flush_now()  # what is written to a connection leaves before it can move
-        ready: list[tuple[Connection, bytes]] = []
-        for conn in list(ctx.conns.values()):
-            held = mover.movable(conn)
-            message = None if held is None else mover.message(conn, held, handover=True)
+        host, me = self.host, self.handover.machine.me
+        host.batch.flush_now()  # what is written to a connection leaves before it can move
+        ready: list[tuple[ConnT, bytes]] = []
+        for conn in list(host.conns.values()):
+            held = ready_to_move(conn, host.stop.stopping)
+            message = None if held is None else move_message(conn, held, me, handover=True)
             if message is not None:
                 ready.append((conn, message))
                 if len(ready) >= BATCH:
                     break
         return ready
 
-    def _targets(self) -> dict[_Worker, int]:
+    def _targets(self) -> dict[Worker, int]:
         """The RUNNING workers of the newest generation -> their heartbeat index."""
-        mine = self.ctx.ident.generation
-        newest: dict[_Worker, int] = {}
+        mine = self.generation
+        newest: dict[Worker, int] = {}
         top = mine
-        for record in self.ctx.shm.heartbeats.live():
+        for record in self.heartbeats.live():
             if record.pid == 0 or record.state is not WorkerState.RUNNING:
                 continue
             if record.generation > top:
@@ -165,47 +177,46 @@ class Retirer:
         return newest
 
     def _assign(
-        self, ready: list[tuple[Connection, bytes]], targets: dict[_Worker, int]
-    ) -> dict[_Worker, list[tuple[Connection, bytes]]]:
-        heartbeats = self.ctx.shm.heartbeats
+        self, ready: list[tuple[ConnT, bytes]], targets: dict[Worker, int]
+    ) -> dict[Worker, list[tuple[ConnT, bytes]]]:
+        heartbeats = self.heartbeats
         load = {worker: heartbeats.conns(index) for worker, index in targets.items()}
-        groups: dict[_Worker, list[tuple[Connection, bytes]]] = {}
+        groups: dict[Worker, list[tuple[ConnT, bytes]]] = {}
         for item in ready:
             worker = min(load, key=load.__getitem__)
             load[worker] += 1
             groups.setdefault(worker, []).append(item)
         return groups
 
-    def _send(self, owner: _Worker, group: list[tuple[Connection, bytes]]) -> int:
+    def _send(self, owner: Worker, group: list[tuple[ConnT, bytes]]) -> int:
         """Send `group` to `owner` in datagrams; how many connections went."""
-        path = accept_path(self.ctx.settings.core.run_dir, *owner)
         sent = 0
         for chunk in _chunks(group):
-            # Mover.movable checked that each has its transport.
+            # ready_to_move checked that each has its transport.
             transports = [conn.wire.transport for conn, _ in chunk]
             ready = [transport for transport in transports if transport is not None]
             for transport in ready:
                 transport.pause_reading()
-            message = batch_message([m for _, m in chunk])
-            if not self.balancer.send_sockets(ready, path, message):
+            message = encode_batch([m for _, m in chunk])
+            if not self.balancer.send_to(owner, ready, message):
                 for transport in ready:
                     transport.resume_reading()
                 break  # its queue is full, or it is gone: the rest goes with a later batch
             for conn, _ in chunk:
-                self.mover.sent_away(conn, owner, fence_first=True)
+                self.handover.send_away(conn, owner, fence_first=True)
             sent += len(chunk)
         return sent
 
 
 def _chunks(
-    group: list[tuple[Connection, bytes]],
-) -> list[list[tuple[Connection, bytes]]]:
-    """`group` cut into datagrams of at most MAX_BATCH connections and about DATAGRAM bytes
+    group: list[tuple[ConnT, bytes]],
+) -> list[list[tuple[ConnT, bytes]]]:
+    """`group` cut into datagrams of at most MAX_FDS connections and about DATAGRAM bytes
     (one connection with a large held frame goes alone)."""
-    chunks: list[list[tuple[Connection, bytes]]] = []
+    chunks: list[list[tuple[ConnT, bytes]]] = []
     size = 0
     for item in group:
-        full = bool(chunks) and (len(chunks[-1]) >= MAX_BATCH or size + len(item[1]) > DATAGRAM)
+        full = bool(chunks) and (len(chunks[-1]) >= MAX_FDS or size + len(item[1]) > DATAGRAM)
         if not chunks or full:
             chunks.append([])
             size = 0

@@ -1,0 +1,306 @@
+"""The records of a StripedTable (table.py): layout, probing, and every change to a stripe.
+
+Layout:
+- A table header (n_stripes, slots, key_max, value size, record size), one header per stripe
+  (count, busy, version), then n_stripes runs of `slots_per_stripe` fixed-size records. Records
+  hold no pointers, only bytes; positions are indices.
+- Record: used u8, pad, key length u16, crc32 u32, key (key_max bytes), value (value_size
+  bytes, the caller's struct), padded to a multiple of 8.
+- A key's zlib.crc32 picks the stripe with its low k bits and the home slot with the rest;
+  linear probing wraps inside the stripe, so one stripe lock covers a whole operation.
+- Deletion is by backward shift (Knuth 6.4 algorithm R): later records of the probe run move
+  into the hole, so there are no tombstones and a probe stops at the first empty slot.
+
+Rules: every method but `find` and `count` runs with the stripe's lock held (the caller takes
+it), and inside it only packs, unpacks and copies bytes. A writer makes the stripe's version odd
+before it changes anything and even (and larger) after, so lock-free readers can tell a
+consistent copy (a seqlock, see StripedTable.get).
+
+Crash safety (a writer SIGKILLed inside a critical section; the kernel then drops its lock):
+- Before a writer touches slot p it stores busy = p + 1; it stores busy = 0 when the stripe is
+  consistent again. A delete keeps busy pointing at the current hole while it shifts records.
+- The next holder that finds busy != 0 repairs the stripe (`enter`): it treats slot busy - 1
+  as deleted (backward shift from it, with the same busy protocol, so a crash during repair is
+  repaired again) and recounts. Every intermediate state of put/delete is "a valid table plus a
+  garbage record at slot busy - 1", so this restores a valid table. A version left odd is made
+  even by the next holder, so lock-free readers can use the stripe again.
+- Cost of a crash: the killed process's in-flight operation either took effect or did not, and
+  a replace in flight can also lose the key (its slot is the one discarded). Nothing else is
+  lost, no torn record is ever returned, and no key is duplicated.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
+from typing import Any, Final
+
+from .locks import check_stripes
+
+__all__ = [
+    "BUSY",
+    "TABLE_HEADER",
+    "VERSION",
+    "VERSION_AT",
+    "Predicate",
+    "Stripes",
+    "TableGeometry",
+    "read_version",
+    "stripe_header",
+    "version_offset",
+]
+
+TABLE_HEADER: Final = struct.Struct("<IIIII12x")  # n_stripes, slots, key_max, value, record
+# count, busy (slot + 1 being written, 0 when idle), version (odd while a writer is inside)
+_STRIPE: Final = struct.Struct("<III4x")
+BUSY: Final = struct.Struct("<I")
+VERSION: Final = struct.Struct("<I")
+VERSION_AT: Final = 8  # in a stripe header
+_VERSION_WRAP: Final = 0xFFFFFFFF
+_COUNT_BUSY: Final = struct.Struct("<II")
+_SLOT: Final = struct.Struct("<BxHI")  # used, key length, crc32 of the key
+_KEY: Final = _SLOT.size  # offset of the key in a record
+_KEY_MAX_LIMIT: Final = 0xFFFF
+
+Predicate = Callable[[tuple[Any, ...]], bool]
+
+
+def stripe_header(stripe: int) -> int:
+    return TABLE_HEADER.size + _STRIPE.size * stripe
+
+
+def version_offset(stripe: int) -> int:
+    """Where a stripe's seqlock version lies in the region."""
+    return TABLE_HEADER.size + _STRIPE.size * stripe + VERSION_AT
+
+
+# A plain function for lock-free readers in other modules: CPython 3.11 compiles a method call
+# on an imported name (VERSION.unpack_from) as an attribute load that allocates a bound method.
+read_version: Final = VERSION.unpack_from  # (buf, version_offset(stripe)) -> (version,)
+
+
+@dataclass(frozen=True, slots=True)
+class TableGeometry:
+    """Shape of a table; create and attach must be given equal geometries."""
+
+    n_stripes: int
+    slots_per_stripe: int
+    key_max: int
+    value_size: int
+
+    @classmethod
+    def for_capacity(
+        cls, n_stripes: int, capacity: int, key_max: int, value_size: int
+    ) -> TableGeometry:
+        """Round `capacity` up to a multiple of n_stripes (ceil(capacity / n_stripes) each)."""
+        check_stripes(n_stripes)
+        if capacity < 1 or not 0 < key_max <= _KEY_MAX_LIMIT or value_size < 0:
+            raise ValueError(f"bad table shape: {capacity=} {key_max=} {value_size=}")
+        return cls(n_stripes, -(-capacity // n_stripes), key_max, value_size)
+
+    @property
+    def record_size(self) -> int:
+        return (_SLOT.size + self.key_max + self.value_size + 7) & ~7
+
+    @property
+    def capacity(self) -> int:
+        return self.n_stripes * self.slots_per_stripe
+
+    @property
+    def records_offset(self) -> int:
+        return TABLE_HEADER.size + _STRIPE.size * self.n_stripes
+
+    @property
+    def region_size(self) -> int:
+        return self.records_offset + self.capacity * self.record_size
+
+    @property
+    def value_offset(self) -> int:
+        """Where the value starts in a record."""
+        return _SLOT.size + self.key_max
+
+    def header(self) -> tuple[int, ...]:
+        return (*astuple(self), self.record_size)
+
+
+class Stripes:
+    """The stripes of one table's region (`buf`), shaped by `geometry`."""
+
+    def __init__(self, buf: memoryview, geometry: TableGeometry) -> None:
+        self.buf = buf
+        self.n_stripes = geometry.n_stripes
+        self.mask = geometry.n_stripes - 1
+        self.shift = check_stripes(geometry.n_stripes)
+        self.slots = geometry.slots_per_stripe
+        self.rs = geometry.record_size
+        self._voff = geometry.value_offset
+        self._stripe_bytes = self.slots * self.rs
+        self._records = geometry.records_offset
+        self._value = struct.Struct(f"{geometry.value_size}s")
+
+    def base(self, stripe: int) -> int:
+        """Offset of the stripe's first record."""
+        return self._records + stripe * self._stripe_bytes
+
+    def find(self, stripe: int, h: int, key: bytes) -> int:
+        """Offset of key's record; else -1 - (offset of the first free slot); -1 if full.
+        Only reads, so lock-free readers use it too (and check the version around it)."""
+        buf, rs, slots = self.buf, self.rs, self.slots
+        base = self._records + stripe * self._stripe_bytes
+        i = (h >> self.shift) % slots
+        klen = len(key)
+        for _ in range(slots):
+            off = base + i * rs
+            used, length, kh = _SLOT.unpack_from(buf, off)
+            if not used:
+                return -1 - off
+            if kh == h and length == klen and buf[off + _KEY : off + _KEY + klen] == key:
+                return off
+            i = i + 1 if i + 1 < slots else 0
+        return -1
+
+    def count(self) -> int:
+        """The sum of the per-stripe counts, read without locks (see StripedTable.count)."""
+        words = _STRIPE.size // 4
+        counts = struct.unpack_from(f"<{words * self.n_stripes}I", self.buf, TABLE_HEADER.size)
+        return sum(counts[0::words])
+
+    # -- everything below runs with the stripe lock held -------------------------------------
+
+    def enter(self, stripe: int) -> None:
+        """Repair what a writer killed inside this stripe left behind; call first when locked."""
+        busy = BUSY.unpack_from(self.buf, stripe_header(stripe) + 4)[0]
+        if busy:
+            self._repair(stripe, busy - 1)
+        if VERSION.unpack_from(self.buf, stripe_header(stripe) + VERSION_AT)[0] & 1:
+            self._end_write(stripe)  # a writer died after its changes, before this
+
+    def _begin_write(self, stripe: int) -> None:
+        at = stripe_header(stripe) + VERSION_AT
+        version = VERSION.unpack_from(self.buf, at)[0]
+        if not version & 1:
+            VERSION.pack_into(self.buf, at, version + 1)
+
+    def _end_write(self, stripe: int) -> None:
+        at = stripe_header(stripe) + VERSION_AT
+        version = VERSION.unpack_from(self.buf, at)[0] | 1
+        VERSION.pack_into(self.buf, at, (version + 1) & _VERSION_WRAP)
+
+    def put(self, stripe: int, h: int, key: bytes, record: bytes) -> bool:
+        """Insert or replace key's whole `record`; False when the stripe is full."""
+        self.enter(stripe)
+        off = self.find(stripe, h, key)
+        hdr = stripe_header(stripe)
+        if off == -1:
+            return False  # stripe full, key absent
+        count = _STRIPE.unpack_from(self.buf, hdr)[0]
+        if off < 0:
+            off = -1 - off
+            count += 1
+        self._begin_write(stripe)
+        BUSY.pack_into(self.buf, hdr + 4, (off - self.base(stripe)) // self.rs + 1)
+        self.buf[off : off + self.rs] = record
+        _COUNT_BUSY.pack_into(self.buf, hdr, count, 0)
+        self._end_write(stripe)
+        return True
+
+    def value_at(self, off: int) -> bytes:
+        """The value of the record at `off`."""
+        value: bytes = self._value.unpack_from(self.buf, off + self._voff)[0]
+        return value
+
+    def head_at(self, off: int, head: struct.Struct) -> tuple[Any, ...]:
+        """The leading fields of the value of the record at `off`."""
+        return head.unpack_from(self.buf, off + self._voff)
+
+    def remove(self, stripe: int, off: int) -> None:
+        """Delete the record at `off` (found by `find`)."""
+        self._remove_at(stripe, (off - self.base(stripe)) // self.rs)
+
+    def _remove_at(self, stripe: int, hole: int) -> None:
+        """Backward-shift delete of slot `hole`; busy always names the current hole."""
+        buf, rs, slots, shift = self.buf, self.rs, self.slots, self.shift
+        base, busy = self.base(stripe), stripe_header(stripe) + 4
+        self._begin_write(stripe)
+        BUSY.pack_into(buf, busy, hole + 1)
+        j = hole
+        while True:
+            j = j + 1 if j + 1 < slots else 0
+            off = base + j * rs
+            if j == hole or not buf[off]:
+                break
+            home = (_SLOT.unpack_from(buf, off)[2] >> shift) % slots
+            # The record at j stays if its home lies cyclically in (hole, j].
+            if (hole < home <= j) if hole < j else (home > hole or home <= j):
+                continue
+            dst = base + hole * rs
+            buf[dst : dst + rs] = buf[off : off + rs]
+            hole = j
+            BUSY.pack_into(buf, busy, hole + 1)
+        buf[base + hole * rs] = 0
+        count = _STRIPE.unpack_from(buf, busy - 4)[0]
+        _COUNT_BUSY.pack_into(buf, busy - 4, max(count - 1, 0), 0)
+        self._end_write(stripe)
+
+    def _repair(self, stripe: int, suspect: int) -> None:
+        """A writer died inside this stripe: drop its slot, restore the probe runs, recount."""
+        if not 0 <= suspect < self.slots:
+            suspect = 0  # garbage in busy: a no-op shift from slot 0, then recount
+        self._remove_at(stripe, suspect)
+        base, rs = self.base(stripe), self.rs
+        used = sum(1 for i in range(self.slots) if self.buf[base + i * rs])
+        _COUNT_BUSY.pack_into(self.buf, stripe_header(stripe), used, 0)
+
+    def remove_where(self, stripe: int, head: struct.Struct, pred: Predicate) -> int:
+        """Remove the records whose pred(head.unpack_from(value)) is true; how many."""
+        # After a removal slot i is examined again: the shift may have moved a record into it.
+        # A shift only moves records backward within their run, so none skips the cursor.
+        buf, rs, voff = self.buf, self.rs, self._voff
+        base, removed, i = self.base(stripe), 0, 0
+        while i < self.slots:
+            off = base + i * rs
+            if buf[off] and pred(head.unpack_from(buf, off + voff)):
+                self._remove_at(stripe, i)
+                removed += 1
+            else:
+                i += 1
+        return removed
+
+    def items(self, stripe: int) -> list[tuple[bytes, bytes]]:
+        buf, rs = self.buf, self.rs
+        base = self.base(stripe)
+        out: list[tuple[bytes, bytes]] = []
+        for i in range(self.slots):
+            off = base + i * rs
+            if buf[off]:
+                klen = _SLOT.unpack_from(buf, off)[1]
+                key = bytes(buf[off + _KEY : off + _KEY + klen])
+                out.append((key, self.value_at(off)))
+        return out
+
+    def verify(self, stripe: int) -> list[str]:
+        """The stripe's broken invariants (hash, stripe, duplicates, probe paths, count)."""
+        buf, rs, slots = self.buf, self.rs, self.slots
+        base = self.base(stripe)
+        seen: set[bytes] = set()
+        problems: list[str] = []
+        for i in range(slots):
+            off = base + i * rs
+            used, klen, kh = _SLOT.unpack_from(buf, off)
+            if not used:
+                continue
+            key = bytes(buf[off + _KEY : off + _KEY + klen])
+            if kh != zlib.crc32(key) or kh & self.mask != stripe or key in seen:
+                problems.append(f"stripe {stripe} slot {i}: bad hash, stripe or duplicate")
+            seen.add(key)
+            j = (kh >> self.shift) % slots
+            while j != i and buf[base + j * rs]:
+                j = j + 1 if j + 1 < slots else 0
+            if j != i:
+                problems.append(f"stripe {stripe} slot {i}: empty slot {j} on its probe path")
+        count = _STRIPE.unpack_from(buf, stripe_header(stripe))[0]
+        if count != len(seen):
+            problems.append(f"stripe {stripe}: count {count}, {len(seen)} records")
+        return problems

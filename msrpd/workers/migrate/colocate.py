@@ -1,0 +1,205 @@
+"""Colocation: move a connection to the worker its peer is on, so a pair is served by one process.
+
+Why (issue 7): a pair split over two workers costs each relayed frame two handoffs (the SEND
+one way, its 200 back): about 30 instead of 22 us of relay CPU per 10 KiB frame, and two
+more process wake-ups of latency. Kamailio has no such cost: any of its processes writes to
+any connection. Here the connection moves instead (DESIGN §2: fd passing where it helps).
+
+When: a connection that relays STREAK frames in a row to connections of one other worker (a
+client talking to its peer) is moved there, or the peer is asked to come here (PULL),
+whichever keeps the two workers' connection counts within two of each other. One move at a
+time in the whole relay (lock.py: held from the socket's sending to RELEASE), and a worker
+that still holds frames back for a connection it took over moves nothing: two ends of a pair
+moving at once could let a frame pass an earlier one. Only plain TCP connections accepted by
+a worker (TLS state lives in this process's SSL object; outbound links to other relays stay),
+only between frames, with nothing waiting to be written to it, no streamed frame going in or
+out, not paused by flow control, at most MAX_MOVES times (conn.bytes_to_carry says when).
+
+What happens once the socket has left is handover.py's (handoverio.py drives it). A retiring
+worker (reload) uses the same sending through retire.py, many connections under one hold of
+the lock.
+Colocation runs only with `[core] balance = true`; moving on reload does not depend on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable
+from typing import Generic
+
+from ..handoff import Handoff, HandoffKind
+from ..ports import Blockable
+from .balance import AcceptBalancer
+from .handoverio import Handover, MovedSink
+from .lock import MoveLock
+from .ports import Conn, ConnT, WorkerPort
+from .state import Worker, token_worker, worker_token
+from .wire import MoveState, encode_moved
+
+__all__ = ["MAX_CARRY", "MAX_MOVES", "STREAK", "Mover", "move_message", "ready_to_move"]
+
+logger = logging.getLogger(__name__)
+
+STREAK = 16
+"""Frames in a row relayed to one other worker before the connection moves."""
+MAX_MOVES = 3
+"""A connection moves at most this often (a client with peers everywhere stays put)."""
+RETRY = 1.0
+"""Seconds between two attempts for one connection."""
+MAX_CARRY = 1 << 16
+"""A connection whose reader holds more than this (a large frame half read) waits."""
+QUIET_OTHERS = 1.0
+"""Seconds without relaying to a third worker before a connection may move (handover.py)."""
+
+
+def ready_to_move(conn: Conn, stopping: bool) -> bytes | None:
+    """What conn's reader holds, if conn can move now; else None. A stop reads no more:
+    nothing to gain by moving, frames to lose."""
+    if not conn.migration.movable or stopping:
+        return None
+    held = conn.bytes_to_carry()
+    return held if held is not None and len(held) <= MAX_CARRY else None
+
+
+def move_message(conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> bytes | None:
+    """What the new owner needs to serve `conn` (wire.MoveState); None when its state is over
+    MAX_STATE. `handover`: a reload moves it (not counted against MAX_MOVES)."""
+    return MoveState.of(conn, held, me, handover=handover).encode()
+
+
+class Mover(Generic[ConnT]):
+    """This worker's side of colocation: when to move, and sending the socket.
+
+    Args:
+        host: the worker's shared resources (its connections, the handoff links).
+        balancer: who the other workers are, and fd passing.
+        handover: what happens once a socket is sent (or one is moved here).
+        lock: the relay-wide move lock.
+        colocate: `[core] balance`: move connections to their peers' workers. Without it
+            the mover still answers what other workers ask of it (a reload's handover).
+    """
+
+    def __init__(
+        self,
+        host: WorkerPort[ConnT],
+        balancer: AcceptBalancer,
+        handover: Handover[ConnT],
+        lock: MoveLock,
+        *,
+        colocate: bool,
+    ) -> None:
+        self.host = host
+        self.balancer = balancer
+        self.handover = handover
+        self.lock = lock
+        self.colocate = colocate
+        self.me = handover.machine.me
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def note_remote(self, source: Conn, owner: Worker, conid: int) -> None:
+        """relay() from `source` went to connection `conid` of worker `owner`."""
+        if not self.colocate:
+            return
+        state = source.migration
+        if state.streak_owner == owner:
+            state.streak += 1
+            if state.streak >= STREAK:
+                state.move_to = (owner, conid)
+        else:
+            if state.streak_owner is not None:
+                state.others_at = time.monotonic()  # relayed to a third worker
+            state.streak_owner, state.streak = owner, 1
+
+    def consider(self, conn: ConnT) -> None:
+        """After `conn`'s read: move it to, or pull its peer from, the worker it relays to."""
+        state = conn.migration
+        target = state.move_to
+        state.move_to, state.streak, state.streak_owner = None, 0, None
+        now = time.monotonic()
+        if target is None or now < state.move_retry_at or state.colocated >= MAX_MOVES:
+            return
+        if now - state.others_at < QUIET_OTHERS or self.busy():
+            return
+        state.move_retry_at = now + RETRY
+        owner, peer = target
+        index = self.balancer.index_of(owner)
+        if index is None:
+            return  # not a RUNNING worker of our generation
+        theirs, mine = self.balancer.heartbeats.conns(index), len(self.host.conns)
+        # Moving ours there is fair if they hold no more than we do, pulling theirs here if we
+        # hold no more than they do. With equal counts, ours goes if it can: a connection
+        # with bytes still waiting to be written to it (a flooded receiver) cannot.
+        if theirs <= mine and self.move(conn, owner):
+            logger.debug("connection %x relays to %x: moved it there", conn.conid, peer)
+        elif mine <= theirs:
+            logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
+            self.host.handoffs.control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
+
+    def busy(self) -> bool:
+        """A move out or in is unfinished: one at a time per worker, so two connections
+        never move at once through one worker (their frames could pass each other)."""
+        return self.handover.busy()
+
+    def move(self, conn: ConnT, owner: Worker) -> bool:
+        """Send `conn` to worker `owner`; False when it stays here."""
+        self.host.batch.flush_now()
+        held = ready_to_move(conn, self.host.stop.stopping)
+        transport = conn.wire.transport
+        if held is None or transport is None:
+            return False
+        message = move_message(conn, held, self.me)
+        if message is None:
+            return False  # thousands of sessions: not worth a move
+        if not self.lock.acquire():
+            conn.migration.move_retry_at = 0.0  # only another move was in the way: soon
+            return False
+        try:
+            transport.pause_reading()
+            if not self.balancer.send_to(owner, [transport], encode_moved(message)):
+                transport.resume_reading()
+                self.lock.release()
+                return False
+            self.handover.send_away(conn, owner)
+        except BaseException:
+            self.lock.release()
+            raise
+        return True
+
+    def on_pull(self, msg: Handoff) -> None:
+        """Another worker asks for one of our connections."""
+        conn = self.host.conns.get(msg.conid)
+        owner = token_worker(msg.token)
+        index = self.balancer.index_of(owner)
+        if conn is None or index is None or self.busy():
+            return
+        if conn.migration.colocated >= MAX_MOVES:
+            return
+        if self.balancer.heartbeats.conns(index) <= len(self.host.conns):
+            self.move(conn, owner)
+
+    # -- what the worker calls ------------------------------------------------------------------
+
+    def on_control(self, msg: Handoff, link: Blockable | None) -> None:
+        """A connection-moving message from another worker, come on handoff link `link`."""
+        if msg.kind is HandoffKind.PULL:
+            self.on_pull(msg)
+        else:
+            self.handover.on_control(msg, link)
+
+    def sink_for(self, conid: int, record: object, reader: Blockable | None) -> MovedSink | None:
+        """Where relay() sends a frame for `conid` if it moved away from here; `record` is
+        the routed frame (a GONE reports it), `reader` what flow control pauses."""
+        return self.handover.sink_for(conid, record, reader)
+
+    def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
+        """A handoff for a connection that moved away: pass it on; False if unknown."""
+        return self.handover.deliver(conid, data, flags, source)
+
+    def tick(self) -> None:
+        """Once a second: the handover's timeouts."""
+        self.handover.tick()
+
+    def close(self) -> None:
+        self.lock.close()
