@@ -39,6 +39,7 @@ from ..shm import Counter
 from .connstats import ConnStats
 from .flow import FlowControl, link_of
 from .intake import Intake
+from .migrate.hooks import MoveHooks
 from .migrate.state import Arrival, MigrationState
 from .outbox import Outbox
 from .peers import registry_key
@@ -57,9 +58,10 @@ logger = logging.getLogger(__name__)
 BYTES_IN = Counter.bytes_in
 
 
-class MsrpConnection(asyncio.Protocol):
+class MsrpConnection(MoveHooks, asyncio.Protocol):
     """One connection over a wire (transports/), inbound (accepted) or outbound (opened to a
-    next hop): reads through the FrameReader, writes through its Outbox."""
+    next hop): reads through the FrameReader, writes through its Outbox; what it does to
+    move to another worker is MoveHooks' (migrate/hooks.py)."""
 
     outbound = False
     """Opened by the relay to a next hop (delivery.py sets it), not accepted from a client."""
@@ -123,44 +125,6 @@ class MsrpConnection(asyncio.Protocol):
         if arrival is not None and arrival.carried and not arrival.reading_held:
             carried, arrival.carried = arrival.carried, b""
             self.data_received(carried)
-
-    def bytes_to_carry(self) -> bytes | None:
-        """What its reader holds, for a new owner to read first, when it can move to another
-        worker now (migrate/colocate.py): open, between frames, nothing waiting to be written
-        to it or held back, no streamed frame going in or out, not paused; else None."""
-        if (
-            self.closed
-            or self.stream_sink is not None
-            or self.intake.blockers
-            or self.arrival is not None
-            or not self.out.settled
-        ):
-            return None
-        return self.reader.detach()
-
-    def hold_reading(self) -> None:
-        """Moved here: process nothing it sends until start_reading() (migrate/handover.py)."""
-        if self.arrival is not None:
-            self.arrival.reading_held = True
-
-    def start_reading(self) -> None:
-        arrival = self.arrival
-        if arrival is None:
-            return
-        arrival.reading_held = False
-        if arrival.held is None:
-            self.arrival = None  # released already: nothing is held back any more
-        self.intake.restart()
-        if self.closed or self.wire.transport is None:
-            return
-        if not self.intake.blockers and self.may_read:
-            self.wire.resume_reading()
-        if arrival.carried:
-            carried, arrival.carried = arrival.carried, b""
-            self.data_received(carried)
-        if arrival.eof_held:
-            arrival.eof_held = False
-            self.eof_received()  # the reader reports the close, and we close (_drain_events)
 
     def data_received(self, data: bytes) -> None:
         arrival = self.arrival
@@ -326,16 +290,6 @@ class MsrpConnection(asyncio.Protocol):
             out.flow.check(out, source, reader)
         return True
 
-    def release(self) -> None:
-        """The old worker has forwarded everything: write what was held back, in order."""
-        arrival = self.arrival
-        held = [] if arrival is None else arrival.take_held()
-        if arrival is not None and not arrival.reading_held:
-            self.arrival = None
-        for data, close_after, source, more in held:
-            self.write_frame(data, close_after, source=source, more=more)
-        self.out.flow.check(self.out)
-
     @property
     def may_read(self) -> bool:
         """Not stopping, or finishing the streamed frame it was reading when the stop came."""
@@ -371,21 +325,6 @@ class MsrpConnection(asyncio.Protocol):
         self.stats.closing("relay stopping: unsent frames dropped")
         self.wire.abort()
         return unsent
-
-    @property
-    def holding(self) -> bool:
-        """Just moved here: frames wait for the old worker's RELEASE (migrate/handover.py)."""
-        return self.arrival is not None and self.arrival.held is not None
-
-    @property
-    def holding_bytes(self) -> int:
-        """What waits for RELEASE: it counts toward congestion (outbox.py)."""
-        return 0 if self.arrival is None else self.arrival.held_bytes
-
-    @property
-    def reading_held(self) -> bool:
-        """Just moved here: reads nothing until MOVING (migrate/handover.py)."""
-        return self.arrival is not None and self.arrival.reading_held
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop
