@@ -10,40 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
 
-__all__ = ["Accounted", "account"]
+from .connstats import ConnStats
+
+__all__ = ["account"]
 
 logger = logging.getLogger("msrpd.acct")
 
 
-class Accounted(Protocol):
-    """What the record reads of a connection (conn.MsrpConnection)."""
-
-    sessions: list[str]
-    session_meta: dict[str, tuple[str, float]]
-    peer_key: str
-    bytes_in: int
-    bytes_out: int
-    frames_in: int
-    frames_out: int
-    close_reason: str
-
-
-def account(conn: Accounted) -> None:
+def account(stats: ConnStats, peer: str) -> None:
+    """The lines for the sessions of the connection to `peer` whose record is `stats`."""
     now = time.time()
-    for sessid in conn.sessions:
-        user, started = conn.session_meta.get(sessid, ("", now))
+    for sessid in stats.sessions:
+        user, started = stats.session_meta.get(sessid, ("", now))
         fields = {
             "session": sessid,
             "user": user,
-            "peer": conn.peer_key,
-            "bytes_in": conn.bytes_in,
-            "bytes_out": conn.bytes_out,
-            "frames_in": conn.frames_in,
-            "frames_out": conn.frames_out,
+            "peer": peer,
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "frames_in": stats.frames_in,
+            "frames_out": stats.frames_out,
             "duration": round(now - started, 3),
-            "reason": conn.close_reason,
+            "reason": stats.close_reason,
         }
         text = " ".join(
             f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in fields.items()

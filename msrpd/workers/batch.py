@@ -1,8 +1,8 @@
 """WriteBatch: one transport write per connection per read (DESIGN §3, issue 7).
 
 Rules: what one read produces (its replies, the frames it relays, what a handoff batch
-brings) is queued on its connections, and each dirty connection is flushed once, when that
-read's work ends (flush_now), or, for writes outside a read, at the end of the loop
+brings) is queued in its connections' outboxes (outbox.py), and each dirty outbox is flushed
+once, when that read's work ends (flush_now), or, for writes outside a read, at the end of the loop
 iteration. The handoff links batch the same way (links.py): the read brackets them too.
 """
 
@@ -15,6 +15,8 @@ __all__ = ["Flushable", "LinkBatch", "WriteBatch"]
 
 
 class Flushable(Protocol):
+    """A connection's outbox (outbox.Outbox)."""
+
     def flush(self) -> None: ...
 
 
@@ -36,10 +38,10 @@ class WriteBatch:
         self.batching = False
         """Inside one read's work (begin .. flush_now)."""
 
-    def queue(self, conn: Flushable) -> None:
-        """Flush `conn` when this read's work ends (flush_now) or, outside a read, at the end
+    def queue(self, out: Flushable) -> None:
+        """Flush `out` when this read's work ends (flush_now) or, outside a read, at the end
         of this loop iteration."""
-        self.dirty.append(conn)
+        self.dirty.append(out)
         if len(self.dirty) == 1 and not self.batching:
             self.loop.call_soon(self.flush_dirty)
 
@@ -50,8 +52,8 @@ class WriteBatch:
         # Last written, first flushed: a read's frames go to the far end before the 200s to
         # the sender (the route answers, then relays), so the relayed frame waits for no
         # other write (latency, issue 7). Order within one connection is untouched.
-        for conn in reversed(dirty):
-            conn.flush()
+        for out in reversed(dirty):
+            out.flush()
 
     def begin(self) -> None:
         """One read's work starts: writes queue until flush_now, with no loop callback

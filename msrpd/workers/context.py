@@ -20,13 +20,13 @@ from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from .accounting import account
 from .batch import WriteBatch
 from .conids import FIRST_SERIAL, SerialBlocks
+from .connapi import Connection, as_protocol
 from .handoff import make_conid
 from .handoffout import HandoffOut
 from .links import HandoffHub
 from .stopstate import StopState
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
     from .migrate.balance import AcceptBalancer
     from .migrate.colocate import Mover
 
@@ -57,7 +57,7 @@ class WorkerIdentity:
 class Forgets(Protocol):
     """Who keeps outbound connections by next hop (delivery.Delivery)."""
 
-    def forget(self, conn: MsrpConnection) -> None: ...
+    def forget(self, conn: Connection) -> None: ...
 
 
 class WorkerContext:
@@ -79,10 +79,10 @@ class WorkerContext:
         """Where the graceful stop is (shared with the hub: it refuses frames once given up)."""
         self.batch = WriteBatch(loop, hub)
         self.handoffs = HandoffOut(hub, settings.core.run_dir, self.counters, self.stop)
-        self.conns: dict[int, MsrpConnection] = {}
+        self.conns: dict[int, Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.balancer: AcceptBalancer | None = None
-        self.mover: Mover[MsrpConnection] | None = None
+        self.mover: Mover[Connection] | None = None
         self.delivery: Forgets | None = None
         self.last_delivery = 0.0
         """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
@@ -111,12 +111,12 @@ class WorkerContext:
             )
         return make_conid(self.ident.slot, self.ident.generation, serials.take())
 
-    def serve_socket(self, conn: MsrpConnection, sock: socket.socket) -> None:
+    def serve_socket(self, conn: Connection, sock: socket.socket) -> None:
         """Serve an accepted socket another worker passed here with `conn`."""
 
         async def serve() -> None:
             try:
-                await self.loop.connect_accepted_socket(lambda: conn, sock)
+                await self.loop.connect_accepted_socket(lambda: as_protocol(conn), sock)
             except OSError as exc:
                 logger.warning("cannot serve a passed connection: %s", exc)
                 sock.close()
@@ -127,7 +127,7 @@ class WorkerContext:
 
     # -- connections ------------------------------------------------------------------------
 
-    def connection_opened(self, conn: MsrpConnection) -> None:
+    def connection_opened(self, conn: Connection) -> None:
         self.conns[conn.conid] = conn
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.listed:
@@ -135,7 +135,7 @@ class WorkerContext:
         if not conn.migration.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
 
-    def connection_closed(self, conn: MsrpConnection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         self.conns.pop(conn.conid, None)
         self.shm.heartbeats.set_conns(self.ident.index, len(self.conns))
         if self.registry is not None and conn.peer_key:
@@ -143,10 +143,10 @@ class WorkerContext:
         # A closed connection's sessions go with it (RFC 4976 §6.3).
         cmap = self.cmap
         if cmap is not None:
-            for sessid in conn.sessions:
+            for sessid in conn.stats.sessions:
                 cmap.delete(sessid)
         if self.settings.log.accounting:
-            account(conn)
+            account(conn.stats, conn.peer_key)
         if self.delivery is not None:
             self.delivery.forget(conn)
 

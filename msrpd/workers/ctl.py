@@ -153,11 +153,11 @@ def worker_handlers(ctx: WorkerContext) -> dict[str, Handler]:
             {
                 "conid": conn.conid,
                 "peer": conn.peer_key,
-                "local": conn.local_sock,
-                "age": round(now - conn.opened, 1),
-                "bytes_in": conn.bytes_in,
-                "bytes_out": conn.bytes_out,
-                "sessions": list(conn.sessions),
+                "local": conn.wire.local_sock,
+                "age": round(now - conn.stats.opened, 1),
+                "bytes_in": conn.stats.bytes_in,
+                "bytes_out": conn.stats.bytes_out,
+                "sessions": list(conn.stats.sessions),
             }
             for conn in list(ctx.conns.values())
         ]

@@ -53,14 +53,21 @@ class _Gate(Protocol):
     def held_bytes(self) -> int: ...
 
 
-class Dialed(Writable, Protocol):
-    """An outbound connection still connecting (conn.MsrpConnection)."""
+class _Queued(Protocol):
+    """What waits in a connection's outbox (outbox.Outbox)."""
 
     @property
     def pending_bytes(self) -> int: ...
 
     @property
     def gate(self) -> _Gate: ...
+
+
+class Dialed(Writable, Protocol):
+    """An outbound connection still connecting (conn.MsrpConnection)."""
+
+    @property
+    def out(self) -> _Queued: ...
 
     def connect_failed(self, reason: str) -> None: ...
 
@@ -214,7 +221,7 @@ class Dialing:
 
     def _over_bytes(self) -> str | None:
         waiting = sum(
-            c.pending_bytes + c.gate.held_bytes + RECORD_COST * len(parked)
+            c.out.pending_bytes + c.out.gate.held_bytes + RECORD_COST * len(parked)
             for c, (_, parked) in self.connecting.items()
         )
         if waiting < self.max_bytes:

@@ -25,9 +25,26 @@ from typing import TYPE_CHECKING, Protocol
 from .ports import Blockable
 
 if TYPE_CHECKING:
-    from .conn import MsrpConnection
+    from .gate import FrameGate
 
-__all__ = ["FlowControl", "FlowLink", "LinkSource", "link_of"]
+__all__ = ["Dest", "FlowControl", "FlowLink", "LinkSource", "link_of"]
+
+
+class Dest(Hashable, Protocol):
+    """What flow control reads of a destination's output (outbox.py)."""
+
+    @property
+    def owner(self) -> object:
+        """The connection it writes for: never paused for its own writes."""
+
+    @property
+    def gate(self) -> FrameGate: ...
+
+    @property
+    def congested(self) -> bool: ...
+
+    @property
+    def backlogged(self) -> bool: ...
 
 
 class FlowLink(Protocol):
@@ -80,9 +97,7 @@ class FlowControl:
     def active(self) -> bool:
         return bool(self.blocked) or self.owner_blocked is not None
 
-    def check(
-        self, dest: MsrpConnection, key: Hashable = None, source: Blockable | None = None
-    ) -> None:
+    def check(self, dest: Dest, key: Hashable = None, source: Blockable | None = None) -> None:
         """After a write to `dest` by the writer `key`, read from `source` (or when it
         drains: no source): pause or resume sources."""
         if dest.congested:
@@ -90,7 +105,7 @@ class FlowControl:
                 self._owner_changed(dest)
             if (
                 source is not None
-                and source is not dest
+                and source is not dest.owner
                 and source not in self.blocked
                 and source is not self.owner_blocked
             ):
@@ -108,7 +123,7 @@ class FlowControl:
             self.owner_blocked = None
             owner.unblock(dest)
 
-    def _owner_changed(self, dest: MsrpConnection) -> None:
+    def _owner_changed(self, dest: Dest) -> None:
         owner = self.exempt = dest.gate.owner
         for source, key in list(self.blocked.items()):
             if isinstance(source, LinkSource):
@@ -120,7 +135,7 @@ class FlowControl:
                 else:
                     source.unblock(dest)
 
-    def release_all(self, dest: MsrpConnection) -> None:
+    def release_all(self, dest: Dest) -> None:
         blocked, self.blocked = self.blocked, {}
         self.exempt = None
         owner, self.owner_blocked = self.owner_blocked, None

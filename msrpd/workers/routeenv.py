@@ -26,6 +26,7 @@ from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
+from .connstats import ConnStats
 from .migrate.state import MigrationState
 from .ports import Sink
 from .reports import frame_report
@@ -50,11 +51,10 @@ class RoutedConn(Protocol):
 
     conid: int
     peer_key: str
-    frames_in: int
+    stats: ConnStats
+    """Its counters (frames_in: which frame is being routed) and sessions."""
     migration: MigrationState
     """Colocation (migrate/colocate.py): relaying to this worker breaks a streak to another."""
-    sessions: list[str]
-    session_meta: dict[str, tuple[str, float]]
     env: ConnEnv
 
     @property
@@ -177,7 +177,7 @@ class ConnEnv:
         self.conn = conn
         self.last_sink: Sink | None = None
         self.acked = -1
-        """conn.frames_in when the route last answered 2xx: which frame it was (report_lost);
+        """conn.stats.frames_in when the route last answered 2xx: which frame it was (report_lost);
         a count, not the frame, so no frame outlives its routing."""
         self.depth = 0
         """Inner routing passes this frame has taken through our own URIs (loopback.py)."""
@@ -218,14 +218,14 @@ class ConnEnv:
     def write_origin(self, data: bytes, flags: int) -> None:
         count_reply(self.routes.counters, data)
         if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
-            self.acked = self.conn.frames_in
+            self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
     def report_lost(self, frame: Frame, code: int, reason: str) -> None:
         """`frame` (being routed) will not be delivered: if the route has already answered
         it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
         rfc-checklist §2.4); otherwise the route's own answer tells it."""
-        if self.acked != self.conn.frames_in:
+        if self.acked != self.conn.stats.frames_in:
             return
         report = frame_report(frame, code, reason)
         if report is not None:
@@ -270,8 +270,9 @@ class ConnEnv:
         self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
 
     def session_saved(self, sessid: str, user: str = "") -> None:
-        self.conn.sessions.append(sessid)
-        self.conn.session_meta[sessid] = (user, time.time())
+        stats = self.conn.stats
+        stats.sessions.append(sessid)
+        stats.session_meta[sessid] = (user, time.time())
 
 
 def _tid(frame: Frame) -> str:

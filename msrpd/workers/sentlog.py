@@ -33,7 +33,7 @@ class SentLog:
         answers it sends while it catches up)."""
 
     def note(self, end: int, source: Hashable, data: bytes | memoryview, more: bool) -> None:
-        """A piece of a streamed frame (the one-piece case is inlined in conn._write)."""
+        """A piece of a streamed frame (the one-piece case is inlined in Outbox._put)."""
         if more:
             self.streams.setdefault(source, data)
         else:

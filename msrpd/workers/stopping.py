@@ -31,7 +31,6 @@ delivered, or its sender gets a failure REPORT when the SEND asked for one):
 from __future__ import annotations
 
 import array
-import asyncio
 import contextlib
 import fcntl
 import logging
@@ -41,12 +40,13 @@ import termios
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .sentlog import SentLog
 from .stopstate import QUIET
 
 if TYPE_CHECKING:
     from .context import WorkerContext
     from .gone import GoneReports
+    from .outbox import Outbox
+    from .transports.base import Wire
 
 __all__ = ["GracefulStop"]
 
@@ -71,10 +71,8 @@ class Closing(Protocol):
 
     conid: int
     closed: bool
-    sent_log: SentLog
-
-    @property
-    def transport(self) -> asyncio.Transport | None: ...
+    out: Outbox
+    wire: Wire
 
 
 @dataclass(slots=True, eq=False)
@@ -149,9 +147,10 @@ class GracefulStop:
         queued = 0
         for conn in conns:
             conn.stop_reading()  # a connection passed or opened since
-            conn.trim_sent()
-            queued += len(conn.sent_log.records)
-            fd = -1 if conn.may_read or conn.closed or not conn.sent_log.relayed else _fd(conn)
+            out = conn.out
+            out.trim_sent()
+            queued += len(out.sent_log.records)
+            fd = -1 if conn.may_read or conn.closed or not out.sent_log.relayed else _fd(conn)
             if fd >= 0 and _queues(fd)[0]:
                 # A receiver still getting our bytes: read (and drop) its 200s, or it may
                 # block writing them and read no more; a flooding sender waits in the kernel.
@@ -213,7 +212,7 @@ class GracefulStop:
                 item.acked = 0.0
                 # Read a receiver while it reads: its 200s must not block it. A sender is not
                 # read: flooding us, it would only take the CPU its own reading needs.
-                ended = item.conn.sent_log.relayed and _discard(fd)
+                ended = item.conn.out.sent_log.relayed and _discard(fd)
             else:
                 item.acked = item.acked or now
                 ended = False
@@ -248,7 +247,7 @@ class GracefulStop:
 
 
 def _fd(conn: Closing) -> int:
-    transport = conn.transport
+    transport = conn.wire.transport
     sock = None if transport is None else transport.get_extra_info("socket")
     return -1 if sock is None else int(sock.fileno())
 

@@ -28,42 +28,32 @@ import logging
 import math
 import os
 import random
-import signal
 import socket
-import ssl
 import time
 from dataclasses import dataclass
-from enum import Enum
 
-import psutil
 import uvloop
 
 from ..config import ListenAddress, Settings
-from ..config.selfuri import SelfUris
-from ..process.listeners import listen_backlog
-from ..process.logs import reopen_logs
 from ..process.title import set_title
-from ..protocol import ReaderLimits
-from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..routing.users import UserStore
 from ..rundir import ctl_path, handoff_path
 from ..shm import Counter, ShmLayout, ShmSet, WorkerState
-from .conn import MsrpConnection
+from .boot import BootError, build_routes, listen, passed_conn
+from .connapi import Connection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_handlers
 from .delivery import Delivery
 from .flow import FlowLink, LinkSource
 from .gone import GoneReports
 from .handoff import HandoffFlags
+from .housekeeping import close_idle, publish
 from .links import HandoffHub
-from .loopback import Loopback
 from .migrate.build import build_migration
 from .migrate.retire import Retirer
-from .migrate.state import MigrationState
 from .routeenv import RouteRunner
+from .signals import Mode, install_signals
 from .stopping import GracefulStop
 from .stopstate import QUIET, StopState
-from .tls import client_context, server_context
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
 
@@ -72,13 +62,6 @@ logger = logging.getLogger(__name__)
 WORKER_BOOT_ERROR = 3
 TICK = 1.0
 STOP_POLL = 0.05
-
-
-class Mode(Enum):
-    RUNNING = "running"
-    DRAINING = "draining"
-    STOPPING = "stopping"
-    EXITING = "exiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +88,7 @@ class Worker:
         self.delivery: Delivery | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
-        self.retirer: Retirer[MsrpConnection] | None = None
+        self.retirer: Retirer[Connection] | None = None
         self.leaving = 0.0
         """When a retired worker with nothing left said EXITING (monotonic; 0: not yet)."""
 
@@ -123,7 +106,7 @@ class Worker:
             return WORKER_BOOT_ERROR
         try:
             return loop.run_until_complete(self._main(loop, shm))
-        except _BootError as exc:
+        except BootError as exc:
             logger.error("worker %d cannot start: %s", spec.ident.slot, exc)
             return WORKER_BOOT_ERROR
         finally:
@@ -133,7 +116,8 @@ class Worker:
     async def _main(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> int:
         ctx = self._context(loop, shm)
         servers = await self._listen(ctx)
-        self._signals(loop, ctx)
+        self.wakeup = asyncio.Event()
+        install_signals(loop, lambda: self._term(loop, ctx), self._set_mode)
         # What boot made lives as long as the worker: keep the collector from walking it
         # again and again (and from touching pages shared with the supervisor after fork).
         gc.freeze()
@@ -153,24 +137,11 @@ class Worker:
                 ctx.mover.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
-            self._publish(ctx)
+            publish(ctx)
         return 0
 
     def _context(self, loop: asyncio.AbstractEventLoop, shm: ShmSet) -> WorkerContext:
         spec, settings = self.spec, self.spec.settings
-        try:
-            route = load_route(settings.msrp.route, settings.msrp.event_callback)
-            tls_client = client_context(settings.tls)
-        except (RouteLoadError, OSError, ssl.SSLError) as exc:
-            raise _BootError(str(exc)) from None
-        policy = RoutePolicy(
-            auth_min_expires=settings.msrp.auth_min_expires,
-            auth_max_expires=settings.msrp.auth_max_expires,
-            use_path_addr=settings.msrp.use_path_addr,
-            realm=settings.auth.realm,
-            sipmsg=settings.msrp.sipmsg,
-        )
-        users = UserStore(settings.auth.users) if settings.auth.users else None
         ident = spec.ident
         stop = StopState()
         hub = HandoffHub(
@@ -190,54 +161,13 @@ class Worker:
         hub.after_read = ctx.batch.flush_now
         hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
         self.reports = reports = GoneReports(ctx.handoffs.sent, ctx)
-        m = settings.msrp
-        limits = ReaderLimits(max_head=m.max_head, max_body=m.max_body)
-        self_uris = SelfUris.build(
-            settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
-        )
-        loopback = Loopback(route, limits, ctx.counters, self_uris)
-        delivery = Delivery(ctx, tls_client, lambda secure: MsrpConnection(ctx, routes, "", secure))
-        ctx.delivery = self.delivery = delivery
-        self.routes = routes = RouteRunner(
-            route,
-            policy,
-            spec.nonce_secret,
-            shm,
-            ctx.counters,
-            limits,
-            delivery=delivery,
-            loopback=loopback,
-            users=users,
-        )
+        self.routes, self.delivery = build_routes(ctx, spec.nonce_secret)
         return ctx
 
     async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:
         settings, routes = self.spec.settings, self.routes
         assert routes is not None  # built with the context (_context)
-        try:
-            tls = (
-                server_context(settings.tls)
-                if any(addr.proto == "tls" for _, addr in self.spec.sockets)
-                else None
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise _BootError(f"TLS: {exc}") from None
-        servers = []
-        balance = settings.core.balance
-        # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
-        backlog = listen_backlog(settings.core.backlog)
-        for sock, addr in self.spec.sockets:
-            secure = addr.proto == "tls"
-            servers.append(
-                await ctx.loop.create_server(
-                    lambda text=str(addr), secure=secure: _accepted_conn(
-                        ctx, routes, text, secure, balance
-                    ),
-                    sock=sock,
-                    ssl=tls if secure else None,
-                    backlog=backlog,
-                )
-            )
+        servers = await listen(ctx, routes, self.spec.sockets)
         hub = ctx.hub
         assert hub is not None
         await hub.start()
@@ -252,13 +182,13 @@ class Worker:
             colocate=settings.core.balance,
             linger=settings.core.drain_timeout,
             delivery=self.delivery,
-            new_conn=lambda text: _passed_conn(ctx, routes, text),
+            new_conn=lambda text: passed_conn(ctx, routes, text),
             adopt=lambda sock, text: _adopt(ctx, routes, sock, text),
         )
         try:
             migration.balancer.start()
         except OSError as exc:
-            raise _BootError(f"accept socket: {exc}") from None
+            raise BootError(f"accept socket: {exc}") from None
         ctx.balancer, ctx.mover = migration.balancer, migration.mover
         hub.on_control = migration.mover.on_control
         self.retirer = migration.retirer
@@ -269,31 +199,18 @@ class Worker:
         try:
             await self.ctl.start()
         except OSError as exc:
-            raise _BootError(f"control socket: {exc}") from None
+            raise BootError(f"control socket: {exc}") from None
         self.servers = servers
         return servers
 
-    def _signals(self, loop: asyncio.AbstractEventLoop, ctx: WorkerContext) -> None:
-        self.wakeup = asyncio.Event()
-
-        def term(signum: int, frame: object) -> None:
-            # A plain handler, not the loop's: it runs at the next bytecode, inside a long
-            # loop iteration too (uvloop runs pending handlers when its wakeup fd fires), so
-            # a busy worker stops reading at once, and its drain_timeout counts from the
-            # supervisor's signal, as the supervisor's kill does (issue 12 item 5).
-            if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
-                self.term_at = self.term_at or time.monotonic()
-                # Connections read no new frame from here on, and a handoff peer's EOF now
-                # means "done sending" (links.py).
-                ctx.stop.stopping = True
-            loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
-
-        signal.signal(signal.SIGTERM, term)
-        loop.add_signal_handler(signal.SIGUSR2, self._set_mode, Mode.DRAINING)
-        loop.add_signal_handler(signal.SIGINT, self._set_mode, Mode.EXITING)
-        loop.add_signal_handler(signal.SIGQUIT, self._set_mode, Mode.EXITING)
-        loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    def _term(self, loop: asyncio.AbstractEventLoop, ctx: WorkerContext) -> None:
+        """SIGTERM (signals.py: runs at once, inside a long loop iteration too)."""
+        if self.mode is Mode.RUNNING or self.mode is Mode.DRAINING:
+            self.term_at = self.term_at or time.monotonic()
+            # Connections read no new frame from here on, and a handoff peer's EOF now
+            # means "done sending" (links.py).
+            ctx.stop.stopping = True
+        loop.call_soon_threadsafe(self._set_mode, Mode.STOPPING, ctx)
 
     def _set_mode(self, mode: Mode, ctx: WorkerContext | None = None) -> None:
         # A stop also ends a retirement (the supervisor's TERM reaches every worker).
@@ -350,7 +267,7 @@ class Worker:
                 return True
             if mode is Mode.DRAINING and self._retired(ctx):
                 return True
-        self._close_idle(ctx)
+        close_idle(ctx)
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
         if self.leaving:
             state = WorkerState.EXITING
@@ -359,7 +276,7 @@ class Worker:
             ctx.balancer.refresh()
         if ctx.mover is not None:
             ctx.mover.tick()
-        self._publish(ctx)
+        publish(ctx)
         return False
 
     def _retire(self, ctx: WorkerContext, mode: Mode) -> None:
@@ -400,50 +317,6 @@ class Worker:
         )
         return False
 
-    def _close_idle(self, ctx: WorkerContext) -> None:
-        now = time.monotonic()
-        core = ctx.settings.core
-        limit = now - core.idle_timeout
-        head_limit = now - core.head_timeout
-        for conn in list(ctx.conns.values()):
-            if conn.sent_log.records:
-                conn.trim_sent()  # so a quiet connection keeps no relayed frame alive
-            if conn.last_active < limit:
-                idle = core.idle_timeout
-                logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
-                conn.close(f"idle for {idle:.0f} s")
-            elif conn.head_overdue(head_limit):
-                # Slowloris: every byte refreshes last_active, so only a deadline per head
-                # ends a connection that never completes one.
-                ctx.counters.add(Counter.head_timeouts)
-                logger.info(
-                    "closing %s: frame head not complete after %.0f s",
-                    conn.peer_key,
-                    core.head_timeout,
-                )
-                conn.close(f"frame head not complete after {core.head_timeout:.0f} s")
-
-    def _publish(self, ctx: WorkerContext) -> None:
-        ctx.counters.values[Counter.conns_open] = len(ctx.conns)
-        ctx.shm.stats.publish(ctx.ident.index, ctx.counters)
-
-
-class _BootError(Exception):
-    pass
-
-
-def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
-    """The interfaces' addresses, when a listen address is a wildcard (selfuri.py)."""
-    if not any(addr.host in ("0.0.0.0", "::") for addr in listen):
-        return []
-    families = (socket.AF_INET, socket.AF_INET6)
-    return [
-        a.address.split("%")[0]  # an IPv6 link-local address carries its zone
-        for addrs in psutil.net_if_addrs().values()
-        for a in addrs
-        if a.family in families
-    ]
-
 
 def _deliver(
     ctx: WorkerContext,
@@ -474,24 +347,9 @@ def _deliver(
     )
 
 
-def _accepted_conn(
-    ctx: WorkerContext, routes: RouteRunner, listen_text: str, secure: bool, balance: bool
-) -> MsrpConnection:
-    """A connection object for a socket this worker accepted."""
-    # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
-    # colocation only with it); TLS state lives in this process.
-    migration = MigrationState(balance=balance and not secure, movable=not secure)
-    return MsrpConnection(ctx, routes, listen_text, secure, migration=migration)
-
-
-def _passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:
-    """A connection object for a socket another worker passed or moved here."""
-    return MsrpConnection(ctx, routes, listen_text, False, migration=MigrationState(movable=True))
-
-
 def _adopt(ctx: WorkerContext, routes: RouteRunner, sock: socket.socket, listen_text: str) -> None:
     """A connection another worker accepted and passed here (balance.py)."""
-    ctx.serve_socket(_passed_conn(ctx, routes, listen_text), sock)
+    ctx.serve_socket(passed_conn(ctx, routes, listen_text), sock)
 
 
 def _link_lost(ctx: WorkerContext, link_id: int) -> None:
@@ -500,8 +358,8 @@ def _link_lost(ctx: WorkerContext, link_id: int) -> None:
     its PAUSEs held up here goes on (remoteflow.py)."""
     ctx.handoffs.flow.link_lost(link_id)
     for conn in list(ctx.conns.values()):
-        for source in [s for s in conn.gate.open if isinstance(s, tuple) and s[0] == link_id]:
-            conn.abandon(source)
+        for source in [s for s in conn.out.gate.open if isinstance(s, tuple) and s[0] == link_id]:
+            conn.out.abandon(source)
     ctx.batch.flush_dirty()
 
 

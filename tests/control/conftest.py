@@ -40,8 +40,10 @@ from msrpd.shm import (
     segment_names,
     unlink_stale,
 )
+from msrpd.workers.connstats import ConnStats
 from msrpd.workers.ctl import WorkerCtlServer, worker_handlers
 from msrpd.workers.handoff import make_conid
+from msrpd.workers.transports.tcp import TcpWire
 
 from ..forking import Children
 
@@ -197,22 +199,18 @@ def shm(layout: ShmLayout) -> Iterator[ShmSet]:
 
 @dataclass
 class FakeConn:
-    """What worker_handlers() reads of an MsrpConnection."""
+    """What worker_handlers() reads of a connection (workers/connapi.py)."""
 
     ctx: FakeCtx
     conid: int
     peer_key: str
-    sessions: list[str]
-    local_sock: str = "tcp:127.0.0.1:2855"
-    bytes_in: int = 100
-    bytes_out: int = 200
-    opened: float = field(default_factory=lambda: time.monotonic() - 5.0)
+    stats: ConnStats
+    wire: TcpWire = field(default_factory=lambda: TcpWire("tcp:127.0.0.1:2855"))
     closed: bool = False
-    close_reason: str = ""
 
     def close(self, reason: str = "closed by relay") -> None:
         self.closed = True
-        self.close_reason = reason
+        self.stats.closing(reason)
         self.ctx.conns.pop(self.conid, None)
 
 
@@ -221,7 +219,10 @@ class FakeCtx:
     conns: dict[int, FakeConn] = field(default_factory=dict)
 
     def add(self, conid: int, peer: str, sessions: list[str]) -> FakeConn:
-        conn = FakeConn(self, conid, peer, sessions)
+        stats = ConnStats(
+            bytes_in=100, bytes_out=200, opened=time.monotonic() - 5.0, sessions=sessions
+        )
+        conn = FakeConn(self, conid, peer, stats)
         self.conns[conid] = conn
         return conn
 

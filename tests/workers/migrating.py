@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from msrpd.shm import Heartbeats, StatsCounters
+from msrpd.workers.connstats import ConnStats
 from msrpd.workers.handoff import HandoffKind, make_conid
 from msrpd.workers.migrate.build import build_migration
 from msrpd.workers.migrate.lock import MoveLock
 from msrpd.workers.migrate.state import Arrival, MigrationState, Worker
+from msrpd.workers.transports.tcp import TcpWire
 
 LISTEN = "tcp:127.0.0.1:2855"
 
@@ -74,15 +76,16 @@ class Conn:
     migration: MigrationState = field(default_factory=lambda: MigrationState(movable=True))
     arrival: Arrival | None = None
     closed: bool = False
-    sessions: list[str] = field(default_factory=lambda: ["sess-a"])
-    session_meta: dict[str, tuple[str, float]] = field(default_factory=dict)
-    frames_in: int = 5
-    frames_out: int = 6
-    bytes_in: int = 700
-    bytes_out: int = 800
-    opened: float = 1.0
-    last_active: float = 2.0
+    stats: ConnStats = field(
+        default_factory=lambda: ConnStats(5, 6, 700, 800, 1.0, 2.0, ["sess-a"])
+    )
     calls: list[str] = field(default_factory=list)
+    wire: TcpWire = field(init=False)
+    """Over `transport`, accepted on `local_sock`."""
+
+    def __post_init__(self) -> None:
+        self.wire = TcpWire(self.local_sock)
+        self.wire.transport = self.transport
 
     def bytes_to_carry(self) -> bytes | None:
         return self.carry

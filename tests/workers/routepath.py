@@ -19,6 +19,8 @@ from msrpd.workers.delivery import Delivery
 from msrpd.workers.links import HandoffHub
 from msrpd.workers.loopback import Loopback
 from msrpd.workers.routeenv import RouteRunner
+from msrpd.workers.transports.tcp import TcpWire
+from msrpd.workers.transports.tls import TlsWire
 
 POLICY = RoutePolicy(1800, 3600, None, "realm", False)
 FROM_ALICE = "msrp://alice:9/a;tcp"
@@ -91,7 +93,9 @@ class Worker:
         )
         route = RouteScript(Path("test-route"), script, None)
         self.delivery = Delivery(
-            ctx, None, lambda secure: MsrpConnection(ctx, self.routes, "", secure)
+            ctx,
+            None,
+            lambda secure: MsrpConnection(ctx, self.routes, TlsWire() if secure else TcpWire()),
         )
         self.limits = limits = limits or ReaderLimits()
         loopback = None
@@ -114,6 +118,6 @@ class Worker:
             peer = socket.create_connection(server.getsockname())
             ours, _ = server.accept()
         peer.setblocking(False)
-        conn = MsrpConnection(self.ctx, self.routes, "tcp:127.0.0.1:2855", False)
+        conn = MsrpConnection(self.ctx, self.routes, TcpWire("tcp:127.0.0.1:2855"))
         await self.loop.connect_accepted_socket(lambda: conn, ours)
         return conn, peer

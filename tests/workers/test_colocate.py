@@ -115,8 +115,8 @@ def test_a_fair_move_sends_the_socket_and_the_new_owner_takes_it_up(pair, tmp_pa
     # The new owner: the socket with the state and held bytes.
     assert b.inbox.receive() == 1
     ((moved, sock),) = b.host.served
-    assert moved.sessions == ["sess-a"] and moved.migration.moves == 1
-    assert (moved.frames_in, moved.bytes_out, moved.opened) == (5, 800, 1.0)
+    assert moved.stats.sessions == ["sess-a"] and moved.migration.moves == 1
+    assert (moved.stats.frames_in, moved.stats.bytes_out, moved.stats.opened) == (5, 800, 1.0)
     assert moved.arrival is not None and moved.arrival.carried == b"MSRP half"
     sock.settimeout(5)
     assert sock.recv(100) == b" a frame"

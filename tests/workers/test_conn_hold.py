@@ -15,6 +15,7 @@ from msrpd.workers.context import WorkerContext, WorkerIdentity
 from msrpd.workers.migrate.state import Arrival
 from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.routeenv import RouteRunner
+from msrpd.workers.transports.tcp import TcpWire
 
 
 def send(tid: str) -> bytes:
@@ -109,7 +110,7 @@ def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, Worker
     shm = cast(Any, Shm())
     ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), shm, cast(Any, Loop()))
     routes = RouteRunner(cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits())
-    conn = MsrpConnection(ctx, routes, "tcp:127.0.0.1:2855", False)
+    conn = MsrpConnection(ctx, routes, TcpWire("tcp:127.0.0.1:2855"))
     conn.migration.moves = 1
     conn.arrival = Arrival(carried, lambda c: c.hold_reading())  # MOVING has not come yet
     transport = Transport()
@@ -127,7 +128,7 @@ def test_reads_wait_for_moving_and_eof_waits_behind_the_carried_bytes() -> None:
     assert route.tids == []
     conn.start_reading()
     assert route.tids == [b"a1", b"a2"]  # in order, whole, before the close
-    assert transport.closed and conn.close_reason == "closed by peer"
+    assert transport.closed and conn.stats.close_reason == "closed by peer"
 
 
 def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_reading() -> None:
@@ -145,10 +146,10 @@ def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_rea
     assert conn.write_frame(big, reader=link)  # over the high-water mark, from the RELEASE link...
     assert link.blocked == []  # ...which is never paused for it
     assert conn.write_frame(b"direct-2", reader=local)
-    assert local.blocked == [conn]  # a local source is paused while so much is held
-    conn.flush()
+    assert local.blocked == [conn.out]  # a local source is paused while so much is held
+    conn.out.flush()
     assert transport.written == [b"forwarded-1"]
     conn.release()
-    conn.flush()
+    conn.out.flush()
     assert transport.written == [b"forwarded-1", b"direct-1" + big + b"direct-2"]
     assert local.blocked == [] and not conn.holding and conn.arrival is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from msrpd.workers.connstats import ConnStats
 from msrpd.workers.handoff import make_conid
 from msrpd.workers.migrate.wire import (
     MAX_STATE,
@@ -104,16 +105,19 @@ def test_a_bad_move_message_is_refused(message: bytes) -> None:
 
 
 def test_what_travels_with_a_connection_arrives_on_the_new_one() -> None:
-    old = Conn(make_conid(0, 1, 7), None, sessions=["s1"], session_meta={"s1": ("bob", 5.5)})
+    stats = ConnStats(5, 6, 700, 800, 1.0, 2.0, ["s1"], {"s1": ("bob", 5.5)})
+    old = Conn(make_conid(0, 1, 7), None, stats=stats)
     old.migration.moves, old.migration.handovers = 1, 0
     message = MoveState.of(old, b"MSRP half", (0, 1), handover=True).encode()
     assert message is not None
     state = MoveState.decode(message)
-    new = Conn(make_conid(1, 1, 3), None)
+    new = Conn(make_conid(1, 1, 3), None, stats=ConnStats())  # a fresh record
     state.restore(new)
     assert (state.old, state.came_from, state.held) == (old.conid, (0, 1), b"MSRP half")
-    assert new.sessions == ["s1"] and new.session_meta == {"s1": ("bob", 5.5)}
-    assert (new.frames_in, new.frames_out, new.bytes_in, new.bytes_out) == (5, 6, 700, 800)
-    assert (new.opened, new.last_active) == (old.opened, old.last_active)
+    got = new.stats
+    assert got is not stats  # a record of its own, with what travelled
+    assert got.sessions == ["s1"] and got.session_meta == {"s1": ("bob", 5.5)}
+    assert (got.frames_in, got.frames_out, got.bytes_in, got.bytes_out) == (5, 6, 700, 800)
+    assert (got.opened, got.last_active) == (1.0, 2.0)
     assert (new.migration.moves, new.migration.handovers) == (2, 1)  # a reload's move
     assert new.migration.colocated == 1

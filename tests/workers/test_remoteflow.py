@@ -93,6 +93,7 @@ class _Dest:
     """What FlowControl reads of a destination connection."""
 
     def __init__(self) -> None:
+        self.owner = object()  # the connection it writes for
         self.gate = _Gate()
         self.held = 0  # bytes waiting behind the gate owner's stream
         self.backlog = 0  # bytes waiting to be written

@@ -48,7 +48,7 @@ def test_a_relayed_frame_reaches_its_destination_and_the_sender_its_200() -> Non
         assert (answer.tid, answer.code) == (b"t1", 200)
         counters = worker.ctx.counters.values
         assert counters[Counter.frames_out] == 1 and counters[Counter.replies_2xx] == 1
-        assert bob.sent_log.relayed  # a relayed frame: a stop reports it if never sent
+        assert bob.out.sent_log.relayed  # a relayed frame: a stop reports it if never sent
         alice_peer.close()
         bob_peer.close()
 
@@ -139,7 +139,7 @@ def test_a_streamed_frame_follows_its_head_and_its_200_waits_for_its_end() -> No
         data = send("t1", body)
         await worker.loop.sock_sendall(alice_peer, data[:-300])
         await until(lambda: alice.stream_sink is not None)
-        assert heads == [True] and alice.held_replies  # the 200 waits for the end-line
+        assert heads == [True] and alice.out.held_replies  # the 200 waits for the end-line
         await worker.loop.sock_sendall(alice_peer, data[-300:])
         (relayed,) = await read_frames(bob_peer, 1)
         assert relayed.body == body and relayed.flag == b"$"

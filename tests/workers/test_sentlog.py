@@ -7,7 +7,7 @@ from msrpd.workers.sentlog import SentLog
 
 def test_records_go_once_their_last_byte_reached_the_kernel() -> None:
     log = SentLog()
-    log.records.append((100, 7, b"frame a"))  # conn._write's one-piece case
+    log.records.append((100, 7, b"frame a"))  # Outbox._put's one-piece case
     log.records.append((250, 8, b"frame b"))
     log.trim(99)
     assert [r[0] for r in log.records] == [100, 250]

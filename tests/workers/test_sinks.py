@@ -56,12 +56,12 @@ def test_a_local_sink_pauses_its_reader_while_the_destination_is_congested() -> 
         bob, bob_peer = await worker.connect()
         big = send("t1", b"x" * (WRITE_HIGH + 4096))
         assert LocalSink(bob, alice).send(big, source=alice.conid)
-        assert alice.blockers == {bob}  # over the high-water mark: alice reads no more
+        assert alice.intake.blockers == {bob.out}  # over the high-water mark: alice stops
         received = b""
         while len(received) < len(big):
             received += await worker.loop.sock_recv(bob_peer, 1 << 20)
         assert [f.tid for f in frames(received)] == [b"t1"]
-        await until(lambda: not alice.blockers)  # drained: alice reads again
+        await until(lambda: not alice.intake.blockers)  # drained: alice reads again
         alice_peer.close()
         bob_peer.close()
 
@@ -145,9 +145,9 @@ def test_a_handoff_sink_pauses_its_reader_while_the_owner_asks(tmp_path: Path) -
             out.flow.on_flow(True, 77, 0, 1)  # the owner of 77 asked for a pause
             sink = HandoffSink(out, hub, out.path(1, 1), 77, None, alice)
             assert sink.send(b"frame", source=alice.conid)
-            assert alice.blockers == {("handoff", 77)}
+            assert alice.intake.blockers == {("handoff", 77)}
             out.flow.on_flow(False, 77, 0, 1)  # RESUME
-            assert alice.blockers == set()
+            assert alice.intake.blockers == set()
         await hub.close()
         alice_peer.close()
 

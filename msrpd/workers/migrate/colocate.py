@@ -146,7 +146,7 @@ class Mover(Generic[ConnT]):
         """Send `conn` to worker `owner`; False when it stays here."""
         self.host.batch.flush_now()
         held = ready_to_move(conn, self.host.stop.stopping)
-        transport = conn.transport
+        transport = conn.wire.transport
         if held is None or transport is None:
             return False
         message = move_message(conn, held, self.me)

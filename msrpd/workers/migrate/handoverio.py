@@ -133,7 +133,7 @@ class Handover(Generic[ConnT]):
         """`conn`'s socket is worker `owner`'s now (its reading was paused before it was
         sent): forget it here without closing the session, and start the handover."""
         host = self.host
-        transport = conn.transport
+        transport = conn.wire.transport
         conn.migration.passed = conn.closed = True
         host.conns.pop(conn.conid, None)
         self.heartbeats.set_conns(self.index, len(host.conns))
@@ -171,7 +171,7 @@ class Handover(Generic[ConnT]):
             # Registered here (registry included) by now: sessions follow, then A hears.
             cmap = host.cmap
             if cmap is not None:
-                for sessid in conn.sessions:
+                for sessid in conn.stats.sessions:
                     cmap.rebind(sessid, state.old, conn.conid)
             now = time.monotonic()
             self.run(machine.taken_over(conn, state.old, state.came_from, conn.conid, now))

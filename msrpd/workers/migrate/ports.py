@@ -12,7 +12,9 @@ from typing import Any, Protocol, TypeVar
 
 from ...protocol import FrameReader
 from ...shm import Cmap, Registry, StatsCounters
+from ..connstats import ConnStats
 from ..handoff import HandoffKind
+from ..transports.base import Wire
 from .state import Arrival, MigrationState, Worker
 
 __all__ = [
@@ -34,23 +36,15 @@ class Conn(Protocol):
     migration: MigrationState
     arrival: Arrival | None
     closed: bool
-    sessions: list[str]
-    session_meta: dict[str, tuple[str, float]]
-    frames_in: int
-    frames_out: int
-    bytes_in: int
-    bytes_out: int
-    opened: float
-    last_active: float
+    stats: ConnStats
+    """Its counters and sessions: they travel with it (wire.MoveState)."""
 
     @property
     def conid(self) -> int: ...
 
     @property
-    def local_sock(self) -> str: ...
-
-    @property
-    def transport(self) -> asyncio.Transport | None: ...
+    def wire(self) -> Wire:
+        """Its socket (through the transport) and the listener it came in on."""
 
     def bytes_to_carry(self) -> bytes | None:
         """What its reader holds (a copy), when it could move now: between frames, nothing
@@ -61,6 +55,20 @@ class Conn(Protocol):
     def start_reading(self) -> None: ...
 
     def release(self) -> None: ...
+
+
+class HeldReplies(Protocol):
+    """A connection's outbox (outbox.py), as retirelinks.py sees it."""
+
+    @property
+    def held_replies(self) -> object: ...
+
+
+class Blockers(Protocol):
+    """A connection's intake (intake.py), as retirelinks.py sees it."""
+
+    @property
+    def blockers(self) -> object: ...
 
 
 class LinkConn(Protocol):
@@ -79,10 +87,7 @@ class LinkConn(Protocol):
     def peer_key(self) -> str: ...
 
     @property
-    def bytes_in(self) -> int: ...
-
-    @property
-    def bytes_out(self) -> int: ...
+    def stats(self) -> ConnStats: ...
 
     @property
     def unsent(self) -> bool: ...
@@ -94,10 +99,10 @@ class LinkConn(Protocol):
     def stream_sink(self) -> object: ...
 
     @property
-    def held_replies(self) -> object: ...
+    def out(self) -> HeldReplies: ...
 
     @property
-    def blockers(self) -> object: ...
+    def intake(self) -> Blockers: ...
 
     def close(self, reason: str = ...) -> None: ...
 

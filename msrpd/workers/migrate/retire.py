@@ -193,7 +193,8 @@ class Retirer(Generic[ConnT]):
         sent = 0
         for chunk in _chunks(group):
             # ready_to_move checked that each has its transport.
-            ready = [conn.transport for conn, _ in chunk if conn.transport is not None]
+            transports = [conn.wire.transport for conn, _ in chunk]
+            ready = [transport for transport in transports if transport is not None]
             for transport in ready:
                 transport.pause_reading()
             message = encode_batch([m for _, m in chunk])

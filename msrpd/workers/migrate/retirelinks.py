@@ -89,9 +89,10 @@ class RetiringLinks:
                 continue
             last = self.seen.get(conn.conid)
             since = now
-            if last is not None and last[:2] == (conn.bytes_in, conn.bytes_out):
+            stats = conn.stats
+            if last is not None and last[:2] == (stats.bytes_in, stats.bytes_out):
                 since = last[2]
-            seen[conn.conid] = (conn.bytes_in, conn.bytes_out, since)
+            seen[conn.conid] = (stats.bytes_in, stats.bytes_out, since)
             if not _between_frames(conn):
                 continue
             if now - since >= LINK_QUIET:
@@ -111,6 +112,6 @@ def _between_frames(conn: LinkConn) -> bool:
         not conn.unsent
         and conn.reader.buffered == 0
         and conn.stream_sink is None
-        and conn.held_replies is None
-        and not conn.blockers
+        and conn.out.held_replies is None
+        and not conn.intake.blockers
     )

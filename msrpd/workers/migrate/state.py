@@ -70,3 +70,16 @@ class Arrival:
     eof_held: bool = False
     release_link: object = None
     """The handoff link RELEASE comes on: never paused for what is held."""
+
+    def hold(self, write: HeldWrite) -> None:
+        """Keep `write` back until RELEASE (held is not None)."""
+        assert self.held is not None
+        self.held.append(write)
+        self.held_bytes += len(write[0])
+
+    def take_held(self) -> list[HeldWrite]:
+        """RELEASE, or a stop giving up: what was held back, in order; nothing is held from
+        now on."""
+        held, self.held, self.held_bytes = self.held or [], None, 0
+        self.release_link = None
+        return held

@@ -135,16 +135,16 @@ class MoveState:
     def of(cls, conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> MoveState:
         """What travels with `conn` from worker `me`, its reader's bytes `held` after it;
         `handover`: a reload moves it (not counted against colocation's MAX_MOVES)."""
-        migration = conn.migration
+        migration, stats = conn.migration, conn.stats
         return cls(
             old=conn.conid,
             came_from=me,
-            listen=conn.local_sock,
-            sessions=conn.sessions,
-            meta=conn.session_meta,
-            counts=(conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out),
-            opened=conn.opened,
-            active=conn.last_active,
+            listen=conn.wire.local_sock,
+            sessions=stats.sessions,
+            meta=stats.session_meta,
+            counts=(stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out),
+            opened=stats.opened,
+            active=stats.last_active,
             moves=migration.moves + 1,
             handovers=migration.handovers + handover,
             held=held,
@@ -153,10 +153,11 @@ class MoveState:
     def restore(self, conn: Conn) -> None:
         """Give the connection object made for the moved socket what travelled with it
         (idle_timeout goes on from its last byte)."""
-        conn.sessions = list(self.sessions)
-        conn.session_meta = dict(self.meta)
-        conn.frames_in, conn.frames_out, conn.bytes_in, conn.bytes_out = self.counts
-        conn.opened, conn.last_active = self.opened, self.active
+        stats = conn.stats
+        stats.sessions = list(self.sessions)
+        stats.session_meta = dict(self.meta)
+        stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out = self.counts
+        stats.opened, stats.last_active = self.opened, self.active
         conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
 
     def encode(self) -> bytes | None:

@@ -1,13 +1,27 @@
-"""TLS contexts for `tls:` listeners and `msrps:` next hops (RFC 4976 §8: TLS between
-clients and relays; the relay presents its certificate, client certificates are optional)."""
+"""TlsWire: MSRP over TLS (msrps, RFC 4975 §14.1), and the TLS contexts for `tls:` listeners
+and `msrps:` next hops (RFC 4976 §8: TLS between clients and relays; the relay presents its
+certificate, client certificates are optional).
+
+The loop's SSL transport does the TLS: the adapter differs from TCP in its names, and in that
+its session state lives in this process, so the connection never moves to another worker.
+"""
 
 from __future__ import annotations
 
 import ssl
 
-from ..config import TlsSettings
+from ...config import TlsSettings
+from .tcp import TcpWire
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["TlsWire", "client_context", "server_context"]
+
+
+class TlsWire(TcpWire):
+    __slots__ = ()
+
+    scheme = "msrps"
+    kind = "tls"
+    movable = False
 
 
 def server_context(tls: TlsSettings) -> ssl.SSLContext:

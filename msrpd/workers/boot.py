@@ -1,0 +1,146 @@
+"""Boot: what a worker builds once after fork, before it serves (worker.py runs it): route
+running and delivery, the listeners, and the connection object for each way a connection
+starts here (accepted, passed or moved from another worker, dialled to a next hop).
+
+Anything that fails here raises BootError: the worker exits with WORKER_BOOT_ERROR and the
+supervisor halts instead of fork-looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Sequence
+
+import psutil
+
+from ..config import ListenAddress
+from ..config.selfuri import SelfUris
+from ..process.listeners import listen_backlog
+from ..protocol import ReaderLimits
+from ..routing import RouteLoadError, RoutePolicy, load_route
+from ..routing.users import UserStore
+from .conn import MsrpConnection
+from .context import WorkerContext
+from .delivery import Delivery
+from .loopback import Loopback
+from .migrate.state import MigrationState
+from .routeenv import RouteRunner
+from .transports.tcp import TcpWire
+from .transports.tls import TlsWire, client_context, server_context
+
+__all__ = [
+    "BootError",
+    "accepted_conn",
+    "build_routes",
+    "dialed_conn",
+    "listen",
+    "passed_conn",
+]
+
+
+class BootError(Exception):
+    pass
+
+
+def build_routes(ctx: WorkerContext, nonce_secret: bytes) -> tuple[RouteRunner, Delivery]:
+    """Route running (script, policy, users, loopback) and the delivery layer it relays
+    through."""
+    settings = ctx.settings
+    try:
+        route = load_route(settings.msrp.route, settings.msrp.event_callback)
+        tls_client = client_context(settings.tls)
+    except (RouteLoadError, OSError, ssl.SSLError) as exc:
+        raise BootError(str(exc)) from None
+    policy = RoutePolicy(
+        auth_min_expires=settings.msrp.auth_min_expires,
+        auth_max_expires=settings.msrp.auth_max_expires,
+        use_path_addr=settings.msrp.use_path_addr,
+        realm=settings.auth.realm,
+        sipmsg=settings.msrp.sipmsg,
+    )
+    users = UserStore(settings.auth.users) if settings.auth.users else None
+    m = settings.msrp
+    limits = ReaderLimits(max_head=m.max_head, max_body=m.max_body)
+    self_uris = SelfUris.build(
+        settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
+    )
+    loopback = Loopback(route, limits, ctx.counters, self_uris)
+    # Late bound: an outbound connection runs the routes that relay through this delivery.
+    delivery = Delivery(ctx, tls_client, lambda secure: dialed_conn(ctx, routes, secure))
+    ctx.delivery = delivery
+    routes = RouteRunner(
+        route,
+        policy,
+        nonce_secret,
+        ctx.shm,
+        ctx.counters,
+        limits,
+        delivery=delivery,
+        loopback=loopback,
+        users=users,
+    )
+    return routes, delivery
+
+
+async def listen(
+    ctx: WorkerContext, routes: RouteRunner, sockets: Sequence[tuple[socket.socket, ListenAddress]]
+) -> list[asyncio.Server]:
+    """Serve each listening socket."""
+    settings = ctx.settings
+    balance = settings.core.balance
+    try:
+        tls = server_context(settings.tls) if any(a.proto == "tls" for _, a in sockets) else None
+    except (OSError, ssl.SSLError) as exc:
+        raise BootError(f"TLS: {exc}") from None
+    servers = []
+    # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
+    backlog = listen_backlog(settings.core.backlog)
+    for sock, addr in sockets:
+        secure = addr.proto == "tls"
+        servers.append(
+            await ctx.loop.create_server(
+                lambda text=str(addr), secure=secure: accepted_conn(
+                    ctx, routes, text, secure, balance
+                ),
+                sock=sock,
+                ssl=tls if secure else None,
+                backlog=backlog,
+            )
+        )
+    return servers
+
+
+def accepted_conn(
+    ctx: WorkerContext, routes: RouteRunner, listen_text: str, secure: bool, balance: bool
+) -> MsrpConnection:
+    """A connection object for a socket this worker accepted."""
+    wire = TlsWire(listen_text) if secure else TcpWire(listen_text)
+    # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
+    # colocation only with it); TLS state lives in this process.
+    migration = MigrationState(balance=balance and wire.movable, movable=wire.movable)
+    return MsrpConnection(ctx, routes, wire, migration=migration)
+
+
+def passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:
+    """A connection object for a socket another worker passed or moved here."""
+    return MsrpConnection(ctx, routes, TcpWire(listen_text), migration=MigrationState(movable=True))
+
+
+def dialed_conn(ctx: WorkerContext, routes: RouteRunner, secure: bool) -> MsrpConnection:
+    """A connection object for a connection this worker opens to a next hop (delivery.py)."""
+    return MsrpConnection(ctx, routes, TlsWire() if secure else TcpWire())
+
+
+def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
+    """The interfaces' addresses, when a listen address is a wildcard (selfuri.py)."""
+    if not any(addr.host in ("0.0.0.0", "::") for addr in listen):
+        return []
+    families = (socket.AF_INET, socket.AF_INET6)
+    return [
+        a.address.split("%")[0]  # an IPv6 link-local address carries its zone
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family in families
+    ]

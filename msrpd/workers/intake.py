@@ -1,0 +1,62 @@
+"""Intake: when one connection reads, the counterpart of its Outbox.
+
+Rules:
+- Back-pressure (flow.py): a destination congested by what the connection relays pauses its
+  reading (`block`); it reads again once every such destination has drained (`unblock`).
+- head_timeout (slowloris): every byte refreshes last_active, so only a deadline per head
+  ends a connection that never completes one. The clock starts when a new head begins
+  (conn.py, after each read) and again when reading resumes after a pause: paused is not slow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+
+from ..protocol import FrameReader
+from .transports.base import Wire
+
+__all__ = ["Intake"]
+
+
+class Intake:
+    __slots__ = ("blockers", "reader", "serial", "since", "wire")
+
+    def __init__(self, wire: Wire, reader: FrameReader) -> None:
+        self.wire = wire
+        self.reader = reader
+        self.blockers: set[Hashable] = set()
+        """The destinations (connections, handoff links) whose congestion pauses reading."""
+        self.serial = 0
+        """The head being read (reader.head_serial)..."""
+        self.since = 0.0
+        """...and when it began (monotonic)."""
+
+    def block(self, dest: Hashable, pause: bool) -> None:
+        """`dest` is congested by what we relay; `pause`: the wire is open, stop reading."""
+        if not self.blockers and pause:
+            self.wire.pause_reading()
+        self.blockers.add(dest)
+
+    def unblock(self, dest: Hashable, resume: bool) -> None:
+        """`dest` has drained; `resume`: read again if nothing else blocks (the connection
+        is open and may read)."""
+        self.blockers.discard(dest)
+        if resume and not self.blockers and self.wire.transport is not None:
+            self.restart()
+            self.wire.resume_reading()
+
+    def restart(self) -> None:
+        """Reading resumes: the head being read gets a new head_timeout."""
+        self.since = time.monotonic()
+
+    def overdue(self, began_before: float) -> bool:
+        """The head being read began before `began_before`, is not complete yet, and nothing
+        paused reading meanwhile."""
+        reader = self.reader
+        return (
+            self.since < began_before
+            and reader.in_head
+            and reader.head_serial == self.serial
+            and not self.blockers
+        )

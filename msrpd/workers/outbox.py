@@ -1,0 +1,253 @@
+"""Outbox: everything one connection writes, from the first write to the transport's write.
+
+Rules:
+- Frames never interleave: while a streamed frame is written, frames from other sources
+  wait behind it (gate.py, RFC 4975 §7.1).
+- Batched: everything written during one read's work (its replies and relayed frames, a
+  handoff batch) leaves in one write at the end of it (`queue_flush`, DESIGN §3, issue 7).
+- A streamed frame's answers wait for its end-line (`held_replies`): a response says the
+  whole chunk was received (RFC 4976 §6.4.1).
+- Back-pressure: more than WRITE_HIGH waiting pauses the sources that write here (flow.py).
+- Every relayed frame not yet in the kernel is in the sent log, so a stop can report it to
+  its sender (sentlog.py, RFC 4975 §7.1.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Protocol
+
+from ..shm import Counter
+from .connstats import ConnStats
+from .flow import FlowControl
+from .gate import FrameGate, Write
+from .ports import WRITE_HIGH
+from .sentlog import SentLog, Unsent
+from .transports.base import Wire
+
+__all__ = ["Holder", "Outbox"]
+
+BYTES_OUT = Counter.bytes_out
+
+
+class Holder(Protocol):
+    """The connection the outbox writes for: what it holds back outside the outbox (a
+    connection just moved here holds frames until the old worker's RELEASE, handover.py)
+    counts toward its congestion."""
+
+    @property
+    def holding_bytes(self) -> int: ...
+
+
+class Outbox:
+    __slots__ = (
+        "close_when_flushed",
+        "closed",
+        "counts",
+        "flow",
+        "flush_queued",
+        "gate",
+        "held_replies",
+        "owner",
+        "pending",
+        "pending_bytes",
+        "queue_flush",
+        "sent_log",
+        "stats",
+        "wire",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        owner: Holder,
+        wire: Wire,
+        stats: ConnStats,
+        flow: FlowControl,
+        queue_flush: Callable[[Outbox], None],
+        counts: list[int],
+    ) -> None:
+        """`queue_flush(outbox)` has flush() called when the current read's work ends;
+        `counts` are the worker's counters (bytes_out is added to)."""
+        self.owner = owner
+        self.wire = wire
+        self.stats = stats
+        self.flow = flow
+        self.queue_flush = queue_flush
+        self.counts = counts
+        self.pending: list[bytes | memoryview] = []
+        self.pending_bytes = 0
+        self.flush_queued = False
+        self.close_when_flushed = False
+        self.closed = False
+        self.sent_log = SentLog()
+        self.gate = FrameGate()
+        self.write_paused = False
+        """The transport asked us to stop writing (asyncio's pause_writing)."""
+        self.held_replies: list[tuple[bytes, bool]] | None = None
+        """Answers to the streamed frame being read, written when its end-line is in (None:
+        answers go out at once)."""
+
+    def write(
+        self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool
+    ) -> None:
+        """Write a frame, or a piece of one (`more`); frames from other sources wait while a
+        streamed frame is written (gate.py)."""
+        gate = self.gate
+        if not more and gate.owner is None and not gate.held:
+            self._put(data, close_after, source, False)  # the usual case: nothing streams
+            self.stats.frames_out += 1
+        else:
+            for item in gate.offer(Write(data, close_after, source, more)):
+                self._put(item.data, item.close_after, item.source, item.more)
+                self.stats.frames_out += not item.more
+
+    def abandon(self, source: Hashable) -> None:
+        """`source` (a handoff link's stream) will send no more: end its frame, if it is in
+        the middle of one, and write what waited behind it (gate.py)."""
+        if self.closed or source not in self.gate.open:
+            return
+        for item in self.gate.abandon(source):
+            self._put(item.data, item.close_after, item.source, item.more)
+            self.stats.frames_out += not item.more
+        self.flow.check(self)
+
+    def _put(
+        self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool
+    ) -> None:
+        size = len(data)
+        stats = self.stats
+        stats.bytes_out += size
+        if source is not None:  # relayed: what a stop must report if it is never sent
+            log = self.sent_log
+            log.relayed = True
+            if more or log.streams:
+                log.note(stats.bytes_out, source, data, more)
+            else:
+                log.records.append((stats.bytes_out, source, data))
+        self.counts[BYTES_OUT] += size
+        self.pending.append(data)
+        self.pending_bytes += size
+        if close_after:
+            self.close_when_flushed = True
+            stats.closing("closed after relay (flag 2)")
+        if not self.flush_queued and self.wire.transport is not None:
+            self.flush_queued = True
+            self.queue_flush(self)
+
+    def flush(self) -> None:
+        """Hand what is pending to the wire (the WriteBatch calls this, batch.py)."""
+        self.flush_queued = False
+        wire = self.wire
+        if wire.transport is None or self.closed:
+            return
+        pending = self.pending
+        if pending:
+            wire.send(pending[0] if len(pending) == 1 else b"".join(pending))
+            self.pending = []
+            self.pending_bytes = 0
+            if self.sent_log.records:
+                self.trim_sent()
+        if self.close_when_flushed:
+            wire.close()
+        elif self.flow.active:
+            self.flow.check(self)  # what was pending may have left: resume its sources
+
+    def trim_sent(self) -> None:
+        """Forget the relayed frames whose last byte the transport has passed to the kernel."""
+        sent = self.stats.bytes_out - self.pending_bytes - self.wire.buffered()
+        self.sent_log.trim(sent)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.flow.check(self)
+
+    @property
+    def congested(self) -> bool:
+        """More than the high-water mark waits to go out: sources should stop reading."""
+        waiting = self.gate.held_bytes + self.pending_bytes + self.owner.holding_bytes
+        return self.write_paused or waiting > WRITE_HIGH
+
+    @property
+    def backlogged(self) -> bool:
+        """Congested without counting what waits behind a streamed frame (flow.py)."""
+        return self.write_paused or self.pending_bytes + self.owner.holding_bytes > WRITE_HIGH
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not in the kernel yet: pending here or in the transport."""
+        return self.pending_bytes + self.wire.buffered()
+
+    @property
+    def streaming(self) -> bool:
+        """Frames wait in the gate, or a streamed frame is half written."""
+        gate = self.gate
+        return bool(gate.held) or gate.owner is not None
+
+    @property
+    def settled(self) -> bool:
+        """Attached, and nothing to write or waiting: no close pending, no streamed frame
+        half written or frame held behind one, no source paused, nothing pending here or in
+        the transport (a connection may move to another worker, migrate/colocate.py)."""
+        gate = self.gate
+        return (
+            self.wire.transport is not None
+            and not self.close_when_flushed
+            and gate.owner is None
+            and not gate.held
+            and not self.flow.blocked
+            and not self.pending
+            and not self.wire.buffered()
+        )
+
+    @property
+    def unsent(self) -> bool:
+        """Output not (wholly) in the kernel yet: queued here, in the transport, held in the
+        gate, or a streamed frame half written."""
+        return bool(self.buffered or self.streaming or self.sent_log.streams)
+
+    @property
+    def unsent_relayed(self) -> bool:
+        """A relayed frame is among what has not reached the kernel (give_up drops it)."""
+        self.trim_sent()
+        log = self.sent_log
+        return bool(log.records or log.streams) or self.streaming
+
+    def give_up(
+        self, held_back: Iterable[tuple[Hashable, bytes | memoryview, bool]]
+    ) -> list[Unsent]:
+        """Drop everything not in the kernel yet, and return the relayed frames among it: the
+        sent log's, the gate's and `held_back`'s ((source, data, more) written after them)."""
+        self.trim_sent()
+        unsent = self.sent_log.take()
+        held = [(w.source, w.data, w.more) for w in self.gate.held]
+        held.extend(held_back)
+        streaming = {self.gate.owner}  # its head is in the log already
+        for source, data, more in held:
+            if source is None or source in streaming:
+                if not more:
+                    streaming.discard(source)
+                continue
+            unsent.append((source, data))
+            if more:
+                streaming.add(source)
+        self.drop()
+        self.closed = True  # its sources go on when the connection is lost
+        return unsent
+
+    def shut(self, drop: bool = False) -> None:
+        """The connection is closed: nothing more goes to the wire (`drop`: nor stays here),
+        the sources it paused go on, and a streamed chunk that never ended is not answered."""
+        self.closed = True
+        self.held_replies = None
+        if drop:
+            self.drop()
+        self.flow.release_all(self)
+
+    def drop(self) -> None:
+        """Let go of what waits here (the connection will never write it)."""
+        self.pending, self.pending_bytes = [], 0
+        self.gate = FrameGate()

@@ -1,0 +1,56 @@
+"""Wire: what the connection needs of the transport under it (an adapter per wire protocol).
+
+Rules: the adapter owns the asyncio transport. `attach` starts it and binds the two per-read
+and per-write callables once: `receive` (what the connection's data_received hands the raw
+bytes to) and `send` (what a flush hands the bytes to). For TCP and TLS they are the reader's
+receive_data and the transport's write themselves, so the seam costs no call on the hot path;
+a WebSocket adapter would bind its frame decoder and encoder there instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Receive", "Send", "Wire"]
+
+Receive = Callable[[bytes], None]
+Send = Callable[[bytes | memoryview], None]
+
+
+class Wire(Protocol):
+    local_sock: str
+    """The listening socket it was accepted on, `proto:ip:port`; "" when outbound."""
+    scheme: str
+    """The URI scheme of its peer: msrp or msrps (RFC 4975 §9)."""
+    kind: str
+    """The registry key's prefix: tcp or tls."""
+    movable: bool
+    """Its whole state is the kernel socket: it may be passed to another worker."""
+    transport: asyncio.Transport | None
+    """Once attached; the socket under it (fd passing, shutdown) is reached through it."""
+    receive: Receive
+    """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
+    send: Send
+    """What the connection hands the bytes it writes to; bound by attach."""
+
+    def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
+        """Start on `transport`: bytes read go to `feed`; writes past `high` bytes buffered
+        pause writing. Returns the peer's `host:port`."""
+
+    def self_uri(self) -> bytes:
+        """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
+
+    def buffered(self) -> int:
+        """Bytes sent and not yet passed to the kernel."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None:
+        """Close once what is buffered is written."""
+
+    def abort(self) -> None:
+        """Close now, dropping what is buffered."""

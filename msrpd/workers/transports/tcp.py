@@ -1,0 +1,65 @@
+"""TcpWire: MSRP over plain TCP (RFC 4975 §6): the bytes on the wire are the MSRP bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from ..peers import format_peer
+from .base import Receive, Send
+
+__all__ = ["TcpWire"]
+
+
+def _unattached(data: bytes | memoryview) -> None:
+    raise RuntimeError("wire not attached")
+
+
+class TcpWire:
+    __slots__ = ("local_sock", "receive", "send", "transport")
+
+    scheme = "msrp"
+    kind = "tcp"
+    movable = True
+
+    def __init__(self, local_sock: str = "") -> None:
+        self.local_sock = local_sock
+        self.transport: asyncio.Transport | None = None
+        self.receive: Receive = _unattached
+        self.send: Send = _unattached
+
+    def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = t = cast(asyncio.Transport, transport)
+        t.set_write_buffer_limits(high=high)
+        self.receive, self.send = feed, t.write
+        host, port = t.get_extra_info("peername")[:2]
+        return format_peer(host, port)
+
+    def self_uri(self) -> bytes:
+        """This relay's URI as the peer reached it (the listening socket), b"" when outbound;
+        its transport parameter is "tcp" over TLS too (RFC 4975 §9)."""
+        if not self.local_sock:
+            return b""
+        address = self.local_sock.partition(":")[2]
+        return f"{self.scheme}://{address};tcp".encode()
+
+    def buffered(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

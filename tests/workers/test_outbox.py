@@ -1,0 +1,262 @@
+"""Outbox (msrpd/workers/outbox.py) with its FlowControl (flow.py) over a real TcpWire on
+127.0.0.1: batching, frames kept whole behind a streamed one, close after flush, the sent log
+a stop reports from, and sources paused while the peer does not read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+
+import pytest
+
+from msrpd.shm import Counter, StatsCounters
+from msrpd.workers.connstats import ConnStats
+from msrpd.workers.flow import FlowControl
+from msrpd.workers.outbox import Outbox
+from msrpd.workers.ports import WRITE_HIGH, Blockable
+from msrpd.workers.transports.tcp import TcpWire
+
+from .hubs import LOOPS, run, until
+
+
+class Source:
+    """A connection that relays into the outbox's (ports.Blockable)."""
+
+    def __init__(self) -> None:
+        self.blocked: list[Hashable] = []
+
+    def block(self, dest: Hashable) -> None:
+        self.blocked.append(dest)
+
+    def unblock(self, dest: Hashable) -> None:
+        self.blocked.remove(dest)
+
+
+class Owner(Source):
+    """The connection the outbox writes for: nothing held back outside it."""
+
+    holding_bytes = 0
+
+
+class Side(asyncio.Protocol):
+    """The server side's asyncio protocol: pause/resume_writing go to the outbox, as in
+    conn.py."""
+
+    def __init__(self, box: Box) -> None:
+        self.box = box
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.box.wire.attach(transport, lambda data: None, WRITE_HIGH)
+
+    def pause_writing(self) -> None:
+        self.box.out.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.box.out.resume_writing()
+
+
+@dataclass
+class Box:
+    wire: TcpWire = field(default_factory=TcpWire)
+    owner: Owner = field(default_factory=Owner)
+    stats: ConnStats = field(default_factory=ConnStats)
+    counters: StatsCounters = field(default_factory=StatsCounters)
+    queued: list[Outbox] = field(default_factory=list)
+    out: Outbox = field(init=False)
+    reader: asyncio.StreamReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        flow = FlowControl()
+        self.out = Outbox(
+            self.owner, self.wire, self.stats, flow, self.queued.append, self.counters.values
+        )
+
+    def write(
+        self,
+        data: bytes,
+        source: Hashable = None,
+        more: bool = False,
+        close: bool = False,
+        reader: Blockable | None = None,
+    ) -> None:
+        """As MsrpConnection.write_frame does: write, then let flow control look at the
+        connection the frame was read from (`reader`)."""
+        out = self.out
+        out.write(data, close, source, more)
+        if out.flow.active or out.congested:
+            out.flow.check(out, source, reader)
+
+    async def received(self, size: int) -> bytes:
+        return await asyncio.wait_for(self.reader.readexactly(size), 10)
+
+
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[Box]:
+    box = Box()
+    server = await asyncio.get_running_loop().create_server(lambda: Side(box), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    box.reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await until(lambda: box.wire.transport is not None)
+    try:
+        yield box
+    finally:
+        box.wire.abort()
+        writer.close()
+        server.close()
+
+
+def streamed_head(tid: str) -> bytes:
+    return f"MSRP {tid} SEND\r\nTo-Path: msrp://b\r\nFrom-Path: msrp://a\r\n\r\n".encode()
+
+
+def whole(tid: str) -> bytes:
+    return f"MSRP {tid} 200 OK\r\nTo-Path: msrp://a\r\n-------{tid}$\r\n".encode()
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_one_write_per_batch_and_the_counts(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            box.write(whole("a1"))
+            box.write(whole("a2"), source=7)
+            assert box.queued == [box.out]  # queued once for the batch
+            assert box.out.pending_bytes == 2 * len(whole("a1"))
+            box.out.flush()
+            assert await box.received(2 * len(whole("a1"))) == whole("a1") + whole("a2")
+            size = 2 * len(whole("a1"))
+            assert (box.stats.frames_out, box.stats.bytes_out) == (2, size)
+            assert box.counters.values[Counter.bytes_out] == size
+            box.write(whole("a3"))
+            assert box.queued == [box.out, box.out]  # the next batch is queued again
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_a_frame_waits_behind_a_streamed_frame(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            head, piece, end = streamed_head("s1"), b"body", b"\r\n-------s1$\r\n"
+            box.write(head, source="alice", more=True)
+            box.write(whole("b1"), source="bob")  # RFC 4975 §7.1: not inside alice's frame
+            assert box.out.streaming and box.out.gate.held_bytes == len(whole("b1"))
+            box.write(piece, source="alice", more=True)
+            box.write(end, source="alice")
+            assert not box.out.streaming
+            box.out.flush()
+            expected = head + piece + end + whole("b1")
+            assert await box.received(len(expected)) == expected
+            assert box.stats.frames_out == 2  # one streamed frame, one whole frame
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_an_abandoned_stream_is_ended_with_the_hash_flag(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            link = (7, 1)  # a handoff link's stream whose worker died
+            box.write(streamed_head("t1") + b"half", source=link, more=True)
+            box.write(whole("w1"))
+            box.out.abandon(("other", 2))  # not in a frame here: nothing happens
+            assert box.out.streaming
+            box.out.abandon(link)
+            box.out.flush()
+            expected = streamed_head("t1") + b"half\r\n-------t1#\r\n" + whole("w1")
+            assert await box.received(len(expected)) == expected
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_close_after_closes_once_what_was_written_is_out(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            box.write(whole("c1"), close=True)
+            box.out.flush()
+            assert await box.received(len(whole("c1"))) == whole("c1")
+            assert await asyncio.wait_for(box.reader.read(), 10) == b""  # then the FIN
+            assert box.stats.close_reason == "closed after relay (flag 2)"
+
+    run(loop_kind, main)
+
+
+def test_a_chunk_that_never_ended_is_not_answered() -> None:
+    box = Box()
+    box.out.held_replies = [(b"MSRP s1 200 OK\r\n-------s1$\r\n", False)]  # conn._on_frame
+    box.out.shut()
+    assert box.out.held_replies is None and box.out.closed
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_a_source_pauses_until_the_peer_reads(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            alice, chunks = Source(), 64
+            chunk = b"x" * (256 * 1024)  # 16 MiB in all: more than the kernels take
+            for _ in range(chunks - 1):
+                # Answers to its own frames never pause a connection.
+                box.write(chunk, reader=box.owner)
+            assert box.out.congested and box.owner.blocked == []
+            box.write(chunk, source=9, reader=alice)
+            assert alice.blocked == [box.out]  # more than WRITE_HIGH waits: alice stops
+            box.out.flush()  # the peer reads nothing yet: the transport holds it
+            await asyncio.sleep(0.05)
+            assert box.out.write_paused and alice.blocked == [box.out]
+            got = 0
+            while got < chunks * len(chunk):
+                got += len(await asyncio.wait_for(box.reader.read(1 << 20), 10))
+            await until(lambda: not box.out.write_paused)
+            assert alice.blocked == [] and not box.out.flow.active
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_the_sent_log_holds_what_the_kernel_has_not_taken(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            box.write(whole("r1"), source=5)
+            box.write(whole("own"))  # the relay's own answer: never reported
+            box.out.flush()
+            await box.received(len(whole("r1") + whole("own")))
+            box.out.trim_sent()
+            assert not box.out.sent_log.records and not box.out.unsent_relayed
+            head = streamed_head("r2")
+            box.write(whole("r3"), source=6)
+            box.write(head, source=(3, 4), more=True)
+            box.write(whole("r4"), source=8)  # waits behind r2
+            box.write(b"\r\n-------x$\r\n", source=9)  # so does another source's
+            assert box.out.unsent and box.out.unsent_relayed
+            unsent = box.out.give_up([(11, whole("held"), False)])
+            assert unsent == [
+                (6, whole("r3")),
+                ((3, 4), head),  # the streamed frame being written
+                (8, whole("r4")),
+                (9, b"\r\n-------x$\r\n"),
+                (11, whole("held")),
+            ]
+            assert box.out.pending_bytes == 0 and not box.out.streaming
+            box.out.flush()  # given up: nothing more reaches the wire
+            assert not box.out.unsent
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_shut_lets_the_paused_sources_go_on(loop_kind: str) -> None:
+    async def main() -> None:
+        async with connected() as box:
+            alice = Source()
+            box.write(b"y" * (WRITE_HIGH + 1), source=1, reader=alice)
+            assert alice.blocked == [box.out]
+            box.out.shut(drop=True)
+            assert alice.blocked == [] and box.out.pending_bytes == 0
+            box.write(whole("late"))
+            box.out.flush()
+            box.wire.close()
+            assert await asyncio.wait_for(box.reader.read(), 10) == b""  # nothing was sent
+
+    run(loop_kind, main)

@@ -1,0 +1,192 @@
+"""Transport adapters (msrpd/workers/transports/): TcpWire and TlsWire over real sockets on
+127.0.0.1, TLS with a trustme certificate, on uvloop (as workers run) and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from msrpd.config import TlsSettings
+from msrpd.workers.peers import format_peer
+from msrpd.workers.transports.base import Wire
+from msrpd.workers.transports.tcp import TcpWire
+from msrpd.workers.transports.tls import TlsWire, client_context, server_context
+
+from .hubs import LOOPS, run, until
+
+HIGH = 64 * 1024
+
+
+class Served(asyncio.Protocol):
+    """The server side, as conn.py drives a wire: attach it, read through wire.receive."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.peer = ""
+        self.received = bytearray()
+        self.eof = False
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer = self.wire.attach(transport, self.received.extend, HIGH)
+
+    def data_received(self, data: bytes) -> None:
+        self.wire.receive(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def serve(
+    wire: Wire, tls: ssl.SSLContext | None = None, ca: Path | None = None
+) -> tuple[asyncio.Server, Served, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A server holding `wire` and one client connected to it; the server side is attached."""
+    served: list[Served] = []
+
+    def factory() -> Served:
+        served.append(Served(wire))
+        return served[0]
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    client_tls = None if ca is None else ssl.create_default_context(cafile=str(ca))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_tls, server_hostname="localhost" if tls else None
+    )
+    await until(lambda: bool(served) and bool(served[0].peer))
+    return server, served[0], reader, writer
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> TlsSettings:
+    """A relay certificate for localhost and 127.0.0.1, and the CA that issued it."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    where = tmp_path_factory.mktemp("tls")
+    cert_file, key_file, ca_file = where / "cert.pem", where / "key.pem", where / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    ca.cert_pem.write_to_path(ca_file)
+    return TlsSettings(certificate=cert_file, private_key=key_file, ca=ca_file)
+
+
+def test_names_and_uris() -> None:
+    tcp, tls = TcpWire("tcp:127.0.0.1:2855"), TlsWire("tls:[::1]:2856")
+    assert (tcp.scheme, tcp.kind, tcp.movable) == ("msrp", "tcp", True)
+    assert (tls.scheme, tls.kind, tls.movable) == ("msrps", "tls", False)
+    assert tcp.self_uri() == b"msrp://127.0.0.1:2855;tcp"
+    # RFC 4975 §9: the transport parameter says tcp over TLS too.
+    assert tls.self_uri() == b"msrps://[::1]:2856;tcp"
+    assert TcpWire().self_uri() == b""  # outbound: no listening socket
+    assert format_peer("::1", 7) == "[::1]:7" and format_peer("10.0.0.1", 7) == "10.0.0.1:7"
+
+
+def test_unattached_wire_has_nothing_to_do() -> None:
+    wire = TcpWire()
+    assert wire.transport is None and wire.buffered() == 0
+    wire.pause_reading()
+    wire.resume_reading()
+    wire.close()
+    wire.abort()
+    with pytest.raises(RuntimeError):
+        wire.send(b"x")
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_tcp_reads_and_writes_through_the_wire(loop_kind: str) -> None:
+    async def main() -> None:
+        wire = TcpWire("tcp:127.0.0.1:2855")
+        server, served, reader, writer = await serve(wire)
+        assert served.peer == f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
+        writer.write(b"MSRP a SEND\r\n")
+        await until(lambda: bytes(served.received) == b"MSRP a SEND\r\n")
+        wire.send(b"MSRP a 200 OK\r\n")
+        wire.send(memoryview(b"-------a$\r\n"))
+        assert await reader.readexactly(26) == b"MSRP a 200 OK\r\n-------a$\r\n"
+        assert wire.buffered() == 0
+        wire.close()
+        assert await reader.read() == b""  # EOF after what was written
+        await served.lost
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_pause_reading_stops_delivery_until_resumed(loop_kind: str) -> None:
+    async def main() -> None:
+        wire = TcpWire()
+        server, served, _reader, writer = await serve(wire)
+        wire.pause_reading()
+        writer.write(b"held")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        assert served.received == b""
+        wire.resume_reading()
+        await until(lambda: served.received == b"held")
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_buffered_counts_what_the_kernel_did_not_take_and_abort_drops_it(loop_kind: str) -> None:
+    async def main() -> None:
+        wire = TcpWire()
+        server, served, reader, writer = await serve(wire)
+        wire.send(b"x" * (32 << 20))  # far more than two socket buffers: the peer reads nothing
+        assert wire.buffered() > 0
+        wire.abort()
+        assert await served.lost is None
+        got = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(1 << 20):
+                got += len(chunk)
+        assert got < 32 << 20  # what the kernels held, not what the transport buffered
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_tls_wire_over_real_tls(loop_kind: str, certs: TlsSettings) -> None:
+    async def main() -> None:
+        wire = TlsWire("tls:127.0.0.1:2856")
+        server, served, reader, writer = await serve(wire, server_context(certs), certs.ca)
+        assert served.peer.startswith("127.0.0.1:")
+        writer.write(b"MSRP b SEND\r\n")
+        await until(lambda: bytes(served.received) == b"MSRP b SEND\r\n")
+        wire.send(b"MSRP b 200 OK\r\n")
+        assert await reader.readexactly(15) == b"MSRP b 200 OK\r\n"
+        assert writer.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+        wire.close()
+        await served.lost
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+def test_tls_contexts(certs: TlsSettings) -> None:
+    server = server_context(certs)
+    assert server.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert server.verify_mode == ssl.CERT_NONE  # client certificates are optional
+    mutual = TlsSettings(certs.certificate, certs.private_key, certs.ca, verify_client=True)
+    assert server_context(mutual).verify_mode == ssl.CERT_REQUIRED
+    client = client_context(certs)
+    assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
+    with pytest.raises(ssl.SSLError):
+        server_context(TlsSettings())  # a tls listener needs a certificate
