@@ -87,7 +87,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         shm = cast(Any, Shm())
         self.ctx = ctx = WorkerContext(
-            load_config(None), WorkerIdentity(0, 1, 0), shm, self.loop, hub
+            load_config(None), WorkerIdentity(0, 1, 0), shm, self.loop, _given(hub)
         )
         route = RouteScript(Path("test-route"), script, None)
         self.delivery = Delivery(
@@ -117,3 +117,8 @@ class Worker:
         conn = MsrpConnection(self.ctx, self.routes, "tcp:127.0.0.1:2855", False)
         await self.loop.connect_accepted_socket(lambda: conn, ours)
         return conn, peer
+
+
+def _given(hub: HandoffHub | None) -> Callable[[WorkerContext], HandoffHub] | None:
+    """The context's hub factory for a hub the test built (its handler is the test's)."""
+    return None if hub is None else lambda ctx: hub
