@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import uvloop
 
@@ -90,7 +90,7 @@ class Peer:
     def on_link_lost(self, link_id: int) -> None:
         self.links_lost.append(link_id)
 
-    async def __aenter__(self) -> Peer:
+    async def __aenter__(self) -> Self:
         await self.hub.start()
         return self
 
