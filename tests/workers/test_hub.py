@@ -144,7 +144,9 @@ def test_what_a_read_sends_leaves_before_the_loop_moves_on(tmp_path: Path, loop_
     run(loop_kind, main)
 
 
-def test_a_hub_whose_stop_gave_up_answers_gone_without_asking_the_handler(tmp_path: Path, loop_kind: str) -> None:
+def test_a_hub_whose_stop_gave_up_answers_gone_without_asking_the_handler(
+    tmp_path: Path, loop_kind: str
+) -> None:
     async def main() -> None:
         async with Peer(tmp_path / "a.sock") as a, Logged(tmp_path / "b.sock") as b:
             b.hub.stop.given_up = True  # its worker delivers nothing more (stopping.py)
