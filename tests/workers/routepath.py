@@ -79,11 +79,12 @@ class Worker:
     def __init__(
         self,
         script: Callable[[Msrp], None],
-        hub: HandoffHub | None = None,
+        hub: HandoffHub | Callable[[WorkerContext], HandoffHub] | None = None,
         limits: ReaderLimits | None = None,
         self_uris: SelfUris | None = None,
     ) -> None:
-        """`self_uris`: this relay's own URIs, routed again here (loopback.py)."""
+        """`hub`: a hub the test built, or how to build it from the context (inbound.py);
+        `self_uris`: this relay's own URIs, routed again here (loopback.py)."""
         self.loop = asyncio.get_running_loop()
         shm = cast(Any, Shm())
         self.ctx = ctx = WorkerContext(
@@ -119,6 +120,10 @@ class Worker:
         return conn, peer
 
 
-def _given(hub: HandoffHub | None) -> Callable[[WorkerContext], HandoffHub] | None:
-    """The context's hub factory for a hub the test built (its handler is the test's)."""
-    return None if hub is None else lambda ctx: hub
+def _given(
+    hub: HandoffHub | Callable[[WorkerContext], HandoffHub] | None,
+) -> Callable[[WorkerContext], HandoffHub] | None:
+    """The context's hub factory, also for a hub the test built (its handler is the test's)."""
+    if isinstance(hub, HandoffHub):
+        return lambda ctx: hub
+    return hub
