@@ -24,7 +24,8 @@ from typing import Any
 
 import uvloop
 
-from msrpd.workers.handoff import make_conid
+from msrpd.workers.handoff import Handoff, make_conid
+from msrpd.workers.link import Link
 from msrpd.workers.links import HandoffHub
 
 CONID = make_conid(1, 1, 1)
@@ -40,28 +41,66 @@ def run_loop(kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
+class Quiet:
+    """A HubHandler that ignores everything: the sender's."""
+
+    def before_read(self) -> None:
+        pass
+
+    def after_read(self) -> None:
+        pass
+
+    def deliver(
+        self, link: Link, conid: int, payload: memoryview | bytes, flags: int, source: object
+    ) -> bool:
+        return True
+
+    def on_gone(self, conid: int, token: int) -> None:
+        print("gone", conid, token)
+
+    def close_conn(self, conid: int) -> None:
+        pass
+
+    def on_flow(self, pause: bool, conid: int, token: int, link_id: int) -> None:
+        pass
+
+    def on_control(self, link: Link, msg: Handoff) -> None:
+        pass
+
+    def on_link_lost(self, link_id: int) -> None:
+        pass
+
+
+class Counter(Quiet):
+    """The receiver's HubHandler: counts FRAMEs; a CLOSE for STOP reports and ends the run."""
+
+    def __init__(self, report: Connection) -> None:
+        self.report = report
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.frames, self.bytes, self.first = 0, 0, 0.0
+
+    def deliver(
+        self, link: Link, conid: int, payload: memoryview | bytes, flags: int, source: object
+    ) -> bool:
+        if not self.frames:
+            self.first = time.perf_counter()
+        self.frames += 1
+        self.bytes += len(payload)
+        return True
+
+    def close_conn(self, conid: int) -> None:
+        if conid == STOP and not self.done.done():
+            self.report.send((self.frames, self.bytes, time.perf_counter() - self.first))
+            self.done.set_result(None)
+
+
 def receiver(path: str, kind: str, ready: Event, report: Connection) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        count = [0, 0, 0.0]  # frames, bytes, first arrival
-
-        def deliver(conid: int, payload: memoryview | bytes, flags: int, source: object) -> bool:
-            if not count[0]:
-                count[2] = time.perf_counter()
-            count[0] += 1
-            count[1] += len(payload)
-            return True
-
-        def close_conn(conid: int) -> None:
-            if conid == STOP and not done.done():
-                report.send((count[0], count[1], time.perf_counter() - count[2]))
-                done.set_result(None)
-
-        hub = HandoffHub(Path(path), deliver, lambda c, t: None, loop, close_conn=close_conn)
+        counter = Counter(report)
+        hub = HandoffHub(Path(path), asyncio.get_running_loop(), counter)
         await hub.start()
         ready.set()
-        await done
+        await counter.done
         await hub.close()
 
     run_loop(kind, main)
@@ -96,10 +135,7 @@ def bench(size: int, seconds: float, kind: str, tmp: Path) -> None:
             raise SystemExit("receiver did not start")
 
         async def main() -> None:
-            loop = asyncio.get_running_loop()
-            hub = HandoffHub(
-                tmp / f"send-{size}.sock", lambda c, p, f: True, print, loop, close_conn=print
-            )
+            hub = HandoffHub(tmp / f"send-{size}.sock", asyncio.get_running_loop(), Quiet())
             await hub.start()
             writes[0] = await send_for(hub, dest, size, seconds)
             writes[1] = hub.stats.writes

@@ -1,4 +1,5 @@
-"""Worker processes: frames handed between workers (handoff.py codec, links.py sockets)."""
+"""Worker processes: frames handed between workers (handoff.py codec, links.py hub, link.py
+sockets)."""
 
 from .handoff import (
     DEFAULT_MAX_PAYLOAD,
@@ -15,13 +16,12 @@ from .handoff import (
     encode_header,
     make_conid,
 )
-from .links import CloseConn, Deliver, HandoffHub, HandoffStats, OnGone
+from .link import HandoffStats
+from .links import HandoffHub, HubHandler
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
-    "CloseConn",
     "ConnId",
-    "Deliver",
     "Handoff",
     "HandoffDecoder",
     "HandoffError",
@@ -29,7 +29,7 @@ __all__ = [
     "HandoffHub",
     "HandoffKind",
     "HandoffStats",
-    "OnGone",
+    "HubHandler",
     "conid_owner",
     "conid_serial",
     "encode_frame_parts",

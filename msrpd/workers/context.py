@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +22,7 @@ from .accounting import account
 from .batch import WriteBatch
 from .conids import FIRST_SERIAL, SerialBlocks
 from .connapi import Connection, as_protocol
+from .gone import SentMemory
 from .handoff import make_conid
 from .handoffout import HandoffOut
 from .links import HandoffHub
@@ -67,9 +69,13 @@ class WorkerContext:
         ident: WorkerIdentity,
         shm: ShmSet,
         loop: asyncio.AbstractEventLoop,
-        hub: HandoffHub | None = None,
+        hub: Callable[[WorkerContext], HandoffHub] | None = None,
         stop: StopState | None = None,
+        sent: SentMemory | None = None,
     ) -> None:
+        """`hub` builds the handoff hub: its handler reads this context when messages come
+        (inbound.py), so the hub is built from the context it is part of. `sent`: the memory of
+        frames handed to other workers (gone.py), shared with whoever reports their loss."""
         self.settings = settings
         self.ident = ident
         self.shm = shm
@@ -77,8 +83,6 @@ class WorkerContext:
         self.counters = StatsCounters()
         self.stop = stop or StopState()
         """Where the graceful stop is (shared with the hub: it refuses frames once given up)."""
-        self.batch = WriteBatch(loop, hub)
-        self.handoffs = HandoffOut(hub, settings.core.run_dir, self.counters, self.stop)
         self.conns: dict[int, Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.balancer: AcceptBalancer | None = None
@@ -87,6 +91,11 @@ class WorkerContext:
         self.last_delivery = 0.0
         """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
         self._serials: SerialBlocks | None = None  # built on first use (conids.py)
+        built = hub(self) if hub is not None else None
+        self.batch = WriteBatch(loop, built)
+        self.handoffs = HandoffOut(
+            built, settings.core.run_dir, self.counters, sent or SentMemory(self.stop)
+        )
 
     @property
     def hub(self) -> HandoffHub | None:

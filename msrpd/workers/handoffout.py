@@ -18,7 +18,6 @@ from .handoff import HandoffKind
 from .links import HandoffHub
 from .ports import WRITE_HIGH, Blockable
 from .remoteflow import RemoteFlow
-from .stopstate import StopState
 
 __all__ = ["HandoffOut"]
 
@@ -27,14 +26,14 @@ class HandoffOut:
     __slots__ = ("_paths", "counters", "flow", "hub", "run_dir", "sent")
 
     def __init__(
-        self, hub: HandoffHub | None, run_dir: Path, counters: StatsCounters, stop: StopState
+        self, hub: HandoffHub | None, run_dir: Path, counters: StatsCounters, sent: SentMemory
     ) -> None:
         self.hub = hub
         self.run_dir = run_dir
         self.counters = counters
         self.flow = RemoteFlow()
         """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
-        self.sent = SentMemory(stop)
+        self.sent = sent
         self._paths: dict[tuple[int, int], Path] = {}
 
     def path(self, slot: int, generation: int) -> Path:

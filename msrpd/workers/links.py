@@ -1,26 +1,27 @@
-"""Handoff links: Unix stream sockets between workers, carrying handoff.py messages.
+"""HandoffHub: this worker's end of the handoff links to every other worker (DESIGN §2).
 
 Strategy:
 - Only the owner of a connection writes to it, so frames for one connection never interleave.
   A worker hands the bytes of a frame for a connection it does not own to the owning worker,
-  which writes them (DESIGN §2). We pass bytes, not file descriptors: SCM_RIGHTS fd passing
-  (kamailio's pass_fd.h) suits moving a whole connection to another worker for good, which we
-  do not do for relaying; two processes writing to one socket would need a lock per frame.
+  which writes them. We pass bytes, not file descriptors: SCM_RIGHTS fd passing (kamailio's
+  pass_fd.h) suits moving a whole connection to another worker for good (migration), not
+  relaying; two processes writing to one socket would need a lock per frame.
 - Each hub listens on its own path. Sending to a peer connects lazily to the peer's path and
-  keeps the link; messages queue while it connects. The peer answers GONE on the same link, so
-  both directions carry messages and use the same codec.
+  keeps the link (link.py); messages queue while it connects. The peer answers GONE on the
+  same link, so both directions carry messages and use the same codec (handoff.py).
 - Batching: what is queued for one destination during one loop iteration goes out in one
-  transport write, scheduled once per iteration with `loop.call_soon`. The pieces are joined
-  first: one copy, measured faster than `writelines` under both uvloop and asyncio for payloads
-  of 100 B to 64 KiB. While the kernel buffer is full the link is paused and messages keep
-  queueing, so they leave in one larger write.
+  transport write, scheduled once per iteration with `loop.call_soon`; inside one read's work
+  (`batching`) no callback is scheduled and `flush` writes at the end of the read.
+- The hub dispatches what its links read by kind to its HubHandler, given at construction:
+  FRAME to `deliver` (False: the connection is not here, and a GONE goes back), GONE to
+  `on_gone`, CLOSE to `close_conn`, PAUSE/RESUME to `on_flow`, the connection-moving kinds to
+  `on_control`. A failing callback costs its own message, not the link and the others on it.
 - Failure is never silent. Success is not acknowledged: a message counts as delivered once the
-  transport has passed all its bytes to the kernel, unless a GONE comes back. The link sets its
-  write-buffer limits to 0, so pause_writing/resume_writing say exactly when written bytes are
-  still in the transport. When a link cannot connect or breaks, `on_gone` is called for every
-  message that was queued or still in the transport. The one blind spot is bytes already in
-  the kernel when the receiver closes: a draining worker closes its hub only once its
-  connections are gone, and such a frame times out at the sender like one on a lost connection.
+  transport has passed all its bytes to the kernel, unless a GONE comes back. When a link
+  cannot connect or breaks, `on_gone` is called for every message that was queued or still in
+  the transport (linkqueue.py). The one blind spot is bytes already in the kernel when the
+  receiver closes: a draining worker closes its hub only once its connections are gone, and
+  such a frame times out at the sender like one on a lost connection.
 - Callbacks run from loop callbacks, never from inside `send`, so a sender can hold state
   across a `send` call without re-entrancy.
 """
@@ -28,45 +29,29 @@ Strategy:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
-import stat
 import struct
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Protocol
 
 from .handoff import (
     DEFAULT_MAX_PAYLOAD,
     HEADER,
     Handoff,
-    HandoffDecoder,
     HandoffError,
     HandoffFlags,
     HandoffKind,
 )
+from .hubsocket import HubSocket
+from .link import HandoffStats, Link
+from .linkqueue import Tracked
 from .stopstate import StopState
 
-__all__ = ["CloseConn", "Deliver", "HandoffHub", "HandoffStats", "OnControl", "OnGone"]
+__all__ = ["HandoffHub", "HubHandler"]
 
 logger = logging.getLogger(__name__)
 
-Deliver = Callable[[int, memoryview | bytes, int, tuple[int, int], "_Link"], bool]
-"""deliver(conid, payload, flags, source, link) -> False when conid is not a live connection of
-this worker. `source` is (link id, token): the pieces of one streamed frame share it, so the
-owner can keep other frames from interleaving with them; `link` is the link it came on (flow
-control may pause it)."""
-OnControl = Callable[[Handoff, "_Link"], None]
-"""on_control(message, link it came on) for each message that moves a connection."""
-OnGone = Callable[[int, int], None]
-"""on_gone(conid, token): a message sent to another worker was not delivered."""
-CloseConn = Callable[[int], None]
-"""close_conn(conid): close a connection of this worker once its queued bytes are written."""
-
-_HEADER_SIZE = HEADER.size
 _pack_header = HEADER.pack
 _FRAME = HandoffKind.FRAME
 _GONE = HandoffKind.GONE
@@ -74,244 +59,49 @@ _CLOSE = HandoffKind.CLOSE
 _PAUSE = HandoffKind.PAUSE
 _RESUME = HandoffKind.RESUME
 _NOTICE = HandoffFlags.NOTICE
-# A message the sender must hear about if it fails: (end offset in its batch, conid, token).
-_Tracked = tuple[int, int, int]
 
 
-def _nothing(link_id: int) -> None:
-    pass
+class HubHandler(Protocol):
+    """What a hub calls: the worker's side of its links. Each call comes from a loop callback
+    (a link's read, or a link closing), never from inside a `send`."""
 
+    def before_read(self) -> None:
+        """One read's messages are about to be dispatched."""
 
-def _ignore(msg: Handoff, link: _Link) -> None:
-    logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
+    def after_read(self) -> None:
+        """One read's messages were dispatched (also after a read that broke the link): what
+        they produced may be written now."""
 
+    def deliver(
+        self,
+        link: Link,
+        conid: int,
+        payload: memoryview | bytes,
+        flags: int,
+        source: tuple[int, int],
+    ) -> bool:
+        """A FRAME that came on `link` for connection `conid`. False when `conid` is not a live
+        connection here (the sender gets a GONE). `source` is (id(link), token): the pieces of
+        one streamed frame share it, so the owner can keep other frames from interleaving with
+        them. `payload` may be a view into the link's buffer: copy what outlives the call."""
+        ...
 
-def _no_flow(pause: bool, conid: int, token: int, link_id: int) -> None:
-    pass
+    def on_gone(self, conid: int, token: int) -> None:
+        """A message sent to another worker was not delivered (a GONE came back, or its link
+        failed)."""
 
+    def close_conn(self, conid: int) -> None:
+        """Close connection `conid` once its queued bytes are written (a CLOSE came)."""
 
-@dataclass(slots=True)
-class HandoffStats:
-    """Counters of one hub, written only by its loop."""
+    def on_flow(self, pause: bool, conid: int, token: int, link_id: int) -> None:
+        """A PAUSE or RESUME for our connection `conid` came on link `link_id` (remoteflow.py)."""
 
-    writes: int = 0  # transport writes (batches), all links
-    sent: int = 0  # FRAME and CLOSE messages written
-    received: int = 0  # messages received, of any kind
-    gone_sent: int = 0  # GONE replies queued (deliver returned False)
-    gone_received: int = 0  # GONE replies received
-    failed: int = 0  # messages reported to on_gone because their link failed
+    def on_control(self, link: Link, msg: Handoff) -> None:
+        """A connection-moving message (MOVED, FENCE, ...) came on `link` (migration)."""
 
-
-class _Link(asyncio.Protocol):
-    """One Unix stream connection to (`dest` set) or from (`dest` None) a peer hub."""
-
-    def __init__(self, hub: HandoffHub, dest: Path | None) -> None:
-        self._hub = hub
-        self.dest = dest
-        self._loop = hub.loop
-        self._decoder = HandoffDecoder(hub.max_payload)
-        self._transport: asyncio.Transport | None = None
-        self._pieces: list[bytes | memoryview] = []  # queued, not yet given to the transport
-        self._tracked: list[_Tracked] = []  # messages among _pieces
-        self._queued = 0  # bytes in _pieces
-        self._inflight: list[_Tracked] = []  # messages whose bytes are still in the transport
-        self._paused = False
-        self._flush_pending = False
-        self._closing = False
-        self._closed = False
-        self.task: asyncio.Task[None] | None = None
-        self.lost: asyncio.Future[None] = self._loop.create_future()
-        self._blockers: set[Hashable] = set()  # congested destinations that paused our reading
-        self._drained: list[Callable[[], None]] = []  # called once all queued bytes are out
-        self.peer_done = False
-        """An accepted link whose peer half-closed it in a graceful stop: nothing more comes,
-        but our GONEs for what it sent still go back (HandoffHub.settle)."""
-
-    def push(
-        self, header: bytes, parts: Sequence[bytes | memoryview], size: int, conid: int, token: int
-    ) -> None:
-        self._pieces.append(header)
-        self._pieces.extend(parts)
-        self._queued += _HEADER_SIZE + size
-        self._tracked.append((self._queued, conid, token))
-        if not self._flush_pending:
-            self._schedule()
-
-    def push_reply(self, header: bytes) -> None:
-        self._pieces.append(header)
-        self._queued += len(header)
-        if not self._flush_pending:
-            self._schedule()
-
-    def send_flow(self, pause: bool, conid: int, token: int = 0) -> None:
-        """Tell the peer that connection `conid` here is congested (PAUSE; `token` names a
-        stream that may go on) or has drained (RESUME): remoteflow.py. Nothing is sent once
-        the link is closing."""
-        if not self._closing:
-            self.push_reply(_pack_header(_PAUSE if pause else _RESUME, 0, 0, conid, token, 0))
-
-    def block(self, dest: Hashable) -> None:
-        """Pause reading this link (a caller that wants every frame from the peer held up;
-        relayed frames use per-destination PAUSE instead, remoteflow.py)."""
-        if not self._blockers and self._transport is not None and not self._closing:
-            self._transport.pause_reading()
-        self._blockers.add(dest)
-
-    def unblock(self, dest: Hashable) -> None:
-        self._blockers.discard(dest)
-        if not self._blockers and self._transport is not None and not self._closing:
-            self._transport.resume_reading()
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        self._drained.append(callback)
-
-    def _notify_drained(self) -> None:
-        if self._drained and not self._pieces and not self._paused:
-            callbacks, self._drained = self._drained, []
-            for callback in callbacks:
-                callback()
-
-    def pending_bytes(self) -> int:
-        transport = self._transport
-        buffered = transport.get_write_buffer_size() if transport is not None else 0
-        return self._queued + buffered
-
-    def _schedule(self) -> None:
-        if self._transport is not None and not self._paused and not self._closing:
-            self._flush_pending = True
-            hub = self._hub
-            hub._dirty.append(self)
-            if not hub.batching:
-                self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        if not self._flush_pending:
-            return  # flushed early, by HandoffHub.flush
-        self._flush_pending = False
-        if not self._paused and not self._closing:
-            self._write()
-
-    def _write(self) -> None:
-        transport = self._transport
-        if transport is None or not self._pieces or transport.is_closing():
-            return  # what is queued is reported by connection_lost
-        pieces, tracked, total, was_paused = self._pieces, self._tracked, self._queued, self._paused
-        self._pieces, self._tracked, self._queued = [], [], 0
-        transport.write(b"".join(pieces))
-        stats = self._hub.stats
-        stats.writes += 1
-        stats.sent += len(tracked)
-        left = transport.get_write_buffer_size()
-        if was_paused or transport.is_closing():
-            # Nothing of this batch reached the kernel yet, or the write failed outright.
-            self._inflight.extend(tracked)
-        elif left:
-            cutoff = total - left
-            self._inflight.extend(t for t in tracked if t[0] > cutoff)
-        else:
-            self._notify_drained()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = t = cast(asyncio.Transport, transport)
-        if self._closed:  # connecting was abandoned meanwhile
-            t.abort()
-            return
-        # With both limits at 0, pause_writing means "bytes are left in the transport" and
-        # resume_writing means "all of them reached the kernel".
-        t.set_write_buffer_limits(high=0, low=0)
-        if self.dest is None:
-            self._hub._adopt(self)  # shuts the link down if the hub is closing
-        self._schedule()
-
-    def data_received(self, data: bytes) -> None:
-        hub = self._hub
-        hub.before_read()
-        try:
-            try:
-                messages = self._decoder.feed(data)
-            except HandoffError as exc:
-                logger.warning("handoff link %s: %s; closing it", self.dest or "(accepted)", exc)
-                hub._dispatch(self, exc.messages)
-                self.shutdown()
-                return
-            hub._dispatch(self, messages)
-        finally:
-            hub.after_read()  # what this read produced leaves now
-
-    def eof_received(self) -> bool:
-        if self.dest is None and self._hub.stop.stopping:
-            # A stopping peer has sent all it will (finish_sending); it still reads.
-            self.peer_done = True
-            return True
-        # The peer closed: what is still queued or in the transport cannot reach it.
-        logger.info("handoff link %s: closed by its peer", self.dest or "(accepted)")
-        self._closing = True
-        self._hub._forget(self)
-        if self._transport is not None:
-            self._transport.abort()
-        return False
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._inflight.clear()
-        if self._pieces and not self._flush_pending:
-            self._schedule()
-        else:
-            self._notify_drained()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._closed:
-            return
-        self._closed = self._closing = True
-        self._transport = None
-        failed = self._inflight + self._tracked
-        self._inflight, self._tracked, self._pieces, self._queued = [], [], [], 0
-        if exc is not None:
-            logger.info("handoff link %s lost: %s", self.dest or "(accepted)", exc)
-        self._hub._link_lost(self, failed)
-        callbacks, self._drained = self._drained, []
-        for callback in callbacks:  # nothing more will drain: let the waiting sources go
-            callback()
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    async def connect(self, path: Path) -> None:
-        try:
-            await self._loop.create_unix_connection(lambda: self, str(path))
-        except OSError as exc:
-            logger.info("handoff link to %s cannot connect: %s", path, exc)
-            self._abandon()
-        except BaseException:
-            self._abandon()
-            raise
-
-    def _abandon(self) -> None:
-        if self._transport is None:  # else connection_lost follows from the transport
-            self.connection_lost(None)
-
-    def shutdown(self) -> None:
-        """Write what is queued, then close; a link still connecting gives up."""
-        if self._closing:
-            return
-        self._closing = True
-        self._hub._forget(self)
-        if self._transport is None:
-            self.abort()
-            return
-        self._write()
-        self._transport.close()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-            return
-        # A task cancelled before its first step never runs connect(), so report here.
-        if self.task is not None:
-            self.task.cancel()
-        self._abandon()
+    def on_link_lost(self, link_id: int) -> None:
+        """Link `link_id` closed: the streams that came on it (sources (link id, token)) send
+        no more pieces, and the PAUSEs that came on it are void (remoteflow.py)."""
 
 
 class HandoffHub:
@@ -319,12 +109,8 @@ class HandoffHub:
 
     Args:
         own_path: the Unix socket path other workers connect to.
-        deliver: `deliver(conid, payload, flags) -> bool` for each FRAME received; False means
-            `conid` is not a live connection here, and the sender gets a GONE.
-        on_gone: `on_gone(conid, token)` when a peer answers GONE, or when a message could not
-            be written because its link failed (never from inside `send`).
         loop: the running event loop (uvloop or asyncio's own).
-        close_conn: `close_conn(conid)` for each CLOSE received.
+        handler: what the hub calls for the messages its links bring (HubHandler).
         max_payload: the largest FRAME payload sent or accepted.
         stop: the worker's graceful-stop state (stopstate.py).
     """
@@ -332,64 +118,37 @@ class HandoffHub:
     def __init__(
         self,
         own_path: Path,
-        deliver: Deliver,
-        on_gone: OnGone,
         loop: asyncio.AbstractEventLoop,
+        handler: HubHandler,
         *,
-        close_conn: CloseConn,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         stop: StopState | None = None,
     ) -> None:
-        self.own_path = own_path
+        self._socket = HubSocket(own_path)
         self.loop = loop
         self.max_payload = max_payload
         self.stats = HandoffStats()
-        self._deliver = deliver
-        self._on_gone = on_gone
-        self._close_conn = close_conn
-        self._links: dict[Path, _Link] = {}
-        self._accepted: set[_Link] = set()
-        self._dying: set[_Link] = set()  # links closing, until connection_lost
-        self._server: asyncio.AbstractServer | None = None
-        self._own_inode: int | None = None
+        self._handler = handler
+        self._links: dict[Path, Link] = {}
+        self._accepted: set[Link] = set()
+        self._dying: set[Link] = set()  # links closing, until connection_lost
         self._closed = False
-        self._dirty: list[_Link] = []  # links with a flush scheduled
+        self._dirty: list[Link] = []  # links with a flush scheduled
         self.batching = False
-        """Inside one read's work: links queue without scheduling a write, because
-        after_read writes them (one loop iteration less per read)."""
-        self.before_read: Callable[[], None] = self._begin_batch
-        self.after_read: Callable[[], None] = self.flush
-        """Called before and after each read's messages are delivered (the worker batches
-        its connections' writes there too)."""
-        self.on_control: OnControl = _ignore
-        """Called for each message that moves a connection (colocate.py)."""
-        self.on_flow: Callable[[bool, int, int, int], None] = _no_flow
-        """on_flow(pause, conid, token, link id) for each PAUSE/RESUME received
-        (remoteflow.py)."""
-        self.on_link_lost: Callable[[int], None] = _nothing
-        """on_link_lost(link id) when a link closes: the streams that came on it (sources
-        (link id, token)) send no more pieces (their worker died, say), and the PAUSEs that
-        came on it are void (remoteflow.py)."""
+        """Inside one read's work: links queue without scheduling a write, because the end
+        of the read (`flush`) writes them (one loop iteration less per read)."""
         self.stop = stop or StopState()
         """Stopping: a peer's EOF means "done sending", not "gone" (finish_sending); given
         up: answer GONE to every FRAME, this worker delivers nothing more."""
 
+    @property
+    def stopping(self) -> bool:
+        """Graceful stop: an accepted link's EOF means "done sending" (link.py)."""
+        return self.stop.stopping
+
     async def start(self) -> None:
         """Listen on `own_path` (mode 0600), replacing a stale socket file left there."""
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(self.own_path).st_mode):
-                os.unlink(self.own_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(self.own_path))
-            # Before listen() nobody can connect, so there is no window with wider modes.
-            os.chmod(self.own_path, 0o600)
-            self._own_inode = os.stat(self.own_path).st_ino
-            sock.setblocking(False)
-            self._server = await self.loop.create_unix_server(lambda: _Link(self, None), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+        await self._socket.listen(self.loop, lambda: Link(self, None, self.loop, self.max_payload))
 
     def send(
         self,
@@ -431,16 +190,13 @@ class HandoffHub:
             raise ValueError(f"handoff header field out of range: {exc}") from None
         self._link(dest_path).push(header, (), 0, conid, token)
 
-    def _begin_batch(self) -> None:
-        self.batching = True
-
     def flush(self) -> None:
         """Write what is queued now instead of at the end of the loop iteration: the end of
         one read's work, so its frames do not wait for other ready sockets (latency)."""
         self.batching = False
         dirty, self._dirty = self._dirty, []
         for link in dirty:
-            link._flush()
+            link.flush()
 
     def send_control(
         self, dest_path: Path, kind: HandoffKind, conid: int, token: int = 0, payload: bytes = b""
@@ -448,8 +204,7 @@ class HandoffHub:
         """Queue a message of the connection-moving kinds (MOVED, FENCE, ...). It is not
         tracked: if its link fails it is lost, and handover.py's timeouts cover that."""
         header = _pack_header(kind, 0, 0, conid, token, len(payload))
-        link = self._link(dest_path)
-        link.push_reply(header + payload if payload else header)
+        self._link(dest_path).push_reply(header + payload if payload else header)
 
     # -- graceful stop (stopping.py): every worker finishes with its peers ------------------
 
@@ -469,8 +224,7 @@ class HandoffHub:
     def unblock_all(self) -> None:
         """Read every link again: what peers still send is refused now, never written."""
         for link in (*self._accepted, *self._links.values()):
-            for dest in list(link._blockers):
-                link.unblock(dest)
+            link.unblock_all()
 
     @property
     def sending(self) -> bool:
@@ -481,10 +235,8 @@ class HandoffHub:
         """Half-close every link we opened (nothing more will be sent on it): the peer closes
         it once it has written, or refused, everything we sent (settle)."""
         for link in list(self._links.values()):
-            transport = link._transport
-            if transport is not None and not link.pending_bytes() and transport.can_write_eof():
-                transport.write_eof()
-                self._forget(link)
+            if link.finish_sending():
+                self.forget(link)
 
     def settle(self) -> bool:
         """Call once everything peers handed us is written or refused: close the links whose
@@ -507,15 +259,12 @@ class HandoffHub:
         if self._closed:
             return
         self._closed = True
-        if self._server is not None:
-            self._server.close()
+        self._socket.stop()
         links = [*self._links.values(), *self._accepted, *self._dying]
         for link in links:
             link.shutdown()
         await self._wait_lost(links, timeout)
-        if self._server is not None:
-            await self._server.wait_closed()
-        self._unlink_own_path()
+        await self._socket.remove()
 
     def when_drained(self, dest_path: Path, callback: Callable[[], None]) -> None:
         """Call `callback` once everything queued for `dest_path` has reached the kernel (or
@@ -526,9 +275,66 @@ class HandoffHub:
         else:
             link.when_drained(callback)
 
-    def _dispatch(self, link: _Link, messages: list[Handoff]) -> None:
+    # -- what the links call (link.py's LinkOwner) ------------------------------------------
+
+    def schedule(self, link: Link) -> None:
+        self._dirty.append(link)
+        if not self.batching:
+            self.loop.call_soon(link.flush)
+
+    def received(self, link: Link, data: bytes) -> None:
+        handler = self._handler
+        self.batching = True
+        handler.before_read()
+        try:
+            try:
+                messages = link.decode(data)
+            except HandoffError as exc:
+                logger.warning("handoff link %s: %s; closing it", link.dest or "(accepted)", exc)
+                self._dispatch(link, exc.messages)
+                link.shutdown()
+                return
+            self._dispatch(link, messages)
+        finally:
+            handler.after_read()
+            self.flush()  # what this read produced leaves now
+
+    def adopt(self, link: Link) -> None:
+        if self._closed:
+            link.shutdown()
+        else:
+            self._accepted.add(link)
+
+    def forget(self, link: Link) -> None:
+        """`link` is closing: new messages for its destination need a new link."""
+        if link.dest is not None and self._links.get(link.dest) is link:
+            del self._links[link.dest]
+        self._accepted.discard(link)
+        self._dying.add(link)
+
+    def lost(self, link: Link, failed: list[Tracked]) -> None:
+        self.forget(link)
+        self._dying.discard(link)
+        handler = self._handler
+        try:
+            handler.on_link_lost(id(link))
+        except Exception:
+            logger.exception("handoff: on_link_lost callback failed")
+        if failed:
+            logger.info("handoff link %s: %d messages not delivered", link.dest, len(failed))
+            self.stats.failed += len(failed)
+        for _end, conid, token in failed:
+            try:
+                handler.on_gone(conid, token)
+            except Exception:
+                logger.exception("handoff: on_gone callback failed for %x", conid)
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _dispatch(self, link: Link, messages: list[Handoff]) -> None:
         self.stats.received += len(messages)
-        deliver = self._deliver
+        handler = self._handler
+        deliver = handler.deliver
         refusing = self.stop.given_up
         for msg in messages:
             # A failing callback costs its own message, not the link and the others on it.
@@ -536,61 +342,31 @@ class HandoffHub:
                 if msg.kind is _FRAME:
                     source = (id(link), msg.token)
                     refused = refusing and not msg.flags & _NOTICE
-                    if refused or not deliver(msg.conid, msg.payload, msg.flags, source, link):
+                    if refused or not deliver(link, msg.conid, msg.payload, msg.flags, source):
                         self.stats.gone_sent += 1
                         link.push_reply(_pack_header(_GONE, 0, 0, msg.conid, msg.token, 0))
                 elif msg.kind is _GONE:
                     self.stats.gone_received += 1
-                    self._on_gone(msg.conid, msg.token)
+                    handler.on_gone(msg.conid, msg.token)
                 elif msg.kind is _CLOSE:
-                    self._close_conn(msg.conid)
+                    handler.close_conn(msg.conid)
                 elif msg.kind is _PAUSE or msg.kind is _RESUME:
-                    self.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, id(link))
+                    handler.on_flow(msg.kind is _PAUSE, msg.conid, msg.token, id(link))
                 else:
-                    self.on_control(msg, link)
+                    handler.on_control(link, msg)
             except Exception:
                 logger.exception("handoff: %s callback failed for %x", msg.kind.name, msg.conid)
 
-    def _adopt(self, link: _Link) -> None:
-        if self._closed:
-            link.shutdown()
-        else:
-            self._accepted.add(link)
-
-    def _forget(self, link: _Link) -> None:
-        """`link` is closing: new messages for its destination need a new link."""
-        if link.dest is not None and self._links.get(link.dest) is link:
-            del self._links[link.dest]
-        self._accepted.discard(link)
-        self._dying.add(link)
-
-    def _link_lost(self, link: _Link, failed: list[_Tracked]) -> None:
-        self._forget(link)
-        self._dying.discard(link)
-        try:
-            self.on_link_lost(id(link))
-        except Exception:
-            logger.exception("handoff: on_link_lost callback failed")
-        if failed:
-            logger.info("handoff link %s: %d messages not delivered", link.dest, len(failed))
-            self.stats.failed += len(failed)
-        on_gone = self._on_gone
-        for _end, conid, token in failed:
-            try:
-                on_gone(conid, token)
-            except Exception:
-                logger.exception("handoff: on_gone callback failed for %x", conid)
-
-    def _link(self, dest: Path) -> _Link:
+    def _link(self, dest: Path) -> Link:
         link = self._links.get(dest)
         if link is None:
             if self._closed:
                 raise RuntimeError("handoff hub is closed")
-            link = self._links[dest] = _Link(self, dest)
-            link.task = self.loop.create_task(link.connect(dest))
+            link = self._links[dest] = Link(self, dest, self.loop, self.max_payload)
+            link.task = self.loop.create_task(link.connect(self.loop, dest))
         return link
 
-    async def _wait_lost(self, links: list[_Link], timeout: float) -> None:
+    async def _wait_lost(self, links: list[Link], timeout: float) -> None:
         if not links:
             return
         _done, pending = await asyncio.wait([link.lost for link in links], timeout=timeout)
@@ -601,9 +377,3 @@ class HandoffHub:
             await asyncio.wait(pending)
         tasks = [link.task for link in links if link.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _unlink_own_path(self) -> None:
-        # Remove the socket only if it is still ours (a successor may have bound the path).
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(self.own_path).st_ino == self._own_inode:
-                os.unlink(self.own_path)

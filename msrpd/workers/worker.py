@@ -37,16 +37,15 @@ import uvloop
 from ..config import ListenAddress, Settings
 from ..process.title import set_title
 from ..rundir import ctl_path, handoff_path
-from ..shm import Counter, ShmLayout, ShmSet, WorkerState
+from ..shm import ShmLayout, ShmSet, WorkerState
 from .boot import BootError, build_routes, listen, passed_conn
 from .connapi import Connection
 from .context import WorkerContext, WorkerIdentity
 from .ctl import WorkerCtlServer, worker_handlers
 from .delivery import Delivery
-from .flow import FlowLink, LinkSource
-from .gone import GoneReports
-from .handoff import HandoffFlags
+from .gone import GoneReports, SentMemory
 from .housekeeping import close_idle, publish
+from .inbound import Inbound
 from .links import HandoffHub
 from .migrate.build import build_migration
 from .migrate.retire import Retirer
@@ -144,23 +143,16 @@ class Worker:
         spec, settings = self.spec, self.spec.settings
         ident = spec.ident
         stop = StopState()
-        hub = HandoffHub(
-            handoff_path(settings.core.run_dir, ident.slot, ident.generation),
-            deliver=lambda conid, data, flags, source, link: _deliver(
-                ctx, conid, data, flags, source, link
-            ),
-            # Late bound: the reports read the context, which holds the hub.
-            on_gone=lambda conid, token: reports.handoff_gone(conid, token),  # noqa: PLW0108
-            close_conn=lambda conid: _close(ctx, conid),
-            loop=loop,
-            stop=stop,
-        )
-        ctx = WorkerContext(settings, ident, shm, loop, hub, stop)
-        hub.on_flow = ctx.handoffs.flow.on_flow
-        hub.before_read = ctx.batch.begin
-        hub.after_read = ctx.batch.flush_now
-        hub.on_link_lost = lambda link_id: _link_lost(ctx, link_id)
-        self.reports = reports = GoneReports(ctx.handoffs.sent, ctx)
+        sent = SentMemory(stop)
+        own_path = handoff_path(settings.core.run_dir, ident.slot, ident.generation)
+
+        def hub(ctx: WorkerContext) -> HandoffHub:
+            # What other workers hand us goes down to our connections (inbound.py); a GONE
+            # reports the lost frame to its sender (gone.py).
+            reports = self.reports = GoneReports(sent, ctx)
+            return HandoffHub(own_path, loop, Inbound(ctx, reports), stop=stop)
+
+        ctx = WorkerContext(settings, ident, shm, loop, hub, stop, sent)
         self.routes, self.delivery = build_routes(ctx, spec.nonce_secret)
         return ctx
 
@@ -190,7 +182,6 @@ class Worker:
         except OSError as exc:
             raise BootError(f"accept socket: {exc}") from None
         ctx.balancer, ctx.mover = migration.balancer, migration.mover
-        hub.on_control = migration.mover.on_control
         self.retirer = migration.retirer
         self.ctl = WorkerCtlServer(
             ctl_path(settings.core.run_dir, ident.slot, ident.generation),
@@ -318,52 +309,6 @@ class Worker:
         return False
 
 
-def _deliver(
-    ctx: WorkerContext,
-    conid: int,
-    data: bytes | memoryview,
-    flags: int,
-    source: tuple[int, int],
-    link: FlowLink,
-) -> bool:
-    conn = ctx.conns.get(conid)
-    if conn is None or conn.closed:
-        if ctx.mover is None or not ctx.mover.deliver(conid, data, flags, source):
-            return False
-        ctx.last_delivery = time.monotonic()  # forwarded: a retiring worker waits for quiet
-        return True
-    ctx.counters.add(Counter.handoffs_in)
-    ctx.last_delivery = time.monotonic()
-    # A congested destination asks the sending worker to pause what relays into it; the link
-    # itself keeps being read (remoteflow.py).
-    more = bool(flags & HandoffFlags.MORE)
-    close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
-    forwarded = bool(flags & HandoffFlags.FORWARDED)
-    # A REPORT the sender's old worker made is the relay's own: no relayed frame to account.
-    origin = None if flags & HandoffFlags.NOTICE else source
-    reader = LinkSource(link, conid)
-    return conn.write_frame(
-        data, close_after, source=origin, more=more, forwarded=forwarded, reader=reader
-    )
-
-
 def _adopt(ctx: WorkerContext, routes: RouteRunner, sock: socket.socket, listen_text: str) -> None:
     """A connection another worker accepted and passed here (balance.py)."""
     ctx.serve_socket(passed_conn(ctx, routes, listen_text), sock)
-
-
-def _link_lost(ctx: WorkerContext, link_id: int) -> None:
-    """A handoff link closed (its worker died, say): end the streamed frames it was writing
-    into our connections, or they would wait for their last piece forever (issue 12); what
-    its PAUSEs held up here goes on (remoteflow.py)."""
-    ctx.handoffs.flow.link_lost(link_id)
-    for conn in list(ctx.conns.values()):
-        for source in [s for s in conn.out.gate.open if isinstance(s, tuple) and s[0] == link_id]:
-            conn.out.abandon(source)
-    ctx.batch.flush_dirty()
-
-
-def _close(ctx: WorkerContext, conid: int) -> None:
-    conn = ctx.conns.get(conid)
-    if conn is not None:
-        conn.close("closed on request of another worker")

@@ -81,15 +81,16 @@ class Worker:
     def __init__(
         self,
         script: Callable[[Msrp], None],
-        hub: HandoffHub | None = None,
+        hub: HandoffHub | Callable[[WorkerContext], HandoffHub] | None = None,
         limits: ReaderLimits | None = None,
         self_uris: SelfUris | None = None,
     ) -> None:
-        """`self_uris`: this relay's own URIs, routed again here (loopback.py)."""
+        """`hub`: a hub the test built, or how to build it from the context (inbound.py);
+        `self_uris`: this relay's own URIs, routed again here (loopback.py)."""
         self.loop = asyncio.get_running_loop()
         shm = cast(Any, Shm())
         self.ctx = ctx = WorkerContext(
-            load_config(None), WorkerIdentity(0, 1, 0), shm, self.loop, hub
+            load_config(None), WorkerIdentity(0, 1, 0), shm, self.loop, _given(hub)
         )
         route = RouteScript(Path("test-route"), script, None)
         self.delivery = Delivery(
@@ -121,3 +122,12 @@ class Worker:
         conn = MsrpConnection(self.ctx, self.routes, TcpWire("tcp:127.0.0.1:2855"))
         await self.loop.connect_accepted_socket(lambda: conn, ours)
         return conn, peer
+
+
+def _given(
+    hub: HandoffHub | Callable[[WorkerContext], HandoffHub] | None,
+) -> Callable[[WorkerContext], HandoffHub] | None:
+    """The context's hub factory, also for a hub the test built (its handler is the test's)."""
+    if isinstance(hub, HandoffHub):
+        return lambda ctx: hub
+    return hub

@@ -17,9 +17,9 @@ from msrpd.routing import Destination, SendFlags
 from msrpd.shm import Counter
 from msrpd.workers.dialing import FailedSink
 from msrpd.workers.handoff import make_conid
-from msrpd.workers.links import HandoffHub
 from msrpd.workers.sinks import HandoffSink, LocalSink
 
+from .hubs import Peer
 from .routepath import Worker, frames, read_frames, send, until
 
 
@@ -37,13 +37,7 @@ def to(conid: int) -> Destination:
 
 def test_a_connection_id_resolves_here_or_to_its_owner(tmp_path: Path) -> None:
     async def main() -> None:
-        hub = HandoffHub(
-            tmp_path / "own.sock",
-            lambda *args: True,
-            lambda conid, token: None,
-            asyncio.get_running_loop(),
-            close_conn=lambda conid: None,
-        )
+        hub = Peer(tmp_path / "own.sock").hub  # this worker's hub: it only sends here
         worker = Worker(ignore, hub)
         alice, alice_peer = await worker.connect()
         bob, bob_peer = await worker.connect()

@@ -20,7 +20,7 @@ from msrpd.workers.handoff import (
     HandoffKind,
     encode_handoff,
 )
-from msrpd.workers.links import HandoffHub
+from msrpd.workers.link import Link
 
 from .hubs import LOOPS, Peer, run, until
 
@@ -266,13 +266,13 @@ def test_destination_closed_mid_stream(tmp_path: Path, loop_kind: str) -> None:
         class Closer(Peer):
             def deliver(
                 self,
+                link: Link,
                 conid: int,
                 payload: memoryview | bytes,
                 flags: int,
                 source: tuple[int, int],
-                link: object = None,
             ) -> bool:
-                super().deliver(conid, payload, flags, source, link)
+                super().deliver(link, conid, payload, flags, source)
                 if len(self.frames) == stop_at:
                     closing.append(loop.create_task(self.hub.close()))
                 return True
@@ -360,12 +360,7 @@ def test_bad_stream_closes_the_link(tmp_path: Path, loop_kind: str) -> None:
 
 def test_oversize_header_closes_the_link(tmp_path: Path, loop_kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        b = Peer(tmp_path / "b.sock")
-        b.hub = HandoffHub(
-            b.path, b.deliver, b.on_gone, loop, close_conn=b.closed.append, max_payload=1000
-        )
-        async with b:
+        async with Peer(tmp_path / "b.sock", max_payload=1000) as b:
             reader, writer = await asyncio.open_unix_connection(str(b.path))
             writer.write(HEADER.pack(1, 0, 0, 4, 2, 1001))
             assert await asyncio.wait_for(reader.read(), 5) == b""
@@ -377,10 +372,7 @@ def test_oversize_header_closes_the_link(tmp_path: Path, loop_kind: str) -> None
 
 def test_send_refuses_bad_input(tmp_path: Path, loop_kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        a = Peer(tmp_path / "a.sock")
-        a.hub = HandoffHub(a.path, a.deliver, a.on_gone, loop, close_conn=a.closed.append)
-        a.hub.max_payload = 100
+        a = Peer(tmp_path / "a.sock", max_payload=100)
         dest = tmp_path / "b.sock"
         with pytest.raises(ValueError, match="over the limit"):
             a.hub.send(dest, 1, 1, [b"x" * 60, b"y" * 41])

@@ -15,7 +15,7 @@ import pytest
 import uvloop
 
 from msrpd.workers.handoff import make_conid
-from msrpd.workers.links import HandoffHub
+from msrpd.workers.link import Link
 
 from .hubs import Peer, run, until
 
@@ -27,27 +27,38 @@ def echo_worker(own: str, peer: str, ready: Event) -> None:
     uvloop.run(echo(Path(own), Path(peer), ready))
 
 
-async def echo(own: Path, peer: Path, ready: Event) -> None:
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
+class Echo(Peer):
+    """Hands every FRAME back to `peer`; a CLOSE for STOP ends it."""
+
+    def __init__(self, own: Path, peer: Path) -> None:
+        super().__init__(own)
+        self.peer = peer
+        self.stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def deliver(
-        conid: int, payload: memoryview | bytes, flags: int, source: object, link: object
+        self,
+        link: Link,
+        conid: int,
+        payload: memoryview | bytes,
+        flags: int,
+        source: tuple[int, int],
     ) -> bool:
         if conid == DEAD:
             return False
-        hub.send(peer, conid, 0, [payload], flags)
+        self.hub.send(self.peer, conid, 0, [payload], flags)
         return True
 
-    def close_conn(conid: int) -> None:
-        if conid == STOP and not stop.done():
-            stop.set_result(None)
+    def close_conn(self, conid: int) -> None:
+        if conid == STOP and not self.stop.done():
+            self.stop.set_result(None)
 
-    hub = HandoffHub(own, deliver, lambda conid, token: None, loop, close_conn=close_conn)
-    await hub.start()
+
+async def echo(own: Path, peer: Path, ready: Event) -> None:
+    worker = Echo(own, peer)
+    await worker.hub.start()
     ready.set()
-    await stop
-    await hub.close()
+    await worker.stop
+    await worker.hub.close()
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from msrpd.shm import Counter
-from msrpd.workers.gone import Sent
+from msrpd.workers.gone import Sent, SentMemory
 from msrpd.workers.handoff import HandoffFlags
 from msrpd.workers.handoffout import HandoffOut
-from msrpd.workers.links import HandoffHub
+from msrpd.workers.link import Link
 from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.sinks import HandoffSink, LocalSink
 from msrpd.workers.stopstate import StopState
@@ -77,29 +77,22 @@ class Recorder(Peer):
 
     def deliver(
         self,
+        link: Link,
         conid: int,
         payload: memoryview | bytes,
         flags: int,
         source: tuple[int, int],
-        link: object = None,
     ) -> bool:
         self.tokens.append(source[1])
-        return super().deliver(conid, payload, flags, source, link)
+        return super().deliver(link, conid, payload, flags, source)
 
 
 def test_a_handoff_sink_gives_a_frame_one_token_and_remembers_it(tmp_path: Path) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        hub = HandoffHub(
-            tmp_path / "handoff-0-1.sock",
-            lambda *args: True,
-            lambda conid, token: None,
-            loop,
-            close_conn=lambda conid: None,
-        )
+        hub = Peer(tmp_path / "handoff-0-1.sock").hub  # this worker's hub: it only sends here
         worker = Worker(ignore, hub)
         alice, alice_peer = await worker.connect()
-        out = HandoffOut(hub, tmp_path, worker.ctx.counters, StopState())
+        out = HandoffOut(hub, tmp_path, worker.ctx.counters, SentMemory(StopState()))
         record = Sent(b"t1", alice.peer_key, alice.conid, b"MSRP t1 SEND\r\n")
         async with Recorder(out.path(1, 1)) as owner:
             streamed = HandoffSink(out, hub, out.path(1, 1), 77, record, alice)
@@ -130,17 +123,10 @@ def test_a_handoff_sink_pauses_its_reader_while_the_owner_asks(tmp_path: Path) -
     (remoteflow.py)."""
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        hub = HandoffHub(
-            tmp_path / "handoff-0-1.sock",
-            lambda *args: True,
-            lambda conid, token: None,
-            loop,
-            close_conn=lambda conid: None,
-        )
+        hub = Peer(tmp_path / "handoff-0-1.sock").hub  # this worker's hub: it only sends here
         worker = Worker(ignore, hub)
         alice, alice_peer = await worker.connect()
-        out = HandoffOut(hub, tmp_path, worker.ctx.counters, StopState())
+        out = HandoffOut(hub, tmp_path, worker.ctx.counters, SentMemory(StopState()))
         async with Peer(out.path(1, 1)):
             out.flow.on_flow(True, 77, 0, 1)  # the owner of 77 asked for a pause
             sink = HandoffSink(out, hub, out.path(1, 1), 77, None, alice)
