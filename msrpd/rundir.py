@@ -71,7 +71,7 @@ def ctl_path(run_dir: Path, slot: int, generation: int) -> Path:
 
 
 def move_lockfile(run_dir: Path) -> Path:
-    """The relay-wide lock one connection move holds (workers/colocate.py)."""
+    """The relay-wide lock one connection move holds (workers/migrate/colocate.py)."""
     return run_dir / "move.lock"
 
 

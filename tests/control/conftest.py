@@ -125,7 +125,7 @@ def raw_call(
     fifo: Path, payload: bytes, reply_name: str | None, timeout: float = 3.0
 ) -> dict[str, Any] | None:
     """Write `payload` to the fifo and read the answer from `reply_name` (None: no answer
-    came before `timeout`). Independent of msrpd.ctlclient on purpose."""
+    came before `timeout`). Independent of msrpd.control.client on purpose."""
     reply = fifo.parent / reply_name if reply_name else None
     fd = -1
     if reply is not None:

@@ -3,7 +3,7 @@
 1. Shared memory is created as the supervisor creates it, with cmap entries saved in it.
 2. Two fake workers are forked: they attach the shm, beat, publish counters and serve their
    ctl sockets with worker_handlers() over fake connections.
-3. A ControlServer over build_methods(FakeView) runs in a select loop; msrpd.ctlclient.call
+3. A ControlServer over build_methods(FakeView) runs in a select loop; msrpd.control.client.call
    asks it.
 """
 

@@ -1,7 +1,7 @@
 """ControlServer over real fifos: the jsonrpcs request/reply format, errors, concurrency.
 
 Requests are written the way a shell user or kamcmd-like client writes them (raw_call in
-conftest), not through msrpd.ctlclient, so these tests pin the wire format itself.
+conftest), not through msrpd.control.client, so these tests pin the wire format itself.
 """
 
 from __future__ import annotations

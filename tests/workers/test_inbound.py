@@ -98,11 +98,11 @@ def test_a_lost_link_ends_the_streamed_frame_it_was_writing(tmp_path: Path) -> N
         other = Peer(tmp_path / "other.sock")
         await other.hub.start()
         other.hub.send(own, bob.conid, 9, [head], HandoffFlags.MORE)
-        await until(lambda: bool(bob.gate.open))
+        await until(lambda: bool(bob.out.gate.open))
         await other.hub.close()
         (got,) = await read_frames(bob_peer, 1)
         assert got.tid == b"t1"
-        assert not bob.gate.open and not bob.closed
+        assert not bob.out.gate.open and not bob.closed
         await hub.close()
         bob_peer.close()
 
