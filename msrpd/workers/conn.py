@@ -36,6 +36,7 @@ from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
 from ..shm import Counter
+from .connenv import ConnEnv
 from .connstats import ConnStats
 from .flow import FlowControl, link_of
 from .intake import Intake
@@ -44,7 +45,7 @@ from .migrate.state import Arrival, MigrationState
 from .outbox import Outbox
 from .peers import registry_key
 from .ports import WRITE_HIGH, Blockable, Sink
-from .routeenv import ConnEnv, RouteRunner
+from .routeenv import RouteRunner
 from .sentlog import Unsent
 from .transports.base import Wire
 

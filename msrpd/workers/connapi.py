@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from ..protocol import ConnInfo, FrameReader
+    from .connenv import ConnEnv
     from .connstats import ConnStats
     from .intake import Intake
     from .migrate.state import Arrival, MigrationState
     from .outbox import Outbox
     from .ports import Blockable, Sink
-    from .routeenv import ConnEnv
     from .sentlog import Unsent
     from .transports.base import Wire
 

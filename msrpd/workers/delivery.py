@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from ..protocol import Frame, MsrpUri
 from ..routing.env import Destination, SendFlags
+from .connenv import RoutedConn
 from .dialing import Dialed, Dialing
 from .gone import Sent
 from .handoff import conid_owner
 from .peers import format_peer, registry_key
 from .ports import Sink
-from .routeenv import RoutedConn
 from .sinks import HandoffSink, LocalSink
 
 if TYPE_CHECKING:

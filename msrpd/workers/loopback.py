@@ -39,8 +39,8 @@ from ..protocol.writer import build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
 from ..shm import Counter, StatsCounters
+from .connenv import ConnEnv, RoutedConn, count_reply
 from .ports import Sink
-from .routeenv import ConnEnv, RoutedConn, count_reply
 
 __all__ = ["MAX_LOCAL_HOPS", "MAX_SELF_IN_PATH", "HopEnv", "Loopback"]
 

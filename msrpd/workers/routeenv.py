@@ -1,88 +1,29 @@
-"""Route running: the per-frame call into the routing script, and ConnEnv, the worker's
-implementation of the script API's RouteEnv (one per connection).
+"""Route running: the per-frame call into the routing script (RouteRunner).
 
 Rules: RouteRunner holds what the script needs from the worker (its policy, the shared
-tables, the user store, the delivery layer), built once. The frame being routed is passed as
-an argument all the way (Msrp -> relay -> delivery -> sink), never parked on a shared object.
-The script's reply() writes on the connection the frame came on (for a streamed frame once
-its end-line is in, conn.write_reply); relay() asks the delivery layer for a sink (a local
-connection, another worker's, or a new outbound one) and remembers it, so that a streamed
-frame's pieces follow its head.
+tables, the user store, the delivery layer), built once and shared by every connection; each
+connection's ConnEnv (connenv.py) is the `env` the script's `msrp` object calls. A script
+error never takes the worker down.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from collections.abc import Hashable
-from typing import Protocol
 
-from ..config.selfuri import SelfUris
-from ..protocol import ConnInfo, Frame, ReaderLimits, Status, build_reply
+from ..protocol import Frame, ReaderLimits, Status, build_reply
 from ..routing import Msrp, RouteScript
-from ..routing.env import Destination, RoutePolicy, SendFlags
+from ..routing.env import RoutePolicy
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
-from .connstats import ConnStats
-from .migrate.state import MigrationState
+from .connenv import Rerouter, Resolver, RoutedConn
 from .ports import Sink
-from .reports import frame_report
 
-__all__ = ["ConnEnv", "RouteRunner", "RoutedConn", "count_reply"]
+__all__ = ["RouteRunner"]
 
 logger = logging.getLogger("msrpd.route")
-
-# 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
-_SESSION_BYTES = 12
-_REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
-
-
-def count_reply(counters: StatsCounters, data: bytes) -> None:
-    space = data.index(b" ", 5)
-    counters.add(_REPLY_COUNTERS.get(data[space + 1], Counter.replies_5xx))
-
-
-class RoutedConn(Protocol):
-    """What route running needs of the connection a frame came on (conn.MsrpConnection):
-    it is also the reader flow control pauses (ports.Blockable)."""
-
-    conid: int
-    peer_key: str
-    stats: ConnStats
-    """Its counters (frames_in: which frame is being routed) and sessions."""
-    migration: MigrationState
-    """Colocation (migrate/colocate.py): relaying to this worker breaks a streak to another."""
-    env: ConnEnv
-
-    @property
-    def info(self) -> ConnInfo: ...
-
-    def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
-
-    def block(self, dest: Hashable) -> None: ...
-
-    def unblock(self, dest: Hashable) -> None: ...
-
-
-class Resolver(Protocol):
-    """The delivery layer (delivery.Delivery)."""
-
-    def resolve(
-        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
-    ) -> Sink | None: ...
-
-
-class Rerouter(Protocol):
-    """Routing a frame again when its next hop is us (loopback.Loopback)."""
-
-    self_uris: SelfUris
-
-    def refuse_loop(self, frame: Frame, conn: RoutedConn) -> bool: ...
-
-    def reroute(self, env: ConnEnv, frame: Frame, data: bytes, depth: int) -> Sink | None: ...
 
 
 class RouteRunner:
@@ -167,113 +108,3 @@ class RouteRunner:
             logger.exception("request_route failed on %r", sip.first_line)
             self.counters.add(Counter.errors)
             sip.reply(500, "Server Error")
-
-
-class ConnEnv:
-    __slots__ = ("acked", "conn", "depth", "last_sink", "routes")
-
-    def __init__(self, routes: RouteRunner, conn: RoutedConn) -> None:
-        self.routes = routes
-        self.conn = conn
-        self.last_sink: Sink | None = None
-        self.acked = -1
-        """conn.stats.frames_in when the route last answered 2xx: which frame it was (report_lost);
-        a count, not the frame, so no frame outlives its routing."""
-        self.depth = 0
-        """Inner routing passes this frame has taken through our own URIs (loopback.py)."""
-
-    @property
-    def policy(self) -> RoutePolicy:
-        return self.routes.policy
-
-    @property
-    def cmap(self) -> Cmap | None:
-        return self.routes.cmap
-
-    @property
-    def nonce_secret(self) -> bytes:
-        return self.routes.nonce_secret
-
-    def now(self) -> float:
-        return time.time()
-
-    def nonce_salt(self) -> bytes:
-        return secrets.token_bytes(4)
-
-    def new_session_id(self) -> str:
-        return secrets.token_urlsafe(_SESSION_BYTES)
-
-    @property
-    def htable(self) -> ScriptHTable:
-        return self.routes.htable
-
-    @property
-    def has_user_store(self) -> bool:
-        return self.routes.users is not None
-
-    def user_ha1(self, username: str, realm: str) -> str | None:
-        users = self.routes.users
-        return None if users is None else users.get_ha1(username, realm)
-
-    def write_origin(self, data: bytes, flags: int) -> None:
-        count_reply(self.routes.counters, data)
-        if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
-            self.acked = self.conn.stats.frames_in
-        self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
-
-    def report_lost(self, frame: Frame, code: int, reason: str) -> None:
-        """`frame` (being routed) will not be delivered: if the route has already answered
-        it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
-        rfc-checklist §2.4); otherwise the route's own answer tells it."""
-        if self.acked != self.conn.stats.frames_in:
-            return
-        report = frame_report(frame, code, reason)
-        if report is not None:
-            self.conn.write_reply(report)
-
-    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
-        routes, uri = self.routes, dest.uri
-        loopback = routes.loopback
-        if loopback is not None and uri is not None and loopback.self_uris.matches(uri):
-            # The next hop is us: route it again here, no connection (loopback.py).
-            sink = loopback.reroute(self, frame, data, self.depth + 1)
-            self.last_sink = sink
-            return -1 if sink is None else 1
-        delivery = routes.delivery
-        sink = None if delivery is None else delivery.resolve(dest, flags, frame, self.conn)
-        if sink is None:
-            if frame.method is None:
-                # A response for a frame we forwarded (its To-Path names more hops): it goes
-                # back only on a connection the relay opened; a client's is not found by
-                # address (issue 12), and the SEND got our hop-by-hop 200 (RFC 4976 §6.4.1).
-                routes.counters.add(Counter.responses_dropped)
-                logger.info("response %s dropped: no connection to %s", _tid(frame), dest.uri)
-                return -1
-            routes.counters.add(Counter.relay_fail)
-            logger.info(
-                "relay of %s failed: no way to %s", _tid(frame), dest.uri or f"{dest.conid:x}"
-            )
-            self.report_lost(frame, 408 if dest.conid is None else 481, "Not Delivered")
-            return -1
-        streamed = frame.streamed
-        close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
-        if not sink.send(data, source=self.conn.conid, more=streamed, close_after=close_after):
-            routes.counters.add(Counter.relay_fail)
-            logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
-            self.report_lost(frame, 481, "Session Does Not Exist")
-            return -1
-        routes.counters.add(Counter.frames_out)
-        self.last_sink = sink
-        return 1
-
-    def auth_done(self, ok: bool) -> None:
-        self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
-
-    def session_saved(self, sessid: str, user: str = "") -> None:
-        stats = self.conn.stats
-        stats.sessions.append(sessid)
-        stats.session_meta[sessid] = (user, time.time())
-
-
-def _tid(frame: Frame) -> str:
-    return frame.tid.decode(errors="replace")

@@ -1,4 +1,4 @@
-"""RouteRunner and ConnEnv (routeenv.py) on real connections: the frame being routed is
+"""RouteRunner (routeenv.py) and ConnEnv (connenv.py) on real connections: the frame being routed is
 passed down as an argument, so what a relay does, and what its failure tells the sender,
 follows that frame (RFC 4975 §7.1.2, RFC 4976 §6.4.1)."""
 
