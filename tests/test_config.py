@@ -71,6 +71,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         use_path_addr=None,
         event_callback="ksr_msrp_event",
         route=None,
+        block_unknown_methods=False,
         max_body=1048576,
         max_head=16384,
     )
