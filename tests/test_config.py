@@ -194,6 +194,7 @@ BAD_VALUES = [
     ("msrp", "event_callback", '"not-an-identifier"', "must be a Python identifier"),
     ("msrp", "event_callback", '"def"', "must be a Python identifier, got 'def'"),
     ("msrp", "route", '"missing.py"', "no such file: "),
+    ("msrp", "block_unknown_methods", '"no"', "must be true or false, got 'no'"),
     ("msrp", "max_body", "1023", "must be an integer >= 1024, got 1023"),
     ("msrp", "max_head", "1023", "must be an integer from 1024 to 1048576, got 1023"),
     ("msrp", "max_head", "1048577", "got 1048577"),
