@@ -3,7 +3,11 @@
 Every request goes through rfc-checklist §2.1 in order; nothing is forwarded except through
 a token this relay issued, in the direction the arriving connection decides:
 
-1. A response: t_relay() matches it to the request it answers (or drops it).
+1. A response: t_relay() matches it to the request it answers (or drops it). A request
+   the reader let through but RFC 4975 §9 does not allow is answered 400 and not forwarded:
+   a transaction id outside 4 to 32 characters (`ident`; the reader takes 1 to 64 for
+   endpoints' sake), a method that is not upper case, a body over 10240 bytes on anything
+   but a SEND (RFC 4975 §7.1; a streamed one is over it).
 2. The leftmost To-Path URI is not ours: the connection is closed, nothing is answered
    (RFC 4976 §6.2; policy §8.1: every connection is a client's, relay peers are not
    supported).
@@ -26,16 +30,21 @@ answer here follows the checklist's §2.4 table.
 from typing import Any  # the helper is annotated only so mypy accepts the call to it
 
 KNOWN_METHODS = ("SEND", "REPORT", "AUTH")
+MAX_NON_SEND_BODY = 10240
 
 
 def ksr_msrp_event(msrp):
     if msrp.is_reply():
         msrp.t_relay()
         return
+    method = msrp.method
+    problem = malformed(msrp, method)
+    if problem:
+        msrp.t_reply(400, f"Bad Request ({problem})")
+        return
     if not msrp.to_us():
         msrp.close()
         return
-    method = msrp.method
     token = msrp.token()
     if token == -1:
         if method == "AUTH" and msrp.nexthops == 0:
@@ -55,6 +64,21 @@ def ksr_msrp_event(msrp):
     if method == "SEND":
         msrp.t_reply(200, "OK")
     msrp.t_relay()
+
+
+def malformed(msrp: Any, method: str) -> str:
+    """What RFC 4975 §9 and §7.1 forbid in a request the reader accepted; "" when nothing."""
+    if not 4 <= len(msrp.frame.tid) <= 32:
+        return "transaction id must be 4 to 32 characters"
+    if method == "SEND":
+        return ""
+    upalpha = method.isascii() and method.isalpha() and method.isupper()
+    if method not in KNOWN_METHODS and not upalpha:
+        return "method must be upper-case letters"
+    body = msrp.frame.body
+    if msrp.frame.streamed or (body is not None and len(body) > MAX_NON_SEND_BODY):
+        return f"a {method} body may not exceed {MAX_NON_SEND_BODY} bytes"
+    return ""
 
 
 def authenticate(msrp: Any) -> None:
