@@ -9,6 +9,7 @@ opened a connection to it.
 from __future__ import annotations
 
 import socket
+from typing import Self
 
 from msrpd.protocol.writer import build_reply
 
@@ -30,6 +31,12 @@ class Listener:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def connected(self, wait: float = QUIET) -> bool:
         """Whether anyone connects within `wait` seconds (the connection is closed at once)."""
