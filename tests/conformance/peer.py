@@ -76,4 +76,3 @@ class Peer(Listener):
         if self.conn is not None:
             self.conn.close()
         super().close()
-

@@ -92,14 +92,19 @@ def test_case3_a_bodiless_send_stays_bodiless(pair: tuple[MsrpClient, Peer]) -> 
     got = b.recv()
     assert got.frame.header("Content-Type") is None
     assert got.frame.body is None
-    assert bytes(got.frame.buf).endswith(b"Message-ID: keepalive\r\n-------" + got.frame.tid + b"$\r\n")
+    assert bytes(got.frame.buf).endswith(
+        b"Message-ID: keepalive\r\n-------" + got.frame.tid + b"$\r\n"
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "head"),
     [
         ("case4 From-Path first", "From-Path: {a}\r\nTo-Path: {ta} {b}\r\n"),
-        ("case4 a header before To-Path", "Message-ID: x\r\nTo-Path: {ta} {b}\r\nFrom-Path: {a}\r\n"),
+        (
+            "case4 a header before To-Path",
+            "Message-ID: x\r\nTo-Path: {ta} {b}\r\nFrom-Path: {a}\r\n",
+        ),
         ("case5 folded header", "To-Path: {ta} {b}\r\nFrom-Path: {a}\r\nX-Long: one\r\n two\r\n"),
         ("case5 bare LF", "To-Path: {ta} {b}\r\nFrom-Path: {a}\nMessage-ID: x\r\n"),
     ],

@@ -56,9 +56,7 @@ def _check_inbound(got_frame: object, a: MsrpClient, b_uri: str, token: str) -> 
     assert frame.from_path == [token, b_uri]  # type: ignore[attr-defined]
 
 
-def test_open_relay_probe_is_not_forwarded_and_nothing_is_dialled(
-    net: Net, trap: Listener
-) -> None:
+def test_open_relay_probe_is_not_forwarded_and_nothing_is_dialled(net: Net, trap: Listener) -> None:
     """Issue 14's probe from an unauthenticated client: a made-up session on our URI, then a
     victim address: 481 (an unknown token), and the relay never connects to the victim."""
     with net.plain() as mallory:
@@ -90,9 +88,7 @@ def test_case22b_our_bare_uri_is_nothing_to_forward_from(net: Net, peer: Peer) -
         nothing_more(a)
 
 
-def test_case20_outbound_goes_to_the_next_hop_not_back_to_the_sender(
-    net: Net, peer: Peer
-) -> None:
+def test_case20_outbound_goes_to_the_next_hop_not_back_to_the_sender(net: Net, peer: Peer) -> None:
     """Case 20: A (with a relay) to B (without): `To-Path: TA b` on A's own connection is
     outbound by the arrival connection, whatever the hop count: B gets it, A only its 200."""
     with net.authed() as a:
