@@ -16,7 +16,6 @@ Rules (rfc-checklist §2.2, RFC 4975 §6.1; issue 12, item 9):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -32,8 +31,6 @@ _HostKey = IPv4Address | IPv6Address | str
 _Key = tuple[str, _HostKey, int]
 _SCHEME = {"tcp": "msrp", "tls": "msrps"}
 _WILDCARDS = frozenset({IPv4Address("0.0.0.0"), IPv6Address("::")})
-# The session-id of a URI as received: from the "/" after the authority to the ";".
-_SESSION = re.compile(rb"(://[^/;]*)/[^;]*")
 _MEMO_MAX = 1024
 
 
@@ -95,7 +92,11 @@ class SelfUris:
         """matches() for a path URI as the reader gave it (it parses: reader.py checks every
         path), memoised on the URI without its session-id: the relay route asks it for every
         frame. The memo is bounded: a peer naming many hosts only empties it."""
-        key = _SESSION.sub(rb"\1", uri, 1)
+        # The session-id runs from the "/" after the authority to the ";" (RFC 4975 §9); a
+        # "/" or ";" in the authority would not parse (the reader checked).
+        slash = uri.find(b"/", uri.find(b"://") + 3)
+        semi = uri.find(b";", slash)
+        key = uri if slash < 0 else uri[:slash] + (uri[semi:] if semi >= 0 else b"")
         memo = self._memo
         found = memo.get(key)
         if found is None:
