@@ -271,3 +271,23 @@ def test_unknown_methods_are_forwarded_without_a_relay_answer(net: Net) -> None:
         assert got.frame.method == b"FOO"
         _check_inbound(got.frame, a, b.uri, a.use_path)
         nothing_more(b)
+
+
+def test_both_ends_here_are_joined_inside_the_relay(net: Net, trap: Listener) -> None:
+    """Issue 14: `To-Path: TA TB b` with both tokens ours (A and B on different workers):
+    outbound on TA, then TB is us, so the relay routes it again inside itself (no connection
+    to its own Use-Path), where it is inbound on TB: B's connection gets it, A one 200."""
+    with net.authed("alice") as a:
+        b = on_other_worker(net.relay, a, lambda: net.authed("bob"))
+        with b:
+            assert a.use_path and b.use_path
+            b.uri = trap.uri  # B's own URI must never be dialled either
+            tid = send(a, f"{a.use_path} {b.use_path} {b.uri}", b"via both", mid="both")
+            ok = answer_of(a, tid)
+            assert ok.frame.code == 200 and ok.frame.from_path == [a.use_path]
+            got = b.recv()
+            assert got.body == b"via both"
+            assert got.frame.to_path == [trap.uri]
+            assert got.frame.from_path == [b.use_path, a.use_path, a.uri]
+            assert not trap.connected()
+            nothing_more(a, b)
