@@ -133,7 +133,9 @@ def info_header(frame: Frame, env: RouteEnv, realm: str, password: str | None) -
         rspauth = dg.rspauth(creds, ha1, to_uri)
     except LocalProtocolError:
         return ""
+    # The cnonce goes back quoted as it came (RFC 2617 quoted-string: \\ and \" escaped).
+    cnonce = creds.cnonce.replace("\\", "\\\\").replace('"', '\\"')
     return (
-        f'Authentication-Info: rspauth="{rspauth}", cnonce="{creds.cnonce}", '
+        f'Authentication-Info: rspauth="{rspauth}", cnonce="{cnonce}", '
         f"nc={creds.nc}, qop={creds.qop}\r\n"
     )

@@ -11,8 +11,19 @@ import pytest
 
 from msrpd.config.address import parse_listen
 from msrpd.config.selfuri import SelfUris
+from msrpd.protocol import digest as dg
 
-from .fakeenv import RELAY, Client, FakeEnv, Relay, auth_frame, authorization, request
+from .fakeenv import (
+    PASSWORDS,
+    REALM,
+    RELAY,
+    Client,
+    FakeEnv,
+    Relay,
+    auth_frame,
+    authorization,
+    request,
+)
 
 ALICE = Client("alice", 40001, conid=1, sock="tls:127.0.0.1:2855")
 BOB = Client("bob", 40002, conid=2, sock="tls:127.0.0.1:2855")
@@ -148,3 +159,20 @@ def test_a_token_with_no_next_hop_and_the_bare_uri_with_one(relay: Relay) -> Non
     assert ([r.code for r in replies], relayed) == ([400], [])
     replies, relayed = _send(relay, ALICE, f"{RELAY} {OTHER}")
     assert ([r.code for r in replies], relayed) == ([403], [])
+
+
+def test_authentication_info_quotes_the_cnonce_back_as_it_came(relay: Relay) -> None:
+    replies, _ = relay.feed(ALICE, auth_frame(relay.tid(), ALICE))
+    challenge = (replies[0].header("WWW-Authenticate") or b"").decode()
+    nonce = challenge.split('nonce="', 1)[1].split('"', 1)[0]
+    cnonce = 'a"b\\c'
+    creds = dg.Credentials("alice", REALM, nonce, None, "", "auth", "00000001", cnonce)
+    response = dg.response_for(creds, dg.ha1("alice", REALM, PASSWORDS["alice"]), "AUTH", RELAY)
+    header = (
+        f'Digest username="alice", realm="{REALM}", nonce="{nonce}", response="{response}", '
+        'qop=auth, nc=00000001, cnonce="a\\"b\\\\c"'
+    )
+    replies, _ = relay.feed(ALICE, auth_frame(relay.tid(), ALICE, authorization=header))
+    assert [r.code for r in replies] == [200]
+    info = (replies[0].header("Authentication-Info") or b"").decode()
+    assert 'cnonce="a\\"b\\\\c"' in info

@@ -27,7 +27,7 @@ t_reply obeys Failure-Report (no: nothing; partial: no 200; never to a REPORT), 
 answer here follows the checklist's §2.4 table.
 """
 
-from typing import Any  # the helper is annotated only so mypy accepts the call to it
+from typing import Any  # helpers are annotated only so mypy accepts the calls to them
 
 KNOWN_METHODS = ("SEND", "REPORT", "AUTH")
 MAX_NON_SEND_BODY = 10240
