@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import ConnInfo, Frame, FrameReader
 from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
@@ -60,6 +61,10 @@ class FakeEnv:
     relayed: list[Relayed] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
+    self_uris: SelfUris | None = None
+    """The URIs that name the relay (the relay route's to_us); None: none."""
+    closed: list[str] = field(default_factory=list)
+    """Reasons close_origin() was called with."""
 
     @property
     def htable(self) -> ScriptHTable:
@@ -85,6 +90,9 @@ class FakeEnv:
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
+
+    def close_origin(self, reason: str) -> None:
+        self.closed.append(reason)
 
     def auth_done(self, ok: bool) -> None:
         self.auth_results.append(ok)
