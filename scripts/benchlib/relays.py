@@ -248,6 +248,11 @@ class Msrpd(Relay):
             key, _, value = item.partition("=")
             section, _, name = key.partition(".")
             sections.setdefault(section, {})[name] = value
+            if (section, name) == ("msrp", "route"):  # a route named by an option ran
+                named = Path(value.strip().strip('"')).stem
+                self.label = f"msrpd, {named} route"
+                if self.tls_port:
+                    self.label += " (Bob over TLS)"
         self.config.write_text(
             "".join(
                 f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
