@@ -262,7 +262,7 @@ def test_layout_creates_and_attaches_the_htable(
         registry_capacity=256,
         process_slots=8,
     )
-    spec = lay.regions()[-1]
+    spec = lay.regions()[4]
     assert (spec.name, spec.tag, spec.record_size) == (f"{prefix}-htable", b"htable/1", 416)
     shm = lay.create_all()
     try:
