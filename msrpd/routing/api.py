@@ -168,10 +168,10 @@ class Msrp:
         """Check the AUTH's digest credentials (RFC 4976 §9.1) against `password`, or against
         the user store when None. False for missing, stale or wrong credentials."""
         result = auth.check(self.frame, self.env, realm, password)
-        if result is not auth.AuthResult.NO_CREDENTIALS:
-            self.env.auth_done(result is auth.AuthResult.OK)
         # A replayed count gets a fresh nonce like an expired one (RFC 2617 §3.2.2).
         self._auth_stale = result in (auth.AuthResult.STALE, auth.AuthResult.REPLAY)
+        if result is not auth.AuthResult.NO_CREDENTIALS:
+            self.env.auth_done(result is auth.AuthResult.OK, self._auth_stale)
         return result is auth.AuthResult.OK
 
     @property

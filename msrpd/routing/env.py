@@ -88,8 +88,13 @@ class RouteEnv(Protocol):
         """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it
         is on its way, negative when it cannot be."""
 
-    def auth_done(self, ok: bool) -> None:
-        """Count a digest check (credentials were given): passed or failed."""
+    def auth_done(self, ok: bool, stale: bool = False) -> None:
+        """Count a digest check (credentials were given): passed or failed; `stale`: failed
+        only for an old nonce or count, which is no failure to the AUTH-failure limits."""
+
+    def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
+        """Before saving session `sessid` of `user`: None when the user may hold it, else the
+        status and reason to answer ([limits] max_sessions_per_user: 403)."""
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         """Note that the current connection owns `sessid` (dropped when it closes)."""

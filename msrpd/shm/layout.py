@@ -156,7 +156,9 @@ class ShmLayout:
             ),
             RegionSpec(Stats.region_name(p), Stats.TAG, STATS_RECORD, Stats.region_size(n)),
             RegionSpec(HTable.region_name(p), HTable.TAG, htable.record_size, htable.region_size),
-            RegionSpec(AddrTable.region_name(p), AddrTable.TAG, addrs.record_size, addrs.region_size),
+            RegionSpec(
+                AddrTable.region_name(p), AddrTable.TAG, addrs.record_size, addrs.region_size
+            ),
             RegionSpec(
                 UserSessions.region_name(p), UserSessions.TAG, users.record_size, users.region_size
             ),

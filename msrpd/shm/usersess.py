@@ -3,8 +3,8 @@
 "tokens per client").
 
 Rules:
-- Key: the digest username (UTF-8; a longer one than 64 bytes by its hash); value: the session ids the user was
-  granted, at most MAX_SLOTS, each at most SID_MAX bytes.
+- Key: the digest username (UTF-8; one longer than 64 bytes by its hash); value: the
+  session ids the user was granted, at most MAX_SLOTS, each at most SID_MAX bytes.
 - The record is a claim list, not a count: a session is alive while the cmap holds it
   (cmap.lookup: not expired, and its connection not closed, its worker not dead — those
   remove it from the cmap). So every way a session ends (close, expiry, a worker's death,
@@ -17,15 +17,15 @@ Rules:
 
 from __future__ import annotations
 
-import struct
 import enum
 import hashlib
+import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from .keyed import KeyedTable
 
-__all__ = ["MAX_SLOTS", "Claim", "SID_MAX", "USER_MAX", "UserSessions"]
+__all__ = ["MAX_SLOTS", "SID_MAX", "USER_MAX", "Claim", "UserSessions"]
 
 USER_MAX: Final = 64
 SID_MAX: Final = 32
@@ -54,6 +54,10 @@ def _ids(value: bytes) -> list[bytes]:
 
 def _pack(ids: list[bytes]) -> bytes:
     return _VALUE.pack(len(ids), b"".join(i.ljust(SID_MAX, b"\0") for i in ids))
+
+
+def _unchanged(value: bytes) -> Callable[[tuple[Any, ...]], bool]:
+    return lambda head: _VALUE.pack(*head) == value
 
 
 class UserSessions(KeyedTable):
@@ -99,7 +103,6 @@ class UserSessions(KeyedTable):
             if any(alive(s.decode("ascii", "replace")) for s in _ids(value)):
                 continue
             # Only if unchanged since the copy: a claim made meanwhile is kept.
-            if self.table.delete(key, _VALUE, lambda head, v=value: _VALUE.pack(*head) == v):
+            if self.table.delete(key, _VALUE, _unchanged(value)):
                 removed += 1
         return removed
-

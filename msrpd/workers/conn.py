@@ -116,6 +116,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         self.peer_key = f"{wire.kind}:{peer}"
         self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
         self.ctx.connection_opened(self)
+        if not self.env.routes.guard.admit(self):
+            return  # over a limit ([limits]): closed before anything is read
         arrival = self.arrival
         if arrival is not None and arrival.on_taken_over is not None:
             arrival.on_taken_over(self)
@@ -147,6 +149,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         finally:
             batch.flush_now()
         reader, intake = self.reader, self.intake
+        if intake.rate is not None:
+            self.env.routes.guard.charge(self, intake.rate, now)
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
         if self.migration.move_to is not None and self.ctx.mover is not None:
@@ -162,6 +166,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.env.routes.guard.closed(self)
         if self.migration.passed:
             return
         self.closed = True

@@ -86,8 +86,11 @@ class FakeEnv:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
 
-    def auth_done(self, ok: bool) -> None:
+    def auth_done(self, ok: bool, stale: bool = False) -> None:
         self.auth_results.append(ok)
+
+    def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
+        return None
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         self.sessions.append(sessid)

@@ -1,0 +1,239 @@
+"""ConnGuard: the [limits] policy of one worker, for connections clients open (issue 14 item 3;
+rfc-checklist §3.7, §4.4, §5.5). It is connection and worker policy: it holds whatever route
+runs. Connections the relay opens to next hops are never limited.
+
+Rules (what a client over each limit gets is a close or a response, never a silent drop):
+- At accept, before anything is read (admit): a banned source address, or one with
+  max_conns_per_addr connections open over every worker (shm/addrs.py), or a worker whose
+  share of max_unauth_conns is on probation already: the connection is closed at once.
+  A connection that moved here from another worker was admitted there: only its probation
+  and its rates follow it.
+- Probation (RFC 4976 §6.1): a connection that has neither a session of its own (a
+  successful AUTH) nor had a frame relayed through a token (ConnEnv marks it proven) within
+  `probation` seconds of its accept is closed by the tick. The connections on probation are
+  kept apart, so the tick never walks the others.
+- AUTH failures (a 401 to an AUTH with credentials, stale nonces not counted, RFC 4976 §6.3):
+  the auth_failures_close-th closes the connection once the 401 is written (the close runs
+  after the read's writes are flushed); each also counts for its source address, and
+  ban_after of them within ban_window ban it for ban_time on every worker.
+- max_sessions_per_user: a claim in shm/usersess.py, over every worker; the AUTH beyond it
+  is answered 403 by the route API (routing/cmapops.py).
+- max_outbound_per_second: each worker takes an equal share of the relay's rate (a bucket
+  of its own, no shared memory on the dialling path); a connect over it is not made and the
+  frame fails as an unreachable next hop does (dialing.py).
+- Session rates: a client connection that reads faster than session_frame_rate frames or
+  session_byte_rate bytes a second (with rate_burst seconds of burst) is not read until its
+  buckets are out of debt (back-pressure through Intake, as a congested destination does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Hashable
+from typing import Protocol
+
+from ..config import LimitsSettings
+from ..shm import AddrTable, Admission, BanRule, Claim, Cmap, Counter, StatsCounters, UserSessions
+from .connstats import ConnStats
+from .migrate.state import MigrationState
+from .peers import source_host
+from .ratelimit import ReadRate, TokenBucket
+
+__all__ = ["FORBIDDEN_SESSIONS", "ConnGuard", "Failing", "Guarded", "Limited"]
+
+logger = logging.getLogger(__name__)
+
+FORBIDDEN_SESSIONS = (403, "Forbidden (too many sessions for this user)")
+NO_ROOM = (500, "Server Error (session table full)")
+
+
+class Limited(Protocol):
+    """What the limits need of the reading side of a connection (intake.Intake)."""
+
+    rate: ReadRate | None
+
+
+class Failing(Protocol):
+    """A connection an AUTH failed on (conn.MsrpConnection, as connenv.RoutedConn)."""
+
+    peer_key: str
+    outbound: bool
+    stats: ConnStats
+
+    def close(self, reason: str = "closed by relay") -> None: ...
+
+
+class Guarded(Protocol):
+    """A connection the limits watch (conn.MsrpConnection)."""
+
+    conid: int
+    peer_key: str
+    outbound: bool
+    stats: ConnStats
+    migration: MigrationState
+
+    @property
+    def intake(self) -> Limited: ...
+
+    def close(self, reason: str = "closed by relay") -> None: ...
+
+    def block(self, dest: Hashable) -> None: ...
+
+    def unblock(self, dest: Hashable) -> None: ...
+
+
+class ConnGuard:
+    def __init__(
+        self,
+        limits: LimitsSettings,
+        children: int,
+        addrs: AddrTable,
+        users: UserSessions,
+        cmap: Cmap,
+        counters: StatsCounters,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.limits = limits
+        self.addrs = addrs
+        self.users = users
+        self.cmap = cmap
+        self.counters = counters
+        self.loop = loop
+        self.ban = BanRule(limits.ban_after, limits.ban_window, limits.ban_time)
+        self.unauth_share = math.ceil(limits.max_unauth_conns / children)
+        self.on_probation: dict[int, Guarded] = {}
+        """Connections neither authenticated nor proven, by id, in the order they came."""
+        rate = limits.max_outbound_per_second / children
+        self.outbound = TokenBucket(rate, max(1.0, rate), time.monotonic()) if rate else None
+
+    # -- a connection's life -----------------------------------------------------------------
+
+    def admit(self, conn: Guarded) -> bool:
+        """A connection starts here (accepted, passed, moved): False when it was closed."""
+        if conn.outbound:
+            return True
+        stats = conn.stats
+        if not conn.migration.moves:
+            refusal = self._refusal(conn)
+            if refusal is not None:
+                counter, why = refusal
+                self.counters.add(counter)
+                logger.info("closing %s at accept: %s", conn.peer_key, why)
+                conn.close(why)
+                return False
+        if not (stats.proven or stats.sessions):
+            self.on_probation[conn.conid] = conn
+        conn.intake.rate = self._read_rate(stats)
+        return True
+
+    def _refusal(self, conn: Guarded) -> tuple[Counter, str] | None:
+        limits, now = self.limits, time.time()
+        if limits.max_unauth_conns and len(self.on_probation) >= self.unauth_share:
+            return Counter.limit_unauth_conns, "too many unauthenticated connections"
+        if not (limits.max_conns_per_addr or limits.ban_after):
+            return None
+        verdict = self.addrs.open_conn(source_host(conn.peer_key), limits.max_conns_per_addr, now)
+        if verdict is Admission.BANNED:
+            return Counter.limit_banned, "address banned after failed AUTHs"
+        if verdict is Admission.FULL:
+            return Counter.limit_addr_conns, "too many connections from this address"
+        conn.stats.counted = verdict is Admission.COUNTED
+        return None
+
+    def _read_rate(self, stats: ConnStats) -> ReadRate | None:
+        limits, now = self.limits, time.monotonic()
+        frames, octets, burst = (
+            limits.session_frame_rate,
+            limits.session_byte_rate,
+            limits.rate_burst,
+        )
+        if not (frames or octets):
+            return None
+        rate = ReadRate(
+            TokenBucket(frames, max(1.0, frames * burst), now) if frames else None,
+            TokenBucket(octets, max(1.0, octets * burst), now) if octets else None,
+        )
+        rate.seen_frames, rate.seen_bytes = stats.frames_in, stats.bytes_in
+        return rate
+
+    def closed(self, conn: Guarded) -> None:
+        """The connection closed here, or moved to another worker (passed): its probation
+        goes on there, and its source address's count with it."""
+        self.on_probation.pop(conn.conid, None)
+        if conn.stats.counted and not conn.migration.passed:
+            conn.stats.counted = False
+            self.addrs.close_conn(source_host(conn.peer_key), time.time())
+
+    def settled(self, conid: int, stats: ConnStats) -> None:
+        """Connection `conid` authenticated, or a frame of its was relayed through a token:
+        off probation."""
+        stats.proven = True
+        self.on_probation.pop(conid, None)
+
+    def tick(self, now: float) -> None:
+        """Close the connections whose probation is over (worker.py, once a second)."""
+        deadline = now - self.limits.probation
+        over = [c for c in self.on_probation.values() if c.stats.opened <= deadline]
+        for conn in over:
+            self.on_probation.pop(conn.conid, None)
+            self.counters.add(Counter.limit_probation)
+            logger.info("closing %s: no AUTH and nothing relayed within probation", conn.peer_key)
+            conn.close(f"probation: no AUTH within {self.limits.probation:g} s")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def charge(self, conn: Guarded, rate: ReadRate, now: float) -> None:
+        """After a read: over its rates, the connection is not read until they allow it."""
+        wait = rate.charge(conn.stats.frames_in, conn.stats.bytes_in, now)
+        if wait > 0:
+            self.counters.add(Counter.limit_rate)
+            conn.block(rate)
+            self.loop.call_later(wait, conn.unblock, rate)
+
+    # -- AUTH ----------------------------------------------------------------------------------
+
+    def auth_failed(self, conn: Failing, stale: bool) -> None:
+        """A 401 is going to `conn` for an AUTH with credentials (stale: only its nonce was
+        old, which is no failure)."""
+        if stale or conn.outbound:
+            return
+        stats, limits = conn.stats, self.limits
+        stats.auth_failures += 1
+        host = source_host(conn.peer_key)
+        if self.ban.after and self.addrs.auth_failed(host, self.ban, time.time()):
+            self.counters.add(Counter.limit_bans)
+            logger.warning(
+                "banning %s for %g s: %d failed AUTHs", host, limits.ban_time, limits.ban_after
+            )
+        if limits.auth_failures_close and stats.auth_failures >= limits.auth_failures_close:
+            self.counters.add(Counter.limit_auth_failures)
+            logger.info("closing %s: %d failed AUTHs", conn.peer_key, stats.auth_failures)
+            # After this read's writes (the 401) are flushed (conn.data_received).
+            self.loop.call_soon(conn.close, f"{stats.auth_failures} failed AUTHs")
+
+    def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
+        """None when `user` may hold session `sessid`; else the status and reason to answer."""
+        limit = self.limits.max_sessions_per_user
+        if not limit or not user:
+            return None
+        now = time.time()
+        claim = self.users.claim(
+            user, sessid, limit, lambda s: self.cmap.lookup(s, now) is not None
+        )
+        if claim is Claim.GRANTED:
+            return None
+        self.counters.add(Counter.limit_user_sessions)
+        logger.info("AUTH of %r refused: %s", user, claim.value)
+        return FORBIDDEN_SESSIONS if claim is Claim.AT_LIMIT else NO_ROOM
+
+    # -- next hops -----------------------------------------------------------------------------
+
+    def connect_allowed(self) -> bool:
+        """A connect to a next hop may start now (max_outbound_per_second)."""
+        if self.outbound is None or self.outbound.allow(time.monotonic()):
+            return True
+        self.counters.add(Counter.limit_outbound)
+        return False
