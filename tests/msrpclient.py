@@ -38,8 +38,11 @@ class MsrpClient:
         host: str = "127.0.0.1",
         tls: ssl.SSLContext | None = None,
         timeout: float = 5.0,
+        source: str | None = None,
     ) -> None:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        """`source`: the local address to connect from (another loopback address, say)."""
+        bind = None if source is None else (source, 0)
+        sock = socket.create_connection((host, port), timeout=timeout, source_address=bind)
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname="localhost")
         self.sock = sock

@@ -8,7 +8,7 @@ section never blocks the others, and the next user repairs what it left half-wri
 Heartbeats and stats have one writer per slot and lock-free readers (seqlocks).
 """
 
-from .addrs import ADDR_KEY_MAX, AddrTable, Admission, BanRule
+from .addrs import ADDR_KEY_MAX, PROBATION, AddrTable, Admission, BanRule, probation_key
 from .cmap import ADDR_MAX, PEER_MAX, SESSID_MAX, SOCK_MAX, Cmap, CmapEntry
 from .heartbeat import HeartbeatRecord, Heartbeats, WorkerState
 from .htstore import DEFAULT_TABLES, HT_KEY_MAX, HT_VALUE_MAX, NONCE_TABLE, HTable, HtValue
@@ -31,6 +31,7 @@ __all__ = [
     "HT_VALUE_MAX",
     "NONCE_TABLE",
     "PEER_MAX",
+    "PROBATION",
     "REGISTRY_ADDR_MAX",
     "SESSID_MAX",
     "SOCK_MAX",
@@ -60,6 +61,7 @@ __all__ = [
     "WorkerState",
     "instance_prefix",
     "key_hash",
+    "probation_key",
     "segment_names",
     "unlink_stale",
 ]

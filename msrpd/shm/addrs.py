@@ -3,7 +3,10 @@ AUTHs, and whether it is banned (issue 14 item 3; rfc-checklist §3.7, §5.5).
 
 Rules:
 - Key: the address text as workers/peers.source_host gives it (IPv6 in brackets), at most
-  48 bytes (an IPv6 text is at most 45 plus brackets).
+  48 bytes (an IPv6 text is at most 45 plus brackets). Two reserved keys, which no address
+  text starts with, count the connections on probation ([limits] max_unauth_conns) with the
+  same calls: PROBATION for the whole relay, probation_key(index) for one worker's share, so
+  the supervisor gives a dead worker's share back (its connections died with it).
 - Each change is one locked read-modify-write (StripedTable.upsert), so two workers counting
   the same address never lose a count; the checks (limit reached, banned) are made in the
   same lock as the increment, so no two workers both take the last place.
@@ -26,9 +29,10 @@ from typing import Final
 
 from .keyed import KeyedTable
 
-__all__ = ["ADDR_KEY_MAX", "AddrTable", "Admission", "BanRule"]
+__all__ = ["ADDR_KEY_MAX", "PROBATION", "AddrTable", "Admission", "BanRule", "probation_key"]
 
 ADDR_KEY_MAX: Final = 48
+PROBATION: Final = "*"
 _VALUE: Final = struct.Struct("<dddII")  # expires, banned_until, window_start, conns, failures
 _EMPTY: Final = (0.0, 0.0, 0.0, 0, 0)
 
@@ -49,6 +53,11 @@ class BanRule:
         self.after = after
         self.window = window
         self.time = ban_time
+
+
+def probation_key(index: int) -> str:
+    """The key counting worker `index`'s connections on probation."""
+    return f"{PROBATION}{index}"
 
 
 def _enc(addr: str) -> bytes:

@@ -20,7 +20,7 @@ from collections.abc import Container
 from typing import Final
 
 from ..errors import HaltSupervisor
-from ..shm import ShmSet
+from ..shm import PROBATION, ShmSet, probation_key
 from ..workers.conids import FIRST_SERIAL
 from ..workers.handoff import owner_conids
 from ..workers.peers import CLIENT_PREFIX, source_host
@@ -71,6 +71,7 @@ class Reaper:
         mark = self.shm.heartbeats.serial_mark(proc.ident.index)
         self.serials[slot, gen] = max(self.first_serial(slot, gen), mark)
         self.shm.heartbeats.release(proc.ident.index)
+        self._release_probation(proc.ident.index)
         self.shm.stats.retire(proc.ident.index)
         code = os.waitstatus_to_exitcode(status)
         # At stop the tables go away with the supervisor: only a worker that died (not one
@@ -106,6 +107,14 @@ class Reaper:
                 sessions,
                 entries,
             )
+
+    def _release_probation(self, index: int) -> None:
+        """The worker's connections on probation no longer count against max_unauth_conns."""
+        addrs, now = self.shm.addrs, time.time()
+        share = addrs.conns(probation_key(index))
+        if share:
+            addrs.release(probation_key(index), share, now)
+            addrs.release(PROBATION, share, now)
 
     def _release_addresses(self, conids: Container[int]) -> None:
         """Its clients' connections no longer count against their source address's limit

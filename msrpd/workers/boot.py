@@ -72,6 +72,7 @@ def build_routes(ctx: WorkerContext, nonce_secret: bytes) -> tuple[RouteRunner, 
     guard = ConnGuard(
         settings.limits,
         settings.core.children,
+        ctx.ident.index,
         shm.addrs,
         shm.users,
         shm.cmap,

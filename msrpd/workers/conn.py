@@ -141,6 +141,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         stats.last_active = now = time.monotonic()
         stats.bytes_in += len(data)
         ctx.counters.values[BYTES_IN] += len(data)
+        if self.intake.rate is not None:  # [limits] session rates (limits.py)
+            self.env.routes.guard.charge_read(self, self.intake.rate, len(data), now)
         self.wire.receive(data)
         batch = ctx.batch
         batch.begin()
@@ -149,12 +151,21 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         finally:
             batch.flush_now()
         reader, intake = self.reader, self.intake
-        if intake.rate is not None:
-            self.env.routes.guard.charge(self, intake.rate, now)
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
         if self.migration.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
+
+    def read_buffered(self) -> None:
+        """Route the frames the reader holds already: a throttled read's rest (limits.py)."""
+        if self.closed:
+            return
+        batch = self.ctx.batch
+        batch.begin()
+        try:
+            self._drain_events()
+        finally:
+            batch.flush_now()
 
     def eof_received(self) -> bool | None:
         arrival = self.arrival
@@ -207,7 +218,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
                     self._on_sip(event)
                 elif isinstance(event, ConnectionClosed):
                     self.close("closed by peer")
-                if self.closed:
+                if self.closed or self.intake.throttled:
                     break
                 if stop.stopping and self.stream_sink is None:
                     self.stop_reading()  # the frame being read when the stop came is done
@@ -224,6 +235,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
     def _on_frame(self, frame: Frame) -> None:
         self.stats.frames_in += 1
         self.ctx.count_frame_in(frame)
+        if self.intake.rate is not None:
+            self.env.routes.guard.charge_frame(self, self.intake.rate)
         if frame.streamed:
             self.out.held_replies = []
         sink = self.env.routes.run(frame, self)

@@ -23,7 +23,7 @@ __all__ = ["Intake"]
 
 
 class Intake:
-    __slots__ = ("blockers", "rate", "reader", "serial", "since", "wire")
+    __slots__ = ("blockers", "rate", "reader", "serial", "since", "throttled", "wire")
 
     def __init__(self, wire: Wire, reader: FrameReader) -> None:
         self.wire = wire
@@ -35,7 +35,9 @@ class Intake:
         self.since = 0.0
         """...and when it began (monotonic)."""
         self.rate: ReadRate | None = None
-        """A client connection's [limits] session rates (limits.py): charged after each read."""
+        """A client connection's [limits] session rates (limits.py)."""
+        self.throttled = False
+        """Over its session rates: the reader's next frames wait (conn.py), reading paused."""
 
     def block(self, dest: Hashable, pause: bool) -> None:
         """`dest` is congested by what we relay; `pause`: the wire is open, stop reading."""

@@ -4,8 +4,9 @@ runs. Connections the relay opens to next hops are never limited.
 
 Rules (what a client over each limit gets is a close or a response, never a silent drop):
 - At accept, before anything is read (admit): a banned source address, or one with
-  max_conns_per_addr connections open over every worker (shm/addrs.py), or a worker whose
-  share of max_unauth_conns is on probation already: the connection is closed at once.
+  max_conns_per_addr connections open over every worker, or max_unauth_conns connections
+  on probation in the whole relay (shm/addrs.py counts both, each worker's share of the
+  latter apart, for when it dies): the connection is closed at once.
   A connection that moved here from another worker was admitted there: only its probation
   and its rates follow it.
 - Probation (RFC 4976 §6.1): a connection that has neither a session of its own (a
@@ -21,22 +22,35 @@ Rules (what a client over each limit gets is a close or a response, never a sile
 - max_outbound_per_second: each worker takes an equal share of the relay's rate (a bucket
   of its own, no shared memory on the dialling path); a connect over it is not made and the
   frame fails as an unreachable next hop does (dialing.py).
-- Session rates: a client connection that reads faster than session_frame_rate frames or
-  session_byte_rate bytes a second (with rate_burst seconds of burst) is not read until its
-  buckets are out of debt (back-pressure through Intake, as a congested destination does).
+- Session rates: a client connection that sends faster than session_frame_rate frames or
+  session_byte_rate bytes a second (with rate_burst seconds of burst) is throttled: the
+  frame that took the last token is routed, the ones after it in the same read wait in the
+  reader, and the socket is not read (back-pressure through Intake, as a congested
+  destination does) until its buckets are out of debt; nothing is dropped. One timer per
+  throttling, none per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Hashable
 from typing import Protocol
 
 from ..config import LimitsSettings
-from ..shm import AddrTable, Admission, BanRule, Claim, Cmap, Counter, StatsCounters, UserSessions
+from ..shm import (
+    PROBATION,
+    AddrTable,
+    Admission,
+    BanRule,
+    Claim,
+    Cmap,
+    Counter,
+    StatsCounters,
+    UserSessions,
+    probation_key,
+)
 from .connstats import ConnStats
 from .migrate.state import MigrationState
 from .peers import source_host
@@ -46,6 +60,9 @@ __all__ = ["FORBIDDEN_SESSIONS", "ConnGuard", "Failing", "Guarded", "Limited"]
 
 logger = logging.getLogger(__name__)
 
+THROTTLE_SLACK = 0.02
+"""Seconds a throttled connection waits past its debt: a few frames' worth of tokens come
+in, so a sender held at its rate costs at most 50 timers a second, not one per frame."""
 FORBIDDEN_SESSIONS = (403, "Forbidden (too many sessions for this user)")
 NO_ROOM = (500, "Server Error (session table full)")
 
@@ -54,6 +71,7 @@ class Limited(Protocol):
     """What the limits need of the reading side of a connection (intake.Intake)."""
 
     rate: ReadRate | None
+    throttled: bool
 
 
 class Failing(Protocol):
@@ -84,12 +102,15 @@ class Guarded(Protocol):
 
     def unblock(self, dest: Hashable) -> None: ...
 
+    def read_buffered(self) -> None: ...
+
 
 class ConnGuard:
     def __init__(
         self,
         limits: LimitsSettings,
         children: int,
+        index: int,
         addrs: AddrTable,
         users: UserSessions,
         cmap: Cmap,
@@ -103,7 +124,8 @@ class ConnGuard:
         self.counters = counters
         self.loop = loop
         self.ban = BanRule(limits.ban_after, limits.ban_window, limits.ban_time)
-        self.unauth_share = math.ceil(limits.max_unauth_conns / children)
+        self.share = probation_key(index)
+        """This worker's count of connections on probation in `addrs` (max_unauth_conns)."""
         self.on_probation: dict[int, Guarded] = {}
         """Connections neither authenticated nor proven, by id, in the order they came."""
         rate = limits.max_outbound_per_second / children
@@ -115,24 +137,41 @@ class ConnGuard:
         """A connection starts here (accepted, passed, moved): False when it was closed."""
         if conn.outbound:
             return True
-        stats = conn.stats
-        if not conn.migration.moves:
-            refusal = self._refusal(conn)
-            if refusal is not None:
-                counter, why = refusal
-                self.counters.add(counter)
-                logger.info("closing %s at accept: %s", conn.peer_key, why)
-                conn.close(why)
-                return False
-        if not (stats.proven or stats.sessions):
-            self.on_probation[conn.conid] = conn
-        conn.intake.rate = self._read_rate(stats)
+        stats, moved = conn.stats, conn.migration.moves > 0
+        refusal = None if moved else self._refusal(conn)
+        if refusal is None and not (stats.proven or stats.sessions):
+            # A connection moved here was admitted where it came from: counted, not refused.
+            if self._enter_probation(0 if moved else self.limits.max_unauth_conns):
+                self.on_probation[conn.conid] = conn
+            else:
+                refusal = Counter.limit_unauth_conns, "too many unauthenticated connections"
+        if refusal is not None:
+            counter, why = refusal
+            self.counters.add(counter)
+            logger.info("closing %s at accept: %s", conn.peer_key, why)
+            conn.close(why)
+            return False
+        conn.intake.rate = self._read_rate()
         return True
+
+    def _enter_probation(self, limit: int) -> bool:
+        """Count one more connection on probation, unless the relay has `limit` (0: none)."""
+        if not self.limits.max_unauth_conns:
+            return True
+        addrs, now = self.addrs, time.time()
+        if addrs.open_conn(PROBATION, limit, now) is Admission.FULL:
+            return False
+        addrs.open_conn(self.share, 0, now)
+        return True
+
+    def _leave_probation(self, conid: int) -> None:
+        if self.on_probation.pop(conid, None) is not None and self.limits.max_unauth_conns:
+            now = time.time()
+            self.addrs.release(PROBATION, 1, now)
+            self.addrs.release(self.share, 1, now)
 
     def _refusal(self, conn: Guarded) -> tuple[Counter, str] | None:
         limits, now = self.limits, time.time()
-        if limits.max_unauth_conns and len(self.on_probation) >= self.unauth_share:
-            return Counter.limit_unauth_conns, "too many unauthenticated connections"
         if not (limits.max_conns_per_addr or limits.ban_after):
             return None
         verdict = self.addrs.open_conn(source_host(conn.peer_key), limits.max_conns_per_addr, now)
@@ -143,7 +182,7 @@ class ConnGuard:
         conn.stats.counted = verdict is Admission.COUNTED
         return None
 
-    def _read_rate(self, stats: ConnStats) -> ReadRate | None:
+    def _read_rate(self) -> ReadRate | None:
         limits, now = self.limits, time.monotonic()
         frames, octets, burst = (
             limits.session_frame_rate,
@@ -152,17 +191,15 @@ class ConnGuard:
         )
         if not (frames or octets):
             return None
-        rate = ReadRate(
+        return ReadRate(
             TokenBucket(frames, max(1.0, frames * burst), now) if frames else None,
             TokenBucket(octets, max(1.0, octets * burst), now) if octets else None,
         )
-        rate.seen_frames, rate.seen_bytes = stats.frames_in, stats.bytes_in
-        return rate
 
     def closed(self, conn: Guarded) -> None:
         """The connection closed here, or moved to another worker (passed): its probation
         goes on there, and its source address's count with it."""
-        self.on_probation.pop(conn.conid, None)
+        self._leave_probation(conn.conid)
         if conn.stats.counted and not conn.migration.passed:
             conn.stats.counted = False
             self.addrs.close_conn(source_host(conn.peer_key), time.time())
@@ -171,27 +208,49 @@ class ConnGuard:
         """Connection `conid` authenticated, or a frame of its was relayed through a token:
         off probation."""
         stats.proven = True
-        self.on_probation.pop(conid, None)
+        self._leave_probation(conid)
 
     def tick(self, now: float) -> None:
         """Close the connections whose probation is over (worker.py, once a second)."""
         deadline = now - self.limits.probation
         over = [c for c in self.on_probation.values() if c.stats.opened <= deadline]
         for conn in over:
-            self.on_probation.pop(conn.conid, None)
+            self._leave_probation(conn.conid)
             self.counters.add(Counter.limit_probation)
             logger.info("closing %s: no AUTH and nothing relayed within probation", conn.peer_key)
             conn.close(f"probation: no AUTH within {self.limits.probation:g} s")
 
     # -- reading -------------------------------------------------------------------------------
 
-    def charge(self, conn: Guarded, rate: ReadRate, now: float) -> None:
-        """After a read: over its rates, the connection is not read until they allow it."""
-        wait = rate.charge(conn.stats.frames_in, conn.stats.bytes_in, now)
+    def charge_read(self, conn: Guarded, rate: ReadRate, size: int, now: float) -> None:
+        """A read of `size` bytes, before its frames are routed."""
+        if rate.bytes is not None and rate.bytes.take(size, now) > 0:
+            self._throttle(conn, rate, now)
+
+    def charge_frame(self, conn: Guarded, rate: ReadRate) -> None:
+        """A frame was read (conn.py stops routing the read's next ones while throttled)."""
+        if rate.frames is not None:
+            now = time.monotonic()
+            if rate.frames.take(1, now) > 0:
+                self._throttle(conn, rate, now)
+
+    def _throttle(self, conn: Guarded, rate: ReadRate, now: float) -> None:
+        intake = conn.intake
+        if intake.throttled:
+            return  # the timer set already looks at the debt again when it fires
+        intake.throttled = True
+        self.counters.add(Counter.limit_rate)
+        conn.block(rate)
+        self.loop.call_later(rate.debt(now) + THROTTLE_SLACK, self._resume, conn, rate)
+
+    def _resume(self, conn: Guarded, rate: ReadRate) -> None:
+        wait = rate.debt(time.monotonic())
         if wait > 0:
-            self.counters.add(Counter.limit_rate)
-            conn.block(rate)
-            self.loop.call_later(wait, conn.unblock, rate)
+            self.loop.call_later(wait + THROTTLE_SLACK, self._resume, conn, rate)
+            return
+        conn.intake.throttled = False
+        conn.unblock(rate)
+        conn.read_buffered()  # the frames the throttled read left in the reader
 
     # -- AUTH ----------------------------------------------------------------------------------
 

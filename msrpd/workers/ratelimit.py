@@ -5,8 +5,8 @@ Rules:
   what a read already brought in is relayed, and the debt is how long the sender waits before
   the next read (back-pressure: nothing is dropped). allow() takes one token only if there is
   one (a connect the relay does not make).
-- ReadRate charges one client connection's frames and bytes read since the last charge, once
-  per read (not per frame): the wait is the longer of the two buckets' debts.
+- ReadRate: one client connection's two buckets, frames (charged per frame) and bytes
+  (charged per read); the connection waits until neither is in debt.
 """
 
 from __future__ import annotations
@@ -45,24 +45,16 @@ class TokenBucket:
 
 
 class ReadRate:
-    """One client connection's frame and byte buckets (either may be None: that rate is
-    off), and what it had read when last charged."""
+    """One client connection's frame and byte buckets (None: that rate is off)."""
 
-    __slots__ = ("bytes", "frames", "seen_bytes", "seen_frames")
+    __slots__ = ("bytes", "frames")
 
     def __init__(self, frames: TokenBucket | None, octets: TokenBucket | None) -> None:
         self.frames = frames
         self.bytes = octets
-        self.seen_frames = 0
-        self.seen_bytes = 0
 
-    def charge(self, frames_in: int, bytes_in: int, now: float) -> float:
-        """Charge what was read since the last charge (the connection's running totals);
-        the seconds it must not be read for."""
-        wait = 0.0
-        if self.frames is not None:
-            wait = self.frames.take(frames_in - self.seen_frames, now)
-        if self.bytes is not None:
-            wait = max(wait, self.bytes.take(bytes_in - self.seen_bytes, now))
-        self.seen_frames, self.seen_bytes = frames_in, bytes_in
-        return wait
+    def debt(self, now: float) -> float:
+        """Seconds until neither bucket is in debt."""
+        return max(
+            (b.take(0, now) for b in (self.frames, self.bytes) if b is not None), default=0.0
+        )

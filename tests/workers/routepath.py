@@ -39,7 +39,7 @@ NO_LIMITS = LimitsSettings(
 def no_limits(ctx: WorkerContext) -> ConnGuard:
     """A [limits] guard with every limit off: it touches no shared table."""
     none = cast(Any, None)
-    return ConnGuard(NO_LIMITS, 1, none, none, none, ctx.counters, ctx.loop)
+    return ConnGuard(NO_LIMITS, 1, 0, none, none, none, ctx.counters, ctx.loop)
 
 
 FROM_ALICE = "msrp://alice:9/a;tcp"
