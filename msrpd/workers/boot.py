@@ -121,6 +121,9 @@ async def listen(
                 ),
                 sock=sock,
                 ssl=tls if secure else None,
+                # A TLS handshake is part of probation: a connection that never completes
+                # one is closed then too (RFC 4976 §6.1).
+                ssl_handshake_timeout=settings.limits.probation if secure else None,
                 backlog=backlog,
             )
         )

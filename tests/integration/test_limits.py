@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import trustme
 
 from msrpd.protocol import digest as dg
 
@@ -146,6 +148,37 @@ def test_a_silent_connection_is_closed_at_probation(make_relay) -> None:
     _exchange(proven, alice, b"again")
     _count(relay, "limit_probation", 1)
     assert "no AUTH and nothing relayed within probation" in relay.log()
+
+
+def test_a_silent_tls_connection_is_closed_at_probation(make_relay, tmp_path) -> None:
+    """Case 30a over TLS: a connection that never starts its handshake, and one that
+    completes it and then sends nothing, are both closed about probation after the accept."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    relay: Relay = make_relay(
+        children=2,
+        tls={"certificate": str(cert_file), "private_key": str(key_file)},
+        limits={"probation": 2.0},
+    )
+    assert relay.start().returncode == 0, relay.log()
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    started = time.monotonic()
+    no_handshake = _kept(socket.create_connection(("127.0.0.1", relay.tls_port), timeout=10))
+    silent = _kept(
+        context.wrap_socket(
+            socket.create_connection(("127.0.0.1", relay.tls_port), timeout=10),
+            server_hostname="localhost",
+        )
+    )
+    assert _closed_within(no_handshake, 6) is not None
+    assert 2.0 - 0.3 < time.monotonic() - started < 3.0 + 1.0
+    assert _closed_within(silent, 6) is not None
+    assert 2.0 - 0.3 < time.monotonic() - started < 3.0 + 1.0
+    _count(relay, "limit_probation", 1)  # the handshake timeout is asyncio's, not counted
 
 
 def test_an_unauthenticated_client_that_only_fails_is_closed_at_probation(make_relay) -> None:
