@@ -54,8 +54,8 @@ class _Gate(Protocol):
     def held_bytes(self) -> int: ...
 
 
-class _Queued(Protocol):
-    """What waits in a connection's outbox (outbox.Outbox)."""
+class _Queued(Writable, Protocol):
+    """A connection's outbox (outbox.Outbox): what waits in it, and writing to it."""
 
     @property
     def pending_bytes(self) -> int: ...
@@ -64,7 +64,7 @@ class _Queued(Protocol):
     def gate(self) -> _Gate: ...
 
 
-class Dialed(Writable, Protocol):
+class Dialed(Protocol):
     """An outbound connection still connecting (conn.MsrpConnection)."""
 
     @property
@@ -180,12 +180,12 @@ class Dialing:
         when the bytes bound is reached)."""
         entry = self.connecting.get(conn)
         if entry is None:
-            return LocalSink(conn, origin)
+            return LocalSink(conn.out, origin)
         over = self._over_bytes()
         if over is not None:
             return self.fail_now(key, over, frame, origin.conid)
         entry[1].append(_Parked(origin.conid, loss_notice(frame, REPORT_CODE, REPORT_REASON)))
-        return LocalSink(conn, origin)
+        return LocalSink(conn.out, origin)
 
     def fail_now(self, key: str, why: str, frame: Frame, origin: int) -> Sink:
         """`frame`, from connection `origin`, for `key` fails now: counted, logged, reported

@@ -23,7 +23,16 @@ __all__ = ["Intake"]
 
 
 class Intake:
-    __slots__ = ("blockers", "rate", "reader", "serial", "since", "throttled", "wire")
+    __slots__ = (
+        "blockers",
+        "held_replies",
+        "rate",
+        "reader",
+        "serial",
+        "since",
+        "throttled",
+        "wire",
+    )
 
     def __init__(self, wire: Wire, reader: FrameReader) -> None:
         self.wire = wire
@@ -38,6 +47,9 @@ class Intake:
         """A client connection's [limits] session rates (limits.py)."""
         self.throttled = False
         """Over its session rates: the reader's next frames wait (conn.py), reading paused."""
+        self.held_replies: list[tuple[bytes, bool]] | None = None
+        """Answers to the streamed frame being read, written when its end-line is in (None:
+        answers go out at once): a response says the whole chunk arrived (RFC 4976 §6.4.1)."""
 
     def block(self, dest: Hashable, pause: bool) -> None:
         """`dest` is congested by what we relay; `pause`: the wire is open, stop reading."""

@@ -26,7 +26,7 @@ class Blockable(Protocol):
 
 
 class Writable(Protocol):
-    """A connection frames are written to (conn.write_frame)."""
+    """Where frames for one connection are written: its outbox (outbox.Outbox)."""
 
     def write_frame(
         self,
