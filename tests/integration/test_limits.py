@@ -11,17 +11,19 @@ import re
 import socket
 import ssl
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 from msrpd.protocol import digest as dg
 
 from ..msrpclient import MsrpClient
-from .relay import PASSWORDS, REALM, Relay, wait_for
+from .relay import PASSWORDS, REALM, Relay, free_port, wait_for
 
 T = TypeVar("T", socket.socket, MsrpClient)
 CMAP_ROUTE = str(Path(__file__).resolve().parents[2] / "etc" / "routes" / "cmap.py")
@@ -55,6 +57,19 @@ def _count(relay: Relay, name: str, n: int) -> None:
         time.sleep(1.2)  # a publish has happened since
     wait_for(lambda: _stats(relay)[name] >= n, 5, f"{name} = {n}")
     assert _stats(relay)[name] == n
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The Prometheus samples, summed over the workers."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "worker")
+            key = f"{s.name}{{{labels}}}" if labels else s.name
+            samples[key] = samples.get(key, 0.0) + s.value
+    return samples
 
 
 def _conns(relay: Relay) -> list[dict[str, object]]:
@@ -305,7 +320,17 @@ def test_stale_nonces_are_not_failures(make_relay) -> None:
 
 
 def test_repeated_failures_ban_the_address_on_every_worker(make_relay) -> None:
-    relay = _relay(make_relay, auth_failures_close=2, ban_after=4, ban_window=30.0, ban_time=3.0)
+    """Two connections fail twice each (auth_failures_close = 2): the fourth failure bans the
+    address on both workers for ban_time; the counters show in stats.get and Prometheus."""
+    metrics = free_port()
+    relay: Relay = make_relay(
+        children=2,
+        msrp={"route": CMAP_ROUTE},
+        limits={"auth_failures_close": 2, "ban_after": 4, "ban_window": 30.0, "ban_time": 3.0},
+    )
+    relay.sections["metrics"] = {"listen": f"127.0.0.1:{metrics}"}
+    relay.write_config()
+    assert relay.start().returncode == 0, relay.log()
     bystander = _authed(relay, "bob")  # connected before the ban: not closed by it
     for _ in range(2):
         client = _client(relay)
@@ -319,6 +344,11 @@ def test_repeated_failures_ban_the_address_on_every_worker(make_relay) -> None:
     for sock in refused:
         assert _closed_within(sock, 3) is not None
     _count(relay, "limit_banned", 4)
+    prometheus = _scrape(metrics)
+    assert prometheus['msrpd_limited_total{limit="banned"}'] == 4
+    assert prometheus['msrpd_limited_total{limit="auth_failures_close"}'] == 2
+    assert prometheus["msrpd_bans_total"] == 1
+    assert prometheus['msrpd_limited_total{limit="max_conns_per_addr"}'] == 0
     # Another address still gets in, and the open connection is served.
     other = _authed(relay, "alice", OTHER_ADDR)
     _exchange(other, bystander, b"banned-address-bystander")
