@@ -201,9 +201,10 @@ class LimitsSettings:
     relay opens to next hops); what a client over each gets is in the README's table."""
 
     probation: float = field(default=30.0, metadata=SECONDS)
-    """Seconds an accepted connection may live without a session of its own (a successful
-    AUTH) and without a frame of its relayed through a token: then it is closed (RFC 4976
-    §6.1). Silence on such a connection ends it after this, not after idle_timeout."""
+    """Seconds an accepted connection may live (its TLS handshake included) without a session
+    of its own (a successful AUTH) and without a frame of its relayed through a token: then it
+    is closed (RFC 4976 §6.1). Silence on such a connection ends it after this, not after
+    idle_timeout."""
 
     max_conns_per_addr: int = field(default=64, metadata=integer(0))
     """Open connections from one source address, counted over every worker; a connection over
@@ -215,8 +216,9 @@ class LimitsSettings:
     worker's share is closed at accept."""
 
     auth_failures_close: int = field(default=3, metadata=integer(0))
-    """Failed AUTHs (a 401 to an AUTH with credentials, not for a stale nonce) after which the
-    connection is closed, once the 401 is written (RFC 4976 §6.3)."""
+    """Failed AUTHs (a 401 to an AUTH with credentials, not for a stale nonce, not one another
+    relay forwarded) after which the connection is closed, once the 401 is written (RFC 4976
+    §6.3)."""
 
     ban_after: int = field(default=10, metadata=integer(0))
     """Failed AUTHs from one source address within ban_window that ban it on every worker."""

@@ -88,9 +88,10 @@ class RouteEnv(Protocol):
         """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it
         is on its way, negative when it cannot be."""
 
-    def auth_done(self, ok: bool, stale: bool = False) -> None:
-        """Count a digest check (credentials were given): passed or failed; `stale`: failed
-        only for an old nonce or count, which is no failure to the AUTH-failure limits."""
+    def auth_done(self, ok: bool, fault: bool = False) -> None:
+        """Count a digest check (credentials were given): passed or failed; `fault`: a
+        failure the AUTH-failure limits count (wrong credentials from a client connected to
+        us, not a stale nonce, not an AUTH another relay forwarded)."""
 
     def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
         """Before saving session `sessid` of `user`: None when the user may hold it, else the

@@ -215,10 +215,10 @@ class ConnEnv:
         if not stats.proven:
             self.routes.guard.settled(self.conn.conid, stats)
 
-    def auth_done(self, ok: bool, stale: bool = False) -> None:
+    def auth_done(self, ok: bool, fault: bool = False) -> None:
         self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
-        if not ok:
-            self.routes.guard.auth_failed(self.conn, stale)
+        if fault:
+            self.routes.guard.auth_failed(self.conn)
 
     def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
         return self.routes.guard.claim_session(user, sessid)

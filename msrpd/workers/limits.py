@@ -13,7 +13,8 @@ Rules (what a client over each limit gets is a close or a response, never a sile
   successful AUTH) nor had a frame relayed through a token (ConnEnv marks it proven) within
   `probation` seconds of its accept is closed by the tick. The connections on probation are
   kept apart, so the tick never walks the others.
-- AUTH failures (a 401 to an AUTH with credentials, stale nonces not counted, RFC 4976 §6.3):
+- AUTH failures (a 401 to an AUTH with credentials from the client itself: not for a stale
+  nonce, nor one another relay forwarded, whose connection is not closed; RFC 4976 §6.3):
   the auth_failures_close-th closes the connection once the 401 is written (the close runs
   after the read's writes are flushed); each also counts for its source address, and
   ban_after of them within ban_window ban it for ban_time on every worker.
@@ -254,10 +255,10 @@ class ConnGuard:
 
     # -- AUTH ----------------------------------------------------------------------------------
 
-    def auth_failed(self, conn: Failing, stale: bool) -> None:
-        """A 401 is going to `conn` for an AUTH with credentials (stale: only its nonce was
-        old, which is no failure)."""
-        if stale or conn.outbound:
+    def auth_failed(self, conn: Failing) -> None:
+        """A 401 is going to `conn` for wrong credentials of the client itself (the route API
+        leaves out stale nonces and AUTHs another relay forwarded)."""
+        if conn.outbound:
             return
         stats, limits = conn.stats, self.limits
         stats.auth_failures += 1

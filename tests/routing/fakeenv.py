@@ -60,6 +60,8 @@ class FakeEnv:
     relayed: list[Relayed] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
+    auth_faults: list[bool] = field(default_factory=list)
+    """Per digest check: whether the [limits] count it as the client's failure."""
 
     @property
     def htable(self) -> ScriptHTable:
@@ -86,8 +88,9 @@ class FakeEnv:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
 
-    def auth_done(self, ok: bool, stale: bool = False) -> None:
+    def auth_done(self, ok: bool, fault: bool = False) -> None:
         self.auth_results.append(ok)
+        self.auth_faults.append(fault)
 
     def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
         return None

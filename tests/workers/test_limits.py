@@ -117,16 +117,15 @@ def test_a_moved_connection_keeps_its_probation_and_is_never_refused(tables) -> 
 def test_the_nth_auth_failure_closes_after_the_response(tables) -> None:  # type: ignore[no-untyped-def]
     g, loop = guard(tables, auth_failures_close=3, ban_after=0)
     conn = Conn(1)
-    g.auth_failed(conn, stale=True)  # a stale nonce is no failure
-    g.auth_failed(conn, stale=False)
-    g.auth_failed(conn, stale=False)
+    g.auth_failed(conn)
+    g.auth_failed(conn)
     assert loop.soon == [] and conn.stats.auth_failures == 2
-    g.auth_failed(conn, stale=False)
+    g.auth_failed(conn)
     assert loop.soon == [(conn.close, ("3 failed AUTHs",))]  # after this read's writes
     assert not conn.closed
     relay_link = Conn(2, outbound=True)
     for _ in range(5):
-        g.auth_failed(relay_link, stale=False)
+        g.auth_failed(relay_link)
     assert relay_link.stats.auth_failures == 0 and len(loop.soon) == 1
 
 
