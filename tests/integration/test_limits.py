@@ -459,7 +459,7 @@ def test_a_sender_over_its_frame_rate_is_slowed_not_dropped(make_relay) -> None:
     with pytest.raises(TimeoutError):
         bob.recv(timeout=0.3)  # once each
     assert (60 - 10) / 50 - 0.3 < took < 6.0, took
-    assert other_took < 0.8, other_took
+    assert other_took < took / 2, (other_took, took)  # not held back with Alice
     wait_for(lambda: _stats(relay)["limit_rate"] >= 1, 5, "limit_rate counted")
 
 
