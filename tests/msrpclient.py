@@ -38,13 +38,17 @@ class MsrpClient:
         host: str = "127.0.0.1",
         tls: ssl.SSLContext | None = None,
         timeout: float = 5.0,
+        sock: socket.socket | None = None,
         source: str | None = None,
     ) -> None:
-        """`source`: the local address to connect from (another loopback address, say)."""
-        bind = None if source is None else (source, 0)
-        sock = socket.create_connection((host, port), timeout=timeout, source_address=bind)
-        if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        """Connect to host:port (from address `source`, another loopback address say), or
+        with `sock` use that connected socket (one a test's listening peer accepted from the
+        relay)."""
+        if sock is None:
+            bind = None if source is None else (source, 0)
+            sock = socket.create_connection((host, port), timeout=timeout, source_address=bind)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname="localhost")
         self.sock = sock
         self.timeout = timeout
         self.reader = FrameReader(ReaderLimits(max_body=64 << 20))

@@ -60,6 +60,7 @@ def build_routes(ctx: WorkerContext, nonce_secret: bytes) -> tuple[RouteRunner, 
         use_path_addr=settings.msrp.use_path_addr,
         realm=settings.auth.realm,
         sipmsg=settings.msrp.sipmsg,
+        block_unknown_methods=settings.msrp.block_unknown_methods,
     )
     users = UserStore(settings.auth.users) if settings.auth.users else None
     m = settings.msrp

@@ -124,6 +124,9 @@ class Msrpd(Relay):
                 "session_frame_rate": "1e9",
                 "session_byte_rate": "1e12",
             },
+            # Kamailio's example route, as the oracle runs (the default relay route takes AUTH
+            # over TLS only); an `msrp.route=...` option picks another.
+            "msrp": {"route": f'"{ROOT / "msrpd" / "routing" / "routes" / "cmap.py"}"'},
         }
         for item in extra or ():
             key, _, value = item.partition("=")

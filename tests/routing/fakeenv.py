@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import ConnInfo, Frame, FrameReader
 from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
@@ -62,6 +63,10 @@ class FakeEnv:
     auth_results: list[bool] = field(default_factory=list)
     auth_faults: list[bool] = field(default_factory=list)
     """Per digest check: whether the [limits] count it as the client's failure."""
+    self_uris: SelfUris | None = None
+    """The URIs that name the relay (the relay route's to_us); None: none."""
+    closed: list[str] = field(default_factory=list)
+    """Reasons close_origin() was called with."""
 
     @property
     def htable(self) -> ScriptHTable:
@@ -87,6 +92,9 @@ class FakeEnv:
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
+
+    def close_origin(self, reason: str) -> None:
+        self.closed.append(reason)
 
     def auth_done(self, ok: bool, fault: bool = False) -> None:
         self.auth_results.append(ok)
