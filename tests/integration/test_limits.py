@@ -23,10 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from msrpd.protocol import digest as dg
 
 from ..msrpclient import MsrpClient
-from .relay import PASSWORDS, REALM, Relay, free_port, wait_for
+from .relay import CMAP_ROUTE, PASSWORDS, REALM, Relay, free_port, wait_for
 
 T = TypeVar("T", socket.socket, MsrpClient)
-CMAP_ROUTE = str(Path(__file__).resolve().parents[2] / "etc" / "routes" / "cmap.py")
 OTHER_ADDR = "127.0.0.2"  # all of 127/8 is loopback on Linux: a second source address
 _OPENED: list[socket.socket | MsrpClient] = []
 
@@ -40,7 +39,7 @@ def _close_sockets() -> Iterator[None]:
 
 
 def _relay(make_relay, msrp: dict[str, object] | None = None, **limits: object) -> Relay:  # type: ignore[no-untyped-def]
-    relay: Relay = make_relay(children=2, msrp={"route": CMAP_ROUTE, **(msrp or {})}, limits=limits)
+    relay: Relay = make_relay(children=2, msrp=msrp or {}, limits=limits)
     assert relay.start().returncode == 0, relay.log()
     return relay
 
@@ -165,9 +164,10 @@ def test_a_silent_connection_is_closed_at_probation(make_relay) -> None:
     assert "no AUTH and nothing relayed within probation" in relay.log()
 
 
-def test_a_silent_tls_connection_is_closed_at_probation(make_relay, tmp_path) -> None:
-    """Case 30a over TLS: a connection that never starts its handshake, and one that
-    completes it and then sends nothing, are both closed about probation after the accept."""
+def _tls_relay(
+    make_relay, tmp_path: Path, msrp: dict[str, object], **limits: object
+) -> tuple[Relay, ssl.SSLContext]:  # type: ignore[no-untyped-def]
+    """A relay listening on TLS too, and a client context that trusts its certificate."""
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -175,12 +175,20 @@ def test_a_silent_tls_connection_is_closed_at_probation(make_relay, tmp_path) ->
     cert.private_key_pem.write_to_path(key_file)
     relay: Relay = make_relay(
         children=2,
+        msrp=msrp,
         tls={"certificate": str(cert_file), "private_key": str(key_file)},
-        limits={"probation": 2.0},
+        limits=limits,
     )
     assert relay.start().returncode == 0, relay.log()
     context = ssl.create_default_context()
     ca.configure_trust(context)
+    return relay, context
+
+
+def test_a_silent_tls_connection_is_closed_at_probation(make_relay, tmp_path) -> None:
+    """Case 30a over TLS: a connection that never starts its handshake, and one that
+    completes it and then sends nothing, are both closed about probation after the accept."""
+    relay, context = _tls_relay(make_relay, tmp_path, {}, probation=2.0)
     started = time.monotonic()
     no_handshake = _kept(socket.create_connection(("127.0.0.1", relay.tls_port), timeout=10))
     silent = _kept(
@@ -289,6 +297,20 @@ def test_the_third_wrong_password_closes_the_connection(make_relay) -> None:
     _count(relay, "limit_bans", 0)
     alice = _authed(relay, "alice")
     _exchange(alice, bystander, b"not-banned")
+
+
+def test_the_third_wrong_password_closes_it_under_the_relay_route(make_relay, tmp_path) -> None:
+    """Case 11a with the default relay route (AUTH over TLS, answered by t_reply): the same
+    hook, whatever route runs."""
+    relay, context = _tls_relay(make_relay, tmp_path, {"route": None})
+    client = _kept(MsrpClient(relay.tls_port, tls=context, timeout=10))
+    for _ in range(3):
+        assert b"stale" not in _wrong_auth(client)
+    with pytest.raises(EOFError):
+        client.recv(timeout=3)
+    _count(relay, "limit_auth_failures", 1)
+    alice = _kept(MsrpClient(relay.tls_port, tls=context, timeout=10))
+    assert alice.auth("alice", PASSWORDS["alice"], REALM).frame.code == 200
 
 
 def test_stale_nonces_are_not_failures(make_relay) -> None:
