@@ -204,6 +204,25 @@ def test_a_silent_tls_connection_is_closed_at_probation(make_relay, tmp_path) ->
     _count(relay, "limit_probation", 1)  # the handshake timeout is asyncio's, not counted
 
 
+def test_a_proven_connection_stays_proven_when_a_reload_moves_it(make_relay) -> None:
+    """A reload hands every connection to the new generation: the one a frame was relayed
+    through a token from is still off probation there, past the probation time; a silent
+    one is still on it, counted from its first accept, and is closed."""
+    relay = _relay(make_relay, probation=4.0)
+    alice, proven = _authed(relay, "alice"), _client(relay)
+    _exchange(proven, alice, b"before")
+    silent = _connect(relay)
+    opened = time.monotonic()
+    old = relay.worker_pids()
+    assert relay.cli("reload").returncode == 0
+    wait_for(lambda: not (old & relay.worker_pids()), 20, "the old generation gone")
+    assert time.monotonic() - opened < 3.5, "the reload took too long for this test"
+    assert _closed_within(silent, 6) is not None
+    assert 4.0 - 0.3 < time.monotonic() - opened < 5.0 + 1.0
+    _exchange(proven, alice, b"after")
+    _count(relay, "limit_probation", 1)
+
+
 def test_an_unauthenticated_client_that_only_fails_is_closed_at_probation(make_relay) -> None:
     """Frames that are answered but relayed through no token (481: no such session) do not end
     probation: only a session or a relayed frame does."""
