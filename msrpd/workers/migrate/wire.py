@@ -130,6 +130,9 @@ class MoveState:
     handovers: int
     held: bytes
     """What the old owner's reader held: read before anything else."""
+    proven: bool = False
+    counted: bool = False
+    """[limits] (workers/limits.py): off probation; counted against its source address."""
 
     @classmethod
     def of(cls, conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> MoveState:
@@ -148,6 +151,8 @@ class MoveState:
             moves=migration.moves + 1,
             handovers=migration.handovers + handover,
             held=held,
+            proven=stats.proven,
+            counted=stats.counted,
         )
 
     def restore(self, conn: Conn) -> None:
@@ -158,6 +163,7 @@ class MoveState:
         stats.session_meta = dict(self.meta)
         stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out = self.counts
         stats.opened, stats.last_active = self.opened, self.active
+        stats.proven, stats.counted = self.proven, self.counted
         conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
 
     def encode(self) -> bytes | None:
@@ -173,6 +179,7 @@ class MoveState:
             "active": self.active,
             "moves": self.moves,
             "handovers": self.handovers,
+            "limits": [self.proven, self.counted],
         }
         head = json.dumps(state).encode()
         return None if len(head) > MAX_STATE else head + b"\n" + self.held
@@ -185,6 +192,7 @@ class MoveState:
             state = json.loads(head)
             slot, generation = state["from"]
             frames_in, frames_out, bytes_in, bytes_out = state["counts"]
+            proven, counted = state["limits"]
             return cls(
                 old=int(state["old"]),
                 came_from=(int(slot), int(generation)),
@@ -197,6 +205,8 @@ class MoveState:
                 moves=int(state["moves"]),
                 handovers=int(state["handovers"]),
                 held=held,
+                proven=bool(proven),
+                counted=bool(counted),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WireError(f"a bad move message: {exc!r}") from None
