@@ -236,8 +236,8 @@ class Bench:
         """One run of `load` on a fresh relay: (the relay's label, the result)."""
         o = self.opts
         relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route)
-        relay.start()
         try:
+            relay.start()
             result = load.measure(relay)
         except Exception:
             print(f"{load.label} [{name}] failed; relay log:\n{relay.log_tail()}", file=sys.stderr)
