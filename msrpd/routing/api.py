@@ -25,7 +25,7 @@ from ..protocol import (
 )
 from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
-from . import auth, cmapops
+from . import auth, cmapops, tm
 from .env import Destination, RouteEnv, SendFlags
 from .sht import ScriptHTable
 
@@ -135,6 +135,20 @@ class Msrp:
                 # A response goes only over an existing connection (RFC 4975 §7.2, §5.4).
                 flags |= SendFlags.REUSE_ONLY
         return self.env.relay(self.frame, data, dest, flags)
+
+    def t_reply(self, code: int | str, text: str, hdrs: str = "") -> int:
+        """The hop-by-hop response, obeying Failure-Report (tm.py): 1 written, 0 suppressed
+        by Failure-Report, -1 error (a response, a REPORT, a malformed code or header)."""
+        try:
+            status = int(code)
+        except ValueError:
+            return -1
+        return tm.t_reply(self.frame, self.env, self._reply_flags, status, text, hdrs)
+
+    def t_relay(self) -> int:
+        """Stateful forwarding (tm.py, workers/txrelay.py): a request under a new transaction
+        id, its answer mapped back; a response to its transaction. 1 on its way, else < 0."""
+        return tm.t_relay(self.frame, self.env, self._dest, self._relay_flags)
 
     def forward(self, tpath: str | None = None, fpath: str | None = None) -> int:
         """Kamailio 6.0's msrp_forward: send the frame with To-Path `tpath` and From-Path

@@ -88,6 +88,10 @@ class RouteEnv(Protocol):
         """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it
         is on its way, negative when it cannot be."""
 
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        """Forward `frame` statefully (a request: new transaction id, its answer mapped back;
+        a response: matched to its transaction); 1 when on its way, negative otherwise."""
+
     def auth_done(self, ok: bool) -> None:
         """Count a digest check (credentials were given): passed or failed."""
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from ..config.selfuri import SelfUris
-from ..protocol import ConnInfo, Frame
+from ..protocol import ConnInfo, Frame, LocalProtocolError, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
@@ -28,7 +28,15 @@ from .migrate.state import MigrationState
 from .ports import Sink
 from .reports import frame_report
 
-__all__ = ["ConnEnv", "Rerouter", "Resolver", "RouteServices", "RoutedConn", "count_reply"]
+__all__ = [
+    "ConnEnv",
+    "Rerouter",
+    "Resolver",
+    "RouteServices",
+    "RoutedConn",
+    "Transactor",
+    "count_reply",
+]
 
 logger = logging.getLogger("msrpd.route")
 
@@ -47,6 +55,7 @@ class RoutedConn(Protocol):
     it is also the reader flow control pauses (ports.Blockable)."""
 
     conid: int
+    closed: bool
     peer_key: str
     stats: ConnStats
     """Its counters (frames_in: which frame is being routed) and sessions."""
@@ -68,8 +77,29 @@ class Resolver(Protocol):
     """The delivery layer (delivery.Delivery)."""
 
     def resolve(
-        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
+        self,
+        dest: Destination,
+        flags: int,
+        frame: Frame,
+        origin: RoutedConn,
+        lost: Callable[[], None] | None = None,
     ) -> Sink | None: ...
+
+
+class Transactor(Protocol):
+    """The transaction layer behind t_relay (txrelay.TxRelay)."""
+
+    def forward(
+        self,
+        origin: RoutedConn,
+        frame: Frame,
+        basis: Frame,
+        dest: Destination,
+        flags: int,
+        delivery: Resolver | None,
+    ) -> Sink | None: ...
+
+    def response(self, conn: RoutedConn, frame: Frame) -> int: ...
 
 
 class Rerouter(Protocol):
@@ -91,6 +121,7 @@ class RouteServices(Protocol):
     users: UserStore | None
     delivery: Resolver | None
     loopback: Rerouter | None
+    transactions: Transactor | None
 
     @property
     def cmap(self) -> Cmap | None: ...
@@ -199,6 +230,28 @@ class ConnEnv:
         routes.counters.add(Counter.frames_out)
         self.last_sink = sink
         return 1
+
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        return self.forward_tx(frame, frame, dest, flags)
+
+    def forward_tx(self, frame: Frame, basis: Frame, dest: Destination, flags: int) -> int:
+        """t_relay (txrelay.py): a response is matched to its transaction; a request is
+        forwarded under a new transaction id, `basis` being what its sender sent. A next hop
+        of ours is routed again here first (loopback.py), where the inner pass forwards it."""
+        routes, uri = self.routes, dest.uri
+        tx = routes.transactions
+        if frame.method is None:
+            return -1 if tx is None else tx.response(self.conn, frame)
+        loopback = routes.loopback
+        if tx is None or (loopback is not None and uri is not None and loopback.self_uris.matches(uri)):
+            try:
+                data = relay_splice(frame)
+            except LocalProtocolError:
+                return -1
+            return self.relay(frame, data, dest, flags)
+        sink = tx.forward(self.conn, frame, basis, dest, flags, routes.delivery)
+        self.last_sink = sink
+        return -1 if sink is None else 1
 
     def auth_done(self, ok: bool) -> None:
         self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)

@@ -71,10 +71,17 @@ class Delivery:
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
 
     def resolve(
-        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
+        self,
+        dest: Destination,
+        flags: int,
+        frame: Frame,
+        origin: RoutedConn,
+        lost: Callable[[], None] | None = None,
     ) -> Sink | None:
         """The sink for `frame`, relayed by the route that `origin`'s frame runs, towards
-        `dest`; None when there is none (flag 1 and no connection, or no TLS context)."""
+        `dest`; None when there is none (flag 1 and no connection, or no TLS context).
+        `lost`, when given, is called instead of the usual failure notice if a connect for
+        it fails (a forwarded transaction tells its sender itself, txrelay.py)."""
         if dest.conid is not None:
             return self.for_conid(dest.conid, frame, origin)
         uri = dest.uri
@@ -91,14 +98,14 @@ class Delivery:
                     return sink
         pending = self.outbound.get(key)
         if pending is not None and not pending.closed:
-            return self.dialing.park(pending, key, frame, origin)
+            return self.dialing.park(pending, key, frame, origin, lost)
         if flags & SendFlags.REUSE_ONLY:
             logger.info("relay to %s: no connection and flag 1 forbids opening one", key)
             return None
         refused = self.dialing.refusal(key, origin.conid)
         if refused is not None:
-            return self.dialing.fail_now(key, refused, frame, origin.conid)
-        return self._open(key, uri, host, port, frame, origin)
+            return self.dialing.fail_now(key, refused, frame, origin.conid, lost)
+        return self._open(key, uri, host, port, frame, origin, lost)
 
     def for_conid(self, conid: int, frame: Frame, origin: RoutedConn) -> Sink | None:
         ctx = self.ctx
@@ -124,7 +131,14 @@ class Delivery:
         return HandoffSink(out, hub, out.path(*owner), conid, record, origin)
 
     def _open(
-        self, key: str, uri: MsrpUri, host: str, port: int, frame: Frame, origin: RoutedConn
+        self,
+        key: str,
+        uri: MsrpUri,
+        host: str,
+        port: int,
+        frame: Frame,
+        origin: RoutedConn,
+        lost: Callable[[], None] | None,
     ) -> Sink | None:
         tls = self.client_tls if uri.secure else None
         if uri.secure and tls is None:
@@ -138,7 +152,7 @@ class Delivery:
         task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
         self.ctx.tasks.add(task)
         task.add_done_callback(self.ctx.tasks.discard)
-        return self.dialing.park(conn, key, frame, origin)
+        return self.dialing.park(conn, key, frame, origin, lost)
 
     async def _connect(
         self, key: str, conn: Outbound, host: str, port: int, tls: ssl.SSLContext | None

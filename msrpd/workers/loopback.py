@@ -72,6 +72,9 @@ class HopEnv(ConnEnv):
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         return super().relay(self.outer, data, dest, flags)
 
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        return self.forward_tx(frame, self.outer, dest, flags)
+
 
 class Loopback:
     __slots__ = ("counters", "limits", "route", "self_uris")

@@ -18,7 +18,7 @@ from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
-from .connenv import Rerouter, Resolver, RoutedConn
+from .connenv import Rerouter, Resolver, RoutedConn, Transactor
 from .ports import Sink
 
 __all__ = ["RouteRunner"]
@@ -39,6 +39,7 @@ class RouteRunner:
         "policy",
         "route",
         "shm",
+        "transactions",
         "users",
     )
 
@@ -54,6 +55,7 @@ class RouteRunner:
         delivery: Resolver | None = None,
         loopback: Rerouter | None = None,
         users: UserStore | None = None,
+        transactions: Transactor | None = None,
     ) -> None:
         self.route = route
         self.policy = policy
@@ -64,6 +66,7 @@ class RouteRunner:
         self.delivery = delivery
         self.loopback = loopback
         self.users = users
+        self.transactions = transactions
         self._htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
 
     @property

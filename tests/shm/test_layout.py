@@ -39,7 +39,7 @@ def test_create_attach_and_unlink_all(prefix: str, tmp_path: Path, children: Chi
         f"{prefix}-stats",
         f"{prefix}-htable",
     ]
-    assert [s.record_size for s in specs] == [544, 112, 40, 240, 416]
+    assert [s.record_size for s in specs] == [544, 112, 40, 264, 416]
     shm = lay.create_all()
     try:
         assert segment_names(f"{prefix}-") == sorted(s.name for s in specs)

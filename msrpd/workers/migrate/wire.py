@@ -130,6 +130,8 @@ class MoveState:
     handovers: int
     held: bytes
     """What the old owner's reader held: read before anything else."""
+    former: tuple[int, ...] = ()
+    """Its ids before `old` (transactions.py matches responses on any of them)."""
 
     @classmethod
     def of(cls, conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> MoveState:
@@ -148,6 +150,7 @@ class MoveState:
             moves=migration.moves + 1,
             handovers=migration.handovers + handover,
             held=held,
+            former=migration.former,
         )
 
     def restore(self, conn: Conn) -> None:
@@ -159,6 +162,7 @@ class MoveState:
         stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out = self.counts
         stats.opened, stats.last_active = self.opened, self.active
         conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
+        conn.migration.former = (*self.former, self.old)
 
     def encode(self) -> bytes | None:
         """The move message; None when the state is over MAX_STATE (not worth a move)."""
@@ -173,6 +177,7 @@ class MoveState:
             "active": self.active,
             "moves": self.moves,
             "handovers": self.handovers,
+            "former": list(self.former),
         }
         head = json.dumps(state).encode()
         return None if len(head) > MAX_STATE else head + b"\n" + self.held
@@ -197,6 +202,7 @@ class MoveState:
                 moves=int(state["moves"]),
                 handovers=int(state["handovers"]),
                 held=held,
+                former=tuple(int(c) for c in state["former"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WireError(f"a bad move message: {exc!r}") from None

@@ -1,0 +1,93 @@
+"""Stateful forwarding, the sans-IO parts: transaction ids that name their owner, end-lines
+under a new id, the Byte-Range a REPORT gives back.
+
+Rules:
+- A forwarded request gets a new transaction id (RFC 4976 §6.4; RFC 4975 §7.1: at least 64
+  bits of randomness). Ours are 26 lower-case hex characters, all `ident` characters (RFC
+  4975 §9: 4 to 32): 2 for the worker slot, 4 for its generation, then 20 random (80 bits)
+  that the caller draws from the CSPRNG (nothing here reads randomness). The owner in front
+  lets whichever worker reads the response hand it to the worker that keeps the transaction
+  (workers/transactions.py). An id of another shape is never one of ours.
+- The forwarded body must not hold `-------<newtid>` (RFC 4975 §7.1): a whole frame whose
+  body does gets another id (`end_line_in_body`). A streamed body is not scanned: the new id
+  is drawn after its head arrived and only the next hop ever sees it, so the sender cannot
+  aim at it, and 80 random bits make a chance match negligible.
+- A streamed frame's end-line arrives on its own (events.FrameEnd.raw) and is rewritten to the
+  new id here (`retid_end`), its flag kept.
+- A REPORT's Byte-Range gives the range-end from the bytes actually received (RFC 4975
+  §7.1.2, rfc-checklist §2.5): `received_range`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .frame import Frame
+from .grammar import DASHES
+
+__all__ = [
+    "RANDOM_HEX",
+    "TID_LENGTH",
+    "end_line_in_body",
+    "failure_report",
+    "make_tid",
+    "received_range",
+    "retid_end",
+    "tid_owner",
+]
+
+RANDOM_HEX = 20
+"""Random hex characters in a transaction id we make: 80 bits."""
+TID_LENGTH = 6 + RANDOM_HEX
+_OURS = re.compile(rb"[0-9a-f]{%d}" % TID_LENGTH)
+_RANGE = re.compile(rb"([0-9]{1,18})-(?:[0-9]{1,18}|\*)/([0-9]{1,18}|\*)")
+
+
+def make_tid(slot: int, generation: int, random_hex: str) -> bytes:
+    """A new transaction id owned by worker (slot, generation).
+
+    Raises:
+        ValueError: a field does not fit (slot < 256, generation < 65536, 20 hex digits).
+    """
+    if not (0 <= slot < 1 << 8 and 0 <= generation < 1 << 16 and len(random_hex) == RANDOM_HEX):
+        raise ValueError("slot, generation or randomness out of range")
+    return b"%02x%04x%s" % (slot, generation, random_hex.encode("ascii"))
+
+
+def tid_owner(tid: bytes) -> tuple[int, int] | None:
+    """The (slot, generation) a transaction id of ours names, or None when it is not ours."""
+    if len(tid) != TID_LENGTH or _OURS.fullmatch(tid) is None:
+        return None
+    return int(tid[:2], 16), int(tid[2:6], 16)
+
+
+def end_line_in_body(frame: Frame, tid: bytes) -> bool:
+    """Whether `frame`'s body holds `-------<tid>` (RFC 4975 §7.1: the sender picks another
+    id; checklist §2.8). False for a bodiless or streamed frame."""
+    body = frame.body
+    if body is None:
+        return False
+    start = frame.body_start
+    return frame.buf.find(DASHES + tid, start, start + len(body)) >= 0
+
+
+def retid_end(raw: bytes | memoryview, tid: bytes) -> bytes:
+    """A streamed frame's closing bytes (CRLF, `-------`, old id, flag, CRLF: FrameEnd.raw)
+    under transaction id `tid`, the flag kept."""
+    return b"\r\n" + DASHES + tid + bytes(raw[-3:])
+
+
+def received_range(byte_range: bytes | None, received: int) -> bytes:
+    """The Byte-Range a REPORT gives for a chunk of which `received` body bytes arrived:
+    range-start and total as the SEND said, range-end from what arrived (RFC 4975 §7.1.2).
+    A missing or unreadable Byte-Range counts from byte 1 of an unknown total."""
+    m = None if byte_range is None else _RANGE.fullmatch(byte_range)
+    start, total = (1, b"*") if m is None else (int(m[1]), m[2])
+    return b"%d-%d/%s" % (start, start + received - 1, total)
+
+
+def failure_report(frame: Frame) -> bytes:
+    """The request's Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is
+    b"yes" (RFC 4975 §7.1.1)."""
+    value = frame.header(b"failure-report")
+    return b"yes" if value is None else value.lower()

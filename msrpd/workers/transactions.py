@@ -1,0 +1,128 @@
+"""The transaction table: what one worker forwarded statefully and still waits an answer for
+(rfc-checklist §2.1 step 7, §2.7, §4.4).
+
+Rules:
+- One table per worker. The worker that read a request owns its transaction; the new
+  transaction id names that worker (protocol/transact.py), so a response read by another
+  worker (the next hop's connection is served there) is handed to the owner over the handoff
+  link as a RESPONSE (handoff.py; txrelay.py sends and receives it).
+- A transaction is matched on (the connection the request went out on, new transaction id):
+  a response on any other connection does not touch it. The table is indexed by the new id
+  alone (we draw it, 80 random bits, and never reuse a live one); `match` then checks the
+  connection. A connection that moved to another worker since (colocation) is known by its
+  current id and its former ones (MigrationState.former), so its answer still matches.
+- The connection a request came on (its origin) is not moved while it has live transactions
+  (MigrationState.tx_open, colocate.ready_to_move): their REPORTs and mapped responses go to
+  the connection object kept here.
+- Deadlines: one timeout for every transaction (`[msrp] transaction_timeout`), so a deque in
+  deadline order and one periodic sweep replace per-transaction timers. An entry whose
+  transaction ended or got a later deadline (a streamed chunk's end-line restarts it: the
+  timer runs from the last byte written, RFC 4976 §6.4.1) is skipped when it comes up.
+- Bounded: at most MAX_PER_CONN live transactions per origin connection; the caller refuses
+  a request over it (txrelay.py: the sender hears what it would for an unreachable next hop).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from .migrate.state import MigrationState
+
+__all__ = ["MAX_PER_CONN", "Origin", "Transaction", "TransactionTable"]
+
+MAX_PER_CONN = 1024
+"""Live transactions the requests of one connection may have (rfc-checklist §5.5)."""
+
+
+class Origin(Protocol):
+    """The connection a forwarded request came on (conn.MsrpConnection)."""
+
+    conid: int
+    closed: bool
+    migration: MigrationState
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Transaction:
+    """One forwarded request, kept small: the request itself may be megabytes and gone."""
+
+    tid: bytes
+    """The new transaction id the next hop saw."""
+    origin: Origin
+    orig_tid: bytes
+    method: bytes
+    failure_report: bytes
+    """b"yes", b"partial" or b"no", as received (absent: b"yes", RFC 4975 §7.1.4)."""
+    message_id: bytes | None
+    byte_range: bytes | None
+    from_path: bytes
+    """The From-Path as received: a REPORT's To-Path, an AUTH response's To-Path."""
+    our_uri: bytes
+    """The leftmost To-Path URI as received (our token): a REPORT's From-Path."""
+    out: int = -1
+    """The connection the request went out on (its id when it was sent)."""
+    received: int = 0
+    """Body bytes received: the range-end a REPORT gives (RFC 4975 §7.1.2)."""
+    deadline: float = 0.0
+    ended: bool = False
+    """Answered, timed out or lost: nothing more happens to it."""
+
+
+class TransactionTable:
+    def __init__(self, timeout: float, max_per_conn: int = MAX_PER_CONN) -> None:
+        self.timeout = timeout
+        self.max_per_conn = max_per_conn
+        self.live: dict[bytes, Transaction] = {}
+        self._deadlines: deque[tuple[float, Transaction]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __contains__(self, tid: bytes) -> bool:
+        return tid in self.live
+
+    def full(self, origin: Origin) -> bool:
+        """`origin` has as many live transactions as it may."""
+        return origin.migration.tx_open >= self.max_per_conn
+
+    def add(self, tx: Transaction, now: float) -> None:
+        """Record `tx` (its request has been written to connection `tx.out`)."""
+        self.live[tx.tid] = tx
+        tx.origin.migration.tx_open += 1
+        self.restart(tx, now)
+
+    def restart(self, tx: Transaction, now: float) -> None:
+        """The last byte of `tx`'s request went out now: its timer starts again."""
+        tx.deadline = now + self.timeout
+        self._deadlines.append((tx.deadline, tx))
+
+    def match(self, tid: bytes, arrival: tuple[int, ...]) -> Transaction | None:
+        """The live transaction `tid` whose request went out on one of `arrival` (a
+        connection's current and former ids), or None; it stays live (`end` ends it)."""
+        tx = self.live.get(tid)
+        if tx is None or tx.out not in arrival:
+            return None
+        return tx
+
+    def end(self, tx: Transaction) -> None:
+        """`tx` is over (answered, or its request lost): it leaves the table."""
+        if tx.ended:
+            return
+        tx.ended = True
+        if self.live.get(tx.tid) is tx:
+            del self.live[tx.tid]
+            tx.origin.migration.tx_open -= 1
+
+    def expired(self, now: float) -> list[Transaction]:
+        """The transactions whose deadline has passed, ended (in deadline order)."""
+        deadlines, out = self._deadlines, []
+        while deadlines and deadlines[0][0] <= now:
+            deadline, tx = deadlines.popleft()
+            if not tx.ended and tx.deadline == deadline:
+                self.end(tx)
+                out.append(tx)
+        return out

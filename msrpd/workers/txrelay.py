@@ -1,0 +1,312 @@
+"""TxRelay: the worker's transaction layer, what `msrp.t_relay()` does (rfc-checklist §2.1
+steps 6-9, §2.4-§2.7, §4.4, §4.5).
+
+Rules:
+- A request is forwarded with its paths rotated and a new transaction id (RFC 4976 §6.4;
+  protocol/transact.py), the end-line of a streamed one rewritten as it passes (StreamSink).
+  A SEND whose sender wants failure reports, an AUTH and an unknown method get a transaction
+  (transactions.py); a REPORT and a SEND with Failure-Report no are sent and forgotten: nobody
+  answers them, and their loss is reported to nobody (RFC 4975 §7.1.2, §7.1.4).
+- A response is matched to its transaction by the worker that owns it, named in the id. Read
+  by another worker (the next hop's connection lives there), it is handed to the owner as a
+  RESPONSE over the handoff link, with the ids the arrival connection has had (handoff.py).
+  An id of another shape, an unknown one, one that went out on another connection, or a
+  To-Path not headed by our URI: dropped and counted (tx_unmatched, §2.7 steps 2-3).
+- Matched: the response to a SEND ends there (RFC 4976 §6.4.3); not 2xx, its sender gets a
+  REPORT with that code when it asked for failure reports. Any other response is mapped back
+  (original id, our URI moved from To-Path to From-Path, §2.7) onto the connection the
+  request came on; if that is gone the response is dropped (responses_dropped).
+- No answer within `[msrp] transaction_timeout` (one sweep every SWEEP seconds, armed only
+  while transactions are live): a SEND with Failure-Report yes gets a REPORT 000 408, an
+  AUTH a 408 response (§2.6), anything else is forgotten; a later response is unmatched.
+- A next hop that cannot be reached (no connection and none may be opened, a connect that
+  fails or is refused by the dialing bounds, dialing.py): the sender hears what it would on
+  a timeout, at once (REPORT 408 also for Failure-Report partial, policy §8.2), and the
+  transaction ends. Its connection known but gone: 481, as for relay().
+- Per frame: one dict insert and one deque append per forwarded SEND, one dict pop per
+  response; no timer per transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Callable, Hashable
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+
+from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, relay_splice
+from ..protocol.frame import AUTH, REPORT, SEND
+from ..protocol.transact import (
+    RANDOM_HEX,
+    end_line_in_body,
+    failure_report,
+    make_tid,
+    retid_end,
+    tid_owner,
+)
+from ..routing.env import Destination
+from ..shm import Counter
+from .handoff import Handoff, HandoffKind
+from .migrate.handoverio import MovedSink
+from .ports import Sink
+from .reports import tx_notice
+from .sinks import HandoffSink, LocalSink
+from .transactions import Origin, Transaction, TransactionTable
+
+if TYPE_CHECKING:
+    from .context import WorkerContext
+
+__all__ = ["SWEEP", "StreamSink", "TxRelay"]
+
+logger = logging.getLogger("msrpd.route")
+
+SWEEP = 0.25
+"""Seconds between two sweeps of the deadlines: a REPORT 408 is at most this late."""
+_TIMEOUT = (408, "Request Timeout")
+_GONE = (481, "Session Does Not Exist")
+
+
+class Resolves(Protocol):
+    """The delivery layer (delivery.Delivery)."""
+
+    def resolve(
+        self,
+        dest: Destination,
+        flags: int,
+        frame: Frame,
+        origin: Origin,
+        lost: Callable[[], None] | None = None,
+    ) -> Sink | None: ...
+
+
+class StreamSink(Sink):
+    """A streamed request's sink: body pieces pass (and count, for a REPORT's Byte-Range);
+    the end-line (the one write without `more`) goes out under the new id, and the
+    transaction's timer starts from it."""
+
+    __slots__ = ("inner", "relay", "tid", "tx")
+
+    def __init__(self, inner: Sink, tid: bytes, tx: Transaction | None, relay: TxRelay) -> None:
+        self.inner = inner
+        self.tid = tid
+        self.tx = tx
+        self.relay = relay
+
+    def send(
+        self,
+        data: bytes | memoryview,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        close_after: bool = False,
+    ) -> bool:
+        tx = self.tx
+        if more:
+            if tx is not None:
+                tx.received += len(data)
+            return self.inner.send(data, source=source, more=True, close_after=close_after)
+        sent = self.inner.send(retid_end(data, self.tid), source=source, close_after=close_after)
+        if tx is not None and not tx.ended:
+            self.relay.table.restart(tx, time.monotonic())
+        return sent
+
+
+def _target(sink: Sink) -> int:
+    """The id of the connection `sink` writes to (-1: none)."""
+    if isinstance(sink, LocalSink):
+        return sink.conn.conid
+    if isinstance(sink, HandoffSink):
+        return sink.conid
+    if isinstance(sink, MovedSink):
+        return sink.departure.old
+    return -1
+
+
+def _parse(data: bytes | memoryview) -> Frame | None:
+    reader = FrameReader()
+    reader.receive_data(bytes(data))
+    try:
+        return next((e for e in reader.events() if isinstance(e, Frame)), None)
+    except RemoteProtocolError:
+        return None
+
+
+class TxRelay:
+    """One worker's transactions; `ctx` is read when frames come (built with the context)."""
+
+    __slots__ = ("ctx", "sweeping", "table")
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
+        self.sweeping: object = None
+        """The sweep's timer handle while one is scheduled."""
+
+    @property
+    def me(self) -> tuple[int, int]:
+        return self.ctx.ident.slot, self.ctx.ident.generation
+
+    def new_tid(self, frame: Frame) -> bytes:
+        """A transaction id of ours for forwarding `frame`: not live, not in its body."""
+        slot, generation = self.me
+        while True:
+            tid = make_tid(slot, generation, secrets.token_hex(RANDOM_HEX // 2))
+            if tid not in self.table and not end_line_in_body(frame, tid):
+                return tid
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        origin: Origin,
+        frame: Frame,
+        basis: Frame,
+        dest: Destination,
+        flags: int,
+        delivery: Resolves | None,
+    ) -> Sink | None:
+        """Forward request `frame` from `origin` towards `dest`; its sink, or None when it
+        cannot go (counted, and its sender told as the module docstring says). `basis` is
+        the request as its sender sent it (the frame itself, or the outer frame of a pass
+        through our own URI, loopback.py): what a REPORT or response goes back along."""
+        counters = self.ctx.counters
+        try:
+            tid = self.new_tid(frame)
+            data = relay_splice(frame, tid)
+        except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
+            return None
+        tx = _transaction(basis, tid, origin)
+        if tx is not None and self.table.full(origin):
+            counters.add(Counter.tx_refused)
+            logger.info("%x: %d transactions live: request refused", origin.conid, self.table.max_per_conn)
+            self.lost(tx, *_TIMEOUT)
+            return None
+        lost = None if tx is None else partial(self.lost, tx, *_TIMEOUT)
+        sink = None if delivery is None else delivery.resolve(dest, flags, basis, origin, lost)
+        if sink is None:
+            counters.add(Counter.relay_fail)
+            if tx is not None:
+                self.lost(tx, *(_TIMEOUT if dest.conid is None else _GONE))
+            return None
+        if tx is not None and tx.ended:  # refused by the dialing bounds: told already
+            return None
+        streamed = frame.streamed
+        if not sink.send(data, source=origin.conid, more=streamed):
+            counters.add(Counter.relay_fail)
+            if tx is not None:
+                self.lost(tx, *_GONE)
+            return None
+        counters.add(Counter.frames_out)
+        if tx is not None:
+            tx.out = _target(sink)
+            body = frame.body
+            tx.received = 0 if body is None else len(body)
+            self.table.add(tx, time.monotonic())
+            self._arm()
+        return StreamSink(sink, tid, tx, self) if streamed else sink
+
+    def lost(self, tx: Transaction, code: int, reason: str) -> None:
+        """`tx`'s request will get no answer: it ends, and its sender hears `code`."""
+        if tx.ended:
+            return
+        self.table.end(tx)
+        self._tell(tx, code, reason)
+
+    def _tell(self, tx: Transaction, code: int, reason: str) -> None:
+        notice = tx_notice(tx, code, reason)
+        if notice is not None and not tx.origin.closed:
+            tx.origin.write_reply(notice)
+
+    # -- responses --------------------------------------------------------------------------
+
+    def response(self, conn: Origin, frame: Frame) -> int:
+        """Response `frame` came on `conn`: 1 when it is matched here or handed to the
+        worker that owns its transaction, -1 when dropped."""
+        owner = tid_owner(frame.tid)
+        arrival = (conn.conid, *conn.migration.former)
+        if owner == self.me:
+            return self.answer(arrival, frame)
+        hub = self.ctx.hub
+        if owner is None or hub is None:
+            return self._unmatched(frame)
+        ids = struct.pack(f"!{len(arrival)}Q", *arrival)
+        path = self.ctx.handoffs.path(*owner)
+        hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
+        return 1
+
+    def handed(self, msg: Handoff) -> None:
+        """A RESPONSE another worker read for one of our transactions."""
+        size = 8 * msg.token
+        frame = None if not 0 < size <= len(msg.payload) else _parse(msg.payload[size:])
+        if frame is None or frame.method is not None:
+            self.ctx.counters.add(Counter.tx_unmatched)
+            return
+        self.answer(struct.unpack_from(f"!{msg.token}Q", msg.payload), frame)
+
+    def answer(self, arrival: tuple[int, ...], frame: Frame) -> int:
+        """Response `frame`, read on a connection that has had the ids `arrival`."""
+        tx = self.table.match(frame.tid, arrival)
+        if tx is None or frame.first_to != tx.our_uri:
+            return self._unmatched(frame)
+        self.table.end(tx)
+        code = frame.code or 0
+        if tx.method == SEND:
+            if not 200 <= code < 300:  # any 2xx is success (RFC 4976 §6.4.1 "200-class")
+                reason = (frame.reason or b"").decode("utf-8", "replace") or "Failed"
+                self._tell(tx, code, reason)
+            return 1
+        try:
+            data = relay_splice(frame, tx.orig_tid)
+        except LocalProtocolError:  # To-Path holds our URI only: no one to map it back to
+            return self._unmatched(frame)
+        if tx.origin.closed:
+            self.ctx.counters.add(Counter.responses_dropped)
+            return -1
+        tx.origin.write_reply(data)
+        return 1
+
+    def _unmatched(self, frame: Frame) -> int:
+        self.ctx.counters.add(Counter.tx_unmatched)
+        logger.debug("response %r matches no transaction: dropped", frame.tid)
+        return -1
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self.sweeping is None:
+            self.sweeping = self.ctx.loop.call_later(SWEEP, self.sweep)
+
+    def sweep(self) -> None:
+        """End the transactions whose deadline passed, telling their senders."""
+        self.sweeping = None
+        for tx in self.table.expired(time.monotonic()):
+            self.ctx.counters.add(Counter.tx_timeouts)
+            if tx.method == AUTH or (tx.method == SEND and tx.failure_report == b"yes"):
+                self._tell(tx, *_TIMEOUT)
+        if len(self.table):
+            self._arm()
+
+
+def _transaction(basis: Frame, tid: bytes, origin: Origin) -> Transaction | None:
+    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
+    it: a REPORT, a SEND with Failure-Report no."""
+    method = basis.method
+    if method is None or method == REPORT:
+        return None
+    wanted = failure_report(basis)
+    if method == SEND and wanted == b"no":
+        return None
+    return Transaction(
+        tid,
+        origin,
+        basis.tid,
+        method,
+        wanted,
+        basis.message_id,
+        basis.header(b"byte-range"),
+        b" ".join(basis.from_path_raw.split()),
+        basis.first_to,
+    )
