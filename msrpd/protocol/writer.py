@@ -216,7 +216,8 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
                 view[from_start:],
             )
         )
-    parts = [b"MSRP ", tid, view[5 + len(frame.tid) : to_start], view[rest:from_start]]
+    parts: list[bytes | memoryview] = [b"MSRP ", tid, view[5 + len(frame.tid) : to_start]]
+    parts.append(view[rest:from_start])
     parts += (view[to_start:first_end], b" ")
     end = frame.end_start
     if end < 0:

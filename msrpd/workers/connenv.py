@@ -243,7 +243,8 @@ class ConnEnv:
         if frame.method is None:
             return -1 if tx is None else tx.response(self.conn, frame)
         loopback = routes.loopback
-        if tx is None or (loopback is not None and uri is not None and loopback.self_uris.matches(uri)):
+        ours = loopback is not None and uri is not None and loopback.self_uris.matches(uri)
+        if tx is None or ours:
             try:
                 data = relay_splice(frame)
             except LocalProtocolError:

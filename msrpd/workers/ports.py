@@ -28,6 +28,9 @@ class Blockable(Protocol):
 class Writable(Protocol):
     """A connection frames are written to (conn.write_frame)."""
 
+    @property
+    def conid(self) -> int: ...
+
     def write_frame(
         self,
         data: bytes | memoryview,

@@ -33,9 +33,9 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, relay_splice
 from ..protocol.frame import AUTH, REPORT, SEND
@@ -49,6 +49,7 @@ from ..protocol.transact import (
 )
 from ..routing.env import Destination
 from ..shm import Counter
+from .connenv import Resolver, RoutedConn
 from .handoff import Handoff, HandoffKind
 from .migrate.handoverio import MovedSink
 from .ports import Sink
@@ -67,19 +68,6 @@ SWEEP = 0.25
 """Seconds between two sweeps of the deadlines: a REPORT 408 is at most this late."""
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
-
-
-class Resolves(Protocol):
-    """The delivery layer (delivery.Delivery)."""
-
-    def resolve(
-        self,
-        dest: Destination,
-        flags: int,
-        frame: Frame,
-        origin: Origin,
-        lost: Callable[[], None] | None = None,
-    ) -> Sink | None: ...
 
 
 class StreamSink(Sink):
@@ -161,12 +149,12 @@ class TxRelay:
 
     def forward(
         self,
-        origin: Origin,
+        origin: RoutedConn,
         frame: Frame,
         basis: Frame,
         dest: Destination,
         flags: int,
-        delivery: Resolves | None,
+        delivery: Resolver | None,
     ) -> Sink | None:
         """Forward request `frame` from `origin` towards `dest`; its sink, or None when it
         cannot go (counted, and its sender told as the module docstring says). `basis` is
@@ -181,7 +169,7 @@ class TxRelay:
         tx = _transaction(basis, tid, origin)
         if tx is not None and self.table.full(origin):
             counters.add(Counter.tx_refused)
-            logger.info("%x: %d transactions live: request refused", origin.conid, self.table.max_per_conn)
+            logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
             self.lost(tx, *_TIMEOUT)
             return None
         lost = None if tx is None else partial(self.lost, tx, *_TIMEOUT)
@@ -222,7 +210,7 @@ class TxRelay:
 
     # -- responses --------------------------------------------------------------------------
 
-    def response(self, conn: Origin, frame: Frame) -> int:
+    def response(self, conn: RoutedConn, frame: Frame) -> int:
         """Response `frame` came on `conn`: 1 when it is matched here or handed to the
         worker that owns its transaction, -1 when dropped."""
         owner = tid_owner(frame.tid)

@@ -1,0 +1,385 @@
+"""The relay's transaction layer against a live msrpd (rfc-checklist §6 cases 16, 18, 23-27):
+msrp.t_reply / msrp.t_relay, new transaction ids, responses mapped back, Failure-Report,
+the relay's own REPORTs and the transaction timeout.
+
+Real msrpd processes (2 workers, balance off), real sockets on 127.0.0.1. The route is
+ROUTE below, the smallest relay that uses the two calls (the default relay route of issue 14
+is tested on its own). Next hops are plain TCP peers this test plays (`Peer`): relay-to-relay
+mutual TLS (case 16 as written) is out of reach here, so AUTH forwarding is shown to a peer
+that answers 401 and 200 over plain TCP. Every test checks each frame every party gets: who,
+once, in order, with which transaction id.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from msrpd.protocol import Frame, FrameReader, ReaderLimits, build_reply
+from msrpd.protocol.writer import build_request
+from msrpd.rundir import layout_for
+
+from ..integration.relay import PASSWORDS, REALM, Relay, free_port
+from ..integration.test_flow_cycle import slot_of, split_pair
+from ..msrpclient import MsrpClient, new_tid
+
+TIMEOUT = 2.0  # [msrp] transaction_timeout for these tests
+QUIET = 0.6  # how long "nothing more arrives" is watched
+NEW_TID = re.compile(rb"[0-9a-f]{26}")
+
+ROUTE = '''
+from msrpd.routing import cmapops
+
+
+def ksr_msrp_event(msrp):
+    if msrp.is_reply():
+        msrp.t_relay()
+        return
+    if msrp.method == "AUTH" and msrp.nexthops == 0:
+        realm = msrp.env.policy.realm
+        if not msrp.www_authenticate(realm):
+            msrp.reply("401", "Unauthorized", msrp.www_challenge(realm))
+            return
+        msrp.cmap_save()
+        return
+    dest, code = cmapops.lookup(msrp.frame, msrp.env)  # cmap_lookup refuses an AUTH
+    if dest is None:
+        msrp.t_reply(481, "Session Does Not Exist")
+        return
+    if dest.conid != msrp.conn.conid:  # inbound: to the token's owner; else To-Path #2
+        msrp._dest = dest
+    if msrp.method == "SEND":
+        msrp.t_reply(200, "OK")
+    msrp.t_relay()
+'''
+
+
+class Peer:
+    """A next hop without a relay (B, or R2): it listens, the relay connects to it."""
+
+    def __init__(self, name: str = "kb") -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"msrp://127.0.0.1:{self.listener.getsockname()[1]}/{name};tcp"
+        self.sock: socket.socket | None = None
+        self.reader = FrameReader(ReaderLimits(max_body=64 << 20))
+
+    def recv(self, timeout: float = 5.0) -> Frame:
+        deadline = time.monotonic() + timeout
+        if self.sock is None:
+            self.listener.settimeout(timeout)
+            self.sock, _ = self.listener.accept()
+        while True:
+            for event in self.reader.events():
+                assert isinstance(event, Frame), event
+                return event
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("nothing came to the peer")
+            self.sock.settimeout(left)
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise EOFError("the relay closed the peer's connection")
+            self.reader.receive_data(data)
+
+    def answer(self, frame: Frame, code: int, reason: str, extra: str = "") -> None:
+        assert self.sock is not None
+        self.sock.sendall(build_reply(frame, code, reason, extra))
+
+    def close(self) -> None:
+        self.listener.close()
+        if self.sock is not None:
+            self.sock.close()
+
+
+@pytest.fixture
+def relay(make_relay, tmp_path: Path) -> Relay:  # type: ignore[no-untyped-def]
+    route = tmp_path / "txroute.py"
+    route.write_text(ROUTE)
+    msrp = {"route": str(route), "transaction_timeout": TIMEOUT}
+    r: Relay = make_relay(children=2, core={"balance": False}, msrp=msrp)
+    assert r.start().returncode == 0, r.log()
+    return r
+
+
+_OPEN: list[MsrpClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> None:
+    yield  # type: ignore[misc]
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def _pair(relay: Relay) -> tuple[MsrpClient, MsrpClient]:
+    """Alice on worker 0, Carol on worker 1 (both AUTHed: Carol's token goes unused)."""
+    alice, carol = split_pair(relay)
+    _OPEN.extend((alice, carol))
+    return alice, carol
+
+
+@pytest.fixture
+def peer() -> Peer:
+    p = Peer()
+    yield p  # type: ignore[misc]
+    p.close()
+
+
+def _authed(relay: Relay, user: str = "alice") -> MsrpClient:
+    client = MsrpClient(relay.port, timeout=10)
+    _OPEN.append(client)
+    assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
+    return client
+
+
+def _stats(relay: Relay) -> dict[str, int]:
+    """The counters, once every worker has published what it counted (about once a second)."""
+    time.sleep(1.2)
+    shm = layout_for(relay.settings()).attach_all()
+    try:
+        return dict(shm.stats.total())
+    finally:
+        shm.close()
+
+
+def _send(
+    client: MsrpClient, to_path: str, msgid: str, body: bytes, fr: str | None = None
+) -> bytes:
+    headers = [("Message-ID", msgid), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+    if fr is not None:
+        headers.append(("Failure-Report", fr))
+    headers.append(("Content-Type", "text/plain"))
+    return client.request("SEND", to_path, headers, body)
+
+
+def _nothing(*parties: MsrpClient | Peer, wait: float = QUIET) -> None:
+    for party in parties:
+        with pytest.raises(TimeoutError):
+            party.recv(wait)
+
+
+def _headers(frame: Frame) -> list[bytes]:
+    return [name.lower() for name, _ in frame.headers()]
+
+
+def _forwarded(got: Frame, sent_tid: bytes, to: str, frm: str) -> None:
+    """`got` is a forwarded request: a new id of ours, paths rotated, end-line renamed."""
+    assert NEW_TID.fullmatch(got.tid) and got.tid != sent_tid, got.tid
+    assert got.to_path == [to] and got.from_path == frm.split(), got.buf
+    assert got.buf.endswith(b"-------" + got.tid + b"$\r\n")
+    assert sent_tid not in got.buf
+
+
+def test_outbound_send_new_tid_and_200_consumed(relay: Relay, peer: Peer) -> None:
+    """Case 18: A's SEND `TA b` (no Failure-Report: yes): A gets 200 at once with its tid,
+    To-Path a, From-Path TA; B gets the SEND under a new id, To-Path b, From-Path `TA a`,
+    every other header and the body unchanged; B's 200 is not passed to A."""
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    body = bytes(range(100))
+    tid = _send(alice, f"{token} {peer.uri}", "m18", body)
+    ok = alice.recv().frame
+    assert (ok.tid, ok.code, ok.to_path, ok.from_path) == (tid, 200, [alice.uri], [token])
+    got = peer.recv()
+    _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
+    assert _headers(got) == [b"to-path", b"from-path", b"message-id", b"byte-range", b"content-type"]
+    assert (got.message_id, got.header("Byte-Range")) == (b"m18", b"1-100/100")
+    assert (got.header("Content-Type"), bytes(got.body or b"")) == (b"text/plain", body)
+    peer.answer(got, 200, "OK")
+    _nothing(alice, peer)
+    stats = _stats(relay)
+    assert (stats["tx_unmatched"], stats["tx_timeouts"]) == (0, 0)
+
+
+def test_failure_report_no(relay: Relay, peer: Peer) -> None:
+    """Case 23: Failure-Report no: no response to A at all, forwarded to B; B's 481 brings
+    no REPORT (it matches no transaction: counted)."""
+    alice = _authed(relay)
+    tid = _send(alice, f"{alice.use_path} {peer.uri}", "m23", b"hello", fr="no")
+    got = peer.recv()
+    _forwarded(got, tid, peer.uri, f"{alice.use_path} {alice.uri}")
+    assert got.header("Failure-Report") == b"no"
+    peer.answer(got, 481, "Session Does Not Exist")
+    _nothing(alice, wait=TIMEOUT + 1)
+    assert _stats(relay)["tx_unmatched"] == 1
+
+
+def test_failure_report_partial_error_becomes_report(relay: Relay, peer: Peer) -> None:
+    """Case 24: Failure-Report partial: no 200 to A; B's 415 becomes a REPORT to A: new tid,
+    To-Path a, From-Path TA, the SEND's Message-ID, Byte-Range of what arrived, Status 000
+    415, no FR or SR. A second partial SEND that B answers 200: nothing to A, ever."""
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    tid = _send(alice, f"{token} {peer.uri}", "m24", b"x" * 10, fr="partial")
+    got = peer.recv()
+    _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
+    peer.answer(got, 415, "Unsupported Media Type")
+    report = alice.recv().frame
+    assert report.method == b"REPORT" and report.tid not in (tid, got.tid)
+    assert (report.to_path, report.from_path) == ([alice.uri], [token])
+    assert _headers(report) == [b"to-path", b"from-path", b"message-id", b"byte-range", b"status"]
+    assert (report.message_id, report.header("Byte-Range")) == (b"m24", b"1-10/10")
+    assert report.header("Status") == b"000 415 Unsupported Media Type"
+    second = _send(alice, f"{token} {peer.uri}", "m24b", b"y", fr="partial")
+    got2 = peer.recv()
+    _forwarded(got2, second, peer.uri, f"{token} {alice.uri}")
+    peer.answer(got2, 200, "OK")
+    _nothing(alice, peer, wait=TIMEOUT + 1)  # partial: no 408 either
+    assert _stats(relay)["tx_timeouts"] == 0
+
+
+def test_timeout_reports_408_and_late_response_dropped(relay: Relay, peer: Peer) -> None:
+    """Case 25: FR yes, B accepts and never answers: 200 to A at once, REPORT 000 408
+    transaction_timeout (±1 s) after the SEND was written; B's late 200 is dropped."""
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    tid = _send(alice, f"{token} {peer.uri}", "m25", b"abc", fr="yes")
+    ok = alice.recv().frame
+    assert (ok.tid, ok.code) == (tid, 200)
+    got = peer.recv()
+    written = time.monotonic()
+    _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
+    report = alice.recv(TIMEOUT + 3).frame
+    late = time.monotonic() - written
+    assert TIMEOUT - 1 <= late <= TIMEOUT + 1, late
+    assert report.method == b"REPORT" and report.header("Status") == b"000 408 Request Timeout"
+    assert (report.message_id, report.header("Byte-Range")) == (b"m25", b"1-3/3")
+    assert (report.to_path, report.from_path) == ([alice.uri], [token])
+    peer.answer(got, 200, "OK")
+    _nothing(alice, peer)
+    stats = _stats(relay)
+    assert (stats["tx_timeouts"], stats["tx_unmatched"]) == (1, 1)
+
+
+def test_next_hop_refused_reports_408_once(relay: Relay) -> None:
+    """Case 26: the next hop refuses the connection: 200, then one REPORT 000 408, nothing
+    after (not a second one when the transaction timeout would have passed)."""
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    dead = f"msrp://127.0.0.1:{free_port()}/gone;tcp"
+    tid = _send(alice, f"{token} {dead}", "m26", b"abc")
+    assert alice.recv().frame.code == 200
+    report = alice.recv(5).frame
+    assert report.method == b"REPORT" and report.tid != tid
+    assert (report.message_id, report.header("Status")) == (b"m26", b"000 408 Request Timeout")
+    assert (report.to_path, report.from_path) == ([alice.uri], [token])
+    _nothing(alice, wait=TIMEOUT + 1)
+    assert _stats(relay)["tx_timeouts"] == 0
+
+
+def test_auth_forwarded_and_answers_mapped_back(relay: Relay) -> None:
+    """Case 16 over plain TCP: A's AUTH `TA r2`: R2 gets it under a new id, To-Path r2,
+    From-Path `TA a`; the relay answers nothing itself; R2's 401 and then 200 reach A with
+    A's tids, To-Path a, From-Path `TA r2`, Use-Path and WWW-Authenticate untouched. A
+    third AUTH that R2 never answers gets A a 408 after transaction_timeout."""
+    r2 = Peer("")
+    r2.uri = r2.uri.replace("/;", ";")  # a relay's bare URI
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    first = alice.request("AUTH", f"{token} {r2.uri}")
+    got = r2.recv()
+    _forwarded(got, first, r2.uri, f"{token} {alice.uri}")
+    _nothing(alice)
+    r2.answer(got, 401, "Unauthorized", 'WWW-Authenticate: Digest realm="r2", nonce="n1"')
+    challenge = alice.recv().frame
+    assert (challenge.tid, challenge.code) == (first, 401)
+    assert (challenge.to_path, challenge.from_path) == ([alice.uri], [token, r2.uri])
+    assert challenge.header("WWW-Authenticate") == b'Digest realm="r2", nonce="n1"'
+    second = alice.request("AUTH", f"{token} {r2.uri}", [("Authorization", "Digest x=1")])
+    got2 = r2.recv()
+    _forwarded(got2, second, r2.uri, f"{token} {alice.uri}")
+    assert got2.tid != got.tid and got2.header("Authorization") == b"Digest x=1"
+    use_path = f"{token} msrp://r2.example.org:2855/t2;tcp"
+    r2.answer(got2, 200, "OK", f"Use-Path: {use_path}\r\nExpires: 600")
+    ok = alice.recv().frame
+    assert (ok.tid, ok.code, ok.to_path, ok.from_path) == (second, 200, [alice.uri], [token, r2.uri])
+    assert (ok.header("Use-Path"), ok.header("Expires")) == (use_path.encode(), b"600")
+    third = alice.request("AUTH", f"{token} {r2.uri}")
+    r2.recv()
+    timeout = alice.recv(TIMEOUT + 3).frame
+    assert (timeout.tid, timeout.code) == (third, 408)
+    assert (timeout.to_path, timeout.from_path) == ([alice.uri], [token])
+    _nothing(alice, r2)
+    r2.close()
+
+
+def test_unknown_method_inbound_across_workers(relay: Relay) -> None:
+    """Case 27c, inbound, the two ends on different workers: C's FOO `TA a` reaches A over
+    cA under a new id (To-Path a, From-Path `TA c`), no relay response; A's 200 reaches C
+    with C's tid, To-Path c, From-Path `TA a` (handed to C's worker, which owns the
+    transaction). A response with that id on another connection does nothing."""
+    alice, carol = _pair(relay)
+    assert (slot_of(relay, alice.sock), slot_of(relay, carol.sock)) == (0, 1)
+    token = alice.use_path or ""
+    sent = carol.request("FOO", f"{token} {alice.uri}", [("X-Foo", "bar")], b"hi")
+    got = alice.recv().frame
+    _forwarded(got, sent, alice.uri, f"{token} {carol.uri}")
+    assert (got.method, got.header("X-Foo"), bytes(got.body or b"")) == (b"FOO", b"bar", b"hi")
+    _nothing(carol)
+    # A thief on yet another connection answers first, with the id it should not know.
+    thief = MsrpClient(relay.port)
+    _OPEN.append(thief)
+    thief.send_raw(build_reply(got, 200, "OK"))
+    _nothing(carol)
+    alice.send_raw(build_reply(got, 200, "OK"))
+    answer = carol.recv().frame
+    assert (answer.tid, answer.code) == (sent, 200)
+    assert (answer.to_path, answer.from_path) == ([carol.uri], [token, alice.uri])
+    alice.send_raw(build_reply(got, 200, "OK"))  # a duplicate: its transaction is over
+    _nothing(carol, alice, thief)
+    assert _stats(relay)["tx_unmatched"] == 2
+
+
+def test_inbound_send_error_across_workers_reports(relay: Relay) -> None:
+    """An inbound SEND (C -> `TA a`, C and A on different workers): 200 to C, A gets it
+    under a new id; A's 413 reaches C's worker and becomes C's REPORT."""
+    alice, carol = _pair(relay)
+    token = alice.use_path or ""
+    tid = _send(carol, f"{token} {alice.uri}", "m-in", b"0123456789")
+    assert (carol.recv().frame.tid, 200) == (tid, 200)
+    got = alice.recv().frame
+    _forwarded(got, tid, alice.uri, f"{token} {carol.uri}")
+    alice.send_raw(build_reply(got, 413, "Too Large"))
+    report = carol.recv().frame
+    assert report.method == b"REPORT" and report.header("Status") == b"000 413 Too Large"
+    assert (report.to_path, report.from_path) == ([carol.uri], [token])
+    assert (report.message_id, report.header("Byte-Range")) == (b"m-in", b"1-10/10")
+    _nothing(carol, alice)
+
+
+def test_report_forwarded_without_transaction(relay: Relay, peer: Peer) -> None:
+    """Case 27a's outbound twin: A's REPORT `TA b` is forwarded under a new id, never
+    answered by the relay, and no transaction waits for it (no 408 ever)."""
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    headers = [("Message-ID", "m27"), ("Byte-Range", "1-5/5"), ("Status", "000 200 OK")]
+    tid = alice.request("REPORT", f"{token} {peer.uri}", headers)
+    got = peer.recv()
+    _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
+    assert got.header("Status") == b"000 200 OK"
+    _nothing(alice, peer, wait=TIMEOUT + 1)
+    assert _stats(relay)["tx_timeouts"] == 0
+
+
+def test_streamed_send_end_line_renamed(relay: Relay, peer: Peer) -> None:
+    """A SEND over max_body (streamed): its end-line reaches B under the new id too, and a
+    timeout REPORT gives the range-end of the bytes that arrived."""
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    body = b"z" * (2 * 1024 * 1024)
+    tid = new_tid()
+    headers = [("Message-ID", "big"), ("Byte-Range", f"1-*/{len(body)}")]
+    headers.append(("Content-Type", "application/octet-stream"))
+    frame = build_request(tid, b"SEND", [token, peer.uri], [alice.uri], headers, body)
+    alice.send_raw(frame)
+    assert alice.recv(10).frame.code == 200
+    got = peer.recv(10)
+    _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
+    assert bytes(got.body or b"") == body
+    report = alice.recv(TIMEOUT + 5).frame
+    assert report.header("Status") == b"000 408 Request Timeout"
+    assert report.header("Byte-Range") == f"1-{len(body)}/{len(body)}".encode()
