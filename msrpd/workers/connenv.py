@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Protocol
 
 from ..config.selfuri import SelfUris
@@ -25,7 +25,7 @@ from ..routing.users import UserStore
 from ..shm import Cmap, Counter, StatsCounters
 from .connstats import ConnStats
 from .migrate.state import MigrationState
-from .ports import Sink
+from .ports import Lost, Sink
 from .reports import frame_report
 
 __all__ = [
@@ -82,7 +82,7 @@ class Resolver(Protocol):
         flags: int,
         frame: Frame,
         origin: RoutedConn,
-        lost: Callable[[], None] | None = None,
+        lost: Lost | None = None,
     ) -> Sink | None: ...
 
 

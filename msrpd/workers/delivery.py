@@ -30,7 +30,7 @@ from .dialing import Dialed, Dialing
 from .gone import Sent
 from .handoff import conid_owner
 from .peers import format_peer, registry_key
-from .ports import Sink
+from .ports import Lost, Sink
 from .sinks import HandoffSink, LocalSink
 
 if TYPE_CHECKING:
@@ -76,14 +76,14 @@ class Delivery:
         flags: int,
         frame: Frame,
         origin: RoutedConn,
-        lost: Callable[[], None] | None = None,
+        lost: Lost | None = None,
     ) -> Sink | None:
         """The sink for `frame`, relayed by the route that `origin`'s frame runs, towards
         `dest`; None when there is none (flag 1 and no connection, or no TLS context).
         `lost`, when given, is called instead of the usual failure notice if a connect for
         it fails (a forwarded transaction tells its sender itself, txrelay.py)."""
         if dest.conid is not None:
-            return self.for_conid(dest.conid, frame, origin)
+            return self.for_conid(dest.conid, frame, origin, lost)
         uri = dest.uri
         if uri is None:
             return None
@@ -93,7 +93,7 @@ class Delivery:
         if registry is not None:
             for known in (registry_key(key, False), key) if dest.chosen else (key,):
                 conid = registry.lookup(known)
-                sink = None if conid is None else self.for_conid(conid, frame, origin)
+                sink = None if conid is None else self.for_conid(conid, frame, origin, lost)
                 if sink is not None:
                     return sink
         pending = self.outbound.get(key)
@@ -107,7 +107,9 @@ class Delivery:
             return self.dialing.fail_now(key, refused, frame, origin.conid, lost)
         return self._open(key, uri, host, port, frame, origin, lost)
 
-    def for_conid(self, conid: int, frame: Frame, origin: RoutedConn) -> Sink | None:
+    def for_conid(
+        self, conid: int, frame: Frame, origin: RoutedConn, lost: Lost | None = None
+    ) -> Sink | None:
         ctx = self.ctx
         owner = conid_owner(conid)
         if owner == (ctx.ident.slot, ctx.ident.generation):
@@ -118,7 +120,8 @@ class Delivery:
             mover = ctx.mover  # moved away?
             if mover is None:
                 return None
-            return mover.sink_for(conid, Sent.of(frame, origin.conid, origin.peer_key), origin)
+            record = Sent.of(frame, origin.conid, origin.peer_key, lost)
+            return mover.sink_for(conid, record, origin)
         out = ctx.handoffs
         hub = out.hub
         if hub is None:
@@ -127,7 +130,7 @@ class Delivery:
             source = ctx.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid)
-        record = Sent.of(frame, origin.conid, origin.peer_key)  # a GONE reports it (gone.py)
+        record = Sent.of(frame, origin.conid, origin.peer_key, lost)  # a GONE reports it (gone.py)
         return HandoffSink(out, hub, out.path(*owner), conid, record, origin)
 
     def _open(
@@ -138,7 +141,7 @@ class Delivery:
         port: int,
         frame: Frame,
         origin: RoutedConn,
-        lost: Callable[[], None] | None,
+        lost: Lost | None,
     ) -> Sink | None:
         tls = self.client_tls if uri.secure else None
         if uri.secure and tls is None:

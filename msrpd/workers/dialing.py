@@ -24,14 +24,14 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import DialSettings
 from ..protocol import Frame
 from ..shm import Counter, StatsCounters
-from .ports import Blockable, Sink, Writable
+from .ports import Blockable, Lost, Sink, Writable
 from .reports import loss_notice
 from .sinks import LocalSink
 
@@ -89,7 +89,7 @@ class _Parked:
     """The connection the frame came on."""
     notice: bytes | None
     """What its sender gets if the frame is lost: a REPORT, a 408 to an AUTH, or nothing."""
-    lost: Callable[[], None] | None = None
+    lost: Lost | None = None
     """Called instead when the frame is a forwarded transaction's: it tells its sender."""
 
 
@@ -176,7 +176,7 @@ class Dialing:
         key: str,
         frame: Frame,
         origin: Origin,
-        lost: Callable[[], None] | None = None,
+        lost: Lost | None = None,
     ) -> Sink:
         """The sink for `frame` from `origin` to `conn`, still connecting (or a FailedSink
         when the bytes bound is reached). `lost`: how its loss is told, if not the usual way."""
@@ -190,7 +190,7 @@ class Dialing:
         return LocalSink(conn, origin)
 
     def fail_now(
-        self, key: str, why: str, frame: Frame, origin: int, lost: Callable[[], None] | None = None
+        self, key: str, why: str, frame: Frame, origin: int, lost: Lost | None = None
     ) -> Sink:
         """`frame`, from connection `origin`, for `key` fails now: counted, logged, reported
         to its sender."""
@@ -245,12 +245,12 @@ class Dialing:
         transaction is told now (txrelay.py: it ends, so relay() sees it failed), through
         write_reply as well, after the 200 the route wrote before forwarding."""
         if record.lost is not None:
-            record.lost()
+            record.lost(REPORT_CODE, REPORT_REASON)
             return
         origin = self.conns.get(record.origin)
         if record.notice is not None and origin is not None:
             self.loop.call_soon(origin.write_reply, record.notice)
 
 
-def _notice(frame: Frame, lost: Callable[[], None] | None) -> bytes | None:
+def _notice(frame: Frame, lost: Lost | None) -> bytes | None:
     return None if lost is not None else loss_notice(frame, REPORT_CODE, REPORT_REASON)

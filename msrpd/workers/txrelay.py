@@ -172,7 +172,7 @@ class TxRelay:
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
             self.lost(tx, *_TIMEOUT)
             return None
-        lost = None if tx is None else partial(self.lost, tx, *_TIMEOUT)
+        lost = None if tx is None else partial(self.lost, tx)
         sink = None if delivery is None else delivery.resolve(dest, flags, basis, origin, lost)
         if sink is None:
             counters.add(Counter.relay_fail)

@@ -31,7 +31,7 @@ TIMEOUT = 2.0  # [msrp] transaction_timeout for these tests
 QUIET = 0.6  # how long "nothing more arrives" is watched
 NEW_TID = re.compile(rb"[0-9a-f]{26}")
 
-ROUTE = '''
+ROUTE = """
 from msrpd.routing import cmapops
 
 
@@ -55,7 +55,7 @@ def ksr_msrp_event(msrp):
     if msrp.method == "SEND":
         msrp.t_reply(200, "OK")
     msrp.t_relay()
-'''
+"""
 
 
 class Peer:
@@ -186,7 +186,8 @@ def test_outbound_send_new_tid_and_200_consumed(relay: Relay, peer: Peer) -> Non
     assert (ok.tid, ok.code, ok.to_path, ok.from_path) == (tid, 200, [alice.uri], [token])
     got = peer.recv()
     _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
-    assert _headers(got) == [b"to-path", b"from-path", b"message-id", b"byte-range", b"content-type"]
+    names = [b"to-path", b"from-path", b"message-id", b"byte-range", b"content-type"]
+    assert _headers(got) == names
     assert (got.message_id, got.header("Byte-Range")) == (b"m18", b"1-100/100")
     assert (got.header("Content-Type"), bytes(got.body or b"")) == (b"text/plain", body)
     peer.answer(got, 200, "OK")
@@ -296,7 +297,8 @@ def test_auth_forwarded_and_answers_mapped_back(relay: Relay) -> None:
     use_path = f"{token} msrp://r2.example.org:2855/t2;tcp"
     r2.answer(got2, 200, "OK", f"Use-Path: {use_path}\r\nExpires: 600")
     ok = alice.recv().frame
-    assert (ok.tid, ok.code, ok.to_path, ok.from_path) == (second, 200, [alice.uri], [token, r2.uri])
+    assert (ok.tid, ok.code) == (second, 200)
+    assert (ok.to_path, ok.from_path) == ([alice.uri], [token, r2.uri])
     assert (ok.header("Use-Path"), ok.header("Expires")) == (use_path.encode(), b"600")
     third = alice.request("AUTH", f"{token} {r2.uri}")
     r2.recv()

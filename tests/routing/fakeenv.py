@@ -58,6 +58,7 @@ class FakeEnv:
     clock: float = NOW
     replies: list[bytes] = field(default_factory=list)
     relayed: list[Relayed] = field(default_factory=list)
+    t_relayed: list[tuple[Frame, Destination, int]] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
 
@@ -84,6 +85,10 @@ class FakeEnv:
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         self.relayed.append(Relayed(data, dest, flags))
+        return 1
+
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        self.t_relayed.append((frame, dest, flags))
         return 1
 
     def auth_done(self, ok: bool) -> None:

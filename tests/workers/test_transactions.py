@@ -1,0 +1,82 @@
+"""The transaction table (workers/transactions.py): matching on (connection, id), deadlines
+in one ordered deque, the per-connection bound, the origin pinned while it has live ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from msrpd.workers.migrate.state import MigrationState
+from msrpd.workers.transactions import Transaction, TransactionTable
+
+
+@dataclass
+class Conn:
+    conid: int
+    closed: bool = False
+    migration: MigrationState = field(default_factory=MigrationState)
+    written: list[bytes] = field(default_factory=list)
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None:
+        self.written.append(data)
+
+
+def tx(tid: bytes, origin: Conn, out: int = 7) -> Transaction:
+    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", b"m", b"1-3/3", b"a", b"ta")
+    t.out = out
+    return t
+
+
+def test_match_needs_the_connection_it_went_out_on() -> None:
+    table, origin = TransactionTable(30.0), Conn(1)
+    first = tx(b"t1", origin, out=7)
+    table.add(first, 100.0)
+    assert origin.migration.tx_open == 1 and b"t1" in table
+    assert table.match(b"t1", (8,)) is None  # another connection: untouched
+    assert table.match(b"t2", (7,)) is None
+    assert table.match(b"t1", (9, 3, 7)) is first  # moved since: a former id counts
+    table.end(first)
+    table.end(first)  # twice is once
+    assert origin.migration.tx_open == 0 and len(table) == 0
+    assert table.match(b"t1", (7,)) is None
+
+
+def test_expired_in_deadline_order_and_skips_ended_and_restarted() -> None:
+    table, origin = TransactionTable(30.0), Conn(1)
+    a, b, c = tx(b"a1", origin), tx(b"b1", origin), tx(b"c1", origin)
+    table.add(a, 0.0)
+    table.add(b, 1.0)
+    table.add(c, 2.0)
+    table.end(b)  # answered
+    table.restart(a, 5.0)  # a streamed chunk's end-line went out later
+    assert table.expired(29.9) == []
+    assert table.expired(32.0) == [c]
+    assert table.expired(34.9) == []
+    assert table.expired(35.0) == [a]
+    assert len(table) == 0 and origin.migration.tx_open == 0
+    assert a.ended and c.ended
+
+
+def test_bound_per_origin_connection() -> None:
+    table, busy, other = TransactionTable(30.0, max_per_conn=2), Conn(1), Conn(2)
+    table.add(tx(b"x1", busy), 0.0)
+    assert not table.full(busy)
+    table.add(tx(b"x2", busy), 0.0)
+    assert table.full(busy) and not table.full(other)
+    table.end(table.live[b"x1"])
+    assert not table.full(busy)
+
+
+def test_origin_with_live_transactions_does_not_move() -> None:
+    from msrpd.workers.migrate.colocate import ready_to_move
+
+    class Movable(Conn):
+        def bytes_to_carry(self) -> bytes:
+            return b""
+
+    conn = Movable(1, migration=MigrationState(movable=True))
+    assert ready_to_move(conn, False) == b""  # type: ignore[arg-type]
+    table = TransactionTable(30.0)
+    table.add(tx(b"p1", conn), 0.0)
+    assert ready_to_move(conn, False) is None  # type: ignore[arg-type]
+    table.end(table.live[b"p1"])
+    assert ready_to_move(conn, False) == b""  # type: ignore[arg-type]
