@@ -64,7 +64,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "loops_refused": ("loops_refused", "Frames refused for looping through this relay", {}),
     "tx_unmatched": ("tx_unmatched", "Responses matching no forwarded transaction", {}),
     "tx_timeouts": ("tx_timeouts", "Forwarded transactions whose next hop never answered", {}),
-    "tx_refused": ("tx_refused", "Requests refused: their connection's transactions full", {}),
+    "tx_refused": ("tx_refused", "Requests not forwarded: transactions full, or refused 413", {}),
 }
 
 

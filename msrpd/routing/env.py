@@ -92,6 +92,9 @@ class RouteEnv(Protocol):
         """Forward `frame` statefully (a request: new transaction id, its answer mapped back;
         a response: matched to its transaction); 1 when on its way, negative otherwise."""
 
+    def message_refused(self, frame: Frame) -> bool:
+        """`frame` is a chunk of a message a next hop refused with 413 (t_relay)."""
+
     def auth_done(self, ok: bool) -> None:
         """Count a digest check (credentials were given): passed or failed."""
 

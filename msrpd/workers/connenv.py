@@ -101,6 +101,8 @@ class Transactor(Protocol):
 
     def response(self, conn: RoutedConn, frame: Frame) -> int: ...
 
+    def message_refused(self, origin: RoutedConn, frame: Frame) -> bool: ...
+
 
 class Rerouter(Protocol):
     """Routing a frame again when its next hop is us (loopback.Loopback)."""
@@ -233,6 +235,10 @@ class ConnEnv:
 
     def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
         return self.forward_tx(frame, frame, dest, flags)
+
+    def message_refused(self, frame: Frame) -> bool:
+        tx = self.routes.transactions
+        return tx is not None and tx.message_refused(self.conn, frame)
 
     def forward_tx(self, frame: Frame, basis: Frame, dest: Destination, flags: int) -> int:
         """t_relay (txrelay.py): a response is matched to its transaction; a request is

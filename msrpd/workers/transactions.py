@@ -30,10 +30,16 @@ from typing import Protocol
 
 from .migrate.state import MigrationState
 
-__all__ = ["MAX_PER_CONN", "Origin", "Transaction", "TransactionTable"]
+__all__ = ["MAX_PER_CONN", "Interruptible", "Origin", "Transaction", "TransactionTable"]
 
 MAX_PER_CONN = 1024
 """Live transactions the requests of one connection may have (rfc-checklist §5.5)."""
+
+
+class Interruptible(Protocol):
+    """A streamed request still being forwarded (txrelay.StreamSink)."""
+
+    def interrupt(self) -> None: ...
 
 
 class Origin(Protocol):
@@ -68,6 +74,8 @@ class Transaction:
     received: int = 0
     """Body bytes received: the range-end a REPORT gives (RFC 4975 §7.1.2)."""
     deadline: float = 0.0
+    stream: Interruptible | None = None
+    """Its streamed chunk while the body is still being forwarded."""
     ended: bool = False
     """Answered, timed out or lost: nothing more happens to it."""
 

@@ -23,6 +23,11 @@ Rules:
   fails or is refused by the dialing bounds, dialing.py): the sender hears what it would on
   a timeout, at once (REPORT 408 also for Failure-Report partial, policy §8.2), and the
   transaction ends. Its connection known but gone: 481, as for relay().
+- A next hop that answers 413 refuses the whole message (RFC 4975 §10.5, rfc-checklist §2.8,
+  case 30d): a chunk of it still being forwarded is cut at once with "#" (no later chunks
+  follow), the sender gets its REPORT 413 (Failure-Report permitting), and for REFUSED_TTL
+  seconds its later chunks are not forwarded: t_reply answers them 413 instead of 2xx
+  (message_refused), and t_relay drops them (counted in tx_refused).
 - Per frame: one dict insert and one deque append per forwarded SEND, one dict pop per
   response; no timer per transaction.
 """
@@ -33,6 +38,7 @@ import logging
 import secrets
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Hashable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -66,6 +72,10 @@ logger = logging.getLogger("msrpd.route")
 
 SWEEP = 0.25
 """Seconds between two sweeps of the deadlines: a REPORT 408 is at most this late."""
+REFUSED_TTL = 300.0
+"""Seconds the later chunks of a message refused with 413 are refused here too."""
+REFUSED_MEMORY = 4096
+"""Refused messages remembered per worker at most (the oldest is forgotten first)."""
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
 
@@ -73,15 +83,27 @@ _GONE = (481, "Session Does Not Exist")
 class StreamSink(Sink):
     """A streamed request's sink: body pieces pass (and count, for a REPORT's Byte-Range);
     the end-line (the one write without `more`) goes out under the new id, and the
-    transaction's timer starts from it."""
+    transaction's timer starts from it. Once interrupted (a 413 came back), the chunk has
+    ended for the next hop and the rest of it goes nowhere."""
 
-    __slots__ = ("inner", "relay", "tid", "tx")
+    __slots__ = ("cut", "inner", "relay", "source", "tid", "tx")
 
-    def __init__(self, inner: Sink, tid: bytes, tx: Transaction | None, relay: TxRelay) -> None:
+    def __init__(
+        self, inner: Sink, tid: bytes, tx: Transaction | None, relay: TxRelay, source: int
+    ) -> None:
         self.inner = inner
         self.tid = tid
         self.tx = tx
         self.relay = relay
+        self.source = source
+        self.cut = False
+
+    def interrupt(self) -> None:
+        """End the forwarded chunk now with "#": the message goes no further (RFC 4975
+        §7.1, §10.5)."""
+        if not self.cut:
+            self.cut = True
+            self.inner.send(retid_end(b"#\r\n", self.tid), source=self.source)
 
     def send(
         self,
@@ -93,9 +115,15 @@ class StreamSink(Sink):
     ) -> bool:
         tx = self.tx
         if more:
+            if self.cut:
+                return True
             if tx is not None:
                 tx.received += len(data)
             return self.inner.send(data, source=source, more=True, close_after=close_after)
+        if tx is not None:
+            tx.stream = None
+        if self.cut:
+            return True
         sent = self.inner.send(retid_end(data, self.tid), source=source, close_after=close_after)
         if tx is not None and not tx.ended:
             self.relay.table.restart(tx, time.monotonic())
@@ -125,13 +153,16 @@ def _parse(data: bytes | memoryview) -> Frame | None:
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
-    __slots__ = ("ctx", "sweeping", "table")
+    __slots__ = ("ctx", "refused", "sweeping", "table")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
         self.sweeping: object = None
         """The sweep's timer handle while one is scheduled."""
+        self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
+        """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
+        refuses that message's later chunks."""
 
     @property
     def me(self) -> tuple[int, int]:
@@ -161,6 +192,9 @@ class TxRelay:
         the request as its sender sent it (the frame itself, or the outer frame of a pass
         through our own URI, loopback.py): what a REPORT or response goes back along."""
         counters = self.ctx.counters
+        if self.refused and self.message_refused(origin, basis):
+            counters.add(Counter.tx_refused)
+            return None
         try:
             tid = self.new_tid(frame)
             data = relay_splice(frame, tid)
@@ -194,7 +228,19 @@ class TxRelay:
             tx.received = 0 if body is None else len(body)
             self.table.add(tx, time.monotonic())
             self._arm()
-        return StreamSink(sink, tid, tx, self) if streamed else sink
+        if not streamed:
+            return sink
+        stream = StreamSink(sink, tid, tx, self, origin.conid)
+        if tx is not None:
+            tx.stream = stream
+        return stream
+
+    def message_refused(self, origin: RoutedConn, frame: Frame) -> bool:
+        """`frame` (a SEND from `origin`) belongs to a message a next hop refused with 413."""
+        if not self.refused or frame.method != SEND or frame.message_id is None:
+            return False
+        until = self.refused.get((origin.conid, frame.message_id))
+        return until is not None and time.monotonic() < until
 
     def lost(self, tx: Transaction, code: int, reason: str) -> None:
         """`tx`'s request will get no answer: it ends, and its sender hears `code`."""
@@ -242,6 +288,8 @@ class TxRelay:
         self.table.end(tx)
         code = frame.code or 0
         if tx.method == SEND:
+            if code == 413:
+                self._refuse(tx)
             if not 200 <= code < 300:  # any 2xx is success (RFC 4976 §6.4.1 "200-class")
                 reason = (frame.reason or b"").decode("utf-8", "replace") or "Failed"
                 self._tell(tx, code, reason)
@@ -255,6 +303,18 @@ class TxRelay:
             return -1
         tx.origin.write_reply(data)
         return 1
+
+    def _refuse(self, tx: Transaction) -> None:
+        stream, tx.stream = tx.stream, None
+        if stream is not None:
+            stream.interrupt()
+        if tx.message_id is None:
+            return
+        key = (tx.origin.conid, tx.message_id)
+        self.refused[key] = time.monotonic() + REFUSED_TTL
+        self.refused.move_to_end(key)
+        while len(self.refused) > REFUSED_MEMORY:
+            self.refused.popitem(last=False)
 
     def _unmatched(self, frame: Frame) -> int:
         self.ctx.counters.add(Counter.tx_unmatched)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from msrpd.protocol import Frame, FrameReader, ReaderLimits, build_reply
+from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits, build_reply
 from msrpd.protocol.writer import build_request
 from msrpd.rundir import layout_for
 
@@ -61,20 +61,26 @@ def ksr_msrp_event(msrp):
 class Peer:
     """A next hop without a relay (B, or R2): it listens, the relay connects to it."""
 
-    def __init__(self, name: str = "kb") -> None:
+    def __init__(self, name: str = "kb", max_body: int = 64 << 20) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.uri = f"msrp://127.0.0.1:{self.listener.getsockname()[1]}/{name};tcp"
         self.sock: socket.socket | None = None
-        self.reader = FrameReader(ReaderLimits(max_body=64 << 20))
+        self.reader = FrameReader(ReaderLimits(max_body=max_body))
 
     def recv(self, timeout: float = 5.0) -> Frame:
+        """The next frame, whole."""
+        event = self.event(timeout)
+        assert isinstance(event, Frame) and not event.streamed, event
+        return event
+
+    def event(self, timeout: float = 5.0) -> object:
+        """The next reader event (a streamed frame comes as head, pieces, end)."""
         deadline = time.monotonic() + timeout
         if self.sock is None:
             self.listener.settimeout(timeout)
             self.sock, _ = self.listener.accept()
         while True:
             for event in self.reader.events():
-                assert isinstance(event, Frame), event
                 return event
             left = deadline - time.monotonic()
             if left <= 0:
@@ -385,3 +391,64 @@ def test_streamed_send_end_line_renamed(relay: Relay, peer: Peer) -> None:
     report = alice.recv(TIMEOUT + 5).frame
     assert report.header("Status") == b"000 408 Request Timeout"
     assert report.header("Byte-Range") == f"1-{len(body)}/{len(body)}".encode()
+
+
+def test_next_hop_413_mid_message(relay: Relay) -> None:
+    """Case 30d: B answers 413 while A's 3 MiB chunk is being forwarded: B's copy of the
+    chunk ends at once with "#" under the new id, none of the rest reaches B; A gets its
+    200 (the chunk arrived) then a REPORT 413 with the range received; A's next chunk of
+    that message is answered 413 and not forwarded; another message still goes through."""
+    peer = Peer(max_body=16 * 1024)
+    alice = _authed(relay)
+    token = alice.use_path or ""
+    body = b"q" * (3 * 1024 * 1024)
+    tid = new_tid()
+    total = 2 * len(body)
+    headers = [("Message-ID", "m30"), ("Byte-Range", f"1-*/{total}")]
+    headers.append(("Content-Type", "application/octet-stream"))
+    frame = build_request(tid, b"SEND", [token, peer.uri], [alice.uri], headers, body)
+    cut = frame.index(body) + 1300 * 1024
+    alice.send_raw(frame[:cut])
+    head = peer.event(10)
+    assert isinstance(head, Frame) and head.streamed
+    relay_head_checks(head, tid, peer.uri, f"{token} {alice.uri}")
+    got = bytearray()
+    while len(got) < 64 * 1024:  # the relay is forwarding the body
+        piece = peer.event(10)
+        assert isinstance(piece, BodyPiece)
+        got += piece.data
+    peer.answer(head, 413, "Too Large")
+    while True:
+        event = peer.event(10)
+        if isinstance(event, FrameEnd):
+            break
+        assert isinstance(event, BodyPiece)
+        got += event.data
+    assert (event.tid, event.flag) == (head.tid, b"#")
+    assert len(got) <= 1300 * 1024 and bytes(got) == body[: len(got)]
+    alice.send_raw(frame[cut:])
+    ok = alice.recv(10).frame
+    assert (ok.tid, ok.code) == (tid, 200)
+    report = alice.recv(10).frame
+    assert report.method == b"REPORT" and report.header("Status") == b"000 413 Too Large"
+    assert report.message_id == b"m30"
+    m = re.fullmatch(rb"1-([0-9]+)/([0-9]+)", report.header("Byte-Range") or b"")
+    assert m is not None and int(m[2]) == total
+    assert len(got) <= int(m[1]) <= 1300 * 1024, (len(got), m[1])
+    second = _send(alice, f"{token} {peer.uri}", "m30", b"more")
+    refused = alice.recv().frame
+    assert (refused.tid, refused.code) == (second, 413)
+    other = _send(alice, f"{token} {peer.uri}", "m30-other", b"fine")
+    assert (alice.recv().frame.tid, 200) == (other, 200)
+    fine = peer.recv()
+    _forwarded(fine, other, peer.uri, f"{token} {alice.uri}")
+    assert (fine.message_id, bytes(fine.body or b"")) == (b"m30-other", b"fine")
+    _nothing(alice, peer)
+    assert _stats(relay)["tx_refused"] == 1
+    peer.close()
+
+
+def relay_head_checks(head: Frame, sent_tid: bytes, to: str, frm: str) -> None:
+    """A forwarded streamed head: a new id of ours, paths rotated."""
+    assert NEW_TID.fullmatch(head.tid) and head.tid != sent_tid
+    assert head.to_path == [to] and head.from_path == frm.split()

@@ -59,6 +59,8 @@ class FakeEnv:
     replies: list[bytes] = field(default_factory=list)
     relayed: list[Relayed] = field(default_factory=list)
     t_relayed: list[tuple[Frame, Destination, int]] = field(default_factory=list)
+    refused: set[bytes] = field(default_factory=set)
+    """Message-IDs a next hop refused with 413 (message_refused)."""
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
 
@@ -86,6 +88,9 @@ class FakeEnv:
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         self.relayed.append(Relayed(data, dest, flags))
         return 1
+
+    def message_refused(self, frame: Frame) -> bool:
+        return frame.message_id in self.refused
 
     def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
         self.t_relayed.append((frame, dest, flags))

@@ -83,3 +83,14 @@ def test_t_relay_destination() -> None:
         (b"FOO", Destination(parse_uri("msrp://127.0.0.1:7000;tcp"), None, "", chosen=True)),
         (None, Destination(None)),
     ]
+
+
+@pytest.mark.parametrize(("fr", "result"), [(None, 1), ("partial", 1), ("no", 0)])
+def test_t_reply_refuses_a_message_its_next_hop_refused(fr: str | None, result: int) -> None:
+    env = FakeEnv(None, None)
+    env.refused.add(b"m1")
+    headers = [f"Failure-Report: {fr}"] if fr else []
+    assert msrp_for(frame_bytes("SEND", *headers), env).t_reply(200, "OK") == result
+    assert msrp_for(frame_bytes("SEND", *headers), env).t_reply(481, "Gone") == result
+    replies, _ = env.take()
+    assert [r.code for r in replies] == [413, 481][: 2 * result]
