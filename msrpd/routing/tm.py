@@ -9,7 +9,8 @@ Rules:
   becomes that 413 (rfc-checklist §2.8: later chunks are refused; t_relay drops them).
 - t_relay forwards a request along its To-Path as relay() does (to the set_dst/token
   destination, else To-Path URI #2), under a new transaction id, and a response back to the
-  request it answers. 1 on its way, negative otherwise.
+  request it answers. 1 on its way; -2 not forwarded, its sender told by the relay (a
+  REPORT, a 408, or nothing owed); -1 otherwise.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class Transactor(Protocol):
         dest: Destination,
         flags: int,
         delivery: Resolver | None,
-    ) -> Sink | None: ...
+    ) -> Sink | bool: ...
 
     def response(self, conn: RoutedConn, frame: Frame) -> int: ...
 
@@ -243,7 +243,8 @@ class ConnEnv:
     def forward_tx(self, frame: Frame, basis: Frame, dest: Destination, flags: int) -> int:
         """t_relay (txrelay.py): a response is matched to its transaction; a request is
         forwarded under a new transaction id, `basis` being what its sender sent. A next hop
-        of ours is routed again here first (loopback.py), where the inner pass forwards it."""
+        of ours is routed again here first (loopback.py), where the inner pass forwards it.
+        1 on its way; -2 not forwarded and its sender told (or owed nothing), -1 not."""
         routes, uri = self.routes, dest.uri
         tx = routes.transactions
         if frame.method is None:
@@ -257,8 +258,11 @@ class ConnEnv:
                 return -1
             return self.relay(frame, data, dest, flags)
         sink = tx.forward(self.conn, frame, basis, dest, flags, routes.delivery)
+        if isinstance(sink, bool):
+            self.last_sink = None
+            return -2 if sink else -1
         self.last_sink = sink
-        return -1 if sink is None else 1
+        return 1
 
     def auth_done(self, ok: bool) -> None:
         self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)

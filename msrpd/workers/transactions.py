@@ -69,6 +69,9 @@ class Transaction:
     """The From-Path as received: a REPORT's To-Path, an AUTH response's To-Path."""
     our_uri: bytes
     """The leftmost To-Path URI as received (our token): a REPORT's From-Path."""
+    hop_uri: bytes
+    """Our URI that went to the front of the forwarded From-Path: a response's To-Path
+    starts with it. Another of ours than `our_uri` after a pass through our own URI."""
     out: int = -1
     """The connection the request went out on (its id when it was sent)."""
     received: int = 0

@@ -186,41 +186,42 @@ class TxRelay:
         dest: Destination,
         flags: int,
         delivery: Resolver | None,
-    ) -> Sink | None:
-        """Forward request `frame` from `origin` towards `dest`; its sink, or None when it
-        cannot go (counted, and its sender told as the module docstring says). `basis` is
-        the request as its sender sent it (the frame itself, or the outer frame of a pass
-        through our own URI, loopback.py): what a REPORT or response goes back along."""
+    ) -> Sink | bool:
+        """Forward request `frame` from `origin` towards `dest`: its sink, or when it cannot
+        go (counted) True if its sender has been told what the module docstring says (or
+        is owed nothing), False if nobody was told. `basis` is the request as its sender
+        sent it (the frame itself, or the outer frame of a pass through our own URI,
+        loopback.py): what a REPORT or response goes back along."""
         counters = self.ctx.counters
         if self.refused and self.message_refused(origin, basis):
             counters.add(Counter.tx_refused)
-            return None
+            return True  # t_reply answered it 413
         try:
             tid = self.new_tid(frame)
             data = relay_splice(frame, tid)
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
-            return None
-        tx = _transaction(basis, tid, origin)
+            return False
+        tx = _transaction(basis, frame.first_to, tid, origin)
         if tx is not None and self.table.full(origin):
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
             self.lost(tx, *_TIMEOUT)
-            return None
+            return True
         lost = None if tx is None else partial(self.lost, tx)
         sink = None if delivery is None else delivery.resolve(dest, flags, basis, origin, lost)
         if sink is None:
             counters.add(Counter.relay_fail)
             if tx is not None:
                 self.lost(tx, *(_TIMEOUT if dest.conid is None else _GONE))
-            return None
+            return tx is not None
         if tx is not None and tx.ended:  # refused by the dialing bounds: told already
-            return None
+            return True
         streamed = frame.streamed
         if not sink.send(data, source=origin.conid, more=streamed):
             counters.add(Counter.relay_fail)
             if tx is not None:
                 self.lost(tx, *_GONE)
-            return None
+            return tx is not None
         counters.add(Counter.frames_out)
         if tx is not None:
             tx.out = _target(sink)
@@ -283,7 +284,7 @@ class TxRelay:
     def answer(self, arrival: tuple[int, ...], frame: Frame) -> int:
         """Response `frame`, read on a connection that has had the ids `arrival`."""
         tx = self.table.match(frame.tid, arrival)
-        if tx is None or frame.first_to != tx.our_uri:
+        if tx is None or frame.first_to != tx.hop_uri:
             return self._unmatched(frame)
         self.table.end(tx)
         code = frame.code or 0
@@ -294,9 +295,8 @@ class TxRelay:
                 reason = (frame.reason or b"").decode("utf-8", "replace") or "Failed"
                 self._tell(tx, code, reason)
             return 1
-        try:
-            data = relay_splice(frame, tx.orig_tid)
-        except LocalProtocolError:  # To-Path holds our URI only: no one to map it back to
+        data = _mapped_back(frame, tx)
+        if data is None:  # To-Path holds our URIs only: no one to map it back to
             return self._unmatched(frame)
         if tx.origin.closed:
             self.ctx.counters.add(Counter.responses_dropped)
@@ -338,7 +338,22 @@ class TxRelay:
             self._arm()
 
 
-def _transaction(basis: Frame, tid: bytes, origin: Origin) -> Transaction | None:
+def _mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
+    """`response` as the request's sender must get it (rfc-checklist §2.7 step 5): the
+    original id, each of our URIs moved from To-Path to the front of From-Path, up to the one
+    the sender addressed (more than one after a pass through our own URI, loopback.py)."""
+    while response is not None:
+        try:
+            data = relay_splice(response, tx.orig_tid)
+        except LocalProtocolError:
+            return None
+        if response.first_to == tx.our_uri:
+            return data
+        response = _parse(data)
+    return None
+
+
+def _transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
     """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
     it: a REPORT, a SEND with Failure-Report no."""
     method = basis.method
@@ -357,4 +372,5 @@ def _transaction(basis: Frame, tid: bytes, origin: Origin) -> Transaction | None
         basis.header(b"byte-range"),
         b" ".join(basis.from_path_raw.split()),
         basis.first_to,
+        hop_uri,
     )

@@ -452,3 +452,29 @@ def relay_head_checks(head: Frame, sent_tid: bytes, to: str, frm: str) -> None:
     """A forwarded streamed head: a new id of ours, paths rotated."""
     assert NEW_TID.fullmatch(head.tid) and head.tid != sent_tid
     assert head.to_path == [to] and head.from_path == frm.split()
+
+
+def test_both_ends_on_this_relay_across_workers(relay: Relay) -> None:
+    """`TA TB b` (both ends AUTHed here, on different workers): the inner pass through our
+    own URI forwards it to Bob under a new id, To-Path b, From-Path `TB TA a`; Bob's 415
+    becomes A's REPORT (To-Path a, From-Path TA); a FOO's 200 comes back to A with A's id,
+    To-Path a, From-Path `TA TB b`."""
+    alice, bob = _pair(relay)
+    ta, tb = alice.use_path or "", bob.use_path or ""
+    tid = _send(alice, f"{ta} {tb} {bob.uri}", "m-both", b"hey")
+    assert (alice.recv().frame.tid, 200) == (tid, 200)
+    got = bob.recv().frame
+    _forwarded(got, tid, bob.uri, f"{tb} {ta} {alice.uri}")
+    bob.send_raw(build_reply(got, 415, "Unsupported"))
+    report = alice.recv().frame
+    assert report.method == b"REPORT" and report.header("Status") == b"000 415 Unsupported"
+    assert (report.to_path, report.from_path) == ([alice.uri], [ta])
+    assert (report.message_id, report.header("Byte-Range")) == (b"m-both", b"1-3/3")
+    foo = alice.request("FOO", f"{ta} {tb} {bob.uri}")
+    got2 = bob.recv().frame
+    _forwarded(got2, foo, bob.uri, f"{tb} {ta} {alice.uri}")
+    bob.send_raw(build_reply(got2, 200, "OK"))
+    answer = alice.recv().frame
+    assert (answer.tid, answer.code) == (foo, 200)
+    assert (answer.to_path, answer.from_path) == ([alice.uri], [ta, tb, bob.uri])
+    _nothing(alice, bob)

@@ -21,7 +21,7 @@ class Conn:
 
 
 def tx(tid: bytes, origin: Conn, out: int = 7) -> Transaction:
-    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", b"m", b"1-3/3", b"a", b"ta")
+    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", b"m", b"1-3/3", b"a", b"ta", b"ta")
     t.out = out
     return t
 
