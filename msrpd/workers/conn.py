@@ -38,13 +38,13 @@ from ..routing.sip import SipRequest
 from ..shm import Counter
 from .connenv import ConnEnv
 from .connstats import ConnStats
-from .flow import FlowControl, link_of
+from .flow import FlowControl
 from .intake import Intake
 from .migrate.hooks import MoveHooks
 from .migrate.state import Arrival, MigrationState
 from .outbox import Outbox
 from .peers import registry_key
-from .ports import WRITE_HIGH, Blockable, Sink
+from .ports import WRITE_HIGH, Sink
 from .routeenv import RouteRunner
 from .sentlog import Unsent
 from .transports.base import Wire
@@ -106,7 +106,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         if self.migration.balance and balancer is not None:
             listen = self.wire.local_sock
             if balancer.offer(cast(asyncio.Transport, transport), len(self.ctx.conns), listen):
-                self.migration.passed = self.closed = True  # another worker owns it now
+                # Another worker owns it now: nothing is written here.
+                self.migration.passed = self.closed = self.out.closed = True
                 return
         if self.closed:  # given up by a stop while connecting (stopping.py)
             transport.abort()  # type: ignore[attr-defined]
@@ -167,6 +168,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         self.closed = True
         self.stats.closing(f"error: {exc}" if exc else "closed by peer")
         self.out.shut()
+        self.intake.held_replies = None  # a streamed chunk that never ended is not answered
         if self.stream_sink is not None:
             end = b"\r\n" + DASHES + self.stream_tid + b"#\r\n"
             self.stream_sink.send(end, source=self.conid)
@@ -213,14 +215,14 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             self.ctx.counters.add(Counter.errors)
             reply = build_error_reply(exc)
             if reply is not None:
-                self.write_frame(reply)
+                self.out.write_frame(reply)
             self.close(f"protocol error: {exc}")
 
     def _on_frame(self, frame: Frame) -> None:
         self.stats.frames_in += 1
         self.ctx.count_frame_in(frame)
         if frame.streamed:
-            self.out.held_replies = []
+            self.intake.held_replies = []
         sink = self.env.routes.run(frame, self)
         if frame.streamed:
             self.stream_sink = sink
@@ -231,18 +233,18 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             self.stream_sink.send(end.raw, source=self.conid)
             self.stream_sink = None
         # The chunk is in, whatever its flag: "#" ends it too (RFC 4975 §7.1).
-        out = self.out
-        held, out.held_replies = out.held_replies or [], None
+        intake = self.intake
+        held, intake.held_replies = intake.held_replies or [], None
         for data, close_after in held:
-            self.write_frame(data, close_after)
+            self.out.write_frame(data, close_after)
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
-        held = self.out.held_replies
+        held = self.intake.held_replies
         if held is not None:
             held.append((data, close_after))
         else:
-            self.write_frame(data, close_after)
+            self.out.write_frame(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.counters.add(Counter.invalid_frames)
@@ -253,43 +255,10 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         if reply is None:
             self.close(f"unanswerable invalid frame: {invalid.reason}")
         else:
-            self.write_frame(reply, False)
+            self.out.write_frame(reply, False)
 
     def _on_sip(self, message: SipMessage) -> None:
-        self.env.routes.run_sip(SipRequest(message.raw, self.write_frame, f"{self.conid:x}"))
-
-    # -- writing ----------------------------------------------------------------------------
-
-    def write_frame(
-        self,
-        data: bytes | memoryview,
-        close_after: bool = False,
-        *,
-        source: Hashable = None,
-        more: bool = False,
-        forwarded: bool = False,
-        reader: Blockable | None = None,
-    ) -> bool:
-        """Write a frame, or a piece of one (`more`), to this connection; False when it is
-        closed (outbox.py). Just after a move, only frames the old worker `forwarded` go out;
-        the rest wait for release() (migrate/handover.py). `reader` is the connection or link the
-        frame is being read from: flow control pauses it while this connection is congested
-        (flow.py)."""
-        if self.closed:
-            return False
-        out, arrival = self.out, self.arrival
-        if arrival is None or arrival.held is None:
-            out.write(data, close_after, source, more)
-        else:
-            if forwarded:
-                out.write(data, close_after, source, more)
-            else:
-                arrival.hold((data, close_after, source, more))
-            if link_of(reader) is arrival.release_link:
-                return True  # RELEASE comes on this link: pausing it for what is held never ends
-        if out.flow.active or out.congested:
-            out.flow.check(out, source, reader)
-        return True
+        self.env.routes.run_sip(SipRequest(message.raw, self.out.write_frame, f"{self.conid:x}"))
 
     @property
     def may_read(self) -> bool:
@@ -305,23 +274,20 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     @property
     def unsent(self) -> bool:
-        """Output not (wholly) in the kernel yet (Outbox.unsent), or held back."""
-        return self.out.unsent or self.holding
+        """Output not (wholly) in the kernel yet, or held back (Outbox.unsent)."""
+        return self.out.unsent
 
     @property
     def unsent_relayed(self) -> bool:
         """A relayed frame is among what has not reached the kernel (give_up drops it)."""
-        arrival = self.arrival
-        return self.out.unsent_relayed or (arrival is not None and bool(arrival.held))
+        return self.out.unsent_relayed
 
     def give_up(self) -> list[Unsent]:
         """The stop's deadline is near: drop what has not reached the kernel, and return the
         relayed frames it held. uvloop's abort closes without SO_LINGER, so the bytes the
         kernel has still reach the peer, then a FIN: the peer gets exactly the frames its
         senders are not told are lost (RFC 4975 §7.1.2)."""
-        arrival = self.arrival
-        held = [] if arrival is None else arrival.take_held()
-        unsent = self.out.give_up((source, data, more) for data, _, source, more in held)
+        unsent = self.out.give_up()
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
         self.stats.closing("relay stopping: unsent frames dropped")
         self.wire.abort()

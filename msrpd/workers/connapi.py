@@ -9,8 +9,8 @@ socket is the Wire (transports/).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from ..protocol import ConnInfo, FrameReader
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .intake import Intake
     from .migrate.state import Arrival, MigrationState
     from .outbox import Outbox
-    from .ports import Blockable, Sink
+    from .ports import Sink
     from .sentlog import Unsent
     from .transports.base import Wire
 
@@ -67,22 +67,15 @@ class Connection(Protocol):
 
     def bytes_to_carry(self) -> bytes | None: ...
 
+    def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None: ...
+
+    def release_on(self, link: object) -> None: ...
+
     def hold_reading(self) -> None: ...
 
     def start_reading(self) -> None: ...
 
     def release(self) -> None: ...
-
-    def write_frame(
-        self,
-        data: bytes | memoryview,
-        close_after: bool = False,
-        *,
-        source: Hashable = None,
-        more: bool = False,
-        forwarded: bool = False,
-        reader: Blockable | None = None,
-    ) -> bool: ...
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
 

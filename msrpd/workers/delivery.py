@@ -116,7 +116,7 @@ class Delivery:
             conn = ctx.conns.get(conid)
             origin.migration.streak_owner = None
             if conn is not None and not conn.closed:
-                return LocalSink(conn, origin)
+                return LocalSink(conn.out, origin, conid)
             mover = ctx.mover  # moved away?
             if mover is None:
                 return None

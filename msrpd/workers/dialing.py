@@ -53,8 +53,8 @@ class _Gate(Protocol):
     def held_bytes(self) -> int: ...
 
 
-class _Queued(Protocol):
-    """What waits in a connection's outbox (outbox.Outbox)."""
+class _Queued(Writable, Protocol):
+    """A connection's outbox (outbox.Outbox): what waits in it, and writing to it."""
 
     @property
     def pending_bytes(self) -> int: ...
@@ -63,8 +63,10 @@ class _Queued(Protocol):
     def gate(self) -> _Gate: ...
 
 
-class Dialed(Writable, Protocol):
+class Dialed(Protocol):
     """An outbound connection still connecting (conn.MsrpConnection)."""
+
+    conid: int
 
     @property
     def out(self) -> _Queued: ...
@@ -182,12 +184,12 @@ class Dialing:
         when the bytes bound is reached). `lost`: how its loss is told, if not the usual way."""
         entry = self.connecting.get(conn)
         if entry is None:
-            return LocalSink(conn, origin)
+            return LocalSink(conn.out, origin, conn.conid)
         over = self._over_bytes()
         if over is not None:
             return self.fail_now(key, over, frame, origin.conid, lost)
         entry[1].append(_Parked(origin.conid, _notice(frame, lost), lost))
-        return LocalSink(conn, origin)
+        return LocalSink(conn.out, origin, conn.conid)
 
     def fail_now(
         self, key: str, why: str, frame: Frame, origin: int, lost: Lost | None = None

@@ -130,12 +130,19 @@ class Named(Protocol):
     def peer_key(self) -> str: ...
 
 
+class _Conn(Protocol):
+    """A connection of this worker: its outbox."""
+
+    @property
+    def out(self) -> Writable: ...
+
+
 class Resources(Protocol):
     """What the reports need of the worker's shared resources (context.WorkerContext): read
     when a frame is lost, since the connection mover is built after the context."""
 
     @property
-    def conns(self) -> Mapping[int, Writable]: ...
+    def conns(self) -> Mapping[int, _Conn]: ...
 
     @property
     def hub(self) -> HandoffHub | None: ...
@@ -193,7 +200,7 @@ class GoneReports:
         to another worker since (colocate.py), there; False when it is gone."""
         res = self.res
         origin = res.conns.get(conid)
-        if origin is not None and origin.write_frame(report):
+        if origin is not None and origin.out.write_frame(report):
             return True
         # Moving now (its new id may not be known yet: queued until MOVED), or moved before.
         mover, hub = res.mover, res.hub

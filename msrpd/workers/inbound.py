@@ -1,7 +1,7 @@
 """Inbound: what a worker does with the messages other workers hand it (the hub's HubHandler).
 
 Rules (links.py dispatches by kind; this module goes straight down to the connections):
-- A FRAME for a live connection of ours is written to it (conn.write_frame). For a connection
+- A FRAME for a live connection of ours is written to it (its outbox). For a connection
   that moved away the migration code passes it on; for anything else deliver says False and
   the hub answers GONE.
 - The link a FRAME came on is its reader (a LinkSource, flow.py): a congested destination asks
@@ -79,7 +79,7 @@ class Inbound:
         # A REPORT the sender's old worker made is the relay's own: no relayed frame to account.
         origin = None if flags & HandoffFlags.NOTICE else source
         reader = LinkSource(link, conid)
-        return conn.write_frame(
+        return conn.out.write_frame(
             payload, close_after, source=origin, more=more, forwarded=forwarded, reader=reader
         )
 

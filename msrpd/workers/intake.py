@@ -20,7 +20,7 @@ __all__ = ["Intake"]
 
 
 class Intake:
-    __slots__ = ("blockers", "reader", "serial", "since", "wire")
+    __slots__ = ("blockers", "held_replies", "reader", "serial", "since", "wire")
 
     def __init__(self, wire: Wire, reader: FrameReader) -> None:
         self.wire = wire
@@ -31,6 +31,9 @@ class Intake:
         """The head being read (reader.head_serial)..."""
         self.since = 0.0
         """...and when it began (monotonic)."""
+        self.held_replies: list[tuple[bytes, bool]] | None = None
+        """Answers to the streamed frame being read, written when its end-line is in (None:
+        answers go out at once): a response says the whole chunk arrived (RFC 4976 §6.4.1)."""
 
     def block(self, dest: Hashable, pause: bool) -> None:
         """`dest` is congested by what we relay; `pause`: the wire is open, stop reading."""

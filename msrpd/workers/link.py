@@ -3,7 +3,7 @@
 Strategy:
 - A link is opened to (`dest` set) or accepted from (`dest` None) a peer hub; both directions
   carry handoff.py messages. What the link reads goes to its owner (the hub, links.py) whole:
-  the owner decodes it with `decode` and dispatches the messages.
+  the link decodes it and hands the messages to its owner, which dispatches them.
 - Writing: messages queue in a LinkQueue (linkqueue.py). The first message of a batch asks the
   owner to `schedule` a flush (once per loop iteration, or at the end of the read being
   worked on); the flush writes the whole queue in one transport write.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
-from .handoff import HEADER, Handoff, HandoffDecoder, HandoffKind
+from .handoff import HEADER, Handoff, HandoffDecoder, HandoffError, HandoffKind
 from .linkqueue import LinkQueue, Tracked
 
 __all__ = ["HandoffStats", "Link", "LinkOwner"]
@@ -63,8 +63,9 @@ class LinkOwner(Protocol):
     def schedule(self, link: Link) -> None:
         """`link` has something to write: call its `flush` soon."""
 
-    def received(self, link: Link, data: bytes) -> None:
-        """Bytes read from `link`."""
+    def received(self, link: Link, messages: list[Handoff], error: str | None) -> None:
+        """The messages a read from `link` completed; `error`: after them the stream cannot
+        be read further (the link must close)."""
 
     def adopt(self, link: Link) -> None:
         """An accepted link is connected."""
@@ -181,10 +182,6 @@ class Link(asyncio.Protocol):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def decode(self, data: bytes) -> list[Handoff]:
-        """The messages `data` completes (HandoffError: the stream cannot be read further)."""
-        return self._decoder.feed(data)
-
     def block(self, blocker: Hashable) -> None:
         """Pause reading this link (a caller that wants every frame from the peer held up;
         relayed frames use per-destination PAUSE instead, remoteflow.py)."""
@@ -202,7 +199,11 @@ class Link(asyncio.Protocol):
             self.unblock(blocker)
 
     def data_received(self, data: bytes) -> None:
-        self._owner.received(self, data)
+        try:
+            messages, error = self._decoder.feed(data), None
+        except HandoffError as exc:
+            messages, error = exc.messages, str(exc)
+        self._owner.received(self, messages, error)
 
     def eof_received(self) -> bool:
         if self.dest is None and self._owner.stopping:

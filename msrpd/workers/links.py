@@ -39,7 +39,6 @@ from .handoff import (
     DEFAULT_MAX_PAYLOAD,
     HEADER,
     Handoff,
-    HandoffError,
     HandoffFlags,
     HandoffKind,
 )
@@ -282,19 +281,15 @@ class HandoffHub:
         if not self.batching:
             self.loop.call_soon(link.flush)
 
-    def received(self, link: Link, data: bytes) -> None:
+    def received(self, link: Link, messages: list[Handoff], error: str | None) -> None:
         handler = self._handler
         self.batching = True
         handler.before_read()
         try:
-            try:
-                messages = link.decode(data)
-            except HandoffError as exc:
-                logger.warning("handoff link %s: %s; closing it", link.dest or "(accepted)", exc)
-                self._dispatch(link, exc.messages)
-                link.shutdown()
-                return
             self._dispatch(link, messages)
+            if error is not None:
+                logger.warning("handoff link %s: %s; closing it", link.dest or "(accepted)", error)
+                link.shutdown()
         finally:
             handler.after_read()
             self.flush()  # what this read produced leaves now

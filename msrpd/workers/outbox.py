@@ -5,38 +5,29 @@ Rules:
   wait behind it (gate.py, RFC 4975 §7.1).
 - Batched: everything written during one read's work (its replies and relayed frames, a
   handoff batch) leaves in one write at the end of it (`queue_flush`, DESIGN §3, issue 7).
-- A streamed frame's answers wait for its end-line (`held_replies`): a response says the
-  whole chunk was received (RFC 4976 §6.4.1).
 - Back-pressure: more than WRITE_HIGH waiting pauses the sources that write here (flow.py).
 - Every relayed frame not yet in the kernel is in the sent log, so a stop can report it to
   its sender (sentlog.py, RFC 4975 §7.1.2).
+- A connection just moved here holds what its old worker did not forward until RELEASE
+  (`hold`, hold.py); what is held counts toward its congestion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Hashable
 
 from ..shm import Counter
 from .connstats import ConnStats
-from .flow import FlowControl
+from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
-from .ports import WRITE_HIGH
+from .hold import HeldWrite, Hold
+from .ports import WRITE_HIGH, Blockable
 from .sentlog import SentLog, Unsent
 from .transports.base import Wire
 
-__all__ = ["Holder", "Outbox"]
+__all__ = ["Outbox"]
 
 BYTES_OUT = Counter.bytes_out
-
-
-class Holder(Protocol):
-    """The connection the outbox writes for: what it holds back outside the outbox (a
-    connection just moved here holds frames until the old worker's RELEASE, handover.py)
-    counts toward its congestion."""
-
-    @property
-    def holding_bytes(self) -> int: ...
 
 
 class Outbox:
@@ -47,7 +38,7 @@ class Outbox:
         "flow",
         "flush_queued",
         "gate",
-        "held_replies",
+        "hold",
         "owner",
         "pending",
         "pending_bytes",
@@ -60,7 +51,7 @@ class Outbox:
 
     def __init__(
         self,
-        owner: Holder,
+        owner: object,
         wire: Wire,
         stats: ConnStats,
         flow: FlowControl,
@@ -70,6 +61,7 @@ class Outbox:
         """`queue_flush(outbox)` has flush() called when the current read's work ends;
         `counts` are the worker's counters (bytes_out is added to)."""
         self.owner = owner
+        """The connection it writes for: flow control never pauses it for its own writes."""
         self.wire = wire
         self.stats = stats
         self.flow = flow
@@ -84,9 +76,46 @@ class Outbox:
         self.gate = FrameGate()
         self.write_paused = False
         """The transport asked us to stop writing (asyncio's pause_writing)."""
-        self.held_replies: list[tuple[bytes, bool]] | None = None
-        """Answers to the streamed frame being read, written when its end-line is in (None:
-        answers go out at once)."""
+        self.hold: Hold | None = None
+        """Just moved here: frames wait for the old worker's RELEASE (hold.py)."""
+
+    def write_frame(
+        self,
+        data: bytes | memoryview,
+        close_after: bool = False,
+        *,
+        source: Hashable = None,
+        more: bool = False,
+        forwarded: bool = False,
+        reader: Blockable | None = None,
+    ) -> bool:
+        """Write a frame, or a piece of one (`more`); False when the connection is closed.
+        While holding, only frames the old worker `forwarded` go out, the rest wait for
+        RELEASE (hold.py). `reader` is the connection or link the frame is being read from:
+        flow control pauses it while this connection is congested (flow.py)."""
+        if self.closed:
+            return False
+        hold = self.hold
+        if hold is None or forwarded:
+            self.write(data, close_after, source, more)
+        else:
+            hold.add((data, close_after, source, more))
+        if hold is not None and link_of(reader) is hold.release_link:
+            return True  # RELEASE comes on this link: pausing it for what is held never ends
+        if self.flow.active or self.congested:
+            self.flow.check(self, source, reader)
+        return True
+
+    def take_held(self) -> list[HeldWrite]:
+        """RELEASE, or a stop giving up: what was held back, in order; nothing is held from
+        now on."""
+        hold, self.hold = self.hold, None
+        return [] if hold is None else hold.writes
+
+    @property
+    def held_bytes(self) -> int:
+        hold = self.hold
+        return 0 if hold is None else hold.nbytes
 
     def write(
         self, data: bytes | memoryview, close_after: bool, source: Hashable, more: bool
@@ -168,13 +197,13 @@ class Outbox:
     @property
     def congested(self) -> bool:
         """More than the high-water mark waits to go out: sources should stop reading."""
-        waiting = self.gate.held_bytes + self.pending_bytes + self.owner.holding_bytes
+        waiting = self.gate.held_bytes + self.pending_bytes + self.held_bytes
         return self.write_paused or waiting > WRITE_HIGH
 
     @property
     def backlogged(self) -> bool:
         """Congested without counting what waits behind a streamed frame (flow.py)."""
-        return self.write_paused or self.pending_bytes + self.owner.holding_bytes > WRITE_HIGH
+        return self.write_paused or self.pending_bytes + self.held_bytes > WRITE_HIGH
 
     @property
     def buffered(self) -> int:
@@ -206,25 +235,27 @@ class Outbox:
     @property
     def unsent(self) -> bool:
         """Output not (wholly) in the kernel yet: queued here, in the transport, held in the
-        gate, or a streamed frame half written."""
-        return bool(self.buffered or self.streaming or self.sent_log.streams)
+        gate or for RELEASE, or a streamed frame half written."""
+        return bool(self.buffered or self.streaming or self.sent_log.streams) or (
+            self.hold is not None
+        )
 
     @property
     def unsent_relayed(self) -> bool:
         """A relayed frame is among what has not reached the kernel (give_up drops it)."""
         self.trim_sent()
-        log = self.sent_log
-        return bool(log.records or log.streams) or self.streaming
+        log, hold = self.sent_log, self.hold
+        return bool(log.records or log.streams or self.streaming) or (
+            hold is not None and bool(hold.writes)
+        )
 
-    def give_up(
-        self, held_back: Iterable[tuple[Hashable, bytes | memoryview, bool]]
-    ) -> list[Unsent]:
+    def give_up(self) -> list[Unsent]:
         """Drop everything not in the kernel yet, and return the relayed frames among it: the
-        sent log's, the gate's and `held_back`'s ((source, data, more) written after them)."""
+        sent log's, the gate's and those held for RELEASE (written after them)."""
         self.trim_sent()
         unsent = self.sent_log.take()
         held = [(w.source, w.data, w.more) for w in self.gate.held]
-        held.extend(held_back)
+        held.extend((source, data, more) for data, _, source, more in self.take_held())
         streaming = {self.gate.owner}  # its head is in the log already
         for source, data, more in held:
             if source is None or source in streaming:
@@ -240,9 +271,8 @@ class Outbox:
 
     def shut(self, drop: bool = False) -> None:
         """The connection is closed: nothing more goes to the wire (`drop`: nor stays here),
-        the sources it paused go on, and a streamed chunk that never ended is not answered."""
+        and the sources it paused go on."""
         self.closed = True
-        self.held_replies = None
         if drop:
             self.drop()
         self.flow.release_all(self)

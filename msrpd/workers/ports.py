@@ -32,10 +32,7 @@ class Blockable(Protocol):
 
 
 class Writable(Protocol):
-    """A connection frames are written to (conn.write_frame)."""
-
-    @property
-    def conid(self) -> int: ...
+    """Where frames for one connection are written: its outbox (outbox.Outbox)."""
 
     def write_frame(
         self,

@@ -5,7 +5,7 @@ it, and a streamed frame's head, body pieces and end-line are successive writes 
 sink, so the pieces of one frame follow one another in order (RFC 4975 §7.1). A sink is made
 for one routed frame: it knows the connection (or link) reading it, which flow control pauses
 when the destination is congested (flow.py, remoteflow.py).
-- LocalSink: this worker owns the connection and writes to its transport.
+- LocalSink: this worker owns the connection: bytes go to its outbox (outbox.py).
 - HandoffSink: another worker owns it; bytes go over the handoff link (handoff.py), which
   keeps order per destination.
 """
@@ -26,11 +26,14 @@ __all__ = ["HandoffSink", "LocalSink"]
 
 
 class LocalSink(Sink):
-    __slots__ = ("conn", "reader")
+    __slots__ = ("conid", "out", "reader")
 
-    def __init__(self, conn: Writable, reader: Blockable | None) -> None:
-        self.conn = conn
+    def __init__(self, out: Writable, reader: Blockable | None, conid: int = -1) -> None:
+        self.out = out
+        """The destination connection's outbox."""
         self.reader = reader
+        self.conid = conid
+        """The destination connection's id: a forwarded transaction's key (txrelay.py)."""
 
     def send(
         self,
@@ -40,9 +43,7 @@ class LocalSink(Sink):
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
-        return self.conn.write_frame(
-            data, close_after, source=source, more=more, reader=self.reader
-        )
+        return self.out.write_frame(data, close_after, source=source, more=more, reader=self.reader)
 
 
 class HandoffSink(Sink):

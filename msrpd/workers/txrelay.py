@@ -132,9 +132,7 @@ class StreamSink(Sink):
 
 def _target(sink: Sink) -> int:
     """The id of the connection `sink` writes to (-1: none)."""
-    if isinstance(sink, LocalSink):
-        return sink.conn.conid
-    if isinstance(sink, HandoffSink):
+    if isinstance(sink, (LocalSink, HandoffSink)):
         return sink.conid
     if isinstance(sink, MovedSink):
         return sink.departure.old

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,8 @@ class Conn:
         default_factory=lambda: ConnStats(5, 6, 700, 800, 1.0, 2.0, ["sess-a"])
     )
     calls: list[str] = field(default_factory=list)
+    release_link: object = None
+    """Where RELEASE comes (release_on)."""
     wire: TcpWire = field(init=False)
     """Over `transport`, accepted on `local_sock`."""
 
@@ -89,6 +91,12 @@ class Conn:
 
     def bytes_to_carry(self) -> bytes | None:
         return self.carry
+
+    def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None:
+        self.arrival = Arrival(carried, on_taken_over)
+
+    def release_on(self, link: object) -> None:
+        self.release_link = link
 
     def hold_reading(self) -> None:
         self.calls.append("hold_reading")

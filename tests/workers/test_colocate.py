@@ -133,7 +133,7 @@ def test_a_fair_move_sends_the_socket_and_the_new_owner_takes_it_up(pair, tmp_pa
     assert a.host.controls[-1][1] is HandoffKind.RELEASE
     assert not a.mover.busy() and free_elsewhere(tmp) and a.lock.out == 0  # the lock went back
     b.handover.on_control(Handoff(HandoffKind.MOVING, old), LINK)
-    assert moved.arrival.release_link is LINK  # RELEASE comes on the link MOVING came on
+    assert moved.release_link is LINK  # RELEASE comes on the link MOVING came on
     b.handover.on_control(Handoff(HandoffKind.RELEASE, moved.conid), LINK)
     assert moved.calls == ["hold_reading", "start_reading"]  # released: not in its conns
     b.host.conns[moved.conid] = moved

@@ -12,7 +12,6 @@ from msrpd.config import load_config
 from msrpd.protocol import ReaderLimits
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
-from msrpd.workers.migrate.state import Arrival
 from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.routeenv import RouteRunner
 from msrpd.workers.transports.tcp import TcpWire
@@ -112,7 +111,7 @@ def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, Worker
     routes = RouteRunner(cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits())
     conn = MsrpConnection(ctx, routes, TcpWire("tcp:127.0.0.1:2855"))
     conn.migration.moves = 1
-    conn.arrival = Arrival(carried, lambda c: c.hold_reading())  # MOVING has not come yet
+    conn.arrive(carried, lambda c: c.hold_reading())  # MOVING has not come yet
     transport = Transport()
     conn.connection_made(cast(Any, transport))
     return conn, transport, route, ctx
@@ -134,18 +133,20 @@ def test_reads_wait_for_moving_and_eof_waits_behind_the_carried_bytes() -> None:
 def test_frames_wait_for_release_unless_forwarded_and_the_release_link_keeps_reading() -> None:
     conn, transport, _route, _ctx = moved_conn(b"")
     link = Link()
-    assert conn.arrival is not None
-    conn.arrival.release_link = link
+    assert conn.arrival is not None and conn.holding
+    conn.release_on(link)
     conn.start_reading()
     local = Link()
     # Routed here after the cmap changed: held.
-    assert conn.write_frame(b"direct-1", reader=local)
+    assert conn.out.write_frame(b"direct-1", reader=local)
     # Routed before: goes out.
-    assert conn.write_frame(b"forwarded-1", forwarded=True, reader=link)
+    assert conn.out.write_frame(b"forwarded-1", forwarded=True, reader=link)
     big = b"x" * (WRITE_HIGH + 1)
-    assert conn.write_frame(big, reader=link)  # over the high-water mark, from the RELEASE link...
+    assert conn.out.write_frame(
+        big, reader=link
+    )  # over the high-water mark, from the RELEASE link...
     assert link.blocked == []  # ...which is never paused for it
-    assert conn.write_frame(b"direct-2", reader=local)
+    assert conn.out.write_frame(b"direct-2", reader=local)
     assert local.blocked == [conn.out]  # a local source is paused while so much is held
     conn.out.flush()
     assert transport.written == [b"forwarded-1"]

@@ -43,7 +43,7 @@ def test_a_connection_id_resolves_here_or_to_its_owner(tmp_path: Path) -> None:
         bob, bob_peer = await worker.connect()
         (frame,) = frames(send("t1"))
         local = worker.delivery.resolve(to(bob.conid), 0, frame, alice)
-        assert isinstance(local, LocalSink) and local.conn is bob and local.reader is alice
+        assert isinstance(local, LocalSink) and local.out is bob.out and local.reader is alice
         remote = worker.delivery.resolve(to(make_conid(1, 1, 5)), 0, frame, alice)
         assert isinstance(remote, HandoffSink) and remote.reader is alice
         assert (remote.conid, remote.path) == (make_conid(1, 1, 5), worker.ctx.handoffs.path(1, 1))
@@ -82,9 +82,9 @@ def test_a_next_hop_is_dialled_and_frames_wait_for_it() -> None:
         reuse_only = worker.delivery.resolve(dest, SendFlags.REUSE_ONLY, first, alice)
         assert reuse_only is None  # flag 1: no connection is opened
         sink = worker.delivery.resolve(dest, 0, first, alice)
-        assert isinstance(sink, LocalSink) and sink.conn.outbound and sink.reader is alice
+        assert isinstance(sink, LocalSink) and sink.out.owner.outbound and sink.reader is alice
         again = worker.delivery.resolve(dest, 0, second, alice)
-        assert isinstance(again, LocalSink) and again.conn is sink.conn  # one connect
+        assert isinstance(again, LocalSink) and again.out is sink.out  # one connect
         assert sink.send(send("t1"), source=alice.conid)
         assert again.send(send("t2"), source=alice.conid)
         hop, _ = await worker.loop.sock_accept(server)

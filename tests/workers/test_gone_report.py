@@ -29,6 +29,11 @@ class StubConn:
     peer_key: str = "tcp:127.0.0.1:40000"
     written: list[bytes] = field(default_factory=list)
 
+    @property
+    def out(self) -> StubConn:
+        """Its outbox: what is written to it is kept."""
+        return self
+
     def write_frame(self, data: bytes, close_after: bool = False, **_: object) -> bool:
         self.written.append(bytes(data))
         return True

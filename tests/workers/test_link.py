@@ -52,8 +52,9 @@ class Owner:
         if self.flush:
             asyncio.get_running_loop().call_soon(link.flush)
 
-    def received(self, link: Link, data: bytes) -> None:
-        self.messages.extend(link.decode(data))
+    def received(self, link: Link, messages: list[Handoff], error: str | None) -> None:
+        assert error is None
+        self.messages.extend(messages)
 
     def adopt(self, link: Link) -> None:
         self.adopted.append(link)

@@ -14,6 +14,7 @@ import pytest
 from msrpd.shm import Counter, StatsCounters
 from msrpd.workers.connstats import ConnStats
 from msrpd.workers.flow import FlowControl
+from msrpd.workers.hold import Hold
 from msrpd.workers.outbox import Outbox
 from msrpd.workers.ports import WRITE_HIGH, Blockable
 from msrpd.workers.transports.tcp import TcpWire
@@ -35,9 +36,7 @@ class Source:
 
 
 class Owner(Source):
-    """The connection the outbox writes for: nothing held back outside it."""
-
-    holding_bytes = 0
+    """The connection the outbox writes for: never paused for its own writes."""
 
 
 class Side(asyncio.Protocol):
@@ -81,12 +80,9 @@ class Box:
         close: bool = False,
         reader: Blockable | None = None,
     ) -> None:
-        """As MsrpConnection.write_frame does: write, then let flow control look at the
-        connection the frame was read from (`reader`)."""
-        out = self.out
-        out.write(data, close, source, more)
-        if out.flow.active or out.congested:
-            out.flow.check(out, source, reader)
+        """Write, and let flow control look at the connection the frame was read from
+        (`reader`)."""
+        assert self.out.write_frame(data, close, source=source, more=more, reader=reader)
 
     async def received(self, size: int) -> bytes:
         return await asyncio.wait_for(self.reader.readexactly(size), 10)
@@ -185,9 +181,9 @@ def test_close_after_closes_once_what_was_written_is_out(loop_kind: str) -> None
 
 def test_a_chunk_that_never_ended_is_not_answered() -> None:
     box = Box()
-    box.out.held_replies = [(b"MSRP s1 200 OK\r\n-------s1$\r\n", False)]  # conn._on_frame
-    box.out.shut()
-    assert box.out.held_replies is None and box.out.closed
+    box.out.shut()  # connection_lost while the chunk's 200 waited for its end-line
+    assert box.out.write_frame(b"MSRP s1 200 OK\r\n-------s1$\r\n") is False
+    assert box.out.closed and box.out.pending == [] and box.out.pending_bytes == 0
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
@@ -230,12 +226,18 @@ def test_the_sent_log_holds_what_the_kernel_has_not_taken(loop_kind: str) -> Non
             box.write(whole("r4"), source=8)  # waits behind r2
             box.write(b"\r\n-------x$\r\n", source=9)  # so does another source's
             assert box.out.unsent and box.out.unsent_relayed
-            unsent = box.out.give_up([(11, whole("held"), False)])
+            box.out.hold = Hold()  # as if just moved here: held until RELEASE
+            box.write(whole("held"), source=11)
+            # Forwarded by the old worker: not held (it waits behind r2 in the gate).
+            assert box.out.write_frame(whole("forwarded"), source=12, forwarded=True)
+            assert box.out.hold.writes == [(whole("held"), False, 11, False)]
+            unsent = box.out.give_up()
             assert unsent == [
                 (6, whole("r3")),
                 ((3, 4), head),  # the streamed frame being written
                 (8, whole("r4")),
                 (9, b"\r\n-------x$\r\n"),
+                (12, whole("forwarded")),
                 (11, whole("held")),
             ]
             assert box.out.pending_bytes == 0 and not box.out.streaming
@@ -254,7 +256,7 @@ def test_shut_lets_the_paused_sources_go_on(loop_kind: str) -> None:
             assert alice.blocked == [box.out]
             box.out.shut(drop=True)
             assert alice.blocked == [] and box.out.pending_bytes == 0
-            box.write(whole("late"))
+            assert not box.out.write_frame(whole("late"))  # refused: the connection is closed
             box.out.flush()
             box.wire.close()
             assert await asyncio.wait_for(box.reader.read(), 10) == b""  # nothing was sent

@@ -139,7 +139,7 @@ def test_a_streamed_frame_follows_its_head_and_its_200_waits_for_its_end() -> No
         data = send("t1", body)
         await worker.loop.sock_sendall(alice_peer, data[:-300])
         await until(lambda: alice.stream_sink is not None)
-        assert heads == [True] and alice.out.held_replies  # the 200 waits for the end-line
+        assert heads == [True] and alice.intake.held_replies  # the 200 waits for the end-line
         await worker.loop.sock_sendall(alice_peer, data[-300:])
         (relayed,) = await read_frames(bob_peer, 1)
         assert relayed.body == body and relayed.flag == b"$"

@@ -36,7 +36,7 @@ def test_a_local_sink_writes_to_its_connection_until_it_closes() -> None:
         worker = Worker(ignore)
         alice, alice_peer = await worker.connect()
         bob, bob_peer = await worker.connect()
-        sink = LocalSink(bob, alice)
+        sink = LocalSink(bob.out, alice)
         assert sink.send(send("t1"), source=alice.conid)
         (got,) = await read_frames(bob_peer, 1)
         assert got.tid == b"t1"
@@ -55,7 +55,7 @@ def test_a_local_sink_pauses_its_reader_while_the_destination_is_congested() -> 
         alice, alice_peer = await worker.connect()
         bob, bob_peer = await worker.connect()
         big = send("t1", b"x" * (WRITE_HIGH + 4096))
-        assert LocalSink(bob, alice).send(big, source=alice.conid)
+        assert LocalSink(bob.out, alice).send(big, source=alice.conid)
         assert alice.intake.blockers == {bob.out}  # over the high-water mark: alice stops
         received = b""
         while len(received) < len(big):

@@ -33,7 +33,7 @@ from .actions import (
 from .handover import NEW_ID, Departure, HandoverMachine
 from .lock import MoveLock
 from .ports import ConnT, WorkerPort
-from .state import Arrival, Worker, token_worker
+from .state import Worker, token_worker
 from .wire import MoveState
 
 __all__ = ["Handover", "MovedSink"]
@@ -176,7 +176,7 @@ class Handover(Generic[ConnT]):
             now = time.monotonic()
             self.run(machine.taken_over(conn, state.old, state.came_from, conn.conid, now))
 
-        conn.arrival = Arrival(state.held, taken_over)
+        conn.arrive(state.held, taken_over)
         host.serve_socket(conn, sock)
 
     # -- messages and time ----------------------------------------------------------------------
@@ -195,7 +195,7 @@ class Handover(Generic[ConnT]):
             self.run(machine.release(msg.conid))
         elif kind is HandoffKind.MOVING:
             # RELEASE will come on this link: flow control must never stop reading it for the
-            # sake of what the connection holds back (conn.write_frame).
+            # sake of what the connection holds back (outbox.py, hold.py).
             self.run(machine.moving(msg.conid, link, now))
 
     def tick(self) -> None:
@@ -229,11 +229,9 @@ class Handover(Generic[ConnT]):
                 case HoldReading(conn):
                     conn.hold_reading()
                 case SetReleaseLink(conn, link):
-                    if conn.arrival is not None:
-                        conn.arrival.release_link = link
+                    conn.release_on(link)
                 case StartReading(conn, link):
-                    if conn.arrival is not None:
-                        conn.arrival.release_link = link
+                    conn.release_on(link)
                     conn.start_reading()
                 case Release(conid):
                     released = host.conns.get(conid)

@@ -3,15 +3,16 @@
 Rules (handover.py tells the whole handover): a connection moves to another worker only when
 it is settled, between frames (bytes_to_carry). One just moved here reads nothing until
 MOVING (hold_reading .. start_reading): the bytes its old worker's reader held are read
-first, and an EOF waits behind them. It writes only what the old worker forwarded until
-RELEASE (release: then what was held back, in order).
+first, and an EOF waits behind them. Its outbox writes only what the old worker forwarded
+until RELEASE (hold.py; release: then what was held back, in order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from ..hold import Hold
 from .state import Arrival
 
 if TYPE_CHECKING:
@@ -44,15 +45,6 @@ class MoveHooks:
 
         def eof_received(self) -> bool | None: ...
 
-        def write_frame(
-            self,
-            data: bytes | memoryview,
-            close_after: bool = False,
-            *,
-            source: Hashable = None,
-            more: bool = False,
-        ) -> bool: ...
-
     def bytes_to_carry(self) -> bytes | None:
         """What its reader holds, for a new owner to read first, when it can move to another
         worker now (colocate.py): open, between frames, nothing waiting to be written to it
@@ -67,6 +59,19 @@ class MoveHooks:
             return None
         return self.reader.detach()
 
+    def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None:
+        """Moved here, with `carried`, the bytes the old worker's reader held: its writes are
+        held until RELEASE, and `on_taken_over(conn)` runs once it is registered here."""
+        self.arrival = Arrival(carried, on_taken_over)
+        self.out.hold = Hold()
+
+    def release_on(self, link: object) -> None:
+        """RELEASE will come on handoff `link`: flow control never pauses it for what the
+        connection holds back (it would wait for itself)."""
+        hold = self.out.hold
+        if hold is not None:
+            hold.release_link = link
+
     def hold_reading(self) -> None:
         """Moved here: process nothing it sends until start_reading()."""
         if self.arrival is not None:
@@ -77,7 +82,7 @@ class MoveHooks:
         if arrival is None:
             return
         arrival.reading_held = False
-        if arrival.held is None:
+        if self.out.hold is None:
             self.arrival = None  # released already: nothing is held back any more
         self.intake.restart()
         if self.closed or self.wire.transport is None:
@@ -93,23 +98,18 @@ class MoveHooks:
 
     def release(self) -> None:
         """The old worker has forwarded everything: write what was held back, in order."""
-        arrival = self.arrival
-        held = [] if arrival is None else arrival.take_held()
+        arrival, out = self.arrival, self.out
+        held = out.take_held()
         if arrival is not None and not arrival.reading_held:
             self.arrival = None
         for data, close_after, source, more in held:
-            self.write_frame(data, close_after, source=source, more=more)
-        self.out.flow.check(self.out)
+            out.write_frame(data, close_after, source=source, more=more)
+        out.flow.check(out)
 
     @property
     def holding(self) -> bool:
         """Just moved here: frames wait for the old worker's RELEASE."""
-        return self.arrival is not None and self.arrival.held is not None
-
-    @property
-    def holding_bytes(self) -> int:
-        """What waits for RELEASE: it counts toward congestion (outbox.py)."""
-        return 0 if self.arrival is None else self.arrival.held_bytes
+        return self.out.hold is not None
 
     @property
     def reading_held(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +50,10 @@ class Conn(Protocol):
         """What its reader holds (a copy), when it could move now: between frames, nothing
         to write or held back, not paused; else None."""
 
+    def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None: ...
+
+    def release_on(self, link: object) -> None: ...
+
     def hold_reading(self) -> None: ...
 
     def start_reading(self) -> None: ...
@@ -57,18 +61,15 @@ class Conn(Protocol):
     def release(self) -> None: ...
 
 
-class HeldReplies(Protocol):
-    """A connection's outbox (outbox.py), as retirelinks.py sees it."""
-
-    @property
-    def held_replies(self) -> object: ...
-
-
 class Blockers(Protocol):
-    """A connection's intake (intake.py), as retirelinks.py sees it."""
+    """A connection's intake (intake.py), as retirelinks.py sees it: what pauses it, and
+    the answers waiting for the end of the chunk being read."""
 
     @property
     def blockers(self) -> object: ...
+
+    @property
+    def held_replies(self) -> object: ...
 
 
 class LinkConn(Protocol):
@@ -97,9 +98,6 @@ class LinkConn(Protocol):
 
     @property
     def stream_sink(self) -> object: ...
-
-    @property
-    def out(self) -> HeldReplies: ...
 
     @property
     def intake(self) -> Blockers: ...

@@ -112,6 +112,6 @@ def _between_frames(conn: LinkConn) -> bool:
         not conn.unsent
         and conn.reader.buffered == 0
         and conn.stream_sink is None
-        and conn.out.held_replies is None
+        and conn.intake.held_replies is None
         and not conn.intake.blockers
     )

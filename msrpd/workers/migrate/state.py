@@ -3,11 +3,11 @@ move to this worker, what it holds back (handover.py explains both)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Arrival", "HeldWrite", "MigrationState", "Worker", "token_worker", "worker_token"]
+__all__ = ["Arrival", "MigrationState", "Worker", "token_worker", "worker_token"]
 
 Worker = tuple[int, int]
 """A worker process: (slot, generation)."""
@@ -20,10 +20,6 @@ def worker_token(slot: int, generation: int) -> int:
 
 def token_worker(token: int) -> Worker:
     return token >> 16, token & 0xFFFF
-
-
-HeldWrite = tuple[bytes | memoryview, bool, Hashable, bool]
-"""A write held back until RELEASE: (data, close_after, source, more)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -61,30 +57,13 @@ class MigrationState:
 
 @dataclass(slots=True, eq=False)
 class Arrival:
-    """A connection just moved to this worker, until it reads freely and writes freely."""
+    """A connection just moved to this worker, until it reads freely and writes freely (what
+    it holds back from writing is its outbox's, hold.py)."""
 
     carried: bytes
     """Bytes the old worker's reader held, then any read while reading is held: read first."""
     on_taken_over: Callable[[Any], None] | None = None
     """Called with the connection once it is registered here (handoverio.py)."""
-    held: list[HeldWrite] | None = field(default_factory=list)
-    """Frames held back until the old worker's RELEASE; None once released."""
-    held_bytes: int = 0
     reading_held: bool = False
     """Reads nothing until MOVING (its frames must not overtake those the old worker relayed)."""
     eof_held: bool = False
-    release_link: object = None
-    """The handoff link RELEASE comes on: never paused for what is held."""
-
-    def hold(self, write: HeldWrite) -> None:
-        """Keep `write` back until RELEASE (held is not None)."""
-        assert self.held is not None
-        self.held.append(write)
-        self.held_bytes += len(write[0])
-
-    def take_held(self) -> list[HeldWrite]:
-        """RELEASE, or a stop giving up: what was held back, in order; nothing is held from
-        now on."""
-        held, self.held, self.held_bytes = self.held or [], None, 0
-        self.release_link = None
-        return held
