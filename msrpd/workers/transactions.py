@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -100,11 +101,15 @@ class TransactionTable:
         """`origin` has as many live transactions as it may."""
         return origin.migration.tx_open >= self.max_per_conn
 
-    def add(self, tx: Transaction, now: float) -> None:
-        """Record `tx` (its request has been written to connection `tx.out`)."""
+    def add(self, tx: Transaction, now: float, *, whole: bool = True) -> None:
+        """Record `tx` (its request has been written to connection `tx.out`). A streamed
+        chunk (`whole` false) has no deadline until its end-line is written (restart)."""
         self.live[tx.tid] = tx
         tx.origin.migration.tx_open += 1
-        self.restart(tx, now)
+        if whole:
+            self.restart(tx, now)
+        else:
+            tx.deadline = math.inf
 
     def restart(self, tx: Transaction, now: float) -> None:
         """The last byte of `tx`'s request went out now: its timer starts again."""

@@ -35,6 +35,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import struct
 import time
@@ -76,6 +77,10 @@ REFUSED_TTL = 300.0
 """Seconds the later chunks of a message refused with 413 are refused here too."""
 REFUSED_MEMORY = 4096
 """Refused messages remembered per worker at most (the oldest is forgotten first)."""
+OWNERS_TTL = 1.0
+"""Seconds the set of live workers is trusted; a miss re-reads it at most every
+OWNERS_RETRY seconds (an id naming no live worker is a peer's invention: dropped)."""
+OWNERS_RETRY = 0.1
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
 
@@ -127,6 +132,7 @@ class StreamSink(Sink):
         sent = self.inner.send(retid_end(data, self.tid), source=source, close_after=close_after)
         if tx is not None and not tx.ended:
             self.relay.table.restart(tx, time.monotonic())
+            self.relay.arm()
         return sent
 
 
@@ -151,7 +157,7 @@ def _parse(data: bytes | memoryview) -> Frame | None:
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
-    __slots__ = ("ctx", "refused", "sweeping", "table")
+    __slots__ = ("ctx", "owners", "owners_read", "refused", "sweeping", "table")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -161,6 +167,9 @@ class TxRelay:
         self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
         refuses that message's later chunks."""
+        self.owners: frozenset[tuple[int, int]] = frozenset()
+        """The live workers (slot, generation), from the heartbeats, read at `owners_read`."""
+        self.owners_read = -math.inf
 
     @property
     def me(self) -> tuple[int, int]:
@@ -225,8 +234,8 @@ class TxRelay:
             tx.out = _target(sink)
             body = frame.body
             tx.received = 0 if body is None else len(body)
-            self.table.add(tx, time.monotonic())
-            self._arm()
+            self.table.add(tx, time.monotonic(), whole=not streamed)
+            self.arm()
         if not streamed:
             return sink
         stream = StreamSink(sink, tid, tx, self, origin.conid)
@@ -263,12 +272,23 @@ class TxRelay:
         if owner == self.me:
             return self.answer(arrival, frame)
         hub = self.ctx.hub
-        if owner is None or hub is None:
+        if owner is None or hub is None or not self._alive(owner):
             return self._unmatched(frame)
         ids = struct.pack(f"!{len(arrival)}Q", *arrival)
         path = self.ctx.handoffs.path(*owner)
         hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
         return 1
+
+    def _alive(self, owner: tuple[int, int]) -> bool:
+        """`owner` is a live worker: a response is handed only to one (a peer choosing ids
+        must not make us dial handoff paths of workers that do not exist)."""
+        now = time.monotonic()
+        age = now - self.owners_read
+        if age >= OWNERS_TTL or (owner not in self.owners and age >= OWNERS_RETRY):
+            live = self.ctx.shm.heartbeats.live()
+            self.owners = frozenset((r.slot, r.generation) for r in live)
+            self.owners_read = now
+        return owner in self.owners
 
     def handed(self, msg: Handoff) -> None:
         """A RESPONSE another worker read for one of our transactions."""
@@ -321,7 +341,7 @@ class TxRelay:
 
     # -- deadlines --------------------------------------------------------------------------
 
-    def _arm(self) -> None:
+    def arm(self) -> None:
         if self.sweeping is None:
             self.sweeping = self.ctx.loop.call_later(SWEEP, self.sweep)
 
@@ -333,7 +353,7 @@ class TxRelay:
             if tx.method == AUTH or (tx.method == SEND and tx.failure_report == b"yes"):
                 self._tell(tx, *_TIMEOUT)
         if len(self.table):
-            self._arm()
+            self.arm()
 
 
 def _mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:

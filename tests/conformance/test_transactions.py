@@ -21,7 +21,7 @@ import pytest
 
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits, build_reply
 from msrpd.protocol.writer import build_request
-from msrpd.rundir import layout_for
+from msrpd.rundir import handoff_path, layout_for
 
 from ..integration.relay import PASSWORDS, REALM, Relay, free_port
 from ..integration.test_flow_cycle import slot_of, split_pair
@@ -332,6 +332,9 @@ def test_unknown_method_inbound_across_workers(relay: Relay) -> None:
     thief = MsrpClient(relay.port)
     _OPEN.append(thief)
     thief.send_raw(build_reply(got, 200, "OK"))
+    # An id naming a worker that does not exist (slot 7): dropped, never handed anywhere.
+    ghost = b"070001" + got.tid[6:]
+    thief.send_raw(build_reply(got, 200, "OK").replace(got.tid, ghost))
     _nothing(carol)
     alice.send_raw(build_reply(got, 200, "OK"))
     answer = carol.recv().frame
@@ -339,7 +342,8 @@ def test_unknown_method_inbound_across_workers(relay: Relay) -> None:
     assert (answer.to_path, answer.from_path) == ([carol.uri], [token, alice.uri])
     alice.send_raw(build_reply(got, 200, "OK"))  # a duplicate: its transaction is over
     _nothing(carol, alice, thief)
-    assert _stats(relay)["tx_unmatched"] == 2
+    assert _stats(relay)["tx_unmatched"] == 3
+    assert handoff_path(relay.run_dir, 7, 1).name not in relay.log()
 
 
 def test_inbound_send_error_across_workers_reports(relay: Relay) -> None:

@@ -80,3 +80,15 @@ def test_origin_with_live_transactions_does_not_move() -> None:
     assert ready_to_move(conn, False) is None  # type: ignore[arg-type]
     table.end(table.live[b"p1"])
     assert ready_to_move(conn, False) == b""  # type: ignore[arg-type]
+
+
+def test_a_streamed_chunk_times_out_from_its_end_line() -> None:
+    """The timer runs from the last byte written (RFC 4976 §6.4.1): a chunk still streaming
+    after the timeout is not timed out."""
+    table, origin = TransactionTable(30.0), Conn(1)
+    big = tx(b"s1", origin)
+    table.add(big, 0.0, whole=False)
+    assert table.expired(1000.0) == [] and b"s1" in table
+    table.restart(big, 1000.0)
+    assert table.expired(1029.9) == []
+    assert table.expired(1030.0) == [big]
