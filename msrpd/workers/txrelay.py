@@ -40,7 +40,6 @@ import secrets
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -51,7 +50,6 @@ from ..protocol.transact import (
     end_line_in_body,
     failure_report,
     make_tid,
-    retid_end,
     tid_owner,
 )
 from ..routing.env import Destination
@@ -63,11 +61,12 @@ from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
 from .transactions import Origin, Transaction, TransactionTable
+from .txstream import StreamSink
 
 if TYPE_CHECKING:
     from .context import WorkerContext
 
-__all__ = ["SWEEP", "StreamSink", "TxRelay"]
+__all__ = ["SWEEP", "TxRelay"]
 
 logger = logging.getLogger("msrpd.route")
 
@@ -83,57 +82,6 @@ OWNERS_RETRY seconds (an id naming no live worker is a peer's invention: dropped
 OWNERS_RETRY = 0.1
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
-
-
-class StreamSink(Sink):
-    """A streamed request's sink: body pieces pass (and count, for a REPORT's Byte-Range);
-    the end-line (the one write without `more`) goes out under the new id, and the
-    transaction's timer starts from it. Once interrupted (a 413 came back), the chunk has
-    ended for the next hop and the rest of it goes nowhere."""
-
-    __slots__ = ("cut", "inner", "relay", "source", "tid", "tx")
-
-    def __init__(
-        self, inner: Sink, tid: bytes, tx: Transaction | None, relay: TxRelay, source: int
-    ) -> None:
-        self.inner = inner
-        self.tid = tid
-        self.tx = tx
-        self.relay = relay
-        self.source = source
-        self.cut = False
-
-    def interrupt(self) -> None:
-        """End the forwarded chunk now with "#": the message goes no further (RFC 4975
-        §7.1, §10.5)."""
-        if not self.cut:
-            self.cut = True
-            self.inner.send(retid_end(b"#\r\n", self.tid), source=self.source)
-
-    def send(
-        self,
-        data: bytes | memoryview,
-        *,
-        source: Hashable = None,
-        more: bool = False,
-        close_after: bool = False,
-    ) -> bool:
-        tx = self.tx
-        if more:
-            if self.cut:
-                return True
-            if tx is not None:
-                tx.received += len(data)
-            return self.inner.send(data, source=source, more=True, close_after=close_after)
-        if tx is not None:
-            tx.stream = None
-        if self.cut:
-            return True
-        sent = self.inner.send(retid_end(data, self.tid), source=source, close_after=close_after)
-        if tx is not None and not tx.ended:
-            self.relay.table.restart(tx, time.monotonic())
-            self.relay.arm()
-        return sent
 
 
 def _target(sink: Sink) -> int:
@@ -340,6 +288,10 @@ class TxRelay:
         return -1
 
     # -- deadlines --------------------------------------------------------------------------
+
+    def restart(self, tx: Transaction) -> None:
+        self.table.restart(tx, time.monotonic())
+        self.arm()
 
     def arm(self) -> None:
         if self.sweeping is None:
