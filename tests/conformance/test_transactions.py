@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits, build_reply
 from msrpd.protocol.writer import build_request
@@ -103,11 +105,21 @@ class Peer:
 
 @pytest.fixture
 def relay(make_relay, tmp_path: Path) -> Relay:  # type: ignore[no-untyped-def]
+    """The relay, listening on plain TCP and TLS; `client_tls` is a client context that
+    trusts its certificate."""
     route = tmp_path / "txroute.py"
     route.write_text(ROUTE)
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    tls = {"certificate": str(cert_file), "private_key": str(key_file)}
     msrp = {"route": str(route), "transaction_timeout": TIMEOUT}
-    r: Relay = make_relay(children=2, core={"balance": False}, msrp=msrp)
+    r: Relay = make_relay(children=2, core={"balance": False}, msrp=msrp, tls=tls)
     assert r.start().returncode == 0, r.log()
+    r.client_tls = ssl.create_default_context()  # type: ignore[attr-defined]
+    ca.configure_trust(r.client_tls)  # type: ignore[attr-defined]
     return r
 
 
@@ -135,8 +147,12 @@ def peer() -> Peer:
     p.close()
 
 
-def _authed(relay: Relay, user: str = "alice") -> MsrpClient:
-    client = MsrpClient(relay.port, timeout=10)
+def _authed(relay: Relay, user: str = "alice", tls: bool = False) -> MsrpClient:
+    if tls:
+        assert relay.tls_port is not None
+        client = MsrpClient(relay.tls_port, tls=relay.client_tls, timeout=10)  # type: ignore[attr-defined]
+    else:
+        client = MsrpClient(relay.port, timeout=10)
     _OPEN.append(client)
     assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
     return client
@@ -180,11 +196,13 @@ def _forwarded(got: Frame, sent_tid: bytes, to: str, frm: str) -> None:
     assert sent_tid not in got.buf
 
 
-def test_outbound_send_new_tid_and_200_consumed(relay: Relay, peer: Peer) -> None:
-    """Case 18: A's SEND `TA b` (no Failure-Report: yes): A gets 200 at once with its tid,
-    To-Path a, From-Path TA; B gets the SEND under a new id, To-Path b, From-Path `TA a`,
-    every other header and the body unchanged; B's 200 is not passed to A."""
-    alice = _authed(relay)
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "tcp"])
+def test_outbound_send_new_tid_and_200_consumed(relay: Relay, peer: Peer, tls: bool) -> None:
+    """Case 18: A's SEND `TA b` (no Failure-Report: yes) over TLS (and plain TCP): A gets 200
+    at once with its tid, To-Path a, From-Path TA; B gets the SEND under a new id, To-Path b,
+    From-Path `TA a`, every other header and the body unchanged; B's 200 is not passed to A."""
+    alice = _authed(relay, tls=tls)
+    assert (alice.use_path or "").startswith("msrps://" if tls else "msrp://")
     token = alice.use_path or ""
     body = bytes(range(100))
     tid = _send(alice, f"{token} {peer.uri}", "m18", body)
@@ -278,14 +296,16 @@ def test_next_hop_refused_reports_408_once(relay: Relay) -> None:
     assert _stats(relay)["tx_timeouts"] == 0
 
 
-def test_auth_forwarded_and_answers_mapped_back(relay: Relay) -> None:
-    """Case 16 over plain TCP: A's AUTH `TA r2`: R2 gets it under a new id, To-Path r2,
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "tcp"])
+def test_auth_forwarded_and_answers_mapped_back(relay: Relay, tls: bool) -> None:
+    """Case 16, R2 over plain TCP (mutual TLS to a relay peer is out of reach here), A over
+    TLS and over TCP: A's AUTH `TA r2`: R2 gets it under a new id, To-Path r2,
     From-Path `TA a`; the relay answers nothing itself; R2's 401 and then 200 reach A with
     A's tids, To-Path a, From-Path `TA r2`, Use-Path and WWW-Authenticate untouched. A
     third AUTH that R2 never answers gets A a 408 after transaction_timeout."""
     r2 = Peer("")
     r2.uri = r2.uri.replace("/;", ";")  # a relay's bare URI
-    alice = _authed(relay)
+    alice = _authed(relay, tls=tls)
     token = alice.use_path or ""
     first = alice.request("AUTH", f"{token} {r2.uri}")
     got = r2.recv()
