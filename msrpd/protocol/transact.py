@@ -30,10 +30,12 @@ __all__ = [
     "TID_LENGTH",
     "end_line_in_body",
     "failure_report",
+    "header_in",
     "make_tid",
     "received_range",
     "retid_end",
     "tid_owner",
+    "tid_prefix",
 ]
 
 RANDOM_HEX = 20
@@ -43,15 +45,20 @@ _OURS = re.compile(rb"[0-9a-f]{%d}" % TID_LENGTH)
 _RANGE = re.compile(rb"([0-9]{1,18})-(?:[0-9]{1,18}|\*)/([0-9]{1,18}|\*)")
 
 
-def make_tid(slot: int, generation: int, random_hex: str) -> bytes:
-    """A new transaction id owned by worker (slot, generation).
+def tid_prefix(slot: int, generation: int) -> bytes:
+    """What every transaction id of worker (slot, generation) starts with.
 
     Raises:
-        ValueError: a field does not fit (slot < 256, generation < 65536, 20 hex digits).
+        ValueError: slot or generation does not fit (slot < 256, generation < 65536).
     """
-    if not (0 <= slot < 1 << 8 and 0 <= generation < 1 << 16 and len(random_hex) == RANDOM_HEX):
-        raise ValueError("slot, generation or randomness out of range")
-    return b"%02x%04x%s" % (slot, generation, random_hex.encode("ascii"))
+    if not (0 <= slot < 1 << 8 and 0 <= generation < 1 << 16):
+        raise ValueError("slot or generation out of range")
+    return b"%02x%04x" % (slot, generation)
+
+
+def make_tid(prefix: bytes, random_hex: str) -> bytes:
+    """A new transaction id: a worker's `prefix` (tid_prefix) and RANDOM_HEX hex digits."""
+    return prefix + random_hex.encode("ascii")
 
 
 def tid_owner(tid: bytes) -> tuple[int, int] | None:
@@ -63,12 +70,27 @@ def tid_owner(tid: bytes) -> tuple[int, int] | None:
 
 def end_line_in_body(frame: Frame, tid: bytes) -> bool:
     """Whether `frame`'s body holds `-------<tid>` (RFC 4975 §7.1: the sender picks another
-    id; checklist §2.8). False for a bodiless or streamed frame."""
+    id; checklist §2.8). False for a bodiless or streamed frame.
+
+    Cost matters (every forwarded SEND): a body without a dash is ruled out by one memchr;
+    otherwise the 13-byte `-------` + owner prefix is looked for and each hit compared. One
+    search for the whole 33-byte marker costs 20 us in 10 KiB of a repeated byte (CPython's
+    two-way search), against 2 us for the prefix."""
     body = frame.body
     if body is None:
         return False
-    start = frame.body_start
-    return frame.buf.find(DASHES + tid, start, start + len(body)) >= 0
+    buf, start = frame.buf, frame.body_start
+    end = start + len(body)
+    if buf.find(b"-", start, end) < 0:
+        return False
+    marker = DASHES + tid
+    prefix = marker[: len(DASHES) + 6]
+    at = buf.find(prefix, start, end)
+    while at >= 0:
+        if at + len(marker) <= end and buf.startswith(marker, at):
+            return True
+        at = buf.find(prefix, at + 1, end)
+    return False
 
 
 def retid_end(raw: bytes | memoryview, tid: bytes) -> bytes:
@@ -89,5 +111,18 @@ def received_range(byte_range: bytes | None, received: int) -> bytes:
 def failure_report(frame: Frame) -> bytes:
     """The request's Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is
     b"yes" (RFC 4975 §7.1.1)."""
-    value = frame.header(b"failure-report")
+    value = header_in(frame.buf[: frame.hdr_end], b"failure-report:")
     return b"yes" if value is None else value.lower()
+
+
+def header_in(head: bytes, name: bytes) -> bytes | None:
+    """The value of the first header `name` (lower case, colon included: b"message-id:") in
+    `head`, a frame's first line and header lines, as Frame.header gives it (any case,
+    blanks trimmed), without parsing every header: t_reply and t_relay read
+    Failure-Report on every SEND, and a transaction keeps its request's head to read
+    Message-ID and Byte-Range only if a REPORT is ever built."""
+    at = head.lower().find(b"\r\n" + name)
+    if at < 0:
+        return None
+    at += 2 + len(name)
+    return head[at : head.index(b"\r\n", at)].strip(b" \t")

@@ -49,10 +49,12 @@ def _report(basis: ReportBasis | None, code: int, reason: str) -> bytes | None:
 
 def tx_report(tx: Transaction, code: int, reason: str) -> bytes | None:
     """The REPORT for a forwarded SEND whose sender asked for failure reports, or None."""
-    if tx.method != SEND or tx.failure_report == b"no" or tx.message_id is None:
+    message_id = tx.message_id
+    if tx.method != SEND or tx.failure_report == b"no" or message_id is None:
         return None
     byte_range = received_range(tx.byte_range, tx.received)
-    return _report(ReportBasis(tx.from_path, tx.our_uri, tx.message_id, byte_range), code, reason)
+    basis = ReportBasis(b" ".join(tx.from_path.split()), tx.our_uri, message_id, byte_range)
+    return _report(basis, code, reason)
 
 
 def tx_notice(tx: Transaction, code: int, reason: str) -> bytes | None:
@@ -60,8 +62,10 @@ def tx_notice(tx: Transaction, code: int, reason: str) -> bytes | None:
     for a SEND that asked for one, a `code` response to an AUTH (rfc-checklist §2.6), else
     None (REPORTs and other methods: RFC 4976 §6.4.2)."""
     if tx.method == AUTH:
-        msgid = b"" if tx.message_id is None else b"Message-ID: %s\r\n" % tx.message_id
-        return build_response(tx.orig_tid, code, reason, tx.from_path, tx.our_uri, msgid)
+        message_id = tx.message_id
+        msgid = b"" if message_id is None else b"Message-ID: %s\r\n" % message_id
+        to_path = b" ".join(tx.from_path.split())
+        return build_response(tx.orig_tid, code, reason, to_path, tx.our_uri, msgid)
     return tx_report(tx, code, reason)
 
 

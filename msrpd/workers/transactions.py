@@ -29,12 +29,22 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..protocol.transact import header_in
 from .migrate.state import MigrationState
 
-__all__ = ["MAX_PER_CONN", "Interruptible", "Origin", "Transaction", "TransactionTable"]
+__all__ = [
+    "COMPACT_SLACK",
+    "MAX_PER_CONN",
+    "Interruptible",
+    "Origin",
+    "Transaction",
+    "TransactionTable",
+]
 
 MAX_PER_CONN = 1024
 """Live transactions the requests of one connection may have (rfc-checklist §5.5)."""
+COMPACT_SLACK = 1024
+"""Deadline entries beyond twice the live transactions before the ended ones are dropped."""
 
 
 class Interruptible(Protocol):
@@ -64,10 +74,11 @@ class Transaction:
     method: bytes
     failure_report: bytes
     """b"yes", b"partial" or b"no", as received (absent: b"yes", RFC 4975 §7.1.4)."""
-    message_id: bytes | None
-    byte_range: bytes | None
+    head: bytes
+    """The request's first line and header lines as received: Message-ID and Byte-Range
+    are read from it when a REPORT needs them (rare), not on every SEND."""
     from_path: bytes
-    """The From-Path as received: a REPORT's To-Path, an AUTH response's To-Path."""
+    """The From-Path value as received: a REPORT's To-Path, an AUTH response's To-Path."""
     our_uri: bytes
     """The leftmost To-Path URI as received (our token): a REPORT's From-Path."""
     hop_uri: bytes
@@ -83,6 +94,14 @@ class Transaction:
     ended: bool = False
     """Answered, timed out or lost: nothing more happens to it."""
 
+    @property
+    def message_id(self) -> bytes | None:
+        return header_in(self.head, b"message-id:")
+
+    @property
+    def byte_range(self) -> bytes | None:
+        return header_in(self.head, b"byte-range:")
+
 
 class TransactionTable:
     def __init__(self, timeout: float, max_per_conn: int = MAX_PER_CONN) -> None:
@@ -90,6 +109,8 @@ class TransactionTable:
         self.max_per_conn = max_per_conn
         self.live: dict[bytes, Transaction] = {}
         self._deadlines: deque[tuple[float, Transaction]] = deque()
+        """(deadline, transaction), in deadline order; an entry of one that ended stays
+        until it comes up, or until compaction (`restart`) drops it."""
 
     def __len__(self) -> int:
         return len(self.live)
@@ -114,7 +135,12 @@ class TransactionTable:
     def restart(self, tx: Transaction, now: float) -> None:
         """The last byte of `tx`'s request went out now: its timer starts again."""
         tx.deadline = now + self.timeout
-        self._deadlines.append((tx.deadline, tx))
+        deadlines = self._deadlines
+        deadlines.append((tx.deadline, tx))
+        if len(deadlines) > 2 * len(self.live) + COMPACT_SLACK:
+            # Most answers come in milliseconds: without this, every transaction of the
+            # last `timeout` seconds would stay in memory. Filtering keeps the order.
+            self._deadlines = deque(e for e in deadlines if _due(e))
 
     def match(self, tid: bytes, arrival: tuple[int, ...]) -> Transaction | None:
         """The live transaction `tid` whose request went out on one of `arrival` (a
@@ -138,7 +164,13 @@ class TransactionTable:
         deadlines, out = self._deadlines, []
         while deadlines and deadlines[0][0] <= now:
             deadline, tx = deadlines.popleft()
-            if not tx.ended and tx.deadline == deadline:
+            if _due((deadline, tx)):
                 self.end(tx)
                 out.append(tx)
         return out
+
+
+def _due(entry: tuple[float, Transaction]) -> bool:
+    """The entry is its transaction's current deadline (not ended, not restarted since)."""
+    deadline, tx = entry
+    return not tx.ended and tx.deadline == deadline

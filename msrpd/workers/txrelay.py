@@ -51,6 +51,7 @@ from ..protocol.transact import (
     failure_report,
     make_tid,
     tid_owner,
+    tid_prefix,
 )
 from ..routing.env import Destination
 from ..shm import Counter
@@ -105,10 +106,13 @@ def _parse(data: bytes | memoryview) -> Frame | None:
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
-    __slots__ = ("ctx", "owners", "owners_read", "refused", "sweeping", "table")
+    __slots__ = ("ctx", "me", "owners", "owners_read", "prefix", "refused", "sweeping", "table")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        self.me = (ctx.ident.slot, ctx.ident.generation)
+        self.prefix = tid_prefix(*self.me)
+        """What our transaction ids start with."""
         self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
         self.sweeping: object = None
         """The sweep's timer handle while one is scheduled."""
@@ -119,15 +123,10 @@ class TxRelay:
         """The live workers (slot, generation), from the heartbeats, read at `owners_read`."""
         self.owners_read = -math.inf
 
-    @property
-    def me(self) -> tuple[int, int]:
-        return self.ctx.ident.slot, self.ctx.ident.generation
-
     def new_tid(self, frame: Frame) -> bytes:
         """A transaction id of ours for forwarding `frame`: not live, not in its body."""
-        slot, generation = self.me
         while True:
-            tid = make_tid(slot, generation, secrets.token_hex(RANDOM_HEX // 2))
+            tid = make_tid(self.prefix, secrets.token_hex(RANDOM_HEX // 2))
             if tid not in self.table and not end_line_in_body(frame, tid):
                 return tid
 
@@ -215,10 +214,10 @@ class TxRelay:
     def response(self, conn: RoutedConn, frame: Frame) -> int:
         """Response `frame` came on `conn`: 1 when it is matched here or handed to the
         worker that owns its transaction, -1 when dropped."""
-        owner = tid_owner(frame.tid)
         arrival = (conn.conid, *conn.migration.former)
-        if owner == self.me:
+        if frame.tid.startswith(self.prefix):
             return self.answer(arrival, frame)
+        owner = tid_owner(frame.tid)
         hub = self.ctx.hub
         if owner is None or hub is None or not self._alive(owner):
             return self._unmatched(frame)
@@ -274,9 +273,10 @@ class TxRelay:
         stream, tx.stream = tx.stream, None
         if stream is not None:
             stream.interrupt()
-        if tx.message_id is None:
+        message_id = tx.message_id
+        if message_id is None:
             return
-        key = (tx.origin.conid, tx.message_id)
+        key = (tx.origin.conid, message_id)
         self.refused[key] = time.monotonic() + REFUSED_TTL
         self.refused.move_to_end(key)
         while len(self.refused) > REFUSED_MEMORY:
@@ -338,9 +338,8 @@ def _transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Tr
         basis.tid,
         method,
         wanted,
-        basis.message_id,
-        basis.header(b"byte-range"),
-        b" ".join(basis.from_path_raw.split()),
+        basis.buf[: basis.hdr_end],
+        basis.from_path_raw,
         basis.first_to,
         hop_uri,
     )

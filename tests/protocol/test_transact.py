@@ -14,10 +14,12 @@ from msrpd.protocol.transact import (
     TID_LENGTH,
     end_line_in_body,
     failure_report,
+    header_in,
     make_tid,
     received_range,
     retid_end,
     tid_owner,
+    tid_prefix,
 )
 from msrpd.protocol.writer import build_response, relay_splice
 
@@ -47,10 +49,10 @@ def parse(raw: bytes) -> Frame:
 
 
 def test_ids_name_their_owner_and_are_idents() -> None:
-    tid = make_tid(1, 10, "f" * 20)
+    tid = make_tid(tid_prefix(1, 10), "f" * 20)
     assert tid == NEW and len(tid) == TID_LENGTH == 26
     assert tid_owner(tid) == (1, 10)
-    assert tid_owner(make_tid(255, 65535, "0" * 20)) == (255, 65535)
+    assert tid_owner(make_tid(tid_prefix(255, 65535), "0" * 20)) == (255, 65535)
     m = FIRST_LINE.fullmatch(b"MSRP " + tid + b" 200 OK")
     assert m is not None and m[1] == tid  # RFC 4975 ident: 4-32 chars, alnum first
 
@@ -62,10 +64,10 @@ def test_other_ids_are_not_ours(tid: bytes) -> None:
     assert tid_owner(tid) is None
 
 
-@pytest.mark.parametrize("args", [(256, 0, "0" * 20), (0, 65536, "0" * 20), (0, 0, "0" * 19)])
-def test_make_tid_refuses_what_does_not_fit(args: tuple[int, int, str]) -> None:
+@pytest.mark.parametrize("args", [(256, 0), (0, 65536), (-1, 0)])
+def test_tid_prefix_refuses_what_does_not_fit(args: tuple[int, int]) -> None:
     with pytest.raises(ValueError):
-        make_tid(*args)
+        tid_prefix(*args)
 
 
 def test_forwarded_request_gets_new_tid_in_first_and_end_line() -> None:
@@ -191,3 +193,26 @@ def test_build_response_from_kept_fields() -> None:
     )
     with pytest.raises(LocalProtocolError):
         build_response(b"a1", 40, "x", b"a", b"b")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [],
+        ["Message-ID: m1", "Byte-Range: 1-5/5"],
+        ["failure-report:  Partial \t", "MESSAGE-ID:m2", "byte-range: 1-*/*"],
+        ["Failure-Report: no", "Failure-Report: yes", "Message-ID: a", "Message-ID: b"],
+        ["X-Failure-Report: no", "X-Message-ID: x", "Byte-Range-X: 1"],
+        ["Success-Report: yes", "Content-Type: text/plain"],
+    ],
+)
+def test_header_in_agrees_with_header(lines: list[str]) -> None:
+    """The fast lookup gives what Frame.header gives: first header of a name, any case."""
+    frame = parse(
+        crlf("MSRP a1 SEND", f"To-Path: {TA} {B}", f"From-Path: {A}", *lines, "-------a1$")
+    )
+    head = frame.buf[: frame.hdr_end]
+    for name in (b"failure-report", b"message-id", b"byte-range", b"to-path", b"from-path"):
+        assert header_in(head, name + b":") == frame.header(name), name
+    fr = frame.header(b"failure-report")
+    assert failure_report(frame) == (b"yes" if fr is None else fr.lower())

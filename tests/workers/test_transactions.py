@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from msrpd.workers.migrate.state import MigrationState
-from msrpd.workers.transactions import Transaction, TransactionTable
+from msrpd.workers.transactions import COMPACT_SLACK, Transaction, TransactionTable
 
 
 @dataclass
@@ -21,9 +21,15 @@ class Conn:
 
 
 def tx(tid: bytes, origin: Conn, out: int = 7) -> Transaction:
-    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", b"m", b"1-3/3", b"a", b"ta", b"ta")
+    head = b"MSRP o SEND\r\nTo-Path: ta b\r\nFrom-Path: a\r\nMessage-ID: m\r\nByte-Range: 1-3/3\r\n"
+    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", head, b"a", b"ta", b"ta")
     t.out = out
     return t
+
+
+def test_message_id_and_byte_range_come_from_the_kept_head() -> None:
+    kept = tx(b"h1", Conn(1))
+    assert (kept.message_id, kept.byte_range) == (b"m", b"1-3/3")
 
 
 def test_match_needs_the_connection_it_went_out_on() -> None:
@@ -92,3 +98,19 @@ def test_a_streamed_chunk_times_out_from_its_end_line() -> None:
     table.restart(big, 1000.0)
     assert table.expired(1029.9) == []
     assert table.expired(1030.0) == [big]
+
+
+def test_answered_transactions_do_not_pile_up() -> None:
+    """Answers come in milliseconds, the timeout is 30 s: the deadline deque is compacted,
+    so what it holds stays near the live transactions, and order is kept."""
+    table, origin = TransactionTable(30.0), Conn(1)
+    slow = tx(b"slow", origin)
+    table.add(slow, 0.0)
+    for n in range(10 * COMPACT_SLACK):
+        t = tx(b"f%d" % n, origin)
+        table.add(t, 1.0 + n / 1e6)
+        table.end(t)
+    assert len(table._deadlines) <= 2 * len(table) + COMPACT_SLACK + 1
+    last = tx(b"last", origin)
+    table.add(last, 2.0)
+    assert table.expired(40.0) == [slow, last]
