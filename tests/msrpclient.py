@@ -38,10 +38,14 @@ class MsrpClient:
         host: str = "127.0.0.1",
         tls: ssl.SSLContext | None = None,
         timeout: float = 5.0,
+        sock: socket.socket | None = None,
     ) -> None:
-        sock = socket.create_connection((host, port), timeout=timeout)
-        if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        """Connect to host:port, or with `sock` use that connected socket (one a test's
+        listening peer accepted from the relay)."""
+        if sock is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname="localhost")
         self.sock = sock
         self.timeout = timeout
         self.reader = FrameReader(ReaderLimits(max_body=64 << 20))

@@ -71,6 +71,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         use_path_addr=None,
         event_callback="ksr_msrp_event",
         route=None,
+        block_unknown_methods=False,
         max_body=1048576,
         max_head=16384,
     )
@@ -193,6 +194,7 @@ BAD_VALUES = [
     ("msrp", "event_callback", '"not-an-identifier"', "must be a Python identifier"),
     ("msrp", "event_callback", '"def"', "must be a Python identifier, got 'def'"),
     ("msrp", "route", '"missing.py"', "no such file: "),
+    ("msrp", "block_unknown_methods", '"no"', "must be true or false, got 'no'"),
     ("msrp", "max_body", "1023", "must be an integer >= 1024, got 1023"),
     ("msrp", "max_head", "1023", "must be an integer from 1024 to 1048576, got 1023"),
     ("msrp", "max_head", "1048577", "got 1048577"),

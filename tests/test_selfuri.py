@@ -102,3 +102,26 @@ def test_config_aliases_key(tmp_path: Path) -> None:
     config.write_text('[msrp]\naliases = ["relay.example.com", "msrps://[::1]:2855"]\n')
     assert load_config(config).msrp.aliases == ("relay.example.com", "msrps://[::1]:2855")
     assert load_config(None).msrp.aliases == ()
+
+
+def test_names_answers_as_matches_for_the_uri_bytes_the_reader_gives() -> None:
+    """names() (the relay route's to_us, on every frame) agrees with matches() whatever the
+    session-id, remembers per URI without it, and keeps its memo bounded."""
+    uris = _uris(["tcp:127.0.0.1:2856"], aliases=("relay.example.net",))
+    cases = [
+        "msrp://127.0.0.1:2856/sid;tcp",
+        "msrp://127.0.0.1:2856/other/with/slashes;tcp",
+        "msrp://127.0.0.1:2856;tcp",
+        "MSRP://RELAY.EXAMPLE.NET:2856/Sid;tcp",
+        "msrp://relay.example.net/x;tcp",
+        "msrp://127.0.0.1:2856/no-transport",
+        "msrp://127.0.0.1:2857/sid;tcp",
+        "msrp://evil.example.com:2856/sid;tcp",
+    ]
+    for _ in range(2):  # the second round is answered from the memo
+        assert [uris.names(u.encode()) for u in cases] == [_ours(uris, u) for u in cases]
+    assert [uris.names(u.encode()) for u in cases] == [True] * 6 + [False] * 2
+    for port in range(3000, 5000):
+        assert not uris.names(f"msrp://10.0.0.1:{port}/s;tcp".encode())
+    assert len(uris._memo) <= 1024
+    assert uris.names(b"msrp://127.0.0.1:2856/again;tcp")

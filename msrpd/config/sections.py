@@ -178,7 +178,12 @@ class MsrpSettings:
     """Name of the route function called for each frame."""
 
     route: Path | None = field(default=None, metadata=FILE)
-    """Routing script. None: the bundled cmap route."""
+    """Routing script. None: the bundled relay route (RFC 4976: tokens and direction,
+    routing/routes/relay.py); the Kamailio examples are routes/cmap.py and htable.py."""
+
+    block_unknown_methods: bool = field(default=False, metadata=BOOLEAN)
+    """The relay route answers a request with a method other than SEND, REPORT and AUTH
+    with 501 instead of forwarding it like a REPORT (RFC 4976 §6.4.2 MAY)."""
 
     max_body: int = field(default=1024 * 1024, metadata=integer(1024))
     """Largest body, in bytes, handed over as one frame; larger bodies are streamed."""

@@ -17,7 +17,7 @@ Rules (rfc-checklist §2.2, RFC 4975 §6.1; issue 12, item 9):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from urllib.parse import unquote
 
@@ -31,6 +31,7 @@ _HostKey = IPv4Address | IPv6Address | str
 _Key = tuple[str, _HostKey, int]
 _SCHEME = {"tcp": "msrp", "tls": "msrps"}
 _WILDCARDS = frozenset({IPv4Address("0.0.0.0"), IPv6Address("::")})
+_MEMO_MAX = 1024
 
 
 def host_key(host: str) -> _HostKey:
@@ -47,6 +48,8 @@ def host_key(host: str) -> _HostKey:
 class SelfUris:
     keys: frozenset[_Key]
     """(scheme, host key, port) of every URI that names us."""
+    _memo: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
+    """names(): the answer per URI without its session-id (they do not count)."""
 
     @classmethod
     def build(
@@ -84,6 +87,27 @@ class SelfUris:
         except ValueError:
             return False
         return (uri.scheme.lower(), host, port) in self.keys
+
+    def names(self, uri: bytes) -> bool:
+        """matches() for a path URI as the reader gave it (it parses: reader.py checks every
+        path), memoised on the URI without its session-id: the relay route asks it for every
+        frame. The memo is bounded: a peer naming many hosts only empties it."""
+        # The session-id runs from the "/" after the authority to the ";" (RFC 4975 §9); a
+        # "/" or ";" in the authority would not parse (the reader checked).
+        slash = uri.find(b"/", uri.find(b"://") + 3)
+        semi = uri.find(b";", slash)
+        key = uri if slash < 0 else uri[:slash] + (uri[semi:] if semi >= 0 else b"")
+        memo = self._memo
+        found = memo.get(key)
+        if found is None:
+            try:
+                found = self.matches(parse_uri(uri.decode("utf-8", "surrogateescape")))
+            except LocalProtocolError:
+                found = False
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
 
     def count(self, uris: Iterable[str]) -> int:
         """How many of `uris` (path elements) name us; one that does not parse is not ours."""

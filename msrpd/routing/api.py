@@ -25,7 +25,7 @@ from ..protocol import (
 )
 from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
-from . import auth, cmapops, tm
+from . import auth, cmapops, hop, tm
 from .env import Destination, RouteEnv, SendFlags
 from .sht import ScriptHTable
 
@@ -161,12 +161,33 @@ class Msrp:
             return -1
         return self.env.relay(self.frame, data, dest, self._relay_flags)
 
-    def cmap_save(self) -> int:
+    def cmap_save(self, hdrs: str = "") -> int:
         """Authenticate-and-register an AUTH: grant Expires, save the session, answer 200 with
-        Use-Path (reference §8.2 codes: -1 no cmap or full, -2 not AUTH, -3/-4 423 sent)."""
+        Use-Path and `hdrs` (reference §8.2 codes: -1 no cmap or full, -2 not AUTH, -3/-4 423
+        sent)."""
         if self.frame.method != AUTH:
             return -2
-        return cmapops.save(self.frame, self.conn, self.env, self._reply_flags)
+        return cmapops.save(self.frame, self.conn, self.env, self._reply_flags, hdrs)
+
+    def to_us(self) -> bool:
+        """The leftmost To-Path URI names this relay (a token of ours included; RFC 4976
+        §6.2; routing/hop.py)."""
+        return hop.designates_us(self.frame, self.env)
+
+    def token(self) -> int:
+        """The leftmost To-Path URI as a token we issued (routing/hop.py): 1 outbound (the
+        arriving connection owns it), 2 inbound (relay() then goes to the owner's connection
+        only), -1 no session-id (our bare URI), -2 unknown, expired or its connection gone."""
+        code, dest = hop.token(self.frame, self.conn, self.env)
+        if dest is not None:
+            self._dest = dest
+        return code
+
+    def close(self) -> int:
+        """Close the connection the frame came on without answering it (RFC 4976 §6.2: a
+        request not addressed to us)."""
+        self.env.close_origin("request not addressed to this relay")
+        return 1
 
     def cmap_lookup(self) -> int:
         """Find the connection of To-Path #1's session (reference §8.3 codes: -1 no cmap,
@@ -200,6 +221,11 @@ class Msrp:
     def has_user_store(self) -> bool:
         """Whether `[auth] users` is configured (www_authenticate without a password uses it)."""
         return self.env.has_user_store
+
+    def auth_info(self, realm: str, password: str | None = None) -> str:
+        """The `Authentication-Info` line (with CRLF) for the 200 to an AUTH that
+        www_authenticate passed, for cmap_save(hdrs) (RFC 4976 §9.1); "" without qop."""
+        return auth.info_header(self.frame, self.env, realm, password)
 
     def www_challenge(self, realm: str) -> str:
         """The `WWW-Authenticate` header line (with CRLF) for a 401, with a fresh nonce."""

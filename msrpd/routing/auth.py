@@ -25,7 +25,7 @@ from ..protocol import digest as dg
 from ..shm import NONCE_TABLE
 from .env import RouteEnv
 
-__all__ = ["AuthResult", "challenge_header", "check", "opaque"]
+__all__ = ["AuthResult", "challenge_header", "check", "info_header", "opaque"]
 
 
 class AuthResult(Enum):
@@ -108,3 +108,34 @@ def challenge_header(env: RouteEnv, realm: str, *, stale: bool = False) -> str:
     nonce = dg.make_nonce(secret, env.now(), env.nonce_salt())
     value = dg.challenge(realm, nonce, opaque=opaque(secret), stale=stale)
     return f"WWW-Authenticate: {value}\r\n"
+
+
+def info_header(frame: Frame, env: RouteEnv, realm: str, password: str | None) -> str:
+    """`Authentication-Info` with CRLF for the 200 to an AUTH that check() passed: rspauth,
+    cnonce, nc and qop (RFC 4976 §9.1 MUST; Kamailio sends none, K10). "" when the
+    credentials carry no qop (RFC 2069 form: nothing to prove with) or cannot be read."""
+    value = frame.header("Authorization")
+    try:
+        creds = dg.parse_authorization(value or b"")
+    except LocalProtocolError:
+        return ""
+    if creds.qop is None or creds.nc is None or creds.cnonce is None:
+        return ""
+    ha1 = (
+        dg.ha1(creds.username, creds.realm, password)
+        if password is not None
+        else env.user_ha1(creds.username, realm)
+    )
+    if ha1 is None:
+        return ""
+    to_uri = frame.to_path[0] if frame.to_path else ""
+    try:
+        rspauth = dg.rspauth(creds, ha1, to_uri)
+    except LocalProtocolError:
+        return ""
+    # The cnonce goes back quoted as it came (RFC 2617 quoted-string: \\ and \" escaped).
+    cnonce = creds.cnonce.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f'Authentication-Info: rspauth="{rspauth}", cnonce="{cnonce}", '
+        f"nc={creds.nc}, qop={creds.qop}\r\n"
+    )

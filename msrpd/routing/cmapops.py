@@ -20,7 +20,7 @@ from ..protocol.digest import parse_authorization
 from ..shm import CmapEntry
 from .env import Destination, RouteEnv
 
-__all__ = ["grant_expires", "lookup", "save", "use_path"]
+__all__ = ["grant_expires", "lookup", "save", "session_of", "use_path"]
 
 _DIGITS = re.compile(rb"[0-9]{1,10}")
 _SCHEME = re.compile(r"^msrps?://", re.I)
@@ -51,7 +51,7 @@ def use_path(conn: ConnInfo, addr: str | None, sessid: str) -> str:
     return f"{scheme}://{host}/{sessid};tcp"
 
 
-def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int) -> int:
+def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int, hdrs: str = "") -> int:
     cmap, policy = env.cmap, env.policy
     if cmap is None or conn.conid is None:
         return -1
@@ -69,7 +69,8 @@ def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int) -> int:
         env.write_origin(build_reply(frame, 500, "Server Error (session table full)"), reply_flags)
         return -1
     env.session_saved(sessid, _username(frame))
-    extra = f"Use-Path: {use_path(conn, policy.use_path_addr, sessid)}\r\nExpires: {grant}\r\n"
+    path = use_path(conn, policy.use_path_addr, sessid)
+    extra = f"Use-Path: {path}\r\nExpires: {grant}\r\n{hdrs}"
     env.write_origin(build_reply(frame, 200, "OK", extra), reply_flags)
     return 1
 
@@ -82,7 +83,7 @@ def _username(frame: Frame) -> str:
         return ""
 
 
-def _session_of(frame: Frame) -> str | None:
+def session_of(frame: Frame) -> str | None:
     """To-Path #1's session id. The common shape is read with one regex on the raw URI
     (the hot path of every SEND); anything else goes through the full parser."""
     fast = _FAST_SESSION.fullmatch(frame.first_to)
@@ -98,7 +99,7 @@ def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
     cmap = env.cmap
     if cmap is None:
         return None, -1
-    sessid = _session_of(frame)
+    sessid = session_of(frame)
     if sessid is None:
         return None, -3
     if not sessid:

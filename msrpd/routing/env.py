@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..config.selfuri import SelfUris
 from ..protocol import Frame, MsrpUri
 from ..shm import Cmap
 from .sht import ScriptHTable
@@ -52,6 +53,8 @@ class RoutePolicy:
     realm: str
     sipmsg: bool
     nonce_ttl: float = 300.0
+    block_unknown_methods: bool = False
+    """[msrp] block_unknown_methods: the relay route answers 501 instead of forwarding."""
 
 
 class RouteEnv(Protocol):
@@ -62,6 +65,10 @@ class RouteEnv(Protocol):
 
     @property
     def cmap(self) -> Cmap | None: ...
+
+    @property
+    def self_uris(self) -> SelfUris | None:
+        """The URIs that name this relay (None: not known, nothing is ours)."""
 
     @property
     def nonce_secret(self) -> bytes: ...
@@ -83,6 +90,9 @@ class RouteEnv(Protocol):
 
     def write_origin(self, data: bytes, flags: int) -> None:
         """Write `data` to the connection the current frame came on."""
+
+    def close_origin(self, reason: str) -> None:
+        """Close the connection the current frame came on, without answering it."""
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it

@@ -19,7 +19,8 @@ from typing import Any
 
 __all__ = ["DEFAULT_ROUTE", "RouteLoadError", "RouteScript", "load_route"]
 
-DEFAULT_ROUTE = Path(__file__).with_name("routes") / "cmap.py"
+DEFAULT_ROUTE = Path(__file__).with_name("routes") / "relay.py"
+"""The RFC 4976 relay; the Kamailio examples (cmap.py, htable.py) are opt-in."""
 
 EventCallback = Callable[[Any], object]
 
@@ -46,7 +47,7 @@ def _where(exc: BaseException, path: Path) -> str:
 
 
 def load_route(path: Path | None, callback: str) -> RouteScript:
-    """Load the routing script at `path` (the bundled cmap route when None).
+    """Load the routing script at `path` (the bundled relay route when None).
 
     Raises:
         RouteLoadError: the file cannot be read or run, or has no callable `callback`.

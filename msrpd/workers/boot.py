@@ -62,6 +62,7 @@ def build_routes(
         use_path_addr=settings.msrp.use_path_addr,
         realm=settings.auth.realm,
         sipmsg=settings.msrp.sipmsg,
+        block_unknown_methods=settings.msrp.block_unknown_methods,
     )
     users = UserStore(settings.auth.users) if settings.auth.users else None
     m = settings.msrp

@@ -68,6 +68,8 @@ class RoutedConn(Protocol):
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
 
+    def close(self, reason: str = ...) -> None: ...
+
     def block(self, dest: Hashable) -> None: ...
 
     def unblock(self, dest: Hashable) -> None: ...
@@ -161,6 +163,11 @@ class ConnEnv:
     def nonce_secret(self) -> bytes:
         return self.routes.nonce_secret
 
+    @property
+    def self_uris(self) -> SelfUris | None:
+        loopback = self.routes.loopback
+        return None if loopback is None else loopback.self_uris
+
     def now(self) -> float:
         return time.time()
 
@@ -187,6 +194,10 @@ class ConnEnv:
         if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
             self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
+
+    def close_origin(self, reason: str) -> None:
+        logger.info("closing %s: %s", self.conn.peer_key, reason)
+        self.conn.close(reason)
 
     def report_lost(self, frame: Frame, code: int, reason: str) -> None:
         """`frame` (being routed) will not be delivered: if the route has already answered

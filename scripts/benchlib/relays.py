@@ -115,6 +115,9 @@ class Msrpd(Relay):
                 "drain_timeout": "5.0",
             },
             "log": {"accounting": "false"},
+            # Kamailio's example route, as the oracle runs (the default relay route takes AUTH
+            # over TLS only); an `msrp.route=...` option picks another.
+            "msrp": {"route": f'"{ROOT / "msrpd" / "routing" / "routes" / "cmap.py"}"'},
         }
         for item in extra or ():
             key, _, value = item.partition("=")

@@ -1,63 +1,36 @@
-"""The relay's transaction layer against a live msrpd (rfc-checklist §6 cases 16, 18, 23-27):
-msrp.t_reply / msrp.t_relay, new transaction ids, responses mapped back, Failure-Report,
-the relay's own REPORTs and the transaction timeout.
+"""The relay's transaction layer against a live msrpd running the default relay route
+(rfc-checklist §6 cases 16, 18, 23-27c, 30d): msrp.t_reply / msrp.t_relay, new transaction
+ids, responses mapped back, Failure-Report, the relay's own REPORTs, the transaction timeout.
 
-Real msrpd processes (2 workers, balance off), real sockets on 127.0.0.1. The route is
-ROUTE below, the smallest relay that uses the two calls (the default relay route of issue 14
-is tested on its own). Next hops are plain TCP peers this test plays (`Peer`): relay-to-relay
-mutual TLS (case 16 as written) is out of reach here, so AUTH forwarding is shown to a peer
-that answers 401 and 200 over plain TCP. Every test checks each frame every party gets: who,
-once, in order, with which transaction id.
+Real msrpd processes (2 workers; conftest.start_relay), real sockets on 127.0.0.1; A AUTHs
+over TLS. Next hops are plain TCP peers this test plays (`Peer`): relay-to-relay mutual TLS
+(case 16 as written) is not supported by the relay route, so AUTH forwarding is shown to a
+peer that answers 401 and 200 over plain TCP. Every test checks each frame every party gets:
+who, once, in order, with which transaction id.
 """
 
 from __future__ import annotations
 
 import re
 import socket
-import ssl
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits, build_reply
 from msrpd.protocol.writer import build_request
 from msrpd.rundir import handoff_path, layout_for
 
-from ..integration.relay import PASSWORDS, REALM, Relay, free_port
-from ..integration.test_flow_cycle import slot_of, split_pair
+from ..integration.relay import Relay, free_port
+from ..integration.test_flow_cycle import slot_of
 from ..msrpclient import MsrpClient, new_tid
+from .conftest import Net, start_relay
 
 TIMEOUT = 2.0  # [msrp] transaction_timeout for these tests
 QUIET = 0.6  # how long "nothing more arrives" is watched
 NEW_TID = re.compile(rb"[0-9a-f]{26}")
-
-ROUTE = """
-from msrpd.routing import cmapops
-
-
-def ksr_msrp_event(msrp):
-    if msrp.is_reply():
-        msrp.t_relay()
-        return
-    if msrp.method == "AUTH" and msrp.nexthops == 0:
-        realm = msrp.env.policy.realm
-        if not msrp.www_authenticate(realm):
-            msrp.reply("401", "Unauthorized", msrp.www_challenge(realm))
-            return
-        msrp.cmap_save()
-        return
-    dest, code = cmapops.lookup(msrp.frame, msrp.env)  # cmap_lookup refuses an AUTH
-    if dest is None:
-        msrp.t_reply(481, "Session Does Not Exist")
-        return
-    if dest.conid != msrp.conn.conid:  # inbound: to the token's owner; else To-Path #2
-        msrp._dest = dest
-    if msrp.method == "SEND":
-        msrp.t_reply(200, "OK")
-    msrp.t_relay()
-"""
 
 
 class Peer:
@@ -104,23 +77,13 @@ class Peer:
 
 
 @pytest.fixture
-def relay(make_relay, tmp_path: Path) -> Relay:  # type: ignore[no-untyped-def]
-    """The relay, listening on plain TCP and TLS; `client_tls` is a client context that
-    trusts its certificate."""
-    route = tmp_path / "txroute.py"
-    route.write_text(ROUTE)
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(cert_file)
-    cert.private_key_pem.write_to_path(key_file)
-    tls = {"certificate": str(cert_file), "private_key": str(key_file)}
-    msrp = {"route": str(route), "transaction_timeout": TIMEOUT}
-    r: Relay = make_relay(children=2, core={"balance": False}, msrp=msrp, tls=tls)
-    assert r.start().returncode == 0, r.log()
-    r.client_tls = ssl.create_default_context()  # type: ignore[attr-defined]
-    ca.configure_trust(r.client_tls)  # type: ignore[attr-defined]
-    return r
+def net(tmp_path: Path) -> Iterator[Net]:
+    """A relay of its own for each test: the counters it reads are its own."""
+    found = start_relay(tmp_path, transaction_timeout=TIMEOUT)
+    try:
+        yield found
+    finally:
+        found.relay.stop()
 
 
 _OPEN: list[MsrpClient] = []
@@ -133,11 +96,25 @@ def _close_clients() -> None:
         _OPEN.pop().close()
 
 
-def _pair(relay: Relay) -> tuple[MsrpClient, MsrpClient]:
-    """Alice on worker 0, Carol on worker 1 (both AUTHed: Carol's token goes unused)."""
-    alice, carol = split_pair(relay)
-    _OPEN.extend((alice, carol))
-    return alice, carol
+def _elsewhere(net: Net, than: MsrpClient, make: Callable[[], MsrpClient]) -> MsrpClient:
+    """A client from `make` that the kernel put on the other worker than `than`'s."""
+    slot = slot_of(net.relay, than.sock)
+    for _ in range(40):
+        client = make()
+        other = slot_of(net.relay, client.sock)
+        if other is not None and other != slot:
+            _OPEN.append(client)
+            return client
+        client.close()
+    raise AssertionError("40 connections all landed on one worker")
+
+
+def _pair(net: Net, peer_authed: bool = False) -> tuple[MsrpClient, MsrpClient]:
+    """A (TLS, AUTHed) and, on the other worker, a plain TCP peer C without a relay, or
+    (peer_authed) Bob over TLS with a token of his own."""
+    alice = _authed(net)
+    make = (lambda: net.authed("bob")) if peer_authed else net.plain
+    return alice, _elsewhere(net, alice, make)
 
 
 @pytest.fixture
@@ -147,14 +124,9 @@ def peer() -> Peer:
     p.close()
 
 
-def _authed(relay: Relay, user: str = "alice", tls: bool = False) -> MsrpClient:
-    if tls:
-        assert relay.tls_port is not None
-        client = MsrpClient(relay.tls_port, tls=relay.client_tls, timeout=10)  # type: ignore[attr-defined]
-    else:
-        client = MsrpClient(relay.port, timeout=10)
+def _authed(net: Net, user: str = "alice") -> MsrpClient:
+    client = net.authed(user)
     _OPEN.append(client)
-    assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
     return client
 
 
@@ -196,13 +168,12 @@ def _forwarded(got: Frame, sent_tid: bytes, to: str, frm: str) -> None:
     assert sent_tid not in got.buf
 
 
-@pytest.mark.parametrize("tls", [True, False], ids=["tls", "tcp"])
-def test_outbound_send_new_tid_and_200_consumed(relay: Relay, peer: Peer, tls: bool) -> None:
-    """Case 18: A's SEND `TA b` (no Failure-Report: yes) over TLS (and plain TCP): A gets 200
-    at once with its tid, To-Path a, From-Path TA; B gets the SEND under a new id, To-Path b,
-    From-Path `TA a`, every other header and the body unchanged; B's 200 is not passed to A."""
-    alice = _authed(relay, tls=tls)
-    assert (alice.use_path or "").startswith("msrps://" if tls else "msrp://")
+def test_outbound_send_new_tid_and_200_consumed(net: Net, peer: Peer) -> None:
+    """Case 18: A's SEND `TA b` (no Failure-Report: yes) over TLS: A gets 200 at once with its
+    tid, To-Path a, From-Path TA; B gets the SEND under a new id, To-Path b, From-Path `TA a`,
+    every other header and the body unchanged; B's 200 is not passed to A."""
+    alice = _authed(net)
+    assert (alice.use_path or "").startswith("msrps://")
     token = alice.use_path or ""
     body = bytes(range(100))
     tid = _send(alice, f"{token} {peer.uri}", "m18", body)
@@ -216,28 +187,28 @@ def test_outbound_send_new_tid_and_200_consumed(relay: Relay, peer: Peer, tls: b
     assert (got.header("Content-Type"), bytes(got.body or b"")) == (b"text/plain", body)
     peer.answer(got, 200, "OK")
     _nothing(alice, peer)
-    stats = _stats(relay)
+    stats = _stats(net.relay)
     assert (stats["tx_unmatched"], stats["tx_timeouts"]) == (0, 0)
 
 
-def test_failure_report_no(relay: Relay, peer: Peer) -> None:
+def test_failure_report_no(net: Net, peer: Peer) -> None:
     """Case 23: Failure-Report no: no response to A at all, forwarded to B; B's 481 brings
     no REPORT (it matches no transaction: counted)."""
-    alice = _authed(relay)
+    alice = _authed(net)
     tid = _send(alice, f"{alice.use_path} {peer.uri}", "m23", b"hello", fr="no")
     got = peer.recv()
     _forwarded(got, tid, peer.uri, f"{alice.use_path} {alice.uri}")
     assert got.header("Failure-Report") == b"no"
     peer.answer(got, 481, "Session Does Not Exist")
     _nothing(alice, wait=TIMEOUT + 1)
-    assert _stats(relay)["tx_unmatched"] == 1
+    assert _stats(net.relay)["tx_unmatched"] == 1
 
 
-def test_failure_report_partial_error_becomes_report(relay: Relay, peer: Peer) -> None:
+def test_failure_report_partial_error_becomes_report(net: Net, peer: Peer) -> None:
     """Case 24: Failure-Report partial: no 200 to A; B's 415 becomes a REPORT to A: new tid,
     To-Path a, From-Path TA, the SEND's Message-ID, Byte-Range of what arrived, Status 000
     415, no FR or SR. A second partial SEND that B answers 200: nothing to A, ever."""
-    alice = _authed(relay)
+    alice = _authed(net)
     token = alice.use_path or ""
     tid = _send(alice, f"{token} {peer.uri}", "m24", b"x" * 10, fr="partial")
     got = peer.recv()
@@ -254,13 +225,13 @@ def test_failure_report_partial_error_becomes_report(relay: Relay, peer: Peer) -
     _forwarded(got2, second, peer.uri, f"{token} {alice.uri}")
     peer.answer(got2, 200, "OK")
     _nothing(alice, peer, wait=TIMEOUT + 1)  # partial: no 408 either
-    assert _stats(relay)["tx_timeouts"] == 0
+    assert _stats(net.relay)["tx_timeouts"] == 0
 
 
-def test_timeout_reports_408_and_late_response_dropped(relay: Relay, peer: Peer) -> None:
+def test_timeout_reports_408_and_late_response_dropped(net: Net, peer: Peer) -> None:
     """Case 25: FR yes, B accepts and never answers: 200 to A at once, REPORT 000 408
     transaction_timeout (±1 s) after the SEND was written; B's late 200 is dropped."""
-    alice = _authed(relay)
+    alice = _authed(net)
     token = alice.use_path or ""
     tid = _send(alice, f"{token} {peer.uri}", "m25", b"abc", fr="yes")
     ok = alice.recv().frame
@@ -276,14 +247,14 @@ def test_timeout_reports_408_and_late_response_dropped(relay: Relay, peer: Peer)
     assert (report.to_path, report.from_path) == ([alice.uri], [token])
     peer.answer(got, 200, "OK")
     _nothing(alice, peer)
-    stats = _stats(relay)
+    stats = _stats(net.relay)
     assert (stats["tx_timeouts"], stats["tx_unmatched"]) == (1, 1)
 
 
-def test_next_hop_refused_reports_408_once(relay: Relay) -> None:
+def test_next_hop_refused_reports_408_once(net: Net) -> None:
     """Case 26: the next hop refuses the connection: 200, then one REPORT 000 408, nothing
     after (not a second one when the transaction timeout would have passed)."""
-    alice = _authed(relay)
+    alice = _authed(net)
     token = alice.use_path or ""
     dead = f"msrp://127.0.0.1:{free_port()}/gone;tcp"
     tid = _send(alice, f"{token} {dead}", "m26", b"abc")
@@ -293,19 +264,18 @@ def test_next_hop_refused_reports_408_once(relay: Relay) -> None:
     assert (report.message_id, report.header("Status")) == (b"m26", b"000 408 Request Timeout")
     assert (report.to_path, report.from_path) == ([alice.uri], [token])
     _nothing(alice, wait=TIMEOUT + 1)
-    assert _stats(relay)["tx_timeouts"] == 0
+    assert _stats(net.relay)["tx_timeouts"] == 0
 
 
-@pytest.mark.parametrize("tls", [True, False], ids=["tls", "tcp"])
-def test_auth_forwarded_and_answers_mapped_back(relay: Relay, tls: bool) -> None:
-    """Case 16, R2 over plain TCP (mutual TLS to a relay peer is out of reach here), A over
-    TLS and over TCP: A's AUTH `TA r2`: R2 gets it under a new id, To-Path r2,
+def test_auth_forwarded_and_answers_mapped_back(net: Net) -> None:
+    """Case 16, R2 over plain TCP (relay peers over mutual TLS are not supported), A over
+    TLS: A's AUTH `TA r2`: R2 gets it under a new id, To-Path r2,
     From-Path `TA a`; the relay answers nothing itself; R2's 401 and then 200 reach A with
     A's tids, To-Path a, From-Path `TA r2`, Use-Path and WWW-Authenticate untouched. A
     third AUTH that R2 never answers gets A a 408 after transaction_timeout."""
     r2 = Peer("")
     r2.uri = r2.uri.replace("/;", ";")  # a relay's bare URI
-    alice = _authed(relay, tls=tls)
+    alice = _authed(net)
     token = alice.use_path or ""
     first = alice.request("AUTH", f"{token} {r2.uri}")
     got = r2.recv()
@@ -335,13 +305,13 @@ def test_auth_forwarded_and_answers_mapped_back(relay: Relay, tls: bool) -> None
     r2.close()
 
 
-def test_unknown_method_inbound_across_workers(relay: Relay) -> None:
+def test_unknown_method_inbound_across_workers(net: Net) -> None:
     """Case 27c, inbound, the two ends on different workers: C's FOO `TA a` reaches A over
     cA under a new id (To-Path a, From-Path `TA c`), no relay response; A's 200 reaches C
     with C's tid, To-Path c, From-Path `TA a` (handed to C's worker, which owns the
     transaction). A response with that id on another connection does nothing."""
-    alice, carol = _pair(relay)
-    assert (slot_of(relay, alice.sock), slot_of(relay, carol.sock)) == (0, 1)
+    alice, carol = _pair(net)
+    assert slot_of(net.relay, alice.sock) != slot_of(net.relay, carol.sock)
     token = alice.use_path or ""
     sent = carol.request("FOO", f"{token} {alice.uri}", [("X-Foo", "bar")], b"hi")
     got = alice.recv().frame
@@ -349,7 +319,7 @@ def test_unknown_method_inbound_across_workers(relay: Relay) -> None:
     assert (got.method, got.header("X-Foo"), bytes(got.body or b"")) == (b"FOO", b"bar", b"hi")
     _nothing(carol)
     # A thief on yet another connection answers first, with the id it should not know.
-    thief = MsrpClient(relay.port)
+    thief = net.plain()
     _OPEN.append(thief)
     thief.send_raw(build_reply(got, 200, "OK"))
     # An id naming a worker that does not exist (slot 7): dropped, never handed anywhere.
@@ -362,14 +332,14 @@ def test_unknown_method_inbound_across_workers(relay: Relay) -> None:
     assert (answer.to_path, answer.from_path) == ([carol.uri], [token, alice.uri])
     alice.send_raw(build_reply(got, 200, "OK"))  # a duplicate: its transaction is over
     _nothing(carol, alice, thief)
-    assert _stats(relay)["tx_unmatched"] == 3
-    assert handoff_path(relay.run_dir, 7, 1).name not in relay.log()
+    assert _stats(net.relay)["tx_unmatched"] == 3
+    assert handoff_path(net.relay.run_dir, 7, 1).name not in net.relay.log()
 
 
-def test_inbound_send_error_across_workers_reports(relay: Relay) -> None:
+def test_inbound_send_error_across_workers_reports(net: Net) -> None:
     """An inbound SEND (C -> `TA a`, C and A on different workers): 200 to C, A gets it
     under a new id; A's 413 reaches C's worker and becomes C's REPORT."""
-    alice, carol = _pair(relay)
+    alice, carol = _pair(net)
     token = alice.use_path or ""
     tid = _send(carol, f"{token} {alice.uri}", "m-in", b"0123456789")
     assert (carol.recv().frame.tid, 200) == (tid, 200)
@@ -383,10 +353,10 @@ def test_inbound_send_error_across_workers_reports(relay: Relay) -> None:
     _nothing(carol, alice)
 
 
-def test_report_forwarded_without_transaction(relay: Relay, peer: Peer) -> None:
+def test_report_forwarded_without_transaction(net: Net, peer: Peer) -> None:
     """Case 27a's outbound twin: A's REPORT `TA b` is forwarded under a new id, never
     answered by the relay, and no transaction waits for it (no 408 ever)."""
-    alice = _authed(relay)
+    alice = _authed(net)
     token = alice.use_path or ""
     headers = [("Message-ID", "m27"), ("Byte-Range", "1-5/5"), ("Status", "000 200 OK")]
     tid = alice.request("REPORT", f"{token} {peer.uri}", headers)
@@ -394,13 +364,13 @@ def test_report_forwarded_without_transaction(relay: Relay, peer: Peer) -> None:
     _forwarded(got, tid, peer.uri, f"{token} {alice.uri}")
     assert got.header("Status") == b"000 200 OK"
     _nothing(alice, peer, wait=TIMEOUT + 1)
-    assert _stats(relay)["tx_timeouts"] == 0
+    assert _stats(net.relay)["tx_timeouts"] == 0
 
 
-def test_streamed_send_end_line_renamed(relay: Relay, peer: Peer) -> None:
+def test_streamed_send_end_line_renamed(net: Net, peer: Peer) -> None:
     """A SEND over max_body (streamed): its end-line reaches B under the new id too, and a
     timeout REPORT gives the range-end of the bytes that arrived."""
-    alice = _authed(relay)
+    alice = _authed(net)
     token = alice.use_path or ""
     body = b"z" * (2 * 1024 * 1024)
     tid = new_tid()
@@ -417,13 +387,13 @@ def test_streamed_send_end_line_renamed(relay: Relay, peer: Peer) -> None:
     assert report.header("Byte-Range") == f"1-{len(body)}/{len(body)}".encode()
 
 
-def test_next_hop_413_mid_message(relay: Relay) -> None:
+def test_next_hop_413_mid_message(net: Net) -> None:
     """Case 30d: B answers 413 while A's 3 MiB chunk is being forwarded: B's copy of the
     chunk ends at once with "#" under the new id, none of the rest reaches B; A gets its
     200 (the chunk arrived) then a REPORT 413 with the range received; A's next chunk of
     that message is answered 413 and not forwarded; another message still goes through."""
     peer = Peer(max_body=16 * 1024)
-    alice = _authed(relay)
+    alice = _authed(net)
     token = alice.use_path or ""
     body = b"q" * (3 * 1024 * 1024)
     tid = new_tid()
@@ -468,7 +438,7 @@ def test_next_hop_413_mid_message(relay: Relay) -> None:
     _forwarded(fine, other, peer.uri, f"{token} {alice.uri}")
     assert (fine.message_id, bytes(fine.body or b"")) == (b"m30-other", b"fine")
     _nothing(alice, peer)
-    assert _stats(relay)["tx_refused"] == 1
+    assert _stats(net.relay)["tx_refused"] == 1
     peer.close()
 
 
@@ -478,12 +448,12 @@ def relay_head_checks(head: Frame, sent_tid: bytes, to: str, frm: str) -> None:
     assert head.to_path == [to] and head.from_path == frm.split()
 
 
-def test_both_ends_on_this_relay_across_workers(relay: Relay) -> None:
+def test_both_ends_on_this_relay_across_workers(net: Net) -> None:
     """`TA TB b` (both ends AUTHed here, on different workers): the inner pass through our
     own URI forwards it to Bob under a new id, To-Path b, From-Path `TB TA a`; Bob's 415
     becomes A's REPORT (To-Path a, From-Path TA); a FOO's 200 comes back to A with A's id,
     To-Path a, From-Path `TA TB b`."""
-    alice, bob = _pair(relay)
+    alice, bob = _pair(net, peer_authed=True)
     ta, tb = alice.use_path or "", bob.use_path or ""
     tid = _send(alice, f"{ta} {tb} {bob.uri}", "m-both", b"hey")
     assert (alice.recv().frame.tid, 200) == (tid, 200)

@@ -186,7 +186,8 @@ def test_usr1_reopens_the_log_file(relay: Relay) -> None:
 
 
 def test_embedded_defaults_run_with_no_config_file(tmp_path) -> None:
-    """README's run command: no config file at all; 127.0.0.1:2855, the bundled cmap route.
+    """README's run command: no config file at all; 127.0.0.1:2855, the bundled relay route
+    (issue 14: AUTH over plain TCP is refused, nothing is forwarded without a token).
     XDG_RUNTIME_DIR keeps the run_dir inside this test."""
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "msrpd"]
@@ -196,7 +197,9 @@ def test_embedded_defaults_run_with_no_config_file(tmp_path) -> None:
         assert started.returncode == 0, started.stderr
         with MsrpClient(2855) as client:
             client.request("AUTH", "msrp://127.0.0.1:2855;tcp")
-            assert client.recv().frame.code == 401
+            assert client.recv().frame.code == 403
+            client.request("SEND", "msrp://127.0.0.1:2855/anything;tcp msrp://127.0.0.1:9/x;tcp")
+            assert client.recv().frame.code == 481
         assert run([*cmd, "status"], timeout=30).returncode == 0
     finally:
         stopped = run([*cmd, "stop"], timeout=60)

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import ConnInfo, Frame, FrameReader
 from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
@@ -63,6 +64,10 @@ class FakeEnv:
     """Message-IDs a next hop refused with 413 (message_refused)."""
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
+    self_uris: SelfUris | None = None
+    """The URIs that name the relay (the relay route's to_us); None: none."""
+    closed: list[str] = field(default_factory=list)
+    """Reasons close_origin() was called with."""
 
     @property
     def htable(self) -> ScriptHTable:
@@ -95,6 +100,9 @@ class FakeEnv:
     def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
         self.t_relayed.append((frame, dest, flags))
         return 1
+
+    def close_origin(self, reason: str) -> None:
+        self.closed.append(reason)
 
     def auth_done(self, ok: bool) -> None:
         self.auth_results.append(ok)
