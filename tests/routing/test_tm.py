@@ -77,7 +77,7 @@ def test_t_relay_destination() -> None:
     )
     assert msrp_for(response, env).t_relay() == 1
     assert msrp_for(frame_bytes("SEND", to=TA), env).t_relay() == -1  # nowhere to go
-    dests = [(f.method, d) for f, d, _ in env.t_relayed]
+    dests = [(r.frame.method, r.dest) for r in env.relayed]
     assert dests == [
         (b"SEND", Destination(parse_uri(B))),
         (b"FOO", Destination(parse_uri("msrp://127.0.0.1:7000;tcp"), None, "", chosen=True)),
