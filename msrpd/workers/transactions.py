@@ -12,8 +12,8 @@ Rules:
   connection. A connection that moved to another worker since (colocation) is known by its
   current id and its former ones (MigrationState.former), so its answer still matches.
 - The connection a request came on (its origin) is not moved while it has live transactions
-  (MigrationState.tx_open, colocate.ready_to_move): their REPORTs and mapped responses go to
-  the connection object kept here.
+  (MigrationState.tx_open, colocate.ready_to_move: colocation and a reload's handover both
+  wait): their REPORTs and mapped responses go to the connection object kept here.
 - Deadlines: one timeout for every transaction (`[msrp] transaction_timeout`), so a deque in
   deadline order and one periodic sweep replace per-transaction timers. An entry whose
   transaction ended or got a later deadline (a streamed chunk's end-line restarts it: the
