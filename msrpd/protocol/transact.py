@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 
 from .frame import Frame
-from .grammar import DASHES
+from .grammar import DASHES, FIRST_LINE
 
 __all__ = [
     "RANDOM_HEX",
@@ -33,6 +33,7 @@ __all__ = [
     "header_in",
     "make_tid",
     "received_range",
+    "response_facts",
     "retid_end",
     "tid_owner",
     "tid_prefix",
@@ -91,6 +92,19 @@ def end_line_in_body(frame: Frame, tid: bytes) -> bool:
             return True
         at = buf.find(prefix, at + 1, end)
     return False
+
+
+def response_facts(data: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+    """(transaction id, code, reason, first To-Path URI) of `data`, one whole response a
+    FrameReader has already accepted (another worker's: it hands the bytes on), read without
+    parsing it again; None when `data` is not a response."""
+    m = FIRST_LINE.match(data)
+    if m is None or m[2] is None:
+        return None
+    start = m.end() + 2  # To-Path is the first header (the reader checked)
+    line = data[start : data.find(b"\r\n", start)]
+    uris = line.partition(b":")[2].split(None, 1)
+    return m[1], int(m[2]), m[3] or b"", uris[0] if uris else b""
 
 
 def retid_end(raw: bytes | memoryview, tid: bytes) -> bytes:

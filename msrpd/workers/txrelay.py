@@ -43,13 +43,21 @@ from collections import OrderedDict
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, relay_splice
+from ..protocol import (
+    NEED_DATA,
+    Frame,
+    FrameReader,
+    LocalProtocolError,
+    RemoteProtocolError,
+    relay_splice,
+)
 from ..protocol.frame import AUTH, REPORT, SEND
 from ..protocol.transact import (
     RANDOM_HEX,
     end_line_in_body,
     failure_report,
     make_tid,
+    response_facts,
     tid_owner,
     tid_prefix,
 )
@@ -106,7 +114,17 @@ def _parse(data: bytes | memoryview) -> Frame | None:
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
-    __slots__ = ("ctx", "me", "owners", "owners_read", "prefix", "refused", "sweeping", "table")
+    __slots__ = (
+        "ctx",
+        "me",
+        "owners",
+        "owners_read",
+        "prefix",
+        "reader",
+        "refused",
+        "sweeping",
+        "table",
+    )
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -122,6 +140,8 @@ class TxRelay:
         self.owners: frozenset[tuple[int, int]] = frozenset()
         """The live workers (slot, generation), from the heartbeats, read at `owners_read`."""
         self.owners_read = -math.inf
+        self.reader = FrameReader()
+        """Reads the responses other workers hand us (_read)."""
 
     def new_tid(self, frame: Frame) -> bytes:
         """A transaction id of ours for forwarding `frame`: not live, not in its body."""
@@ -220,7 +240,7 @@ class TxRelay:
         owner = tid_owner(frame.tid)
         hub = self.ctx.hub
         if owner is None or hub is None or not self._alive(owner):
-            return self._unmatched(frame)
+            return self._unmatched(frame.tid)
         ids = struct.pack(f"!{len(arrival)}Q", *arrival)
         path = self.ctx.handoffs.path(*owner)
         hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
@@ -238,31 +258,60 @@ class TxRelay:
         return owner in self.owners
 
     def handed(self, msg: Handoff) -> None:
-        """A RESPONSE another worker read for one of our transactions."""
-        size = 8 * msg.token
-        frame = None if not 0 < size <= len(msg.payload) else _parse(msg.payload[size:])
-        if frame is None or frame.method is not None:
+        """A RESPONSE another worker read for one of our transactions: matched on the facts
+        of its first lines; parsed whole only when it is to be mapped back (not a SEND's)."""
+        size, payload = 8 * msg.token, msg.payload
+        data = payload[size:]
+        facts = response_facts(data) if 0 < size <= len(payload) else None
+        if facts is None:
             self.ctx.counters.add(Counter.tx_unmatched)
             return
-        self.answer(struct.unpack_from(f"!{msg.token}Q", msg.payload), frame)
+        arrival = struct.unpack_from(f"!{msg.token}Q", payload)
+        self._answer(arrival, *facts, data)
+
+    def _read(self, data: bytes) -> Frame | None:
+        """`data`, one whole response another worker read, as a Frame. One reader serves
+        every handed response (a new FrameReader costs more than the parse); a payload that
+        is not exactly one frame gets it replaced."""
+        reader = self.reader
+        reader.receive_data(data)
+        try:
+            event = reader.next_event()
+        except RemoteProtocolError:
+            event = None
+        if not isinstance(event, Frame) or reader.next_event() is not NEED_DATA:
+            self.reader = FrameReader()
+            return None
+        return event
 
     def answer(self, arrival: tuple[int, ...], frame: Frame) -> int:
         """Response `frame`, read on a connection that has had the ids `arrival`."""
-        tx = self.table.match(frame.tid, arrival)
-        if tx is None or frame.first_to != tx.hop_uri:
-            return self._unmatched(frame)
+        reason = frame.reason or b""
+        return self._answer(arrival, frame.tid, frame.code or 0, reason, frame.first_to, frame)
+
+    def _answer(
+        self,
+        arrival: tuple[int, ...],
+        tid: bytes,
+        code: int,
+        reason: bytes,
+        first_to: bytes,
+        response: Frame | bytes,
+    ) -> int:
+        tx = self.table.match(tid, arrival)
+        if tx is None or first_to != tx.hop_uri:
+            return self._unmatched(tid)
         self.table.end(tx)
-        code = frame.code or 0
         if tx.method == SEND:
             if code == 413:
                 self._refuse(tx)
             if not 200 <= code < 300:  # any 2xx is success (RFC 4976 §6.4.1 "200-class")
-                reason = (frame.reason or b"").decode("utf-8", "replace") or "Failed"
-                self._tell(tx, code, reason)
+                self._tell(tx, code, reason.decode("utf-8", "replace") or "Failed")
             return 1
-        data = _mapped_back(frame, tx)
+        frame = response if isinstance(response, Frame) else self._read(response)
+        data = None if frame is None else _mapped_back(frame, tx)
         if data is None:  # To-Path holds our URIs only: no one to map it back to
-            return self._unmatched(frame)
+            return self._unmatched(tid)
         if tx.origin.closed:
             self.ctx.counters.add(Counter.responses_dropped)
             return -1
@@ -282,9 +331,9 @@ class TxRelay:
         while len(self.refused) > REFUSED_MEMORY:
             self.refused.popitem(last=False)
 
-    def _unmatched(self, frame: Frame) -> int:
+    def _unmatched(self, tid: bytes) -> int:
         self.ctx.counters.add(Counter.tx_unmatched)
-        logger.debug("response %r matches no transaction: dropped", frame.tid)
+        logger.debug("response %r matches no transaction: dropped", tid)
         return -1
 
     # -- deadlines --------------------------------------------------------------------------

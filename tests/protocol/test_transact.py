@@ -17,6 +17,7 @@ from msrpd.protocol.transact import (
     header_in,
     make_tid,
     received_range,
+    response_facts,
     retid_end,
     tid_owner,
     tid_prefix,
@@ -216,3 +217,34 @@ def test_header_in_agrees_with_header(lines: list[str]) -> None:
         assert header_in(head, name + b":") == frame.header(name), name
     fr = frame.header(b"failure-report")
     assert failure_report(frame) == (b"yes" if fr is None else fr.lower())
+
+
+@pytest.mark.parametrize(
+    ("raw", "facts"),
+    [
+        (
+            crlf("MSRP r1 200 OK", f"To-Path: {TA}", f"From-Path: {B}", "-------r1$"),
+            (b"r1", 200, b"OK", TA.encode()),
+        ),
+        (
+            crlf("MSRP r2 415", f"To-Path:  {TA}  {A}", f"From-Path: {B}", "-------r2$"),
+            (b"r2", 415, b"", TA.encode()),
+        ),
+        (
+            crlf("MSRP r3 401 Who are you", f"to-path: {TA} {A}", f"From-Path: {R2}", "-------r3$"),
+            (b"r3", 401, b"Who are you", TA.encode()),
+        ),
+    ],
+)
+def test_response_facts_read_a_handed_response(
+    raw: bytes, facts: tuple[bytes, int, bytes, bytes]
+) -> None:
+    frame = parse(raw)  # what the reading worker accepted
+    assert response_facts(raw) == facts == (frame.tid, frame.code, frame.reason, frame.first_to)
+
+
+def test_response_facts_of_a_request_is_none() -> None:
+    assert (
+        response_facts(crlf("MSRP q1 SEND", f"To-Path: {TA} {B}", f"From-Path: {A}", "-------q1$"))
+        is None
+    )
