@@ -25,11 +25,12 @@ Rules:
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..protocol.transact import header_in
+from ..protocol.transact import RANDOM_HEX, header_in, make_tid, tid_prefix
 from .migrate.state import MigrationState
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_PER_CONN",
     "Interruptible",
     "Origin",
+    "TidSource",
     "Transaction",
     "TransactionTable",
 ]
@@ -45,6 +47,28 @@ MAX_PER_CONN = 1024
 """Live transactions the requests of one connection may have (rfc-checklist §5.5)."""
 COMPACT_SLACK = 1024
 """Deadline entries beyond twice the live transactions before the ended ones are dropped."""
+
+
+class TidSource:
+    """New transaction ids for one worker: its prefix (protocol/transact.py), then 80 bits
+    from the CSPRNG. os.urandom is read POOL ids at a time: one getrandom call per id cost
+    more than the rest of making it."""
+
+    POOL = 256
+
+    __slots__ = ("_at", "_pool", "prefix")
+
+    def __init__(self, slot: int, generation: int) -> None:
+        self.prefix = tid_prefix(slot, generation)
+        self._pool = ""
+        self._at = 0
+
+    def __call__(self) -> bytes:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(RANDOM_HEX // 2 * self.POOL).hex(), 0
+        self._at = at + RANDOM_HEX
+        return make_tid(self.prefix, self._pool[at : at + RANDOM_HEX])
 
 
 class Interruptible(Protocol):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import struct
 import time
 from collections import OrderedDict
@@ -53,13 +52,10 @@ from ..protocol import (
 )
 from ..protocol.frame import AUTH, REPORT, SEND
 from ..protocol.transact import (
-    RANDOM_HEX,
     end_line_in_body,
     failure_report,
-    make_tid,
     response_facts,
     tid_owner,
-    tid_prefix,
 )
 from ..routing.env import Destination
 from ..shm import Counter
@@ -69,7 +65,7 @@ from .migrate.handoverio import MovedSink
 from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
-from .transactions import Origin, Transaction, TransactionTable
+from .transactions import Origin, TidSource, Transaction, TransactionTable
 from .txstream import StreamSink
 
 if TYPE_CHECKING:
@@ -116,10 +112,10 @@ class TxRelay:
 
     __slots__ = (
         "ctx",
+        "ids",
         "me",
         "owners",
         "owners_read",
-        "prefix",
         "reader",
         "refused",
         "sweeping",
@@ -129,8 +125,7 @@ class TxRelay:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.me = (ctx.ident.slot, ctx.ident.generation)
-        self.prefix = tid_prefix(*self.me)
-        """What our transaction ids start with."""
+        self.ids = TidSource(*self.me)
         self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
         self.sweeping: object = None
         """The sweep's timer handle while one is scheduled."""
@@ -146,7 +141,7 @@ class TxRelay:
     def new_tid(self, frame: Frame) -> bytes:
         """A transaction id of ours for forwarding `frame`: not live, not in its body."""
         while True:
-            tid = make_tid(self.prefix, secrets.token_hex(RANDOM_HEX // 2))
+            tid = self.ids()
             if tid not in self.table and not end_line_in_body(frame, tid):
                 return tid
 
@@ -235,7 +230,7 @@ class TxRelay:
         """Response `frame` came on `conn`: 1 when it is matched here or handed to the
         worker that owns its transaction, -1 when dropped."""
         arrival = (conn.conid, *conn.migration.former)
-        if frame.tid.startswith(self.prefix):
+        if frame.tid.startswith(self.ids.prefix):
             return self.answer(arrival, frame)
         owner = tid_owner(frame.tid)
         hub = self.ctx.hub

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from msrpd.protocol.transact import tid_owner
 from msrpd.workers.migrate.state import MigrationState
-from msrpd.workers.transactions import COMPACT_SLACK, Transaction, TransactionTable
+from msrpd.workers.transactions import COMPACT_SLACK, TidSource, Transaction, TransactionTable
 
 
 @dataclass
@@ -114,3 +115,12 @@ def test_answered_transactions_do_not_pile_up() -> None:
     last = tx(b"last", origin)
     table.add(last, 2.0)
     assert table.expired(40.0) == [slow, last]
+
+
+def test_tid_source_draws_distinct_ids_of_its_worker() -> None:
+    """Ids name the worker and are 80 random bits each, pooled reads included."""
+    ids = TidSource(3, 7)
+    drawn = [ids() for _ in range(3 * TidSource.POOL + 5)]
+    assert len(set(drawn)) == len(drawn)
+    assert {tid_owner(t) for t in drawn} == {(3, 7)}
+    assert all(len(t) == 26 and t.startswith(ids.prefix) for t in drawn)
