@@ -107,6 +107,10 @@ def layout_for(settings: Settings) -> ShmLayout:
         cmap_capacity=m.cmap_max_entries,
         registry_capacity=max(1024, m.cmap_max_entries),
         process_slots=PROCESS_SLOTS,
+        # Every client connection's source address may be counted; a user holds one session
+        # or more, so fewer users than sessions.
+        addrs_capacity=max(1024, m.cmap_max_entries),
+        users_capacity=max(1024, m.cmap_max_entries // 8),
     )
 
 

@@ -39,11 +39,14 @@ class MsrpClient:
         tls: ssl.SSLContext | None = None,
         timeout: float = 5.0,
         sock: socket.socket | None = None,
+        source: str | None = None,
     ) -> None:
-        """Connect to host:port, or with `sock` use that connected socket (one a test's
-        listening peer accepted from the relay)."""
+        """Connect to host:port (from address `source`, another loopback address say), or
+        with `sock` use that connected socket (one a test's listening peer accepted from the
+        relay)."""
         if sock is None:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            bind = None if source is None else (source, 0)
+            sock = socket.create_connection((host, port), timeout=timeout, source_address=bind)
             if tls is not None:
                 sock = tls.wrap_socket(sock, server_hostname="localhost")
         self.sock = sock

@@ -18,6 +18,7 @@ from msrpd.config import (
     AuthSettings,
     ControlSettings,
     CoreSettings,
+    LimitsSettings,
     ListenAddress,
     LogSettings,
     MetricsSettings,
@@ -133,7 +134,7 @@ def toml_fields(cls: type[Any]) -> Iterator[dataclasses.Field[Any]]:
 
 def test_shipped_file_sets_every_key_with_a_non_none_default() -> None:
     text = ETC.read_text()
-    for section in (CoreSettings, MsrpSettings, AuthSettings, TlsSettings):
+    for section in (CoreSettings, MsrpSettings, LimitsSettings, AuthSettings, TlsSettings):
         for f in toml_fields(section):
             if f.name in ("children", "run_dir"):
                 assert f"\n#{f.name} = " in text
@@ -173,6 +174,12 @@ BAD_VALUES = [
     ("core", "backlog", "1.5", "got 1.5"),
     ("core", "head_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("core", "balance", "1", "must be true or false, got 1"),
+    ("limits", "probation", "0", "must be a number of seconds > 0, got 0"),
+    ("limits", "max_conns_per_addr", "-1", "must be an integer >= 0, got -1"),
+    ("limits", "max_sessions_per_user", "33", "must be an integer from 0 to 32, got 33"),
+    ("limits", "max_outbound_per_second", "-1", "must be a number per second >= 0 (0: off)"),
+    ("limits", "session_byte_rate", "nan", "got nan"),
+    ("limits", "rate_burst", "0", "must be a number of seconds > 0, got 0"),
     ("msrp", "sipmsg", "1", "must be true or false, got 1"),
     ("msrp", "cmap_size", "17", "must be an integer from 0 to 16, got 17"),
     ("msrp", "cmap_size", "-1", "got -1"),

@@ -24,6 +24,7 @@ __all__ = [
     "LISTEN",
     "PATH",
     "RATE",
+    "RATE_OR_OFF",
     "REALM",
     "SCHEMES",
     "SECONDS",
@@ -86,6 +87,15 @@ def _rate(raw: Any, base: Path) -> float:
     if not (_is_int(raw) or isinstance(raw, float)) or not 0 < raw < math.inf:
         raise Invalid(f"must be a number per second > 0, got {shown(raw)}")
     return float(raw)
+
+
+def _rate_or_off(raw: Any, base: Path) -> float:
+    if (_is_int(raw) or isinstance(raw, float)) and raw == 0:
+        return 0.0
+    try:
+        return _rate(raw, base)
+    except Invalid:
+        raise Invalid(f"must be a number per second >= 0 (0: off), got {shown(raw)}") from None
 
 
 def _seconds_or_off(raw: Any, base: Path) -> float:
@@ -182,6 +192,7 @@ def one_of(values: tuple[str, ...]) -> Mapping[str, Check]:
 SECONDS: Final = check(_seconds)
 SECONDS_OR_OFF: Final = check(_seconds_or_off)
 RATE: Final = check(_rate)
+RATE_OR_OFF: Final = check(_rate_or_off)
 PATH: Final = check(_path)
 FILE: Final = check(_existing_file)
 ALIASES: Final = check(_aliases)

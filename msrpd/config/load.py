@@ -21,6 +21,7 @@ from .sections import (
     AuthSettings,
     ControlSettings,
     CoreSettings,
+    LimitsSettings,
     LogSettings,
     MetricsSettings,
     MsrpSettings,
@@ -34,6 +35,7 @@ _Problems = list[tuple[str, str]]
 _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "core": CoreSettings,
     "msrp": MsrpSettings,
+    "limits": LimitsSettings,
     "auth": AuthSettings,
     "tls": TlsSettings,
     "control": ControlSettings,

@@ -23,6 +23,7 @@ from .checks import (
     LISTEN,
     PATH,
     RATE,
+    RATE_OR_OFF,
     REALM,
     SCHEMES,
     SECONDS,
@@ -34,10 +35,12 @@ from .checks import (
 
 __all__ = [
     "DEFAULT_PORT",
+    "MAX_USER_SESSIONS",
     "AuthSettings",
     "ControlSettings",
     "CoreSettings",
     "DialSettings",
+    "LimitsSettings",
     "LogLevel",
     "LogSettings",
     "MetricsSettings",
@@ -50,6 +53,7 @@ __all__ = [
 
 DEFAULT_PORT: Final = 2855  # RFC 4975 §6: the MSRP port when a URI names none.
 _MAX_CHILDREN: Final = 256
+MAX_USER_SESSIONS: Final = 32  # the slots of a user's record in shared memory (shm/usersess.py)
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogTarget = Literal["stderr", "file", "syslog"]
@@ -201,6 +205,61 @@ class MsrpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """Abuse limits (issue 14, rfc-checklist §3.7, §4.4, §5.5). A count or rate of 0 turns its
+    limit off. They apply whatever route runs, to connections clients open (never to those the
+    relay opens to next hops); what a client over each gets is in the README's table."""
+
+    probation: float = field(default=30.0, metadata=SECONDS)
+    """Seconds an accepted connection may live (its TLS handshake included) without a session
+    of its own (a successful AUTH) and without a frame of its relayed through a token: then it
+    is closed (RFC 4976 §6.1). Silence on such a connection ends it after this, not after
+    idle_timeout."""
+
+    max_conns_per_addr: int = field(default=64, metadata=integer(0))
+    """Open connections from one source address, counted over every worker; a connection over
+    it is closed at accept, before anything is read."""
+
+    max_unauth_conns: int = field(default=4096, metadata=integer(0))
+    """Open connections still on probation (no session, nothing relayed through a token), in
+    the whole relay: each worker takes an equal share (at least 1); a connection over its
+    worker's share is closed at accept."""
+
+    auth_failures_close: int = field(default=3, metadata=integer(0))
+    """Failed AUTHs (a 401 to an AUTH with credentials, not for a stale nonce, not one another
+    relay forwarded) after which the connection is closed, once the 401 is written (RFC 4976
+    §6.3)."""
+
+    ban_after: int = field(default=10, metadata=integer(0))
+    """Failed AUTHs from one source address within ban_window that ban it on every worker."""
+
+    ban_window: float = field(default=60.0, metadata=SECONDS)
+    """Seconds over which ban_after counts an address's failed AUTHs."""
+
+    ban_time: float = field(default=300.0, metadata=SECONDS)
+    """Seconds a banned address's new connections are closed at accept."""
+
+    max_sessions_per_user: int = field(default=10, metadata=integer(0, MAX_USER_SESSIONS))
+    """Live sessions (tokens) one user may hold on this host, over every worker, at most 32;
+    an AUTH beyond it is answered 403."""
+
+    max_outbound_per_second: float = field(default=200.0, metadata=RATE_OR_OFF)
+    """Connects to next hops the whole relay may start per second (each worker takes an equal
+    share, in bursts of as many, at least 1); a frame needing one more fails as an unreachable
+    next hop does."""
+
+    session_frame_rate: float = field(default=1000.0, metadata=RATE_OR_OFF)
+    """Frames per second one client connection (its sessions' traffic) may send; a faster one
+    is not read until its token bucket has refilled (back-pressure, nothing dropped)."""
+
+    session_byte_rate: float = field(default=16.0 * 1024 * 1024, metadata=RATE_OR_OFF)
+    """Bytes per second one client connection may send, with the same back-pressure."""
+
+    rate_burst: float = field(default=2.0, metadata=SECONDS)
+    """Seconds of session_frame_rate and session_byte_rate a connection may send at once."""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     realm: str = field(default="myrealm", metadata=REALM)
     """Digest realm in 401 challenges (RFC 4976 §5.1); the module documentation's examples
@@ -258,6 +317,7 @@ class LogSettings:
 class Settings:
     core: CoreSettings = field(default_factory=CoreSettings)
     msrp: MsrpSettings = field(default_factory=MsrpSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     control: ControlSettings = field(default_factory=ControlSettings)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 DEADLINE = 0.5
 MAX_REQUEST = 8192
 
+_LIMITED = "Connections closed, AUTHs refused, connects not made or reads paused by a limit"
 # counter name -> (metric, help, {label: value}) ; several counters fold into one metric.
 _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "frames_in_send": ("frames_in", "MSRP frames received", {"method": "SEND"}),
@@ -65,6 +66,16 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "tx_unmatched": ("tx_unmatched", "Responses matching no forwarded transaction", {}),
     "tx_timeouts": ("tx_timeouts", "Forwarded transactions whose next hop never answered", {}),
     "tx_refused": ("tx_refused", "Requests not forwarded: transactions full, or refused 413", {}),
+    # [limits]: what each limit refused or closed (README, "Abuse limits").
+    "limit_addr_conns": ("limited", _LIMITED, {"limit": "max_conns_per_addr"}),
+    "limit_unauth_conns": ("limited", _LIMITED, {"limit": "max_unauth_conns"}),
+    "limit_banned": ("limited", _LIMITED, {"limit": "banned"}),
+    "limit_bans": ("bans", "Source addresses banned for failed AUTHs", {}),
+    "limit_probation": ("limited", _LIMITED, {"limit": "probation"}),
+    "limit_auth_failures": ("limited", _LIMITED, {"limit": "auth_failures_close"}),
+    "limit_user_sessions": ("limited", _LIMITED, {"limit": "max_sessions_per_user"}),
+    "limit_outbound": ("limited", _LIMITED, {"limit": "max_outbound_per_second"}),
+    "limit_rate": ("limited", _LIMITED, {"limit": "session_rate"}),
 }
 
 

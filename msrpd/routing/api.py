@@ -203,10 +203,15 @@ class Msrp:
         """Check the AUTH's digest credentials (RFC 4976 §9.1) against `password`, or against
         the user store when None. False for missing, stale or wrong credentials."""
         result = auth.check(self.frame, self.env, realm, password)
-        if result is not auth.AuthResult.NO_CREDENTIALS:
-            self.env.auth_done(result is auth.AuthResult.OK)
         # A replayed count gets a fresh nonce like an expired one (RFC 2617 §3.2.2).
         self._auth_stale = result in (auth.AuthResult.STALE, auth.AuthResult.REPLAY)
+        if result is not auth.AuthResult.NO_CREDENTIALS:
+            ok = result is auth.AuthResult.OK
+            # A failure counts against the client ([limits]) unless only the nonce or count
+            # was old, or another relay forwarded the AUTH (From-Path names more than the
+            # client): that relay's connection is not closed for it (rfc-checklist §3.7).
+            fault = not ok and not self._auth_stale and len(self.frame.from_path) == 1
+            self.env.auth_done(ok, fault)
         return result is auth.AuthResult.OK
 
     @property

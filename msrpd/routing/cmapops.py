@@ -8,6 +8,8 @@ Rules:
 - The session id is 96 bits from the CSPRNG (RFC 4976 §6.3 wants it unguessable; Kamailio's
   is a counter). Use-Path is `msrp[s]://<use_path_addr or listen address>/<sid>;tcp`, `s`
   when the AUTH came over TLS; a scheme given in use_path_addr is not doubled.
+- A user over [limits] max_sessions_per_user is answered 403 and gets no session
+  (env.claim_session; the count is over every worker, workers/limits.py).
 - Lookup is an exact match on To-Path #1's session id and never returns an expired entry.
 """
 
@@ -62,13 +64,18 @@ def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int, hdrs: st
         env.write_origin(build_reply(frame, grant, reason, extra), reply_flags)
         return -3 if grant == 423 else -1
     sessid = env.new_session_id()
+    user = _username(frame)
+    refusal = env.claim_session(user, sessid)
+    if refusal is not None:
+        env.write_origin(build_reply(frame, *refusal), reply_flags)  # 403: too many sessions
+        return -1
     peer = frame.from_path[-1] if frame.from_path else ""
     entry = CmapEntry(sessid, conn.conid, peer, conn.srcaddr, conn.srcsock, env.now() + grant)
     if not cmap.save(entry):
         # Full table: refuse cleanly rather than evict someone (DESIGN §8).
         env.write_origin(build_reply(frame, 500, "Server Error (session table full)"), reply_flags)
         return -1
-    env.session_saved(sessid, _username(frame))
+    env.session_saved(sessid, user)
     path = use_path(conn, policy.use_path_addr, sessid)
     extra = f"Use-Path: {path}\r\nExpires: {grant}\r\n{hdrs}"
     env.write_origin(build_reply(frame, 200, "OK", extra), reply_flags)

@@ -105,8 +105,14 @@ class RouteEnv(Protocol):
     def message_refused(self, frame: Frame) -> bool:
         """`frame` is a chunk of a message a next hop refused with 413 (t_relay)."""
 
-    def auth_done(self, ok: bool) -> None:
-        """Count a digest check (credentials were given): passed or failed."""
+    def auth_done(self, ok: bool, fault: bool = False) -> None:
+        """Count a digest check (credentials were given): passed or failed; `fault`: a
+        failure the AUTH-failure limits count (wrong credentials from a client connected to
+        us, not a stale nonce, not an AUTH another relay forwarded)."""
+
+    def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
+        """Before saving session `sessid` of `user`: None when the user may hold it, else the
+        status and reason to answer ([limits] max_sessions_per_user: 403)."""
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         """Note that the current connection owns `sessid` (dropped when it closes)."""

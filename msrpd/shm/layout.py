@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
+from .addrs import AddrTable
 from .cmap import Cmap
 from .heartbeat import HEARTBEAT_RECORD, Heartbeats
 from .htstore import DEFAULT_TABLES, HTable
 from .region import unlink_stale
 from .registry import Registry
 from .stats import STATS_RECORD, Stats
+from .usersess import UserSessions
 
 __all__ = ["RegionSpec", "ShmLayout", "ShmSet", "instance_prefix"]
 
@@ -66,22 +68,31 @@ class ShmSet:
     heartbeats: Heartbeats
     stats: Stats
     htable: HTable
+    addrs: AddrTable
+    """Per source address: connections, AUTH failures, bans ([limits])."""
+    users: UserSessions
+    """Per user: the sessions it holds ([limits] max_sessions_per_user)."""
+
+    def _regions(self) -> tuple[_Region, ...]:
+        return (
+            self.cmap,
+            self.registry,
+            self.heartbeats,
+            self.stats,
+            self.htable,
+            self.addrs,
+            self.users,
+        )
 
     def close(self) -> None:
         """Unmap everything and close the lock files, in this process."""
-        self.cmap.close()
-        self.registry.close()
-        self.heartbeats.close()
-        self.stats.close()
-        self.htable.close()
+        for region in self._regions():
+            region.close()
 
     def unlink(self) -> None:
         """Remove every region name (supervisor, at stop). Mappings stay valid until closed."""
-        self.cmap.unlink()
-        self.registry.unlink()
-        self.heartbeats.unlink()
-        self.stats.unlink()
-        self.htable.unlink()
+        for region in self._regions():
+            region.unlink()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,10 @@ class ShmLayout:
     htable_tables: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TABLES, hash=False)
     """Declared htables: name -> autoexpire seconds (Kamailio's `htable` modparam)."""
     htable_stripes: int = 0
+    addrs_capacity: int = 4096
+    """Source addresses with open connections or AUTH failures remembered at once."""
+    users_capacity: int = 1024
+    """Users holding sessions at once (1104 bytes each)."""
 
     def lock_path(self, suffix: str) -> Path:
         return Path(f"{self.lockfile}.{suffix}")
@@ -115,11 +130,18 @@ class ShmLayout:
         most = max(1, self.htable_capacity // _HTABLE_MIN_SLOTS)
         return min(self.cmap_stripes, 1 << (most.bit_length() - 1))
 
+    def _small_stripes(self) -> int:
+        """The limits tables' stripes: few (each stripe keeps 64 slots or more), since they
+        change only when a connection opens or closes or an AUTH is checked."""
+        return max(1, min(self.cmap_stripes, 16))
+
     def regions(self) -> tuple[RegionSpec, ...]:
         """Name, tag, record size and size of each region for these numbers."""
         cmap = Cmap.geometry(self.cmap_stripes, self.cmap_capacity)
         registry = Registry.geometry(self._registry_stripes(), self.registry_capacity)
         htable = HTable.geometry(self._htable_stripes(), self.htable_capacity)
+        addrs = AddrTable.geometry(self._small_stripes(), self.addrs_capacity)
+        users = UserSessions.geometry(self._small_stripes(), self.users_capacity)
         p, n = self.prefix, self.process_slots
         return (
             RegionSpec(Cmap.region_name(p), Cmap.TAG, cmap.record_size, cmap.region_size),
@@ -134,6 +156,12 @@ class ShmLayout:
             ),
             RegionSpec(Stats.region_name(p), Stats.TAG, STATS_RECORD, Stats.region_size(n)),
             RegionSpec(HTable.region_name(p), HTable.TAG, htable.record_size, htable.region_size),
+            RegionSpec(
+                AddrTable.region_name(p), AddrTable.TAG, addrs.record_size, addrs.region_size
+            ),
+            RegionSpec(
+                UserSessions.region_name(p), UserSessions.TAG, users.record_size, users.region_size
+            ),
         )
 
     def create_all(self) -> ShmSet:
@@ -179,10 +207,18 @@ class ShmLayout:
                 self.htable_capacity,
                 self.htable_tables,
             )
+            opened.append(htable)
+            addrs = (AddrTable.create if create else AddrTable.attach)(
+                p, self.lock_path(AddrTable.SUFFIX), self._small_stripes(), self.addrs_capacity
+            )
+            opened.append(addrs)
+            users = (UserSessions.create if create else UserSessions.attach)(
+                p, self.lock_path(UserSessions.SUFFIX), self._small_stripes(), self.users_capacity
+            )
         except BaseException:
             for region in opened:
                 region.close()
                 if create:
                     region.unlink()
             raise
-        return ShmSet(cmap, registry, heartbeats, stats, htable)
+        return ShmSet(cmap, registry, heartbeats, stats, htable, addrs, users)

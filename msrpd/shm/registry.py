@@ -60,6 +60,17 @@ class Registry(KeyedTable):
         """Remove addr only if it still maps to conid; True if it was removed."""
         return self.table.delete(_enc(addr), _VALUE, lambda head: head[0] == conid)
 
+    def keys_of(self, conids: Container[int], prefix: str) -> list[str]:
+        """The addresses starting with `prefix` whose conid is in `conids` (a dead worker's,
+        before purge: its clients' connections, whose limits' counts go back)."""
+        raw = _enc(prefix)
+        return [
+            key[len(raw) :].decode("utf-8", "surrogateescape")
+            for i in range(self.n_stripes)
+            for key, value in self.table.items(i)
+            if key.startswith(raw) and _VALUE.unpack(value)[0] in conids
+        ]
+
     def purge(self, conids: Container[int]) -> int:
         """Remove every entry whose conid is in `conids` (a dead worker's range, issue 12);
         all stripes, one lock at a time; the count."""

@@ -162,6 +162,18 @@ class StripedTable:
                 return False
             return self.stripes.put(stripe, h, key, self._record.pack(1, len(key), h, key, new))
 
+    def upsert(self, key: bytes, change: Callable[[bytes | None], bytes | None]) -> bool:
+        """Store change(old value, or None when key is absent) under key, inside the lock;
+        False when change returns None, the key is too long or the stripe is full. `change`
+        must be a cheap pure function (it runs locked)."""
+        if len(key) > self._key_max:
+            return False
+        with self._found(key) as (stripe, h, off):
+            new = change(None if off < 0 else self.stripes.value_at(off))
+            if new is None:
+                return False
+            return self.stripes.put(stripe, h, key, self._record.pack(1, len(key), h, key, new))
+
     def delete(
         self, key: bytes, head: struct.Struct | None = None, pred: Predicate | None = None
     ) -> bool:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Container
 from typing import Final
 
 from ..errors import HaltSupervisor
-from ..shm import ShmSet
+from ..shm import PROBATION, ShmSet, probation_key
 from ..workers.conids import FIRST_SERIAL
 from ..workers.handoff import owner_conids
+from ..workers.peers import CLIENT_PREFIX, source_host
 from ..workers.worker import WORKER_BOOT_ERROR
 from .workerset import WorkerProc
 
@@ -68,6 +71,7 @@ class Reaper:
         mark = self.shm.heartbeats.serial_mark(proc.ident.index)
         self.serials[slot, gen] = max(self.first_serial(slot, gen), mark)
         self.shm.heartbeats.release(proc.ident.index)
+        self._release_probation(proc.ident.index)
         self.shm.stats.retire(proc.ident.index)
         code = os.waitstatus_to_exitcode(status)
         # At stop the tables go away with the supervisor: only a worker that died (not one
@@ -92,6 +96,7 @@ class Reaper:
         connections: they died with it. A SEND to one of its sessions gets 481 now (RFC 4976
         §6.3, rfc-checklist case 21c), and a next hop it was connected to is dialled again."""
         conids = owner_conids(slot, generation)
+        self._release_addresses(conids)
         sessions = self.shm.cmap.purge(conids)
         entries = self.shm.registry.purge(conids)
         if sessions or entries:
@@ -102,3 +107,21 @@ class Reaper:
                 sessions,
                 entries,
             )
+
+    def _release_probation(self, index: int) -> None:
+        """The worker's connections on probation no longer count against max_unauth_conns."""
+        addrs, now = self.shm.addrs, time.time()
+        share = addrs.conns(probation_key(index))
+        if share:
+            addrs.release(probation_key(index), share, now)
+            addrs.release(PROBATION, share, now)
+
+    def _release_addresses(self, conids: Container[int]) -> None:
+        """Its clients' connections no longer count against their source address's limit
+        ([limits] max_conns_per_addr): the registry still names them (shm/addrs.py)."""
+        hosts = Counter(
+            source_host(key) for key in self.shm.registry.keys_of(conids, CLIENT_PREFIX)
+        )
+        now = time.time()
+        for host, n in hosts.items():
+            self.shm.addrs.release(host, n, now)

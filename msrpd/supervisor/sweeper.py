@@ -1,5 +1,6 @@
-"""Expired items out of the shared tables (cmap, htable), every msrp.timer_interval seconds,
-from the supervisor's loop: workers never sweep, so a frame never waits for one."""
+"""Expired items out of the shared tables (cmap, htable, the limits' tables), every
+msrp.timer_interval seconds, from the supervisor's loop: workers never sweep, so a frame never
+waits for one."""
 
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ class Sweeper:
             removed = sum(table.sweep_stripe(i, wall) for i in range(table.n_stripes))
             if removed:
                 logger.info("%s: %d expired items removed", name, removed)
+        addrs, users, cmap = self.shm.addrs, self.shm.users, self.shm.cmap
+        for i in range(addrs.n_stripes):
+            addrs.sweep_stripe(i, wall)
+
+        def alive(sessid: str) -> bool:
+            return cmap.lookup(sessid, wall) is not None
+
+        for i in range(users.n_stripes):
+            users.sweep_stripe(i, alive)  # users none of whose sessions is left

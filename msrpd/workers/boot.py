@@ -24,6 +24,7 @@ from ..routing.users import UserStore
 from .conn import MsrpConnection
 from .context import WorkerContext
 from .delivery import Delivery
+from .limits import ConnGuard
 from .loopback import Loopback
 from .migrate.state import MigrationState
 from .routeenv import RouteRunner
@@ -48,8 +49,9 @@ class BootError(Exception):
 def build_routes(
     ctx: WorkerContext, nonce_secret: bytes, transactions: TxRelay | None = None
 ) -> tuple[RouteRunner, Delivery]:
-    """Route running (script, policy, users, loopback, `transactions`: the worker's
-    transaction layer, made here when not given) and the delivery layer it relays through."""
+    """Route running (script, policy, users, loopback, the [limits] guard, `transactions`:
+    the worker's transaction layer, made here when not given) and the delivery layer it
+    relays through."""
     settings = ctx.settings
     try:
         route = load_route(settings.msrp.route, settings.msrp.event_callback)
@@ -71,8 +73,21 @@ def build_routes(
         settings.core.listen, m.use_path_addr, m.aliases, _local_hosts(settings.core.listen)
     )
     loopback = Loopback(route, limits, ctx.counters, self_uris)
+    shm = ctx.shm
+    guard = ConnGuard(
+        settings.limits,
+        settings.core.children,
+        ctx.ident.index,
+        shm.addrs,
+        shm.users,
+        shm.cmap,
+        ctx.counters,
+        ctx.loop,
+    )
     # Late bound: an outbound connection runs the routes that relay through this delivery.
-    delivery = Delivery(ctx, tls_client, lambda secure: dialed_conn(ctx, routes, secure))
+    delivery = Delivery(
+        ctx, tls_client, lambda secure: dialed_conn(ctx, routes, secure), guard.connect_allowed
+    )
     ctx.delivery = delivery
     routes = RouteRunner(
         route,
@@ -81,6 +96,7 @@ def build_routes(
         ctx.shm,
         ctx.counters,
         limits,
+        guard,
         delivery=delivery,
         loopback=loopback,
         users=users,
@@ -111,6 +127,9 @@ async def listen(
                 ),
                 sock=sock,
                 ssl=tls if secure else None,
+                # A TLS handshake is part of probation: a connection that never completes
+                # one is closed then too (RFC 4976 §6.1).
+                ssl_handshake_timeout=settings.limits.probation if secure else None,
                 backlog=backlog,
             )
         )

@@ -117,6 +117,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         self.peer_key = f"{wire.kind}:{peer}"
         self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
         self.ctx.connection_opened(self)
+        if not self.env.routes.guard.admit(self):
+            return  # over a limit ([limits]): closed before anything is read
         arrival = self.arrival
         if arrival is not None and arrival.on_taken_over is not None:
             arrival.on_taken_over(self)
@@ -140,6 +142,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         stats.last_active = now = time.monotonic()
         stats.bytes_in += len(data)
         ctx.counters.values[BYTES_IN] += len(data)
+        if self.intake.rate is not None:  # [limits] session rates (limits.py)
+            self.env.routes.guard.charge_read(self, self.intake.rate, len(data), now)
         self.wire.receive(data)
         batch = ctx.batch
         batch.begin()
@@ -153,6 +157,17 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         if self.migration.move_to is not None and self.ctx.mover is not None:
             self.ctx.mover.consider(self)
 
+    def read_buffered(self) -> None:
+        """Route the frames the reader holds already: a throttled read's rest (limits.py)."""
+        if self.closed:
+            return
+        batch = self.ctx.batch
+        batch.begin()
+        try:
+            self._drain_events()
+        finally:
+            batch.flush_now()
+
     def eof_received(self) -> bool | None:
         arrival = self.arrival
         if arrival is not None and arrival.reading_held:
@@ -163,6 +178,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.env.routes.guard.closed(self)
         if self.migration.passed:
             return
         self.closed = True
@@ -204,7 +220,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
                     self._on_sip(event)
                 elif isinstance(event, ConnectionClosed):
                     self.close("closed by peer")
-                if self.closed:
+                if self.closed or self.intake.throttled:
                     break
                 if stop.stopping and self.stream_sink is None:
                     self.stop_reading()  # the frame being read when the stop came is done
@@ -221,6 +237,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
     def _on_frame(self, frame: Frame) -> None:
         self.stats.frames_in += 1
         self.ctx.count_frame_in(frame)
+        if self.intake.rate is not None:
+            self.env.routes.guard.charge_frame(self, self.intake.rate)
         if frame.streamed:
             self.intake.held_replies = []
         sink = self.env.routes.run(frame, self)

@@ -24,6 +24,7 @@ from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, StatsCounters
 from .connstats import ConnStats
+from .limits import ConnGuard
 from .migrate.state import MigrationState
 from .ports import Lost, Sink
 from .reports import frame_report
@@ -57,6 +58,7 @@ class RoutedConn(Protocol):
     conid: int
     closed: bool
     peer_key: str
+    outbound: bool
     stats: ConnStats
     """Its counters (frames_in: which frame is being routed) and sessions."""
     migration: MigrationState
@@ -126,6 +128,8 @@ class RouteServices(Protocol):
     delivery: Resolver | None
     loopback: Rerouter | None
     transactions: Transactor | None
+    guard: ConnGuard
+    """The [limits] policy (limits.py)."""
 
     @property
     def cmap(self) -> Cmap | None: ...
@@ -242,6 +246,8 @@ class ConnEnv:
             return -1
         routes.counters.add(Counter.frames_out)
         self.last_sink = sink
+        if dest.conid is not None:
+            self.proven()
         return 1
 
     def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
@@ -268,6 +274,8 @@ class ConnEnv:
             except LocalProtocolError:
                 return -1
             return self.relay(frame, data, dest, flags)
+        if dest.conid is not None:
+            self.proven()
         sink = tx.forward(self.conn, frame, basis, dest, flags, routes.delivery)
         if isinstance(sink, bool):
             self.last_sink = None
@@ -275,13 +283,26 @@ class ConnEnv:
         self.last_sink = sink
         return 1
 
-    def auth_done(self, ok: bool) -> None:
+    def proven(self) -> None:
+        """A frame this connection sent was relayed through a token (the route found the
+        token's connection, dest.conid; t_relay too): it is off probation ([limits])."""
+        stats = self.conn.stats
+        if not stats.proven:
+            self.routes.guard.settled(self.conn.conid, stats)
+
+    def auth_done(self, ok: bool, fault: bool = False) -> None:
         self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)
+        if fault:
+            self.routes.guard.auth_failed(self.conn)
+
+    def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
+        return self.routes.guard.claim_session(user, sessid)
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         stats = self.conn.stats
         stats.sessions.append(sessid)
         stats.session_meta[sessid] = (user, time.time())
+        self.proven()
 
 
 def _tid(frame: Frame) -> str:

@@ -27,6 +27,13 @@ class ConnStats:
     session_meta: dict[str, tuple[str, float]] = field(default_factory=dict)
     """sessid -> (user, wall-clock start), for the accounting line."""
     close_reason: str = ""
+    proven: bool = False
+    """A frame it sent was relayed through a token, or it authenticated: off probation
+    ([limits], workers/limits.py)."""
+    counted: bool = False
+    """It counts against its source address's max_conns_per_addr (shm/addrs.py)."""
+    auth_failures: int = 0
+    """Failed AUTHs on it (auth_failures_close)."""
 
     def __post_init__(self) -> None:
         self.last_active = self.last_active or self.opened

@@ -60,13 +60,16 @@ class Delivery:
         ctx: WorkerContext,
         client_tls: ssl.SSLContext | None,
         new_conn: Callable[[bool], Outbound],
+        connect_allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ctx = ctx
         self.client_tls = client_tls
         self.new_conn = new_conn
         """An outbound connection object (secure: TLS), not connected yet."""
         self.outbound: dict[str, Outbound] = {}
-        self.dialing = Dialing(ctx.settings.msrp.dialing, ctx.counters, ctx.conns, ctx.loop)
+        self.dialing = Dialing(
+            ctx.settings.msrp.dialing, ctx.counters, ctx.conns, ctx.loop, connect_allowed
+        )
         self.private = False
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
 

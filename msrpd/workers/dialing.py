@@ -13,7 +13,8 @@ Rules (issue 12 item 3; rfc-checklist §2.4, §4.5):
   in-flight bound alone let one client start tens of thousands a second), bytes parked per
   worker (max_connecting_bytes, each parked frame's record included). A next hop whose
   connect failed is remembered for connect_fail_ttl seconds, so frames for it fail at once
-  instead of dialling it each time.
+  instead of dialling it each time. The relay-wide rate ([limits] max_outbound_per_second)
+  is asked last, so a connect another bound refuses takes none of its tokens.
 - A frame refused by a bound or by a remembered failure fails the same way as a parked one:
   relay() takes it (a FailedSink), and its sender gets the REPORT.
 """
@@ -24,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -121,8 +122,11 @@ class Dialing:
         counters: StatsCounters,
         conns: Mapping[int, Notified],
         loop: asyncio.AbstractEventLoop,
+        connect_allowed: Callable[[], bool],
     ) -> None:
         self.counters = counters
+        self.connect_allowed = connect_allowed
+        """The relay-wide connect rate ([limits] max_outbound_per_second, limits.py)."""
         self.conns = conns
         """This worker's connections by id: a lost frame's sender is told there."""
         self.loop = loop
@@ -155,7 +159,10 @@ class Dialing:
             return f"{self.max_per_source} connects in flight for its sender"
         if self._tokens(origin, time.monotonic()) < 1:
             return f"its sender started {self.rate:g} connects a second"
-        return self._over_bytes()
+        over = self._over_bytes()
+        if over is None and not self.connect_allowed():
+            return "the relay's max_outbound_per_second"
+        return over
 
     def _tokens(self, conid: int, now: float) -> float:
         tokens, at = self.buckets.get(conid, (self.burst, now))

@@ -3,6 +3,8 @@
 Rules:
 - Back-pressure (flow.py): a destination congested by what the connection relays pauses its
   reading (`block`); it reads again once every such destination has drained (`unblock`).
+- Session rates ([limits], limits.py): a client connection over them is blocked by its
+  ReadRate until the buckets allow it again, as by a congested destination.
 - head_timeout (slowloris): every byte refreshes last_active, so only a deadline per head
   ends a connection that never completes one. The clock starts when a new head begins
   (conn.py, after each read) and again when reading resumes after a pause: paused is not slow.
@@ -14,13 +16,23 @@ import time
 from collections.abc import Hashable
 
 from ..protocol import FrameReader
+from .ratelimit import ReadRate
 from .transports.base import Wire
 
 __all__ = ["Intake"]
 
 
 class Intake:
-    __slots__ = ("blockers", "held_replies", "reader", "serial", "since", "wire")
+    __slots__ = (
+        "blockers",
+        "held_replies",
+        "rate",
+        "reader",
+        "serial",
+        "since",
+        "throttled",
+        "wire",
+    )
 
     def __init__(self, wire: Wire, reader: FrameReader) -> None:
         self.wire = wire
@@ -31,6 +43,10 @@ class Intake:
         """The head being read (reader.head_serial)..."""
         self.since = 0.0
         """...and when it began (monotonic)."""
+        self.rate: ReadRate | None = None
+        """A client connection's [limits] session rates (limits.py)."""
+        self.throttled = False
+        """Over its session rates: the reader's next frames wait (conn.py), reading paused."""
         self.held_replies: list[tuple[bytes, bool]] | None = None
         """Answers to the streamed frame being read, written when its end-line is in (None:
         answers go out at once): a response says the whole chunk arrived (RFC 4976 §6.4.1)."""

@@ -19,6 +19,7 @@ from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
 from .connenv import Rerouter, Resolver, RoutedConn, Transactor
+from .limits import ConnGuard
 from .ports import Sink
 
 __all__ = ["RouteRunner"]
@@ -33,6 +34,7 @@ class RouteRunner:
         "_htable",
         "counters",
         "delivery",
+        "guard",
         "limits",
         "loopback",
         "nonce_secret",
@@ -51,6 +53,7 @@ class RouteRunner:
         shm: ShmSet,
         counters: StatsCounters,
         limits: ReaderLimits,
+        guard: ConnGuard,
         *,
         delivery: Resolver | None = None,
         loopback: Rerouter | None = None,
@@ -63,6 +66,8 @@ class RouteRunner:
         self.shm = shm
         self.counters = counters
         self.limits = limits
+        self.guard = guard
+        """The [limits] policy every connection answers to (limits.py)."""
         self.delivery = delivery
         self.loopback = loopback
         self.users = users

@@ -263,6 +263,8 @@ class Worker:
             if mode is Mode.DRAINING and self._retired(ctx):
                 return True
         close_idle(ctx)
+        if self.routes is not None:
+            self.routes.guard.tick(time.monotonic())  # probation ([limits])
         state = WorkerState.RUNNING if mode is Mode.RUNNING else WorkerState.DRAINING
         if self.leaving:
             state = WorkerState.EXITING

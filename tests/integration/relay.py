@@ -33,6 +33,19 @@ CMAP_ROUTE = DEFAULT_ROUTE.with_name("cmap.py")
 """The route these tests were written for (the default before issue 14): a Relay runs it
 unless `msrp` names a route; `route=None` there runs the default relay route."""
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
+LIMITS_OFF: dict[str, object] = {
+    "max_conns_per_addr": 0,
+    "max_unauth_conns": 0,
+    "auth_failures_close": 0,
+    "ban_after": 0,
+    "max_sessions_per_user": 0,
+    "max_outbound_per_second": 0,
+    "session_frame_rate": 0,
+    "session_byte_rate": 0,
+}
+"""[limits] for a relay whose test does not test them: every client comes from 127.0.0.1
+and load tests send fast. Probation stays on (a test client that waits for more than its
+30 s authenticates first)."""
 
 
 def title(proc: psutil.Process) -> str:
@@ -88,7 +101,10 @@ class Relay:
         msrp: dict[str, object] | None = None,
         tls: dict[str, object] | None = None,
         users: bool = True,
+        limits: dict[str, object] | None = None,
     ) -> None:
+        """`limits`: the [limits] section (msrpd's defaults for the keys it leaves out);
+        None: LIMITS_OFF."""
         self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
         self.port = free_port()
         self.tls_port = free_port() if tls else None
@@ -111,6 +127,7 @@ class Relay:
                 **(core or {}),
             },
             "msrp": _with_route(msrp or {}),
+            "limits": dict(LIMITS_OFF if limits is None else limits),
             "auth": {"realm": REALM, "users": str(users_file)} if users else {},
             "tls": dict(tls or {}),
         }

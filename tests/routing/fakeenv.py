@@ -63,6 +63,8 @@ class FakeEnv:
     """Message-IDs a next hop refused with 413 (message_refused)."""
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
+    auth_faults: list[bool] = field(default_factory=list)
+    """Per digest check: whether the [limits] count it as the client's failure."""
     self_uris: SelfUris | None = None
     """The URIs that name the relay (the relay route's to_us); None: none."""
     closed: list[str] = field(default_factory=list)
@@ -109,8 +111,12 @@ class FakeEnv:
     def close_origin(self, reason: str) -> None:
         self.closed.append(reason)
 
-    def auth_done(self, ok: bool) -> None:
+    def auth_done(self, ok: bool, fault: bool = False) -> None:
         self.auth_results.append(ok)
+        self.auth_faults.append(fault)
+
+    def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
+        return None
 
     def session_saved(self, sessid: str, user: str = "") -> None:
         self.sessions.append(sessid)

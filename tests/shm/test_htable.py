@@ -262,7 +262,7 @@ def test_layout_creates_and_attaches_the_htable(
         registry_capacity=256,
         process_slots=8,
     )
-    spec = lay.regions()[-1]
+    spec = lay.regions()[4]
     assert (spec.name, spec.tag, spec.record_size) == (f"{prefix}-htable", b"htable/1", 416)
     shm = lay.create_all()
     try:
@@ -284,7 +284,7 @@ def test_layout_creates_and_attaches_the_htable(
         shm.unlink()
     assert segment_names(f"{prefix}-") == []
     small = ShmLayout(prefix, tmp_path / "l", 4, 10, 10, 2, htable_capacity=100)
-    assert small.regions()[-1].size == HTable.geometry(1, 100).region_size  # 100 // 64 -> 1
+    assert small.regions()[4].size == HTable.geometry(1, 100).region_size  # 100 // 64 -> 1
     custom = ShmLayout(prefix, tmp_path / "l", 4, 10, 10, 2, htable_stripes=8)
-    assert custom.regions()[-1].size == HTable.geometry(8, 4096).region_size
+    assert custom.regions()[4].size == HTable.geometry(8, 4096).region_size
     hash(custom)  # still hashable, like every other layout

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from msrpd.config import load_config
+from msrpd.config import LimitsSettings, load_config
 from msrpd.config.selfuri import SelfUris
 from msrpd.protocol import Frame, FrameReader, ReaderLimits
 from msrpd.routing import Msrp, RoutePolicy, RouteScript
 from msrpd.workers.conn import MsrpConnection
 from msrpd.workers.context import WorkerContext, WorkerIdentity
 from msrpd.workers.delivery import Delivery
+from msrpd.workers.limits import ConnGuard
 from msrpd.workers.links import HandoffHub
 from msrpd.workers.loopback import Loopback
 from msrpd.workers.routeenv import RouteRunner
@@ -23,6 +24,24 @@ from msrpd.workers.transports.tcp import TcpWire
 from msrpd.workers.transports.tls import TlsWire
 
 POLICY = RoutePolicy(1800, 3600, None, "realm", False)
+NO_LIMITS = LimitsSettings(
+    max_conns_per_addr=0,
+    max_unauth_conns=0,
+    auth_failures_close=0,
+    ban_after=0,
+    max_sessions_per_user=0,
+    max_outbound_per_second=0,
+    session_frame_rate=0,
+    session_byte_rate=0,
+)
+
+
+def no_limits(ctx: WorkerContext) -> ConnGuard:
+    """A [limits] guard with every limit off: it touches no shared table."""
+    none = cast(Any, None)
+    return ConnGuard(NO_LIMITS, 1, 0, none, none, none, ctx.counters, ctx.loop)
+
+
 FROM_ALICE = "msrp://alice:9/a;tcp"
 
 
@@ -109,6 +128,7 @@ class Worker:
             shm,
             ctx.counters,
             self.limits,
+            no_limits(ctx),
             delivery=self.delivery,
             loopback=loopback,
         )

@@ -16,6 +16,8 @@ from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.routeenv import RouteRunner
 from msrpd.workers.transports.tcp import TcpWire
 
+from .routepath import no_limits
+
 
 def send(tid: str) -> bytes:
     return (
@@ -108,7 +110,9 @@ def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, Worker
     none = cast(Any, None)
     shm = cast(Any, Shm())
     ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), shm, cast(Any, Loop()))
-    routes = RouteRunner(cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits())
+    routes = RouteRunner(
+        cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits(), no_limits(ctx)
+    )
     conn = MsrpConnection(ctx, routes, TcpWire("tcp:127.0.0.1:2855"))
     conn.migration.moves = 1
     conn.arrive(carried, lambda c: c.hold_reading())  # MOVING has not come yet

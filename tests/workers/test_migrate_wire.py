@@ -38,6 +38,8 @@ def state(**changes: object) -> MoveState:
         "moves": 2,
         "handovers": 1,
         "held": b"MSRP a SEND\r\nTo-Path: x\r\n",
+        "proven": True,
+        "counted": False,
     }
     fields.update(changes)
     return MoveState(**fields)  # type: ignore[arg-type]
@@ -106,6 +108,7 @@ def test_a_bad_move_message_is_refused(message: bytes) -> None:
 
 def test_what_travels_with_a_connection_arrives_on_the_new_one() -> None:
     stats = ConnStats(5, 6, 700, 800, 1.0, 2.0, ["s1"], {"s1": ("bob", 5.5)})
+    stats.proven, stats.counted = True, True  # [limits]: off probation, counted by address
     old = Conn(make_conid(0, 1, 7), None, stats=stats)
     old.migration.moves, old.migration.handovers = 1, 0
     message = MoveState.of(old, b"MSRP half", (0, 1), handover=True).encode()
@@ -118,6 +121,7 @@ def test_what_travels_with_a_connection_arrives_on_the_new_one() -> None:
     assert got is not stats  # a record of its own, with what travelled
     assert got.sessions == ["s1"] and got.session_meta == {"s1": ("bob", 5.5)}
     assert (got.frames_in, got.frames_out, got.bytes_in, got.bytes_out) == (5, 6, 700, 800)
+    assert (got.proven, got.counted) == (True, True)
     assert (got.opened, got.last_active) == (1.0, 2.0)
     assert (new.migration.moves, new.migration.handovers) == (2, 1)  # a reload's move
     assert new.migration.colocated == 1

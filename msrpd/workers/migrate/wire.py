@@ -132,6 +132,9 @@ class MoveState:
     """What the old owner's reader held: read before anything else."""
     former: tuple[int, ...] = ()
     """Its ids before `old` (transactions.py matches responses on any of them)."""
+    proven: bool = False
+    counted: bool = False
+    """[limits] (workers/limits.py): off probation; counted against its source address."""
 
     @classmethod
     def of(cls, conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> MoveState:
@@ -151,6 +154,8 @@ class MoveState:
             handovers=migration.handovers + handover,
             held=held,
             former=migration.former,
+            proven=stats.proven,
+            counted=stats.counted,
         )
 
     def restore(self, conn: Conn) -> None:
@@ -161,6 +166,7 @@ class MoveState:
         stats.session_meta = dict(self.meta)
         stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out = self.counts
         stats.opened, stats.last_active = self.opened, self.active
+        stats.proven, stats.counted = self.proven, self.counted
         conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
         conn.migration.former = (*self.former, self.old)
 
@@ -178,6 +184,7 @@ class MoveState:
             "moves": self.moves,
             "handovers": self.handovers,
             "former": list(self.former),
+            "limits": [self.proven, self.counted],
         }
         head = json.dumps(state).encode()
         return None if len(head) > MAX_STATE else head + b"\n" + self.held
@@ -190,6 +197,7 @@ class MoveState:
             state = json.loads(head)
             slot, generation = state["from"]
             frames_in, frames_out, bytes_in, bytes_out = state["counts"]
+            proven, counted = state["limits"]
             return cls(
                 old=int(state["old"]),
                 came_from=(int(slot), int(generation)),
@@ -203,6 +211,8 @@ class MoveState:
                 handovers=int(state["handovers"]),
                 held=held,
                 former=tuple(int(c) for c in state["former"]),
+                proven=bool(proven),
+                counted=bool(counted),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WireError(f"a bad move message: {exc!r}") from None
