@@ -11,15 +11,20 @@ Rules:
   alone (we draw it, 80 random bits, and never reuse a live one); `match` then checks the
   connection. A connection that moved to another worker since (colocation) is known by its
   current id and its former ones (MigrationState.former), so its answer still matches.
-- The connection a request came on (its origin) is not moved while it has live transactions
-  (MigrationState.tx_open, colocate.ready_to_move: colocation and a reload's handover both
-  wait): their REPORTs and mapped responses go to the connection object kept here.
+- The connection a request came on (its origin) may move to another worker by colocation
+  while it has live transactions: they stay here, and what they owe it (REPORTs, mapped
+  responses) follows it there as GONE reports do (txrelay.py, gone.py). A reload's handover
+  waits for them (MigrationState.tx_open, colocate.ready_to_move): the retiring worker that
+  owns them may exit before they end.
 - Deadlines: one timeout for every transaction (`[msrp] transaction_timeout`), so a deque in
   deadline order and one periodic sweep replace per-transaction timers. An entry whose
   transaction ended or got a later deadline (a streamed chunk's end-line restarts it: the
   timer runs from the last byte written, RFC 4976 §6.4.1) is skipped when it comes up.
-- Bounded: at most MAX_PER_CONN live transactions per origin connection; the caller refuses
-  a request over it (txrelay.py: the sender hears what it would for an unreachable next hop).
+- Bounded: an origin connection with MAX_PER_CONN live transactions is not read until half
+  of them have ended (back-pressure: a sender faster than its next hop's answers is slowed,
+  nothing is refused); the frames of the read in progress still go, and at HARD_LIMIT times
+  that the caller refuses a request (txrelay.py: the sender hears what it would for an
+  unreachable next hop).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +50,9 @@ __all__ = [
 ]
 
 MAX_PER_CONN = 1024
+HARD_LIMIT = 2
+"""Times MAX_PER_CONN past which a request is refused (the reads of a paused origin that
+were in progress when it was paused)."""
 """Live transactions the requests of one connection may have (rfc-checklist §5.5)."""
 COMPACT_SLACK = 1024
 """Deadline entries beyond twice the live transactions before the ended ones are dropped."""
@@ -85,6 +94,10 @@ class Origin(Protocol):
     migration: MigrationState
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
+
+    def block(self, dest: Hashable) -> None: ...
+
+    def unblock(self, dest: Hashable) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -131,6 +144,8 @@ class TransactionTable:
     def __init__(self, timeout: float, max_per_conn: int = MAX_PER_CONN) -> None:
         self.timeout = timeout
         self.max_per_conn = max_per_conn
+        self.paused: set[Origin] = set()
+        """Origins not read because they have max_per_conn live transactions."""
         self.live: dict[bytes, Transaction] = {}
         self._deadlines: deque[tuple[float, Transaction]] = deque()
         """(deadline, transaction), in deadline order; an entry of one that ended stays
@@ -143,14 +158,18 @@ class TransactionTable:
         return tid in self.live
 
     def full(self, origin: Origin) -> bool:
-        """`origin` has as many live transactions as it may."""
-        return origin.migration.tx_open >= self.max_per_conn
+        """`origin` has as many live transactions as it may, even paused."""
+        return origin.migration.tx_open >= HARD_LIMIT * self.max_per_conn
 
     def add(self, tx: Transaction, now: float, *, whole: bool = True) -> None:
         """Record `tx` (its request has been written to connection `tx.out`). A streamed
         chunk (`whole` false) has no deadline until its end-line is written (restart)."""
         self.live[tx.tid] = tx
-        tx.origin.migration.tx_open += 1
+        origin = tx.origin
+        origin.migration.tx_open += 1
+        if origin.migration.tx_open >= self.max_per_conn and origin not in self.paused:
+            self.paused.add(origin)
+            origin.block(self)
         if whole:
             self.restart(tx, now)
         else:
@@ -181,7 +200,11 @@ class TransactionTable:
         tx.ended = True
         if self.live.get(tx.tid) is tx:
             del self.live[tx.tid]
-            tx.origin.migration.tx_open -= 1
+            origin = tx.origin
+            origin.migration.tx_open -= 1
+            if origin.migration.tx_open <= self.max_per_conn // 2 and origin in self.paused:
+                self.paused.discard(origin)
+                origin.unblock(self)
 
     def expired(self, now: float) -> list[Transaction]:
         """The transactions whose deadline has passed, ended (in deadline order)."""

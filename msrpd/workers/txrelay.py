@@ -60,6 +60,7 @@ from ..protocol.transact import (
 from ..routing.env import Destination
 from ..shm import Counter
 from .connenv import Resolver, RoutedConn
+from .gone import GoneReports
 from .handoff import Handoff, HandoffKind
 from .migrate.handoverio import MovedSink
 from .ports import Sink
@@ -118,6 +119,7 @@ class TxRelay:
         "owners_read",
         "reader",
         "refused",
+        "reports",
         "sweeping",
         "table",
     )
@@ -127,6 +129,8 @@ class TxRelay:
         self.me = (ctx.ident.slot, ctx.ident.generation)
         self.ids = TidSource(*self.me)
         self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
+        self.reports = GoneReports(ctx.handoffs.sent, ctx)
+        """Writes to an origin that colocation moved to another worker since."""
         self.sweeping: object = None
         """The sweep's timer handle while one is scheduled."""
         self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
@@ -221,8 +225,16 @@ class TxRelay:
 
     def _tell(self, tx: Transaction, code: int, reason: str) -> None:
         notice = tx_notice(tx, code, reason)
-        if notice is not None and not tx.origin.closed:
-            tx.origin.write_reply(notice)
+        if notice is not None:
+            self._to_origin(tx, notice)
+
+    def _to_origin(self, tx: Transaction, data: bytes) -> bool:
+        """Write `data` to `tx`'s origin connection, here or where colocation moved it."""
+        origin = tx.origin
+        if not origin.closed:
+            origin.write_reply(data)
+            return True
+        return origin.migration.passed and self.reports.report_to(origin.conid, data)
 
     # -- responses --------------------------------------------------------------------------
 
@@ -307,10 +319,9 @@ class TxRelay:
         data = None if frame is None else _mapped_back(frame, tx)
         if data is None:  # To-Path holds our URIs only: no one to map it back to
             return self._unmatched(tid)
-        if tx.origin.closed:
+        if not self._to_origin(tx, data):
             self.ctx.counters.add(Counter.responses_dropped)
             return -1
-        tx.origin.write_reply(data)
         return 1
 
     def _refuse(self, tx: Transaction) -> None:

@@ -16,9 +16,19 @@ class Conn:
     closed: bool = False
     migration: MigrationState = field(default_factory=MigrationState)
     written: list[bytes] = field(default_factory=list)
+    blocked: list[object] = field(default_factory=list)
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         self.written.append(data)
+
+    def block(self, dest: object) -> None:
+        self.blocked.append(dest)
+
+    def unblock(self, dest: object) -> None:
+        self.blocked.remove(dest)
+
+    def __hash__(self) -> int:
+        return id(self)
 
 
 def tx(tid: bytes, origin: Conn, out: int = 7) -> Transaction:
@@ -63,17 +73,26 @@ def test_expired_in_deadline_order_and_skips_ended_and_restarted() -> None:
     assert a.ended and c.ended
 
 
-def test_bound_per_origin_connection() -> None:
-    table, busy, other = TransactionTable(30.0, max_per_conn=2), Conn(1), Conn(2)
-    table.add(tx(b"x1", busy), 0.0)
-    assert not table.full(busy)
-    table.add(tx(b"x2", busy), 0.0)
-    assert table.full(busy) and not table.full(other)
-    table.end(table.live[b"x1"])
-    assert not table.full(busy)
+def test_an_origin_at_the_bound_is_paused_until_half_have_ended() -> None:
+    table, busy, other = TransactionTable(30.0, max_per_conn=4), Conn(1), Conn(2)
+    for n in range(3):
+        table.add(tx(b"x%d" % n, busy), 0.0)
+    table.add(tx(b"o1", other), 0.0)
+    assert busy.blocked == [] and not table.full(busy)
+    table.add(tx(b"x3", busy), 0.0)  # the fourth: not read until its answers come
+    assert busy.blocked == [table] and other.blocked == []
+    for n in range(4, 8):  # the rest of the read in progress still goes...
+        table.add(tx(b"x%d" % n, busy), 0.0)
+    assert table.full(busy) and not table.full(other)  # ...up to twice the bound
+    assert busy.blocked == [table]  # paused once
+    for n in range(5):
+        table.end(table.live[b"x%d" % n])
+    assert busy.migration.tx_open == 3 and busy.blocked == [table]  # over half the bound
+    table.end(table.live[b"x5"])
+    assert busy.migration.tx_open == 2 and busy.blocked == []  # half: read again
 
 
-def test_origin_with_live_transactions_does_not_move() -> None:
+def test_origin_with_live_transactions_moves_by_colocation_not_by_handover() -> None:
     from msrpd.workers.migrate.colocate import ready_to_move
 
     class Movable(Conn):
@@ -84,9 +103,10 @@ def test_origin_with_live_transactions_does_not_move() -> None:
     assert ready_to_move(conn, False) == b""  # type: ignore[arg-type]
     table = TransactionTable(30.0)
     table.add(tx(b"p1", conn), 0.0)
-    assert ready_to_move(conn, False) is None  # type: ignore[arg-type]
-    table.end(table.live[b"p1"])
     assert ready_to_move(conn, False) == b""  # type: ignore[arg-type]
+    assert ready_to_move(conn, False, handover=True) is None  # type: ignore[arg-type]
+    table.end(table.live[b"p1"])
+    assert ready_to_move(conn, False, handover=True) == b""  # type: ignore[arg-type]
 
 
 def test_a_streamed_chunk_times_out_from_its_end_line() -> None:

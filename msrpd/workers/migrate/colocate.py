@@ -53,12 +53,13 @@ QUIET_OTHERS = 1.0
 """Seconds without relaying to a third worker before a connection may move (handover.py)."""
 
 
-def ready_to_move(conn: Conn, stopping: bool) -> bytes | None:
+def ready_to_move(conn: Conn, stopping: bool, handover: bool = False) -> bytes | None:
     """What conn's reader holds, if conn can move now; else None. A stop reads no more:
-    nothing to gain by moving, frames to lose."""
+    nothing to gain by moving, frames to lose. A reload's `handover` waits for the
+    connection's live transactions (the retiring worker owns them and may exit first);
+    colocation does not: they stay on this worker, which lives on (txrelay.py)."""
     migration = conn.migration
-    # Live transactions keep it here: their REPORTs and responses go to this object.
-    if not migration.movable or stopping or migration.tx_open:
+    if not migration.movable or stopping or (handover and migration.tx_open):
         return None
     held = conn.bytes_to_carry()
     return held if held is not None and len(held) <= MAX_CARRY else None

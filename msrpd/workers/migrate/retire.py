@@ -154,7 +154,7 @@ class Retirer(Generic[ConnT]):
         host.batch.flush_now()  # what is written to a connection leaves before it can move
         ready: list[tuple[ConnT, bytes]] = []
         for conn in list(host.conns.values()):
-            held = ready_to_move(conn, host.stop.stopping)
+            held = ready_to_move(conn, host.stop.stopping, handover=True)
             message = None if held is None else move_message(conn, held, me, handover=True)
             if message is not None:
                 ready.append((conn, message))
