@@ -24,6 +24,7 @@ from ..routing.users import UserStore
 from .conn import MsrpConnection
 from .context import WorkerContext
 from .delivery import Delivery
+from .gone import GoneReports
 from .limits import ConnGuard
 from .loopback import Loopback
 from .migrate.state import MigrationState
@@ -100,7 +101,7 @@ def build_routes(
         delivery=delivery,
         loopback=loopback,
         users=users,
-        transactions=transactions or TxRelay(ctx),
+        transactions=transactions or TxRelay(ctx, GoneReports(ctx.handoffs.sent, ctx)),
     )
     return routes, delivery
 

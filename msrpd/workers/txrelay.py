@@ -124,13 +124,13 @@ class TxRelay:
         "table",
     )
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, reports: GoneReports) -> None:
         self.ctx = ctx
         self.me = (ctx.ident.slot, ctx.ident.generation)
         self.ids = TidSource(*self.me)
         self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
-        self.reports = GoneReports(ctx.handoffs.sent, ctx)
-        """Writes to an origin that colocation moved to another worker since."""
+        self.reports = reports
+        """Writes to an origin that colocation moved to another worker since (gone.py)."""
         self.sweeping: object = None
         """The sweep's timer handle while one is scheduled."""
         self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()

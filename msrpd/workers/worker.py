@@ -153,7 +153,7 @@ class Worker:
             # reports the lost frame to its sender (gone.py).
             reports = self.reports = GoneReports(sent, ctx)
             # Responses other workers read for our transactions come here too (txrelay.py).
-            self.transactions = TxRelay(ctx)
+            self.transactions = TxRelay(ctx, reports)
             return HandoffHub(own_path, loop, Inbound(ctx, reports, self.transactions), stop=stop)
 
         ctx = WorkerContext(settings, ident, shm, loop, hub, stop, sent)
