@@ -387,3 +387,13 @@ def test_client_closing_mid_message_ends_chunk_with_hash(make_relay) -> None:
         # The reader may keep back the last bytes of what was read (they might have begun
         # an end-line): what Bob gets is what Alice sent, up to those.
         assert sent.startswith(got) and len(sent) - len(got) < 100, (len(sent), len(got))
+
+
+def test_quiet_connection_is_pinged(make_relay) -> None:
+    relay = started(make_relay, websocket={"ping_interval": 1})
+    sock = raw_ws(relay.ws_port)
+    began = time.monotonic()
+    sock.settimeout(5)
+    assert sock.recv(2) == b"\x89\x00"  # a Ping with no payload (RFC 7977 §6)
+    assert 0.9 <= time.monotonic() - began < 4
+    sock.close()
