@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from ..integration.relay import PASSWORDS, REALM, Relay, free_port, wait_for
-from ..msrpclient import MsrpClient
+from ..msrpclient import MsrpClient, Received
 from .wsclient import WsMsrpClient
 
 RELAY_ROUTE = {"route": None}  # msrpd's default route: the RFC 4976 relay
@@ -277,6 +277,66 @@ def test_64_mib_tcp_to_ws_and_back(make_relay) -> None:
         back = bob.recv(timeout=120)
         assert back.frame.tid == tid
         assert hashlib.sha256(back.body).hexdigest() == digest
+
+
+def chunks_of(sender: MsrpClient, to: MsrpClient, body: bytes, size: int) -> list[bytes]:
+    """`body` as SEND chunks of at most `size` body bytes (RFC 4975 §7.1.1: one Message-ID,
+    contiguous Byte-Ranges, `+` on all but the last)."""
+    frames = []
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        last = start + size >= len(body)
+        _, frame = sender.binary_send(to, piece, "chunked")
+        frame = frame.replace(
+            b"Byte-Range: 1-%d/%d" % (len(piece), len(piece)),
+            b"Byte-Range: %d-%d/%d" % (start + 1, len(body), len(body)),
+        )
+        frames.append(frame if last else frame[:-3] + b"+\r\n")
+    return frames
+
+
+def reassembled(received: list[Received], total: int) -> bytes:
+    """The body of the chunks `received` (one Message-ID, contiguous ranges, `+` then `$`)."""
+    body = bytearray()
+    for got in received:
+        assert got.frame.header("Message-ID") == received[0].frame.header("Message-ID")
+        first, _, whole = (got.frame.header("Byte-Range") or b"").partition(b"-")
+        assert int(first) == len(body) + 1 and whole.endswith(b"/%d" % total)
+        body += got.body
+    return bytes(body)
+
+
+def test_64_mib_rechunked_for_the_default_message_limit(make_relay) -> None:
+    """RFC 7977 §5.1: a 64 MiB SEND from TCP reaches the WebSocket client as chunks that each
+    fit [websocket] max_message (16 MiB); the client sends it back in such chunks."""
+    size, limit = 64 << 20, 16 << 20
+    relay = started(make_relay, websocket={}, msrp={"max_body": 1 << 20})
+    body = os.urandom(size)
+    digest = hashlib.sha256(body).hexdigest()
+    with (
+        authed(WsMsrpClient(relay.ws_port, timeout=120), "alice") as alice,
+        authed(MsrpClient(relay.port, timeout=120), "bob") as bob,
+    ):
+        tid, frame = bob.binary_send(alice, body, "big1")
+        bob.send_raw(frame)
+        before = len(alice.messages)
+        received = [alice.recv(timeout=120)]
+        while len(b"".join(r.body for r in received)) < size:
+            received.append(alice.recv(timeout=120))
+        assert received[0].frame.tid == tid and len(received) == 5
+        assert len({r.frame.tid for r in received}) == 5  # a new transaction per chunk
+        assert all(length <= limit for _, length in alice.messages[before:])
+        assert hashlib.sha256(reassembled(received, size)).hexdigest() == digest
+        assert bob.recv(timeout=120).frame.code == 200
+        for chunk in chunks_of(alice, bob, body, limit - 4096):
+            alice.send_raw(chunk)
+        back = []
+        while len(b"".join(r.body for r in back)) < size:
+            got = bob.recv(timeout=120)
+            if got.frame.method == b"SEND":
+                back.append(got)
+        assert hashlib.sha256(reassembled(back, size)).hexdigest() == digest
+        assert [alice.recv(timeout=120).frame.code for _ in back] == [200] * len(back)
 
 
 def test_fragmented_message_is_read_as_it_comes(make_relay) -> None:
