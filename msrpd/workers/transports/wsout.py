@@ -14,8 +14,9 @@ Rules:
   §7.1.1; RFC 7977 §5.1: the relay MUST chunk for the WebSocket side): where a message is
   full, its chunk is interrupted with a `+` end-line, and the body goes on in a new chunk:
   the same head (so the same Message-ID and paths) with a new transaction id and Byte-Range
-  `next-end/total` (the interrupted chunk's range-end no longer holds: a receiver counts
-  what it got, RFC 4975 §7.1.1). The last chunk ends with the frame's own flag.
+  `next-*/total` (a chunk that may be interrupted has range-end `*`; the first chunk's head
+  is the sender's, and a receiver counts what it got, RFC 4975 §7.1.1). The last chunk ends
+  with the frame's own flag.
 - Other frames (responses, REPORTs, a SEND without Byte-Range) are never re-chunked.
 """
 
@@ -176,7 +177,9 @@ def _template(head: bytes, tid: bytes) -> _Template | None:
     if found is None:
         return None
     start = 5 + len(tid)  # after "MSRP " and the transaction id
-    return _Template(head[start : found.start(1)], head[found.end(1) :], int(found[1]))
+    # range-end "*": the chunk may be interrupted again (RFC 4975 §7.1.1; checklist case 28)
+    after = b"-*/" + found[3] + head[found.end(3) :]
+    return _Template(head[start : found.start(1)], after, int(found[1]))
 
 
 def _frame_end(buf: bytes, marker: bytes, start: int) -> tuple[int, int]:
