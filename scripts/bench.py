@@ -11,6 +11,12 @@ Usage: scripts/bench MODE [options]     (scripts/bench --help for every option)
   side    Kamailio (kamailio-cmap.cfg) then msrpd, a fresh relay for each load, the same
           children and load; a table of both figures and the ratio msrpd/Kamailio.
 
+--route picks msrpd's route: cmap (Kamailio's example, plain TCP, any user with password
+xyz123) or relay (the default RFC 4976 relay route: Bob AUTHs over TLS against a user store
+and stays there, Alice sends over plain TCP, every forwarded SEND waits for Bob's 200).
+--bob-answers makes Bob answer every SEND with a 200, as endpoints do (default: on for the
+relay route, off for cmap; in side mode it holds for Kamailio too, so both get the same load).
+
 The generator runs in --procs processes on uvloop, writes pre-built frames in one write per
 batch and counts replies per read, and prints its own CPU per process: near 100% means the
 generator, not the relay, set the pace.
@@ -31,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import report, runner
-from benchlib.relays import ORACLE, Relay, make_relay, other_load
+from benchlib.relays import ORACLE, ROUTES, Relay, make_relay, other_load
 from benchlib.report import size_name
 
 MiB = 1 << 20
@@ -51,6 +57,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("mode", choices=("flood", "rate", "idle", "big", "side"))
     p.add_argument("--relay", choices=("msrpd", "kamailio"), default="msrpd")
+    p.add_argument(
+        "--route",
+        choices=ROUTES,
+        default="cmap",
+        help="msrpd's route: Kamailio's cmap example (TCP), or the default RFC 4976 relay "
+        "route (Bob AUTHs over TLS against a user store)",
+    )
+    p.add_argument(
+        "--bob-answers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Bob answers every SEND with a 200 (default: on for --route relay, off for cmap)",
+    )
     p.add_argument("--children", type=int, default=2, help="relay worker processes")
     p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
     p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
@@ -84,6 +103,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
     p.add_argument("--json", type=Path, help="also write every figure to this file")
     opts = p.parse_args(argv)
+    if opts.bob_answers is None:
+        opts.bob_answers = opts.route == "relay"
     if opts.alice_ws and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
         p.error("--alice-ws: flood or rate mode, against msrpd")
     return opts
@@ -212,16 +233,18 @@ class Bench:
             for _ in range(self.opts.repeat):
                 for name in names:  # alternating: a noisy spell hits both relays alike
                     self.warn_other_load()
-                    result = self.once(name, load)
-                    print(load.line(name, result), flush=True)
+                    label, result = self.once(name, load)
+                    print(load.line(label, result), flush=True)
                     runs[name].append(result)
             for name, results in runs.items():
                 self.results.setdefault(load.label, {})[name] = median(results, load.key)
 
-    def once(self, name: str, load: Load) -> dict[str, Any]:
-        relay = make_relay(name, self.opts.children, self.opts.oracle, self.opts.msrpd_option)
-        relay.start()
+    def once(self, name: str, load: Load) -> tuple[str, dict[str, Any]]:
+        """One run of `load` on a fresh relay: (the relay's label, the result)."""
+        o = self.opts
+        relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route)
         try:
+            relay.start()
             result = load.measure(relay)
         except Exception:
             print(f"{load.label} [{name}] failed; relay log:\n{relay.log_tail()}", file=sys.stderr)
@@ -230,7 +253,7 @@ class Bench:
             relay.stop()
         if "profile" in result:
             print("\n".join(report.profile_lines(result["profile"])), flush=True)
-        return result
+        return relay.label, result
 
     def warn_other_load(self) -> None:
         busy, top = other_load()
@@ -245,14 +268,16 @@ def main(argv: list[str]) -> int:
     print(versions(), flush=True)
     print(
         f"load: children={opts.children}, {opts.pairs} pairs, window {opts.window}, "
-        f"{opts.procs} generator processes, {opts.seconds:g} s measured after {opts.warmup:g} s",
+        f"{opts.procs} generator processes, {opts.seconds:g} s measured after {opts.warmup:g} s; "
+        f"msrpd {opts.route} route; Bob {'answers' if opts.bob_answers else 'does not answer'} "
+        "SENDs",
         flush=True,
     )
     bench = Bench(opts)
     bench.run(opts.mode)
     if opts.mode == "side":
         print()
-        print(report.side_table(bench.results))
+        print(report.side_table(bench.results, f"msrpd ({opts.route})"))
     if opts.json:
         opts.json.write_text(json.dumps(bench.results, indent=2, default=str))
     return 0

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +31,15 @@ class Job:
     mode: str
     """flood, rate, big or idle."""
     port: int
+    """where Alice connects (plain TCP)."""
     relay_uri: bytes
+    """what Bob (and an idle connection) AUTHs to."""
+    auth_port: int = 0
+    """where Bob connects to AUTH and stays: `port` when 0."""
+    tls_ca: str = ""
+    """a CA file: Bob connects with TLS trusting it (the relay route); "": plain TCP."""
+    answer: bool = False
+    """Bob answers every SEND with a 200, as endpoints do (the relay route waits for it)."""
     size: int = 100
     window: int = 16
     seconds: float = 10.0
@@ -43,15 +52,44 @@ class Job:
     """big mode: messages per pair."""
     drain: float = 5.0
     share: list[int] = field(default_factory=list)
-    """pair numbers (flood, rate, big), or [n] idle connections."""
+    """pair numbers (flood, rate, big), or [n, first] idle connections, users idle<first>..."""
     alice_ws: int = 0
     """flood, rate: Alice connects to this ws: port (RFC 7977), not to `port`."""
 
 
-async def connect(port: int) -> Conn:
+async def connect(port: int, tls: ssl.SSLContext | None = None) -> Conn:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(Conn, "127.0.0.1", port)
+    if tls is None:
+        _, conn = await loop.create_connection(Conn, "127.0.0.1", port)
+    else:
+        _, conn = await loop.create_connection(
+            Conn, "127.0.0.1", port, ssl=tls, server_hostname="127.0.0.1"
+        )
     return conn
+
+
+_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def client_tls(job: Job) -> ssl.SSLContext | None:
+    """The TLS context Bob connects with (one per process), or None for plain TCP."""
+    if not job.tls_ca:
+        return None
+    if job.tls_ca not in _contexts:
+        _contexts[job.tls_ca] = ssl.create_default_context(cafile=job.tls_ca)
+    return _contexts[job.tls_ca]
+
+
+async def connect_bob(job: Job) -> Conn:
+    """A connection to AUTH on: over TLS to the relay route's TLS port, else plain TCP."""
+    return await connect(job.auth_port or job.port, client_tls(job))
+
+
+def answerer(job: Job, bob: Conn) -> tuple[bytes | None, Callable[[bytes], object] | None]:
+    """(Bob's URI, his write) for a parser that answers each SEND, or (None, None)."""
+    if not job.answer:
+        return None, None
+    return bob.local_uri("b"), bob.transport.write  # type: ignore[union-attr]
 
 
 class Pair:
@@ -59,12 +97,14 @@ class Pair:
 
     __slots__ = ("alice", "bob", "counter", "parser", "sending", "sent", "template", "window")
 
-    def __init__(self, alice: Conn, bob: Conn, template: SendTemplate, window: int) -> None:
+    def __init__(
+        self, alice: Conn, bob: Conn, template: SendTemplate, window: int, parser: FloodParser
+    ) -> None:
         self.alice, self.bob = alice, bob
         self.template = template
         self.window = window
         self.counter = ReplyCounter()
-        self.parser = FloodParser(template.size)
+        self.parser = parser
         self.sent = 0
         self.sending = False
         bob.handler = self.parser.feed
@@ -97,7 +137,7 @@ class Pair:
 
 async def make_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
     """Bob authenticates; Alice only connects. Returns them and the To-Path Alice must use."""
-    bob = await connect(job.port)
+    bob = await connect_bob(job)
     use_path = await authenticate(bob, job.relay_uri, b"bob%d" % n)
     alice = await (connect_ws(job.alice_ws) if job.alice_ws else connect(job.port))
     return alice, bob, use_path + b" " + bob.local_uri("b")
@@ -125,7 +165,8 @@ class FloodDriver:
             alice, bob, to_path = await make_pair(self.job, n)
             template = SendTemplate(to_path, alice.local_uri("a"), self.job.size)
             window = self.job.window if self.job.mode == "flood" else 1 << 30
-            self.pairs.append(Pair(alice, bob, template, window))
+            parser = FloodParser(self.job.size, *answerer(self.job, bob))
+            self.pairs.append(Pair(alice, bob, template, window, parser))
         return {"ports": [ports_of(p.alice, p.bob) for p in self.pairs]}
 
     async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
@@ -183,6 +224,7 @@ class FloodDriver:
             "replies": sum(p.counter.replies for p in self.pairs),
             "ok": sum(p.counter.ok for p in self.pairs),
             "non200": sum(p.counter.bad for p in self.pairs),
+            "reports": sum(p.counter.reports for p in self.pairs),
             "corrupt": sum(p.parser.corrupt for p in self.pairs),
             "gaps": sum(p.parser.gaps for p in self.pairs),
             "closed": sum(p.alice.closed + p.bob.closed for p in self.pairs),
@@ -273,7 +315,7 @@ class BigDriver:
         for n in job.share:
             alice, bob, to_path = await make_pair(job, n)
             sender = BigSender(alice, to_path, alice.local_uri("a"), job.window)
-            parser = StreamParser(self.on_done)
+            parser = StreamParser(self.on_done, *answerer(job, bob))
             bob.handler = parser.feed
             self.senders.append(sender)
             self.ports.append(ports_of(alice, bob))
@@ -307,6 +349,7 @@ class BigDriver:
             "last_ns": max((v[2] for v in self.done.values()), default=0),
             "cpu": cpu,
             "non200": sum(s.counter.bad for s in self.senders),
+            "reports": sum(s.counter.reports for s in self.senders),
             "errors": sum(p.errors for p in self.parsers),
             "closed": sum(s.alice.closed for s in self.senders),
             "samples": [x for p in self.parsers for x in p.samples][:5]
@@ -326,7 +369,7 @@ class IdleDriver:
     async def one(self, n: int, gate: asyncio.Semaphore) -> None:
         async with gate:
             try:
-                conn = await connect(self.job.port)
+                conn = await connect_bob(self.job)
                 await authenticate(conn, self.job.relay_uri, b"idle%d" % n)
                 self.conns.append(conn)
             except (OSError, EOFError, RuntimeError, TimeoutError) as exc:
@@ -336,8 +379,8 @@ class IdleDriver:
 
     async def setup(self) -> dict[str, Any]:
         gate = asyncio.Semaphore(200)
-        base = os.getpid() * 100000
-        await asyncio.gather(*(self.one(base + i, gate) for i in range(self.job.share[0])))
+        count, base = self.job.share
+        await asyncio.gather(*(self.one(base + i, gate) for i in range(count)))
         return {"authenticated": len(self.conns), "failed": self.failed, "errors": self.errors}
 
     async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:

@@ -1,13 +1,17 @@
 """The wire side of the generator: pre-built SENDs, the 200 counter, Bob's parsers, AUTH.
 
 Cheap per frame on purpose: Alice's frames are joined from constant pieces plus a 10-digit
-hex transaction id; her replies are counted with bytes.count over whole reads, never parsed
+hex sequence number; her replies are counted with bytes.count over whole reads, never parsed
 one by one; Bob checks each relayed frame in place (bytes.startswith with offsets, no copies
-of the body) and only slices the id and the send time.
+of the body) and only slices the id, the sequence number and the send time. When Bob answers
+(`answer_as`), his 200s for one read go out in one write.
 
-Body of a flood frame: `<tid> <send time, monotonic ns, 16 hex> ` then a fixed text fill, so
-Bob verifies that the body belongs to the frame's own transaction, is intact to the last byte,
-and reads the latency from it.
+Body of a flood frame: `<sequence number, 10 hex> <send time, monotonic ns, 16 hex> ` then a
+fixed text fill. Alice's transaction id and Message-ID are the same sequence number, but a
+relay may forward under a new transaction id (RFC 4976 §6.4: the relay route does), so Bob
+never reads the id for anything but the end-line: the body must start with the frame's
+Message-ID (which relays keep), order and latency come from the body, and the fill is checked
+to the last byte.
 """
 
 from __future__ import annotations
@@ -26,6 +30,26 @@ _NONCE = re.compile(rb'nonce="([^"]+)"')
 _OPAQUE = re.compile(rb'opaque="([^"]+)"')
 _USE_PATH = re.compile(rb"\r\nUse-Path: *([^\r\n]+)")
 _CODE = re.compile(rb"MSRP \S+ (\d{3})")
+_FROM = b"\r\nFrom-Path: "
+_MSGID = b"\r\nMessage-ID: "
+
+
+def first_from(buf: bytes, pos: int, he: int) -> bytes:
+    """The first From-Path URI of the frame whose head is buf[pos:he] (b"" if none)."""
+    at = buf.find(_FROM, pos, he)
+    if at < 0:
+        return b""
+    at += len(_FROM)
+    eol = buf.find(b"\r\n", at, he)
+    if eol < 0:
+        eol = he
+    sp = buf.find(b" ", at, eol)
+    return buf[at : eol if sp < 0 else sp]
+
+
+def ok_response(tid: bytes, to: bytes, me: bytes) -> bytes:
+    """What an endpoint answers a SEND with (RFC 4975 §7.2): To-Path is the previous hop."""
+    return b"MSRP %s 200 OK\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n" % (tid, to, me, tid)
 
 
 def text_fill(n: int) -> bytes:
@@ -48,7 +72,8 @@ class SendTemplate:
         self.size = size
 
     def batch(self, first: int, count: int, now_ns: int) -> bytes:
-        """`count` frames with transaction ids first..first+count-1, all stamped `now_ns`."""
+        """`count` frames with sequence numbers (and transaction ids) first..first+count-1,
+        all stamped `now_ns`."""
         stamp = b" %016x " % now_ns
         mid, rng, fill = self.mid, self.range, self.fill
         parts: list[bytes] = []
@@ -60,17 +85,20 @@ class SendTemplate:
 
 
 class ReplyCounter:
-    """Counts the relay's responses on Alice's connection: whole reads, no per-frame work.
+    """Counts what the relay sends on Alice's connection: whole reads, no per-frame work.
 
-    Responses carry no body, so each ends at the only `$\\r\\n` it holds; a read is counted up
-    to its last one and the rest waits for the next read.
+    Nothing it sends there carries a body (responses, and the REPORTs a relay sends when a
+    forwarded SEND failed, e.g. 408 when Bob never answered), so each frame ends at the only
+    `$\\r\\n` it holds; a read is counted up to its last one and the rest waits for the next
+    read. `replies` counts the responses (the window waits for them), `ok` their 200s, `bad`
+    the other responses, `reports` the REPORTs (errors, never replies).
     """
 
-    __slots__ = ("bad", "ok", "replies", "rest", "samples")
+    __slots__ = ("bad", "ok", "replies", "reports", "rest", "samples")
 
     def __init__(self) -> None:
         self.rest = b""
-        self.replies = self.ok = self.bad = 0
+        self.replies = self.ok = self.bad = self.reports = 0
         self.samples: list[bytes] = []
 
     def feed(self, data: bytes) -> int:
@@ -81,19 +109,23 @@ class ReplyCounter:
             return 0
         cut += 3
         n = buf.count(b"$\r\n", 0, cut)
-        ok = buf.count(b" 200 OK\r\n", 0, cut)
+        reports = buf.count(b" REPORT\r\n", 0, cut)
+        ok = buf.count(b" 200 OK\r\nTo-Path: ", 0, cut)
         self.rest = buf[cut:]
+        n -= reports
         self.replies += n
         self.ok += ok
-        if ok != n:
+        if reports:
+            self.reports += reports
+        if ok != n or reports:
             self._note_bad(buf[:cut], n - ok)
         return n
 
     def _note_bad(self, done: bytes, bad: int) -> None:
         self.bad += bad
         if len(self.samples) < 5:
-            lines = [ln for ln in done.split(b"\r\n") if ln.startswith(b"MSRP ")]
-            self.samples.extend(ln for ln in lines if b" 200 OK" not in ln)
+            lines = [ln for ln in done.split(b"\r\n") if ln.startswith((b"MSRP ", b"Status: "))]
+            self.samples.extend(ln for ln in lines if not ln.endswith(b" 200 OK"))
             del self.samples[5:]
 
 
@@ -101,11 +133,18 @@ class FloodParser:
     """Bob's side of a flood: relayed SENDs of a known body size, checked and timed.
 
     For each frame: the head ends at the first blank line; the body is `size` bytes and must
-    start with the frame's own tid, end with the fill and be followed by the frame's end-line
-    with flag `$`. Anything else is counted corrupt and skipped up to its end-line.
+    start with the frame's Message-ID (the sequence number) and a send time (PREFIX), end with
+    the fill and be followed by the end-line of the frame's own transaction id (whatever id
+    the relay gave it) with flag `$`. Order and latency come from the body: a sequence number
+    other than the last one plus 1 counts out of order. Anything else is counted corrupt and
+    skipped up to its end-line.
+
+    With `answer_as` (Bob's URI) and `write`, every SEND (corrupt ones too) is answered 200, to
+    its first From-Path URI, as an endpoint does; the answers of one read go in one write.
     """
 
     __slots__ = (
+        "answer_as",
         "bytes",
         "corrupt",
         "fill",
@@ -116,9 +155,15 @@ class FloodParser:
         "rest",
         "samples",
         "size",
+        "write",
     )
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        answer_as: bytes | None = None,
+        write: Callable[[bytes], object] | None = None,
+    ) -> None:
         self.size = size
         self.fill = text_fill(size - PREFIX)
         self.rest = b""
@@ -126,13 +171,16 @@ class FloodParser:
         self.next_seq = 1
         self.lat: list[int] = []
         self.samples: list[bytes] = []
+        self.answer_as = answer_as if write is not None else None
+        self.write = write
 
     def feed(self, data: bytes) -> None:
         buf = self.rest + data if self.rest else data
         now = time.monotonic_ns()
         n = len(buf)
         pos = 0
-        size, fill, lat = self.size, self.fill, self.lat
+        size, fill, lat, me = self.size, self.fill, self.lat, self.answer_as
+        answers: list[bytes] = []
         frames = 0
         while True:
             he = buf.find(b"\r\n\r\n", pos)
@@ -146,27 +194,42 @@ class FloodParser:
             fe = be + len(end)
             if fe > n:
                 break
+            mi = buf.find(_MSGID, pos, he) + len(_MSGID)  # < len(_MSGID): none
             if (
                 buf.startswith(end, be)
-                and buf.startswith(tid, bs)
                 and buf.startswith(fill, bs + PREFIX, be)
                 and buf.startswith(b"MSRP ", pos)
+                and buf[bs + 10] == buf[bs + 27] == 32  # b" " after the number and the time
+                and mi >= len(_MSGID)
+                and buf[mi + 10] == 13  # b"\r": a 10-character Message-ID
+                and buf.startswith(buf[mi : mi + 10], bs)
             ):
-                lat.append(now - int(buf[bs + 11 : bs + 27], 16))
-                seq = int(tid, 16)
-                if seq != self.next_seq:
-                    self.gaps += 1
-                self.next_seq = seq + 1
-                frames += 1
-                pos = fe
-                continue
+                try:
+                    seq = int(buf[bs : bs + 10], 16)
+                    sent = int(buf[bs + 11 : bs + 27], 16)
+                except ValueError:
+                    seq = -1
+                if seq >= 0:
+                    lat.append(now - sent)
+                    if seq != self.next_seq:
+                        self.gaps += 1
+                    self.next_seq = seq + 1
+                    frames += 1
+                    if me is not None:
+                        answers.append(ok_response(tid, first_from(buf, pos, he), me))
+                    pos = fe
+                    continue
             skip = self._skip_bad(buf, pos, he, tid)
             if skip < 0:
                 break
+            if me is not None:
+                answers.append(ok_response(tid, first_from(buf, pos, he), me))
             pos = skip
         self.frames += frames
         self.bytes += frames * size
         self.rest = buf[pos:] if pos < n else b""
+        if answers:
+            self.write(b"".join(answers))  # type: ignore[misc]
 
     def _skip_bad(self, buf: bytes, pos: int, he: int, tid: bytes) -> int:
         """A frame that is not the expected one: find its real end-line; -1 to wait for more."""
@@ -185,20 +248,36 @@ class StreamParser:
     """Bob's side of big messages: any body size, hashed as it arrives, never buffered.
 
     Chunks of one message (same Message-ID) must arrive in Byte-Range order; when the last
-    ($) ends, its sha256 and size go to `done(message_id, size, digest, now_ns)`.
+    ($) ends, its sha256 and size go to `done(message_id, size, digest, now_ns)`. With
+    `answer_as` and `write`, each chunk is answered 200 at its end-line, as FloodParser does.
     """
 
-    def __init__(self, done) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        done,
+        answer_as: bytes | None = None,
+        write: Callable[[bytes], object] | None = None,
+    ) -> None:
         self.done = done
         self.rest = b""
         self.body_left = -1
         self.tail = b""
+        self.answer = b""
+        self.answers: list[bytes] = []
+        self.answer_as = answer_as if write is not None else None
+        self.write = write
         self.msgs: dict[bytes, list] = {}  # type: ignore[type-arg]
         self.current: list | None = None  # type: ignore[type-arg]
         self.bytes = self.errors = 0
         self.samples: list[str] = []
 
     def feed(self, data: bytes) -> None:
+        self._feed(data)
+        if self.answers:
+            self.write(b"".join(self.answers))  # type: ignore[misc]
+            self.answers.clear()
+
+    def _feed(self, data: bytes) -> None:
         view = memoryview(self.rest + data if self.rest else data)
         self.rest = b""
         pos = 0
@@ -242,6 +321,8 @@ class StreamParser:
         self.current = msg
         self.body_left = int(stop) - int(start) + 1
         self.tail = b"\r\n-------" + tid
+        if self.answer_as is not None:
+            self.answer = ok_response(tid, first_from(buf, 0, he), self.answer_as)
         return pos + he + 4
 
     def _tail(self, view: memoryview, pos: int) -> int:
@@ -256,6 +337,9 @@ class StreamParser:
         elif got[-3:-2] == b"$":
             self.done(msg[3], msg[0] - 1, msg[1].hexdigest(), time.monotonic_ns())
             del self.msgs[msg[3]]
+        if self.answer:
+            self.answers.append(self.answer)
+            self.answer = b""
         self.body_left = -1
         self.current = None
         return pos + need
@@ -316,9 +400,11 @@ class Conn(asyncio.Protocol):
             self.waiter = None
 
     def local_uri(self, tag: str) -> bytes:
+        """msrps:// over TLS, msrp:// over plain TCP."""
         assert self.transport is not None
         host, port = self.transport.get_extra_info("sockname")[:2]
-        return f"msrp://{host}:{port}/{tag}{port};tcp".encode()
+        tls = self.transport.get_extra_info("ssl_object") is not None
+        return f"msrp{'s' if tls else ''}://{host}:{port}/{tag}{port};tcp".encode()
 
 
 def _auth_request(tid: bytes, relay_uri: bytes, me: bytes, extra: bytes = b"") -> bytes:

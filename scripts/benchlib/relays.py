@@ -3,6 +3,16 @@
 Each relay gets its own temporary run directory and a free port on 127.0.0.1, and is stopped
 the way it was started (msrpd stop -c FILE, run-kamailio.sh stop with the same KAM_RUN_DIR):
 nothing here signals a process it did not start.
+
+msrpd runs one of two routes (`route`):
+- cmap: Kamailio's example route, as the oracle runs; plain TCP, any user with password
+  xyz123 in realm myrealm (no user store).
+- relay: the default RFC 4976 relay route. It takes AUTH over TLS only and checks digests
+  against a user store, so the relay also listens on TLS (a certificate made for 127.0.0.1 in
+  its run_dir) and gets `[auth] users` (add_users puts the load's users there, password
+  xyz123); Bob AUTHs and stays on TLS, Alice stays on plain TCP.
+Either way the abuse limits ([limits]) that count connections or sessions are off (every
+client comes from 127.0.0.1) and the session rates are out of reach.
 """
 
 from __future__ import annotations
@@ -22,6 +32,23 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 ORACLE = ROOT.parent / "shared" / "oracle"
+ROUTES = ("cmap", "relay")
+PASSWORD = "xyz123"
+REALM = "myrealm"
+
+_ADD_USERS = """
+import sys
+from pathlib import Path
+from msrpd.routing.users import UserStore
+store = UserStore(Path(sys.argv[1]))
+names = sys.stdin.read().split()
+db = store._conn()
+db.execute("BEGIN")
+for name in names:
+    store.add(name, sys.argv[2], sys.argv[3])
+db.execute("COMMIT")
+"""
+"""Run by the msrpd under test (cwd ROOT): its own user store code, one transaction."""
 
 
 def free_port() -> int:
@@ -47,9 +74,27 @@ class Relay:
         self.port = free_port()
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name[:3]}-"))
 
+    label = "relay"
+    """the name report lines give it."""
+    tls_ca = ""
+    """a CA file Bob must trust to AUTH over TLS; "": he AUTHs over plain TCP."""
+
     @property
     def relay_uri(self) -> bytes:
         return b"msrp://127.0.0.1:%d;tcp" % self.port
+
+    @property
+    def auth_port(self) -> int:
+        """Where Bob connects to AUTH (and stays)."""
+        return self.port
+
+    @property
+    def auth_uri(self) -> bytes:
+        """What Bob's AUTH is addressed to."""
+        return self.relay_uri
+
+    def add_users(self, names: list[str]) -> None:
+        """Users the load will AUTH as (password xyz123): only a user store needs them."""
 
     def main_pid(self) -> int | None:
         raise NotImplementedError
@@ -100,18 +145,63 @@ class Relay:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def _msrpd_python(code: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Python code run against the msrpd under test (this tree: cwd ROOT, not an install)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+        cwd=ROOT,
+    )
+
+
+def make_certificate(run_dir: Path) -> tuple[Path, Path, Path]:
+    """(certificate, key, CA to trust) for 127.0.0.1 and localhost: trustme when importable,
+    else a self-signed one from `openssl req -x509` (then the certificate is its own CA)."""
+    cert, key, ca_file = run_dir / "relay.pem", run_dir / "relay.key", run_dir / "ca.pem"
+    try:
+        import trustme  # noqa: PLC0415 (optional)
+    except ImportError:
+        key_type = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+        subject = ("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+        files = ("-keyout", str(key), "-out", str(cert))
+        subprocess.run(
+            ["openssl", "req", "-x509", *key_type, "-days", "2", *subject, *files],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.copyfile(cert, ca_file)
+        return cert, key, ca_file
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return cert, key, ca_file
+
+
 class Msrpd(Relay):
     name = "msrpd"
 
-    def __init__(self, children: int, extra: list[str] | None = None) -> None:
+    def __init__(self, children: int, extra: list[str] | None = None, route: str = "cmap") -> None:
         super().__init__(children)
+        if route not in ROUTES:
+            raise ValueError(f"route {route!r}: one of {', '.join(ROUTES)}")
+        self.route = route
+        self.label = f"msrpd, {route} route"
         self.ws_port = free_port()
         self.config = self.run_dir / "msrpd.toml"
+        self.tls_port = 0
+        self.users = self.run_dir / "users.sqlite"
+        # ws: for --alice-ws; a listener nobody uses costs nothing
+        listen = [f"tcp:127.0.0.1:{self.port}", f"ws:127.0.0.1:{self.ws_port}"]
         sections: dict[str, dict[str, str]] = {
             "core": {
                 "children": str(children),
-                # ws: for --alice-ws; a listener nobody uses costs nothing
-                "listen": f'["tcp:127.0.0.1:{self.port}", "ws:127.0.0.1:{self.ws_port}"]',
                 "run_dir": f'"{self.run_dir}"',
                 "log_level": '"warning"',
                 "drain_timeout": "5.0",
@@ -126,20 +216,49 @@ class Msrpd(Relay):
                 "session_frame_rate": "1e9",
                 "session_byte_rate": "1e12",
             },
-            # Kamailio's example route, as the oracle runs (the default relay route takes AUTH
-            # over TLS only); an `msrp.route=...` option picks another.
-            "msrp": {"route": f'"{ROOT / "msrpd" / "routing" / "routes" / "cmap.py"}"'},
         }
+        if route == "cmap":
+            # Kamailio's example route, as the oracle runs; an `msrp.route=...` option picks
+            # another.
+            sections["msrp"] = {"route": f'"{ROOT / "msrpd" / "routing" / "routes" / "cmap.py"}"'}
+        else:  # the default route: [msrp] route unset
+            self.tls_port = free_port()
+            listen.append(f"tls:127.0.0.1:{self.tls_port}")
+            cert, key, ca_file = make_certificate(self.run_dir)
+            self.tls_ca = str(ca_file)
+            sections["tls"] = {"certificate": f'"{cert}"', "private_key": f'"{key}"'}
+            sections["auth"] = {"users": f'"{self.users}"', "realm": f'"{REALM}"'}
+            self.add_users([])  # the store exists before the relay starts
+        sections["core"]["listen"] = "[" + ", ".join(f'"{a}"' for a in listen) + "]"
         for item in extra or ():
             key, _, value = item.partition("=")
             section, _, name = key.partition(".")
             sections.setdefault(section, {})[name] = value
+            if (section, name) == ("msrp", "route"):  # a route named by an option ran
+                named = Path(value.strip().strip('"')).stem
+                self.label = f"msrpd, {named} route"
+                if self.tls_port:
+                    self.label += " (Bob over TLS)"
         self.config.write_text(
             "".join(
                 f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
                 for section, keys in sections.items()
             )
         )
+
+    @property
+    def auth_port(self) -> int:
+        return self.tls_port or self.port
+
+    @property
+    def auth_uri(self) -> bytes:
+        if self.tls_port:
+            return b"msrps://127.0.0.1:%d;tcp" % self.tls_port
+        return self.relay_uri
+
+    def add_users(self, names: list[str]) -> None:
+        if self.route == "relay":
+            _msrpd_python(_ADD_USERS, str(self.users), REALM, PASSWORD, stdin="\n".join(names))
 
     def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -177,7 +296,7 @@ class Msrpd(Relay):
 
 
 class Kamailio(Relay):
-    name = "kamailio"
+    name = label = "kamailio"
     cfg = "kamailio-cmap.cfg"
 
     def __init__(self, children: int, oracle: Path = ORACLE) -> None:
@@ -220,11 +339,16 @@ class Kamailio(Relay):
 
 
 def make_relay(
-    name: str, children: int, oracle: Path = ORACLE, msrpd_options: list[str] | None = None
+    name: str,
+    children: int,
+    oracle: Path = ORACLE,
+    msrpd_options: list[str] | None = None,
+    route: str = "cmap",
 ) -> Relay:
-    """`msrpd_options`: "section.key=TOML value" lines added to msrpd's config."""
+    """`msrpd_options`: "section.key=TOML value" lines added to msrpd's config; `route`:
+    msrpd's route (Kamailio always runs its cmap config)."""
     if name == "msrpd":
-        return Msrpd(children, msrpd_options)
+        return Msrpd(children, msrpd_options, route)
     if name == "kamailio":
         return Kamailio(children, oracle)
     raise ValueError(name)

@@ -42,8 +42,11 @@ def flood_line(relay: str, label: str, r: dict[str, Any]) -> str:
         f"p50 {num(r['p50_ms'], 2)} ms, p99 {num(r['p99_ms'], 2)} ms, "
         f"relay {num(r['us_per_frame'], 1)} us CPU/frame ({num(r['relay_cpu'], 1)} s CPU), "
         f"generator CPU per process {cpu_list(r['gen_cpu'])}; errors {r['errors']} "
-        f"(non-200 {t['non200']}, lost {r['lost']}, corrupt {t['corrupt']}, "
-        f"out of order {t['gaps']}, closed {t['closed']}); {machine_text(r['machine'])}"
+        f"(non-200 {t['non200']}, REPORT {t.get('reports', 0)}, lost {r['lost']}, "
+        f"corrupt {t['corrupt']}, "
+        f"out of order {t['gaps']}, closed {t['closed']}"
+        + (f", extra replies {r['extra']}" if r.get("extra") else "")
+        + f"); {machine_text(r['machine'])}"
         + (f"; samples {r['samples']}" if r["samples"] else "")
     )
 
@@ -62,7 +65,8 @@ def big_line(relay: str, label: str, r: dict[str, Any]) -> str:
         f"{r['intact']}/{r['messages']} messages intact (sha256), "
         f"{num(r['bytes'] / 1e6)} MB in {num(r['seconds'], 2)} s, relay "
         f"{num(r['relay_cpu'], 1)} s CPU, generator CPU per process {cpu_list(r['gen_cpu'])}; "
-        f"errors {r['errors']}" + (f"; samples {r['samples']}" if r["samples"] else "")
+        f"errors {r['errors']} (REPORT {r.get('reports', 0)})"
+        + (f"; samples {r['samples']}" if r["samples"] else "")
     )
 
 
@@ -91,8 +95,9 @@ Pair = tuple[float | None, float | None]
 class Table:
     """figure | Kamailio | msrpd | msrpd/Kamailio | target | verdict."""
 
-    def __init__(self) -> None:
+    def __init__(self, ours: str = "msrpd") -> None:
         self.rows: list[tuple[str, ...]] = []
+        self.ours = ours
 
     def add(
         self, figure: str, pair: Pair, digits: int, target: str = "", met: bool | None = None
@@ -104,7 +109,7 @@ class Table:
         )
 
     def render(self) -> str:
-        head = ("figure", "Kamailio", "msrpd", "msrpd/Kamailio", "target", "")
+        head = ("figure", "Kamailio", self.ours, "msrpd/Kamailio", "target", "")
         rows = [head, *self.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         out = []
@@ -142,8 +147,9 @@ def _pair(per_relay: dict[str, dict[str, Any]], key: str, scale: float = 1.0) ->
     return one("kamailio"), one("msrpd")
 
 
-def side_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    t = Table()
+def side_table(results: dict[str, dict[str, dict[str, Any]]], ours: str = "msrpd") -> str:
+    """`ours`: msrpd's column heading (which route ran)."""
+    t = Table(ours)
     for label, per_relay in results.items():
         if label.startswith(("flood", "rate")):
             _flood_rows(t, label, per_relay)

@@ -128,6 +128,20 @@ def cross_worker(relay: Relay, infos: list[dict[str, Any]]) -> str:
     return f"{cross}/{len(pairs)} ({split})"
 
 
+def job_for(relay: Relay, opts: Any, mode: str, **kw: Any) -> Job:
+    """A Job aimed at `relay`: Alice on its TCP port, Bob where it takes AUTH (over TLS for
+    msrpd's relay route), Bob answering SENDs when --bob-answers."""
+    return Job(
+        mode,
+        relay.port,
+        relay.auth_uri,
+        auth_port=relay.auth_port,
+        tls_ca=relay.tls_ca,
+        answer=bool(getattr(opts, "bob_answers", False)),
+        **kw,
+    )
+
+
 def percentile(sorted_values: list[int], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -138,8 +152,9 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
     """flood (rate == 0) or fixed rate (total frames/s) with `size`-byte bodies."""
     pairs = opts.pairs
     mode = "rate" if rate else "flood"
-    job = Job(mode, relay.port, relay.relay_uri, size=size, window=opts.window)
+    job = job_for(relay, opts, mode, size=size, window=opts.window)
     job = replace(job, seconds=opts.seconds, warmup=opts.warmup, rate=rate / pairs)
+    relay.add_users([f"bob{n}" for n in range(pairs)])
     if opts.alice_ws:
         job = replace(job, alice_ws=relay.ws_port)
     gens = Generators(job, split(list(range(pairs)), opts.procs))
@@ -188,6 +203,9 @@ def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) ->
     for r in results:
         totals.update(r["totals"])
     lost = totals["sent"] - totals["received"] - totals["corrupt"]
+    # responses answering nothing Alice sent (Bob's 200s, were a relay to pass them on)
+    extra = max(0, totals["replies"] - totals["sent"])
+    totals.setdefault("reports", 0)
     return {
         "size": size,
         "frames": frames,
@@ -199,8 +217,9 @@ def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) ->
         "gen_cpu": [r["cpu"] / seconds for r in results],
         "sent_window": sum(r["sent_window"] for r in results),
         "totals": dict(totals),
-        "errors": totals["non200"] + totals["corrupt"] + max(0, lost),
+        "errors": totals["non200"] + totals["reports"] + totals["corrupt"] + max(0, lost) + extra,
         "lost": lost,
+        "extra": extra,
         "samples": [s for r in results for s in r["samples"]][:5],
     }
 
@@ -208,8 +227,9 @@ def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) ->
 def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
     """Messages of `size` bytes in SENDs of `chunk` bytes: MB/s and sha256 integrity."""
     count = max(1, opts.big_mib_per_pair * MiB // size)
-    job = Job("big", relay.port, relay.relay_uri, window=opts.window, big_size=size)
+    job = job_for(relay, opts, "big", window=opts.window, big_size=size)
     job = replace(job, chunk=chunk, count=count)
+    relay.add_users([f"bob{n}" for n in range(opts.pairs)])
     gens = Generators(job, split(list(range(opts.pairs)), opts.procs))
     try:
         cross = cross_worker(relay, gens.gather(300))
@@ -234,7 +254,9 @@ def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
         "relay_cpu": u1.cpu - u0.cpu,
         "cross": cross,
         "gen_cpu": [r["cpu"] / elapsed for r in results],
-        "errors": (messages - intact) + sum(r["non200"] + r["errors"] for r in results),
+        "reports": sum(r["reports"] for r in results),
+        "errors": (messages - intact)
+        + sum(r["non200"] + r["reports"] + r["errors"] for r in results),
         "samples": [s for r in results for s in r["samples"]][:5],
     }
 
@@ -244,9 +266,11 @@ def idle(relay: Relay, opts: Any, conns: int) -> dict[str, Any]:
     time.sleep(1.0)
     base = relay.usage(memory=True)
     per = [conns // opts.procs + (i < conns % opts.procs) for i in range(opts.procs)]
-    job = Job("idle", relay.port, relay.relay_uri)
+    job = job_for(relay, opts, "idle")
+    relay.add_users([f"idle{n}" for n in range(conns)])
     started = time.monotonic()
-    gens = Generators(job, [[n] for n in per if n])
+    firsts = [sum(per[:i]) for i in range(len(per))]
+    gens = Generators(job, [[n, first] for n, first in zip(per, firsts, strict=True) if n])
     try:
         infos = gens.gather(900)
         setup = time.monotonic() - started
