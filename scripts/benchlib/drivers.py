@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from .msrp import Conn, FloodParser, ReplyCounter, SendTemplate, StreamParser, authenticate
+from .wsconn import connect_ws
 
 MiB = 1 << 20
 
@@ -52,6 +53,8 @@ class Job:
     drain: float = 5.0
     share: list[int] = field(default_factory=list)
     """pair numbers (flood, rate, big), or [n, first] idle connections, users idle<first>..."""
+    alice_ws: int = 0
+    """flood, rate: Alice connects to this ws: port (RFC 7977), not to `port`."""
 
 
 async def connect(port: int, tls: ssl.SSLContext | None = None) -> Conn:
@@ -136,7 +139,7 @@ async def make_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
     """Bob authenticates; Alice only connects. Returns them and the To-Path Alice must use."""
     bob = await connect_bob(job)
     use_path = await authenticate(bob, job.relay_uri, b"bob%d" % n)
-    alice = await connect(job.port)
+    alice = await (connect_ws(job.alice_ws) if job.alice_ws else connect(job.port))
     return alice, bob, use_path + b" " + bob.local_uri("b")
 
 

@@ -193,10 +193,12 @@ class Msrpd(Relay):
             raise ValueError(f"route {route!r}: one of {', '.join(ROUTES)}")
         self.route = route
         self.label = f"msrpd, {route} route"
+        self.ws_port = free_port()
         self.config = self.run_dir / "msrpd.toml"
         self.tls_port = 0
         self.users = self.run_dir / "users.sqlite"
-        listen = [f"tcp:127.0.0.1:{self.port}"]
+        # ws: for --alice-ws; a listener nobody uses costs nothing
+        listen = [f"tcp:127.0.0.1:{self.port}", f"ws:127.0.0.1:{self.ws_port}"]
         sections: dict[str, dict[str, str]] = {
             "core": {
                 "children": str(children),
