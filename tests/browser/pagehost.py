@@ -97,7 +97,7 @@ def _handler(host: PageHost) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet: a failing test prints the page's events, not the access log."""
 
     return Handler

@@ -103,7 +103,7 @@ class Page:
     def story(self) -> str:
         log = self.browser.log().splitlines()
         console = [
-            line for line in log if "CONSOLE" in line or "ERROR:" in line and "dbus" not in line
+            line for line in log if "CONSOLE" in line or ("ERROR:" in line and "dbus" not in line)
         ]
         return "\n".join(
             [
