@@ -12,7 +12,8 @@ a token this relay issued, in the direction the arriving connection decides:
    (RFC 4976 §6.2; policy §8.1: every connection is a client's, relay peers are not
    supported).
 3. Our bare URI (no token): an AUTH addressed only to us is authenticated here: over TLS only
-   (RFC 4976 §8, §9.2; over plain TCP: 403), digest against the user store (`[auth] users`;
+   (RFC 4976 §8, §9.2), which includes WebSocket over TLS (wss, RFC 7977 §5.3; over plain TCP
+   or ws: 403), digest against the user store (`[auth] users`;
    without one no AUTH succeeds), then a token in Use-Path with Authentication-Info. Anything
    else to the bare URI has nothing to be forwarded from: 403.
 4. A token that is unknown, expired or whose connection is gone: 481, one answer for all
@@ -82,7 +83,7 @@ def malformed(msrp: Any, method: str) -> str:
 
 
 def authenticate(msrp: Any) -> None:
-    if not msrp.srcsock.startswith("tls:"):
+    if not msrp.srcsock.startswith(("tls:", "wss:")):
         msrp.t_reply(403, "Forbidden (AUTH needs TLS)")
         return
     realm = msrp.env.policy.realm

@@ -19,6 +19,7 @@ from .sections import (
     MsrpSettings,
     Settings,
     TlsSettings,
+    WebSocketSettings,
     default_run_dir,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "MsrpSettings",
     "Settings",
     "TlsSettings",
+    "WebSocketSettings",
     "default_run_dir",
     "load_config",
 ]

@@ -16,7 +16,7 @@ from typing import Literal, cast, get_args
 
 __all__ = ["ListenAddress", "Proto", "check_address", "parse_host_port", "parse_listen"]
 
-Proto = Literal["tcp", "tls"]
+Proto = Literal["tcp", "tls", "ws", "wss"]
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", re.A)
 _DOTTED = re.compile(r"[0-9.]+", re.A)
@@ -25,10 +25,17 @@ _PORT = re.compile(r"[0-9]{1,5}", re.A)
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """One listening socket, as written in core.listen: "tcp:127.0.0.1:2855", "tls:[::1]:2856"."""
+    """One listening socket, as written in core.listen: "tcp:127.0.0.1:2855", "tls:[::1]:2856",
+    "ws:127.0.0.1:2857"."""
 
     proto: Proto
-    """Transport: tcp, or tls (RFC 4975 §6 msrps)."""
+    """Transport: tcp, tls (RFC 4975 §6 msrps), or WebSocket over TCP or TLS (ws, wss:
+    RFC 7977)."""
+
+    @property
+    def secure(self) -> bool:
+        """Over TLS ([tls] certificate): tls and wss."""
+        return self.proto in ("tls", "wss")
 
     host: str
     """IP literal without brackets (IPv6 in compressed form), or a hostname."""
@@ -60,14 +67,14 @@ class ListenAddress:
 
 
 def parse_listen(text: str) -> ListenAddress:
-    """Parse "proto:host:port" (proto tcp or tls, an IPv6 host in brackets).
+    """Parse "proto:host:port" (proto tcp, tls, ws or wss, an IPv6 host in brackets).
 
     Raises:
         ValueError: with a message that quotes `text` and says what is wrong.
     """
     proto, sep, rest = text.partition(":")
     if not sep or proto not in get_args(Proto):
-        raise ValueError(f"{text!r}: must be proto:host:port with proto tcp or tls")
+        raise ValueError(f"{text!r}: must be proto:host:port with proto tcp, tls, ws or wss")
     try:
         host, port = _split_host_port(rest, port_required=True)
     except ValueError as exc:

@@ -165,6 +165,15 @@ def _aliases(raw: Any, base: Path) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _origins(raw: Any, base: Path) -> tuple[str, ...]:
+    # An Origin is serialized as scheme://host[:port], compared as a string (RFC 6454 §6.2).
+    if not isinstance(raw, list) or not all(
+        isinstance(item, str) and "://" in item and item.isprintable() for item in raw
+    ):
+        raise Invalid(f"must be a list of scheme://host[:port] strings, got {shown(raw)}")
+    return tuple(item.rstrip("/").lower() for item in raw)
+
+
 def _listen(raw: Any, base: Path) -> tuple[ListenAddress, ...]:
     if not isinstance(raw, list) or not raw:
         raise Invalid(f"must be a non-empty list of proto:host:port strings, got {shown(raw)}")
@@ -197,3 +206,4 @@ PATH: Final = check(_path)
 FILE: Final = check(_existing_file)
 ALIASES: Final = check(_aliases)
 LISTEN: Final = check(_listen)
+ORIGINS: Final = check(_origins)

@@ -27,6 +27,7 @@ from .sections import (
     MsrpSettings,
     Settings,
     TlsSettings,
+    WebSocketSettings,
 )
 
 __all__ = ["load_config"]
@@ -38,6 +39,7 @@ _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "limits": LimitsSettings,
     "auth": AuthSettings,
     "tls": TlsSettings,
+    "websocket": WebSocketSettings,
     "control": ControlSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
@@ -139,7 +141,7 @@ def _cross_check(settings: Settings, problems: _Problems) -> None:
     lo, hi = msrp.auth_min_expires, msrp.auth_max_expires
     if not bad & {"msrp.auth_min_expires", "msrp.auth_max_expires"} and hi < lo:
         problems.append(("msrp.auth_max_expires", f"must be >= auth_min_expires ({lo}), got {hi}"))
-    tls_listen = next((a for a in settings.core.listen if a.proto == "tls"), None)
+    tls_listen = next((a for a in settings.core.listen if a.secure), None)
     for key in ("certificate", "private_key"):
         if tls_listen is not None and getattr(tls, key) is None and f"tls.{key}" not in bad:
             problems.append((f"tls.{key}", f"required by the listen address {tls_listen}"))

@@ -21,6 +21,7 @@ from .checks import (
     FILE,
     IDENTIFIER,
     LISTEN,
+    ORIGINS,
     PATH,
     RATE,
     RATE_OR_OFF,
@@ -47,6 +48,7 @@ __all__ = [
     "MsrpSettings",
     "Settings",
     "TlsSettings",
+    "WebSocketSettings",
     "default_run_dir",
     "group",
 ]
@@ -280,6 +282,30 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketSettings:
+    """ws: and wss: listeners (RFC 7977); wss uses the [tls] certificate."""
+
+    origins: tuple[str, ...] = field(default=(), metadata=ORIGINS)
+    """Origins allowed to open a connection ("https://chat.example.com"), compared
+    case-insensitively; a handshake with another Origin gets 403. Empty: any (and none)."""
+
+    max_upgrade_bytes: int = field(default=8192, metadata=integer(1024, 1024 * 1024))
+    """The HTTP upgrade request's size cap: a bigger one gets 431 and a close."""
+
+    upgrade_timeout: float = field(default=10.0, metadata=SECONDS)
+    """Seconds from the connection to a complete upgrade request; later: closed."""
+
+    max_message: int = field(default=16 * 1024 * 1024, metadata=integer(1024))
+    """The largest WebSocket message taken (one MSRP chunk each, RFC 7977 §5.1); a bigger
+    one closes the connection with 1009. Larger frames toward a WebSocket client go as one
+    fragmented message."""
+
+    ping_interval: float = field(default=30.0, metadata=SECONDS_OR_OFF)
+    """Seconds between the relay's Pings on an idle WebSocket connection, which keep it
+    (and the client's tokens) alive through NATs (RFC 7977 §6). 0: off."""
+
+
+@dataclass(frozen=True, slots=True)
 class ControlSettings:
     fifo: Path | None = field(default=None, metadata=PATH)
     """Control FIFO. None: run_dir/msrpd.fifo."""
@@ -315,6 +341,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)

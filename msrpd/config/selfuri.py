@@ -1,14 +1,15 @@
 """Our own URIs: which MSRP URIs name this relay (sans-IO).
 
 Rules (rfc-checklist §2.2, RFC 4975 §6.1; issue 12, item 9):
-- The set is built from the listen addresses (msrp for tcp, msrps for tls), `use_path_addr`
-  and `[msrp] aliases`. An alias with a scheme counts for that scheme only; one without, and
-  use_path_addr (whose scheme Use-Path does not use, cmapops.py), count for every scheme we
-  serve. An entry without a port counts on every listen port and on 2855.
+- The set is built from the listen addresses (msrp for tcp and ws, msrps for tls and wss),
+  `use_path_addr` and `[msrp] aliases`. An alias with a scheme counts for that scheme only;
+  one without, and use_path_addr (whose scheme Use-Path does not use, cmapops.py), count for
+  every scheme we serve. An entry without a port counts on every listen port and on 2855.
 - A URI is ours when its scheme (case-insensitive), host (an IP address by value, so
   `[2001:db8::1]` equals `[2001:0db8::0:1]`; a name case-insensitively, userinfo ignored),
   port and transport match an entry. A URI without a port means 2855 (RFC 4975 §6: what a
-  connection to it would reach). The transport must be tcp (or absent): we serve no other.
+  connection to it would reach). The transport must be tcp (or absent), or ws when we listen
+  on ws: or wss: (RFC 7977 §5.2: a WebSocket client names the relay with ;ws).
 - The session-id is not compared: a relay's URI with any session-id still reaches the relay.
 - A listen address on a wildcard host (0.0.0.0, ::) stands for every local address: the
   caller passes them in `local_hosts` (the worker reads them from the interfaces).
@@ -29,7 +30,7 @@ __all__ = ["SelfUris", "host_key"]
 
 _HostKey = IPv4Address | IPv6Address | str
 _Key = tuple[str, _HostKey, int]
-_SCHEME = {"tcp": "msrp", "tls": "msrps"}
+_SCHEME = {"tcp": "msrp", "tls": "msrps", "ws": "msrp", "wss": "msrps"}
 _WILDCARDS = frozenset({IPv4Address("0.0.0.0"), IPv6Address("::")})
 _MEMO_MAX = 1024
 
@@ -48,6 +49,8 @@ def host_key(host: str) -> _HostKey:
 class SelfUris:
     keys: frozenset[_Key]
     """(scheme, host key, port) of every URI that names us."""
+    transports: frozenset[str] = frozenset({"tcp", ""})
+    """The URI transports that reach us: tcp (or none), and ws when we listen on WebSocket."""
     _memo: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
     """names(): the answer per URI without its session-id (they do not count)."""
 
@@ -75,11 +78,12 @@ class SelfUris:
             for s in [scheme] if scheme and keep_scheme else schemes:
                 # No port: our Use-Path has none either, and that means 2855 (RFC 4975 §6).
                 keys.update((s, host, p) for p in ([port] if port else [*ports, MSRP_DEFAULT_PORT]))
-        return cls(frozenset(keys))
+        web = any(addr.proto in ("ws", "wss") for addr in listen)
+        return cls(frozenset(keys), frozenset({"tcp", "", "ws"} if web else {"tcp", ""}))
 
     def matches(self, uri: MsrpUri) -> bool:
         """Whether `uri` names this relay (any session-id)."""
-        if uri.proto and uri.proto.lower() != "tcp":
+        if uri.proto.lower() not in self.transports:
             return False
         port = MSRP_DEFAULT_PORT if uri.port is None else uri.port
         try:

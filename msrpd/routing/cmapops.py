@@ -7,7 +7,8 @@ Rules:
   is not 1*DIGIT (RFC 4976 §7) → 400. Kamailio 5.6.3 answers 423 to every Expires instead.
 - The session id is 96 bits from the CSPRNG (RFC 4976 §6.3 wants it unguessable; Kamailio's
   is a counter). Use-Path is `msrp[s]://<use_path_addr or listen address>/<sid>;tcp`, `s`
-  when the AUTH came over TLS; a scheme given in use_path_addr is not doubled.
+  when the AUTH came over TLS or wss, `;ws` when over WebSocket (RFC 7977 §5.2: the URI the
+  client reaches us by); a scheme given in use_path_addr is not doubled.
 - A user over [limits] max_sessions_per_user is answered 403 and gets no session
   (env.claim_session; the count is over every worker, workers/limits.py).
 - Lookup is an exact match on To-Path #1's session id and never returns an expired entry.
@@ -48,9 +49,12 @@ def grant_expires(value: bytes | None, low: int, high: int) -> tuple[int, str, s
 
 
 def use_path(conn: ConnInfo, addr: str | None, sessid: str) -> str:
-    scheme = "msrps" if conn.srcsock.startswith("tls:") else "msrp"
-    host = _SCHEME.sub("", addr) if addr else conn.srcsock[4:]
-    return f"{scheme}://{host}/{sessid};tcp"
+    proto, _, listen = conn.srcsock.partition(":")
+    scheme = "msrps" if proto in ("tls", "wss") else "msrp"
+    # Toward a WebSocket client the relay's URI names the ws transport (RFC 7977 §5.2).
+    transport = "ws" if proto in ("ws", "wss") else "tcp"
+    host = _SCHEME.sub("", addr) if addr else listen
+    return f"{scheme}://{host}/{sessid};{transport}"
 
 
 def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int, hdrs: str = "") -> int:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import psutil
 
 from ..config import ListenAddress
+from ..config.address import Proto
 from ..config.selfuri import SelfUris
 from ..process.listeners import listen_backlog
 from ..protocol import ReaderLimits
@@ -28,8 +29,10 @@ from .limits import ConnGuard
 from .loopback import Loopback
 from .migrate.state import MigrationState
 from .routeenv import RouteRunner
+from .transports.base import Wire
 from .transports.tcp import TcpWire
 from .transports.tls import TlsWire, client_context, server_context
+from .transports.ws import WsWire
 
 __all__ = [
     "BootError",
@@ -107,18 +110,18 @@ async def listen(
     settings = ctx.settings
     balance = settings.core.balance
     try:
-        tls = server_context(settings.tls) if any(a.proto == "tls" for _, a in sockets) else None
+        tls = server_context(settings.tls) if any(a.secure for _, a in sockets) else None
     except (OSError, ssl.SSLError) as exc:
         raise BootError(f"TLS: {exc}") from None
     servers = []
     # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
     backlog = listen_backlog(settings.core.backlog)
     for sock, addr in sockets:
-        secure = addr.proto == "tls"
+        secure = addr.secure
         servers.append(
             await ctx.loop.create_server(
-                lambda text=str(addr), secure=secure: accepted_conn(
-                    ctx, routes, text, secure, balance
+                lambda text=str(addr), proto=addr.proto: accepted_conn(
+                    ctx, routes, text, proto, balance
                 ),
                 sock=sock,
                 ssl=tls if secure else None,
@@ -132,12 +135,18 @@ async def listen(
 
 
 def accepted_conn(
-    ctx: WorkerContext, routes: RouteRunner, listen_text: str, secure: bool, balance: bool
+    ctx: WorkerContext, routes: RouteRunner, listen_text: str, proto: Proto, balance: bool
 ) -> MsrpConnection:
-    """A connection object for a socket this worker accepted."""
-    wire = TlsWire(listen_text) if secure else TcpWire(listen_text)
+    """A connection object for a socket this worker accepted on a `proto` listener."""
+    wire: Wire
+    if proto == "tcp":
+        wire = TcpWire(listen_text)
+    elif proto == "tls":
+        wire = TlsWire(listen_text)
+    else:
+        wire = WsWire(listen_text, ctx.settings.websocket, secure=proto == "wss")
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
-    # colocation only with it); TLS state lives in this process.
+    # colocation only with it); TLS and WebSocket state lives in this process.
     migration = MigrationState(balance=balance and wire.movable, movable=wire.movable)
     return MsrpConnection(ctx, routes, wire, migration=migration)
 

@@ -154,6 +154,7 @@ def worker_handlers(ctx: WorkerContext) -> dict[str, Handler]:
                 "conid": conn.conid,
                 "peer": conn.peer_key,
                 "local": conn.wire.local_sock,
+                "transport": conn.wire.kind,
                 "age": round(now - conn.stats.opened, 1),
                 "bytes_in": conn.stats.bytes_in,
                 "bytes_out": conn.stats.bytes_out,

@@ -83,6 +83,11 @@ class Delivery:
         uri = dest.uri
         if uri is None:
             return None
+        if uri.proto.lower() in ("ws", "wss"):
+            # Never dialled (RFC 7977 §5.2, §6): a WebSocket client is reached only over its
+            # own connection, through its token.
+            logger.info("relay to %s: a WebSocket URI is never dialled", uri)
+            return None
         host, port = uri.address()
         key = f"{'tls' if uri.secure else 'tcp'}:{format_peer(host, port)}"
         registry = self.ctx.registry

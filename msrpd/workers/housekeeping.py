@@ -24,7 +24,11 @@ def close_idle(ctx: WorkerContext) -> None:
         out = conn.out
         if out.sent_log.records:
             out.trim_sent()  # so a quiet connection keeps no relayed frame alive
-        if conn.stats.last_active < limit:
+        closing = conn.wire.tick(now, conn.stats.last_active)
+        if closing:
+            logger.info("closing %s: %s", conn.peer_key, closing)
+            conn.close(closing)
+        elif conn.stats.last_active < limit:
             idle = core.idle_timeout
             logger.info("closing %s: idle for %.0f s", conn.peer_key, idle)
             conn.close(f"idle for {idle:.0f} s")

@@ -25,7 +25,7 @@ class Wire(Protocol):
     scheme: str
     """The URI scheme of its peer: msrp or msrps (RFC 4975 §9)."""
     kind: str
-    """The registry key's prefix: tcp or tls."""
+    """The registry key's prefix: tcp, tls, ws or wss (never dialled)."""
     movable: bool
     """Its whole state is the kernel socket: it may be passed to another worker."""
     transport: asyncio.Transport | None
@@ -41,6 +41,10 @@ class Wire(Protocol):
 
     def self_uri(self) -> bytes:
         """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
+
+    def tick(self, now: float, last_read: float) -> str:
+        """Housekeeping, once a tick: why the connection must close now, "" when it need not
+        (a WebSocket upgrade's deadline; its Pings are sent here too)."""
 
     def buffered(self) -> int:
         """Bytes sent and not yet passed to the kernel."""

@@ -44,6 +44,9 @@ class TcpWire:
         address = self.local_sock.partition(":")[2]
         return f"{self.scheme}://{address};tcp".encode()
 
+    def tick(self, now: float, last_read: float) -> str:
+        return ""
+
     def buffered(self) -> int:
         transport = self.transport
         return 0 if transport is None else transport.get_write_buffer_size()

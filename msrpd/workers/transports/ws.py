@@ -1,0 +1,135 @@
+"""WsWire: MSRP over WebSocket (RFC 7977) for `ws:` and `wss:` listeners, WsServer
+(wsconn.py) on the loop's TCP or TLS transport.
+
+Rules:
+- Inbound only: the relay never opens a WebSocket connection (RFC 7977 §5.2, §6); frames for
+  a WebSocket client go over the connection it opened, reached by its token.
+- Its state (the upgrade, a fragmented message half read or written) lives in this process:
+  the connection never moves to another worker, like TLS.
+- Timers are the worker's tick (housekeeping.py calls `tick`): an upgrade not complete after
+  `upgrade_timeout` closes the connection; a connection quiet for `ping_interval` is pinged
+  (RFC 7977 §6), so a client that answers keeps its tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast
+
+from ...config import WebSocketSettings
+from ..peers import format_peer
+from .base import Receive, Send
+from .wsconn import WsServer
+
+__all__ = ["WsWire"]
+
+
+def _unattached(data: bytes | memoryview) -> None:
+    raise RuntimeError("wire not attached")
+
+
+class WsWire:
+    __slots__ = (
+        "deadline",
+        "kind",
+        "last_write",
+        "local_sock",
+        "receive",
+        "scheme",
+        "send",
+        "server",
+        "settings",
+        "transport",
+    )
+
+    movable = False
+
+    def __init__(self, local_sock: str, settings: WebSocketSettings, secure: bool) -> None:
+        self.local_sock = local_sock
+        self.settings = settings
+        self.scheme = "msrps" if secure else "msrp"  # RFC 7977 §5.2: msrps over wss
+        self.kind = "wss" if secure else "ws"
+        self.transport: asyncio.Transport | None = None
+        self.receive: Receive = _unattached
+        self.send: Send = _unattached
+        self.server: WsServer | None = None
+        self.deadline = 0.0
+        """The upgrade must be complete by then (time.monotonic)."""
+        self.last_write = 0.0
+
+    def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
+        self.transport = t = cast(asyncio.Transport, transport)
+        t.set_write_buffer_limits(high=high)
+        s = self.settings
+        self.server = WsServer(feed, s.origins, s.max_upgrade_bytes, s.max_message)
+        self.receive, self.send = self._receive, self._send
+        self.last_write = now = time.monotonic()
+        self.deadline = now + s.upgrade_timeout
+        host, port = t.get_extra_info("peername")[:2]
+        return format_peer(host, port)
+
+    def _receive(self, data: bytes) -> None:
+        server, transport = self.server, self.transport
+        if server is None or transport is None:
+            return
+        out = server.receive(data)
+        if out:
+            transport.write(out)
+        if server.closing:
+            transport.close()
+
+    def _send(self, data: bytes | memoryview) -> None:
+        server, transport = self.server, self.transport
+        if server is None or transport is None:
+            return
+        out = server.encode(data)
+        if out:
+            transport.write(out)
+            self.last_write = time.monotonic()
+
+    def tick(self, now: float, last_read: float) -> str:
+        """Housekeeping: why the connection must close now ("" when it need not); pings it
+        when nothing went either way for ping_interval."""
+        server, transport = self.server, self.transport
+        if server is None or transport is None:
+            return ""
+        if not server.open:
+            return "" if server.ws is not None or now < self.deadline else "upgrade too slow"
+        interval = self.settings.ping_interval
+        if interval and now - max(self.last_write, last_read) >= interval:
+            transport.write(server.ping())
+            self.last_write = now
+        return ""
+
+    def self_uri(self) -> bytes:
+        """This relay's URI as the client reached it, with the ws transport (RFC 7977 §5.2)."""
+        address = self.local_sock.partition(":")[2]
+        return f"{self.scheme}://{address};ws".encode()
+
+    def buffered(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """The close handshake's first frame (1000), then the socket once written."""
+        server, transport = self.server, self.transport
+        if transport is None:
+            return
+        if server is not None:
+            out = server.close()
+            if out:
+                transport.write(out)
+        transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

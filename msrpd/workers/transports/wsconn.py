@@ -1,0 +1,287 @@
+"""WsServer: the server side of one WebSocket connection that carries MSRP (RFC 7977), sans-IO
+over wsproto (RFC 6455 framing) and h11 (the upgrade request); ws.py puts it on a socket.
+
+Rules:
+- The upgrade (RFC 6455 §4.2.1, RFC 7977 §4.1), checked in this order: a complete request
+  within `max_upgrade` bytes (else 431), a GET (else 405), Upgrade: websocket and Connection:
+  upgrade (else 426), Sec-WebSocket-Version 13 (else 426 naming it), an Origin in `origins`
+  when that is set (else 403), the `msrp` subprotocol offered (else 400); a missing key or
+  Host, or bad HTTP: 400. A refusal is answered and the connection closes.
+- In: each data message's payload, binary or text (text is read as its UTF-8 bytes, RFC 7977
+  §4.2), goes to `feed` piece by piece as it arrives: the MSRP reader streams, so nothing is
+  buffered here (RFC 6455 §5.4 fragments are just more pieces). A message over `max_message`
+  closes with 1009; wsproto fails an unmasked client frame or a bad opcode with 1002 and
+  bad UTF-8 in a text message with 1007 (RFC 6455 §5.1, §5.2, §8.1).
+- Out: what the connection writes is a stream of MSRP frames (whole ones, or a streamed
+  frame's head and pieces); each frame goes out as exactly one message (RFC 7977 §5.1):
+  its end-line (`-------tid` flag CRLF, RFC 4975 §7.1, which a body never contains) is
+  found here, so a write may hold several frames or part of one. A frame whole in one write
+  goes as one message: text when the client's last message was text and the frame is UTF-8
+  (RFC 7977 §4.2 lets us use either), else binary; a frame split over writes goes as binary
+  fragments of one message, the last ending with its end-line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import RemoteProtocolError
+
+__all__ = ["SUBPROTOCOL", "WsServer"]
+
+SUBPROTOCOL = "msrp"  # RFC 7977 §4.1, the IANA WebSocket subprotocol name
+_DASHES = b"\r\n-------"  # the CRLF that ends the last header or body, then the end-line
+_FLAGS = b"$+#"
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+}
+
+
+class WsServer:
+    __slots__ = (
+        "closing",
+        "feed",
+        "fragmented",
+        "marker",
+        "max_message",
+        "max_upgrade",
+        "message_bytes",
+        "origins",
+        "request",
+        "tail",
+        "text",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        feed: Callable[[bytes], None],
+        origins: tuple[str, ...],
+        max_upgrade: int,
+        max_message: int,
+    ) -> None:
+        """`feed` takes the MSRP bytes read (b"" at the end); `origins` are lower case."""
+        self.feed = feed
+        self.origins = origins
+        self.max_upgrade = max_upgrade
+        self.max_message = max_message
+        self.request = bytearray()
+        """The upgrade request read so far; emptied once upgraded."""
+        self.ws: WSConnection | None = None
+        """Once upgraded."""
+        self.closing = False
+        """A close (or refusal) is written: close the socket after it, read nothing more."""
+        self.message_bytes = 0
+        self.text = False
+        """The client's last message was text: whole frames go back as text."""
+        self.marker = b""
+        """Writing a frame: its end-line's start (CRLF, dashes, tid); b"" between frames."""
+        self.tail = b""
+        """Bytes written but held back: a first line not whole yet, or what may be the start
+        of the frame's end-line."""
+        self.fragmented = False
+        """The frame being written has begun as a message's first fragments."""
+
+    @property
+    def open(self) -> bool:
+        return self.ws is not None and self.ws.state is ConnectionState.OPEN
+
+    # -- in ---------------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> bytes:
+        """Take bytes read from the socket (b"" at EOF); returns the bytes to write back."""
+        if self.closing:
+            return b""
+        ws = self.ws
+        if ws is None:
+            return self._upgrade(data)
+        if not data:
+            self.closing = True
+            self.feed(b"")
+            return b""
+        ws.receive_data(data)
+        return self._events(ws)
+
+    def _events(self, ws: WSConnection) -> bytes:
+        out = b""
+        for event in ws.events():
+            if self.closing:
+                break
+            if isinstance(event, (BytesMessage, TextMessage)):
+                out += self._message(event)
+            elif isinstance(event, Ping):
+                out += ws.send(event.response())
+            elif isinstance(event, CloseConnection):
+                # The client's close is answered (RFC 6455 §5.5.1); a frame wsproto could
+                # not parse is failed with its code.
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    out += ws.send(event.response())
+                else:
+                    out += self.close(event.code, event.reason or "")
+                self.closing = True
+        return out
+
+    def _message(self, event: BytesMessage | TextMessage) -> bytes:
+        data = event.data
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        size = self.message_bytes + len(payload)
+        if size > self.max_message:
+            return self.close(CloseReason.MESSAGE_TOO_BIG, f"over {self.max_message} bytes")
+        self.text = isinstance(event, TextMessage)
+        self.message_bytes = 0 if event.message_finished else size
+        if payload:
+            self.feed(payload)
+        return b""
+
+    def _upgrade(self, data: bytes) -> bytes:
+        request = self.request
+        request += data
+        if len(request) > self.max_upgrade:
+            return self._refuse(431, b"")
+        end = request.find(b"\r\n\r\n")
+        if end < 0:
+            if not data:  # EOF before a whole request
+                self.closing = True
+                self.feed(b"")
+            return b""
+        refusal = self._check(bytes(request[: end + 4]))
+        if refusal is not None:
+            return refusal
+        self.ws = ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.receive_data(bytes(request))
+            accepted = any(isinstance(e, Request) for e in ws.events())
+        except RemoteProtocolError:
+            accepted = False
+        if not accepted:
+            self.ws = None
+            return self._refuse(400, b"")
+        self.request = bytearray()
+        return ws.send(AcceptConnection(subprotocol=SUBPROTOCOL)) + self._events(ws)
+
+    def _check(self, head: bytes) -> bytes | None:
+        """The refusal for the request `head`, or None when it may be upgraded."""
+        parser = h11.Connection(h11.SERVER)
+        parser.receive_data(head)
+        try:
+            request = parser.next_event()
+        except h11.RemoteProtocolError:
+            return self._refuse(400, b"")
+        if not isinstance(request, h11.Request):
+            return self._refuse(400, b"")
+        if request.method != b"GET":
+            return self._refuse(405, b"Allow: GET\r\n")
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in request.headers:
+            headers.setdefault(name, []).append(value)
+
+        def tokens(name: bytes) -> set[bytes]:
+            return {t.strip().lower() for v in headers.get(name, ()) for t in v.split(b",")}
+
+        if b"websocket" not in tokens(b"upgrade") or b"upgrade" not in tokens(b"connection"):
+            return self._refuse(426, b"Upgrade: websocket\r\nConnection: Upgrade\r\n")
+        if headers.get(b"sec-websocket-version") != [b"13"]:
+            return self._refuse(426, b"Sec-WebSocket-Version: 13\r\n")
+        origin = headers.get(b"origin", [b""])[0].decode("latin-1").lower()
+        if self.origins and origin not in self.origins:
+            return self._refuse(403, b"")
+        if SUBPROTOCOL.encode() not in tokens(b"sec-websocket-protocol"):
+            return self._refuse(400, b"")
+        return None
+
+    def _refuse(self, status: int, headers: bytes) -> bytes:
+        self.closing = True
+        line = f"HTTP/1.1 {status} {_REASONS[status]}\r\n".encode()
+        return line + headers + b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+
+    # -- out --------------------------------------------------------------------------------
+
+    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> bytes:
+        """The close frame to write, when open (RFC 6455 §5.5.1); read nothing more."""
+        self.closing = True
+        ws = self.ws
+        if ws is None or ws.state is not ConnectionState.OPEN:
+            return b""
+        return ws.send(CloseConnection(code=code, reason=reason))
+
+    def ping(self) -> bytes:
+        ws = self.ws
+        if ws is None or ws.state is not ConnectionState.OPEN:
+            return b""
+        return ws.send(Ping())
+
+    def encode(self, data: bytes | memoryview) -> bytes:
+        """The WebSocket frames for MSRP bytes the connection writes (see the module's rules);
+        b"" once closing."""
+        ws = self.ws
+        if ws is None or ws.state is not ConnectionState.OPEN:
+            return b""
+        buf = self.tail + data if self.tail else bytes(data)
+        self.tail = b""
+        out = []
+        pos, size = 0, len(buf)
+        while pos < size:
+            marker = self.marker
+            search = pos
+            if not marker:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                parts = buf[pos:eol].split(b" ", 2)  # MSRP SP tid SP ... (RFC 4975 §9)
+                marker = self.marker = _DASHES + (parts[1] if len(parts) > 1 else b"")
+                search = eol
+            end, hold = _frame_end(buf, marker, search)
+            if end < 0:
+                if hold > pos:
+                    out.append(ws.send(BytesMessage(data=buf[pos:hold], message_finished=False)))
+                    self.fragmented = True
+                pos = hold
+                break
+            frame = buf[pos:end]
+            if self.fragmented:
+                out.append(ws.send(BytesMessage(data=frame)))
+            else:
+                out.append(ws.send(self._whole(frame)))
+            self.marker, self.fragmented = b"", False
+            pos = end
+        self.tail = buf[pos:]
+        return b"".join(out)
+
+    def _whole(self, frame: bytes) -> BytesMessage | TextMessage:
+        if self.text:
+            try:
+                return TextMessage(data=frame.decode())
+            except UnicodeDecodeError:
+                pass  # a binary body: a text message must be UTF-8 (RFC 6455 §8.1)
+        return BytesMessage(data=frame)
+
+
+def _frame_end(buf: bytes, marker: bytes, start: int) -> tuple[int, int]:
+    """(the end of the frame whose end-line starts with `marker`, -1) when `buf` holds its
+    end-line from `start` on; else (-1, where the bytes that might begin it start)."""
+    length = len(marker)
+    at = buf.find(marker, start)
+    while at >= 0:
+        flag = at + length
+        if flag + 3 > len(buf):
+            return -1, at  # maybe the end-line, not all here yet
+        if buf[flag] in _FLAGS and buf[flag + 1 : flag + 3] == b"\r\n":
+            return flag + 3, -1
+        at = buf.find(marker, at + 1)
+    return -1, max(start, len(buf) - length - 2)
