@@ -60,11 +60,21 @@ def _spki_hash(pem: bytes) -> str:
 
 
 @pytest.fixture
-def wss_relay(tmp_path: Path) -> Iterator[WssRelay]:
-    """msrpd with the default relay route, a wss listener on the [tls] certificate, and a plain
-    TCP listener."""
+def host() -> Iterator[PageHost]:
+    """The test's web server; the test gives it the page's config before the browser asks.
+    Without a browser the test skips here, before any relay starts."""
+    reason = missing()
+    if reason is not None:
+        skip(reason)
+    with PageHost({}) as found:
+        yield found
+
+
+def start_relay(tmp: Path, origins: list[str]) -> WssRelay:
+    """msrpd with the default relay route, a plain TCP listener and a wss one on the [tls]
+    certificate, taking WebSocket handshakes from `origins` only."""
     cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
-    cert_file, key_file = tmp_path / "relay.pem", tmp_path / "relay.key"
+    cert_file, key_file = tmp / "relay.pem", tmp / "relay.key"
     cert.cert_chain_pems[0].write_to_path(cert_file)
     cert.private_key_pem.write_to_path(key_file)
     relay = Relay(
@@ -75,13 +85,23 @@ def wss_relay(tmp_path: Path) -> Iterator[WssRelay]:
     listen = relay.sections["core"]["listen"]
     assert isinstance(listen, list)
     listen.append(f"wss:127.0.0.1:{port}")
+    relay.sections["websocket"] = {"origins": origins}
     relay.write_config()
-    try:
-        result = relay.start()
-        assert result.returncode == 0, result.stderr + relay.log()
-        yield WssRelay(relay, port, _spki_hash(cert.cert_chain_pems[0].bytes()))
-    finally:
+    result = relay.start()
+    if result.returncode != 0:
         relay.stop()
+        raise AssertionError(result.stderr + relay.log())
+    return WssRelay(relay, port, _spki_hash(cert.cert_chain_pems[0].bytes()))
+
+
+@pytest.fixture
+def wss_relay(tmp_path: Path, host: PageHost) -> Iterator[WssRelay]:
+    """The relay, taking handshakes from the test's page only (its Origin, RFC 6454)."""
+    found = start_relay(tmp_path, [host.origin])
+    try:
+        yield found
+    finally:
+        found.relay.stop()
 
 
 class Page:
@@ -91,12 +111,16 @@ class Page:
         self.host, self.browser, self.relay = host, browser, relay
         self.seen: list[dict[str, Any]] = []
 
-    def expect(self, kind: str, timeout: float = STEP_TIMEOUT) -> dict[str, Any]:
+    def next(self, timeout: float = STEP_TIMEOUT, kind: str = "anything") -> dict[str, Any]:
         try:
             got = self.host.event(timeout)
         except TimeoutError:
-            pytest.fail(f"the page never reported {kind!r}\n{self.story()}")
+            pytest.fail(f"the page never reported {kind}\n{self.story()}")
         self.seen.append(got)
+        return got
+
+    def expect(self, kind: str, timeout: float = STEP_TIMEOUT) -> dict[str, Any]:
+        got = self.next(timeout, repr(kind))
         assert got["kind"] == kind, f"expected {kind!r}, got {got}\n{self.story()}"
         return got
 
@@ -117,10 +141,7 @@ class Page:
 
 
 def _start_page(host: PageHost, relay: Relay, spki: str) -> Page:
-    """Chromium on the page, or a loud skip when the browser is missing or cannot start."""
-    reason = missing()
-    if reason is not None:
-        skip(reason)
+    """Chromium on the page, or a loud skip when the browser cannot start."""
     browser = Chromium(f"{host.origin}/page.html", trusted_spki=spki)
     page = Page(host, browser, relay)
     deadline = time.monotonic() + START_TIMEOUT
@@ -144,47 +165,58 @@ def _check_send(frame: Any, body: bytes, message_id: str, ctype: str) -> None:
     assert frame.header("Content-Type") == ctype.encode(), frame.buf
 
 
-def test_a_browser_chats_with_a_tcp_client_through_msrpd(wss_relay: WssRelay) -> None:
-    relay_uri = f"msrps://127.0.0.1:{wss_relay.port};ws"
-    # RFC 7977 §5.2: a browser cannot listen, so its URI names an unresolvable host.
-    self_uri = f"msrps://{secrets.token_hex(4)}.invalid:2855/{secrets.token_hex(6)};ws"
-    outbound = [
-        ("out-text", "text/plain; charset=utf-8", OUT_TEXT, True),
-        ("out-binary", "application/octet-stream", OUT_BINARY, False),
-    ]
-    inbound = [
-        ("in-text", "text/plain; charset=utf-8", IN_TEXT),
-        ("in-binary", "application/octet-stream", IN_BINARY),
-    ]
-    config = {
-        "ws_url": f"wss://127.0.0.1:{wss_relay.port}/",
-        "relay_uri": relay_uri,
-        "self_uri": self_uri,
+def _config(
+    relay: WssRelay, peer_uri: str, outbound: list[tuple[str, str, bytes, bool]]
+) -> dict[str, Any]:
+    return {
+        "ws_url": f"wss://127.0.0.1:{relay.port}/",
+        "relay_uri": f"msrps://127.0.0.1:{relay.port};ws",
+        # RFC 7977 §5.2: a browser cannot listen, so its URI names an unresolvable host.
+        "self_uri": f"msrps://{secrets.token_hex(4)}.invalid:2855/{secrets.token_hex(6)};ws",
         "user": "alice",
         "password": PASSWORDS["alice"],
         "md5_probe": MD5_PROBE,
+        "peer_uri": peer_uri,
         "outbound": [
-            {
-                "message_id": mid,
-                "content_type": ct,
-                "body": base64.b64encode(b).decode(),
-                "as_text": t,
-            }
-            for mid, ct, b, t in outbound
+            {"message_id": m, "content_type": c, "body": base64.b64encode(b).decode(), "as_text": t}
+            for m, c, b, t in outbound
         ],
     }
-    with Peer("bob") as bob, PageHost({**config, "peer_uri": bob.uri}) as host:
+
+
+def _check_md5(page: Page) -> None:
+    md5 = page.expect("md5", START_TIMEOUT)
+    assert md5["wrong"] == [], "the page's MD5 fails RFC 1321's vectors"
+    assert md5["utf8"] == hashlib.md5(MD5_PROBE.encode()).hexdigest()
+
+
+def test_a_browser_chats_with_a_tcp_client_through_msrpd(
+    wss_relay: WssRelay, host: PageHost
+) -> None:
+    # The binary message first: the text one is the browser's last, so the relay answers in
+    # text where it can (wsconn.py: text when the client's last message was text).
+    outbound = [
+        ("out-binary", "application/octet-stream", OUT_BINARY, False),
+        ("out-text", "text/plain; charset=utf-8", OUT_TEXT, True),
+    ]
+    inbound = [
+        ("in-text", "text/plain; charset=utf-8", IN_TEXT, True),
+        ("in-binary", "application/octet-stream", IN_BINARY, False),
+    ]
+    with Peer("bob") as bob:
+        host.config.update(_config(wss_relay, bob.uri, outbound))
+        self_uri = host.config["self_uri"]
         page = _start_page(host, wss_relay.relay, wss_relay.spki)
         try:
-            md5 = page.expect("md5", START_TIMEOUT)
-            assert md5["wrong"] == [], "the page's MD5 fails RFC 1321's vectors"
-            assert md5["utf8"] == hashlib.md5(MD5_PROBE.encode()).hexdigest()
+            _check_md5(page)
             assert page.expect("open")["protocol"] == "msrp"  # RFC 7977 §4.1
 
             auth = page.expect("auth")
             assert auth["code"] == 200, page.story()
             use_path = auth["use_path"]
-            assert use_path.startswith("msrps://") and use_path.endswith(";ws"), use_path
+            # RFC 7977 §5.2: the relay names itself to a WebSocket client with ;ws.
+            assert use_path.startswith(f"msrps://127.0.0.1:{wss_relay.port}/"), use_path
+            assert use_path.endswith(";ws") and " " not in use_path, use_path
 
             # Outbound: both SENDs reach the TCP peer over a connection the relay opened, in
             # order, From-Path naming the relay's token before the browser.
@@ -205,32 +237,55 @@ def test_a_browser_chats_with_a_tcp_client_through_msrpd(wss_relay: WssRelay) ->
                     "SEND",
                     f"{use_path} {self_uri}",
                     [
-                        ("Message-ID", mid),
+                        ("Message-ID", m),
                         ("Byte-Range", f"1-{len(b)}/{len(b)}"),
-                        ("Content-Type", ct),
+                        ("Content-Type", c),
                     ],
                     b,
                 )
-                for mid, ct, b in inbound
+                for m, c, b, _ in inbound
             ]
             for tid in tids:
                 answer = conn.recv(STEP_TIMEOUT).frame
                 assert (answer.tid, answer.code) == (tid, 200), answer.buf
-            for (mid, ctype, body), tid in zip(inbound, tids, strict=True):
+            for (mid, ctype, body, as_text), tid in zip(inbound, tids, strict=True):
                 got = page.expect("received")
-                assert got["method"] == "SEND" and got["flag"] == "$"
-                assert got["tid"] == tid.decode()
+                assert (got["method"], got["flag"], got["tid"]) == ("SEND", "$", tid.decode())
                 assert got["to_path"] == self_uri
                 assert got["from_path"] == f"{use_path} {bob.uri}"
                 assert (got["message_id"], got["content_type"]) == (mid, ctype)
                 assert got["byte_range"] == f"1-{len(body)}/{len(body)}"
                 assert base64.b64decode(got["body"]) == body
+                assert got["text"] is as_text, "a WebSocket text message iff UTF-8 (RFC 7977 §4.2)"
 
             # Once each: nothing more reaches either side (the browser's 200s end at the relay,
-            # which answered the peer hop by hop).
+            # which answered the peer hop by hop, RFC 4976 §6.4.1).
             time.sleep(QUIET)
             assert host.pending() == [], page.story()
             with pytest.raises(TimeoutError):
                 conn.recv(QUIET)
         finally:
             page.browser.close()
+
+
+def test_a_page_from_another_origin_is_refused(tmp_path: Path, host: PageHost) -> None:
+    """The [websocket] origins allow-list against a real browser's Origin header: the page's
+    WebSocket never opens, so it never gets to send MSRP."""
+    net = start_relay(tmp_path, ["https://chat.example.com"])
+    try:
+        with Peer("bob") as bob:
+            host.config.update(_config(net, bob.uri, [("m", "text/plain", b"hi", True)]))
+            page = _start_page(host, net.relay, net.spki)
+            try:
+                _check_md5(page)
+                # The error event and the close event, in either order.
+                failed = {got["kind"]: got for got in (page.next(), page.next())}
+                assert "WebSocket to wss://" in failed["error"]["message"], failed
+                assert failed["close"]["code"] == 1006, failed  # no WebSocket: no close frame
+                time.sleep(QUIET)
+                assert host.pending() == [], page.story()
+                assert not bob.connected(0.1)
+            finally:
+                page.browser.close()
+    finally:
+        net.relay.stop()
