@@ -102,9 +102,11 @@ class Relay:
         tls: dict[str, object] | None = None,
         users: bool = True,
         limits: dict[str, object] | None = None,
+        websocket: dict[str, object] | None = None,
     ) -> None:
         """`limits`: the [limits] section (msrpd's defaults for the keys it leaves out);
-        None: LIMITS_OFF."""
+        None: LIMITS_OFF. `websocket`: the [websocket] section, and a ws: listener (and wss:
+        with `tls`)."""
         self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
         self.port = free_port()
         self.tls_port = free_port() if tls else None
@@ -112,6 +114,12 @@ class Relay:
         listen = [f"tcp:127.0.0.1:{self.port}"]
         if tls:
             listen.append(f"tls:127.0.0.1:{self.tls_port}")
+        self.ws_port = free_port() if websocket is not None else None
+        self.wss_port = free_port() if websocket is not None and tls else None
+        if self.ws_port:
+            listen.append(f"ws:127.0.0.1:{self.ws_port}")
+        if self.wss_port:
+            listen.append(f"wss:127.0.0.1:{self.wss_port}")
         users_file = self.run_dir / "users.sqlite"
         store = UserStore(users_file)
         for name, password in PASSWORDS.items():
@@ -130,6 +138,7 @@ class Relay:
             "limits": dict(LIMITS_OFF if limits is None else limits),
             "auth": {"realm": REALM, "users": str(users_file)} if users else {},
             "tls": dict(tls or {}),
+            "websocket": dict(websocket or {}),
         }
         self.write_config()
         self.prefix = instance_prefix(self.run_dir)

@@ -1,0 +1,340 @@
+"""WebSocket clients (RFC 7977) against a live msrpd: the handshake, AUTH over ws and wss,
+chat with TCP clients both ways, big messages, and bad input.
+
+The WebSocket side is the `websockets` library (wsclient.py); bad frames it would never send
+go over raw sockets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import time
+
+import pytest
+import trustme
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from ..integration.relay import PASSWORDS, REALM, Relay
+from ..msrpclient import MsrpClient
+from .wsclient import WsMsrpClient
+
+RELAY_ROUTE = {"route": None}  # msrpd's default route: the RFC 4976 relay
+
+
+def started(make_relay, **kwargs) -> Relay:  # type: ignore[no-untyped-def]
+    relay: Relay = make_relay(children=2, **kwargs)
+    result = relay.start()
+    assert result.returncode == 0, result.stderr + relay.log()
+    return relay
+
+
+def authed(client: MsrpClient, user: str) -> MsrpClient:
+    final = client.auth(user, PASSWORDS[user], REALM)
+    assert final.frame.code == 200, final.frame.buf
+    return client
+
+
+def exchange(alice: MsrpClient, bob: MsrpClient, body: bytes) -> None:
+    """Alice sends `body` to Bob through the relay: Alice gets 200, Bob gets the body, once."""
+    tid = alice.send_message(bob, body)
+    ok = alice.recv()
+    assert (ok.frame.tid, ok.frame.code) == (tid, 200), ok.frame.buf
+    got = bob.recv()
+    assert got.frame.method == b"SEND" and got.frame.tid == tid
+    assert got.body == body
+    assert got.frame.to_path == [bob.uri]
+    assert got.frame.from_path[1:] == [alice.uri]
+
+
+def tls_files(tmp_path) -> tuple[dict[str, object], ssl.SSLContext]:  # type: ignore[no-untyped-def]
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return {"certificate": str(cert_file), "private_key": str(key_file)}, ctx
+
+
+def raw_upgrade(port: int, headers: dict[str, str]) -> tuple[socket.socket, bytes]:
+    """Send an upgrade request with `headers` over a raw socket: (the socket, the response
+    head)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    lines = ["GET / HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(4096)
+        if not data:
+            break
+        head += data
+    return sock, head
+
+
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Protocol": "msrp",
+}
+
+
+def closed_by_relay(sock: socket.socket) -> bytes:
+    """Everything the relay writes until it closes the socket."""
+    data = b""
+    while True:
+        more = sock.recv(65536)
+        if not more:
+            return data
+        data += more
+
+
+# -- the handshake ----------------------------------------------------------------------------
+
+
+def test_handshake_needs_msrp_subprotocol(make_relay) -> None:
+    relay = started(make_relay, websocket={})
+    with connect(f"ws://127.0.0.1:{relay.ws_port}/", subprotocols=["msrp"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "msrp"
+    for offered in (None, ["sip"]):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{relay.ws_port}/", subprotocols=offered)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("drop", "replace", "status"),
+    [
+        ("Upgrade", {}, 426),
+        ("Connection", {}, 426),
+        (None, {"Sec-WebSocket-Version": "8"}, 426),
+        ("Sec-WebSocket-Key", {}, 400),
+    ],
+)
+def test_bad_upgrade_gets_http_error_and_close(make_relay, drop, replace, status) -> None:
+    relay = started(make_relay, websocket={})
+    headers = {k: v for k, v in UPGRADE.items() if k != drop} | replace
+    sock, head = raw_upgrade(relay.ws_port, headers)
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert closed_by_relay(sock) == b""
+    sock.close()
+
+
+def test_origin_allow_list(make_relay) -> None:
+    relay = started(make_relay, websocket={"origins": ["https://chat.example.com"]})
+    url = f"ws://127.0.0.1:{relay.ws_port}/"
+    with connect(url, subprotocols=["msrp"], origin="https://Chat.example.com") as ws:  # type: ignore[list-item, arg-type]
+        assert ws.subprotocol == "msrp"
+    for origin in ("https://evil.example.com", None):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, subprotocols=["msrp"], origin=origin)  # type: ignore[list-item, arg-type]
+        assert refused.value.response.status_code == 403
+
+
+def test_upgrade_size_and_time_caps(make_relay) -> None:
+    relay = started(make_relay, websocket={"max_upgrade_bytes": 1024, "upgrade_timeout": 1})
+    sock, head = raw_upgrade(relay.ws_port, UPGRADE | {"X-Pad": "x" * 2000})
+    assert head.startswith(b"HTTP/1.1 431 "), head
+    sock.close()
+    slow = socket.create_connection(("127.0.0.1", relay.ws_port), timeout=10)
+    slow.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    began = time.monotonic()
+    assert closed_by_relay(slow) == b""
+    assert 0.9 <= time.monotonic() - began < 5
+    slow.close()
+
+
+# -- AUTH and chat ----------------------------------------------------------------------------
+
+
+def test_auth_over_ws_and_chat_with_tcp_both_ways(make_relay) -> None:
+    relay = started(make_relay, websocket={})
+    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
+        assert alice.use_path.startswith(f"msrp://127.0.0.1:{relay.ws_port}/")
+        assert alice.use_path.endswith(";ws")
+        with authed(MsrpClient(relay.port), "bob") as bob:
+            for i in range(3):
+                exchange(alice, bob, b"ws to tcp %d" % i)
+                exchange(bob, alice, b"tcp to ws %d" % i)
+        assert {kind for kind, _ in alice.messages} == {"binary"}
+    # msrp.conns shows the transport
+    conns = relay.cli("ctl", "msrp.conns")
+    assert conns.returncode == 0, conns.stderr
+
+
+def test_text_messages_are_answered_in_text(make_relay) -> None:
+    relay = started(make_relay, websocket={})
+    with authed(WsMsrpClient(relay.ws_port, text=True), "alice") as alice:
+        with authed(MsrpClient(relay.port), "bob") as bob:
+            exchange(bob, alice, "héllo".encode())
+            exchange(alice, bob, b"plain")
+        assert {kind for kind, _ in alice.messages} == {"text"}
+
+
+def test_wss_auth_default_relay_route(make_relay, tmp_path) -> None:
+    tls, ctx = tls_files(tmp_path)
+    relay = started(make_relay, tls=tls, msrp=RELAY_ROUTE, websocket={})
+    with authed(WsMsrpClient(relay.wss_port, tls=ctx), "alice") as alice:
+        assert alice.use_path.startswith(f"msrps://127.0.0.1:{relay.wss_port}/")
+        assert alice.use_path.endswith(";ws")
+        with authed(MsrpClient(relay.tls_port, tls=ctx), "bob") as bob:
+            exchange(alice, bob, b"wss to tls")
+            exchange(bob, alice, b"tls to wss")
+    # Plain ws: AUTH is refused as over plain TCP (RFC 4976 §9.2).
+    with WsMsrpClient(relay.ws_port) as plain:
+        plain.request("AUTH", plain.relay_uri)
+        assert plain.recv().frame.code == 403
+
+
+def test_relay_never_dials_a_ws_uri(make_relay, tmp_path) -> None:
+    tls, ctx = tls_files(tmp_path)
+    relay = started(make_relay, tls=tls, msrp=RELAY_ROUTE, websocket={})
+    with authed(MsrpClient(relay.tls_port, tls=ctx), "bob") as bob:
+        # An outbound SEND to a ;ws URI nobody is connected by: never dialled (RFC 7977 §6).
+        target = "msrps://127.0.0.1:1/x;ws"
+        tid = bob.request("SEND", f"{bob.use_path} {target}", [("Message-ID", "m")], b"x")
+        ok, report = bob.recv(), bob.recv()
+        assert (ok.frame.tid, ok.frame.code) == (tid, 200)
+        assert report.frame.method == b"REPORT", report.frame.buf
+        assert report.frame.header("Status") == b"000 408 Not Delivered"
+    assert "a WebSocket URI is never dialled" in relay.log()
+
+
+# -- big messages -----------------------------------------------------------------------------
+
+
+def test_64_mib_tcp_to_ws_and_back(make_relay) -> None:
+    size = 64 << 20
+    relay = started(
+        make_relay, websocket={"max_message": size + 4096}, msrp={"max_body": 1 << 20}
+    )
+    body = os.urandom(size)
+    digest = hashlib.sha256(body).hexdigest()
+    with authed(WsMsrpClient(relay.ws_port, timeout=120), "alice") as alice:
+        with authed(MsrpClient(relay.port, timeout=120), "bob") as bob:
+            tid, frame = bob.binary_send(alice, body, "big1")
+            bob.send_raw(frame)
+            got = alice.recv(timeout=120)
+            assert got.frame.tid == tid
+            assert hashlib.sha256(got.body).hexdigest() == digest
+            # one message, fragmented by the relay (RFC 7977 §5.1): one MSRP frame
+            assert alice.messages[-1] == ("binary", len(frame))
+            assert bob.recv(timeout=120).frame.code == 200
+            tid, frame = alice.binary_send(bob, body, "big2")
+            alice.send_raw(frame)
+            assert alice.recv(timeout=120).frame.code == 200
+            back = bob.recv(timeout=120)
+            assert back.frame.tid == tid
+            assert hashlib.sha256(back.body).hexdigest() == digest
+
+
+def test_fragmented_message_is_read_as_it_comes(make_relay) -> None:
+    relay = started(make_relay, websocket={})
+    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
+        with authed(MsrpClient(relay.port), "bob") as bob:
+            body = os.urandom(300_000)
+            tid, frame = alice.binary_send(bob, body, "frag")
+            alice.ws.send([frame[i : i + 7000] for i in range(0, len(frame), 7000)])
+            assert alice.recv().frame.code == 200
+            got = bob.recv()
+            assert (got.frame.tid, got.body) == (tid, body)
+
+
+def test_oversized_message_closes_1009(make_relay) -> None:
+    relay = started(make_relay, websocket={"max_message": 4096})
+    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
+        with authed(MsrpClient(relay.port), "bob") as bob:
+            _, frame = alice.binary_send(bob, os.urandom(8192), "big")
+            alice.ws.send(frame)
+            with pytest.raises(EOFError):
+                alice.recv()
+            assert alice.ws.close_code == 1009
+            # The chunk was never whole (under max_body, so not streamed): Bob gets nothing.
+            with pytest.raises(TimeoutError):
+                bob.recv(timeout=1)
+
+
+# -- bad frames (raw sockets) -----------------------------------------------------------------
+
+
+def raw_ws(port: int) -> socket.socket:
+    sock, head = raw_upgrade(port, UPGRADE)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert b"sec-websocket-protocol: msrp" in head.lower()
+    return sock
+
+
+def ws_frame(opcode: int, payload: bytes, mask: bool = True, fin: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    length = bytes([n | bit]) if n < 126 else bytes([126 | bit]) + struct.pack("!H", n)
+    if not mask:
+        return bytes([first]) + length + payload
+    key = b"\x01\x02\x03\x04"
+    return bytes([first]) + length + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def close_code(data: bytes) -> int:
+    """The status code of the close frame the relay sent (an unmasked server frame)."""
+    assert data[0] == 0x88, data
+    return struct.unpack("!H", data[2:4])[0]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (ws_frame(2, b"MSRP x SEND\r\n", mask=False), 1002),  # unmasked client frame
+        (ws_frame(3, b"x"), 1002),  # a reserved opcode
+        (ws_frame(1, b"MSRP \xff\xfe SEND\r\n"), 1007),  # bad UTF-8 in a text message
+    ],
+)
+def test_bad_frames_close_with_code(make_relay, frame, code) -> None:
+    relay = started(make_relay, websocket={})
+    sock = raw_ws(relay.ws_port)
+    sock.sendall(frame)
+    assert close_code(closed_by_relay(sock)) == code
+    sock.close()
+
+
+def test_ping_answered_and_close_handshake(make_relay) -> None:
+    relay = started(make_relay, websocket={})
+    sock = raw_ws(relay.ws_port)
+    sock.sendall(ws_frame(9, b"hi"))
+    assert sock.recv(100) == b"\x8a\x02hi"  # the pong carries the ping's payload
+    sock.sendall(ws_frame(8, struct.pack("!H", 1000)))
+    assert close_code(closed_by_relay(sock)) == 1000
+    sock.close()
+
+
+def test_client_closing_mid_message_ends_chunk_with_hash(make_relay) -> None:
+    relay = started(make_relay, websocket={}, msrp={"max_body": 1024})
+    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
+        with authed(MsrpClient(relay.port), "bob") as bob:
+            body = os.urandom(100_000)
+            tid, frame = alice.binary_send(bob, body, "cut")
+            half = frame[:50_000]
+            alice.ws.socket.sendall(ws_frame(2, half, fin=False))  # a first fragment only
+            alice.ws.socket.close()
+            # Bob gets what was sent, then the end-line with "#" (RFC 4975 §7.1).
+            end = b"\r\n-------" + tid + b"#\r\n"
+            data = b""
+            bob.sock.settimeout(10)
+            while not data.endswith(end):
+                more = bob.sock.recv(65536)
+                assert more, data[-200:]
+                data += more
+            head_end = data.index(b"\r\n\r\n") + 4
+            assert data.startswith(b"MSRP " + tid + b" SEND\r\n")
+            got, sent = data[head_end : -len(end)], half[half.index(b"\r\n\r\n") + 4 :]
+            # The reader may keep back the last bytes of what was read (they might have begun
+            # an end-line): what Bob gets is what Alice sent, up to those.
+            assert sent.startswith(got) and len(sent) - len(got) < 100, (len(sent), len(got))
