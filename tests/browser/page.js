@@ -100,14 +100,16 @@ class MsrpSocket {
 
   receive(data) {
     const text = typeof data === "string";
+    const bytes = text ? enc.encode(data) : new Uint8Array(data);
     let frame;
     try {
-      frame = parseFrame(text ? enc.encode(data) : new Uint8Array(data));
+      frame = parseFrame(bytes);
     } catch (err) {
       report("error", { message: String(err) });
       return;
     }
     frame.text = text;
+    frame.wire = bytes.length;
     const waiter = frame.code !== null && this.waiting.get(frame.tid);
     if (waiter) {
       this.waiting.delete(frame.tid);
@@ -166,24 +168,53 @@ const MD5_VECTORS = [
    "57edf4a22be3c955ac49da2e2107b67a"],
 ];
 
+// Chunks of the message being received (RFC 4975 §7.1.1: same Message-ID, contiguous
+// Byte-Range, `+` until the last, `$`), by Message-ID.
+const chunks = new Map();
+let inbox = Promise.resolve();
+
+async function sha256(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+// Reports a request as it came (the body itself when small), then, at a message's last
+// chunk, the whole message's length and SHA-256.
+async function received(frame) {
+  const body = frame.body || new Uint8Array(0);
+  const messageId = frame.headers["message-id"];
+  await report("received", {
+    tid: frame.tid,
+    method: frame.method,
+    flag: frame.flag,
+    text: frame.text,
+    wire: frame.wire,
+    to_path: frame.headers["to-path"],
+    from_path: frame.headers["from-path"],
+    message_id: messageId,
+    byte_range: frame.headers["byte-range"],
+    content_type: frame.headers["content-type"],
+    length: body.length,
+    body: body.length <= 65536 ? bytesToB64(body) : null,
+  });
+  if (frame.method !== "SEND") return;
+  const parts = chunks.get(messageId) || [];
+  parts.push(body);
+  chunks.set(messageId, parts);
+  if (frame.flag === "+") return;
+  chunks.delete(messageId);
+  const whole = concat(...parts);
+  await report("message", { message_id: messageId, length: whole.length, sha256: await sha256(whole) });
+}
+
 async function main() {
   const cfg = await (await fetch("/config.json")).json();
   const wrong = MD5_VECTORS.filter(([text, hex]) => md5(text) !== hex);
   await report("md5", { wrong: wrong.map(([text]) => text), utf8: md5(cfg.md5_probe) });
   const sock = new MsrpSocket(cfg.ws_url, cfg.self_uri, (frame) => {
     if (frame.method === "SEND") sock.answer(frame, 200, "OK");
-    report("received", {
-      tid: frame.tid,
-      method: frame.method,
-      flag: frame.flag,
-      text: frame.text,
-      to_path: frame.headers["to-path"],
-      from_path: frame.headers["from-path"],
-      message_id: frame.headers["message-id"],
-      byte_range: frame.headers["byte-range"],
-      content_type: frame.headers["content-type"],
-      body: frame.body === null ? null : bytesToB64(frame.body),
-    });
+    // One report after another, in arrival order, though hashing a body is asynchronous.
+    inbox = inbox.then(() => received(frame));
   });
   await report("open", { protocol: await sock.opened });
   const auth = await authenticate(sock, cfg);

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..conformance.peer import QUIET, Peer
-from ..integration.relay import PASSWORDS, Relay, free_port
+from ..integration.relay import PASSWORDS, Relay
 from .chromium import Chromium, missing
 from .conftest import skip
 from .pagehost import PageHost
@@ -35,11 +36,16 @@ from .pagehost import PageHost
 START_TIMEOUT = 20.0
 """Seconds Chromium gets to start and load the page (a cold start in a container)."""
 STEP_TIMEOUT = 10.0
+BIG_TIMEOUT = 20.0
+"""Seconds for a step of the big message (the page hashes it in JavaScript)."""
 
 OUT_TEXT = "Grüße aus dem Browser ✓ — привет, 日本 🎉\n".encode()
 OUT_BINARY = bytes(range(256)) + b"\r\n-------notmine$\r\n\x00\xff" + bytes(range(255, -1, -1))
 IN_TEXT = "Antwort vom TCP-Client: ça va? Ελληνικά ✓".encode()
 IN_BINARY = bytes((i * 7 + 3) % 256 for i in range(4096))
+BIG = 24 << 20
+"""A message the TCP peer sends in one SEND, streamed through the relay (over [msrp]
+max_body)."""
 MD5_PROBE = "MD5 über UTF-8, länger als ein Block: ✓ мир 🎉 " * 4
 
 
@@ -70,9 +76,10 @@ def host() -> Iterator[PageHost]:
         yield found
 
 
-def start_relay(tmp: Path, origins: list[str]) -> WssRelay:
-    """msrpd with the default relay route, a plain TCP listener and a wss one on the [tls]
-    certificate, taking WebSocket handshakes from `origins` only."""
+def start_relay(tmp: Path, origins: list[str], **websocket: object) -> WssRelay:
+    """msrpd with the default relay route, plain TCP, TLS, ws and wss listeners (wss on the
+    [tls] certificate), taking WebSocket handshakes from `origins` only; `websocket`: more of
+    the [websocket] section."""
     cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
     cert_file, key_file = tmp / "relay.pem", tmp / "relay.key"
     cert.cert_chain_pems[0].write_to_path(cert_file)
@@ -80,18 +87,14 @@ def start_relay(tmp: Path, origins: list[str]) -> WssRelay:
     relay = Relay(
         msrp={"route": None},
         tls={"certificate": str(cert_file), "private_key": str(key_file)},
+        websocket={"origins": origins, **websocket},
     )
-    port = free_port()
-    listen = relay.sections["core"]["listen"]
-    assert isinstance(listen, list)
-    listen.append(f"wss:127.0.0.1:{port}")
-    relay.sections["websocket"] = {"origins": origins}
-    relay.write_config()
     result = relay.start()
     if result.returncode != 0:
         relay.stop()
         raise AssertionError(result.stderr + relay.log())
-    return WssRelay(relay, port, _spki_hash(cert.cert_chain_pems[0].bytes()))
+    assert relay.wss_port is not None
+    return WssRelay(relay, relay.wss_port, _spki_hash(cert.cert_chain_pems[0].bytes()))
 
 
 @pytest.fixture
@@ -158,6 +161,28 @@ def _start_page(host: PageHost, relay: Relay, spki: str) -> Page:
     return page
 
 
+def _receive_message(
+    page: Page, mid: str, ctype: str, body: bytes, paths: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """The page's reports of one message: its chunks, contiguous and in order (RFC 4975
+    §7.1.1), then the whole message's length and SHA-256 as the page put it together."""
+    parts: list[dict[str, Any]] = []
+    start = 1
+    while not parts or parts[-1]["flag"] == "+":
+        got = page.expect("received", BIG_TIMEOUT)
+        assert (got["method"], got["message_id"], got["content_type"]) == ("SEND", mid, ctype)
+        assert (got["to_path"], got["from_path"]) == paths
+        end = start + got["length"] - 1
+        assert got["byte_range"] == f"{start}-{end}/{len(body)}", (got["byte_range"], start)
+        start = end + 1
+        parts.append(got)
+    assert parts[-1]["flag"] == "$" and start == len(body) + 1
+    whole = page.expect("message", BIG_TIMEOUT)
+    assert (whole["message_id"], whole["length"]) == (mid, len(body))
+    assert whole["sha256"] == hashlib.sha256(body).hexdigest()
+    return parts
+
+
 def _check_send(frame: Any, body: bytes, message_id: str, ctype: str) -> None:
     assert frame.method == b"SEND", frame.buf
     assert frame.header("Message-ID") == message_id.encode(), frame.buf
@@ -190,6 +215,19 @@ def _check_md5(page: Page) -> None:
     assert md5["utf8"] == hashlib.md5(MD5_PROBE.encode()).hexdigest()
 
 
+def _authenticated(page: Page, port: int) -> str:
+    """The page's MD5 checked, its WebSocket open and its AUTH done: its Use-Path."""
+    _check_md5(page)
+    assert page.expect("open")["protocol"] == "msrp"  # RFC 7977 §4.1
+    auth = page.expect("auth")
+    assert auth["code"] == 200, page.story()
+    use_path = auth["use_path"]
+    # RFC 7977 §5.2: the relay names itself to a WebSocket client with ;ws.
+    assert use_path.startswith(f"msrps://127.0.0.1:{port}/"), use_path
+    assert use_path.endswith(";ws") and " " not in use_path, use_path
+    return str(use_path)
+
+
 def test_a_browser_chats_with_a_tcp_client_through_msrpd(
     wss_relay: WssRelay, host: PageHost
 ) -> None:
@@ -202,21 +240,14 @@ def test_a_browser_chats_with_a_tcp_client_through_msrpd(
     inbound = [
         ("in-text", "text/plain; charset=utf-8", IN_TEXT, True),
         ("in-binary", "application/octet-stream", IN_BINARY, False),
+        ("in-big", "application/octet-stream", os.urandom(BIG), False),
     ]
     with Peer("bob") as bob:
         host.config.update(_config(wss_relay, bob.uri, outbound))
         self_uri = host.config["self_uri"]
         page = _start_page(host, wss_relay.relay, wss_relay.spki)
         try:
-            _check_md5(page)
-            assert page.expect("open")["protocol"] == "msrp"  # RFC 7977 §4.1
-
-            auth = page.expect("auth")
-            assert auth["code"] == 200, page.story()
-            use_path = auth["use_path"]
-            # RFC 7977 §5.2: the relay names itself to a WebSocket client with ;ws.
-            assert use_path.startswith(f"msrps://127.0.0.1:{wss_relay.port}/"), use_path
-            assert use_path.endswith(";ws") and " " not in use_path, use_path
+            use_path = _authenticated(page, wss_relay.port)
 
             # Outbound: both SENDs reach the TCP peer over a connection the relay opened, in
             # order, From-Path naming the relay's token before the browser.
@@ -249,14 +280,12 @@ def test_a_browser_chats_with_a_tcp_client_through_msrpd(
                 answer = conn.recv(STEP_TIMEOUT).frame
                 assert (answer.tid, answer.code) == (tid, 200), answer.buf
             for (mid, ctype, body, as_text), tid in zip(inbound, tids, strict=True):
-                got = page.expect("received")
-                assert (got["method"], got["flag"], got["tid"]) == ("SEND", "$", tid.decode())
-                assert got["to_path"] == self_uri
-                assert got["from_path"] == f"{use_path} {bob.uri}"
-                assert (got["message_id"], got["content_type"]) == (mid, ctype)
-                assert got["byte_range"] == f"1-{len(body)}/{len(body)}"
-                assert base64.b64decode(got["body"]) == body
-                assert got["text"] is as_text, "a WebSocket text message iff UTF-8 (RFC 7977 §4.2)"
+                paths = (self_uri, f"{use_path} {bob.uri}")
+                first, *more = _receive_message(page, mid, ctype, body, paths)
+                if len(body) < BIG:  # whole in one chunk: just as the peer sent it
+                    assert more == [] and first["tid"] == tid.decode()
+                    assert base64.b64decode(first["body"]) == body
+                    assert first["text"] is as_text, "text iff UTF-8 (RFC 7977 §4.2)"
 
             # Once each: nothing more reaches either side (the browser's 200s end at the relay,
             # which answered the peer hop by hop, RFC 4976 §6.4.1).
@@ -285,6 +314,43 @@ def test_a_page_from_another_origin_is_refused(tmp_path: Path, host: PageHost) -
                 time.sleep(QUIET)
                 assert host.pending() == [], page.story()
                 assert not bob.connected(0.1)
+            finally:
+                page.browser.close()
+    finally:
+        net.relay.stop()
+
+
+def test_a_message_over_the_websocket_limit_reaches_the_browser_in_chunks(
+    tmp_path: Path, host: PageHost
+) -> None:
+    """Issue 15: a frame larger than the WebSocket side's message limit is re-chunked (RFC
+    4975 §7.1.1: same Message-ID, contiguous Byte-Range, `+` then `$`), each chunk one
+    WebSocket message (RFC 7977 §5.1) within [websocket] max_message."""
+    limit = 1 << 20
+    net = start_relay(tmp_path, [host.origin], max_message=limit)
+    body = os.urandom(4 << 20)
+    try:
+        with Peer("bob") as bob:
+            host.config.update(_config(net, bob.uri, [("hello", "text/plain", b"hello", True)]))
+            self_uri = host.config["self_uri"]
+            page = _start_page(host, net.relay, net.spki)
+            try:
+                use_path = _authenticated(page, net.port)
+                assert bob.recv(STEP_TIMEOUT).body == b"hello"
+                assert page.expect("sent")["code"] == 200
+                conn = bob.accept()
+                headers = [("Message-ID", "big"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+                headers.append(("Content-Type", "application/octet-stream"))
+                tid = conn.request("SEND", f"{use_path} {self_uri}", headers, body)
+                answer = conn.recv(STEP_TIMEOUT).frame
+                assert (answer.tid, answer.code) == (tid, 200), answer.buf
+                paths = (self_uri, f"{use_path} {bob.uri}")
+                parts = _receive_message(page, "big", "application/octet-stream", body, paths)
+                sizes = [part["wire"] for part in parts]
+                why = f"WebSocket messages of {sizes} bytes to the browser; max_message {limit}"
+                assert max(sizes) <= limit and len(parts) >= 4, why
+                time.sleep(QUIET)
+                assert host.pending() == [], page.story()
             finally:
                 page.browser.close()
     finally:
