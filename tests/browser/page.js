@@ -91,7 +91,7 @@ class MsrpSocket {
     this.ws = new WebSocket(url, "msrp");
     this.ws.binaryType = "arraybuffer";
     this.ws.onmessage = (ev) => this.receive(ev.data);
-    this.ws.onclose = (ev) => report("close", { code: ev.code, reason: ev.reason });
+    this.ws.onclose = (ev) => report("close", { code: ev.code, reason: ev.reason, clean: ev.wasClean });
     this.opened = new Promise((resolve, reject) => {
       this.ws.onopen = () => resolve(this.ws.protocol);
       this.ws.onerror = () => reject(new Error(`WebSocket to ${url} failed`));
@@ -179,7 +179,7 @@ async function sha256(bytes) {
 }
 
 // Reports a request as it came (the body itself when small), then, at a message's last
-// chunk, the whole message's length and SHA-256.
+// chunk, the whole message's length and SHA-256; true then.
 async function received(frame) {
   const body = frame.body || new Uint8Array(0);
   const messageId = frame.headers["message-id"];
@@ -197,24 +197,30 @@ async function received(frame) {
     length: body.length,
     body: body.length <= 65536 ? bytesToB64(body) : null,
   });
-  if (frame.method !== "SEND") return;
+  if (frame.method !== "SEND") return false;
   const parts = chunks.get(messageId) || [];
   parts.push(body);
   chunks.set(messageId, parts);
-  if (frame.flag === "+") return;
+  if (frame.flag === "+") return false;
   chunks.delete(messageId);
   const whole = concat(...parts);
   await report("message", { message_id: messageId, length: whole.length, sha256: await sha256(whole) });
+  return true;
 }
 
 async function main() {
   const cfg = await (await fetch("/config.json")).json();
   const wrong = MD5_VECTORS.filter(([text, hex]) => md5(text) !== hex);
   await report("md5", { wrong: wrong.map(([text]) => text), utf8: md5(cfg.md5_probe) });
+  let messagesIn = 0;
   const sock = new MsrpSocket(cfg.ws_url, cfg.self_uri, (frame) => {
     if (frame.method === "SEND") sock.answer(frame, 200, "OK");
     // One report after another, in arrival order, though hashing a body is asynchronous.
-    inbox = inbox.then(() => received(frame));
+    inbox = inbox.then(async () => {
+      messagesIn += (await received(frame)) ? 1 : 0;
+      // The closing handshake (RFC 6455 §7.1.2) once the test's messages are all in.
+      if (messagesIn === cfg.close_after) sock.ws.close(1000, "done");
+    });
   });
   await report("open", { protocol: await sock.opened });
   const auth = await authenticate(sock, cfg);

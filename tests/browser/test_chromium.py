@@ -191,9 +191,14 @@ def _check_send(frame: Any, body: bytes, message_id: str, ctype: str) -> None:
 
 
 def _config(
-    relay: WssRelay, peer_uri: str, outbound: list[tuple[str, str, bytes, bool]]
+    relay: WssRelay,
+    peer_uri: str,
+    outbound: list[tuple[str, str, bytes, bool]],
+    close_after: int | None = None,
 ) -> dict[str, Any]:
+    """The page's orders; it closes its WebSocket after `close_after` whole messages in."""
     return {
+        "close_after": close_after,
         "ws_url": f"wss://127.0.0.1:{relay.port}/",
         "relay_uri": f"msrps://127.0.0.1:{relay.port};ws",
         # RFC 7977 §5.2: a browser cannot listen, so its URI names an unresolvable host.
@@ -243,7 +248,7 @@ def test_a_browser_chats_with_a_tcp_client_through_msrpd(
         ("in-big", "application/octet-stream", os.urandom(BIG), False),
     ]
     with Peer("bob") as bob:
-        host.config.update(_config(wss_relay, bob.uri, outbound))
+        host.config.update(_config(wss_relay, bob.uri, outbound, close_after=len(inbound)))
         self_uri = host.config["self_uri"]
         page = _start_page(host, wss_relay.relay, wss_relay.spki)
         try:
@@ -287,12 +292,19 @@ def test_a_browser_chats_with_a_tcp_client_through_msrpd(
                     assert base64.b64decode(first["body"]) == body
                     assert first["text"] is as_text, "text iff UTF-8 (RFC 7977 §4.2)"
 
-            # Once each: nothing more reaches either side (the browser's 200s end at the relay,
-            # which answered the peer hop by hop, RFC 4976 §6.4.1).
+            # The page closes (RFC 6455 §7: 1000, answered by the relay's close frame).
+            closed = page.expect("close")
+            assert (closed["code"], closed["clean"]) == (1000, True), closed
+            # Once each: nothing more reached either side (the browser's 200s end at the
+            # relay, which answered the peer hop by hop, RFC 4976 §6.4.1).
             time.sleep(QUIET)
             assert host.pending() == [], page.story()
             with pytest.raises(TimeoutError):
                 conn.recv(QUIET)
+            # The browser's token died with its connection (RFC 4976 §6.3).
+            late = conn.request("SEND", f"{use_path} {self_uri}", [("Message-ID", "late")], b"x")
+            answer = conn.recv(STEP_TIMEOUT).frame
+            assert (answer.tid, answer.code) == (late, 481), answer.buf
         finally:
             page.browser.close()
 
