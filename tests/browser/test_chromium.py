@@ -2,12 +2,12 @@
 
 The page (page.html, md5.js, page.js), served by the test on 127.0.0.1, speaks MSRP over
 `new WebSocket(url, "msrp")` (RFC 7977) to msrpd's wss listener under the default relay
-route: it AUTHs with a Digest computed in the page (RFC 4976 §9.1), sends a UTF-8 text
-message and a binary one to a plain TCP peer through its token (outbound, RFC 4976 §6.4),
-and answers the two messages the peer sends back to its token (inbound). The relay's
-certificate is a trustme one; Chromium trusts that one key and nothing else
-(--ignore-certificate-errors-spki-list). Every message is checked on both sides: where it
-went, its bytes, once, in order.
+route, from an origin the relay's `[websocket] origins` lists: it AUTHs with a Digest
+computed in the page (RFC 4976 §9.1), sends a binary and a UTF-8 text message to a plain TCP
+peer through its token (outbound, RFC 4976 §6.4), takes the three the peer sends back to its
+token (inbound: text, binary, 24 MiB), then closes. The relay's certificate is a trustme one;
+Chromium trusts that one key and nothing else (--ignore-certificate-errors-spki-list). Every
+message is checked on both sides: where it went, its bytes, once, in order.
 """
 
 from __future__ import annotations
