@@ -216,11 +216,13 @@ async function main() {
   const sock = new MsrpSocket(cfg.ws_url, cfg.self_uri, (frame) => {
     if (frame.method === "SEND") sock.answer(frame, 200, "OK");
     // One report after another, in arrival order, though hashing a body is asynchronous.
-    inbox = inbox.then(async () => {
-      messagesIn += (await received(frame)) ? 1 : 0;
-      // The closing handshake (RFC 6455 §7.1.2) once the test's messages are all in.
-      if (messagesIn === cfg.close_after) sock.ws.close(1000, "done");
-    });
+    inbox = inbox
+      .then(async () => {
+        messagesIn += (await received(frame)) ? 1 : 0;
+        // The closing handshake (RFC 6455 §7.1.2) once the test's messages are all in.
+        if (messagesIn === cfg.close_after) sock.ws.close(1000, "done");
+      })
+      .catch((err) => report("error", { message: String(err) }));
   });
   await report("open", { protocol: await sock.opened });
   const auth = await authenticate(sock, cfg);
