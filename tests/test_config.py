@@ -25,6 +25,7 @@ from msrpd.config import (
     MsrpSettings,
     Settings,
     TlsSettings,
+    WebSocketSettings,
     default_run_dir,
     load_config,
 )
@@ -134,7 +135,8 @@ def toml_fields(cls: type[Any]) -> Iterator[dataclasses.Field[Any]]:
 
 def test_shipped_file_sets_every_key_with_a_non_none_default() -> None:
     text = ETC.read_text()
-    for section in (CoreSettings, MsrpSettings, LimitsSettings, AuthSettings, TlsSettings):
+    sections = (CoreSettings, MsrpSettings, LimitsSettings, AuthSettings, TlsSettings)
+    for section in (*sections, WebSocketSettings):
         for f in toml_fields(section):
             if f.name in ("children", "run_dir"):
                 assert f"\n#{f.name} = " in text
@@ -425,6 +427,8 @@ def test_relative_config_path_is_made_absolute(
             "relay.example.com:2855",
         ),
         ("tcp:localhost:2855", "tcp", "localhost", 2855, socket.AF_INET, "localhost:2855"),
+        ("ws:127.0.0.1:8080", "ws", "127.0.0.1", 8080, socket.AF_INET, "127.0.0.1:8080"),
+        ("wss:[::1]:443", "wss", "::1", 443, socket.AF_INET6, "[::1]:443"),
     ],
 )
 def test_parse_listen(
@@ -466,9 +470,9 @@ def test_parse_listen_normalizes_ipv6() -> None:
     [
         ("tcp:::1:2855", "an IPv6 address must be in brackets"),
         ("tcp:fe80::1:2855", "an IPv6 address must be in brackets"),
-        ("udp:127.0.0.1:2855", "proto tcp or tls"),
-        ("127.0.0.1:2855", "proto tcp or tls"),
-        ("tcp", "proto tcp or tls"),
+        ("udp:127.0.0.1:2855", "proto tcp, tls, ws or wss"),
+        ("127.0.0.1:2855", "proto tcp, tls, ws or wss"),
+        ("tcp", "proto tcp, tls, ws or wss"),
         ("tcp:127.0.0.1", "missing :port"),
         ("tcp:127.0.0.1:", "port must be from 1 to 65535, got ''"),
         ("tcp:127.0.0.1:0", "port must be from 1 to 65535, got '0'"),
@@ -535,6 +539,34 @@ def test_tls_listen_needs_certificate_and_key(tmp_path: Path) -> None:
     assert problems == (
         "tls.certificate: required by the listen address tls:[::1]:2856",
         "tls.private_key: required by the listen address tls:[::1]:2856",
+    )
+
+
+def test_wss_listen_needs_certificate_and_key(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, '[core]\nlisten = ["ws:127.0.0.1:80", "wss:[::1]:443"]\n')
+    assert problems == (
+        "tls.certificate: required by the listen address wss:[::1]:443",
+        "tls.private_key: required by the listen address wss:[::1]:443",
+    )
+
+
+def test_websocket_section(tmp_path: Path) -> None:
+    settings = load_config(
+        write(
+            tmp_path,
+            '[websocket]\norigins = ["HTTPS://Chat.Example/"]\nmax_message = 4096\n'
+            "ping_interval = 0\n",
+        )
+    )
+    ws = settings.websocket
+    assert ws.origins == ("https://chat.example",)
+    assert (ws.max_message, ws.ping_interval, ws.upgrade_timeout) == (4096, 0.0, 10.0)
+    problems = problems_of(
+        tmp_path, '[websocket]\norigins = ["chat.example"]\nmax_upgrade_bytes = 10\n'
+    )
+    assert problems == (
+        "websocket.origins: must be a list of scheme://host[:port] strings, got ['chat.example']",
+        "websocket.max_upgrade_bytes: must be an integer from 1024 to 1048576, got 10",
     )
 
 

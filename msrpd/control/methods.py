@@ -327,6 +327,7 @@ def _conn_row(conn: dict[str, Any]) -> dict[str, Any]:
         "conid": f"{conn['conid']:x}",
         "peer": conn.get("peer"),
         "local": conn.get("local"),
+        "transport": conn.get("transport"),
         "age": conn.get("age"),
         "bytes_in": conn.get("bytes_in"),
         "bytes_out": conn.get("bytes_out"),

@@ -34,6 +34,7 @@ MAX_REQUEST = 8192
 
 _LIMITED = "Connections closed, AUTHs refused, connects not made or reads paused by a limit"
 # counter name -> (metric, help, {label: value}) ; several counters fold into one metric.
+_WS_CONNS = "WebSocket connections accepted"
 _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "frames_in_send": ("frames_in", "MSRP frames received", {"method": "SEND"}),
     "frames_in_report": ("frames_in", "MSRP frames received", {"method": "REPORT"}),
@@ -47,6 +48,9 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "bytes_in": ("bytes", "Bytes on MSRP connections", {"direction": "in"}),
     "bytes_out": ("bytes", "Bytes on MSRP connections", {"direction": "out"}),
     "conns_total": ("connections", "MSRP connections opened", {}),
+    # Of those, the WebSocket ones (RFC 7977), by listener kind.
+    "conns_ws": ("websocket_connections", _WS_CONNS, {"transport": "ws"}),
+    "conns_wss": ("websocket_connections", _WS_CONNS, {"transport": "wss"}),
     "handoffs_out": ("handoffs", "Frames handed between workers", {"direction": "out"}),
     "handoffs_in": ("handoffs", "Frames handed between workers", {"direction": "in"}),
     "handoff_gone": ("handoff_gone", "Handoffs whose connection was gone", {}),

@@ -13,7 +13,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + 38 counters u64) = 312 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + 40 counters u64) = 328 bytes: the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -69,6 +69,8 @@ Counter = IntEnum(
         "limit_user_sessions",
         "limit_outbound",
         "limit_rate",
+        "conns_ws",
+        "conns_wss",
     ),
     start=0,
 )

@@ -41,6 +41,7 @@ _METHOD_COUNTERS = {
     b"REPORT": Counter.frames_in_report,
     b"AUTH": Counter.frames_in_auth,
 }
+_TRANSPORT_COUNTERS = {"ws": Counter.conns_ws, "wss": Counter.conns_wss}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,9 @@ class WorkerContext:
             self.registry.register(conn.registry_key, conn.conid)
         if not conn.migration.moves:  # a connection moved here was counted where it was accepted
             self.counters.add(Counter.conns_total)
+            per_transport = _TRANSPORT_COUNTERS.get(conn.wire.kind)
+            if per_transport is not None:
+                self.counters.add(per_transport)
 
     def connection_closed(self, conn: Connection) -> None:
         self.conns.pop(conn.conid, None)

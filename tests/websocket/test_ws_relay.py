@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import socket
 import ssl
 import struct
 import time
+import urllib.request
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from ..integration.relay import PASSWORDS, REALM, Relay
-from ..msrpclient import MsrpClient
+from ..integration.relay import PASSWORDS, REALM, Relay, free_port, wait_for
+from ..msrpclient import MsrpClient, Received
 from .wsclient import WsMsrpClient
 
 RELAY_ROUTE = {"route": None}  # msrpd's default route: the RFC 4976 relay
@@ -156,26 +159,63 @@ def test_upgrade_size_and_time_caps(make_relay) -> None:
 
 
 def test_auth_over_ws_and_chat_with_tcp_both_ways(make_relay) -> None:
-    relay = started(make_relay, websocket={})
-    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
+    metrics = free_port()
+    relay: Relay = make_relay(children=2, websocket={})
+    relay.sections["metrics"] = {"listen": f"127.0.0.1:{metrics}"}
+    relay.write_config()
+    assert relay.start().returncode == 0, relay.log()
+    with (
+        authed(WsMsrpClient(relay.ws_port), "alice") as alice,
+        authed(MsrpClient(relay.port), "bob") as bob,
+    ):
         assert alice.use_path.startswith(f"msrp://127.0.0.1:{relay.ws_port}/")
         assert alice.use_path.endswith(";ws")
-        with authed(MsrpClient(relay.port), "bob") as bob:
-            for i in range(3):
-                exchange(alice, bob, b"ws to tcp %d" % i)
-                exchange(bob, alice, b"tcp to ws %d" % i)
+        for i in range(3):
+            exchange(alice, bob, b"ws to tcp %d" % i)
+            exchange(bob, alice, b"tcp to ws %d" % i)
         assert {kind for kind, _ in alice.messages} == {"binary"}
-    # msrp.conns shows the transport
-    conns = relay.cli("ctl", "msrp.conns")
-    assert conns.returncode == 0, conns.stderr
+        # msrp.conns shows each connection's transport
+        conns = relay.cli("ctl", "--json", "msrp.conns")
+        assert conns.returncode == 0, conns.stderr
+        rows = json.loads(conns.stdout)
+        by_local = sorted((row["local"], row["transport"]) for row in rows)
+        assert by_local == [
+            (f"tcp:127.0.0.1:{relay.port}", "tcp"),
+            (f"ws:127.0.0.1:{relay.ws_port}", "ws"),
+        ]
+
+    # counted per transport in stats.get and Prometheus (published once a second)
+    def stats() -> dict[str, int]:
+        out = relay.cli("ctl", "--json", "stats.get", "conns_")
+        assert out.returncode == 0, out.stderr
+        return {k: int(v) for k, v in json.loads(out.stdout)["total"].items()}
+
+    wait_for(lambda: stats()["conns_total"] >= 2, 5, "published")
+    assert (stats()["conns_ws"], stats()["conns_wss"], stats()["conns_total"]) == (1, 0, 2)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert _ws_samples(text) == {"ws": 1.0, "wss": 0.0}
+
+
+def _ws_samples(text: str) -> dict[str, float]:
+    """msrpd_websocket_connections_total per transport, summed over the workers."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "msrpd_websocket_connections_total":
+                transport = sample.labels["transport"]
+                found[transport] = found.get(transport, 0.0) + sample.value
+    return found
 
 
 def test_text_messages_are_answered_in_text(make_relay) -> None:
     relay = started(make_relay, websocket={})
-    with authed(WsMsrpClient(relay.ws_port, text=True), "alice") as alice:
-        with authed(MsrpClient(relay.port), "bob") as bob:
-            exchange(bob, alice, "héllo".encode())
-            exchange(alice, bob, b"plain")
+    with (
+        authed(WsMsrpClient(relay.ws_port, text=True), "alice") as alice,
+        authed(MsrpClient(relay.port), "bob") as bob,
+    ):
+        exchange(bob, alice, "héllo".encode())
+        exchange(alice, bob, b"plain")
         assert {kind for kind, _ in alice.messages} == {"text"}
 
 
@@ -213,53 +253,120 @@ def test_relay_never_dials_a_ws_uri(make_relay, tmp_path) -> None:
 
 def test_64_mib_tcp_to_ws_and_back(make_relay) -> None:
     size = 64 << 20
-    relay = started(
-        make_relay, websocket={"max_message": size + 4096}, msrp={"max_body": 1 << 20}
-    )
+    relay = started(make_relay, websocket={"max_message": size + 4096}, msrp={"max_body": 1 << 20})
     body = os.urandom(size)
     digest = hashlib.sha256(body).hexdigest()
-    with authed(WsMsrpClient(relay.ws_port, timeout=120), "alice") as alice:
-        with authed(MsrpClient(relay.port, timeout=120), "bob") as bob:
-            tid, frame = bob.binary_send(alice, body, "big1")
-            bob.send_raw(frame)
-            got = alice.recv(timeout=120)
-            assert got.frame.tid == tid
-            assert hashlib.sha256(got.body).hexdigest() == digest
-            # one message, fragmented by the relay (RFC 7977 §5.1): one MSRP frame
-            assert alice.messages[-1] == ("binary", len(frame))
-            assert bob.recv(timeout=120).frame.code == 200
-            tid, frame = alice.binary_send(bob, body, "big2")
-            alice.send_raw(frame)
-            assert alice.recv(timeout=120).frame.code == 200
-            back = bob.recv(timeout=120)
-            assert back.frame.tid == tid
-            assert hashlib.sha256(back.body).hexdigest() == digest
+    with (
+        authed(WsMsrpClient(relay.ws_port, timeout=120), "alice") as alice,
+        authed(MsrpClient(relay.port, timeout=120), "bob") as bob,
+    ):
+        tid, frame = bob.binary_send(alice, body, "big1")
+        bob.send_raw(frame)
+        before = len(alice.messages)
+        got = alice.recv(timeout=120)
+        assert got.frame.tid == tid
+        assert hashlib.sha256(got.body).hexdigest() == digest
+        # One message, fragmented by the relay (RFC 7977 §5.1), holding the one frame.
+        assert len(alice.messages) == before + 1
+        kind, length = alice.messages[-1]
+        assert kind == "binary" and size < length < size + 1024
+        assert bob.recv(timeout=120).frame.code == 200
+        tid, frame = alice.binary_send(bob, body, "big2")
+        alice.send_raw(frame)
+        assert alice.recv(timeout=120).frame.code == 200
+        back = bob.recv(timeout=120)
+        assert back.frame.tid == tid
+        assert hashlib.sha256(back.body).hexdigest() == digest
+
+
+def chunks_of(sender: MsrpClient, to: MsrpClient, body: bytes, size: int) -> list[bytes]:
+    """`body` as SEND chunks of at most `size` body bytes (RFC 4975 §7.1.1: one Message-ID,
+    contiguous Byte-Ranges, `+` on all but the last)."""
+    frames = []
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        last = start + size >= len(body)
+        _, frame = sender.binary_send(to, piece, "chunked")
+        frame = frame.replace(
+            b"Byte-Range: 1-%d/%d" % (len(piece), len(piece)),
+            b"Byte-Range: %d-%d/%d" % (start + 1, len(body), len(body)),
+        )
+        frames.append(frame if last else frame[:-3] + b"+\r\n")
+    return frames
+
+
+def reassembled(received: list[Received], total: int) -> bytes:
+    """The body of the chunks `received` (one Message-ID, contiguous ranges, `+` then `$`)."""
+    body = bytearray()
+    for got in received:
+        assert got.frame.header("Message-ID") == received[0].frame.header("Message-ID")
+        first, _, whole = (got.frame.header("Byte-Range") or b"").partition(b"-")
+        assert int(first) == len(body) + 1 and whole.endswith(b"/%d" % total)
+        body += got.body
+    return bytes(body)
+
+
+def test_64_mib_rechunked_for_the_default_message_limit(make_relay) -> None:
+    """RFC 7977 §5.1: a 64 MiB SEND from TCP reaches the WebSocket client as chunks that each
+    fit [websocket] max_message (16 MiB); the client sends it back in such chunks."""
+    size, limit = 64 << 20, 16 << 20
+    relay = started(make_relay, websocket={}, msrp={"max_body": 1 << 20})
+    body = os.urandom(size)
+    digest = hashlib.sha256(body).hexdigest()
+    with (
+        authed(WsMsrpClient(relay.ws_port, timeout=120), "alice") as alice,
+        authed(MsrpClient(relay.port, timeout=120), "bob") as bob,
+    ):
+        tid, frame = bob.binary_send(alice, body, "big1")
+        bob.send_raw(frame)
+        before = len(alice.messages)
+        received = [alice.recv(timeout=120)]
+        while len(b"".join(r.body for r in received)) < size:
+            received.append(alice.recv(timeout=120))
+        assert received[0].frame.tid == tid and len(received) == 5
+        assert len({r.frame.tid for r in received}) == 5  # a new transaction per chunk
+        assert all(length <= limit for _, length in alice.messages[before:])
+        assert hashlib.sha256(reassembled(received, size)).hexdigest() == digest
+        assert bob.recv(timeout=120).frame.code == 200
+        for chunk in chunks_of(alice, bob, body, limit - 4096):
+            alice.send_raw(chunk)
+        back = []
+        while len(b"".join(r.body for r in back)) < size:
+            got = bob.recv(timeout=120)
+            if got.frame.method == b"SEND":
+                back.append(got)
+        assert hashlib.sha256(reassembled(back, size)).hexdigest() == digest
+        assert [alice.recv(timeout=120).frame.code for _ in back] == [200] * len(back)
 
 
 def test_fragmented_message_is_read_as_it_comes(make_relay) -> None:
     relay = started(make_relay, websocket={})
-    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
-        with authed(MsrpClient(relay.port), "bob") as bob:
-            body = os.urandom(300_000)
-            tid, frame = alice.binary_send(bob, body, "frag")
-            alice.ws.send([frame[i : i + 7000] for i in range(0, len(frame), 7000)])
-            assert alice.recv().frame.code == 200
-            got = bob.recv()
-            assert (got.frame.tid, got.body) == (tid, body)
+    with (
+        authed(WsMsrpClient(relay.ws_port), "alice") as alice,
+        authed(MsrpClient(relay.port), "bob") as bob,
+    ):
+        body = os.urandom(300_000)
+        tid, frame = alice.binary_send(bob, body, "frag")
+        alice.ws.send([frame[i : i + 7000] for i in range(0, len(frame), 7000)])
+        assert alice.recv().frame.code == 200
+        got = bob.recv()
+        assert (got.frame.tid, got.body) == (tid, body)
 
 
 def test_oversized_message_closes_1009(make_relay) -> None:
     relay = started(make_relay, websocket={"max_message": 4096})
-    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
-        with authed(MsrpClient(relay.port), "bob") as bob:
-            _, frame = alice.binary_send(bob, os.urandom(8192), "big")
-            alice.ws.send(frame)
-            with pytest.raises(EOFError):
-                alice.recv()
-            assert alice.ws.close_code == 1009
-            # The chunk was never whole (under max_body, so not streamed): Bob gets nothing.
-            with pytest.raises(TimeoutError):
-                bob.recv(timeout=1)
+    with (
+        authed(WsMsrpClient(relay.ws_port), "alice") as alice,
+        authed(MsrpClient(relay.port), "bob") as bob,
+    ):
+        _, frame = alice.binary_send(bob, os.urandom(8192), "big")
+        alice.ws.send(frame)
+        with pytest.raises(EOFError):
+            alice.recv()
+        assert alice.ws.close_code == 1009
+        # The chunk was never whole (under max_body, so not streamed): Bob gets nothing.
+        with pytest.raises(TimeoutError):
+            bob.recv(timeout=1)
 
 
 # -- bad frames (raw sockets) -----------------------------------------------------------------
@@ -317,24 +424,36 @@ def test_ping_answered_and_close_handshake(make_relay) -> None:
 
 def test_client_closing_mid_message_ends_chunk_with_hash(make_relay) -> None:
     relay = started(make_relay, websocket={}, msrp={"max_body": 1024})
-    with authed(WsMsrpClient(relay.ws_port), "alice") as alice:
-        with authed(MsrpClient(relay.port), "bob") as bob:
-            body = os.urandom(100_000)
-            tid, frame = alice.binary_send(bob, body, "cut")
-            half = frame[:50_000]
-            alice.ws.socket.sendall(ws_frame(2, half, fin=False))  # a first fragment only
-            alice.ws.socket.close()
-            # Bob gets what was sent, then the end-line with "#" (RFC 4975 §7.1).
-            end = b"\r\n-------" + tid + b"#\r\n"
-            data = b""
-            bob.sock.settimeout(10)
-            while not data.endswith(end):
-                more = bob.sock.recv(65536)
-                assert more, data[-200:]
-                data += more
-            head_end = data.index(b"\r\n\r\n") + 4
-            assert data.startswith(b"MSRP " + tid + b" SEND\r\n")
-            got, sent = data[head_end : -len(end)], half[half.index(b"\r\n\r\n") + 4 :]
-            # The reader may keep back the last bytes of what was read (they might have begun
-            # an end-line): what Bob gets is what Alice sent, up to those.
-            assert sent.startswith(got) and len(sent) - len(got) < 100, (len(sent), len(got))
+    with (
+        authed(WsMsrpClient(relay.ws_port), "alice") as alice,
+        authed(MsrpClient(relay.port), "bob") as bob,
+    ):
+        body = os.urandom(100_000)
+        tid, frame = alice.binary_send(bob, body, "cut")
+        half = frame[:50_000]
+        alice.ws.socket.sendall(ws_frame(2, half, fin=False))  # a first fragment only
+        alice.ws.socket.close()
+        # Bob gets what was sent, then the end-line with "#" (RFC 4975 §7.1).
+        end = b"\r\n-------" + tid + b"#\r\n"
+        data = b""
+        bob.sock.settimeout(10)
+        while not data.endswith(end):
+            more = bob.sock.recv(65536)
+            assert more, data[-200:]
+            data += more
+        head_end = data.index(b"\r\n\r\n") + 4
+        assert data.startswith(b"MSRP " + tid + b" SEND\r\n")
+        got, sent = data[head_end : -len(end)], half[half.index(b"\r\n\r\n") + 4 :]
+        # The reader may keep back the last bytes of what was read (they might have begun
+        # an end-line): what Bob gets is what Alice sent, up to those.
+        assert sent.startswith(got) and len(sent) - len(got) < 100, (len(sent), len(got))
+
+
+def test_quiet_connection_is_pinged(make_relay) -> None:
+    relay = started(make_relay, websocket={"ping_interval": 1})
+    sock = raw_ws(relay.ws_port)
+    began = time.monotonic()
+    sock.settimeout(5)
+    assert sock.recv(2) == b"\x89\x00"  # a Ping with no payload (RFC 7977 §6)
+    assert 0.9 <= time.monotonic() - began < 4
+    sock.close()

@@ -31,15 +31,17 @@ class WsMsrpClient(MsrpClient):
         """Open ws[s]://127.0.0.1:port/ with the msrp subprotocol; `text`: send text messages."""
         scheme = "wss" if tls else "ws"
         self.stack = ExitStack()
-        self.ws: ClientConnection = self.stack.enter_context(connect(
-            f"{scheme}://127.0.0.1:{port}/",
-            subprotocols=["msrp"],  # type: ignore[list-item]
-            ssl=tls,
-            max_size=None,
-            open_timeout=timeout,
-            origin=origin,  # type: ignore[arg-type]
-            server_hostname="localhost" if tls else None,
-        ))
+        self.ws: ClientConnection = self.stack.enter_context(
+            connect(
+                f"{scheme}://127.0.0.1:{port}/",
+                subprotocols=["msrp"],  # type: ignore[list-item]
+                ssl=tls,
+                max_size=None,
+                open_timeout=timeout,
+                origin=origin,  # type: ignore[arg-type]
+                server_hostname="localhost" if tls else None,
+            )
+        )
         super().__init__(port, sock=self.ws.socket, tls=tls, timeout=timeout)
         self.text = text
         # A browser has no address to give: a .invalid host (RFC 7977 §5.2).

@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import cast
 
@@ -27,6 +28,11 @@ __all__ = ["WsWire"]
 
 def _unattached(data: bytes | memoryview) -> None:
     raise RuntimeError("wire not attached")
+
+
+def _new_tid() -> bytes:
+    """A re-chunk's transaction id: unguessable, like every tid we make (RFC 4975 §7.1)."""
+    return secrets.token_hex(8).encode()
 
 
 class WsWire:
@@ -62,7 +68,7 @@ class WsWire:
         self.transport = t = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(high=high)
         s = self.settings
-        self.server = WsServer(feed, s.origins, s.max_upgrade_bytes, s.max_message)
+        self.server = WsServer(feed, s.origins, s.max_upgrade_bytes, s.max_message, _new_tid)
         self.receive, self.send = self._receive, self._send
         self.last_write = now = time.monotonic()
         self.deadline = now + s.upgrade_timeout

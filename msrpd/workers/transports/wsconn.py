@@ -12,13 +12,10 @@ Rules:
   buffered here (RFC 6455 §5.4 fragments are just more pieces). A message over `max_message`
   closes with 1009; wsproto fails an unmasked client frame or a bad opcode with 1002 and
   bad UTF-8 in a text message with 1007 (RFC 6455 §5.1, §5.2, §8.1).
-- Out: what the connection writes is a stream of MSRP frames (whole ones, or a streamed
-  frame's head and pieces); each frame goes out as exactly one message (RFC 7977 §5.1):
-  its end-line (`-------tid` flag CRLF, RFC 4975 §7.1, which a body never contains) is
-  found here, so a write may hold several frames or part of one. A frame whole in one write
-  goes as one message: text when the client's last message was text and the frame is UTF-8
-  (RFC 7977 §4.2 lets us use either), else binary; a frame split over writes goes as binary
-  fragments of one message, the last ending with its end-line.
+- Out: what the connection writes becomes one message per MSRP chunk, re-chunked to fit
+  `max_message` (wsout.py, RFC 7977 §5.1). A frame whole in one message goes as text when
+  the client's last message was text and the frame is UTF-8 (RFC 7977 §4.2 lets us use
+  either), else binary; one sent as it comes goes as binary fragments of one message.
 """
 
 from __future__ import annotations
@@ -39,11 +36,11 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
+from .wsout import OutFrames
+
 __all__ = ["SUBPROTOCOL", "WsServer"]
 
 SUBPROTOCOL = "msrp"  # RFC 7977 §4.1, the IANA WebSocket subprotocol name
-_DASHES = b"\r\n-------"  # the CRLF that ends the last header or body, then the end-line
-_FLAGS = b"$+#"
 _REASONS = {
     400: "Bad Request",
     403: "Forbidden",
@@ -57,14 +54,12 @@ class WsServer:
     __slots__ = (
         "closing",
         "feed",
-        "fragmented",
-        "marker",
+        "frames",
         "max_message",
         "max_upgrade",
         "message_bytes",
         "origins",
         "request",
-        "tail",
         "text",
         "ws",
     )
@@ -75,8 +70,10 @@ class WsServer:
         origins: tuple[str, ...],
         max_upgrade: int,
         max_message: int,
+        new_tid: Callable[[], bytes],
     ) -> None:
-        """`feed` takes the MSRP bytes read (b"" at the end); `origins` are lower case."""
+        """`feed` takes the MSRP bytes read (b"" at the end); `origins` are lower case;
+        `new_tid` makes the transaction id of a chunk re-chunking adds (wsout.py)."""
         self.feed = feed
         self.origins = origins
         self.max_upgrade = max_upgrade
@@ -90,13 +87,7 @@ class WsServer:
         self.message_bytes = 0
         self.text = False
         """The client's last message was text: whole frames go back as text."""
-        self.marker = b""
-        """Writing a frame: its end-line's start (CRLF, dashes, tid); b"" between frames."""
-        self.tail = b""
-        """Bytes written but held back: a first line not whole yet, or what may be the start
-        of the frame's end-line."""
-        self.fragmented = False
-        """The frame being written has begun as a message's first fragments."""
+        self.frames = OutFrames(max_message, new_tid)
 
     @property
     def open(self) -> bool:
@@ -227,61 +218,25 @@ class WsServer:
         return ws.send(Ping())
 
     def encode(self, data: bytes | memoryview) -> bytes:
-        """The WebSocket frames for MSRP bytes the connection writes (see the module's rules);
-        b"" once closing."""
+        """The WebSocket frames for MSRP bytes the connection writes (wsout.py); b"" once
+        closing."""
         ws = self.ws
         if ws is None or ws.state is not ConnectionState.OPEN:
             return b""
-        buf = self.tail + data if self.tail else bytes(data)
-        self.tail = b""
         out = []
-        pos, size = 0, len(buf)
-        while pos < size:
-            marker = self.marker
-            search = pos
-            if not marker:
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                parts = buf[pos:eol].split(b" ", 2)  # MSRP SP tid SP ... (RFC 4975 §9)
-                marker = self.marker = _DASHES + (parts[1] if len(parts) > 1 else b"")
-                search = eol
-            end, hold = _frame_end(buf, marker, search)
-            if end < 0:
-                if hold > pos:
-                    out.append(ws.send(BytesMessage(data=buf[pos:hold], message_finished=False)))
-                    self.fragmented = True
-                pos = hold
-                break
-            frame = buf[pos:end]
-            if self.fragmented:
-                out.append(ws.send(BytesMessage(data=frame)))
-            else:
-                out.append(ws.send(self._whole(frame)))
-            self.marker, self.fragmented = b"", False
-            pos = end
-        self.tail = buf[pos:]
+        text = self.text
+        for payload, finished, whole in self.frames.split(data):
+            message: TextMessage | BytesMessage | None = (
+                self._text(payload) if whole and text else None
+            )
+            if message is None:
+                message = BytesMessage(data=payload, message_finished=finished)
+            out.append(ws.send(message))
         return b"".join(out)
 
-    def _whole(self, frame: bytes) -> BytesMessage | TextMessage:
-        if self.text:
-            try:
-                return TextMessage(data=frame.decode())
-            except UnicodeDecodeError:
-                pass  # a binary body: a text message must be UTF-8 (RFC 6455 §8.1)
-        return BytesMessage(data=frame)
-
-
-def _frame_end(buf: bytes, marker: bytes, start: int) -> tuple[int, int]:
-    """(the end of the frame whose end-line starts with `marker`, -1) when `buf` holds its
-    end-line from `start` on; else (-1, where the bytes that might begin it start)."""
-    length = len(marker)
-    at = buf.find(marker, start)
-    while at >= 0:
-        flag = at + length
-        if flag + 3 > len(buf):
-            return -1, at  # maybe the end-line, not all here yet
-        if buf[flag] in _FLAGS and buf[flag + 1 : flag + 3] == b"\r\n":
-            return flag + 3, -1
-        at = buf.find(marker, at + 1)
-    return -1, max(start, len(buf) - length - 2)
+    @staticmethod
+    def _text(frame: bytes) -> TextMessage | None:
+        try:
+            return TextMessage(data=frame.decode())
+        except UnicodeDecodeError:
+            return None  # a binary body: a text message must be UTF-8 (RFC 6455 §8.1)
