@@ -51,14 +51,18 @@ class Chromium:
         ]
         if trusted_spki is not None:
             args.append(f"--ignore-certificate-errors-spki-list={trusted_spki}")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*args, url],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [*args, url],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError:
+            shutil.rmtree(self.profile, ignore_errors=True)
+            raise
 
     def exited(self) -> int | None:
         return self.proc.poll()

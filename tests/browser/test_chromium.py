@@ -145,7 +145,10 @@ class Page:
 
 def _start_page(host: PageHost, relay: Relay, spki: str) -> Page:
     """Chromium on the page, or a loud skip when the browser cannot start."""
-    browser = Chromium(f"{host.origin}/page.html", trusted_spki=spki)
+    try:
+        browser = Chromium(f"{host.origin}/page.html", trusted_spki=spki)
+    except OSError as exc:
+        skip(f"chromium could not be started: {exc}")
     page = Page(host, browser, relay)
     deadline = time.monotonic() + START_TIMEOUT
     while not host.pending():
