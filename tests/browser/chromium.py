@@ -2,8 +2,9 @@
 
 Debian's `chromium` (scripts/test installs it as it installs Kamailio). The flags are what a
 container needs: `--headless=new` (no display), `--no-sandbox` (the sandbox refuses to run as
-root and needs user namespaces a container seldom grants), `--disable-gpu`, and a throwaway
-`--user-data-dir`. No DevTools connection: the page reports to the test's own web server.
+root and needs user namespaces a container seldom grants), `--disable-gpu`,
+`--disable-dev-shm-usage` (a container's /dev/shm is often 64 MB; Debian's launcher means to
+add the flag itself but its test of /dev/shm can fail), and a throwaway `--user-data-dir`. No DevTools connection: the page reports to the test's own web server.
 Chromium runs in its own process group, and only that group is signalled.
 """
 
