@@ -66,6 +66,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--big-chunk", type=int, default=1, help="big: MiB per chunked SEND")
     p.add_argument("--big-mib-per-pair", type=int, default=128, help="big: MiB per pair per run")
     p.add_argument("--repeat", type=int, default=1, help="runs per load; the median is kept")
+    p.add_argument(
+        "--alice-ws",
+        action="store_true",
+        help="flood, rate (msrpd): Alice over WebSocket (ws:, RFC 7977), Bob over TCP",
+    )
     p.add_argument("--no-big", action="store_true", help="side: skip big messages")
     p.add_argument("--no-rate", action="store_true", help="side: skip the fixed-rate run")
     p.add_argument("--no-idle", action="store_true", help="side: skip idle connections")
@@ -78,7 +83,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
     p.add_argument("--json", type=Path, help="also write every figure to this file")
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    if opts.alice_ws and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
+        p.error("--alice-ws: flood or rate mode, against msrpd")
+    return opts
 
 
 def _big(relay: Relay, opts: argparse.Namespace, size: int, chunk: int) -> dict[str, Any]:

@@ -207,6 +207,8 @@ BAD_VALUES = [
     ("msrp", "max_body", "1023", "must be an integer >= 1024, got 1023"),
     ("msrp", "max_head", "1023", "must be an integer from 1024 to 1048576, got 1023"),
     ("msrp", "max_head", "1048577", "got 1048577"),
+    ("msrp", "transaction_timeout", "0", "must be a number of seconds > 0, got 0"),
+    ("msrp", "transaction_timeout", '"30"', "got '30'"),
     ("msrp", "connect_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("msrp", "connect_fail_ttl", '"5"', "got '5'"),
     ("msrp", "max_connects", "0", "must be an integer >= 1, got 0"),
@@ -277,6 +279,7 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
             auth_max_expires = 10
             connect_timeout = 3
             max_connects = 7
+            transaction_timeout = 2.5
             [auth]
             users = "users.sqlite"
             [metrics]
@@ -298,6 +301,7 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
     assert settings.msrp.dialing.connect_timeout == 3.0
     assert settings.msrp.dialing.max_connects == 7
     assert settings.msrp.dialing.connect_rate == 20.0
+    assert settings.msrp.transaction_timeout == 2.5
     assert settings.auth.users == tmp_path / "users.sqlite"
     assert settings.metrics.listen == "[::1]:9855"
 

@@ -197,6 +197,11 @@ class MsrpSettings:
     max_head: int = field(default=16 * 1024, metadata=integer(1024, 1024 * 1024))
     """Largest first line plus header block, in bytes."""
 
+    transaction_timeout: float = field(default=30.0, metadata=SECONDS)
+    """Seconds a forwarded request waits for its next hop's response, from the last byte
+    written (RFC 4976 §6.4.1): then a SEND with Failure-Report yes gets its sender a REPORT
+    000 408, a forwarded AUTH a 408, and a later response is dropped."""
+
     dialing: DialSettings = field(default_factory=DialSettings, metadata=group(DialSettings))
     """Outbound connects to next hops: the [msrp] keys of DialSettings."""
 

@@ -67,6 +67,9 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "connects_failed": ("connects", "Outbound connection attempts", {"result": "failed"}),
     "head_timeouts": ("head_timeouts", "Connections closed for a frame head too slow", {}),
     "loops_refused": ("loops_refused", "Frames refused for looping through this relay", {}),
+    "tx_unmatched": ("tx_unmatched", "Responses matching no forwarded transaction", {}),
+    "tx_timeouts": ("tx_timeouts", "Forwarded transactions whose next hop never answered", {}),
+    "tx_refused": ("tx_refused", "Requests not forwarded: transactions full, or refused 413", {}),
     # [limits]: what each limit refused or closed (README, "Abuse limits").
     "limit_addr_conns": ("limited", _LIMITED, {"limit": "max_conns_per_addr"}),
     "limit_unauth_conns": ("limited", _LIMITED, {"limit": "max_unauth_conns"}),

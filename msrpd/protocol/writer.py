@@ -33,6 +33,7 @@ __all__ = [
     "build_invalid_reply",
     "build_reply",
     "build_request",
+    "build_response",
     "build_sipmsg",
     "forward_paths",
     "invalid_gets_reply",
@@ -125,6 +126,18 @@ def build_error_reply(exc: MsrpProtocolError) -> bytes | None:
     return build_invalid_reply(InvalidFrame(exc.tid, exc.status, exc.message, is_request, exc.head))
 
 
+def build_response(
+    tid: bytes, code: int, reason: str, to_path: bytes, from_path: bytes, msgid_line: bytes = b""
+) -> bytes:
+    """A response built from what a transaction kept of its request, not the request itself
+    (a forwarded AUTH that timed out: rfc-checklist §2.6).
+
+    Raises:
+        LocalProtocolError: the code is not three digits, or the reason holds a control.
+    """
+    return _response(tid, code, reason, to_path, from_path, msgid_line, b"")
+
+
 def _response(
     tid: bytes,
     code: int,
@@ -173,10 +186,12 @@ def _header_lines(extra: str | bytes) -> bytes:
     return lines
 
 
-def relay_splice(frame: Frame) -> bytes:
+def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
     """The frame as the next hop must receive it: the first To-Path URI moved to the front of
     From-Path (RFC 4976 §6.2). For a streamed frame only the head is rewritten; the body
-    pieces follow unchanged.
+    pieces follow unchanged. With `tid`, the transaction id of the first line and of the
+    end-line becomes `tid` (a forwarded request's new id, RFC 4976 §6.4; a response mapped
+    back to the original id, §6.4.3); a streamed frame's end-line comes later (transact.py).
 
     Raises:
         LocalProtocolError: To-Path holds a single URI, so there is no next hop (status 481
@@ -191,15 +206,25 @@ def relay_splice(frame: Frame) -> bytes:
         rest += 1
     from_start = frame.from_span[0]
     view = memoryview(buf)
-    return b"".join(
-        (
-            view[:to_start],
-            view[rest:from_start],
-            view[to_start:first_end],
-            b" ",
-            view[from_start:],
+    if tid is None:
+        return b"".join(
+            (
+                view[:to_start],
+                view[rest:from_start],
+                view[to_start:first_end],
+                b" ",
+                view[from_start:],
+            )
         )
-    )
+    parts: list[bytes | memoryview] = [b"MSRP ", tid, view[5 + len(frame.tid) : to_start]]
+    parts.append(view[rest:from_start])
+    parts += (view[to_start:first_end], b" ")
+    end = frame.end_start
+    if end < 0:
+        parts.append(view[from_start:])
+    else:  # "-------" old-tid flag CRLF: the flag and CRLF are kept
+        parts += (view[from_start:end], DASHES, tid, view[end + 7 + len(frame.tid) :])
+    return b"".join(parts)
 
 
 def forward_paths(frame: Frame, to_path: str | None, from_path: str | None) -> bytes:

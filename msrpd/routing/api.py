@@ -25,7 +25,7 @@ from ..protocol import (
 )
 from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
-from . import auth, cmapops, hop, txmin
+from . import auth, cmapops, hop, tm
 from .env import Destination, RouteEnv, SendFlags
 from .sht import ScriptHTable
 
@@ -136,6 +136,20 @@ class Msrp:
                 flags |= SendFlags.REUSE_ONLY
         return self.env.relay(self.frame, data, dest, flags)
 
+    def t_reply(self, code: int | str, text: str, hdrs: str = "") -> int:
+        """The hop-by-hop response, obeying Failure-Report (tm.py): 1 written, 0 suppressed
+        by Failure-Report, -1 error (a response, a REPORT, a malformed code or header)."""
+        try:
+            status = int(code)
+        except ValueError:
+            return -1
+        return tm.t_reply(self.frame, self.env, self._reply_flags, status, text, hdrs)
+
+    def t_relay(self) -> int:
+        """Stateful forwarding (tm.py, workers/txrelay.py): a request under a new transaction
+        id, its answer mapped back; a response to its transaction. 1 on its way, else < 0."""
+        return tm.t_relay(self.frame, self.env, self._dest, self._relay_flags)
+
     def forward(self, tpath: str | None = None, fpath: str | None = None) -> int:
         """Kamailio 6.0's msrp_forward: send the frame with To-Path `tpath` and From-Path
         `fpath` (default: the frame's To-Path), no rotation, to the set_dst/cmap_lookup
@@ -174,17 +188,6 @@ class Msrp:
         request not addressed to us)."""
         self.env.close_origin("request not addressed to this relay")
         return 1
-
-    # t_reply and t_relay: minimal stand-ins until the transaction layer (h-tx) replaces them.
-    def t_reply(self, code: int | str, text: str, hdrs: str = "") -> int:
-        """reply() obeying Failure-Report (txmin.py): 1 written, 0 suppressed, -1 error."""
-        if not txmin.fr_allows(self.frame, int(code)):
-            return 0
-        return self.reply(code, text, hdrs)
-
-    def t_relay(self) -> int:
-        """relay() to the token's destination (inbound) or To-Path #2 (outbound)."""
-        return self.relay()
 
     def cmap_lookup(self) -> int:
         """Find the connection of To-Path #1's session (reference §8.3 codes: -1 no cmap,

@@ -98,6 +98,13 @@ class RouteEnv(Protocol):
         """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it
         is on its way, negative when it cannot be."""
 
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        """Forward `frame` statefully (a request: new transaction id, its answer mapped back;
+        a response: matched to its transaction); 1 when on its way, negative otherwise."""
+
+    def message_refused(self, frame: Frame) -> bool:
+        """`frame` is a chunk of a message a next hop refused with 413 (t_relay)."""
+
     def auth_done(self, ok: bool, fault: bool = False) -> None:
         """Count a digest check (credentials were given): passed or failed; `fault`: a
         failure the AUTH-failure limits count (wrong credentials from a client connected to

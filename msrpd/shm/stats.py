@@ -13,7 +13,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + 40 counters u64) = 328 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + 43 counters u64) = 352 bytes: the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -60,6 +60,9 @@ Counter = IntEnum(
         "connects_failed",
         "head_timeouts",
         "loops_refused",
+        "tx_unmatched",
+        "tx_timeouts",
+        "tx_refused",
         "limit_addr_conns",
         "limit_unauth_conns",
         "limit_banned",

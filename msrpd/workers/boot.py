@@ -33,6 +33,7 @@ from .transports.base import Wire
 from .transports.tcp import TcpWire
 from .transports.tls import TlsWire, client_context, server_context
 from .transports.ws import WsWire
+from .txrelay import TxRelay
 
 __all__ = [
     "BootError",
@@ -48,9 +49,12 @@ class BootError(Exception):
     pass
 
 
-def build_routes(ctx: WorkerContext, nonce_secret: bytes) -> tuple[RouteRunner, Delivery]:
-    """Route running (script, policy, users, loopback, the [limits] guard) and the delivery
-    layer it relays through."""
+def build_routes(
+    ctx: WorkerContext, nonce_secret: bytes, transactions: TxRelay | None = None
+) -> tuple[RouteRunner, Delivery]:
+    """Route running (script, policy, users, loopback, the [limits] guard, `transactions`:
+    the worker's transaction layer, made here when not given) and the delivery layer it
+    relays through."""
     settings = ctx.settings
     try:
         route = load_route(settings.msrp.route, settings.msrp.event_callback)
@@ -99,6 +103,7 @@ def build_routes(ctx: WorkerContext, nonce_secret: bytes) -> tuple[RouteRunner, 
         delivery=delivery,
         loopback=loopback,
         users=users,
+        transactions=transactions or TxRelay(ctx),
     )
     return routes, delivery
 

@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from typing import Protocol
 
 from ..config.selfuri import SelfUris
-from ..protocol import ConnInfo, Frame
+from ..protocol import ConnInfo, Frame, LocalProtocolError, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
@@ -26,10 +26,18 @@ from ..shm import Cmap, Counter, StatsCounters
 from .connstats import ConnStats
 from .limits import ConnGuard
 from .migrate.state import MigrationState
-from .ports import Sink
+from .ports import Lost, Sink
 from .reports import frame_report
 
-__all__ = ["ConnEnv", "Rerouter", "Resolver", "RouteServices", "RoutedConn", "count_reply"]
+__all__ = [
+    "ConnEnv",
+    "Rerouter",
+    "Resolver",
+    "RouteServices",
+    "RoutedConn",
+    "Transactor",
+    "count_reply",
+]
 
 logger = logging.getLogger("msrpd.route")
 
@@ -48,6 +56,7 @@ class RoutedConn(Protocol):
     it is also the reader flow control pauses (ports.Blockable)."""
 
     conid: int
+    closed: bool
     peer_key: str
     outbound: bool
     stats: ConnStats
@@ -72,8 +81,31 @@ class Resolver(Protocol):
     """The delivery layer (delivery.Delivery)."""
 
     def resolve(
-        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
+        self,
+        dest: Destination,
+        flags: int,
+        frame: Frame,
+        origin: RoutedConn,
+        lost: Lost | None = None,
     ) -> Sink | None: ...
+
+
+class Transactor(Protocol):
+    """The transaction layer behind t_relay (txrelay.TxRelay)."""
+
+    def forward(
+        self,
+        origin: RoutedConn,
+        frame: Frame,
+        basis: Frame,
+        dest: Destination,
+        flags: int,
+        delivery: Resolver | None,
+    ) -> Sink | bool: ...
+
+    def response(self, conn: RoutedConn, frame: Frame) -> int: ...
+
+    def message_refused(self, origin: RoutedConn, frame: Frame) -> bool: ...
 
 
 class Rerouter(Protocol):
@@ -95,6 +127,7 @@ class RouteServices(Protocol):
     users: UserStore | None
     delivery: Resolver | None
     loopback: Rerouter | None
+    transactions: Transactor | None
     guard: ConnGuard
     """The [limits] policy (limits.py)."""
 
@@ -215,6 +248,39 @@ class ConnEnv:
         self.last_sink = sink
         if dest.conid is not None:
             self.proven()
+        return 1
+
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        return self.forward_tx(frame, frame, dest, flags)
+
+    def message_refused(self, frame: Frame) -> bool:
+        tx = self.routes.transactions
+        return tx is not None and tx.message_refused(self.conn, frame)
+
+    def forward_tx(self, frame: Frame, basis: Frame, dest: Destination, flags: int) -> int:
+        """t_relay (txrelay.py): a response is matched to its transaction; a request is
+        forwarded under a new transaction id, `basis` being what its sender sent. A next hop
+        of ours is routed again here first (loopback.py), where the inner pass forwards it.
+        1 on its way; -2 not forwarded and its sender told (or owed nothing), -1 not."""
+        routes, uri = self.routes, dest.uri
+        tx = routes.transactions
+        if frame.method is None:
+            return -1 if tx is None else tx.response(self.conn, frame)
+        loopback = routes.loopback
+        ours = loopback is not None and uri is not None and loopback.self_uris.matches(uri)
+        if tx is None or ours:
+            try:
+                data = relay_splice(frame)
+            except LocalProtocolError:
+                return -1
+            return self.relay(frame, data, dest, flags)
+        if dest.conid is not None:
+            self.proven()
+        sink = tx.forward(self.conn, frame, basis, dest, flags, routes.delivery)
+        if isinstance(sink, bool):
+            self.last_sink = None
+            return -2 if sink else -1
+        self.last_sink = sink
         return 1
 
     def proven(self) -> None:

@@ -30,7 +30,7 @@ from .dialing import Dialed, Dialing
 from .gone import Sent
 from .handoff import conid_owner
 from .peers import format_peer, registry_key
-from .ports import Sink
+from .ports import Lost, Sink
 from .sinks import HandoffSink, LocalSink
 
 if TYPE_CHECKING:
@@ -74,16 +74,23 @@ class Delivery:
         """Retiring: links opened from now on stay out of the registry (retirelinks.py)."""
 
     def resolve(
-        self, dest: Destination, flags: int, frame: Frame, origin: RoutedConn
+        self,
+        dest: Destination,
+        flags: int,
+        frame: Frame,
+        origin: RoutedConn,
+        lost: Lost | None = None,
     ) -> Sink | None:
         """The sink for `frame`, relayed by the route that `origin`'s frame runs, towards
-        `dest`; None when there is none (flag 1 and no connection, or no TLS context)."""
+        `dest`; None when there is none (flag 1 and no connection, or no TLS context).
+        `lost`, when given, is called instead of the usual failure notice if a connect for
+        it fails (a forwarded transaction tells its sender itself, txrelay.py)."""
         if dest.conid is not None:
-            return self.for_conid(dest.conid, frame, origin)
+            return self.for_conid(dest.conid, frame, origin, lost)
         uri = dest.uri
         if uri is None:
             return None
-        if uri.proto.lower() in ("ws", "wss"):
+        if uri.proto != "tcp" and uri.proto.lower() in ("ws", "wss"):
             # Never dialled (RFC 7977 §5.2, §6): a WebSocket client is reached only over its
             # own connection, through its token.
             logger.info("relay to %s: a WebSocket URI is never dialled", uri)
@@ -94,32 +101,35 @@ class Delivery:
         if registry is not None:
             for known in (registry_key(key, False), key) if dest.chosen else (key,):
                 conid = registry.lookup(known)
-                sink = None if conid is None else self.for_conid(conid, frame, origin)
+                sink = None if conid is None else self.for_conid(conid, frame, origin, lost)
                 if sink is not None:
                     return sink
         pending = self.outbound.get(key)
         if pending is not None and not pending.closed:
-            return self.dialing.park(pending, key, frame, origin)
+            return self.dialing.park(pending, key, frame, origin, lost)
         if flags & SendFlags.REUSE_ONLY:
             logger.info("relay to %s: no connection and flag 1 forbids opening one", key)
             return None
         refused = self.dialing.refusal(key, origin.conid)
         if refused is not None:
-            return self.dialing.fail_now(key, refused, frame, origin.conid)
-        return self._open(key, uri, host, port, frame, origin)
+            return self.dialing.fail_now(key, refused, frame, origin.conid, lost)
+        return self._open(key, uri, host, port, frame, origin, lost)
 
-    def for_conid(self, conid: int, frame: Frame, origin: RoutedConn) -> Sink | None:
+    def for_conid(
+        self, conid: int, frame: Frame, origin: RoutedConn, lost: Lost | None = None
+    ) -> Sink | None:
         ctx = self.ctx
         owner = conid_owner(conid)
         if owner == (ctx.ident.slot, ctx.ident.generation):
             conn = ctx.conns.get(conid)
             origin.migration.streak_owner = None
             if conn is not None and not conn.closed:
-                return LocalSink(conn.out, origin)
+                return LocalSink(conn.out, origin, conid)
             mover = ctx.mover  # moved away?
             if mover is None:
                 return None
-            return mover.sink_for(conid, Sent.of(frame, origin.conid, origin.peer_key), origin)
+            record = Sent.of(frame, origin.conid, origin.peer_key, lost)
+            return mover.sink_for(conid, record, origin)
         out = ctx.handoffs
         hub = out.hub
         if hub is None:
@@ -128,11 +138,18 @@ class Delivery:
             source = ctx.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid)
-        record = Sent.of(frame, origin.conid, origin.peer_key)  # a GONE reports it (gone.py)
+        record = Sent.of(frame, origin.conid, origin.peer_key, lost)  # a GONE reports it (gone.py)
         return HandoffSink(out, hub, out.path(*owner), conid, record, origin)
 
     def _open(
-        self, key: str, uri: MsrpUri, host: str, port: int, frame: Frame, origin: RoutedConn
+        self,
+        key: str,
+        uri: MsrpUri,
+        host: str,
+        port: int,
+        frame: Frame,
+        origin: RoutedConn,
+        lost: Lost | None,
     ) -> Sink | None:
         tls = self.client_tls if uri.secure else None
         if uri.secure and tls is None:
@@ -146,7 +163,7 @@ class Delivery:
         task = self.ctx.loop.create_task(self._connect(key, conn, host, port, tls))
         self.ctx.tasks.add(task)
         task.add_done_callback(self.ctx.tasks.discard)
-        return self.dialing.park(conn, key, frame, origin)
+        return self.dialing.park(conn, key, frame, origin, lost)
 
     async def _connect(
         self, key: str, conn: Outbound, host: str, port: int, tls: ssl.SSLContext | None

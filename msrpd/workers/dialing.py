@@ -32,7 +32,7 @@ from typing import Protocol
 from ..config import DialSettings
 from ..protocol import Frame
 from ..shm import Counter, StatsCounters
-from .ports import Blockable, Sink, Writable
+from .ports import Blockable, Lost, Sink, Writable
 from .reports import loss_notice
 from .sinks import LocalSink
 
@@ -67,6 +67,8 @@ class _Queued(Writable, Protocol):
 class Dialed(Protocol):
     """An outbound connection still connecting (conn.MsrpConnection)."""
 
+    conid: int
+
     @property
     def out(self) -> _Queued: ...
 
@@ -90,6 +92,8 @@ class _Parked:
     """The connection the frame came on."""
     notice: bytes | None
     """What its sender gets if the frame is lost: a REPORT, a 408 to an AUTH, or nothing."""
+    lost: Lost | None = None
+    """Called instead when the frame is a forwarded transaction's: it tells its sender."""
 
 
 class FailedSink(Sink):
@@ -175,25 +179,34 @@ class Dialing:
             self.buckets.popitem(last=False)
         self.counters.add(Counter.connects_out)
 
-    def park(self, conn: Dialed, key: str, frame: Frame, origin: Origin) -> Sink:
+    def park(
+        self,
+        conn: Dialed,
+        key: str,
+        frame: Frame,
+        origin: Origin,
+        lost: Lost | None = None,
+    ) -> Sink:
         """The sink for `frame` from `origin` to `conn`, still connecting (or a FailedSink
-        when the bytes bound is reached)."""
+        when the bytes bound is reached). `lost`: how its loss is told, if not the usual way."""
         entry = self.connecting.get(conn)
         if entry is None:
-            return LocalSink(conn.out, origin)
+            return LocalSink(conn.out, origin, conn.conid)
         over = self._over_bytes()
         if over is not None:
-            return self.fail_now(key, over, frame, origin.conid)
-        entry[1].append(_Parked(origin.conid, loss_notice(frame, REPORT_CODE, REPORT_REASON)))
-        return LocalSink(conn.out, origin)
+            return self.fail_now(key, over, frame, origin.conid, lost)
+        entry[1].append(_Parked(origin.conid, _notice(frame, lost), lost))
+        return LocalSink(conn.out, origin, conn.conid)
 
-    def fail_now(self, key: str, why: str, frame: Frame, origin: int) -> Sink:
+    def fail_now(
+        self, key: str, why: str, frame: Frame, origin: int, lost: Lost | None = None
+    ) -> Sink:
         """`frame`, from connection `origin`, for `key` fails now: counted, logged, reported
         to its sender."""
         self.counters.add(Counter.relay_fail)
         # Debug only: a client can make one per frame; relay_fail counts them.
         logger.debug("relay to %s failed: %s", key, why)
-        self._report(_Parked(origin, loss_notice(frame, REPORT_CODE, REPORT_REASON)))
+        self._report(_Parked(origin, _notice(frame, lost), lost))
         return _FAILED
 
     def connected(self, conn: Dialed) -> None:
@@ -237,7 +250,16 @@ class Dialing:
 
     def _report(self, record: _Parked) -> None:
         """Tell the sender after the route's own 200: after this loop iteration, and behind
-        the 200 of a streamed SEND still held until its end-line (write_reply)."""
+        the 200 of a streamed SEND still held until its end-line (write_reply). A forwarded
+        transaction is told now (txrelay.py: it ends, so relay() sees it failed), through
+        write_reply as well, after the 200 the route wrote before forwarding."""
+        if record.lost is not None:
+            record.lost(REPORT_CODE, REPORT_REASON)
+            return
         origin = self.conns.get(record.origin)
         if record.notice is not None and origin is not None:
             self.loop.call_soon(origin.write_reply, record.notice)
+
+
+def _notice(frame: Frame, lost: Lost | None) -> bytes | None:
+    return None if lost is not None else loss_notice(frame, REPORT_CODE, REPORT_REASON)

@@ -25,7 +25,7 @@ from ..protocol import Frame
 from ..shm import Counter, StatsCounters
 from .handoff import HandoffFlags
 from .links import HandoffHub
-from .ports import Writable
+from .ports import Lost, Writable
 from .reports import head_report, relayed_report
 from .sentlog import Unsent
 from .stopstate import StopState
@@ -52,11 +52,15 @@ class Sent:
     """The connection the frame came on (ours: we routed it)."""
     head: bytes | None
     """The SEND's first line and headers, to build a failure REPORT from; None otherwise."""
+    lost: Lost | None = None
+    """A forwarded transaction's (txrelay.py): it tells its sender itself."""
 
     @classmethod
-    def of(cls, frame: Frame, origin: int, peer: str) -> Sent:
+    def of(cls, frame: Frame, origin: int, peer: str, lost: Lost | None = None) -> Sent:
         # Only the head of a SEND is kept (a copy of ~200 bytes); it is parsed if a GONE
         # ever comes back, not on the hot path.
+        if lost is not None:
+            return cls(frame.tid, peer, origin, None, lost)
         head = bytes(frame.buf[: frame.hdr_end]) if frame.method == b"SEND" else None
         return cls(frame.tid, peer, origin, head)
 
@@ -184,6 +188,9 @@ class GoneReports:
         log("relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid)
         # A GONE during a stop: the owner gave up on it (report_unsent), 408.
         code, reason = (408, STOP_REASON) if stopping else (481, "Session Does Not Exist")
+        if sent.lost is not None:
+            sent.lost(code, reason)
+            return
         report = head_report(sent.head, sent.tid, code, reason)
         if report is not None and not self.report_to(sent.origin, report):
             logger.warning("relay failed: %s from %s not delivered, not reported", tid, sent.peer)

@@ -2,8 +2,8 @@
 
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
-  token u32, length u32 (network order), then `length` payload bytes. Only FRAME and MOVED
-  carry a payload.
+  token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED and
+  RESPONSE carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -124,6 +124,11 @@ class HandoffKind(IntEnum):
     the connections that relay into it until RESUME."""
     RESUME = 11
     """Owner -> sender: `conid` has drained (or closed); its sources may read again."""
+    # Transactions (transactions.py, txrelay.py):
+    RESPONSE = 12
+    """A response read by another worker for a transaction the receiver owns (its id names
+    the owner): `conid` is the connection it arrived on, `token` how many u64 ids (network
+    order) start the payload (that connection's current and former ids), the response after."""
 
 
 class HandoffFlags(IntFlag):
@@ -139,7 +144,7 @@ class HandoffFlags(IntFlag):
     written even by a worker whose stop refuses relayed frames (gone.GoneReports.handoff_gone)."""
 
 
-_PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED})
+_PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE})
 
 
 def frame_flags(more: bool, close_after: bool) -> int:

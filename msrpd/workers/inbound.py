@@ -8,6 +8,7 @@ Rules (links.py dispatches by kind; this module goes straight down to the connec
   the sending worker to pause what relays into it; the link itself keeps being read
   (remoteflow.py).
 - A GONE means a frame we handed over was lost: its sender hears of it (gone.py).
+- A RESPONSE is a response another worker read for one of our transactions (txrelay.py).
 - One link read is one batch: the connections' writes it causes leave together at its end
   (the context's batch: begin/flush_now, batch.py).
 - A link that closes ends the streamed frames it was writing into our connections, or they
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING
 
 from ..shm import Counter
 from .flow import LinkSource
-from .handoff import Handoff, HandoffFlags
+from .handoff import Handoff, HandoffFlags, HandoffKind
 from .link import Link
 
 if TYPE_CHECKING:
     from .context import WorkerContext
     from .gone import GoneReports
+    from .txrelay import TxRelay
 
 __all__ = ["Inbound"]
 
@@ -38,11 +40,15 @@ class Inbound:
     """The HubHandler (links.py) of the worker whose context is `ctx`; the context is read
     when messages come, not at construction (the hub is built while the context is)."""
 
-    __slots__ = ("ctx", "reports")
+    __slots__ = ("ctx", "reports", "transactions")
 
-    def __init__(self, ctx: WorkerContext, reports: GoneReports) -> None:
+    def __init__(
+        self, ctx: WorkerContext, reports: GoneReports, transactions: TxRelay | None = None
+    ) -> None:
         self.ctx = ctx
         self.reports = reports
+        self.transactions = transactions
+        """Where a RESPONSE for one of our transactions goes (txrelay.py)."""
 
     def before_read(self) -> None:
         self.ctx.batch.begin()
@@ -89,6 +95,10 @@ class Inbound:
         self.ctx.handoffs.flow.on_flow(pause, conid, token, link_id)
 
     def on_control(self, link: Link, msg: Handoff) -> None:
+        if msg.kind is HandoffKind.RESPONSE:
+            if self.transactions is not None:
+                self.transactions.handed(msg)
+            return
         mover = self.ctx.mover
         if mover is None:
             logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)

@@ -58,19 +58,26 @@ class HopEnv(ConnEnv):
     """ConnEnv for an inner hop: replies are kept, not written (module docstring). What it
     relays is the `outer` frame's: its failures are reported to the outer frame's sender."""
 
-    __slots__ = ("outer", "replies")
+    __slots__ = ("outer", "replies", "told")
 
     def __init__(self, env: ConnEnv, outer: Frame, depth: int) -> None:
         super().__init__(env.routes, env.conn)
         self.depth = depth
         self.outer = outer
         self.replies: list[bytes] = []
+        self.told = False
+        """Its t_relay failed and the transaction layer told the sender (txrelay.py)."""
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.replies.append(data)
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         return super().relay(self.outer, data, dest, flags)
+
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        result = self.forward_tx(frame, self.outer, dest, flags)
+        self.told = self.told or result == -2
+        return result
 
 
 class Loopback:
@@ -138,7 +145,7 @@ class Loopback:
             logger.exception("route failed on the inner hop of %s", _tid(outer))
             self.counters.add(Counter.errors)
         refused = [self._inner_reply(reply, outer, env) for reply in hop.replies]
-        if hop.last_sink is None and not any(refused):
+        if hop.last_sink is None and not any(refused) and not hop.told:
             env.report_lost(outer, 408, "Not Delivered")  # the inner relay() failed (logged there)
         return hop.last_sink
 

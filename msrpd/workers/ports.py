@@ -7,14 +7,20 @@ the handoff link's source and the sinks satisfy these structurally.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Protocol
+from collections.abc import Callable, Hashable
+from typing import Protocol, TypeAlias
 
-__all__ = ["WRITE_HIGH", "Blockable", "Sink", "Writable"]
+__all__ = ["WRITE_HIGH", "Blockable", "Lost", "Sink", "Writable"]
 
 WRITE_HIGH = 1 << 20
 """Bytes a connection (or a handoff link) may have waiting to be written before the readers
 relaying into it pause (1 MiB, flow.py)."""
+
+
+Lost: TypeAlias = Callable[[int, str], None]
+"""How the sender of a forwarded transaction's request hears that it is lost, with a status
+and reason (txrelay.TxRelay.lost): called by whoever finds out (dialing.py, gone.py) instead
+of the failure notice they would build themselves."""
 
 
 class Blockable(Protocol):

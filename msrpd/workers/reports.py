@@ -3,8 +3,12 @@ frame it sent will not be delivered.
 
 Rules (RFC 4975 §7.1.2, RFC 4976 §6.4.1): a SEND that asked for failure reports (Failure-Report
 absent, "yes" or "partial") gets a REPORT with Status 000 <code>, sent back along its
-From-Path, each with a fresh transaction id; other frames get nothing, except an AUTH, whose
-response is end to end: nobody else answers it, so the relay does (rfc-checklist §4.5).
+From-Path, each with a fresh transaction id (64 random bits, RFC 4975 §7.1); other frames get
+nothing, except an AUTH, whose response is end to end: nobody else answers it, so the relay
+does (rfc-checklist §4.5). A forwarded transaction's REPORT (tx_report) is built from what
+the transaction kept: To-Path the SEND's From-Path as received, From-Path our token,
+Message-ID, and Byte-Range with the range-end of the bytes actually received; no
+Failure-Report or Success-Report (rfc-checklist §2.5).
 """
 
 from __future__ import annotations
@@ -12,20 +16,57 @@ from __future__ import annotations
 import secrets
 
 from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, build_reply
-from ..protocol.frame import AUTH
+from ..protocol.frame import AUTH, SEND
 from ..protocol.grammar import DASHES
-from ..protocol.writer import ReportBasis, build_failure_report, report_basis
+from ..protocol.transact import received_range
+from ..protocol.writer import ReportBasis, build_failure_report, build_response, report_basis
+from .transactions import Transaction
 
-__all__ = ["frame_report", "head_report", "loss_notice", "relayed_report"]
+__all__ = [
+    "frame_report",
+    "head_report",
+    "loss_notice",
+    "relayed_report",
+    "report_tid",
+    "tx_notice",
+    "tx_report",
+]
 
 RELAYED_HEAD_MAX = 64 * 1024
 """A relayed head is looked for in this many first bytes (max_head is 16 KiB by default)."""
 
 
+def report_tid() -> bytes:
+    """A REPORT's transaction id: 64 bits from the CSPRNG (RFC 4975 §7.1)."""
+    return secrets.token_hex(8).encode()
+
+
 def _report(basis: ReportBasis | None, code: int, reason: str) -> bytes | None:
     if basis is None:
         return None
-    return build_failure_report(basis, secrets.token_hex(6).encode(), code, reason)
+    return build_failure_report(basis, report_tid(), code, reason)
+
+
+def tx_report(tx: Transaction, code: int, reason: str) -> bytes | None:
+    """The REPORT for a forwarded SEND whose sender asked for failure reports, or None."""
+    message_id = tx.message_id
+    if tx.method != SEND or tx.failure_report == b"no" or message_id is None:
+        return None
+    byte_range = received_range(tx.byte_range, tx.received)
+    basis = ReportBasis(b" ".join(tx.from_path.split()), tx.our_uri, message_id, byte_range)
+    return _report(basis, code, reason)
+
+
+def tx_notice(tx: Transaction, code: int, reason: str) -> bytes | None:
+    """What the sender of a forwarded request hears when it will get no answer: a REPORT
+    for a SEND that asked for one, a `code` response to an AUTH (rfc-checklist §2.6), else
+    None (REPORTs and other methods: RFC 4976 §6.4.2)."""
+    if tx.method == AUTH:
+        message_id = tx.message_id
+        msgid = b"" if message_id is None else b"Message-ID: %s\r\n" % message_id
+        to_path = b" ".join(tx.from_path.split())
+        return build_response(tx.orig_tid, code, reason, to_path, tx.our_uri, msgid)
+    return tx_report(tx, code, reason)
 
 
 def frame_report(frame: Frame, code: int, reason: str) -> bytes | None:

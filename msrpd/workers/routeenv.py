@@ -18,7 +18,7 @@ from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
 from ..routing.users import UserStore
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
-from .connenv import Rerouter, Resolver, RoutedConn
+from .connenv import Rerouter, Resolver, RoutedConn, Transactor
 from .limits import ConnGuard
 from .ports import Sink
 
@@ -41,6 +41,7 @@ class RouteRunner:
         "policy",
         "route",
         "shm",
+        "transactions",
         "users",
     )
 
@@ -57,6 +58,7 @@ class RouteRunner:
         delivery: Resolver | None = None,
         loopback: Rerouter | None = None,
         users: UserStore | None = None,
+        transactions: Transactor | None = None,
     ) -> None:
         self.route = route
         self.policy = policy
@@ -69,6 +71,7 @@ class RouteRunner:
         self.delivery = delivery
         self.loopback = loopback
         self.users = users
+        self.transactions = transactions
         self._htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
 
     @property

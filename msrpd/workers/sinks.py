@@ -26,12 +26,14 @@ __all__ = ["HandoffSink", "LocalSink"]
 
 
 class LocalSink(Sink):
-    __slots__ = ("out", "reader")
+    __slots__ = ("conid", "out", "reader")
 
-    def __init__(self, out: Writable, reader: Blockable | None) -> None:
+    def __init__(self, out: Writable, reader: Blockable | None, conid: int = -1) -> None:
         self.out = out
         """The destination connection's outbox."""
         self.reader = reader
+        self.conid = conid
+        """The destination connection's id: a forwarded transaction's key (txrelay.py)."""
 
     def send(
         self,

@@ -53,6 +53,7 @@ from .routeenv import RouteRunner
 from .signals import Mode, install_signals
 from .stopping import GracefulStop
 from .stopstate import QUIET, StopState
+from .txrelay import TxRelay
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker", "WorkerSpec"]
 
@@ -85,6 +86,7 @@ class Worker:
         self.routes: RouteRunner | None = None
         self.reports: GoneReports | None = None
         self.delivery: Delivery | None = None
+        self.transactions: TxRelay | None = None
         self.term_at = 0.0
         """When SIGTERM came (monotonic; 0: not yet)."""
         self.retirer: Retirer[Connection] | None = None
@@ -150,10 +152,12 @@ class Worker:
             # What other workers hand us goes down to our connections (inbound.py); a GONE
             # reports the lost frame to its sender (gone.py).
             reports = self.reports = GoneReports(sent, ctx)
-            return HandoffHub(own_path, loop, Inbound(ctx, reports), stop=stop)
+            # Responses other workers read for our transactions come here too (txrelay.py).
+            self.transactions = TxRelay(ctx)
+            return HandoffHub(own_path, loop, Inbound(ctx, reports, self.transactions), stop=stop)
 
         ctx = WorkerContext(settings, ident, shm, loop, hub, stop, sent)
-        self.routes, self.delivery = build_routes(ctx, spec.nonce_secret)
+        self.routes, self.delivery = build_routes(ctx, spec.nonce_secret, self.transactions)
         return ctx
 
     async def _listen(self, ctx: WorkerContext) -> list[asyncio.Server]:

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from .msrp import Conn, FloodParser, ReplyCounter, SendTemplate, StreamParser, authenticate
+from .wsconn import connect_ws
 
 MiB = 1 << 20
 
@@ -43,6 +44,8 @@ class Job:
     drain: float = 5.0
     share: list[int] = field(default_factory=list)
     """pair numbers (flood, rate, big), or [n] idle connections."""
+    alice_ws: int = 0
+    """flood, rate: Alice connects to this ws: port (RFC 7977), not to `port`."""
 
 
 async def connect(port: int) -> Conn:
@@ -96,7 +99,7 @@ async def make_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
     """Bob authenticates; Alice only connects. Returns them and the To-Path Alice must use."""
     bob = await connect(job.port)
     use_path = await authenticate(bob, job.relay_uri, b"bob%d" % n)
-    alice = await connect(job.port)
+    alice = await (connect_ws(job.alice_ws) if job.alice_ws else connect(job.port))
     return alice, bob, use_path + b" " + bob.local_uri("b")
 
 

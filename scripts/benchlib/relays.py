@@ -105,11 +105,13 @@ class Msrpd(Relay):
 
     def __init__(self, children: int, extra: list[str] | None = None) -> None:
         super().__init__(children)
+        self.ws_port = free_port()
         self.config = self.run_dir / "msrpd.toml"
         sections: dict[str, dict[str, str]] = {
             "core": {
                 "children": str(children),
-                "listen": f'["tcp:127.0.0.1:{self.port}"]',
+                # ws: for --alice-ws; a listener nobody uses costs nothing
+                "listen": f'["tcp:127.0.0.1:{self.port}", "ws:127.0.0.1:{self.ws_port}"]',
                 "run_dir": f'"{self.run_dir}"',
                 "log_level": '"warning"',
                 "drain_timeout": "5.0",

@@ -140,6 +140,8 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
     mode = "rate" if rate else "flood"
     job = Job(mode, relay.port, relay.relay_uri, size=size, window=opts.window)
     job = replace(job, seconds=opts.seconds, warmup=opts.warmup, rate=rate / pairs)
+    if opts.alice_ws:
+        job = replace(job, alice_ws=relay.ws_port)
     gens = Generators(job, split(list(range(pairs)), opts.procs))
     profilers: list[tuple[int, Path, subprocess.Popen[bytes]]] = []
     try:

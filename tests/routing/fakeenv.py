@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msrpd.config.selfuri import SelfUris
-from msrpd.protocol import ConnInfo, Frame, FrameReader
+from msrpd.protocol import ConnInfo, Frame, FrameReader, LocalProtocolError, relay_splice
 from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
 from msrpd.routing.sht import ScriptHTable
@@ -59,6 +59,8 @@ class FakeEnv:
     clock: float = NOW
     replies: list[bytes] = field(default_factory=list)
     relayed: list[Relayed] = field(default_factory=list)
+    refused: set[bytes] = field(default_factory=set)
+    """Message-IDs a next hop refused with 413 (message_refused)."""
     sessions: list[str] = field(default_factory=list)
     auth_results: list[bool] = field(default_factory=list)
     auth_faults: list[bool] = field(default_factory=list)
@@ -90,6 +92,19 @@ class FakeEnv:
         self.replies.append(data)
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+        self.relayed.append(Relayed(data, dest, flags))
+        return 1
+
+    def message_refused(self, frame: Frame) -> bool:
+        return frame.message_id in self.refused
+
+    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
+        """No transaction layer in memory: a request is recorded as relay() sends it (the
+        splice, its id kept), a response as it came; the live tests see the new ids."""
+        try:
+            data = frame.buf if frame.method is None else relay_splice(frame)
+        except LocalProtocolError:
+            return -1
         self.relayed.append(Relayed(data, dest, flags))
         return 1
 

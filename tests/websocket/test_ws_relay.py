@@ -43,12 +43,14 @@ def authed(client: MsrpClient, user: str) -> MsrpClient:
 
 
 def exchange(alice: MsrpClient, bob: MsrpClient, body: bytes) -> None:
-    """Alice sends `body` to Bob through the relay: Alice gets 200, Bob gets the body, once."""
+    """Alice sends `body` to Bob through the relay: Alice gets 200, Bob gets the body, once
+    (nothing else waits on either side afterwards: each recv takes the next frame)."""
     tid = alice.send_message(bob, body)
     ok = alice.recv()
     assert (ok.frame.tid, ok.frame.code) == (tid, 200), ok.frame.buf
     got = bob.recv()
-    assert got.frame.method == b"SEND" and got.frame.tid == tid
+    # The default route forwards under a new transaction id (t_relay); the cmap route keeps it.
+    assert got.frame.method == b"SEND" and got.frame.header("Message-ID") == b"m1"
     assert got.body == body
     assert got.frame.to_path == [bob.uri]
     assert got.frame.from_path[1:] == [alice.uri]
@@ -244,7 +246,7 @@ def test_relay_never_dials_a_ws_uri(make_relay, tmp_path) -> None:
         ok, report = bob.recv(), bob.recv()
         assert (ok.frame.tid, ok.frame.code) == (tid, 200)
         assert report.frame.method == b"REPORT", report.frame.buf
-        assert report.frame.header("Status") == b"000 408 Not Delivered"
+        assert (report.frame.header("Status") or b"").startswith(b"000 408 ")
     assert "a WebSocket URI is never dialled" in relay.log()
 
 

@@ -125,3 +125,17 @@ def test_what_travels_with_a_connection_arrives_on_the_new_one() -> None:
     assert (got.opened, got.last_active) == (1.0, 2.0)
     assert (new.migration.moves, new.migration.handovers) == (2, 1)  # a reload's move
     assert new.migration.colocated == 1
+    assert new.migration.former == (old.conid,)
+
+
+def test_former_ids_accumulate_over_moves() -> None:
+    """A response to a request sent to a connection before it moved still matches its
+    transaction (transactions.py): each move adds the id it had."""
+    first = Conn(make_conid(0, 1, 7), None, stats=ConnStats())
+    second = Conn(make_conid(1, 1, 3), None, stats=ConnStats())
+    third = Conn(make_conid(0, 1, 9), None, stats=ConnStats())
+    for old, new in ((first, second), (second, third)):
+        message = MoveState.of(old, b"", (0, 1)).encode()
+        assert message is not None
+        MoveState.decode(message).restore(new)
+    assert third.migration.former == (first.conid, second.conid)

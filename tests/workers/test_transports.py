@@ -1,21 +1,26 @@
-"""Transport adapters (msrpd/workers/transports/): TcpWire and TlsWire over real sockets on
-127.0.0.1, TLS with a trustme certificate, on uvloop (as workers run) and asyncio."""
+"""Transport adapters (msrpd/workers/transports/): TcpWire, TlsWire and WsWire over real
+sockets on 127.0.0.1, TLS with a trustme certificate, WebSocket against a wsproto client, on
+uvloop (as workers run) and asyncio."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 import trustme
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request
 
-from msrpd.config import TlsSettings
+from msrpd.config import TlsSettings, WebSocketSettings
 from msrpd.workers.peers import format_peer
 from msrpd.workers.transports.base import Wire
 from msrpd.workers.transports.tcp import TcpWire
 from msrpd.workers.transports.tls import TlsWire, client_context, server_context
+from msrpd.workers.transports.ws import WsWire
 
 from .hubs import LOOPS, run, until
 
@@ -190,3 +195,64 @@ def test_tls_contexts(certs: TlsSettings) -> None:
     assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
     with pytest.raises(ssl.SSLError):
         server_context(TlsSettings())  # a tls listener needs a certificate
+
+
+def test_ws_names_and_uris() -> None:
+    ws = WsWire("ws:127.0.0.1:8080", WebSocketSettings(), secure=False)
+    wss = WsWire("wss:[::1]:443", WebSocketSettings(), secure=True)
+    assert (ws.scheme, ws.kind, ws.movable) == ("msrp", "ws", False)
+    assert (wss.scheme, wss.kind, wss.movable) == ("msrps", "wss", False)
+    # RFC 7977 §5.2: the relay's URI toward a WebSocket client names the ws transport.
+    assert ws.self_uri() == b"msrp://127.0.0.1:8080;ws"
+    assert wss.self_uri() == b"msrps://[::1]:443;ws"
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_ws_wire_upgrades_frames_and_ticks(loop_kind: str) -> None:
+    async def main() -> None:
+        settings = WebSocketSettings(upgrade_timeout=5.0, ping_interval=2.0)
+        wire = WsWire("ws:127.0.0.1:8080", settings, secure=False)
+        server, served, reader, writer = await serve(wire)
+        client = WSConnection(ConnectionType.CLIENT)
+
+        async def events() -> list[object]:
+            client.receive_data(await reader.read(65536))
+            return list(client.events())
+
+        now = time.monotonic()
+        assert wire.tick(now + 1, now) == ""  # upgrading, within upgrade_timeout
+        writer.write(client.send(Request(host="r", target="/", subprotocols=["msrp"])))
+        (accepted,) = await events()
+        assert isinstance(accepted, AcceptConnection) and accepted.subprotocol == "msrp"
+        writer.write(client.send(BytesMessage(data=b"MSRP a SEND\r\n")))
+        await until(lambda: bytes(served.received) == b"MSRP a SEND\r\n")
+        wire.send(b"MSRP a 200 OK\r\n-------a$\r\nMSRP b 200 OK\r\n-------b$\r\n")
+        got = await events()
+        assert [e.data for e in got] == [  # type: ignore[attr-defined]
+            b"MSRP a 200 OK\r\n-------a$\r\n",
+            b"MSRP b 200 OK\r\n-------b$\r\n",
+        ]
+        assert wire.tick(time.monotonic() + 10, 0.0) == ""  # quiet: pinged, not closed
+        (ping,) = await events()
+        assert isinstance(ping, Ping)
+        wire.close()
+        (close,) = await events()
+        assert isinstance(close, CloseConnection) and close.code == 1000
+        assert await reader.read() == b""
+        await served.lost
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_ws_wire_upgrade_deadline(loop_kind: str) -> None:
+    async def main() -> None:
+        wire = WsWire("ws:127.0.0.1:8080", WebSocketSettings(upgrade_timeout=1.0), secure=False)
+        server, _served, _reader, writer = await serve(wire)
+        assert wire.tick(time.monotonic() + 2, 0.0) == "upgrade too slow"
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)

@@ -56,7 +56,9 @@ QUIET_OTHERS = 1.0
 def ready_to_move(conn: Conn, stopping: bool) -> bytes | None:
     """What conn's reader holds, if conn can move now; else None. A stop reads no more:
     nothing to gain by moving, frames to lose."""
-    if not conn.migration.movable or stopping:
+    migration = conn.migration
+    # Live transactions keep it here: their REPORTs and responses go to this object.
+    if not migration.movable or stopping or migration.tx_open:
         return None
     held = conn.bytes_to_carry()
     return held if held is not None and len(held) <= MAX_CARRY else None

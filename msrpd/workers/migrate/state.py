@@ -43,6 +43,11 @@ class MigrationState:
     moves: int = 0
     handovers: int = 0
     """Of its moves, those a reload made (retire.py): they do not count against MAX_MOVES."""
+    former: tuple[int, ...] = ()
+    """Its ids at the workers it moved from: a response to a request the relay sent it
+    before a move still matches its transaction (transactions.py)."""
+    tx_open: int = 0
+    """Live transactions of requests it sent (transactions.py): it does not move meanwhile."""
 
     @property
     def colocated(self) -> int:

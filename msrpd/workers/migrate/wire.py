@@ -130,6 +130,8 @@ class MoveState:
     handovers: int
     held: bytes
     """What the old owner's reader held: read before anything else."""
+    former: tuple[int, ...] = ()
+    """Its ids before `old` (transactions.py matches responses on any of them)."""
     proven: bool = False
     counted: bool = False
     """[limits] (workers/limits.py): off probation; counted against its source address."""
@@ -151,6 +153,7 @@ class MoveState:
             moves=migration.moves + 1,
             handovers=migration.handovers + handover,
             held=held,
+            former=migration.former,
             proven=stats.proven,
             counted=stats.counted,
         )
@@ -165,6 +168,7 @@ class MoveState:
         stats.opened, stats.last_active = self.opened, self.active
         stats.proven, stats.counted = self.proven, self.counted
         conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
+        conn.migration.former = (*self.former, self.old)
 
     def encode(self) -> bytes | None:
         """The move message; None when the state is over MAX_STATE (not worth a move)."""
@@ -179,6 +183,7 @@ class MoveState:
             "active": self.active,
             "moves": self.moves,
             "handovers": self.handovers,
+            "former": list(self.former),
             "limits": [self.proven, self.counted],
         }
         head = json.dumps(state).encode()
@@ -205,6 +210,7 @@ class MoveState:
                 moves=int(state["moves"]),
                 handovers=int(state["handovers"]),
                 held=held,
+                former=tuple(int(c) for c in state["former"]),
                 proven=bool(proven),
                 counted=bool(counted),
             )

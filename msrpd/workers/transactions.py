@@ -1,0 +1,200 @@
+"""The transaction table: what one worker forwarded statefully and still waits an answer for
+(rfc-checklist §2.1 step 7, §2.7, §4.4).
+
+Rules:
+- One table per worker. The worker that read a request owns its transaction; the new
+  transaction id names that worker (protocol/transact.py), so a response read by another
+  worker (the next hop's connection is served there) is handed to the owner over the handoff
+  link as a RESPONSE (handoff.py; txrelay.py sends and receives it).
+- A transaction is matched on (the connection the request went out on, new transaction id):
+  a response on any other connection does not touch it. The table is indexed by the new id
+  alone (we draw it, 80 random bits, and never reuse a live one); `match` then checks the
+  connection. A connection that moved to another worker since (colocation) is known by its
+  current id and its former ones (MigrationState.former), so its answer still matches.
+- The connection a request came on (its origin) is not moved while it has live transactions
+  (MigrationState.tx_open, colocate.ready_to_move: colocation and a reload's handover both
+  wait): their REPORTs and mapped responses go to the connection object kept here.
+- Deadlines: one timeout for every transaction (`[msrp] transaction_timeout`), so a deque in
+  deadline order and one periodic sweep replace per-transaction timers. An entry whose
+  transaction ended or got a later deadline (a streamed chunk's end-line restarts it: the
+  timer runs from the last byte written, RFC 4976 §6.4.1) is skipped when it comes up.
+- Bounded: at most MAX_PER_CONN live transactions per origin connection; the caller refuses
+  a request over it (txrelay.py: the sender hears what it would for an unreachable next hop).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..protocol.transact import RANDOM_HEX, header_in, make_tid, tid_prefix
+from .migrate.state import MigrationState
+
+__all__ = [
+    "COMPACT_SLACK",
+    "MAX_PER_CONN",
+    "Interruptible",
+    "Origin",
+    "TidSource",
+    "Transaction",
+    "TransactionTable",
+]
+
+MAX_PER_CONN = 1024
+"""Live transactions the requests of one connection may have (rfc-checklist §5.5)."""
+COMPACT_SLACK = 1024
+"""Deadline entries beyond twice the live transactions before the ended ones are dropped."""
+
+
+class TidSource:
+    """New transaction ids for one worker: its prefix (protocol/transact.py), then 80 bits
+    from the CSPRNG. os.urandom is read POOL ids at a time: one getrandom call per id cost
+    more than the rest of making it."""
+
+    POOL = 256
+
+    __slots__ = ("_at", "_pool", "prefix")
+
+    def __init__(self, slot: int, generation: int) -> None:
+        self.prefix = tid_prefix(slot, generation)
+        self._pool = ""
+        self._at = 0
+
+    def __call__(self) -> bytes:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(RANDOM_HEX // 2 * self.POOL).hex(), 0
+        self._at = at + RANDOM_HEX
+        return make_tid(self.prefix, self._pool[at : at + RANDOM_HEX])
+
+
+class Interruptible(Protocol):
+    """A streamed request still being forwarded (txrelay.StreamSink)."""
+
+    def interrupt(self) -> None: ...
+
+
+class Origin(Protocol):
+    """The connection a forwarded request came on (conn.MsrpConnection)."""
+
+    conid: int
+    closed: bool
+    migration: MigrationState
+
+    def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Transaction:
+    """One forwarded request, kept small: the request itself may be megabytes and gone."""
+
+    tid: bytes
+    """The new transaction id the next hop saw."""
+    origin: Origin
+    orig_tid: bytes
+    method: bytes
+    failure_report: bytes
+    """b"yes", b"partial" or b"no", as received (absent: b"yes", RFC 4975 §7.1.4)."""
+    head: bytes
+    """The request's first line and header lines as received: Message-ID and Byte-Range
+    are read from it when a REPORT needs them (rare), not on every SEND."""
+    from_path: bytes
+    """The From-Path value as received: a REPORT's To-Path, an AUTH response's To-Path."""
+    our_uri: bytes
+    """The leftmost To-Path URI as received (our token): a REPORT's From-Path."""
+    hop_uri: bytes
+    """Our URI that went to the front of the forwarded From-Path: a response's To-Path
+    starts with it. Another of ours than `our_uri` after a pass through our own URI."""
+    out: int = -1
+    """The connection the request went out on (its id when it was sent)."""
+    received: int = 0
+    """Body bytes received: the range-end a REPORT gives (RFC 4975 §7.1.2)."""
+    deadline: float = 0.0
+    stream: Interruptible | None = None
+    """Its streamed chunk while the body is still being forwarded."""
+    ended: bool = False
+    """Answered, timed out or lost: nothing more happens to it."""
+
+    @property
+    def message_id(self) -> bytes | None:
+        return header_in(self.head, b"message-id:")
+
+    @property
+    def byte_range(self) -> bytes | None:
+        return header_in(self.head, b"byte-range:")
+
+
+class TransactionTable:
+    def __init__(self, timeout: float, max_per_conn: int = MAX_PER_CONN) -> None:
+        self.timeout = timeout
+        self.max_per_conn = max_per_conn
+        self.live: dict[bytes, Transaction] = {}
+        self._deadlines: deque[tuple[float, Transaction]] = deque()
+        """(deadline, transaction), in deadline order; an entry of one that ended stays
+        until it comes up, or until compaction (`restart`) drops it."""
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __contains__(self, tid: bytes) -> bool:
+        return tid in self.live
+
+    def full(self, origin: Origin) -> bool:
+        """`origin` has as many live transactions as it may."""
+        return origin.migration.tx_open >= self.max_per_conn
+
+    def add(self, tx: Transaction, now: float, *, whole: bool = True) -> None:
+        """Record `tx` (its request has been written to connection `tx.out`). A streamed
+        chunk (`whole` false) has no deadline until its end-line is written (restart)."""
+        self.live[tx.tid] = tx
+        tx.origin.migration.tx_open += 1
+        if whole:
+            self.restart(tx, now)
+        else:
+            tx.deadline = math.inf
+
+    def restart(self, tx: Transaction, now: float) -> None:
+        """The last byte of `tx`'s request went out now: its timer starts again."""
+        tx.deadline = now + self.timeout
+        deadlines = self._deadlines
+        deadlines.append((tx.deadline, tx))
+        if len(deadlines) > 2 * len(self.live) + COMPACT_SLACK:
+            # Most answers come in milliseconds: without this, every transaction of the
+            # last `timeout` seconds would stay in memory. Filtering keeps the order.
+            self._deadlines = deque(e for e in deadlines if _due(e))
+
+    def match(self, tid: bytes, arrival: tuple[int, ...]) -> Transaction | None:
+        """The live transaction `tid` whose request went out on one of `arrival` (a
+        connection's current and former ids), or None; it stays live (`end` ends it)."""
+        tx = self.live.get(tid)
+        if tx is None or tx.out not in arrival:
+            return None
+        return tx
+
+    def end(self, tx: Transaction) -> None:
+        """`tx` is over (answered, or its request lost): it leaves the table."""
+        if tx.ended:
+            return
+        tx.ended = True
+        if self.live.get(tx.tid) is tx:
+            del self.live[tx.tid]
+            tx.origin.migration.tx_open -= 1
+
+    def expired(self, now: float) -> list[Transaction]:
+        """The transactions whose deadline has passed, ended (in deadline order)."""
+        deadlines, out = self._deadlines, []
+        while deadlines and deadlines[0][0] <= now:
+            deadline, tx = deadlines.popleft()
+            if _due((deadline, tx)):
+                self.end(tx)
+                out.append(tx)
+        return out
+
+
+def _due(entry: tuple[float, Transaction]) -> bool:
+    """The entry is its transaction's current deadline (not ended, not restarted since)."""
+    deadline, tx = entry
+    return not tx.ended and tx.deadline == deadline

@@ -1,0 +1,389 @@
+"""TxRelay: the worker's transaction layer, what `msrp.t_relay()` does (rfc-checklist §2.1
+steps 6-9, §2.4-§2.7, §4.4, §4.5).
+
+Rules:
+- A request is forwarded with its paths rotated and a new transaction id (RFC 4976 §6.4;
+  protocol/transact.py), the end-line of a streamed one rewritten as it passes (StreamSink).
+  A SEND whose sender wants failure reports, an AUTH and an unknown method get a transaction
+  (transactions.py); a REPORT and a SEND with Failure-Report no are sent and forgotten: nobody
+  answers them, and their loss is reported to nobody (RFC 4975 §7.1.2, §7.1.4).
+- A response is matched to its transaction by the worker that owns it, named in the id. Read
+  by another worker (the next hop's connection lives there), it is handed to the owner as a
+  RESPONSE over the handoff link, with the ids the arrival connection has had (handoff.py).
+  An id of another shape, an unknown one, one that went out on another connection, or a
+  To-Path not headed by our URI: dropped and counted (tx_unmatched, §2.7 steps 2-3).
+- Matched: the response to a SEND ends there (RFC 4976 §6.4.3); not 2xx, its sender gets a
+  REPORT with that code when it asked for failure reports. Any other response is mapped back
+  (original id, our URI moved from To-Path to From-Path, §2.7) onto the connection the
+  request came on; if that is gone the response is dropped (responses_dropped).
+- No answer within `[msrp] transaction_timeout` (one sweep every SWEEP seconds, armed only
+  while transactions are live): a SEND with Failure-Report yes gets a REPORT 000 408, an
+  AUTH a 408 response (§2.6), anything else is forgotten; a later response is unmatched.
+- A next hop that cannot be reached (no connection and none may be opened, a connect that
+  fails or is refused by the dialing bounds, dialing.py): the sender hears what it would on
+  a timeout, at once (REPORT 408 also for Failure-Report partial, policy §8.2), and the
+  transaction ends. Its connection known but gone: 481, as for relay().
+- A next hop that answers 413 refuses the whole message (RFC 4975 §10.5, rfc-checklist §2.8,
+  case 30d): a chunk of it still being forwarded is cut at once with "#" (no later chunks
+  follow), the sender gets its REPORT 413 (Failure-Report permitting), and for REFUSED_TTL
+  seconds its later chunks are not forwarded: t_reply answers them 413 instead of 2xx
+  (message_refused), and t_relay drops them (counted in tx_refused).
+- Per frame: one dict insert and one deque append per forwarded SEND, one dict pop per
+  response; no timer per transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import time
+from collections import OrderedDict
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ..protocol import (
+    NEED_DATA,
+    Frame,
+    FrameReader,
+    LocalProtocolError,
+    RemoteProtocolError,
+    relay_splice,
+)
+from ..protocol.frame import AUTH, REPORT, SEND
+from ..protocol.transact import (
+    end_line_in_body,
+    failure_report,
+    response_facts,
+    tid_owner,
+)
+from ..routing.env import Destination
+from ..shm import Counter
+from .connenv import Resolver, RoutedConn
+from .handoff import Handoff, HandoffKind
+from .migrate.handoverio import MovedSink
+from .ports import Sink
+from .reports import tx_notice
+from .sinks import HandoffSink, LocalSink
+from .transactions import Origin, TidSource, Transaction, TransactionTable
+from .txstream import StreamSink
+
+if TYPE_CHECKING:
+    from .context import WorkerContext
+
+__all__ = ["SWEEP", "TxRelay"]
+
+logger = logging.getLogger("msrpd.route")
+
+SWEEP = 0.25
+"""Seconds between two sweeps of the deadlines: a REPORT 408 is at most this late."""
+REFUSED_TTL = 300.0
+"""Seconds the later chunks of a message refused with 413 are refused here too."""
+REFUSED_MEMORY = 4096
+"""Refused messages remembered per worker at most (the oldest is forgotten first)."""
+OWNERS_TTL = 1.0
+"""Seconds the set of live workers is trusted; a miss re-reads it at most every
+OWNERS_RETRY seconds (an id naming no live worker is a peer's invention: dropped)."""
+OWNERS_RETRY = 0.1
+_TIMEOUT = (408, "Request Timeout")
+_GONE = (481, "Session Does Not Exist")
+
+
+def _target(sink: Sink) -> int:
+    """The id of the connection `sink` writes to (-1: none)."""
+    if isinstance(sink, (LocalSink, HandoffSink)):
+        return sink.conid
+    if isinstance(sink, MovedSink):
+        return sink.departure.old
+    return -1
+
+
+def _parse(data: bytes | memoryview) -> Frame | None:
+    reader = FrameReader()
+    reader.receive_data(bytes(data))
+    try:
+        return next((e for e in reader.events() if isinstance(e, Frame)), None)
+    except RemoteProtocolError:
+        return None
+
+
+class TxRelay:
+    """One worker's transactions; `ctx` is read when frames come (built with the context)."""
+
+    __slots__ = (
+        "ctx",
+        "ids",
+        "me",
+        "owners",
+        "owners_read",
+        "reader",
+        "refused",
+        "sweeping",
+        "table",
+    )
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.me = (ctx.ident.slot, ctx.ident.generation)
+        self.ids = TidSource(*self.me)
+        self.table = TransactionTable(ctx.settings.msrp.transaction_timeout)
+        self.sweeping: object = None
+        """The sweep's timer handle while one is scheduled."""
+        self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
+        """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
+        refuses that message's later chunks."""
+        self.owners: frozenset[tuple[int, int]] = frozenset()
+        """The live workers (slot, generation), from the heartbeats, read at `owners_read`."""
+        self.owners_read = -math.inf
+        self.reader = FrameReader()
+        """Reads the responses other workers hand us (_read)."""
+
+    def new_tid(self, frame: Frame) -> bytes:
+        """A transaction id of ours for forwarding `frame`: not live, not in its body."""
+        while True:
+            tid = self.ids()
+            if tid not in self.table and not end_line_in_body(frame, tid):
+                return tid
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        origin: RoutedConn,
+        frame: Frame,
+        basis: Frame,
+        dest: Destination,
+        flags: int,
+        delivery: Resolver | None,
+    ) -> Sink | bool:
+        """Forward request `frame` from `origin` towards `dest`: its sink, or when it cannot
+        go (counted) True if its sender has been told what the module docstring says (or
+        is owed nothing), False if nobody was told. `basis` is the request as its sender
+        sent it (the frame itself, or the outer frame of a pass through our own URI,
+        loopback.py): what a REPORT or response goes back along."""
+        counters = self.ctx.counters
+        if self.refused and self.message_refused(origin, basis):
+            counters.add(Counter.tx_refused)
+            return True  # t_reply answered it 413
+        try:
+            tid = self.new_tid(frame)
+            data = relay_splice(frame, tid)
+        except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
+            return False
+        tx = _transaction(basis, frame.first_to, tid, origin)
+        if tx is not None and self.table.full(origin):
+            counters.add(Counter.tx_refused)
+            logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
+            self.lost(tx, *_TIMEOUT)
+            return True
+        lost = None if tx is None else partial(self.lost, tx)
+        sink = None if delivery is None else delivery.resolve(dest, flags, basis, origin, lost)
+        if sink is None:
+            counters.add(Counter.relay_fail)
+            if tx is not None:
+                self.lost(tx, *(_TIMEOUT if dest.conid is None else _GONE))
+            return tx is not None
+        if tx is not None and tx.ended:  # refused by the dialing bounds: told already
+            return True
+        streamed = frame.streamed
+        if not sink.send(data, source=origin.conid, more=streamed):
+            counters.add(Counter.relay_fail)
+            if tx is not None:
+                self.lost(tx, *_GONE)
+            return tx is not None
+        counters.add(Counter.frames_out)
+        if tx is not None:
+            tx.out = _target(sink)
+            body = frame.body
+            tx.received = 0 if body is None else len(body)
+            self.table.add(tx, time.monotonic(), whole=not streamed)
+            self.arm()
+        if not streamed:
+            return sink
+        stream = StreamSink(sink, tid, tx, self, origin.conid)
+        if tx is not None:
+            tx.stream = stream
+        return stream
+
+    def message_refused(self, origin: RoutedConn, frame: Frame) -> bool:
+        """`frame` (a SEND from `origin`) belongs to a message a next hop refused with 413."""
+        if not self.refused or frame.method != SEND or frame.message_id is None:
+            return False
+        until = self.refused.get((origin.conid, frame.message_id))
+        return until is not None and time.monotonic() < until
+
+    def lost(self, tx: Transaction, code: int, reason: str) -> None:
+        """`tx`'s request will get no answer: it ends, and its sender hears `code`."""
+        if tx.ended:
+            return
+        self.table.end(tx)
+        self._tell(tx, code, reason)
+
+    def _tell(self, tx: Transaction, code: int, reason: str) -> None:
+        notice = tx_notice(tx, code, reason)
+        if notice is not None and not tx.origin.closed:
+            tx.origin.write_reply(notice)
+
+    # -- responses --------------------------------------------------------------------------
+
+    def response(self, conn: RoutedConn, frame: Frame) -> int:
+        """Response `frame` came on `conn`: 1 when it is matched here or handed to the
+        worker that owns its transaction, -1 when dropped."""
+        arrival = (conn.conid, *conn.migration.former)
+        if frame.tid.startswith(self.ids.prefix):
+            return self.answer(arrival, frame)
+        owner = tid_owner(frame.tid)
+        hub = self.ctx.hub
+        if owner is None or hub is None or not self._alive(owner):
+            return self._unmatched(frame.tid)
+        ids = struct.pack(f"!{len(arrival)}Q", *arrival)
+        path = self.ctx.handoffs.path(*owner)
+        hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
+        return 1
+
+    def _alive(self, owner: tuple[int, int]) -> bool:
+        """`owner` is a live worker: a response is handed only to one (a peer choosing ids
+        must not make us dial handoff paths of workers that do not exist)."""
+        now = time.monotonic()
+        age = now - self.owners_read
+        if age >= OWNERS_TTL or (owner not in self.owners and age >= OWNERS_RETRY):
+            live = self.ctx.shm.heartbeats.live()
+            self.owners = frozenset((r.slot, r.generation) for r in live)
+            self.owners_read = now
+        return owner in self.owners
+
+    def handed(self, msg: Handoff) -> None:
+        """A RESPONSE another worker read for one of our transactions: matched on the facts
+        of its first lines; parsed whole only when it is to be mapped back (not a SEND's)."""
+        size, payload = 8 * msg.token, msg.payload
+        data = payload[size:]
+        facts = response_facts(data) if 0 < size <= len(payload) else None
+        if facts is None:
+            self.ctx.counters.add(Counter.tx_unmatched)
+            return
+        arrival = struct.unpack_from(f"!{msg.token}Q", payload)
+        self._answer(arrival, *facts, data)
+
+    def _read(self, data: bytes) -> Frame | None:
+        """`data`, one whole response another worker read, as a Frame. One reader serves
+        every handed response (a new FrameReader costs more than the parse); a payload that
+        is not exactly one frame gets it replaced."""
+        reader = self.reader
+        reader.receive_data(data)
+        try:
+            event = reader.next_event()
+        except RemoteProtocolError:
+            event = None
+        if not isinstance(event, Frame) or reader.next_event() is not NEED_DATA:
+            self.reader = FrameReader()
+            return None
+        return event
+
+    def answer(self, arrival: tuple[int, ...], frame: Frame) -> int:
+        """Response `frame`, read on a connection that has had the ids `arrival`."""
+        reason = frame.reason or b""
+        return self._answer(arrival, frame.tid, frame.code or 0, reason, frame.first_to, frame)
+
+    def _answer(
+        self,
+        arrival: tuple[int, ...],
+        tid: bytes,
+        code: int,
+        reason: bytes,
+        first_to: bytes,
+        response: Frame | bytes,
+    ) -> int:
+        tx = self.table.match(tid, arrival)
+        if tx is None or first_to != tx.hop_uri:
+            return self._unmatched(tid)
+        self.table.end(tx)
+        if tx.method == SEND:
+            if code == 413:
+                self._refuse(tx)
+            if not 200 <= code < 300:  # any 2xx is success (RFC 4976 §6.4.1 "200-class")
+                self._tell(tx, code, reason.decode("utf-8", "replace") or "Failed")
+            return 1
+        frame = response if isinstance(response, Frame) else self._read(response)
+        data = None if frame is None else _mapped_back(frame, tx)
+        if data is None:  # To-Path holds our URIs only: no one to map it back to
+            return self._unmatched(tid)
+        if tx.origin.closed:
+            self.ctx.counters.add(Counter.responses_dropped)
+            return -1
+        tx.origin.write_reply(data)
+        return 1
+
+    def _refuse(self, tx: Transaction) -> None:
+        stream, tx.stream = tx.stream, None
+        if stream is not None:
+            stream.interrupt()
+        message_id = tx.message_id
+        if message_id is None:
+            return
+        key = (tx.origin.conid, message_id)
+        self.refused[key] = time.monotonic() + REFUSED_TTL
+        self.refused.move_to_end(key)
+        while len(self.refused) > REFUSED_MEMORY:
+            self.refused.popitem(last=False)
+
+    def _unmatched(self, tid: bytes) -> int:
+        self.ctx.counters.add(Counter.tx_unmatched)
+        logger.debug("response %r matches no transaction: dropped", tid)
+        return -1
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def restart(self, tx: Transaction) -> None:
+        self.table.restart(tx, time.monotonic())
+        self.arm()
+
+    def arm(self) -> None:
+        if self.sweeping is None:
+            self.sweeping = self.ctx.loop.call_later(SWEEP, self.sweep)
+
+    def sweep(self) -> None:
+        """End the transactions whose deadline passed, telling their senders."""
+        self.sweeping = None
+        for tx in self.table.expired(time.monotonic()):
+            self.ctx.counters.add(Counter.tx_timeouts)
+            if tx.method == AUTH or (tx.method == SEND and tx.failure_report == b"yes"):
+                self._tell(tx, *_TIMEOUT)
+        if len(self.table):
+            self.arm()
+
+
+def _mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
+    """`response` as the request's sender must get it (rfc-checklist §2.7 step 5): the
+    original id, each of our URIs moved from To-Path to the front of From-Path, up to the one
+    the sender addressed (more than one after a pass through our own URI, loopback.py)."""
+    while response is not None:
+        try:
+            data = relay_splice(response, tx.orig_tid)
+        except LocalProtocolError:
+            return None
+        if response.first_to == tx.our_uri:
+            return data
+        response = _parse(data)
+    return None
+
+
+def _transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
+    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
+    it: a REPORT, a SEND with Failure-Report no."""
+    method = basis.method
+    if method is None or method == REPORT:
+        return None
+    wanted = failure_report(basis)
+    if method == SEND and wanted == b"no":
+        return None
+    return Transaction(
+        tid,
+        origin,
+        basis.tid,
+        method,
+        wanted,
+        basis.buf[: basis.hdr_end],
+        basis.from_path_raw,
+        basis.first_to,
+        hop_uri,
+    )
