@@ -4,8 +4,9 @@ Debian's `chromium` (scripts/test installs it as it installs Kamailio). The flag
 container needs: `--headless=new` (no display), `--no-sandbox` (the sandbox refuses to run as
 root and needs user namespaces a container seldom grants), `--disable-gpu`,
 `--disable-dev-shm-usage` (a container's /dev/shm is often 64 MB; Debian's launcher means to
-add the flag itself but its test of /dev/shm can fail), and a throwaway `--user-data-dir`. No DevTools connection: the page reports to the test's own web server.
-Chromium runs in its own process group, and only that group is signalled.
+add the flag itself but its test of /dev/shm can fail), and a throwaway `--user-data-dir`.
+No DevTools connection: the page reports to the test's own web server. Chromium runs in its
+own process group, and only that group is signalled.
 """
 
 from __future__ import annotations
