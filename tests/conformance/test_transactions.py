@@ -83,6 +83,7 @@ def net(tmp_path: Path) -> Iterator[Net]:
     try:
         yield found
     finally:
+        _close_open()  # before the stop, which would wait drain_timeout for them
         found.relay.stop()
 
 
@@ -92,6 +93,10 @@ _OPEN: list[MsrpClient] = []
 @pytest.fixture(autouse=True)
 def _close_clients() -> None:
     yield  # type: ignore[misc]
+    _close_open()
+
+
+def _close_open() -> None:
     while _OPEN:
         _OPEN.pop().close()
 

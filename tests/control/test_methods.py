@@ -88,7 +88,9 @@ def test_fake_view_is_a_supervisor_view(cluster: Cluster) -> None:
 def test_core_version_uptime_and_list_methods(cluster: Cluster) -> None:
     assert cluster.call("core.version")["version"] == __version__
     uptime = cluster.call("core.uptime")
-    assert 3600 <= uptime["uptime"] <= 3700
+    # STARTED is set when the module is imported, maybe minutes before this test runs.
+    assert abs(uptime["uptime"] - (time.time() - STARTED)) <= 2
+    assert uptime["uptime"] >= 3600
     assert uptime["up_since"] == time.ctime(STARTED) and len(uptime["now"]) == 24
     names = cluster.call("system.listMethods")
     assert "msrp.cmaplist" in names and names == sorted(names)
