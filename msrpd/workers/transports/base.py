@@ -13,10 +13,37 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Receive", "Send", "Wire"]
+__all__ = ["OverStream", "Receive", "Send", "Wire"]
 
 Receive = Callable[[bytes], None]
 Send = Callable[[bytes | memoryview], None]
+
+
+class OverStream:
+    """What every wire over an asyncio stream transport does the same way: buffering,
+    pausing and aborting are the transport's."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        """Once attached; the socket under it (fd passing, shutdown) is reached through it."""
+
+    def buffered(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class Wire(Protocol):

@@ -6,7 +6,7 @@ import asyncio
 from typing import cast
 
 from ..peers import format_peer
-from .base import Receive, Send
+from .base import OverStream, Receive, Send
 
 __all__ = ["TcpWire"]
 
@@ -15,16 +15,16 @@ def _unattached(data: bytes | memoryview) -> None:
     raise RuntimeError("wire not attached")
 
 
-class TcpWire:
-    __slots__ = ("local_sock", "receive", "send", "transport")
+class TcpWire(OverStream):
+    __slots__ = ("local_sock", "receive", "send")
 
     scheme = "msrp"
     kind = "tcp"
     movable = True
 
     def __init__(self, local_sock: str = "") -> None:
+        super().__init__()
         self.local_sock = local_sock
-        self.transport: asyncio.Transport | None = None
         self.receive: Receive = _unattached
         self.send: Send = _unattached
 
@@ -47,22 +47,6 @@ class TcpWire:
     def tick(self, now: float, last_read: float) -> str:
         return ""
 
-    def buffered(self) -> int:
-        transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
-
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()

@@ -20,7 +20,7 @@ from typing import cast
 
 from ...config import WebSocketSettings
 from ..peers import format_peer
-from .base import Receive, Send
+from .base import OverStream, Receive, Send
 from .wsconn import WsServer
 
 __all__ = ["WsWire"]
@@ -35,7 +35,7 @@ def _new_tid() -> bytes:
     return secrets.token_hex(8).encode()
 
 
-class WsWire:
+class WsWire(OverStream):
     __slots__ = (
         "deadline",
         "kind",
@@ -46,17 +46,16 @@ class WsWire:
         "send",
         "server",
         "settings",
-        "transport",
     )
 
     movable = False
 
     def __init__(self, local_sock: str, settings: WebSocketSettings, secure: bool) -> None:
+        super().__init__()
         self.local_sock = local_sock
         self.settings = settings
         self.scheme = "msrps" if secure else "msrp"  # RFC 7977 §5.2: msrps over wss
         self.kind = "wss" if secure else "ws"
-        self.transport: asyncio.Transport | None = None
         self.receive: Receive = _unattached
         self.send: Send = _unattached
         self.server: WsServer | None = None
@@ -113,18 +112,6 @@ class WsWire:
         address = self.local_sock.partition(":")[2]
         return f"{self.scheme}://{address};ws".encode()
 
-    def buffered(self) -> int:
-        transport = self.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
-
     def close(self) -> None:
         """The close handshake's first frame (1000), then the socket once written."""
         server, transport = self.server, self.transport
@@ -135,7 +122,3 @@ class WsWire:
             if out:
                 transport.write(out)
         transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
