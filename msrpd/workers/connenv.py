@@ -107,6 +107,8 @@ class Transactor(Protocol):
 
     def message_refused(self, origin: RoutedConn, frame: Frame) -> bool: ...
 
+    def continued(self, arrival: tuple[int, ...], tid: bytes, written: int) -> bytes | None: ...
+
 
 class Rerouter(Protocol):
     """Routing a frame again when its next hop is us (loopback.Loopback)."""

@@ -2,8 +2,8 @@
 
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
-  token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED and
-  RESPONSE carry a payload.
+  token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED,
+  RESPONSE and CHUNK carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -129,6 +129,10 @@ class HandoffKind(IntEnum):
     """A response read by another worker for a transaction the receiver owns (its id names
     the owner): `conid` is the connection it arrived on, `token` how many u64 ids (network
     order) start the payload (that connection's current and former ids), the response after."""
+    CHUNK = 13
+    """A chunk of a transaction the receiver owns was interrupted on its way out of the
+    sender's connection `conid` (gate.py, transports/wsout.py): `token` u64 ids as in
+    RESPONSE, then the body bytes it had (u64), its id and the continuing chunk's id."""
 
 
 class HandoffFlags(IntFlag):
@@ -144,7 +148,9 @@ class HandoffFlags(IntFlag):
     written even by a worker whose stop refuses relayed frames (gone.GoneReports.handoff_gone)."""
 
 
-_PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE})
+_PAYLOAD_KINDS = frozenset(
+    {HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE, HandoffKind.CHUNK}
+)
 
 
 def frame_flags(more: bool, close_after: bool) -> int:

@@ -27,7 +27,13 @@ Rules:
   case 30d): a chunk of it still being forwarded is cut at once with "#" (no later chunks
   follow), the sender gets its REPORT 413 (Failure-Report permitting), and for REFUSED_TTL
   seconds its later chunks are not forwarded: t_reply answers them 413 instead of 2xx
-  (message_refused), and t_relay drops them (counted in tx_refused).
+  (message_refused), and t_relay drops them (counted in tx_refused). A chunk its sender
+  ends with "#" is forwarded so, and refuses the message's later chunks the same way (RFC
+  4975 §7.1: the message is aborted; rfc-checklist case 29).
+- A chunk cut on its way out by the worker writing it (WebSocket re-chunking, a frame
+  waiting behind it) goes on under a new id named after the cut chunk's owner, which makes
+  it a transaction like the cut one (txbuild.continued_tx; a CHUNK handoff when the writer
+  is another worker, sent before the chunk can be answered, on the link its answer takes).
 - Per frame: one dict insert and one deque append per forwarded SEND, one dict pop per
   response; no timer per transaction.
 """
@@ -35,7 +41,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-import math
+import os
 import struct
 import time
 from collections import OrderedDict
@@ -50,10 +56,12 @@ from ..protocol import (
     RemoteProtocolError,
     relay_splice,
 )
-from ..protocol.frame import AUTH, REPORT, SEND
+from ..protocol.frame import AUTH, SEND
 from ..protocol.transact import (
+    RANDOM_HEX,
+    TID_LENGTH,
     end_line_in_body,
-    failure_report,
+    make_tid,
     response_facts,
     tid_owner,
 )
@@ -66,7 +74,9 @@ from .migrate.handoverio import MovedSink
 from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
-from .transactions import Origin, TidSource, Transaction, TransactionTable
+from .transactions import TidSource, Transaction, TransactionTable
+from .txbuild import continued_tx, mapped_back, new_transaction
+from .txowners import Owners
 from .txstream import StreamSink
 
 if TYPE_CHECKING:
@@ -82,10 +92,6 @@ REFUSED_TTL = 300.0
 """Seconds the later chunks of a message refused with 413 are refused here too."""
 REFUSED_MEMORY = 4096
 """Refused messages remembered per worker at most (the oldest is forgotten first)."""
-OWNERS_TTL = 1.0
-"""Seconds the set of live workers is trusted; a miss re-reads it at most every
-OWNERS_RETRY seconds (an id naming no live worker is a peer's invention: dropped)."""
-OWNERS_RETRY = 0.1
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
 
@@ -99,15 +105,6 @@ def _target(sink: Sink) -> int:
     return -1
 
 
-def _parse(data: bytes | memoryview) -> Frame | None:
-    reader = FrameReader()
-    reader.receive_data(bytes(data))
-    try:
-        return next((e for e in reader.events() if isinstance(e, Frame)), None)
-    except RemoteProtocolError:
-        return None
-
-
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
@@ -116,7 +113,6 @@ class TxRelay:
         "ids",
         "me",
         "owners",
-        "owners_read",
         "reader",
         "refused",
         "reports",
@@ -136,9 +132,8 @@ class TxRelay:
         self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
         refuses that message's later chunks."""
-        self.owners: frozenset[tuple[int, int]] = frozenset()
-        """The live workers (slot, generation), from the heartbeats, read at `owners_read`."""
-        self.owners_read = -math.inf
+        self.owners = Owners(ctx)
+        """Hands what another worker's transaction needs to that worker (txowners.py)."""
         self.reader = FrameReader()
         """Reads the responses other workers hand us (_read)."""
 
@@ -174,7 +169,7 @@ class TxRelay:
             data = relay_splice(frame, tid)
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
-        tx = _transaction(basis, frame.first_to, tid, origin)
+        tx = new_transaction(basis, frame.first_to, tid, origin)
         if tx is not None and self.table.full(origin):
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
@@ -196,6 +191,8 @@ class TxRelay:
                 self.lost(tx, *_GONE)
             return tx is not None
         counters.add(Counter.frames_out)
+        if frame.flag == b"#" and frame.method == SEND:  # its sender aborted the message
+            self.refuse_message(origin.conid, basis.message_id)
         if tx is not None:
             tx.out = _target(sink)
             body = frame.body
@@ -204,13 +201,15 @@ class TxRelay:
             self.arm()
         if not streamed:
             return sink
-        stream = StreamSink(sink, tid, tx, self, origin.conid)
+        message_id = basis.message_id if frame.method == SEND else None
+        stream = StreamSink(sink, tid, tx, self, origin.conid, message_id)
         if tx is not None:
             tx.stream = stream
         return stream
 
     def message_refused(self, origin: RoutedConn, frame: Frame) -> bool:
-        """`frame` (a SEND from `origin`) belongs to a message a next hop refused with 413."""
+        """`frame` (a SEND from `origin`) belongs to a message a next hop refused with 413,
+        or that its sender aborted (a chunk ending with "#", RFC 4975 §7.1)."""
         if not self.refused or frame.method != SEND or frame.message_id is None:
             return False
         until = self.refused.get((origin.conid, frame.message_id))
@@ -245,24 +244,9 @@ class TxRelay:
         if frame.tid.startswith(self.ids.prefix):
             return self.answer(arrival, frame)
         owner = tid_owner(frame.tid)
-        hub = self.ctx.hub
-        if owner is None or hub is None or not self._alive(owner):
+        if owner is None or not self.owners.send(owner, HandoffKind.RESPONSE, arrival, frame.buf):
             return self._unmatched(frame.tid)
-        ids = struct.pack(f"!{len(arrival)}Q", *arrival)
-        path = self.ctx.handoffs.path(*owner)
-        hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
         return 1
-
-    def _alive(self, owner: tuple[int, int]) -> bool:
-        """`owner` is a live worker: a response is handed only to one (a peer choosing ids
-        must not make us dial handoff paths of workers that do not exist)."""
-        now = time.monotonic()
-        age = now - self.owners_read
-        if age >= OWNERS_TTL or (owner not in self.owners and age >= OWNERS_RETRY):
-            live = self.ctx.shm.heartbeats.live()
-            self.owners = frozenset((r.slot, r.generation) for r in live)
-            self.owners_read = now
-        return owner in self.owners
 
     def handed(self, msg: Handoff) -> None:
         """A RESPONSE another worker read for one of our transactions: matched on the facts
@@ -316,7 +300,7 @@ class TxRelay:
                 self._tell(tx, code, reason.decode("utf-8", "replace") or "Failed")
             return 1
         frame = response if isinstance(response, Frame) else self._read(response)
-        data = None if frame is None else _mapped_back(frame, tx)
+        data = None if frame is None else mapped_back(frame, tx)
         if data is None:  # To-Path holds our URIs only: no one to map it back to
             return self._unmatched(tid)
         if not self._to_origin(tx, data):
@@ -327,11 +311,19 @@ class TxRelay:
     def _refuse(self, tx: Transaction) -> None:
         stream, tx.stream = tx.stream, None
         if stream is not None:
-            stream.interrupt()
-        message_id = tx.message_id
+            current = stream.interrupt()
+            if current is not None and current is not tx:
+                # The chunk cut with "#" continues `tx`'s (split): the message is refused
+                # and its sender hears it once, from this REPORT 413.
+                self.table.end(current)
+        self.refuse_message(tx.origin.conid, tx.message_id)
+
+    def refuse_message(self, conid: int, message_id: bytes | None) -> None:
+        """The later chunks of message `message_id` from connection `conid` are refused for
+        REFUSED_TTL seconds: t_reply answers them 413, t_relay drops them."""
         if message_id is None:
             return
-        key = (tx.origin.conid, message_id)
+        key = (conid, message_id)
         self.refused[key] = time.monotonic() + REFUSED_TTL
         self.refused.move_to_end(key)
         while len(self.refused) > REFUSED_MEMORY:
@@ -341,6 +333,50 @@ class TxRelay:
         self.ctx.counters.add(Counter.tx_unmatched)
         logger.debug("response %r matches no transaction: dropped", tid)
         return -1
+
+    # -- chunks cut on their way out (transports/wsout.py, gate.py) --------------------------
+
+    def continued(self, arrival: tuple[int, ...], tid: bytes, written: int) -> bytes | None:
+        """The id of the chunk that continues chunk `tid`, interrupted on connection
+        `arrival` (its current and former ids) after `written` body bytes: named after
+        `tid`'s owner, whose transaction it becomes (told over the handoff link when that is
+        another worker: the chunk's answer, handed the same way, comes after). None when
+        `tid` names no live worker of ours: no transaction of ours to continue."""
+        owner = tid_owner(tid)
+        if owner is None:
+            return None
+        new = make_tid(tid[:6], os.urandom(RANDOM_HEX // 2).hex())
+        if owner == self.me:
+            self.split(arrival, tid, new, written)
+            return new
+        data = struct.pack("!Q", written) + tid + new
+        return new if self.owners.send(owner, HandoffKind.CHUNK, arrival, data) else None
+
+    def handed_chunk(self, msg: Handoff) -> None:
+        """A CHUNK another worker sent (continued) for one of our transactions."""
+        size, payload = 8 * msg.token, msg.payload
+        if msg.token < 1 or len(payload) != size + 8 + 2 * TID_LENGTH:
+            return
+        *arrival, written = struct.unpack_from(f"!{msg.token}QQ", payload)
+        at = size + 8
+        tid, new = bytes(payload[at : at + TID_LENGTH]), bytes(payload[at + TID_LENGTH :])
+        self.split(tuple(arrival), tid, new, written)
+
+    def split(self, arrival: tuple[int, ...], tid: bytes, new: bytes, written: int) -> None:
+        """Chunk `tid` (out on `arrival`) ended after `written` body bytes and goes on as
+        `new`: a transaction like it, with the rest of its stream if that is still being
+        forwarded; `tid`'s timer starts (its last byte is out, RFC 4976 §6.4.1). Nothing
+        when `tid` is no live transaction here (answered, or cut by a 413 already): an
+        answer to `new` is then unmatched."""
+        tx = self.table.match(tid, arrival)
+        if tx is None or new in self.table:
+            return
+        cont = continued_tx(tx, new, written)
+        stream = tx.stream
+        self.restart(tx)  # before `cont`'s: their deadlines come up in the chunks' order
+        self.table.add(cont, time.monotonic(), whole=stream is None)
+        if stream is not None:
+            stream.tx, cont.stream = cont, stream  # tx.stream stays: a 413 to it cuts too
 
     # -- deadlines --------------------------------------------------------------------------
 
@@ -361,40 +397,3 @@ class TxRelay:
                 self._tell(tx, *_TIMEOUT)
         if len(self.table):
             self.arm()
-
-
-def _mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
-    """`response` as the request's sender must get it (rfc-checklist §2.7 step 5): the
-    original id, each of our URIs moved from To-Path to the front of From-Path, up to the one
-    the sender addressed (more than one after a pass through our own URI, loopback.py)."""
-    while response is not None:
-        try:
-            data = relay_splice(response, tx.orig_tid)
-        except LocalProtocolError:
-            return None
-        if response.first_to == tx.our_uri:
-            return data
-        response = _parse(data)
-    return None
-
-
-def _transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
-    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
-    it: a REPORT, a SEND with Failure-Report no."""
-    method = basis.method
-    if method is None or method == REPORT:
-        return None
-    wanted = failure_report(basis)
-    if method == SEND and wanted == b"no":
-        return None
-    return Transaction(
-        tid,
-        origin,
-        basis.tid,
-        method,
-        wanted,
-        basis.buf[: basis.hdr_end],
-        basis.from_path_raw,
-        basis.first_to,
-        hop_uri,
-    )
