@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,29 +22,17 @@ from msrpd.protocol.writer import build_request
 
 from ..integration.test_flow_cycle import slot_of
 from ..msrpclient import MsrpClient, new_tid
-from .conftest import Net, start_relay
-from .test_transactions import NEW_TID, Peer, _send, _stats
+from . import test_transactions
+from .conftest import Net
+from .test_transactions import NEW_TID, Peer, _send
 
-TIMEOUT = 2.0  # [msrp] transaction_timeout
+TIMEOUT = test_transactions.TIMEOUT  # [msrp] transaction_timeout
 SIZE = 6 * 1024 * 1024
 FIRST = 2 * 1024 * 1024  # C's first write: the head and this much of the body
 
 
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    """A relay of its own for each test: the counters it reads are its own."""
-    found = start_relay(tmp_path, transaction_timeout=TIMEOUT)
-    try:
-        yield found
-    finally:
-        found.relay.stop()
-
-
-@pytest.fixture
-def peer() -> Iterator[Peer]:
-    p = Peer()
-    yield p
-    p.close()
+net = test_transactions.net  # a relay of its own per test (transaction_timeout 2 s)
+peer = test_transactions.peer
 
 
 def _sender(net: Net, alice: MsrpClient, apart: bool) -> MsrpClient:
@@ -148,7 +134,7 @@ def test_chunk_interrupted_for_a_waiting_frame(
             with pytest.raises(TimeoutError):
                 got = party.recv(TIMEOUT + 1)
                 raise AssertionError(bytes(got.frame.buf[:300]))
-        stats = _stats(net.relay)
+        stats = net.relay.counters()
         assert (stats["tx_unmatched"], stats["tx_timeouts"]) == (0, 0)
         if waiting == "report":
             assert early  # A's SEND that brought the REPORT
@@ -169,7 +155,7 @@ def test_nothing_waits_nothing_cut(net: Net, peer: Peer) -> None:
         assert (got.frame.flag, got.frame.message_id, got.body) == (b"$", b"m29n", body)
         alice.send_raw(build_reply(got.frame, 200, "OK"))
         assert carol.recv(30).frame.code == 200
-        stats = _stats(net.relay)
+        stats = net.relay.counters()
         assert (stats["tx_unmatched"], stats["tx_timeouts"]) == (0, 0)
 
 
@@ -218,7 +204,7 @@ def test_hash_chunk_forwarded_and_later_chunks_refused(net: Net, peer: Peer, siz
         with pytest.raises(TimeoutError):
             got2 = alice.recv(1)
             raise AssertionError(bytes(got2.frame.buf[:300]))
-        stats = _stats(net.relay)
+        stats = net.relay.counters()
         assert (stats["tx_refused"], stats["tx_unmatched"]) == (1, 0)
 
 

@@ -23,7 +23,6 @@ import pytest
 
 from msrpd.protocol import Frame, build_reply
 from msrpd.protocol.writer import build_request
-from msrpd.rundir import layout_for
 
 from ..integration.relay import Relay
 from ..integration.test_flow_cycle import slot_of
@@ -51,16 +50,6 @@ def relay(make_relay, tmp_path) -> Iterator[tuple[Relay, ssl.SSLContext]]:  # ty
     result = relay.start()
     assert result.returncode == 0, result.stderr + relay.log()
     yield relay, ctx
-
-
-def _stats(relay: Relay) -> dict[str, int]:
-    """The counters, once every worker has published what it counted (about once a second)."""
-    time.sleep(1.2)
-    shm = layout_for(relay.settings()).attach_all()
-    try:
-        return dict(shm.stats.total())
-    finally:
-        shm.close()
 
 
 def _parties(relay: Relay, ctx: ssl.SSLContext, apart: bool) -> tuple[WsMsrpClient, MsrpClient]:
@@ -142,7 +131,7 @@ def test_every_added_chunk_answered_is_matched(relay, apart: bool) -> None:  # t
         with pytest.raises(TimeoutError):  # no REPORT: not a 408 either
             got = bob.recv(TIMEOUT + 1)
             raise AssertionError(bytes(got.frame.buf))
-        stats = _stats(relay)
+        stats = relay.counters()
         assert (stats["tx_unmatched"], stats["tx_timeouts"]) == (0, 0)
 
 
@@ -194,7 +183,7 @@ def test_413_to_an_added_chunk_reports_and_cuts(relay, apart: bool) -> None:  # 
         with pytest.raises(TimeoutError):
             got = alice.recv(1)
             raise AssertionError(bytes(got.frame.buf[:300]))
-        stats = _stats(relay)
+        stats = relay.counters()
         assert (stats["tx_unmatched"], stats["tx_timeouts"], stats["tx_refused"]) == (0, 0, 1)
 
 
@@ -228,5 +217,5 @@ def test_unanswered_chunks_each_time_out_with_408(relay) -> None:  # type: ignor
         with pytest.raises(TimeoutError):
             got = bob.recv(TIMEOUT)
             raise AssertionError(bytes(got.frame.buf))
-        stats = _stats(relay)
+        stats = relay.counters()
         assert (stats["tx_unmatched"], stats["tx_timeouts"]) == (0, len(chunks))
