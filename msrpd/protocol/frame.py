@@ -51,6 +51,8 @@ class Frame:
         flag: the continuation flag (b"$", b"+" or b"#"), or None for a streamed frame.
         to_span / from_span: (start, end of the first URI, end) of the To-Path and From-Path
             values, blanks around them excluded.
+        odd_names: a header name RFC 4975/4976 defines is not in canonical case: the head
+            is rebuilt when the frame is relayed (hnames.py).
     """
 
     __slots__ = (
@@ -65,6 +67,7 @@ class Frame:
         "from_span",
         "hdr_end",
         "method",
+        "odd_names",
         "reason",
         "tid",
         "to_span",
@@ -83,6 +86,7 @@ class Frame:
         flag: bytes | None,
         to_span: tuple[int, int, int],
         from_span: tuple[int, int, int],
+        odd_names: bool = False,
     ) -> None:
         self.buf = buf
         self.tid = tid
@@ -95,6 +99,7 @@ class Frame:
         self.flag = flag
         self.to_span = to_span
         self.from_span = from_span
+        self.odd_names = odd_names
         self._headers: list[tuple[bytes, bytes, int]] | None = None
         self._to: list[str] | None = None
         self._from: list[str] | None = None
@@ -195,11 +200,13 @@ class Frame:
         return self.buf[self.from_span[0] : self.from_span[1]]
 
     def message_id_line(self) -> bytes | None:
-        """The first Message-ID header line as received, CRLF included."""
+        """The first Message-ID header line as received, CRLF included, its name in
+        canonical case (the relay copies it into its responses: hnames.py)."""
         at = self.buf.find(b"\r\nMessage-ID:", self.hdr_start - 2, self.hdr_end)
         if at >= 0:  # the usual spelling, found without parsing the header block
             return self.buf[at + 2 : self.buf.index(b"\r\n", at + 2) + 2]
-        return self.header_line(b"message-id")
+        line = self.header_line(b"message-id")
+        return None if line is None else b"Message-ID" + line[10:]
 
     @property
     def to_count(self) -> int:
