@@ -334,12 +334,12 @@ class TxRelay:
         former = conn.migration.former
         self._hop_closed((conn.conid, *former), conn.outbound)
         hub = self.ctx.hub
-        if hub is None or not (conn.stats.handed or former):
-            return
+        if hub is None or hub.closed or not (conn.stats.handed or former):
+            return  # (hub closed: the worker is exiting)
         ids = struct.pack(f"!{len(former)}Q", *former)
-        handoffs, outbound = self.ctx.handoffs, int(conn.outbound)
+        outbound = int(conn.outbound)
         for worker in self.workers.current() - {self.me}:
-            hub.send_control(handoffs.path(*worker), HandoffKind.CLOSED, conn.conid, outbound, ids)
+            self.ctx.handoffs.control(worker, HandoffKind.CLOSED, conn.conid, outbound, ids)
 
     def closed_elsewhere(self, msg: Handoff) -> None:
         """Another worker's connection `msg.conid` (and its former ids) closed (CLOSED)."""
