@@ -33,8 +33,8 @@ MESSAGES = [
     Handoff(HandoffKind.GONE, CONID, 3),
     Handoff(HandoffKind.FRAME, 2**64 - 1, 2**32 - 1, bytes(range(256)) * 40),
     Handoff(HandoffKind.CLOSE, 0, 0),
-    Handoff(HandoffKind.FRAME, CONID, 4, b"x", HandoffFlags.CLOSE_AFTER | HandoffFlags.MORE),
     Handoff(HandoffKind.CLOSED, CONID, 1, (CONID - 1).to_bytes(8, "big") + (7).to_bytes(8, "big")),
+    Handoff(HandoffKind.FRAME, CONID, 4, b"x", HandoffFlags.CLOSE_AFTER | HandoffFlags.MORE),
 ]
 STREAM = b"".join(encode_handoff(m) for m in MESSAGES)
 
