@@ -1,11 +1,12 @@
 """The header names RFC 4975 and RFC 4976 define, and how the relay writes them.
 
 Rules (RFC 4975 §9 via RFC 4234 §2.3; rfc-checklist §1.6 and case 8a): a header name is
-matched in any case, and the relay always emits the canonical case. The reader's header
-regex (grammar.py) takes the canonical spellings first, so a frame whose names are all
-canonical costs nothing more; a known name spelled otherwise sets the frame's `odd_names`
-flag, and only such a frame has its head rebuilt (`canonical_head`) when it is relayed.
-Extension headers (RFC 4975 §12) stay as they are spelled.
+matched in any case, and the relay always emits the canonical case. The reader's fast
+regex (grammar.HEAD) takes the defined names in canonical case only, as literals, so a
+frame whose names are all canonical costs nothing more; a head it refuses is tried in any
+case (grammar.HEAD_ANY_CASE) and, if that takes it, the frame carries `odd_names`: only
+such a frame has its head rebuilt (`canonical_head`) when it is relayed. Extension headers
+(RFC 4975 §12) stay as they are spelled.
 """
 
 from __future__ import annotations

@@ -201,8 +201,8 @@ class HandoffHub:
         self, dest_path: Path, kind: HandoffKind, conid: int, token: int = 0, payload: bytes = b""
     ) -> None:
         """Queue a message of the connection-moving kinds (MOVED, FENCE, ...), a RESPONSE or
-        a CLOSED. It is not tracked: if its link fails it is lost, and handover.py's
-        timeouts (the transaction timeout) cover that."""
+        a CLOSED. It is not tracked: if its link fails it is lost; handover.py's timeouts
+        cover a lost move message, the transaction timeout a lost RESPONSE or CLOSED."""
         header = _pack_header(kind, 0, 0, conid, token, len(payload))
         self._link(dest_path).push_reply(header + payload if payload else header)
 

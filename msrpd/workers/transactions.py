@@ -22,8 +22,8 @@ Rules:
   timer runs from the last byte written, RFC 4976 §6.4.1) is skipped when it comes up.
 - Indexed by the connection each request went out on too (`by_out`, one dict insert and
   one delete per transaction), so that when that connection closes its transactions fail at
-  once (`gone`, rfc-checklist §4.5) instead of at their deadline; their ids moved with it
-  when it moved, so that is no close (txrelay.py).
+  once (`gone`, rfc-checklist §4.5) instead of at their deadline. A connection that moved
+  is no close: it keeps its old ids (MigrationState.former), and its close names them all.
 - Bounded: an origin connection with MAX_PER_CONN live transactions is not read until half
   of them have ended (back-pressure: a sender faster than its next hop's answers is slowed,
   nothing is refused); the frames of the read in progress still go, and at HARD_LIMIT times
