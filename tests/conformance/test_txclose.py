@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from msrpd.control.workerctl import WorkerCtlError, query_worker
 from msrpd.protocol import Frame, build_reply
+from msrpd.rundir import ctl_path
 
 from ..integration.relay import PASSWORDS, REALM
 from ..integration.test_flow_cycle import slot_of
@@ -213,4 +215,57 @@ def test_a_next_hop_that_moves_keeps_its_transactions(cmap_net: Net) -> None:
     _nothing(alice)
     stats = _stats(net.relay)
     assert stats["conns_moved"] >= 1
+    assert (stats["tx_hop_closed"], stats["tx_timeouts"], stats["tx_unmatched"]) == (1, 0, 0)
+
+
+def _in_generation(net: Net, client: MsrpClient, generation: int) -> bool:
+    """`client`'s connection is served by a worker of `generation`."""
+    port = client.sock.getsockname()[1]
+    run_dir = net.relay.settings().core.run_dir
+    for slot in range(net.relay.settings().core.children):
+        try:
+            rows = query_worker(ctl_path(run_dir, slot, generation), "conns")
+        except WorkerCtlError:
+            continue  # not up yet
+        if any(row["peer"].endswith(f":{port}") for row in rows):
+            return True
+    return False
+
+
+def test_a_next_hop_handed_over_by_a_reload_keeps_its_transactions(cmap_net: Net) -> None:
+    """A reload hands B (plain TCP) to the new generation while A's three SENDs to B wait
+    (A, over TLS, stays with its old worker, which owns the transactions). The handover
+    fails nothing; B's 200 and 486 come from the new worker and are matched (the 486 becomes
+    A's REPORT); B's close there fails the third at once: the new worker tells the old."""
+    net = cmap_net
+    alice = _placed(net, lambda: _cmap_client(net, "alice", True), None, True)
+    bob = _placed(net, lambda: _cmap_client(net, "bob", False), None, True)
+    tb = bob.use_path or ""
+    frs = ("yes", "partial", "yes")
+    sent = [_send(alice, f"{tb} {bob.uri}", f"r{n}", b"abc", fr=fr) for n, fr in enumerate(frs)]
+    assert [alice.recv().frame.tid for _ in range(2)] == [sent[0], sent[2]]  # the 200s
+    got = [bob.recv().frame for _ in sent]
+    for frame, tid in zip(got, sent, strict=True):
+        _forwarded(frame, tid, bob.uri, f"{tb} {alice.uri}")
+    assert net.relay.cli("reload").returncode == 0, net.relay.log()
+    deadline = time.monotonic() + 20
+    while not _in_generation(net, bob, 2):
+        assert time.monotonic() < deadline, "B was not handed to the new generation"
+        time.sleep(0.1)
+    assert not _in_generation(net, alice, 2)  # TLS: with the old worker, which lives on
+    _nothing(alice, bob)  # the handover failed nothing
+    bob.send_raw(build_reply(got[0], 200, "OK"))
+    bob.send_raw(build_reply(got[1], 486, "Busy Here"))
+    report = alice.recv().frame
+    assert report.method == b"REPORT" and report.header("Status") == b"000 486 Busy Here"
+    assert (report.message_id, report.to_path, report.from_path) == (b"r1", [alice.uri], [tb])
+    _nothing(alice)
+    bob.close()
+    closed = time.monotonic()
+    report = alice.recv(FAST + 1).frame
+    assert time.monotonic() - closed < FAST
+    assert report.header("Status") == b"000 481 Session Does Not Exist"
+    assert (report.message_id, report.header("Byte-Range")) == (b"r2", b"1-3/3")
+    _nothing(alice)
+    stats = _stats(net.relay)
     assert (stats["tx_hop_closed"], stats["tx_timeouts"], stats["tx_unmatched"]) == (1, 0, 0)
