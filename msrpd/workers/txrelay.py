@@ -334,8 +334,10 @@ class TxRelay:
         former = conn.migration.former
         self._hop_closed((conn.conid, *former), conn.outbound)
         hub = self.ctx.hub
-        if hub is None or hub.closed or not (conn.stats.handed or former):
-            return  # (hub closed: the worker is exiting)
+        if hub is None or not (conn.stats.handed or former):
+            return
+        if hub.closed or self.ctx.stop.stopping:
+            return  # no new link: a stop ends when every link is gone (stopping.py)
         ids = struct.pack(f"!{len(former)}Q", *former)
         outbound = int(conn.outbound)
         for worker in self.workers.current() - {self.me}:
