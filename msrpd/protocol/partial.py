@@ -15,7 +15,7 @@ import re
 from .errors import LocalProtocolError
 from .events import InvalidFrame
 from .fastpath import path_span
-from .frame import Frame
+from .frame import Frame, OddNamesFrame
 from .grammar import (
     DASHES,
     FIRST_LINE,
@@ -153,7 +153,8 @@ class PartialFrame:
         assert m is not None  # check_head passed, so the first line matched
         code = m[2]
         to_span, from_span = self.spans
-        return Frame(
+        # A defined header name in another case: a frame that says so (hnames.py).
+        return (OddNamesFrame if self.odd_names else Frame)(
             buf,
             self.tid,
             None if code else bytes(m[4]),
@@ -165,7 +166,6 @@ class PartialFrame:
             flag,
             to_span,
             from_span,
-            self.odd_names,
         )
 
 
