@@ -12,7 +12,7 @@ import re
 
 from .uri import split_path
 
-__all__ = ["Frame", "Method"]
+__all__ = ["Frame", "Method", "OddNamesFrame"]
 
 # Method names the relay knows (RFC 4975 §9, RFC 4976 §7); any other token is still a request.
 SEND = b"SEND"
@@ -51,9 +51,14 @@ class Frame:
         flag: the continuation flag (b"$", b"+" or b"#"), or None for a streamed frame.
         to_span / from_span: (start, end of the first URI, end) of the To-Path and From-Path
             values, blanks around them excluded.
+        odd_names: a header name RFC 4975/4976 defines is not in canonical case: the head
+            is rebuilt when the frame is relayed (hnames.py). True on OddNamesFrame only.
     """
 
+    odd_names = False
+
     __slots__ = (
+        "_failure_report",
         "_from",
         "_headers",
         "_to",
@@ -96,6 +101,7 @@ class Frame:
         self.to_span = to_span
         self.from_span = from_span
         self._headers: list[tuple[bytes, bytes, int]] | None = None
+        self._failure_report: bytes | None = None
         self._to: list[str] | None = None
         self._from: list[str] | None = None
 
@@ -194,12 +200,34 @@ class Frame:
         """The first From-Path URI (the previous hop) as received."""
         return self.buf[self.from_span[0] : self.from_span[1]]
 
+    @property
+    def failure_report(self) -> bytes:
+        """Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is b"yes" (RFC
+        4975 §7.1.1). Read once: t_reply and t_relay both ask for every SEND."""
+        value = self._failure_report
+        if value is None:
+            buf, start, end = self.buf, self.hdr_start - 2, self.hdr_end
+            at = buf.find(b"\r\nFailure-Report:", start, end)
+            first = buf.find(b"ailure-", start, end)  # the name in any spelling, or a value
+            if at >= 0 and first == at + 3:  # the usual spelling comes first: no parsing
+                at += 17
+                found: bytes | None = buf[at : buf.index(b"\r\n", at)].strip(b" \t")
+            elif first < 0:
+                found = None
+            else:
+                found = self.header(b"failure-report")
+            value = b"yes" if found is None else found.lower()
+            self._failure_report = value
+        return value
+
     def message_id_line(self) -> bytes | None:
-        """The first Message-ID header line as received, CRLF included."""
+        """The first Message-ID header line as received, CRLF included, its name in
+        canonical case (the relay copies it into its responses: hnames.py)."""
         at = self.buf.find(b"\r\nMessage-ID:", self.hdr_start - 2, self.hdr_end)
         if at >= 0:  # the usual spelling, found without parsing the header block
             return self.buf[at + 2 : self.buf.index(b"\r\n", at + 2) + 2]
-        return self.header_line(b"message-id")
+        line = self.header_line(b"message-id")
+        return None if line is None else b"Message-ID" + line[10:]
 
     @property
     def to_count(self) -> int:
@@ -228,3 +256,14 @@ class Frame:
     @property
     def message_id(self) -> bytes | None:
         return self.header(b"message-id")
+
+
+class OddNamesFrame(Frame):
+    """A Frame in which a header name RFC 4975/4976 defines is not in canonical case (the
+    reader's state machine makes it, partial.py): relayed, its head is rebuilt with the
+    canonical names (hnames.py). A class rather than a field: the usual frame carries nothing
+    more for it."""
+
+    __slots__ = ()
+
+    odd_names = True

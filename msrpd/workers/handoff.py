@@ -3,7 +3,7 @@
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
   token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED,
-  RESPONSE and CHUNK carry a payload.
+  RESPONSE, CLOSED and CHUNK carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -129,7 +129,11 @@ class HandoffKind(IntEnum):
     """A response read by another worker for a transaction the receiver owns (its id names
     the owner): `conid` is the connection it arrived on, `token` how many u64 ids (network
     order) start the payload (that connection's current and former ids), the response after."""
-    CHUNK = 13
+    CLOSED = 13
+    """Owner -> every other worker: connection `conid` has closed (not moved): the payload is
+    its former ids (u64 each, network order); `token` 1 when it was a next hop the relay
+    connected to, 0 when a client's. Transactions whose request went out on it fail."""
+    CHUNK = 14
     """A chunk of a transaction the receiver owns was interrupted on its way out of the
     sender's connection `conid` (gate.py, transports/wsout.py): `token` u64 ids as in
     RESPONSE, then the body bytes it had (u64), its id and the continuing chunk's id."""
@@ -149,7 +153,13 @@ class HandoffFlags(IntFlag):
 
 
 _PAYLOAD_KINDS = frozenset(
-    {HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE, HandoffKind.CHUNK}
+    {
+        HandoffKind.FRAME,
+        HandoffKind.MOVED,
+        HandoffKind.RESPONSE,
+        HandoffKind.CLOSED,
+        HandoffKind.CHUNK,
+    }
 )
 
 

@@ -1,11 +1,10 @@
-"""What the transaction layer (txrelay.py) builds from frames: the transaction for a forwarded
-request, the one for a chunk that continues an interrupted one, a response mapped back.
+"""What the transaction layer (txrelay.py) builds besides a forwarded request's transaction
+(transactions.transaction_for): the one for a chunk that continues an interrupted one, a
+response mapped back.
 
 Rules:
-- A REPORT and a SEND with Failure-Report no get no transaction: nobody answers them (RFC
-  4975 §7.1.2, §7.1.4).
 - A chunk the relay interrupted on its way out (WebSocket re-chunking, a frame waiting behind
-  it: transports/wsout.py, gate.py) goes on under a new id as a transaction like the
+  it: transports/wsout.py, interrupt.py) goes on under a new id as a transaction like the
   interrupted one's: same sender, Message-ID and Failure-Report, its Byte-Range starting at
   the next byte (protocol/rechunk.py), and the body bytes past the cut counted as its own
   (RFC 4975 §7.1.1, §7.1.2: a REPORT gives the range of its chunk).
@@ -18,34 +17,10 @@ from __future__ import annotations
 import dataclasses
 
 from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, relay_splice
-from ..protocol.frame import REPORT, SEND
 from ..protocol.rechunk import continuation
-from ..protocol.transact import failure_report
-from .transactions import Origin, Transaction
+from .transactions import Transaction
 
-__all__ = ["continued_tx", "mapped_back", "new_transaction"]
-
-
-def new_transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
-    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
-    it: a REPORT, a SEND with Failure-Report no."""
-    method = basis.method
-    if method is None or method == REPORT:
-        return None
-    wanted = failure_report(basis)
-    if method == SEND and wanted == b"no":
-        return None
-    return Transaction(
-        tid,
-        origin,
-        basis.tid,
-        method,
-        wanted,
-        basis.buf[: basis.hdr_end],
-        basis.from_path_raw,
-        basis.first_to,
-        hop_uri,
-    )
+__all__ = ["continued_tx", "mapped_back"]
 
 
 def continued_tx(tx: Transaction, tid: bytes, written: int) -> Transaction:

@@ -23,6 +23,10 @@ Rules:
   fails or is refused by the dialing bounds, dialing.py): the sender hears what it would on
   a timeout, at once (REPORT 408 also for Failure-Report partial, policy §8.2), and the
   transaction ends. Its connection known but gone: 481, as for relay().
+- The connection a request went out on closes before the answer (§4.5): its transactions
+  fail at once, as above (408 for a next hop we connected to, 481 for a client's session).
+  Its worker tells the others with a CLOSED (its ids, former ones included: a connection
+  that moved is no close); no timer, no shared-memory poll.
 - A next hop that answers 413 refuses the whole message (RFC 4975 §10.5, rfc-checklist §2.8,
   case 30d): a chunk of it still being forwarded is cut at once with "#" (no later chunks
   follow), the sender gets its REPORT 413 (Failure-Report permitting), and for REFUSED_TTL
@@ -30,10 +34,8 @@ Rules:
   (message_refused), and t_relay drops them (counted in tx_refused). A chunk its sender
   ends with "#" is forwarded so, and refuses the message's later chunks the same way (RFC
   4975 §7.1: the message is aborted; rfc-checklist case 29).
-- A chunk cut on its way out by the worker writing it (WebSocket re-chunking, a frame
-  waiting behind it) goes on under a new id named after the cut chunk's owner, which makes
-  it a transaction like the cut one (txbuild.continued_tx; a CHUNK handoff when the writer
-  is another worker, sent before the chunk can be answered, on the link its answer takes).
+- A chunk cut on its way out (WebSocket re-chunking, a frame waiting behind it) goes on as
+  a transaction like the cut one's (txchunks.py).
 - Per frame: one dict insert and one deque append per forwarded SEND, one dict pop per
   response; no timer per transaction.
 """
@@ -41,7 +43,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
 from collections import OrderedDict
@@ -57,26 +58,20 @@ from ..protocol import (
     relay_splice,
 )
 from ..protocol.frame import AUTH, SEND
-from ..protocol.transact import (
-    RANDOM_HEX,
-    TID_LENGTH,
-    end_line_in_body,
-    make_tid,
-    response_facts,
-    tid_owner,
-)
+from ..protocol.transact import end_line_in_body, response_facts, tid_owner
 from ..routing.env import Destination
 from ..shm import Counter
 from .connenv import Resolver, RoutedConn
 from .gone import GoneReports
 from .handoff import Handoff, HandoffKind
+from .liveworkers import LiveWorkers
 from .migrate.handoverio import MovedSink
 from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
-from .transactions import TidSource, Transaction, TransactionTable
-from .txbuild import continued_tx, mapped_back, new_transaction
-from .txowners import Owners
+from .transactions import TidSource, Transaction, TransactionTable, transaction_for
+from .txbuild import mapped_back
+from .txchunks import Continuations
 from .txstream import StreamSink
 
 if TYPE_CHECKING:
@@ -92,32 +87,25 @@ REFUSED_TTL = 300.0
 """Seconds the later chunks of a message refused with 413 are refused here too."""
 REFUSED_MEMORY = 4096
 """Refused messages remembered per worker at most (the oldest is forgotten first)."""
+_FRAMES_OUT = Counter.frames_out  # counted on every forwarded request: values[] directly
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
-
-
-def _target(sink: Sink) -> int:
-    """The id of the connection `sink` writes to (-1: none)."""
-    if isinstance(sink, (LocalSink, HandoffSink)):
-        return sink.conid
-    if isinstance(sink, MovedSink):
-        return sink.departure.old
-    return -1
 
 
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
     __slots__ = (
+        "chunks",
         "ctx",
         "ids",
         "me",
-        "owners",
         "reader",
         "refused",
         "reports",
         "sweeping",
         "table",
+        "workers",
     )
 
     def __init__(self, ctx: WorkerContext, reports: GoneReports) -> None:
@@ -132,16 +120,18 @@ class TxRelay:
         self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
         refuses that message's later chunks."""
-        self.owners = Owners(ctx)
-        """Hands what another worker's transaction needs to that worker (txowners.py)."""
+        self.workers = LiveWorkers(ctx.shm.heartbeats)
+        self.chunks = Continuations(ctx, self.table, self.workers, self.restart)
+        """Chunks cut on their way out, continued as transactions (txchunks.py)."""
         self.reader = FrameReader()
         """Reads the responses other workers hand us (_read)."""
 
     def new_tid(self, frame: Frame) -> bytes:
         """A transaction id of ours for forwarding `frame`: not live, not in its body."""
+        live = self.table.live
         while True:
             tid = self.ids()
-            if tid not in self.table and not end_line_in_body(frame, tid):
+            if tid not in live and not end_line_in_body(frame, tid):
                 return tid
 
     # -- requests ---------------------------------------------------------------------------
@@ -169,8 +159,8 @@ class TxRelay:
             data = relay_splice(frame, tid)
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
-        tx = new_transaction(basis, frame.first_to, tid, origin)
-        if tx is not None and self.table.full(origin):
+        tx = transaction_for(basis, frame.first_to, tid, origin)
+        if tx is not None and origin.migration.tx_open >= self.table.hard_limit:
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
             self.lost(tx, *_TIMEOUT)
@@ -184,21 +174,26 @@ class TxRelay:
             return tx is not None
         if tx is not None and tx.ended:  # refused by the dialing bounds: told already
             return True
-        streamed = frame.streamed
+        streamed = frame.end_start < 0  # frame.streamed
         if not sink.send(data, source=origin.conid, more=streamed):
             counters.add(Counter.relay_fail)
             if tx is not None:
                 self.lost(tx, *_GONE)
             return tx is not None
-        counters.add(Counter.frames_out)
+        counters.values[_FRAMES_OUT] += 1
         if frame.flag == b"#" and frame.method == SEND:  # its sender aborted the message
             self.refuse_message(origin.conid, basis.message_id)
         if tx is not None:
-            tx.out = _target(sink)
-            body = frame.body
-            tx.received = 0 if body is None else len(body)
+            # The connection it went out on (_target, inline: once per forwarded request).
+            if type(sink) is LocalSink or type(sink) is HandoffSink:
+                tx.out = sink.conid
+            elif type(sink) is MovedSink:
+                tx.out = sink.departure.old
+            if not streamed and frame.body_start >= 0:  # Frame.body's length, not the view
+                tx.received = max(0, frame.end_start - 2 - frame.body_start)
             self.table.add(tx, time.monotonic(), whole=not streamed)
-            self.arm()
+            if self.sweeping is None:
+                self.arm()
         if not streamed:
             return sink
         message_id = basis.message_id if frame.method == SEND else None
@@ -235,17 +230,30 @@ class TxRelay:
             return True
         return origin.migration.passed and self.reports.report_to(origin.conid, data)
 
+    def continued(self, arrival: tuple[int, ...], tid: bytes, written: int) -> bytes | None:
+        """The id of the chunk that continues chunk `tid`, cut on connection `arrival`
+        after `written` body bytes (txchunks.Continuations.continued)."""
+        return self.chunks.continued(arrival, tid, written)
+
     # -- responses --------------------------------------------------------------------------
 
     def response(self, conn: RoutedConn, frame: Frame) -> int:
         """Response `frame` came on `conn`: 1 when it is matched here or handed to the
         worker that owns its transaction, -1 when dropped."""
         arrival = (conn.conid, *conn.migration.former)
-        if frame.tid.startswith(self.ids.prefix):
-            return self.answer(arrival, frame)
-        owner = tid_owner(frame.tid)
-        if owner is None or not self.owners.send(owner, HandoffKind.RESPONSE, arrival, frame.buf):
+        tid = frame.tid
+        if tid.startswith(self.ids.prefix):
+            reason = frame.reason or b""
+            return self._answer(arrival, tid, frame.code or 0, reason, frame.first_to, frame)
+        owner = tid_owner(tid)
+        hub = self.ctx.hub
+        # Handed only to a live worker: a peer choosing ids must not make us dial handoff
+        # paths of workers that do not exist.
+        if owner is None or hub is None or owner not in self.workers:
             return self._unmatched(frame.tid)
+        ids = struct.pack(f"!{len(arrival)}Q", *arrival)
+        path = self.ctx.handoffs.path(*owner)
+        hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
         return 1
 
     def handed(self, msg: Handoff) -> None:
@@ -275,11 +283,6 @@ class TxRelay:
             return None
         return event
 
-    def answer(self, arrival: tuple[int, ...], frame: Frame) -> int:
-        """Response `frame`, read on a connection that has had the ids `arrival`."""
-        reason = frame.reason or b""
-        return self._answer(arrival, frame.tid, frame.code or 0, reason, frame.first_to, frame)
-
     def _answer(
         self,
         arrival: tuple[int, ...],
@@ -289,8 +292,8 @@ class TxRelay:
         first_to: bytes,
         response: Frame | bytes,
     ) -> int:
-        tx = self.table.match(tid, arrival)
-        if tx is None or first_to != tx.hop_uri:
+        tx = self.table.live.get(tid)  # TransactionTable.match, inline: every response
+        if tx is None or tx.out not in arrival or first_to != tx.hop_uri:
             return self._unmatched(tid)
         self.table.end(tx)
         if tx.method == SEND:
@@ -334,49 +337,41 @@ class TxRelay:
         logger.debug("response %r matches no transaction: dropped", tid)
         return -1
 
-    # -- chunks cut on their way out (transports/wsout.py, gate.py) --------------------------
+    # -- next hops that close (rfc-checklist §4.5) --------------------------------------------
 
-    def continued(self, arrival: tuple[int, ...], tid: bytes, written: int) -> bytes | None:
-        """The id of the chunk that continues chunk `tid`, interrupted on connection
-        `arrival` (its current and former ids) after `written` body bytes: named after
-        `tid`'s owner, whose transaction it becomes (told over the handoff link when that is
-        another worker: the chunk's answer, handed the same way, comes after). None when
-        `tid` names no live worker of ours: no transaction of ours to continue."""
-        owner = tid_owner(tid)
-        if owner is None:
-            return None
-        new = make_tid(tid[:6], os.urandom(RANDOM_HEX // 2).hex())
-        if owner == self.me:
-            self.split(arrival, tid, new, written)
-            return new
-        data = struct.pack("!Q", written) + tid + new
-        return new if self.owners.send(owner, HandoffKind.CHUNK, arrival, data) else None
-
-    def handed_chunk(self, msg: Handoff) -> None:
-        """A CHUNK another worker sent (continued) for one of our transactions."""
-        size, payload = 8 * msg.token, msg.payload
-        if msg.token < 1 or len(payload) != size + 8 + 2 * TID_LENGTH:
+    def out_closed(self, conn: RoutedConn) -> None:
+        """`conn` closed here (it did not move): nothing that went out on it will be answered.
+        Its transactions here fail now; every other worker is told (CLOSED) when one may
+        have some: it was handed frames, or it moved here (its former ids)."""
+        former = conn.migration.former
+        self._hop_closed((conn.conid, *former), conn.outbound)
+        hub = self.ctx.hub
+        if hub is None or not (conn.stats.handed or former):
             return
-        *arrival, written = struct.unpack_from(f"!{msg.token}QQ", payload)
-        at = size + 8
-        tid, new = bytes(payload[at : at + TID_LENGTH]), bytes(payload[at + TID_LENGTH :])
-        self.split(tuple(arrival), tid, new, written)
+        if hub.closed or self.ctx.stop.stopping:
+            return  # no new link: a stop ends when every link is gone (stopping.py)
+        ids = struct.pack(f"!{len(former)}Q", *former)
+        outbound = int(conn.outbound)
+        for worker in self.workers.current() - {self.me}:
+            self.ctx.handoffs.control(worker, HandoffKind.CLOSED, conn.conid, outbound, ids)
 
-    def split(self, arrival: tuple[int, ...], tid: bytes, new: bytes, written: int) -> None:
-        """Chunk `tid` (out on `arrival`) ended after `written` body bytes and goes on as
-        `new`: a transaction like it, with the rest of its stream if that is still being
-        forwarded; `tid`'s timer starts (its last byte is out, RFC 4976 §6.4.1). Nothing
-        when `tid` is no live transaction here (answered, or cut by a 413 already): an
-        answer to `new` is then unmatched."""
-        tx = self.table.match(tid, arrival)
-        if tx is None or new in self.table:
+    def closed_elsewhere(self, msg: Handoff) -> None:
+        """Another worker's connection `msg.conid` (and its former ids) closed (CLOSED)."""
+        former = struct.unpack_from(f"!{len(msg.payload) // 8}Q", msg.payload)
+        self._hop_closed((msg.conid, *former), msg.token == 1)
+
+    def _hop_closed(self, ids: tuple[int, ...], outbound: bool) -> None:
+        """The transactions whose request went out on connection `ids` fail: a next hop the
+        relay connected to could not be reached (408, policy §8.2), a client's session is
+        gone (481)."""
+        failed = self.table.gone(ids)
+        if not failed:
             return
-        cont = continued_tx(tx, new, written)
-        stream = tx.stream
-        self.restart(tx)  # before `cont`'s: their deadlines come up in the chunks' order
-        self.table.add(cont, time.monotonic(), whole=stream is None)
-        if stream is not None:
-            stream.tx, cont.stream = cont, stream  # tx.stream stays: a 413 to it cuts too
+        self.ctx.counters.add(Counter.tx_hop_closed, len(failed))
+        logger.info("%x closed: %d forwarded transactions failed", ids[0], len(failed))
+        code, reason = _TIMEOUT if outbound else _GONE
+        for tx in failed:
+            self._tell(tx, code, reason)
 
     # -- deadlines --------------------------------------------------------------------------
 

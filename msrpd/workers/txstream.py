@@ -7,7 +7,7 @@ FrameEnd.raw, or the "#" a lost sender gets), goes out under the new id (protoco
 and starts the transaction's timer (RFC 4976 §6.4.1: from the last byte written). A next hop
 that refuses the message (413) has the chunk ended at once with "#" (RFC 4975 §10.5); the rest
 of it goes nowhere. A chunk its sender ends with "#" aborts the message: its later chunks are
-refused (RFC 4975 §7.1). A chunk interrupted on its way out (txrelay.TxRelay.split) goes on as
+refused (RFC 4975 §7.1). A chunk interrupted on its way out (txchunks.py) goes on as
 another transaction: `tx` becomes that one, which counts the bytes and whose timer the
 end-line starts.
 """
