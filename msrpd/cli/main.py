@@ -46,10 +46,19 @@ def _running_pid(settings: Settings) -> int | None:
     if pid is None:
         return None
     try:
-        proc = psutil.Process(pid)
-        return pid if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE else None
+        return None if _exited(psutil.Process(pid)) else pid
     except psutil.Error:
         return None
+
+
+def _exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie: it has exited and let go of everything it held (sockets, locks,
+    shared memory); only its parent has not reaped it yet. The daemon supervisor's parent is
+    whatever adopted it (init, a container's pid 1, a subreaper), which may reap late or never."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,7 +141,11 @@ def stop(config: Path | None, now: bool, timeout: float | None) -> None:
     except psutil.NoSuchProcess:
         family = []
     wait = timeout if timeout is not None else settings.core.drain_timeout + 10.0
-    _, alive = psutil.wait_procs(family, timeout=wait)
+    deadline = time.monotonic() + wait
+    alive = [p for p in family if not _exited(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _exited(p)]
     if alive:
         click.echo(
             f"msrpd: still running after {wait:.0f} s: pids {[p.pid for p in alive]}", err=True

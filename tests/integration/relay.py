@@ -53,6 +53,15 @@ def title(proc: psutil.Process) -> str:
     return " ".join(proc.cmdline()).strip()
 
 
+def exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie (exited; its parent has not reaped it yet: a daemon's supervisor
+    belongs to whatever adopted it, here a pid 1 that reaps every few seconds)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
