@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import psutil
@@ -28,9 +29,11 @@ from ..config import Settings
 from ..control.client import CtlUnavailable, call, ctl, render
 from ..process.logs import setup_logging
 from ..rundir import EXIT_ALREADY_RUNNING, log_path, read_pid
-from ..supervisor.arbiter import Supervisor
 from .options import config_option, settings_or_exit
 from .user import user
+
+if TYPE_CHECKING:
+    from ..supervisor.arbiter import Supervisor
 
 __all__ = ["main"]
 
@@ -80,14 +83,19 @@ def start(config: Path | None, children: int | None, foreground: bool) -> None:
             f"msrpd: already running (pid {pid}) with run_dir {settings.core.run_dir}", err=True
         )
         sys.exit(EXIT_ALREADY_RUNNING)
+    # Imported here, not above: the supervisor brings in every worker module (0.3 s), which
+    # only start needs; stop, status, reload and ctl answer without it.
+    from ..supervisor.arbiter import Supervisor  # noqa: PLC0415
+
+    supervisor = Supervisor(settings, children)
     if foreground:
         file = log_path(settings) if settings.log.target == "file" else None
         setup_logging(settings.core.log_level, settings.log, file)
-        sys.exit(Supervisor(settings, children).run())
-    sys.exit(_daemonize(settings, children))
+        sys.exit(supervisor.run())
+    sys.exit(_daemonize(settings, supervisor))
 
 
-def _daemonize(settings: Settings, children: int | None) -> int:
+def _daemonize(settings: Settings, supervisor: Supervisor) -> int:
     settings.core.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = log_path(settings)
     ready_r, ready_w = os.pipe()
@@ -113,7 +121,7 @@ def _daemonize(settings: Settings, children: int | None) -> int:
     setup_logging(
         settings.core.log_level, settings.log, None if settings.log.target == "syslog" else log
     )
-    os._exit(Supervisor(settings, children).run(ready_w))
+    os._exit(supervisor.run(ready_w))
 
 
 def _send(settings: Settings, command: str) -> int:
