@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -46,6 +46,19 @@ LIMITS_OFF: dict[str, object] = {
 """[limits] for a relay whose test does not test them: every client comes from 127.0.0.1
 and load tests send fast. Probation stays on (a test client that waits for more than its
 30 s authenticates first)."""
+
+
+@contextlib.contextmanager
+def running(**kwargs: object) -> Iterator[Relay]:
+    """A started Relay, stopped and cleaned at the end: for a module-scoped fixture, one relay
+    for the tests that only open connections of their own and close them."""
+    relay = Relay(**kwargs)  # type: ignore[arg-type]
+    try:
+        result = relay.start()
+        assert result.returncode == 0, result.stderr + relay.log()
+        yield relay
+    finally:
+        relay.stop()
 
 
 def title(proc: psutil.Process) -> str:

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from ..integration.relay import PASSWORDS, REALM, Relay, free_port, wait_for
+from ..integration.relay import PASSWORDS, REALM, Relay, free_port, running, wait_for
 from ..msrpclient import MsrpClient, Received
 from .wsclient import WsMsrpClient
 
@@ -41,13 +41,8 @@ def started(make_relay, **kwargs) -> Relay:  # type: ignore[no-untyped-def]
 def relay() -> Iterator[Relay]:
     """One relay with a ws: listener on the defaults for the tests that only open connections
     of their own and close them (none kills, reloads or stops it, or fills a limit)."""
-    shared = Relay(children=2, websocket={})
-    try:
-        result = shared.start()
-        assert result.returncode == 0, result.stderr + shared.log()
+    with running(children=2, websocket={}) as shared:
         yield shared
-    finally:
-        shared.stop()
 
 
 def authed(client: MsrpClient, user: str) -> MsrpClient:
