@@ -16,6 +16,8 @@ xyz123) or relay (the default RFC 4976 relay route: Bob AUTHs over TLS against a
 and stays there, Alice sends over plain TCP, every forwarded SEND waits for Bob's 200).
 --bob-answers makes Bob answer every SEND with a 200, as endpoints do (default: on for the
 relay route, off for cmap; in side mode it holds for Kamailio too, so both get the same load).
+--bob-tls puts Bob on TLS under the cmap route too (msrpd only): `--route cmap --bob-answers
+--bob-tls` against `--route relay` compares the two routes on the same transports.
 
 The generator runs in --procs processes on uvloop, writes pre-built frames in one write per
 batch and counts replies per read, and prints its own CPU per process: near 100% means the
@@ -36,8 +38,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import report, runner
-from benchlib.relays import ORACLE, ROUTES, Relay, make_relay, other_load
+from benchlib import callgrind, report, runner
+from benchlib.relays import ORACLE, ROUTES, Msrpd, Relay, make_relay, other_load
 from benchlib.report import size_name
 
 MiB = 1 << 20
@@ -70,6 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="Bob answers every SEND with a 200 (default: on for --route relay, off for cmap)",
     )
+    p.add_argument(
+        "--bob-tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="msrpd: Bob AUTHs and stays on TLS (default: on for --route relay, which takes "
+        "AUTH over TLS only; --route cmap --bob-tls compares the two routes on one transport)",
+    )
     p.add_argument("--children", type=int, default=2, help="relay worker processes")
     p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
     p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
@@ -95,6 +104,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-idle", action="store_true", help="side: skip idle connections")
     p.add_argument("--profile", metavar="DIR", help="flood, msrpd: py-spy its workers")
     p.add_argument(
+        "--callgrind",
+        metavar="DIR",
+        help="flood, msrpd: run it under valgrind's callgrind and report the instructions "
+        "its workers execute per frame in the measured window (about 50x slower; files in DIR)",
+    )
+    p.add_argument(
         "--msrpd-option",
         action="append",
         metavar="SECTION.KEY=VALUE",
@@ -105,6 +120,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.bob_answers is None:
         opts.bob_answers = opts.route == "relay"
+    if opts.callgrind and (opts.relay != "msrpd" or opts.mode != "flood"):
+        p.error("--callgrind: flood mode, against msrpd")
     if opts.alice_ws and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
         p.error("--alice-ws: flood or rate mode, against msrpd")
     return opts
@@ -242,7 +259,9 @@ class Bench:
     def once(self, name: str, load: Load) -> tuple[str, dict[str, Any]]:
         """One run of `load` on a fresh relay: (the relay's label, the result)."""
         o = self.opts
-        relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route)
+        relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls)
+        if o.callgrind and isinstance(relay, Msrpd):
+            relay.wrap = callgrind.wrapper(Path(o.callgrind))
         try:
             relay.start()
             result = load.measure(relay)

@@ -54,6 +54,7 @@ class Frame:
     """
 
     __slots__ = (
+        "_failure_report",
         "_from",
         "_headers",
         "_to",
@@ -96,6 +97,7 @@ class Frame:
         self.to_span = to_span
         self.from_span = from_span
         self._headers: list[tuple[bytes, bytes, int]] | None = None
+        self._failure_report: bytes | None = None
         self._to: list[str] | None = None
         self._from: list[str] | None = None
 
@@ -193,6 +195,26 @@ class Frame:
     def first_from(self) -> bytes:
         """The first From-Path URI (the previous hop) as received."""
         return self.buf[self.from_span[0] : self.from_span[1]]
+
+    @property
+    def failure_report(self) -> bytes:
+        """Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is b"yes" (RFC
+        4975 §7.1.1). Read once: t_reply and t_relay both ask for every SEND."""
+        value = self._failure_report
+        if value is None:
+            buf, start, end = self.buf, self.hdr_start - 2, self.hdr_end
+            at = buf.find(b"\r\nFailure-Report:", start, end)
+            first = buf.find(b"ailure-", start, end)  # the name in any spelling, or a value
+            if at >= 0 and first == at + 3:  # the usual spelling comes first: no parsing
+                at += 17
+                found: bytes | None = buf[at : buf.index(b"\r\n", at)].strip(b" \t")
+            elif first < 0:
+                found = None
+            else:
+                found = self.header(b"failure-report")
+            value = b"yes" if found is None else found.lower()
+            self._failure_report = value
+        return value
 
     def message_id_line(self) -> bytes | None:
         """The first Message-ID header line as received, CRLF included."""

@@ -29,7 +29,6 @@ __all__ = [
     "RANDOM_HEX",
     "TID_LENGTH",
     "end_line_in_body",
-    "failure_report",
     "header_in",
     "make_tid",
     "received_range",
@@ -77,11 +76,9 @@ def end_line_in_body(frame: Frame, tid: bytes) -> bool:
     otherwise the 13-byte `-------` + owner prefix is looked for and each hit compared. One
     search for the whole 33-byte marker costs 20 us in 10 KiB of a repeated byte (CPython's
     two-way search), against 2 us for the prefix."""
-    body = frame.body
-    if body is None:
+    buf, start, end = frame.buf, frame.body_start, frame.end_start - 2  # Frame.body's bounds
+    if start < 0 or end < start:  # bodiless, streamed, or empty
         return False
-    buf, start = frame.buf, frame.body_start
-    end = start + len(body)
     if buf.find(b"-", start, end) < 0:
         return False
     marker = DASHES + tid
@@ -122,19 +119,11 @@ def received_range(byte_range: bytes | None, received: int) -> bytes:
     return b"%d-%d/%s" % (start, start + received - 1, total)
 
 
-def failure_report(frame: Frame) -> bytes:
-    """The request's Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is
-    b"yes" (RFC 4975 §7.1.1)."""
-    value = header_in(frame.buf[: frame.hdr_end], b"failure-report:")
-    return b"yes" if value is None else value.lower()
-
-
 def header_in(head: bytes, name: bytes) -> bytes | None:
     """The value of the first header `name` (lower case, colon included: b"message-id:") in
     `head`, a frame's first line and header lines, as Frame.header gives it (any case,
-    blanks trimmed), without parsing every header: t_reply and t_relay read
-    Failure-Report on every SEND, and a transaction keeps its request's head to read
-    Message-ID and Byte-Range only if a REPORT is ever built."""
+    blanks trimmed), without parsing every header: a transaction keeps its request's head
+    to read Message-ID and Byte-Range only if a REPORT is ever built."""
     at = head.lower().find(b"\r\n" + name)
     if at < 0:
         return None

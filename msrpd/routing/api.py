@@ -31,6 +31,9 @@ from .sht import ScriptHTable
 
 __all__ = ["Msrp"]
 
+_METHOD_NAMES = {m: m.decode() for m in (b"SEND", b"REPORT", b"AUTH")}
+"""The usual methods' names, made once: a route reads msrp.method on every frame."""
+
 
 class Msrp:
     """One frame as the routing script sees it."""
@@ -56,7 +59,9 @@ class Msrp:
     def method(self) -> str | None:
         """`$msrp(method)`, read on every frame by most routes: without the generic lookup."""
         method = self.frame.method
-        return None if method is None else method.decode("ascii", "surrogateescape")
+        if method is None:
+            return None
+        return _METHOD_NAMES.get(method) or method.decode("ascii", "surrogateescape")
 
     @property
     def nexthops(self) -> int:
@@ -148,7 +153,12 @@ class Msrp:
     def t_relay(self) -> int:
         """Stateful forwarding (tm.py, workers/txrelay.py): a request under a new transaction
         id, its answer mapped back; a response to its transaction. 1 on its way, else < 0."""
-        return tm.t_relay(self.frame, self.env, self._dest, self._relay_flags)
+        frame, dest = self.frame, self._dest
+        if dest is None:
+            if frame.method is not None:  # To-Path #2
+                return tm.t_relay(frame, self.env, None, self._relay_flags)
+            dest = tm.BACK  # a response goes where its transaction says
+        return self.env.t_relay(frame, dest, self._relay_flags)
 
     def forward(self, tpath: str | None = None, fpath: str | None = None) -> int:
         """Kamailio 6.0's msrp_forward: send the frame with To-Path `tpath` and From-Path
@@ -172,7 +182,8 @@ class Msrp:
     def to_us(self) -> bool:
         """The leftmost To-Path URI names this relay (a token of ours included; RFC 4976
         §6.2; routing/hop.py)."""
-        return hop.designates_us(self.frame, self.env)
+        self_uris = self.env.self_uris
+        return self_uris is not None and self_uris.names(self.frame.first_to)
 
     def token(self) -> int:
         """The leftmost To-Path URI as a token we issued (routing/hop.py): 1 outbound (the

@@ -1,4 +1,5 @@
-"""Is this hop ours, and which way does it go: msrp.to_us() and msrp.token() (RFC 4976 §6.4).
+"""Which way does a hop of ours go: msrp.token() (RFC 4976 §6.4; msrp.to_us() asks
+config/selfuri.py whether it is ours).
 
 Rules (rfc-checklist §2.1 steps 2 and 4, §5.1-§5.3):
 - to_us: the leftmost To-Path URI names this relay (config/selfuri.py: listen addresses,
@@ -26,18 +27,13 @@ from ..protocol import ConnInfo, Frame
 from .cmapops import session_of
 from .env import Destination, RouteEnv
 
-__all__ = ["BARE", "INBOUND", "INVALID", "OUTBOUND", "designates_us", "token"]
+__all__ = ["BARE", "INBOUND", "INVALID", "OUTBOUND", "token"]
 
 OUTBOUND = 1
 INBOUND = 2
 BARE = -1
 INVALID = -2
 _EVER = float("-inf")  # Cmap.lookup(sessid, _EVER) returns an entry whatever its expiry
-
-
-def designates_us(frame: Frame, env: RouteEnv) -> bool:
-    self_uris = env.self_uris
-    return self_uris is not None and self_uris.names(frame.first_to)
 
 
 def token(frame: Frame, conn: ConnInfo, env: RouteEnv) -> tuple[int, Destination | None]:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from ..protocol import Frame, LocalProtocolError, build_reply, parse_uri
 from ..protocol.frame import REPORT
-from ..protocol.transact import failure_report
 from .env import Destination, RouteEnv
 
-__all__ = ["t_relay", "t_reply"]
+__all__ = ["BACK", "t_relay", "t_reply"]
+
+BACK = Destination(None)
+"""Where a response goes: back along its transaction."""
 
 
 def t_reply(frame: Frame, env: RouteEnv, flags: int, code: int, text: str, hdrs: str) -> int:
@@ -28,7 +30,7 @@ def t_reply(frame: Frame, env: RouteEnv, flags: int, code: int, text: str, hdrs:
         return -1
     if 200 <= code < 300 and env.message_refused(frame):
         code, text = 413, "Message Refused By Next Hop"
-    wanted = failure_report(frame)
+    wanted = frame.failure_report
     if wanted == b"no" or (wanted == b"partial" and 200 <= code < 300):
         return 0
     try:
@@ -42,7 +44,7 @@ def t_reply(frame: Frame, env: RouteEnv, flags: int, code: int, text: str, hdrs:
 def t_relay(frame: Frame, env: RouteEnv, dest: Destination | None, flags: int) -> int:
     if dest is None:
         if frame.method is None:
-            dest = Destination(None)  # a response goes where its transaction says
+            dest = BACK
         else:
             try:
                 dest = Destination(parse_uri(frame.to_path[1]))

@@ -332,11 +332,12 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         were reading (slowloris: housekeeping.py closes it)."""
         return self.intake.overdue(began_before) and not self.reading_held and self.may_read
 
-    def close(self, reason: str = "closed by relay") -> None:
+    def close(self, reason: str = "closed by relay", going_away: bool = False) -> None:
+        """`going_away`: the relay is stopping (the wire may say so, Wire.close)."""
         if self.wire.transport is not None and not self.closed:
             self.stats.closing(reason)
             self.out.flush()  # what was written this iteration (a last 400, say) goes first
-            self.wire.close()
+            self.wire.close(going_away)
 
     def abort(self, reason: str = "worker exit") -> None:
         if self.wire.transport is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sized
 from typing import Protocol
 
 from ..config.selfuri import SelfUris
@@ -43,12 +43,15 @@ logger = logging.getLogger("msrpd.route")
 
 # 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
 _SESSION_BYTES = 12
-_REPLY_COUNTERS = {ord("2"): Counter.replies_2xx, ord("4"): Counter.replies_4xx}
+_TWO = ord("2")
+_REPLY_COUNTERS = {_TWO: Counter.replies_2xx, ord("4"): Counter.replies_4xx}
 
 
-def count_reply(counters: StatsCounters, data: bytes) -> None:
-    space = data.index(b" ", 5)
-    counters.add(_REPLY_COUNTERS.get(data[space + 1], Counter.replies_5xx))
+def count_reply(counters: StatsCounters, data: bytes) -> int:
+    """Count response `data` by class; its status's first digit (a byte value)."""
+    digit = data[data.index(b" ", 5) + 1]
+    counters.add(_REPLY_COUNTERS.get(digit, Counter.replies_5xx))
+    return digit
 
 
 class RoutedConn(Protocol):
@@ -104,6 +107,10 @@ class Transactor(Protocol):
     ) -> Sink | bool: ...
 
     def response(self, conn: RoutedConn, frame: Frame) -> int: ...
+
+    @property
+    def refused(self) -> Sized:
+        """What next hops refused with 413 lately (empty: message_refused is False)."""
 
     def message_refused(self, origin: RoutedConn, frame: Frame) -> bool: ...
 
@@ -194,8 +201,7 @@ class ConnEnv:
         return None if users is None else users.get_ha1(username, realm)
 
     def write_origin(self, data: bytes, flags: int) -> None:
-        count_reply(self.routes.counters, data)
-        if data[data.index(b" ", 5) + 1 :].startswith(b"2"):
+        if count_reply(self.routes.counters, data) == _TWO:
             self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
@@ -250,18 +256,18 @@ class ConnEnv:
             self.proven()
         return 1
 
-    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
-        return self.forward_tx(frame, frame, dest, flags)
-
     def message_refused(self, frame: Frame) -> bool:
-        tx = self.routes.transactions
-        return tx is not None and tx.message_refused(self.conn, frame)
+        tx = self.routes.transactions  # none refused: the usual case, without a call
+        return tx is not None and bool(tx.refused) and tx.message_refused(self.conn, frame)
 
-    def forward_tx(self, frame: Frame, basis: Frame, dest: Destination, flags: int) -> int:
+    def t_relay(
+        self, frame: Frame, dest: Destination, flags: int, basis: Frame | None = None
+    ) -> int:
         """t_relay (txrelay.py): a response is matched to its transaction; a request is
-        forwarded under a new transaction id, `basis` being what its sender sent. A next hop
-        of ours is routed again here first (loopback.py), where the inner pass forwards it.
-        1 on its way; -2 not forwarded and its sender told (or owed nothing), -1 not."""
+        forwarded under a new transaction id, `basis` being what its sender sent (default:
+        `frame`). A next hop of ours is routed again here first (loopback.py), where the
+        inner pass forwards it. 1 on its way; -2 not forwarded and its sender told (or owed
+        nothing), -1 not."""
         routes, uri = self.routes, dest.uri
         tx = routes.transactions
         if frame.method is None:
@@ -274,9 +280,9 @@ class ConnEnv:
             except LocalProtocolError:
                 return -1
             return self.relay(frame, data, dest, flags)
-        if dest.conid is not None:
+        if dest.conid is not None and not self.conn.stats.proven:
             self.proven()
-        sink = tx.forward(self.conn, frame, basis, dest, flags, routes.delivery)
+        sink = tx.forward(self.conn, frame, basis or frame, dest, flags, routes.delivery)
         if isinstance(sink, bool):
             self.last_sink = None
             return -2 if sink else -1

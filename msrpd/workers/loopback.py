@@ -74,8 +74,10 @@ class HopEnv(ConnEnv):
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         return super().relay(self.outer, data, dest, flags)
 
-    def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
-        result = self.forward_tx(frame, self.outer, dest, flags)
+    def t_relay(
+        self, frame: Frame, dest: Destination, flags: int, basis: Frame | None = None
+    ) -> int:
+        result = super().t_relay(frame, dest, flags, self.outer)
         self.told = self.told or result == -2
         return result
 

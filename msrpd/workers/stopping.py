@@ -181,7 +181,7 @@ class GracefulStop:
         through the duplicate kept (_linger)."""
         for conn in list(self.ctx.conns.values()):
             self._keep(conn)
-            conn.close("relay stopping")
+            conn.close("relay stopping", going_away=True)
 
     def _keep(self, conn: Closing) -> None:
         """Keep the socket of `conn` open past its close, for _linger."""

@@ -36,7 +36,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..protocol.transact import RANDOM_HEX, header_in, make_tid, tid_prefix
+from ..protocol.transact import RANDOM_HEX, header_in, tid_prefix
 from .migrate.state import MigrationState
 
 __all__ = [
@@ -69,15 +69,15 @@ class TidSource:
 
     def __init__(self, slot: int, generation: int) -> None:
         self.prefix = tid_prefix(slot, generation)
-        self._pool = ""
+        self._pool = b""
         self._at = 0
 
     def __call__(self) -> bytes:
         at = self._at
         if at >= len(self._pool):
-            self._pool, at = os.urandom(RANDOM_HEX // 2 * self.POOL).hex(), 0
+            self._pool, at = os.urandom(RANDOM_HEX // 2 * self.POOL).hex().encode(), 0
         self._at = at + RANDOM_HEX
-        return make_tid(self.prefix, self._pool[at : at + RANDOM_HEX])
+        return self.prefix + self._pool[at : at + RANDOM_HEX]  # protocol.transact.make_tid
 
 
 class Interruptible(Protocol):
@@ -144,6 +144,8 @@ class TransactionTable:
     def __init__(self, timeout: float, max_per_conn: int = MAX_PER_CONN) -> None:
         self.timeout = timeout
         self.max_per_conn = max_per_conn
+        self.hard_limit = HARD_LIMIT * max_per_conn
+        """Live transactions of one origin past which a request is refused (`full`)."""
         self.paused: set[Origin] = set()
         """Origins not read because they have max_per_conn live transactions."""
         self.live: dict[bytes, Transaction] = {}
@@ -159,7 +161,7 @@ class TransactionTable:
 
     def full(self, origin: Origin) -> bool:
         """`origin` has as many live transactions as it may, even paused."""
-        return origin.migration.tx_open >= HARD_LIMIT * self.max_per_conn
+        return origin.migration.tx_open >= self.hard_limit
 
     def add(self, tx: Transaction, now: float, *, whole: bool = True) -> None:
         """Record `tx` (its request has been written to connection `tx.out`). A streamed
@@ -177,12 +179,21 @@ class TransactionTable:
 
     def restart(self, tx: Transaction, now: float) -> None:
         """The last byte of `tx`'s request went out now: its timer starts again."""
-        tx.deadline = now + self.timeout
+        tx.deadline = deadline = now + self.timeout
         deadlines = self._deadlines
-        deadlines.append((tx.deadline, tx))
+        # Most answers come in milliseconds and in order: the oldest entries have mostly
+        # ended by now. Dropping them here keeps the deque short without a scan (_due,
+        # inline: this runs for every forwarded request).
+        while deadlines:
+            first_deadline, first = deadlines[0]
+            if not first.ended and first.deadline == first_deadline:
+                break
+            deadlines.popleft()
+        deadlines.append((deadline, tx))
         if len(deadlines) > 2 * len(self.live) + COMPACT_SLACK:
-            # Most answers come in milliseconds: without this, every transaction of the
-            # last `timeout` seconds would stay in memory. Filtering keeps the order.
+            # Answers out of order (a slow next hop behind fast ones) leave ended entries
+            # behind a live one: without this, every transaction of the last `timeout`
+            # seconds would stay in memory. Filtering keeps the order.
             self._deadlines = deque(e for e in deadlines if _due(e))
 
     def match(self, tid: bytes, arrival: tuple[int, ...]) -> Transaction | None:

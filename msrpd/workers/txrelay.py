@@ -53,7 +53,6 @@ from ..protocol import (
 from ..protocol.frame import AUTH, REPORT, SEND
 from ..protocol.transact import (
     end_line_in_body,
-    failure_report,
     response_facts,
     tid_owner,
 )
@@ -86,17 +85,9 @@ OWNERS_TTL = 1.0
 """Seconds the set of live workers is trusted; a miss re-reads it at most every
 OWNERS_RETRY seconds (an id naming no live worker is a peer's invention: dropped)."""
 OWNERS_RETRY = 0.1
+_FRAMES_OUT = Counter.frames_out  # counted on every forwarded request: values[] directly
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
-
-
-def _target(sink: Sink) -> int:
-    """The id of the connection `sink` writes to (-1: none)."""
-    if isinstance(sink, (LocalSink, HandoffSink)):
-        return sink.conid
-    if isinstance(sink, MovedSink):
-        return sink.departure.old
-    return -1
 
 
 def _parse(data: bytes | memoryview) -> Frame | None:
@@ -144,9 +135,10 @@ class TxRelay:
 
     def new_tid(self, frame: Frame) -> bytes:
         """A transaction id of ours for forwarding `frame`: not live, not in its body."""
+        live = self.table.live
         while True:
             tid = self.ids()
-            if tid not in self.table and not end_line_in_body(frame, tid):
+            if tid not in live and not end_line_in_body(frame, tid):
                 return tid
 
     # -- requests ---------------------------------------------------------------------------
@@ -175,7 +167,7 @@ class TxRelay:
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
         tx = _transaction(basis, frame.first_to, tid, origin)
-        if tx is not None and self.table.full(origin):
+        if tx is not None and origin.migration.tx_open >= self.table.hard_limit:
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
             self.lost(tx, *_TIMEOUT)
@@ -189,19 +181,24 @@ class TxRelay:
             return tx is not None
         if tx is not None and tx.ended:  # refused by the dialing bounds: told already
             return True
-        streamed = frame.streamed
+        streamed = frame.end_start < 0  # frame.streamed
         if not sink.send(data, source=origin.conid, more=streamed):
             counters.add(Counter.relay_fail)
             if tx is not None:
                 self.lost(tx, *_GONE)
             return tx is not None
-        counters.add(Counter.frames_out)
+        counters.values[_FRAMES_OUT] += 1
         if tx is not None:
-            tx.out = _target(sink)
-            body = frame.body
-            tx.received = 0 if body is None else len(body)
+            # The connection it went out on (_target, inline: once per forwarded request).
+            if type(sink) is LocalSink or type(sink) is HandoffSink:
+                tx.out = sink.conid
+            elif type(sink) is MovedSink:
+                tx.out = sink.departure.old
+            if not streamed and frame.body_start >= 0:  # Frame.body's length, not the view
+                tx.received = max(0, frame.end_start - 2 - frame.body_start)
             self.table.add(tx, time.monotonic(), whole=not streamed)
-            self.arm()
+            if self.sweeping is None:
+                self.arm()
         if not streamed:
             return sink
         stream = StreamSink(sink, tid, tx, self, origin.conid)
@@ -242,9 +239,11 @@ class TxRelay:
         """Response `frame` came on `conn`: 1 when it is matched here or handed to the
         worker that owns its transaction, -1 when dropped."""
         arrival = (conn.conid, *conn.migration.former)
-        if frame.tid.startswith(self.ids.prefix):
-            return self.answer(arrival, frame)
-        owner = tid_owner(frame.tid)
+        tid = frame.tid
+        if tid.startswith(self.ids.prefix):
+            reason = frame.reason or b""
+            return self._answer(arrival, tid, frame.code or 0, reason, frame.first_to, frame)
+        owner = tid_owner(tid)
         hub = self.ctx.hub
         if owner is None or hub is None or not self._alive(owner):
             return self._unmatched(frame.tid)
@@ -291,11 +290,6 @@ class TxRelay:
             return None
         return event
 
-    def answer(self, arrival: tuple[int, ...], frame: Frame) -> int:
-        """Response `frame`, read on a connection that has had the ids `arrival`."""
-        reason = frame.reason or b""
-        return self._answer(arrival, frame.tid, frame.code or 0, reason, frame.first_to, frame)
-
     def _answer(
         self,
         arrival: tuple[int, ...],
@@ -305,8 +299,8 @@ class TxRelay:
         first_to: bytes,
         response: Frame | bytes,
     ) -> int:
-        tx = self.table.match(tid, arrival)
-        if tx is None or first_to != tx.hop_uri:
+        tx = self.table.live.get(tid)  # TransactionTable.match, inline: every response
+        if tx is None or tx.out not in arrival or first_to != tx.hop_uri:
             return self._unmatched(tid)
         self.table.end(tx)
         if tx.method == SEND:
@@ -384,7 +378,7 @@ def _transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Tr
     method = basis.method
     if method is None or method == REPORT:
         return None
-    wanted = failure_report(basis)
+    wanted = basis.failure_report
     if method == SEND and wanted == b"no":
         return None
     return Transaction(

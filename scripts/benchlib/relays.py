@@ -187,7 +187,13 @@ def make_certificate(run_dir: Path) -> tuple[Path, Path, Path]:
 class Msrpd(Relay):
     name = "msrpd"
 
-    def __init__(self, children: int, extra: list[str] | None = None, route: str = "cmap") -> None:
+    def __init__(
+        self,
+        children: int,
+        extra: list[str] | None = None,
+        route: str = "cmap",
+        bob_tls: bool | None = None,
+    ) -> None:
         super().__init__(children)
         if route not in ROUTES:
             raise ValueError(f"route {route!r}: one of {', '.join(ROUTES)}")
@@ -197,6 +203,8 @@ class Msrpd(Relay):
         self.config = self.run_dir / "msrpd.toml"
         self.tls_port = 0
         self.users = self.run_dir / "users.sqlite"
+        self.wrap: tuple[list[str], dict[str, str]] = ([], {})
+        """A command prefix and environment msrpd starts under (callgrind.wrapper)."""
         # ws: for --alice-ws; a listener nobody uses costs nothing
         listen = [f"tcp:127.0.0.1:{self.port}", f"ws:127.0.0.1:{self.ws_port}"]
         sections: dict[str, dict[str, str]] = {
@@ -222,13 +230,19 @@ class Msrpd(Relay):
             # another.
             sections["msrp"] = {"route": f'"{ROOT / "msrpd" / "routing" / "routes" / "cmap.py"}"'}
         else:  # the default route: [msrp] route unset
+            sections["auth"] = {"users": f'"{self.users}"', "realm": f'"{REALM}"'}
+            self.add_users([])  # the store exists before the relay starts
+        if bob_tls is None:
+            bob_tls = route == "relay"
+        if bob_tls:
+            # The relay route takes AUTH over TLS only; the cmap route may be given the same
+            # TLS leg, so that the two routes are compared on the same transports.
             self.tls_port = free_port()
             listen.append(f"tls:127.0.0.1:{self.tls_port}")
             cert, key, ca_file = make_certificate(self.run_dir)
             self.tls_ca = str(ca_file)
             sections["tls"] = {"certificate": f'"{cert}"', "private_key": f'"{key}"'}
-            sections["auth"] = {"users": f'"{self.users}"', "realm": f'"{REALM}"'}
-            self.add_users([])  # the store exists before the relay starts
+            self.label += " (Bob over TLS)"
         sections["core"]["listen"] = "[" + ", ".join(f'"{a}"' for a in listen) + "]"
         for item in extra or ():
             key, _, value = item.partition("=")
@@ -236,9 +250,7 @@ class Msrpd(Relay):
             sections.setdefault(section, {})[name] = value
             if (section, name) == ("msrp", "route"):  # a route named by an option ran
                 named = Path(value.strip().strip('"')).stem
-                self.label = f"msrpd, {named} route"
-                if self.tls_port:
-                    self.label += " (Bob over TLS)"
+                self.label = f"msrpd, {named} route" + (" (Bob over TLS)" if self.tls_port else "")
         self.config.write_text(
             "".join(
                 f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
@@ -260,13 +272,15 @@ class Msrpd(Relay):
         if self.route == "relay":
             _msrpd_python(_ADD_USERS, str(self.users), REALM, PASSWORD, stdin="\n".join(names))
 
-    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _cli(self, *args: str, wrap: bool = False) -> subprocess.CompletedProcess[str]:
+        prefix, env = self.wrap if wrap else ([], {})
         return subprocess.run(
-            [sys.executable, "-m", "msrpd", *args, "-c", str(self.config)],
+            [*prefix, sys.executable, "-m", "msrpd", *args, "-c", str(self.config)],
             check=False,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=600 if prefix else 60,
+            env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             cwd=ROOT,
         )
@@ -278,7 +292,7 @@ class Msrpd(Relay):
             return None
 
     def start(self) -> None:
-        result = self._cli("start")
+        result = self._cli("start", wrap=True)
         if result.returncode != 0:
             raise RuntimeError(f"msrpd start failed ({result.returncode}): {result.stderr}")
 
@@ -344,11 +358,13 @@ def make_relay(
     oracle: Path = ORACLE,
     msrpd_options: list[str] | None = None,
     route: str = "cmap",
+    bob_tls: bool | None = None,
 ) -> Relay:
     """`msrpd_options`: "section.key=TOML value" lines added to msrpd's config; `route`:
-    msrpd's route (Kamailio always runs its cmap config)."""
+    msrpd's route (Kamailio always runs its cmap config); `bob_tls`: Bob AUTHs and stays on
+    a TLS listener (None: for the relay route only, which takes AUTH over TLS only)."""
     if name == "msrpd":
-        return Msrpd(children, msrpd_options, route)
+        return Msrpd(children, msrpd_options, route, bob_tls)
     if name == "kamailio":
         return Kamailio(children, oracle)
     raise ValueError(name)

@@ -48,6 +48,11 @@ def flood_line(relay: str, label: str, r: dict[str, Any]) -> str:
         + (f", extra replies {r['extra']}" if r.get("extra") else "")
         + f"); {machine_text(r['machine'])}"
         + (f"; samples {r['samples']}" if r["samples"] else "")
+        + (
+            f"; callgrind {num(r['instructions_per_frame'])} instructions/frame in the workers"
+            if "instructions_per_frame" in r
+            else ""
+        )
     )
 
 
@@ -67,6 +72,11 @@ def big_line(relay: str, label: str, r: dict[str, Any]) -> str:
         f"{num(r['relay_cpu'], 1)} s CPU, generator CPU per process {cpu_list(r['gen_cpu'])}; "
         f"errors {r['errors']} (REPORT {r.get('reports', 0)})"
         + (f"; samples {r['samples']}" if r["samples"] else "")
+        + (
+            f"; callgrind {num(r['instructions_per_frame'])} instructions/frame in the workers"
+            if "instructions_per_frame" in r
+            else ""
+        )
     )
 
 

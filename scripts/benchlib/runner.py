@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 import uvloop
 
+from . import callgrind
 from .drivers import DRIVERS, Job, MiB
 from .relays import MachineCpu, Msrpd, Relay
 
@@ -168,7 +169,11 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
         u0, m0 = relay.usage(), MachineCpu()
         if opts.profile and isinstance(relay, Msrpd) and not rate:
             profilers = start_profilers(relay, opts, size)
+        counted = relay.worker_pids() if getattr(opts, "callgrind", None) else []
+        if counted:
+            callgrind.start(counted, Path(opts.callgrind))
         sleep_until(t0 + opts.warmup + opts.seconds)
+        instructions = callgrind.dump(counted, Path(opts.callgrind)) if counted else 0
         u1, m1 = relay.usage(), MachineCpu()
         if cross:  # where the pairs are now (msrpd moves one end to the other's worker)
             cross = f"{cross} -> {cross_worker(relay, infos)}"
@@ -186,6 +191,9 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
         "generator": sum(out["gen_cpu"]),
     }
     out["us_per_frame"] = out["relay_cpu"] / out["frames"] * 1e6 if out["frames"] else float("nan")
+    if counted:
+        frames = out["frames"] or float("nan")
+        out["instructions_per_frame"] = instructions / frames
     if profilers:
         out["profile"] = finish_profilers(profilers)
     return out

@@ -13,7 +13,6 @@ from msrpd.protocol.limits import ReaderLimits
 from msrpd.protocol.transact import (
     TID_LENGTH,
     end_line_in_body,
-    failure_report,
     header_in,
     make_tid,
     received_range,
@@ -185,7 +184,7 @@ def test_received_range(header: bytes | None, received: int, expected: bytes) ->
 def test_failure_report(line: str | None, expected: bytes) -> None:
     lines = ["MSRP a1 SEND", f"To-Path: {TA} {B}", f"From-Path: {A}"]
     frame = parse(crlf(*lines, *([line] if line else []), "-------a1$"))
-    assert failure_report(frame) == expected
+    assert frame.failure_report == expected
 
 
 def test_build_response_from_kept_fields() -> None:
@@ -203,6 +202,8 @@ def test_build_response_from_kept_fields() -> None:
         ["Message-ID: m1", "Byte-Range: 1-5/5"],
         ["failure-report:  Partial \t", "MESSAGE-ID:m2", "byte-range: 1-*/*"],
         ["Failure-Report: no", "Failure-Report: yes", "Message-ID: a", "Message-ID: b"],
+        ["failure-report: partial", "Failure-Report: no"],
+        ["Content-Description: failure-free", "Failure-Report: no"],
         ["X-Failure-Report: no", "X-Message-ID: x", "Byte-Range-X: 1"],
         ["Success-Report: yes", "Content-Type: text/plain"],
     ],
@@ -216,7 +217,7 @@ def test_header_in_agrees_with_header(lines: list[str]) -> None:
     for name in (b"failure-report", b"message-id", b"byte-range", b"to-path", b"from-path"):
         assert header_in(head, name + b":") == frame.header(name), name
     fr = frame.header(b"failure-report")
-    assert failure_report(frame) == (b"yes" if fr is None else fr.lower())
+    assert frame.failure_report == (b"yes" if fr is None else fr.lower())
 
 
 @pytest.mark.parametrize(

@@ -80,8 +80,9 @@ class Wire(Protocol):
 
     def resume_reading(self) -> None: ...
 
-    def close(self) -> None:
-        """Close once what is buffered is written."""
+    def close(self, going_away: bool = False) -> None:
+        """Close once what is buffered is written; `going_away`: the relay is stopping
+        (a WebSocket peer is told 1001, RFC 6455 §7.4.1)."""
 
     def abort(self) -> None:
         """Close now, dropping what is buffered."""

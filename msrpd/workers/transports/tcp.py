@@ -47,6 +47,6 @@ class TcpWire(OverStream):
     def tick(self, now: float, last_read: float) -> str:
         return ""
 
-    def close(self) -> None:
+    def close(self, going_away: bool = False) -> None:
         if self.transport is not None:
             self.transport.close()

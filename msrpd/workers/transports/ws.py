@@ -18,6 +18,8 @@ import secrets
 import time
 from typing import cast
 
+from wsproto.frame_protocol import CloseReason
+
 from ...config import WebSocketSettings
 from ..peers import format_peer
 from .base import OverStream, Receive, Send
@@ -112,13 +114,15 @@ class WsWire(OverStream):
         address = self.local_sock.partition(":")[2]
         return f"{self.scheme}://{address};ws".encode()
 
-    def close(self) -> None:
-        """The close handshake's first frame (1000), then the socket once written."""
+    def close(self, going_away: bool = False) -> None:
+        """The close handshake's first frame (1000, or 1001 when the relay is stopping), then
+        the socket once written."""
         server, transport = self.server, self.transport
         if transport is None:
             return
         if server is not None:
-            out = server.close()
+            code = CloseReason.GOING_AWAY if going_away else CloseReason.NORMAL_CLOSURE
+            out = server.close(code)
             if out:
                 transport.write(out)
         transport.close()
