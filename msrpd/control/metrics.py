@@ -70,6 +70,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "tx_unmatched": ("tx_unmatched", "Responses matching no forwarded transaction", {}),
     "tx_timeouts": ("tx_timeouts", "Forwarded transactions whose next hop never answered", {}),
     "tx_refused": ("tx_refused", "Requests not forwarded: transactions full, or refused 413", {}),
+    "tx_hop_closed": ("tx_hop_closed", "Forwarded transactions whose next hop closed first", {}),
     # [limits]: what each limit refused or closed (README, "Abuse limits").
     "limit_addr_conns": ("limited", _LIMITED, {"limit": "max_conns_per_addr"}),
     "limit_unauth_conns": ("limited", _LIMITED, {"limit": "max_unauth_conns"}),

@@ -12,7 +12,7 @@ import re
 
 from .uri import split_path
 
-__all__ = ["Frame", "Method"]
+__all__ = ["Frame", "Method", "OddNamesFrame"]
 
 # Method names the relay knows (RFC 4975 §9, RFC 4976 §7); any other token is still a request.
 SEND = b"SEND"
@@ -51,7 +51,11 @@ class Frame:
         flag: the continuation flag (b"$", b"+" or b"#"), or None for a streamed frame.
         to_span / from_span: (start, end of the first URI, end) of the To-Path and From-Path
             values, blanks around them excluded.
+        odd_names: a header name RFC 4975/4976 defines is not in canonical case: the head
+            is rebuilt when the frame is relayed (hnames.py). True on OddNamesFrame only.
     """
+
+    odd_names = False
 
     __slots__ = (
         "_failure_report",
@@ -217,11 +221,13 @@ class Frame:
         return value
 
     def message_id_line(self) -> bytes | None:
-        """The first Message-ID header line as received, CRLF included."""
+        """The first Message-ID header line as received, CRLF included, its name in
+        canonical case (the relay copies it into its responses: hnames.py)."""
         at = self.buf.find(b"\r\nMessage-ID:", self.hdr_start - 2, self.hdr_end)
         if at >= 0:  # the usual spelling, found without parsing the header block
             return self.buf[at + 2 : self.buf.index(b"\r\n", at + 2) + 2]
-        return self.header_line(b"message-id")
+        line = self.header_line(b"message-id")
+        return None if line is None else b"Message-ID" + line[10:]
 
     @property
     def to_count(self) -> int:
@@ -250,3 +256,14 @@ class Frame:
     @property
     def message_id(self) -> bytes | None:
         return self.header(b"message-id")
+
+
+class OddNamesFrame(Frame):
+    """A Frame in which a header name RFC 4975/4976 defines is not in canonical case (the
+    reader's state machine makes it, partial.py): relayed, its head is rebuilt with the
+    canonical names (hnames.py). A class rather than a field: the usual frame carries nothing
+    more for it."""
+
+    __slots__ = ()
+
+    odd_names = True

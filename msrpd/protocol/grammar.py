@@ -11,12 +11,15 @@ Rules:
 - Header block: To-Path first, From-Path second, each exactly once (RFC 4975 §7.1, §9); every
   line `hname ":" hval CRLF`; values are utf8text, so no CTL but HTAB (RFC 4975 §9 and our
   checklist §1.7: accepting what a downstream parser refuses would let frames be smuggled).
-  Header names are matched case-insensitively (RFC 4234 §2.3 quoted literals).
+  Header names are matched case-insensitively (RFC 4234 §2.3 quoted literals); a defined
+  name not in canonical case is noted (hnames.py: the relay writes it canonically).
 """
 
 from __future__ import annotations
 
 import re
+
+from .hnames import OTHER_NAMES
 
 __all__ = [
     "DASHES",
@@ -25,6 +28,7 @@ __all__ = [
     "FLAGS",
     "HEAD",
     "HEADER_LINE",
+    "HEAD_ANY_CASE",
     "HNAME",
     "RESPONSE_HINT",
     "SIP_START",
@@ -56,19 +60,63 @@ RESPONSE_HINT = re.compile(rb"MSRP [^ ]+ [0-9]{3}(?: |$)")
 # Enough of a first line to know the transaction id, so a broken frame can still be answered.
 TID_PREFIX = re.compile(rb"MSRP (" + _IDENT + rb")(?: |\r|\n|$)")
 
+
+def _by_first_letter(names: tuple[bytes, ...], any_case: bool) -> bytes:
+    """An alternation of `names` grouped by first letter: the regex engine rejects an
+    alternative by its first character without entering it (a literal, or a class for
+    `any_case`), so a line pays for the few names that start like it."""
+    groups: dict[bytes, list[bytes]] = {}
+    for name in names:
+        groups.setdefault(name[:1].lower(), []).append(name)
+    alternatives = []
+    for first, same in groups.items():
+        rest = b"|".join(re.escape(name[1:]) for name in same)
+        start = b"[%s%s]" % (first.upper(), first) if any_case else same[0][:1]
+        alternatives.append(start + (b"(?i:" if any_case else b"(?:") + rest + b")")
+    return b"(?:" + b"|".join(alternatives) + b")"
+
+
 # Groups: 1 To-Path value (leading blanks excluded, trailing ones kept), 2 its first URI,
 # 3 From-Path value, 4 its first URI. An empty path value does not match.
 _FIRST_URI = rb"([^\x00-\x20\x7f]++)"
+
+
+def _paths(to_path: bytes, from_path: bytes) -> bytes:
+    value = rb":[ \t]*+(" + _FIRST_URI + _UTF8TEXT + rb")\r\n"
+    return to_path + value + from_path + value
+
+
+# HEAD: every defined header name in canonical case (hnames.py), the usual head: they are
+# matched as literals, then any other name that is none of them in any case (an extension
+# header, RFC 4975 §12). HEAD_ANY_CASE: names in any case (RFC 4234 §2.3), tried only when
+# HEAD fails: the frame is well formed if it matches, and its head is rebuilt when relayed.
+_DEFINED_ANY_CASE = _by_first_letter((b"To-Path", b"From-Path", *OTHER_NAMES), True)
 _HEADERS = (
-    rb"(?i:to-path):[ \t]*+(" + _FIRST_URI + _UTF8TEXT + rb")\r\n"
-    rb"(?i:from-path):[ \t]*+(" + _FIRST_URI + _UTF8TEXT + rb")\r\n"
-    rb"(?:(?!(?i:to-path|from-path)[ \t]*:)" + _HNAME + rb":" + _UTF8TEXT + rb"\r\n)*+"
+    _paths(b"To-Path", b"From-Path")
+    + rb"(?:(?:"
+    + _by_first_letter(OTHER_NAMES, False)
+    + rb":|(?=[A-Za-z])(?!"
+    + _DEFINED_ANY_CASE
+    + rb"[ \t]*:)"
+    + _HNAME
+    + rb":)"
+    + _UTF8TEXT
+    + rb"\r\n)*+"
 )
 HEAD = re.compile(_HEADERS)
+HEAD_ANY_CASE = re.compile(
+    _paths(rb"(?i:to-path)", rb"(?i:from-path)")
+    + rb"(?:(?!(?i:to-path|from-path)[ \t]*:)"
+    + _HNAME
+    + rb":"
+    + _UTF8TEXT
+    + rb"\r\n)*+"
+)
 
 # The reader's fast path: a whole well-formed head in one match, up to what follows it: the
 # blank line (group 9, a body follows) or the dashes of a bodiless frame's end-line.
-# Groups: 1 tid, 2 code, 3 comment, 4 method, 5-8 as HEAD's 1-4, 9 separator.
+# Groups: 1 tid, 2 code, 3 comment, 4 method, 5-8 as HEAD's 1-4, 9 separator. A head
+# that only HEAD_ANY_CASE takes is read by the reader's state machine (partial.py).
 FAST_HEAD = re.compile(
     rb"MSRP ("
     + _IDENT

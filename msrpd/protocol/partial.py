@@ -15,11 +15,12 @@ import re
 from .errors import LocalProtocolError
 from .events import InvalidFrame
 from .fastpath import path_span
-from .frame import Frame
+from .frame import Frame, OddNamesFrame
 from .grammar import (
     DASHES,
     FIRST_LINE,
     HEAD,
+    HEAD_ANY_CASE,
     RESPONSE_HINT,
     TID_PREFIX,
     closes_end_line,
@@ -44,6 +45,7 @@ class PartialFrame:
         "fl_end",
         "line",
         "marker",
+        "odd_names",
         "refused",
         "response",
         "scan",
@@ -62,6 +64,7 @@ class PartialFrame:
         self.line: re.Match[bytes] | None = None  # the first line, when it is well formed
         self.response = False
         self.spans = ((0, 0, 0), (0, 0, 0))  # To-Path and From-Path, once the head passed
+        self.odd_names = False  # a defined header name not in canonical case (hnames.py)
         self.error = ""  # what is wrong with the first line, reported once the head is in
         self.refused: InvalidFrame | None = None  # answered once the refused body has passed
 
@@ -101,9 +104,12 @@ class PartialFrame:
         if self.error:
             return self.refuse(buf, hdr_end, self.error)
         m = HEAD.fullmatch(buf, self.fl_end + 2, hdr_end)
-        if m is None:
-            block = bytes(buf[self.fl_end + 2 : hdr_end])
-            return self.refuse(buf, hdr_end, diagnose_head(block))
+        if m is None:  # a defined name not in canonical case, or a bad head (rare)
+            m = HEAD_ANY_CASE.fullmatch(buf, self.fl_end + 2, hdr_end)
+            if m is None:
+                block = bytes(buf[self.fl_end + 2 : hdr_end])
+                return self.refuse(buf, hdr_end, diagnose_head(block))
+            self.odd_names = True
         self.spans = (
             path_span(buf, m.start(1), m.end(2), m.end(1)),
             path_span(buf, m.start(3), m.end(4), m.end(3)),
@@ -147,7 +153,8 @@ class PartialFrame:
         assert m is not None  # check_head passed, so the first line matched
         code = m[2]
         to_span, from_span = self.spans
-        return Frame(
+        # A defined header name in another case: a frame that says so (hnames.py).
+        return (OddNamesFrame if self.odd_names else Frame)(
             buf,
             self.tid,
             None if code else bytes(m[4]),

@@ -10,7 +10,8 @@ Rules:
 - `relay_splice` is Kamailio's msrp_relay rewrite (reference §6.2, RFC 4976 §6.2): the first
   To-Path URI moves to the front of From-Path; every other byte, the header order and the body
   stay as received. It cuts at the parsed value offsets, so `From-Path:<uri>` (no space) keeps
-  every character (Kamailio drops one).
+  every character (Kamailio drops one). A defined header name not in canonical case is
+  written in it (canonical_buf; rfc-checklist §6 case 8a); extension headers stay as spelled.
 - Writers never read clocks or randomness: transaction ids come from the caller.
 """
 
@@ -23,6 +24,7 @@ from .errors import LocalProtocolError, MsrpProtocolError
 from .events import InvalidFrame
 from .frame import SEND, Frame
 from .grammar import DASHES, HEADER_LINE, UTF8TEXT
+from .hnames import canonical_head
 from .uri import path_problem
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "build_request",
     "build_response",
     "build_sipmsg",
+    "canonical_buf",
     "forward_paths",
     "invalid_gets_reply",
     "relay_splice",
@@ -197,7 +200,7 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
         LocalProtocolError: To-Path holds a single URI, so there is no next hop (status 481
             would be wrong: the caller decides; Kamailio logs and sends nothing).
     """
-    buf = frame.buf
+    buf = canonical_buf(frame)
     to_start, first_end, to_end = frame.to_span
     if first_end == to_end:
         raise LocalProtocolError("To-Path has only one URI: no next hop")
@@ -227,6 +230,15 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
     return b"".join(parts)
 
 
+def canonical_buf(frame: Frame) -> bytes:
+    """`frame.buf`, or, when a defined header name in it is not in canonical case (rare:
+    the reader says so), a copy with every such name canonical: the relay emits the
+    canonical case (RFC 4234 §2.3, rfc-checklist §1.6). The length and offsets are kept."""
+    if not frame.odd_names:
+        return frame.buf
+    return canonical_head(frame.buf, frame.hdr_start, frame.hdr_end) + frame.buf[frame.hdr_end :]
+
+
 def forward_paths(frame: Frame, to_path: str | None, from_path: str | None) -> bytes:
     """Kamailio 6.0's msrp_forward: the frame with its To-Path and From-Path values replaced,
     no rotation; From-Path defaults to the frame's To-Path. Every other byte is kept.
@@ -234,13 +246,13 @@ def forward_paths(frame: Frame, to_path: str | None, from_path: str | None) -> b
     Raises:
         LocalProtocolError: a new path is empty or holds characters a header line cannot.
     """
-    old_to = bytes(frame.buf[frame.to_span[0] : frame.to_span[2]])
+    old_to = frame.to_path_raw
     new_to = to_path.encode() if to_path is not None else old_to
     new_from = from_path.encode() if from_path is not None else old_to
     for value in (new_to, new_from):
         if not value.strip() or not UTF8TEXT.fullmatch(value):
             raise LocalProtocolError("a forwarded path must be one line of URIs")
-    view = memoryview(frame.buf)
+    view = memoryview(canonical_buf(frame))
     (to_start, _, to_end), (from_start, _, from_end) = frame.to_span, frame.from_span
     return b"".join((view[:to_start], new_to, view[to_end:from_start], new_from, view[from_end:]))
 

@@ -63,6 +63,7 @@ Counter = IntEnum(
         "tx_unmatched",
         "tx_timeouts",
         "tx_refused",
+        "tx_hop_closed",
         "limit_addr_conns",
         "limit_unauth_conns",
         "limit_banned",

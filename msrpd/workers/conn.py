@@ -190,6 +190,9 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             self.stream_sink.send(end, source=self.conid)
             self.stream_sink = None
         self.ctx.connection_closed(self)
+        transactions = self.env.routes.transactions
+        if transactions is not None:  # after the cmap and registry forgot it: nothing new
+            transactions.out_closed(self)  # goes out on it (rfc-checklist §4.5)
 
     def pause_writing(self) -> None:
         self.out.pause_writing()

@@ -114,6 +114,9 @@ class Transactor(Protocol):
 
     def message_refused(self, origin: RoutedConn, frame: Frame) -> bool: ...
 
+    def out_closed(self, conn: RoutedConn) -> None:
+        """`conn` closed (not moved): what went out on it is answered by nobody."""
+
 
 class Rerouter(Protocol):
     """Routing a frame again when its next hop is us (loopback.Loopback)."""

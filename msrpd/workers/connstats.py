@@ -34,6 +34,9 @@ class ConnStats:
     """It counts against its source address's max_conns_per_addr (shm/addrs.py)."""
     auth_failures: int = 0
     """Failed AUTHs on it (auth_failures_close)."""
+    handed: bool = False
+    """Another worker handed it a frame: when it closes, the other workers are told, as their
+    transactions may wait for an answer on it (txrelay.py)."""
 
     def __post_init__(self) -> None:
         self.last_active = self.last_active or self.opened

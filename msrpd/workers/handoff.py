@@ -2,8 +2,8 @@
 
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
-  token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED and
-  RESPONSE carry a payload.
+  token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED,
+  RESPONSE and CLOSED carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -129,6 +129,10 @@ class HandoffKind(IntEnum):
     """A response read by another worker for a transaction the receiver owns (its id names
     the owner): `conid` is the connection it arrived on, `token` how many u64 ids (network
     order) start the payload (that connection's current and former ids), the response after."""
+    CLOSED = 13
+    """Owner -> every other worker: connection `conid` has closed (not moved): the payload is
+    its former ids (u64 each, network order); `token` 1 when it was a next hop the relay
+    connected to, 0 when a client's. Transactions whose request went out on it fail."""
 
 
 class HandoffFlags(IntFlag):
@@ -144,7 +148,9 @@ class HandoffFlags(IntFlag):
     written even by a worker whose stop refuses relayed frames (gone.GoneReports.handoff_gone)."""
 
 
-_PAYLOAD_KINDS = frozenset({HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE})
+_PAYLOAD_KINDS = frozenset(
+    {HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE, HandoffKind.CLOSED}
+)
 
 
 def frame_flags(more: bool, close_after: bool) -> int:

@@ -64,6 +64,7 @@ class HandoffOut:
         token: int = 0,
         payload: bytes = b"",
     ) -> None:
-        """Send a connection-moving message to worker (slot, generation) (handover.py)."""
+        """Send a control message to worker (slot, generation): connection moving
+        (handover.py), a closed connection (CLOSED, txrelay.py)."""
         if self.hub is not None:
             self.hub.send_control(self.path(*worker), kind, conid, token, payload)

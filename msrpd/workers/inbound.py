@@ -8,7 +8,8 @@ Rules (links.py dispatches by kind; this module goes straight down to the connec
   the sending worker to pause what relays into it; the link itself keeps being read
   (remoteflow.py).
 - A GONE means a frame we handed over was lost: its sender hears of it (gone.py).
-- A RESPONSE is a response another worker read for one of our transactions (txrelay.py).
+- A RESPONSE is a response another worker read for one of our transactions (txrelay.py);
+  a CLOSED says a connection ours may wait on has closed (txrelay.py).
 - One link read is one batch: the connections' writes it causes leave together at its end
   (the context's batch: begin/flush_now, batch.py).
 - A link that closes ends the streamed frames it was writing into our connections, or they
@@ -72,6 +73,7 @@ class Inbound:
             ctx.last_delivery = time.monotonic()  # forwarded: a retiring worker waits for quiet
             return True
         ctx.counters.add(Counter.handoffs_in)
+        conn.stats.handed = True
         ctx.last_delivery = time.monotonic()
         more = bool(flags & HandoffFlags.MORE)
         close_after = bool(flags & HandoffFlags.CLOSE_AFTER)
@@ -95,9 +97,14 @@ class Inbound:
         self.ctx.handoffs.flow.on_flow(pause, conid, token, link_id)
 
     def on_control(self, link: Link, msg: Handoff) -> None:
+        transactions = self.transactions
         if msg.kind is HandoffKind.RESPONSE:
-            if self.transactions is not None:
-                self.transactions.handed(msg)
+            if transactions is not None:
+                transactions.handed(msg)
+            return
+        if msg.kind is HandoffKind.CLOSED:
+            if transactions is not None:
+                transactions.closed_elsewhere(msg)
             return
         mover = self.ctx.mover
         if mover is None:

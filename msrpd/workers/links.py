@@ -200,8 +200,9 @@ class HandoffHub:
     def send_control(
         self, dest_path: Path, kind: HandoffKind, conid: int, token: int = 0, payload: bytes = b""
     ) -> None:
-        """Queue a message of the connection-moving kinds (MOVED, FENCE, ...). It is not
-        tracked: if its link fails it is lost, and handover.py's timeouts cover that."""
+        """Queue a message of the connection-moving kinds (MOVED, FENCE, ...), a RESPONSE or
+        a CLOSED. It is not tracked: if its link fails it is lost; handover.py's timeouts
+        cover a lost move message, the transaction timeout a lost RESPONSE or CLOSED."""
         header = _pack_header(kind, 0, 0, conid, token, len(payload))
         self._link(dest_path).push_reply(header + payload if payload else header)
 
@@ -250,6 +251,11 @@ class HandoffHub:
         """Bytes queued for `dest_path` and not yet passed to the kernel (for backpressure)."""
         link = self._links.get(dest_path)
         return 0 if link is None else link.pending_bytes()
+
+    @property
+    def closed(self) -> bool:
+        """close() has begun: no message can be sent any more."""
+        return self._closed
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop listening, write what is queued, close every link and remove `own_path`.

@@ -20,6 +20,10 @@ Rules:
   deadline order and one periodic sweep replace per-transaction timers. An entry whose
   transaction ended or got a later deadline (a streamed chunk's end-line restarts it: the
   timer runs from the last byte written, RFC 4976 §6.4.1) is skipped when it comes up.
+- Indexed by the connection each request went out on too (`by_out`, one dict insert and
+  one delete per transaction), so that when that connection closes its transactions fail at
+  once (`gone`, rfc-checklist §4.5) instead of at their deadline. A connection that moved
+  is no close: it keeps its old ids (MigrationState.former), and its close names them all.
 - Bounded: an origin connection with MAX_PER_CONN live transactions is not read until half
   of them have ended (back-pressure: a sender faster than its next hop's answers is slowed,
   nothing is refused); the frames of the read in progress still go, and at HARD_LIMIT times
@@ -32,10 +36,12 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..protocol import Frame
+from ..protocol.frame import REPORT, SEND
 from ..protocol.transact import RANDOM_HEX, header_in, tid_prefix
 from .migrate.state import MigrationState
 
@@ -47,6 +53,7 @@ __all__ = [
     "TidSource",
     "Transaction",
     "TransactionTable",
+    "transaction_for",
 ]
 
 MAX_PER_CONN = 1024
@@ -149,6 +156,8 @@ class TransactionTable:
         self.paused: set[Origin] = set()
         """Origins not read because they have max_per_conn live transactions."""
         self.live: dict[bytes, Transaction] = {}
+        self.by_out: dict[int, dict[bytes, Transaction]] = {}
+        """The live transactions by the connection their request went out on (`out`)."""
         self._deadlines: deque[tuple[float, Transaction]] = deque()
         """(deadline, transaction), in deadline order; an entry of one that ended stays
         until it comes up, or until compaction (`restart`) drops it."""
@@ -167,6 +176,12 @@ class TransactionTable:
         """Record `tx` (its request has been written to connection `tx.out`). A streamed
         chunk (`whole` false) has no deadline until its end-line is written (restart)."""
         self.live[tx.tid] = tx
+        if tx.out >= 0:
+            same = self.by_out.get(tx.out)
+            if same is None:
+                self.by_out[tx.out] = {tx.tid: tx}
+            else:
+                same[tx.tid] = tx
         origin = tx.origin
         origin.migration.tx_open += 1
         if origin.migration.tx_open >= self.max_per_conn and origin not in self.paused:
@@ -211,11 +226,28 @@ class TransactionTable:
         tx.ended = True
         if self.live.get(tx.tid) is tx:
             del self.live[tx.tid]
+            same = self.by_out.get(tx.out)
+            if same is not None:
+                del same[tx.tid]
+                if not same:
+                    del self.by_out[tx.out]
             origin = tx.origin
             origin.migration.tx_open -= 1
             if origin.migration.tx_open <= self.max_per_conn // 2 and origin in self.paused:
                 self.paused.discard(origin)
                 origin.unblock(self)
+
+    def gone(self, outs: Iterable[int]) -> list[Transaction]:
+        """The live transactions whose request went out on one of `outs` (the ids of a
+        connection that closed), ended."""
+        found: list[Transaction] = []
+        for conid in outs:
+            same = self.by_out.get(conid)
+            if same is not None:
+                found.extend(same.values())
+        for tx in found:
+            self.end(tx)
+        return found
 
     def expired(self, now: float) -> list[Transaction]:
         """The transactions whose deadline has passed, ended (in deadline order)."""
@@ -232,3 +264,25 @@ def _due(entry: tuple[float, Transaction]) -> bool:
     """The entry is its transaction's current deadline (not ended, not restarted since)."""
     deadline, tx = entry
     return not tx.ended and tx.deadline == deadline
+
+
+def transaction_for(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
+    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
+    it: a REPORT, a SEND with Failure-Report no."""
+    method = basis.method
+    if method is None or method == REPORT:
+        return None
+    wanted = basis.failure_report
+    if method == SEND and wanted == b"no":
+        return None
+    return Transaction(
+        tid,
+        origin,
+        basis.tid,
+        method,
+        wanted,
+        basis.buf[: basis.hdr_end],
+        basis.from_path_raw,
+        basis.first_to,
+        hop_uri,
+    )

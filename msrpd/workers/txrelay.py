@@ -23,6 +23,10 @@ Rules:
   fails or is refused by the dialing bounds, dialing.py): the sender hears what it would on
   a timeout, at once (REPORT 408 also for Failure-Report partial, policy §8.2), and the
   transaction ends. Its connection known but gone: 481, as for relay().
+- The connection a request went out on closes before the answer (§4.5): its transactions
+  fail at once, as above (408 for a next hop we connected to, 481 for a client's session).
+  Its worker tells the others with a CLOSED (its ids, former ones included: a connection
+  that moved is no close); no timer, no shared-memory poll.
 - A next hop that answers 413 refuses the whole message (RFC 4975 §10.5, rfc-checklist §2.8,
   case 30d): a chunk of it still being forwarded is cut at once with "#" (no later chunks
   follow), the sender gets its REPORT 413 (Failure-Report permitting), and for REFUSED_TTL
@@ -35,7 +39,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import math
 import struct
 import time
 from collections import OrderedDict
@@ -50,22 +53,19 @@ from ..protocol import (
     RemoteProtocolError,
     relay_splice,
 )
-from ..protocol.frame import AUTH, REPORT, SEND
-from ..protocol.transact import (
-    end_line_in_body,
-    response_facts,
-    tid_owner,
-)
+from ..protocol.frame import AUTH, SEND
+from ..protocol.transact import end_line_in_body, response_facts, tid_owner
 from ..routing.env import Destination
 from ..shm import Counter
 from .connenv import Resolver, RoutedConn
 from .gone import GoneReports
 from .handoff import Handoff, HandoffKind
+from .liveworkers import LiveWorkers
 from .migrate.handoverio import MovedSink
 from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
-from .transactions import Origin, TidSource, Transaction, TransactionTable
+from .transactions import TidSource, Transaction, TransactionTable, transaction_for
 from .txstream import StreamSink
 
 if TYPE_CHECKING:
@@ -81,10 +81,6 @@ REFUSED_TTL = 300.0
 """Seconds the later chunks of a message refused with 413 are refused here too."""
 REFUSED_MEMORY = 4096
 """Refused messages remembered per worker at most (the oldest is forgotten first)."""
-OWNERS_TTL = 1.0
-"""Seconds the set of live workers is trusted; a miss re-reads it at most every
-OWNERS_RETRY seconds (an id naming no live worker is a peer's invention: dropped)."""
-OWNERS_RETRY = 0.1
 _FRAMES_OUT = Counter.frames_out  # counted on every forwarded request: values[] directly
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
@@ -106,13 +102,12 @@ class TxRelay:
         "ctx",
         "ids",
         "me",
-        "owners",
-        "owners_read",
         "reader",
         "refused",
         "reports",
         "sweeping",
         "table",
+        "workers",
     )
 
     def __init__(self, ctx: WorkerContext, reports: GoneReports) -> None:
@@ -127,9 +122,7 @@ class TxRelay:
         self.refused: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
         refuses that message's later chunks."""
-        self.owners: frozenset[tuple[int, int]] = frozenset()
-        """The live workers (slot, generation), from the heartbeats, read at `owners_read`."""
-        self.owners_read = -math.inf
+        self.workers = LiveWorkers(ctx.shm.heartbeats)
         self.reader = FrameReader()
         """Reads the responses other workers hand us (_read)."""
 
@@ -166,7 +159,7 @@ class TxRelay:
             data = relay_splice(frame, tid)
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
-        tx = _transaction(basis, frame.first_to, tid, origin)
+        tx = transaction_for(basis, frame.first_to, tid, origin)
         if tx is not None and origin.migration.tx_open >= self.table.hard_limit:
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
@@ -245,23 +238,14 @@ class TxRelay:
             return self._answer(arrival, tid, frame.code or 0, reason, frame.first_to, frame)
         owner = tid_owner(tid)
         hub = self.ctx.hub
-        if owner is None or hub is None or not self._alive(owner):
+        # Handed only to a live worker: a peer choosing ids must not make us dial handoff
+        # paths of workers that do not exist.
+        if owner is None or hub is None or owner not in self.workers:
             return self._unmatched(frame.tid)
         ids = struct.pack(f"!{len(arrival)}Q", *arrival)
         path = self.ctx.handoffs.path(*owner)
         hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
         return 1
-
-    def _alive(self, owner: tuple[int, int]) -> bool:
-        """`owner` is a live worker: a response is handed only to one (a peer choosing ids
-        must not make us dial handoff paths of workers that do not exist)."""
-        now = time.monotonic()
-        age = now - self.owners_read
-        if age >= OWNERS_TTL or (owner not in self.owners and age >= OWNERS_RETRY):
-            live = self.ctx.shm.heartbeats.live()
-            self.owners = frozenset((r.slot, r.generation) for r in live)
-            self.owners_read = now
-        return owner in self.owners
 
     def handed(self, msg: Handoff) -> None:
         """A RESPONSE another worker read for one of our transactions: matched on the facts
@@ -336,6 +320,42 @@ class TxRelay:
         logger.debug("response %r matches no transaction: dropped", tid)
         return -1
 
+    # -- next hops that close (rfc-checklist §4.5) --------------------------------------------
+
+    def out_closed(self, conn: RoutedConn) -> None:
+        """`conn` closed here (it did not move): nothing that went out on it will be answered.
+        Its transactions here fail now; every other worker is told (CLOSED) when one may
+        have some: it was handed frames, or it moved here (its former ids)."""
+        former = conn.migration.former
+        self._hop_closed((conn.conid, *former), conn.outbound)
+        hub = self.ctx.hub
+        if hub is None or not (conn.stats.handed or former):
+            return
+        if hub.closed or self.ctx.stop.stopping:
+            return  # no new link: a stop ends when every link is gone (stopping.py)
+        ids = struct.pack(f"!{len(former)}Q", *former)
+        outbound = int(conn.outbound)
+        for worker in self.workers.current() - {self.me}:
+            self.ctx.handoffs.control(worker, HandoffKind.CLOSED, conn.conid, outbound, ids)
+
+    def closed_elsewhere(self, msg: Handoff) -> None:
+        """Another worker's connection `msg.conid` (and its former ids) closed (CLOSED)."""
+        former = struct.unpack_from(f"!{len(msg.payload) // 8}Q", msg.payload)
+        self._hop_closed((msg.conid, *former), msg.token == 1)
+
+    def _hop_closed(self, ids: tuple[int, ...], outbound: bool) -> None:
+        """The transactions whose request went out on connection `ids` fail: a next hop the
+        relay connected to could not be reached (408, policy §8.2), a client's session is
+        gone (481)."""
+        failed = self.table.gone(ids)
+        if not failed:
+            return
+        self.ctx.counters.add(Counter.tx_hop_closed, len(failed))
+        logger.info("%x closed: %d forwarded transactions failed", ids[0], len(failed))
+        code, reason = _TIMEOUT if outbound else _GONE
+        for tx in failed:
+            self._tell(tx, code, reason)
+
     # -- deadlines --------------------------------------------------------------------------
 
     def restart(self, tx: Transaction) -> None:
@@ -370,25 +390,3 @@ def _mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
             return data
         response = _parse(data)
     return None
-
-
-def _transaction(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
-    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
-    it: a REPORT, a SEND with Failure-Report no."""
-    method = basis.method
-    if method is None or method == REPORT:
-        return None
-    wanted = basis.failure_report
-    if method == SEND and wanted == b"no":
-        return None
-    return Transaction(
-        tid,
-        origin,
-        basis.tid,
-        method,
-        wanted,
-        basis.buf[: basis.hdr_end],
-        basis.from_path_raw,
-        basis.first_to,
-        hop_uri,
-    )

@@ -174,18 +174,28 @@ def test_case7_unknown_headers_are_forwarded_in_place(pair: tuple[MsrpClient, Pe
 
 
 def test_case8a_header_names_in_any_case_are_accepted(pair: tuple[MsrpClient, Peer]) -> None:
-    """Case 8(a): `to-path:` and friends are read case-insensitively and relayed (their
-    spelling is kept: README, conformance)."""
+    """Case 8(a): `to-path:` and friends are read case-insensitively, relayed, and written in
+    canonical case (rfc-checklist §1.6), the 200 to A too; an extension header keeps its
+    spelling; every value and the body are unchanged."""
     a, b = pair
     tid = new_tid()
-    a.send_raw(
-        b"MSRP %s SEND\r\nto-path: %s %s\r\nfrom-path: %s\r\nmessage-id: m8\r\n-------%s$\r\n"
-        % (tid, (a.use_path or "").encode(), b.uri.encode(), a.uri.encode(), tid)
+    head = b"to-path: %s %s\r\nFROM-PATH: %s\r\nmessage-ID: m8\r\nx-Foo: Bar\r\n" % (
+        (a.use_path or "").encode(),
+        b.uri.encode(),
+        a.uri.encode(),
     )
-    assert answer_of(a, tid).frame.code == 200
+    head += b"byte-range: 1-2/2\r\nCONTENT-type: text/plain\r\n"
+    a.send_raw(b"MSRP %s SEND\r\n%s\r\nhi\r\n-------%s$\r\n" % (tid, head, tid))
+    ok = answer_of(a, tid).frame
+    assert ok.code == 200 and ok.header_line("Message-ID") == b"Message-ID: m8\r\n"
     got = b.recv()
-    assert got.frame.to_path == [b.uri] and got.frame.from_path == [a.use_path, a.uri]
-    assert got.frame.message_id == b"m8"
+    new = got.frame.tid
+    assert got.frame.buf == (
+        b"MSRP %s SEND\r\nTo-Path: %s\r\nFrom-Path: %s %s\r\nMessage-ID: m8\r\n"
+        b"x-Foo: Bar\r\nByte-Range: 1-2/2\r\nContent-Type: text/plain\r\n\r\nhi\r\n-------%s$\r\n"
+        % (new, b.uri.encode(), (a.use_path or "").encode(), a.uri.encode(), new)
+    )
+    nothing_more(a, b.accept())
 
 
 def test_case8b_a_lower_case_method_gets_400(pair: tuple[MsrpClient, Peer]) -> None:

@@ -148,11 +148,7 @@ def _refused_malformed(reason: str) -> dict[int, Outcome | None]:
     }
 
 
-def _send_relayed(
-    message_id: str = "Message-ID: msg-1",
-    from_path: str = "From-Path: ",
-    to_path: str = "To-Path: ",
-) -> dict[int, Outcome | None]:
+def _send_relayed(from_path: str = "From-Path: ") -> dict[int, Outcome | None]:
     """msrpd's outcome of send_alice_to_bob's SEND (200 to Alice, relayed to Bob)."""
     return {
         4: {
@@ -161,13 +157,17 @@ def _send_relayed(
                     "MSRP <TID5> 200 OK",
                     f"To-Path: {A}",
                     f"From-Path: {RB2}",
-                    message_id,
+                    "Message-ID: msg-1",
                     "-------<TID5>$",
                 ),
             ],
             "bob": [
                 frame(
-                    "MSRP <TID5> SEND", f"{to_path}{B}", f"{from_path}{RB2} {A}", message_id, *HELLO
+                    "MSRP <TID5> SEND",
+                    f"To-Path: {B}",
+                    f"{from_path}{RB2} {A}",
+                    "Message-ID: msg-1",
+                    *HELLO,
                 ),
             ],
         }
@@ -329,9 +329,10 @@ DIFFERENCES: dict[str, Difference] = {
     ),
     "to_path_lower_case": Difference(
         kamailio="connection closed silently ('to-path' is not recognised: no To-Path)",
-        msrpd="200 to Alice and relayed to Bob, the header name kept as written",
-        why="header names are case-insensitive (RFC 4975 §9 via RFC 4234 §2.3); README table",
-        steps=_send_relayed(to_path="to-path: "),
+        msrpd="200 to Alice and relayed to Bob, the header name in canonical case (To-Path)",
+        why="header names are case-insensitive (RFC 4975 §9 via RFC 4234 §2.3), and the relay "
+        "emits the canonical case (rfc-checklist §1.6, case 8a); README table",
+        steps=_send_relayed(),
     ),
     "msrp_lower_case": Difference(
         kamailio="silence: the core reader does not take 'msrp …' for MSRP and waits",
@@ -341,9 +342,10 @@ DIFFERENCES: dict[str, Difference] = {
     ),
     "message_id_lower_case": Difference(
         kamailio="the 200 has no Message-ID line ('message-id' is not recognised)",
-        msrpd="the 200 copies the 'message-id: msg-1' line",
-        why="header names are case-insensitive (RFC 4975 §9 via RFC 4234 §2.3); README table",
-        steps=_send_relayed(message_id="message-id: msg-1"),
+        msrpd="the 200 copies the line as 'Message-ID: msg-1', and so does the relayed SEND",
+        why="header names are case-insensitive (RFC 4975 §9 via RFC 4234 §2.3), and the relay "
+        "emits the canonical case (rfc-checklist §1.6, case 8a); README table",
+        steps=_send_relayed(),
     ),
     "response_without_reason": Difference(
         kamailio="'MSRP tid 200' is read as a request with method '200': 501",

@@ -289,13 +289,13 @@ def test_message_id_line_copied_raw() -> None:
     )
 
 
-def test_lower_case_message_id_copied() -> None:
+def test_lower_case_message_id_copied_in_canonical_case() -> None:
     # Documented difference: Kamailio matches header names case-sensitively, so it never
     # echoes "message-id" (reference §2.2, §15 item 23); msrpd follows RFC 4975 §9 / RFC 5234
-    # (quoted header names are case-insensitive).
-    frame = parse(send(body=None, extra=("message-id: m1",)))
+    # (quoted header names are case-insensitive) and emits the canonical case (checklist §1.6).
+    frame = parse(send(body=None, extra=("message-id:  m1",)))
     assert build_reply(frame, 200, "OK") == crlf(
-        "MSRP s1 200 OK", f"To-Path: {A}", f"From-Path: {RB}", "message-id: m1", "-------s1$"
+        "MSRP s1 200 OK", f"To-Path: {A}", f"From-Path: {RB}", "Message-ID:  m1", "-------s1$"
     )
 
 

@@ -33,6 +33,7 @@ MESSAGES = [
     Handoff(HandoffKind.GONE, CONID, 3),
     Handoff(HandoffKind.FRAME, 2**64 - 1, 2**32 - 1, bytes(range(256)) * 40),
     Handoff(HandoffKind.CLOSE, 0, 0),
+    Handoff(HandoffKind.CLOSED, CONID, 1, (CONID - 1).to_bytes(8, "big") + (7).to_bytes(8, "big")),
     Handoff(HandoffKind.FRAME, CONID, 4, b"x", HandoffFlags.CLOSE_AFTER | HandoffFlags.MORE),
 ]
 STREAM = b"".join(encode_handoff(m) for m in MESSAGES)
@@ -137,7 +138,7 @@ def test_consumed_bytes_are_compacted() -> None:
     assert out == msgs
 
 
-@pytest.mark.parametrize("kind", [0, 13, 255])
+@pytest.mark.parametrize("kind", [0, max(HandoffKind) + 1, 255])
 def test_unknown_kind(kind: int) -> None:
     data = HEADER.pack(kind, 0, 0, CONID, 1, 0)
     with pytest.raises(HandoffError, match="unknown handoff kind"):

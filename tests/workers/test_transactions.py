@@ -137,6 +137,59 @@ def test_answered_transactions_do_not_pile_up() -> None:
     assert table.expired(40.0) == [slow, last]
 
 
+def test_a_closed_connection_ends_what_went_out_on_it_and_nothing_else() -> None:
+    """`gone` (rfc-checklist §4.5): the live transactions whose request went out on one of
+    the closed connection's ids (current and former), once; the index forgets what ended."""
+    table, origin = TransactionTable(30.0), Conn(1)
+    on7, on7b, on9, on3 = (
+        tx(b"a7", origin, 7),
+        tx(b"b7", origin, 7),
+        tx(b"a9", origin, 9),
+        tx(b"a3", origin, 3),
+    )
+    nowhere = tx(b"n1", origin, -1)  # a pass through our own URI: no connection of its own
+    for t in (on7, on7b, on9, on3, nowhere):
+        table.add(t, 0.0)
+    table.end(on7b)  # answered: not failed again
+    assert set(table.by_out) == {7, 9, 3}
+    assert table.gone((7, 3)) == [on7, on3]  # the connection 7 had been 3 before a move
+    assert on7.ended and on3.ended and not on9.ended
+    assert set(table.by_out) == {9} and len(table) == 2 and origin.migration.tx_open == 2
+    assert table.gone((7, 3)) == []  # once
+    assert table.expired(31.0) == [on9, nowhere]  # the rest time out as ever
+    assert table.by_out == {}
+
+
+def test_live_workers_are_read_seldom() -> None:
+    """LiveWorkers: trusted for TTL seconds; an unknown worker reads again after RETRY."""
+    from msrpd.shm import HeartbeatRecord, WorkerState
+    from msrpd.workers.liveworkers import RETRY, TTL, LiveWorkers
+
+    now, reads = [0.0], []
+    table = [(1, 1)]
+
+    class Beats:
+        def live(self) -> list[HeartbeatRecord]:
+            reads.append(now[0])
+            return [
+                HeartbeatRecord(i, 100 + i, s, g, WorkerState.RUNNING, 0, 0)
+                for i, (s, g) in enumerate(table)
+            ] + [HeartbeatRecord(9, 0, 5, 5, WorkerState.RUNNING, 0, 0)]  # pid 0: a free record
+
+    live = LiveWorkers(Beats(), lambda: now[0])
+    assert (1, 1) in live and (5, 5) not in live and reads == [0.0]
+    table.append((2, 1))
+    now[0] = RETRY / 2
+    assert (2, 1) not in live and live.current() == {(1, 1)} and len(reads) == 1
+    now[0] = RETRY
+    assert (2, 1) in live and len(reads) == 2  # a miss reads again
+    now[0] = RETRY + TTL / 2
+    table.remove((1, 1))
+    assert live.current() == {(1, 1), (2, 1)} and len(reads) == 2
+    now[0] = RETRY + TTL
+    assert live.current() == {(2, 1)} and len(reads) == 3
+
+
 def test_tid_source_draws_distinct_ids_of_its_worker() -> None:
     """Ids name the worker and are 80 random bits each, pooled reads included."""
     ids = TidSource(3, 7)
