@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import psutil
@@ -28,9 +29,11 @@ from ..config import Settings
 from ..control.client import CtlUnavailable, call, ctl, render
 from ..process.logs import setup_logging
 from ..rundir import EXIT_ALREADY_RUNNING, log_path, read_pid
-from ..supervisor.arbiter import Supervisor
 from .options import config_option, settings_or_exit
 from .user import user
+
+if TYPE_CHECKING:
+    from ..supervisor.arbiter import Supervisor
 
 __all__ = ["main"]
 
@@ -46,10 +49,19 @@ def _running_pid(settings: Settings) -> int | None:
     if pid is None:
         return None
     try:
-        proc = psutil.Process(pid)
-        return pid if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE else None
+        return None if _exited(psutil.Process(pid)) else pid
     except psutil.Error:
         return None
+
+
+def _exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie: it has exited and let go of everything it held (sockets, locks,
+    shared memory); only its parent has not reaped it yet. The daemon supervisor's parent is
+    whatever adopted it (init, a container's pid 1, a subreaper), which may reap late or never."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,14 +83,19 @@ def start(config: Path | None, children: int | None, foreground: bool) -> None:
             f"msrpd: already running (pid {pid}) with run_dir {settings.core.run_dir}", err=True
         )
         sys.exit(EXIT_ALREADY_RUNNING)
+    # Imported here, not above: the supervisor brings in every worker module (0.3 s), which
+    # only start needs; stop, status, reload and ctl answer without it.
+    from ..supervisor.arbiter import Supervisor  # noqa: PLC0415
+
+    supervisor = Supervisor(settings, children)
     if foreground:
         file = log_path(settings) if settings.log.target == "file" else None
         setup_logging(settings.core.log_level, settings.log, file)
-        sys.exit(Supervisor(settings, children).run())
-    sys.exit(_daemonize(settings, children))
+        sys.exit(supervisor.run())
+    sys.exit(_daemonize(settings, supervisor))
 
 
-def _daemonize(settings: Settings, children: int | None) -> int:
+def _daemonize(settings: Settings, supervisor: Supervisor) -> int:
     settings.core.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = log_path(settings)
     ready_r, ready_w = os.pipe()
@@ -104,7 +121,7 @@ def _daemonize(settings: Settings, children: int | None) -> int:
     setup_logging(
         settings.core.log_level, settings.log, None if settings.log.target == "syslog" else log
     )
-    os._exit(Supervisor(settings, children).run(ready_w))
+    os._exit(supervisor.run(ready_w))
 
 
 def _send(settings: Settings, command: str) -> int:
@@ -132,7 +149,11 @@ def stop(config: Path | None, now: bool, timeout: float | None) -> None:
     except psutil.NoSuchProcess:
         family = []
     wait = timeout if timeout is not None else settings.core.drain_timeout + 10.0
-    _, alive = psutil.wait_procs(family, timeout=wait)
+    deadline = time.monotonic() + wait
+    alive = [p for p in family if not _exited(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _exited(p)]
     if alive:
         click.echo(
             f"msrpd: still running after {wait:.0f} s: pids {[p.pid for p in alive]}", err=True

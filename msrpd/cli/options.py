@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from ..config import Settings, load_config
 from ..errors import ConfigError
-from ..routing import RouteLoadError, load_route
 
 __all__ = ["EXIT_CONFIG", "config_option", "settings_or_exit"]
 
@@ -36,9 +36,20 @@ def settings_or_exit(
     on error, the problems on stderr and exit status EXIT_CONFIG."""
     try:
         settings = load_config(config, children=children)
-        if route:
+    except ConfigError as exc:
+        _invalid(exc)
+    if route:
+        # Imported here, not above: routing (and with it the protocol stack) is 0.1 s of the
+        # start of every command, and only start, reload and check-config load a route.
+        from ..routing import RouteLoadError, load_route  # noqa: PLC0415
+
+        try:
             load_route(settings.msrp.route, settings.msrp.event_callback)
-    except (ConfigError, RouteLoadError) as exc:
-        click.echo(f"msrpd: invalid configuration:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        except RouteLoadError as exc:
+            _invalid(exc)
     return settings
+
+
+def _invalid(problem: Exception) -> NoReturn:
+    click.echo(f"msrpd: invalid configuration:\n{problem}", err=True)
+    sys.exit(EXIT_CONFIG)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -49,9 +49,31 @@ and load tests send fast. Probation stays on (a test client that waits for more 
 30 s authenticates first)."""
 
 
+@contextlib.contextmanager
+def running(**kwargs: object) -> Iterator[Relay]:
+    """A started Relay, stopped and cleaned at the end: for a module-scoped fixture, one relay
+    for the tests that only open connections of their own and close them."""
+    relay = Relay(**kwargs)  # type: ignore[arg-type]
+    try:
+        result = relay.start()
+        assert result.returncode == 0, result.stderr + relay.log()
+        yield relay
+    finally:
+        relay.stop()
+
+
 def title(proc: psutil.Process) -> str:
     """The process title setproctitle gave (padded with blanks in /proc/pid/cmdline)."""
     return " ".join(proc.cmdline()).strip()
+
+
+def exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie (exited; its parent has not reaped it yet: a daemon's supervisor
+    belongs to whatever adopted it, here a pid 1 that reaps every few seconds)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import time
 import psutil
 
 from ..msrpclient import MsrpClient
-from .relay import Relay, title, wait_for
+from .relay import Relay, exited, title, wait_for
 
 
 def test_start_status_stop_leaves_nothing_behind(make_relay) -> None:
@@ -37,13 +37,61 @@ def test_start_status_stop_leaves_nothing_behind(make_relay) -> None:
 
     stopped = relay.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(p.is_running() for p in family)
+    assert all(exited(p) for p in family)
     assert not (relay.run_dir / "msrpd.pid").exists()
     assert not (relay.run_dir / "msrpd.fifo").exists()
     assert not list(relay.run_dir.glob("*.sock"))
     assert relay.shm_segments() == []
     assert relay.cli("status").returncode == 3
     assert relay.cli("stop").returncode == 1
+
+
+ADOPTER = """
+import ctypes, os, subprocess, sys
+# PR_SET_CHILD_SUBREAPER (36): the daemon's supervisor, orphaned by start's double fork, is
+# adopted here rather than by init, and stays a zombie until the test closes our stdin.
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+start = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+print(start.returncode, start.stderr.replace(chr(10), " "), flush=True)
+sys.stdin.read()
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def test_stop_returns_when_the_supervisor_exited_though_not_reaped(make_relay) -> None:
+    """What adopted the daemon (init, a container's pid 1) may reap it late or never: `stop`
+    returns 0 once every process has exited, the supervisor a zombie, not at its timeout."""
+    relay: Relay = make_relay(children=2)
+    start = [sys.executable, "-m", "msrpd", "start", "-c", str(relay.config)]
+    adopter = subprocess.Popen(
+        [sys.executable, "-c", ADOPTER, *start],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert adopter.stdout is not None and adopter.stdin is not None
+        assert adopter.stdout.readline().startswith("0 "), relay.log()
+        pid = relay.pid()
+        assert pid is not None
+        relay.started_pids.add(pid)
+        supervisor = psutil.Process(pid)
+        assert supervisor.ppid() == adopter.pid
+        family = [supervisor, *relay.workers()]
+        stopped = relay.cli("stop", "--timeout", "10")
+        assert stopped.returncode == 0, stopped.stderr
+        assert supervisor.status() == psutil.STATUS_ZOMBIE  # exited, and nobody reaped it
+        assert all(exited(p) for p in family)
+        assert not (relay.run_dir / "msrpd.pid").exists()
+        assert relay.shm_segments() == []
+        assert relay.cli("status").returncode == 3
+    finally:
+        adopter.communicate("", timeout=30)  # EOF: it reaps what it adopted, and exits
+    assert not psutil.pid_exists(pid)
 
 
 def test_second_start_is_refused(relay: Relay) -> None:
@@ -136,9 +184,8 @@ def test_crashed_run_is_cleaned_at_next_start(make_relay) -> None:
     supervisor = relay.supervisor()
     workers = relay.workers()
     supervisor.kill()
-    supervisor.wait(5)
-    _, alive = psutil.wait_procs(workers, timeout=5)
-    assert not alive, "workers outlived their supervisor"
+    wait_for(lambda: exited(supervisor), 5, "the supervisor to die")
+    wait_for(lambda: all(exited(w) for w in workers), 5, "the workers to exit (no orphans)")
     assert relay.pid() is not None and relay.shm_segments()
     result = relay.start()
     assert result.returncode == 0, result.stderr + relay.log()

@@ -31,8 +31,10 @@ _OPENED: list[socket.socket | MsrpClient] = []
 
 
 @pytest.fixture(autouse=True)
-def _close_sockets() -> Iterator[None]:
-    """Every socket a test opened is closed after it (a closed one again, harmlessly)."""
+def _close_sockets(make_relay) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every socket a test opened is closed after it (a closed one again, harmlessly), before
+    its relay stops (the fixture it depends on ends after it): a stop waits drain_timeout for
+    an open TLS connection."""
     yield
     while _OPENED:
         _OPENED.pop().close()

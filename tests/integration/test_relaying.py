@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from ..msrpclient import MsrpClient
-from .relay import PASSWORDS, REALM, Relay, wait_for
+from .relay import PASSWORDS, REALM, Relay, exited, wait_for
 
 
 def authed(port: int, user: str, tls: ssl.SSLContext | None = None) -> MsrpClient:
@@ -165,7 +165,7 @@ def test_term_delivers_frames_in_flight(make_relay) -> None:
     assert [alice.recv(timeout=20).frame.code for _ in tids] == [200] * len(tids)
     with pytest.raises((EOFError, ConnectionError)):
         bob.recv(timeout=20)
-    supervisor.wait(20)
+    wait_for(lambda: exited(supervisor), 20, "the supervisor to exit")  # reaped or not
     alice.close()
     bob.close()
 

@@ -23,7 +23,7 @@ from msrpd.protocol import Status
 from msrpd.protocol.writer import build_reply
 
 from ..msrpclient import MsrpClient, new_tid
-from .relay import PASSWORDS, REALM, Relay, wait_for
+from .relay import PASSWORDS, REALM, Relay, exited, wait_for
 
 PAIRS = 10
 LOG_GRAIN = 0.002
@@ -326,6 +326,6 @@ def test_stop_finishes_a_streamed_frame_then_reads_nothing_more(make_relay) -> N
         answer = alice.recv(timeout=15)
         assert answer.frame.tid != late, "a SEND written after the stop was answered"
         raise AssertionError(f"unexpected frame for Alice: {answer.frame.buf[:80]!r}")
-    supervisor.wait(15)
+    wait_for(lambda: exited(supervisor), 15, "the supervisor to exit")  # reaped or not
     alice.close()
     bob.close()

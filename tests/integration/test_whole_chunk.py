@@ -17,6 +17,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,7 +25,7 @@ from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_reply, build_request
 
 from ..msrpclient import MsrpClient, new_tid
-from .relay import PASSWORDS, REALM, Relay, wait_for
+from .relay import PASSWORDS, REALM, Relay, running, wait_for
 from .test_colocate import _owners, _port
 
 MIB = 1 << 20
@@ -102,11 +103,11 @@ def _split_pair(relay: Relay) -> tuple[MsrpClient, MsrpClient]:
     raise AssertionError("64 connections in a row landed on Alice's worker")
 
 
-def _started(make_relay) -> Relay:  # type: ignore[no-untyped-def]
-    relay: Relay = make_relay(children=2, core={"balance": False})
-    result = relay.start()
-    assert result.returncode == 0, result.stderr + relay.log()
-    return relay
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Relay]:
+    """One relay for the module: each test opens its own Alice and Bob and closes them."""
+    with running(children=2, core={"balance": False}) as relay:
+        yield relay
 
 
 def _to(bob: MsrpClient) -> list[str]:
@@ -152,24 +153,21 @@ def _send_whole_chunk_then_read(alice: MsrpClient, bob: MsrpClient, size: int, f
 
 
 @pytest.mark.parametrize("mib", [2, 10, 64])
-def test_msrplib_style_send_gets_its_200_after_the_whole_chunk(make_relay, mib: int) -> None:  # type: ignore[no-untyped-def]
-    relay = _started(make_relay)
-    alice, bob = _split_pair(relay)
+def test_msrplib_style_send_gets_its_200_after_the_whole_chunk(shared: Relay, mib: int) -> None:
+    alice, bob = _split_pair(shared)
     with alice, bob:
         _send_whole_chunk_then_read(alice, bob, mib * MIB, b"$")
 
 
-def test_aborted_chunk_is_answered_after_its_end_line(make_relay) -> None:  # type: ignore[no-untyped-def]
+def test_aborted_chunk_is_answered_after_its_end_line(shared: Relay) -> None:
     """A chunk ending with "#" has ended too (RFC 4975 §7.1): its 200 follows the end-line."""
-    relay = _started(make_relay)
-    alice, bob = _split_pair(relay)
+    alice, bob = _split_pair(shared)
     with alice, bob:
         _send_whole_chunk_then_read(alice, bob, 2 * MIB, b"#")
 
 
-def test_chunk_cut_by_closing_gets_no_200(make_relay) -> None:  # type: ignore[no-untyped-def]
-    relay = _started(make_relay)
-    alice, bob = _split_pair(relay)
+def test_chunk_cut_by_closing_gets_no_200(shared: Relay) -> None:
+    alice, bob = _split_pair(shared)
     with alice, bob:
         size, sent = 10 * MIB, 3 * MIB
         receiver = _Bob(bob)
@@ -190,12 +188,11 @@ def test_chunk_cut_by_closing_gets_no_200(make_relay) -> None:  # type: ignore[n
         assert receiver.received < size
 
 
-def test_error_reply_to_a_streamed_send_also_waits_for_the_end_line(make_relay) -> None:  # type: ignore[no-untyped-def]
+def test_error_reply_to_a_streamed_send_also_waits_for_the_end_line(shared: Relay) -> None:
     """Every answer the route writes is held, not only the 200: here the 481 for a session
     that does not exist."""
-    relay = _started(make_relay)
-    with MsrpClient(relay.port, timeout=30) as alice:
-        nosuch = [f"msrp://127.0.0.1:{relay.port}/nosuch;tcp", alice.uri]
+    with MsrpClient(shared.port, timeout=30) as alice:
+        nosuch = [f"msrp://127.0.0.1:{shared.port}/nosuch;tcp", alice.uri]
         tid, chunk, end_line = _chunk(alice, nosuch, os.urandom(2 * MIB), 2 * MIB, b"$")
         alice.send_raw(chunk)
         time.sleep(EARLY_WINDOW * 2)  # the relay has read all the socket buffers let through

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import multiprocessing
 import os
 import signal
 import struct
 import sys
 import zlib
 from collections.abc import Callable
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,8 +22,6 @@ from hypothesis import strategies as st
 
 from msrpd.shm import ShmLayoutError, StripedTable, TableGeometry, stripes
 from msrpd.shm.stripes import BUSY, stripe_header
-
-from ..forking import Children
 
 TAG = b"test/1"
 FIRST = struct.Struct("<B")  # the first value byte, for remove_where predicates
@@ -252,29 +252,48 @@ CRASH_OPS: dict[str, CrashOp] = {
 }
 
 
+@pytest.fixture(scope="module")
+def lean() -> ForkServerContext:
+    """Where the sweep's writers come from: forked by a small server process that imported
+    this module, not by pytest. A fork costs in proportion to the forker's memory, and pytest's
+    grows over a full run (40 to 80 ms a fork late in one, against 3 ms here): the sweeps fork
+    some 450 writers."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _run_writer(lean: ForkServerContext, *args: object) -> int:
+    """_crash_child(*args) in a fresh writer: its exit code, or -signal."""
+    writer = lean.Process(target=_crash_child, args=args)
+    writer.start()
+    writer.join(30)
+    try:
+        if writer.exitcode is None:
+            writer.kill()
+            writer.join()
+            raise TimeoutError(f"writer {writer.pid} still running after 30 s")
+        return writer.exitcode
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize("name", sorted(CRASH_OPS))
 def test_sigkill_at_every_line_leaves_a_valid_table(
-    prefix: str, tmp_path: Path, children: Children, name: str
+    prefix: str, tmp_path: Path, lean: ForkServerContext, name: str
 ) -> None:
     """A writer killed at any line of a critical section: the next user repairs the stripe.
 
     Allowed results: every key the operation does not touch is exact; a touched key holds its
     old value, its new value, or (for a replace, whose slot is discarded) nothing.
     """
-    op = CRASH_OPS[name]
     for n in itertools.count(1):
         t = make(prefix, tmp_path, f"c{n}", 1, 16)
         try:
             model, keys = _wrapped_run(t)
             geometry = t.geometry
-
-            status = children.wait(
-                children.fork(
-                    functools.partial(
-                        _crash_child, op, keys, n, t.region.name, tmp_path / f"c{n}.lock", geometry
-                    )
-                )
-            )
+            lockfile = tmp_path / f"c{n}.lock"
+            status = _run_writer(lean, name, keys, n, t.region.name, lockfile, geometry)
             assert t.verify() == []
             _check_crash_result(name, model, keys, contents(t))
             assert t.count() == len(contents(t))
@@ -289,11 +308,11 @@ def test_sigkill_at_every_line_leaves_a_valid_table(
 
 
 def _crash_child(
-    op: CrashOp, keys: list[bytes], n: int, name: str, lockfile: Path, geometry: TableGeometry
+    op: str, keys: list[bytes], n: int, name: str, lockfile: Path, geometry: TableGeometry
 ) -> None:
     u = StripedTable.attach(name, lockfile, geometry, TAG)
     _kill_after_lines(n)
-    op(u, keys)
+    CRASH_OPS[op](u, keys)
 
 
 def _check_crash_result(

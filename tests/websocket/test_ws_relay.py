@@ -15,6 +15,7 @@ import ssl
 import struct
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import trustme
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from ..integration.relay import PASSWORDS, REALM, Relay, free_port, wait_for
+from ..integration.relay import PASSWORDS, REALM, Relay, free_port, running, wait_for
 from ..msrpclient import MsrpClient, Received
 from .wsclient import WsMsrpClient
 
@@ -34,6 +35,14 @@ def started(make_relay, **kwargs) -> Relay:  # type: ignore[no-untyped-def]
     result = relay.start()
     assert result.returncode == 0, result.stderr + relay.log()
     return relay
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[Relay]:
+    """One relay with a ws: listener on the defaults for the tests that only open connections
+    of their own and close them (none kills, reloads or stops it, or fills a limit)."""
+    with running(children=2, websocket={}) as shared:
+        yield shared
 
 
 def authed(client: MsrpClient, user: str) -> MsrpClient:
@@ -105,8 +114,7 @@ def closed_by_relay(sock: socket.socket) -> bytes:
 # -- the handshake ----------------------------------------------------------------------------
 
 
-def test_handshake_needs_msrp_subprotocol(make_relay) -> None:
-    relay = started(make_relay, websocket={})
+def test_handshake_needs_msrp_subprotocol(relay: Relay) -> None:
     with connect(f"ws://127.0.0.1:{relay.ws_port}/", subprotocols=["msrp"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "msrp"
     for offered in (None, ["sip"]):
@@ -124,8 +132,7 @@ def test_handshake_needs_msrp_subprotocol(make_relay) -> None:
         ("Sec-WebSocket-Key", {}, 400),
     ],
 )
-def test_bad_upgrade_gets_http_error_and_close(make_relay, drop, replace, status) -> None:
-    relay = started(make_relay, websocket={})
+def test_bad_upgrade_gets_http_error_and_close(relay: Relay, drop, replace, status) -> None:
     headers = {k: v for k, v in UPGRADE.items() if k != drop} | replace
     sock, head = raw_upgrade(relay.ws_port, headers)
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
@@ -210,8 +217,7 @@ def _ws_samples(text: str) -> dict[str, float]:
     return found
 
 
-def test_text_messages_are_answered_in_text(make_relay) -> None:
-    relay = started(make_relay, websocket={})
+def test_text_messages_are_answered_in_text(relay: Relay) -> None:
     with (
         authed(WsMsrpClient(relay.ws_port, text=True), "alice") as alice,
         authed(MsrpClient(relay.port), "bob") as bob,
@@ -341,8 +347,7 @@ def test_64_mib_rechunked_for_the_default_message_limit(make_relay) -> None:
         assert [alice.recv(timeout=120).frame.code for _ in back] == [200] * len(back)
 
 
-def test_fragmented_message_is_read_as_it_comes(make_relay) -> None:
-    relay = started(make_relay, websocket={})
+def test_fragmented_message_is_read_as_it_comes(relay: Relay) -> None:
     with (
         authed(WsMsrpClient(relay.ws_port), "alice") as alice,
         authed(MsrpClient(relay.port), "bob") as bob,
@@ -406,16 +411,14 @@ def close_code(data: bytes) -> int:
         (ws_frame(1, b"MSRP \xff\xfe SEND\r\n"), 1007),  # bad UTF-8 in a text message
     ],
 )
-def test_bad_frames_close_with_code(make_relay, frame, code) -> None:
-    relay = started(make_relay, websocket={})
+def test_bad_frames_close_with_code(relay: Relay, frame, code) -> None:
     sock = raw_ws(relay.ws_port)
     sock.sendall(frame)
     assert close_code(closed_by_relay(sock)) == code
     sock.close()
 
 
-def test_ping_answered_and_close_handshake(make_relay) -> None:
-    relay = started(make_relay, websocket={})
+def test_ping_answered_and_close_handshake(relay: Relay) -> None:
     sock = raw_ws(relay.ws_port)
     sock.sendall(ws_frame(9, b"hi"))
     assert sock.recv(100) == b"\x8a\x02hi"  # the pong carries the ping's payload
