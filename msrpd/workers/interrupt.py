@@ -8,7 +8,7 @@ its end-line with the `+` flag, then what waited, then a new chunk with the rest
 head (Message-ID, paths, every header) under a new transaction id, Byte-Range start = the
 next byte, range-end as the chunk said (protocol/rechunk.py). Only a SEND chunk with a
 Byte-Range that is one of the relay's transactions (the relay route: the new chunk becomes
-a transaction of the same sender, txrelay.py, through the connection's `chunk_ids`), and
+a transaction of the same sender, txchunks.py, through the connection's `chunk_ids`), and
 only once MIN_CUT of its body is out, so two streams to one connection take turns in chunks
 of a useful size. Nothing of this runs unless a frame waits behind a stream.
 """

@@ -18,7 +18,7 @@ Rules:
   is the sender's, and a receiver counts what it got, RFC 4975 §7.1.1; protocol/rechunk.py
   builds the head). The last chunk ends with the frame's own flag. The new id comes from
   `new_tid`: under the relay route each added chunk is a transaction of the SEND's sender
-  (txrelay.py), so its answer is matched and a failure reported.
+  (txchunks.py), so its answer is matched and a failure reported.
 - Other frames (responses, REPORTs, a SEND without Byte-Range) are never re-chunked.
 """
 
@@ -57,7 +57,7 @@ class OutFrames:
         self.max_message = max_message
         self.new_tid = new_tid
         """The transaction id of a chunk that re-chunking adds, given the interrupted
-        chunk's id and its body bytes (a transaction of its own, txrelay.py)."""
+        chunk's id and its body bytes (a transaction of its own, txchunks.py)."""
         self.marker = b""
         """Writing a frame: its end-line's start (CRLF, dashes, tid); b"" between frames."""
         self.tail = b""
