@@ -5,8 +5,9 @@ Rules:
 - t_reply is the hop-by-hop response that obeys Failure-Report (RFC 4975 §7.1.4, §7.2;
   rfc-checklist §2.4): absent or "yes", sent; "partial", only a non-2xx; "no", never. A
   response or a REPORT is never answered (RFC 4975 §7.2, §7.1.2). 1 written, 0 suppressed by
-  Failure-Report, -1 error. A 2xx to a chunk of a message that a next hop refused with 413
-  becomes that 413 (rfc-checklist §2.8: later chunks are refused; t_relay drops them).
+  Failure-Report, -1 error. A 2xx to a chunk of a message that a next hop refused with 413,
+  or that its sender aborted with a "#" chunk (RFC 4975 §7.1, checklist case 29), becomes a
+  413 (rfc-checklist §2.8: later chunks are refused; t_relay drops them).
 - t_relay forwards a request along its To-Path as relay() does (to the set_dst/token
   destination, else To-Path URI #2), under a new transaction id, and a response back to the
   request it answers. 1 on its way; -2 not forwarded, its sender told by the relay (a
@@ -29,7 +30,7 @@ def t_reply(frame: Frame, env: RouteEnv, flags: int, code: int, text: str, hdrs:
     if frame.method is None or frame.method == REPORT:
         return -1
     if 200 <= code < 300 and env.message_refused(frame):
-        code, text = 413, "Message Refused By Next Hop"
+        code, text = 413, "Message Refused"
     wanted = frame.failure_report
     if wanted == b"no" or (wanted == b"partial" and 200 <= code < 300):
         return 0

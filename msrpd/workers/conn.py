@@ -93,7 +93,13 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         self.stats = ConnStats()
         self.closed = False
         self.out = Outbox(
-            self, wire, self.stats, FlowControl(), ctx.batch.queue, ctx.counters.values
+            self,
+            wire,
+            self.stats,
+            FlowControl(),
+            ctx.batch.queue,
+            ctx.counters.values,
+            self.continued,
         )
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
@@ -113,7 +119,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         wire = self.wire
-        peer = wire.attach(transport, self.reader.receive_data, WRITE_HIGH)
+        peer = wire.attach(transport, self.reader.receive_data, WRITE_HIGH, self.continued)
         self.peer_key = f"{wire.kind}:{peer}"
         self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
         self.ctx.connection_opened(self)
@@ -258,6 +264,15 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         held, intake.held_replies = intake.held_replies or [], None
         for data, close_after in held:
             self.out.write_frame(data, close_after)
+
+    def continued(self, tid: bytes, written: int) -> bytes | None:
+        """The id of the chunk that continues chunk `tid`, interrupted on its way out to this
+        connection after `written` body bytes: a transaction like `tid`'s, or None when `tid`
+        is none of the relay's (transports/base.ChunkIds)."""
+        tx = self.env.routes.transactions
+        if tx is None:
+            return None
+        return tx.continued((self.conid, *self.migration.former), tid, written)
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         """Answer the frame being routed: now, or once its end-line is in when it is streamed."""

@@ -117,6 +117,8 @@ class Transactor(Protocol):
     def out_closed(self, conn: RoutedConn) -> None:
         """`conn` closed (not moved): what went out on it is answered by nobody."""
 
+    def continued(self, arrival: tuple[int, ...], tid: bytes, written: int) -> bytes | None: ...
+
 
 class Rerouter(Protocol):
     """Routing a frame again when its next hop is us (loopback.Loopback)."""

@@ -3,7 +3,7 @@
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
   token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED,
-  RESPONSE and CLOSED carry a payload.
+  RESPONSE, CLOSED and CHUNK carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -133,6 +133,10 @@ class HandoffKind(IntEnum):
     """Owner -> every other worker: connection `conid` has closed (not moved): the payload is
     its former ids (u64 each, network order); `token` 1 when it was a next hop the relay
     connected to, 0 when a client's. Transactions whose request went out on it fail."""
+    CHUNK = 14
+    """A chunk of a transaction the receiver owns was interrupted on its way out of the
+    sender's connection `conid` (gate.py, transports/wsout.py): `token` u64 ids as in
+    RESPONSE, then the body bytes it had (u64), its id and the continuing chunk's id."""
 
 
 class HandoffFlags(IntFlag):
@@ -149,7 +153,13 @@ class HandoffFlags(IntFlag):
 
 
 _PAYLOAD_KINDS = frozenset(
-    {HandoffKind.FRAME, HandoffKind.MOVED, HandoffKind.RESPONSE, HandoffKind.CLOSED}
+    {
+        HandoffKind.FRAME,
+        HandoffKind.MOVED,
+        HandoffKind.RESPONSE,
+        HandoffKind.CLOSED,
+        HandoffKind.CHUNK,
+    }
 )
 
 

@@ -8,8 +8,9 @@ Rules (links.py dispatches by kind; this module goes straight down to the connec
   the sending worker to pause what relays into it; the link itself keeps being read
   (remoteflow.py).
 - A GONE means a frame we handed over was lost: its sender hears of it (gone.py).
-- A RESPONSE is a response another worker read for one of our transactions (txrelay.py);
-  a CLOSED says a connection ours may wait on has closed (txrelay.py).
+- A RESPONSE is a response another worker read for one of our transactions, a CHUNK a chunk
+  of one of them that another worker interrupted on its way out (txrelay.py); a CLOSED says
+  a connection ours may wait on has closed (txrelay.py).
 - One link read is one batch: the connections' writes it causes leave together at its end
   (the context's batch: begin/flush_now, batch.py).
 - A link that closes ends the streamed frames it was writing into our connections, or they
@@ -105,6 +106,10 @@ class Inbound:
         if msg.kind is HandoffKind.CLOSED:
             if transactions is not None:
                 transactions.closed_elsewhere(msg)
+            return
+        if msg.kind is HandoffKind.CHUNK:
+            if transactions is not None:
+                transactions.chunks.handed(msg)
             return
         mover = self.ctx.mover
         if mover is None:

@@ -2,7 +2,8 @@
 
 Rules:
 - Frames never interleave: while a streamed frame is written, frames from other sources
-  wait behind it (gate.py, RFC 4975 §7.1).
+  wait behind it (gate.py, RFC 4975 §7.1); a SEND chunk that frames wait behind is cut at
+  its next body piece so that they go first (interrupt.py, RFC 4975 §7.1.1).
 - Batched: everything written during one read's work (its replies and relayed frames, a
   handoff batch) leaves in one write at the end of it (`queue_flush`, DESIGN §3, issue 7).
 - Back-pressure: more than WRITE_HIGH waiting pauses the sources that write here (flow.py).
@@ -21,9 +22,10 @@ from .connstats import ConnStats
 from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
 from .hold import HeldWrite, Hold
+from .interrupt import interrupt
 from .ports import WRITE_HIGH, Blockable
 from .sentlog import SentLog, Unsent
-from .transports.base import Wire
+from .transports.base import ChunkIds, Wire
 
 __all__ = ["Outbox"]
 
@@ -57,9 +59,11 @@ class Outbox:
         flow: FlowControl,
         queue_flush: Callable[[Outbox], None],
         counts: list[int],
+        chunk_ids: ChunkIds | None = None,
     ) -> None:
         """`queue_flush(outbox)` has flush() called when the current read's work ends;
-        `counts` are the worker's counters (bytes_out is added to)."""
+        `counts` are the worker's counters (bytes_out is added to); `chunk_ids` names the
+        chunk that goes on after one is cut for what waits behind it (interrupt.py)."""
         self.owner = owner
         """The connection it writes for: flow control never pauses it for its own writes."""
         self.wire = wire
@@ -73,7 +77,7 @@ class Outbox:
         self.close_when_flushed = False
         self.closed = False
         self.sent_log = SentLog()
-        self.gate = FrameGate()
+        self.gate = FrameGate(chunk_ids)
         self.write_paused = False
         """The transport asked us to stop writing (asyncio's pause_writing)."""
         self.hold: Hold | None = None
@@ -127,18 +131,23 @@ class Outbox:
             self._put(data, close_after, source, False)  # the usual case: nothing streams
             self.stats.frames_out += 1
         else:
+            if more and gate.held and source == gate.owner:  # a frame waits behind it
+                self._puts(interrupt(gate, self.sent_log, self.stats.bytes_out, source))
             for item in gate.offer(Write(data, close_after, source, more)):
                 self._put(item.data, item.close_after, item.source, item.more)
                 self.stats.frames_out += not item.more
+
+    def _puts(self, writes: list[Write]) -> None:
+        for item in writes:
+            self._put(item.data, item.close_after, item.source, item.more)
+            self.stats.frames_out += not item.more
 
     def abandon(self, source: Hashable) -> None:
         """`source` (a handoff link's stream) will send no more: end its frame, if it is in
         the middle of one, and write what waited behind it (gate.py)."""
         if self.closed or source not in self.gate.open:
             return
-        for item in self.gate.abandon(source):
-            self._put(item.data, item.close_after, item.source, item.more)
-            self.stats.frames_out += not item.more
+        self._puts(self.gate.abandon(source))
         self.flow.check(self)
 
     def _put(
@@ -280,4 +289,4 @@ class Outbox:
     def drop(self) -> None:
         """Let go of what waits here (the connection will never write it)."""
         self.pending, self.pending_bytes = [], 0
-        self.gate = FrameGate()
+        self.gate = FrameGate(self.gate.chunk_ids)

@@ -26,18 +26,22 @@ class SentLog:
 
     def __init__(self) -> None:
         self.records: deque[tuple[int, Hashable, bytes | memoryview]] = deque()
-        self.streams: dict[Hashable, bytes | memoryview] = {}
-        """source -> first piece of a streamed frame whose last piece is not written yet."""
+        self.streams: dict[Hashable, tuple[bytes | memoryview, int]] = {}
+        """source -> (first piece, the output offset it starts at) of a streamed frame
+        whose last piece is not written yet (gate.py cuts a chunk where its body is)."""
         self.relayed = False
         """A relayed frame was ever written: the connection is a receiver (a stop reads the
         answers it sends while it catches up)."""
 
     def note(self, end: int, source: Hashable, data: bytes | memoryview, more: bool) -> None:
         """A piece of a streamed frame (the one-piece case is inlined in Outbox._put)."""
+        streams = self.streams
         if more:
-            self.streams.setdefault(source, data)
+            if source not in streams:
+                streams[source] = (data, end - len(data))
         else:
-            self.records.append((end, source, self.streams.pop(source, data)))
+            first = streams.pop(source, None)
+            self.records.append((end, source, data if first is None else first[0]))
 
     def trim(self, sent: int) -> None:
         """The first `sent` bytes of output have reached the kernel."""
@@ -48,7 +52,7 @@ class SentLog:
     def take(self) -> list[Unsent]:
         """Every frame still (partly) unsent, in output order; the log is empty after."""
         unsent = [(source, head) for _, source, head in self.records]
-        unsent.extend(self.streams.items())
+        unsent.extend((source, first) for source, (first, _) in self.streams.items())
         self.records.clear()
         self.streams.clear()
         return unsent

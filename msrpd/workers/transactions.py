@@ -88,9 +88,13 @@ class TidSource:
 
 
 class Interruptible(Protocol):
-    """A streamed request still being forwarded (txrelay.StreamSink)."""
+    """A streamed request still being forwarded (txstream.StreamSink)."""
 
-    def interrupt(self) -> None: ...
+    tx: Transaction | None
+    """The transaction of the chunk it is forwarding (another after a split, txrelay.py)."""
+
+    def interrupt(self) -> Transaction | None:
+        """End the chunk with "#"; the transaction of the chunk cut, None if it had ended."""
 
 
 class Origin(Protocol):

@@ -31,7 +31,11 @@ Rules:
   case 30d): a chunk of it still being forwarded is cut at once with "#" (no later chunks
   follow), the sender gets its REPORT 413 (Failure-Report permitting), and for REFUSED_TTL
   seconds its later chunks are not forwarded: t_reply answers them 413 instead of 2xx
-  (message_refused), and t_relay drops them (counted in tx_refused).
+  (message_refused), and t_relay drops them (counted in tx_refused). A chunk its sender
+  ends with "#" is forwarded so, and refuses the message's later chunks the same way (RFC
+  4975 §7.1: the message is aborted; rfc-checklist case 29).
+- A chunk cut on its way out (WebSocket re-chunking, a frame waiting behind it) goes on as
+  a transaction like the cut one's (txchunks.py).
 - Per frame: one dict insert and one deque append per forwarded SEND, one dict pop per
   response; no timer per transaction.
 """
@@ -66,6 +70,8 @@ from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
 from .transactions import TidSource, Transaction, TransactionTable, transaction_for
+from .txbuild import mapped_back
+from .txchunks import Continuations
 from .txstream import StreamSink
 
 if TYPE_CHECKING:
@@ -86,19 +92,11 @@ _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
 
 
-def _parse(data: bytes | memoryview) -> Frame | None:
-    reader = FrameReader()
-    reader.receive_data(bytes(data))
-    try:
-        return next((e for e in reader.events() if isinstance(e, Frame)), None)
-    except RemoteProtocolError:
-        return None
-
-
 class TxRelay:
     """One worker's transactions; `ctx` is read when frames come (built with the context)."""
 
     __slots__ = (
+        "chunks",
         "ctx",
         "ids",
         "me",
@@ -123,6 +121,8 @@ class TxRelay:
         """(origin connection id, Message-ID) -> until when (monotonic) a next hop's 413
         refuses that message's later chunks."""
         self.workers = LiveWorkers(ctx.shm.heartbeats)
+        self.chunks = Continuations(ctx, self.table, self.workers, self.restart)
+        """Chunks cut on their way out, continued as transactions (txchunks.py)."""
         self.reader = FrameReader()
         """Reads the responses other workers hand us (_read)."""
 
@@ -181,6 +181,8 @@ class TxRelay:
                 self.lost(tx, *_GONE)
             return tx is not None
         counters.values[_FRAMES_OUT] += 1
+        if frame.flag == b"#" and frame.method == SEND:  # its sender aborted the message
+            self.refuse_message(origin.conid, basis.message_id)
         if tx is not None:
             # The connection it went out on (_target, inline: once per forwarded request).
             if type(sink) is LocalSink or type(sink) is HandoffSink:
@@ -194,13 +196,15 @@ class TxRelay:
                 self.arm()
         if not streamed:
             return sink
-        stream = StreamSink(sink, tid, tx, self, origin.conid)
+        message_id = basis.message_id if frame.method == SEND else None
+        stream = StreamSink(sink, tid, tx, self, origin.conid, message_id)
         if tx is not None:
             tx.stream = stream
         return stream
 
     def message_refused(self, origin: RoutedConn, frame: Frame) -> bool:
-        """`frame` (a SEND from `origin`) belongs to a message a next hop refused with 413."""
+        """`frame` (a SEND from `origin`) belongs to a message a next hop refused with 413,
+        or that its sender aborted (a chunk ending with "#", RFC 4975 §7.1)."""
         if not self.refused or frame.method != SEND or frame.message_id is None:
             return False
         until = self.refused.get((origin.conid, frame.message_id))
@@ -225,6 +229,11 @@ class TxRelay:
             origin.write_reply(data)
             return True
         return origin.migration.passed and self.reports.report_to(origin.conid, data)
+
+    def continued(self, arrival: tuple[int, ...], tid: bytes, written: int) -> bytes | None:
+        """The id of the chunk that continues chunk `tid`, cut on connection `arrival`
+        after `written` body bytes (txchunks.Continuations.continued)."""
+        return self.chunks.continued(arrival, tid, written)
 
     # -- responses --------------------------------------------------------------------------
 
@@ -294,7 +303,7 @@ class TxRelay:
                 self._tell(tx, code, reason.decode("utf-8", "replace") or "Failed")
             return 1
         frame = response if isinstance(response, Frame) else self._read(response)
-        data = None if frame is None else _mapped_back(frame, tx)
+        data = None if frame is None else mapped_back(frame, tx)
         if data is None:  # To-Path holds our URIs only: no one to map it back to
             return self._unmatched(tid)
         if not self._to_origin(tx, data):
@@ -305,11 +314,19 @@ class TxRelay:
     def _refuse(self, tx: Transaction) -> None:
         stream, tx.stream = tx.stream, None
         if stream is not None:
-            stream.interrupt()
-        message_id = tx.message_id
+            current = stream.interrupt()
+            if current is not None and current is not tx:
+                # The chunk cut with "#" continues `tx`'s (split): the message is refused
+                # and its sender hears it once, from this REPORT 413.
+                self.table.end(current)
+        self.refuse_message(tx.origin.conid, tx.message_id)
+
+    def refuse_message(self, conid: int, message_id: bytes | None) -> None:
+        """The later chunks of message `message_id` from connection `conid` are refused for
+        REFUSED_TTL seconds: t_reply answers them 413, t_relay drops them."""
         if message_id is None:
             return
-        key = (tx.origin.conid, message_id)
+        key = (conid, message_id)
         self.refused[key] = time.monotonic() + REFUSED_TTL
         self.refused.move_to_end(key)
         while len(self.refused) > REFUSED_MEMORY:
@@ -375,18 +392,3 @@ class TxRelay:
                 self._tell(tx, *_TIMEOUT)
         if len(self.table):
             self.arm()
-
-
-def _mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
-    """`response` as the request's sender must get it (rfc-checklist §2.7 step 5): the
-    original id, each of our URIs moved from To-Path to the front of From-Path, up to the one
-    the sender addressed (more than one after a pass through our own URI, loopback.py)."""
-    while response is not None:
-        try:
-            data = relay_splice(response, tx.orig_tid)
-        except LocalProtocolError:
-            return None
-        if response.first_to == tx.our_uri:
-            return data
-        response = _parse(data)
-    return None

@@ -21,7 +21,7 @@ import pytest
 
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits, build_reply
 from msrpd.protocol.writer import build_request
-from msrpd.rundir import handoff_path, layout_for
+from msrpd.rundir import handoff_path
 
 from ..integration.relay import Relay, free_port
 from ..integration.test_flow_cycle import slot_of
@@ -136,13 +136,7 @@ def _authed(net: Net, user: str = "alice") -> MsrpClient:
 
 
 def _stats(relay: Relay) -> dict[str, int]:
-    """The counters, once every worker has published what it counted (about once a second)."""
-    time.sleep(1.2)
-    shm = layout_for(relay.settings()).attach_all()
-    try:
-        return dict(shm.stats.total())
-    finally:
-        shm.close()
+    return relay.counters()
 
 
 def _send(

@@ -26,6 +26,7 @@ import psutil
 from msrpd.config import load_config
 from msrpd.routing import DEFAULT_ROUTE
 from msrpd.routing.users import UserStore
+from msrpd.rundir import layout_for
 from msrpd.shm import instance_prefix
 
 REALM = "testrealm"
@@ -214,6 +215,16 @@ class Relay:
 
     def settings(self):  # type: ignore[no-untyped-def]
         return load_config(self.config)
+
+    def counters(self) -> dict[str, int]:
+        """The counters summed over the workers, once each has published what it counted
+        (about once a second), read from shared memory."""
+        time.sleep(1.2)
+        shm = layout_for(self.settings()).attach_all()
+        try:
+            return dict(shm.stats.total())
+        finally:
+            shm.close()
 
     def stop(self) -> None:
         if self.pid() is not None:

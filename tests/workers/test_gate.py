@@ -104,3 +104,48 @@ def test_abandoning_a_source_that_is_not_mid_frame_changes_nothing() -> None:
     gate.offer(w(b"not an msrp head", "x", more=True))
     assert gate.offer(w(b"reply")) == []
     assert gate.abandon("x") == [w(b"reply")] and gate.owner is None
+
+
+def test_cut_ends_the_chunk_lets_what_waits_go_and_renames_its_end() -> None:
+    """RFC 4975 §7.1.1 (interrupt.py decides when): the chunk ends with "+", the reply that
+    waited goes, the new chunk's head follows; the source's own end-line, naming the first
+    chunk's id, goes out under the new one, its flag kept."""
+    gate = FrameGate()
+    gate.offer(w(b"MSRP t1 SEND\r\n", "s", more=True))
+    gate.offer(w(b"body1", "s", more=True))
+    assert gate.offer(w(b"reply")) == []
+    out = gate.cut("s", b"MSRP t2 SEND\r\n")
+    assert out == [w(b"\r\n-------t1+\r\n", "s"), w(b"reply"), w(b"MSRP t2 SEND\r\n", "s", True)]
+    assert gate.owner == "s" and gate.open == {"s": b"t2"}
+    assert gate.offer(w(b"body2", "s", more=True)) == [w(b"body2", "s", True)]
+    assert gate.offer(w(b"\r\n-------t1$\r\n", "s")) == [w(b"\r\n-------t2$\r\n", "s")]
+    assert gate.owner is None and not gate.renamed and not gate.open
+
+
+def test_cut_new_head_waits_behind_a_stream_that_waited() -> None:
+    gate = FrameGate()
+    gate.offer(w(b"MSRP t1 SEND\r\n", "s", more=True))
+    assert gate.offer(w(b"MSRP u1 SEND\r\n", "u", more=True)) == []
+    out = gate.cut("s", b"MSRP t2 SEND\r\n")
+    assert out == [w(b"\r\n-------t1+\r\n", "s"), w(b"MSRP u1 SEND\r\n", "u", True)]
+    assert gate.offer(w(b"more", "s", more=True)) == []  # behind u's frame, after its head
+    out = gate.offer(w(b"\r\n-------u1$\r\n", "u"))
+    assert out == [
+        w(b"\r\n-------u1$\r\n", "u"),
+        w(b"MSRP t2 SEND\r\n", "s", True),
+        w(b"more", "s", True),
+    ]
+    # A second cut of the same stream: its end-line is under the current id.
+    assert gate.offer(w(b"reply")) == []
+    out = gate.cut("s", b"MSRP t3 SEND\r\n")
+    assert out[0] == w(b"\r\n-------t2+\r\n", "s")
+    assert gate.offer(w(b"\r\n-------t1#\r\n", "s")) == [w(b"\r\n-------t3#\r\n", "s")]
+
+
+def test_abandoned_after_a_cut_ends_under_the_new_id() -> None:
+    gate = FrameGate()
+    gate.offer(w(b"MSRP t1 SEND\r\n", "s", more=True))
+    gate.offer(w(b"reply"))
+    gate.cut("s", b"MSRP t2 SEND\r\n")
+    assert gate.abandon("s") == [w(b"\r\n-------t2#\r\n", "s")]
+    assert not gate.renamed and gate.owner is None

@@ -22,7 +22,7 @@ class Side(asyncio.Protocol):
         self.got = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.wire.attach(transport, self.got.extend, 1 << 20)
+        self.wire.attach(transport, self.got.extend, 1 << 20, lambda tid, written: None)
 
     def data_received(self, data: bytes) -> None:
         self.wire.receive(data)

@@ -47,7 +47,7 @@ class Side(asyncio.Protocol):
         self.box = box
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.box.wire.attach(transport, lambda data: None, WRITE_HIGH)
+        self.box.wire.attach(transport, lambda data: None, WRITE_HIGH, lambda tid, n: None)
 
     def pause_writing(self) -> None:
         self.box.out.pause_writing()

@@ -21,6 +21,7 @@ def test_a_streamed_frame_is_recorded_with_its_head_at_its_last_piece() -> None:
     log = SentLog()
     log.note(50, 7, b"head", more=True)
     log.note(150, 7, b"piece", more=True)
+    assert log.streams[7] == (b"head", 46)  # where it starts: interrupt.py counts from it
     assert log.take() == [(7, b"head")]  # half written: reported by its head
     log.note(50, 7, b"head", more=True)
     log.note(150, 7, b"piece", more=True)

@@ -38,7 +38,7 @@ class Served(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.peer = self.wire.attach(transport, self.received.extend, HIGH)
+        self.peer = self.wire.attach(transport, self.received.extend, HIGH, lambda tid, n: None)
 
     def data_received(self, data: bytes) -> None:
         self.wire.receive(data)

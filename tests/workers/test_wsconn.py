@@ -28,7 +28,9 @@ class Pair:
 
     def __init__(self, max_message: int = 1 << 20, origins: tuple[str, ...] = ()) -> None:
         self.fed: list[bytes] = []
-        self.server = WsServer(self.fed.append, origins, 8192, max_message, lambda: b"new1")
+        self.server = WsServer(
+            self.fed.append, origins, 8192, max_message, lambda tid, written: b"new1"
+        )
         self.client = WSConnection(ConnectionType.CLIENT)
 
     def upgrade(self, **request: object) -> list[object]:
@@ -85,20 +87,20 @@ def test_origin_allowed_case_insensitively() -> None:
 
 
 def test_upgrade_too_big_and_eof_before_request() -> None:
-    big = WsServer(lambda _: None, (), 1024, 1 << 20, bytes)
+    big = WsServer(lambda _: None, (), 1024, 1 << 20, lambda tid, written: b"new1")
     assert big.receive(b"GET / HTTP/1.1\r\nX: " + b"x" * 1100).startswith(b"HTTP/1.1 431 ")
     assert big.closing
     fed: list[bytes] = []
-    cut = WsServer(fed.append, (), 1024, 1 << 20, bytes)
+    cut = WsServer(fed.append, (), 1024, 1 << 20, lambda tid, written: b"new1")
     assert cut.receive(b"GET / HTT") == b"" and not cut.closing
     assert cut.receive(b"") == b"" and cut.closing and fed == [b""]
 
 
 def test_not_websocket_gets_426() -> None:
-    server = WsServer(lambda _: None, (), 8192, 1 << 20, bytes)
+    server = WsServer(lambda _: None, (), 8192, 1 << 20, lambda tid, written: b"new1")
     out = server.receive(b"GET / HTTP/1.1\r\nHost: r\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 426 ") and b"Upgrade: websocket\r\n" in out
-    post = WsServer(lambda _: None, (), 8192, 1 << 20, bytes)
+    post = WsServer(lambda _: None, (), 8192, 1 << 20, lambda tid, written: b"new1")
     assert post.receive(b"POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 0\r\n\r\n").startswith(
         b"HTTP/1.1 405 "
     )

@@ -59,7 +59,13 @@ def split_randomly(data: bytes, seed: int) -> list[bytes]:
 def test_big_send_is_rechunked_within_the_limit(seed: int) -> None:
     body = os.urandom(50_000)
     tids = (b"longer-tid-%d" % i for i in itertools.count())
-    frames = OutFrames(4096, lambda: next(tids))
+    cuts: list[tuple[bytes, int]] = []
+
+    def new_tid(tid: bytes, written: int) -> bytes:
+        cuts.append((tid, written))
+        return next(tids)
+
+    frames = OutFrames(4096, new_tid)
     got = messages(frames, split_randomly(send(b"orig1", body), seed))
     assert len(got) > 12 and all(len(m) <= 4096 for m in got)
     assert max(len(m) for m in got) == 4096  # full messages: nothing wasted either
@@ -68,6 +74,9 @@ def test_big_send_is_rechunked_within_the_limit(seed: int) -> None:
     assert [f.tid for f, _, _ in parsed] == [b"orig1", *new]
     assert [flag for _, _, flag in parsed] == [b"+"] * (len(got) - 1) + [b"$"]
     assert b"".join(b for _, b, _ in parsed) == body
+    # Each new id was asked for with the cut chunk's id and its body bytes (txrelay.py
+    # makes the new chunk a transaction from them).
+    assert cuts == [(f.tid, len(b)) for f, b, _ in parsed[:-1]]
     start = 1
     for frame, chunk, _ in parsed:
         assert frame.header("Message-ID") == b"mid1"
@@ -78,7 +87,7 @@ def test_big_send_is_rechunked_within_the_limit(seed: int) -> None:
 
 
 def test_small_frames_pass_whole_and_unchanged() -> None:
-    frames = OutFrames(4096, lambda: b"never")
+    frames = OutFrames(4096, lambda tid, written: b"never")
     one, two = send(b"a1", b"hello"), send(b"a2", b"x" * 100, flag=b"+")
     pieces = frames.split(one + two)
     assert pieces == [(one, True, True), (two, True, True)]
@@ -86,7 +95,8 @@ def test_small_frames_pass_whole_and_unchanged() -> None:
 
 def test_interrupted_flag_kept_on_last_chunk() -> None:
     body = os.urandom(9000)
-    frames = OutFrames(2048, iter([b"n1", b"n2", b"n3", b"n4", b"n5"]).__next__)
+    tids = iter([b"n1", b"n2", b"n3", b"n4", b"n5"])
+    frames = OutFrames(2048, lambda tid, written: next(tids))
     got = messages(frames, [send(b"orig1", body, flag=b"#")])
     assert parse(got[-1])[2] == b"#"
     assert b"".join(parse(m)[1] for m in got) == body
@@ -95,11 +105,11 @@ def test_interrupted_flag_kept_on_last_chunk() -> None:
 def test_no_byte_range_goes_as_one_long_message() -> None:
     body = os.urandom(9000)
     frame = send(b"orig1", body, byte_range=False)
-    got = messages(OutFrames(2048, lambda: b"never"), split_randomly(frame, 1))
+    got = messages(OutFrames(2048, lambda tid, written: b"never"), split_randomly(frame, 1))
     assert got == [frame]
 
 
 def test_responses_are_never_rechunked() -> None:
     response = b"MSRP a1 200 OK\r\nTo-Path: msrp://a.invalid:1/s;ws\r\n-------a1$\r\n"
-    frames = OutFrames(1024, lambda: b"never")
+    frames = OutFrames(1024, lambda tid, written: b"never")
     assert messages(frames, [response[:9], response[9:]]) == [response]

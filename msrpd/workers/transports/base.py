@@ -13,10 +13,14 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["OverStream", "Receive", "Send", "Wire"]
+__all__ = ["ChunkIds", "OverStream", "Receive", "Send", "Wire"]
 
 Receive = Callable[[bytes], None]
 Send = Callable[[bytes | memoryview], None]
+ChunkIds = Callable[[bytes, int], bytes | None]
+"""(the id of a chunk the relay interrupts on its way out, its body bytes written) -> the
+transaction id of the chunk that continues it, a transaction like the interrupted one's; None
+when that chunk is not one of the relay's transactions (conn.MsrpConnection.continued)."""
 
 
 class OverStream:
@@ -62,9 +66,12 @@ class Wire(Protocol):
     send: Send
     """What the connection hands the bytes it writes to; bound by attach."""
 
-    def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
+    def attach(
+        self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
+    ) -> str:
         """Start on `transport`: bytes read go to `feed`; writes past `high` bytes buffered
-        pause writing. Returns the peer's `host:port`."""
+        pause writing; a chunk the wire itself interrupts continues under an id from
+        `chunk_ids` (WebSocket re-chunking). Returns the peer's `host:port`."""
 
     def self_uri(self) -> bytes:
         """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""

@@ -6,7 +6,7 @@ import asyncio
 from typing import cast
 
 from ..peers import format_peer
-from .base import OverStream, Receive, Send
+from .base import ChunkIds, OverStream, Receive, Send
 
 __all__ = ["TcpWire"]
 
@@ -28,7 +28,9 @@ class TcpWire(OverStream):
         self.receive: Receive = _unattached
         self.send: Send = _unattached
 
-    def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
+    def attach(
+        self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
+    ) -> str:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = t = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(high=high)

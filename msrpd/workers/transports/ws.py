@@ -22,8 +22,9 @@ from wsproto.frame_protocol import CloseReason
 
 from ...config import WebSocketSettings
 from ..peers import format_peer
-from .base import OverStream, Receive, Send
+from .base import ChunkIds, OverStream, Receive, Send
 from .wsconn import WsServer
+from .wsout import NewTid
 
 __all__ = ["WsWire"]
 
@@ -32,9 +33,14 @@ def _unattached(data: bytes | memoryview) -> None:
     raise RuntimeError("wire not attached")
 
 
-def _new_tid() -> bytes:
-    """A re-chunk's transaction id: unguessable, like every tid we make (RFC 4975 §7.1)."""
-    return secrets.token_hex(8).encode()
+def _rechunk_ids(chunk_ids: ChunkIds) -> NewTid:
+    """A re-chunk's transaction id: a transaction's when the interrupted chunk is one (the
+    relay route), else unguessable, like every tid we make (RFC 4975 §7.1)."""
+
+    def new_tid(tid: bytes, written: int) -> bytes:
+        return chunk_ids(tid, written) or secrets.token_hex(8).encode()
+
+    return new_tid
 
 
 class WsWire(OverStream):
@@ -65,11 +71,14 @@ class WsWire(OverStream):
         """The upgrade must be complete by then (time.monotonic)."""
         self.last_write = 0.0
 
-    def attach(self, transport: asyncio.BaseTransport, feed: Receive, high: int) -> str:
+    def attach(
+        self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
+    ) -> str:
         self.transport = t = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(high=high)
         s = self.settings
-        self.server = WsServer(feed, s.origins, s.max_upgrade_bytes, s.max_message, _new_tid)
+        new_tid = _rechunk_ids(chunk_ids)
+        self.server = WsServer(feed, s.origins, s.max_upgrade_bytes, s.max_message, new_tid)
         self.receive, self.send = self._receive, self._send
         self.last_write = now = time.monotonic()
         self.deadline = now + s.upgrade_timeout

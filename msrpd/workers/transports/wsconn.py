@@ -36,7 +36,7 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
-from .wsout import OutFrames
+from .wsout import NewTid, OutFrames
 
 __all__ = ["SUBPROTOCOL", "WsServer"]
 
@@ -70,7 +70,7 @@ class WsServer:
         origins: tuple[str, ...],
         max_upgrade: int,
         max_message: int,
-        new_tid: Callable[[], bytes],
+        new_tid: NewTid,
     ) -> None:
         """`feed` takes the MSRP bytes read (b"" at the end); `origins` are lower case;
         `new_tid` makes the transaction id of a chunk re-chunking adds (wsout.py)."""

@@ -15,40 +15,29 @@ Rules:
   full, its chunk is interrupted with a `+` end-line, and the body goes on in a new chunk:
   the same head (so the same Message-ID and paths) with a new transaction id and Byte-Range
   `next-*/total` (a chunk that may be interrupted has range-end `*`; the first chunk's head
-  is the sender's, and a receiver counts what it got, RFC 4975 §7.1.1). The last chunk ends
-  with the frame's own flag.
+  is the sender's, and a receiver counts what it got, RFC 4975 §7.1.1; protocol/rechunk.py
+  builds the head). The last chunk ends with the frame's own flag. The new id comes from
+  `new_tid`: under the relay route each added chunk is a transaction of the SEND's sender
+  (txchunks.py), so its answer is matched and a failure reported.
 - Other frames (responses, REPORTs, a SEND without Byte-Range) are never re-chunked.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
-__all__ = ["OutFrames", "Piece"]
+from ...protocol.rechunk import Continuation, continuation
+
+__all__ = ["NewTid", "OutFrames", "Piece"]
 
 Piece = tuple[bytes, bool, bool]
 """(payload, ends its message, is a whole frame in one message)."""
+NewTid = Callable[[bytes, int], bytes]
+"""(the interrupted chunk's transaction id, its body bytes) -> the next chunk's id."""
 
 _DASHES = b"-------"
 _FLAGS = b"$+#"
-_RANGE = re.compile(rb"\r\nByte-Range:[ \t]*([0-9]+)-([0-9]+|\*)/([0-9]+|\*)\r\n", re.I)
 _MIN_ROOM = 256  # a head that leaves less room than this in a message: not re-chunked
-
-
-class _Template:
-    """A SEND's head with its transaction id and Byte-Range start left open."""
-
-    __slots__ = ("after", "between", "offset")
-
-    def __init__(self, between: bytes, after: bytes, offset: int) -> None:
-        self.between = between
-        self.after = after
-        self.offset = offset
-        """The Byte-Range position of the next body byte (RFC 4975 §7.1.1, 1-based)."""
-
-    def head(self, tid: bytes) -> bytes:
-        return b"MSRP " + tid + self.between + b"%d" % self.offset + self.after
 
 
 class OutFrames:
@@ -58,14 +47,17 @@ class OutFrames:
         "max_message",
         "message_len",
         "new_tid",
+        "start",
         "tail",
         "template",
         "tid",
     )
 
-    def __init__(self, max_message: int, new_tid: Callable[[], bytes]) -> None:
+    def __init__(self, max_message: int, new_tid: NewTid) -> None:
         self.max_message = max_message
         self.new_tid = new_tid
+        """The transaction id of a chunk that re-chunking adds, given the interrupted
+        chunk's id and its body bytes (a transaction of its own, txchunks.py)."""
         self.marker = b""
         """Writing a frame: its end-line's start (CRLF, dashes, tid); b"" between frames."""
         self.tail = b""
@@ -73,8 +65,10 @@ class OutFrames:
         self.fragmented = False
         """The current message has begun as fragments."""
         self.message_len = 0
-        self.template: _Template | None = None
+        self.template: Continuation | None = None
         """Re-chunking the current frame."""
+        self.start = 0
+        """The Byte-Range position the current chunk's body starts at."""
         self.tid = b""
         """The transaction id of the chunk being written (a new one per re-chunk)."""
 
@@ -127,9 +121,10 @@ class OutFrames:
                 return -1  # its head is not all here yet
             if blank >= 0 and not 0 <= end < blank:  # it has a body
                 head = buf[pos : blank + 4]
-                template = _template(head, tid)
+                template = continuation(head)
                 if template is not None and self.max_message - len(head) - len(tid) >= _MIN_ROOM:
                     self.template = template
+                    self.start = template.offset
                     self._piece(out, head, False)
                     search = blank + 4
         self.tid, self.marker = tid, marker
@@ -150,7 +145,8 @@ class OutFrames:
             template.offset += room
             pos += room
             self._piece(out, b"\r\n" + _DASHES + self.tid + b"+\r\n", True)  # interrupted
-            self.tid = self.new_tid()
+            self.tid = self.new_tid(self.tid, template.offset - self.start)
+            self.start = template.offset
             self._piece(out, template.head(self.tid), False)
         if stop > pos:
             self._piece(out, buf[pos:stop], False)
@@ -170,16 +166,6 @@ class OutFrames:
 
     def _reset(self) -> None:
         self.marker, self.template, self.fragmented, self.message_len = b"", None, False, 0
-
-
-def _template(head: bytes, tid: bytes) -> _Template | None:
-    found = _RANGE.search(head)
-    if found is None:
-        return None
-    start = 5 + len(tid)  # after "MSRP " and the transaction id
-    # range-end "*": the chunk may be interrupted again (RFC 4975 §7.1.1; checklist case 28)
-    after = b"-*/" + found[3] + head[found.end(3) :]
-    return _Template(head[start : found.start(1)], after, int(found[1]))
 
 
 def _frame_end(buf: bytes, marker: bytes, start: int) -> tuple[int, int]:
