@@ -133,9 +133,7 @@ class Outbox:
         else:
             if more and gate.held and source == gate.owner:  # a frame waits behind it
                 self._puts(interrupt(gate, self.sent_log, self.stats.bytes_out, source))
-            for item in gate.offer(Write(data, close_after, source, more)):
-                self._put(item.data, item.close_after, item.source, item.more)
-                self.stats.frames_out += not item.more
+            self._puts(gate.offer(Write(data, close_after, source, more)))
 
     def _puts(self, writes: list[Write]) -> None:
         for item in writes:
