@@ -160,7 +160,7 @@ class TxRelay:
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
         tx = transaction_for(basis, frame.first_to, tid, origin)
-        if tx is not None and origin.migration.tx_open >= self.table.hard_limit:
+        if tx is not None and self.table.full(origin):
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)
             self.lost(tx, *_TIMEOUT)
