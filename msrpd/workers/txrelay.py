@@ -184,7 +184,8 @@ class TxRelay:
         if frame.flag == b"#" and frame.method == SEND:  # its sender aborted the message
             self.refuse_message(origin.conid, basis.message_id)
         if tx is not None:
-            # The connection it went out on (_target, inline: once per forwarded request).
+            # The connection it went out on, by exact type (isinstance is slow on a class
+            # that implements a Protocol); inline: once per forwarded request.
             if type(sink) is LocalSink or type(sink) is HandoffSink:
                 tx.out = sink.conid
             elif type(sink) is MovedSink:
