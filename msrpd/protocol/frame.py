@@ -9,6 +9,7 @@ the first time it is asked for and cached. Bodies are memoryview slices: never c
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from .uri import split_path
 
@@ -23,10 +24,10 @@ AUTH = b"AUTH"
 class Method:
     """Kamailio's integer method ids, used by `$msrp(method)` comparisons (reference §2.1)."""
 
-    OTHER = 0
-    SEND = 1
-    AUTH = 2
-    REPORT = 3
+    OTHER: Final = 0
+    SEND: Final = 1
+    AUTH: Final = 2
+    REPORT: Final = 3
 
 
 _METHOD_IDS = {SEND: Method.SEND, AUTH: Method.AUTH, REPORT: Method.REPORT}

@@ -8,7 +8,7 @@ script API testable without processes and keeps I/O in msrpd/workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..config.selfuri import SelfUris
 from ..protocol import Frame, MsrpUri
@@ -21,9 +21,9 @@ __all__ = ["Destination", "RouteEnv", "RoutePolicy", "SendFlags"]
 class SendFlags:
     """Kamailio's send flags, as msrp_relay_flags / msrp_reply_flags take them."""
 
-    REUSE_ONLY = 1
+    REUSE_ONLY: Final = 1
     """Only use an existing connection; never open one (SND_F_FORCE_CON_REUSE)."""
-    CLOSE_AFTER = 2
+    CLOSE_AFTER: Final = 2
     """Close the connection after this write (SND_F_CON_CLOSE)."""
 
 

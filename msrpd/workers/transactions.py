@@ -38,7 +38,7 @@ import os
 from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..protocol import Frame
 from ..protocol.frame import REPORT, SEND
@@ -70,7 +70,7 @@ class TidSource:
     from the CSPRNG. os.urandom is read POOL ids at a time: one getrandom call per id cost
     more than the rest of making it."""
 
-    POOL = 256
+    POOL: Final = 256
 
     __slots__ = ("_at", "_pool", "prefix")
 

@@ -11,6 +11,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable
+from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from types import FrameType
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from msrpd.hotpath import PURE_ENV
 from msrpd.shm import ShmLayoutError, StripedTable, TableGeometry, stripes
 from msrpd.shm.stripes import BUSY, stripe_header
 
@@ -27,9 +29,14 @@ TAG = b"test/1"
 FIRST = struct.Struct("<B")  # the first value byte, for remove_where predicates
 
 
+def shape(stripes: int, capacity: int) -> TableGeometry:
+    return TableGeometry.for_capacity(stripes, capacity, key_max=16, value_size=4)
+
+
 def make(prefix: str, tmp_path: Path, name: str, stripes: int, capacity: int) -> StripedTable:
-    geometry = TableGeometry.for_capacity(stripes, capacity, key_max=16, value_size=4)
-    return StripedTable.create(f"{prefix}-{name}", tmp_path / f"{name}.lock", geometry, TAG)
+    return StripedTable.create(
+        f"{prefix}-{name}", tmp_path / f"{name}.lock", shape(stripes, capacity), TAG
+    )
 
 
 def find_keys(t: StripedTable, want: Callable[[int, int], bool], n: int) -> list[bytes]:
@@ -260,6 +267,12 @@ def lean() -> ForkServerContext:
     some 450 writers."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
+    # The sweep traces stripes.py's lines: its writers run the Python source even where the
+    # hot path is compiled (MSRPD_PURE, msrpd/hotpath.py), and the server's environment is
+    # what they inherit.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PURE_ENV, "1")
+        forkserver.ensure_running()
     return context
 
 
@@ -291,9 +304,8 @@ def test_sigkill_at_every_line_leaves_a_valid_table(
         t = make(prefix, tmp_path, f"c{n}", 1, 16)
         try:
             model, keys = _wrapped_run(t)
-            geometry = t.geometry
             lockfile = tmp_path / f"c{n}.lock"
-            status = _run_writer(lean, name, keys, n, t.region.name, lockfile, geometry)
+            status = _run_writer(lean, name, keys, n, t.region.name, lockfile)
             assert t.verify() == []
             _check_crash_result(name, model, keys, contents(t))
             assert t.count() == len(contents(t))
@@ -307,10 +319,9 @@ def test_sigkill_at_every_line_leaves_a_valid_table(
     assert n > 5  # the sweep really went through the critical section
 
 
-def _crash_child(
-    op: str, keys: list[bytes], n: int, name: str, lockfile: Path, geometry: TableGeometry
-) -> None:
-    u = StripedTable.attach(name, lockfile, geometry, TAG)
+def _crash_child(op: str, keys: list[bytes], n: int, name: str, lockfile: Path) -> None:
+    assert stripes.__file__.endswith(".py"), "the sweep traces stripes.py's source lines"
+    u = StripedTable.attach(name, lockfile, shape(1, 16), TAG)
     _kill_after_lines(n)
     CRASH_OPS[op](u, keys)
 

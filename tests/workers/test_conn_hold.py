@@ -16,7 +16,7 @@ from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.routeenv import RouteRunner
 from msrpd.workers.transports.tcp import TcpWire
 
-from .routepath import no_limits
+from .routepath import POLICY, no_limits
 
 
 def send(tid: str) -> bytes:
@@ -107,11 +107,10 @@ class Link:
 
 def moved_conn(carried: bytes) -> tuple[MsrpConnection, Transport, Route, WorkerContext]:
     route = Route()
-    none = cast(Any, None)
     shm = cast(Any, Shm())
     ctx = WorkerContext(load_config(None), WorkerIdentity(0, 1, 0), shm, cast(Any, Loop()))
     routes = RouteRunner(
-        cast(Any, route), none, b"", shm, ctx.counters, ReaderLimits(), no_limits(ctx)
+        cast(Any, route), POLICY, b"", shm, ctx.counters, ReaderLimits(), no_limits(ctx)
     )
     conn = MsrpConnection(ctx, routes, TcpWire("tcp:127.0.0.1:2855"))
     conn.migration.moves = 1

@@ -7,6 +7,7 @@ from collections.abc import Hashable
 from typing import Any, cast
 
 from msrpd.workers.flow import FlowControl, LinkSource
+from msrpd.workers.gate import FrameGate
 from msrpd.workers.ports import WRITE_HIGH
 from msrpd.workers.remoteflow import RemoteFlow
 
@@ -69,11 +70,8 @@ def test_a_link_source_names_its_own_stream_as_the_one_that_goes_on() -> None:
     link = _Link()
     source = LinkSource(link, 42)
 
-    class _Gate:
-        owner: object = None
-
     class _Dest:
-        gate = _Gate()
+        gate = FrameGate()
 
     dest = _Dest()
     dest.gate.owner = (id(link), 77)
@@ -84,17 +82,12 @@ def test_a_link_source_names_its_own_stream_as_the_one_that_goes_on() -> None:
     assert link.sent == [(True, 42, 77), (True, 42, 0), (False, 42, 0)]
 
 
-class _Gate:
-    def __init__(self) -> None:
-        self.owner: object = None
-
-
 class _Dest:
     """What FlowControl reads of a destination connection."""
 
     def __init__(self) -> None:
         self.owner = object()  # the connection it writes for
-        self.gate = _Gate()
+        self.gate = FrameGate()
         self.held = 0  # bytes waiting behind the gate owner's stream
         self.backlog = 0  # bytes waiting to be written
 
