@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import click
 import psutil
 
-from .. import __version__
+from .. import __version__, hot_path
 from ..config import Settings
 from ..control.client import CtlUnavailable, call, ctl, render
 from ..process.logs import setup_logging
@@ -65,7 +65,9 @@ def _exited(proc: psutil.Process) -> bool:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="msrpd")
+@click.version_option(
+    __version__, prog_name="msrpd", message=f"%(prog)s %(version)s, hot path {hot_path()}"
+)
 def main() -> None:
     """msrpd: an MSRP relay (RFC 4975, RFC 4976)."""
 
@@ -193,7 +195,11 @@ def status(config: Path | None) -> None:
             click.echo(f"  {child.pid}  {' '.join(child.cmdline()).strip() or child.name()}")
         return
     workers = [r for r in rows if r.get("role") == "worker"]
-    click.echo(f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers")
+    path = call(settings, "core.version", None, 2.0)["hot_path"]
+    click.echo(
+        f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers,"
+        f" hot path {path}"
+    )
     click.echo(render(rows))
 
 

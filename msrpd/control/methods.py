@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 
 import psutil
 
-from .. import __version__
+from .. import __version__, hot_path
 from ..config import Settings
 from ..shm import COUNTERS, CmapEntry, ShmSet
 from ..workers.ctl import LOG_LEVELS
@@ -158,7 +158,12 @@ class _Methods:
 
     def version(self, params: Any) -> dict[str, Any]:
         _args(params, (), 0, "core.version")
-        return {"name": "msrpd", "version": __version__, "python": platform.python_version()}
+        return {
+            "name": "msrpd",
+            "version": __version__,
+            "python": platform.python_version(),
+            "hot_path": hot_path(),
+        }
 
     def uptime(self, params: Any) -> dict[str, Any]:
         _args(params, (), 0, "core.uptime")

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+from .. import __version__, hot_path
 from ..config import Settings
 from ..control.fifo import ControlServer
 from ..control.methods import build_methods
@@ -64,6 +65,7 @@ class Supervisor:
             return exc.exit_status
         if cleaned:
             logger.warning("removed what a crashed run left: %s", ", ".join(cleaned))
+        logger.info("msrpd %s starting: hot path %s", __version__, hot_path())
         layout = layout_for(self.settings)
         try:
             self.shm: ShmSet = layout.create_all()

@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from msrpd.config import load_config
+from msrpd.hotpath import PURE_ENV
 from msrpd.routing import DEFAULT_ROUTE
 from msrpd.routing.users import UserStore
 from msrpd.rundir import layout_for
@@ -126,10 +127,17 @@ class Relay:
         users: bool = True,
         limits: dict[str, object] | None = None,
         websocket: dict[str, object] | None = None,
+        pure: bool | None = None,
     ) -> None:
         """`limits`: the [limits] section (msrpd's defaults for the keys it leaves out);
         None: LIMITS_OFF. `websocket`: the [websocket] section, and a ws: listener (and wss:
-        with `tls`)."""
+        with `tls`). `pure`: run the CLI, and so the relay, with MSRPD_PURE=1 (True) or
+        without it (False); None: as this process runs."""
+        self.env = dict(os.environ)
+        if pure is not None:
+            self.env.pop(PURE_ENV, None)
+            if pure:
+                self.env[PURE_ENV] = "1"
         self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
         self.port = free_port()
         self.tls_port = free_port() if tls else None
@@ -178,6 +186,7 @@ class Relay:
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            env=self.env,
         )
 
     def start(self) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,100 @@
+"""The compiled hot path and its pure-Python fallback (issue 16, msrpd/hotpath.py).
+
+The test command runs the suite twice: on the mypyc-compiled modules pyproject.toml lists
+under [tool.msrpd] compiled, then with MSRPD_PURE=1 on their .py sources. A run without
+MSRPD_PURE must really have the compiled modules, or it would test the pure path twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import json
+import os
+import sys
+import tomllib
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import psutil
+import pytest
+
+import msrpd
+from msrpd.hotpath import PURE_ENV
+
+from .integration.relay import running
+from .integration.test_relaying import authed, exchange
+
+ROOT = Path(msrpd.__file__).parent.parent
+PURE = os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
+def compiled_modules() -> list[str]:
+    """The dotted names of the modules setup.py compiles."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        patterns = tomllib.load(f)["tool"]["msrpd"]["compiled"]
+    paths = sorted({p for pattern in patterns for p in glob.glob(pattern, root_dir=ROOT)})
+    names = [p.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for p in paths]
+    assert "msrpd.protocol.reader" in names and "msrpd.workers.conn" in names
+    return names
+
+
+def built(name: str) -> Path | None:
+    """The compiled extension of module `name` on disk, if it was built."""
+    stem = ROOT.joinpath(*name.split("."))
+    for suffix in EXTENSION_SUFFIXES:
+        for path in (stem.with_name(stem.name + suffix), stem / f"__init__{suffix}"):
+            if path.exists():
+                return path
+    return None
+
+
+def test_this_run_tests_the_path_it_claims() -> None:
+    """Without MSRPD_PURE every listed module runs compiled: a test command whose install
+    built nothing (no gcc, MSRPD_BUILD_PURE=1) fails here instead of testing the pure path
+    twice. With it, no msrpd module is an extension."""
+    names = compiled_modules()
+    modules = [importlib.import_module(name) for name in names]
+    if PURE:
+        assert msrpd.hot_path() == "pure"
+        loaded = [m for n, m in sys.modules.items() if n == "msrpd" or n.startswith("msrpd.")]
+        assert [m.__name__ for m in loaded if not str(m.__file__).endswith(".py")] == []
+        return
+    missing = [n for n in names if built(n) is None]
+    assert missing == [], (
+        "the hot path is not compiled: install with `pip install -e '.[test]'` (gcc and the"
+        " Python headers needed), or set MSRPD_PURE=1 to test the pure path"
+    )
+    assert msrpd.hot_path() == "compiled"
+    assert [m.__name__ for m in modules if m.__file__ != str(built(m.__name__))] == []
+
+
+def mapped(pid: int) -> set[Path]:
+    """The files process `pid` has mapped: the extension modules it loaded among them."""
+    return {Path(m.path) for m in psutil.Process(pid).memory_maps(grouped=True)}
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+def test_a_live_relays_processes_run_the_path_the_environment_chose(pure: bool) -> None:
+    """MSRPD_PURE reaches every process the CLI starts: the supervisor and the workers it
+    forks run the .py sources under it, the compiled modules without it (what each process
+    has mapped), frames go through, and core.version and `msrpd status` say which path."""
+    names = compiled_modules()
+    compiled = not pure and all(built(n) is not None for n in names)
+    ours = {p for p in map(built, names) if p is not None} | set(ROOT.glob("msrpd__mypyc.*"))
+    with running(children=2, pure=pure) as relay:
+        path = "compiled" if compiled else "pure"
+        version = json.loads(relay.cli("ctl", "--json", "core.version").stdout)
+        assert version["hot_path"] == path
+        assert f"hot path {path}" in relay.cli("status").stdout
+        with authed(relay.port, "alice") as alice, authed(relay.port, "bob") as bob:
+            exchange(alice, bob, b"through a worker")
+            exchange(bob, alice, b"and back")
+        workers = relay.worker_pids()
+        assert len(workers) == 2
+        for pid in [relay.supervisor().pid, *workers]:
+            loaded = mapped(pid) & ours
+            if compiled:  # every compiled function lives in the group's library (setup.py)
+                assert any(p.name.startswith("msrpd__mypyc.") for p in loaded), pid
+            else:
+                assert loaded == set(), pid
