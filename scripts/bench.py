@@ -39,7 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import callgrind, report, runner
-from benchlib.relays import ORACLE, ROUTES, Msrpd, Relay, make_relay, other_load
+from benchlib.relays import (
+    ORACLE,
+    PURE_ENV,
+    ROUTES,
+    Msrpd,
+    Relay,
+    hot_path,
+    make_relay,
+    other_load,
+)
 from benchlib.report import size_name
 
 MiB = 1 << 20
@@ -114,6 +123,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         metavar="SECTION.KEY=VALUE",
         help="add to msrpd's config, a TOML value (repeatable), e.g. msrp.max_body=65536",
+    )
+    p.add_argument(
+        "--pure",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get(PURE_ENV, "") not in ("", "0"),
+        help="run msrpd's hot path from its .py sources (MSRPD_PURE=1), not the compiled "
+        "modules; the default follows MSRPD_PURE",
     )
     p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
     p.add_argument("--json", type=Path, help="also write every figure to this file")
@@ -259,7 +275,7 @@ class Bench:
     def once(self, name: str, load: Load) -> tuple[str, dict[str, Any]]:
         """One run of `load` on a fresh relay: (the relay's label, the result)."""
         o = self.opts
-        relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls)
+        relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls, o.pure)
         if o.callgrind and isinstance(relay, Msrpd):
             relay.wrap = callgrind.wrapper(Path(o.callgrind))
         try:
@@ -288,8 +304,8 @@ def main(argv: list[str]) -> int:
     print(
         f"load: children={opts.children}, {opts.pairs} pairs, window {opts.window}, "
         f"{opts.procs} generator processes, {opts.seconds:g} s measured after {opts.warmup:g} s; "
-        f"msrpd {opts.route} route; Bob {'answers' if opts.bob_answers else 'does not answer'} "
-        "SENDs",
+        f"msrpd {opts.route} route, hot path {hot_path(opts.pure)}; "
+        f"Bob {'answers' if opts.bob_answers else 'does not answer'} SENDs",
         flush=True,
     )
     bench = Bench(opts)

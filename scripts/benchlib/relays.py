@@ -18,6 +18,7 @@ client comes from 127.0.0.1) and the session rates are out of reach.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -145,7 +146,9 @@ class Relay:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def _msrpd_python(code: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _msrpd_python(
+    code: str, *args: str, stdin: str = "", pure: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Python code run against the msrpd under test (this tree: cwd ROOT, not an install)."""
     return subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -155,7 +158,22 @@ def _msrpd_python(code: str, *args: str, stdin: str = "") -> subprocess.Complete
         timeout=120,
         input=stdin,
         cwd=ROOT,
+        env=msrpd_env(pure),
     )
+
+
+PURE_ENV = "MSRPD_PURE"
+
+
+def msrpd_env(pure: bool) -> dict[str, str]:
+    """This environment, with MSRPD_PURE=1 (msrpd/hotpath.py) exactly when `pure`."""
+    env = {k: v for k, v in os.environ.items() if k != PURE_ENV}
+    return {**env, PURE_ENV: "1"} if pure else env
+
+
+def hot_path(pure: bool) -> str:
+    """Which path the msrpd under test runs ("compiled" or "pure"), asked of this tree."""
+    return _msrpd_python("import msrpd; print(msrpd.hot_path())", pure=pure).stdout.strip()
 
 
 def make_certificate(run_dir: Path) -> tuple[Path, Path, Path]:
@@ -193,8 +211,11 @@ class Msrpd(Relay):
         extra: list[str] | None = None,
         route: str = "cmap",
         bob_tls: bool | None = None,
+        pure: bool = False,
     ) -> None:
+        """`pure`: msrpd runs its .py sources (MSRPD_PURE=1) even where it is compiled."""
         super().__init__(children)
+        self.pure = pure
         if route not in ROUTES:
             raise ValueError(f"route {route!r}: one of {', '.join(ROUTES)}")
         self.route = route
@@ -280,7 +301,7 @@ class Msrpd(Relay):
             capture_output=True,
             text=True,
             timeout=600 if prefix else 60,
-            env={**os.environ, **env},
+            env={**msrpd_env(self.pure), **env},
             stdin=subprocess.DEVNULL,
             cwd=ROOT,
         )
@@ -295,6 +316,8 @@ class Msrpd(Relay):
         result = self._cli("start", wrap=True)
         if result.returncode != 0:
             raise RuntimeError(f"msrpd start failed ({result.returncode}): {result.stderr}")
+        version = json.loads(self._cli("ctl", "--json", "core.version").stdout)
+        self.label += f", {version['hot_path']}"
 
     def stop(self) -> None:
         if self.main_pid() is not None:
@@ -359,12 +382,14 @@ def make_relay(
     msrpd_options: list[str] | None = None,
     route: str = "cmap",
     bob_tls: bool | None = None,
+    pure: bool = False,
 ) -> Relay:
     """`msrpd_options`: "section.key=TOML value" lines added to msrpd's config; `route`:
     msrpd's route (Kamailio always runs its cmap config); `bob_tls`: Bob AUTHs and stays on
-    a TLS listener (None: for the relay route only, which takes AUTH over TLS only)."""
+    a TLS listener (None: for the relay route only, which takes AUTH over TLS only); `pure`:
+    msrpd runs its .py sources (MSRPD_PURE=1)."""
     if name == "msrpd":
-        return Msrpd(children, msrpd_options, route, bob_tls)
+        return Msrpd(children, msrpd_options, route, bob_tls, pure)
     if name == "kamailio":
         return Kamailio(children, oracle)
     raise ValueError(name)
