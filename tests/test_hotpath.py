@@ -67,6 +67,9 @@ def test_this_run_tests_the_path_it_claims() -> None:
     )
     assert msrpd.hot_path() == "compiled"
     assert [m.__name__ for m in modules if m.__file__ != str(built(m.__name__))] == []
+    # An extension left from a module taken off the list would run its old code.
+    on_disk = {p for suffix in EXTENSION_SUFFIXES for p in (ROOT / "msrpd").rglob(f"*{suffix}")}
+    assert on_disk == {built(n) for n in names}
 
 
 def mapped(pid: int) -> set[Path]:
