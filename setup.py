@@ -25,8 +25,9 @@ def ext_modules() -> list[object]:
     if os.environ.get("MSRPD_BUILD_PURE", "") not in ("", "0"):
         return []
     # One shared library (msrpd__mypyc) for the whole group: calls between the modules are
-    # direct C calls.
-    return list(mypycify(hot_modules(), group_name="msrpd"))
+    # direct C calls. A C file per module builds in 64 s of CPU against 87 s for one file,
+    # and counts the same instructions per relayed frame (206k, callgrind, relay route).
+    return list(mypycify(hot_modules(), group_name="msrpd", multi_file=True))
 
 
 setup(ext_modules=ext_modules())
