@@ -48,6 +48,6 @@ def install() -> None:
 
 
 def hot_path() -> str:
-    """ "compiled" when the hot path runs as mypyc extensions, "pure" when from .py sources."""
+    """Which path runs: "compiled" (the mypyc extensions) or "pure" (the .py sources)."""
     reader = importlib.import_module(f"{__package__}.protocol.reader")
     return "pure" if reader.__file__ is None or reader.__file__.endswith(".py") else "compiled"
