@@ -70,7 +70,7 @@ def _by_first_letter(names: tuple[bytes, ...], any_case: bool) -> bytes:
         groups.setdefault(name[:1].lower(), []).append(name)
     alternatives = []
     for first, same in groups.items():
-        rest = b"|".join(re.escape(name[1:]) for name in same)
+        rest = b"|".join([re.escape(name[1:]) for name in same])
         start = b"[%s%s]" % (first.upper(), first) if any_case else same[0][:1]
         alternatives.append(start + (b"(?i:" if any_case else b"(?:") + rest + b")")
     return b"(?:" + b"|".join(alternatives) + b")"

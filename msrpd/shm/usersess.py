@@ -53,7 +53,7 @@ def _ids(value: bytes) -> list[bytes]:
 
 
 def _pack(ids: list[bytes]) -> bytes:
-    return _VALUE.pack(len(ids), b"".join(i.ljust(SID_MAX, b"\0") for i in ids))
+    return _VALUE.pack(len(ids), b"".join([i.ljust(SID_MAX, b"\0") for i in ids]))
 
 
 def _unchanged(value: bytes) -> Callable[[tuple[Any, ...]], bool]:

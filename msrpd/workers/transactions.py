@@ -213,7 +213,7 @@ class TransactionTable:
             # Answers out of order (a slow next hop behind fast ones) leave ended entries
             # behind a live one: without this, every transaction of the last `timeout`
             # seconds would stay in memory. Filtering keeps the order.
-            self._deadlines = deque(e for e in deadlines if _due(e))
+            self._deadlines = deque([e for e in deadlines if _due(e)])
 
     def match(self, tid: bytes, arrival: tuple[int, ...]) -> Transaction | None:
         """The live transaction `tid` whose request went out on one of `arrival` (a
