@@ -178,9 +178,14 @@ def side_table(results: dict[str, dict[str, dict[str, Any]]], ours: str = "msrpd
 
 
 def _bar(
-    t: Table, figure: str, pair: Pair, digits: int, most: float | None, least: float | None
+    t: Table,
+    figure: str,
+    pair: Pair,
+    digits: int,
+    most: float | None = None,
+    least: float | None = None,
 ) -> None:
-    """A row with a bar on the ratio msrpd/Kamailio: at most `most`, or at least `least`."""
+    """A row with a bar on the ratio msrpd/Kamailio: at most `most`, at least `least`, or none."""
     r = ratio_of(pair)
     if most is not None:
         t.add(figure, pair, digits, f"<= {most}x", r is not None and r <= most)
@@ -197,43 +202,39 @@ def _flood_rows(t: Table, label: str, per_relay: dict[str, dict[str, Any]]) -> N
     first = per_relay[next(iter(per_relay))]
     rate = bool(first.get("rate"))
     e2e = first.get("window_by") == "delivered" and not rate
-    _bar(t, f"{label}: frames/s", _pair(per_relay, "fps"), 0, None, E2E_FPS_TARGET if e2e else None)
+    fps = _pair(per_relay, "fps")
+    _bar(t, f"{label}: frames/s", fps, 0, least=E2E_FPS_TARGET if e2e else None)
     t.add(f"{label}: payload MB/s", _pair(per_relay, "mbps"), 1)
     t.add(f"{label}: p50 latency ms", _pair(per_relay, "p50_ms"), 2)
-    _bar(
-        t,
-        f"{label}: p99 latency ms",
-        _pair(per_relay, "p99_ms"),
-        2,
-        P99_TARGET if rate else None,
-        None,
-    )
-    _bar(t, f"{label}: relay CPU us/frame", _pair(per_relay, "us_per_frame"), 1, CPU_TARGET, None)
+    p99 = _pair(per_relay, "p99_ms")
+    _bar(t, f"{label}: p99 latency ms", p99, 2, most=P99_TARGET if rate else None)
+    cpu = _pair(per_relay, "us_per_frame")
+    _bar(t, f"{label}: relay CPU us/frame", cpu, 1, most=CPU_TARGET)
     errors = _pair(per_relay, "errors")
     t.add(f"{label}: errors", errors, 0, "0", errors[1] == 0)
 
 
-RUN_FIGURES = {"fps": ("frames/s", 0), "p99_ms": ("p99 ms", 2), "us_per_frame": ("CPU us/frame", 1)}
-RUN_FIGURES_BIG = {"mbps": ("MB/s", 0)}
+RUN_FIGURES = {
+    "flood": (("fps", "frames/s", 0, 1.0), ("us_per_frame", "CPU us/frame", 1, 1.0)),
+    "rate": (("p99_ms", "p99 ms", 2, 1.0), ("us_per_frame", "CPU us/frame", 1, 1.0)),
+    "idle": (("rss_per_conn", "RSS KiB/conn", 1, 1 / 1024),),
+    "big": (("mbps", "MB/s", 0, 1.0),),
+}
+"""Per kind of load: (key, name, digits, scale) of the figures listed run by run."""
 
 
 def runs_lines(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The runs one by one (with --repeat), Kamailio / msrpd in the order they ran."""
     lines = ["The runs one by one (Kamailio / msrpd, in the order they ran):"]
     for label, per_relay in results.items():
-        figures = RUN_FIGURES_BIG if label.startswith("big") else RUN_FIGURES
-        if label.startswith("idle"):
-            figures = {"rss_per_conn": ("RSS bytes/conn", 0)}
-        for key, (name, digits) in figures.items():
-            runs = [per_relay.get(r, {}).get("runs", {}).get(key) for r in ("kamailio", "msrpd")]
-            if runs[1] is None:
-                continue
-            kam = runs[0] or [None] * len(runs[1])
-            pairs = ", ".join(
-                f"{_cell(k, digits)} / {_cell(m, digits)}"
-                for k, m in zip(kam, runs[1], strict=True)
+        for key, name, digits, scale in RUN_FIGURES[label.split(" ", 1)[0]]:
+            ours = per_relay.get("msrpd", {}).get("runs", {}).get(key, [])
+            theirs = per_relay.get("kamailio", {}).get("runs", {}).get(key, [None] * len(ours))
+            each = ", ".join(
+                f"{_cell(k if k is None else k * scale, digits)} / {_cell(m * scale, digits)}"
+                for k, m in zip(theirs, ours, strict=True)
             )
-            lines.append(f"  {label}: {name}: {pairs}")
+            lines.append(f"  {label}: {name}: {each}")
     return lines
 
 

@@ -88,9 +88,10 @@ class Generators:
             out.append(payload)
         return out
 
-    def go(self, t0: float) -> None:
+    def go(self, t0: float, kind: str = "go") -> None:
+        """Start at `t0` (or, with another `kind`, the next step of a driver that waits)."""
         for pipe in self.pipes:
-            pipe.send(("go", t0))
+            pipe.send((kind, t0))
 
     def close(self) -> None:
         for pipe in self.pipes:
