@@ -3,16 +3,17 @@
 Usage: scripts/instructions [--frames N] [--repeat R] [--relays kamailio,msrpd,msrpd-pure]
                             [--route cmap|relay]
 
-One fixed scenario, the same for every relay: children=2, 4 Alice/Bob pairs in one
-generator process, Bob AUTHs (digest), 100 B SENDs, 16 outstanding per Alice (counted by her
-responses). Each pair first sends --warmup frames and waits until Bob has them all and Alice
-has every response (msrpd's colocation settles in that time); then callgrind starts counting
-in every process of the relay and the pairs send exactly N/pairs frames each; when the last
-has arrived and been answered, the counting stops. The figure is the instructions of all the
-relay's processes (Kamailio's main, tcp_main, readers, timers, ...; msrpd's supervisor and
-workers) in that window, divided by N. The window is bounded by frame counts, not by time,
-so a slow or busy machine changes how long it takes, not what it counts; kernel work (the
-system calls) is not counted, and idle work in the window (timers) is, but is small.
+One fixed scenario, the same for every relay: children=2 (1 with --route relay, below), 4
+Alice/Bob pairs in one generator process, Bob AUTHs (digest), 100 B SENDs, 16 outstanding per
+Alice (counted by her responses). Each pair first sends --warmup frames and waits until Bob
+has them all and Alice has every response (msrpd's colocation settles in that time); then
+callgrind starts counting in every process of the relay and the pairs send exactly N/pairs
+frames each; when the last has arrived and been answered, the counting stops. The figure is
+the instructions of all the relay's processes (Kamailio's main, tcp_main, readers, timers,
+...; msrpd's supervisor and workers) in that window, divided by N. The window is bounded by
+frame counts, not by time, so a slow or busy machine changes how long it takes, not what it
+counts; kernel work (the system calls) is not counted, and idle work in the window (timers)
+is, but is small.
 
 Relays (`--relays`):
   kamailio    Kamailio 5.6.3 with ../shared/oracle/kamailio-cmap.cfg, started by
@@ -21,14 +22,18 @@ Relays (`--relays`):
   msrpd       msrpd as it imports (its compiled modules where built), MSRPD_PURE unset.
   msrpd-pure  msrpd with MSRPD_PURE=1: the pure-Python path.
 msrpd runs --route (cmap: Kamailio's example, as the oracle runs; relay: the default RFC 4976
-route, Bob AUTHs and stays on TLS and answers every SEND). The script sets MSRPD_PURE itself
-for each msrpd variant, whatever its own environment holds.
+route, Bob AUTHs and stays on TLS). With --route relay Bob answers every SEND, Kamailio's Bob
+too (the same load; Kamailio still runs its cmap config over TCP), and both relays run one
+worker by default: a TLS connection never moves to its peer's worker, so with two, how many
+pairs stay split (a handoff each way per frame) changes from run to run, and the count by
+up to a third. The script sets MSRPD_PURE itself for each msrpd variant, whatever its own
+environment holds.
 
 Each relay starts under `valgrind --tool=callgrind --instr-atstart=no` with
 benchlib/cgtoggle.c preloaded (forked processes too); --repeat runs each relay that many
 times (the relays alternate) and prints the median, the range and the spread, and the ratios
-msrpd/Kamailio. Valgrind makes the relay about 50x slower: the default N=20,000 takes about
-a minute per msrpd run on this machine.
+msrpd/Kamailio. Valgrind makes the relay about 50x slower: with the default N=20,000 an msrpd
+run counts for 20-60 s on this machine (2 cores, shared), Kamailio for about 8 s.
 """
 
 from __future__ import annotations
@@ -71,7 +76,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=20000, help="relayed frames counted (N)")
     p.add_argument("--warmup", type=int, default=500, help="frames per pair before counting")
     p.add_argument("--repeat", type=int, default=3, help="runs per relay")
-    p.add_argument("--children", type=int, default=2, help="relay worker processes")
+    p.add_argument(
+        "--children",
+        type=int,
+        help="relay worker processes (default: 2 with --route cmap, 1 with --route relay)",
+    )
     p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
     p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
     p.add_argument("--size", type=int, default=100, help="body size")
@@ -84,6 +93,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if opts.frames % opts.pairs:
         p.error("--frames: a multiple of --pairs")
     opts.bob_answers = opts.route == "relay"  # the relay route waits for Bob's 200
+    if opts.children is None:
+        # Bob's TLS connections never move: with 2 workers, how many pairs stay split over
+        # them (a handoff each way per frame) varies by run, and the count with it.
+        opts.children = 1 if opts.route == "relay" else 2
     return opts
 
 
@@ -126,8 +139,6 @@ def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[st
             results = gens.gather(opts.timeout + 60)
             instructions = callgrind.dump(pids, out_dir)
             m1, elapsed = MachineCpu(), time.monotonic() - t0
-            if cross:  # msrpd: where the pairs were when counting began, and at its end
-                cross = f"{cross} -> {runner.cross_worker(relay, infos)}"
         finally:
             gens.close()
     finally:
@@ -168,7 +179,9 @@ def main(argv: list[str]) -> int:
     print(
         f"scenario: children={opts.children}, {opts.pairs} pairs, {opts.size} B SENDs, window "
         f"{opts.window}, {opts.warmup} frames per pair of warm-up, then {opts.frames:,} counted; "
-        f"msrpd {opts.route} route; msrpd as imported: "
+        f"Bob {'answers every SEND' if opts.bob_answers else 'does not answer'}; "
+        f"msrpd {opts.route} route{' (Bob on TLS)' if opts.route == 'relay' else ''}; "
+        "msrpd as imported: "
         + (
             f"{len(built)} compiled modules ({', '.join(built)})" if built else "no compiled module"
         ),
@@ -191,7 +204,7 @@ def main(argv: list[str]) -> int:
                     f"{relay.label} run {n + 1}: {r['per_frame']:,.0f} instructions/frame "
                     f"({r['instructions']:,} over {r['processes']} processes, "
                     f"{r['seconds']:.1f} s counted"
-                    + (f", pairs across workers {r['cross']}" if r["cross"] else "")
+                    + (f", pairs across workers as it began {r['cross']}" if r["cross"] else "")
                     + f"); machine busy {busy:.2f} cores before"
                     + (f" ({top})" if top else "")
                     + f", {r['busy']:.2f} while counting",

@@ -48,6 +48,7 @@ class Job:
     frames: int = 0
     """count: frames per pair in the counted phase (after `warm_frames`)."""
     warm_frames: int = 0
+    """count: frames per pair before it (the window opens once they have all arrived)."""
     seconds: float = 10.0
     warmup: float = 1.0
     rate: float = 0.0
