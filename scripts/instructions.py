@@ -33,7 +33,8 @@ Each relay starts under `valgrind --tool=callgrind --instr-atstart=no` with
 benchlib/cgtoggle.c preloaded (forked processes too); --repeat runs each relay that many
 times (the relays alternate) and prints the median, the range and the spread, and the ratios
 msrpd/Kamailio. Valgrind makes the relay about 50x slower: with the default N=20,000 an msrpd
-run counts for 20-60 s on this machine (2 cores, shared), Kamailio for about 8 s.
+run counts for 20-70 s on this machine (2 cores, shared), Kamailio for 5-12 s; the whole
+script takes about 6 minutes (cmap route) or 9 (relay route, one worker).
 """
 
 from __future__ import annotations
