@@ -3,13 +3,17 @@
 Usage: scripts/bench MODE [options]     (scripts/bench --help for every option)
 
   flood   K Alice/Bob pairs; Bob AUTHs (digest), Alice keeps W SENDs outstanding through the
-          relay (counted by her 200s): relayed frames/s (frames Bob receives, body checked),
-          payload MB/s, p50/p99 send->receive latency, relay CPU per frame, errors.
+          relay (counted by her 200s; --window-by delivered: until Bob has them, the
+          end-to-end window): relayed frames/s (frames Bob receives, body checked), payload
+          MB/s, p50/p99 send->receive latency, relay CPU per frame, errors.
   rate    the same at a fixed total rate (--rate frames/s): latency.
   idle    N authenticated idle connections: relay RSS (and PSS) per connection, held.
   big     1 MiB to 64 MiB messages, in 1 MiB SENDs and in one SEND: MB/s, sha256 intact.
   side    Kamailio (kamailio-cmap.cfg) then msrpd, a fresh relay for each load, the same
-          children and load; a table of both figures and the ratio msrpd/Kamailio.
+          children and load: floods (window by 200s) of --sizes, floods with the end-to-end
+          window of --e2e-sizes, the fixed rate, idle, big; a table of both figures, the
+          ratio msrpd/Kamailio and issue 16's bars; with --repeat, every figure's median and
+          the runs one by one.
 
 --route picks msrpd's route: cmap (Kamailio's example, plain TCP, any user with password
 xyz123) or relay (the default RFC 4976 relay route: Bob AUTHs over TLS against a user store
@@ -91,6 +95,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--children", type=int, default=2, help="relay worker processes")
     p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
     p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
+    p.add_argument(
+        "--window-by",
+        choices=("replies", "delivered"),
+        default="replies",
+        help="flood: a SEND is outstanding until Alice has its response, or until Bob has "
+        "received it (the end-to-end window: the relays' pacing of their 200s does not count)",
+    )
     p.add_argument("--procs", type=int, default=2, help="generator processes")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
@@ -108,6 +119,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="flood, rate (msrpd): Alice over WebSocket (ws:, RFC 7977), Bob over TCP",
     )
+    p.add_argument(
+        "--e2e-sizes",
+        type=ints,
+        default=[100],
+        help="side: body sizes of the floods with the end-to-end window (--window-by delivered)",
+    )
+    p.add_argument("--no-e2e", action="store_true", help="side: skip the end-to-end floods")
     p.add_argument("--no-big", action="store_true", help="side: skip big messages")
     p.add_argument("--no-rate", action="store_true", help="side: skip the fixed-rate run")
     p.add_argument("--no-idle", action="store_true", help="side: skip idle connections")
@@ -151,11 +169,20 @@ def _big_line(name: str, r: dict[str, Any], label: str) -> str:
     return report.big_line(name, label, r)
 
 
+FIGURES = ("fps", "mbps", "p50_ms", "p99_ms", "us_per_frame", "rss_per_conn", "pss_per_conn")
+"""Taken as the median of their own runs (a run's other values come from the median run)."""
+
+
 def median(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """The run whose `key` is the median (the lower middle one); every run's value noted."""
+    """The run whose `key` is the median (the lower middle one), with each of FIGURES the
+    median of its own values and every run's values in "runs"; errors: the most of any run."""
     ordered = sorted(results, key=lambda r: r[key])
     chosen = dict(ordered[(len(ordered) - 1) // 2])
-    chosen["runs"] = [r[key] for r in results]
+    chosen["runs"] = {f: [r[f] for r in results] for f in (key, *FIGURES) if f in chosen}
+    for figure, values in chosen["runs"].items():
+        chosen[figure] = sorted(values)[(len(values) - 1) // 2]
+    if isinstance(chosen.get("errors"), int):
+        chosen["errors"] = max(r["errors"] for r in results)
     return chosen
 
 
@@ -208,17 +235,22 @@ class Bench:
             out += [self._idle(n) for n in o.conns]
         if mode in ("flood", "side"):
             out += [self._flood(size) for size in o.sizes]
+        if side and not o.no_e2e:
+            out += [self._flood(size, "delivered") for size in o.e2e_sizes]
         if mode == "rate" or (side and not o.no_rate):
             out.append(self._rate())
         if mode == "big" or (side and not o.no_big):
             out += self._big()
         return out
 
-    def _flood(self, size: int) -> Load:
+    def _flood(self, size: int, window_by: str = "") -> Load:
+        window_by = window_by or self.opts.window_by
         label = f"flood {size_name(size)}"
+        if window_by == "delivered":
+            label += ", end-to-end window"
         return Load(
             label,
-            lambda relay: runner.flood(relay, self.opts, size),
+            lambda relay: runner.flood(relay, self.opts, size, window_by=window_by),
             lambda name, r: report.flood_line(name, label, r),
             "fps",
         )
@@ -302,7 +334,8 @@ def main(argv: list[str]) -> int:
     print(f"machine: {machine()}; fd limit {limit}", flush=True)
     print(versions(), flush=True)
     print(
-        f"load: children={opts.children}, {opts.pairs} pairs, window {opts.window}, "
+        f"load: children={opts.children}, {opts.pairs} pairs, window {opts.window} "
+        f"(by {opts.window_by}), "
         f"{opts.procs} generator processes, {opts.seconds:g} s measured after {opts.warmup:g} s; "
         f"msrpd {opts.route} route, hot path {hot_path(opts.pure)}; "
         f"Bob {'answers' if opts.bob_answers else 'does not answer'} SENDs",
@@ -313,6 +346,9 @@ def main(argv: list[str]) -> int:
     if opts.mode == "side":
         print()
         print(report.side_table(bench.results, f"msrpd ({opts.route})"))
+        if opts.repeat > 1:
+            print()
+            print("\n".join(report.runs_lines(bench.results)))
     if opts.json:
         opts.json.write_text(json.dumps(bench.results, indent=2, default=str))
     return 0

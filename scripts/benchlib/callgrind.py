@@ -7,17 +7,23 @@ opens and when it closes (a file each: on.PID starts the count, off.PID dumps it
 the dumped totals. Instructions are the figure that does not wobble on a shared machine
 (seconds do); the relay runs about 50x slower under valgrind, so the load is set by the
 relay, and reads carry many frames each. Kernel work (system calls) is not counted.
+
+scripts/instructions runs Kamailio the same way (`kamailio_env`: run-kamailio.sh finds a
+`kamailio` first in PATH that execs valgrind on the real one) and opens the window only when
+every process of the relay counts (`wait_started`), for a window bounded by frame counts.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["dump", "start", "wrapper"]
+__all__ = ["dump", "kamailio_env", "start", "wait_started", "wrapper"]
 
 _HERE = Path(__file__).resolve().parent
 _TOTAL = re.compile(rb"^totals:\s*(\d+)", re.M)
@@ -46,10 +52,37 @@ def wrapper(out_dir: Path) -> tuple[list[str], dict[str, str]]:
     return prefix, {"LD_PRELOAD": str(lib), "CGTOGGLE_DIR": str(out_dir)}
 
 
+def kamailio_env(out_dir: Path) -> dict[str, str]:
+    """What run-kamailio.sh needs in its environment to start Kamailio under callgrind: a
+    `kamailio` shim first in PATH (the script runs `kamailio` from PATH) that execs valgrind
+    on the real one, with the preload set there only (not in the script's sed, ss and ps)."""
+    real = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    prefix, env = wrapper(out_dir)
+    bin_dir = out_dir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "kamailio"
+    assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+    shim.write_text(
+        f'#!/bin/sh\nexec env {assigns} {shlex.join(prefix)} {shlex.quote(real)} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def start(pids: list[int], out_dir: Path) -> None:
     """The measured window opens: count instructions in `pids` from now."""
     for pid in pids:
         (out_dir / f"on.{pid}").touch()
+
+
+def wait_started(pids: list[int], out_dir: Path, timeout: float = 60.0) -> None:
+    """Until every one of `pids` counts (after `start`): cgtoggle.c creates started.PID."""
+    deadline = time.monotonic() + timeout
+    while not all((out_dir / f"started.{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            missing = [pid for pid in pids if not (out_dir / f"started.{pid}").exists()]
+            raise RuntimeError(f"callgrind: {missing} did not start counting in {timeout:.0f} s")
+        time.sleep(0.02)
 
 
 def dump(pids: list[int], out_dir: Path) -> int:

@@ -29,7 +29,7 @@ MiB = 1 << 20
 @dataclass
 class Job:
     mode: str
-    """flood, rate, big or idle."""
+    """flood, rate, count, big or idle."""
     port: int
     """where Alice connects (plain TCP)."""
     relay_uri: bytes
@@ -42,6 +42,13 @@ class Job:
     """Bob answers every SEND with a 200, as endpoints do (the relay route waits for it)."""
     size: int = 100
     window: int = 16
+    window_by: str = "replies"
+    """flood, count: what ends an outstanding SEND: Alice's response ("replies") or Bob's
+    receipt of the frame ("delivered": the end-to-end window)."""
+    frames: int = 0
+    """count: frames per pair in the counted phase (after `warm_frames`)."""
+    warm_frames: int = 0
+    """count: frames per pair before it (the window opens once they have all arrived)."""
     seconds: float = 10.0
     warmup: float = 1.0
     rate: float = 0.0
@@ -93,21 +100,46 @@ def answerer(job: Job, bob: Conn) -> tuple[bytes | None, Callable[[bytes], objec
 
 
 class Pair:
-    """Alice floods Bob through the relay; the window counts Alice's outstanding SENDs."""
+    """Alice floods Bob through the relay, at most `window` SENDs outstanding and `limit` sent.
 
-    __slots__ = ("alice", "bob", "counter", "parser", "sending", "sent", "template", "window")
+    A SEND is outstanding until Alice has its response, or with `by_delivery` (the end-to-end
+    window) until Bob has received it: then how a relay paces its responses (one write per
+    frame, or one per read) does not set Alice's pace. Alice and Bob live in this process, so
+    that window costs no traffic: Bob's reads refill Alice.
+    """
+
+    __slots__ = (
+        "alice",
+        "bob",
+        "by_delivery",
+        "counter",
+        "limit",
+        "parser",
+        "sending",
+        "sent",
+        "template",
+        "window",
+    )
 
     def __init__(
-        self, alice: Conn, bob: Conn, template: SendTemplate, window: int, parser: FloodParser
+        self,
+        alice: Conn,
+        bob: Conn,
+        template: SendTemplate,
+        window: int,
+        parser: FloodParser,
+        by_delivery: bool = False,
     ) -> None:
         self.alice, self.bob = alice, bob
         self.template = template
         self.window = window
+        self.by_delivery = by_delivery
+        self.limit = 1 << 62
         self.counter = ReplyCounter()
         self.parser = parser
         self.sent = 0
         self.sending = False
-        bob.handler = self.parser.feed
+        bob.handler = self.on_frames if by_delivery else parser.feed
         alice.handler = self.on_replies
         alice.on_resume = self.refill
 
@@ -116,8 +148,17 @@ class Pair:
         if self.sending:
             self.refill()
 
+    def on_frames(self, data: bytes) -> None:
+        self.parser.feed(data)
+        if self.sending:
+            self.refill()
+
     def refill(self) -> None:
-        room = self.window - (self.sent - self.counter.replies)
+        if self.by_delivery:
+            done = self.parser.frames + self.parser.corrupt
+        else:
+            done = self.counter.replies
+        room = min(self.window - (self.sent - done), self.limit - self.sent)
         if room > 0 and self.sending and not self.alice.paused:
             self.send(room)
 
@@ -164,9 +205,10 @@ class FloodDriver:
         for n in self.job.share:
             alice, bob, to_path = await make_pair(self.job, n)
             template = SendTemplate(to_path, alice.local_uri("a"), self.job.size)
-            window = self.job.window if self.job.mode == "flood" else 1 << 30
+            window = self.job.window if self.job.mode != "rate" else 1 << 30
             parser = FloodParser(self.job.size, *answerer(self.job, bob))
-            self.pairs.append(Pair(alice, bob, template, window, parser))
+            by_delivery = self.job.window_by == "delivered"
+            self.pairs.append(Pair(alice, bob, template, window, parser, by_delivery))
         return {"ports": [ports_of(p.alice, p.bob) for p in self.pairs]}
 
     async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
@@ -239,6 +281,43 @@ class FloodDriver:
             "totals": totals,
             "samples": [repr(s)[:200] for s in samples[:5]],
         }
+
+
+class CountDriver(FloodDriver):
+    """count: each pair sends exactly `warm_frames` SENDs, tells the parent, and when the
+    parent answers (it has opened callgrind's window), exactly `frames` more, `window`
+    outstanding. Each phase ends when Bob has every frame and Alice every response: the
+    counted window is bounded by frame counts, not by time (scripts/instructions)."""
+
+    async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
+        await sleep_until(t0)
+        pipe.send(("warm", {"complete": await self.phase(self.job.warm_frames)}))
+        while not pipe.poll():
+            await asyncio.sleep(0.005)
+        pipe.recv()
+        before = [p.snapshot() for p in self.pairs]
+        cpu0 = time.process_time()
+        complete = await self.phase(self.job.frames)
+        out = self.result(before, [p.snapshot() for p in self.pairs], time.process_time() - cpu0)
+        out["complete"] = complete
+        return out
+
+    async def phase(self, frames: int) -> bool:
+        """`frames` more from each pair; True when all arrived and were answered in time."""
+        for pair in self.pairs:
+            pair.limit = pair.sent + frames
+            pair.sending = True
+            pair.refill()
+        deadline = time.monotonic() + self.job.seconds
+        while not (done := all(p.drained() for p in self.pairs)):
+            if time.monotonic() > deadline or any(
+                p.alice.closed or p.bob.closed for p in self.pairs
+            ):
+                break
+            await asyncio.sleep(0.005)
+        for pair in self.pairs:
+            pair.sending = False
+        return done
 
 
 class BigSender:
@@ -403,6 +482,7 @@ class Driver(Protocol):
 DRIVERS: dict[str, Callable[[Job], Driver]] = {
     "flood": FloodDriver,
     "rate": FloodDriver,
+    "count": CountDriver,
     "big": BigDriver,
     "idle": IdleDriver,
 }

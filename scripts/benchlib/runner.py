@@ -88,9 +88,10 @@ class Generators:
             out.append(payload)
         return out
 
-    def go(self, t0: float) -> None:
+    def go(self, t0: float, kind: str = "go") -> None:
+        """Start at `t0` (or, with another `kind`, the next step of a driver that waits)."""
         for pipe in self.pipes:
-            pipe.send(("go", t0))
+            pipe.send((kind, t0))
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -149,11 +150,15 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))])
 
 
-def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, Any]:
-    """flood (rate == 0) or fixed rate (total frames/s) with `size`-byte bodies."""
+def flood(
+    relay: Relay, opts: Any, size: int, rate: float = 0.0, window_by: str = ""
+) -> dict[str, Any]:
+    """flood (rate == 0) or fixed rate (total frames/s) with `size`-byte bodies; a flood's
+    window counts Alice's responses or Bob's receipts (`window_by`, default --window-by)."""
     pairs = opts.pairs
     mode = "rate" if rate else "flood"
-    job = job_for(relay, opts, mode, size=size, window=opts.window)
+    window_by = window_by or getattr(opts, "window_by", "replies")
+    job = job_for(relay, opts, mode, size=size, window=opts.window, window_by=window_by)
     job = replace(job, seconds=opts.seconds, warmup=opts.warmup, rate=rate / pairs)
     relay.add_users([f"bob{n}" for n in range(pairs)])
     if opts.alice_ws:
@@ -181,6 +186,7 @@ def flood(relay: Relay, opts: Any, size: int, rate: float = 0.0) -> dict[str, An
     finally:
         gens.close()
     out = summarise_flood(results, opts.seconds, size)
+    out["rate"], out["window_by"] = rate, window_by
     out["relay_cpu"] = u1.cpu - u0.cpu
     out["cross"] = cross
     busy, softirq = m1.since(m0)

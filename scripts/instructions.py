@@ -1,0 +1,243 @@
+"""Instructions per relayed frame, counted by valgrind's callgrind (issue 16).
+
+Usage: scripts/instructions [--frames N] [--repeat R] [--relays kamailio,msrpd,msrpd-pure]
+                            [--route cmap|relay]
+
+One fixed scenario, the same for every relay: children=2 (1 with --route relay, below), 4
+Alice/Bob pairs in one generator process, Bob AUTHs (digest), 100 B SENDs, 16 outstanding per
+Alice (counted by her responses). Each pair first sends --warmup frames and waits until Bob
+has them all and Alice has every response (msrpd's colocation settles in that time); then
+callgrind starts counting in every process of the relay and the pairs send exactly N/pairs
+frames each; when the last has arrived and been answered, the counting stops. The figure is
+the instructions of all the relay's processes (Kamailio's main, tcp_main, readers, timers,
+...; msrpd's supervisor and workers) in that window, divided by N. The window is bounded by
+frame counts, not by time, so a slow or busy machine changes how long it takes, not what it
+counts; kernel work (the system calls) is not counted, and idle work in the window (timers)
+is, but is small.
+
+Relays (`--relays`):
+  kamailio    Kamailio 5.6.3 with ../shared/oracle/kamailio-cmap.cfg, started by
+              run-kamailio.sh (KAM_DEBUG=1), which finds a `kamailio` shim first in PATH
+              that execs valgrind on the real one.
+  msrpd       msrpd as it imports (its compiled modules where built), MSRPD_PURE unset.
+  msrpd-pure  msrpd with MSRPD_PURE=1: the pure-Python path.
+msrpd runs --route (cmap: Kamailio's example, as the oracle runs; relay: the default RFC 4976
+route, Bob AUTHs and stays on TLS). With --route relay Bob answers every SEND, Kamailio's Bob
+too (the same load; Kamailio still runs its cmap config over TCP), and both relays run one
+worker by default: a TLS connection never moves to its peer's worker, so with two, how many
+pairs stay split (a handoff each way per frame) changes from run to run, and the count by
+up to a third. The script sets MSRPD_PURE itself for each msrpd variant, whatever its own
+environment holds.
+
+Each relay starts under `valgrind --tool=callgrind --instr-atstart=no` with
+benchlib/cgtoggle.c preloaded (forked processes too); --repeat runs each relay that many
+times (the relays alternate) and prints the median, the range and the spread, and the ratios
+msrpd/Kamailio. Valgrind makes the relay about 50x slower: with the default N=20,000 an msrpd
+run counts for 20-70 s on this machine (2 cores, shared), Kamailio for 5-12 s; the whole
+script takes about 6 minutes (cmap route) or 9 (relay route, one worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchlib import callgrind, runner
+from benchlib.relays import ORACLE, ROOT, ROUTES, Kamailio, MachineCpu, Msrpd, Relay, other_load
+
+RELAYS = ("kamailio", "msrpd", "msrpd-pure")
+
+
+def names(text: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    for name in out:
+        if name not in RELAYS:
+            raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(RELAYS)}")
+    return out
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="scripts/instructions", description=__doc__, formatter_class=_Formatter
+    )
+    p.add_argument("--relays", type=names, default=list(RELAYS), help="which relays, in order")
+    p.add_argument("--route", choices=ROUTES, default="cmap", help="msrpd's route")
+    p.add_argument("--frames", type=int, default=20000, help="relayed frames counted (N)")
+    p.add_argument("--warmup", type=int, default=500, help="frames per pair before counting")
+    p.add_argument("--repeat", type=int, default=3, help="runs per relay")
+    p.add_argument(
+        "--children",
+        type=int,
+        help="relay worker processes (default: 2 with --route cmap, 1 with --route relay)",
+    )
+    p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
+    p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
+    p.add_argument("--size", type=int, default=100, help="body size")
+    p.add_argument("--procs", type=int, default=1, help="generator processes")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per phase at most")
+    p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
+    p.add_argument("--out", type=Path, help="keep callgrind's files here (default: removed)")
+    p.add_argument("--json", type=Path, help="also write every run to this file")
+    opts = p.parse_args(argv)
+    if opts.frames % opts.pairs:
+        p.error("--frames: a multiple of --pairs")
+    opts.bob_answers = opts.route == "relay"  # the relay route waits for Bob's 200
+    if opts.children is None:
+        # Bob's TLS connections never move: with 2 workers, how many pairs stay split over
+        # them (a handoff each way per frame) varies by run, and the count with it.
+        opts.children = 1 if opts.route == "relay" else 2
+    return opts
+
+
+def make(name: str, opts: argparse.Namespace, out_dir: Path) -> Relay:
+    """`name` ready to start under callgrind, its files in `out_dir`."""
+    if name == "kamailio":
+        kam = Kamailio(opts.children, opts.oracle)
+        kam.env.update(callgrind.kamailio_env(out_dir))
+        return kam
+    msrpd = Msrpd(opts.children, route=opts.route)
+    prefix, env = callgrind.wrapper(out_dir)
+    if name == "msrpd-pure":
+        env["MSRPD_PURE"] = "1"
+        msrpd.label += ", MSRPD_PURE=1"
+    msrpd.wrap = (prefix, env)
+    return msrpd
+
+
+def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """One run: warm up, count N frames, stop. The relay is started and stopped here."""
+    per_pair = opts.frames // opts.pairs
+    relay.start()
+    try:
+        relay.add_users([f"bob{n}" for n in range(opts.pairs)])
+        job = runner.job_for(relay, opts, "count", size=opts.size, window=opts.window)
+        job = replace(job, frames=per_pair, warm_frames=opts.warmup, seconds=opts.timeout)
+        gens = runner.Generators(job, runner.split(list(range(opts.pairs)), opts.procs))
+        try:
+            infos = gens.gather(300)
+            gens.go(time.monotonic() + 0.2)
+            warm = gens.gather(opts.timeout + 60)
+            if not all(w["complete"] for w in warm):
+                raise RuntimeError("the warm-up frames did not all arrive")
+            cross = runner.cross_worker(relay, infos)
+            pids = sorted(p.pid for p in relay.processes())
+            callgrind.start(pids, out_dir)
+            callgrind.wait_started(pids, out_dir)
+            m0, t0 = MachineCpu(), time.monotonic()
+            gens.go(0.0, "count")
+            results = gens.gather(opts.timeout + 60)
+            instructions = callgrind.dump(pids, out_dir)
+            m1, elapsed = MachineCpu(), time.monotonic() - t0
+        finally:
+            gens.close()
+    finally:
+        relay.stop()
+    frames = sum(r["frames"] for r in results)
+    summary = runner.summarise_flood(results, elapsed, opts.size)
+    if frames != opts.frames or summary["errors"] or not all(r["complete"] for r in results):
+        raise RuntimeError(
+            f"{relay.label}: {frames} of {opts.frames} frames counted, errors "
+            f"{summary['errors']} ({summary['totals']})"
+        )
+    return {
+        "instructions": instructions,
+        "per_frame": instructions / frames,
+        "processes": len(pids),
+        "seconds": elapsed,
+        "busy": m1.since(m0)[0],
+        "cross": cross,
+    }
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """(median, (max - min) / median)."""
+    ordered = sorted(values)
+    mid = ordered[(len(ordered) - 1) // 2]
+    return mid, (ordered[-1] - ordered[0]) / mid
+
+
+def compiled_modules() -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "msrpd").rglob("*.so"))
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    os.environ.pop("MSRPD_PURE", None)  # set per msrpd variant (make)
+    runner.raise_nofile()
+    built = compiled_modules()
+    print(
+        f"scenario: children={opts.children}, {opts.pairs} pairs, {opts.size} B SENDs, window "
+        f"{opts.window}, {opts.warmup} frames per pair of warm-up, then {opts.frames:,} counted; "
+        f"Bob {'answers every SEND' if opts.bob_answers else 'does not answer'}; "
+        f"msrpd {opts.route} route{' (Bob on TLS)' if opts.route == 'relay' else ''}; "
+        "msrpd as imported: "
+        + (
+            f"{len(built)} compiled modules ({', '.join(built)})" if built else "no compiled module"
+        ),
+        flush=True,
+    )
+    base = opts.out or Path(tempfile.mkdtemp(prefix="instructions-"))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in opts.relays}
+    labels: dict[str, str] = {}
+    try:
+        for n in range(opts.repeat):
+            for name in opts.relays:  # alternating: a noisy spell hits every relay alike
+                out_dir = base / f"{name}-{n + 1}"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                busy, top = other_load()
+                relay = make(name, opts, out_dir)
+                labels[name] = relay.label
+                r = count_once(relay, opts, out_dir)
+                runs[name].append(r)
+                print(
+                    f"{relay.label} run {n + 1}: {r['per_frame']:,.0f} instructions/frame "
+                    f"({r['instructions']:,} over {r['processes']} processes, "
+                    f"{r['seconds']:.1f} s counted"
+                    + (f", pairs across workers as it began {r['cross']}" if r["cross"] else "")
+                    + f"); machine busy {busy:.2f} cores before"
+                    + (f" ({top})" if top else "")
+                    + f", {r['busy']:.2f} while counting",
+                    flush=True,
+                )
+    finally:
+        if opts.out is None:
+            shutil.rmtree(base, ignore_errors=True)
+    print()
+    print(table(runs, labels))
+    if opts.json:
+        opts.json.write_text(json.dumps(runs, indent=2))
+    return 0
+
+
+def table(runs: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> str:
+    """relay | per run | median | spread | over Kamailio."""
+    kam = spread([r["per_frame"] for r in runs["kamailio"]])[0] if runs.get("kamailio") else None
+    rows = [("relay", "instructions/frame, run by run", "median", "spread", "/ Kamailio")]
+    for name, results in runs.items():
+        values = [r["per_frame"] for r in results]
+        mid, width = spread(values)
+        ratio = f"{mid / kam:.2f}" if kam else ""
+        each = ", ".join(f"{v:,.0f}" for v in values)
+        rows.append((labels[name], each, f"{mid:,.0f}", f"{width * 100:.1f}%", ratio))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
