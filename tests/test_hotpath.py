@@ -1,7 +1,8 @@
 """The compiled hot path and its pure-Python fallback (issue 16, msrpd/hotpath.py).
 
-The test command runs the suite twice: on the mypyc-compiled modules pyproject.toml lists
-under [tool.msrpd] compiled, then with MSRPD_PURE=1 on their .py sources. A run without
+The test command runs the suite on the mypyc-compiled modules pyproject.toml lists under
+[tool.msrpd] compiled, then the compiled modules' own suites with MSRPD_PURE=1 on their .py
+sources (scripts/test). A run without
 MSRPD_PURE must really have the compiled modules, or it would test the pure path twice.
 """
 
