@@ -19,7 +19,7 @@ from importlib.machinery import SOURCE_SUFFIXES, FileFinder, ModuleSpec, SourceF
 from types import ModuleType
 from typing import Final
 
-__all__ = ["PURE_ENV", "SourceFinder", "hot_path", "install"]
+__all__ = ["PURE_ENV", "SourceFinder", "environment", "hot_path", "install", "pure_requested"]
 
 PURE_ENV: Final = "MSRPD_PURE"
 
@@ -39,11 +39,23 @@ class SourceFinder(MetaPathFinder):
         return None
 
 
+def pure_requested() -> bool:
+    """MSRPD_PURE is set in this process's environment, to anything but "" or "0"."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
+def environment(pure: bool) -> dict[str, str]:
+    """This process's environment for a child process that is to run the pure path (`pure`)
+    or the compiled one: MSRPD_PURE=1 exactly when `pure`."""
+    env = {name: value for name, value in os.environ.items() if name != PURE_ENV}
+    if pure:
+        env[PURE_ENV] = "1"
+    return env
+
+
 def install() -> None:
-    """Put the source finder first when MSRPD_PURE is set (to anything but 0)."""
-    if os.environ.get(PURE_ENV, "") not in ("", "0") and not any(
-        isinstance(finder, SourceFinder) for finder in sys.meta_path
-    ):
+    """Put the source finder first when MSRPD_PURE is set (pure_requested)."""
+    if pure_requested() and not any(isinstance(finder, SourceFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, SourceFinder())
 
 

@@ -45,7 +45,6 @@ from typing import Any
 from benchlib import callgrind, report, runner
 from benchlib.relays import (
     ORACLE,
-    PURE_ENV,
     ROUTES,
     Msrpd,
     Relay,
@@ -54,6 +53,8 @@ from benchlib.relays import (
     other_load,
 )
 from benchlib.report import size_name
+
+from msrpd.hotpath import pure_requested
 
 MiB = 1 << 20
 
@@ -145,7 +146,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--pure",
         action=argparse.BooleanOptionalAction,
-        default=os.environ.get(PURE_ENV, "") not in ("", "0"),
+        default=pure_requested(),
         help="run msrpd's hot path from its .py sources (MSRPD_PURE=1), not the compiled "
         "modules; the default follows MSRPD_PURE",
     )

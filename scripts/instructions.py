@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -107,12 +106,10 @@ def make(name: str, opts: argparse.Namespace, out_dir: Path) -> Relay:
         kam = Kamailio(opts.children, opts.oracle)
         kam.env.update(callgrind.kamailio_env(out_dir))
         return kam
-    msrpd = Msrpd(opts.children, route=opts.route)
-    prefix, env = callgrind.wrapper(out_dir)
-    if name == "msrpd-pure":
-        env["MSRPD_PURE"] = "1"
+    msrpd = Msrpd(opts.children, route=opts.route, pure=name == "msrpd-pure")
+    if msrpd.pure:
         msrpd.label += ", MSRPD_PURE=1"
-    msrpd.wrap = (prefix, env)
+    msrpd.wrap = callgrind.wrapper(out_dir)
     return msrpd
 
 
@@ -174,7 +171,6 @@ def compiled_modules() -> list[str]:
 
 def main(argv: list[str]) -> int:
     opts = parse_args(argv)
-    os.environ.pop("MSRPD_PURE", None)  # set per msrpd variant (make)
     runner.raise_nofile()
     built = compiled_modules()
     print(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import importlib
 import json
-import os
 import sys
 import tomllib
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -21,13 +20,13 @@ import psutil
 import pytest
 
 import msrpd
-from msrpd.hotpath import PURE_ENV
+from msrpd.hotpath import pure_requested
 
 from .integration.relay import running
 from .integration.test_relaying import authed, exchange
 
 ROOT = Path(msrpd.__file__).parent.parent
-PURE = os.environ.get(PURE_ENV, "") not in ("", "0")
+PURE = pure_requested()
 
 
 def compiled_modules() -> list[str]:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import psutil
 
+from msrpd.hotpath import environment
+
 ROOT = Path(__file__).resolve().parents[2]
 ORACLE = ROOT.parent / "shared" / "oracle"
 ROUTES = ("cmap", "relay")
@@ -158,17 +160,8 @@ def _msrpd_python(
         timeout=120,
         input=stdin,
         cwd=ROOT,
-        env=msrpd_env(pure),
+        env=environment(pure),
     )
-
-
-PURE_ENV = "MSRPD_PURE"
-
-
-def msrpd_env(pure: bool) -> dict[str, str]:
-    """This environment, with MSRPD_PURE=1 (msrpd/hotpath.py) exactly when `pure`."""
-    env = {k: v for k, v in os.environ.items() if k != PURE_ENV}
-    return {**env, PURE_ENV: "1"} if pure else env
 
 
 def hot_path(pure: bool) -> str:
@@ -301,7 +294,7 @@ class Msrpd(Relay):
             capture_output=True,
             text=True,
             timeout=600 if prefix else 60,
-            env={**msrpd_env(self.pure), **env},
+            env={**environment(self.pure), **env},
             stdin=subprocess.DEVNULL,
             cwd=ROOT,
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from msrpd.config import load_config
-from msrpd.hotpath import PURE_ENV
+from msrpd.hotpath import environment
 from msrpd.routing import DEFAULT_ROUTE
 from msrpd.routing.users import UserStore
 from msrpd.rundir import layout_for
@@ -133,11 +133,7 @@ class Relay:
         None: LIMITS_OFF. `websocket`: the [websocket] section, and a ws: listener (and wss:
         with `tls`). `pure`: run the CLI, and so the relay, with MSRPD_PURE=1 (True) or
         without it (False); None: as this process runs."""
-        self.env = dict(os.environ)
-        if pure is not None:
-            self.env.pop(PURE_ENV, None)
-            if pure:
-                self.env[PURE_ENV] = "1"
+        self.env = dict(os.environ) if pure is None else environment(pure)
         self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
         self.port = free_port()
         self.tls_port = free_port() if tls else None
