@@ -37,7 +37,9 @@ KAMAILIO_SUBSCRIBER = (
 )
 
 
-def auth(relay: Relay, tls: Tls, user: str, password: str | None = None) -> tuple[MsrpClient, Frame]:
+def auth(
+    relay: Relay, tls: Tls, user: str, password: str | None = None
+) -> tuple[MsrpClient, Frame]:
     """A new TLS connection's AUTH (401, then digest): the client and the final answer."""
     c = client(relay, tls)
     final = c.auth(user, password or PASSWORDS[user], REALM)
@@ -129,7 +131,9 @@ def test_a_user_added_once_auths_on_three_relays_and_not_after_del_and_the_ttl(
             relay.stop()
 
 
-def _users(hits: int = 0, lookups: int = 0, failures: int = 0, unavailable: int = 0) -> dict[str, int]:
+def _users(
+    hits: int = 0, lookups: int = 0, failures: int = 0, unavailable: int = 0
+) -> dict[str, int]:
     return {
         "users_cache_hits": hits,
         "users_db_lookups": lookups,
@@ -263,8 +267,9 @@ def test_a_lookup_held_by_a_lock_stalls_only_its_own_frames_which_keep_their_ord
         assert (challenge.tid, challenge.code) == (tid, 401)  # no lookup: answered at once
         with psycopg.connect(pg.url(db="locked")) as locker:
             locker.execute("LOCK TABLE subscriber IN ACCESS EXCLUSIVE MODE")
+            creds = [("Authorization", authorization(c, challenge, "cat"))]
             tids = [
-                c.request("AUTH", c.relay_uri, [("Authorization", authorization(c, challenge, "cat"))]),
+                c.request("AUTH", c.relay_uri, creds),
                 c.request("AUTH", c.relay_uri),
                 send(c, c.relay_uri, b"to the relay itself"),
             ]
