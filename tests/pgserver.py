@@ -27,6 +27,7 @@ from .integration.relay import free_port
 
 SUPERUSER_PASSWORD = "pg-super-secret"
 INSTALL = "apt-get install postgresql (scripts/test does)"
+SKIPPED = "POSTGRESQL USER-STORE TESTS NOT RUN"
 
 
 def _bin_dir() -> Path | None:
@@ -47,13 +48,13 @@ class PgServer:
     def __init__(self) -> None:
         bin_dir = _bin_dir()
         if bin_dir is None:
-            pytest.skip(f"PostgreSQL not found in /usr/lib/postgresql/*/bin: {INSTALL}")
+            pytest.skip(f"{SKIPPED}: no initdb in /usr/lib/postgresql/*/bin: {INSTALL}")
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip(f"no `postgres` user to run PostgreSQL as: {INSTALL}")
+            pytest.skip(f"{SKIPPED}: no `postgres` user to run PostgreSQL as: {INSTALL}")
         if shutil.which("setpriv") is None:
-            pytest.skip("no setpriv (util-linux) to run PostgreSQL as its own user")
+            pytest.skip(f"{SKIPPED}: no setpriv (util-linux) to run PostgreSQL as its user")
         self.bin = bin_dir
         self.dir = Path(tempfile.mkdtemp(prefix="msrpd-pg"))
         os.chown(self.dir, owner.pw_uid, owner.pw_gid)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 from ..config.userdb import PgUrl
 from ..protocol.digest import ha1
@@ -39,10 +40,14 @@ class PgUsers:
     def _conn(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._db is None:
             try:
-                # libpq counts connect_timeout in whole seconds, at least 2.
-                self._db = psycopg.connect(
+                # libpq counts connect_timeout in whole seconds, at least 2; statement_timeout
+                # keeps a command from waiting on a lock held elsewhere for ever.
+                db = psycopg.connect(
                     self.url.url, autocommit=True, connect_timeout=max(2, round(self.timeout))
                 )
+                ms = sql.Literal(max(1, int(self.timeout * 1000)))
+                db.execute(sql.SQL("SET statement_timeout = {}").format(ms))
+                self._db = db
             except psycopg.Error as exc:
                 raise UserDbError(f"{self.url.redacted}: {_reason(exc)}") from None
         return self._db
