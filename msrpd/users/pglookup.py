@@ -20,14 +20,11 @@ from psycopg import sql
 
 from ..config.userdb import PgUrl
 from .pgsql import SubscriberSql
+from .remote import LookupFailed
 
-__all__ = ["LookupFailed", "PgLookup"]
+__all__ = ["PgLookup"]
 
 _Conn = psycopg.AsyncConnection[tuple[object, ...]]
-
-
-class LookupFailed(Exception):
-    """The database did not answer: the message is the cause, safe to log."""
 
 
 class PgLookup:

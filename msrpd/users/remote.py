@@ -26,7 +26,7 @@ from ..routing.waits import NotYet, Unavailable
 from ..shm import Counter, StatsCounters
 from .cache import ABSENT, Ha1Cache
 
-__all__ = ["RETRY_AFTER", "Fetcher", "RemoteUsers", "TickClock"]
+__all__ = ["RETRY_AFTER", "Fetcher", "LookupFailed", "RemoteUsers", "TickClock"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ RETRY_AFTER = 1.0
 """Seconds after a failed lookup during which misses are answered 500 without trying."""
 _WHAT = "user database"
 _TICK = 0.25
+
+
+class LookupFailed(Exception):
+    """The database did not answer: the message is the cause, safe to log."""
 
 
 class Fetcher(Protocol):
@@ -130,9 +134,13 @@ class RemoteUsers:
         self.counters.add(Counter.users_db_lookups)
         try:
             value = await self.fetcher.fetch(*key)
-        except Exception as exc:  # LookupFailed, or a bug: either way the AUTH gets 500
+        except LookupFailed as exc:
             self.counters.add(Counter.users_db_failures)
-            self._failed(str(exc) or type(exc).__name__)
+            self._failed(str(exc))
+        except Exception as exc:  # a bug: logged whole, and the AUTH gets 500 all the same
+            logger.exception("user lookup failed")
+            self.counters.add(Counter.users_db_failures)
+            self._failed(type(exc).__name__)
         else:
             if self.down:
                 self.down = False
