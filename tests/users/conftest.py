@@ -60,7 +60,8 @@ def new_database(pg: PgServer, name: str) -> str:
 
 
 def pg_relay(tls: Tls, url: str, children: int = 1, **auth: object) -> Relay:
-    """A relay (not started) whose users are at `url`; `auth`: more [auth] keys."""
+    """A relay (not started) whose users are at `url`; `auth`: more [auth] keys (a lookup
+    timeout of 10 s unless given: the suite runs tests side by side on a small machine)."""
     relay = Relay(
         children=children,
         msrp={"route": None},
@@ -68,7 +69,7 @@ def pg_relay(tls: Tls, url: str, children: int = 1, **auth: object) -> Relay:
         users=False,
         limits=dict(LIMITS_OFF),
     )
-    relay.sections["auth"] = {"realm": REALM, "users": url, **auth}
+    relay.sections["auth"] = {"realm": REALM, "users": url, "users_timeout": 10, **auth}
     relay.write_config()
     return relay
 
