@@ -35,6 +35,7 @@ MAX_REQUEST = 8192
 _LIMITED = "Connections closed, AUTHs refused, connects not made or reads paused by a limit"
 # counter name -> (metric, help, {label: value}) ; several counters fold into one metric.
 _WS_CONNS = "WebSocket connections accepted"
+_USER_LOOKUPS = "HA1 lookups in a remote user store, by where the answer came from"
 _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "frames_in_send": ("frames_in", "MSRP frames received", {"method": "SEND"}),
     "frames_in_report": ("frames_in", "MSRP frames received", {"method": "REPORT"}),
@@ -81,6 +82,11 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "limit_user_sessions": ("limited", _LIMITED, {"limit": "max_sessions_per_user"}),
     "limit_outbound": ("limited", _LIMITED, {"limit": "max_outbound_per_second"}),
     "limit_rate": ("limited", _LIMITED, {"limit": "session_rate"}),
+    # A PostgreSQL user store ([auth] users, README "Users"): cache hits and database queries.
+    "users_cache_hits": ("user_lookups", _USER_LOOKUPS, {"answer": "cache"}),
+    "users_db_lookups": ("user_lookups", _USER_LOOKUPS, {"answer": "database"}),
+    "users_db_failures": ("user_db_failures", "User database lookups that failed or timed out", {}),
+    "users_unavailable": ("user_unavailable", "AUTHs answered 500: the user database was down", {}),
 }
 
 

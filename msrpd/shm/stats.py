@@ -13,7 +13,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + 43 counters u64) = 352 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + one u64 per counter): the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -75,6 +75,10 @@ Counter = IntEnum(
         "limit_rate",
         "conns_ws",
         "conns_wss",
+        "users_cache_hits",
+        "users_db_lookups",
+        "users_db_failures",
+        "users_unavailable",
     ),
     start=0,
 )

@@ -21,7 +21,7 @@ from ..config.selfuri import SelfUris
 from ..process.listeners import listen_backlog
 from ..protocol import ReaderLimits
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..routing.users import UserStore
+from ..users.open import worker_source
 from .conn import MsrpConnection
 from .context import WorkerContext
 from .delivery import Delivery
@@ -70,7 +70,7 @@ def build_routes(
         sipmsg=settings.msrp.sipmsg,
         block_unknown_methods=settings.msrp.block_unknown_methods,
     )
-    users = UserStore(settings.auth.users) if settings.auth.users else None
+    users = worker_source(settings.auth, ctx.loop, ctx.counters)
     m = settings.msrp
     limits = ReaderLimits(max_head=m.max_head, max_body=m.max_body)
     self_uris = SelfUris.build(

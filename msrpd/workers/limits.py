@@ -53,6 +53,7 @@ from ..shm import (
     probation_key,
 )
 from .connstats import ConnStats
+from .intake import RATE
 from .migrate.state import MigrationState
 from .peers import source_host
 from .ratelimit import ReadRate, TokenBucket
@@ -72,7 +73,8 @@ class Limited(Protocol):
     """What the limits need of the reading side of a connection (intake.Intake)."""
 
     rate: ReadRate | None
-    throttled: bool
+    halted: int
+    """intake.RATE while throttled (and intake.WAIT while a frame waits for a value)."""
 
 
 class Failing(Protocol):
@@ -237,9 +239,9 @@ class ConnGuard:
 
     def _throttle(self, conn: Guarded, rate: ReadRate, now: float) -> None:
         intake = conn.intake
-        if intake.throttled:
+        if intake.halted & RATE:
             return  # the timer set already looks at the debt again when it fires
-        intake.throttled = True
+        intake.halted |= RATE
         self.counters.add(Counter.limit_rate)
         conn.block(rate)
         self.loop.call_later(rate.debt(now) + THROTTLE_SLACK, self._resume, conn, rate)
@@ -249,9 +251,9 @@ class ConnGuard:
         if wait > 0:
             self.loop.call_later(wait + THROTTLE_SLACK, self._resume, conn, rate)
             return
-        conn.intake.throttled = False
+        conn.intake.halted &= ~RATE
         conn.unblock(rate)
-        conn.read_buffered()  # the frames the throttled read left in the reader
+        conn.read_buffered()  # the frames the throttled read left in the reader (unless halted)
 
     # -- AUTH ----------------------------------------------------------------------------------
 

@@ -27,9 +27,9 @@ import psutil
 from msrpd.config import load_config
 from msrpd.hotpath import environment
 from msrpd.routing import DEFAULT_ROUTE
-from msrpd.routing.users import UserStore
 from msrpd.rundir import layout_for
 from msrpd.shm import instance_prefix
+from msrpd.users.sqlite import SqliteUsers
 
 REALM = "testrealm"
 CMAP_ROUTE = DEFAULT_ROUTE.with_name("cmap.py")
@@ -171,7 +171,7 @@ class Relay:
         if self.wss_port:
             listen.append(f"wss:127.0.0.1:{self.wss_port}")
         users_file = self.run_dir / "users.sqlite"
-        store = UserStore(users_file)
+        store = SqliteUsers(users_file)
         for name, password in PASSWORDS.items():
             store.add(name, REALM, password)
         store.close()
