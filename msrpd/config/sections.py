@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from .address import ListenAddress
+from .cluster import ClusterSettings
 from .checks import (
     ALIASES,
     BOOLEAN,
@@ -350,5 +351,6 @@ class Settings:
     control: ControlSettings = field(default_factory=ControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: Path | None = None
     """The file these settings came from (absolute), or None for the embedded defaults."""
