@@ -159,7 +159,10 @@ def _cross_check_cluster(settings: Settings, bad: set[str], problems: _Problems)
     if settings.msrp.use_path_addr is None and "msrp.use_path_addr" not in bad:
         # A peer's frames must reach the node holding the client's connection (issue 17).
         problems.append(("msrp.use_path_addr", "required when cluster.redis is set"))
-    if not bad & {"cluster.heartbeat", "cluster.node_ttl"} and cluster.node_ttl <= cluster.heartbeat:
+    if (
+        not bad & {"cluster.heartbeat", "cluster.node_ttl"}
+        and cluster.node_ttl <= cluster.heartbeat
+    ):
         problems.append(
             ("cluster.node_ttl", f"must be more than heartbeat ({cluster.heartbeat:g})")
         )

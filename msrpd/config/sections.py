@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from .address import ListenAddress
-from .cluster import ClusterSettings
 from .checks import (
     ALIASES,
     BOOLEAN,
@@ -34,6 +33,7 @@ from .checks import (
     integer,
     one_of,
 )
+from .cluster import ClusterSettings
 
 __all__ = [
     "DEFAULT_PORT",
