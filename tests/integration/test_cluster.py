@@ -11,6 +11,7 @@ the clients of the other tests (127.0.0.1)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import trustme
 
@@ -27,7 +29,7 @@ from msrpd.protocol import digest as dg
 
 from ..msrpclient import MsrpClient
 from .redisserver import RedisServer, redis_server
-from .relay import LIMITS_OFF, PASSWORDS, REALM, Relay, free_port, wait_for
+from .relay import LIMITS_OFF, PASSWORDS, REALM, Relay, free_port, title, wait_for
 
 __all__ = ["redis_server"]  # the fixture, used below
 
@@ -226,6 +228,91 @@ def test_cluster_nodes_lists_every_node_with_its_sessions(cluster: Cluster) -> N
             assert row["pid"] == relay.pid()
             assert row["self"] is (name == asked)
             assert 0 <= float(str(row["age"])) < 2.0
+
+
+def test_a_stopped_node_leaves_and_a_killed_one_is_lost(cluster: Cluster) -> None:
+    """A clean stop takes the node out of the registry and its sessions out of the directory;
+    a node killed outright stays listed, as lost, once node_ttl (2 s) has passed."""
+    on_n3 = cluster.authed("n3")
+    key = f"msrpd:sess:{_sessid(on_n3)}"
+    with cluster.redis.client() as redis:
+        wait_for(lambda: redis.get(key) == "n3", 2.0, "n3's entry")
+        on_n3.close()
+        cluster.nodes["n3"].stop()
+        assert redis.smembers("msrpd:nodes") == {"n1", "n2"}
+        assert redis.exists("msrpd:node:n3", key) == 0
+        on_n2 = cluster.authed("n2")
+        n2_key = f"msrpd:sess:{_sessid(on_n2)}"
+        wait_for(lambda: redis.get(n2_key) == "n2", 2.0, "n2's entry")
+        relay = cluster.nodes["n2"]
+        supervisor = psutil.Process(relay.pid())
+        for proc in [*supervisor.children(), supervisor]:
+            proc.kill()  # no clean stop: nothing removed
+        wait_for(lambda: redis.exists("msrpd:node:n2") == 0, 3.0, "n2's entry expired")
+        assert redis.get(n2_key) == "n2"  # until the token expires (or n2 comes back)
+    rows = cluster.ctl("n1", "cluster.nodes")
+    assert rows == [
+        {**_without_age(rows[0]), "age": rows[0]["age"]},  # type: ignore[index]
+        {"node": "n2", "self": False, "health": "lost"},
+    ]
+    assert rows[0]["node"] == "n1" and rows[0]["health"] == "ok"  # type: ignore[index]
+
+
+def _without_age(row: object) -> dict[str, object]:
+    assert isinstance(row, dict)
+    return {k: v for k, v in row.items() if k != "age"}
+
+
+def _agent(relay: Relay) -> psutil.Process | None:
+    """The node's cluster agent; None between its death and its successor."""
+    agents = []
+    for proc in psutil.Process(relay.pid()).children():
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE and "cluster agent" in title(proc):
+                agents.append(proc)
+    assert len(agents) <= 1, agents
+    return agents[0] if agents else None
+
+
+def _agent_pid(relay: Relay) -> int | None:
+    agent = _agent(relay)
+    return None if agent is None else agent.pid
+
+
+def test_the_agent_is_respawned_and_restarted_by_a_reload(cluster: Cluster) -> None:
+    """A killed agent is reaped and respawned (the node keeps relaying meanwhile); a reload
+    restarts it with the new settings without the node ever leaving the registry."""
+    relay = cluster.nodes["n1"]
+    alice, bob = cluster.authed("n1", "alice"), cluster.authed("n1", "bob")
+    key = f"msrpd:sess:{_sessid(alice)}"
+    first = _agent(relay)
+    assert first is not None and title(first) == "msrpd: cluster agent"
+    first.kill()
+    tid = alice.send_message(bob, b"agent-dead", "a1")  # relaying needs no agent
+    assert (alice.recv().frame.tid, bob.recv().body) == (tid, b"agent-dead")
+    wait_for(lambda: _agent_pid(relay) not in (None, first.pid), 5.0, "a new agent")
+    wait_for(lambda: _redis_state(cluster, "n1") == "up", 5.0, "the new agent connected")
+    assert re.search(rf"cluster agent \(pid {first.pid}\) died", relay.log())
+    with cluster.redis.client() as redis:
+        assert redis.get(key) == "n1"  # adopted by the new agent, not removed
+        second = _agent_pid(relay)
+        seen: list[set[str]] = []
+        assert redis.pttl("msrpd:node:n1") <= 2000
+        relay.sections["cluster"]["node_ttl"] = 30.0
+        relay.write_config()
+        assert relay.cli("reload").returncode == 0
+        deadline = time.monotonic() + 5
+        while _agent_pid(relay) == second and time.monotonic() < deadline:
+            seen.append(redis.smembers("msrpd:nodes"))
+        wait_for(lambda: _redis_state(cluster, "n1") == "up", 5.0, "the reloaded agent")
+        for _ in range(20):
+            seen.append(redis.smembers("msrpd:nodes"))
+            time.sleep(0.05)
+        assert _agent_pid(relay) not in (None, second)
+        assert all(members == set(NODES) for members in seen)
+        assert redis.get(key) == "n1"
+        assert redis.pttl("msrpd:node:n1") > 20_000  # the new node_ttl
+    assert f"cluster agent (pid {second}) exited for the reload" in relay.log()
 
 
 def test_cluster_nodes_without_a_cluster_says_so(make_relay) -> None:  # type: ignore[no-untyped-def]
