@@ -3,8 +3,9 @@ the strategy). The supervisor forks it (supervisor/agentproc.py) and runs run_ag
 
 Rules:
 - One connection at a time, each a session: PING, subscribe to the events channel, reload
-  the bans, adopt this node's directory entries (first session only), then until it fails:
-  every heartbeat the node's registry entry and the directory's changes in one pipeline;
+  the bans, adopt this node's directory entries (first session only), write the whole
+  directory, then until it fails: every heartbeat the node's registry entry and the
+  directory's changes (when the cmap may have changed: cmapwatch.py) in one pipeline;
   the events heard; the workers' reports counted. Any Redis or socket error, or a command
   over [cluster] timeout, ends the session: Redis is down (status.py) and the agent connects
   again after a wait that doubles from RETRY_FIRST up to retry_max, forever.
@@ -40,6 +41,7 @@ from ..rundir import AGENT_INDEX, agent_ctl_path, agent_report_path
 from ..shm import ShmLayout, ShmSet
 from ..workers.ctl import WorkerCtlServer, set_log_level
 from .bans import ClusterBans
+from .cmapwatch import CmapWatch
 from .directory import Directory
 from .inbox import ReportInbox
 from .keys import Keys
@@ -85,6 +87,7 @@ class ClusterAgent:
         self.bans = ClusterBans(self.keys, cluster.node, settings.limits, shm.addrs, self.status)
         self.registry = NodeRegistry(self.keys, settings, shm.heartbeats)
         self.directory = Directory()
+        self.watch = CmapWatch(shm)
         self.inbox = ReportInbox(self.status)
         self.adopted = False
         self.client: Redis | None = None
@@ -193,16 +196,19 @@ class ClusterAgent:
 
     async def _beat(self, client: Redis, *, full: bool) -> None:
         """The registry entry and the directory's changes, in one round trip."""
-        changes = self.directory.changes(self.shm.cmap.expiries(), time.time(), full=full)
+        cmap = self.watch.changed(force=full)
+        changes = None if cmap is None else self.directory.changes(cmap, time.time(), full=full)
         node = self.settings.cluster.node
         async with client.pipeline(transaction=False) as pipe:
-            for token, expires in changes.upserts.items():
-                pipe.set(self.keys.session(token), node, pxat=int(expires * 1000))
-            if changes.removals:
-                pipe.delete(*(self.keys.session(token) for token in changes.removals))
-            self.registry.write(pipe, changes.live)
+            if changes:
+                for token, expires in changes.upserts.items():
+                    pipe.set(self.keys.session(token), node, pxat=int(expires * 1000))
+                if changes.removals:
+                    pipe.delete(*(self.keys.session(token) for token in changes.removals))
+            self.registry.write(pipe, self.directory.count if changes is None else changes.live)
             await asyncio.wait_for(pipe.execute(), self.settings.cluster.timeout)
-        self.directory.commit(changes)
+        if changes is not None:
+            self.directory.commit(changes)
 
     async def _events(self, pubsub: PubSub) -> None:
         while True:
