@@ -99,11 +99,13 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
 class ShmCollector:
     """Reads counters, heartbeats and table sizes from shared memory on each scrape."""
 
-    def __init__(self, shm: ShmSet, started: float, *, cluster: bool = False) -> None:
+    def __init__(
+        self, shm: ShmSet, started: float, cluster: Callable[[], bool] = lambda: False
+    ) -> None:
         self.shm = shm
         self.started = started
         self.cluster = cluster
-        """[cluster] redis is set: the agent's gauge is shown."""
+        """Whether [cluster] redis is set (a reload may change it): the agent's gauge shows."""
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily] = {}
@@ -135,7 +137,7 @@ class ShmCollector:
         yield GaugeMetricFamily(
             "msrpd_uptime_seconds", "Seconds since start", value=time.time() - self.started
         )
-        if self.cluster:
+        if self.cluster():
             up = self.shm.stats.slot(AGENT_INDEX)["cluster_redis_up"]
             yield GaugeMetricFamily(
                 "msrpd_cluster_redis_up", "1 while this node reaches Redis, else 0", value=up

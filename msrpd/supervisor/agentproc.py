@@ -69,13 +69,16 @@ class AgentProc:
             os._exit(status)
 
     def restart(self, settings: Settings) -> None:
-        """A reload: the agent exits without leaving the cluster (SIGUSR2) and a new one
-        starts at once with `settings`."""
+        """A reload: a new agent starts at once with `settings`. The old one exits without
+        leaving the cluster (SIGUSR2), unless the node leaves it: no cluster any more, or
+        another server, prefix or name (SIGTERM)."""
+        old, new = self.settings.cluster, settings.cluster
+        same = (old.redis, old.key_prefix, old.node) == (new.redis, new.key_prefix, new.node)
         self.settings = settings
         if self.pid is not None:
             self.restarting = True
-            os.kill(self.pid, signal.SIGUSR2)
-        elif settings.cluster.redis is not None:
+            os.kill(self.pid, signal.SIGUSR2 if same else signal.SIGTERM)
+        elif new.redis is not None:
             self.respawn_at = time.monotonic()
 
     def reaped(self, pid: int, status: int, *, stopping: bool) -> bool:

@@ -128,14 +128,15 @@ class Supervisor:
             try:
                 metrics = MetricsServer(
                     self.settings.metrics.listen,
-                    ShmCollector(
-                        self.shm, started, cluster=self.settings.cluster.redis is not None
-                    ),
+                    ShmCollector(self.shm, started, self._cluster_on),
                 )
             except BaseException:
                 control.close()
                 raise
         return Services(SignalInbox(), control, metrics)
+
+    def _cluster_on(self) -> bool:
+        return self.settings.cluster.redis is not None
 
     def _in_child(self) -> None:
         """In a forked worker: close what the supervisor holds open."""
