@@ -89,9 +89,17 @@ def _row(name: str, values: list[str | None], me: bool, now: float) -> dict[str,
         "children": _int(entry["children"]),
         "sessions": _int(entry["sessions"]),
         "health": entry["health"],
-        "age": round(now - float(entry["beat"] or 0.0), 1),
+        "age": _age(entry["beat"], now),
         "pid": _int(entry["pid"]),
     }
+
+
+def _age(beat: str | None, now: float) -> float | None:
+    try:
+        age = now - float(beat or "")
+    except ValueError:
+        return None  # not written by an msrpd node
+    return round(age, 1) if math.isfinite(age) else None
 
 
 def _int(text: str | None) -> int | None:

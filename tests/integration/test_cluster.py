@@ -445,3 +445,36 @@ def test_redis_stopped_and_restarted_loses_no_local_session(cluster: Cluster) ->
     time.sleep(1.2)
     counters = _counters(cluster, "n1")
     assert (counters["cluster_redis_up"], counters["cluster_redis_lost"]) == (1, 1)
+
+
+def test_a_node_starts_and_relays_while_redis_is_unreachable(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """No Redis at start: the node starts, relays, says Redis is down (one log line however
+    many retries), and cluster.nodes names the cause."""
+    relay: Relay = make_relay(children=1)
+    relay.sections["msrp"]["use_path_addr"] = f"127.0.0.1:{relay.port}"
+    relay.sections["cluster"] = {
+        "redis": f"redis://127.0.0.1:{free_port()}",
+        "node": "solo",
+        "retry_max": 0.2,
+    }
+    relay.write_config()
+    assert relay.start().returncode == 0, relay.log()
+    alice, bob = MsrpClient(relay.port), MsrpClient(relay.port)
+    try:
+        for client, user in ((alice, "alice"), (bob, "bob")):
+            assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
+        tid = alice.send_message(bob, b"alone", "m1")
+        assert (alice.recv().frame.tid, bob.recv().body) == (tid, b"alone")
+    finally:
+        alice.close()
+        bob.close()
+    rows = json.loads(relay.cli("ctl", "--json", "core.ps").stdout)
+    assert [(row["role"], row.get("redis")) for row in rows if row["role"] == "cluster"] == [
+        ("cluster", "down")
+    ]
+    out = relay.cli("ctl", "cluster.nodes")
+    assert out.returncode != 0 and "is unreachable" in out.stderr and "refused" in out.stderr
+    status = relay.cli("status")
+    assert "cluster node solo: Redis down" in status.stdout
+    time.sleep(1.0)  # about five more retries
+    assert len(re.findall(r"Redis at \S+ unreachable", relay.log())) == 1
