@@ -243,8 +243,8 @@ class ClusterAgent:
         return found
 
     async def _leave(self, client: Redis) -> None:
-        """A clean stop: out of the registry, and this node's sessions out of the directory."""
-        self.registry.stopping = True
+        """A clean stop: out of the registry at once (while the workers drain, no new session
+        should be sent here), and this node's sessions out of the directory."""
         async with client.pipeline(transaction=False) as pipe:
             self.registry.leave(pipe)
             tokens = list(self.directory.published)
@@ -278,5 +278,6 @@ async def _first_of(*steps: Awaitable[Any]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error

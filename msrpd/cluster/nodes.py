@@ -3,8 +3,8 @@ health in Redis, renewed every heartbeat and expiring node_ttl after the last on
 that stops writing shows as lost.
 
 Health: "ok" when every worker slot runs, "degraded" when some do not (booting, dead,
-respawning), "stopping" while the node stops; a listed node with no entry left is "lost".
-A clean stop removes the node from the registry.
+respawning); a listed node with no entry left is "lost". A clean stop removes the node from
+the registry as it begins.
 """
 
 from __future__ import annotations
@@ -33,13 +33,10 @@ class NodeRegistry:
         self.settings = settings
         self.heartbeats = heartbeats
         self.name = settings.cluster.node
-        self.stopping = False
 
     def health(self) -> tuple[int, str]:
         """Running workers, and the node's health."""
         running = sum(1 for r in self.heartbeats.live() if r.state == WorkerState.RUNNING)
-        if self.stopping:
-            return running, "stopping"
         return running, "ok" if running >= self.settings.core.children else "degraded"
 
     def write(self, pipe: Pipeline, sessions: int) -> None:

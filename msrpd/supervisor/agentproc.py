@@ -111,9 +111,9 @@ class AgentProc:
             self.start()
 
     def kill(self, signum: signal.Signals) -> None:
+        """Send `signum` to the agent, if one runs."""
         if self.pid is not None:
             os.kill(self.pid, signum)
-        self.respawn_at = None
 
     @property
     def running(self) -> bool:

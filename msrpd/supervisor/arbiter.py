@@ -190,6 +190,7 @@ class Supervisor:
     def handle_usr1(self) -> None:
         reopen_logs()
         self.workers.kill_all(signal.SIGUSR1)
+        self.agent.kill(signal.SIGUSR1)
 
     def handle_hup(self) -> None:
         logger.info("reload: reading the configuration again")
@@ -270,7 +271,7 @@ class Supervisor:
 
     def _reap_all(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.workers.procs and time.monotonic() < deadline:
+        while (self.workers.procs or self.agent.running) and time.monotonic() < deadline:
             with contextlib.suppress(HaltSupervisor):
                 self.reap()
             time.sleep(0.05)
