@@ -201,6 +201,29 @@ def test_failures_spread_over_two_nodes_ban_on_all_three(cluster: Cluster) -> No
     assert sum(_counters(cluster, node)["limit_bans"] for node in NODES) == 0  # no local ban
 
 
+def test_bad_events_are_ignored_and_a_good_one_applies_everywhere(cluster: Cluster) -> None:
+    """What arrives on the events channel is checked: garbage and an address longer than the
+    ban table's key are logged and ignored; a well-formed ban (from any node) holds on all."""
+    agents = {node: _agent_pid(cluster.nodes[node]) for node in NODES}
+    until = time.time() + 30
+    with cluster.redis.client() as redis:
+        assert redis.publish("msrpd:events", "not json") == len(NODES)
+        assert redis.publish("msrpd:events", '{"kind":"kill","node":"x"}') == len(NODES)
+        long_addr = json.dumps({"kind": "ban", "node": "x", "addr": "a" * 49, "until": until})
+        assert redis.publish("msrpd:events", long_addr) == len(NODES)
+        good = json.dumps({"kind": "ban", "node": "elsewhere", "addr": "127.0.0.5", "until": until})
+        assert redis.publish("msrpd:events", good) == len(NODES)
+    for node in NODES:
+        wait_for(lambda n=node: _refused(cluster, n, "127.0.0.5"), 1.0, f"the ban on {node}")
+        assert not _refused(cluster, node, "127.0.0.1")
+        log = cluster.nodes[node].log()
+        assert "cluster: ignoring a bad event: Expecting value" in log
+        assert "cluster: ignoring a bad event: unknown event" in log
+        assert "cluster: ignoring a ban of an address too long" in log
+        assert "cluster: 127.0.0.5 banned for" in log and "(by elsewhere)" in log
+        assert _agent_pid(cluster.nodes[node]) == agents[node]  # no agent died of it
+
+
 def test_cluster_nodes_lists_every_node_with_its_sessions(cluster: Cluster) -> None:
     sessions = {"n1": 2, "n2": 1, "n3": 0}
     for node, n in sessions.items():
