@@ -10,16 +10,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from .relay import free_port
 
-__all__ = ["RedisServer", "redis_server"]
+__all__ = ["REDIS_SERVER", "RedisServer"]
 
 REDIS_SERVER = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
@@ -91,19 +88,3 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        message = (
-            "redis-server is not installed (apt-get install redis-server): cluster tests SKIPPED"
-        )
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()

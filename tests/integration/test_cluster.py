@@ -28,10 +28,8 @@ import trustme
 from msrpd.protocol import digest as dg
 
 from ..msrpclient import MsrpClient
-from .redisserver import RedisServer, redis_server
+from .redisserver import RedisServer
 from .relay import LIMITS_OFF, PASSWORDS, REALM, Relay, free_port, title, wait_for
-
-__all__ = ["redis_server"]  # the fixture, used below
 
 NODES = ("n1", "n2", "n3")
 BAN = {"auth_failures_close": 2, "ban_after": 4, "ban_window": 30.0, "ban_time": 60.0}
