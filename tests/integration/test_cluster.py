@@ -301,13 +301,20 @@ def _agent_pid(relay: Relay) -> int | None:
 
 
 def test_the_agent_is_respawned_and_restarted_by_a_reload(cluster: Cluster) -> None:
-    """A killed agent is reaped and respawned (the node keeps relaying meanwhile); a reload
-    restarts it with the new settings without the node ever leaving the registry."""
+    """Only the agent loads the Redis client; a killed agent is reaped and respawned (the node
+    keeps relaying meanwhile); a reload restarts it with the new settings without the node
+    ever leaving the registry."""
     relay = cluster.nodes["n1"]
     alice, bob = cluster.authed("n1", "alice"), cluster.authed("n1", "bob")
     key = f"msrpd:sess:{_sessid(alice)}"
     first = _agent(relay)
     assert first is not None and title(first) == "msrpd: cluster agent"
+    # Only the agent loads the Redis client (its C parser shows in its memory map).
+    assert "hiredis" in Path(f"/proc/{first.pid}/maps").read_text()
+    others = [p for p in psutil.Process(relay.pid()).children() if p.pid != first.pid]
+    assert len(others) == 2
+    for proc in [psutil.Process(relay.pid()), *others]:
+        assert "hiredis" not in Path(f"/proc/{proc.pid}/maps").read_text(), title(proc)
     first.kill()
     tid = alice.send_message(bob, b"agent-dead", "a1")  # relaying needs no agent
     assert (alice.recv().frame.tid, bob.recv().body) == (tid, b"agent-dead")
