@@ -156,11 +156,11 @@ class ClusterAgent:
             except DOWN as exc:
                 self.status.went_down(str(exc) or type(exc).__name__)
             finally:
+                if self.client is not None:
+                    wait = RETRY_FIRST  # it was up: the first retry comes soon
                 self.client = None
                 with contextlib.suppress(*DOWN):
                     await client.aclose()
-            if self.status.up is not False:
-                wait = RETRY_FIRST
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), wait)
             wait = min(wait * 2, self.settings.cluster.retry_max)

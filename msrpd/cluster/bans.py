@@ -47,11 +47,11 @@ class ClusterBans:
     async def failed(self, client: Redis, addr: str) -> None:
         """Count one failed AUTH from `addr` over the cluster; ban it when it is the last."""
         limits, key = self.limits, self.keys.fails(addr)
-        self.status.add(Counter.cluster_auth_failures)
         async with client.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.pexpire(key, math.ceil(limits.ban_window * 1000), nx=True)
             count, _ = await pipe.execute()
+        self.status.add(Counter.cluster_auth_failures)
         if int(count) < limits.ban_after:
             return
         until = time.time() + limits.ban_time
