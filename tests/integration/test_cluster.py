@@ -128,10 +128,11 @@ def _wrong_auth(client: MsrpClient) -> None:
     assert client.recv().frame.code == 401
 
 
-def _refused(cluster: Cluster, node: str, source: str) -> bool:
-    """A connection from `source` to `node` is closed at accept, before anything is sent."""
+def _refused(cluster: Cluster, node: str, source: str, wait: float = 1.0) -> bool:
+    """A connection from `source` to `node` is closed at accept, before anything is sent
+    (False: still open after `wait` seconds)."""
     client = cluster.client(node, source)
-    client.sock.settimeout(0.3)
+    client.sock.settimeout(wait)
     try:
         return client.sock.recv(1) == b""
     except ConnectionResetError:
@@ -165,7 +166,7 @@ def test_a_ban_earned_on_node_1_holds_on_node_3_within_a_second(cluster: Cluster
     _wrong_auth(client)
     _wrong_auth(client)  # the 4th failure (ban_after): the address is banned
     banned_at = time.monotonic()
-    wait_for(lambda: _refused(cluster, "n3", attacker), 1.0, "the ban on n3")
+    wait_for(lambda: _refused(cluster, "n3", attacker, 0.2), 1.0, "the ban on n3")
     assert time.monotonic() - banned_at < 1.0
     with cluster.redis.client() as redis:
         left = redis.pttl(f"msrpd:ban:{attacker}")
@@ -192,7 +193,7 @@ def test_failures_spread_over_two_nodes_ban_on_all_three(cluster: Cluster) -> No
     attacker = "127.0.0.4"
     _fail_twice(cluster, "n1", attacker, tls=True)
     _fail_twice(cluster, "n2", attacker, tls=False)
-    wait_for(lambda: _refused(cluster, "n3", attacker), 1.0, "the ban on n3")
+    wait_for(lambda: _refused(cluster, "n3", attacker, 0.2), 1.0, "the ban on n3")
     for node in NODES:
         assert _refused(cluster, node, attacker), node
     time.sleep(1.2)
@@ -212,7 +213,7 @@ def test_bad_events_are_ignored_and_a_good_one_applies_everywhere(cluster: Clust
         good = json.dumps({"kind": "ban", "node": "elsewhere", "addr": "127.0.0.5", "until": until})
         assert redis.publish("msrpd:events", good) == len(NODES)
     for node in NODES:
-        wait_for(lambda n=node: _refused(cluster, n, "127.0.0.5"), 1.0, f"the ban on {node}")
+        wait_for(lambda n=node: _refused(cluster, n, "127.0.0.5", 0.2), 1.0, f"the ban on {node}")
         assert not _refused(cluster, node, "127.0.0.1")
         log = cluster.nodes[node].log()
         assert "cluster: ignoring a bad event: Expecting value" in log
@@ -315,12 +316,20 @@ def test_the_agent_is_respawned_and_restarted_by_a_reload(cluster: Cluster) -> N
     assert len(others) == 2
     for proc in [psutil.Process(relay.pid()), *others]:
         assert "hiredis" not in Path(f"/proc/{proc.pid}/maps").read_text(), title(proc)
+    # A ban in Redis that no node heard of (written, not published): a (re)connecting agent
+    # reads every ban, so the new one applies it; n2's agent, which stayed up, does not know it.
+    with cluster.redis.client() as redis:
+        redis.set("msrpd:ban:127.0.0.6", repr(time.time() + 30), px=30_000)
+    assert not _refused(cluster, "n1", "127.0.0.6")
     first.kill()
     tid = alice.send_message(bob, b"agent-dead", "a1")  # relaying needs no agent
     assert (alice.recv().frame.tid, bob.recv().body) == (tid, b"agent-dead")
     wait_for(lambda: _agent_pid(relay) not in (None, first.pid), 5.0, "a new agent")
     wait_for(lambda: _redis_state(cluster, "n1") == "up", 5.0, "the new agent connected")
     assert re.search(rf"cluster agent \(pid {first.pid}\) died", relay.log())
+    assert _refused(cluster, "n1", "127.0.0.6")
+    assert not _refused(cluster, "n2", "127.0.0.6")
+    assert "cluster: 127.0.0.6 banned for" in relay.log()
     with cluster.redis.client() as redis:
         assert redis.get(key) == "n1"  # adopted by the new agent, not removed
         second = _agent_pid(relay)
