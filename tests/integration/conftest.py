@@ -17,18 +17,15 @@ def relay(make_relay: Callable[..., Relay]) -> Relay:
     return r
 
 
-_CLUSTER_SKIPPED: list[str] = []
+_CLUSTER_SKIP = "CLUSTER NOT TESTED: redis-server is not installed (apt-get install redis-server)"
 
 
 @pytest.fixture
-def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on 127.0.0.1 (redisserver.py), stopped after the test. Without
     redis-server the test skips, and the terminal summary says so in red."""
     if REDIS_SERVER is None:
-        _CLUSTER_SKIPPED.append(request.node.nodeid)
-        pytest.skip(
-            "CLUSTER NOT TESTED: redis-server is not installed (apt-get install redis-server)"
-        )
+        pytest.skip(_CLUSTER_SKIP)
     server = RedisServer()
     try:
         server.start()
@@ -38,7 +35,14 @@ def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _CLUSTER_SKIPPED:
+    # From the reports, not from state kept here: under pytest-xdist the skips happen in the
+    # worker processes, and only their reports reach this one.
+    skipped = [
+        report.nodeid
+        for report in terminalreporter.stats.get("skipped", [])
+        if _CLUSTER_SKIP in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
         terminalreporter.write_sep("!", "CLUSTER TESTS WERE SKIPPED: NO redis-server", red=True)
-        for nodeid in _CLUSTER_SKIPPED:
+        for nodeid in skipped:
             terminalreporter.write_line(f"  {nodeid}", red=True)

@@ -32,6 +32,9 @@ from .redisserver import RedisServer
 from .relay import LIMITS_OFF, PASSWORDS, REALM, Relay, free_port, title, wait_for
 
 NODES = ("n1", "n2", "n3")
+_SECOND = pytest.mark.serial
+"""A ban measured to hold everywhere within a second: with the machine to itself (scripts/test
+runs the serial tests alone, after the parallel run)."""
 BAN = {"auth_failures_close": 2, "ban_after": 4, "ban_window": 30.0, "ban_time": 60.0}
 
 
@@ -158,6 +161,7 @@ def _fail_twice(cluster: Cluster, node: str, source: str, *, tls: bool) -> None:
         client.recv(timeout=3)
 
 
+@_SECOND
 def test_a_ban_earned_on_node_1_holds_on_node_3_within_a_second(cluster: Cluster) -> None:
     attacker, bystander = "127.0.0.3", "127.0.0.1"
     assert not _refused(cluster, "n3", attacker)
@@ -170,7 +174,8 @@ def test_a_ban_earned_on_node_1_holds_on_node_3_within_a_second(cluster: Cluster
     assert time.monotonic() - banned_at < 1.0
     with cluster.redis.client() as redis:
         left = redis.pttl(f"msrpd:ban:{attacker}")
-        assert 60_000 - (time.monotonic() - banned_at) * 1000 - 100 < left <= 60_000
+        # ban_time from when the agent banned: around the 401 (1 s of slack for a loaded machine)
+        assert 60_000 - (time.monotonic() - banned_at) * 1000 - 1000 < left <= 60_000
         assert redis.exists(f"msrpd:fails:{attacker}") == 0
     time.sleep(1.2)  # the agents and workers publish their counters once a second
     before = {node: _counters(cluster, node) for node in NODES}
@@ -187,6 +192,7 @@ def test_a_ban_earned_on_node_1_holds_on_node_3_within_a_second(cluster: Cluster
     assert sum(_counters(cluster, node)["cluster_bans_out"] for node in NODES) == 1
 
 
+@_SECOND
 def test_failures_spread_over_two_nodes_ban_on_all_three(cluster: Cluster) -> None:
     """Two failures on n1 and two on n2: neither node alone reaches ban_after (4), the
     cluster does, and n3, which saw none, refuses the address too."""
@@ -200,6 +206,7 @@ def test_failures_spread_over_two_nodes_ban_on_all_three(cluster: Cluster) -> No
     assert sum(_counters(cluster, node)["limit_bans"] for node in NODES) == 0  # no local ban
 
 
+@_SECOND
 def test_bad_events_are_ignored_and_a_good_one_applies_everywhere(cluster: Cluster) -> None:
     """What arrives on the events channel is checked: garbage and an address longer than the
     ban table's key are logged and ignored; a well-formed ban (from any node) holds on all."""
