@@ -36,6 +36,7 @@ from .checks import (
     integer,
     one_of,
 )
+from .cluster import ClusterSettings
 from .userdb import UsersSource, parse_users
 
 __all__ = [
@@ -365,5 +366,6 @@ class Settings:
     control: ControlSettings = field(default_factory=ControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: Path | None = None
     """The file these settings came from (absolute), or None for the embedded defaults."""
