@@ -140,6 +140,7 @@ def job_for(relay: Relay, opts: Any, mode: str, **kw: Any) -> Job:
         auth_port=relay.auth_port,
         tls_ca=relay.tls_ca,
         answer=bool(getattr(opts, "bob_answers", False)),
+        nodes=relay.auth_nodes,
         **kw,
     )
 
@@ -160,7 +161,8 @@ def flood(
     window_by = window_by or getattr(opts, "window_by", "replies")
     job = job_for(relay, opts, mode, size=size, window=opts.window, window_by=window_by)
     job = replace(job, seconds=opts.seconds, warmup=opts.warmup, rate=rate / pairs)
-    relay.add_users([f"bob{n}" for n in range(pairs)])
+    users = [f"bob{n}" for n in range(pairs)]
+    relay.add_users(users + [f"alice{n}" for n in range(pairs)] if job.nodes else users)
     if opts.alice_ws:
         job = replace(job, alice_ws=relay.ws_port)
     gens = Generators(job, split(list(range(pairs)), opts.procs))
