@@ -327,7 +327,9 @@ class Bench:
             count = o.nodes if name == "cluster" else 1
             relay: Relay = MsrpdCluster(count, o.children, o.msrpd_option, o.pure)
         else:
-            relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls, o.pure)
+            relay = make_relay(
+                name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls, o.pure
+            )
         if o.callgrind and isinstance(relay, Msrpd):
             relay.wrap = callgrind.wrapper(Path(o.callgrind))
         try:

@@ -45,8 +45,7 @@ class RedisServer:
     def start(self) -> None:
         with (self.dir / "redis.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1"]
-                + ["--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+                [str(REDIS_SERVER), *self.options()],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -57,8 +56,16 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start: {self.log()}")
             time.sleep(0.05)
 
+    def options(self) -> list[str]:
+        """On 127.0.0.1 only, nothing written to disk but its log."""
+        where = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        return [*where, "--save", "", "--appendonly", "no"]
+
     def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), 1) as s,
+        ):
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
         return False
@@ -148,6 +155,23 @@ class MsrpdCluster(Relay):
 
     def worker_pids(self) -> list[int]:
         return [pid for node in self.nodes for pid in node.worker_pids()]
+
+    def links(self) -> str:
+        """The TCP connections the nodes' workers hold to another node's TLS port: the SENDs
+        of the pairs went over these ("2 to node2, 2 to node1")."""
+        counts = []
+        for n, node in enumerate(self.nodes, 1):
+            held = 0
+            others = [other for other in self.nodes if other is not node]
+            for pid in [p for other in others for p in other.worker_pids()]:
+                with contextlib.suppress(psutil.Error):
+                    held += sum(
+                        1
+                        for c in psutil.Process(pid).net_connections(kind="tcp")
+                        if c.raddr and c.raddr.port == node.tls_port
+                    )
+            counts.append(f"{held} to node{n}")
+        return ", ".join(counts)
 
     def log_tail(self) -> str:
         return "\n".join(f"node{n}:\n{node.log_tail()}" for n, node in enumerate(self.nodes, 1))

@@ -194,7 +194,8 @@ async def make_cluster_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
     """Alice on node n, Bob on node n+1, both over TLS: To-Path `<A/alice's token> <B/bob's
     token> <bob>`, node A forwarding outbound to node B, node B inbound to Bob (RFC 4976
     §6.4). With one node both tokens are its own."""
-    (a_port, a_uri), (b_port, b_uri) = job.nodes[n % len(job.nodes)], job.nodes[(n + 1) % len(job.nodes)]
+    count = len(job.nodes)
+    (a_port, a_uri), (b_port, b_uri) = job.nodes[n % count], job.nodes[(n + 1) % count]
     bob = await connect(b_port, client_tls(job))
     bob_path = await authenticate(bob, b_uri, b"bob%d" % n)
     alice = await connect(a_port, client_tls(job))

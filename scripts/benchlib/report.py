@@ -37,6 +37,8 @@ def cpu_list(values: list[float]) -> str:
 
 
 def _cross(r: dict[str, Any]) -> str:
+    if r.get("links"):  # a cluster: the nodes' connections to one another
+        return f", connections between nodes: {r['links']}"
     return f", {r['cross']} pairs across workers" if r.get("cross") else ""
 
 

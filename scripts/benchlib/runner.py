@@ -27,6 +27,7 @@ import psutil
 import uvloop
 
 from . import callgrind
+from .cluster import MsrpdCluster
 from .drivers import DRIVERS, Job, MiB
 from .relays import MachineCpu, Msrpd, Relay
 
@@ -182,6 +183,7 @@ def flood(
         sleep_until(t0 + opts.warmup + opts.seconds)
         instructions = callgrind.dump(counted, Path(opts.callgrind)) if counted else 0
         u1, m1 = relay.usage(), MachineCpu()
+        links = relay.links() if isinstance(relay, MsrpdCluster) and len(relay.nodes) > 1 else ""
         if cross:  # where the pairs are now (msrpd moves one end to the other's worker)
             cross = f"{cross} -> {cross_worker(relay, infos)}"
         results = gens.gather(opts.seconds + opts.warmup + 120)
@@ -190,7 +192,7 @@ def flood(
     out = summarise_flood(results, opts.seconds, size)
     out["rate"], out["window_by"] = rate, window_by
     out["relay_cpu"] = u1.cpu - u0.cpu
-    out["cross"] = cross
+    out["cross"], out["links"] = cross, links
     busy, softirq = m1.since(m0)
     out["machine"] = {
         "busy": busy,

@@ -1,0 +1,95 @@
+"""Two msrpd nodes on the default relay route, each naming its own TLS address in Use-Path
+(issue 17): Alice AUTHs on node 1, Bob on node 2, and Alice's SENDs to `<node1/A> <node2/B>
+<bob>` go node 1 -> node 2 over msrps (node 1 checks node 2's certificate against `[tls] ca`)
+-> Bob (RFC 4976 §6.4: outbound on node 1, inbound on node 2). What `scripts/bench cluster`
+loads. No Redis: forwarding by Use-Path needs no shared state."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import trustme
+
+from msrpd.protocol.writer import build_reply
+
+from ..msrpclient import MsrpClient
+from .relay import PASSWORDS, REALM, Relay
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[Relay, Relay, ssl.SSLContext]]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    ca.cert_pem.write_to_path(ca_file)
+    tls = {"certificate": str(cert_file), "private_key": str(key_file), "ca": str(ca_file)}
+    made: list[Relay] = []
+    try:
+        for _ in range(2):
+            relay = Relay(children=2, tls=tls, msrp={"route": None})
+            made.append(relay)
+            relay.sections["msrp"]["use_path_addr"] = f"127.0.0.1:{relay.tls_port}"
+            relay.write_config()
+            result = relay.start()
+            assert result.returncode == 0, result.stderr + relay.log()
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        yield made[0], made[1], context
+    finally:
+        for relay in made:
+            relay.stop()
+
+
+def _client(relay: Relay, context: ssl.SSLContext, user: str) -> MsrpClient:
+    assert relay.tls_port is not None
+    client = MsrpClient(relay.tls_port, tls=context, timeout=10)
+    reply = client.auth(user, PASSWORDS[user], REALM)
+    assert reply.frame.code == 200, reply.frame.buf
+    assert client.use_path is not None
+    assert client.use_path.startswith(f"msrps://127.0.0.1:{relay.tls_port}/")
+    return client
+
+
+def test_a_send_crosses_from_alices_node_to_bobs_over_tls(
+    nodes: tuple[Relay, Relay, ssl.SSLContext],
+) -> None:
+    node1, node2, context = nodes
+    with _client(node1, context, "alice") as alice, _client(node2, context, "bob") as bob:
+        to_path = f"{alice.use_path} {bob.use_path} {bob.uri}"
+        bodies = [b"hello %d across nodes" % n for n in range(5)]
+        tids = []
+        for n, body in enumerate(bodies):
+            headers = [("Message-ID", f"m{n}"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+            headers.append(("Content-Type", "text/plain"))
+            tids.append(alice.request("SEND", to_path, headers, body))
+        for n, tid in enumerate(tids):
+            answer = alice.recv().frame
+            assert (answer.tid, answer.code) == (tid, 200)  # node 1's hop-by-hop 200, in order
+            got = bob.recv()
+            assert got.frame.method == b"SEND"
+            assert got.body == bodies[n]
+            assert got.frame.header("Message-ID") == f"m{n}".encode()
+            assert got.frame.header("To-Path") == bob.uri.encode()
+            # node 2, node 1 (as Alice's token), Alice: the frame came the way it was sent
+            hops = (got.frame.header("From-Path") or b"").decode().split()
+            assert hops[1:] == [str(alice.use_path), alice.uri]
+            assert hops[0].startswith(f"msrps://127.0.0.1:{node2.tls_port}/")
+            bob.send_raw(build_reply(got.frame, 200, "OK"))  # node 2 waits for it
+        # every frame arrived once; Alice had her five 200s and nothing else (no REPORT)
+        for client in (bob, alice):
+            with pytest.raises(TimeoutError):
+                client.recv(timeout=0.5)
+        # node 1's workers dialled node 2's TLS port: the hop between the nodes
+        dialled = [
+            c
+            for pid in node1.worker_pids()
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == node2.tls_port
+        ]
+        assert dialled
