@@ -2,7 +2,8 @@
 (issue 17): Alice AUTHs on node 1, Bob on node 2, and Alice's SENDs to `<node1/A> <node2/B>
 <bob>` go node 1 -> node 2 over msrps (node 1 checks node 2's certificate against `[tls] ca`)
 -> Bob (RFC 4976 §6.4: outbound on node 1, inbound on node 2). What `scripts/bench cluster`
-loads. No Redis: forwarding by Use-Path needs no shared state."""
+loads; and a node that cannot verify the next node's certificate sends it nothing. No Redis:
+forwarding by Use-Path needs no shared state."""
 
 from __future__ import annotations
 
@@ -17,18 +18,25 @@ import trustme
 from msrpd.protocol.writer import build_reply
 
 from ..msrpclient import MsrpClient
-from .relay import PASSWORDS, REALM, Relay
+from .relay import PASSWORDS, REALM, Relay, wait_for
+
+Nodes = tuple[Relay, Relay, ssl.SSLContext]
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[tuple[Relay, Relay, ssl.SSLContext]]:
+def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nodes]:
+    """Two nodes sharing one certificate; `[tls] ca` names its CA unless the test is
+    parametrized with False."""
+    trust = getattr(request, "param", True)
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
     cert.cert_chain_pems[0].write_to_path(cert_file)
     cert.private_key_pem.write_to_path(key_file)
     ca.cert_pem.write_to_path(ca_file)
-    tls = {"certificate": str(cert_file), "private_key": str(key_file), "ca": str(ca_file)}
+    tls = {"certificate": str(cert_file), "private_key": str(key_file)}
+    if trust:
+        tls["ca"] = str(ca_file)
     made: list[Relay] = []
     try:
         for _ in range(2):
@@ -56,18 +64,18 @@ def _client(relay: Relay, context: ssl.SSLContext, user: str) -> MsrpClient:
     return client
 
 
-def test_a_send_crosses_from_alices_node_to_bobs_over_tls(
-    nodes: tuple[Relay, Relay, ssl.SSLContext],
-) -> None:
+def _send(alice: MsrpClient, bob: MsrpClient, body: bytes, message_id: str) -> bytes:
+    to_path = f"{alice.use_path} {bob.use_path} {bob.uri}"
+    headers = [("Message-ID", message_id), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+    headers.append(("Content-Type", "text/plain"))
+    return alice.request("SEND", to_path, headers, body)
+
+
+def test_a_send_crosses_from_alices_node_to_bobs_over_tls(nodes: Nodes) -> None:
     node1, node2, context = nodes
     with _client(node1, context, "alice") as alice, _client(node2, context, "bob") as bob:
-        to_path = f"{alice.use_path} {bob.use_path} {bob.uri}"
         bodies = [b"hello %d across nodes" % n for n in range(5)]
-        tids = []
-        for n, body in enumerate(bodies):
-            headers = [("Message-ID", f"m{n}"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
-            headers.append(("Content-Type", "text/plain"))
-            tids.append(alice.request("SEND", to_path, headers, body))
+        tids = [_send(alice, bob, body, f"m{n}") for n, body in enumerate(bodies)]
         for n, tid in enumerate(tids):
             answer = alice.recv().frame
             assert (answer.tid, answer.code) == (tid, 200)  # node 1's hop-by-hop 200, in order
@@ -93,3 +101,24 @@ def test_a_send_crosses_from_alices_node_to_bobs_over_tls(
             if c.raddr and c.raddr.port == node2.tls_port
         ]
         assert dialled
+
+
+@pytest.mark.parametrize("nodes", [False], indirect=True)
+def test_a_node_that_cannot_verify_the_next_nodes_certificate_sends_nothing(
+    nodes: Nodes,
+) -> None:
+    """Without `[tls] ca` node 1 checks node 2 against the system's trust store, which does not
+    hold this test's CA: the connection is refused, Bob gets nothing, Alice her 200 and then
+    a failure REPORT (RFC 4975 §7.1.2), and node 1 logs why."""
+    node1, node2, context = nodes
+    with _client(node1, context, "alice") as alice, _client(node2, context, "bob") as bob:
+        tid = _send(alice, bob, b"not for an unverified peer", "m0")
+        answer = alice.recv().frame
+        assert (answer.tid, answer.code) == (tid, 200)
+        report = alice.recv().frame
+        assert report.method == b"REPORT"
+        assert report.header("Message-ID") == b"m0"
+        assert (report.header("Status") or b"").startswith(b"000 4")
+        with pytest.raises(TimeoutError):
+            bob.recv(timeout=0.5)
+        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in node1.log(), what="the log line")
