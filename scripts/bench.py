@@ -183,7 +183,16 @@ def _big_line(name: str, r: dict[str, Any], label: str) -> str:
     return report.big_line(name, label, r)
 
 
-FIGURES = ("fps", "mbps", "p50_ms", "p99_ms", "us_per_frame", "rss_per_conn", "pss_per_conn")
+FIGURES = (
+    "fps",
+    "mbps",
+    "p50_ms",
+    "p99_ms",
+    "us_per_frame",
+    "redis_us_per_frame",
+    "rss_per_conn",
+    "pss_per_conn",
+)
 """Taken as the median of their own runs (a run's other values come from the median run)."""
 
 

@@ -151,14 +151,26 @@ class MsrpdCluster(Relay):
             sum(u.rss for u in each),
             sum(u.pss for u in each),
             sum(u.procs for u in each),
+            self.redis_cpu(),
         )
+
+    def redis_cpu(self) -> float | None:
+        """The Redis server's user + system CPU seconds so far; None without one."""
+        if self.redis is None or self.redis.proc is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(self.redis.proc.pid).cpu_times()
+            return float(times.user + times.system)
+        return None
 
     def worker_pids(self) -> list[int]:
         return [pid for node in self.nodes for pid in node.worker_pids()]
 
     def links(self) -> str:
         """The TCP connections the nodes' workers hold to another node's TLS port: the SENDs
-        of the pairs went over these ("2 to node2, 2 to node1")."""
+        of the pairs went over these ("2 to node1, 2 to node2"); "" for one node."""
+        if len(self.nodes) == 1:
+            return ""
         counts = []
         for n, node in enumerate(self.nodes, 1):
             held = 0

@@ -67,6 +67,8 @@ class Usage:
     rss: int
     pss: int
     procs: int
+    redis: float | None = None
+    """A cluster's Redis server: its CPU seconds, not in `cpu` (benchlib/cluster.py)."""
 
 
 class Relay:

@@ -48,7 +48,12 @@ def flood_line(relay: str, label: str, r: dict[str, Any]) -> str:
         f"{label} [{relay}{_cross(r)}]: {num(r['fps'])} frames/s, {num(r['mbps'], 1)} MB/s, "
         f"p50 {num(r['p50_ms'], 2)} ms, p99 {num(r['p99_ms'], 2)} ms, "
         f"relay {num(r['us_per_frame'], 1)} us CPU/frame ({num(r['relay_cpu'], 1)} s CPU), "
-        f"generator CPU per process {cpu_list(r['gen_cpu'])}; errors {r['errors']} "
+        + (
+            f"Redis {num(r['redis_us_per_frame'], 2)} us CPU/frame besides, "
+            if "redis_us_per_frame" in r
+            else ""
+        )
+        + f"generator CPU per process {cpu_list(r['gen_cpu'])}; errors {r['errors']} "
         f"(non-200 {t['non200']}, REPORT {t.get('reports', 0)}, lost {r['lost']}, "
         f"corrupt {t['corrupt']}, "
         f"out of order {t['gaps']}, closed {t['closed']}"
@@ -277,6 +282,7 @@ def cluster_table(results: dict[str, dict[str, dict[str, Any]]], nodes: int) -> 
         ("p50 latency ms", "p50_ms", 2),
         ("p99 latency ms", "p99_ms", 2),
         ("relay CPU us/frame", "us_per_frame", 1),
+        ("Redis CPU us/frame (not in relay's)", "redis_us_per_frame", 2),
     )
     for label, per_relay in results.items():
         for figure, key, digits in rows:

@@ -183,7 +183,7 @@ def flood(
         sleep_until(t0 + opts.warmup + opts.seconds)
         instructions = callgrind.dump(counted, Path(opts.callgrind)) if counted else 0
         u1, m1 = relay.usage(), MachineCpu()
-        links = relay.links() if isinstance(relay, MsrpdCluster) and len(relay.nodes) > 1 else ""
+        links = relay.links() if isinstance(relay, MsrpdCluster) else ""
         if cross:  # where the pairs are now (msrpd moves one end to the other's worker)
             cross = f"{cross} -> {cross_worker(relay, infos)}"
         results = gens.gather(opts.seconds + opts.warmup + 120)
@@ -201,6 +201,8 @@ def flood(
         "generator": sum(out["gen_cpu"]),
     }
     out["us_per_frame"] = out["relay_cpu"] / out["frames"] * 1e6 if out["frames"] else float("nan")
+    if u1.redis is not None and u0.redis is not None:  # a cluster's, beside its nodes' CPU
+        out["redis_us_per_frame"] = (u1.redis - u0.redis) / max(1, out["frames"]) * 1e6
     if counted:
         frames = out["frames"] or float("nan")
         out["instructions_per_frame"] = instructions / frames
