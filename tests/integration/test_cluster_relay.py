@@ -89,7 +89,7 @@ def test_a_send_crosses_from_alices_node_to_bobs_over_tls(nodes: Nodes) -> None:
             assert hops[1:] == [str(alice.use_path), alice.uri]
             assert hops[0].startswith(f"msrps://127.0.0.1:{node2.tls_port}/")
             bob.send_raw(build_reply(got.frame, 200, "OK"))  # node 2 waits for it
-        # every frame arrived once; Alice had her five 200s and nothing else (no REPORT)
+        # every frame arrived once; Alice had her five 200s, then nothing (Bob answered all)
         for client in (bob, alice):
             with pytest.raises(TimeoutError):
                 client.recv(timeout=0.5)
