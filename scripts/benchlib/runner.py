@@ -237,7 +237,12 @@ def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) ->
         "gen_cpu": [r["cpu"] / seconds for r in results],
         "sent_window": sum(r["sent_window"] for r in results),
         "totals": dict(totals),
-        "errors": totals["non200"] + totals["reports"] + totals["corrupt"] + max(0, lost) + extra,
+        "errors": totals["non200"]
+        + totals["reports"]
+        + totals["corrupt"]
+        + totals["gaps"]  # frames out of order, as README's Performance counts them
+        + max(0, lost)
+        + extra,
         "lost": lost,
         "extra": extra,
         "samples": [s for r in results for s in r["samples"]][:5],
