@@ -8,6 +8,7 @@ forwarding by Use-Path needs no shared state."""
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import psutil
 import pytest
 import trustme
 
-from msrpd.protocol.writer import build_reply
+from msrpd.protocol.writer import build_reply, build_request
 
-from ..msrpclient import MsrpClient
+from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay, wait_for
 
 Nodes = tuple[Relay, Relay, ssl.SSLContext]
@@ -122,3 +123,63 @@ def test_a_node_that_cannot_verify_the_next_nodes_certificate_sends_nothing(
         with pytest.raises(TimeoutError):
             bob.recv(timeout=0.5)
         wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in node1.log(), what="the log line")
+
+
+def _worker_of(relay: Relay, client: MsrpClient) -> int:
+    """The pid of the worker of `relay` that holds `client`'s connection."""
+    port = client.sock.getsockname()[1]
+    for pid in relay.worker_pids():
+        for c in psutil.Process(pid).net_connections(kind="tcp"):
+            if c.raddr and c.raddr.port == port:
+                return pid
+    raise AssertionError(f"no worker holds port {port}")
+
+
+def test_sessions_on_two_workers_keep_their_order_across_nodes(nodes: Nodes) -> None:
+    """Alices on both of node 1's workers start at once: each worker dials node 2 (two
+    connections between the nodes). Every session's SENDs must still go out over one of them,
+    so each Bob gets his Alice's frames in the order she sent them (RFC 4975 §5.1: a relay
+    keeps a session's chunks in order; they may not overtake each other across connections)."""
+    node1, node2, context = nodes
+    count, burst = 4, 300
+    alices = [_client(node1, context, "alice") for _ in range(count)]
+    bobs = [_client(node2, context, "bob") for _ in range(count)]
+    try:
+        assert len({_worker_of(node1, alice) for alice in alices}) == 2, "Alices on one worker"
+        body = b"x" * 4096
+        bursts = []
+        for alice, bob in zip(alices, bobs, strict=True):
+            to_path = [str(alice.use_path), str(bob.use_path), bob.uri]
+            frames = []
+            for n in range(burst):
+                headers = [("Message-ID", f"m{n:05d}"), ("Byte-Range", "1-4096/4096")]
+                frames.append(
+                    build_request(new_tid(), b"SEND", to_path, [alice.uri], headers, body)
+                )
+            bursts.append(b"".join(frames))
+        # from threads, all at once; Bobs read meanwhile (flow control may hold a writer)
+        writers = [
+            threading.Thread(target=alice.send_raw, args=(data,))
+            for alice, data in zip(alices, bursts, strict=True)
+        ]
+        for writer in writers:
+            writer.start()
+        for k, bob in enumerate(bobs):
+            got = []
+            for _ in range(burst):
+                frame = bob.recv().frame
+                got.append((frame.header("Message-ID") or b"").decode())
+                bob.send_raw(build_reply(frame, 200, "OK"))
+            assert got == [f"m{n:05d}" for n in range(burst)], f"pair {k} out of order"
+        for writer in writers:
+            writer.join(10)
+        links = [
+            c
+            for pid in node1.worker_pids()
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == node2.tls_port
+        ]
+        assert len(links) == 2, "the workers did not both dial node 2"
+    finally:
+        for client in (*alices, *bobs):
+            client.close()
