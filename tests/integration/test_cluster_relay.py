@@ -2,8 +2,9 @@
 (issue 17): Alice AUTHs on node 1, Bob on node 2, and Alice's SENDs to `<node1/A> <node2/B>
 <bob>` go node 1 -> node 2 over msrps (node 1 checks node 2's certificate against `[tls] ca`)
 -> Bob (RFC 4976 §6.4: outbound on node 1, inbound on node 2). What `scripts/bench cluster`
-loads; and a node that cannot verify the next node's certificate sends it nothing. No Redis:
-forwarding by Use-Path needs no shared state."""
+loads; sessions on both of a node's workers keep their order though each worker dials the
+next node; and a node that cannot verify the next node's certificate sends it nothing. No
+Redis: forwarding by Use-Path needs no shared state."""
 
 from __future__ import annotations
 
