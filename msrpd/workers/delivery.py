@@ -105,7 +105,7 @@ class Delivery:
                 return sink
         # Then this worker's own link, before another worker's: a session's frames never
         # switch from one to the other (two workers dial a next hop at once while the registry
-        # has neither), where a later frame could overtake an earlier one (RFC 4975 §5.1).
+        # has neither), where a later frame could overtake an earlier one (RFC 4976 §3: in order).
         own = self.outbound.get(key)
         if own is not None and not own.closed:
             return self.dialing.park(own, key, frame, origin, lost)

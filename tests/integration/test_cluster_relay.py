@@ -139,8 +139,8 @@ def _worker_of(relay: Relay, client: MsrpClient) -> int:
 def test_sessions_on_two_workers_keep_their_order_across_nodes(nodes: Nodes) -> None:
     """Alices on both of node 1's workers start at once: each worker dials node 2 (two
     connections between the nodes). Every session's SENDs must still go out over one of them,
-    so each Bob gets his Alice's frames in the order she sent them (RFC 4975 §5.1: a relay
-    keeps a session's chunks in order; they may not overtake each other across connections)."""
+    so each Bob gets his Alice's frames in the order she sent them (RFC 4976 §3: a relay
+    sends chunks on in order; they may not overtake each other across connections)."""
     node1, node2, context = nodes
     count, burst = 4, 300
     alices = [_client(node1, context, "alice") for _ in range(count)]
