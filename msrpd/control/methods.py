@@ -250,7 +250,7 @@ class _Methods:
         cmap = self.view.shm.cmap
         rows = [condata(entry) for entry in cmap.entries()]
         if everywhere is not None:
-            if everywhere not in (True, "cluster"):
+            if not (everywhere is True or everywhere == "cluster"):
                 raise RpcError(INVALID_PARAMS, "usage: msrp.cmaplist [cluster]")
             here = self.view.settings.cluster.node
             rows = [{**row, "NODE": here} for row in rows]
