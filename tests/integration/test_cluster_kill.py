@@ -123,10 +123,13 @@ def test_a_kill_answers_a_clear_error_when_the_owner_is_silent_or_redis_is_down(
     with cluster.redis.client() as redis:
         redis.set("msrpd:sess:orphan", "n9", px=30_000)
     t0 = time.monotonic()
+    assert _kill(cluster, "n3", "not-anywhere")[1] == {"killed": False, "node": None}
+    quick = time.monotonic() - t0  # what `msrpd ctl` itself costs, on a machine this loaded
+    t0 = time.monotonic()
     code, _, err = _kill(cluster, "n3", "orphan")
     waited = time.monotonic() - t0
     assert code != 0 and "node n9 did not answer the kill of orphan within 2 s" in err, err
-    assert 2.0 <= waited < 4.0
+    assert 2.0 <= waited < 2.0 + quick + 1.0
     cluster.redis.stop()
     wait_for(lambda: _redis_state(cluster, "n3") == "down", 5.0, "n3 sees Redis down")
     code, _, err = _kill(cluster, "n3", "remote-session")
@@ -172,6 +175,7 @@ def test_bad_kill_events_are_ignored_and_a_kill_for_the_wrong_node_kills_nothing
 ) -> None:
     alice, bob = cluster.authed("n1", "alice"), cluster.authed("n1", "bob")
     victim = _sessid(alice)
+    wait_for(lambda: _entry(cluster, victim) == "n1", 3.0, "alice's directory entry")
     bad = [
         '{"kind":"kill","node":"x","sessid":"s","id":"r"}',
         json.dumps({"kind": "kill", "node": "x", "target": "n1", "sessid": "s" * 65, "id": "r"}),
