@@ -10,6 +10,9 @@ Rules:
 - Kamailio's names and fields where Kamailio has the method: core.uptime (now, up_since,
   uptime), msrp.cmaplist (reference/kamailio-msrp.md §8.5; CONLIST is a JSON array of
   {"CONDATA": {...}} where Kamailio's struct repeats the key), system.listMethods.
+- With a cluster, what Redis knows is the cluster agent's (its ctl socket): cluster.nodes,
+  msrp.cmaplist cluster, and the kill of a session not held here (cluster/kills.py), each
+  holding the supervisor's loop up for the agent's own bound (+0.5 s) at most.
 - core.ps keeps one psutil.Process per pid between calls, so cpu is the percentage of one
   CPU used since the previous call (psutil's cpu_percent(None)); the first call reads 0.0.
 """
