@@ -227,8 +227,9 @@ class TransactionTable:
             else:
                 same[tx.tid] = tx
         origin = tx.origin
-        origin.migration.tx_open += 1
-        if origin.migration.tx_open >= self.max_per_conn and origin not in self.paused:
+        migration = origin.migration  # one lookup: Origin is a protocol
+        migration.tx_open += 1
+        if migration.tx_open >= self.max_per_conn and origin not in self.paused:
             self.paused.add(origin)
             origin.block(self)
         if whole:
@@ -276,8 +277,9 @@ class TransactionTable:
                 if not same:
                     del self.by_out[tx.out]
             origin = tx.origin
-            origin.migration.tx_open -= 1
-            if origin.migration.tx_open <= self.max_per_conn // 2 and origin in self.paused:
+            migration = origin.migration
+            migration.tx_open -= 1
+            if migration.tx_open <= self.max_per_conn // 2 and origin in self.paused:
                 self.paused.discard(origin)
                 origin.unblock(self)
 
