@@ -24,9 +24,12 @@ from .errors import HaltSupervisor
 from .shm import ShmLayout, instance_prefix, unlink_stale
 
 __all__ = [
+    "AGENT_INDEX",
     "EXIT_ALREADY_RUNNING",
     "RunDir",
     "accept_path",
+    "agent_ctl_path",
+    "agent_report_path",
     "cmap_lockfile",
     "ctl_path",
     "fifo_path",
@@ -68,6 +71,20 @@ def accept_path(run_dir: Path, slot: int, generation: int) -> Path:
 def ctl_path(run_dir: Path, slot: int, generation: int) -> Path:
     """Worker (slot, generation)'s control socket (workers/ctl.py)."""
     return _worker_socket(_CTL, run_dir, slot, generation)
+
+
+AGENT_INDEX: Final = PROCESS_SLOTS - 1
+"""The cluster agent's stats slot (workers never take it: supervisor/workerset.py)."""
+
+
+def agent_ctl_path(run_dir: Path) -> Path:
+    """The cluster agent's control socket (cluster/agent.py; the workers' protocol)."""
+    return run_dir / "cluster-ctl.sock"
+
+
+def agent_report_path(run_dir: Path) -> Path:
+    """The cluster agent's datagram socket: workers report failed AUTHs on it."""
+    return run_dir / "cluster-report.sock"
 
 
 def move_lockfile(run_dir: Path) -> Path:

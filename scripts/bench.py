@@ -134,7 +134,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--callgrind",
         metavar="DIR",
-        help="flood, msrpd: run it under valgrind's callgrind and report the instructions "
+        help="flood or rate, msrpd: run it under valgrind's callgrind and report the instructions "
         "its workers execute per frame in the measured window (about 50x slower; files in DIR)",
     )
     p.add_argument(
@@ -155,8 +155,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.bob_answers is None:
         opts.bob_answers = opts.route == "relay"
-    if opts.callgrind and (opts.relay != "msrpd" or opts.mode != "flood"):
-        p.error("--callgrind: flood mode, against msrpd")
+    if opts.callgrind and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
+        p.error("--callgrind: flood or rate mode, against msrpd")
     if opts.alice_ws and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
         p.error("--alice-ws: flood or rate mode, against msrpd")
     return opts

@@ -30,6 +30,7 @@ from msrpd.config import (
     load_config,
 )
 from msrpd.config.address import parse_host_port, parse_listen
+from msrpd.config.userdb import PgUrl
 from msrpd.errors import ConfigError, HaltSupervisor
 
 ETC = Path(__file__).resolve().parent.parent / "etc" / "msrpd.toml"
@@ -218,7 +219,16 @@ BAD_VALUES = [
     ("auth", "realm", '""', "must be a non-empty string without quotes"),
     ("auth", "realm", "'a\"b'", "without quotes"),
     ("auth", "realm", "42", "got 42"),
-    ("auth", "users", "[]", "must be a non-empty string, got []"),
+    ("auth", "users", "[]", "must be a file path or a postgresql:// URL, got []"),
+    ("auth", "users", '"mysql://u@h/db"', "mysql:// is not a store"),
+    ("auth", "users", '"postgresql://u:pw@h:99999/db"', "(postgresql://u@h:99999/db): port"),
+    ("auth", "users", '"postgresql://u@h/db?bogus=1"', 'invalid URI query parameter: "bogus"'),
+    ("auth", "users_table", '"1table"', '"table" or "schema.table"'),
+    ("auth", "users_table", '"a.b.c"', '"table" or "schema.table"'),
+    ("auth", "users_table", '"sub; DROP"', '"table" or "schema.table"'),
+    ("auth", "users_cache_ttl", "0.5", "from 1 to 86400, got 0.5"),
+    ("auth", "users_cache_ttl", "true", "from 1 to 86400, got True"),
+    ("auth", "users_timeout", "0", "must be a number of seconds > 0"),
     ("tls", "certificate", '"nope.pem"', "no such file: "),
     ("tls", "private_key", '"nope.pem"', "no such file: "),
     ("tls", "ca", '"nope.pem"', "no such file: "),
@@ -304,6 +314,32 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
     assert settings.msrp.transaction_timeout == 2.5
     assert settings.auth.users == tmp_path / "users.sqlite"
     assert settings.metrics.listen == "[::1]:9855"
+
+
+def test_a_postgresql_url_is_kept_whole_and_never_shown(tmp_path: Path) -> None:
+    url = "postgresql://kam:s3cr3t@db.example.com:5433/kamailio?sslmode=require"
+    settings = load_config(write(tmp_path, f'[auth]\nusers = "{url}"\n'))
+    users = settings.auth.users
+    assert isinstance(users, PgUrl) and users.url == url
+    assert users.redacted == str(users) == "postgresql://kam@db.example.com:5433/kamailio"
+    assert "s3cr3t" not in repr(settings.auth) and "s3cr3t" not in str(users)
+    assert (settings.auth.users_table, settings.auth.users_cache_ttl) == ("subscriber", 30.0)
+    assert settings.auth.users_timeout == 2.0
+    assert isinstance(pickle.loads(pickle.dumps(settings)).auth.users, PgUrl)  # to workers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cr3t%zz@h/db",  # libpq quotes the token it cannot decode
+        "postgres://u@h/db?password=s3cr3t%zz",
+        "postgresql://u:s3cr3t@h:port/db",
+    ],
+)
+def test_a_bad_postgresql_url_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    problems = problems_of(tmp_path, f'[auth]\nusers = "{url}"\n')
+    assert len(problems) == 1 and problems[0].startswith("auth.users: not a valid PostgreSQL URL")
+    assert "s3cr3t" not in problems[0]
 
 
 @pytest.mark.parametrize(

@@ -200,6 +200,9 @@ def status(config: Path | None) -> None:
         f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers,"
         f" hot path {path}"
     )
+    agent = next((r for r in rows if r.get("role") == "cluster"), None)
+    if agent is not None:
+        click.echo(f"cluster node {settings.cluster.node}: Redis {agent.get('redis')}")
     click.echo(render(rows))
 
 

@@ -5,6 +5,7 @@ The package exports the tree and load_config: what the rest of msrpd reads.
 """
 
 from .address import ListenAddress
+from .cluster import ClusterSettings
 from .load import load_config
 from .sections import (
     DEFAULT_PORT,
@@ -26,6 +27,7 @@ from .sections import (
 __all__ = [
     "DEFAULT_PORT",
     "AuthSettings",
+    "ClusterSettings",
     "ControlSettings",
     "CoreSettings",
     "DialSettings",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +20,7 @@ from .address import ListenAddress, check_address, parse_listen
 __all__ = [
     "ALIASES",
     "BOOLEAN",
+    "CACHE_TTL",
     "FILE",
     "IDENTIFIER",
     "LISTEN",
@@ -29,6 +31,7 @@ __all__ = [
     "SCHEMES",
     "SECONDS",
     "SECONDS_OR_OFF",
+    "SQL_NAME",
     "Check",
     "Invalid",
     "address",
@@ -125,6 +128,21 @@ REALM: Final = rule(
 )
 
 
+_SQL_NAME: Final = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", re.ASCII)
+# A PostgreSQL table, bare or schema-qualified (quoted as identifiers all the same).
+SQL_NAME: Final = rule(
+    '"table" or "schema.table" (letters, digits, _; not starting with a digit)',
+    lambda v: isinstance(v, str) and _SQL_NAME.fullmatch(v) is not None,
+)
+
+
+def _cache_ttl(raw: Any, base: Path) -> float:
+    # At least a second: a frame routed again right after its answer came finds it there.
+    if not (_is_int(raw) or isinstance(raw, float)) or not 1 <= raw <= 86400:
+        raise Invalid(f"must be a number of seconds from 1 to 86400, got {shown(raw)}")
+    return float(raw)
+
+
 def _path(raw: Any, base: Path) -> Path:
     text = _string(raw)
     if "\0" in text:
@@ -203,6 +221,7 @@ SECONDS_OR_OFF: Final = check(_seconds_or_off)
 RATE: Final = check(_rate)
 RATE_OR_OFF: Final = check(_rate_or_off)
 PATH: Final = check(_path)
+CACHE_TTL: Final = check(_cache_ttl)
 FILE: Final = check(_existing_file)
 ALIASES: Final = check(_aliases)
 LISTEN: Final = check(_listen)

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ..errors import ConfigError
 from .checks import Check, Invalid, shown
+from .cluster import ClusterSettings
 from .sections import (
     AuthSettings,
     ControlSettings,
@@ -43,6 +44,7 @@ _SECTIONS: Final[Mapping[str, type[Any]]] = {
     "control": ControlSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
+    "cluster": ClusterSettings,
 }
 
 
@@ -147,3 +149,20 @@ def _cross_check(settings: Settings, problems: _Problems) -> None:
             problems.append((f"tls.{key}", f"required by the listen address {tls_listen}"))
     if tls.verify_client and tls.ca is None and "tls.ca" not in bad:
         problems.append(("tls.ca", "required when tls.verify_client is true"))
+    _cross_check_cluster(settings, bad, problems)
+
+
+def _cross_check_cluster(settings: Settings, bad: set[str], problems: _Problems) -> None:
+    cluster = settings.cluster
+    if cluster.redis is None:
+        return
+    if settings.msrp.use_path_addr is None and "msrp.use_path_addr" not in bad:
+        # A peer's frames must reach the node holding the client's connection (issue 17).
+        problems.append(("msrp.use_path_addr", "required when cluster.redis is set"))
+    if (
+        not bad & {"cluster.heartbeat", "cluster.node_ttl"}
+        and cluster.node_ttl <= cluster.heartbeat
+    ):
+        problems.append(
+            ("cluster.node_ttl", f"must be more than heartbeat ({cluster.heartbeat:g})")
+        )

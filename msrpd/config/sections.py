@@ -18,6 +18,7 @@ from .address import ListenAddress
 from .checks import (
     ALIASES,
     BOOLEAN,
+    CACHE_TTL,
     FILE,
     IDENTIFIER,
     LISTEN,
@@ -29,10 +30,14 @@ from .checks import (
     SCHEMES,
     SECONDS,
     SECONDS_OR_OFF,
+    SQL_NAME,
     address,
+    check,
     integer,
     one_of,
 )
+from .cluster import ClusterSettings
+from .userdb import UsersSource, parse_users
 
 __all__ = [
     "DEFAULT_PORT",
@@ -267,8 +272,19 @@ class AuthSettings:
     """Digest realm in 401 challenges (RFC 4976 §5.1); the module documentation's examples
     use "myrealm"."""
 
-    users: Path | None = field(default=None, metadata=PATH)
-    """SQLite user store (`msrpd user add` creates it). None: AUTH is answered by the route."""
+    users: UsersSource | None = field(default=None, metadata=check(parse_users))
+    """The user store: an SQLite file (`msrpd user add` creates it) or a PostgreSQL URL
+    (userdb.py). None: AUTH is answered by the route."""
+
+    users_table: str = field(default="subscriber", metadata=SQL_NAME)
+    """PostgreSQL: the table with Kamailio's/OpenSIPS's subscriber columns (username, domain,
+    ha1), "table" or "schema.table"."""
+
+    users_cache_ttl: float = field(default=30.0, metadata=CACHE_TTL)
+    """PostgreSQL: seconds a worker keeps an answer (a user's HA1, or "no such user")."""
+
+    users_timeout: float = field(default=2.0, metadata=SECONDS)
+    """PostgreSQL: seconds a lookup (connecting included) may take before its AUTH gets 500."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,5 +366,6 @@ class Settings:
     control: ControlSettings = field(default_factory=ControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: Path | None = None
     """The file these settings came from (absolute), or None for the embedded defaults."""

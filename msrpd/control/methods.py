@@ -29,6 +29,7 @@ import psutil
 
 from .. import __version__, hot_path
 from ..config import Settings
+from ..rundir import AGENT_INDEX, agent_ctl_path
 from ..shm import COUNTERS, CmapEntry, ShmSet
 from ..workers.ctl import LOG_LEVELS
 from ..workers.handoff import conid_owner
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 WORKER_TIMEOUT: Final = 1.0
 NO_HTABLE: Final = -32000
+NO_CLUSTER: Final = -32001
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class SupervisorView(Protocol):
 
     @property
     def supervisor_pid(self) -> int: ...
+
+    @property
+    def agent_pid(self) -> int | None: ...
 
     def workers(self) -> list[WorkerInfo]: ...
 
@@ -147,6 +152,7 @@ class _Methods:
             "msrp.session_kill": self.session_kill,
             "htable.dump": self.htable_dump,
             "log.level": self.log_level,
+            "cluster.nodes": self.cluster_nodes,
             "system.listMethods": self.list_methods,
         }
 
@@ -180,6 +186,8 @@ class _Methods:
             rows.append(
                 self._proc(info.pid, info.role, info.slot, info.generation, info.state, conns)
             )
+        if view.settings.cluster.redis is not None:
+            rows.append(self._agent_row())
         live = {row["pid"] for row in rows}
         for pid in [pid for pid in self.procs if pid not in live]:
             del self.procs[pid]
@@ -199,6 +207,15 @@ class _Methods:
             "rss": rss,
             "conns": conns,
         }
+
+    def _agent_row(self) -> dict[str, Any]:
+        """The cluster agent, its state what it says of Redis (cluster/status.py)."""
+        pid = self.view.agent_pid
+        if pid is None:
+            return {"pid": None, "role": "cluster", "state": "respawning", "redis": "unknown"}
+        up = self.view.shm.stats.slot(AGENT_INDEX)["cluster_redis_up"]
+        row = self._proc(pid, "cluster", None, None, "running", None)
+        return {**row, "redis": "up" if up else "down"}
 
     def _usage(self, pid: int) -> tuple[float | None, int | None]:
         try:
@@ -300,6 +317,19 @@ class _Methods:
         except KeyError:
             tables = ", ".join(sorted(getattr(htable, "tables", ())))
             raise RpcError(INVALID_PARAMS, f"no htable named {name!r} (tables: {tables})") from None
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    def cluster_nodes(self, params: Any) -> Any:
+        _args(params, (), 0, "cluster.nodes")
+        settings = self.view.settings
+        if settings.cluster.redis is None:
+            raise RpcError(NO_CLUSTER, "no cluster: [cluster] redis is not set")
+        path = agent_ctl_path(settings.core.run_dir)
+        try:
+            return query_worker(path, "cluster.nodes", None, settings.cluster.timeout + 0.5)
+        except WorkerCtlError as exc:
+            raise RpcError(NO_CLUSTER, f"cluster agent: {exc}") from None
 
     # -- logging ----------------------------------------------------------------------------
 

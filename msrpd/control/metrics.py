@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..config.address import parse_host_port
+from ..rundir import AGENT_INDEX
 from ..shm import ShmSet, WorkerState
 
 __all__ = ["MetricsServer", "ShmCollector"]
@@ -32,9 +33,11 @@ logger = logging.getLogger(__name__)
 DEADLINE = 0.5
 MAX_REQUEST = 8192
 
+_CLUSTER_BANS = "Cluster bans: made here (out), heard from Redis (in)"
 _LIMITED = "Connections closed, AUTHs refused, connects not made or reads paused by a limit"
 # counter name -> (metric, help, {label: value}) ; several counters fold into one metric.
 _WS_CONNS = "WebSocket connections accepted"
+_USER_LOOKUPS = "HA1 lookups in a remote user store, by where the answer came from"
 _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "frames_in_send": ("frames_in", "MSRP frames received", {"method": "SEND"}),
     "frames_in_report": ("frames_in", "MSRP frames received", {"method": "REPORT"}),
@@ -81,15 +84,34 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "limit_user_sessions": ("limited", _LIMITED, {"limit": "max_sessions_per_user"}),
     "limit_outbound": ("limited", _LIMITED, {"limit": "max_outbound_per_second"}),
     "limit_rate": ("limited", _LIMITED, {"limit": "session_rate"}),
+    # A PostgreSQL user store ([auth] users, README "Users"): cache hits and database queries.
+    "users_cache_hits": ("user_lookups", _USER_LOOKUPS, {"answer": "cache"}),
+    "users_db_lookups": ("user_lookups", _USER_LOOKUPS, {"answer": "database"}),
+    "users_db_failures": ("user_db_failures", "User database lookups that failed or timed out", {}),
+    "users_unavailable": ("user_unavailable", "AUTHs answered 500: the user database was down", {}),
+    # The cluster agent's (README, "Running a cluster").
+    "cluster_redis_lost": ("cluster_redis_lost", "Times this node lost Redis", {}),
+    "cluster_auth_failures": ("cluster_auth_failures", "Failed AUTHs counted in Redis", {}),
+    "cluster_bans_out": ("cluster_bans", _CLUSTER_BANS, {"direction": "out"}),
+    "cluster_bans_in": ("cluster_bans", _CLUSTER_BANS, {"direction": "in"}),
+    "cluster_reports_dropped": (
+        "cluster_reports_dropped",
+        "Failed AUTHs not counted in Redis (agent queue full)",
+        {},
+    ),
 }
 
 
 class ShmCollector:
     """Reads counters, heartbeats and table sizes from shared memory on each scrape."""
 
-    def __init__(self, shm: ShmSet, started: float) -> None:
+    def __init__(
+        self, shm: ShmSet, started: float, cluster: Callable[[], bool] = lambda: False
+    ) -> None:
         self.shm = shm
         self.started = started
+        self.cluster = cluster
+        """Whether [cluster] redis is set (a reload may change it): the agent's gauge shows."""
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily] = {}
@@ -121,6 +143,11 @@ class ShmCollector:
         yield GaugeMetricFamily(
             "msrpd_uptime_seconds", "Seconds since start", value=time.time() - self.started
         )
+        if self.cluster():
+            up = self.shm.stats.slot(AGENT_INDEX)["cluster_redis_up"]
+            yield GaugeMetricFamily(
+                "msrpd_cluster_redis_up", "1 while this node reaches Redis, else 0", value=up
+            )
 
 
 class MetricsServer:

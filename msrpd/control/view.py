@@ -29,11 +29,13 @@ class ControlView:
         shm: ShmSet,
         started: float,
         workers: Callable[[], list[WorkerInfo]],
+        agent: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._shm = shm
         self._started = started
         self._workers = workers
+        self._agent = agent
 
     @property
     def settings(self) -> Settings:
@@ -54,6 +56,11 @@ class ControlView:
 
     def workers(self) -> list[WorkerInfo]:
         return self._workers()
+
+    @property
+    def agent_pid(self) -> int | None:
+        """The cluster agent's pid; None without a cluster, or while it respawns."""
+        return self._agent()
 
     def request_reload(self) -> None:
         os.kill(os.getpid(), signal.SIGHUP)  # the usual path: the supervisor's reload

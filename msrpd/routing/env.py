@@ -83,7 +83,9 @@ class RouteEnv(Protocol):
     def nonce_salt(self) -> bytes:
         """4 random bytes for the next digest nonce."""
 
-    def user_ha1(self, username: str, realm: str) -> str | None: ...
+    def user_ha1(self, username: str, realm: str) -> str | None:
+        """The user's HA1, None when unknown. A remote store may not have it yet: it raises
+        NotYet (the frame is routed again once it has) or Unavailable (waits.py)."""
 
     @property
     def has_user_store(self) -> bool: ...

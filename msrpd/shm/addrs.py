@@ -17,6 +17,7 @@ Rules:
 - AUTH failures count within a window that starts at the first failure; ban_after of them
   ban the address until `banned_until`. A record whose address has no connection, no ban and
   no failure window left is removed by whoever makes it so, or by the supervisor's sweep.
+- ban() sets a ban made elsewhere (the cluster agent, from Redis): it only ever lengthens one.
 - Record: 8 header + 48 key + 32 value (expires, banned_until, window_start f64; conns,
   failures u32) = 88 bytes per slot.
 """
@@ -150,6 +151,20 @@ class AddrTable(KeyedTable):
 
         self.table.upsert(_enc(addr), change)
         return banned
+
+    def ban(self, addr: str, until: float) -> bool:
+        """Ban `addr` until `until` (a ban the cluster made, issue 17): False when it is
+        banned that long already, or its stripe is full."""
+
+        def change(old: bytes | None) -> bytes | None:
+            expires, banned_until, start, conns, fails = (
+                _EMPTY if old is None else _VALUE.unpack(old)
+            )
+            if banned_until >= until:
+                return None
+            return _VALUE.pack(max(expires, until), until, start, conns, fails)
+
+        return self.table.upsert(_enc(addr), change)
 
     def sweep_stripe(self, i: int, now: float) -> int:
         """Remove stripe i's records with no connection and nothing left to remember."""

@@ -154,6 +154,16 @@ class Cmap(KeyedTable):
         """Remove the entries of stripe i with expires < now; the number removed."""
         return self.table.remove_where(i, _HEAD, lambda head: head[1] < now)
 
+    def expiries(self) -> dict[str, float]:
+        """Session id -> expires of every entry, expired ones not yet swept included (the
+        cluster agent's directory, cluster/directory.py): no entry decoded beyond its head."""
+        head = _HEAD.unpack_from
+        return {
+            _dec(key): head(value)[1]
+            for i in range(self.n_stripes)
+            for key, value in self.table.items(i)
+        }
+
     def entries(self) -> list[CmapEntry]:
         """Every entry, expired ones not yet swept included, for msrp.cmaplist.
 

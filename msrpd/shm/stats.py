@@ -4,7 +4,8 @@ Strategy:
 - A worker counts in a local StatsCounters (a list indexed by the Counter IntEnum, so the hot
   path is one list item increment) and publish()es the whole array to its slot about once a
   second. One writer per slot, so no lock: each slot is a seqlock (seqlock.py).
-- Published values are totals since that process started; `conns_open` is a gauge (the current
+- Published values are totals since that process started; `conns_open` and
+  `cluster_redis_up` (the cluster agent's: 1 while Redis answers) are gauges (the current
   number), every other counter only grows.
 - retire(index): when the supervisor has reaped a process, its monotonic counters move into a
   "retired" slot and its slot is zeroed, so totals never go down when a worker is replaced.
@@ -13,7 +14,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + 43 counters u64) = 352 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + one u64 per counter) = 440 bytes: the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -75,13 +76,23 @@ Counter = IntEnum(
         "limit_rate",
         "conns_ws",
         "conns_wss",
+        "users_cache_hits",
+        "users_db_lookups",
+        "users_db_failures",
+        "users_unavailable",
+        "cluster_redis_up",
+        "cluster_redis_lost",
+        "cluster_auth_failures",
+        "cluster_bans_out",
+        "cluster_bans_in",
+        "cluster_reports_dropped",
     ),
     start=0,
 )
 """Index of each counter in StatsCounters.values (the names are written once, here)."""
 
 COUNTERS: Final[tuple[str, ...]] = tuple(Counter.__members__)
-GAUGES: Final = frozenset({"conns_open"})
+GAUGES: Final = frozenset({"conns_open", "cluster_redis_up"})
 _BODY: Final = struct.Struct(f"<{len(COUNTERS)}Q")
 _BLOCK: Final = SEQ_SIZE + _BODY.size
 STATS_RECORD: Final = _BLOCK
@@ -113,7 +124,7 @@ class Stats:
     """Counter slots for `capacity` processes."""
 
     SUFFIX = "stats"
-    TAG = b"stats/1"
+    TAG = b"stats/2"
 
     def __init__(self, region: Region, capacity: int) -> None:
         # Use create() or attach().
@@ -169,6 +180,10 @@ class Stats:
             i: dict(zip(COUNTERS, self._slot_since_reset(i), strict=True))
             for i in range(self.capacity)
         }
+
+    def slot(self, index: int) -> dict[str, int]:
+        """Counters of one process slot since the last reset()."""
+        return dict(zip(COUNTERS, self._slot_since_reset(self._check(index)), strict=True))
 
     def total(self) -> dict[str, int]:
         """All slots plus the retired processes, since the last reset()."""

@@ -22,9 +22,10 @@ from ..process.listeners import ListenerSet, listen_backlog
 from ..process.logs import reopen_logs
 from ..process.title import set_title
 from ..routing import RouteLoadError
-from ..rundir import RunDir, fifo_path, layout_for
+from ..rundir import AGENT_INDEX, RunDir, fifo_path, layout_for
 from ..shm import ShmLayout, ShmSet
 from ..workers.context import WorkerIdentity
+from .agentproc import AgentProc
 from .ready import ReadyPipe
 from .reaper import Reaper
 from .reload import reload_settings
@@ -79,10 +80,11 @@ class Supervisor:
 
     def _serve(self, layout: ShmLayout, started: float) -> int:
         """Run the workers over the tables of `layout` until stopped; the exit status."""
-        self.workers = WorkerSet(self.shm.heartbeats, layout.process_slots)
+        self.workers = WorkerSet(self.shm.heartbeats, AGENT_INDEX)  # the last slot: the agent's
         self.reaper = Reaper(self.shm)
         self.sweeper = Sweeper(self.shm)
         self.spawner = Spawner(layout, self.shm.heartbeats, self.listeners, self._in_child)
+        self.agent = AgentProc(layout, self.shm.stats, self._in_child, self.settings)
         self.services: Services | None = None
         failure, status = "", 0
         try:
@@ -92,12 +94,14 @@ class Supervisor:
             self.listeners.ensure(core.listen, core.children, listen_backlog(core.backlog))
             self.services.inbox.install()
             self._spawn_generation()
+            self.agent.start()
             self._loop()
         except (HaltSupervisor, OSError) as exc:
             halt = exc if isinstance(exc, HaltSupervisor) else HaltSupervisor(str(exc), 3)
             failure = halt.reason
             logger.error("%s", failure)
             self.workers.kill_all(signal.SIGKILL)
+            self.agent.kill(signal.SIGKILL)
             self._reap_all(5.0)
             status = halt.exit_status
         finally:
@@ -114,19 +118,25 @@ class Supervisor:
         return status
 
     def _services(self, started: float) -> Services:
-        view = ControlView(lambda: self.settings, self.shm, started, self.workers.infos)
+        view = ControlView(
+            lambda: self.settings, self.shm, started, self.workers.infos, lambda: self.agent.pid
+        )
         control = ControlServer(fifo_path(self.settings), dispatcher(build_methods(view)))
         control.open()
         metrics = None
         if self.settings.metrics.listen:
             try:
                 metrics = MetricsServer(
-                    self.settings.metrics.listen, ShmCollector(self.shm, started)
+                    self.settings.metrics.listen,
+                    ShmCollector(self.shm, started, self._cluster_on),
                 )
             except BaseException:
                 control.close()
                 raise
         return Services(SignalInbox(), control, metrics)
+
+    def _cluster_on(self) -> bool:
+        return self.settings.cluster.redis is not None
 
     def _in_child(self) -> None:
         """In a forked worker: close what the supervisor holds open."""
@@ -146,11 +156,12 @@ class Supervisor:
                 getattr(self, f"handle_{name}")()
             self.reap()
             if self.stopping_until is not None:
-                if not workers.procs:
+                if not (workers.procs or self.agent.running):
                     return
                 if time.monotonic() >= self.stopping_until:
                     logger.warning("workers still running after the deadline: SIGKILL")
                     workers.kill_all(signal.SIGKILL)
+                    self.agent.kill(signal.SIGKILL)
                     self.stopping_until = time.monotonic() + 5.0
                 continue
             core = self.settings.core
@@ -170,6 +181,7 @@ class Supervisor:
         if self.stopping_until is not None:
             # A second INT/QUIT means now (uvicorn force_exit).
             self.workers.kill_all(signal.SIGKILL)
+            self.agent.kill(signal.SIGKILL)
             return
         self._stop(signal.SIGQUIT, FAST_STOP_TIMEOUT, "fast stop")
 
@@ -178,6 +190,7 @@ class Supervisor:
     def handle_usr1(self) -> None:
         reopen_logs()
         self.workers.kill_all(signal.SIGUSR1)
+        self.agent.kill(signal.SIGUSR1)
 
     def handle_hup(self) -> None:
         logger.info("reload: reading the configuration again")
@@ -192,11 +205,13 @@ class Supervisor:
         logging.getLogger().setLevel(new.core.log_level.upper())
         self.workers.retire_all()
         self._spawn_generation()
+        self.agent.restart(new)
 
     def _stop(self, signum: int, timeout: float, what: str) -> None:
         logger.info("%s: stopping %d workers", what, len(self.workers.procs))
         self.stopping_until = time.monotonic() + timeout
         self.workers.kill_all(signum)
+        self.agent.kill(signal.SIGTERM)  # the node leaves the cluster (cluster/agent.py)
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -223,6 +238,8 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.agent.reaped(pid, status, stopping=self.stopping_until is not None):
+                continue
             proc = self.workers.procs.pop(pid, None)
             if proc is not None:
                 stopping = self.stopping_until is not None
@@ -232,6 +249,7 @@ class Supervisor:
     def maintain(self) -> None:
         for slot in self.reaper.due():
             self.spawn(slot)
+        self.agent.maintain()
         if self.workers.newly_ready():
             self._generation_ready()
 
@@ -253,7 +271,7 @@ class Supervisor:
 
     def _reap_all(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.workers.procs and time.monotonic() < deadline:
+        while (self.workers.procs or self.agent.running) and time.monotonic() < deadline:
             with contextlib.suppress(HaltSupervisor):
                 self.reap()
             time.sleep(0.05)

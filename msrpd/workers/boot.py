@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psutil
 
-from ..config import ListenAddress
+from ..cluster.report import FailureReport
+from ..config import ListenAddress, Settings
 from ..config.address import Proto
 from ..config.selfuri import SelfUris
 from ..process.listeners import listen_backlog
 from ..protocol import ReaderLimits
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..routing.users import UserStore
+from ..rundir import agent_report_path
+from ..users.open import worker_source
 from .conn import MsrpConnection
 from .context import WorkerContext
 from .delivery import Delivery
@@ -70,7 +72,7 @@ def build_routes(
         sipmsg=settings.msrp.sipmsg,
         block_unknown_methods=settings.msrp.block_unknown_methods,
     )
-    users = UserStore(settings.auth.users) if settings.auth.users else None
+    users = worker_source(settings.auth, ctx.loop, ctx.counters)
     m = settings.msrp
     limits = ReaderLimits(max_head=m.max_head, max_body=m.max_body)
     self_uris = SelfUris.build(
@@ -87,6 +89,7 @@ def build_routes(
         shm.cmap,
         ctx.counters,
         ctx.loop,
+        _failure_report(settings),
     )
     # Late bound: an outbound connection runs the routes that relay through this delivery.
     delivery = Delivery(
@@ -178,3 +181,10 @@ def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
         for a in addrs
         if a.family in families
     ]
+
+
+def _failure_report(settings: Settings) -> Callable[[str], None] | None:
+    """Where failed AUTHs go to be counted over the cluster: the node's agent (issue 17)."""
+    if settings.cluster.redis is None:
+        return None
+    return FailureReport(agent_report_path(settings.core.run_dir)).auth_failed

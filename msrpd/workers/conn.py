@@ -35,11 +35,12 @@ from ..protocol import (
 from ..protocol.grammar import DASHES
 from ..protocol.writer import build_error_reply
 from ..routing.sip import SipRequest
+from ..routing.waits import Pending
 from ..shm import Counter
 from .connenv import ConnEnv
 from .connstats import ConnStats
 from .flow import FlowControl
-from .intake import Intake
+from .intake import WAIT, Intake
 from .migrate.hooks import MoveHooks
 from .migrate.state import Arrival, MigrationState
 from .outbox import Outbox
@@ -164,8 +165,9 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             self.ctx.mover.consider(self)
 
     def read_buffered(self) -> None:
-        """Route the frames the reader holds already: a throttled read's rest (limits.py)."""
-        if self.closed:
+        """Route the frames the reader holds already: a throttled read's rest (limits.py).
+        Not while something else halts them (a frame waiting for a value: wait_for)."""
+        if self.closed or self.intake.halted:
             return
         batch = self.ctx.batch
         batch.begin()
@@ -209,6 +211,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
     # -- events -----------------------------------------------------------------------------
 
     def _drain_events(self) -> None:
+        if self.intake.halted & WAIT:
+            return  # what a read brings while a frame waits stays behind it in the reader
         reader = self.reader
         stop = self.ctx.stop
         if stop.stopping and self.stream_sink is None:
@@ -229,7 +233,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
                     self._on_sip(event)
                 elif isinstance(event, ConnectionClosed):
                     self.close("closed by peer")
-                if self.closed or self.intake.throttled:
+                if self.closed or self.intake.halted:
                     break
                 if stop.stopping and self.stream_sink is None:
                     self.stop_reading()  # the frame being read when the stop came is done
@@ -254,6 +258,35 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid
+
+    def wait_for(self, frame: Frame, pending: Pending) -> None:
+        """The route of `frame` needs a value not here yet (waits.py): it waits (intake.py)."""
+        intake = self.intake
+        intake.waiting = frame
+        intake.halted |= WAIT
+        self.block(pending)
+        pending.then(lambda: self._waited(pending))
+
+    def _waited(self, pending: Pending) -> None:
+        """The value has landed (or failed): route the frame again, then those behind it."""
+        intake = self.intake
+        frame, intake.waiting = intake.waiting, None
+        intake.halted &= ~WAIT
+        self.unblock(pending)
+        if frame is None or self.closed:
+            return  # closed meanwhile: nobody to answer
+        batch = self.ctx.batch
+        batch.begin()
+        try:
+            # As _on_frame, without counting it again (the first pass was thrown away).
+            sink = self.env.routes.run(frame, self)
+            if frame.streamed:
+                self.stream_sink = sink
+                self.stream_tid = frame.tid
+            if not (self.closed or intake.halted):
+                self._drain_events()
+        finally:
+            batch.flush_now()
 
     def _on_frame_end(self, end: FrameEnd) -> None:
         if self.stream_sink is not None:

@@ -21,8 +21,9 @@ from ..protocol import ConnInfo, Frame, LocalProtocolError, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
-from ..routing.users import UserStore
+from ..routing.waits import Pending
 from ..shm import Cmap, Counter, StatsCounters
+from ..users import Ha1Source
 from .connstats import ConnStats
 from .limits import ConnGuard
 from .migrate.state import MigrationState
@@ -78,6 +79,10 @@ class RoutedConn(Protocol):
     def block(self, dest: Hashable) -> None: ...
 
     def unblock(self, dest: Hashable) -> None: ...
+
+    def wait_for(self, frame: Frame, pending: Pending) -> None:
+        """The route needs a value for `frame` that is not here yet (routing/waits.py): the
+        frame and the connection's reading wait for `pending`, then it is routed again."""
 
 
 class Resolver(Protocol):
@@ -136,7 +141,7 @@ class RouteServices(Protocol):
     policy: RoutePolicy
     nonce_secret: bytes
     counters: StatsCounters
-    users: UserStore | None
+    users: Ha1Source | None
     delivery: Resolver | None
     loopback: Rerouter | None
     transactions: Transactor | None
@@ -213,6 +218,7 @@ class ConnEnv:
         return self.routes.users is not None
 
     def user_ha1(self, username: str, realm: str) -> str | None:
+        """May raise NotYet or Unavailable (routing/waits.py): a remote store (users/)."""
         users = self.routes.users
         return None if users is None else users.get_ha1(username, realm)
 

@@ -5,6 +5,12 @@ Rules:
   reading (`block`); it reads again once every such destination has drained (`unblock`).
 - Session rates ([limits], limits.py): a client connection over them is blocked by its
   ReadRate until the buckets allow it again, as by a congested destination.
+- A frame whose route needs a value that is not here yet (routing/waits.py) waits in
+  `waiting`, reading paused with the value as its blocker (so head_timeout and migration leave
+  the connection alone): the frames after it stay in the reader and the kernel, in order,
+  until it has been routed (conn.py: wait_for, _waited).
+- `halted` says why the reader's next frames wait (conn.py stops routing them): RATE, WAIT or
+  both; one test of it per frame covers both.
 - head_timeout (slowloris): every byte refreshes last_active, so only a deadline per head
   ends a connection that never completes one. The clock starts when a new head begins
   (conn.py, after each read) and again when reading resumes after a pause: paused is not slow.
@@ -14,23 +20,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
+from typing import Final
 
-from ..protocol import FrameReader
+from ..protocol import Frame, FrameReader
 from .ratelimit import ReadRate
 from .transports.base import Wire
 
-__all__ = ["Intake"]
+__all__ = ["RATE", "WAIT", "Intake"]
+
+RATE: Final = 1
+"""halted: over its session rates ([limits], limits.py)."""
+WAIT: Final = 2
+"""halted: a frame waits for a value (`waiting`)."""
 
 
 class Intake:
     __slots__ = (
         "blockers",
+        "halted",
         "held_replies",
         "rate",
         "reader",
         "serial",
         "since",
-        "throttled",
+        "waiting",
         "wire",
     )
 
@@ -45,8 +58,10 @@ class Intake:
         """...and when it began (monotonic)."""
         self.rate: ReadRate | None = None
         """A client connection's [limits] session rates (limits.py)."""
-        self.throttled = False
-        """Over its session rates: the reader's next frames wait (conn.py), reading paused."""
+        self.halted = 0
+        """RATE | WAIT: the reader's next frames wait (conn.py), reading paused."""
+        self.waiting: Frame | None = None
+        """The frame whose route waits for a value (WAIT)."""
         self.held_replies: list[tuple[bytes, bool]] | None = None
         """Answers to the streamed frame being read, written when its end-line is in (None:
         answers go out at once): a response says the whole chunk arrived (RFC 4976 §6.4.1)."""

@@ -17,7 +17,9 @@ Rules (what a client over each limit gets is a close or a response, never a sile
   nonce, nor one another relay forwarded, whose connection is not closed; RFC 4976 §6.3):
   the auth_failures_close-th closes the connection once the 401 is written (the close runs
   after the read's writes are flushed); each also counts for its source address, and
-  ban_after of them within ban_window ban it for ban_time on every worker.
+  ban_after of them within ban_window ban it for ban_time on every worker. With a cluster,
+  each is also reported to the node's cluster agent, which counts it over every node and
+  bans the address on all of them (cluster/bans.py).
 - max_sessions_per_user: a claim in shm/usersess.py, over every worker; the AUTH beyond it
   is answered 403 by the route API (routing/cmapops.py).
 - max_outbound_per_second: each worker takes an equal share of the relay's rate (a bucket
@@ -36,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from ..config import LimitsSettings
@@ -53,6 +55,7 @@ from ..shm import (
     probation_key,
 )
 from .connstats import ConnStats
+from .intake import RATE
 from .migrate.state import MigrationState
 from .peers import source_host
 from .ratelimit import ReadRate, TokenBucket
@@ -72,7 +75,8 @@ class Limited(Protocol):
     """What the limits need of the reading side of a connection (intake.Intake)."""
 
     rate: ReadRate | None
-    throttled: bool
+    halted: int
+    """intake.RATE while throttled (and intake.WAIT while a frame waits for a value)."""
 
 
 class Failing(Protocol):
@@ -117,8 +121,12 @@ class ConnGuard:
         cmap: Cmap,
         counters: StatsCounters,
         loop: asyncio.AbstractEventLoop,
+        report: Callable[[str], None] | None = None,
     ) -> None:
+        """`report`: tells the cluster agent of each failed AUTH's address (cluster/report.py);
+        None without a cluster."""
         self.limits = limits
+        self.report = report
         self.addrs = addrs
         self.users = users
         self.cmap = cmap
@@ -237,9 +245,9 @@ class ConnGuard:
 
     def _throttle(self, conn: Guarded, rate: ReadRate, now: float) -> None:
         intake = conn.intake
-        if intake.throttled:
+        if intake.halted & RATE:
             return  # the timer set already looks at the debt again when it fires
-        intake.throttled = True
+        intake.halted |= RATE
         self.counters.add(Counter.limit_rate)
         conn.block(rate)
         self.loop.call_later(rate.debt(now) + THROTTLE_SLACK, self._resume, conn, rate)
@@ -249,9 +257,9 @@ class ConnGuard:
         if wait > 0:
             self.loop.call_later(wait + THROTTLE_SLACK, self._resume, conn, rate)
             return
-        conn.intake.throttled = False
+        conn.intake.halted &= ~RATE
         conn.unblock(rate)
-        conn.read_buffered()  # the frames the throttled read left in the reader
+        conn.read_buffered()  # the frames the throttled read left in the reader (unless halted)
 
     # -- AUTH ----------------------------------------------------------------------------------
 
@@ -263,6 +271,8 @@ class ConnGuard:
         stats, limits = conn.stats, self.limits
         stats.auth_failures += 1
         host = source_host(conn.peer_key)
+        if self.ban.after and self.report is not None:
+            self.report(host)  # counted over the cluster too (cluster/bans.py)
         if self.ban.after and self.addrs.auth_failed(host, self.ban, time.time()):
             self.counters.add(Counter.limit_bans)
             logger.warning(

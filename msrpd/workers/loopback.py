@@ -38,6 +38,7 @@ from ..protocol.frame import REPORT, SEND
 from ..protocol.writer import build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
+from ..routing.waits import NotYet, Unavailable
 from ..shm import Counter, StatsCounters
 from .connenv import ConnEnv, RoutedConn, count_reply
 from .ports import Sink
@@ -70,6 +71,14 @@ class HopEnv(ConnEnv):
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.replies.append(data)
+
+    def user_ha1(self, username: str, realm: str) -> str | None:
+        try:
+            return super().user_ha1(username, realm)
+        except NotYet:
+            # The outer pass has relayed its frame already: it cannot be routed again
+            # (routing/waits.py). The lookup goes on and fills the cache for a retry.
+            raise Unavailable("user store") from None
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         return super().relay(self.outer, data, dest, flags)
@@ -143,6 +152,8 @@ class Loopback:
         hop = HopEnv(env, outer, depth)
         try:
             self.route.event(Msrp(frame, env.conn.info, hop))
+        except Unavailable as exc:
+            logger.info("the inner hop of %s failed: %s", _tid(outer), exc)
         except Exception:
             logger.exception("route failed on the inner hop of %s", _tid(outer))
             self.counters.add(Counter.errors)

@@ -3,7 +3,9 @@
 Rules: RouteRunner holds what the script needs from the worker (its policy, the shared
 tables, the user store, the delivery layer), built once and shared by every connection; each
 connection's ConnEnv (connenv.py) is the `env` the script's `msrp` object calls. A script
-error never takes the worker down.
+error never takes the worker down. A value the route needs that is not here yet parks the
+frame on its connection (NotYet, routing/waits.py; conn.wait_for); one that cannot be had
+(Unavailable) gets the request a 500.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from ..routing import Msrp, RouteScript
 from ..routing.env import RoutePolicy
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
-from ..routing.users import UserStore
+from ..routing.waits import NotYet, Unavailable
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
+from ..users import Ha1Source
 from .connenv import Rerouter, Resolver, RoutedConn, Transactor
 from .limits import ConnGuard
 from .ports import Sink
@@ -57,7 +60,7 @@ class RouteRunner:
         *,
         delivery: Resolver | None = None,
         loopback: Rerouter | None = None,
-        users: UserStore | None = None,
+        users: Ha1Source | None = None,
         transactions: Transactor | None = None,
     ) -> None:
         self.route = route
@@ -94,6 +97,14 @@ class RouteRunner:
             return None
         try:
             self.route.event(Msrp(frame, conn.info, env))
+        except NotYet as wait:
+            conn.wait_for(frame, wait.pending)  # routed again from the start when it lands
+            return None
+        except Unavailable as exc:
+            # Logged where it failed, once per outage (users/remote.py): not per frame.
+            if frame.method is not None and frame.method != b"REPORT":
+                text = f"Server Error ({exc.what} unavailable)"
+                conn.write_reply(build_reply(frame, Status.SERVER_ERROR, text))
         except Exception:
             # A script bug must not take the worker down: log with the tid, answer 500 to a
             # request, drop a response (issue 5; Kamailio drops silently).

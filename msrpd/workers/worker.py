@@ -138,6 +138,8 @@ class Worker:
                 ctx.mover.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
+            if self.routes is not None and self.routes.users is not None:
+                await self.routes.users.aclose()
             publish(ctx)
         return 0
 

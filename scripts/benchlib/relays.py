@@ -42,8 +42,8 @@ REALM = "myrealm"
 _ADD_USERS = """
 import sys
 from pathlib import Path
-from msrpd.routing.users import UserStore
-store = UserStore(Path(sys.argv[1]))
+from msrpd.users.sqlite import SqliteUsers
+store = SqliteUsers(Path(sys.argv[1]))
 names = sys.stdin.read().split()
 db = store._conn()
 db.execute("BEGIN")

@@ -111,13 +111,16 @@ def test_core_ps_lists_supervisor_and_workers_with_psutil_figures(cluster: Clust
         assert (row["slot"], row["generation"], row["state"]) == (worker.info.slot, 1, "running")
         assert row["conns"] == len(worker.sessions)
         assert row["rss"] > 1_000_000
-    busy_until = time.monotonic() + 0.5
-    while time.monotonic() < busy_until:  # the "supervisor" (this process) burns a CPU
+    # The "supervisor" (this process) burns 0.3 s of CPU, however long that takes on a busy
+    # machine; its share of the interval is what core.ps must report.
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    while time.process_time() < cpu0 + 0.3:
         pass
     again = cluster.call("core.ps")
+    share = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
     assert all(isinstance(r["cpu"], float) and 0.0 <= r["cpu"] <= 400.0 for r in again)
-    # Measured since the previous call, on the Process kept from it (not a fresh 0.0).
-    assert again[0]["cpu"] > 30.0
+    # Measured since the previous call, on the Process kept from it (a fresh one says 0.0).
+    assert again[0]["cpu"] > share / 2, (again[0]["cpu"], share)
 
 
 def test_stats_get_sums_and_splits_per_worker_and_filters_by_group(cluster: Cluster) -> None:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from .redisserver import REDIS_SERVER, RedisServer
 from .relay import Relay
 
 
@@ -14,3 +15,34 @@ def relay(make_relay: Callable[..., Relay]) -> Relay:
     result = r.start()
     assert result.returncode == 0, result.stderr + r.log()
     return r
+
+
+_CLUSTER_SKIP = "CLUSTER NOT TESTED: redis-server is not installed (apt-get install redis-server)"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on 127.0.0.1 (redisserver.py), stopped after the test. Without
+    redis-server the test skips, and the terminal summary says so in red."""
+    if REDIS_SERVER is None:
+        pytest.skip(_CLUSTER_SKIP)
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # From the reports, not from state kept here: under pytest-xdist the skips happen in the
+    # worker processes, and only their reports reach this one.
+    skipped = [
+        report.nodeid
+        for report in terminalreporter.stats.get("skipped", [])
+        if _CLUSTER_SKIP in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_sep("!", "CLUSTER TESTS WERE SKIPPED: NO redis-server", red=True)
+        for nodeid in skipped:
+            terminalreporter.write_line(f"  {nodeid}", red=True)

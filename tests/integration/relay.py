@@ -9,6 +9,7 @@ started are killed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -26,9 +27,9 @@ import psutil
 from msrpd.config import load_config
 from msrpd.hotpath import environment
 from msrpd.routing import DEFAULT_ROUTE
-from msrpd.routing.users import UserStore
 from msrpd.rundir import layout_for
 from msrpd.shm import instance_prefix
+from msrpd.users.sqlite import SqliteUsers
 
 REALM = "testrealm"
 CMAP_ROUTE = DEFAULT_ROUTE.with_name("cmap.py")
@@ -77,10 +78,32 @@ def exited(proc: psutil.Process) -> bool:
         return True
 
 
+def _port_block() -> range:
+    """This test process's own ports, below the kernel's ephemeral range.
+
+    A port found free here is bound by the relay only later; a port from bind(0) lies in the
+    ephemeral range, where any connect() of another test process (pytest-xdist runs several)
+    may take it meanwhile. Each xdist worker (gw0, gw1, ...) gets its own block instead.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = 20000 + 1000 * (int(worker) % 12 if worker.isdigit() else 0)
+    return range(low, low + 1000)
+
+
+_ports = itertools.cycle(_port_block())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 nothing listens on now, from this process's own block."""
+    for _ in range(1000):
+        port = next(_ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in this test process's block")
 
 
 def wait_for(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -148,7 +171,7 @@ class Relay:
         if self.wss_port:
             listen.append(f"wss:127.0.0.1:{self.wss_port}")
         users_file = self.run_dir / "users.sqlite"
-        store = UserStore(users_file)
+        store = SqliteUsers(users_file)
         for name, password in PASSWORDS.items():
             store.add(name, REALM, password)
         store.close()

@@ -55,6 +55,14 @@ def test_metrics_endpoint_counts_the_traffic(make_relay) -> None:
     relay.write_config()
     assert relay.start().returncode == 0
     alice, bob = _pair(relay)
+    try:
+        _count_the_traffic(port, alice, bob)
+    finally:
+        alice.close()
+        bob.close()
+
+
+def _count_the_traffic(port: int, alice: MsrpClient, bob: MsrpClient) -> None:
     for i in range(5):
         alice.send_message(bob, b"hello", message_id=f"m{i}")
         assert alice.recv().frame.code == 200
@@ -72,8 +80,9 @@ def test_metrics_endpoint_counts_the_traffic(make_relay) -> None:
                 samples[key] = samples.get(key, 0.0) + s.value
         return samples
 
+    # Each worker publishes its counters about once a second; a loaded machine may take longer.
     wait_for(
-        lambda: scrape().get("msrpd_frames_in_total,method=SEND") == 5, 5, "published counters"
+        lambda: scrape().get("msrpd_frames_in_total,method=SEND") == 5, 20, "published counters"
     )
     samples = scrape()
     assert samples["msrpd_frames_out_total"] == 5
@@ -84,5 +93,3 @@ def test_metrics_endpoint_counts_the_traffic(make_relay) -> None:
     assert samples["msrpd_workers,state=running"] == 2
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    alice.close()
-    bob.close()

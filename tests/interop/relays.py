@@ -8,7 +8,7 @@ unset, so Use-Path names the listen address, as Kamailio's cfg does with 127.0.0
 
 from __future__ import annotations
 
-from msrpd.routing.users import UserStore
+from msrpd.users.sqlite import SqliteUsers
 from tests.integration.relay import Relay
 
 from .scenarios import PASSWORD, REALM, USERS
@@ -20,7 +20,7 @@ class MsrpdRelay(Relay):
     def __init__(self) -> None:
         super().__init__(children=2, core={"log_level": "info"})
         users = self.run_dir / "interop-users.sqlite"
-        store = UserStore(users)
+        store = SqliteUsers(users)
         for name in USERS:
             store.add(name, REALM, PASSWORD)
         store.close()

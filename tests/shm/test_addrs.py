@@ -113,3 +113,30 @@ def test_processes_never_lose_a_count(addrs: AddrTable, children: Children) -> N
     pids = [children.fork(greedy) for _ in range(4)]
     assert [children.wait(pid) for pid in pids] == [0] * 4
     assert addrs.conns("192.0.2.7") == 150
+
+
+def test_a_cluster_ban_holds_until_its_end_and_only_lengthens(addrs: AddrTable) -> None:
+    """ban() (the cluster agent's, issue 17): the address is refused until `until`, a shorter
+    ban changes nothing, the record outlives a sweep until then, and its counts stay."""
+    addrs.open_conn("192.0.2.1", 0, NOW)
+    assert addrs.ban("192.0.2.1", NOW + 30)
+    assert addrs.banned("192.0.2.1", NOW + 29.9) and not addrs.banned("192.0.2.1", NOW + 30)
+    assert addrs.open_conn("192.0.2.1", 0, NOW + 1) is Admission.BANNED
+    assert addrs.conns("192.0.2.1") == 1  # the open connection is still counted
+    assert not addrs.ban("192.0.2.1", NOW + 10)  # shorter: kept as it was
+    assert addrs.banned("192.0.2.1", NOW + 20)
+    assert addrs.ban("192.0.2.1", NOW + 60)
+    addrs.release("192.0.2.1", 1, NOW + 2)
+    assert sum(addrs.sweep_stripe(i, NOW + 59) for i in range(addrs.n_stripes)) == 0
+    assert addrs.banned("192.0.2.1", NOW + 59)
+    assert not addrs.banned("192.0.2.2", NOW)  # another address
+    assert sum(addrs.sweep_stripe(i, NOW + 61) for i in range(addrs.n_stripes)) == 1
+    assert addrs.count() == 0
+
+
+def test_a_local_failure_count_does_not_shorten_a_cluster_ban(addrs: AddrTable) -> None:
+    rule = BanRule(after=2, window=30.0, ban_time=5.0)
+    assert addrs.ban("192.0.2.1", NOW + 100)
+    assert not addrs.auth_failed("192.0.2.1", rule, NOW + 1)
+    assert not addrs.auth_failed("192.0.2.1", rule, NOW + 2)  # already banned longer
+    assert addrs.banned("192.0.2.1", NOW + 99)

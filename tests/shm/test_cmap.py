@@ -219,3 +219,15 @@ def test_purge_by_owner_removes_exactly_the_dead_workers_entries(
     finally:
         registry.close()
         registry.unlink()
+
+
+def test_expiries_name_every_session_with_its_expiry(cmap: Cmap) -> None:
+    """What the cluster agent's directory reads (issue 17): every entry, expired ones not yet
+    swept too (the directory leaves those out itself)."""
+    assert cmap.expiries() == {}
+    for i in range(100):
+        assert cmap.save(entry(f"s{i}", conid=i, expires=NOW + i))
+    cmap.save(entry("s5", conid=5, expires=NOW + 500))  # a re-AUTH's new expiry
+    cmap.delete("s7")
+    expected = {f"s{i}": NOW + i for i in range(100) if i != 7} | {"s5": NOW + 500}
+    assert cmap.expiries() == expected

@@ -13,6 +13,7 @@ import pytest
 from msrpd.config import LimitsSettings
 from msrpd.shm import AddrTable, Cmap, CmapEntry, Counter, StatsCounters, UserSessions
 from msrpd.workers.connstats import ConnStats
+from msrpd.workers.intake import RATE
 from msrpd.workers.limits import FORBIDDEN_SESSIONS, ConnGuard
 from msrpd.workers.migrate.state import MigrationState
 from msrpd.workers.ratelimit import ReadRate
@@ -21,7 +22,7 @@ from msrpd.workers.ratelimit import ReadRate
 class Intake:
     def __init__(self) -> None:
         self.rate: ReadRate | None = None
-        self.throttled = False
+        self.halted = 0
 
 
 @dataclasses.dataclass(eq=False)
@@ -148,9 +149,9 @@ def test_a_throttled_connection_resumes_once_out_of_debt(tables) -> None:  # typ
     assert rate is not None and rate.bytes is None
     g.charge_frame(conn, rate)
     g.charge_frame(conn, rate)
-    assert not conn.intake.throttled
+    assert conn.intake.halted == 0
     g.charge_frame(conn, rate)  # the third of a burst of 2
-    assert conn.intake.throttled and conn.blocked == {rate}
+    assert conn.intake.halted == RATE and conn.blocked == {rate}
     g.charge_frame(conn, rate)  # already throttled: one timer
     assert len(loop.later) == 1
     assert g.counters.values[Counter.limit_rate] == 1
@@ -159,4 +160,4 @@ def test_a_throttled_connection_resumes_once_out_of_debt(tables) -> None:  # typ
     assert rate.frames is not None
     rate.frames.tokens = 0.0  # as if the debt were paid
     fn(*args)
-    assert not conn.intake.throttled and conn.blocked == set() and conn.drained == 1
+    assert conn.intake.halted == 0 and conn.blocked == set() and conn.drained == 1

@@ -1,8 +1,7 @@
-"""The user store: usernames and HA1 digests (RFC 2617 §3.2.2.2) in an SQLite file.
+"""The SQLite user store: a local file, table `users` (username, realm, ha1).
 
-Rules: passwords are never stored, only HA1 = MD5(user:realm:password), which is what digest
-verification needs; `msrpd user add|del|list` manages the file. Each lookup is one indexed
-SELECT on a connection opened per process (SQLite handles must not cross fork).
+Rules: each lookup is one indexed SELECT on a connection opened per process (SQLite handles
+must not cross fork); it is local and fast, so a worker's route asks it directly, no cache.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from ..protocol.digest import ha1
 
-__all__ = ["UserStore"]
+__all__ = ["SqliteUsers"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -24,7 +23,9 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 
-class UserStore:
+class SqliteUsers:
+    """Both faces of the store (store.py): UserStore and Ha1Source."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
@@ -63,3 +64,6 @@ class UserStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    async def aclose(self) -> None:
+        self.close()

@@ -1,0 +1,14 @@
+"""The cluster (issue 17): several msrpd nodes sharing AUTH-failure counts, bans, a session
+directory and a node registry through Redis (or Valkey).
+
+Strategy: one cluster agent process per node (agent.py), forked and respawned by the
+supervisor like a worker, holds the node's only Redis connection and its pub/sub
+subscription. Workers never talk to Redis: the agent reads the node's shared memory (the
+cmap for the directory, the heartbeats for the registry), writes bans into the shared ban
+table (shm/addrs.py), and hears of failed AUTHs from the workers over a datagram socket
+(report.py), which costs a worker one sendto per failure and nothing per frame. Redis down
+therefore changes nothing on the relaying path: only the cluster-wide parts wait, and the
+agent catches up when it comes back (status.py, link.py).
+
+This package imports redis only in agent.py and what it runs, which only the agent loads.
+"""

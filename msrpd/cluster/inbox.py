@@ -1,0 +1,75 @@
+"""The agent's side of cluster/report.py: the workers' failed-AUTH reports, one address per
+datagram on run_dir/cluster-report.sock (mode 0600, like the workers' sockets: only this
+user's processes may report).
+
+Rules: a report waits in a bounded queue while Redis is slow or down; beyond MAX_WAITING the
+newest are dropped and counted (cluster_reports_dropped): the failures still count on the
+node that saw them (shm/addrs.py). A datagram longer than an address is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections import deque
+from pathlib import Path
+from typing import Final
+
+from ..shm import ADDR_KEY_MAX, Counter
+from .status import RedisStatus
+
+__all__ = ["MAX_WAITING", "ReportInbox"]
+
+logger = logging.getLogger(__name__)
+
+MAX_WAITING: Final = 4096
+
+
+class ReportInbox(asyncio.DatagramProtocol):
+    def __init__(self, status: RedisStatus) -> None:
+        self.status = status
+        self.waiting: deque[str] = deque()
+        self.ready = asyncio.Event()
+        self.transport: asyncio.BaseTransport | None = None
+
+    async def open(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self, path: Path) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if not data or len(data) > ADDR_KEY_MAX:
+            logger.warning("cluster: ignoring a report of %d bytes", len(data))
+            return
+        if len(self.waiting) >= MAX_WAITING:
+            self.status.add(Counter.cluster_reports_dropped)
+            return
+        self.waiting.append(data.decode("utf-8", "surrogateescape"))
+        self.ready.set()
+
+    async def next(self) -> str:
+        """The oldest report waiting (waits for one)."""
+        while not self.waiting:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.waiting.popleft()

@@ -1,0 +1,85 @@
+"""A worker's connection to the PostgreSQL user store: one AsyncConnection on its own loop.
+
+Rules:
+- psycopg's AsyncConnection runs on the worker's event loop: no thread, and a lookup waits on
+  the socket like any other I/O of the worker. Lookups go one at a time over one connection
+  (a worker asks only on a cache miss, so one is plenty).
+- Every lookup, connecting included, ends within `timeout` seconds (asyncio.timeout, and
+  statement_timeout on the server so a query stuck on a lock is given up there too). A
+  connection that failed or timed out is closed; the next lookup connects again.
+- LookupFailed carries the cause to log; libpq's messages name the host and the user, never
+  the password, and the URL itself is never part of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from psycopg import sql
+
+from ..config.userdb import PgUrl
+from .pgsql import SubscriberSql
+from .remote import LookupFailed
+
+__all__ = ["PgLookup"]
+
+_Conn = psycopg.AsyncConnection[tuple[object, ...]]
+
+
+class PgLookup:
+    def __init__(self, url: PgUrl, table: str, timeout: float) -> None:
+        self.url = url
+        self.sql = SubscriberSql.build(table)
+        self.timeout = timeout
+        self._db: _Conn | None = None
+        self._turn = asyncio.Lock()  # one query at a time on the one connection
+
+    async def fetch(self, username: str, realm: str) -> str | None:
+        """The user's HA1, None when there is no such user; LookupFailed when the database
+        cannot say within the timeout."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._turn:
+                    reused = self._db is not None
+                    try:
+                        return await self._query(username, realm)
+                    except psycopg.OperationalError:
+                        if not reused:
+                            raise
+                        # The database restarted since the last lookup: once more, anew.
+                        await self._drop()
+                        return await self._query(username, realm)
+        except TimeoutError:
+            await self._drop()
+            raise LookupFailed(f"no answer within {self.timeout:g} s") from None
+        except psycopg.Error as exc:
+            await self._drop()
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LookupFailed(reason) from None
+
+    async def _query(self, username: str, realm: str) -> str | None:
+        db = self._db or await self._connect()
+        cur = await db.execute(self.sql.select_ha1, (username, realm))
+        row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def _connect(self) -> _Conn:
+        db = await psycopg.AsyncConnection.connect(self.url.url, autocommit=True)
+        # The server gives a query up too (a lock held elsewhere): it never runs on unseen.
+        ms = sql.Literal(max(1, int(self.timeout * 1000)))
+        try:
+            await db.execute(sql.SQL("SET statement_timeout = {}").format(ms))
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+        return db
+
+    async def _drop(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def aclose(self) -> None:
+        await self._drop()

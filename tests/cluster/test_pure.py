@@ -1,0 +1,128 @@
+"""The cluster's pure parts (issue 17): key names, the events codec, the directory's changes,
+the URL shown in logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from msrpd.cluster.directory import Directory, DirectoryChanges
+from msrpd.cluster.keys import BanEvent, Keys, decode_event, encode_event
+from msrpd.cluster.status import shown_url
+
+NOW = 1_700_000_000.0
+
+
+def test_key_names() -> None:
+    keys = Keys("msrpd:")
+    assert keys.nodes == "msrpd:nodes"
+    assert keys.events == "msrpd:events"
+    assert keys.node("relay-1") == "msrpd:node:relay-1"
+    assert keys.session("a1B2c3") == "msrpd:sess:a1B2c3"
+    assert keys.fails("[2001:db8::1]") == "msrpd:fails:[2001:db8::1]"
+    assert keys.ban("192.0.2.1") == "msrpd:ban:192.0.2.1"
+    assert keys.ban_addr("msrpd:ban:[2001:db8::1]") == "[2001:db8::1]"
+    assert keys.token("msrpd:sess:a1B2c3") == "a1B2c3"
+    with pytest.raises(ValueError, match="not a"):
+        keys.ban_addr("other:ban:192.0.2.1")
+    with pytest.raises(ValueError, match="not a"):
+        keys.token("msrpd:ban:192.0.2.1")
+
+
+def test_scan_patterns_escape_the_prefixs_glob_characters() -> None:
+    assert Keys("msrpd:").ban_pattern() == "msrpd:ban:*"
+    assert Keys("c[1]*?:").session_pattern() == "c\\[1\\]\\*\\?:sess:*"
+
+
+def test_a_ban_event_round_trips() -> None:
+    event = BanEvent("relay-1", "[2001:db8::1]", NOW + 300.5)
+    raw = encode_event(event)
+    assert json.loads(raw) == {
+        "kind": "ban",
+        "node": "relay-1",
+        "addr": "[2001:db8::1]",
+        "until": NOW + 300.5,
+    }
+    assert decode_event(raw) == event
+    assert decode_event(raw.encode()) == event
+    assert decode_event('{"kind":"ban","node":"n","addr":"a","until":5}') == BanEvent("n", "a", 5.0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("not json", "Expecting value"),
+        ("[]", "unknown event"),
+        ('{"kind":"kill","node":"n"}', "unknown event"),
+        ('{"node":"n","addr":"a","until":1}', "unknown event"),
+        ('{"kind":"ban","addr":"a","until":1}', "needs a node and an addr"),
+        ('{"kind":"ban","node":"n","addr":"","until":1}', "needs a node and an addr"),
+        ('{"kind":"ban","node":"n","addr":5,"until":1}', "needs a node and an addr"),
+        ('{"kind":"ban","node":"n","addr":"a"}', "needs a finite until"),
+        ('{"kind":"ban","node":"n","addr":"a","until":"1"}', "needs a finite until"),
+        ('{"kind":"ban","node":"n","addr":"a","until":true}', "needs a finite until"),
+        ('{"kind":"ban","node":"n","addr":"a","until":NaN}', "needs a finite until"),
+        ('{"kind":"ban","node":"n","addr":"a","until":Infinity}', "needs a finite until"),
+        ('{"kind":"ban","node":"n","addr":"' + "a" * 5000 + '","until":1}', "over 4096 bytes"),
+    ],
+)
+def test_a_bad_event_is_refused(raw: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        decode_event(raw)
+
+
+def test_the_directory_writes_what_changed_and_removes_what_ended() -> None:
+    directory = Directory()
+    first = directory.changes({"a": NOW + 60, "b": NOW + 30}, NOW, full=False)
+    assert first == DirectoryChanges({"a": NOW + 60, "b": NOW + 30}, [], 2)
+    directory.commit(first)
+    assert not directory.changes({"a": NOW + 60, "b": NOW + 30}, NOW, full=False)
+    # b re-AUTHed (new expiry), a ended, c is new, d expired before it was ever written.
+    cmap = {"b": NOW + 90, "c": NOW + 10, "d": NOW - 1}
+    second = directory.changes(cmap, NOW, full=False)
+    assert second == DirectoryChanges({"b": NOW + 90, "c": NOW + 10}, ["a"], 2)
+    directory.commit(second)
+    assert directory.published == {"b": NOW + 90, "c": NOW + 10}
+    # c expires (not yet swept from the cmap): removed from the directory.
+    third = directory.changes(cmap, NOW + 11, full=False)
+    assert third == DirectoryChanges({}, ["c"], 1)
+
+
+def test_a_write_lost_to_an_outage_is_carried_again() -> None:
+    directory = Directory()
+    directory.commit(directory.changes({"a": NOW + 60}, NOW, full=False))
+    lost = directory.changes({"b": NOW + 60}, NOW, full=False)  # never committed
+    assert lost == DirectoryChanges({"b": NOW + 60}, ["a"], 1)
+    assert directory.changes({"b": NOW + 60}, NOW, full=False) == lost
+
+
+def test_after_a_reconnect_everything_is_written_again() -> None:
+    directory = Directory()
+    directory.commit(directory.changes({"a": NOW + 60, "b": NOW + 60}, NOW, full=False))
+    full = directory.changes({"a": NOW + 60, "c": NOW + 5}, NOW, full=True)
+    assert full == DirectoryChanges({"a": NOW + 60, "c": NOW + 5}, ["b"], 2)
+
+
+def test_adopted_entries_of_ended_sessions_are_removed() -> None:
+    """An agent that starts finds its node's entries in Redis: those the cmap no longer has
+    are removed, the others written again with their expiry."""
+    directory = Directory()
+    directory.adopt(["a", "gone"])
+    changes = directory.changes({"a": NOW + 60}, NOW, full=True)
+    assert changes == DirectoryChanges({"a": NOW + 60}, ["gone"], 1)
+    directory.commit(changes)
+    assert directory.published == {"a": NOW + 60}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@db.example.com:6380/2", "redis://:***@db.example.com:6380/2"),
+        ("rediss://msrpd:p@ss@db:6380", "rediss://msrpd:***@db:6380"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
+def test_the_password_never_shows(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
