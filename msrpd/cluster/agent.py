@@ -24,8 +24,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import uvloop
 from redis.asyncio import Redis
@@ -44,7 +44,9 @@ from .bans import ClusterBans
 from .cmapwatch import CmapWatch
 from .directory import Directory
 from .inbox import ReportInbox
-from .keys import Keys
+from .keys import BanEvent, Keys, KillEvent, decode_event
+from .kills import ClusterKills
+from .listing import other_sessions
 from .nodes import NodeRegistry
 from .status import RedisStatus
 
@@ -53,6 +55,7 @@ __all__ = ["RETRY_FIRST", "ClusterAgent", "run_agent"]
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST: Final = 0.1
+_T = TypeVar("_T")
 DOWN: Final = (RedisError, OSError, TimeoutError)
 """What ends a session with Redis: it is down (or not Redis)."""
 
@@ -87,6 +90,9 @@ class ClusterAgent:
         self.bans = ClusterBans(self.keys, cluster.node, settings.limits, shm.addrs, self.status)
         self.registry = NodeRegistry(self.keys, settings, shm.heartbeats)
         self.directory = Directory()
+        self.kills = ClusterKills(
+            self.keys, cluster.node, shm.cmap, settings.core.run_dir, cluster.timeout
+        )
         self.watch = CmapWatch(shm)
         self.inbox = ReportInbox(self.status)
         self.adopted = False
@@ -106,7 +112,13 @@ class ClusterAgent:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         await self.inbox.open(agent_report_path(run_dir))
         ctl = WorkerCtlServer(
-            agent_ctl_path(run_dir), {"cluster.nodes": self.nodes, "log.level": set_log_level}
+            agent_ctl_path(run_dir),
+            {
+                "cluster.nodes": self.nodes,
+                "cluster.kill": self.kill,
+                "cluster.sessions": self.sessions,
+                "log.level": set_log_level,
+            },
         )
         await ctl.start()
         logger.info(
@@ -181,7 +193,10 @@ class ClusterAgent:
                 "cluster: %d bans loaded, %d sessions in the directory", bans, self.directory.count
             )
             await _first_of(
-                self._beats(client), self._events(pubsub), self._reports(client), self.stop.wait()
+                self._beats(client),
+                self._events(client, pubsub),
+                self._reports(client),
+                self.stop.wait(),
             )
             if self.stop.is_set() and self.leave:
                 await self._leave(client)
@@ -210,11 +225,22 @@ class ClusterAgent:
         if changes is not None:
             self.directory.commit(changes)
 
-    async def _events(self, pubsub: PubSub) -> None:
+    async def _events(self, client: Redis, pubsub: PubSub) -> None:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message.get("type") == "message":
-                self.bans.heard(message["data"])
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                event = decode_event(message["data"])
+            except ValueError as exc:
+                logger.warning("cluster: ignoring a bad event: %s", exc)
+                continue
+            if isinstance(event, BanEvent):
+                self.bans.apply(event.addr, event.until, event.node)
+            elif isinstance(event, KillEvent):
+                self.kills.heard_kill(client, event)
+            else:
+                self.kills.heard_killed(event)
 
     async def _reports(self, client: Redis) -> None:
         while True:
@@ -257,13 +283,29 @@ class ClusterAgent:
 
     async def nodes(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """`msrpd ctl cluster.nodes`: every node, from Redis."""
+        return await self._ask_redis(self.registry.listing)
+
+    async def sessions(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """`msrpd ctl msrp.cmaplist cluster`: the other nodes' sessions, from the directory."""
+        node = self.settings.cluster.node
+        return await self._ask_redis(lambda client: other_sessions(client, self.keys, node))
+
+    async def kill(self, params: dict[str, Any]) -> dict[str, Any]:
+        """msrp.session_kill of a session this node does not hold (kills.py)."""
+        sessid = params.get("sessid")
+        if not isinstance(sessid, str):
+            raise ValueError("cluster.kill needs a sessid")
+        return await self._ask_redis(lambda client: self.kills.ask(client, sessid), bound=False)
+
+    async def _ask_redis(self, step: Callable[[Redis], Awaitable[_T]], *, bound: bool = True) -> _T:
+        """`step` on the session's connection, within [cluster] timeout unless it bounds
+        itself; Redis down (now or during it) is a ValueError naming the cause."""
         client = self.client
         if client is None:
             raise ValueError(f"Redis at {self.status.url} is unreachable: {self.status.reason}")
+        timeout = self.settings.cluster.timeout if bound else None
         try:
-            return await asyncio.wait_for(
-                self.registry.listing(client), self.settings.cluster.timeout
-            )
+            return await asyncio.wait_for(step(client), timeout)
         except DOWN as exc:
             raise ValueError(f"Redis at {self.status.url}: {exc or type(exc).__name__}") from None
 

@@ -12,8 +12,8 @@ Rules:
   shared ban table within the message's delivery time.
 - A node that (re)connects reads every ban key (reload()): bans made while it could not hear
   them hold there too.
-- What a peer publishes is checked (keys.decode_event) and an address longer than the ban
-  table's key is refused: a bad message is logged, never applied.
+- What a peer publishes is checked (keys.decode_event, in agent.py) and an address longer
+  than the ban table's key is refused: a bad message is logged, never applied.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from ..config import LimitsSettings
 from ..shm import ADDR_KEY_MAX, AddrTable, Counter
-from .keys import BanEvent, Keys, decode_event, encode_event
+from .keys import BanEvent, Keys, encode_event
 from .status import RedisStatus
 
 __all__ = ["ClusterBans"]
@@ -66,15 +66,6 @@ class ClusterBans:
                 int(count),
             )
             await client.publish(self.keys.events, encode_event(BanEvent(self.node, addr, until)))
-
-    def heard(self, raw: str) -> None:
-        """A message on the events channel."""
-        try:
-            event = decode_event(raw)
-        except ValueError as exc:
-            logger.warning("cluster: ignoring a bad event: %s", exc)
-            return
-        self.apply(event.addr, event.until, event.node)
 
     def apply(self, addr: str, until: float, source: str) -> None:
         if len(addr.encode("utf-8", "surrogateescape")) > ADDR_KEY_MAX:

@@ -11,9 +11,12 @@ Rules:
 - sess:<token>: the node holding the session, expiring with the token (RFC 4976 §5.3 Expires).
 - fails:<addr>: AUTH failures from an address over every node, expiring ban_window after
   the first; ban:<addr>: the ban, its value the end (Unix time), its TTL ban_time.
-- events: one channel; a message is a JSON object {"kind", "node", ...}: "ban" carries
-  "addr" and "until". decode() refuses anything else (ValueError): a message is from a peer,
-  not trusted to be well formed.
+- events: one channel; a message is a JSON object {"kind", "node", ...}, "node" its sender:
+  "ban" carries "addr" and "until"; "kill" (kills.py) carries "target" (the node to act),
+  "sessid" and "id" (the request's); "killed", the target's answer, carries "to" (the asker),
+  "id", "killed" (bool), "conid" (hex text or null) and "closed" (bool or null).
+  decode_event() refuses anything else (ValueError): a message is from a peer, not trusted to
+  be well formed.
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["BanEvent", "Keys", "decode_event", "encode_event"]
+__all__ = ["BanEvent", "Event", "Keys", "KillEvent", "KilledEvent", "decode_event", "encode_event"]
 
 _MAX_EVENT: Final = 4096
+_MAX_NAME: Final = 256
+"""Longest node name or request id accepted in an event."""
+_SESSID_MAX: Final = 64
+"""The cmap's (shm/cmap.py SESSID_MAX): a longer id names no session."""
+_HEX: Final = "0123456789abcdef"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +97,46 @@ class BanEvent:
     until: float
 
 
-def encode_event(event: BanEvent) -> str:
-    return json.dumps(
-        {"kind": "ban", "node": event.node, "addr": event.addr, "until": event.until},
-        separators=(",", ":"),
-    )
+@dataclass(frozen=True, slots=True)
+class KillEvent:
+    """Node `node` asks node `target` to kill its session `sessid` (request `id`)."""
+
+    node: str
+    target: str
+    sessid: str
+    id: str
 
 
-def decode_event(raw: str | bytes) -> BanEvent:
+@dataclass(frozen=True, slots=True)
+class KilledEvent:
+    """Node `node` answers request `id` of node `to`: what its kill did."""
+
+    node: str
+    to: str
+    id: str
+    killed: bool
+    conid: str | None
+    closed: bool | None
+
+
+Event = BanEvent | KillEvent | KilledEvent
+
+
+def encode_event(event: Event) -> str:
+    if isinstance(event, BanEvent):
+        fields: dict[str, object] = {
+            "kind": "ban", "node": event.node, "addr": event.addr, "until": event.until
+        }  # fmt: skip
+    elif isinstance(event, KillEvent):
+        fields = {"kind": "kill", "node": event.node, "target": event.target}
+        fields |= {"sessid": event.sessid, "id": event.id}
+    else:
+        fields = {"kind": "killed", "node": event.node, "to": event.to, "id": event.id}
+        fields |= {"killed": event.killed, "conid": event.conid, "closed": event.closed}
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def decode_event(raw: str | bytes) -> Event:
     """The event a message carries.
 
     Raises:
@@ -105,11 +145,51 @@ def decode_event(raw: str | bytes) -> BanEvent:
     if len(raw) > _MAX_EVENT:
         raise ValueError(f"event over {_MAX_EVENT} bytes")
     message = json.loads(raw)
-    if not isinstance(message, dict) or message.get("kind") != "ban":
-        raise ValueError(f"unknown event: {str(raw)[:80]!r}")
+    kind = message.get("kind") if isinstance(message, dict) else None
+    if kind == "ban":
+        return _ban(message)
+    if kind == "kill":
+        return _kill(message)
+    if kind == "killed":
+        return _killed(message)
+    raise ValueError(f"unknown event: {str(raw)[:80]!r}")
+
+
+def _name(message: dict[str, object], key: str, limit: int = _MAX_NAME) -> str:
+    value = message.get(key)
+    if not (isinstance(value, str) and 0 < len(value) <= limit):
+        raise ValueError(
+            f"a {message['kind']} event needs {key}: a text of 1 to {limit} characters"
+        )
+    return value
+
+
+def _ban(message: dict[str, object]) -> BanEvent:
     node, addr, until = message.get("node"), message.get("addr"), message.get("until")
     if not (isinstance(node, str) and isinstance(addr, str) and addr):
         raise ValueError("a ban event needs a node and an addr")
     if isinstance(until, bool) or not isinstance(until, int | float) or not math.isfinite(until):
         raise ValueError("a ban event needs a finite until")
     return BanEvent(node, addr, float(until))
+
+
+def _kill(message: dict[str, object]) -> KillEvent:
+    return KillEvent(
+        _name(message, "node"),
+        _name(message, "target"),
+        _name(message, "sessid", _SESSID_MAX),
+        _name(message, "id"),
+    )
+
+
+def _killed(message: dict[str, object]) -> KilledEvent:
+    killed, conid, closed = message.get("killed"), message.get("conid"), message.get("closed")
+    if not isinstance(killed, bool):
+        raise ValueError("a killed event needs killed, true or false")
+    hexdigits = isinstance(conid, str) and 0 < len(conid) <= 16 and conid.strip(_HEX) == ""
+    if not (conid is None or hexdigits):
+        raise ValueError("a killed event's conid is null or up to 16 hex digits")
+    if not (closed is None or isinstance(closed, bool)):
+        raise ValueError("a killed event's closed is true, false or null")
+    node, to, id_ = _name(message, "node"), _name(message, "to"), _name(message, "id")
+    return KilledEvent(node, to, id_, killed, conid if isinstance(conid, str) else None, closed)

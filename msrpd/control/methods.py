@@ -10,6 +10,9 @@ Rules:
 - Kamailio's names and fields where Kamailio has the method: core.uptime (now, up_since,
   uptime), msrp.cmaplist (reference/kamailio-msrp.md §8.5; CONLIST is a JSON array of
   {"CONDATA": {...}} where Kamailio's struct repeats the key), system.listMethods.
+- With a cluster, what Redis knows is the cluster agent's (its ctl socket): cluster.nodes,
+  msrp.cmaplist cluster, and the kill of a session not held here (cluster/kills.py), each
+  holding the supervisor's loop up for the agent's own bound (+0.5 s) at most.
 - core.ps keeps one psutil.Process per pid between calls, so cpu is the percentage of one
   CPU used since the previous call (psutil's cpu_percent(None)); the first call reads 0.0.
 """
@@ -17,10 +20,8 @@ Rules:
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -30,17 +31,16 @@ import psutil
 from .. import __version__, hot_path
 from ..config import Settings
 from ..rundir import AGENT_INDEX, agent_ctl_path
-from ..shm import COUNTERS, CmapEntry, ShmSet
+from ..shm import COUNTERS, ShmSet
 from ..workers.ctl import LOG_LEVELS
-from ..workers.handoff import conid_owner
 from .rpc import INVALID_PARAMS, Method, RpcError
+from .sessions import WORKER_TIMEOUT, condata, kill_session, kill_wait, remote_condata
 from .workerctl import WorkerCtlError, query_worker, query_workers
 
 __all__ = ["WORKER_TIMEOUT", "SupervisorView", "WorkerInfo", "build_methods"]
 
 logger = logging.getLogger(__name__)
 
-WORKER_TIMEOUT: Final = 1.0
 NO_HTABLE: Final = -32000
 NO_CLUSTER: Final = -32001
 
@@ -114,19 +114,6 @@ def _text(value: Any, what: str) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise RpcError(INVALID_PARAMS, f"{what} must be a string")
-
-
-def _condata(entry: CmapEntry) -> dict[str, Any]:
-    return {
-        "CITEMID": zlib.crc32(entry.sessid.encode("utf-8", "surrogateescape")),
-        "SESSIONID": entry.sessid,
-        "PEER": entry.peer,
-        "ADDR": entry.addr,
-        "SOCK": entry.sock,
-        "EXPIRES": time.ctime(entry.expires),
-        "CONID": entry.conid,
-        "FLAGS": 0,
-    }
 
 
 def _who(info: WorkerInfo) -> dict[str, Any]:
@@ -262,13 +249,20 @@ class _Methods:
     # -- msrp -------------------------------------------------------------------------------
 
     def cmaplist(self, params: Any) -> dict[str, Any]:
-        _args(params, (), 0, "msrp.cmaplist")
+        (everywhere,) = _args(params, ("cluster",), 0, "msrp.cmaplist [cluster]")
         cmap = self.view.shm.cmap
-        entries = cmap.entries()
+        rows = [condata(entry) for entry in cmap.entries()]
+        if everywhere is not None:
+            if not (everywhere is True or everywhere == "cluster"):
+                raise RpcError(INVALID_PARAMS, "usage: msrp.cmaplist [cluster]")
+            here = self.view.settings.cluster.node
+            rows = [{**row, "NODE": here} for row in rows]
+            others = self._agent("cluster.sessions", None, self.view.settings.cluster.timeout)
+            rows.extend(remote_condata(row) for row in others)
         return {
             "MAP_SIZE": cmap.n_stripes,
-            "CONLIST": [{"CONDATA": _condata(entry)} for entry in entries],
-            "CONCOUNT": len(entries),
+            "CONLIST": [{"CONDATA": row} for row in rows],
+            "CONCOUNT": len(rows),
         }
 
     def conns(self, params: Any) -> list[dict[str, Any]]:
@@ -285,25 +279,18 @@ class _Methods:
         return rows
 
     def session_kill(self, params: Any) -> dict[str, Any]:
+        """Here when this node holds the session; else, with a cluster, on the node the
+        directory names (cluster/kills.py): its answer within kill_wait(), or an error."""
         (sessid,) = _args(params, ("sessid",), 1, "msrp.session_kill SESSID")
         sessid = _text(sessid, "sessid")
-        cmap = self.view.shm.cmap
-        entry = cmap.lookup(sessid, -math.inf)  # expired but not yet swept ones too
-        if entry is None:
-            return {"killed": False}
-        killed = cmap.delete(sessid)
-        owner = conid_owner(entry.conid)
-        closed: bool | None = None
-        for info, path in self.view.worker_ctl_paths():
-            if (info.slot, info.generation) == owner:
-                try:
-                    closed = bool(
-                        query_worker(path, "close", {"conid": entry.conid}, WORKER_TIMEOUT)
-                    )
-                except WorkerCtlError as exc:
-                    logger.warning("msrp.session_kill %s: %s", sessid, exc)
-        logger.info("msrp.session_kill %s: connection %x closed: %s", sessid, entry.conid, closed)
-        return {"killed": killed, "conid": f"{entry.conid:x}", "closed": closed}
+        paths = {(i.slot, i.generation): path for i, path in self.view.worker_ctl_paths()}
+        done = kill_session(self.view.shm.cmap, sessid, lambda slot, gen: paths.get((slot, gen)))
+        cluster = self.view.settings.cluster
+        if cluster.redis is None:
+            return done
+        if done["killed"]:
+            return {**done, "node": cluster.node}
+        return dict(self._agent("cluster.kill", {"sessid": sessid}, kill_wait(cluster.timeout)))
 
     def htable_dump(self, params: Any) -> Any:
         (name,) = _args(params, ("name",), 1, "htable.dump NAME")
@@ -322,12 +309,16 @@ class _Methods:
 
     def cluster_nodes(self, params: Any) -> Any:
         _args(params, (), 0, "cluster.nodes")
+        return self._agent("cluster.nodes", None, self.view.settings.cluster.timeout)
+
+    def _agent(self, method: str, params: dict[str, Any] | None, wait: float) -> Any:
+        """Ask the cluster agent; it answers within `wait` (its own bound), or is an error."""
         settings = self.view.settings
         if settings.cluster.redis is None:
             raise RpcError(NO_CLUSTER, "no cluster: [cluster] redis is not set")
         path = agent_ctl_path(settings.core.run_dir)
         try:
-            return query_worker(path, "cluster.nodes", None, settings.cluster.timeout + 0.5)
+            return query_worker(path, method, params, wait + 0.5)
         except WorkerCtlError as exc:
             raise RpcError(NO_CLUSTER, f"cluster agent: {exc}") from None
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from msrpd.cluster.directory import Directory, DirectoryChanges
-from msrpd.cluster.keys import BanEvent, Keys, decode_event, encode_event
+from msrpd.cluster.keys import BanEvent, Keys, KilledEvent, KillEvent, decode_event, encode_event
 from msrpd.cluster.status import shown_url
 
 NOW = 1_700_000_000.0
@@ -49,12 +49,54 @@ def test_a_ban_event_round_trips() -> None:
     assert decode_event('{"kind":"ban","node":"n","addr":"a","until":5}') == BanEvent("n", "a", 5.0)
 
 
+def test_kill_and_killed_events_round_trip() -> None:
+    kill = KillEvent("n3", "n1", "a1B2c3", "0f1e2d3c4b5a6978")
+    raw = encode_event(kill)
+    assert json.loads(raw) == {
+        "kind": "kill",
+        "node": "n3",
+        "target": "n1",
+        "sessid": "a1B2c3",
+        "id": "0f1e2d3c4b5a6978",
+    }
+    assert decode_event(raw) == kill
+    killed = KilledEvent("n1", "n3", "0f1e2d3c4b5a6978", True, "100000000001", True)
+    raw = encode_event(killed)
+    assert json.loads(raw) == {
+        "kind": "killed",
+        "node": "n1",
+        "to": "n3",
+        "id": "0f1e2d3c4b5a6978",
+        "killed": True,
+        "conid": "100000000001",
+        "closed": True,
+    }
+    assert decode_event(raw) == killed
+    none = KilledEvent("n1", "n3", "r", False, None, None)
+    assert decode_event(encode_event(none)) == none
+
+
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
         ("not json", "Expecting value"),
         ("[]", "unknown event"),
-        ('{"kind":"kill","node":"n"}', "unknown event"),
+        ('{"kind":"kick","node":"n"}', "unknown event"),
+        ('{"kind":"kill","node":"n"}', "a kill event needs target:"),
+        ('{"kind":"kill","node":"n","target":"m","id":"r"}', "needs sessid:"),
+        ('{"kind":"kill","node":"n","target":"m","sessid":"","id":"r"}', "needs sessid:"),
+        ('{"kind":"kill","node":"n","target":"m","sessid":7,"id":"r"}', "needs sessid:"),
+        ('{"kind":"kill","node":"n","target":"m","sessid":"' + "s" * 65 + '","id":"r"}', "sessid"),
+        ('{"kind":"kill","node":"","target":"m","sessid":"s","id":"r"}', "needs node:"),
+        ('{"kind":"kill","node":"n","target":"m","sessid":"s"}', "needs id:"),
+        ('{"kind":"kill","node":"n","target":null,"sessid":"s","id":"r"}', "needs target:"),
+        ('{"kind":"killed","node":"n","to":"m","id":"r"}', "needs killed"),
+        ('{"kind":"killed","node":"n","to":"m","id":"r","killed":1}', "needs killed"),
+        ('{"kind":"killed","node":"n","to":"m","id":"r","killed":true,"conid":"XYZ"}', "conid"),
+        ('{"kind":"killed","node":"n","to":"m","id":"r","killed":true,"conid":5}', "conid"),
+        ('{"kind":"killed","node":"n","to":"m","id":"r","killed":true,"conid":""}', "conid"),
+        ('{"kind":"killed","node":"n","to":"m","id":"r","killed":true,"closed":"yes"}', "closed"),
+        ('{"kind":"killed","node":"n","id":"r","killed":false}', "needs to:"),
         ('{"node":"n","addr":"a","until":1}', "unknown event"),
         ('{"kind":"ban","addr":"a","until":1}', "needs a node and an addr"),
         ('{"kind":"ban","node":"n","addr":"","until":1}', "needs a node and an addr"),

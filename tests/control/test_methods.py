@@ -174,6 +174,16 @@ def test_msrp_cmaplist_has_kamailios_fields(cluster: Cluster) -> None:
     assert "sess-old" in rows  # expired, not swept yet: shown, as Kamailio does
 
 
+def test_msrp_cmaplist_cluster_needs_a_cluster_and_takes_only_that_word(cluster: Cluster) -> None:
+    with pytest.raises(RpcError) as info:
+        cluster.call("msrp.cmaplist", "cluster")
+    assert info.value.code == -32001 and "no cluster" in info.value.message
+    for param in ("everything", 1, 0):  # 1 is not true: only the word, or JSON true
+        with pytest.raises(RpcError) as info:
+            cluster.call("msrp.cmaplist", param)
+        assert info.value.code == INVALID_PARAMS
+
+
 def test_msrp_conns_asks_every_worker(cluster: Cluster) -> None:
     rows = cluster.call("msrp.conns")
     assert len(rows) == 3

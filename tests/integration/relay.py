@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -90,7 +91,9 @@ def _port_block() -> range:
     return range(low, low + 1000)
 
 
-_ports = itertools.cycle(_port_block())
+_block = _port_block()
+_start = random.randrange(len(_block))  # two test runs at once (two engineers) rarely meet
+_ports = itertools.cycle([*_block[_start:], *_block[:_start]])
 
 
 def free_port() -> int:

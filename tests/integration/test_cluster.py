@@ -69,6 +69,12 @@ class Cluster:
 
 @pytest.fixture
 def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
+    yield from three_nodes(redis_server, tmp_path)
+
+
+def three_nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
+    """The three nodes, started; stopped when the generator closes (test_cluster_kill.py's
+    fixture too)."""
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -214,7 +220,7 @@ def test_bad_events_are_ignored_and_a_good_one_applies_everywhere(cluster: Clust
     until = time.time() + 30
     with cluster.redis.client() as redis:
         assert redis.publish("msrpd:events", "not json") == len(NODES)
-        assert redis.publish("msrpd:events", '{"kind":"kill","node":"x"}') == len(NODES)
+        assert redis.publish("msrpd:events", '{"kind":"kick","node":"x"}') == len(NODES)
         long_addr = json.dumps({"kind": "ban", "node": "x", "addr": "a" * 49, "until": until})
         assert redis.publish("msrpd:events", long_addr) == len(NODES)
         good = json.dumps({"kind": "ban", "node": "elsewhere", "addr": "127.0.0.5", "until": until})
