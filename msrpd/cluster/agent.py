@@ -38,13 +38,13 @@ from ..config import Settings
 from ..process.logs import reopen_logs
 from ..process.title import set_title
 from ..rundir import AGENT_INDEX, agent_ctl_path, agent_report_path
-from ..shm import ShmLayout, ShmSet
+from ..shm import Counter, ShmLayout, ShmSet
 from ..workers.ctl import WorkerCtlServer, set_log_level
 from .bans import ClusterBans
 from .cmapwatch import CmapWatch
 from .directory import Directory
 from .inbox import ReportInbox
-from .keys import BanEvent, Keys, KillEvent, decode_event
+from .keys import BanEvent, Event, Keys, KillEvent, decode_event
 from .kills import ClusterKills
 from .listing import other_sessions
 from .nodes import NodeRegistry
@@ -156,6 +156,7 @@ class ClusterAgent:
             socket_connect_timeout=cluster.timeout,
             retry=Retry(NoBackoff(), 0),  # the agent's own loop retries, with its backoff
             decode_responses=True,
+            encoding_errors="replace",  # a peer's bytes not UTF-8: a bad event, not a crash
             client_name=f"msrpd-{cluster.node}",
         )
 
@@ -231,16 +232,20 @@ class ClusterAgent:
             if message is None or message.get("type") != "message":
                 continue
             try:
-                event = decode_event(message["data"])
-            except ValueError as exc:
+                self._heard(client, decode_event(message["data"]))
+            except DOWN:
+                raise
+            except Exception as exc:  # a peer's message: never the agent's end
                 logger.warning("cluster: ignoring a bad event: %s", exc)
-                continue
-            if isinstance(event, BanEvent):
-                self.bans.apply(event.addr, event.until, event.node)
-            elif isinstance(event, KillEvent):
-                self.kills.heard_kill(client, event)
-            else:
-                self.kills.heard_killed(event)
+                self.status.add(Counter.cluster_bad_input)
+
+    def _heard(self, client: Redis, event: Event) -> None:
+        if isinstance(event, BanEvent):
+            self.bans.apply(event.addr, event.until, event.node)
+        elif isinstance(event, KillEvent):
+            self.kills.heard_kill(client, event)
+        else:
+            self.kills.heard_killed(event)
 
     async def _reports(self, client: Redis) -> None:
         while True:
@@ -249,9 +254,15 @@ class ClusterAgent:
                 await asyncio.wait_for(
                     self.bans.failed(client, addr), self.settings.cluster.timeout
                 )
-            except BaseException:
-                self.inbox.waiting.appendleft(addr)  # counted when Redis is back
+            except DOWN:
+                self.inbox.put_back(addr)  # counted when Redis is back
                 raise
+            except asyncio.CancelledError:
+                self.inbox.put_back(addr)
+                raise
+            except Exception as exc:  # this report only: the next ones still count
+                logger.warning("cluster: dropping the report of %r: %s", addr[:80], exc)
+                self.status.add(Counter.cluster_bad_input)
 
     async def _our_entries(self, client: Redis) -> list[str]:
         """The directory entries Redis holds for this node (its tokens)."""

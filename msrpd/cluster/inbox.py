@@ -4,13 +4,16 @@ user's processes may report).
 
 Rules: a report waits in a bounded queue while Redis is slow or down; beyond MAX_WAITING the
 newest are dropped and counted (cluster_reports_dropped): the failures still count on the
-node that saw them (shm/addrs.py). A datagram longer than an address is refused.
+node that saw them (shm/addrs.py). A datagram that is not an IP address (as
+workers/peers.py source_host() writes it) is refused and counted (cluster_bad_input): it could
+not be a worker's, and must not reach Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -61,10 +64,23 @@ class ReportInbox(asyncio.DatagramProtocol):
         if not data or len(data) > ADDR_KEY_MAX:
             logger.warning("cluster: ignoring a report of %d bytes", len(data))
             return
+        try:
+            addr = data.decode("ascii")
+            # As workers/peers.py source_host() gives it (the ban table's key): "[::1]" for IPv6.
+            ipaddress.ip_address(addr[1:-1] if addr.startswith("[") else addr)
+        except ValueError:  # UnicodeDecodeError too: a worker reports a peer's IP address
+            logger.warning("cluster: ignoring a report that is no address: %r", data[:80])
+            self.status.add(Counter.cluster_bad_input)
+            return
         if len(self.waiting) >= MAX_WAITING:
             self.status.add(Counter.cluster_reports_dropped)
             return
-        self.waiting.append(data.decode("utf-8", "surrogateescape"))
+        self.waiting.append(addr)
+        self.ready.set()
+
+    def put_back(self, addr: str) -> None:
+        """`addr`, taken by next(), not counted yet: first again (Redis went down)."""
+        self.waiting.appendleft(addr)
         self.ready.set()
 
     async def next(self) -> str:

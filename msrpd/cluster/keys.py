@@ -144,7 +144,10 @@ def decode_event(raw: str | bytes) -> Event:
     """
     if len(raw) > _MAX_EVENT:
         raise ValueError(f"event over {_MAX_EVENT} bytes")
-    message = json.loads(raw)
+    try:
+        message = json.loads(raw)
+    except RecursionError:  # "[[[[...": deep nesting within _MAX_EVENT
+        raise ValueError("event nested too deep") from None
     kind = message.get("kind") if isinstance(message, dict) else None
     if kind == "ban":
         return _ban(message)

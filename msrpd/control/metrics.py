@@ -99,6 +99,11 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
         "Failed AUTHs not counted in Redis (agent queue full)",
         {},
     ),
+    "cluster_bad_input": (
+        "cluster_bad_input",
+        "Pub/sub events and failure reports the cluster agent refused (malformed)",
+        {},
+    ),
 }
 
 

@@ -86,6 +86,7 @@ Counter = IntEnum(
         "cluster_bans_out",
         "cluster_bans_in",
         "cluster_reports_dropped",
+        "cluster_bad_input",
     ),
     start=0,
 )

@@ -114,6 +114,19 @@ def test_a_bad_event_is_refused(raw: str, error: str) -> None:
         decode_event(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("[" * 4000, "nested too deep"),  # json raises RecursionError: a ValueError here
+        (b'{"kind":"\xff"}', "can't decode"),  # bytes that are not UTF-8
+        ("\ufffd\ufffd{", "Expecting value"),  # the same, as the agent's client decodes them
+    ],
+)
+def test_an_event_the_parser_cannot_take_is_a_value_error(raw: str | bytes, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        decode_event(raw)
+
+
 def test_the_directory_writes_what_changed_and_removes_what_ended() -> None:
     directory = Directory()
     first = directory.changes({"a": NOW + 60, "b": NOW + 30}, NOW, full=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -214,13 +215,22 @@ def test_failures_spread_over_two_nodes_ban_on_all_three(cluster: Cluster) -> No
 
 @_SECOND
 def test_bad_events_are_ignored_and_a_good_one_applies_everywhere(cluster: Cluster) -> None:
-    """What arrives on the events channel is checked: garbage and an address longer than the
-    ban table's key are logged and ignored; a well-formed ban (from any node) holds on all."""
+    """What arrives on the events channel is checked: garbage (bytes that are not UTF-8, JSON
+    nested too deep for the parser) and an address longer than the ban table's key are logged,
+    counted and ignored, as are datagrams on the report socket that are no address; a
+    well-formed ban (from any node) after them holds on all, from the same agents."""
     agents = {node: _agent_pid(cluster.nodes[node]) for node in NODES}
     until = time.time() + 30
+    for node in NODES:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as report:
+            path = str(cluster.nodes[node].run_dir / "cluster-report.sock")
+            for bad in (b"\xff\xfe127.0.0.9", b"not-an-address", b"\x00"):
+                report.sendto(bad, path)
     with cluster.redis.client() as redis:
         assert redis.publish("msrpd:events", "not json") == len(NODES)
         assert redis.publish("msrpd:events", '{"kind":"kick","node":"x"}') == len(NODES)
+        assert redis.publish("msrpd:events", b"\xff\xfe{") == len(NODES)
+        assert redis.publish("msrpd:events", "[" * 4000) == len(NODES)
         long_addr = json.dumps({"kind": "ban", "node": "x", "addr": "a" * 49, "until": until})
         assert redis.publish("msrpd:events", long_addr) == len(NODES)
         good = json.dumps({"kind": "ban", "node": "elsewhere", "addr": "127.0.0.5", "until": until})
@@ -232,8 +242,15 @@ def test_bad_events_are_ignored_and_a_good_one_applies_everywhere(cluster: Clust
         assert "cluster: ignoring a bad event: Expecting value" in log
         assert "cluster: ignoring a bad event: unknown event" in log
         assert "cluster: ignoring a ban of an address too long" in log
+        assert "cluster: ignoring a bad event: event nested too deep" in log
+        assert log.count("cluster: ignoring a report that is no address") == 3
         assert "cluster: 127.0.0.5 banned for" in log and "(by elsewhere)" in log
         assert _agent_pid(cluster.nodes[node]) == agents[node]  # no agent died of it
+        assert "Traceback" not in log
+    time.sleep(1.2)  # the agents publish their counters once a second
+    for node in NODES:
+        # not json, kick, not UTF-8, too deep, 3 datagrams (the long address is bans.py's)
+        assert _counters(cluster, node)["cluster_bad_input"] == 7
 
 
 def test_cluster_nodes_lists_every_node_with_its_sessions(cluster: Cluster) -> None:
