@@ -13,7 +13,9 @@ Rules:
 - A node that (re)connects reads every ban key (reload()): bans made while it could not hear
   them hold there too.
 - What a peer publishes is checked (keys.decode_event, in agent.py) and an address longer
-  than the ban table's key is refused: a bad message is logged, never applied.
+  than the ban table's key is refused: a bad message is logged, never applied. A ban heard
+  or reloaded lasts at most ban_time from now (a forged or corrupt end, 1e300 or "inf", never
+  bans for ever).
 """
 
 from __future__ import annotations
@@ -71,9 +73,14 @@ class ClusterBans:
         if len(addr.encode("utf-8", "surrogateescape")) > ADDR_KEY_MAX:
             logger.warning("cluster: ignoring a ban of an address too long: %r", addr[:80])
             return
-        if until > time.time() and self.addrs.ban(addr, until):
+        if not math.isfinite(until):
+            logger.warning("cluster: ignoring a ban of %s until %r (by %s)", addr, until, source)
+            return
+        now = time.time()
+        until = min(until, now + self.limits.ban_time)  # a forged or corrupt end: ban_time
+        if until > now and self.addrs.ban(addr, until):
             self.status.add(Counter.cluster_bans_in)
-            logger.info("cluster: %s banned for %.0f s (by %s)", addr, until - time.time(), source)
+            logger.info("cluster: %s banned for %.0f s (by %s)", addr, until - now, source)
 
     async def reload(self, client: Redis) -> int:
         """Apply every ban Redis holds; how many there are."""
