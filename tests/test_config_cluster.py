@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from msrpd.config import ClusterSettings, load_config
+from msrpd.config.cluster import RedisUrl
 from msrpd.errors import ConfigError
 
 ETC = Path(__file__).resolve().parent.parent / "etc" / "msrpd.toml"
@@ -31,7 +32,7 @@ def loaded(tmp_path: Path, text: str) -> ClusterSettings:
 
 BAD_VALUES = [
     ("redis", '""', "must be a redis://, rediss:// or unix:// URL"),
-    ("redis", "6379", "must be a redis://, rediss:// or unix:// URL, got 6379"),
+    ("redis", "6379", "must be a redis://, rediss:// or unix:// URL, got a int"),
     ("redis", '"http://127.0.0.1:6379"', "scheme must be one of redis, rediss, unix"),
     ("redis", '"127.0.0.1:6379"', "scheme must be one of redis, rediss, unix"),
     ("redis", '"redis://"', "needs a host"),
@@ -87,16 +88,54 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
         'redis = "redis://:secret@10.0.0.5:6380/2"\nnode = "relay-1.fra"\n'
         'key_prefix = "chat:"\ntimeout = 0.5\nheartbeat = 2\nnode_ttl = 7\nretry_max = 30\n',
     )
-    assert cluster == ClusterSettings(
-        "redis://:secret@10.0.0.5:6380/2", "relay-1.fra", "chat:", 0.5, 2.0, 7.0, 30.0
-    )
+    url = RedisUrl("redis://:secret@10.0.0.5:6380/2", "redis://10.0.0.5:6380/2")
+    assert cluster == ClusterSettings(url, "relay-1.fra", "chat:", 0.5, 2.0, 7.0, 30.0)
+    assert "secret" not in repr(cluster) and "secret" not in str(cluster.redis)
 
 
 @pytest.mark.parametrize(
     "url", ["redis://localhost", "rediss://r.example.com:6380/0", "unix:///run/redis.sock"]
 )
 def test_every_scheme_is_taken(tmp_path: Path, url: str) -> None:
-    assert loaded(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n').redis == url
+    assert loaded(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n').redis == RedisUrl(url, url)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://:s3cret@db.example.com:6380/2", "redis://db.example.com:6380/2"),
+        ("rediss://msrpd:p@ss@s3cret@db:6380", "rediss://msrpd@db:6380"),
+        ("redis://db:6380/1?password=s3cret", "redis://db:6380/1"),
+        ("redis://msrpd@db/0?db=1&password=s3cret&socket_timeout=1", "redis://msrpd@db/0"),
+        ("unix://:s3cret@/run/redis.sock?db=2", "unix:///run/redis.sock"),
+        ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock"),
+    ],
+)
+def test_the_password_never_shows(tmp_path: Path, url: str, redacted: str) -> None:
+    cluster = loaded(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n')
+    assert cluster.redis == RedisUrl(url, redacted)
+    assert str(cluster.redis) == redacted
+    assert "s3cret" not in repr(cluster)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://:s3cret@127.0.0.1:6379",
+        "redis://:s3cret@127.0.0.1:99999",
+        "redis://:s3cret@127.0.0.1:0",
+        "redis://:s3cret@127.0.0.1:6379/zero",
+        "redis://:s3cret@",
+        "redis://127.0.0.1:6379/zero?password=s3cret",
+        "redis://:s3cret@[::1:6379",
+        "ftp://127.0.0.1:6379?password=s3cret",
+        "unix://:s3cret@?password=s3cret",
+    ],
+)
+def test_a_bad_url_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    (problem,) = problems_of(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n')
+    assert problem.startswith("cluster.redis: "), problem
+    assert "s3cret" not in problem, problem
 
 
 def test_a_cluster_needs_use_path_addr(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ class ClusterAgent:
         self.shm = shm
         self.supervisor_pid = supervisor_pid
         self.keys = Keys(cluster.key_prefix)
-        self.status = RedisStatus(cluster.redis, shm.stats, AGENT_INDEX)
+        self.status = RedisStatus(cluster.redis.redacted, shm.stats, AGENT_INDEX)
         self.bans = ClusterBans(self.keys, cluster.node, settings.limits, shm.addrs, self.status)
         self.registry = NodeRegistry(self.keys, settings, shm.heartbeats)
         self.directory = Directory()
@@ -151,7 +151,7 @@ class ClusterAgent:
         cluster = self.settings.cluster
         assert cluster.redis is not None
         return Redis.from_url(
-            cluster.redis,
+            cluster.redis.url,
             socket_timeout=cluster.timeout,
             socket_connect_timeout=cluster.timeout,
             retry=Retry(NoBackoff(), 0),  # the agent's own loop retries, with its backoff

@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import urlsplit
 
 from ..shm import Counter, Stats, StatsCounters
 
-__all__ = ["RedisStatus", "shown_url"]
+__all__ = ["RedisStatus"]
 
 logger = logging.getLogger(__name__)
 
 
-def shown_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
-
-
 class RedisStatus:
     def __init__(self, url: str, stats: Stats, index: int) -> None:
-        self.url = shown_url(url)
+        self.url = url
+        """The Redis URL as it may be shown (config/cluster.py RedisUrl.redacted)."""
         self.stats = stats
         self.index = index
         self.counters = StatsCounters()

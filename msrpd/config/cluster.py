@@ -2,6 +2,8 @@
 and this node's name in it. No `redis`: no cluster, and nothing of it is imported or run.
 
 Rules: the URL is checked here without importing the client (the hot path never pays for it);
+it may carry a password (in its userinfo or its query), so its repr, its str and every
+message about it give `redacted`, as config/userdb.py does for PostgreSQL;
 a node name is a short token of letters, digits, '.', '_', '-', since it is part of Redis keys
 and log lines.
 """
@@ -12,37 +14,60 @@ import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .checks import SECONDS, Invalid, check, rule, shown
 
-__all__ = ["REDIS_SCHEMES", "ClusterSettings"]
+__all__ = ["REDIS_SCHEMES", "ClusterSettings", "RedisUrl"]
 
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,32}")
 
 
-def _redis_url(raw: Any, base: object) -> str:
+@dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """A Redis URL; `url` holds the secret, `redacted` is what may be shown (logs, errors)."""
+
+    url: str = field(repr=False)
+    redacted: str
+
+    def __str__(self) -> str:
+        return self.redacted
+
+
+def _redact(url: SplitResult) -> str:
+    """`url` without its password: the user stays, the query goes whole (redis-py takes
+    `?password=` there too)."""
+    host = url.netloc.rpartition("@")[2]
+    user = f"{url.username}@" if url.username else ""
+    return f"{url.scheme}://{user}{host}{url.path}"
+
+
+def _redis_url(raw: Any, base: object) -> RedisUrl:
     if not isinstance(raw, str) or not raw:
-        raise Invalid(f"must be a redis://, rediss:// or unix:// URL, got {shown(raw)}")
+        raise Invalid(f"must be a redis://, rediss:// or unix:// URL, got a {type(raw).__name__}")
     try:
         url = urlsplit(raw)
+    except ValueError as exc:  # its reason names no part of the URL
+        raise Invalid(f"not a URL ({exc})") from None
+    redacted = _redact(url)
+    try:
         port = url.port
     except ValueError as exc:
-        raise Invalid(f"not a URL ({exc}): {shown(raw)}") from None
+        raise Invalid(f"not a URL ({exc}): {shown(redacted)}") from None
     if url.scheme not in REDIS_SCHEMES:
-        raise Invalid(f"scheme must be one of redis, rediss, unix, got {shown(raw)}")
+        raise Invalid(f"scheme must be one of redis, rediss, unix, got {shown(redacted)}")
     if url.scheme == "unix" and not url.path:
-        raise Invalid(f"a unix:// URL needs a socket path, got {shown(raw)}")
+        raise Invalid(f"a unix:// URL needs a socket path, got {shown(redacted)}")
     if url.scheme != "unix" and not url.hostname:
-        raise Invalid(f"needs a host (redis://host:port/db), got {shown(raw)}")
+        raise Invalid(f"needs a host (redis://host:port/db), got {shown(redacted)}")
     if port == 0:
-        raise Invalid(f"port must be 1..65535, got {shown(raw)}")
+        raise Invalid(f"port must be 1..65535, got {shown(redacted)}")
     db = url.path.strip("/") if url.scheme != "unix" else ""
     if db and not db.isdigit():
-        raise Invalid(f"the path is the database number, got {shown(raw)}")
-    return raw
+        raise Invalid(f"the path is the database number, got {shown(redacted)}")
+    return RedisUrl(raw, redacted)
 
 
 def _default_node() -> str:
@@ -63,9 +88,9 @@ PREFIX: Final = rule(
 
 @dataclass(frozen=True, slots=True)
 class ClusterSettings:
-    redis: str | None = field(default=None, metadata=check(_redis_url))
+    redis: RedisUrl | None = field(default=None, metadata=check(_redis_url))
     """redis://[user:password@]host[:port][/db], rediss:// (TLS) or unix:///path. None: this
-    node is alone (no cluster)."""
+    node is alone (no cluster). Shown only redacted (no password, no query)."""
 
     node: str = field(default_factory=_default_node, metadata=NODE)
     """This node's name in the cluster, unique among its nodes. Default: the host name."""

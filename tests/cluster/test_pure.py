@@ -9,7 +9,6 @@ import pytest
 
 from msrpd.cluster.directory import Directory, DirectoryChanges
 from msrpd.cluster.keys import BanEvent, Keys, KilledEvent, KillEvent, decode_event, encode_event
-from msrpd.cluster.status import shown_url
 
 NOW = 1_700_000_000.0
 
@@ -168,16 +167,3 @@ def test_adopted_entries_of_ended_sessions_are_removed() -> None:
     assert changes == DirectoryChanges({"a": NOW + 60}, ["gone"], 1)
     directory.commit(changes)
     assert directory.published == {"a": NOW + 60}
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-        ("redis://:s3cret@db.example.com:6380/2", "redis://:***@db.example.com:6380/2"),
-        ("rediss://msrpd:p@ss@db:6380", "rediss://msrpd:***@db:6380"),
-        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
-    ],
-)
-def test_the_password_never_shows(url: str, shown: str) -> None:
-    assert shown_url(url) == shown

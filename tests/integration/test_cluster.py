@@ -514,13 +514,24 @@ def test_redis_stopped_and_restarted_loses_no_local_session(cluster: Cluster) ->
     assert (counters["cluster_redis_up"], counters["cluster_redis_lost"]) == (1, 1)
 
 
-def test_a_node_starts_and_relays_while_redis_is_unreachable(make_relay) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@127.0.0.1:{port}/0", "redis://127.0.0.1:{port}/0"),
+        ("redis://msrpd@127.0.0.1:{port}/0?password=s3cret", "redis://msrpd@127.0.0.1:{port}/0"),
+    ],
+)
+def test_a_node_starts_and_relays_while_redis_is_unreachable(
+    make_relay, url: str, shown: str
+) -> None:  # type: ignore[no-untyped-def]
     """No Redis at start: the node starts, relays, says Redis is down (one log line however
-    many retries), and cluster.nodes names the cause."""
+    many retries), and cluster.nodes names the cause; the URL's password (in its userinfo or
+    its query) shows nowhere."""
     relay: Relay = make_relay(children=1)
     relay.sections["msrp"]["use_path_addr"] = f"127.0.0.1:{relay.port}"
+    port = free_port()
     relay.sections["cluster"] = {
-        "redis": f"redis://127.0.0.1:{free_port()}",
+        "redis": url.format(port=port),
         "node": "solo",
         "retry_max": 0.2,
     }
@@ -541,7 +552,12 @@ def test_a_node_starts_and_relays_while_redis_is_unreachable(make_relay) -> None
     ]
     out = relay.cli("ctl", "cluster.nodes")
     assert out.returncode != 0 and "is unreachable" in out.stderr and "refused" in out.stderr
+    assert f"Redis at {shown.format(port=port)} is unreachable" in out.stderr
+    kill = relay.cli("ctl", "msrp.session_kill", "nosuchsession")
     status = relay.cli("status")
     assert "cluster node solo: Redis down" in status.stdout
     time.sleep(1.0)  # about five more retries
     assert len(re.findall(r"Redis at \S+ unreachable", relay.log())) == 1
+    assert f"Redis at {shown.format(port=port)} unreachable" in relay.log()
+    for text in (relay.log(), out.stdout, out.stderr, kill.stdout, kill.stderr, status.stdout):
+        assert "s3cret" not in text
