@@ -130,6 +130,7 @@ class ClusterAgent:
         finally:
             watch.cancel()
             await ctl.close()
+            await self.kills.close()
             self.inbox.close(agent_report_path(run_dir))
         return 0
 

@@ -105,6 +105,13 @@ class ClusterKills:
         except (OSError, TimeoutError, RedisError) as exc:
             logger.warning("cluster: cannot answer node %s's kill: %s", event.node, exc)
 
+    async def close(self) -> None:
+        """At the agent's stop: the kills still running are cancelled (their askers time
+        out, as when this node is gone)."""
+        for task in self.acting:
+            task.cancel()
+        await asyncio.gather(*self.acting, return_exceptions=True)
+
     def heard_killed(self, event: KilledEvent) -> None:
         """An answer on the events channel: given to the request waiting for it, if any."""
         owner, answer = self.pending.get(event.id, ("", None))

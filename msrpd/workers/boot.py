@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import psutil
 
@@ -183,8 +183,8 @@ def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
     ]
 
 
-def _failure_report(settings: Settings) -> Callable[[str], None] | None:
+def _failure_report(settings: Settings) -> FailureReport | None:
     """Where failed AUTHs go to be counted over the cluster: the node's agent (issue 17)."""
     if settings.cluster.redis is None:
         return None
-    return FailureReport(agent_report_path(settings.core.run_dir)).auth_failed
+    return FailureReport(agent_report_path(settings.core.run_dir))

@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Protocol
 
+from ..cluster.report import FailureReport
 from ..config import LimitsSettings
 from ..shm import (
     PROBATION,
@@ -121,7 +122,7 @@ class ConnGuard:
         cmap: Cmap,
         counters: StatsCounters,
         loop: asyncio.AbstractEventLoop,
-        report: Callable[[str], None] | None = None,
+        report: FailureReport | None = None,
     ) -> None:
         """`report`: tells the cluster agent of each failed AUTH's address (cluster/report.py);
         None without a cluster."""
@@ -261,6 +262,11 @@ class ConnGuard:
         conn.unblock(rate)
         conn.read_buffered()  # the frames the throttled read left in the reader (unless halted)
 
+    def close(self) -> None:
+        """At the worker's exit: the report socket goes."""
+        if self.report is not None:
+            self.report.close()
+
     # -- AUTH ----------------------------------------------------------------------------------
 
     def auth_failed(self, conn: Failing) -> None:
@@ -272,7 +278,7 @@ class ConnGuard:
         stats.auth_failures += 1
         host = source_host(conn.peer_key)
         if self.ban.after and self.report is not None:
-            self.report(host)  # counted over the cluster too (cluster/bans.py)
+            self.report.auth_failed(host)  # counted over the cluster too (cluster/bans.py)
         if self.ban.after and self.addrs.auth_failed(host, self.ban, time.time()):
             self.counters.add(Counter.limit_bans)
             logger.warning(

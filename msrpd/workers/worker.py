@@ -138,8 +138,10 @@ class Worker:
                 ctx.mover.close()
             if ctx.hub is not None:
                 await ctx.hub.close()
-            if self.routes is not None and self.routes.users is not None:
-                await self.routes.users.aclose()
+            if self.routes is not None:
+                self.routes.guard.close()
+                if self.routes.users is not None:
+                    await self.routes.users.aclose()
             publish(ctx)
         return 0
 
