@@ -249,20 +249,27 @@ class ClusterAgent:
             self.kills.heard_killed(event)
 
     async def _reports(self, client: Redis) -> None:
+        timeout = self.settings.cluster.timeout
         while True:
             addr = await self.inbox.next()
             try:
-                await asyncio.wait_for(
-                    self.bans.failed(client, addr), self.settings.cluster.timeout
-                )
-            except DOWN:
-                self.inbox.put_back(addr)  # counted when Redis is back
-                raise
-            except asyncio.CancelledError:
+                count = await asyncio.wait_for(self.bans.failed(client, addr), timeout)
+            except (*DOWN, asyncio.CancelledError):
+                # Counted when Redis is back. Counted twice only when the MULTI ran but its
+                # answer was lost: at least once, since one failure too many brings a ban
+                # one failure nearer, one too few could hide an attack.
                 self.inbox.put_back(addr)
                 raise
             except Exception as exc:  # this report only: the next ones still count
                 logger.warning("cluster: dropping the report of %r: %s", addr[:80], exc)
+                self.status.add(Counter.cluster_bad_input)
+                continue
+            try:  # counted now: never again, whatever happens to the ban
+                await asyncio.wait_for(self.bans.ban_if_due(client, addr, count), timeout)
+            except DOWN:
+                raise
+            except Exception as exc:
+                logger.warning("cluster: cannot ban %r: %s", addr[:80], exc)
                 self.status.add(Counter.cluster_bad_input)
 
     async def _our_entries(self, client: Redis) -> list[str]:

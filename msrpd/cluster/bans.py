@@ -46,26 +46,33 @@ class ClusterBans:
         self.addrs = addrs
         self.status = status
 
-    async def failed(self, client: Redis, addr: str) -> None:
-        """Count one failed AUTH from `addr` over the cluster; ban it when it is the last."""
-        limits, key = self.limits, self.keys.fails(addr)
+    async def failed(self, client: Redis, addr: str) -> int:
+        """Count one failed AUTH from `addr` over the cluster (one MULTI: all or nothing);
+        the cluster's count."""
+        key = self.keys.fails(addr)
         async with client.pipeline(transaction=True) as pipe:
             pipe.incr(key)
-            pipe.pexpire(key, math.ceil(limits.ban_window * 1000), nx=True)
+            pipe.pexpire(key, math.ceil(self.limits.ban_window * 1000), nx=True)
             count, _ = await pipe.execute()
         self.status.add(Counter.cluster_auth_failures)
-        if int(count) < limits.ban_after:
+        return int(count)
+
+    async def ban_if_due(self, client: Redis, addr: str, count: int) -> None:
+        """Ban `addr` when `count` failures (failed()'s) reach ban_after. Not done (Redis
+        went down): the next failure, whose count is higher still, bans."""
+        limits = self.limits
+        if count < limits.ban_after:
             return
         until = time.time() + limits.ban_time
         ban = self.keys.ban(addr)
         if await client.set(ban, repr(until), px=math.ceil(limits.ban_time * 1000), nx=True):
-            await client.delete(key)
+            await client.delete(self.keys.fails(addr))
             self.status.add(Counter.cluster_bans_out)
             logger.warning(
                 "cluster: banning %s on every node for %g s: %d failed AUTHs",
                 addr,
                 limits.ban_time,
-                int(count),
+                count,
             )
             await client.publish(self.keys.events, encode_event(BanEvent(self.node, addr, until)))
 

@@ -288,7 +288,7 @@ class _Methods:
         cluster = self.view.settings.cluster
         if cluster.redis is None:
             return done
-        if done["killed"]:
+        if "conid" in done:  # held here, even if a close deleted the entry first
             return {**done, "node": cluster.node}
         return dict(self._agent("cluster.kill", {"sessid": sessid}, kill_wait(cluster.timeout)))
 
