@@ -47,6 +47,7 @@ class AgentProc:
     def start(self) -> None:
         settings = self.settings
         if settings.cluster.redis is None:
+            self.respawn_at = None  # a reload took the cluster away during a backoff
             return
         supervisor = os.getpid()
         pid = os.fork()
