@@ -80,6 +80,17 @@ NODE: Final = rule(
     "1 to 64 letters, digits, '.', '_', '-' (starting with a letter or digit)",
     lambda v: isinstance(v, str) and _NODE_RE.fullmatch(v) is not None,
 )
+MAX_TIMEOUT: Final = 5.0
+
+
+def _timeout(raw: Any, base: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= MAX_TIMEOUT:
+        raise Invalid(
+            f"must be a number of seconds > 0 and at most {MAX_TIMEOUT:g}, got {shown(raw)}"
+        )
+    return float(raw)
+
+
 PREFIX: Final = rule(
     "1 to 32 letters, digits, '.', '_', ':', '-'",
     lambda v: isinstance(v, str) and _PREFIX_RE.fullmatch(v) is not None,
@@ -98,8 +109,10 @@ class ClusterSettings:
     key_prefix: str = field(default="msrpd:", metadata=PREFIX)
     """Put before every Redis key and channel, so several clusters can share one server."""
 
-    timeout: float = field(default=2.0, metadata=SECONDS)
-    """Seconds a connect or a command to Redis may take before Redis counts as down."""
+    timeout: float = field(default=2.0, metadata=check(_timeout))
+    """Seconds a connect or a command to Redis may take before Redis counts as down. At most
+    MAX_TIMEOUT: the supervisor's loop waits for the agent's cluster control calls (up to
+    timeout + 1.5 s), and nothing else runs meanwhile."""
 
     heartbeat: float = field(default=1.0, metadata=SECONDS)
     """Seconds between this node's writes of its registry entry (and directory changes)."""
