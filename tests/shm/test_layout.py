@@ -41,7 +41,7 @@ def test_create_attach_and_unlink_all(prefix: str, tmp_path: Path, children: Chi
         f"{prefix}-addrs",
         f"{prefix}-usersess",
     ]
-    assert [s.record_size for s in specs] == [544, 112, 40, 440, 416, 88, 1104]
+    assert [s.record_size for s in specs] == [544, 112, 40, 448, 416, 88, 1104]
     shm = lay.create_all()
     try:
         assert segment_names(f"{prefix}-") == sorted(s.name for s in specs)
