@@ -183,7 +183,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             return True  # keep the transport: what came before the EOF is read first
         self.wire.receive(b"")
         self._drain_events()
-        return None
+        # A frame waiting for a value is answered before the close: _waited reads the EOF.
+        return True if self.intake.halted & WAIT else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.env.routes.guard.closed(self)
