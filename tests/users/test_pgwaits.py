@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from msrpd.users.remote import MAX_LOOKUPS
+
 from ..conformance.util import nothing_more
 from ..integration.relay import Relay, wait_for
 from ..msrpclient import MsrpClient
@@ -80,9 +82,11 @@ def test_an_auth_waiting_for_the_database_is_answered_across_a_stop_or_reload(
             tid = _ask(c, "cat")
             wait_for(lambda: _waiting_on_a_lock(pg, db), 10, "the lookup waiting on the lock")
             runner = threading.Thread(
-                target=lambda: result.append(relay.cli(command, "--timeout", "30").returncode)
-                if command == "stop"
-                else result.append(relay.cli(command).returncode)
+                target=lambda: (
+                    result.append(relay.cli(command, "--timeout", "30").returncode)
+                    if command == "stop"
+                    else result.append(relay.cli(command).returncode)
+                )
             )
             runner.start()
             nothing_more(c, wait=2.0)  # not answered, not closed: waiting, past QUIET
@@ -122,4 +126,87 @@ def test_an_auth_then_a_half_close_is_answered_before_the_close(
             c.recv(5)
     finally:
         c.close()
+        relay.stop()
+
+
+def _lock_waiters(pg: PgServer, db: str) -> int:
+    """Sessions of `db` (msrpd's and the test's) waiting for a lock."""
+    with psycopg.connect(pg.url(db=db), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            (db,),
+        ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _second_locker(pg: PgServer, db: str, go: threading.Event) -> None:
+    with psycopg.connect(pg.url(db=db)) as locker:
+        locker.execute("LOCK TABLE subscriber IN ACCESS EXCLUSIVE MODE")
+        go.wait(30)
+        locker.rollback()
+
+
+def test_a_lookup_queued_past_the_timeout_fails_alone_and_the_database_stays_up(
+    pg: PgServer, tls: Tls, tmp_path: Path
+) -> None:
+    """users_timeout 3 s. A's query waits on a lock until t0+1.5; B's query then waits on a
+    second lock until t0+3.6 (within its own 3 s); C, queued behind both, has waited for its
+    turn past t0+3: C alone is answered 500, A and B get their answers, the database is not
+    declared down (a miss right after is asked, not refused) and B's query was not cut."""
+    db = "wait_queue"
+    relay = _relay(pg, tls, tmp_path, db, users_timeout=3)
+    ca, cb, cc, cd = (MsrpClient(relay.port) for _ in range(4))
+    go = threading.Event()
+    second = threading.Thread(target=_second_locker, args=(pg, db, go))
+    try:
+        with _locked(pg, db) as locker:
+            t0 = time.monotonic()
+            tid_a = _ask(ca, "cat")
+            wait_for(lambda: _waiting_on_a_lock(pg, db), 10, "A waiting on the lock")
+            tid_b, tid_c = _ask(cb, "nobody-b"), _ask(cc, "nobody-c")
+            second.start()  # queued in PostgreSQL behind A: B's query meets it next
+            wait_for(lambda: _lock_waiters(pg, db) == 2, 10, "the second locker queued")
+            time.sleep(max(0.0, t0 + 1.5 - time.monotonic()))
+            locker.rollback()
+        _answered(ca, tid_a, 200)
+        wait_for(lambda: _waiting_on_a_lock(pg, db), 10, "B waiting on the second lock")
+        _answered(cc, tid_c, 500)  # at t0+3: its turn never came
+        assert time.monotonic() < t0 + 3.6, "too slow a machine for this test's timings"
+        nothing_more(cb, wait=max(0.0, t0 + 3.6 - time.monotonic()))
+        go.set()
+        second.join(10)
+        _answered(cb, tid_b, 404)
+        tid_d = _ask(cd, "nobody-d")
+        _answered(cd, tid_d, 404)  # asked: the database is not deemed down
+        nothing_more(ca, cb, cc, cd, wait=0.2)
+        assert "user database" not in relay.log()  # no outage logged, nor its end
+    finally:
+        go.set()
+        for c in (ca, cb, cc, cd):
+            c.close()
+        relay.stop()
+
+
+def test_misses_over_max_lookups_are_answered_500_at_once_and_the_rest_after_the_lock(
+    pg: PgServer, tls: Tls, tmp_path: Path
+) -> None:
+    db = "wait_cap"
+    relay = _relay(pg, tls, tmp_path, db)
+    clients = [MsrpClient(relay.port) for _ in range(MAX_LOOKUPS + 1)]
+    try:
+        with _locked(pg, db) as locker:
+            tids = [_ask(c, f"made-up-{i}") for i, c in enumerate(clients[:-1])]
+            wait_for(lambda: _waiting_on_a_lock(pg, db), 10, "the first lookup on the lock")
+            time.sleep(0.5)  # every ask above has reached the worker
+            over = _ask(clients[-1], "one-too-many")
+            _answered(clients[-1], over, 500)
+            nothing_more(*clients[:3], wait=0.3)
+            locker.rollback()
+        for c, tid in zip(clients[:-1], tids, strict=True):
+            _answered(c, tid, 404)
+        nothing_more(*clients[-3:], wait=0.2)
+        assert "user database" not in relay.log()
+    finally:
+        for c in clients:
+            c.close()
         relay.stop()
