@@ -26,11 +26,24 @@ from .test_postgres import _waiting_on_a_lock
 
 # Asks the store before it answers (waits.py's rule); plain TCP, so a half-close is a TCP
 # one (asyncio's TLS transport closes on EOF whatever the protocol asks).
+# X-Late: answers, then asks (breaking the rule); X-Swallow: asks inside `except Exception`.
 ROUTE = """
 def ksr_msrp_event(msrp):
     if msrp.is_reply():
         return
-    if msrp.user_ha1(msrp.hdr("X-User") or ""):
+    user = msrp.hdr("X-User") or ""
+    if msrp.hdr("X-Late"):
+        msrp.t_reply(200, "OK")
+        msrp.user_ha1(user)
+        return
+    if msrp.hdr("X-Swallow"):
+        try:
+            found = msrp.user_ha1(user)
+        except Exception:
+            found = None
+    else:
+        found = msrp.user_ha1(user)
+    if found:
         msrp.t_reply(200, "OK")
     else:
         msrp.t_reply(404, "Not Found")
@@ -50,8 +63,8 @@ def _relay(pg: PgServer, tls: Tls, tmp_path: Path, db: str, **auth: object) -> R
     return relay
 
 
-def _ask(c: MsrpClient, user: str) -> bytes:
-    return c.request("AUTH", c.relay_uri, [("X-User", user)])
+def _ask(c: MsrpClient, user: str, *extra: tuple[str, str]) -> bytes:
+    return c.request("AUTH", c.relay_uri, [("X-User", user), *extra])
 
 
 @contextmanager
@@ -193,6 +206,7 @@ def test_misses_over_max_lookups_are_answered_500_at_once_and_the_rest_after_the
     db = "wait_cap"
     relay = _relay(pg, tls, tmp_path, db)
     clients = [MsrpClient(relay.port) for _ in range(MAX_LOOKUPS + 1)]
+    quiet = MsrpClient(relay.port)
     try:
         with _locked(pg, db) as locker:
             tids = [_ask(c, f"made-up-{i}") for i, c in enumerate(clients[:-1])]
@@ -200,13 +214,38 @@ def test_misses_over_max_lookups_are_answered_500_at_once_and_the_rest_after_the
             time.sleep(0.5)  # every ask above has reached the worker
             over = _ask(clients[-1], "one-too-many")
             _answered(clients[-1], over, 500)
-            nothing_more(*clients[:3], wait=0.3)
+            _ask(quiet, "one-too-many", ("Failure-Report", "no"))  # no answer at all
+            nothing_more(quiet, *clients[:3], wait=0.3)
             locker.rollback()
         for c, tid in zip(clients[:-1], tids, strict=True):
             _answered(c, tid, 404)
         nothing_more(*clients[-3:], wait=0.2)
         assert "user database" not in relay.log()
     finally:
-        for c in clients:
+        for c in (*clients, quiet):
             c.close()
+        relay.stop()
+
+
+def test_a_route_that_asks_after_answering_is_not_routed_twice(
+    pg: PgServer, tls: Tls, tmp_path: Path
+) -> None:
+    """A route that answers and then asks for a user not cached gets Unavailable (logged): its
+    frame is answered once, not routed again; a route asking inside `except Exception`
+    still waits (NotYet is a BaseException) and answers from the database."""
+    relay = _relay(pg, tls, tmp_path, "wait_rule")
+    c = MsrpClient(relay.port)
+    try:
+        tid = _ask(c, "cat", ("X-Late", "1"))
+        _answered(c, tid, 200)
+        nothing_more(c, wait=1.0)  # the lookup landed meanwhile: no second 200, no 500
+        assert "asked for a user after it answered or relayed: unavailable" in relay.log()
+        tid = _ask(c, "cat", ("X-Swallow", "1"))  # cached by the lookup above: at once
+        _answered(c, tid, 200)
+        relay.cli("user", "add", "dan", "--password", "dan-pw")
+        tid = _ask(c, "dan", ("X-Swallow", "1"))
+        _answered(c, tid, 200)  # waited for the database, not swallowed into a 404
+        nothing_more(c, wait=0.3)
+    finally:
+        c.close()
         relay.stop()
