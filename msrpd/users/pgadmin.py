@@ -61,7 +61,7 @@ class PgUsers:
 
         def upsert(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             with conn.transaction():
-                exists = conn.execute("SELECT to_regclass(%s)", (self.sql.name,)).fetchone()
+                exists = conn.execute("SELECT to_regclass(%s)", (self.sql.regclass,)).fetchone()
                 if exists is None or exists[0] is None:
                     conn.execute(self.sql.create)
                 if conn.execute(self.sql.update, (digest, username, realm)).rowcount == 0:
