@@ -9,9 +9,14 @@ Every other connection of the worker goes on meanwhile.
 
 Rules:
 - A route asks for such values before it answers, relays or records anything for the frame:
-  its first pass is thrown away, and the frame is routed again as if it had just arrived.
+  its first pass is thrown away, and the frame is routed again as if it had just arrived. A
+  route that asks after it answered or relayed gets Unavailable instead (logged): routing the
+  frame again would answer or relay it twice (workers/connenv.py).
+- NotYet is a BaseException, so a script's `except Exception` cannot swallow it.
 - A value that cannot be had (its store is down) raises Unavailable: the request is answered
-  500 (RFC 4975 §7.2: the relay cannot process it now), a response is dropped.
+  500 (not an RFC 4975 §10 code: a non-200 like any other to its sender, rfc-checklist §4.1),
+  a response or a REPORT is dropped, and so is a request with Failure-Report: no (RFC 4975
+  §7.1.4).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class Pending(Hashable, Protocol):
         """Call `resume` once, on the event loop, when the value has landed or has failed."""
 
 
-class NotYet(Exception):
+class NotYet(BaseException):
     """The value is being fetched: route the frame again once `pending` is done."""
 
     def __init__(self, pending: Pending) -> None:

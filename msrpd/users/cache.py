@@ -1,10 +1,11 @@
 """The answers a worker keeps from a remote user store: found (an HA1) and not found alike.
 
-Rules: an answer lives `ttl` seconds from when it came, on the clock given (the worker's
-loop clock, which stands still within one callback: a route that asks twice while routing one
-frame gets the same answer). Misses are kept too, so a client retrying an unknown name does
-not reach the database each time. At most `capacity` answers: the oldest goes first (they
-expire in that order too), so made-up names cannot grow it without bound.
+Rules: an answer lives `ttl` seconds from when it came, on the clock given (remote.TickClock:
+time.monotonic() read every 0.25 s, so it stands still within one callback and a route that
+asks twice while routing one frame gets the same answer). Misses are kept too, so a client
+retrying an unknown name does not reach the database each time. At most `capacity` answers:
+the oldest goes first (they expire in that order too), so made-up names cannot grow it
+without bound.
 """
 
 from __future__ import annotations

@@ -52,16 +52,12 @@ class PgUsers:
                 raise UserDbError(f"{self.url.redacted}: {_reason(exc)}") from None
         return self._db
 
-    def get_ha1(self, username: str, realm: str) -> str | None:
-        row = self._run(lambda c: c.execute(self.sql.select_ha1, (username, realm)).fetchone())
-        return None if row is None else str(row[0])
-
     def add(self, username: str, realm: str, password: str) -> None:
         digest = ha1(username, realm, password)
 
         def upsert(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             with conn.transaction():
-                exists = conn.execute("SELECT to_regclass(%s)", (self.sql.name,)).fetchone()
+                exists = conn.execute("SELECT to_regclass(%s)", (self.sql.regclass,)).fetchone()
                 if exists is None or exists[0] is None:
                     conn.execute(self.sql.create)
                 if conn.execute(self.sql.update, (digest, username, realm)).rowcount == 0:

@@ -18,8 +18,9 @@ __all__ = ["SubscriberSql"]
 
 @dataclass(frozen=True, slots=True)
 class SubscriberSql:
-    name: str
-    """As configured, "table" or "schema.table" (for to_regclass)."""
+    regclass: str
+    """The quoted name, as the statements use it: to_regclass would fold an unquoted one to
+    lower case ("Subscriber" is not subscriber)."""
     select_ha1: sql.Composed
     update: sql.Composed
     insert: sql.Composed
@@ -36,7 +37,7 @@ class SubscriberSql:
             return sql.SQL(text).format(table=table, unique=unique)
 
         return cls(
-            name=name,
+            regclass=table.as_string(None),
             select_ha1=q("SELECT ha1 FROM {table} WHERE username = %s AND domain = %s LIMIT 1"),
             update=q("UPDATE {table} SET ha1 = %s WHERE username = %s AND domain = %s"),
             insert=q("INSERT INTO {table} (username, domain, ha1) VALUES (%s, %s, %s)"),

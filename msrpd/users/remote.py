@@ -9,6 +9,10 @@ Rules:
   are routed again and find it Unavailable (500), and so does every miss for RETRY_AFTER
   seconds; then the next miss tries again. Cached users keep AUTHing throughout. An outage is
   logged once when it starts, with its cause, and once when it ends.
+- A lookup that never ran (queued behind others past users_timeout, pglookup.py) fails only
+  the AUTHs that waited for it: 500, no outage. At most MAX_LOOKUPS lookups are in flight: a
+  miss over it is answered 500 at once (many made-up names must not queue without bound).
+  Both count as users_unavailable, like every 500 of ours.
 - The cache's clock moves only between loop callbacks (TickClock), so a route that asks twice
   while routing one frame (the check, then Authentication-Info) gets the same answer, and the
   frame routed again right after its answer landed finds it.
@@ -26,18 +30,34 @@ from ..routing.waits import NotYet, Unavailable
 from ..shm import Counter, StatsCounters
 from .cache import ABSENT, Ha1Cache
 
-__all__ = ["RETRY_AFTER", "Fetcher", "LookupFailed", "RemoteUsers", "TickClock"]
+__all__ = [
+    "MAX_LOOKUPS",
+    "RETRY_AFTER",
+    "Fetcher",
+    "LookupFailed",
+    "LookupSkipped",
+    "RemoteUsers",
+    "TickClock",
+]
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0
 """Seconds after a failed lookup during which misses are answered 500 without trying."""
+MAX_LOOKUPS = 256
+"""Lookups (distinct users) a worker has in flight at most; one at a time on its one
+connection, a few ms each: the last is asked well within users_timeout."""
 _WHAT = "user database"
 _TICK = 0.25
 
 
 class LookupFailed(Exception):
     """The database did not answer: the message is the cause, safe to log."""
+
+
+class LookupSkipped(Exception):
+    """The lookup was never made (others kept the connection busy): says nothing of the
+    database."""
 
 
 class Fetcher(Protocol):
@@ -73,10 +93,12 @@ class TickClock:
 class _Waiting:
     """One lookup in flight: the frames to route again when it is done (waits.Pending)."""
 
-    __slots__ = ("resumes",)
+    __slots__ = ("failed", "resumes")
 
     def __init__(self) -> None:
         self.resumes: list[Callable[[], None]] = []
+        self.failed = False
+        """No answer: the frames routed again (in done) find it Unavailable."""
 
     def then(self, resume: Callable[[], None]) -> None:
         self.resumes.append(resume)
@@ -120,8 +142,12 @@ class RemoteUsers:
             self.counters.add(Counter.users_cache_hits)
             return found if isinstance(found, str) else None
         waiting = self._waiting.get(key)
+        if waiting is not None and waiting.failed:
+            self.counters.add(Counter.users_unavailable)
+            raise Unavailable(_WHAT)
         if waiting is None:
-            if self.down and self.clock() < self._retry_at:
+            full = len(self._waiting) >= MAX_LOOKUPS
+            if full or (self.down and self.clock() < self._retry_at):
                 self.counters.add(Counter.users_unavailable)
                 raise Unavailable(_WHAT)
             waiting = self._waiting[key] = _Waiting()
@@ -134,21 +160,26 @@ class RemoteUsers:
         self.counters.add(Counter.users_db_lookups)
         try:
             value = await self.fetcher.fetch(*key)
+        except LookupSkipped:
+            waiting.failed = True
         except LookupFailed as exc:
             self.counters.add(Counter.users_db_failures)
             self._failed(str(exc))
+            waiting.failed = True
         except Exception as exc:  # a bug: logged whole, and the AUTH gets 500 all the same
             logger.exception("user lookup failed")
             self.counters.add(Counter.users_db_failures)
             self._failed(type(exc).__name__)
+            waiting.failed = True
         else:
             if self.down:
                 self.down = False
                 logger.warning("user database %s answers again", self.name)
             self.cache.put(key, value)
+        try:
+            waiting.done()
         finally:
-            del self._waiting[key]
-        waiting.done()
+            del self._waiting[key]  # after: the frames routed again see `failed`
 
     def _failed(self, cause: str) -> None:
         self._retry_at = self.clock() + RETRY_AFTER
@@ -163,6 +194,12 @@ class RemoteUsers:
             )
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
+        """The worker is exiting: end the lookups (awaited, so none still uses the connection
+        being closed), the clock's timer, then the connection."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(self.clock, TickClock):
+            self.clock.stop()
         await self.fetcher.aclose()

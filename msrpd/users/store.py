@@ -15,8 +15,6 @@ __all__ = ["Ha1Source", "UserStore"]
 
 
 class UserStore(Protocol):
-    def get_ha1(self, username: str, realm: str) -> str | None: ...
-
     def add(self, username: str, realm: str, password: str) -> None:
         """Add the user, or replace its HA1."""
 

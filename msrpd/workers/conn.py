@@ -183,7 +183,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             return True  # keep the transport: what came before the EOF is read first
         self.wire.receive(b"")
         self._drain_events()
-        return None
+        # A frame waiting for a value is answered before the close: _waited reads the EOF.
+        return True if self.intake.halted & WAIT else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.env.routes.guard.closed(self)
@@ -247,13 +248,15 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
                 self.out.write_frame(reply)
             self.close(f"protocol error: {exc}")
 
-    def _on_frame(self, frame: Frame) -> None:
-        self.stats.frames_in += 1
-        self.ctx.count_frame_in(frame)
-        if self.intake.rate is not None:
-            self.env.routes.guard.charge_frame(self, self.intake.rate)
-        if frame.streamed:
-            self.intake.held_replies = []
+    def _on_frame(self, frame: Frame, again: bool = False) -> None:
+        """Route `frame`; `again`: after its wait (_waited), counted and charged already."""
+        if not again:
+            self.stats.frames_in += 1
+            self.ctx.count_frame_in(frame)
+            if self.intake.rate is not None:
+                self.env.routes.guard.charge_frame(self, self.intake.rate)
+            if frame.streamed:
+                self.intake.held_replies = []
         sink = self.env.routes.run(frame, self)
         if frame.streamed:
             self.stream_sink = sink
@@ -278,11 +281,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         batch = self.ctx.batch
         batch.begin()
         try:
-            # As _on_frame, without counting it again (the first pass was thrown away).
-            sink = self.env.routes.run(frame, self)
-            if frame.streamed:
-                self.stream_sink = sink
-                self.stream_tid = frame.tid
+            self._on_frame(frame, again=True)  # the first pass was thrown away
             if not (self.closed or intake.halted):
                 self._drain_events()
         finally:

@@ -21,7 +21,7 @@ from ..protocol import ConnInfo, Frame, LocalProtocolError, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
-from ..routing.waits import Pending
+from ..routing.waits import NotYet, Pending, Unavailable
 from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from .connstats import ConnStats
@@ -160,12 +160,15 @@ class RouteServices(Protocol):
 
 
 class ConnEnv:
-    __slots__ = ("acked", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
+    __slots__ = ("acked", "acted", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
 
     def __init__(self, routes: RouteServices, conn: RoutedConn) -> None:
         self.routes = routes
         self.conn = conn
         self.last_sink: Sink | None = None
+        self.acted = False
+        """The route has answered or relayed the frame being routed (RouteRunner.run resets
+        it): it can no longer wait for a value (user_ha1)."""
         self.acked = -1
         """conn.stats.frames_in when the route last answered 2xx: which frame it was (report_lost);
         a count, not the frame, so no frame outlives its routing."""
@@ -220,9 +223,23 @@ class ConnEnv:
     def user_ha1(self, username: str, realm: str) -> str | None:
         """May raise NotYet or Unavailable (routing/waits.py): a remote store (users/)."""
         users = self.routes.users
-        return None if users is None else users.get_ha1(username, realm)
+        if users is None:
+            return None
+        try:
+            return users.get_ha1(username, realm)
+        except NotYet:
+            if not self.acted:
+                raise
+            # Asked after answering or relaying (routing/waits.py's rule broken): routing the
+            # frame again would do that twice. The lookup goes on and fills the cache.
+            logger.error(
+                "route on %s asked for a user after it answered or relayed: unavailable",
+                self.conn.peer_key,
+            )
+            raise Unavailable("user store") from None
 
     def write_origin(self, data: bytes, flags: int) -> None:
+        self.acted = True
         if count_reply(self.routes.counters, data) == _TWO:
             self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
@@ -242,6 +259,7 @@ class ConnEnv:
             self.conn.write_reply(report)
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+        self.acted = True
         routes, uri = self.routes, dest.uri
         loopback = routes.loopback
         if loopback is not None and uri is not None and loopback.self_uris.matches(uri):
@@ -290,6 +308,7 @@ class ConnEnv:
         `frame`). A next hop of ours is routed again here first (loopback.py), where the
         inner pass forwards it. 1 on its way; -2 not forwarded and its sender told (or owed
         nothing), -1 not."""
+        self.acted = True
         routes, uri = self.routes, dest.uri
         tx = routes.transactions
         if frame.method is None:

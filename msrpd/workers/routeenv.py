@@ -92,6 +92,7 @@ class RouteRunner:
         looping through us is answered here and never routed (loopback.py)."""
         env = conn.env
         env.last_sink = None
+        env.acted = False
         loopback = self.loopback
         if loopback is not None and loopback.refuse_loop(frame, conn):
             return None
@@ -101,18 +102,16 @@ class RouteRunner:
             conn.wait_for(frame, wait.pending)  # routed again from the start when it lands
             return None
         except Unavailable as exc:
-            # Logged where it failed, once per outage (users/remote.py): not per frame.
-            if frame.method is not None and frame.method != b"REPORT":
-                text = f"Server Error ({exc.what} unavailable)"
-                conn.write_reply(build_reply(frame, Status.SERVER_ERROR, text))
+            # Logged where it failed, once per outage (users/remote.py): not per frame. A
+            # route that relayed or answered before asking is answered already (connenv.py).
+            if not conn.env.acted:
+                _server_error(frame, conn, f"Server Error ({exc.what} unavailable)")
         except Exception:
             # A script bug must not take the worker down: log with the tid, answer 500 to a
             # request, drop a response (issue 5; Kamailio drops silently).
             logger.exception("route failed on frame %s from %s", frame.tid.decode(), conn.peer_key)
             self.counters.add(Counter.errors)
-            if frame.method is not None and frame.method != b"REPORT":
-                reply = build_reply(frame, Status.SERVER_ERROR, "Server Error (route failed)")
-                conn.write_reply(reply)
+            _server_error(frame, conn, "Server Error (route failed)")
         # Read through conn.env: mypy keeps `env.last_sink` narrowed to the None set above
         # across the script's relay() that sets it, and compiled code checks that type.
         return conn.env.last_sink
@@ -129,3 +128,14 @@ class RouteRunner:
             logger.exception("request_route failed on %r", sip.first_line)
             self.counters.add(Counter.errors)
             sip.reply(500, "Server Error")
+
+
+def _server_error(frame: Frame, conn: RoutedConn, text: str) -> None:
+    """Answer a request 500 `text` (no RFC 4975 §10 code: a non-200 like any other to its
+    sender, rfc-checklist §4.1); never a response or a REPORT, nor a request whose
+    Failure-Report is no (RFC 4975 §7.1.4)."""
+    if frame.method is None or frame.method == b"REPORT":
+        return
+    if (frame.header(b"failure-report") or b"yes").strip().lower() == b"no":
+        return
+    conn.write_reply(build_reply(frame, Status.SERVER_ERROR, text))

@@ -165,7 +165,12 @@ class GracefulStop:
         if now - self.started < QUIET:
             return
         reading = not ctx.stop.given_up
-        if any(conn.unsent or (reading and conn.stream_sink) for conn in conns):
+        # A frame waiting for a value (an AUTH's lookup, conn.wait_for) was read before the
+        # stop: it is answered first (its wait ends within users_timeout).
+        if any(
+            conn.unsent or (reading and (conn.stream_sink or conn.intake.waiting is not None))
+            for conn in conns
+        ):
             return
         if hub is not None:
             if hub.sending:

@@ -311,3 +311,24 @@ def test_a_bad_url_fails_msrpd_start_with_a_clear_message(tls: Tls) -> None:
         assert relay.pid() is None
     finally:
         relay.stop()
+
+
+def test_a_mixed_case_table_name_is_created_once_and_used_as_quoted(pg: PgServer, tls: Tls) -> None:
+    """users_table = "Subscriber": the statements quote it, and so does the check before
+    CREATE TABLE (to_regclass would fold a bare name to lower case and find none)."""
+    url = new_database(pg, "mixedcase")
+    relay = started(pg_relay(tls, url, users_table="Subscriber"))
+    clients: list[MsrpClient] = []
+    try:
+        add_user(relay, "cat", "old-pw")
+        add_user(relay, "cat", PASSWORDS["cat"])  # the table exists: found, not created again
+        with psycopg.connect(pg.url(db="mixedcase"), autocommit=True) as conn:
+            rows = conn.execute('SELECT username, domain FROM "Subscriber"').fetchall()
+            lower = conn.execute("SELECT to_regclass('subscriber')").fetchone()
+        assert rows == [("cat", REALM)] and lower == (None,)
+        c, final = auth(relay, tls, "cat")
+        clients.append(c)
+        assert final.code == 200, final.buf
+    finally:
+        close_all(*clients)
+        relay.stop()

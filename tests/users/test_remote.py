@@ -13,7 +13,7 @@ import pytest
 from msrpd.routing.waits import NotYet, Unavailable
 from msrpd.shm import Counter, StatsCounters
 from msrpd.users.cache import Ha1Cache
-from msrpd.users.remote import RETRY_AFTER, LookupFailed, RemoteUsers
+from msrpd.users.remote import RETRY_AFTER, LookupFailed, LookupSkipped, RemoteUsers, TickClock
 
 from .test_cache import Clock
 
@@ -118,5 +118,45 @@ def test_an_outage_is_logged_once_refuses_misses_for_a_while_then_tries_again(
             "not cached get 500 until it answers; tried again at most every 1 s)",
             "user database postgresql://u@db/x answers again",
         ]
+
+    asyncio.run(main())
+
+
+def test_a_skipped_lookup_fails_its_waiters_only_and_aclose_ends_everything_in_order() -> None:
+    """LookupSkipped: the frames that waited find Unavailable, the database is not down, the
+    next ask for that user tries again. aclose: the lookups in flight are cancelled and done
+    before the fetcher closes, and the TickClock's timer is gone."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        clock = TickClock(loop)
+        fetcher = Fetcher(loop)
+        users = RemoteUsers(fetcher, Ha1Cache(30.0, clock), StatsCounters(), loop, "db", clock)
+        wait = _pending(users, "ann")
+        found: list[str] = []
+
+        def routed_again() -> None:
+            with pytest.raises(Unavailable):
+                users.get_ha1("ann", "r")
+            found.append("unavailable")
+
+        wait.pending.then(routed_again)
+        await _settle()
+        fetcher.answers[("ann", "r")].set_exception(LookupSkipped("queued"))
+        await _settle()
+        assert found == ["unavailable"] and not users.down
+        assert _count(users) == (0, 1, 0, 1)
+        _pending(users, "ann")  # asked again, not refused
+        await _settle()
+        tasks = set(users._tasks)
+        closed_after: list[bool] = []
+
+        async def aclose() -> None:
+            closed_after.append(all(t.done() for t in tasks))
+
+        fetcher.aclose = aclose  # type: ignore[method-assign]
+        await users.aclose()
+        assert len(tasks) == 1 and closed_after == [True]
+        assert clock._handle.cancelled()
 
     asyncio.run(main())
