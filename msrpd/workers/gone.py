@@ -4,7 +4,8 @@ its sender can be told.
 Rules (issue 4, RFC 4975 §7.1.2): a frame handed to another worker (handoff.py) was already
 answered 200; if that worker answers GONE (the connection is gone, or its stop gave up), the
 sender gets a failure REPORT when its SEND asked for one. So each handoff token is remembered
-with the frame's tid, sender and head (SentMemory) until the records weigh SENT_MEMORY bytes.
+with the frame's tid, sender and head (SentMemory) until the records weigh [core]
+handoff_memory bytes (64 MiB by default).
 GONE answers come back within milliseconds, except at a stop, when a peer refuses what it
 still holds for slow receivers; flow control bounds that by bytes (about 3 MiB per
 destination), so the oldest record goes only once a frame at least as large went out after
@@ -68,14 +69,16 @@ class Sent:
 class SentMemory:
     """Handoff tokens, and what each carried (bounded as the module docstring says)."""
 
-    __slots__ = ("forwarded", "moved", "sent", "stop", "tokens", "weight")
+    __slots__ = ("forwarded", "limit", "moved", "sent", "stop", "tokens", "weight")
 
-    def __init__(self, stop: StopState) -> None:
+    def __init__(self, stop: StopState, limit: int = SENT_MEMORY) -> None:
         self.stop = stop
+        self.limit = limit
+        """What `sent` may weigh ([core] handoff_memory)."""
         self.tokens = itertools.count(1)
         self.sent: OrderedDict[int, Sent] = OrderedDict()
         self.weight = 0
-        """What `sent` weighs (SENT_MEMORY)."""
+        """What `sent` weighs (at most `limit`)."""
         self.forwarded: OrderedDict[int, tuple[int, int]] = OrderedDict()
         """token -> (link id, token) a frame forwarded to a moved connection came with."""
         self.moved: OrderedDict[int, tuple[Path, int]] = OrderedDict()
@@ -88,7 +91,7 @@ class SentMemory:
             sent = self.sent
             sent[token] = record
             self.weight += SENT_OVERHEAD + (0 if record.head is None else len(record.head))
-            while self.weight > SENT_MEMORY and not self.stop.stopping:
+            while self.weight > self.limit and not self.stop.stopping:
                 _, old = sent.popitem(last=False)
                 self.weight -= len(old.head or b"") + SENT_OVERHEAD
         return token
