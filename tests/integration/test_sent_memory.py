@@ -121,12 +121,6 @@ def _wait_stalled(sender: End, quiet: float = 1.0, limit: float = 60.0) -> None:
     sender.stalled.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gone.SentMemory evicts its oldest records past handoff_memory, also those of frames "
-    "the other worker still holds for a stalled receiver: their GONE finds no record (the "
-    "sender is never told). Fix: drop only records the peer says it no longer holds.",
-)
 def test_a_stalled_receivers_frames_are_reported_after_a_flood_past_the_memory(
     make_relay,  # type: ignore[no-untyped-def]
 ) -> None:
