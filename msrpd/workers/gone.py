@@ -4,12 +4,16 @@ its sender can be told.
 Rules (issue 4, RFC 4975 §7.1.2): a frame handed to another worker (handoff.py) was already
 answered 200; if that worker answers GONE (the connection is gone, or its stop gave up), the
 sender gets a failure REPORT when its SEND asked for one. So each handoff token is remembered
-with the frame's tid, sender and head (SentMemory) until the records weigh [core]
-handoff_memory bytes (64 MiB by default).
-GONE answers come back within milliseconds, except at a stop, when a peer refuses what it
-still holds for slow receivers; flow control bounds that by bytes (about 3 MiB per
-destination), so the oldest record goes only once a frame at least as large went out after
-it, and none goes during a stop (it reads no new frame, so nothing grows here).
+with the frame's tid, sender, head and the worker it went to (SentMemory) for as long as that
+worker may still answer GONE: until its frame has passed to a kernel there. Nothing per frame
+says so; instead, once the records weigh [core] handoff_memory (64 MiB by default), each
+worker holding some is asked which of ours it still holds (HELD, after every frame sent before
+it on the same link, so the answer covers them), and the records of frames sent to it before
+the question and not in its answer (HOLDING, held.py) go. A receiver stalled while others
+flow keeps its records however many frames pass after them. Another question comes only
+after a quarter of the limit more; past HARD_CAP times the limit (peers hold that much, or
+do not answer) the oldest are forgotten, counted and logged, so memory stays bounded. None
+goes during a stop (it reads no new frame, so nothing grows here).
 """
 
 from __future__ import annotations
