@@ -9,6 +9,11 @@ Usage: scripts/bench MODE [options]     (scripts/bench --help for every option)
   rate    the same at a fixed total rate (--rate frames/s): latency.
   idle    N authenticated idle connections: relay RSS (and PSS) per connection, held.
   big     1 MiB to 64 MiB messages, in 1 MiB SENDs and in one SEND: MB/s, sha256 intact.
+  cluster --nodes N msrpd nodes on this machine (default relay route, one user store, one
+          private Redis when /usr/bin/redis-server exists): pair n's Alice AUTHs on node n
+          and Bob on node n+1, so every SEND crosses two nodes; the floods of --sizes
+          against the same load on one node (both tokens its own), alternating with
+          --repeat: frames/s, latency, CPU per frame of every node's processes, errors.
   side    Kamailio (kamailio-cmap.cfg) then msrpd, a fresh relay for each load, the same
           children and load: floods (window by 200s) of --sizes, floods with the end-to-end
           window of --e2e-sizes, the fixed rate, idle, big; a table of both figures, the
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import callgrind, report, runner
+from benchlib.cluster import MsrpdCluster
 from benchlib.relays import (
     ORACLE,
     ROUTES,
@@ -71,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench", description=__doc__, formatter_class=_Formatter
     )
-    p.add_argument("mode", choices=("flood", "rate", "idle", "big", "side"))
+    p.add_argument("mode", choices=("flood", "rate", "idle", "big", "side", "cluster"))
     p.add_argument("--relay", choices=("msrpd", "kamailio"), default="msrpd")
     p.add_argument(
         "--route",
@@ -94,6 +100,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "AUTH over TLS only; --route cmap --bob-tls compares the two routes on one transport)",
     )
     p.add_argument("--children", type=int, default=2, help="relay worker processes")
+    p.add_argument("--nodes", type=int, default=2, help="cluster: msrpd nodes (2 or more)")
     p.add_argument("--pairs", type=int, default=4, help="Alice/Bob pairs")
     p.add_argument("--window", type=int, default=16, help="outstanding SENDs per Alice")
     p.add_argument(
@@ -153,6 +160,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
     p.add_argument("--json", type=Path, help="also write every figure to this file")
     opts = p.parse_args(argv)
+    if opts.mode == "cluster":
+        if opts.nodes < 2:
+            p.error("--nodes: 2 or more")
+        if opts.alice_ws or opts.callgrind or opts.profile or opts.relay != "msrpd":
+            p.error("cluster: msrpd only, without --alice-ws, --callgrind or --profile")
+        opts.route = "relay"  # the route that forwards between nodes by token
     if opts.bob_answers is None:
         opts.bob_answers = opts.route == "relay"
     if opts.callgrind and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
@@ -170,7 +183,16 @@ def _big_line(name: str, r: dict[str, Any], label: str) -> str:
     return report.big_line(name, label, r)
 
 
-FIGURES = ("fps", "mbps", "p50_ms", "p99_ms", "us_per_frame", "rss_per_conn", "pss_per_conn")
+FIGURES = (
+    "fps",
+    "mbps",
+    "p50_ms",
+    "p99_ms",
+    "us_per_frame",
+    "redis_us_per_frame",
+    "rss_per_conn",
+    "pss_per_conn",
+)
 """Taken as the median of their own runs (a run's other values come from the median run)."""
 
 
@@ -234,7 +256,7 @@ class Bench:
         out: list[Load] = []
         if mode == "idle" or (side and not o.no_idle):
             out += [self._idle(n) for n in o.conns]
-        if mode in ("flood", "side"):
+        if mode in ("flood", "side", "cluster"):
             out += [self._flood(size) for size in o.sizes]
         if side and not o.no_e2e:
             out += [self._flood(size, "delivered") for size in o.e2e_sizes]
@@ -292,7 +314,9 @@ class Bench:
         return out
 
     def run(self, mode: str) -> None:
-        relays = ["kamailio", "msrpd"] if mode == "side" else [self.opts.relay]
+        relays = {"side": list(report.SIDE_NAMES), "cluster": list(report.CLUSTER_NAMES)}.get(
+            mode, [self.opts.relay]
+        )
         for load in self.loads(mode):
             names = [n for n in relays if load.kamailio or n == "msrpd" or mode != "side"]
             runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -308,7 +332,13 @@ class Bench:
     def once(self, name: str, load: Load) -> tuple[str, dict[str, Any]]:
         """One run of `load` on a fresh relay: (the relay's label, the result)."""
         o = self.opts
-        relay = make_relay(name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls, o.pure)
+        if name in ("single", "cluster"):
+            count = o.nodes if name == "cluster" else 1
+            relay: Relay = MsrpdCluster(count, o.children, o.msrpd_option, o.pure)
+        else:
+            relay = make_relay(
+                name, o.children, o.oracle, o.msrpd_option, o.route, o.bob_tls, o.pure
+            )
         if o.callgrind and isinstance(relay, Msrpd):
             relay.wrap = callgrind.wrapper(Path(o.callgrind))
         try:
@@ -350,6 +380,12 @@ def main(argv: list[str]) -> int:
         if opts.repeat > 1:
             print()
             print("\n".join(report.runs_lines(bench.results)))
+    if opts.mode == "cluster":
+        print()
+        print(report.cluster_table(bench.results, opts.nodes))
+        if opts.repeat > 1:
+            print()
+            print("\n".join(report.runs_lines(bench.results, report.CLUSTER_NAMES)))
     if opts.json:
         opts.json.write_text(json.dumps(bench.results, indent=2, default=str))
     return 0

@@ -94,8 +94,9 @@ class SelfUris:
 
     def names(self, uri: bytes) -> bool:
         """matches() for a path URI as the reader gave it (it parses: reader.py checks every
-        path), memoised on the URI without its session-id: the relay route asks it for every
-        frame. The memo is bounded: a peer naming many hosts only empties it."""
+        path), memoised on the URI without its session-id: the relay route asks it for each
+        connection whose first To-Path URI changed (ConnEnv.to_us remembers the last). The memo
+        is bounded: a peer naming many hosts only empties it."""
         # The session-id runs from the "/" after the authority to the ";" (RFC 4975 §9); a
         # "/" or ";" in the authority would not parse (the reader checked).
         slash = uri.find(b"/", uri.find(b"://") + 3)

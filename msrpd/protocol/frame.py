@@ -204,19 +204,19 @@ class Frame:
     @property
     def failure_report(self) -> bytes:
         """Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is b"yes" (RFC
-        4975 §7.1.1). Read once: t_reply and t_relay both ask for every SEND."""
+        4975 §7.1.1). Read once: t_reply and t_relay both ask for every SEND. A frame with
+        every defined name in canonical case (not odd_names: the reader's fast regex took its
+        head, grammar.HEAD) is searched for that spelling alone, from the To-Path value on
+        (the first header, RFC 4975 §7.1)."""
         value = self._failure_report
         if value is None:
-            buf, start, end = self.buf, self.hdr_start - 2, self.hdr_end
-            at = buf.find(b"\r\nFailure-Report:", start, end)
-            first = buf.find(b"ailure-", start, end)  # the name in any spelling, or a value
-            if at >= 0 and first == at + 3:  # the usual spelling comes first: no parsing
-                at += 17
-                found: bytes | None = buf[at : buf.index(b"\r\n", at)].strip(b" \t")
-            elif first < 0:
-                found = None
-            else:
+            found: bytes | None
+            if self.odd_names:
                 found = self.header(b"failure-report")
+            else:
+                buf = self.buf
+                at = buf.find(b"\r\nFailure-Report:", self.to_span[0], self.hdr_end)
+                found = None if at < 0 else buf[at + 17 : buf.index(b"\r\n", at + 17)].strip(b" \t")
             value = b"yes" if found is None else found.lower()
             self._failure_report = value
         return value

@@ -182,8 +182,7 @@ class Msrp:
     def to_us(self) -> bool:
         """The leftmost To-Path URI names this relay (a token of ours included; RFC 4976
         §6.2; routing/hop.py)."""
-        self_uris = self.env.self_uris
-        return self_uris is not None and self_uris.names(self.frame.first_to)
+        return self.env.to_us(self.frame.first_to)
 
     def token(self) -> int:
         """The leftmost To-Path URI as a token we issued (routing/hop.py): 1 outbound (the

@@ -70,6 +70,9 @@ class RouteEnv(Protocol):
     def self_uris(self) -> SelfUris | None:
         """The URIs that name this relay (None: not known, nothing is ours)."""
 
+    def to_us(self, uri: bytes) -> bool:
+        """Whether path URI `uri`, as received, names this relay (SelfUris.names)."""
+
     @property
     def nonce_secret(self) -> bytes: ...
 

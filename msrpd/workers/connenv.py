@@ -160,7 +160,7 @@ class RouteServices(Protocol):
 
 
 class ConnEnv:
-    __slots__ = ("acked", "conn", "depth", "last_sink", "routes")
+    __slots__ = ("acked", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
 
     def __init__(self, routes: RouteServices, conn: RoutedConn) -> None:
         self.routes = routes
@@ -171,6 +171,10 @@ class ConnEnv:
         a count, not the frame, so no frame outlives its routing."""
         self.depth = 0
         """Inner routing passes this frame has taken through our own URIs (loopback.py)."""
+        self.to_uri = b""
+        self.ours = False
+        """to_us(): the last URI asked and its answer. A connection's frames repeat their
+        first To-Path URI (their session's token): one comparison instead of a lookup."""
 
     @property
     def policy(self) -> RoutePolicy:
@@ -188,6 +192,13 @@ class ConnEnv:
     def self_uris(self) -> SelfUris | None:
         loopback = self.routes.loopback
         return None if loopback is None else loopback.self_uris
+
+    def to_us(self, uri: bytes) -> bool:
+        if uri != self.to_uri:
+            loopback = self.routes.loopback
+            self.ours = loopback is not None and loopback.self_uris.names(uri)
+            self.to_uri = uri
+        return self.ours
 
     def now(self) -> float:
         return time.time()

@@ -4,8 +4,10 @@ Strategy (reference §6.3, DESIGN §2):
 - A cmap hit names the connection id; its owner is encoded in it (slot, generation), so the
   frame goes to our own transport or over the handoff link to the owner, draining
   generations included.
-- An address (set_dst, To-Path) is looked up in the shared connection registry, so an existing
-  connection to that peer is reused whichever worker owns it. A To-Path URI finds only
+- An address (set_dst, To-Path) goes to this worker's own connection to it when it has one
+  (connected or still connecting; after a client's connection the script chose by set_dst),
+  else is looked up in the shared connection registry, so an existing connection to that
+  peer is reused whichever worker owns it. A To-Path URI finds only
   connections the relay opened; a client's inbound connection only when the script chose its
   address with set_dst (issue 12: knowing a client's address must not let anyone write to
   it; rfc-checklist §2.1 step 8). A next hop without a port is 2855 (RFC 4975 §9), not
@@ -97,16 +99,19 @@ class Delivery:
             return None
         host, port = uri.address()
         key = f"{'tls' if uri.secure else 'tcp'}:{format_peer(host, port)}"
-        registry = self.ctx.registry
-        if registry is not None:
-            for known in (registry_key(key, False), key) if dest.chosen else (key,):
-                conid = registry.lookup(known)
-                sink = None if conid is None else self.for_conid(conid, frame, origin, lost)
-                if sink is not None:
-                    return sink
-        pending = self.outbound.get(key)
-        if pending is not None and not pending.closed:
-            return self.dialing.park(pending, key, frame, origin, lost)
+        if dest.chosen:  # the script chose the address (set_dst): a client's connection first
+            sink = self._registered(registry_key(key, False), frame, origin, lost)
+            if sink is not None:
+                return sink
+        # Then this worker's own link, before another worker's: a session's frames never
+        # switch from one to the other (two workers dial a next hop at once while the registry
+        # has neither), where a later frame could overtake an earlier one (RFC 4976 §3: in order).
+        own = self.outbound.get(key)
+        if own is not None and not own.closed:
+            return self.dialing.park(own, key, frame, origin, lost)
+        sink = self._registered(key, frame, origin, lost)
+        if sink is not None:
+            return sink
         if flags & SendFlags.REUSE_ONLY:
             logger.info("relay to %s: no connection and flag 1 forbids opening one", key)
             return None
@@ -114,6 +119,14 @@ class Delivery:
         if refused is not None:
             return self.dialing.fail_now(key, refused, frame, origin.conid, lost)
         return self._open(key, uri, host, port, frame, origin, lost)
+
+    def _registered(
+        self, known: str, frame: Frame, origin: RoutedConn, lost: Lost | None
+    ) -> Sink | None:
+        """The sink of the connection the shared registry lists under `known`, if any."""
+        registry = self.ctx.registry
+        conid = None if registry is None else registry.lookup(known)
+        return None if conid is None else self.for_conid(conid, frame, origin, lost)
 
     def for_conid(
         self, conid: int, frame: Frame, origin: RoutedConn, lost: Lost | None = None

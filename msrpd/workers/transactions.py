@@ -37,7 +37,6 @@ import math
 import os
 from collections import deque
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ..protocol import Frame
@@ -79,7 +78,8 @@ class TidSource:
         self._pool = b""
         self._at = 0
 
-    def __call__(self) -> bytes:
+    def draw(self) -> bytes:
+        """The next id. A method, not __call__: compiled, a call of the instance is generic."""
         at = self._at
         if at >= len(self._pool):
             self._pool, at = os.urandom(RANDOM_HEX // 2 * self.POOL).hex().encode(), 0
@@ -111,36 +111,76 @@ class Origin(Protocol):
     def unblock(self, dest: Hashable) -> None: ...
 
 
-@dataclass(slots=True, eq=False)
 class Transaction:
-    """One forwarded request, kept small: the request itself may be megabytes and gone."""
+    """One forwarded request, kept small: the request itself may be megabytes and gone. A
+    plain class, not a dataclass: compiled, a dataclass is built by an interpreted __init__
+    (4,500 instructions per forwarded request, callgrind)."""
 
-    tid: bytes
-    """The new transaction id the next hop saw."""
-    origin: Origin
-    orig_tid: bytes
-    method: bytes
-    failure_report: bytes
-    """b"yes", b"partial" or b"no", as received (absent: b"yes", RFC 4975 §7.1.4)."""
-    head: bytes
-    """The request's first line and header lines as received: Message-ID and Byte-Range
-    are read from it when a REPORT needs them (rare), not on every SEND."""
-    from_path: bytes
-    """The From-Path value as received: a REPORT's To-Path, an AUTH response's To-Path."""
-    our_uri: bytes
-    """The leftmost To-Path URI as received (our token): a REPORT's From-Path."""
-    hop_uri: bytes
-    """Our URI that went to the front of the forwarded From-Path: a response's To-Path
-    starts with it. Another of ours than `our_uri` after a pass through our own URI."""
-    out: int = -1
-    """The connection the request went out on (its id when it was sent)."""
-    received: int = 0
-    """Body bytes received: the range-end a REPORT gives (RFC 4975 §7.1.2)."""
-    deadline: float = 0.0
-    stream: Interruptible | None = None
-    """Its streamed chunk while the body is still being forwarded."""
-    ended: bool = False
-    """Answered, timed out or lost: nothing more happens to it."""
+    __slots__ = (
+        "deadline",
+        "ended",
+        "failure_report",
+        "from_span",
+        "head",
+        "hop_uri",
+        "method",
+        "orig_tid",
+        "origin",
+        "out",
+        "received",
+        "stream",
+        "tid",
+        "to_span",
+    )
+
+    def __init__(
+        self,
+        tid: bytes,
+        origin: Origin,
+        orig_tid: bytes,
+        method: bytes,
+        failure_report: bytes,
+        head: bytes,
+        to_span: tuple[int, int, int],
+        from_span: tuple[int, int, int],
+        hop_uri: bytes,
+    ) -> None:
+        self.tid = tid
+        """The new transaction id the next hop saw."""
+        self.origin = origin
+        self.orig_tid = orig_tid
+        self.method = method
+        self.failure_report = failure_report
+        """b"yes", b"partial" or b"no", as received (absent: b"yes", RFC 4975 §7.1.4)."""
+        self.head = head
+        """The request's first line and header lines as received: Message-ID and Byte-Range
+        are read from it when a REPORT needs them (rare), not on every SEND."""
+        self.to_span = to_span
+        self.from_span = from_span
+        """The request's To-Path and From-Path spans (Frame.to_span), in `head`: the values
+        are sliced from it only when a REPORT or a mapped response needs them."""
+        self.hop_uri = hop_uri
+        """Our URI that went to the front of the forwarded From-Path: a response's To-Path
+        starts with it. Another of ours than `our_uri` after a pass through our own URI."""
+        self.out = -1
+        """The connection the request went out on (its id when it was sent)."""
+        self.received = 0
+        """Body bytes received: the range-end a REPORT gives (RFC 4975 §7.1.2)."""
+        self.deadline = 0.0
+        self.stream: Interruptible | None = None
+        """Its streamed chunk while the body is still being forwarded."""
+        self.ended = False
+        """Answered, timed out or lost: nothing more happens to it."""
+
+    @property
+    def from_path(self) -> bytes:
+        """The From-Path value as received: a REPORT's To-Path, an AUTH response's To-Path."""
+        return self.head[self.from_span[0] : self.from_span[2]]
+
+    @property
+    def our_uri(self) -> bytes:
+        """The leftmost To-Path URI as received (our token): a REPORT's From-Path."""
+        return self.head[self.to_span[0] : self.to_span[1]]
 
     @property
     def message_id(self) -> bytes | None:
@@ -187,8 +227,9 @@ class TransactionTable:
             else:
                 same[tx.tid] = tx
         origin = tx.origin
-        origin.migration.tx_open += 1
-        if origin.migration.tx_open >= self.max_per_conn and origin not in self.paused:
+        migration = origin.migration  # one lookup: Origin is a protocol
+        migration.tx_open += 1
+        if migration.tx_open >= self.max_per_conn and origin not in self.paused:
             self.paused.add(origin)
             origin.block(self)
         if whole:
@@ -236,8 +277,9 @@ class TransactionTable:
                 if not same:
                     del self.by_out[tx.out]
             origin = tx.origin
-            origin.migration.tx_open -= 1
-            if origin.migration.tx_open <= self.max_per_conn // 2 and origin in self.paused:
+            migration = origin.migration
+            migration.tx_open -= 1
+            if migration.tx_open <= self.max_per_conn // 2 and origin in self.paused:
                 self.paused.discard(origin)
                 origin.unblock(self)
 
@@ -286,7 +328,7 @@ def transaction_for(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) ->
         method,
         wanted,
         basis.buf[: basis.hdr_end],
-        basis.from_path_raw,
-        basis.first_to,
+        basis.to_span,
+        basis.from_span,
         hop_uri,
     )

@@ -14,8 +14,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, relay_splice
 from ..protocol.rechunk import continuation
 from .transactions import Transaction
@@ -33,7 +31,20 @@ def continued_tx(tx: Transaction, tid: bytes, written: int) -> Transaction:
         template.offset += written
         head = template.head(tx.orig_tid)
     received, tx.received = tx.received - written, written
-    return dataclasses.replace(tx, tid=tid, head=head, received=received, stream=None)
+    # The new head differs from the Byte-Range on: the paths before it keep their spans.
+    new = Transaction(
+        tid,
+        tx.origin,
+        tx.orig_tid,
+        tx.method,
+        tx.failure_report,
+        head,
+        tx.to_span,
+        tx.from_span,
+        tx.hop_uri,
+    )
+    new.out, new.received, new.deadline, new.ended = tx.out, received, tx.deadline, tx.ended
+    return new
 
 
 def mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:

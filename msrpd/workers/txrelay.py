@@ -130,7 +130,7 @@ class TxRelay:
         """A transaction id of ours for forwarding `frame`: not live, not in its body."""
         live = self.table.live
         while True:
-            tid = self.ids()
+            tid = self.ids.draw()
             if tid not in live and not end_line_in_body(frame, tid):
                 return tid
 
@@ -241,17 +241,20 @@ class TxRelay:
     def response(self, conn: RoutedConn, frame: Frame) -> int:
         """Response `frame` came on `conn`: 1 when it is matched here or handed to the
         worker that owns its transaction, -1 when dropped."""
-        arrival = (conn.conid, *conn.migration.former)
         tid = frame.tid
         if tid.startswith(self.ids.prefix):
+            tx = self.table.live.get(tid)  # TransactionTable.match, inline: every response
+            if tx is not None and tx.out != conn.conid and tx.out not in conn.migration.former:
+                tx = None
             reason = frame.reason or b""
-            return self._answer(arrival, tid, frame.code or 0, reason, frame.first_to, frame)
+            return self._answer(tx, tid, frame.code or 0, reason, frame.first_to, frame)
         owner = tid_owner(tid)
         hub = self.ctx.hub
         # Handed only to a live worker: a peer choosing ids must not make us dial handoff
         # paths of workers that do not exist.
         if owner is None or hub is None or owner not in self.workers:
             return self._unmatched(frame.tid)
+        arrival = (conn.conid, *conn.migration.former)
         ids = struct.pack(f"!{len(arrival)}Q", *arrival)
         path = self.ctx.handoffs.path(*owner)
         hub.send_control(path, HandoffKind.RESPONSE, conn.conid, len(arrival), ids + frame.buf)
@@ -267,7 +270,7 @@ class TxRelay:
             self.ctx.counters.add(Counter.tx_unmatched)
             return
         arrival = struct.unpack_from(f"!{msg.token}Q", payload)
-        self._answer(arrival, *facts, data)
+        self._answer(self.table.match(facts[0], arrival), *facts, data)
 
     def _read(self, data: bytes) -> Frame | None:
         """`data`, one whole response another worker read, as a Frame. One reader serves
@@ -286,15 +289,15 @@ class TxRelay:
 
     def _answer(
         self,
-        arrival: tuple[int, ...],
+        tx: Transaction | None,
         tid: bytes,
         code: int,
         reason: bytes,
         first_to: bytes,
         response: Frame | bytes,
     ) -> int:
-        tx = self.table.live.get(tid)  # TransactionTable.match, inline: every response
-        if tx is None or tx.out not in arrival or first_to != tx.hop_uri:
+        """Response `tid` to `tx` (TransactionTable.match; None: it matched none)."""
+        if tx is None or first_to != tx.hop_uri:
             return self._unmatched(tid)
         self.table.end(tx)
         if tx.method == SEND:

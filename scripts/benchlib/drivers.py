@@ -62,6 +62,9 @@ class Job:
     """pair numbers (flood, rate, big), or [n, first] idle connections, users idle<first>..."""
     alice_ws: int = 0
     """flood, rate: Alice connects to this ws: port (RFC 7977), not to `port`."""
+    nodes: tuple[tuple[int, bytes], ...] = ()
+    """flood, rate: a cluster's nodes, (TLS port, AUTH URI) each (benchlib/cluster.py): pair
+    n's Alice AUTHs (as alice<n>) on node n, its Bob on node n+1, modulo their count."""
 
 
 async def connect(port: int, tls: ssl.SSLContext | None = None) -> Conn:
@@ -177,11 +180,27 @@ class Pair:
 
 
 async def make_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
-    """Bob authenticates; Alice only connects. Returns them and the To-Path Alice must use."""
+    """Bob authenticates; Alice only connects (on a cluster, she AUTHs too, on another node).
+    Returns them and the To-Path Alice must use."""
+    if job.nodes:
+        return await make_cluster_pair(job, n)
     bob = await connect_bob(job)
     use_path = await authenticate(bob, job.relay_uri, b"bob%d" % n)
     alice = await (connect_ws(job.alice_ws) if job.alice_ws else connect(job.port))
     return alice, bob, use_path + b" " + bob.local_uri("b")
+
+
+async def make_cluster_pair(job: Job, n: int) -> tuple[Conn, Conn, bytes]:
+    """Alice on node n, Bob on node n+1, both over TLS: To-Path `<A/alice's token> <B/bob's
+    token> <bob>`, node A forwarding outbound to node B, node B inbound to Bob (RFC 4976
+    §6.4). With one node both tokens are its own."""
+    count = len(job.nodes)
+    (a_port, a_uri), (b_port, b_uri) = job.nodes[n % count], job.nodes[(n + 1) % count]
+    bob = await connect(b_port, client_tls(job))
+    bob_path = await authenticate(bob, b_uri, b"bob%d" % n)
+    alice = await connect(a_port, client_tls(job))
+    alice_path = await authenticate(alice, a_uri, b"alice%d" % n)
+    return alice, bob, b"%s %s %s" % (alice_path, bob_path, bob.local_uri("b"))
 
 
 def ports_of(alice: Conn, bob: Conn) -> tuple[int, int]:

@@ -67,10 +67,15 @@ class Usage:
     rss: int
     pss: int
     procs: int
+    redis: float | None = None
+    """A cluster's Redis server: its CPU seconds, not in `cpu` (benchlib/cluster.py)."""
 
 
 class Relay:
     name = "relay"
+    auth_nodes: tuple[tuple[int, bytes], ...] = ()
+    """A cluster's nodes, (TLS port, AUTH URI) each: Alice and Bob then both AUTH, on two
+    nodes (cluster.py); (): Alice only connects to `port`."""
 
     def __init__(self, children: int) -> None:
         self.children = children
@@ -265,10 +270,16 @@ class Msrpd(Relay):
             if (section, name) == ("msrp", "route"):  # a route named by an option ran
                 named = Path(value.strip().strip('"')).stem
                 self.label = f"msrpd, {named} route" + (" (Bob over TLS)" if self.tls_port else "")
+        self.sections = sections
+        """The config's sections, TOML values as text (a cluster node's are changed, then
+        write_config is called again)."""
+        self.write_config()
+
+    def write_config(self) -> None:
         self.config.write_text(
             "".join(
                 f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
-                for section, keys in sections.items()
+                for section, keys in self.sections.items()
             )
         )
 

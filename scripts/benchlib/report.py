@@ -37,6 +37,8 @@ def cpu_list(values: list[float]) -> str:
 
 
 def _cross(r: dict[str, Any]) -> str:
+    if r.get("links"):  # a cluster: the nodes' connections to one another
+        return f", connections between nodes: {r['links']}"
     return f", {r['cross']} pairs across workers" if r.get("cross") else ""
 
 
@@ -46,7 +48,12 @@ def flood_line(relay: str, label: str, r: dict[str, Any]) -> str:
         f"{label} [{relay}{_cross(r)}]: {num(r['fps'])} frames/s, {num(r['mbps'], 1)} MB/s, "
         f"p50 {num(r['p50_ms'], 2)} ms, p99 {num(r['p99_ms'], 2)} ms, "
         f"relay {num(r['us_per_frame'], 1)} us CPU/frame ({num(r['relay_cpu'], 1)} s CPU), "
-        f"generator CPU per process {cpu_list(r['gen_cpu'])}; errors {r['errors']} "
+        + (
+            f"Redis {num(r['redis_us_per_frame'], 2)} us CPU/frame besides, "
+            if "redis_us_per_frame" in r
+            else ""
+        )
+        + f"generator CPU per process {cpu_list(r['gen_cpu'])}; errors {r['errors']} "
         f"(non-200 {t['non200']}, REPORT {t.get('reports', 0)}, lost {r['lost']}, "
         f"corrupt {t['corrupt']}, "
         f"out of order {t['gaps']}, closed {t['closed']}"
@@ -108,11 +115,13 @@ Pair = tuple[float | None, float | None]
 
 
 class Table:
-    """figure | Kamailio | msrpd | msrpd/Kamailio | target | verdict."""
+    """figure | Kamailio | msrpd | msrpd/Kamailio | target | verdict (or other columns)."""
 
-    def __init__(self, ours: str = "msrpd") -> None:
+    def __init__(
+        self, ours: str = "msrpd", theirs: str = "Kamailio", ratio: str = "msrpd/Kamailio"
+    ) -> None:
         self.rows: list[tuple[str, ...]] = []
-        self.ours = ours
+        self.ours, self.theirs, self.ratio = ours, theirs, ratio
 
     def add(
         self, figure: str, pair: Pair, digits: int, target: str = "", met: bool | None = None
@@ -124,7 +133,7 @@ class Table:
         )
 
     def render(self) -> str:
-        head = ("figure", "Kamailio", self.ours, "msrpd/Kamailio", "target", "")
+        head = ("figure", self.theirs, self.ours, self.ratio, "target", "")
         rows = [head, *self.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         out = []
@@ -154,12 +163,21 @@ def _ratio(pair: Pair) -> str:
     return "" if r is None else f"{r:.2f}"
 
 
-def _pair(per_relay: dict[str, dict[str, Any]], key: str, scale: float = 1.0) -> Pair:
+SIDE_NAMES = ("kamailio", "msrpd")
+"""The relays of `side` as results name them: the compared one, then ours."""
+
+
+def _pair(
+    per_relay: dict[str, dict[str, Any]],
+    key: str,
+    scale: float = 1.0,
+    names: tuple[str, str] = SIDE_NAMES,
+) -> Pair:
     def one(name: str) -> float | None:
         value = per_relay.get(name, {}).get(key)
         return None if value is None else float(value) * scale
 
-    return one("kamailio"), one("msrpd")
+    return one(names[0]), one(names[1])
 
 
 def side_table(results: dict[str, dict[str, dict[str, Any]]], ours: str = "msrpd") -> str:
@@ -223,13 +241,15 @@ RUN_FIGURES = {
 """Per kind of load: (key, name, digits, scale) of the figures listed run by run."""
 
 
-def runs_lines(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """The runs one by one (with --repeat), Kamailio / msrpd in the order they ran."""
-    lines = ["The runs one by one (Kamailio / msrpd, in the order they ran):"]
+def runs_lines(
+    results: dict[str, dict[str, dict[str, Any]]], names: tuple[str, str] = SIDE_NAMES
+) -> list[str]:
+    """The runs one by one (with --repeat), Kamailio / msrpd (or `names`) as they ran."""
+    lines = [f"The runs one by one ({names[0]} / {names[1]}, in the order they ran):"]
     for label, per_relay in results.items():
         for key, name, digits, scale in RUN_FIGURES[label.split(" ", 1)[0]]:
-            ours = per_relay.get("msrpd", {}).get("runs", {}).get(key, [])
-            theirs = per_relay.get("kamailio", {}).get("runs", {}).get(key, [None] * len(ours))
+            ours = per_relay.get(names[1], {}).get("runs", {}).get(key, [])
+            theirs = per_relay.get(names[0], {}).get("runs", {}).get(key, [None] * len(ours))
             each = ", ".join(
                 f"{_cell(k if k is None else k * scale, digits)} / {_cell(m * scale, digits)}"
                 for k, m in zip(theirs, ours, strict=True)
@@ -247,3 +267,26 @@ def _idle_rows(t: Table, label: str, per_relay: dict[str, dict[str, Any]]) -> No
     ok = rss[1] is not None and rss[1] <= RSS_TARGET_KIB
     t.add(f"{label}: RSS KiB/conn", rss, 1, f"<= {RSS_TARGET_KIB:.0f}", ok)
     t.add(f"{label}: PSS KiB/conn", _pair(per_relay, "pss_per_conn", 1 / 1024), 1)
+
+
+CLUSTER_NAMES = ("single", "cluster")
+"""The cluster mode's relays as results name them: one node, then the cluster."""
+
+
+def cluster_table(results: dict[str, dict[str, dict[str, Any]]], nodes: int) -> str:
+    """figure | one node | `nodes` nodes | their ratio, for each flood of the cluster mode."""
+    t = Table(f"{nodes} nodes", "1 node", f"{nodes} nodes/1 node")
+    rows = (
+        ("frames/s", "fps", 0),
+        ("payload MB/s", "mbps", 1),
+        ("p50 latency ms", "p50_ms", 2),
+        ("p99 latency ms", "p99_ms", 2),
+        ("relay CPU us/frame", "us_per_frame", 1),
+        ("Redis CPU us/frame (not in relay's)", "redis_us_per_frame", 2),
+    )
+    for label, per_relay in results.items():
+        for figure, key, digits in rows:
+            t.add(f"{label}: {figure}", _pair(per_relay, key, names=CLUSTER_NAMES), digits)
+        errors = _pair(per_relay, "errors", names=CLUSTER_NAMES)
+        t.add(f"{label}: errors", errors, 0, "0", errors == (0, 0))
+    return t.render()

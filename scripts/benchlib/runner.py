@@ -27,6 +27,7 @@ import psutil
 import uvloop
 
 from . import callgrind
+from .cluster import MsrpdCluster
 from .drivers import DRIVERS, Job, MiB
 from .relays import MachineCpu, Msrpd, Relay
 
@@ -140,6 +141,7 @@ def job_for(relay: Relay, opts: Any, mode: str, **kw: Any) -> Job:
         auth_port=relay.auth_port,
         tls_ca=relay.tls_ca,
         answer=bool(getattr(opts, "bob_answers", False)),
+        nodes=relay.auth_nodes,
         **kw,
     )
 
@@ -160,7 +162,8 @@ def flood(
     window_by = window_by or getattr(opts, "window_by", "replies")
     job = job_for(relay, opts, mode, size=size, window=opts.window, window_by=window_by)
     job = replace(job, seconds=opts.seconds, warmup=opts.warmup, rate=rate / pairs)
-    relay.add_users([f"bob{n}" for n in range(pairs)])
+    users = [f"bob{n}" for n in range(pairs)]
+    relay.add_users(users + [f"alice{n}" for n in range(pairs)] if job.nodes else users)
     if opts.alice_ws:
         job = replace(job, alice_ws=relay.ws_port)
     gens = Generators(job, split(list(range(pairs)), opts.procs))
@@ -180,6 +183,7 @@ def flood(
         sleep_until(t0 + opts.warmup + opts.seconds)
         instructions = callgrind.dump(counted, Path(opts.callgrind)) if counted else 0
         u1, m1 = relay.usage(), MachineCpu()
+        links = relay.links() if isinstance(relay, MsrpdCluster) else ""
         if cross:  # where the pairs are now (msrpd moves one end to the other's worker)
             cross = f"{cross} -> {cross_worker(relay, infos)}"
         results = gens.gather(opts.seconds + opts.warmup + 120)
@@ -188,7 +192,7 @@ def flood(
     out = summarise_flood(results, opts.seconds, size)
     out["rate"], out["window_by"] = rate, window_by
     out["relay_cpu"] = u1.cpu - u0.cpu
-    out["cross"] = cross
+    out["cross"], out["links"] = cross, links
     busy, softirq = m1.since(m0)
     out["machine"] = {
         "busy": busy,
@@ -197,6 +201,8 @@ def flood(
         "generator": sum(out["gen_cpu"]),
     }
     out["us_per_frame"] = out["relay_cpu"] / out["frames"] * 1e6 if out["frames"] else float("nan")
+    if u1.redis is not None and u0.redis is not None:  # a cluster's, beside its nodes' CPU
+        out["redis_us_per_frame"] = (u1.redis - u0.redis) / max(1, out["frames"]) * 1e6
     if counted:
         frames = out["frames"] or float("nan")
         out["instructions_per_frame"] = instructions / frames
@@ -231,7 +237,12 @@ def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) ->
         "gen_cpu": [r["cpu"] / seconds for r in results],
         "sent_window": sum(r["sent_window"] for r in results),
         "totals": dict(totals),
-        "errors": totals["non200"] + totals["reports"] + totals["corrupt"] + max(0, lost) + extra,
+        "errors": totals["non200"]
+        + totals["reports"]
+        + totals["corrupt"]
+        + totals["gaps"]  # frames out of order, as README's Performance counts them
+        + max(0, lost)
+        + extra,
         "lost": lost,
         "extra": extra,
         "samples": [s for r in results for s in r["samples"]][:5],

@@ -78,6 +78,9 @@ class FakeEnv:
     def now(self) -> float:
         return self.clock
 
+    def to_us(self, uri: bytes) -> bool:
+        return self.self_uris is not None and self.self_uris.names(uri)
+
     def new_session_id(self) -> str:
         return secrets.token_urlsafe(12)
 

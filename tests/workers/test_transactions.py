@@ -33,7 +33,8 @@ class Conn:
 
 def tx(tid: bytes, origin: Conn, out: int = 7) -> Transaction:
     head = b"MSRP o SEND\r\nTo-Path: ta b\r\nFrom-Path: a\r\nMessage-ID: m\r\nByte-Range: 1-3/3\r\n"
-    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", head, b"a", b"ta", b"ta")
+    spans = (22, 24, 26), (39, 40, 40)  # To-Path "ta b", From-Path "a" in `head`
+    t = Transaction(tid, origin, b"o" + tid, b"SEND", b"yes", head, *spans, b"ta")
     t.out = out
     return t
 
@@ -41,6 +42,7 @@ def tx(tid: bytes, origin: Conn, out: int = 7) -> Transaction:
 def test_message_id_and_byte_range_come_from_the_kept_head() -> None:
     kept = tx(b"h1", Conn(1))
     assert (kept.message_id, kept.byte_range) == (b"m", b"1-3/3")
+    assert (kept.from_path, kept.our_uri) == (b"a", b"ta")
 
 
 def test_match_needs_the_connection_it_went_out_on() -> None:
@@ -193,7 +195,7 @@ def test_live_workers_are_read_seldom() -> None:
 def test_tid_source_draws_distinct_ids_of_its_worker() -> None:
     """Ids name the worker and are 80 random bits each, pooled reads included."""
     ids = TidSource(3, 7)
-    drawn = [ids() for _ in range(3 * TidSource.POOL + 5)]
+    drawn = [ids.draw() for _ in range(3 * TidSource.POOL + 5)]
     assert len(set(drawn)) == len(drawn)
     assert {tid_owner(t) for t in drawn} == {(3, 7)}
     assert all(len(t) == 26 and t.startswith(ids.prefix) for t in drawn)
