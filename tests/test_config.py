@@ -175,6 +175,8 @@ BAD_VALUES = [
     ("core", "idle_timeout", "false", "got False"),
     ("core", "backlog", "0", "must be an integer from 1 to 1048576, got 0"),
     ("core", "backlog", "1.5", "got 1.5"),
+    ("core", "handoff_memory", "65535", "must be an integer >= 65536, got 65535"),
+    ("core", "handoff_memory", "true", "got True"),
     ("core", "head_timeout", "0", "must be a number of seconds > 0, got 0"),
     ("core", "balance", "1", "must be true or false, got 1"),
     ("limits", "probation", "0", "must be a number of seconds > 0, got 0"),

@@ -124,6 +124,11 @@ class CoreSettings:
     """Seconds a frame head (first line and headers) may take to arrive, from its first byte:
     a slower one is closed (slowloris). Silence between frames is idle_timeout's."""
 
+    handoff_memory: int = field(default=64 << 20, metadata=integer(1 << 16))
+    """Bytes a worker may spend remembering the frames it handed to other workers, so that
+    one they could not deliver is reported to its sender (RFC 4975 §7.1.2; workers/gone.py).
+    Default 64 MiB (about 350 bytes a frame)."""
+
     balance: bool = field(default=True, metadata=BOOLEAN)
     """Pass new TCP connections to the least loaded worker, and move a connection to the
     worker of the peer it relays to (fd passing), so pairs stay in one process. A reload's

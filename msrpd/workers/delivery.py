@@ -151,8 +151,9 @@ class Delivery:
             source = ctx.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid)
-        record = Sent.of(frame, origin.conid, origin.peer_key, lost)  # a GONE reports it (gone.py)
-        return HandoffSink(out, hub, out.path(*owner), conid, record, origin)
+        path = out.path(*owner)
+        record = Sent.of(frame, origin.conid, origin.peer_key, lost, path)  # for a GONE (gone.py)
+        return HandoffSink(out, hub, path, conid, record, origin)
 
     def _open(
         self,

@@ -4,19 +4,25 @@ its sender can be told.
 Rules (issue 4, RFC 4975 §7.1.2): a frame handed to another worker (handoff.py) was already
 answered 200; if that worker answers GONE (the connection is gone, or its stop gave up), the
 sender gets a failure REPORT when its SEND asked for one. So each handoff token is remembered
-with the frame's tid, sender and head (SentMemory) until the records weigh SENT_MEMORY bytes.
-GONE answers come back within milliseconds, except at a stop, when a peer refuses what it
-still holds for slow receivers; flow control bounds that by bytes (about 3 MiB per
-destination), so the oldest record goes only once a frame at least as large went out after
-it, and none goes during a stop (it reads no new frame, so nothing grows here).
+with the frame's tid, sender, head and the worker it went to (SentMemory) for as long as that
+worker may still answer GONE: until its frame has passed to a kernel there. Nothing per frame
+says so; instead, once the records weigh [core] handoff_memory (64 MiB by default), each
+worker holding some is asked which of ours it still holds (HELD, after every frame sent before
+it on the same link, so the answer covers them), and the records of frames sent to it before
+the question and not in its answer (HOLDING, held.py) go. A receiver stalled while others
+flow keeps its records however many frames pass after them. Another question comes only
+after a quarter of the limit more; past HARD_CAP times the limit (peers hold that much, or
+do not answer) the oldest are forgotten, counted and logged, so memory stays bounded. None
+goes during a stop (it reads no new frame, so nothing grows here).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import struct
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +41,12 @@ __all__ = ["GoneReports", "Sent", "SentMemory"]
 logger = logging.getLogger("msrpd.route")
 
 SENT_MEMORY = 64 << 20
+HARD_CAP = 4
+"""Records may weigh HARD_CAP times the limit while peers still hold their frames (or do not
+answer); past that the oldest are forgotten, counted and logged."""
+STALE_ROUNDS = 4
+"""A question unanswered for this many rounds is forgotten (its link broke): asked again."""
+_MASK = 0xFFFFFFFF
 SENT_OVERHEAD = 200
 """What a record weighs besides its head copy: the record, its key and its slot."""
 FORWARD_MEMORY = 1 << 18
@@ -54,28 +66,64 @@ class Sent:
     """The SEND's first line and headers, to build a failure REPORT from; None otherwise."""
     lost: Lost | None = None
     """A forwarded transaction's (txrelay.py): it tells its sender itself."""
+    dest: Path | None = None
+    """The handoff path of the worker it went to (None: through a move, handover.py)."""
 
     @classmethod
-    def of(cls, frame: Frame, origin: int, peer: str, lost: Lost | None = None) -> Sent:
+    def of(
+        cls,
+        frame: Frame,
+        origin: int,
+        peer: str,
+        lost: Lost | None = None,
+        dest: Path | None = None,
+    ) -> Sent:
         # Only the head of a SEND is kept (a copy of ~200 bytes); it is parsed if a GONE
         # ever comes back, not on the hot path.
         if lost is not None:
-            return cls(frame.tid, peer, origin, None, lost)
+            return cls(frame.tid, peer, origin, None, lost, dest)
         head = bytes(frame.buf[: frame.hdr_end]) if frame.method == b"SEND" else None
-        return cls(frame.tid, peer, origin, head)
+        return cls(frame.tid, peer, origin, head, None, dest)
 
 
 class SentMemory:
     """Handoff tokens, and what each carried (bounded as the module docstring says)."""
 
-    __slots__ = ("forwarded", "moved", "sent", "stop", "tokens", "weight")
+    __slots__ = (
+        "ask",
+        "asked",
+        "evicted",
+        "forwarded",
+        "issued",
+        "limit",
+        "moved",
+        "questions",
+        "rounds",
+        "sent",
+        "stop",
+        "threshold",
+        "weight",
+    )
 
-    def __init__(self, stop: StopState) -> None:
+    def __init__(self, stop: StopState, limit: int = SENT_MEMORY) -> None:
         self.stop = stop
-        self.tokens = itertools.count(1)
+        self.limit = limit
+        """What `sent` should weigh at most ([core] handoff_memory)."""
+        self.issued = 0
+        """Tokens issued so far (a token is this count's low 32 bits)."""
         self.sent: OrderedDict[int, Sent] = OrderedDict()
         self.weight = 0
-        """What `sent` weighs (SENT_MEMORY)."""
+        """What `sent` weighs."""
+        self.threshold = limit
+        """The weight past which peers are asked what they still hold (HELD)."""
+        self.ask: Callable[[Path, int], None] | None = None
+        """Sends HELD with a question number to a peer (handoffout.py wires it)."""
+        self.asked: dict[int, tuple[Path, int, int]] = {}
+        """Question -> (the peer asked, `issued` then, the round it was asked in)."""
+        self.questions = itertools.count(1)
+        self.rounds = itertools.count()
+        self.evicted = 0
+        """Records forgotten at the hard cap: a GONE for their frames is not reported."""
         self.forwarded: OrderedDict[int, tuple[int, int]] = OrderedDict()
         """token -> (link id, token) a frame forwarded to a moved connection came with."""
         self.moved: OrderedDict[int, tuple[Path, int]] = OrderedDict()
@@ -83,15 +131,76 @@ class SentMemory:
 
     def new_token(self, record: Sent | None = None) -> int:
         """A token for a handoff; `record` is the routed frame it carries, if any."""
-        token = next(self.tokens) & 0xFFFFFFFF
+        self.issued += 1
+        token = self.issued & _MASK
         if record is not None:
-            sent = self.sent
-            sent[token] = record
+            self.sent[token] = record
             self.weight += SENT_OVERHEAD + (0 if record.head is None else len(record.head))
-            while self.weight > SENT_MEMORY and not self.stop.stopping:
+            if self.weight > self.threshold and not self.stop.stopping:
+                self._over()
+        return token
+
+    def _over(self) -> None:
+        """Past the threshold: ask each peer holding records which of our frames it still
+        holds (HELD, answered in order after every frame sent before it); `holding` drops
+        the rest. Past the hard cap (peers hold that much, or do not answer), forget the
+        oldest, counted and logged: memory stays bounded."""
+        sent, cap = self.sent, self.limit * HARD_CAP
+        if self.weight > cap:
+            evicted, floor = 0, cap - self.limit // 4  # room for a round: no eviction per frame
+            while self.weight > floor:
                 _, old = sent.popitem(last=False)
                 self.weight -= len(old.head or b"") + SENT_OVERHEAD
-        return token
+                evicted += 1
+            self.evicted += evicted
+            logger.warning(
+                "handoff memory over %d bytes: %d relayed frames forgotten (%d in all): "
+                "a GONE for them will not be reported",
+                cap,
+                evicted,
+                self.evicted,
+            )
+        self.threshold = min(self.weight + self.limit // 4, cap)  # no question per frame
+        ask = self.ask
+        if ask is None:
+            return
+        now = next(self.rounds)
+        asked = self.asked
+        for question in [q for q, (_, _, r) in asked.items() if now - r >= STALE_ROUNDS]:
+            del asked[question]
+        waiting = {path for path, _, _ in asked.values()}
+        # The frame whose token was issued last goes out after the question (sinks.py).
+        before = self.issued - 1
+        for path in {record.dest for record in sent.values()} - waiting:
+            if path is not None:
+                question = next(self.questions) & _MASK
+                asked[question] = (path, before, now)
+                ask(path, question)
+
+    def holding(self, question: int, payload: bytes) -> None:
+        """A peer's answer to HELD `question`: the tokens of the frames it still holds. Every
+        record of a frame sent to it before the question and not among them goes: the frame
+        reached a kernel, or its GONE came before this answer. Records of frames sent
+        through a move (no peer known) go too once older than the question: a move forwards
+        within milliseconds."""
+        asked = self.asked.pop(question, None)
+        if asked is None:
+            return  # forgotten as stale: a later question does it
+        path, then, _ = asked
+        held = set(struct.unpack(f"!{len(payload) // 4}I", payload))
+        newer, now = self.issued - then, self.issued & _MASK
+        gone = [
+            token
+            for token, record in self.sent.items()
+            if (record.dest is None or record.dest == path)
+            and (now - token) & _MASK >= newer
+            and token not in held
+        ]
+        for token in gone:
+            self.take(token)
+        if not self.asked:
+            quarter = self.weight + self.limit // 4
+            self.threshold = min(max(self.limit, quarter), self.limit * HARD_CAP)
 
     def note_forward(self, token: int, source: object) -> None:
         """`token` carries a frame that came over a handoff link, `source` = (link id, its

@@ -3,7 +3,7 @@
 Strategy:
 - Each message is one 20-byte header, `HEADER` = kind u8, flags u8, reserved u16, conid u64,
   token u32, length u32 (network order), then `length` payload bytes. Only FRAME, MOVED,
-  RESPONSE, CLOSED and CHUNK carry a payload.
+  RESPONSE, CLOSED, CHUNK and HOLDING carry a payload.
 - Encoding never joins payloads: `encode_frame_parts` returns the header followed by the
   caller's parts, ready for `transport.writelines`.
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
@@ -137,6 +137,13 @@ class HandoffKind(IntEnum):
     """A chunk of a transaction the receiver owns was interrupted on its way out of the
     sender's connection `conid` (gate.py, transports/wsout.py): `token` u64 ids as in
     RESPONSE, then the body bytes it had (u64), its id and the continuing chunk's id."""
+    # What the sender must still remember for a GONE (gone.py):
+    HELD = 15
+    """Sender -> owner, on the link its FRAMEs went on, after them: answer HOLDING; `token`
+    numbers the question."""
+    HOLDING = 16
+    """Reply to HELD on the same link, `token` echoing it: the payload is the tokens (u32
+    each, network order) of that link's frames the owner has not passed to a kernel yet."""
 
 
 class HandoffFlags(IntFlag):
@@ -159,8 +166,10 @@ _PAYLOAD_KINDS = frozenset(
         HandoffKind.RESPONSE,
         HandoffKind.CLOSED,
         HandoffKind.CHUNK,
+        HandoffKind.HOLDING,
     }
 )
+_HOLDING = int(HandoffKind.HOLDING)
 
 
 def frame_flags(more: bool, close_after: bool) -> int:
@@ -250,6 +259,8 @@ def _header_fault(kind: int, reserved: int, length: int, max_payload: int) -> st
         return f"payload of {length} bytes is over the limit of {max_payload}"
     if length and kind not in _PAYLOAD_KINDS:
         return f"{_KINDS[kind].name} with a {length}-byte payload"
+    if kind == _HOLDING and length % 4:
+        return f"HOLDING with a {length}-byte payload, not whole u32 tokens"
     return None
 
 

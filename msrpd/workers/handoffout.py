@@ -34,7 +34,14 @@ class HandoffOut:
         self.flow = RemoteFlow()
         """Connections of other workers that asked for a pause (PAUSE/RESUME)."""
         self.sent = sent
+        if hub is not None:
+            sent.ask = self.ask_held
         self._paths: dict[tuple[int, int], Path] = {}
+
+    def ask_held(self, path: Path, question: int) -> None:
+        """HELD: which of our frames the worker at `path` still holds (gone.py)."""
+        if self.hub is not None:
+            self.hub.send_control(path, HandoffKind.HELD, 0, question)
 
     def path(self, slot: int, generation: int) -> Path:
         key = (slot, generation)

@@ -8,6 +8,9 @@ Rules (links.py dispatches by kind; this module goes straight down to the connec
   the sending worker to pause what relays into it; the link itself keeps being read
   (remoteflow.py).
 - A GONE means a frame we handed over was lost: its sender hears of it (gone.py).
+- A HELD asks which of its link's frames we still hold (held.py): the HOLDING answer goes
+  back on that link, after the GONEs of every frame it sent before; a HOLDING is a peer's
+  answer to ours (gone.py).
 - A RESPONSE is a response another worker read for one of our transactions, a CHUNK a chunk
   of one of them that another worker interrupted on its way out (txrelay.py); a CLOSED says
   a connection ours may wait on has closed (txrelay.py).
@@ -19,13 +22,15 @@ Rules (links.py dispatches by kind; this module goes straight down to the connec
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from ..shm import Counter
 from .flow import LinkSource
-from .handoff import Handoff, HandoffFlags, HandoffKind
+from .handoff import Handoff, HandoffFlags, HandoffKind, encode_header
+from .held import held_tokens
 from .link import Link
 
 if TYPE_CHECKING:
@@ -98,6 +103,12 @@ class Inbound:
         self.ctx.handoffs.flow.on_flow(pause, conid, token, link_id)
 
     def on_control(self, link: Link, msg: Handoff) -> None:
+        if msg.kind is HandoffKind.HELD:
+            self.answer_held(link, msg.token)
+            return
+        if msg.kind is HandoffKind.HOLDING:
+            self.reports.memory.holding(msg.token, msg.payload)
+            return
         transactions = self.transactions
         if msg.kind is HandoffKind.RESPONSE:
             if transactions is not None:
@@ -116,6 +127,16 @@ class Inbound:
             logger.warning("handoff: %s for %x ignored", msg.kind.name, msg.conid)
         else:
             mover.on_control(msg, link)
+
+    def answer_held(self, link: Link, question: int) -> None:
+        """HOLDING: the tokens of `link`'s frames not passed to a kernel here yet."""
+        ctx = self.ctx
+        sources = [conn.out.held_sources() for conn in ctx.conns.values()]
+        sources.append(iter(ctx.handoffs.sent.forwarded.values()))
+        if ctx.mover is not None:
+            sources.append(ctx.mover.queued_sources())
+        payload = held_tokens(id(link), itertools.chain.from_iterable(sources))
+        link.push_reply(encode_header(HandoffKind.HOLDING, 0, 0, question, len(payload)) + payload)
 
     def on_link_lost(self, link_id: int) -> None:
         ctx = self.ctx

@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
 from ..shm import Counter
 from .connstats import ConnStats
@@ -255,6 +255,20 @@ class Outbox:
         return bool(log.records or log.streams or self.streaming) or (
             hold is not None and bool(hold.writes)
         )
+
+    def held_sources(self) -> Iterator[Hashable]:
+        """The sources of the relayed frames not (wholly) passed to the kernel yet: the sent
+        log's, the gate's, those held for RELEASE (HELD, held.py)."""
+        self.trim_sent()
+        log, hold = self.sent_log, self.hold
+        for _, source, _ in log.records:
+            yield source
+        yield from log.streams
+        for write in self.gate.held:
+            yield write.source
+        if hold is not None:
+            for _, _, source, _ in hold.writes:
+                yield source
 
     def give_up(self) -> list[Unsent]:
         """Drop everything not in the kernel yet, and return the relayed frames among it: the

@@ -149,7 +149,7 @@ class Worker:
         spec, settings = self.spec, self.spec.settings
         ident = spec.ident
         stop = StopState()
-        sent = SentMemory(stop)
+        sent = SentMemory(stop, settings.core.handoff_memory)
         own_path = handoff_path(settings.core.run_dir, ident.slot, ident.generation)
 
         def hub(ctx: WorkerContext) -> HandoffHub:

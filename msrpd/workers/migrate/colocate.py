@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Generic
 
 from ..handoff import Handoff, HandoffKind
@@ -199,6 +199,12 @@ class Mover(Generic[ConnT]):
     def deliver(self, conid: int, data: bytes | memoryview, flags: int, source: Hashable) -> bool:
         """A handoff for a connection that moved away: pass it on; False if unknown."""
         return self.handover.deliver(conid, data, flags, source)
+
+    def queued_sources(self) -> Iterator[Hashable]:
+        """The sources of the frames waiting for a moving connection's new id (held.py)."""
+        for departure in self.handover.machine.departures.values():
+            for _, _, source, _ in departure.queue:
+                yield source
 
     def tick(self) -> None:
         """Once a second: the handover's timeouts."""
