@@ -30,7 +30,7 @@ from msrpd.config import (
     load_config,
 )
 from msrpd.config.address import parse_host_port, parse_listen
-from msrpd.config.userdb import PgUrl
+from msrpd.config.secret import SecretUrl
 from msrpd.errors import ConfigError, HaltSupervisor
 
 ETC = Path(__file__).resolve().parent.parent / "etc" / "msrpd.toml"
@@ -322,12 +322,12 @@ def test_a_postgresql_url_is_kept_whole_and_never_shown(tmp_path: Path) -> None:
     url = "postgresql://kam:s3cr3t@db.example.com:5433/kamailio?sslmode=require"
     settings = load_config(write(tmp_path, f'[auth]\nusers = "{url}"\n'))
     users = settings.auth.users
-    assert isinstance(users, PgUrl) and users.url == url
+    assert isinstance(users, SecretUrl) and users.url == url
     assert users.redacted == str(users) == "postgresql://kam@db.example.com:5433/kamailio"
     assert "s3cr3t" not in repr(settings.auth) and "s3cr3t" not in str(users)
     assert (settings.auth.users_table, settings.auth.users_cache_ttl) == ("subscriber", 30.0)
     assert settings.auth.users_timeout == 2.0
-    assert isinstance(pickle.loads(pickle.dumps(settings)).auth.users, PgUrl)  # to workers
+    assert isinstance(pickle.loads(pickle.dumps(settings)).auth.users, SecretUrl)  # to workers
 
 
 @pytest.mark.parametrize(

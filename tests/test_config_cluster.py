@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from msrpd.config import ClusterSettings, load_config
-from msrpd.config.cluster import RedisUrl
+from msrpd.config.secret import SecretUrl
 from msrpd.errors import ConfigError
 
 ETC = Path(__file__).resolve().parent.parent / "etc" / "msrpd.toml"
@@ -91,7 +91,7 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
         'redis = "redis://:secret@10.0.0.5:6380/2"\nnode = "relay-1.fra"\n'
         'key_prefix = "chat:"\ntimeout = 0.5\nheartbeat = 2\nnode_ttl = 7\nretry_max = 30\n',
     )
-    url = RedisUrl("redis://:secret@10.0.0.5:6380/2", "redis://10.0.0.5:6380/2")
+    url = SecretUrl("redis://:secret@10.0.0.5:6380/2", "redis://10.0.0.5:6380/2")
     assert cluster == ClusterSettings(url, "relay-1.fra", "chat:", 0.5, 2.0, 7.0, 30.0)
     assert "secret" not in repr(cluster) and "secret" not in str(cluster.redis)
 
@@ -100,7 +100,7 @@ def test_good_values_are_stored(tmp_path: Path) -> None:
     "url", ["redis://localhost", "rediss://r.example.com:6380/0", "unix:///run/redis.sock"]
 )
 def test_every_scheme_is_taken(tmp_path: Path, url: str) -> None:
-    assert loaded(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n').redis == RedisUrl(url, url)
+    assert loaded(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n').redis == SecretUrl(url, url)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_every_scheme_is_taken(tmp_path: Path, url: str) -> None:
 )
 def test_the_password_never_shows(tmp_path: Path, url: str, redacted: str) -> None:
     cluster = loaded(tmp_path, f'{USE_PATH}[cluster]\nredis = "{url}"\n')
-    assert cluster.redis == RedisUrl(url, redacted)
+    assert cluster.redis == SecretUrl(url, redacted)
     assert str(cluster.redis) == redacted
     assert "s3cret" not in repr(cluster)
 

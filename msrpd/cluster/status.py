@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 class RedisStatus:
     def __init__(self, url: str, stats: Stats, index: int) -> None:
         self.url = url
-        """The Redis URL as it may be shown (config/cluster.py RedisUrl.redacted)."""
+        """The Redis URL as it may be shown (config/secret.py: SecretUrl.redacted)."""
         self.stats = stats
         self.index = index
         self.counters = StatsCounters()

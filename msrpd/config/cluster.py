@@ -17,23 +17,13 @@ from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
 from .checks import SECONDS, Invalid, check, rule, shown
+from .secret import SecretUrl
 
-__all__ = ["REDIS_SCHEMES", "ClusterSettings", "RedisUrl"]
+__all__ = ["REDIS_SCHEMES", "ClusterSettings"]
 
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,32}")
-
-
-@dataclass(frozen=True, slots=True)
-class RedisUrl:
-    """A Redis URL; `url` holds the secret, `redacted` is what may be shown (logs, errors)."""
-
-    url: str = field(repr=False)
-    redacted: str
-
-    def __str__(self) -> str:
-        return self.redacted
 
 
 def _redact(url: SplitResult) -> str:
@@ -44,7 +34,7 @@ def _redact(url: SplitResult) -> str:
     return f"{url.scheme}://{user}{host}{url.path}"
 
 
-def _redis_url(raw: Any, base: object) -> RedisUrl:
+def _redis_url(raw: Any, base: object) -> SecretUrl:
     if not isinstance(raw, str) or not raw:
         raise Invalid(f"must be a redis://, rediss:// or unix:// URL, got a {type(raw).__name__}")
     try:
@@ -67,7 +57,7 @@ def _redis_url(raw: Any, base: object) -> RedisUrl:
     db = url.path.strip("/") if url.scheme != "unix" else ""
     if db and not db.isdigit():
         raise Invalid(f"the path is the database number, got {shown(redacted)}")
-    return RedisUrl(raw, redacted)
+    return SecretUrl(raw, redacted)
 
 
 def _default_node() -> str:
@@ -99,7 +89,7 @@ PREFIX: Final = rule(
 
 @dataclass(frozen=True, slots=True)
 class ClusterSettings:
-    redis: RedisUrl | None = field(default=None, metadata=check(_redis_url))
+    redis: SecretUrl | None = field(default=None, metadata=check(_redis_url))
     """redis://[user:password@]host[:port][/db], rediss:// (TLS) or unix:///path. None: this
     node is alone (no cluster). Shown only redacted (no password, no query)."""
 

@@ -10,33 +10,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from .checks import Invalid, shown
+from .secret import SecretUrl
 
-__all__ = ["PG_SCHEMES", "PgUrl", "UsersSource", "parse_users"]
+__all__ = ["PG_SCHEMES", "UsersSource", "parse_users"]
 
 PG_SCHEMES: Final = ("postgresql://", "postgres://")  # the two libpq accepts (libpq §34.1.1)
 
 
-@dataclass(frozen=True, slots=True)
-class PgUrl:
-    """A PostgreSQL connection URL; `url` holds the secret, `redacted` is what may be shown."""
-
-    url: str = field(repr=False)
-    redacted: str
-
-    def __str__(self) -> str:
-        return self.redacted
-
-
-UsersSource = Path | PgUrl
+UsersSource = Path | SecretUrl
 
 
 def parse_users(raw: Any, base: Path) -> UsersSource:
-    """The check of `[auth] users`: a PgUrl for a PostgreSQL URL, else a path (relative to
+    """The check of `[auth] users`: a SecretUrl for a PostgreSQL URL, else a path (relative to
     the configuration file's directory)."""
     if not isinstance(raw, str) or not raw:
         raise Invalid(f"must be a file path or a postgresql:// URL, got {shown(raw)}")
@@ -50,7 +39,7 @@ def parse_users(raw: Any, base: Path) -> UsersSource:
     return _pg_url(raw)
 
 
-def _pg_url(raw: str) -> PgUrl:
+def _pg_url(raw: str) -> SecretUrl:
     # psycopg takes 0.2 s to import: only where a URL is configured.
     from psycopg import conninfo  # noqa: PLC0415
 
@@ -62,7 +51,7 @@ def _pg_url(raw: str) -> PgUrl:
     for port in str(params.get("port", "")).split(","):
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise Invalid(f"not a valid PostgreSQL URL ({redacted}): port {port!r}")
-    return PgUrl(raw, redacted)
+    return SecretUrl(raw, redacted)
 
 
 _QUOTED: Final = re.compile(r'"[^"]*"')

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from ..config.secret import SecretUrl
 from ..config.sections import AuthSettings
-from ..config.userdb import PgUrl
 from ..shm import StatsCounters
 from .cache import Ha1Cache
 from .remote import RemoteUsers, TickClock
@@ -25,7 +25,7 @@ def open_store(auth: AuthSettings) -> UserStore | None:
     source = auth.users
     if isinstance(source, Path):
         return SqliteUsers(source)
-    if isinstance(source, PgUrl):
+    if isinstance(source, SecretUrl):
         from .pgadmin import PgUsers  # noqa: PLC0415 (psycopg: 0.2 s to import)
 
         return PgUsers(source, auth.users_table, auth.users_timeout)
@@ -39,7 +39,7 @@ def worker_source(
     source = auth.users
     if isinstance(source, Path):
         return SqliteUsers(source)
-    if isinstance(source, PgUrl):
+    if isinstance(source, SecretUrl):
         from .pglookup import PgLookup  # noqa: PLC0415 (psycopg: 0.2 s to import)
 
         clock = TickClock(loop)

@@ -4,7 +4,7 @@ Rules: add replaces the HA1 of an existing row (UPDATE, then INSERT when there w
 one transaction), so it needs no unique index and leaves Kamailio's other columns alone. The
 table is created, in Kamailio's layout, only by add and only when it does not exist (a check
 first: an operator's account may lack the right to create tables where one already is).
-Errors name the database by its redacted URL; the password never leaves the PgUrl.
+Errors name the database by its redacted URL; the password never leaves the SecretUrl.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from ..config.userdb import PgUrl
+from ..config.secret import SecretUrl
 from ..protocol.digest import ha1
 from .pgsql import SubscriberSql
 
@@ -31,7 +31,7 @@ class UserDbError(Exception):
 class PgUsers:
     """The UserStore face (store.py) over PostgreSQL."""
 
-    def __init__(self, url: PgUrl, table: str, timeout: float) -> None:
+    def __init__(self, url: SecretUrl, table: str, timeout: float) -> None:
         self.url = url
         self.sql = SubscriberSql.build(table)
         self.timeout = timeout

@@ -22,7 +22,7 @@ import asyncio
 import psycopg
 from psycopg import sql
 
-from ..config.userdb import PgUrl
+from ..config.secret import SecretUrl
 from .pgsql import SubscriberSql
 from .remote import LookupFailed, LookupSkipped
 
@@ -32,7 +32,7 @@ _Conn = psycopg.AsyncConnection[tuple[object, ...]]
 
 
 class PgLookup:
-    def __init__(self, url: PgUrl, table: str, timeout: float) -> None:
+    def __init__(self, url: SecretUrl, table: str, timeout: float) -> None:
         self.url = url
         self.sql = SubscriberSql.build(table)
         self.timeout = timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from msrpd.config import load_config
-from msrpd.config.cluster import RedisUrl
+from msrpd.config.secret import SecretUrl
 from msrpd.rundir import PROCESS_SLOTS
 from msrpd.shm import ShmLayout, Stats, instance_prefix
 from msrpd.supervisor.agentproc import AgentProc
@@ -36,7 +36,7 @@ def test_a_reload_without_redis_during_a_backoff_stops_the_respawns(
     run_dir: Path, stats: Stats
 ) -> None:
     base = load_config(None)
-    url = RedisUrl("redis://127.0.0.1:1/0", "redis://127.0.0.1:1/0")
+    url = SecretUrl("redis://127.0.0.1:1/0", "redis://127.0.0.1:1/0")
     with_redis = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, redis=url))
     layout = ShmLayout(instance_prefix(run_dir), run_dir / "lock", 4, 64, 64, PROCESS_SLOTS)
     proc = AgentProc(layout, stats, _die_at_once, with_redis)
