@@ -113,11 +113,14 @@ class AcceptBalancer:
         index, _slot, path = min(self.peers, key=lambda peer: self._load(peer[0]))
         if self._load(index) >= own_conns:
             return False
+        # The peer's count before the send: it may take the connection up (and count it) before
+        # we read its count again, and counting that one twice stopped the next pass.
+        before = self.heartbeats.conns(index)
         if not self.sender.send([transport], path, encode_passed(listen_text)):
             return False
         # The peer holds the socket now: closing our descriptor leaves the connection open.
         self.counters.add(Counter.conns_passed)
-        base, passed = self._sent.get(index, (self.heartbeats.conns(index), 0))
+        base, passed = self._sent.get(index, (before, 0))
         self._sent[index] = (base, passed + 1)
         transport.abort()
         return True
