@@ -197,7 +197,8 @@ def test_sessions_on_two_workers_keep_their_order_across_nodes(nodes: Nodes) -> 
             writer.join(10)
         # Whether both workers dialled node 2 (two links) depends on timing: a worker that
         # needs node 2 after the other's connection is up takes that one (delivery.py). Most
-        # runs have two (before the fix they reordered 3 runs in 3); the order is checked either way.
+        # runs have two (before the fix they reordered in 3 runs of 3); the order is checked
+        # either way.
         links = [
             c
             for pid in node1.worker_pids()
