@@ -121,8 +121,7 @@ class Loopback:
         logger.warning(
             "refused %s from %s: To-Path names this relay %d times (loop)", tid, conn.peer_key, ours
         )
-        wanted = (frame.header(b"failure-report") or b"yes").strip().lower()
-        if frame.method is not None and frame.method != REPORT and wanted != b"no":
+        if frame.method is not None and frame.method != REPORT and frame.failure_report != b"no":
             reply = build_reply(frame, 403, "Forbidden (To-Path loops through this relay)")
             count_reply(self.counters, reply)
             conn.write_reply(reply)  # a streamed frame's once its end-line is in

@@ -134,8 +134,6 @@ def _server_error(frame: Frame, conn: RoutedConn, text: str) -> None:
     """Answer a request 500 `text` (no RFC 4975 §10 code: a non-200 like any other to its
     sender, rfc-checklist §4.1); never a response or a REPORT, nor a request whose
     Failure-Report is no (RFC 4975 §7.1.4)."""
-    if frame.method is None or frame.method == b"REPORT":
-        return
-    if (frame.header(b"failure-report") or b"yes").strip().lower() == b"no":
+    if frame.method is None or frame.method == b"REPORT" or frame.failure_report == b"no":
         return
     conn.write_reply(build_reply(frame, Status.SERVER_ERROR, text))
