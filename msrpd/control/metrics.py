@@ -84,6 +84,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "limit_user_sessions": ("limited", _LIMITED, {"limit": "max_sessions_per_user"}),
     "limit_outbound": ("limited", _LIMITED, {"limit": "max_outbound_per_second"}),
     "limit_rate": ("limited", _LIMITED, {"limit": "session_rate"}),
+    "limit_user_rate": ("limited", _LIMITED, {"limit": "user_rate"}),
     # A PostgreSQL user store ([auth] users, README "Users"): cache hits and database queries.
     "users_cache_hits": ("user_lookups", _USER_LOOKUPS, {"answer": "cache"}),
     "users_db_lookups": ("user_lookups", _USER_LOOKUPS, {"answer": "database"}),
@@ -102,6 +103,11 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "cluster_bad_input": (
         "cluster_bad_input",
         "Pub/sub events and failure reports the cluster agent refused (malformed)",
+        {},
+    ),
+    "cluster_usage_full": (
+        "cluster_usage_full",
+        "Users whose sessions on other nodes found no room in the table (counted here alone)",
         {},
     ),
 }

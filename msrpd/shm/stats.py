@@ -14,7 +14,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + one u64 per counter) = 440 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + one u64 per counter) = 464 bytes: the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -74,6 +74,7 @@ Counter = IntEnum(
         "limit_user_sessions",
         "limit_outbound",
         "limit_rate",
+        "limit_user_rate",
         "conns_ws",
         "conns_wss",
         "users_cache_hits",
@@ -87,6 +88,7 @@ Counter = IntEnum(
         "cluster_bans_in",
         "cluster_reports_dropped",
         "cluster_bad_input",
+        "cluster_usage_full",
     ),
     start=0,
 )

@@ -90,6 +90,7 @@ def build_routes(
         ctx.counters,
         ctx.loop,
         _failure_report(settings),
+        shm.remote_users if settings.cluster.redis is not None else None,
     )
     # Late bound: an outbound connection runs the routes that relay through this delivery.
     delivery = Delivery(

@@ -25,7 +25,7 @@ from ..routing.waits import NotYet, Pending, Unavailable
 from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from .connstats import ConnStats
-from .limits import ConnGuard
+from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
 from .ports import Lost, Sink
 from .reports import frame_report
@@ -71,6 +71,10 @@ class RoutedConn(Protocol):
 
     @property
     def info(self) -> ConnInfo: ...
+
+    @property
+    def intake(self) -> Limited:
+        """Its reading side: the [limits] rates it is charged to."""
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
 
@@ -350,6 +354,7 @@ class ConnEnv:
         stats.sessions.append(sessid)
         stats.session_meta[sessid] = (user, time.time())
         self.proven()
+        self.routes.guard.user_session(self.conn, user)
 
 
 def _tid(frame: Frame) -> str:
