@@ -14,7 +14,6 @@ test waits a guessed time for the agents' heartbeats."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
