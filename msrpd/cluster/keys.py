@@ -251,8 +251,10 @@ def _killed(message: dict[str, object]) -> KilledEvent:
 def _listed(message: dict[str, object]) -> ListedEvent:
     node, to, id_ = _name(message, "node"), _name(message, "to"), _name(message, "id")
     rows, error = message.get("rows"), message.get("error")
-    if isinstance(error, str) and rows is None:
+    if isinstance(error, str) and "rows" not in message:
         return ListedEvent(node, to, id_, None, error[:_MAX_NAME])
-    if not (isinstance(rows, list) and all(isinstance(row, dict) for row in rows)):
+    if "error" in message or not (
+        isinstance(rows, list) and all(isinstance(row, dict) for row in rows)
+    ):
         raise ValueError("a listed event carries rows (a list of objects) or an error (a text)")
     return ListedEvent(node, to, id_, rows)
