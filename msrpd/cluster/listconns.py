@@ -11,7 +11,8 @@ Rules:
   by the asker from the event.
 - An agent answers every "list" but its own, in the background: its workers asked within
   WORKER_TIMEOUT (in a thread: the agent's loop goes on), the answer published within the
-  same bound. An answer over MAX_LISTED bytes is an error naming the connection count.
+  same bound, at most _MAX_ACTING at once (more are not answered, and logged). An answer over
+  MAX_LISTED bytes is an error naming the connection count.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = ["ClusterConns"]
 logger = logging.getLogger(__name__)
 
 _LISTED = (WorkerState.BOOTING, WorkerState.RUNNING, WorkerState.DRAINING)
+_MAX_ACTING = 4
+"""Listings answered at once: each asks every worker of the node."""
 Registry = Callable[[Redis], Awaitable[list[dict[str, Any]]]]
 """The registry's rows (nodes.NodeRegistry.listing)."""
 
@@ -104,6 +107,9 @@ class ClusterConns:
 
     def heard_list(self, client: Redis, event: ListEvent) -> None:
         if event.node == self.node:
+            return
+        if len(self.acting) >= _MAX_ACTING:  # a flood of requests: the asker names us silent
+            logger.warning("cluster: not answering node %s's listing: too many at once", event.node)
             return
         task = asyncio.ensure_future(self._answer(client, event))
         self.acting.add(task)

@@ -14,7 +14,7 @@ Rules:
   and its users' sessions stop counting elsewhere.
 - A count that is not a whole number >= 0 is a peer's bad input: skipped and counted
   (cluster_bad_input). A user left out of the shared table for want of room counts this
-  node alone: logged when their number changes, counted (cluster_usage_full).
+  node alone: logged when their number changes, and shown (the gauge cluster_users_left_out).
 - Redis down: the table is emptied, and the node says it counts its own sessions alone
   (workers enforce the quota and rates of this node, as without a cluster) until Redis is back.
 """
@@ -94,8 +94,7 @@ class ClusterUsage:
                 key = user.encode("utf-8", "surrogateescape")
                 totals[key] = totals.get(key, 0) + int(count)
         left_out = self.remote.replace(totals, expires)
-        if left_out:
-            self.status.add(Counter.cluster_usage_full, left_out)
+        self.status.counters.values[Counter.cluster_users_left_out] = left_out
         if left_out != self.left_out and left_out:
             logger.warning(
                 "cluster: %d users with sessions on other nodes found no room in the shared "
@@ -110,6 +109,8 @@ class ClusterUsage:
     def went_down(self) -> None:
         """Redis is unreachable: each node counts its own users' sessions."""
         self.remote.clear()
+        self.status.counters.values[Counter.cluster_users_left_out] = 0
+        self.left_out = 0
         if self.shared:
             logger.warning(
                 "cluster: max_sessions_per_user and the user rates count this node's "

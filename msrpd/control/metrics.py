@@ -105,11 +105,6 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
         "Pub/sub events and failure reports the cluster agent refused (malformed)",
         {},
     ),
-    "cluster_usage_full": (
-        "cluster_usage_full",
-        "Users whose sessions on other nodes found no room in the table (counted here alone)",
-        {},
-    ),
 }
 
 
@@ -158,6 +153,12 @@ class ShmCollector:
             up = self.shm.stats.slot(AGENT_INDEX)["cluster_redis_up"]
             yield GaugeMetricFamily(
                 "msrpd_cluster_redis_up", "1 while this node reaches Redis, else 0", value=up
+            )
+            left_out = self.shm.stats.slot(AGENT_INDEX)["cluster_users_left_out"]
+            yield GaugeMetricFamily(
+                "msrpd_cluster_users_left_out",
+                "Users with sessions on other nodes not in the shared table (counted here alone)",
+                value=left_out,
             )
 
 

@@ -10,7 +10,7 @@ Rules:
   agent) leaves the workers counting this node alone, as with Redis down.
 - replace() makes the table exactly the given counts: users not given are removed. A user
   whose stripe is full is not stored (it counts this node alone): replace() returns how many,
-  for the agent to log and count (cluster_usage_full).
+  for the agent to log and show (cluster_users_left_out).
 - Record: 8 header + 64 key + 16 value (expires f64, sessions u32, pad) = 88 bytes per slot.
 """
 

@@ -14,8 +14,10 @@ test waits a guessed time for the agents' heartbeats."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +48,11 @@ def _elsewhere(cluster: Cluster, node: str, user: str) -> int:
         return shm.remote_users.sessions(user, time.time())
     finally:
         shm.close()
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
 
 
 def _auth(cluster: Cluster, node: str, user: str = "alice") -> tuple[int, bytes, MsrpClient]:
@@ -80,6 +87,12 @@ def test_the_session_quota_holds_over_the_cluster(cluster: Cluster) -> None:
     time.sleep(1.2)  # the workers publish their counters once a second
     counters = {node: _counters(cluster, node)["limit_user_sessions"] for node in NODES}
     assert counters == {"n1": 2, "n2": 0, "n3": 1}
+    scraped = _scrape(cluster.metrics)  # n1's
+    refused = re.findall(
+        r'^msrpd_limited_total\{limit="max_sessions_per_user",worker="\d+"\} (\S+)$', scraped, re.M
+    )
+    assert sum(map(float, refused)) == 2.0, scraped
+    assert re.search(r"^msrpd_cluster_users_left_out 0\.0$", scraped, re.M), scraped
     for node in ("n1", "n3"):
         log = cluster.nodes[node].log()
         assert "AUTH of 'alice' refused: the user holds as many sessions as allowed" in log
