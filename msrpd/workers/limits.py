@@ -23,6 +23,8 @@ Rules (what a client over each limit gets is a close or a response, never a sile
 - max_sessions_per_user: a claim in shm/usersess.py, over every worker, its limit lowered by
   the user's sessions on the other nodes of a cluster (shm/remoteusers.py, as of the last
   heartbeat); the AUTH beyond it is answered 403 by the route API (routing/cmapops.py).
+  User rates count sessions by the same claims, so with them on a session is claimed even
+  when the quota is off (then never refused).
 - max_outbound_per_second: each worker takes an equal share of the relay's rate (a bucket
   of its own, no shared memory on the dialling path); a connect over it is not made and the
   frame fails as an unreachable next hop does (dialing.py).
@@ -58,6 +60,7 @@ from ..shm import (
     UserSessions,
     probation_key,
 )
+from ..shm.usersess import MAX_SLOTS
 from .connstats import ConnStats
 from .intake import RATE
 from .migrate.state import MigrationState
@@ -326,17 +329,18 @@ class ConnGuard:
             self.loop.call_soon(conn.close, f"{stats.auth_failures} failed AUTHs")
 
     def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
-        """None when `user` may hold session `sessid`; else the status and reason to answer."""
+        """None when `user` may hold session `sessid`; else the status and reason to answer.
+        With the quota off and user rates on, the session is still claimed (the rates share by
+        the claims) as far as the table holds, and never refused."""
         limit = self.limits.max_sessions_per_user
-        if not limit or not user:
+        if not (limit or self.user_rates.on) or not user:
             return None
         now = time.time()
-        if self.remote is not None:  # the user's sessions on the other nodes (issue 17)
-            limit -= self.remote.sessions(user, now)
-        claim = self.users.claim(
-            user, sessid, limit, lambda s: self.cmap.lookup(s, now) is not None
-        )
-        if claim is Claim.GRANTED:
+        room = limit or MAX_SLOTS
+        if limit and self.remote is not None:  # the user's sessions on the other nodes
+            room -= self.remote.sessions(user, now)
+        claim = self.users.claim(user, sessid, room, lambda s: self.cmap.lookup(s, now) is not None)
+        if claim is Claim.GRANTED or not limit:
             return None
         self.counters.add(Counter.limit_user_sessions)
         logger.info("AUTH of %r refused: %s", user, claim.value)

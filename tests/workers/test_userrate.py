@@ -4,6 +4,7 @@ tables: the cmap, UserSessions, RemoteUsers; connections and loop stood in for).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from msrpd.config import LimitsSettings
 from msrpd.shm import AddrTable, Cmap, CmapEntry, Counter, RemoteUsers, StatsCounters, UserSessions
-from msrpd.shm.usersess import user_key
+from msrpd.shm.usersess import MAX_SLOTS, user_key
 from msrpd.workers.intake import RATE
 from msrpd.workers.limits import ConnGuard
 from msrpd.workers.migrate.state import MigrationState
@@ -123,3 +124,35 @@ def test_a_stale_remote_count_leaves_the_rate_to_this_node(
     assert g.admit(a)
     remote.replace({user_key("alice"): 3}, time.time() - 1)  # the agent stopped writing
     assert _bucket(_session(g, cmap, a, "alice", "s1")).rate == 2.0
+
+
+def test_with_the_quota_off_sessions_are_counted_for_the_rates_and_never_refused(
+    tables: tuple[AddrTable, UserSessions, Cmap], remote: RemoteUsers
+) -> None:
+    addrs, users, cmap = tables
+    limits = dataclasses.replace(LIMITS, max_sessions_per_user=0)
+    g = ConnGuard(limits, 2, 0, addrs, users, cmap, StatsCounters(), Loop(), None, remote)  # type: ignore[arg-type]
+    remote.replace({user_key("alice"): 40}, time.time() + 5)  # over any quota: not one here
+    for i in range(MAX_SLOTS + 2):
+        assert g.claim_session("alice", f"s{i}") is None
+        assert cmap.save(CmapEntry(f"s{i}", 99, "", "", "", 4e9))  # on another worker
+    assert len(users.sessions("alice")) == MAX_SLOTS  # counted as far as the table holds
+    a = Conn(1)
+    assert g.admit(a)
+    g.user_session(a, "alice")
+    assert a.intake.rate is not None
+    # Its connection counts one session (none of the claimed is its own) of 32 + 40.
+    assert _bucket(a.intake.rate).rate == pytest.approx(2.0 / (MAX_SLOTS + 40))
+    off = ConnGuard(
+        dataclasses.replace(limits, user_frame_rate=0),
+        2,
+        0,
+        addrs,
+        users,
+        cmap,
+        StatsCounters(),
+        Loop(),
+        None,
+        remote,
+    )  # type: ignore[arg-type]
+    assert off.claim_session("bob", "b1") is None and users.sessions("bob") == []  # nothing on
