@@ -269,11 +269,11 @@ class _Methods:
 
     def conns(self, params: Any) -> list[dict[str, Any]]:
         (everywhere,) = _args(params, ("cluster",), 0, "msrp.conns [cluster]")
+        if not (everywhere is None or everywhere is True or everywhere == "cluster"):
+            raise RpcError(INVALID_PARAMS, "usage: msrp.conns [cluster]")
         rows = node_conns([(_who(info), path) for info, path in self.view.worker_ctl_paths()])
         if everywhere is None:
             return rows
-        if not (everywhere is True or everywhere == "cluster"):
-            raise RpcError(INVALID_PARAMS, "usage: msrp.conns [cluster]")
         cluster = self.view.settings.cluster
         here = [{**row, "node": cluster.node} for row in rows]
         # The other nodes answer over Redis within a kill's bound (cluster/listconns.py).
