@@ -76,6 +76,7 @@ class ClusterConns:
         request_id = secrets.token_hex(8)
         request = _Request()
         self.pending[request_id] = request
+        sent = False
         try:
             async with asyncio.timeout(self.wait):
                 rows = await registry(client)
@@ -84,10 +85,11 @@ class ClusterConns:
                 await client.publish(
                     self.keys.events, encode_event(ListEvent(self.node, request_id))
                 )
+                sent = True
                 if request.expected:
                     await request.done.wait()
         except TimeoutError:
-            if request.expected is None:
+            if not sent:
                 raise  # Redis did not answer in time
         finally:
             del self.pending[request_id]
