@@ -87,6 +87,9 @@ Counter = IntEnum(
         "cluster_bans_in",
         "cluster_reports_dropped",
         "cluster_bad_input",
+        "cluster_forwarded",
+        "cluster_lookups",
+        "cluster_lookup_failures",
     ),
     start=0,
 )
