@@ -13,10 +13,13 @@ on to another node (routing/hop.py), so a stale directory cannot loop frames bet
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
 __all__ = ["NodeCerts"]
+
+logger = logging.getLogger(__name__)
 
 _Name = tuple[tuple[tuple[str, str], ...], ...]
 
@@ -39,7 +42,10 @@ class NodeCerts:
         get = getattr(transport, "get_extra_info", None)
         cert = None if get is None else get("peercert")
         # Empty or None: no certificate, or one not verified in the handshake.
-        return isinstance(cert, dict) and bool(cert) and _name(cert.get("issuer")) in self.issuers
+        if not (isinstance(cert, dict) and cert and _name(cert.get("issuer")) in self.issuers):
+            return False
+        logger.info("a link with another node of the cluster: %s", get("peername") if get else "")
+        return True
 
 
 def _name(value: object) -> _Name:

@@ -30,7 +30,8 @@ Rules (what a client over each limit gets is a close or a response, never a sile
   frame that took the last token is routed, the ones after it in the same read wait in the
   reader, and the socket is not read (back-pressure through Intake, as a congested
   destination does) until its buckets are out of debt; nothing is dropped. One timer per
-  throttling, none per frame.
+  throttling, none per frame. Not a link from another node of the cluster (ConnInfo.node,
+  cluster/nodecerts.py): it carries the frames of many sessions, each held on its own node.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Protocol
 
 from ..cluster.report import FailureReport
 from ..config import LimitsSettings
+from ..protocol import ConnInfo
 from ..shm import (
     PROBATION,
     AddrTable,
@@ -98,6 +100,9 @@ class Guarded(Protocol):
     outbound: bool
     stats: ConnStats
     migration: MigrationState
+
+    @property
+    def info(self) -> ConnInfo: ...
 
     @property
     def intake(self) -> Limited: ...
@@ -161,7 +166,8 @@ class ConnGuard:
             logger.info("closing %s at accept: %s", conn.peer_key, why)
             conn.close(why)
             return False
-        conn.intake.rate = self._read_rate()
+        # A link from another node carries many sessions' frames: the rates are a client's.
+        conn.intake.rate = None if conn.info.node else self._read_rate()
         return True
 
     def _enter_probation(self, limit: int) -> bool:
