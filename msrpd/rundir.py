@@ -89,7 +89,7 @@ def agent_report_path(run_dir: Path) -> Path:
 
 
 def agent_where_path(run_dir: Path) -> Path:
-    """The cluster agent's datagram socket: workers ask it which node holds a token."""
+    """The cluster agent's seqpacket socket: workers ask it which node holds a token."""
     return run_dir / "cluster-where.sock"
 
 

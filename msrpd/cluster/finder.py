@@ -12,9 +12,11 @@ Rules:
   there, the answer is "no other node" at once, not kept (nothing waits without bound, and
   made-up tokens cannot queue). Deadlines are kept in one deque with one timer armed while
   questions are out: no timer per question.
-- The socket is bound to an abstract address (Linux autobind) and connected to the agent's:
-  the kernel then delivers only the agent's datagrams to it, so no other process can answer
-  for the agent (and name a forwarding address).
+- One SOCK_SEQPACKET connection per worker to the agent's socket (where.py): messages keep
+  their bounds, only the agent can answer on it (no other process can name a forwarding
+  address), and no question is lost to a datagram queue's few slots (net.unix.max_dgram_qlen,
+  10 by default, over every worker). The agent restarted: connected again at the next
+  question; the questions out on the old connection time out.
 - The URI a frame is forwarded to is `msrps://<the node's address>/<token>;tcp`: TLS between
   nodes (README "Running a cluster"), the address from the registry only.
 - Counted: cluster_lookups (questions sent), cluster_lookup_failures (Redis down, no answer
@@ -131,23 +133,23 @@ class NodeFinder:
         return lookup
 
     def _send(self, data: bytes) -> None:
-        """Send to the agent, connecting first (again after the agent restarted)."""
+        """Send to the agent over this worker's connection, made first (again after the
+        agent restarted: the old one is broken). A full send buffer (the agent stopped
+        reading) fails the lookup like an agent that is not there."""
         for attempt in (1, 2):
             try:
-                sock = self._socket()
-                sock.send(data)
+                self._socket().send(data)
                 return
-            except (ConnectionRefusedError, FileNotFoundError):
-                self._drop_socket()  # the agent's socket was replaced: connect again
+            except (BrokenPipeError, ConnectionError, FileNotFoundError):
+                self._drop_socket()
                 if attempt == 2:
                     raise
 
     def _socket(self) -> socket.socket:
         if self.sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                sock.bind("")  # an abstract address of its own, for the answers
-                sock.connect(self.path)
+                sock.connect(self.path)  # local: at once, or refused
                 sock.setblocking(False)
             except OSError:
                 sock.close()
@@ -170,6 +172,9 @@ class NodeFinder:
                 return
             except OSError as exc:
                 logger.debug("cluster: reading a where-is answer failed: %s", exc)
+                data = b""
+            if not data:  # the agent went (a restart): connect again at the next question
+                self._drop_socket()
                 return
             try:
                 answer = decode_answer(data)

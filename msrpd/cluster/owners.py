@@ -3,9 +3,9 @@
 entry `node:<name>` gives its Use-Path address.
 
 Rules:
-- One datagram socket, run_dir/cluster-where.sock (mode 0600, like the workers' sockets: only
-  this user's processes may ask); a question is answered to the address it came from, so a
-  worker binds one (an abstract address) and connects its socket to this one.
+- One SOCK_SEQPACKET socket, run_dir/cluster-where.sock (mode 0600, like the workers'
+  sockets: only this user's processes may ask); each worker connects once and asks on its
+  connection, where its answers come.
 - `none` when the directory has no entry, names this node, or names a node with no registry
   entry (lost: its entry expired after node_ttl) or no address; `found` with the address
   otherwise. The address comes from the registry only, never from a frame: a node forwards
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ASKING: Final = 256
 _RECV_MAX: Final = 512
+_BACKLOG: Final = 128
 
 
 class OwnerDesk:
@@ -60,18 +61,22 @@ class OwnerDesk:
         self.client = client
         """The Redis connection of the agent's session in progress, None while Redis is down."""
         self.sock: socket.socket | None = None
+        """The listening socket."""
+        self.workers: set[socket.socket] = set()
+        """A connection per worker that asked."""
         self.asking: set[asyncio.Task[None]] = set()
 
     def open(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.bind(str(path))
             os.chmod(path, 0o600)
+            sock.listen(_BACKLOG)
             sock.setblocking(False)
-            asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
         except BaseException:
             sock.close()
             raise
@@ -81,34 +86,52 @@ class OwnerDesk:
         for task in list(self.asking):
             task.cancel()
         await asyncio.gather(*self.asking, return_exceptions=True)
-        if self.sock is not None:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self.sock.close()
-            self.sock = None
+        loop = asyncio.get_running_loop()
+        for conn in [*self.workers, *([self.sock] if self.sock is not None else [])]:
+            loop.remove_reader(conn.fileno())
+            conn.close()
+        self.workers.clear()
+        self.sock = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
-    def _readable(self) -> None:
-        sock = self.sock
-        while sock is not None:
+    def _accept(self) -> None:
+        """A worker connects (its first question after it started, or after a restart)."""
+        if self.sock is None:
+            return
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            logger.warning("cluster: accepting a worker's where-is connection failed: %s", exc)
+            return
+        conn.setblocking(False)
+        self.workers.add(conn)
+        asyncio.get_running_loop().add_reader(conn.fileno(), self._readable, conn)
+
+    def _readable(self, conn: socket.socket) -> None:
+        while conn in self.workers:
             try:
-                data, sender = sock.recvfrom(_RECV_MAX)
+                data = conn.recv(_RECV_MAX)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:
-                logger.warning("cluster: reading a where-is question failed: %s", exc)
+            except OSError:
+                data = b""
+            if not data:  # the worker exited
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+                self.workers.discard(conn)
+                conn.close()
                 return
-            self._asked(data, sender)
+            self._asked(data, conn)
 
-    def _asked(self, data: bytes, sender: object) -> None:
+    def _asked(self, data: bytes, sender: socket.socket) -> None:
         try:
             id_, token = decode_ask(data)
         except ValueError as exc:
             logger.warning("cluster: ignoring %s", exc)
             self.status.add(Counter.cluster_bad_input)
             return
-        if not isinstance(sender, (str, bytes)) or not sender:
-            return  # an unbound sender cannot be answered
         client = self.client()
         if client is None or len(self.asking) >= MAX_ASKING:
             self._answer(sender, Answer(id_, token, DOWN))
@@ -117,11 +140,11 @@ class OwnerDesk:
         self.asking.add(task)
         task.add_done_callback(self.asking.discard)
 
-    async def _look(self, client: Redis, sender: str | bytes, id_: str, token: str) -> None:
+    async def _look(self, client: Redis, sender: socket.socket, id_: str, token: str) -> None:
         try:
             answer = await asyncio.wait_for(self._owner(client, id_, token), self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.info("cluster: where is %s: Redis did not answer (%s)", token[:8], exc)
+            logger.info("cluster: a token lookup in Redis failed: %s", exc or type(exc).__name__)
             answer = Answer(id_, token, DOWN)
         self._answer(sender, answer)
 
@@ -134,14 +157,14 @@ class OwnerDesk:
             return Answer(id_, token, NONE)  # lost (its entry expired) or no address
         return Answer(id_, token, FOUND, addr)
 
-    def _answer(self, sender: str | bytes, answer: Answer) -> None:
-        if self.sock is None:
-            return
+    def _answer(self, sender: socket.socket, answer: Answer) -> None:
+        if sender not in self.workers:
+            return  # the worker went meanwhile
         try:
             data = encode_answer(answer)
         except UnicodeEncodeError:  # an address that is not ASCII: not a node's
             data = encode_answer(Answer(answer.id, answer.token, NONE))
         try:
-            self.sock.sendto(data, sender)
-        except OSError as exc:  # the worker is gone, or its queue is full: it times out
-            logger.debug("cluster: where-is answer to %r lost: %s", sender, exc)
+            sender.send(data)
+        except OSError as exc:  # the worker stopped reading: its lookup times out
+            logger.debug("cluster: a where-is answer is lost: %s", exc)

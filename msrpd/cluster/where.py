@@ -1,5 +1,5 @@
-"""Where is a token: the datagrams a worker and its node's cluster agent exchange on
-run_dir/cluster-where.sock (sans-IO: the codec alone, tested alone).
+"""Where is a token: the messages a worker and its node's cluster agent exchange on
+run_dir/cluster-where.sock, a SOCK_SEQPACKET socket (sans-IO: the codec alone, tested alone).
 
 A worker that meets a well-formed token its cmap does not hold asks the agent which other node
 holds it (finder.py); the agent reads the directory and the registry in Redis (owners.py).
@@ -8,7 +8,7 @@ Rules:
 - A question is `<id> <token>`; its answer `<id> <token> <status>[ <addr>]`, status `found`
   (then `addr`: the node's Use-Path address, host:port), `none` (no other node holds it: not
   in the directory, this node's, or its node is gone from the registry) or `down` (Redis is
-  not answering; counted as a failed lookup). ASCII, one datagram each.
+  not answering; counted as a failed lookup). ASCII, one message each.
 - An id is the asking worker's (1 to 16 hex digits, its own counter); a token is what
   cmapops.session_of() read from the To-Path URI: 1 to SESSID_MAX characters of RFC 4975
   §9's session-id alphabet, never a space. Anything else is refused (ValueError):
