@@ -12,9 +12,11 @@ of another CA is refused) and cannot make node 1 reach any address but a node's.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +26,9 @@ import psutil
 import pytest
 import trustme
 
-from msrpd.protocol.writer import build_reply
+from msrpd.protocol.writer import build_reply, build_request
 
-from ..msrpclient import MsrpClient
+from ..msrpclient import MsrpClient, new_tid
 from .redisserver import RedisServer
 from .relay import LIMITS_OFF, PASSWORDS, REALM, Relay, free_port, title, wait_for
 
@@ -197,6 +199,31 @@ def test_frames_for_node_2s_token_sent_to_node_1_reach_bob_once_in_order(nodes: 
     # node 1 presented, node 1 node 2's server certificate
     for node in (nodes.n1, nodes.n2):
         assert "a link with another node of the cluster: ('127.0.0.1'," in node.log()
+
+
+def test_a_message_too_big_to_hold_crosses_whole_after_its_lookup(nodes: Nodes) -> None:
+    """3 MiB, over max_body: node 1 routes it on its head, which waits for the lookup while
+    the body keeps coming; then head and body go to node 2 and on to Bob, whole."""
+    bob, token = nodes.bob()
+    peer = nodes.client(nodes.n1)
+    body = os.urandom(3 << 20)
+    headers = [("Message-ID", "big"), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
+    headers.append(("Content-Type", "application/octet-stream"))
+    tid = new_tid()
+    paths = [nodes.at_n1(token), bob.uri]
+    data = build_request(tid, b"SEND", paths, [peer.uri], headers, body)
+    writer = threading.Thread(target=peer.send_raw, args=(data,))
+    writer.start()  # Bob reads meanwhile: flow control holds the writer
+    got = bob.recv(timeout=30)
+    writer.join(10)
+    assert got.frame.header("Message-ID") == b"big"
+    assert got.body == body
+    bob.send_raw(build_reply(got.frame, 200, "OK"))
+    answer = peer.recv().frame
+    assert (answer.tid, answer.code) == (tid, 200)
+    with pytest.raises(TimeoutError):
+        peer.recv(timeout=0.5)
+    assert nodes.n1.counters()["cluster_forwarded"] == 1
 
 
 def test_a_failure_at_node_2_comes_back_to_the_sender_as_a_report(nodes: Nodes) -> None:
