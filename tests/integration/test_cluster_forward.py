@@ -226,6 +226,31 @@ def test_a_message_too_big_to_hold_crosses_whole_after_its_lookup(nodes: Nodes) 
     assert nodes.n1.counters()["cluster_forwarded"] == 1
 
 
+def test_a_path_naming_node_1_twice_forwards_once_the_node_is_known(nodes: Nodes) -> None:
+    """Alice of node 1 sends to `<node1/A> <node1/B> <bob>`, B being node 2's: the inner hop
+    through node 1 comes after her 200, so its first frame cannot wait for the lookup: a
+    REPORT 481 (README). The lookup it started is kept: the next frame reaches Bob."""
+    bob, token = nodes.bob()
+    alice = nodes.client(nodes.n1)
+    assert alice.auth("alice", PASSWORDS["alice"], REALM).frame.code == 200
+    to_path = f"{alice.use_path} {nodes.at_n1(token)} {bob.uri}"
+    tid = _send(alice, to_path, "first", b"before node 1 knows")
+    assert (alice.recv().frame.tid, 200) == (tid, 200)
+    report = alice.recv().frame
+    assert report.method == b"REPORT" and report.header("Message-ID") == b"first"
+    assert report.header("Status") == b"000 481 Session Does Not Exist"
+    time.sleep(0.2)  # the lookup lands
+    tid = _send(alice, to_path, "second", b"once it knows")
+    assert (alice.recv().frame.tid, 200) == (tid, 200)
+    got = bob.recv().frame
+    assert got.header("Message-ID") == b"second"
+    assert got.header("From-Path") == f"{bob.use_path} {alice.use_path} {alice.uri}".encode()
+    bob.send_raw(build_reply(got, 200, "OK"))
+    for client in (alice, bob):
+        with pytest.raises(TimeoutError):
+            client.recv(timeout=0.5)
+
+
 def test_a_failure_at_node_2_comes_back_to_the_sender_as_a_report(nodes: Nodes) -> None:
     """Bob's session ends on node 2 while node 1 still knows his token there (its cache):
     node 2 answers 481, and node 1, which answered the sender 200, sends it a REPORT 481
