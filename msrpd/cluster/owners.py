@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from ..shm import Counter
 from .keys import Keys
 from .status import RedisStatus
-from .where import DOWN, FOUND, NONE, Answer, decode_ask, encode_answer
+from .where import DOWN, FOUND, NONE, Answer, decode_ask, encode_answer, valid_addr
 
 __all__ = ["MAX_ASKING", "OwnerDesk"]
 
@@ -155,16 +155,15 @@ class OwnerDesk:
         addr = await client.hget(self.keys.node(name), "addr")
         if not isinstance(addr, str) or not addr:
             return Answer(id_, token, NONE)  # lost (its entry expired) or no address
+        if not valid_addr(addr):
+            logger.warning("cluster: node %s's address %r is no host:port", name[:64], addr[:80])
+            return Answer(id_, token, NONE)
         return Answer(id_, token, FOUND, addr)
 
     def _answer(self, sender: socket.socket, answer: Answer) -> None:
         if sender not in self.workers:
             return  # the worker went meanwhile
         try:
-            data = encode_answer(answer)
-        except UnicodeEncodeError:  # an address that is not ASCII: not a node's
-            data = encode_answer(Answer(answer.id, answer.token, NONE))
-        try:
-            sender.send(data)
+            sender.send(encode_answer(answer))
         except OSError as exc:  # the worker stopped reading: its lookup times out
             logger.debug("cluster: a where-is answer is lost: %s", exc)

@@ -30,6 +30,7 @@ __all__ = [
     "decode_ask",
     "encode_answer",
     "encode_ask",
+    "valid_addr",
     "valid_token",
 ]
 
@@ -42,9 +43,9 @@ _ID: Final = r"[0-9a-f]{1,16}"
 _TOKEN: Final = f"[A-Za-z0-9._~+=/-]{{1,{_SESSID_MAX}}}"  # RFC 4975 §9 session-id
 _ASK: Final = re.compile(rf"({_ID}) ({_TOKEN})".encode())
 # An address as a node writes use_path_addr: host:port, an IPv6 host in brackets, maybe a scheme.
-_ANSWER: Final = re.compile(
-    rf"({_ID}) ({_TOKEN}) (?:({FOUND}) ([A-Za-z0-9.:\[\]/-]{{1,255}})|({NONE}|{DOWN}))".encode()
-)
+_ADDR: Final = r"[A-Za-z0-9.:\[\]/-]{1,255}"
+_ANSWER: Final = re.compile(rf"({_ID}) ({_TOKEN}) (?:({FOUND}) ({_ADDR})|({NONE}|{DOWN}))".encode())
+_ADDR_RE: Final = re.compile(_ADDR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,11 @@ def decode_answer(data: bytes) -> Answer:
     if match[3] is not None:
         return Answer(match[1].decode(), match[2].decode(), FOUND, match[4].decode())
     return Answer(match[1].decode(), match[2].decode(), match[5].decode())
+
+
+def valid_addr(addr: str) -> bool:
+    """Whether `addr` (a node's registry entry) can be given in an answer."""
+    return _ADDR_RE.fullmatch(addr) is not None
 
 
 def valid_token(token: str) -> bool:

@@ -127,6 +127,8 @@ def test_the_directory_and_the_registry_decide(
         redis.set("t:sess:tok3", "n3")  # n3 has no registry entry: lost
         redis.set("t:sess:tok4", "n4")
         redis.hset("t:node:n4", mapping={"addr": f"msrps://{OURS}"})  # names us: misconfigured
+        redis.set("t:sess:tok6", "n6")
+        redis.hset("t:node:n6", mapping={"addr": "relay 6:2855"})  # no host:port
 
     async def steps() -> None:
         async with Desk(redis_server, tmp_path, stats):
@@ -134,12 +136,12 @@ def test_the_directory_and_the_registry_decide(
             uri, waited = await _ask(finder, "tok2")
             assert uri is not None and uri.raw == "msrps://10.0.0.2:2856/tok2;tcp"
             assert 0 < waited < TIMEOUT
-            for token in ("tok1", "tok3", "tok4", "nobody"):
+            for token in ("tok1", "tok3", "tok4", "tok6", "nobody"):
                 assert await _ask(finder, token) == (None, pytest.approx(0, abs=TIMEOUT)), token
             # kept: asked again, answered at once, no new question
             assert finder.where("tok2") == uri and finder.where("nobody") is None
             counters = finder.counters.values
-            assert counters[Counter.cluster_lookups] == 5
+            assert counters[Counter.cluster_lookups] == 6
             assert counters[Counter.cluster_lookup_failures] == 0
             finder.close()
 
