@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from ..config import Settings
 from ..process.logs import reopen_logs
 from ..process.title import set_title
-from ..rundir import AGENT_INDEX, agent_ctl_path, agent_report_path
+from ..rundir import AGENT_INDEX, agent_ctl_path, agent_report_path, agent_where_path
 from ..shm import Counter, ShmLayout, ShmSet
 from ..workers.ctl import WorkerCtlServer, set_log_level
 from .bans import ClusterBans
@@ -50,6 +50,7 @@ from .kills import ClusterKills
 from .listconns import ClusterConns
 from .listing import other_sessions
 from .nodes import NodeRegistry
+from .owners import OwnerDesk
 from .status import RedisStatus
 from .usage import ClusterUsage
 
@@ -122,6 +123,9 @@ class ClusterAgent:
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         await self.inbox.open(agent_report_path(run_dir))
+        cluster = self.settings.cluster
+        owners = OwnerDesk(self.keys, cluster.node, self.status, cluster.timeout, self._client)
+        owners.open(agent_where_path(run_dir))
         ctl = WorkerCtlServer(
             agent_ctl_path(run_dir),
             {
@@ -144,8 +148,13 @@ class ClusterAgent:
             await ctl.close()
             await self.kills.close()
             await self.conns.close()
+            await owners.close(agent_where_path(run_dir))
             self.inbox.close(agent_report_path(run_dir))
         return 0
+
+    def _client(self) -> Redis | None:
+        """The connection of the session in progress (owners.py asks Redis on it)."""
+        return self.client
 
     def _restart(self) -> None:
         self.leave = False

@@ -105,6 +105,18 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
         "Pub/sub events and failure reports the cluster agent refused (malformed)",
         {},
     ),
+    # The workers' forwarding between nodes (README, "Running a cluster").
+    "cluster_forwarded": (
+        "cluster_forwarded",
+        "Frames forwarded to the node holding their session",
+        {},
+    ),
+    "cluster_lookups": ("cluster_lookups", "Tokens of other nodes asked of the cluster agent", {}),
+    "cluster_lookup_failures": (
+        "cluster_lookup_failures",
+        "Token lookups that failed (Redis down, no answer in time, too many at once)",
+        {},
+    ),
 }
 
 

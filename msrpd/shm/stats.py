@@ -91,6 +91,9 @@ Counter = IntEnum(
         "cluster_reports_dropped",
         "cluster_bad_input",
         "cluster_users_left_out",
+        "cluster_forwarded",
+        "cluster_lookups",
+        "cluster_lookup_failures",
     ),
     start=0,
 )

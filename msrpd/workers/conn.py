@@ -122,7 +122,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         wire = self.wire
         peer = wire.attach(transport, self.reader.receive_data, WRITE_HIGH, self.continued)
         self.peer_key = f"{wire.kind}:{peer}"
-        self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
+        node = self.env.routes.is_node(transport)  # a link from another node of the cluster
+        self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid, node)
         self.ctx.connection_opened(self)
         if not self.env.routes.guard.admit(self):
             return  # over a limit ([limits]): closed before anything is read

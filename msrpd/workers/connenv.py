@@ -17,7 +17,7 @@ from collections.abc import Hashable, Sized
 from typing import Protocol
 
 from ..config.selfuri import SelfUris
-from ..protocol import ConnInfo, Frame, LocalProtocolError, relay_splice
+from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
@@ -32,6 +32,8 @@ from .reports import frame_report
 
 __all__ = [
     "ConnEnv",
+    "NodeCheck",
+    "NodeLookup",
     "Rerouter",
     "Resolver",
     "RouteServices",
@@ -139,6 +141,22 @@ class Rerouter(Protocol):
     def reroute(self, env: ConnEnv, frame: Frame, data: bytes, depth: int) -> Sink | None: ...
 
 
+class NodeLookup(Protocol):
+    """Which other node of the cluster holds a token (cluster/finder.NodeFinder)."""
+
+    def where(self, token: str) -> MsrpUri | None:
+        """Its URI there, None when none does; raises NotYet while the answer is out."""
+
+    def close(self) -> None:
+        """The worker is exiting."""
+
+
+class NodeCheck(Protocol):
+    """Which TLS peers are nodes of the cluster (cluster/nodecerts.NodeCerts)."""
+
+    def is_node(self, transport: object) -> bool: ...
+
+
 class RouteServices(Protocol):
     """What a ConnEnv needs of the worker, shared by every connection (routeenv.RouteRunner)."""
 
@@ -151,6 +169,8 @@ class RouteServices(Protocol):
     transactions: Transactor | None
     guard: ConnGuard
     """The [limits] policy (limits.py)."""
+    finder: NodeLookup | None
+    """Forwarding between nodes ([cluster] redis and node_ca set): the token lookups."""
 
     @property
     def cmap(self) -> Cmap | None: ...
@@ -161,6 +181,10 @@ class RouteServices(Protocol):
     def run(self, frame: Frame, conn: RoutedConn) -> Sink | None: ...
 
     def run_sip(self, sip: SipRequest) -> None: ...
+
+    def is_node(self, transport: object) -> bool:
+        """Whether the connection over `transport` links this node to another of the cluster
+        (its TLS certificate says so, cluster/nodecerts.py)."""
 
 
 class ConnEnv:
@@ -242,6 +266,20 @@ class ConnEnv:
             )
             raise Unavailable("user store") from None
 
+    def node_of(self, sessid: str) -> MsrpUri | None:
+        """May raise NotYet (routing/waits.py): the cluster agent is being asked."""
+        finder = self.routes.finder
+        if finder is None:
+            return None
+        try:
+            return finder.where(sessid)
+        except NotYet:
+            if not self.acted:
+                raise
+            # Asked after answering or relaying: routing the frame again would do that
+            # twice. The lookup goes on and fills the cache; this frame gets 481.
+            return None
+
     def write_origin(self, data: bytes, flags: int) -> None:
         self.acted = True
         if count_reply(self.routes.counters, data) == _TWO:
@@ -296,7 +334,9 @@ class ConnEnv:
             return -1
         routes.counters.add(Counter.frames_out)
         self.last_sink = sink
-        if dest.conid is not None:
+        if dest.node:
+            routes.counters.add(Counter.cluster_forwarded)
+        if dest.conid is not None or dest.node:
             self.proven()
         return 1
 
@@ -325,18 +365,21 @@ class ConnEnv:
             except LocalProtocolError:
                 return -1
             return self.relay(frame, data, dest, flags)
-        if dest.conid is not None and not self.conn.stats.proven:
+        if (dest.conid is not None or dest.node) and not self.conn.stats.proven:
             self.proven()
         sink = tx.forward(self.conn, frame, basis or frame, dest, flags, routes.delivery)
         if isinstance(sink, bool):
             self.last_sink = None
             return -2 if sink else -1
         self.last_sink = sink
+        if dest.node:
+            routes.counters.add(Counter.cluster_forwarded)
         return 1
 
     def proven(self) -> None:
         """A frame this connection sent was relayed through a token (the route found the
-        token's connection, dest.conid; t_relay too): it is off probation ([limits])."""
+        token's connection, dest.conid, or the node holding it; t_relay too): it is off
+        probation ([limits])."""
         stats = self.conn.stats
         if not stats.proven:
             self.routes.guard.settled(self.conn.conid, stats)

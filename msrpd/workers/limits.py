@@ -34,7 +34,9 @@ Rules (what a client over each limit gets is a close or a response, never a sile
   reader, and the socket is not read (back-pressure through Intake, as a congested
   destination does) until its buckets are out of debt; nothing is dropped. One timer per
   throttling, none per frame. User rates (userrate.py) add the user's buckets to the
-  connection's, with the same outcome.
+  connection's, with the same outcome. Not a link from another node of the cluster
+  (ConnInfo.node, cluster/nodecerts.py): it carries the frames of many sessions, each held
+  on its own node.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Protocol
 
 from ..cluster.report import FailureReport
 from ..config import LimitsSettings
+from ..protocol import ConnInfo
 from ..shm import (
     PROBATION,
     AddrTable,
@@ -117,6 +120,9 @@ class Guarded(Protocol):
     migration: MigrationState
 
     @property
+    def info(self) -> ConnInfo: ...
+
+    @property
     def intake(self) -> Limited: ...
 
     def close(self, reason: str = "closed by relay") -> None: ...
@@ -181,6 +187,9 @@ class ConnGuard:
             logger.info("closing %s at accept: %s", conn.peer_key, why)
             conn.close(why)
             return False
+        if conn.info.node:  # a link from another node carries many sessions' frames
+            conn.intake.rate = None  # the rates are a client's
+            return True
         conn.intake.rate = self._read_rate()
         if moved and stats.session_meta:  # its user's rate follows it
             self.user_session(conn, next(iter(stats.session_meta.values()))[0])
