@@ -353,9 +353,9 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     def give_up(self) -> list[Unsent]:
         """The stop's deadline is near: drop what has not reached the kernel, and return the
-        relayed frames it held. uvloop's abort closes without SO_LINGER, so the bytes the
-        kernel has still reach the peer, then a FIN: the peer gets exactly the frames its
-        senders are not told are lost (RFC 4975 §7.1.2)."""
+        relayed frames it held. The outbox shuts the socket for writing first, so the bytes
+        the kernel has then, and a FIN, are all the peer gets: exactly the frames its senders
+        are not told are lost (RFC 4975 §7.1.2)."""
         unsent = self.out.give_up()
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
         self.stats.closing("relay stopping: unsent frames dropped")
