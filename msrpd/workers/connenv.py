@@ -27,13 +27,11 @@ from ..users import Ha1Source
 from .connstats import ConnStats
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
-from .ports import Lost, Sink
+from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 
 __all__ = [
     "ConnEnv",
-    "NodeCheck",
-    "NodeLookup",
     "Rerouter",
     "Resolver",
     "RouteServices",
@@ -139,22 +137,6 @@ class Rerouter(Protocol):
     def refuse_loop(self, frame: Frame, conn: RoutedConn) -> bool: ...
 
     def reroute(self, env: ConnEnv, frame: Frame, data: bytes, depth: int) -> Sink | None: ...
-
-
-class NodeLookup(Protocol):
-    """Which other node of the cluster holds a token (cluster/finder.NodeFinder)."""
-
-    def where(self, token: str) -> MsrpUri | None:
-        """Its URI there, None when none does; raises NotYet while the answer is out."""
-
-    def close(self) -> None:
-        """The worker is exiting."""
-
-
-class NodeCheck(Protocol):
-    """Which TLS peers are nodes of the cluster (cluster/nodecerts.NodeCerts)."""
-
-    def is_node(self, transport: object) -> bool: ...
 
 
 class RouteServices(Protocol):

@@ -21,9 +21,9 @@ from ..routing.sip import SipRequest
 from ..routing.waits import NotYet, Unavailable
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
 from ..users import Ha1Source
-from .connenv import NodeCheck, NodeLookup, Rerouter, Resolver, RoutedConn, Transactor
+from .connenv import Rerouter, Resolver, RoutedConn, Transactor
 from .limits import ConnGuard
-from .ports import Sink
+from .ports import NodeCheck, NodeLookup, Sink
 
 __all__ = ["RouteRunner"]
 
