@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 import trustme
 
@@ -31,6 +30,7 @@ from msrpd.protocol.writer import build_reply, build_request
 from ..msrpclient import MsrpClient, new_tid
 from .redisserver import RedisServer
 from .relay import LIMITS_OFF, PASSWORDS, REALM, Relay, free_port, title, wait_for
+from .test_cluster_relay import _worker_of
 
 TIMEOUT = 1.0
 """[cluster] timeout: how long a lookup may take."""
@@ -132,15 +132,6 @@ def _send(peer: MsrpClient, to_path: str, message_id: str, body: bytes) -> bytes
     headers = [("Message-ID", message_id), ("Byte-Range", f"1-{len(body)}/{len(body)}")]
     headers.append(("Content-Type", "text/plain"))
     return peer.request("SEND", to_path, headers, body)
-
-
-def _worker_of(relay: Relay, client: MsrpClient) -> int:
-    port = client.sock.getsockname()[1]
-    for pid in relay.worker_pids():
-        for c in psutil.Process(pid).net_connections(kind="tcp"):
-            if c.raddr and c.raddr.port == port:
-                return pid
-    raise AssertionError(f"no worker holds port {port}")
 
 
 def _peers_on_both_workers(nodes: Nodes) -> list[MsrpClient]:

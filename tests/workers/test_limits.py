@@ -4,11 +4,8 @@ for, so each rule is checked by itself (the live tests are tests/integration/tes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Hashable
 from typing import Any
-
-import pytest
 
 from msrpd.config import LimitsSettings
 from msrpd.protocol import ConnInfo
@@ -64,21 +61,6 @@ class Loop:
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
         self.later.append((delay, fn, args))
-
-
-@pytest.fixture
-def tables(prefix: str, tmp_path: Path) -> Iterator[tuple[AddrTable, UserSessions, Cmap]]:
-    made = (
-        AddrTable.create(prefix, tmp_path / "a.lock", 2, 128),
-        UserSessions.create(prefix, tmp_path / "u.lock", 2, 64),
-        Cmap.create(prefix, tmp_path / "c.lock", 2, 64),
-    )
-    try:
-        yield made
-    finally:
-        for table in made:
-            table.close()
-            table.unlink()
 
 
 def guard(tables: tuple[AddrTable, UserSessions, Cmap], **limits: Any) -> tuple[ConnGuard, Loop]:

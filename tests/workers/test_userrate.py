@@ -27,21 +27,6 @@ LIMITS = LimitsSettings(
 
 
 @pytest.fixture
-def tables(prefix: str, tmp_path: Path) -> Iterator[tuple[AddrTable, UserSessions, Cmap]]:
-    made = (
-        AddrTable.create(prefix, tmp_path / "a.lock", 2, 128),
-        UserSessions.create(prefix, tmp_path / "u.lock", 2, 64),
-        Cmap.create(prefix, tmp_path / "c.lock", 2, 64),
-    )
-    try:
-        yield made
-    finally:
-        for table in made:
-            table.close()
-            table.unlink()
-
-
-@pytest.fixture
 def remote(prefix: str, tmp_path: Path) -> Iterator[RemoteUsers]:
     table = RemoteUsers.create(prefix, tmp_path / "r.lock", 2, 16)
     try:
