@@ -129,8 +129,8 @@ async def listen(
         secure = addr.secure
         servers.append(
             await ctx.loop.create_server(
-                lambda text=str(addr), proto=addr.proto: accepted_conn(
-                    ctx, routes, text, proto, balance
+                lambda text=str(addr), proto=addr.proto, secure=secure: accepted_conn(
+                    ctx, routes, text, proto, balance, secure
                 ),
                 sock=sock,
                 ssl=tls if secure else None,
@@ -144,9 +144,15 @@ async def listen(
 
 
 def accepted_conn(
-    ctx: WorkerContext, routes: RouteRunner, listen_text: str, proto: Proto, balance: bool
-) -> MsrpConnection:
-    """A connection object for a socket this worker accepted on a `proto` listener."""
+    ctx: WorkerContext,
+    routes: RouteRunner,
+    listen_text: str,
+    proto: Proto,
+    balance: bool,
+    secure: bool = False,
+) -> asyncio.BaseProtocol:
+    """What serves a socket this worker accepted on a `proto` listener: a connection object,
+    behind the TLS layer's buffered reading on a `secure` one (WorkerContext.over_tls)."""
     wire: Wire
     if proto == "tcp":
         wire = TcpWire(listen_text)
@@ -157,7 +163,8 @@ def accepted_conn(
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS and WebSocket state lives in this process.
     migration = MigrationState(balance=balance and wire.movable, movable=wire.movable)
-    return MsrpConnection(ctx, routes, wire, migration=migration)
+    conn = MsrpConnection(ctx, routes, wire, migration=migration)
+    return ctx.over_tls(conn) if secure else conn
 
 
 def passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:

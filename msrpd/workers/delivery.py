@@ -183,8 +183,9 @@ class Delivery:
         self, key: str, conn: Outbound, host: str, port: int, tls: ssl.SSLContext | None
     ) -> None:
         # new_conn made an asyncio protocol (conn.MsrpConnection); Outbound names what is
-        # used of it here.
-        protocol = cast(asyncio.BaseProtocol, conn)
+        # used of it here. Over TLS it reads through the worker's shared buffer (tls.py).
+        app = cast(asyncio.Protocol, conn)
+        protocol = app if tls is None else self.ctx.over_tls(app)
         connect = self.ctx.loop.create_connection(
             lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
         )

@@ -4,16 +4,30 @@ certificate, client certificates are optional).
 
 The loop's SSL transport does the TLS: the adapter differs from TCP in its names, and in that
 its session state lives in this process, so the connection never moves to another worker.
+
+Reading (TlsReads): the connection is the TLS layer's application protocol through a buffered
+one (asyncio.BufferedProtocol), whose buffer every TLS connection of the worker shares. Given
+a plain Protocol, uvloop's TLS layer allocates a 256 KiB bytes object for every read and shrinks
+it to what was decrypted; glibc serves that size with mmap, mremap and munmap, and the page
+faults after them, whenever its heap has no free block as large (issue 14: a REPORT-free
+SEND answered over TLS cost three system calls and two page faults more per read). Each read
+is copied out of the shared buffer at once, as bytes of its own size, before anything else
+runs (a connection's reads never overlap another's).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from ...config import TlsSettings
 from .tcp import TcpWire
 
-__all__ = ["TlsWire", "client_context", "server_context"]
+__all__ = ["READ_BUFFER", "TlsReads", "TlsWire", "client_context", "server_context"]
+
+READ_BUFFER = 256 * 1024
+"""Bytes of the worker's shared TLS read buffer: uvloop's largest read (SSL_READ_MAX_SIZE),
+so a buffer that fills up costs no more reads than without it."""
 
 
 class TlsWire(TcpWire):
@@ -22,6 +36,39 @@ class TlsWire(TcpWire):
     scheme = "msrps"
     kind = "tls"
     movable = False
+
+
+class TlsReads(asyncio.BufferedProtocol):
+    """The TLS layer's application protocol for `conn` (an MsrpConnection): reads land in
+    `buffer`, shared by the worker's TLS connections, and go to `conn.data_received` as
+    bytes; everything else is `conn`'s own."""
+
+    __slots__ = ("buffer", "conn")
+
+    def __init__(self, conn: asyncio.Protocol, buffer: memoryview) -> None:
+        self.conn = conn
+        self.buffer = buffer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.data_received(self.buffer[:nbytes].tobytes())
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
 
 
 def server_context(tls: TlsSettings) -> ssl.SSLContext:
