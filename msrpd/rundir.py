@@ -30,6 +30,7 @@ __all__ = [
     "accept_path",
     "agent_ctl_path",
     "agent_report_path",
+    "agent_where_path",
     "cmap_lockfile",
     "ctl_path",
     "fifo_path",
@@ -85,6 +86,11 @@ def agent_ctl_path(run_dir: Path) -> Path:
 def agent_report_path(run_dir: Path) -> Path:
     """The cluster agent's datagram socket: workers report failed AUTHs on it."""
     return run_dir / "cluster-report.sock"
+
+
+def agent_where_path(run_dir: Path) -> Path:
+    """The cluster agent's seqpacket socket: workers ask it which node holds a token."""
+    return run_dir / "cluster-where.sock"
 
 
 def move_lockfile(run_dir: Path) -> Path:

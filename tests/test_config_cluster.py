@@ -55,6 +55,7 @@ BAD_VALUES = [
     ("heartbeat", "-1", "must be a number of seconds > 0"),
     ("node_ttl", '"5"', "must be a number of seconds > 0"),
     ("retry_max", "inf", "must be a number of seconds > 0"),
+    ("node_ca", '"/nonexistent/node-ca.pem"', "no such file: /nonexistent/node-ca.pem"),
 ]
 
 
@@ -159,5 +160,5 @@ def test_without_redis_the_other_keys_need_nothing(tmp_path: Path) -> None:
 def test_shipped_file_documents_every_key() -> None:
     text = ETC.read_text().split("\n[cluster]\n", 1)[1]
     for f in dataclasses.fields(ClusterSettings):
-        prefix = "\n#" if f.name in ("redis", "node") else "\n"
+        prefix = "\n#" if f.name in ("redis", "node", "node_ca") else "\n"
         assert f"{prefix}{f.name} = " in text, f.name

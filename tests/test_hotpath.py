@@ -8,6 +8,7 @@ MSRPD_PURE must really have the compiled modules, or it would test the pure path
 
 from __future__ import annotations
 
+import ast
 import glob
 import importlib
 import json
@@ -70,6 +71,58 @@ def test_this_run_tests_the_path_it_claims() -> None:
     # An extension left from a module taken off the list would run its old code.
     on_disk = {p for suffix in EXTENSION_SUFFIXES for p in (ROOT / "msrpd").rglob(f"*{suffix}")}
     assert on_disk == {built(n) for n in names}
+
+
+def _source(name: str) -> Path | None:
+    stem = ROOT.joinpath(*name.split("."))
+    for path in (stem.with_suffix(".py"), stem / "__init__.py"):
+        if path.exists():
+            return path
+    return None
+
+
+def _imports(name: str, path: Path) -> dict[str, tuple[str, str]]:
+    """Each name `from ... import`ed at the top of module `name`: (module, its name there)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    names = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            for alias in node.names:
+                names[alias.asname or alias.name] = (module, alias.name)
+    return names
+
+
+def _origin(module: str, name: str) -> tuple[str, str]:
+    """Where `name` as seen in `module` is defined, through re-exports (package __init__s)."""
+    path = _source(module)
+    while path is not None and name in (imports := _imports(module, path)):
+        module, name = imports[name]
+        path = _source(module)
+    return module, name
+
+
+def test_no_interpreted_class_subclasses_a_compiled_one() -> None:
+    """mypyc refuses at run time (`interpreted classes cannot inherit from compiled`) what
+    mypy accepts: a class in a module left off the list that extends a compiled module's
+    class fails only on the compiled path, and only when the relay starts. Read from the
+    sources, so the pure run checks it too."""
+    compiled = set(compiled_modules())
+    wrong = []
+    for path in sorted((ROOT / "msrpd").rglob("*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if name in compiled:
+            continue
+        imports = _imports(name, path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for base in node.bases:
+                    if isinstance(base, ast.Name) and base.id in imports:
+                        module, cls = _origin(*imports[base.id])
+                        if module in compiled:
+                            wrong.append(f"{name}.{node.name}({module}.{cls})")
+    assert wrong == [], "add these modules to [tool.msrpd] compiled in pyproject.toml"
 
 
 def mapped(pid: int) -> set[Path]:

@@ -6,7 +6,8 @@ Rules:
   the bans, adopt this node's directory entries (first session only), write the whole
   directory, then until it fails: every heartbeat the node's registry entry and the
   directory's changes (when the cmap may have changed: cmapwatch.py) in one pipeline;
-  the events heard; the workers' reports counted. Any Redis or socket error, or a command
+  the events heard; the workers' reports counted; the users' sessions over the cluster
+  (usage.py), on a heartbeat of their own. Any Redis or socket error, or a command
   over [cluster] timeout, ends the session: Redis is down (status.py) and the agent connects
   again after a wait that doubles from RETRY_FIRST up to retry_max, forever.
 - Redis down changes nothing for the workers: they relay, count and ban on this node alone.
@@ -37,18 +38,21 @@ from redis.exceptions import RedisError
 from ..config import Settings
 from ..process.logs import reopen_logs
 from ..process.title import set_title
-from ..rundir import AGENT_INDEX, agent_ctl_path, agent_report_path
+from ..rundir import AGENT_INDEX, agent_ctl_path, agent_report_path, agent_where_path
 from ..shm import Counter, ShmLayout, ShmSet
 from ..workers.ctl import WorkerCtlServer, set_log_level
 from .bans import ClusterBans
 from .cmapwatch import CmapWatch
 from .directory import Directory
 from .inbox import ReportInbox
-from .keys import BanEvent, Event, Keys, KillEvent, decode_event
+from .keys import BanEvent, Event, Keys, KilledEvent, KillEvent, ListEvent, decode_event
 from .kills import ClusterKills
+from .listconns import ClusterConns
 from .listing import other_sessions
 from .nodes import NodeRegistry
+from .owners import OwnerDesk
 from .status import RedisStatus
+from .usage import ClusterUsage
 
 __all__ = ["RETRY_FIRST", "ClusterAgent", "run_agent"]
 
@@ -83,7 +87,6 @@ class ClusterAgent:
         cluster = settings.cluster
         assert cluster.redis is not None
         self.settings = settings
-        self.shm = shm
         self.supervisor_pid = supervisor_pid
         self.keys = Keys(cluster.key_prefix)
         self.status = RedisStatus(cluster.redis.redacted, shm.stats, AGENT_INDEX)
@@ -94,8 +97,17 @@ class ClusterAgent:
             self.keys, cluster.node, shm.cmap, settings.core.run_dir, cluster.timeout
         )
         self.watch = CmapWatch(shm)
+        self.usage = ClusterUsage(
+            self.keys,
+            cluster.node,
+            (shm.users, shm.cmap, shm.remote_users),
+            self.status,
+            (cluster.heartbeat, cluster.node_ttl, cluster.timeout),
+        )
+        self.conns = ClusterConns(
+            self.keys, cluster.node, shm.heartbeats, settings.core.run_dir, cluster.timeout
+        )
         self.inbox = ReportInbox(self.status)
-        self.adopted = False
         self.client: Redis | None = None
         """The connection of the session in progress, once it is up."""
         self.stop = asyncio.Event()
@@ -111,12 +123,16 @@ class ClusterAgent:
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         await self.inbox.open(agent_report_path(run_dir))
+        cluster = self.settings.cluster
+        owners = OwnerDesk(self.keys, cluster.node, self.status, cluster.timeout, self._client)
+        owners.open(agent_where_path(run_dir))
         ctl = WorkerCtlServer(
             agent_ctl_path(run_dir),
             {
                 "cluster.nodes": self.nodes,
                 "cluster.kill": self.kill,
                 "cluster.sessions": self.sessions,
+                "cluster.conns": self.list_conns,
                 "log.level": set_log_level,
             },
         )
@@ -131,8 +147,14 @@ class ClusterAgent:
             watch.cancel()
             await ctl.close()
             await self.kills.close()
+            await self.conns.close()
+            await owners.close(agent_where_path(run_dir))
             self.inbox.close(agent_report_path(run_dir))
         return 0
+
+    def _client(self) -> Redis | None:
+        """The connection of the session in progress (owners.py asks Redis on it)."""
+        return self.client
 
     def _restart(self) -> None:
         self.leave = False
@@ -169,6 +191,7 @@ class ClusterAgent:
                 await self._session(client)
             except DOWN as exc:
                 self.status.went_down(str(exc) or type(exc).__name__)
+                self.usage.went_down()
             finally:
                 if self.client is not None:
                     wait = RETRY_FIRST  # it was up: the first retry comes soon
@@ -185,9 +208,8 @@ class ClusterAgent:
         await pubsub.subscribe(self.keys.events)
         try:
             bans = await self.bans.reload(client)
-            if not self.adopted:
+            if not self.directory.adopted:
                 self.directory.adopt(await self._our_entries(client))
-                self.adopted = True
             await self._beat(client, full=True)
             self.client = client
             self.status.went_up()
@@ -198,6 +220,7 @@ class ClusterAgent:
                 self._beats(client),
                 self._events(client, pubsub),
                 self._reports(client),
+                self.usage.run(client),
                 self.stop.wait(),
             )
             if self.stop.is_set() and self.leave:
@@ -245,8 +268,12 @@ class ClusterAgent:
             self.bans.apply(event.addr, event.until, event.node)
         elif isinstance(event, KillEvent):
             self.kills.heard_kill(client, event)
-        else:
+        elif isinstance(event, KilledEvent):
             self.kills.heard_killed(event)
+        elif isinstance(event, ListEvent):
+            self.conns.heard_list(client, event)
+        else:
+            self.conns.heard_listed(event)
 
     async def _reports(self, client: Redis) -> None:
         timeout = self.settings.cluster.timeout
@@ -292,6 +319,7 @@ class ClusterAgent:
         should be sent here), and this node's sessions out of the directory."""
         async with client.pipeline(transaction=False) as pipe:
             self.registry.leave(pipe)
+            self.usage.leave(pipe)
             tokens = list(self.directory.published)
             if tokens:
                 pipe.delete(*(self.keys.session(token) for token in tokens))
@@ -308,6 +336,12 @@ class ClusterAgent:
         """`msrpd ctl msrp.cmaplist cluster`: the other nodes' sessions, from the directory."""
         node = self.settings.cluster.node
         return await self._ask_redis(lambda client: other_sessions(client, self.keys, node))
+
+    async def list_conns(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """`msrpd ctl --cluster msrp.conns`: the other nodes' connections (listconns.py)."""
+        return await self._ask_redis(
+            lambda client: self.conns.ask(client, self.registry.listing), bound=False
+        )
 
     async def kill(self, params: dict[str, Any]) -> dict[str, Any]:
         """msrp.session_kill of a session this node does not hold (kills.py)."""

@@ -42,9 +42,12 @@ class Directory:
     def __init__(self) -> None:
         self.published: dict[str, float] = {}
         """What Redis holds for this node, as far as this agent knows."""
+        self.adopted = False
+        """adopt() ran: once, at the first session with Redis."""
 
     def adopt(self, tokens: list[str]) -> None:
         """Redis holds these tokens for this node (found at the agent's start)."""
+        self.adopted = True
         for token in tokens:
             self.published.setdefault(token, _UNKNOWN)
 

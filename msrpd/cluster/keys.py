@@ -9,14 +9,18 @@ Rules:
   renewed every heartbeat; nodes: the set of names ever registered, so a node whose entry
   expired is still listed (as lost) until it is removed on a clean stop.
 - sess:<token>: the node holding the session, expiring with the token (RFC 4976 §5.3 Expires).
+- usage:<node>: a hash per node, user -> its live sessions there (cluster/usage.py), its TTL
+  node_ttl, rewritten every heartbeat: a node gone takes its users' sessions with it.
 - fails:<addr>: AUTH failures from an address over every node, expiring ban_window after
   the first; ban:<addr>: the ban, its value the end (Unix time), its TTL ban_time.
 - events: one channel; a message is a JSON object {"kind", "node", ...}, "node" its sender:
   "ban" carries "addr" and "until"; "kill" (kills.py) carries "target" (the node to act),
   "sessid" and "id" (the request's); "killed", the target's answer, carries "to" (the asker),
-  "id", "killed" (bool), "conid" (hex text or null) and "closed" (bool or null).
+  "id", "killed" (bool), "conid" (hex text or null) and "closed" (bool or null); "list"
+  (listconns.py) asks every other node for its connections, carrying "id"; "listed", an
+  answer, carries "to", "id", and "rows" (a list of objects) or "error" (a text).
   decode_event() refuses anything else (ValueError): a message is from a peer, not trusted to
-  be well formed.
+  be well formed. A "listed" may be up to MAX_LISTED bytes, any other event 4096.
 """
 
 from __future__ import annotations
@@ -26,9 +30,22 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["BanEvent", "Event", "Keys", "KillEvent", "KilledEvent", "decode_event", "encode_event"]
+__all__ = [
+    "MAX_LISTED",
+    "BanEvent",
+    "Event",
+    "Keys",
+    "KillEvent",
+    "KilledEvent",
+    "ListEvent",
+    "ListedEvent",
+    "decode_event",
+    "encode_event",
+]
 
 _MAX_EVENT: Final = 4096
+MAX_LISTED: Final = 1024 * 1024
+"""Longest "listed" event: a node's connections (about 5,000 of them)."""
 _MAX_NAME: Final = 256
 """Longest node name or request id accepted in an event."""
 _SESSID_MAX: Final = 64
@@ -53,6 +70,9 @@ class Keys:
 
     def session(self, token: str) -> str:
         return f"{self.prefix}sess:{token}"
+
+    def usage(self, node: str) -> str:
+        return f"{self.prefix}usage:{node}"
 
     def fails(self, addr: str) -> str:
         return f"{self.prefix}fails:{addr}"
@@ -119,7 +139,26 @@ class KilledEvent:
     closed: bool | None
 
 
-Event = BanEvent | KillEvent | KilledEvent
+@dataclass(frozen=True, slots=True)
+class ListEvent:
+    """Node `node` asks every other node for its connections (request `id`)."""
+
+    node: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListedEvent:
+    """Node `node` answers request `id` of node `to`: its connections, or why not."""
+
+    node: str
+    to: str
+    id: str
+    rows: list[dict[str, object]] | None
+    error: str | None = None
+
+
+Event = BanEvent | KillEvent | KilledEvent | ListEvent | ListedEvent
 
 
 def encode_event(event: Event) -> str:
@@ -130,9 +169,14 @@ def encode_event(event: Event) -> str:
     elif isinstance(event, KillEvent):
         fields = {"kind": "kill", "node": event.node, "target": event.target}
         fields |= {"sessid": event.sessid, "id": event.id}
-    else:
+    elif isinstance(event, KilledEvent):
         fields = {"kind": "killed", "node": event.node, "to": event.to, "id": event.id}
         fields |= {"killed": event.killed, "conid": event.conid, "closed": event.closed}
+    elif isinstance(event, ListEvent):
+        fields = {"kind": "list", "node": event.node, "id": event.id}
+    else:
+        fields = {"kind": "listed", "node": event.node, "to": event.to, "id": event.id}
+        fields |= {"rows": event.rows} if event.error is None else {"error": event.error}
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -142,13 +186,19 @@ def decode_event(raw: str | bytes) -> Event:
     Raises:
         ValueError: not an event this version knows, or malformed.
     """
-    if len(raw) > _MAX_EVENT:
-        raise ValueError(f"event over {_MAX_EVENT} bytes")
+    if len(raw) > MAX_LISTED:
+        raise ValueError(f"event over {MAX_LISTED} bytes")
     try:
         message = json.loads(raw)
-    except RecursionError:  # "[[[[...": deep nesting within _MAX_EVENT
+    except RecursionError:  # "[[[[...": deep nesting within the limit
         raise ValueError("event nested too deep") from None
     kind = message.get("kind") if isinstance(message, dict) else None
+    if kind == "listed":
+        return _listed(message)
+    if len(raw) > _MAX_EVENT:
+        raise ValueError(f"event over {_MAX_EVENT} bytes")
+    if kind == "list":
+        return ListEvent(_name(message, "node"), _name(message, "id"))
     if kind == "ban":
         return _ban(message)
     if kind == "kill":
@@ -196,3 +246,15 @@ def _killed(message: dict[str, object]) -> KilledEvent:
         raise ValueError("a killed event's closed is true, false or null")
     node, to, id_ = _name(message, "node"), _name(message, "to"), _name(message, "id")
     return KilledEvent(node, to, id_, killed, conid if isinstance(conid, str) else None, closed)
+
+
+def _listed(message: dict[str, object]) -> ListedEvent:
+    node, to, id_ = _name(message, "node"), _name(message, "to"), _name(message, "id")
+    rows, error = message.get("rows"), message.get("error")
+    if isinstance(error, str) and "rows" not in message:
+        return ListedEvent(node, to, id_, None, error[:_MAX_NAME])
+    if "error" in message or not (
+        isinstance(rows, list) and all(isinstance(row, dict) for row in rows)
+    ):
+        raise ValueError("a listed event carries rows (a list of objects) or an error (a text)")
+    return ListedEvent(node, to, id_, rows)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
-from .checks import SECONDS, Invalid, check, rule, shown
+from .checks import FILE, SECONDS, Invalid, check, rule, shown
 from .secret import SecretUrl
 
 __all__ = ["REDIS_SCHEMES", "ClusterSettings"]
@@ -114,3 +115,8 @@ class ClusterSettings:
     retry_max: float = field(default=5.0, metadata=SECONDS)
     """The longest wait between two connects while Redis is down (the wait doubles from
     0.1 s up to it)."""
+
+    node_ca: Path | None = field(default=None, metadata=FILE)
+    """PEM file of the CA(s) that issue the nodes' certificates: a TLS peer whose certificate
+    one of them issued is another node (cluster/nodecerts.py). Set, a frame for a token of
+    another node is forwarded to it; unset, it gets 481 (README "Running a cluster")."""

@@ -252,8 +252,8 @@ class LimitsSettings:
     """Seconds a banned address's new connections are closed at accept."""
 
     max_sessions_per_user: int = field(default=10, metadata=integer(0, MAX_USER_SESSIONS))
-    """Live sessions (tokens) one user may hold on this host, over every worker, at most 32;
-    an AUTH beyond it is answered 403."""
+    """Live sessions (tokens) one user may hold, over every worker and, with a cluster, over
+    every node (as of the last heartbeat), at most 32; an AUTH beyond it is answered 403."""
 
     max_outbound_per_second: float = field(default=200.0, metadata=RATE_OR_OFF)
     """Connects to next hops the whole relay may start per second (each worker takes an equal
@@ -268,7 +268,16 @@ class LimitsSettings:
     """Bytes per second one client connection may send, with the same back-pressure."""
 
     rate_burst: float = field(default=2.0, metadata=SECONDS)
-    """Seconds of session_frame_rate and session_byte_rate a connection may send at once."""
+    """Seconds of every rate here a connection may send at once."""
+
+    user_frame_rate: float = field(default=0.0, metadata=RATE_OR_OFF)
+    """Frames per second one user may send over all its sessions, on every node of a cluster
+    (workers/userrate.py): each session gets an equal share, refreshed every second; a faster
+    sender gets the same back-pressure as session_frame_rate. Off by default: the sessions
+    quota and the session rates bound a user already."""
+
+    user_byte_rate: float = field(default=0.0, metadata=RATE_OR_OFF)
+    """Bytes per second one user may send over all its sessions, shared the same way."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ Rules (the protocol is fifo.py's and rpc.py's, Kamailio's jsonrpcs fifo transpor
   only once a writer has come and gone, so waiting before the server opens the reply fifo
   does not spin.
 - PARAMS that read as JSON numbers are sent as numbers, everything else as strings.
+- `--cluster` adds the parameter "cluster" to a listing method (CLUSTER_LISTINGS): every
+  node's rows, each naming its node.
 - Exit codes: 0 answered, 1 a JSON-RPC error (on stderr), 2 invalid configuration,
   3 msrpd not running, no control fifo, or no answer in time.
 """
@@ -43,6 +45,8 @@ __all__ = ["CtlUnavailable", "call", "ctl", "parse_param", "render"]
 EXIT_RPC_ERROR: Final = 1
 EXIT_UNAVAILABLE: Final = 3
 MAX_ANSWER: Final = 256 * 1024 * 1024
+CLUSTER_LISTINGS: Final = ("msrp.cmaplist", "msrp.conns")
+"""The listing methods that take a "cluster" parameter: `--cluster` adds it."""
 
 
 class CtlUnavailable(Exception):
@@ -259,12 +263,27 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--cluster",
+    "everywhere",
+    is_flag=True,
+    help=f"Every node's rows, not this node's ({', '.join(CLUSTER_LISTINGS)}).",
+)
 @click.argument("method")
 @click.argument("params", nargs=-1)
 def ctl(
-    config: Path | None, as_json: bool, timeout: float, method: str, params: tuple[str, ...]
+    config: Path | None,
+    as_json: bool,
+    timeout: float,
+    everywhere: bool,
+    method: str,
+    params: tuple[str, ...],
 ) -> None:
     """Run a control METHOD (system.listMethods lists them) with PARAMS."""
+    if everywhere:
+        if method not in CLUSTER_LISTINGS:
+            raise click.UsageError(f"--cluster lists with {', '.join(CLUSTER_LISTINGS)} only")
+        params = (*params, "cluster")
     settings = settings_or_exit(config)
     try:
         result = call(settings, method, [parse_param(p) for p in params] or None, timeout)

@@ -11,7 +11,8 @@ Rules:
   uptime), msrp.cmaplist (reference/kamailio-msrp.md §8.5; CONLIST is a JSON array of
   {"CONDATA": {...}} where Kamailio's struct repeats the key), system.listMethods.
 - With a cluster, what Redis knows is the cluster agent's (its ctl socket): cluster.nodes,
-  msrp.cmaplist cluster, and the kill of a session not held here (cluster/kills.py), each
+  msrp.cmaplist cluster, msrp.conns cluster (the other nodes' answers, cluster/listconns.py),
+  and the kill of a session not held here (cluster/kills.py), each
   holding the supervisor's loop up for the agent's own bound (+0.5 s) at most.
 - core.ps keeps one psutil.Process per pid between calls, so cpu is the percentage of one
   CPU used since the previous call (psutil's cpu_percent(None)); the first call reads 0.0.
@@ -33,6 +34,7 @@ from ..config import Settings
 from ..rundir import AGENT_INDEX, agent_ctl_path
 from ..shm import COUNTERS, ShmSet
 from ..workers.ctl import LOG_LEVELS
+from .conns import node_conns
 from .rpc import INVALID_PARAMS, Method, RpcError
 from .sessions import WORKER_TIMEOUT, condata, kill_session, kill_wait, remote_condata
 from .workerctl import WorkerCtlError, query_worker, query_workers
@@ -266,17 +268,17 @@ class _Methods:
         }
 
     def conns(self, params: Any) -> list[dict[str, Any]]:
-        _args(params, (), 0, "msrp.conns")
-        rows: list[dict[str, Any]] = []
-        for info, answer in self._ask_all("conns", {}):
-            if isinstance(answer, WorkerCtlError):
-                rows.append({**_who(info), "error": str(answer)})
-                continue
-            try:
-                rows.extend({**_who(info), **_conn_row(conn)} for conn in answer)
-            except (TypeError, KeyError, ValueError):
-                rows.append({**_who(info), "error": "unexpected answer"})
-        return rows
+        (everywhere,) = _args(params, ("cluster",), 0, "msrp.conns [cluster]")
+        if not (everywhere is None or everywhere is True or everywhere == "cluster"):
+            raise RpcError(INVALID_PARAMS, "usage: msrp.conns [cluster]")
+        rows = node_conns([(_who(info), path) for info, path in self.view.worker_ctl_paths()])
+        if everywhere is None:
+            return rows
+        cluster = self.view.settings.cluster
+        here = [{**row, "node": cluster.node} for row in rows]
+        # The other nodes answer over Redis within a kill's bound (cluster/listconns.py).
+        others = self._agent("cluster.conns", None, kill_wait(cluster.timeout))
+        return sorted([*here, *others], key=lambda row: str(row["node"]))
 
     def session_kill(self, params: Any) -> dict[str, Any]:
         """Here when this node holds the session; else, with a cluster, on the node the
@@ -346,16 +348,3 @@ class _Methods:
         targets = self.view.worker_ctl_paths()
         answers = query_workers([(path, method, params) for _, path in targets], WORKER_TIMEOUT)
         return [(info, answer) for (info, _), answer in zip(targets, answers, strict=True)]
-
-
-def _conn_row(conn: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "conid": f"{conn['conid']:x}",
-        "peer": conn.get("peer"),
-        "local": conn.get("local"),
-        "transport": conn.get("transport"),
-        "age": conn.get("age"),
-        "bytes_in": conn.get("bytes_in"),
-        "bytes_out": conn.get("bytes_out"),
-        "sessions": conn.get("sessions"),
-    }

@@ -84,6 +84,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "limit_user_sessions": ("limited", _LIMITED, {"limit": "max_sessions_per_user"}),
     "limit_outbound": ("limited", _LIMITED, {"limit": "max_outbound_per_second"}),
     "limit_rate": ("limited", _LIMITED, {"limit": "session_rate"}),
+    "limit_user_rate": ("limited", _LIMITED, {"limit": "user_rate"}),
     # A PostgreSQL user store ([auth] users, README "Users"): cache hits and database queries.
     "users_cache_hits": ("user_lookups", _USER_LOOKUPS, {"answer": "cache"}),
     "users_db_lookups": ("user_lookups", _USER_LOOKUPS, {"answer": "database"}),
@@ -102,6 +103,18 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "cluster_bad_input": (
         "cluster_bad_input",
         "Pub/sub events and failure reports the cluster agent refused (malformed)",
+        {},
+    ),
+    # The workers' forwarding between nodes (README, "Running a cluster").
+    "cluster_forwarded": (
+        "cluster_forwarded",
+        "Frames forwarded to the node holding their session",
+        {},
+    ),
+    "cluster_lookups": ("cluster_lookups", "Tokens of other nodes asked of the cluster agent", {}),
+    "cluster_lookup_failures": (
+        "cluster_lookup_failures",
+        "Token lookups that failed (Redis down, no answer in time, too many at once)",
         {},
     ),
 }
@@ -152,6 +165,12 @@ class ShmCollector:
             up = self.shm.stats.slot(AGENT_INDEX)["cluster_redis_up"]
             yield GaugeMetricFamily(
                 "msrpd_cluster_redis_up", "1 while this node reaches Redis, else 0", value=up
+            )
+            left_out = self.shm.stats.slot(AGENT_INDEX)["cluster_users_left_out"]
+            yield GaugeMetricFamily(
+                "msrpd_cluster_users_left_out",
+                "Users with sessions on other nodes not in the shared table (counted here alone)",
+                value=left_out,
             )
 
 

@@ -27,6 +27,7 @@ from .writer import (
     forward_paths,
     invalid_gets_reply,
     relay_splice,
+    retarget,
 )
 
 __all__ = [
@@ -61,5 +62,6 @@ __all__ = [
     "msrp_pv",
     "parse_uri",
     "relay_splice",
+    "retarget",
     "split_path",
 ]

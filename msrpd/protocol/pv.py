@@ -31,6 +31,9 @@ class ConnInfo:
     """The local socket, `proto:ip:port`, e.g. `tcp:127.0.0.1:2855`."""
     conid: int | None
     """The connection id, or None when the frame did not come from a connection."""
+    node: bool = False
+    """A link from another node of the cluster: its TLS certificate was issued by a CA of
+    [cluster] node_ca (cluster/nodecerts.py). A frame from it is never sent on to a node."""
 
 
 def _text(value: bytes | None) -> str | None:

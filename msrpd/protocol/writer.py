@@ -42,6 +42,7 @@ __all__ = [
     "invalid_gets_reply",
     "relay_splice",
     "report_basis",
+    "retarget",
 ]
 
 # The fixed head of Kamailio's fake SIP message (reference §3.2, msrp_fake_sipmsg).
@@ -227,6 +228,25 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
         parts.append(view[from_start:])
     else:  # "-------" old-tid flag CRLF: the flag and CRLF are kept
         parts += (view[from_start:end], DASHES, tid, view[end + 7 + len(frame.tid) :])
+    return b"".join(parts)
+
+
+def retarget(frame: Frame, first: bytes, tid: bytes | None = None) -> bytes:
+    """The frame with its leftmost To-Path URI replaced by `first`, every other URI kept:
+    what a node sends to the node that holds the session named there (README "Running a
+    cluster"; that node handles it as a frame for its own token). With `tid`, the transaction
+    id of the first line and of the end-line becomes `tid`, as relay_splice() does."""
+    buf = canonical_buf(frame)
+    to_start, first_end, _ = frame.to_span
+    view = memoryview(buf)
+    if tid is None:
+        return b"".join((view[:to_start], first, view[first_end:]))
+    parts: list[bytes | memoryview] = [b"MSRP ", tid, view[5 + len(frame.tid) : to_start], first]
+    end = frame.end_start
+    if end < 0:
+        parts.append(view[first_end:])
+    else:  # "-------" old-tid flag CRLF: the flag and CRLF are kept
+        parts += (view[first_end:end], DASHES, tid, view[end + 7 + len(frame.tid) :])
     return b"".join(parts)
 
 

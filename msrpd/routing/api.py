@@ -22,6 +22,7 @@ from ..protocol import (
     msrp_pv,
     parse_uri,
     relay_splice,
+    retarget,
 )
 from ..protocol.frame import AUTH, REPORT
 from ..protocol.pv import PvValue
@@ -126,11 +127,14 @@ class Msrp:
         """Forward the frame along its To-Path (RFC 4976 §6.2): to the set_dst/cmap_lookup
         destination, else To-Path URI #2 over a connection the relay opened (a response: one
         that exists). -1 when there is nowhere to send it."""
+        dest, flags = self._dest, self._relay_flags
         try:
-            data = relay_splice(self.frame)
+            if dest is not None and dest.node and dest.uri is not None:
+                data = retarget(self.frame, dest.uri.raw.encode())  # to another node (hop.py)
+            else:
+                data = relay_splice(self.frame)
         except LocalProtocolError:
             return -1
-        dest, flags = self._dest, self._relay_flags
         if dest is None:
             try:
                 dest = Destination(parse_uri(self.frame.to_path[1]))
@@ -187,7 +191,8 @@ class Msrp:
     def token(self) -> int:
         """The leftmost To-Path URI as a token we issued (routing/hop.py): 1 outbound (the
         arriving connection owns it), 2 inbound (relay() then goes to the owner's connection
-        only), -1 no session-id (our bare URI), -2 unknown, expired or its connection gone."""
+        only; for a token another node of the cluster holds, that node), -1 no session-id
+        (our bare URI), -2 unknown, expired or its connection gone."""
         code, dest = hop.token(self.frame, self.conn, self.env)
         if dest is not None:
             self._dest = dest

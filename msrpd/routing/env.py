@@ -41,6 +41,9 @@ class Destination:
     sock: str = ""
     chosen: bool = False
     """The script named this address (set_dst): an inbound connection from it may be used."""
+    node: bool = False
+    """`uri` is the session's token at the other node of the cluster that holds it
+    (hop.token): the frame goes there with only its leftmost To-Path URI replaced by `uri`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,11 @@ class RouteEnv(Protocol):
 
     @property
     def has_user_store(self) -> bool: ...
+
+    def node_of(self, sessid: str) -> MsrpUri | None:
+        """The URI of session `sessid` at the other node of the cluster that holds it; None
+        when no other node does, or the cluster does not forward. The answer may not be here
+        yet: it raises NotYet (the frame is routed again once it is, waits.py)."""
 
     @property
     def htable(self) -> ScriptHTable: ...

@@ -12,13 +12,22 @@ Rules (rfc-checklist §2.1 steps 2 and 4, §5.1-§5.3):
   (the destination is set by connection id, never by the URI after the token: a third party
   who knows the token reaches its owner and no one else, §5.2).
   BARE (-1): no session-id: our bare URI (an AUTH to us, or nothing to forward from).
-  INVALID (-2): never issued, expired or its connection gone; one code, so that no answer
-  can tell them apart (§5.3). An expired entry is deleted here (the sweep would remove it
-  later; RFC 4976 §6.3: the granted Expires is a hard limit). A connection that closes
-  deletes its entries (workers/context.py) and a dead worker's are purged (supervisor), so
-  "gone" is "not in the cmap"; a close racing this frame fails at delivery (for_conid).
+  INBOUND too, to another node: a token this relay did not issue that another node of the
+  cluster holds (env.node_of: its directory entry in Redis, asked of the cluster agent; the
+  frame may wait for the answer, waits.py). The destination is that node's own URI for the
+  token, from the node registry, never from the frame (no open relay); the frame keeps its
+  paths but for the leftmost To-Path URI (Destination.node), so that node delivers it as an
+  inbound frame of its own token. Never for a frame that came from another node (ConnInfo.node):
+  a stale directory cannot make two nodes pass a frame back and forth.
+  INVALID (-2): never issued, expired or its connection gone, and no other node holds it;
+  one code, so that no answer can tell them apart (§5.3). An expired entry is deleted here
+  (the sweep would remove it later; RFC 4976 §6.3: the granted Expires is a hard limit). A
+  connection that closes deletes its entries (workers/context.py) and a dead worker's are
+  purged (supervisor), so "gone" is "not in the cmap"; a close racing this frame fails at
+  delivery (for_conid).
 - Relay peers authenticated by mutual TLS (tokens valid on any connection from that relay,
-  RFC 4976 §6.3) are not supported: every connection is a client's.
+  RFC 4976 §6.3) are not supported: every connection is a client's (a node link included:
+  its frames go to a token's owner like any other connection's).
 """
 
 from __future__ import annotations
@@ -42,9 +51,14 @@ def token(frame: Frame, conn: ConnInfo, env: RouteEnv) -> tuple[int, Destination
     if not sessid:
         return BARE, None
     cmap = env.cmap
-    entry = None if cmap is None else cmap.lookup(sessid, _EVER)
-    if entry is None or cmap is None:
+    if cmap is None:
         return INVALID, None
+    entry = cmap.lookup(sessid, _EVER)
+    if entry is None:
+        uri = None if conn.node else env.node_of(sessid)
+        if uri is None:
+            return INVALID, None
+        return INBOUND, Destination(uri, node=True)
     if entry.expires < env.now():
         cmap.delete(sessid)
         return INVALID, None

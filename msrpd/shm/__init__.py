@@ -1,5 +1,5 @@
 """Shared memory of one msrpd instance: cmap, connection registry, heartbeats, stats, htable,
-and the limits' tables (per address, per user).
+and the limits' tables (per address, per user, per user on the other nodes).
 
 Strategy: the supervisor creates every region from config numbers (ShmLayout.create_all) before
 forking; each worker attaches after fork (attach_all). Tables are fixed-size, lock-striped and
@@ -16,6 +16,7 @@ from .layout import RegionSpec, ShmLayout, ShmSet, instance_prefix
 from .locks import StripeLocks
 from .region import Region, ShmLayoutError, segment_names, unlink_stale
 from .registry import REGISTRY_ADDR_MAX, Registry
+from .remoteusers import RemoteUsers
 from .stats import COUNTERS, GAUGES, Counter, Stats, StatsCounters
 from .stripes import TableGeometry
 from .table import StripedTable, key_hash
@@ -49,6 +50,7 @@ __all__ = [
     "Region",
     "RegionSpec",
     "Registry",
+    "RemoteUsers",
     "ShmLayout",
     "ShmLayoutError",
     "ShmSet",

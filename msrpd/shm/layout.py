@@ -30,6 +30,7 @@ from .heartbeat import HEARTBEAT_RECORD, Heartbeats
 from .htstore import DEFAULT_TABLES, HTable
 from .region import unlink_stale
 from .registry import Registry
+from .remoteusers import RemoteUsers
 from .stats import STATS_RECORD, Stats
 from .usersess import UserSessions
 
@@ -72,6 +73,8 @@ class ShmSet:
     """Per source address: connections, AUTH failures, bans ([limits])."""
     users: UserSessions
     """Per user: the sessions it holds ([limits] max_sessions_per_user)."""
+    remote_users: RemoteUsers
+    """Per user: the sessions it holds on the other nodes (the cluster agent writes it)."""
 
     def _regions(self) -> tuple[_Region, ...]:
         return (
@@ -82,6 +85,7 @@ class ShmSet:
             self.htable,
             self.addrs,
             self.users,
+            self.remote_users,
         )
 
     def close(self) -> None:
@@ -116,7 +120,8 @@ class ShmLayout:
     addrs_capacity: int = 4096
     """Source addresses with open connections or AUTH failures remembered at once."""
     users_capacity: int = 1024
-    """Users holding sessions at once (1104 bytes each)."""
+    """Users holding sessions at once (1104 bytes each), and users holding sessions on the
+    other nodes at once (88 bytes each)."""
 
     def lock_path(self, suffix: str) -> Path:
         return Path(f"{self.lockfile}.{suffix}")
@@ -142,6 +147,7 @@ class ShmLayout:
         htable = HTable.geometry(self._htable_stripes(), self.htable_capacity)
         addrs = AddrTable.geometry(self._small_stripes(), self.addrs_capacity)
         users = UserSessions.geometry(self._small_stripes(), self.users_capacity)
+        remote = RemoteUsers.geometry(self._small_stripes(), self.users_capacity)
         p, n = self.prefix, self.process_slots
         return (
             RegionSpec(Cmap.region_name(p), Cmap.TAG, cmap.record_size, cmap.region_size),
@@ -161,6 +167,9 @@ class ShmLayout:
             ),
             RegionSpec(
                 UserSessions.region_name(p), UserSessions.TAG, users.record_size, users.region_size
+            ),
+            RegionSpec(
+                RemoteUsers.region_name(p), RemoteUsers.TAG, remote.record_size, remote.region_size
             ),
         )
 
@@ -215,10 +224,14 @@ class ShmLayout:
             users = (UserSessions.create if create else UserSessions.attach)(
                 p, self.lock_path(UserSessions.SUFFIX), self._small_stripes(), self.users_capacity
             )
+            opened.append(users)
+            remote_users = (RemoteUsers.create if create else RemoteUsers.attach)(
+                p, self.lock_path(RemoteUsers.SUFFIX), self._small_stripes(), self.users_capacity
+            )
         except BaseException:
             for region in opened:
                 region.close()
                 if create:
                     region.unlink()
             raise
-        return ShmSet(cmap, registry, heartbeats, stats, htable, addrs, users)
+        return ShmSet(cmap, registry, heartbeats, stats, htable, addrs, users, remote_users)

@@ -5,7 +5,9 @@ Strategy:
   path is one list item increment) and publish()es the whole array to its slot about once a
   second. One writer per slot, so no lock: each slot is a seqlock (seqlock.py).
 - Published values are totals since that process started; `conns_open` and
-  `cluster_redis_up` (the cluster agent's: 1 while Redis answers) are gauges (the current
+  `cluster_redis_up` (the cluster agent's: 1 while Redis answers) and
+  `cluster_users_left_out` (the agent's: users not in shm/remoteusers.py for want of room) are
+  gauges (the current
   number), every other counter only grows.
 - retire(index): when the supervisor has reaped a process, its monotonic counters move into a
   "retired" slot and its slot is zeroed, so totals never go down when a worker is replaced.
@@ -14,7 +16,7 @@ Strategy:
   reused without retire(), a value below its baseline is reported as is.)
 - reset() and retire() write only the supervisor-owned part of the region: call them from one
   process (the supervisor).
-- Layout: 2 * (capacity + 1) blocks of (seq u64 + one u64 per counter) = 440 bytes: the process
+- Layout: 2 * (capacity + 1) blocks of (seq u64 + one u64 per counter) = 464 bytes: the process
   slots, the retired slot, then one baseline block for each of those.
 """
 
@@ -74,6 +76,7 @@ Counter = IntEnum(
         "limit_user_sessions",
         "limit_outbound",
         "limit_rate",
+        "limit_user_rate",
         "conns_ws",
         "conns_wss",
         "users_cache_hits",
@@ -87,13 +90,17 @@ Counter = IntEnum(
         "cluster_bans_in",
         "cluster_reports_dropped",
         "cluster_bad_input",
+        "cluster_users_left_out",
+        "cluster_forwarded",
+        "cluster_lookups",
+        "cluster_lookup_failures",
     ),
     start=0,
 )
 """Index of each counter in StatsCounters.values (the names are written once, here)."""
 
 COUNTERS: Final[tuple[str, ...]] = tuple(Counter.__members__)
-GAUGES: Final = frozenset({"conns_open", "cluster_redis_up"})
+GAUGES: Final = frozenset({"conns_open", "cluster_redis_up", "cluster_users_left_out"})
 _BODY: Final = struct.Struct(f"<{len(COUNTERS)}Q")
 _BLOCK: Final = SEQ_SIZE + _BODY.size
 STATS_RECORD: Final = _BLOCK

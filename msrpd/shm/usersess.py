@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from .keyed import KeyedTable
 
-__all__ = ["MAX_SLOTS", "SID_MAX", "USER_MAX", "Claim", "UserSessions"]
+__all__ = ["MAX_SLOTS", "SID_MAX", "USER_MAX", "Claim", "UserSessions", "user_key"]
 
 USER_MAX: Final = 64
 SID_MAX: Final = 32
@@ -39,7 +39,8 @@ class Claim(enum.Enum):
     NO_ROOM = "no room in the table"
 
 
-def _key(user: str) -> bytes:
+def user_key(user: str) -> bytes:
+    """The table key of `user` (RemoteUsers and the cluster share it)."""
     raw = user.encode("utf-8", "surrogateescape")
     if len(raw) <= USER_MAX:
         return raw
@@ -70,7 +71,7 @@ class UserSessions(KeyedTable):
 
     def sessions(self, user: str) -> list[str]:
         """The session ids claimed for `user`, dead ones included (lock-free)."""
-        value = self.table.get(_key(user))
+        value = self.table.get(user_key(user))
         return [] if value is None else [i.decode("ascii", "replace") for i in _ids(value)]
 
     def claim(self, user: str, sessid: str, limit: int, alive: Callable[[str], bool]) -> Claim:
@@ -92,9 +93,20 @@ class UserSessions(KeyedTable):
                 return None
             return _pack([*ids, sid])
 
-        if self.table.upsert(_key(user), change):
+        if self.table.upsert(user_key(user), change):
             return Claim.GRANTED
         return Claim.AT_LIMIT if at_limit else Claim.NO_ROOM
+
+    def live_counts(self, alive: Callable[[str], bool]) -> dict[bytes, int]:
+        """User key -> how many of its sessions are alive, for the users holding one or more
+        (the cluster agent publishes them every heartbeat: cluster/usage.py)."""
+        counts: dict[bytes, int] = {}
+        for i in range(self.n_stripes):
+            for key, value in self.table.items(i):
+                live = sum(1 for s in _ids(value) if alive(s.decode("ascii", "replace")))
+                if live:
+                    counts[key] = live
+        return counts
 
     def sweep_stripe(self, i: int, alive: Callable[[str], bool]) -> int:
         """Remove stripe i's users none of whose sessions is alive; the count."""

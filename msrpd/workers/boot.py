@@ -12,9 +12,12 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 
 import psutil
 
+from ..cluster.finder import NodeFinder
+from ..cluster.nodecerts import NodeCerts
 from ..cluster.report import FailureReport
 from ..config import ListenAddress, Settings
 from ..config.address import Proto
@@ -22,7 +25,7 @@ from ..config.selfuri import SelfUris
 from ..process.listeners import listen_backlog
 from ..protocol import ReaderLimits
 from ..routing import RouteLoadError, RoutePolicy, load_route
-from ..rundir import agent_report_path
+from ..rundir import agent_report_path, agent_where_path
 from ..users.open import worker_source
 from .conn import MsrpConnection
 from .context import WorkerContext
@@ -61,7 +64,9 @@ def build_routes(
     settings = ctx.settings
     try:
         route = load_route(settings.msrp.route, settings.msrp.event_callback)
-        tls_client = client_context(settings.tls)
+        node_ca = _node_ca(settings)
+        tls_client = client_context(settings.tls, node_ca)
+        node_certs = None if node_ca is None else NodeCerts(node_ca)
     except (RouteLoadError, OSError, ssl.SSLError) as exc:
         raise BootError(str(exc)) from None
     policy = RoutePolicy(
@@ -90,6 +95,7 @@ def build_routes(
         ctx.counters,
         ctx.loop,
         _failure_report(settings),
+        shm.remote_users if settings.cluster.redis is not None else None,
     )
     # Late bound: an outbound connection runs the routes that relay through this delivery.
     delivery = Delivery(
@@ -108,6 +114,8 @@ def build_routes(
         loopback=loopback,
         users=users,
         transactions=transactions or TxRelay(ctx, GoneReports(ctx.handoffs.sent, ctx)),
+        finder=None if node_certs is None else _finder(ctx, self_uris),
+        node_certs=node_certs,
     )
     return routes, delivery
 
@@ -120,6 +128,9 @@ async def listen(
     balance = settings.core.balance
     try:
         tls = server_context(settings.tls) if any(a.secure for _, a in sockets) else None
+        node_ca = _node_ca(settings)
+        # tls: listeners verify a node's certificate too (cluster/nodecerts.py); wss ones not.
+        msrps = tls if node_ca is None or tls is None else server_context(settings.tls, node_ca)
     except (OSError, ssl.SSLError) as exc:
         raise BootError(f"TLS: {exc}") from None
     servers = []
@@ -133,7 +144,7 @@ async def listen(
                     ctx, routes, text, proto, balance, secure
                 ),
                 sock=sock,
-                ssl=tls if secure else None,
+                ssl=(msrps if addr.proto == "tls" else tls) if secure else None,
                 # A TLS handshake is part of probation: a connection that never completes
                 # one is closed then too (RFC 4976 §6.1).
                 ssl_handshake_timeout=settings.limits.probation if secure else None,
@@ -188,6 +199,18 @@ def _local_hosts(listen: tuple[ListenAddress, ...]) -> list[str]:
         for a in addrs
         if a.family in families
     ]
+
+
+def _node_ca(settings: Settings) -> Path | None:
+    """[cluster] node_ca when this node is in a cluster: it then forwards between nodes."""
+    return None if settings.cluster.redis is None else settings.cluster.node_ca
+
+
+def _finder(ctx: WorkerContext, self_uris: SelfUris) -> NodeFinder:
+    """The token lookups of forwarding between nodes, asked of the node's cluster agent."""
+    settings = ctx.settings
+    path = agent_where_path(settings.core.run_dir)
+    return NodeFinder(path, settings.cluster.timeout, ctx.counters, ctx.loop, self_uris.matches)
 
 
 def _failure_report(settings: Settings) -> FailureReport | None:

@@ -122,7 +122,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         wire = self.wire
         peer = wire.attach(transport, self.reader.receive_data, WRITE_HIGH, self.continued)
         self.peer_key = f"{wire.kind}:{peer}"
-        self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid)
+        node = self.env.routes.is_node(transport)  # a link from another node of the cluster
+        self.info = ConnInfo(f"{wire.scheme}://{peer}", wire.local_sock, self.conid, node)
         self.ctx.connection_opened(self)
         if not self.env.routes.guard.admit(self):
             return  # over a limit ([limits]): closed before anything is read
@@ -352,9 +353,9 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     def give_up(self) -> list[Unsent]:
         """The stop's deadline is near: drop what has not reached the kernel, and return the
-        relayed frames it held. uvloop's abort closes without SO_LINGER, so the bytes the
-        kernel has still reach the peer, then a FIN: the peer gets exactly the frames its
-        senders are not told are lost (RFC 4975 §7.1.2)."""
+        relayed frames it held. The outbox shuts the socket for writing first, so the bytes
+        the kernel has then, and a FIN, are all the peer gets: exactly the frames its senders
+        are not told are lost (RFC 4975 §7.1.2)."""
         unsent = self.out.give_up()
         self.closed = True  # nothing more is written: a later frame is refused, not dropped
         self.stats.closing("relay stopping: unsent frames dropped")

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Sized
 from typing import Protocol
 
 from ..config.selfuri import SelfUris
-from ..protocol import ConnInfo, Frame, LocalProtocolError, relay_splice
+from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
@@ -25,9 +25,9 @@ from ..routing.waits import NotYet, Pending, Unavailable
 from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from .connstats import ConnStats
-from .limits import ConnGuard
+from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
-from .ports import Lost, Sink
+from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 
 __all__ = [
@@ -71,6 +71,10 @@ class RoutedConn(Protocol):
 
     @property
     def info(self) -> ConnInfo: ...
+
+    @property
+    def intake(self) -> Limited:
+        """Its reading side: the [limits] rates it is charged to."""
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None: ...
 
@@ -147,6 +151,8 @@ class RouteServices(Protocol):
     transactions: Transactor | None
     guard: ConnGuard
     """The [limits] policy (limits.py)."""
+    finder: NodeLookup | None
+    """Forwarding between nodes ([cluster] redis and node_ca set): the token lookups."""
 
     @property
     def cmap(self) -> Cmap | None: ...
@@ -157,6 +163,10 @@ class RouteServices(Protocol):
     def run(self, frame: Frame, conn: RoutedConn) -> Sink | None: ...
 
     def run_sip(self, sip: SipRequest) -> None: ...
+
+    def is_node(self, transport: object) -> bool:
+        """Whether the connection over `transport` links this node to another of the cluster
+        (its TLS certificate says so, cluster/nodecerts.py)."""
 
 
 class ConnEnv:
@@ -238,6 +248,20 @@ class ConnEnv:
             )
             raise Unavailable("user store") from None
 
+    def node_of(self, sessid: str) -> MsrpUri | None:
+        """May raise NotYet (routing/waits.py): the cluster agent is being asked."""
+        finder = self.routes.finder
+        if finder is None:
+            return None
+        try:
+            return finder.where(sessid)
+        except NotYet:
+            if not self.acted:
+                raise
+            # Asked after answering or relaying: routing the frame again would do that
+            # twice. The lookup goes on and fills the cache; this frame gets 481.
+            return None
+
     def write_origin(self, data: bytes, flags: int) -> None:
         self.acted = True
         if count_reply(self.routes.counters, data) == _TWO:
@@ -292,7 +316,9 @@ class ConnEnv:
             return -1
         routes.counters.add(Counter.frames_out)
         self.last_sink = sink
-        if dest.conid is not None:
+        if dest.node:
+            routes.counters.add(Counter.cluster_forwarded)
+        if dest.conid is not None or dest.node:
             self.proven()
         return 1
 
@@ -321,18 +347,21 @@ class ConnEnv:
             except LocalProtocolError:
                 return -1
             return self.relay(frame, data, dest, flags)
-        if dest.conid is not None and not self.conn.stats.proven:
+        if (dest.conid is not None or dest.node) and not self.conn.stats.proven:
             self.proven()
         sink = tx.forward(self.conn, frame, basis or frame, dest, flags, routes.delivery)
         if isinstance(sink, bool):
             self.last_sink = None
             return -2 if sink else -1
         self.last_sink = sink
+        if dest.node:
+            routes.counters.add(Counter.cluster_forwarded)
         return 1
 
     def proven(self) -> None:
         """A frame this connection sent was relayed through a token (the route found the
-        token's connection, dest.conid; t_relay too): it is off probation ([limits])."""
+        token's connection, dest.conid, or the node holding it; t_relay too): it is off
+        probation ([limits])."""
         stats = self.conn.stats
         if not stats.proven:
             self.routes.guard.settled(self.conn.conid, stats)
@@ -350,6 +379,7 @@ class ConnEnv:
         stats.sessions.append(sessid)
         stats.session_meta[sessid] = (user, time.time())
         self.proven()
+        self.routes.guard.user_session(self.conn, user)
 
 
 def _tid(frame: Frame) -> str:

@@ -293,8 +293,16 @@ class GoneReports:
             return
         tid = sent.tid.decode(errors="replace")
         stopping = res.stop.stopping
-        log = logger.debug if stopping else logger.warning  # the owner logged a summary
-        log("relay failed: %s from %s not delivered, connection %x is gone", tid, sent.peer, conid)
+        if not stopping:
+            # During a stop the owner logged a line per connection it gave up on
+            # (report_unsent): one per frame here, tens of thousands, would eat the give-up's
+            # margin at debug level.
+            logger.warning(
+                "relay failed: %s from %s not delivered, connection %x is gone",
+                tid,
+                sent.peer,
+                conid,
+            )
         # A GONE during a stop: the owner gave up on it (report_unsent), 408.
         code, reason = (408, STOP_REASON) if stopping else (481, "Session Does Not Exist")
         if sent.lost is not None:

@@ -20,8 +20,11 @@ Rules (what a client over each limit gets is a close or a response, never a sile
   ban_after of them within ban_window ban it for ban_time on every worker. With a cluster,
   each is also reported to the node's cluster agent, which counts it over every node and
   bans the address on all of them (cluster/bans.py).
-- max_sessions_per_user: a claim in shm/usersess.py, over every worker; the AUTH beyond it
-  is answered 403 by the route API (routing/cmapops.py).
+- max_sessions_per_user: a claim in shm/usersess.py, over every worker, its limit lowered by
+  the user's sessions on the other nodes of a cluster (shm/remoteusers.py, as of the last
+  heartbeat); the AUTH beyond it is answered 403 by the route API (routing/cmapops.py).
+  User rates count sessions by the same claims, so with them on a session is claimed even
+  when the quota is off (then never refused).
 - max_outbound_per_second: each worker takes an equal share of the relay's rate (a bucket
   of its own, no shared memory on the dialling path); a connect over it is not made and the
   frame fails as an unreachable next hop does (dialing.py).
@@ -30,7 +33,10 @@ Rules (what a client over each limit gets is a close or a response, never a sile
   frame that took the last token is routed, the ones after it in the same read wait in the
   reader, and the socket is not read (back-pressure through Intake, as a congested
   destination does) until its buckets are out of debt; nothing is dropped. One timer per
-  throttling, none per frame.
+  throttling, none per frame. User rates (userrate.py) add the user's buckets to the
+  connection's, with the same outcome. Not a link from another node of the cluster
+  (ConnInfo.node, cluster/nodecerts.py): it carries the frames of many sessions, each held
+  on its own node.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import Protocol
 
 from ..cluster.report import FailureReport
 from ..config import LimitsSettings
+from ..protocol import ConnInfo
 from ..shm import (
     PROBATION,
     AddrTable,
@@ -51,17 +58,20 @@ from ..shm import (
     Claim,
     Cmap,
     Counter,
+    RemoteUsers,
     StatsCounters,
     UserSessions,
     probation_key,
 )
+from ..shm.usersess import MAX_SLOTS
 from .connstats import ConnStats
 from .intake import RATE
 from .migrate.state import MigrationState
 from .peers import source_host
-from .ratelimit import ReadRate, TokenBucket
+from .ratelimit import USER_DEBT, ReadRate, TokenBucket
+from .userrate import UserRates
 
-__all__ = ["FORBIDDEN_SESSIONS", "ConnGuard", "Failing", "Guarded", "Limited"]
+__all__ = ["FORBIDDEN_SESSIONS", "Charged", "ConnGuard", "Failing", "Guarded", "Limited"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +100,16 @@ class Failing(Protocol):
     def close(self, reason: str = "closed by relay") -> None: ...
 
 
+class Charged(Protocol):
+    """A connection charged to a user's rates (conn.MsrpConnection, as connenv.RoutedConn)."""
+
+    conid: int
+    outbound: bool
+
+    @property
+    def intake(self) -> Limited: ...
+
+
 class Guarded(Protocol):
     """A connection the limits watch (conn.MsrpConnection)."""
 
@@ -98,6 +118,9 @@ class Guarded(Protocol):
     outbound: bool
     stats: ConnStats
     migration: MigrationState
+
+    @property
+    def info(self) -> ConnInfo: ...
 
     @property
     def intake(self) -> Limited: ...
@@ -123,14 +146,17 @@ class ConnGuard:
         counters: StatsCounters,
         loop: asyncio.AbstractEventLoop,
         report: FailureReport | None = None,
+        remote: RemoteUsers | None = None,
     ) -> None:
         """`report`: tells the cluster agent of each failed AUTH's address (cluster/report.py);
-        None without a cluster."""
+        `remote`: the users' sessions on the other nodes; both None without a cluster."""
         self.limits = limits
         self.report = report
         self.addrs = addrs
         self.users = users
         self.cmap = cmap
+        self.remote = remote
+        self.user_rates = UserRates(limits, users, cmap, remote)
         self.counters = counters
         self.loop = loop
         self.ban = BanRule(limits.ban_after, limits.ban_window, limits.ban_time)
@@ -161,7 +187,12 @@ class ConnGuard:
             logger.info("closing %s at accept: %s", conn.peer_key, why)
             conn.close(why)
             return False
+        if conn.info.node:  # a link from another node carries many sessions' frames
+            conn.intake.rate = None  # the rates are a client's
+            return True
         conn.intake.rate = self._read_rate()
+        if moved and stats.session_meta:  # its user's rate follows it
+            self.user_session(conn, next(iter(stats.session_meta.values()))[0])
         return True
 
     def _enter_probation(self, limit: int) -> bool:
@@ -206,10 +237,21 @@ class ConnGuard:
             TokenBucket(octets, max(1.0, octets * burst), now) if octets else None,
         )
 
+    def user_session(self, conn: Charged, user: str) -> None:
+        """`conn` holds a session of `user` now: charged to the user's rates, if on."""
+        rates = self.user_rates
+        if conn.outbound or not rates.on:
+            return
+        intake = conn.intake
+        if intake.rate is None:
+            intake.rate = ReadRate(None, None)
+        rates.attach(conn.conid, user, intake.rate, time.monotonic(), time.time())
+
     def closed(self, conn: Guarded) -> None:
         """The connection closed here, or moved to another worker (passed): its probation
         goes on there, and its source address's count with it."""
         self._leave_probation(conn.conid)
+        self.user_rates.detach(conn.conid)
         if conn.stats.counted and not conn.migration.passed:
             conn.stats.counted = False
             self.addrs.close_conn(source_host(conn.peer_key), time.time())
@@ -221,7 +263,10 @@ class ConnGuard:
         self._leave_probation(conid)
 
     def tick(self, now: float) -> None:
-        """Close the connections whose probation is over (worker.py, once a second)."""
+        """Close the connections whose probation is over, refresh the users' rate shares
+        (worker.py, once a second)."""
+        if self.user_rates.shares:
+            self.user_rates.tick(now, time.time())
         deadline = now - self.limits.probation
         over = [c for c in self.on_probation.values() if c.stats.opened <= deadline]
         for conn in over:
@@ -234,22 +279,24 @@ class ConnGuard:
 
     def charge_read(self, conn: Guarded, rate: ReadRate, size: int, now: float) -> None:
         """A read of `size` bytes, before its frames are routed."""
-        if rate.bytes is not None and rate.bytes.take(size, now) > 0:
-            self._throttle(conn, rate, now)
+        debt = rate.charge(rate.bytes, rate.user_bytes, size, now)
+        if debt:
+            self._throttle(conn, rate, now, debt)
 
     def charge_frame(self, conn: Guarded, rate: ReadRate) -> None:
         """A frame was read (conn.py stops routing the read's next ones while throttled)."""
-        if rate.frames is not None:
+        if rate.frames is not None or rate.user_frames is not None:
             now = time.monotonic()
-            if rate.frames.take(1, now) > 0:
-                self._throttle(conn, rate, now)
+            debt = rate.charge(rate.frames, rate.user_frames, 1, now)
+            if debt:
+                self._throttle(conn, rate, now, debt)
 
-    def _throttle(self, conn: Guarded, rate: ReadRate, now: float) -> None:
+    def _throttle(self, conn: Guarded, rate: ReadRate, now: float, debt: int) -> None:
         intake = conn.intake
         if intake.halted & RATE:
             return  # the timer set already looks at the debt again when it fires
         intake.halted |= RATE
-        self.counters.add(Counter.limit_rate)
+        self.counters.add(Counter.limit_user_rate if debt == USER_DEBT else Counter.limit_rate)
         conn.block(rate)
         self.loop.call_later(rate.debt(now) + THROTTLE_SLACK, self._resume, conn, rate)
 
@@ -291,15 +338,18 @@ class ConnGuard:
             self.loop.call_soon(conn.close, f"{stats.auth_failures} failed AUTHs")
 
     def claim_session(self, user: str, sessid: str) -> tuple[int, str] | None:
-        """None when `user` may hold session `sessid`; else the status and reason to answer."""
+        """None when `user` may hold session `sessid`; else the status and reason to answer.
+        With the quota off and user rates on, the session is still claimed (the rates share by
+        the claims) as far as the table holds, and never refused."""
         limit = self.limits.max_sessions_per_user
-        if not limit or not user:
+        if not (limit or self.user_rates.on) or not user:
             return None
         now = time.time()
-        claim = self.users.claim(
-            user, sessid, limit, lambda s: self.cmap.lookup(s, now) is not None
-        )
-        if claim is Claim.GRANTED:
+        room = limit or MAX_SLOTS
+        if limit and self.remote is not None:  # the user's sessions on the other nodes
+            room -= self.remote.sessions(user, now)
+        claim = self.users.claim(user, sessid, room, lambda s: self.cmap.lookup(s, now) is not None)
+        if claim is Claim.GRANTED or not limit:
             return None
         self.counters.add(Counter.limit_user_sessions)
         logger.info("AUTH of %r refused: %s", user, claim.value)

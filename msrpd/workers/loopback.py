@@ -33,7 +33,14 @@ from __future__ import annotations
 import logging
 
 from ..config.selfuri import SelfUris
-from ..protocol import Frame, FrameReader, LocalProtocolError, ReaderLimits, relay_splice
+from ..protocol import (
+    Frame,
+    FrameReader,
+    LocalProtocolError,
+    MsrpUri,
+    ReaderLimits,
+    relay_splice,
+)
 from ..protocol.frame import REPORT, SEND
 from ..protocol.writer import build_reply
 from ..routing import Msrp, RouteScript
@@ -79,6 +86,14 @@ class HopEnv(ConnEnv):
             # The outer pass has relayed its frame already: it cannot be routed again
             # (routing/waits.py). The lookup goes on and fills the cache for a retry.
             raise Unavailable("user store") from None
+
+    def node_of(self, sessid: str) -> MsrpUri | None:
+        try:
+            return super().node_of(sessid)
+        except NotYet:
+            # As for user_ha1: the outer pass cannot be routed again. The lookup goes on and
+            # fills the cache, so the next frame for the token finds its node.
+            return None
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         return super().relay(self.outer, data, dest, flags)

@@ -272,7 +272,11 @@ class Outbox:
 
     def give_up(self) -> list[Unsent]:
         """Drop everything not in the kernel yet, and return the relayed frames among it: the
-        sent log's, the gate's and those held for RELEASE (written after them)."""
+        sent log's, the gate's and those held for RELEASE (written after them). The wire is
+        shut for writing first: a frame returned here is reported to its sender, so no byte of
+        it may reach the peer after (RFC 4975 §7.1.2; the loop's abort would let the
+        transport's buffer out while the peer reads, transports/base.py)."""
+        self.wire.shut_write()
         self.trim_sent()
         unsent = self.sent_log.take()
         held = [(w.source, w.data, w.more) for w in self.gate.held]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeAlias
 
-__all__ = ["WRITE_HIGH", "Blockable", "Lost", "Sink", "Writable"]
+from ..protocol import MsrpUri
+
+__all__ = ["WRITE_HIGH", "Blockable", "Lost", "NodeCheck", "NodeLookup", "Sink", "Writable"]
 
 WRITE_HIGH = 1 << 20
 """Bytes a connection (or a handoff link) may have waiting to be written before the readers
@@ -61,3 +63,19 @@ class Sink(Protocol):
     ) -> bool:
         """Queue `data`; False when the destination is known to be gone. `source` names the
         connection a streamed frame comes from; `more` says pieces of it follow."""
+
+
+class NodeLookup(Protocol):
+    """Which other node of the cluster holds a token (cluster/finder.NodeFinder)."""
+
+    def where(self, token: str) -> MsrpUri | None:
+        """Its URI there, None when none does; raises NotYet while the answer is out."""
+
+    def close(self) -> None:
+        """The worker is exiting."""
+
+
+class NodeCheck(Protocol):
+    """Which TLS peers are nodes of the cluster (cluster/nodecerts.NodeCerts)."""
+
+    def is_node(self, transport: object) -> bool: ...

@@ -6,12 +6,18 @@ Rules:
   the next read (back-pressure: nothing is dropped). allow() takes one token only if there is
   one (a connect the relay does not make).
 - ReadRate: one client connection's two buckets, frames (charged per frame) and bytes
-  (charged per read); the connection waits until neither is in debt.
+  (charged per read), and its user's two ([limits] user rates), charged alike; the
+  connection waits until none is in debt.
 """
 
 from __future__ import annotations
 
-__all__ = ["ReadRate", "TokenBucket"]
+from typing import Final
+
+__all__ = ["SESSION_DEBT", "USER_DEBT", "ReadRate", "TokenBucket"]
+
+SESSION_DEBT: Final = 1
+USER_DEBT: Final = 2
 
 
 class TokenBucket:
@@ -35,6 +41,13 @@ class TokenBucket:
         self.tokens -= n
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def set_rate(self, rate: float, burst: float, now: float) -> None:
+        """A new rate from `now` on (what the old one gave until now is kept)."""
+        self._refill(now)
+        self.rate = rate
+        self.burst = burst
+        self.tokens = min(self.tokens, burst)
+
     def allow(self, now: float) -> bool:
         """Take one token if there is a whole one."""
         self._refill(now)
@@ -45,16 +58,34 @@ class TokenBucket:
 
 
 class ReadRate:
-    """One client connection's frame and byte buckets (None: that rate is off)."""
+    """One client connection's frame and byte buckets (None: that rate is off), and its user's
+    (workers/userrate.py: shared by the user's connections on this worker)."""
 
-    __slots__ = ("bytes", "frames")
+    __slots__ = ("bytes", "frames", "user_bytes", "user_frames")
 
     def __init__(self, frames: TokenBucket | None, octets: TokenBucket | None) -> None:
         self.frames = frames
         self.bytes = octets
+        self.user_frames: TokenBucket | None = None
+        self.user_bytes: TokenBucket | None = None
+
+    def charge(
+        self, own: TokenBucket | None, user: TokenBucket | None, n: float, now: float
+    ) -> int:
+        """Take `n` from a connection's bucket and its user's: SESSION_DEBT, USER_DEBT (the
+        user's rate comes first), or 0 when neither is in debt."""
+        if user is not None and user.take(n, now) > 0:
+            if own is not None:
+                own.take(n, now)
+            return USER_DEBT
+        if own is not None and own.take(n, now) > 0:
+            return SESSION_DEBT
+        return 0
 
     def debt(self, now: float) -> float:
-        """Seconds until neither bucket is in debt."""
-        return max(
-            (b.take(0, now) for b in (self.frames, self.bytes) if b is not None), default=0.0
-        )
+        """Seconds until no bucket is in debt."""
+        wait = 0.0
+        for bucket in (self.frames, self.bytes, self.user_frames, self.user_bytes):
+            if bucket is not None:
+                wait = max(wait, bucket.take(0, now))
+        return wait

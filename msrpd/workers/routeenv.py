@@ -23,7 +23,7 @@ from ..shm import Cmap, Counter, ShmSet, StatsCounters
 from ..users import Ha1Source
 from .connenv import Rerouter, Resolver, RoutedConn, Transactor
 from .limits import ConnGuard
-from .ports import Sink
+from .ports import NodeCheck, NodeLookup, Sink
 
 __all__ = ["RouteRunner"]
 
@@ -37,9 +37,11 @@ class RouteRunner:
         "_htable",
         "counters",
         "delivery",
+        "finder",
         "guard",
         "limits",
         "loopback",
+        "node_certs",
         "nonce_secret",
         "policy",
         "route",
@@ -62,6 +64,8 @@ class RouteRunner:
         loopback: Rerouter | None = None,
         users: Ha1Source | None = None,
         transactions: Transactor | None = None,
+        finder: NodeLookup | None = None,
+        node_certs: NodeCheck | None = None,
     ) -> None:
         self.route = route
         self.policy = policy
@@ -75,6 +79,10 @@ class RouteRunner:
         self.loopback = loopback
         self.users = users
         self.transactions = transactions
+        self.finder = finder
+        """Forwarding between nodes (cluster/finder.py): which node holds a token."""
+        self.node_certs = node_certs
+        """Forwarding between nodes (cluster/nodecerts.py): which TLS peers are nodes."""
         self._htable: ScriptHTable | None = None  # built once, on first use (htable scripts)
 
     @property
@@ -115,6 +123,10 @@ class RouteRunner:
         # Read through conn.env: mypy keeps `env.last_sink` narrowed to the None set above
         # across the script's relay() that sets it, and compiled code checks that type.
         return conn.env.last_sink
+
+    def is_node(self, transport: object) -> bool:
+        certs = self.node_certs
+        return certs is not None and certs.is_node(transport)
 
     def run_sip(self, sip: SipRequest) -> None:
         """The script's request_route(sip), or the default stateless 403 No SIP Here."""

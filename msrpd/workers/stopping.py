@@ -13,10 +13,12 @@ delivered, or its sender gets a failure REPORT when the SEND asked for one):
   to turn into a REPORT, so every connection is closed gracefully (the kernel's bytes still
   reach a receiver that reads later) and the worker exits.
 - Give-up, `margin` before the deadline: whatever has not reached the kernel is dropped from
-  its connection (conn.give_up) and each frame in it is reported to its sender, here with a
-  REPORT, on another worker through the handoff link (GONE, and that worker reports); frames
-  other workers still hand over are refused (GONE). Then the early end follows at once. The
-  margin grows with the frames still queued: each costs a GONE and a REPORT to build.
+  its connection (conn.give_up: its socket is shut for writing first, so no byte of a frame
+  counted as dropped reaches the peer later) and each frame in it is reported to its sender,
+  here with a REPORT, on another worker through the handoff link (GONE, and that worker
+  reports); frames other workers still hand over are refused (GONE). Then the early end
+  follows at once. The margin grows with the frames still queued: each costs a GONE and a
+  REPORT to build.
 - Bytes in the kernel are delivered only if the socket is never reset: closing a socket with
   unread input sends RST, and so does input arriving after the close, and RST drops the send
   queue. So from the stop on, what a receiver (a connection we relayed frames to) sends while

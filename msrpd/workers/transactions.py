@@ -124,6 +124,7 @@ class Transaction:
         "head",
         "hop_uri",
         "method",
+        "node",
         "orig_tid",
         "origin",
         "out",
@@ -161,7 +162,8 @@ class Transaction:
         are sliced from it only when a REPORT or a mapped response needs them."""
         self.hop_uri = hop_uri
         """Our URI that went to the front of the forwarded From-Path: a response's To-Path
-        starts with it. Another of ours than `our_uri` after a pass through our own URI."""
+        starts with it. Another of ours than `our_uri` after a pass through our own URI; the
+        sender's first From-Path URI when sent to another node (`node`)."""
         self.out = -1
         """The connection the request went out on (its id when it was sent)."""
         self.received = 0
@@ -171,6 +173,9 @@ class Transaction:
         """Its streamed chunk while the body is still being forwarded."""
         self.ended = False
         """Answered, timed out or lost: nothing more happens to it."""
+        self.node = False
+        """Sent to another node of the cluster with its paths kept (routing/hop.py): its
+        response is mapped back by its id alone (txbuild.mapped_back)."""
 
     @property
     def from_path(self) -> bytes:
@@ -312,16 +317,18 @@ def _due(entry: tuple[float, Transaction]) -> bool:
     return not tx.ended and tx.deadline == deadline
 
 
-def transaction_for(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) -> Transaction | None:
-    """The transaction for forwarding `basis` under `tid`, or None when nothing can come of
-    it: a REPORT, a SEND with Failure-Report no."""
+def transaction_for(
+    basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin, *, node: bool = False
+) -> Transaction | None:
+    """The transaction for forwarding `basis` under `tid` (to another node of the cluster:
+    `node`), or None when nothing can come of it: a REPORT, a SEND with Failure-Report no."""
     method = basis.method
     if method is None or method == REPORT:
         return None
     wanted = basis.failure_report
     if method == SEND and wanted == b"no":
         return None
-    return Transaction(
+    tx = Transaction(
         tid,
         origin,
         basis.tid,
@@ -332,3 +339,5 @@ def transaction_for(basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin) ->
         basis.from_span,
         hop_uri,
     )
+    tx.node = node
+    return tx

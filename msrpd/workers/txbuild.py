@@ -8,17 +8,39 @@ Rules:
   interrupted one's: same sender, Message-ID and Failure-Report, its Byte-Range starting at
   the next byte (protocol/rechunk.py), and the body bytes past the cut counted as its own
   (RFC 4975 §7.1.1, §7.1.2: a REPORT gives the range of its chunk).
+- A request goes out with its paths rotated (RFC 4976 §6.2), or to another node of the
+  cluster with only its leftmost To-Path URI replaced (routing/hop.py).
 - A response goes back under the original id, our URIs moved from To-Path to From-Path
-  (rfc-checklist §2.7 step 5).
+  (rfc-checklist §2.7 step 5); the answer of another node of the cluster, to which the
+  request went with its paths kept, under the original id only.
 """
 
 from __future__ import annotations
 
-from ..protocol import Frame, FrameReader, LocalProtocolError, RemoteProtocolError, relay_splice
+from ..protocol import (
+    Frame,
+    FrameReader,
+    LocalProtocolError,
+    RemoteProtocolError,
+    relay_splice,
+    retarget,
+)
 from ..protocol.rechunk import continuation
+from ..routing.env import Destination
 from .transactions import Transaction
 
-__all__ = ["continued_tx", "mapped_back"]
+__all__ = ["continued_tx", "mapped_back", "outgoing"]
+
+
+def outgoing(frame: Frame, dest: Destination, tid: bytes) -> tuple[bytes, bytes]:
+    """Request `frame` as it goes towards `dest` under `tid`, and the URI its response's
+    To-Path starts with: ours, moved to the front of From-Path (RFC 4976 §6.2); for another
+    node of the cluster (routing/hop.py), only the leftmost To-Path URI replaced, so the
+    sender's URI. Raises LocalProtocolError when there is no next hop."""
+    uri = dest.uri
+    if dest.node and uri is not None:
+        return retarget(frame, uri.raw.encode(), tid), frame.first_from
+    return relay_splice(frame, tid), frame.first_to
 
 
 def continued_tx(tx: Transaction, tid: bytes, written: int) -> Transaction:
@@ -44,13 +66,20 @@ def continued_tx(tx: Transaction, tid: bytes, written: int) -> Transaction:
         tx.hop_uri,
     )
     new.out, new.received, new.deadline, new.ended = tx.out, received, tx.deadline, tx.ended
+    new.node = tx.node
     return new
 
 
 def mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
     """`response` as the request's sender must get it (rfc-checklist §2.7 step 5): the
     original id, each of our URIs moved from To-Path to the front of From-Path, up to the one
-    the sender addressed (more than one after a pass through our own URI, loopback.py)."""
+    the sender addressed (more than one after a pass through our own URI, loopback.py); for
+    a request sent to another node of the cluster, whose paths it kept, only the id."""
+    if tx.node and response is not None:
+        try:
+            return retarget(response, response.first_to, tx.orig_tid)
+        except LocalProtocolError:
+            return None
     while response is not None:
         try:
             data = relay_splice(response, tx.orig_tid)

@@ -55,7 +55,6 @@ from ..protocol import (
     FrameReader,
     LocalProtocolError,
     RemoteProtocolError,
-    relay_splice,
 )
 from ..protocol.frame import AUTH, SEND
 from ..protocol.transact import end_line_in_body, response_facts, tid_owner
@@ -70,7 +69,7 @@ from .ports import Sink
 from .reports import tx_notice
 from .sinks import HandoffSink, LocalSink
 from .transactions import TidSource, Transaction, TransactionTable, transaction_for
-from .txbuild import mapped_back
+from .txbuild import mapped_back, outgoing
 from .txchunks import Continuations
 from .txstream import StreamSink
 
@@ -156,10 +155,10 @@ class TxRelay:
             return True  # t_reply answered it 413
         try:
             tid = self.new_tid(frame)
-            data = relay_splice(frame, tid)
+            data, hop_uri = outgoing(frame, dest, tid)
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
-        tx = transaction_for(basis, frame.first_to, tid, origin)
+        tx = transaction_for(basis, hop_uri, tid, origin, node=dest.node)
         if tx is not None and self.table.full(origin):
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)

@@ -142,6 +142,8 @@ class Worker:
                 self.routes.guard.close()
                 if self.routes.users is not None:
                     await self.routes.users.aclose()
+                if self.routes.finder is not None:
+                    self.routes.finder.close()
             publish(ctx)
         return 0
 

@@ -8,7 +8,17 @@ import json
 import pytest
 
 from msrpd.cluster.directory import Directory, DirectoryChanges
-from msrpd.cluster.keys import BanEvent, Keys, KilledEvent, KillEvent, decode_event, encode_event
+from msrpd.cluster.keys import (
+    MAX_LISTED,
+    BanEvent,
+    Keys,
+    KilledEvent,
+    KillEvent,
+    ListedEvent,
+    ListEvent,
+    decode_event,
+    encode_event,
+)
 
 NOW = 1_700_000_000.0
 
@@ -19,6 +29,7 @@ def test_key_names() -> None:
     assert keys.events == "msrpd:events"
     assert keys.node("relay-1") == "msrpd:node:relay-1"
     assert keys.session("a1B2c3") == "msrpd:sess:a1B2c3"
+    assert keys.usage("relay-1") == "msrpd:usage:relay-1"
     assert keys.fails("[2001:db8::1]") == "msrpd:fails:[2001:db8::1]"
     assert keys.ban("192.0.2.1") == "msrpd:ban:192.0.2.1"
     assert keys.ban_addr("msrpd:ban:[2001:db8::1]") == "[2001:db8::1]"
@@ -75,9 +86,44 @@ def test_kill_and_killed_events_round_trip() -> None:
     assert decode_event(encode_event(none)) == none
 
 
+def test_list_and_listed_events_round_trip() -> None:
+    ask = ListEvent("n3", "0f1e2d3c4b5a6978")
+    assert json.loads(encode_event(ask)) == {"kind": "list", "node": "n3", "id": ask.id}
+    assert decode_event(encode_event(ask)) == ask
+    rows: list[dict[str, object]] = [{"conid": "a1", "sessions": ["s1"]}, {"conid": "a2"}]
+    answer = ListedEvent("n1", "n3", ask.id, rows)
+    raw = encode_event(answer)
+    assert json.loads(raw) == {
+        "kind": "listed",
+        "node": "n1",
+        "to": "n3",
+        "id": ask.id,
+        "rows": rows,
+    }
+    assert decode_event(raw) == answer
+    failed = ListedEvent("n1", "n3", ask.id, None, "9000 connections: too many")
+    assert json.loads(encode_event(failed))["error"] == "9000 connections: too many"
+    assert decode_event(encode_event(failed)) == failed
+    # An answer may be far longer than other events, up to MAX_LISTED.
+    big = ListedEvent("n1", "n3", "r", [{"peer": "x" * 1000}] * 1000)
+    assert 4096 < len(encode_event(big)) <= MAX_LISTED
+    assert decode_event(encode_event(big)) == big
+    huge = encode_event(ListedEvent("n1", "n3", "r", [{"peer": "x" * 1000}] * 1100))
+    with pytest.raises(ValueError, match=f"over {MAX_LISTED} bytes"):
+        decode_event(huge)
+
+
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
+        ('{"kind":"list","node":"n"}', "a list event needs id:"),
+        ('{"kind":"list","id":"r"}', "a list event needs node:"),
+        ('{"kind":"list","node":"n","id":"' + "r" * 5000 + '"}', "over 4096 bytes"),
+        ('{"kind":"listed","node":"n","to":"m","id":"r"}', "rows .a list of objects. or an"),
+        ('{"kind":"listed","node":"n","to":"m","id":"r","rows":{}}', "rows"),
+        ('{"kind":"listed","node":"n","to":"m","id":"r","rows":[1]}', "rows"),
+        ('{"kind":"listed","node":"n","to":"m","id":"r","rows":[],"error":"x"}', "rows"),
+        ('{"kind":"listed","node":"n","id":"r","rows":[]}', "a listed event needs to:"),
         ("not json", "Expecting value"),
         ("[]", "unknown event"),
         ('{"kind":"kick","node":"n"}', "unknown event"),

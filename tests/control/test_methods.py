@@ -184,6 +184,16 @@ def test_msrp_cmaplist_cluster_needs_a_cluster_and_takes_only_that_word(cluster:
         assert info.value.code == INVALID_PARAMS
 
 
+def test_msrp_conns_cluster_needs_a_cluster_and_takes_only_that_word(cluster: Cluster) -> None:
+    with pytest.raises(RpcError) as info:
+        cluster.call("msrp.conns", "cluster")
+    assert info.value.code == -32001 and "no cluster" in info.value.message
+    for param in ("everything", 1, 0):
+        with pytest.raises(RpcError) as info:
+            cluster.call("msrp.conns", param)
+        assert info.value.code == INVALID_PARAMS and "msrp.conns [cluster]" in info.value.message
+
+
 def test_msrp_conns_asks_every_worker(cluster: Cluster) -> None:
     rows = cluster.call("msrp.conns")
     assert len(rows) == 3

@@ -73,9 +73,11 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
     yield from three_nodes(redis_server, tmp_path)
 
 
-def three_nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
-    """The three nodes, started; stopped when the generator closes (test_cluster_kill.py's
-    fixture too)."""
+def three_nodes(
+    redis_server: RedisServer, tmp_path: Path, limits: dict[str, object] | None = None
+) -> Iterator[Cluster]:
+    """The three nodes, started, with these [limits] on top of the usual ones; stopped when
+    the generator closes (the other test_cluster_*.py's fixture too)."""
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -88,7 +90,7 @@ def three_nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
             relay = Relay(
                 children=2,
                 tls={"certificate": str(cert_file), "private_key": str(key_file)},
-                limits={**LIMITS_OFF, **BAN},
+                limits={**LIMITS_OFF, **BAN, **(limits or {})},
             )
             nodes[name] = relay
             relay.sections["msrp"]["use_path_addr"] = f"127.0.0.1:{relay.port}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import subprocess
 import threading
 import time
 
@@ -130,8 +131,8 @@ def test_a_stalled_receivers_frames_are_reported_after_a_flood_past_the_memory(
     assert relay.start().returncode == 0, relay.log()
     alice_s, bob_s, alice_f, bob_f = _split(relay)
     try:
-        # Bob-S reads nothing until the relay is gone: a phone's buffer keeps the kernels'
-        # share small, the rest waits in his outbox on worker 1.
+        # Bob-S reads nothing until the stop has given up on him: a phone's buffer keeps the
+        # kernels' share small, the rest waits in his outbox on worker 1.
         bob_s.client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 15)
         for end in (alice_s, alice_f, bob_f):
             end.thread.start()
@@ -141,9 +142,18 @@ def test_a_stalled_receivers_frames_are_reported_after_a_flood_past_the_memory(
         wait_for(lambda: len(bob_f.delivered) == FLOOD, 60, "Bob-F's SENDs")
         wait_for(lambda: len(alice_f.acked) == FLOOD, 30, "Alice-F's 200s")
         time.sleep(0.5)  # the relay passed to the kernel what Bob-S's buffers take
-        stop = relay.cli("stop", "--timeout", "30")
-        assert stop.returncode == 0, stop
-        bob_s.thread.start()  # what the kernels held for him, until EOF
+        results: list[subprocess.CompletedProcess[str]] = []
+        stopper = threading.Thread(
+            target=lambda: results.append(relay.cli("stop", "--timeout", "30"))
+        )
+        stopper.start()
+        # Once worker 1 has given up on his outbox he reads what the kernels hold, until EOF:
+        # the worker then ends its stop when he has it all, not at its deadline.
+        gave_up = f"frames for tcp:127.0.0.1:{_port(bob_s.client)} not delivered"
+        wait_for(lambda: gave_up in relay.log(), 30, "the stop's give-up")
+        bob_s.thread.start()
+        stopper.join(60)
+        assert results and results[0].returncode == 0, results
         for end in (alice_s, alice_f, bob_f, bob_s):
             end.thread.join(60)
             assert not end.thread.is_alive(), (

@@ -19,24 +19,33 @@ from datetime import datetime
 
 import pytest
 
+from msrpd.control.workerctl import WorkerCtlError
 from msrpd.protocol import Status
 from msrpd.protocol.writer import build_reply
 
 from ..msrpclient import MsrpClient, new_tid
 from .relay import PASSWORDS, REALM, Relay, exited, wait_for
+from .test_colocate import _owners, _port
 
 pytestmark = pytest.mark.serial
-"""Ten flooding pairs, then a stop whose give-up margin (3 s) must hold the REPORTs' way to
+"""Twelve flooding pairs, then a stop whose give-up margin (3 s) must hold the REPORTs' way to
 the senders' Python readers: on a machine shared with other tests that margin is not enough,
 so scripts/test runs these alone, after the parallel run."""
 
-PAIRS = 10
 LOG_GRAIN = 0.002
 """The log's timestamps are truncated to milliseconds."""
 
 
-def _authed(port: int, user: str) -> MsrpClient:
-    client = MsrpClient(port, timeout=30)
+def _authed(port: int, user: str, **buffers: int) -> MsrpClient:
+    """A client of `user`, its socket's `buffers` (SO_SNDBUF, SO_RCVBUF) and its segment size
+    (1460) set before it connects."""
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
+    for name, size in buffers.items():
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, name), size)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    client = MsrpClient(port, timeout=30, sock=sock)
     assert client.auth(user, PASSWORDS[user], REALM).frame.code == 200
     return client
 
@@ -63,9 +72,12 @@ class Pair:
     """How Bob's reading ended, when it was not by EOF."""
     written_at: dict[str, float] = field(default_factory=dict)
     """Message-ID -> when Alice began writing it (wall clock, as the relay's log)."""
+    before: int = 0
+    """SENDs Bob had read when he began to read again, after the stop began."""
 
-    def send_all(self, until: threading.Event) -> None:
-        """Flood: SENDs with a numbered body, Failure-Report left to its default (yes)."""
+    def send_all(self, flood: threading.Event, until: threading.Event) -> None:
+        """SENDs with a numbered body, Failure-Report left to its default (yes): a trickle,
+        then a flood once `flood` is set."""
         n = 0
         with contextlib.suppress(OSError):
             while not until.is_set():
@@ -74,6 +86,8 @@ class Pair:
                 body = (b"%s " % mid.encode()).ljust(self.body, b".")
                 self.alice.send_message(self.bob, body, message_id=mid)
                 n += 1
+                if not flood.is_set():
+                    time.sleep(0.01)
 
     def _answer(self, out: bytearray) -> None:
         """Write what the socket takes now of Bob's 200s; the rest waits for the next one."""
@@ -88,7 +102,6 @@ class Pair:
             # answer met its closed socket): he answers no more, and reads what his kernel
             # holds; the read then ends with the reset, not EOF.
             out.clear()
-            self.answers = False
             self.reset_ok = True
 
     def alice_reads(self) -> None:
@@ -119,7 +132,7 @@ class Pair:
                 if got.frame.method == b"SEND":
                     self.delivered.append((got.frame.message_id or b"").decode())
                     assert got.body.startswith(b"%s " % got.frame.message_id)
-                    if self.answers:
+                    if self.answers and not self.reset_ok:
                         out += build_reply(got.frame, Status.OK, "OK")
                         self._answer(out)
                 else:
@@ -133,53 +146,89 @@ class Pair:
             self.bob_ended = repr(exc)
 
 
-@pytest.mark.parametrize("answers", [False, True], ids=["silent-bob", "answering-bob"])
-@pytest.mark.parametrize("body", [120, 1500], ids=["chat", "1500B"])
+KINDS = [(body, answers) for body in (120, 1500) for answers in (False, True)]
+"""Chat-sized and larger bodies, each to receivers that answer nothing and to receivers that
+answer every SEND: PER_KIND pairs of each kind, side by side in one relay and one stop."""
+PER_KIND = 3
+
+
 @pytest.mark.parametrize("balance", [True, False], ids=["colocated", "across-workers"])
-def test_stop_delivers_or_reports_every_acknowledged_send(
-    make_relay, balance: bool, body: int, answers: bool
-) -> None:
-    """With `balance` off, pairs whose ends the kernel put on different workers stay so: their
-    frames cross a handoff link, and a lost one is reported by the sender's worker (GONE).
-    Chat-sized bodies put tens of thousands of frames in flight at the stop; an answering Bob
-    keeps sending (200s) to a relay that reads no new frame."""
+def test_stop_delivers_or_reports_every_acknowledged_send(make_relay, balance: bool) -> None:
+    """With `balance` on, each pair is moved onto one worker (colocate.py) before its Bob stops
+    reading. With it off, each Alice is on the other worker than her Bob: their frames cross a
+    handoff link, and a lost one is reported by the sender's worker (GONE). Chat-sized bodies
+    put tens of thousands of frames in flight at the stop; an answering Bob keeps sending
+    (200s) to a relay that reads no new frame, while a silent one reads only once it is gone."""
     # drain_timeout 10: the stop gives up 3 s before it, and whatever is in the kernels by then
-    # must still be read by the test's Python readers (30 threads) before the deadline, also
+    # must still be read by the test's Python readers (36 threads) before the deadline, also
     # when the whole suite loads both cores (with 6 s an answering Bob under load once read
     # too slowly, and his answer then met the closed socket: reset, kernel bytes lost).
     relay: Relay = make_relay(children=2, core={"drain_timeout": 10, "balance": balance})
     assert relay.start().returncode == 0, relay.log()
+    kinds = [kind for kind in KINDS for _ in range(PER_KIND)]  # each kind both ways across
+    ends = _across(relay) if not balance else [_ends(relay) for _ in kinds]
     pairs = [
-        Pair(i, _authed(relay.port, "alice"), _authed(relay.port, "bob"), body=body)
-        for i in range(PAIRS)
+        Pair(i, alice, bob, body=body, answers=answers)
+        for i, ((alice, bob), (body, answers)) in enumerate(zip(ends, kinds, strict=True))
     ]
     try:
-        _flood_then_stop(relay, pairs, answers)
+        _flood_then_stop(relay, pairs, colocated=balance)
     finally:  # a failed check must not leave sockets behind for a later test's GC to warn of
         for pair in pairs:
             pair.alice.close()
             pair.bob.close()
 
 
-def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
-    for pair in pairs:
-        pair.answers = answers
-        # A phone's buffer, not a server's: what the kernels hold for a Bob who stopped
-        # reading stays small, so the stop has frames it must give up on.
-        pair.bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 15)
+def _ends(relay: Relay) -> tuple[MsrpClient, MsrpClient]:
+    """Alice and Bob with a phone's buffers and a real network's segments, not a server's
+    and loopback's: what the kernels hold for a Bob who stopped reading stays small, so the
+    stop has frames it must give up on, and Alice stalls soon after him (the relay's buffers
+    for a connection grow with the segments and with what its peer has in flight; a sender's
+    buffers hold frames nobody answered, which count for nothing here)."""
+    alice = _authed(relay.port, "alice", SO_SNDBUF=1 << 16)
+    return alice, _authed(relay.port, "bob", SO_RCVBUF=1 << 15)
+
+
+def _across(relay: Relay) -> list[tuple[MsrpClient, MsrpClient]]:
+    """Alice-Bob pairs whose ends the kernel put on different workers (balance off: they
+    stay there), alternately each way; the clients not needed are closed."""
+    half = len(KINDS) * PER_KIND // 2
+    opened: list[tuple[MsrpClient, MsrpClient]] = []
+    for _ in range(8):
+        opened += [_ends(relay) for _ in range(half)]
+        owners = _owners_now(relay)
+        alices = [[a for a, _ in opened if owners[_port(a)] == w] for w in (0, 1)]
+        bobs = [[b for _, b in opened if owners[_port(b)] == w] for w in (0, 1)]
+        ways = [list(zip(alices[w], bobs[1 - w], strict=False)) for w in (0, 1)]
+        if min(len(way) for way in ways) >= half:
+            break
+    else:
+        raise AssertionError(f"the kernel put too few ends on one worker: {owners}")
+    pairs = [pair for n in range(half) for pair in (ways[0][n], ways[1][n])]
+    used = {id(client) for pair in pairs for client in pair}
+    for client in (client for ends in opened for client in ends):
+        if id(client) not in used:
+            client.close()
+    return pairs
+
+
+def _flood_then_stop(relay: Relay, pairs: list[Pair], colocated: bool) -> None:
     # send_message picks its own tid: record it by patching in a known one per SEND.
     for pair in pairs:
         pair.alice.request = _recording(pair.alice, pair.tids)  # type: ignore[method-assign]
-    done = threading.Event()
+    flood, done = threading.Event(), threading.Event()
     threads = []
     for pair in pairs:
         pair.bob_reading.set()
         for target in (pair.alice_reads, pair.bob_reads):
             threads.append(threading.Thread(target=target, daemon=True))
-        threads.append(threading.Thread(target=pair.send_all, args=(done,), daemon=True))
+        threads.append(threading.Thread(target=pair.send_all, args=(flood, done), daemon=True))
     for thread in threads:
         thread.start()
-    time.sleep(2.0)
+    if colocated:
+        _colocate(relay, pairs)
+    flood.set()
+    time.sleep(1.0)
     for pair in pairs:
         pair.bob_reading.clear()  # receivers stop reading ...
     # ... until the relay holds frames for them that no kernel takes: every Alice stalled
@@ -187,24 +236,26 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
     # A fixed wait let chat-sized floods on a slow machine fit whole in the kernels' send
     # buffers (4 MiB each), leaving a silent Bob's stop nothing to report.
     _wait_stalled(pairs)
+    # Where each pair is served when the stop comes.
+    assert _together(relay, pairs) == [colocated] * len(pairs)
     results: list[subprocess.CompletedProcess[str]] = []
     stopper = threading.Thread(target=lambda: results.append(relay.cli("stop", "--timeout", "30")))
     stopper.start()
-    if answers:
-        # An answering Bob catches up while the relay stops: he reads again, and answers
-        # each SEND, 0.5 s after both workers stopped reading. (A silent Bob reads only once
-        # the relay is gone: what its kernel held still reaches him.)
-        wait_for(lambda: len(STOP_LINE.findall(relay.log())) == 2, 10, "the workers' stop")
-        time.sleep(0.5)
-        before = sum(len(pair.delivered) for pair in pairs)
-        for pair in pairs:
+    # An answering Bob catches up while the relay stops: he reads again, and answers each
+    # SEND, 0.5 s after both workers stopped reading. A silent Bob reads only once the relay
+    # is gone: what its kernel held still reaches him.
+    wait_for(lambda: len(STOP_LINE.findall(relay.log())) == 2, 10, "the workers' stop")
+    time.sleep(0.5)
+    for pair in pairs:
+        if pair.answers:
+            pair.before = len(pair.delivered)
             pair.bob_reading.set()
     stopper.join(60)
-    if not answers:
-        before = sum(len(pair.delivered) for pair in pairs)
     assert results and results[0].returncode == 0, results
     for pair in pairs:
-        pair.bob_reading.set()  # Bob reads what is left in his socket, until EOF
+        if not pair.answers:
+            pair.before = len(pair.delivered)
+            pair.bob_reading.set()  # Bob reads what is left in his socket, until EOF
     done.set()
     for thread in threads:
         thread.join(60)
@@ -215,7 +266,6 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
     took = [_log_time(line) for line in relay.log().splitlines() if STOP_LINE.search(line)]
     assert len(took) == 2, _stop_log(relay)
     term = max(took)
-    total_acked = total_reported = 0
     for pair in pairs:
         acked, delivered = set(pair.acked), set(pair.delivered)
         reported = {mid for mid, _ in pair.reported}
@@ -225,7 +275,10 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
         )
         assert len(acked) == len(pair.acked) and len(delivered) == len(pair.delivered)
         assert len(reported) == len(pair.reported), "a SEND reported twice"
-        assert not delivered & reported, f"delivered and reported: {sorted(delivered & reported)}"
+        assert not delivered & reported, (
+            f"pair {pair.index}: {len(delivered & reported)} delivered and reported: "
+            f"{sorted(delivered & reported)[:5]}\n" + _stop_log(relay)
+        )
         lost = acked - delivered - reported
         assert not lost, (
             f"pair {pair.index}: {len(lost)} acknowledged SENDs lost: {sorted(lost)[:5]}; "
@@ -244,13 +297,46 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], answers: bool) -> None:
         numbers = [int(mid.split("-")[1]) for mid in pair.delivered]
         assert numbers == list(range(len(numbers)))
         assert all(status.split()[1] != b"200" for _, status in pair.reported)
-        total_acked += len(acked)
-        total_reported += len(reported)
-    # The receivers really were behind: the stop had SENDs to deliver to them, and a silent
-    # Bob some it could not deliver.
-    assert sum(len(pair.delivered) for pair in pairs) > before
-    assert total_reported > 0 or answers, _stop_log(relay)
-    assert total_acked > total_reported
+        # Each Bob really was behind: the stop had SENDs to deliver to him, and a silent
+        # Bob some it could not deliver.
+        assert len(pair.delivered) > pair.before, (pair.index, pair.before)
+        assert pair.reported or pair.answers, (pair.index, _stop_log(relay))
+        assert len(acked) > len(reported)
+
+
+def _together(relay: Relay, pairs: list[Pair]) -> list[bool]:
+    """Whether each pair's ends are on one worker (a connection moving is on neither)."""
+    owners = _owners_now(relay)
+    ends = [(owners.get(_port(pair.alice)), owners.get(_port(pair.bob))) for pair in pairs]
+    return [alice is not None and alice == bob for alice, bob in ends]
+
+
+def _colocate(relay: Relay, pairs: list[Pair], limit: float = 30.0) -> None:
+    """Until every pair is on one worker, twice in a row more than colocate.RETRY apart (a
+    move decided before may still come). A move waits for a moment when its connection has
+    nothing left to write: the trickle gives every pair one, a flood would not."""
+    deadline, settled = time.monotonic() + limit, False
+    while True:
+        together = all(_together(relay, pairs))
+        if together and settled:
+            return
+        settled = together
+        assert time.monotonic() < deadline, f"not colocated: {_together(relay, pairs)}"
+        time.sleep(1.2 if together else 0.1)
+
+
+def _owners_now(relay: Relay) -> dict[int, int]:
+    """_owners, asked again while a worker is too busy to answer in time (a move, a flood)."""
+
+    def owners() -> dict[int, int] | None:
+        try:
+            return _owners(relay, 2)
+        except WorkerCtlError:
+            return None
+
+    found = wait_for(owners, 30, "the workers' answers")
+    assert isinstance(found, dict)
+    return found
 
 
 def _wait_stalled(pairs: list[Pair], quiet: float = 1.0, limit: float = 60.0) -> None:

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msrpd.config.selfuri import SelfUris
-from msrpd.protocol import ConnInfo, Frame, FrameReader, LocalProtocolError, relay_splice
+from msrpd.protocol import (
+    ConnInfo,
+    Frame,
+    FrameReader,
+    LocalProtocolError,
+    MsrpUri,
+    parse_uri,
+    relay_splice,
+    retarget,
+)
 from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
 from msrpd.routing.sht import ScriptHTable
@@ -69,6 +78,8 @@ class FakeEnv:
     """The URIs that name the relay (the relay route's to_us); None: none."""
     closed: list[str] = field(default_factory=list)
     """Reasons close_origin() was called with."""
+    nodes: dict[str, str] = field(default_factory=dict)
+    """Tokens other nodes of a cluster hold: token -> its URI there (node_of)."""
 
     @property
     def htable(self) -> ScriptHTable:
@@ -91,6 +102,10 @@ class FakeEnv:
         password = PASSWORDS.get(username)
         return None if password is None else dg.ha1(username, realm, password)
 
+    def node_of(self, sessid: str) -> MsrpUri | None:
+        uri = self.nodes.get(sessid)
+        return None if uri is None else parse_uri(uri)
+
     def write_origin(self, data: bytes, flags: int) -> None:
         self.replies.append(data)
 
@@ -105,7 +120,12 @@ class FakeEnv:
         """No transaction layer in memory: a request is recorded as relay() sends it (the
         splice, its id kept), a response as it came; the live tests see the new ids."""
         try:
-            data = frame.buf if frame.method is None else relay_splice(frame)
+            if frame.method is None:
+                data = frame.buf
+            elif dest.node and dest.uri is not None:
+                data = retarget(frame, dest.uri.raw.encode())
+            else:
+                data = relay_splice(frame)
         except LocalProtocolError:
             return -1
         self.relayed.append(Relayed(data, dest, flags))
@@ -147,6 +167,8 @@ class Client:
     port: int
     conid: int
     sock: str = SOCK
+    node: bool = False
+    """Its connection is a link from another node of a cluster (ConnInfo.node)."""
 
     @property
     def uri(self) -> str:
@@ -155,7 +177,7 @@ class Client:
     @property
     def conn(self) -> ConnInfo:
         scheme = "msrps" if self.sock.startswith("tls:") else "msrp"
-        return ConnInfo(f"{scheme}://127.0.0.1:{self.port}", self.sock, self.conid)
+        return ConnInfo(f"{scheme}://127.0.0.1:{self.port}", self.sock, self.conid, self.node)
 
 
 class Relay:

@@ -40,8 +40,9 @@ def test_create_attach_and_unlink_all(prefix: str, tmp_path: Path, children: Chi
         f"{prefix}-htable",
         f"{prefix}-addrs",
         f"{prefix}-usersess",
+        f"{prefix}-remoteusers",
     ]
-    assert [s.record_size for s in specs] == [544, 112, 40, 448, 416, 88, 1104]
+    assert [s.record_size for s in specs] == [544, 112, 40, 488, 416, 88, 1104, 88]
     shm = lay.create_all()
     try:
         assert segment_names(f"{prefix}-") == sorted(s.name for s in specs)
@@ -78,7 +79,7 @@ def test_failed_create_removes_what_it_made(prefix: str, tmp_path: Path) -> None
     assert segment_names(f"{prefix}-") == [f"{prefix}-heartbeats"]
     assert lay.unlink_stale() == [f"{prefix}-heartbeats"]
     lay.create_all().close()
-    assert len(lay.unlink_stale()) == 7
+    assert len(lay.unlink_stale()) == 8
 
 
 def test_registry_stripes_default_to_cmap_stripes(prefix: str, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from msrpd.config import LimitsSettings
+from msrpd.protocol import ConnInfo
 from msrpd.shm import AddrTable, Cmap, CmapEntry, Counter, StatsCounters, UserSessions
 from msrpd.workers.connstats import ConnStats
 from msrpd.workers.intake import RATE
@@ -36,6 +37,9 @@ class Conn:
     closed: str = ""
     blocked: set[Hashable] = dataclasses.field(default_factory=set)
     drained: int = 0
+    info: ConnInfo = dataclasses.field(
+        default_factory=lambda: ConnInfo("msrp://192.0.2.1:40000", "tcp:127.0.0.1:2855", None)
+    )
 
     def close(self, reason: str = "closed by relay") -> None:
         self.closed = reason
@@ -139,6 +143,16 @@ def test_sessions_per_user(tables) -> None:  # type: ignore[no-untyped-def]
     assert g.claim_session("", "s3") is None  # no user name: nothing to count by
     cmap.delete("s1")
     assert g.claim_session("alice", "s2") is None
+
+
+def test_a_link_from_another_node_is_not_held_to_session_rates(tables) -> None:  # type: ignore[no-untyped-def]
+    """It carries many sessions' frames, each held on its own node (cluster/nodecerts.py)."""
+    g, _ = guard(tables, session_frame_rate=10.0, session_byte_rate=1000)
+    node = Conn(1, info=ConnInfo("msrps://192.0.2.2:40000", "tls:127.0.0.1:2856", 1, node=True))
+    client = Conn(2, info=ConnInfo("msrps://192.0.2.1:40000", "tls:127.0.0.1:2856", 2))
+    assert g.admit(node) and g.admit(client)
+    assert node.intake.rate is None
+    assert client.intake.rate is not None
 
 
 def test_a_throttled_connection_resumes_once_out_of_debt(tables) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
+import time
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 
@@ -260,5 +263,68 @@ def test_shut_lets_the_paused_sources_go_on(loop_kind: str) -> None:
             box.out.flush()
             box.wire.close()
             assert await asyncio.wait_for(box.reader.read(), 10) == b""  # nothing was sent
+
+    run(loop_kind, main)
+
+
+def numbered(n: int) -> bytes:
+    """A relayed SEND of about 1 KiB whose end-line names it."""
+    return (
+        f"MSRP g{n} SEND\r\nTo-Path: msrp://b\r\nFrom-Path: msrp://a\r\n\r\n".encode()
+        + b"." * 1000
+        + f"\r\n-------g{n}$\r\n".encode()
+    )
+
+
+def drain(sock: socket.socket, seconds: float) -> bytes:
+    """What the peer's kernel holds and gets within `seconds`, read without running the loop."""
+    got = bytearray()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            got += sock.recv(1 << 20)
+        except BlockingIOError:
+            time.sleep(0.005)
+    return bytes(got)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_give_up_reports_exactly_the_frames_the_peer_never_gets(loop_kind: str) -> None:
+    """A stop giving up on a receiver who reads again (conn.give_up: Outbox.give_up, then the
+    wire's abort): every relayed frame reaches him whole or is returned to be reported, never
+    both (RFC 4975 §7.1.2). The peer reads what his kernel holds just before the give-up, so our
+    socket can take more when the loop next polls: uvloop's abort closes the socket only in a
+    later callback, and libuv wrote its queue there first, frames the give-up had returned."""
+
+    async def main() -> None:
+        box = Box()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: Side(box), "127.0.0.1", 0)
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 15)  # a phone's buffer
+        peer.connect(server.sockets[0].getsockname())
+        peer.setblocking(False)
+        try:
+            await until(lambda: box.wire.transport is not None)
+            count = 8192  # 8 MiB: more than the kernels take
+            for n in range(count):
+                box.write(numbered(n), source=n)
+            box.out.flush()
+            await asyncio.sleep(0.05)
+            assert box.wire.buffered() > 1 << 20  # the transport holds the rest
+            got = drain(peer, 0.1)  # he reads: our socket is writable again
+            unsent = box.out.give_up()
+            box.wire.abort()
+            await asyncio.sleep(0.2)  # the loop polls, and closes the socket
+            got += await loop.run_in_executor(None, drain, peer, 0.5)
+            reported = [source for source, _ in unsent]
+            kept = count - len(reported)
+            assert 0 < kept < count and reported == list(range(kept, count))
+            delivered = [int(n) for n in re.findall(rb"-------g(\d+)\$", got)]
+            assert delivered == list(range(kept))  # whole, in order, none of those reported
+            assert peer.recv(1) == b""  # then the FIN
+        finally:
+            peer.close()
+            server.close()
 
     run(loop_kind, main)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from msrpd.workers.ratelimit import ReadRate, TokenBucket
+from msrpd.workers.ratelimit import SESSION_DEBT, USER_DEBT, ReadRate, TokenBucket
 
 
 def test_a_full_bucket_gives_its_burst_then_refills_at_the_rate() -> None:
@@ -46,3 +46,23 @@ def test_a_read_rate_waits_for_the_slower_of_its_buckets() -> None:
     assert only_frames.frames is not None
     only_frames.frames.take(2, 0.0)
     assert only_frames.debt(0.0) == pytest.approx(0.1)
+
+
+def test_set_rate_keeps_what_the_old_rate_gave_and_caps_at_the_new_burst() -> None:
+    bucket = TokenBucket(rate=10.0, burst=20.0, now=0.0)
+    bucket.take(20, 0.0)
+    bucket.set_rate(2.0, 4.0, 1.0)  # 10 tokens came at the old rate, capped at 4
+    assert bucket.tokens == 4.0 and (bucket.rate, bucket.burst) == (2.0, 4.0)
+    assert bucket.take(6, 1.0) == pytest.approx(1.0)  # 2 short at 2/s
+
+
+def test_charge_takes_from_the_connection_and_its_user_and_names_the_debt() -> None:
+    own, user = TokenBucket(10.0, 3.0, 0.0), TokenBucket(10.0, 2.0, 0.0)
+    rate = ReadRate(own, None)
+    rate.user_frames = user
+    assert rate.charge(own, user, 2, 0.0) == 0
+    assert rate.charge(own, user, 1, 0.0) == USER_DEBT  # the user's bucket is short first
+    assert own.tokens == 0.0  # charged all the same: the frame was read
+    assert rate.charge(own, None, 1, 0.0) == SESSION_DEBT
+    assert rate.charge(None, None, 1, 0.0) == 0
+    assert rate.debt(0.0) == pytest.approx(0.1)  # both 1 short at 10/s

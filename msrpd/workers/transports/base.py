@@ -10,6 +10,9 @@ a WebSocket adapter would bind its frame decoder and encoder there instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -48,6 +51,18 @@ class OverStream:
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def shut_write(self) -> None:
+        transport = self.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:  # the transport's socket object has no shutdown: a duplicate's is the socket's
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return
+        with dup, contextlib.suppress(OSError):
+            dup.shutdown(socket.SHUT_WR)
 
 
 class Wire(Protocol):
@@ -92,4 +107,11 @@ class Wire(Protocol):
         (a WebSocket peer is told 1001, RFC 6455 §7.4.1)."""
 
     def abort(self) -> None:
-        """Close now, dropping what is buffered."""
+        """Close, dropping what is buffered; not at once under uvloop: its transport closes
+        the socket in a later callback, and libuv writes what it holds until then whenever
+        the peer reads (shut_write first stops that)."""
+
+    def shut_write(self) -> None:
+        """Let nothing more reach the kernel: the socket is shut down for writing now, so the
+        peer gets what the kernel holds, then a FIN, and nothing that is still buffered.
+        What `buffered` says is final from here on."""

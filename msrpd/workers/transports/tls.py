@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 
 from ...config import TlsSettings
 from .tcp import TcpWire
@@ -72,7 +73,11 @@ class TlsReads(asyncio.BufferedProtocol):
         self.conn.resume_writing()
 
 
-def server_context(tls: TlsSettings) -> ssl.SSLContext:
+def server_context(tls: TlsSettings, node_ca: Path | None = None) -> ssl.SSLContext:
+    """`node_ca` ([cluster] node_ca, for `tls:` listeners): a client certificate is asked for
+    and, when one comes, verified against it too: another node's (cluster/nodecerts.py).
+    Optional, so clients without one connect as before; not for wss, where a browser could
+    prompt its user to pick one."""
     if tls.certificate is None or tls.private_key is None:
         raise ssl.SSLError("tls listener without [tls] certificate and private_key")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -80,15 +85,21 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     ctx.load_cert_chain(tls.certificate, tls.private_key)
     if tls.ca is not None:
         ctx.load_verify_locations(tls.ca)
+    if node_ca is not None:
+        ctx.load_verify_locations(node_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     if tls.verify_client:
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
-def client_context(tls: TlsSettings) -> ssl.SSLContext:
+def client_context(tls: TlsSettings, node_ca: Path | None = None) -> ssl.SSLContext:
     """For outbound msrps connections: verify the next hop against [tls] ca (or the system's
-    trust store), and present our certificate when we have one (mutual TLS between relays)."""
+    trust store) and `node_ca` ([cluster] node_ca: another node), and present our certificate
+    when we have one (mutual TLS between relays, and between nodes)."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+    if node_ca is not None:
+        ctx.load_verify_locations(node_ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.certificate is not None and tls.private_key is not None:
         ctx.load_cert_chain(tls.certificate, tls.private_key)
