@@ -27,7 +27,6 @@ from .handoff import make_conid
 from .handoffout import HandoffOut
 from .links import HandoffHub
 from .stopstate import StopState
-from .transports.tls import READ_BUFFER, TlsReads
 
 if TYPE_CHECKING:
     from .migrate.balance import AcceptBalancer
@@ -93,7 +92,6 @@ class WorkerContext:
         self.last_delivery = 0.0
         """When a handoff last brought a frame (monotonic): graceful stop waits for quiet."""
         self._serials: SerialBlocks | None = None  # built on first use (conids.py)
-        self._tls_buffer: memoryview | None = None  # built on first use (over_tls)
         built = hub(self) if hub is not None else None
         self.batch = WriteBatch(loop, built)
         self.handoffs = HandoffOut(
@@ -122,14 +120,6 @@ class WorkerContext:
                 ident.first_serial, lambda mark: heartbeats.reserve_serials(ident.index, mark)
             )
         return make_conid(self.ident.slot, self.ident.generation, serials.take())
-
-    def over_tls(self, conn: asyncio.Protocol) -> asyncio.BaseProtocol:
-        """`conn` as the loop's TLS layer is to call it: its reads go through the buffer every
-        TLS connection of this worker shares (transports/tls.py)."""
-        buffer = self._tls_buffer
-        if buffer is None:
-            buffer = self._tls_buffer = memoryview(bytearray(READ_BUFFER))
-        return TlsReads(conn, buffer)
 
     def serve_socket(self, conn: Connection, sock: socket.socket) -> None:
         """Serve an accepted socket another worker passed here with `conn`."""

@@ -6,14 +6,14 @@ The loop's SSL transport does the TLS: the adapter differs from TCP in its names
 its session state lives in this process, so the connection never moves to another worker.
 
 Reading (TlsReads): the TLS layer's application protocol is a buffered one
-(asyncio.BufferedProtocol) in front of the connection, reading into one buffer every TLS
-connection of the worker shares. Given a plain Protocol, uvloop's TLS layer allocates a 256 KiB
-bytes object for every read and shrinks it to what was decrypted; glibc serves that size with
-mmap, mremap and munmap, and page faults after them, whenever its heap has no free block as
-large (issue 14: about 13 us per read on the benchmark machine, where the cmap route's heap
-happened to have one and the relay route's had not). Each read is copied out of the shared
-buffer as bytes of its own size before the connection sees it, so no read overlaps another's
-use of the buffer.
+(asyncio.BufferedProtocol) in front of the connection, reading into a buffer the worker's TLS
+connections share (TlsReading: one for those its listeners accept, one for those it opens).
+Given a plain Protocol, uvloop's TLS layer allocates a 256 KiB bytes object for every read and
+shrinks it to what was decrypted; glibc serves that size with mmap, mremap and munmap, and
+page faults after them, whenever its heap has no free block as large (issue 14: about 13 us
+per read on the benchmark machine, where the cmap route's heap happened to have one and the
+relay route's had not). Each read is copied out of the shared buffer as bytes of its own size
+before the connection sees it, so no read overlaps another's use of the buffer.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from ...config import TlsSettings
 from .tcp import TcpWire
 
-__all__ = ["READ_BUFFER", "TlsReads", "TlsWire", "client_context", "server_context"]
+__all__ = ["READ_BUFFER", "TlsReading", "TlsReads", "TlsWire", "client_context", "server_context"]
 
 READ_BUFFER = 256 * 1024
 """Bytes of the worker's shared TLS read buffer: uvloop's largest read (SSL_READ_MAX_SIZE),
@@ -71,6 +71,23 @@ class TlsReads(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.conn.resume_writing()
+
+
+class TlsReading:
+    """One buffer for the TLS connections that share it (a worker's listeners share one, its
+    connections to next hops another: delivery.py), made when the first one comes."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer: memoryview | None = None
+
+    def protocol(self, conn: asyncio.Protocol) -> TlsReads:
+        """`conn` as the loop's TLS layer is to call it: reading into the shared buffer."""
+        buffer = self.buffer
+        if buffer is None:
+            buffer = self.buffer = memoryview(bytearray(READ_BUFFER))
+        return TlsReads(conn, buffer)
 
 
 def server_context(tls: TlsSettings, node_ca: Path | None = None) -> ssl.SSLContext:
