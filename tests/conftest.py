@@ -30,6 +30,25 @@ def pytest_configure(config: pytest.Config) -> None:
     compileall.compile_dir(Path(msrpd.__file__).parent, quiet=2)
 
 
+FIRST = ("users", "integration", "browser", "websocket", "conformance", "control", "interop")
+"""Test directories whose tests run relays, databases and browsers for seconds each (up to a
+minute), heaviest first; the rest are mostly unit tests of milliseconds."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first, short ones last: pytest-xdist (scripts/test) hands the list out in
+    order, so a minute-long test collected last (tests/users sorts late) would run alone at
+    the end while the other processes idle. A stable sort: each file's tests keep their
+    order, and module-scoped fixtures their grouping."""
+    top = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        parts = item.path.relative_to(top).parts
+        return FIRST.index(parts[0]) if len(parts) > 1 and parts[0] in FIRST else len(FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture
 def children() -> Iterator[Children]:
     kids = Children()

@@ -51,6 +51,7 @@ from .listconns import ClusterConns
 from .listing import other_sessions
 from .nodes import NodeRegistry
 from .owners import OwnerDesk
+from .pacing import stopped_within
 from .status import RedisStatus
 from .usage import ClusterUsage
 
@@ -217,11 +218,7 @@ class ClusterAgent:
                 "cluster: %d bans loaded, %d sessions in the directory", bans, self.directory.count
             )
             await _first_of(
-                self._beats(client),
-                self._events(client, pubsub),
-                self._reports(client),
-                self.usage.run(client),
-                self.stop.wait(),
+                self._writes(client), self._events(client, pubsub), self._reports(client)
             )
             if self.stop.is_set() and self.leave:
                 await self._leave(client)
@@ -229,9 +226,14 @@ class ClusterAgent:
             with contextlib.suppress(*DOWN):
                 await pubsub.reset()
 
+    async def _writes(self, client: Redis) -> None:
+        """The registry and usage writes, every heartbeat, until the stop. They end between
+        two writes, never inside one: a write cancelled after it was sent still reaches Redis,
+        possibly after the leave that follows, and would register the stopped node again."""
+        await asyncio.gather(self._beats(client), self.usage.run(client, self.stop))
+
     async def _beats(self, client: Redis) -> None:
-        while True:
-            await asyncio.sleep(self.settings.cluster.heartbeat)
+        while not await stopped_within(self.stop, self.settings.cluster.heartbeat):
             await self._beat(client, full=False)
 
     async def _beat(self, client: Redis, *, full: bool) -> None:

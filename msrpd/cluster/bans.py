@@ -85,7 +85,11 @@ class ClusterBans:
             return
         now = time.time()
         until = min(until, now + self.limits.ban_time)  # a forged or corrupt end: ban_time
-        if until > now and self.addrs.ban(addr, until):
+        if until <= now:
+            return
+        # Counted also when this node had banned the address as long already (its own
+        # workers count failures too, and may have banned it a moment after the agent did).
+        if self.addrs.ban(addr, until) or self.addrs.banned(addr, until - 1.0):
             self.status.add(Counter.cluster_bans_in)
             logger.info("cluster: %s banned for %.0f s (by %s)", addr, until - now, source)
 

@@ -30,6 +30,7 @@ from redis.asyncio.client import Pipeline
 
 from ..shm import Cmap, Counter, RemoteUsers, UserSessions
 from .keys import Keys
+from .pacing import stopped_within
 from .status import RedisStatus
 
 __all__ = ["ClusterUsage"]
@@ -56,11 +57,13 @@ class ClusterUsage:
         """The table holds the other nodes' counts (Redis answered since it was emptied)."""
         self.left_out = 0
 
-    async def run(self, client: Redis) -> None:
-        """Every heartbeat until Redis fails (the error ends the agent's session with it)."""
+    async def run(self, client: Redis, stop: asyncio.Event) -> None:
+        """Every heartbeat until the stop (after a whole write) or until Redis fails (the error
+        ends the agent's session with it)."""
         while True:
             await asyncio.wait_for(self.beat(client), self.timeout)
-            await asyncio.sleep(self.heartbeat)
+            if await stopped_within(stop, self.heartbeat):
+                return
 
     async def beat(self, client: Redis) -> None:
         now = time.time()

@@ -52,3 +52,15 @@ def test_a_ban_within_ban_time_keeps_its_end(bans: ClusterBans) -> None:
     bans.apply("192.0.2.3", until, "n2")
     assert bans.addrs.banned("192.0.2.3", until - 0.5)
     assert not bans.addrs.banned("192.0.2.3", until + 0.5)
+
+
+def test_a_ban_heard_for_an_address_this_node_banned_already_counts(bans: ClusterBans) -> None:
+    """A node's own workers ban on their own counts too, possibly a moment after its agent
+    made the cluster's ban: the ban heard is in force here all the same, and counted."""
+    now = time.time()
+    assert bans.addrs.ban("192.0.2.4", now + 60)  # the workers' own ban, a little longer
+    bans.apply("192.0.2.4", now + 59.9, "n1")
+    assert bans.status.counters.values[Counter.cluster_bans_in] == 1
+    assert bans.addrs.banned("192.0.2.4", now + 59.95)  # the longer ban stands
+    bans.apply("192.0.2.5", now - 1, "n2")  # over already: not in force, not counted
+    assert bans.status.counters.values[Counter.cluster_bans_in] == 1
