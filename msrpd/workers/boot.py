@@ -37,7 +37,7 @@ from .migrate.state import MigrationState
 from .routeenv import RouteRunner
 from .transports.base import Wire
 from .transports.tcp import TcpWire
-from .transports.tls import TlsWire, client_context, server_context
+from .transports.tls import TlsReading, TlsWire, client_context, server_context
 from .transports.ws import WsWire
 from .txrelay import TxRelay
 
@@ -134,14 +134,15 @@ async def listen(
     except (OSError, ssl.SSLError) as exc:
         raise BootError(f"TLS: {exc}") from None
     servers = []
+    reading = TlsReading()  # one read buffer for every TLS connection the listeners accept
     # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
     backlog = listen_backlog(settings.core.backlog)
     for sock, addr in sockets:
         secure = addr.secure
         servers.append(
             await ctx.loop.create_server(
-                lambda text=str(addr), proto=addr.proto: accepted_conn(
-                    ctx, routes, text, proto, balance
+                lambda text=str(addr), proto=addr.proto, tls=reading if secure else None: (
+                    accepted_conn(ctx, routes, text, proto, balance, tls)
                 ),
                 sock=sock,
                 ssl=(msrps if addr.proto == "tls" else tls) if secure else None,
@@ -155,9 +156,15 @@ async def listen(
 
 
 def accepted_conn(
-    ctx: WorkerContext, routes: RouteRunner, listen_text: str, proto: Proto, balance: bool
-) -> MsrpConnection:
-    """A connection object for a socket this worker accepted on a `proto` listener."""
+    ctx: WorkerContext,
+    routes: RouteRunner,
+    listen_text: str,
+    proto: Proto,
+    balance: bool,
+    tls: TlsReading | None = None,
+) -> asyncio.BaseProtocol:
+    """What serves a socket this worker accepted on a `proto` listener: a connection object,
+    behind `tls`'s buffered reading on a secure one (transports/tls.py)."""
     wire: Wire
     if proto == "tcp":
         wire = TcpWire(listen_text)
@@ -168,7 +175,8 @@ def accepted_conn(
     # Plain TCP can move to another worker (a reload's handover, whatever `balance` says;
     # colocation only with it); TLS and WebSocket state lives in this process.
     migration = MigrationState(balance=balance and wire.movable, movable=wire.movable)
-    return MsrpConnection(ctx, routes, wire, migration=migration)
+    conn = MsrpConnection(ctx, routes, wire, migration=migration)
+    return conn if tls is None else tls.protocol(conn)
 
 
 def passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:

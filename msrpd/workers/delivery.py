@@ -34,6 +34,7 @@ from .handoff import conid_owner
 from .peers import format_peer, registry_key
 from .ports import Lost, Sink
 from .sinks import HandoffSink, LocalSink
+from .transports.tls import TlsReading
 
 if TYPE_CHECKING:
     from .context import WorkerContext
@@ -67,6 +68,8 @@ class Delivery:
         self.ctx = ctx
         self.client_tls = client_tls
         self.new_conn = new_conn
+        self.tls_reading = TlsReading()
+        """The read buffer of the msrps connections it opens (transports/tls.py)."""
         """An outbound connection object (secure: TLS), not connected yet."""
         self.outbound: dict[str, Outbound] = {}
         self.dialing = Dialing(
@@ -183,8 +186,9 @@ class Delivery:
         self, key: str, conn: Outbound, host: str, port: int, tls: ssl.SSLContext | None
     ) -> None:
         # new_conn made an asyncio protocol (conn.MsrpConnection); Outbound names what is
-        # used of it here.
-        protocol = cast(asyncio.BaseProtocol, conn)
+        # used of it here. Over TLS it reads through the worker's shared buffer (tls.py).
+        app = cast(asyncio.Protocol, conn)
+        protocol = app if tls is None else self.tls_reading.protocol(app)
         connect = self.ctx.loop.create_connection(
             lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
         )

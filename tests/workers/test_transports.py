@@ -19,7 +19,7 @@ from msrpd.config import TlsSettings, WebSocketSettings
 from msrpd.workers.peers import format_peer
 from msrpd.workers.transports.base import Wire
 from msrpd.workers.transports.tcp import TcpWire
-from msrpd.workers.transports.tls import TlsWire, client_context, server_context
+from msrpd.workers.transports.tls import TlsReads, TlsWire, client_context, server_context
 from msrpd.workers.transports.ws import WsWire
 
 from .hubs import LOOPS, run, until
@@ -36,6 +36,8 @@ class Served(asyncio.Protocol):
         self.received = bytearray()
         self.eof = False
         self.lost = asyncio.get_running_loop().create_future()
+        self.writing: list[str] = []
+        """"pause" and "resume", as the transport asked."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer = self.wire.attach(transport, self.received.extend, HIGH, lambda tid, n: None)
@@ -50,6 +52,12 @@ class Served(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(exc)
+
+    def pause_writing(self) -> None:
+        self.writing.append("pause")
+
+    def resume_writing(self) -> None:
+        self.writing.append("resume")
 
 
 async def serve(
@@ -180,6 +188,85 @@ def test_tls_wire_over_real_tls(loop_kind: str, certs: TlsSettings) -> None:
         wire.close()
         await served.lost
         writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+async def serve_tls_reads(
+    certs: TlsSettings, buffer: memoryview, clients: int
+) -> tuple[asyncio.Server, list[tuple[Served, asyncio.StreamReader, asyncio.StreamWriter]]]:
+    """A TLS server whose connections read through TlsReads into `buffer`, and `clients`
+    clients connected to it, each with its own server side (matched by port)."""
+    served: list[Served] = []
+
+    def factory() -> TlsReads:
+        conn = Served(TlsWire("tls:127.0.0.1:2856"))
+        served.append(conn)
+        return TlsReads(conn, buffer)
+
+    server = await asyncio.get_running_loop().create_server(
+        factory, "127.0.0.1", 0, ssl=server_context(certs)
+    )
+    port = server.sockets[0].getsockname()[1]
+    client_tls = ssl.create_default_context(cafile=str(certs.ca))
+    pairs = []
+    for _ in range(clients):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_tls, server_hostname="localhost"
+        )
+        pairs.append((reader, writer))
+    await until(lambda: len(served) == clients and all(s.peer for s in served))
+    by_peer = {s.peer: s for s in served}
+    return server, [
+        (by_peer[f"127.0.0.1:{w.get_extra_info('sockname')[1]}"], r, w) for r, w in pairs
+    ]
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_tls_reads_share_one_buffer(loop_kind: str, certs: TlsSettings) -> None:
+    """Two TLS connections read through one buffer far smaller than what they are sent, both
+    sending before either is read: each gets exactly its own bytes in order, the reads did
+    land in the shared buffer, and the peer's close reaches each connection."""
+
+    async def main() -> None:
+        backing = bytearray(4096)
+        server, conns = await serve_tls_reads(certs, memoryview(backing), 2)
+        sent = [b"".join(b"%c%06d\n" % (tag, n) for n in range(4000)) for tag in b"ab"]
+        for (_, _, writer), data in zip(conns, sent, strict=True):
+            writer.write(data)  # 32,000 bytes each: the buffer fills several times
+        total = sum(map(len, sent))
+        await until(lambda: sum(len(s.received) for s, _, _ in conns) >= total)
+        assert [bytes(s.received) for s, _, _ in conns] == sent
+        assert any(backing)  # what was read was decrypted into the shared buffer
+        for served, _, writer in conns:
+            writer.close()
+            assert await served.lost is None
+            assert served.eof  # the peer's close_notify
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_tls_reads_pass_write_pausing_on(loop_kind: str, certs: TlsSettings) -> None:
+    """Writing pauses and resumes reach the connection behind TlsReads (its outbox's flow
+    control depends on them)."""
+
+    async def main() -> None:
+        server, [(served, reader, writer)] = await serve_tls_reads(
+            certs, memoryview(bytearray(4096)), 1
+        )
+        # The TLS layer encrypts a write at once and hands it to the socket's transport, which
+        # the first fills; the second waits in the layer's backlog, over HIGH: paused.
+        size = 8 << 20
+        served.wire.send(b"x" * size)
+        served.wire.send(b"y" * size)
+        assert served.writing == ["pause"]
+        assert await reader.readexactly(2 * size) == b"x" * size + b"y" * size
+        await until(lambda: served.writing == ["pause", "resume"])
+        writer.close()
+        await served.lost
         server.close()
 
     run(loop_kind, main)
