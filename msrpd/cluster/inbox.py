@@ -17,13 +17,13 @@ import ipaddress
 import logging
 import os
 import socket
-import stat
 from collections import deque
 from pathlib import Path
 from typing import Final
 
 from ..shm import ADDR_KEY_MAX, Counter
 from .status import RedisStatus
+from .unixsock import bound
 
 __all__ = ["MAX_WAITING", "ReportInbox"]
 
@@ -40,13 +40,8 @@ class ReportInbox(asyncio.DatagramProtocol):
         self.transport: asyncio.BaseTransport | None = None
 
     async def open(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = bound(socket.SOCK_DGRAM, path)
         try:
-            sock.bind(str(path))
-            os.chmod(path, 0o600)
             sock.setblocking(False)
             loop = asyncio.get_running_loop()
             self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import socket
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -34,6 +33,7 @@ from redis.exceptions import RedisError
 from ..shm import Counter
 from .keys import Keys
 from .status import RedisStatus
+from .unixsock import bound
 from .where import DOWN, FOUND, NONE, Answer, decode_ask, encode_answer, valid_addr
 
 __all__ = ["MAX_ASKING", "OwnerDesk"]
@@ -67,13 +67,8 @@ class OwnerDesk:
         self.asking: set[asyncio.Task[None]] = set()
 
     def open(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock = bound(socket.SOCK_SEQPACKET, path)
         try:
-            sock.bind(str(path))
-            os.chmod(path, 0o600)
             sock.listen(_BACKLOG)
             sock.setblocking(False)
             asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
