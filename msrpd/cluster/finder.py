@@ -149,8 +149,10 @@ class NodeFinder:
         if self.sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                sock.connect(self.path)  # local: at once, or refused
+                # Never blocks the loop: an agent whose backlog is full (its loop stuck) is
+                # EAGAIN here, an agent not there as far as this lookup goes.
                 sock.setblocking(False)
+                sock.connect(self.path)
             except OSError:
                 sock.close()
                 raise

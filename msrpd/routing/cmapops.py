@@ -61,6 +61,13 @@ def save(frame: Frame, conn: ConnInfo, env: RouteEnv, reply_flags: int, hdrs: st
     cmap, policy = env.cmap, env.policy
     if cmap is None or conn.conid is None:
         return -1
+    if conn.node:
+        # A link from another node of the cluster (cluster/nodecerts.py) carries other
+        # clients' frames: a token it owned would let any of them use it as their own.
+        env.write_origin(
+            build_reply(frame, 403, "Forbidden (no session on a node link)"), reply_flags
+        )
+        return -1
     grant, reason, extra = grant_expires(
         frame.header("Expires"), policy.auth_min_expires, policy.auth_max_expires
     )

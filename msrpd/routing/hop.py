@@ -62,6 +62,6 @@ def token(frame: Frame, conn: ConnInfo, env: RouteEnv) -> tuple[int, Destination
     if entry.expires < env.now():
         cmap.delete(sessid)
         return INVALID, None
-    if conn.conid is not None and entry.conid == conn.conid:
-        return OUTBOUND, None
+    if conn.conid is not None and entry.conid == conn.conid and not conn.node:
+        return OUTBOUND, None  # (a node link owns no token: cmapops.save refuses it)
     return INBOUND, Destination(None, entry.conid, entry.sock)

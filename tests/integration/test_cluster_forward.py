@@ -383,3 +383,27 @@ def test_session_rates_hold_a_peer_but_not_a_node_link(rated: Nodes) -> None:
         impostor = nodes.client(nodes.n2, context)
         impostor.request("SEND", f"{bob.use_path} {bob.uri}")
         impostor.recv(timeout=2)
+
+
+def test_a_node_link_holds_no_session(nodes: Nodes) -> None:
+    """A link from another node carries other clients' frames: an AUTH over it (here a client
+    presenting a node's certificate; a peer's AUTH routed through node 1 arrives the same
+    way) is refused 403 and no token is issued, so no frame can go out through the link as
+    its owner (to an address the sender picked)."""
+    link = ssl.create_default_context()
+    nodes.ca.configure_trust(link)
+    nodes.ca.issue_cert("localhost", "127.0.0.1").configure_cert(link)
+    as_node = nodes.client(nodes.n2, link)
+    wait_for(lambda: "a link with another node" in nodes.n2.log(), what="the node link")
+    refused = as_node.auth("alice", PASSWORDS["alice"], REALM).frame
+    assert (refused.code, refused.reason) == (403, b"Forbidden (no session on a node link)")
+    # The link still relays: a peer's frame for Bob's token through it reaches Bob.
+    bob, token = nodes.bob()
+    tid = _send(
+        as_node, f"msrps://127.0.0.1:{nodes.n2.tls_port}/{token};tcp {bob.uri}", "m1", b"hi"
+    )
+    answer = as_node.recv(timeout=10).frame
+    assert (answer.tid, answer.code) == (tid, 200), answer.buf[:200]
+    assert bob.recv(timeout=10).body == b"hi"
+    with nodes.redis.client() as redis:  # Bob's token alone: none for the link
+        assert sorted(redis.scan_iter("msrpd:sess:*")) == [f"msrpd:sess:{token}"]
