@@ -162,3 +162,13 @@ def test_shipped_file_documents_every_key() -> None:
     for f in dataclasses.fields(ClusterSettings):
         prefix = "\n#" if f.name in ("redis", "node", "node_ca") else "\n"
         assert f"{prefix}{f.name} = " in text, f.name
+
+
+def test_node_ca_needs_a_certificate_to_present(tmp_path: Path) -> None:
+    """Forwarding between nodes with no node certificate: the next node would take this one
+    for a client (rated, failures counted, loops unnoticed)."""
+    ca = tmp_path / "node-ca.pem"
+    ca.write_text("not read before the cross-checks\n")
+    text = f'{USE_PATH}[cluster]\nredis = "redis://127.0.0.1"\nnode_ca = "{ca}"\n'
+    (problem,) = problems_of(tmp_path, text)
+    assert problem == "cluster.node_ca: needs tls.certificate and tls.private_key"

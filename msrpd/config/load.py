@@ -166,3 +166,8 @@ def _cross_check_cluster(settings: Settings, bad: set[str], problems: _Problems)
         problems.append(
             ("cluster.node_ttl", f"must be more than heartbeat ({cluster.heartbeat:g})")
         )
+    tls = settings.tls
+    if cluster.node_ca is not None and (tls.certificate is None or tls.private_key is None):
+        # Without a certificate to present, the next node sees a client, not a node: its
+        # frames would be rated and counted as failures, and a loop would go unnoticed.
+        problems.append(("cluster.node_ca", "needs tls.certificate and tls.private_key"))
