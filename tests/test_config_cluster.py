@@ -172,3 +172,14 @@ def test_node_ca_needs_a_certificate_to_present(tmp_path: Path) -> None:
     text = f'{USE_PATH}[cluster]\nredis = "redis://127.0.0.1"\nnode_ca = "{ca}"\n'
     (problem,) = problems_of(tmp_path, text)
     assert problem == "cluster.node_ca: needs tls.certificate and tls.private_key"
+
+
+def test_node_ca_is_not_the_clients_ca(tmp_path: Path) -> None:
+    """The CA that makes a TLS peer a node must be kept for the nodes: the clients' CA
+    (tls.ca) as node_ca would make every client holding a certificate a node."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read before the cross-checks\n")
+    cert = f'certificate = "{ca}"\nprivate_key = "{ca}"\nca = "{ca}"\n'
+    text = f'{USE_PATH}[tls]\n{cert}[cluster]\nredis = "redis://127.0.0.1"\nnode_ca = "{ca}"\n'
+    (problem,) = problems_of(tmp_path, text)
+    assert problem == "cluster.node_ca: must not be tls.ca: a CA for the nodes alone"

@@ -171,3 +171,10 @@ def _cross_check_cluster(settings: Settings, bad: set[str], problems: _Problems)
         # Without a certificate to present, the next node sees a client, not a node: its
         # frames would be rated and counted as failures, and a loop would go unnoticed.
         problems.append(("cluster.node_ca", "needs tls.certificate and tls.private_key"))
+    elif (
+        cluster.node_ca is not None
+        and tls.ca is not None
+        and tls.ca.resolve() == cluster.node_ca.resolve()
+    ):
+        # Every client certificate tls.ca verifies would make its holder a node.
+        problems.append(("cluster.node_ca", "must not be tls.ca: a CA for the nodes alone"))
