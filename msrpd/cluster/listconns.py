@@ -126,10 +126,15 @@ class ClusterConns:
             request.done.set()
 
     async def _answer(self, client: Redis, event: ListEvent) -> None:
-        rows = await asyncio.to_thread(node_conns, self._workers())
-        answer = ListedEvent(self.node, event.node, event.id, rows)
-        text = encode_event(answer)
-        if len(text.encode()) > MAX_LISTED:
+        rows: list[dict[str, object]] | None = None
+        error: str | None = None
+        try:
+            rows = await asyncio.to_thread(node_conns, self._workers())
+        except Exception as exc:  # the asker hears why, rather than a silence
+            logger.warning("cluster: listing this node's connections failed: %s", exc)
+            error = f"listing failed: {exc}"
+        text = encode_event(ListedEvent(self.node, event.node, event.id, rows, error))
+        if rows is not None and len(text.encode()) > MAX_LISTED:
             error = f"{len(rows)} connections: an answer over {MAX_LISTED} bytes"
             text = encode_event(ListedEvent(self.node, event.node, event.id, None, error))
         try:

@@ -133,3 +133,41 @@ def test_users_beyond_the_table_are_left_out_logged_and_shown(
         "count this node's sessions alone until Redis is back" in r.getMessage()
         for r in caplog.records
     )
+
+
+class _BrokenHeartbeats:
+    """Heartbeats whose reading fails (a shared-memory region gone under the agent)."""
+
+    def live(self) -> list[object]:
+        raise OSError("the heartbeats region is gone")
+
+
+def test_a_listing_that_fails_here_is_answered_with_its_error(redis_server: RedisServer) -> None:
+    """A node that cannot list its connections says so to the asker, who then names the
+    error instead of reporting the node silent after the whole wait."""
+    from msrpd.cluster.keys import ListedEvent, ListEvent, decode_event
+    from msrpd.cluster.listconns import ClusterConns
+
+    keys = Keys("msrpd:")
+    conns = ClusterConns(keys, "n2", _BrokenHeartbeats(), Path("/nonexistent"), 1.0)  # type: ignore[arg-type]
+
+    async def main() -> ListedEvent:
+        client = Redis(port=redis_server.port, decode_responses=True)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(keys.events)
+        try:
+            conns.heard_list(client, ListEvent("n1", "req1"))
+            async with asyncio.timeout(5):
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if message is not None:
+                        event = decode_event(message["data"])
+                        assert isinstance(event, ListedEvent)
+                        return event
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    answer = asyncio.run(main())
+    assert (answer.node, answer.to, answer.id, answer.rows) == ("n2", "n1", "req1", None)
+    assert answer.error == "listing failed: the heartbeats region is gone"
