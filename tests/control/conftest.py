@@ -154,7 +154,12 @@ def read_reply(fd: int, timeout: float) -> bytes:
     while time.monotonic() < deadline:
         if not poller.poll(50):
             continue
-        chunk = os.read(fd, 65536)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            # A writer has the fifo open but wrote nothing yet: poll had reported the hang-up
+            # of the previous writer (a second reply on the same fifo).
+            continue
         if not chunk:
             return data
         data += chunk
