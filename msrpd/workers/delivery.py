@@ -68,9 +68,9 @@ class Delivery:
         self.ctx = ctx
         self.client_tls = client_tls
         self.new_conn = new_conn
+        """An outbound connection object (secure: TLS), not connected yet."""
         self.tls_reading = TlsReading()
         """The read buffer of the msrps connections it opens (transports/tls.py)."""
-        """An outbound connection object (secure: TLS), not connected yet."""
         self.outbound: dict[str, Outbound] = {}
         self.dialing = Dialing(
             ctx.settings.msrp.dialing, ctx.counters, ctx.conns, ctx.loop, connect_allowed

@@ -491,6 +491,7 @@ def test_a_link_to_a_next_hop_is_left_to_the_new_generation(make_relay) -> None:
         with hop.lock:
             bodies = [list(b) for b in hop.bodies]
             closed = list(hop.closed)
+        last_links = []
         for n, mine in enumerate(sent):
             tag = b"s%d " % n
             runs = [[b for b in conn if b.startswith(tag)] for conn in bodies]
@@ -510,6 +511,7 @@ def test_a_link_to_a_next_hop_is_left_to_the_new_generation(make_relay) -> None:
             )
             assert used[-1] >= before, f"sender {n}: still on a link from before the reload"
             assert not closed[used[-1]], f"sender {n}: its link now was closed"
+            last_links.append(used[-1])
             assert order  # it sent something
         assert all(closed[:before]), "a link from before the reload is still open"
         log = relay.log()
@@ -520,8 +522,8 @@ def test_a_link_to_a_next_hop_is_left_to_the_new_generation(make_relay) -> None:
         alice = senders[0]
         headers = [("Message-ID", "m2"), ("Byte-Range", f"1-{len(back)}/{len(back)}")]
         to_path = [alice.use_path or "", alice.uri]
-        with hop.lock:
-            link = hop.socks[-1]
+        with hop.lock:  # a link of the new generation, open (the last one accepted may not be)
+            link = hop.socks[last_links[0]]
         link.sendall(build_request(b"hop1", b"SEND", to_path, [hop.uri], headers, back))
         got = alice.recv(timeout=10)
         assert (got.frame.tid, got.body) == (b"hop1", back)
