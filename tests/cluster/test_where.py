@@ -37,7 +37,7 @@ from msrpd.protocol import MsrpUri
 from msrpd.routing.waits import NotYet
 from msrpd.shm import Counter, Stats, StatsCounters
 
-from ..integration.redisserver import REDIS_SERVER, RedisServer
+from ..integration.redisserver import RedisServer, private_redis
 
 TIMEOUT = 0.5
 OURS = "127.0.0.1:2855"
@@ -45,14 +45,7 @@ OURS = "127.0.0.1:2855"
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("CLUSTER NOT TESTED: redis-server is not installed")
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from private_redis()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .redisserver import REDIS_SERVER, RedisServer
+from .redisserver import SKIP, RedisServer, private_redis
 from .relay import Relay
 
 
@@ -17,21 +17,11 @@ def relay(make_relay: Callable[..., Relay]) -> Relay:
     return r
 
 
-_CLUSTER_SKIP = "CLUSTER NOT TESTED: redis-server is not installed (apt-get install redis-server)"
-
-
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on 127.0.0.1 (redisserver.py), stopped after the test. Without
     redis-server the test skips, and the terminal summary says so in red."""
-    if REDIS_SERVER is None:
-        pytest.skip(_CLUSTER_SKIP)
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from private_redis()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -40,7 +30,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     skipped = [
         report.nodeid
         for report in terminalreporter.stats.get("skipped", [])
-        if _CLUSTER_SKIP in str(getattr(report, "longrepr", ""))
+        if SKIP in str(getattr(report, "longrepr", ""))
     ]
     if skipped:
         terminalreporter.write_sep("!", "CLUSTER TESTS WERE SKIPPED: NO redis-server", red=True)
