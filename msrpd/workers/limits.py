@@ -68,7 +68,7 @@ from .connstats import ConnStats
 from .intake import RATE
 from .migrate.state import MigrationState
 from .peers import source_host
-from .ratelimit import USER_DEBT, ReadRate, TokenBucket
+from .ratelimit import USER_DEBT, ReadRate, bucket
 from .userrate import UserRates
 
 __all__ = ["FORBIDDEN_SESSIONS", "Charged", "ConnGuard", "Failing", "Guarded", "Limited"]
@@ -165,7 +165,7 @@ class ConnGuard:
         self.on_probation: dict[int, Guarded] = {}
         """Connections neither authenticated nor proven, by id, in the order they came."""
         rate = limits.max_outbound_per_second / children
-        self.outbound = TokenBucket(rate, max(1.0, rate), time.monotonic()) if rate else None
+        self.outbound = bucket(rate, 1.0, time.monotonic())
 
     # -- a connection's life -----------------------------------------------------------------
 
@@ -232,10 +232,7 @@ class ConnGuard:
         )
         if not (frames or octets):
             return None
-        return ReadRate(
-            TokenBucket(frames, max(1.0, frames * burst), now) if frames else None,
-            TokenBucket(octets, max(1.0, octets * burst), now) if octets else None,
-        )
+        return ReadRate(bucket(frames, burst, now), bucket(octets, burst, now))
 
     def user_session(self, conn: Charged, user: str) -> None:
         """`conn` holds a session of `user` now: charged to the user's rates, if on."""

@@ -14,10 +14,21 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["SESSION_DEBT", "USER_DEBT", "ReadRate", "TokenBucket"]
+__all__ = ["SESSION_DEBT", "USER_DEBT", "ReadRate", "TokenBucket", "bucket", "capacity"]
 
 SESSION_DEBT: Final = 1
 USER_DEBT: Final = 2
+
+
+def capacity(rate: float, burst: float) -> float:
+    """What a bucket of `rate` a second holds: `burst` seconds of it, at least one token."""
+    return max(1.0, rate * burst)
+
+
+def bucket(rate: float, burst: float, now: float) -> TokenBucket | None:
+    """A full bucket of `rate` a second holding `burst` seconds of it; None when the rate is 0
+    (that limit is off)."""
+    return TokenBucket(rate, capacity(rate, burst), now) if rate else None
 
 
 class TokenBucket:

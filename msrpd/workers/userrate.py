@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ..config import LimitsSettings
 from ..shm import Cmap, RemoteUsers, UserSessions
-from .ratelimit import ReadRate, TokenBucket
+from .ratelimit import ReadRate, TokenBucket, bucket, capacity
 
 __all__ = ["UserRates"]
 
@@ -87,8 +87,7 @@ class UserRates:
         limits = self.limits
         frames, octets = limits.user_frame_rate, limits.user_byte_rate
         return _Share(
-            TokenBucket(frames, max(1.0, frames * limits.rate_burst), now) if frames else None,
-            TokenBucket(octets, max(1.0, octets * limits.rate_burst), now) if octets else None,
+            bucket(frames, limits.rate_burst, now), bucket(octets, limits.rate_burst, now)
         )
 
     def _refresh(self, user: str, share: _Share, now: float, wall: float) -> None:
@@ -103,9 +102,9 @@ class UserRates:
         mine = max(mine, 1)
         part = mine / max(here + elsewhere, mine)
         limits = self.limits
-        for bucket, whole in (
+        for users, whole in (
             (share.frames, limits.user_frame_rate),
             (share.octets, limits.user_byte_rate),
         ):
-            if bucket is not None:
-                bucket.set_rate(whole * part, max(1.0, whole * part * limits.rate_burst), now)
+            if users is not None:
+                users.set_rate(whole * part, capacity(whole * part, limits.rate_burst), now)
