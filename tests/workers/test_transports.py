@@ -19,7 +19,8 @@ from msrpd.config import TlsSettings, WebSocketSettings
 from msrpd.workers.peers import format_peer
 from msrpd.workers.transports.base import Wire
 from msrpd.workers.transports.tcp import TcpWire
-from msrpd.workers.transports.tls import TlsReads, TlsWire, client_context, server_context
+from msrpd.workers.transports.tls import TlsWire, client_context, server_context
+from msrpd.workers.transports.tlsstream import PIECE, TlsStream
 from msrpd.workers.transports.ws import WsWire
 
 from .hubs import LOOPS, run, until
@@ -63,14 +64,17 @@ class Served(asyncio.Protocol):
 async def serve(
     wire: Wire, tls: ssl.SSLContext | None = None, ca: Path | None = None
 ) -> tuple[asyncio.Server, Served, asyncio.StreamReader, asyncio.StreamWriter]:
-    """A server holding `wire` and one client connected to it; the server side is attached."""
+    """A server holding `wire` and one client connected to it; the server side is attached
+    (behind a TlsStream with `tls`, as the workers serve it)."""
     served: list[Served] = []
 
-    def factory() -> Served:
+    def factory() -> asyncio.Protocol:
         served.append(Served(wire))
-        return served[0]
+        if tls is None:
+            return served[0]
+        return TlsStream(served[0], tls, memoryview(bytearray(1 << 18)), 10.0)
 
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0, ssl=tls)
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     client_tls = None if ca is None else ssl.create_default_context(cafile=str(ca))
     reader, writer = await asyncio.open_connection(
@@ -196,18 +200,17 @@ def test_tls_wire_over_real_tls(loop_kind: str, certs: TlsSettings) -> None:
 async def serve_tls_reads(
     certs: TlsSettings, buffer: memoryview, clients: int
 ) -> tuple[asyncio.Server, list[tuple[Served, asyncio.StreamReader, asyncio.StreamWriter]]]:
-    """A TLS server whose connections read through TlsReads into `buffer`, and `clients`
+    """A TLS server whose connections read through TlsStreams into `buffer`, and `clients`
     clients connected to it, each with its own server side (matched by port)."""
     served: list[Served] = []
+    context = server_context(certs)
 
-    def factory() -> TlsReads:
+    def factory() -> TlsStream:
         conn = Served(TlsWire("tls:127.0.0.1:2856"))
         served.append(conn)
-        return TlsReads(conn, buffer)
+        return TlsStream(conn, context, buffer, 10.0)
 
-    server = await asyncio.get_running_loop().create_server(
-        factory, "127.0.0.1", 0, ssl=server_context(certs)
-    )
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     client_tls = ssl.create_default_context(cafile=str(certs.ca))
     pairs = []
@@ -250,15 +253,15 @@ def test_tls_reads_share_one_buffer(loop_kind: str, certs: TlsSettings) -> None:
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_tls_reads_pass_write_pausing_on(loop_kind: str, certs: TlsSettings) -> None:
-    """Writing pauses and resumes reach the connection behind TlsReads (its outbox's flow
+    """Writing pauses and resumes reach the connection behind a TlsStream (its outbox's flow
     control depends on them)."""
 
     async def main() -> None:
         server, [(served, reader, writer)] = await serve_tls_reads(
             certs, memoryview(bytearray(4096)), 1
         )
-        # The TLS layer encrypts a write at once and hands it to the socket's transport, which
-        # the first fills; the second waits in the layer's backlog, over HIGH: paused.
+        # The TLS stream encrypts a write at once and hands it to the socket's transport, which
+        # the first fills past HIGH: paused, once, until it has written them both.
         size = 8 << 20
         served.wire.send(b"x" * size)
         served.wire.send(b"y" * size)
@@ -270,6 +273,63 @@ def test_tls_reads_pass_write_pausing_on(loop_kind: str, certs: TlsSettings) -> 
         server.close()
 
     run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+@pytest.mark.parametrize("size", [300, PIECE + 5000, 3 * PIECE + 7])
+def test_tls_buffered_is_exactly_what_a_shut_socket_never_delivers(
+    loop_kind: str, certs: TlsSettings, size: int
+) -> None:
+    """Writes of `size` bytes (within one TLS record, and over several) to a client that reads
+    nothing, until the transport holds a lot; then the socket is shut for writing as a stop's
+    give-up does. The client then reads until the end: what it gets is exactly the bytes sent
+    but `buffered()` at the shut, none of the rest (a record half in the kernel never
+    decrypts), so a stop's reports are neither short nor duplicated (RFC 4975 §7.1.2)."""
+
+    async def main() -> None:
+        wire = TlsWire("tls:127.0.0.1:2856")
+        server, served, reader, writer = await serve(wire, server_context(certs), certs.ca)
+        client = Collected()  # the reader's own buffer: a StreamReader raises before it
+        writer.transport.set_protocol(client)
+        writer.transport.pause_reading()  # the client reads nothing until the shut
+        stream = bytearray()
+        while wire.buffered() < 2 << 20:
+            chunk = (b"%08d" % (len(stream) // size)).ljust(size, b".")
+            wire.send(chunk)
+            stream += chunk
+        wire.shut_write()
+        unsent = wire.buffered()
+        assert 0 < unsent < len(stream)
+        writer.transport.resume_reading()
+        await asyncio.wait_for(client.ended, 10)
+        assert len(client.got) == len(stream) - unsent
+        assert client.got == stream[: len(client.got)]
+        wire.abort()
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+class Collected(asyncio.Protocol):
+    """A client that keeps what it reads, until the end (an EOF, or an error: a TLS record
+    cut short by the shut)."""
+
+    def __init__(self) -> None:
+        self.got = bytearray()
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.got += data
+
+    def eof_received(self) -> bool | None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 def test_tls_contexts(certs: TlsSettings) -> None:

@@ -306,12 +306,13 @@ class TlsStream(asyncio.Protocol):
                 while got < size and (incoming.pending or obj.pending()):
                     n = obj.read(size - got, buffer[got:])
                     if not n:
+                        ended = True  # the peer's close_notify
                         break
                     got += n
             except ssl.SSLWantReadError:
                 pass  # the rest of a record is on its way
             except ssl.SSLZeroReturnError:
-                ended = True  # the peer's close_notify
+                ended = True
             except ssl.SSLError as exc:
                 logger.debug("TLS error: %s", exc)
                 tcp.abort()
