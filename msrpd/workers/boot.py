@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -145,9 +146,7 @@ async def listen(
         secure = None if context is None else (reading, context, handshake)
         servers.append(
             await ctx.loop.create_server(
-                lambda text=str(addr), proto=addr.proto, secure=secure: (
-                    accepted_conn(ctx, routes, text, proto, balance, secure)
-                ),
+                partial(accepted_conn, ctx, routes, str(addr), addr.proto, balance, secure),
                 sock=sock,
                 backlog=backlog,
             )

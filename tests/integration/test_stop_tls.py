@@ -141,7 +141,9 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair]) -> None:
         assert len(delivered) == len(pair.delivered), "a SEND delivered twice"
         assert len(reported) == len(pair.reported), "a SEND reported twice"
         both = delivered & reported
-        assert not both, f"pair {pair.index}: {len(both)} delivered and reported: {sorted(both)[:5]}"
+        assert not both, (
+            f"pair {pair.index}: {len(both)} delivered and reported: {sorted(both)[:5]}"
+        )
         lost = acked - delivered - reported
         assert not lost, (
             f"pair {pair.index}: {len(lost)} acknowledged SENDs lost: {sorted(lost)[:5]}; "

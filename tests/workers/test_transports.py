@@ -288,7 +288,7 @@ def test_tls_buffered_is_exactly_what_a_shut_socket_never_delivers(
 
     async def main() -> None:
         wire = TlsWire("tls:127.0.0.1:2856")
-        server, served, reader, writer = await serve(wire, server_context(certs), certs.ca)
+        server, _, _, writer = await serve(wire, server_context(certs), certs.ca)
         client = Collected()  # the reader's own buffer: a StreamReader raises before it
         writer.transport.set_protocol(client)
         writer.transport.pause_reading()  # the client reads nothing until the shut

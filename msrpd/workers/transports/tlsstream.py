@@ -25,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections import deque
@@ -47,8 +48,8 @@ class TlsStream(asyncio.Protocol):
         "app",
         "buffer",
         "cipher_total",
-        "eof",
         "ends",
+        "eof",
         "incoming",
         "obj",
         "outgoing",
@@ -234,10 +235,9 @@ class TlsStream(asyncio.Protocol):
         if self.state >= CLOSING or tcp is None:
             return
         if self.state == OPEN:
-            try:
+            # SSLWantReadError: close_notify is out, the peer's is not waited for.
+            with contextlib.suppress(ssl.SSLError):
                 self.obj.unwrap()
-            except ssl.SSLError:
-                pass  # SSLWantReadError: close_notify is out, the peer's is not waited for
             self._send(self.outgoing.read())
         self.state = CLOSING
         tcp.close()
@@ -274,7 +274,7 @@ class TlsStream(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.state = OPEN
-        self.app.connection_made(self)
+        self.app.connection_made(cast(asyncio.Transport, self))
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
         if self.state == OPEN:
@@ -304,7 +304,7 @@ class TlsStream(asyncio.Protocol):
             got = 0
             try:
                 while got < size and (incoming.pending or obj.pending()):
-                    n = obj.read(size - got, buffer[got:])
+                    n = cast(int, obj.read(size - got, buffer[got:]))  # into buffer: a count
                     if not n:
                         ended = True  # the peer's close_notify
                         break
