@@ -29,7 +29,7 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from typing import Any, cast
+from typing import Any, Final, cast
 
 __all__ = ["PIECE", "TlsStream"]
 
@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 PIECE = 1 << 14
 """The most plaintext one TLS record carries (2^14 bytes)."""
 
-HANDSHAKE, OPEN, CLOSING, LOST = 0, 1, 2, 3
+# Its states, in order.
+HANDSHAKE: Final = 0
+OPEN: Final = 1
+CLOSING: Final = 2
+LOST: Final = 3
 
 
 class TlsStream(asyncio.Protocol):
