@@ -332,6 +332,51 @@ class Collected(asyncio.Protocol):
             self.ended.set_result(None)
 
 
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_tls_stream_handshake_failures_never_reach_the_connection(
+    loop_kind: str, certs: TlsSettings
+) -> None:
+    """Bad input: plain text to a TLS listener gets the socket closed (no TLS record: it
+    spoke no TLS); a handshake never started is closed at its timeout; a client stream whose peer's
+    certificate does not verify fails its handshake with that reason. No connection object
+    ever sees connection_made or connection_lost."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        apps: list[Served] = []
+
+        def factory() -> TlsStream:
+            apps.append(Served(TlsWire("tls:127.0.0.1:2856")))
+            return TlsStream(apps[-1], server_context(certs), memoryview(bytearray(4096)), 0.5)
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"MSRP a SEND\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        began = loop.time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # says nothing
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.4 < loop.time() - began < 3
+        writer.close()
+        assert [app.peer for app in apps] == ["", ""] and not any(a.lost.done() for a in apps)
+        # A client stream that trusts another CA: the server's certificate does not verify.
+        other = trustme.CA()
+        client_ctx = ssl.create_default_context()
+        other.configure_trust(client_ctx)
+        app = Served(TlsWire())
+        stream = TlsStream(app, client_ctx, memoryview(bytearray(4096)), 5.0, "localhost")
+        await loop.create_connection(lambda: stream, "127.0.0.1", port)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await stream.handshaken()
+        await asyncio.sleep(0.05)
+        assert app.peer == "" and not app.lost.done()
+        server.close()
+
+    run(loop_kind, main)
+
+
 def test_tls_contexts(certs: TlsSettings) -> None:
     server = server_context(certs)
     assert server.minimum_version == ssl.TLSVersion.TLSv1_2

@@ -119,7 +119,7 @@ class TlsStream(asyncio.Protocol):
         self.incoming.write(data)
         if self.state == HANDSHAKE:
             self._handshake()
-        elif self.state != LOST:
+        elif self.state == OPEN:  # closing: read no more, as the TCP transport's close
             self._read()
 
     def eof_received(self) -> bool | None:
@@ -132,7 +132,7 @@ class TlsStream(asyncio.Protocol):
         return self.app.eof_received()  # a ragged end (no close_notify): an end all the same
 
     def connection_lost(self, exc: Exception | None) -> None:
-        open_ = self.state != HANDSHAKE
+        open_ = self.state != HANDSHAKE  # the app saw connection_made
         self.state = LOST
         if self.timer is not None:
             self.timer.cancel()
@@ -243,12 +243,13 @@ class TlsStream(asyncio.Protocol):
             with contextlib.suppress(ssl.SSLError):
                 self.obj.unwrap()
             self._send(self.outgoing.read())
-        self.state = CLOSING
+            self.state = CLOSING
         tcp.close()
 
     def abort(self) -> None:
         if self.tcp is not None:
-            self.state = max(self.state, CLOSING)
+            if self.state == OPEN:
+                self.state = CLOSING
             self.tcp.abort()
 
     def can_write_eof(self) -> bool:
@@ -304,7 +305,7 @@ class TlsStream(asyncio.Protocol):
         obj, incoming, buffer, tcp = self.obj, self.incoming, self.buffer, self.tcp
         size = len(buffer)
         ended = False
-        while not ended and tcp is not None and tcp.is_reading() and self.state != LOST:
+        while not ended and tcp is not None and tcp.is_reading() and self.state == OPEN:
             got = 0
             try:
                 while got < size and (incoming.pending or obj.pending()):
@@ -327,7 +328,7 @@ class TlsStream(asyncio.Protocol):
                 break
         if self.outgoing.pending:  # a key update's answer, say
             self._send(self.outgoing.read())
-        if ended and not self.eof and self.state != LOST:
+        if ended and not self.eof and self.state == OPEN:
             self.eof = True
             if not self.app.eof_received():
                 self.close()
