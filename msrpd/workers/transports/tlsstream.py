@@ -18,8 +18,9 @@ Rules:
   as with the loop's SSL transport; a handshake not done within `timeout` is aborted.
 - Reads decrypt into the worker's shared buffer (tls.TlsReading, issue 14) and reach the
   connection as bytes of their own size, at most one call per TCP read while it reads.
-- Closing sends close_notify after what is written, then closes the TCP transport (a FIN
-  after its bytes); the peer's close_notify is not waited for (RFC 8446 §6.1).
+- Closing sends close_notify after what is written, reads and drops what the peer sends
+  until its close_notify or its end (or SHUTDOWN), then closes the TCP transport (a FIN
+  after its bytes; RFC 8446 §6.1), as the loop's SSL layer does.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 PIECE = 1 << 14
 """The most plaintext one TLS record carries (2^14 bytes)."""
+SHUTDOWN = 30.0
+"""Seconds a closing stream waits for the peer's close_notify (as the loop's SSL layer)."""
 
 # Its states, in order.
 HANDSHAKE: Final = 0
@@ -119,12 +122,17 @@ class TlsStream(asyncio.Protocol):
         self.incoming.write(data)
         if self.state == HANDSHAKE:
             self._handshake()
-        elif self.state == OPEN:  # closing: read no more, as the TCP transport's close
+        elif self.state == OPEN:
             self._read()
+        elif self.state == CLOSING:  # the app reads no more, as after a TCP transport's close
+            self._shut_down()
 
     def eof_received(self) -> bool | None:
         if self.state == HANDSHAKE:
             self._failed(ConnectionResetError("the peer closed during the TLS handshake"))
+            return None
+        if self.state == CLOSING:
+            self._close_tcp()
             return None
         if self.eof or self.state != OPEN:
             return None
@@ -233,18 +241,43 @@ class TlsStream(asyncio.Protocol):
         return self.state >= CLOSING
 
     def close(self) -> None:
-        """close_notify after what is written (RFC 8446 §6.1), then the TCP transport's close:
-        it writes what it holds, then closes."""
+        """close_notify after what is written (RFC 8446 §6.1), then the TCP transport's close
+        once the peer's close_notify or its end comes, or SHUTDOWN seconds have passed; what
+        it sends meanwhile is read and dropped: closing a socket with input unread would
+        reset it, and drop what is still on its way to the peer."""
         tcp = self.tcp
         if self.state >= CLOSING or tcp is None:
             return
-        if self.state == OPEN:
-            # SSLWantReadError: close_notify is out, the peer's is not waited for.
-            with contextlib.suppress(ssl.SSLError):
-                self.obj.unwrap()
-            self._send(self.outgoing.read())
-            self.state = CLOSING
-        tcp.close()
+        if self.state != OPEN:
+            tcp.close()
+            return
+        self.state = CLOSING
+        self._shut_down()
+        if self.state == CLOSING and not tcp.is_closing():
+            self.timer = asyncio.get_running_loop().call_later(SHUTDOWN, tcp.abort)
+
+    def _shut_down(self) -> None:
+        """Closing: drop what the peer sent; close once its close_notify is in."""
+        obj, buffer = self.obj, self.buffer
+        with contextlib.suppress(ssl.SSLError):
+            while cast(int, obj.read(len(buffer), buffer)):
+                pass
+        try:
+            obj.unwrap()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False  # close_notify is out; the peer's is not in yet
+        except ssl.SSLError:
+            done = True
+        self._send(self.outgoing.read())
+        if done:
+            self._close_tcp()
+
+    def _close_tcp(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.tcp is not None:
+            self.tcp.close()
 
     def abort(self) -> None:
         if self.tcp is not None:
