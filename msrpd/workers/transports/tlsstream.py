@@ -13,7 +13,10 @@ longer get once the socket is shut (a record half in the kernel never decrypts).
 Rules:
 - A write of at most PIECE bytes is one TLS record (RFC 8446 §5.1, RFC 5246 §6.2.1: the
   plaintext of a record is at most 2^14 bytes; OpenSSL cuts only past that); a longer one is
-  written in PIECE-byte pieces, one record each, so every record's end is known.
+  written in PIECE-byte pieces, one record each, so every record's end is known. Not so for
+  a client that negotiated smaller records (RFC 6066 max_fragment_length, which OpenSSL
+  honours and the ssl module cannot refuse or read): its records end inside a piece, and a
+  frame whose record is in the kernel while the rest of its piece is not is reported too.
 - The connection above sees the stream only once the handshake is done (connection_made),
   as with the loop's SSL transport; a handshake not done within `timeout` is aborted.
 - Reads decrypt into the worker's shared buffer (tls.TlsReading, issue 14) and reach the
@@ -223,12 +226,12 @@ class TlsStream(asyncio.Protocol):
         return default if self.tcp is None else self.tcp.get_extra_info(name, default)
 
     def pause_reading(self) -> None:
-        if self.tcp is not None and self.state != LOST:
+        if self.tcp is not None and self.state == OPEN:
             self.tcp.pause_reading()
 
     def resume_reading(self) -> None:
         tcp = self.tcp
-        if tcp is None or self.state == LOST or tcp.is_reading():
+        if tcp is None or self.state != OPEN or tcp.is_reading():
             return
         tcp.resume_reading()
         if self.incoming.pending or self.obj.pending():  # read before the pause, not given
@@ -252,6 +255,8 @@ class TlsStream(asyncio.Protocol):
             tcp.close()
             return
         self.state = CLOSING
+        if not tcp.is_reading():  # paused by the app (a stop): the peer's answer is read
+            tcp.resume_reading()
         self._shut_down()
         if self.state == CLOSING and not tcp.is_closing():
             self.timer = asyncio.get_running_loop().call_later(SHUTDOWN, tcp.abort)
