@@ -97,7 +97,7 @@ def _node(
         "node": name,
         "heartbeat": 0.25,
         "node_ttl": 2.0,
-        "timeout": TIMEOUT,
+        "timeout": shape.timeout,
         "retry_max": 0.5,
         "node_ca": str(ca_file),
     }
@@ -114,6 +114,7 @@ class Shape:
     """The node CA (default: a new one)."""
     tls_ca: Path | None = None
     """[tls] ca: CAs the nodes trust besides the node CA (default: none)."""
+    timeout: float = TIMEOUT
 
 
 def two_nodes(

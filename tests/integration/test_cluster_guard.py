@@ -7,17 +7,24 @@ the answer for a token nobody holds does."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import trustme
 from cryptography import x509
 
+from msrpd.protocol.writer import build_reply
+
+from ..msrpclient import MsrpClient
 from .redisserver import RedisServer
 from .relay import PASSWORDS, REALM
-from .test_cluster_forward import Nodes, Shape, two_nodes
+from .test_cluster_forward import Nodes, Shape, _send, two_nodes
 
 
 def _same_name(ca: trustme.CA) -> trustme.CA:
@@ -70,3 +77,80 @@ def test_a_certificate_of_another_ca_with_the_node_cas_name_is_no_node_link(
     refused = as_node.auth("bob", PASSWORDS["bob"], REALM).frame
     assert (refused.code, refused.reason) == (403, b"Forbidden (no session on a node link)")
     assert nodes.n2.log().count("a link with another node") == 1
+
+
+@pytest.fixture
+def one_worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[Nodes]:
+    """Nodes of one worker each (every connection to node 1 shares its lookups), whose
+    lookups may take 3 s."""
+    yield from two_nodes(redis_server, tmp_path, Shape(children=1, timeout=3.0))
+
+
+@contextmanager
+def _redis_stopped(redis: RedisServer) -> Iterator[None]:
+    """Redis slow: stopped (SIGSTOP to the server this test started), every read waiting."""
+    assert redis.proc is not None
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+
+
+def test_probers_of_made_up_tokens_leave_lookups_for_a_real_one(one_worker: Nodes) -> None:
+    """Redis slow (stopped for a second). One client of node 1 sends 64 SENDs through node 1
+    twice (its token, then a made-up one of node 1's: each is answered 200 before the inner
+    hop asks, README), and 64 connections from another address send one SEND each for a
+    made-up token. They get PER_CONN and PER_ADDR lookups (finder.py); the others are
+    answered at once, a REPORT 481 and a 481, as for any unknown token. A peer from a third
+    address then sends for Bob's token on node 2: its lookup waits for Redis, and the SEND
+    reaches Bob."""
+    nodes = one_worker
+    bob, token = nodes.bob()
+    alice = nodes.client(nodes.n1)
+    assert alice.auth("alice", PASSWORDS["alice"], REALM).frame.code == 200
+    port = nodes.n1.tls_port or 0
+    probers = [MsrpClient(port, tls=nodes.tls, timeout=10, source="127.0.0.4") for _ in range(64)]
+    nodes.opened += probers
+    peer = MsrpClient(port, tls=nodes.tls, timeout=10, source="127.0.0.2")
+    nodes.opened.append(peer)
+    with _redis_stopped(nodes.redis):
+        for n in range(64):
+            to_path = f"{alice.use_path} {nodes.at_n1(secrets.token_urlsafe(16))} {bob.uri}"
+            _send(alice, to_path, f"a{n}", b"through node 1 twice")
+        for n in range(64):
+            assert alice.recv().frame.code == 200
+            report = alice.recv().frame
+            assert (report.method, report.header("Message-ID")) == (b"REPORT", f"a{n}".encode())
+            assert report.header("Status") == b"000 481 Session Does Not Exist"
+        sent = [
+            _send(p, f"{nodes.at_n1(secrets.token_urlsafe(16))} {bob.uri}", f"p{n}", b"guess")
+            for n, p in enumerate(probers)
+        ]
+        for prober, tid in zip(
+            probers[16:], sent[16:], strict=True
+        ):  # node 1 reads them in this order
+            answer = prober.recv(timeout=5).frame
+            assert (answer.tid, answer.code) == (tid, 481)
+        tid = _send(peer, f"{nodes.at_n1(token)} {bob.uri}", "real", b"for Bob")
+        with pytest.raises(TimeoutError):  # it waits for Redis
+            peer.recv(timeout=0.5)
+    answer = peer.recv(timeout=5).frame
+    assert (answer.tid, answer.code) == (tid, 200)
+    got = bob.recv(timeout=5).frame
+    assert got.header("Message-ID") == b"real"
+    assert got.header("From-Path") == f"{bob.use_path} {peer.uri}".encode()
+    bob.send_raw(build_reply(got, 200, "OK"))
+    for prober, tid in zip(probers[:16], sent[:16], strict=True):  # their lookups answered: no node
+        answer = prober.recv(timeout=5).frame
+        assert (answer.tid, answer.code) == (tid, 481)
+    for client in (alice, bob, peer, *probers):
+        with pytest.raises(TimeoutError):
+            client.recv(timeout=0.05)
+    counters = nodes.n1.counters()
+    assert counters["cluster_lookups"] == 2 + 16 + 1
+    # Alice's frames over her share waited for her oldest lookup, as far as the finder
+    # knows: they could not (README), so they were answered as it was out.
+    assert counters["cluster_lookups_refused"] == 48
+    assert counters["cluster_lookup_failures"] == 0
+    assert counters["cluster_forwarded"] == 1
