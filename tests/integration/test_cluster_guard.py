@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,8 +53,8 @@ def impostor(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Nodes,
     other = _same_name(ca)
     clients_ca = tmp_path / "clients-ca.pem"
     other.cert_pem.write_to_path(clients_ca)
-    for nodes in two_nodes(redis_server, tmp_path, Shape(ca=ca, tls_ca=clients_ca)):
-        yield nodes, other
+    for made in two_nodes(redis_server, tmp_path, Shape(ca=ca, tls_ca=clients_ca)):
+        yield made, other
 
 
 def test_a_certificate_of_another_ca_with_the_node_cas_name_is_no_node_link(
@@ -154,3 +155,71 @@ def test_probers_of_made_up_tokens_leave_lookups_for_a_real_one(one_worker: Node
     assert counters["cluster_lookups_refused"] == 48
     assert counters["cluster_lookup_failures"] == 0
     assert counters["cluster_forwarded"] == 1
+
+
+@pytest.fixture
+def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[Nodes]:
+    yield from two_nodes(redis_server, tmp_path)
+
+
+def test_what_node_2_answers_comes_from_node_1_as_a_local_answer_does(nodes: Nodes) -> None:
+    """A request whose response is end to end (NICKNAME, an unknown method: RFC 4976 §6.4.2)
+    for Bob's token sent to node 1: Bob's answer comes back with the URI the sender addressed
+    at the front of From-Path, not node 2's. Once his session has ended (node 1 still keeps
+    his token on node 2), node 2's 481 reaches the sender as the 481 node 1 gives for a token
+    nobody holds, byte for byte but the ids: nothing says the token lived elsewhere."""
+    bob, token = nodes.bob()
+    peer = nodes.client(nodes.n1)
+    to_path = f"{nodes.at_n1(token)} {bob.uri}"
+    tid = peer.request("NICKNAME", to_path)
+    got = bob.recv().frame
+    assert got.method == b"NICKNAME"
+    assert got.header("From-Path") == f"{bob.use_path} {peer.uri}".encode()
+    bob.send_raw(build_reply(got, 200, "OK"))
+    answer = peer.recv().frame
+    assert (answer.tid, answer.code) == (tid, 200)
+    assert answer.header("To-Path") == peer.uri.encode()
+    assert answer.header("From-Path") == f"{nodes.at_n1(token)} {bob.uri}".encode()
+    bob.close()
+    time.sleep(0.3)  # node 2 forgets the token when the connection closes
+    tid = peer.request("NICKNAME", to_path)
+    refused = peer.recv().frame
+    never = "nosuchtoken"
+    never_tid = peer.request("NICKNAME", f"{nodes.at_n1(never)} {bob.uri}")
+    unknown = peer.recv().frame
+    assert (refused.tid, refused.code, unknown.tid, unknown.code) == (tid, 481, never_tid, 481)
+
+    def shape(frame: bytes, tid: bytes, token: str) -> bytes:
+        return frame.replace(tid, b"<tid>").replace(token.encode(), b"<token>")
+
+    assert shape(bytes(refused.buf), tid, token) == shape(bytes(unknown.buf), never_tid, never)
+    with pytest.raises(TimeoutError):
+        peer.recv(timeout=0.5)
+    counters = nodes.n1.counters()
+    assert counters["cluster_forwarded"] == 2
+
+
+def test_an_answer_through_node_1_twice_comes_back_along_the_path(nodes: Nodes) -> None:
+    """Alice of node 1 sends a NICKNAME to `<node1/A> <node1/B> <bob>`, B being node 2's:
+    the first one starts the lookup (it cannot wait, README); the next one reaches Bob, and
+    his answer reaches Alice with both URIs of node 1 in From-Path, in order, and none of
+    node 2's."""
+    bob, token = nodes.bob()
+    alice = nodes.client(nodes.n1)
+    assert alice.auth("alice", PASSWORDS["alice"], REALM).frame.code == 200
+    to_path = f"{alice.use_path} {nodes.at_n1(token)} {bob.uri}"
+    first = alice.request("NICKNAME", to_path)
+    answer = alice.recv().frame
+    assert (answer.tid, answer.code) == (first, 481)
+    time.sleep(0.2)  # the lookup lands
+    tid = alice.request("NICKNAME", to_path)
+    got = bob.recv().frame
+    assert got.header("From-Path") == f"{bob.use_path} {alice.use_path} {alice.uri}".encode()
+    bob.send_raw(build_reply(got, 200, "OK"))
+    answer = alice.recv().frame
+    assert (answer.tid, answer.code) == (tid, 200)
+    assert answer.header("To-Path") == alice.uri.encode()
+    assert answer.header("From-Path") == f"{to_path}".encode()
+    for client in (alice, bob):
+        with pytest.raises(TimeoutError):
+            client.recv(timeout=0.5)
