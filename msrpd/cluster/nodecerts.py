@@ -50,10 +50,10 @@ class NodeCerts:
         get = getattr(transport, "get_extra_info", None)
         if get is None:
             return False
-        # Empty or None: no certificate, or one not verified in the handshake.
-        verified = get("peercert")
+        if not get("peercert"):  # no certificate, or one not verified in the handshake
+            return False
         tls = get("ssl_object")
-        if not (verified and isinstance(tls, (ssl.SSLObject, ssl.SSLSocket))):
+        if not isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
             return False
         der = tls.getpeercert(binary_form=True)
         if der is None or not self._issued(x509.load_der_x509_certificate(der)):
