@@ -377,6 +377,50 @@ def test_tls_stream_handshake_failures_never_reach_the_connection(
     run(loop_kind, main)
 
 
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_ws_buffered_counts_whole_frames_not_in_the_kernel(loop_kind: str) -> None:
+    """WsWire.buffered() counts MSRP bytes, by whole frames: the client that reads nothing
+    until the socket is shut then gets exactly the frames sent but the last `buffered()`
+    bytes' worth (a message half in the kernel never reaches it), so a stop neither loses
+    nor duplicates (RFC 4975 §7.1.2)."""
+
+    async def main() -> None:
+        wire = WsWire("ws:127.0.0.1:8080", WebSocketSettings(), secure=False)
+        server, _, reader, writer = await serve(wire)
+        client = WSConnection(ConnectionType.CLIENT)
+        writer.write(client.send(Request(host="r", target="/", subprotocols=["msrp"])))
+        client.receive_data(await reader.read(65536))
+        assert isinstance(next(client.events()), AcceptConnection)
+        proto = Collected()
+        writer.transport.set_protocol(proto)
+        writer.transport.pause_reading()
+        frames: list[bytes] = []
+        while wire.buffered() < 1 << 20:
+            n = len(frames)
+            frames.append(b"MSRP t%d SEND\r\n\r\n%s\r\n-------t%d$\r\n" % (n, b"." * (n % 900), n))
+            wire.send(frames[-1])
+        wire.shut_write()
+        unsent = wire.buffered()
+        writer.transport.resume_reading()
+        await asyncio.wait_for(proto.ended, 10)
+        client.receive_data(bytes(proto.got))
+        got, part = [], b""  # whole messages: wsproto hands a partial one's bytes too
+        for event in client.events():
+            if isinstance(event, BytesMessage):
+                part += event.data
+                if event.message_finished:
+                    got.append(part)
+                    part = b""
+        assert 0 < len(got) < len(frames)
+        assert got == frames[: len(got)]
+        assert sum(map(len, frames[len(got) :])) == unsent
+        wire.abort()
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
 def test_tls_contexts(certs: TlsSettings) -> None:
     server = server_context(certs)
     assert server.minimum_version == ssl.TLSVersion.TLSv1_2
