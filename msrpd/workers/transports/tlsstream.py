@@ -255,6 +255,12 @@ class TlsStream(asyncio.Protocol):
             tcp.close()
             return
         self.state = CLOSING
+        if self.eof:  # the peer has ended: no answer to wait for
+            with contextlib.suppress(ssl.SSLError):
+                self.obj.unwrap()
+            self._send(self.outgoing.read())
+            self._close_tcp()
+            return
         if not tcp.is_reading():  # paused by the app (a stop): the peer's answer is read
             tcp.resume_reading()
         self._shut_down()
