@@ -122,7 +122,7 @@ def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
         return None, -3
     if not sessid:
         return None, -3
-    entry = cmap.lookup(sessid, env.now())
-    if entry is None:
+    found = cmap.owner(sessid)
+    if found is None or found[2] < env.now():
         return None, -4
-    return Destination(None, entry.conid, entry.sock), 1
+    return Destination(None, found[0], found[1]), 1
