@@ -29,8 +29,10 @@ _DIGITS = re.compile(rb"[0-9]{1,10}")
 _SCHEME = re.compile(r"^msrps?://", re.I)
 # msrp[s]://host[:port]/session;transport with plain characters only (RFC 4975 §9: session-id
 # is unreserved / "+" / "=" / "/"); a URI with userinfo, IPv6 or escapes takes the full parser.
+# Case-insensitive in the scheme and transport only: re.I over the whole pattern makes every
+# character of the session id a case-folded class test (one match per frame).
 _FAST_SESSION = re.compile(
-    rb"msrps?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/([A-Za-z0-9._~+=/-]+);[a-z]+", re.I
+    rb"(?i:msrps?)://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/([A-Za-z0-9._~+=/-]+);[A-Za-z]+"
 )
 
 
