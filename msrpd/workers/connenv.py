@@ -16,6 +16,7 @@ import time
 from collections.abc import Hashable, Sized
 from typing import Protocol
 
+from ..cluster.finder import Asker
 from ..config.selfuri import SelfUris
 from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
@@ -28,6 +29,7 @@ from .connstats import ConnStats
 from .counting import FRAMES_OUT, TWO, count_reply
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
+from .peers import source_host
 from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 
@@ -161,7 +163,7 @@ class RouteServices(Protocol):
 
 
 class ConnEnv:
-    __slots__ = ("acked", "acted", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
+    __slots__ = ("acked", "acted", "asks", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
 
     def __init__(self, routes: RouteServices, conn: RoutedConn) -> None:
         self.routes = routes
@@ -179,6 +181,8 @@ class ConnEnv:
         self.ours = False
         """to_us(): the last URI asked and its answer. A connection's frames repeat their
         first To-Path URI (their session's token): one comparison instead of a lookup."""
+        self.asks: Asker | None = None
+        """Its share of the token lookups (cluster/finder.py), made at its first."""
 
     @property
     def policy(self) -> RoutePolicy:
@@ -245,13 +249,21 @@ class ConnEnv:
         if finder is None:
             return None
         try:
-            return finder.where(sessid)
+            return finder.where(sessid, self.asking())
         except NotYet:
             if not self.acted:
                 raise
             # Asked after answering or relaying: routing the frame again would do that
             # twice. The lookup goes on and fills the cache; this frame gets 481.
             return None
+
+    def asking(self) -> Asker:
+        """The connection's share of the token lookups (an inner hop's env shares it)."""
+        asker = self.asks
+        if asker is None:
+            peer = self.conn.peer_key
+            asker = self.asks = Asker(peer, source_host(peer))
+        return asker
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.acted = True

@@ -71,6 +71,8 @@ class HopEnv(ConnEnv):
 
     def __init__(self, env: ConnEnv, outer: Frame, depth: int) -> None:
         super().__init__(env.routes, env.conn)
+        if env.routes.finder is not None:
+            self.asks = env.asking()
         self.depth = depth
         self.outer = outer
         self.replies: list[bytes] = []
