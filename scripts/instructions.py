@@ -172,9 +172,9 @@ def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[st
             idle, uncounted = 0, []
             if opts.strace:
                 calls = tracer.detach()
-                instructions = sum(calls.values())
+                total = sum(calls.values())
             else:
-                instructions = callgrind.dump(pids, out_dir)
+                total = callgrind.dump(pids, out_dir)
             m1, elapsed = MachineCpu(), time.monotonic() - t0
             if opts.rate and not opts.strace:
                 idle, uncounted = idle_window(pids, out_dir, elapsed)
@@ -190,10 +190,10 @@ def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[st
             f"{summary['errors']} ({summary['totals']})"
         )
     return {
-        "instructions": instructions - idle,
+        "total": total - idle,
         "idle": idle,
         "idle_uncounted": uncounted,
-        "per_frame": (instructions - idle) / frames,
+        "per_frame": (total - idle) / frames,
         "calls": {name: n / frames for name, n in calls.most_common()},
         "processes": len(pids),
         "seconds": elapsed,
@@ -263,7 +263,7 @@ def main(argv: list[str]) -> int:
                 runs[name].append(r)
                 print(
                     f"{relay.label} run {n + 1}: {r['per_frame']:,.{1 if opts.strace else 0}f} "
-                    f"{unit}/frame ({r['instructions']:,} over {r['processes']} processes, "
+                    f"{unit}/frame ({r['total']:,} over {r['processes']} processes, "
                     f"{r['seconds']:.1f} s counted"
                     + (f", pairs across workers as it began {r['cross']}" if r["cross"] else "")
                     + f"); machine busy {busy:.2f} cores before"

@@ -35,7 +35,7 @@ class Destination:
     relay opened, so knowing a client's address is not enough to write to it (issue 12).
 
     A plain class, not a frozen dataclass: one is made per relayed frame, and mypyc compiles
-    a plain class's __init__ (a dataclass's is generated Python, about 15 times slower).
+    a plain class's __init__ (a dataclass's is generated Python, about 10 times slower).
     """
 
     __slots__ = ("chosen", "conid", "node", "sock", "uri")
