@@ -26,6 +26,7 @@ from ..routing.waits import NotYet, Pending, Unavailable
 from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from .connstats import ConnStats
+from .counting import FRAMES_OUT, TWO, count_reply
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
 from .peers import source_host
@@ -39,22 +40,12 @@ __all__ = [
     "RouteServices",
     "RoutedConn",
     "Transactor",
-    "count_reply",
 ]
 
 logger = logging.getLogger("msrpd.route")
 
 # 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
 _SESSION_BYTES = 12
-_TWO = ord("2")
-_REPLY_COUNTERS = {_TWO: Counter.replies_2xx, ord("4"): Counter.replies_4xx}
-
-
-def count_reply(counters: StatsCounters, data: bytes) -> int:
-    """Count response `data` by class; its status's first digit (a byte value)."""
-    digit = data[data.index(b" ", 5) + 1]
-    counters.add(_REPLY_COUNTERS.get(digit, Counter.replies_5xx))
-    return digit
 
 
 class RoutedConn(Protocol):
@@ -276,7 +267,7 @@ class ConnEnv:
 
     def write_origin(self, data: bytes, flags: int) -> None:
         self.acted = True
-        if count_reply(self.routes.counters, data) == _TWO:
+        if count_reply(self.routes.counters, data) == TWO:
             self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
@@ -326,7 +317,7 @@ class ConnEnv:
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
             return -1
-        routes.counters.add(Counter.frames_out)
+        routes.counters.values[FRAMES_OUT] += 1
         self.last_sink = sink
         if dest.node:
             routes.counters.add(Counter.cluster_forwarded)

@@ -47,7 +47,8 @@ from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
 from ..routing.waits import NotYet, Unavailable
 from ..shm import Counter, StatsCounters
-from .connenv import ConnEnv, RoutedConn, count_reply
+from .connenv import ConnEnv, RoutedConn
+from .counting import count_reply
 from .ports import Sink
 
 __all__ = ["MAX_LOCAL_HOPS", "MAX_SELF_IN_PATH", "HopEnv", "Loopback"]
