@@ -271,7 +271,7 @@ class TlsStream(asyncio.Protocol):
         """Closing: drop what the peer sent; close once its close_notify is in."""
         obj, buffer = self.obj, self.buffer
         with contextlib.suppress(ssl.SSLError):
-            while cast(int, obj.read(len(buffer), buffer)):
+            while _read_into(obj, len(buffer), buffer):
                 pass
         try:
             obj.unwrap()
@@ -353,7 +353,7 @@ class TlsStream(asyncio.Protocol):
             got = 0
             try:
                 while got < size and (incoming.pending or obj.pending()):
-                    n = cast(int, obj.read(size - got, buffer[got:]))  # into buffer: a count
+                    n = _read_into(obj, size - got, buffer[got:])
                     if not n:
                         ended = True  # the peer's close_notify
                         break
@@ -376,3 +376,9 @@ class TlsStream(asyncio.Protocol):
             self.eof = True
             if not self.app.eof_received():
                 self.close()
+
+
+def _read_into(obj: Any, size: int, buffer: memoryview) -> int:
+    """SSLObject.read into `buffer`: a count of bytes. Typeshed says bytes (what it returns
+    without a buffer), and the compiled module checks a declared type: hence Any."""
+    return int(obj.read(size, buffer))
