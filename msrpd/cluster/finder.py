@@ -13,16 +13,19 @@ Rules:
   made-up tokens cannot queue). Deadlines are kept in one deque with one timer armed while
   questions are out: no timer per question.
 - Shared fairly (a prober of made-up tokens, Redis slow, must not take every question from
-  the senders of real ones): a connection (its Asker, kept by ConnEnv) has at most PER_CONN
-  questions out: over it, its frame waits for its oldest one and is routed again (in order,
-  waits.py), or, when it cannot wait (routed after its sender's 200), is answered "no other
-  node". Connections from one source address have at most PER_ADDR out together. And a
-  connection may have MISS_BURST questions answered "no node holds it", then one a second
-  (MISS_RATE): a stale peer's tokens cost it little, a prober's stream of made-up ones is
-  answered at once. Refused so: no other node, not kept, counted (cluster_lookups_refused).
-  Such misses do not ban: a token nobody holds is no wrong password, and a relay's
-  connection carries its clients' stale tokens; probation ([limits]) closes a connection
-  that has proven nothing.
+  the senders of real ones), and over a share a frame waits, it is not refused (the token
+  may be real: a peer relay's or a carrier NAT's connections carry many users): a
+  connection (its Asker, kept by ConnEnv) has at most PER_CONN questions out, then its
+  frame waits for its oldest one and is routed again (in order, waits.py). Connections from
+  one source address (an IPv6 /64: one host has many addresses) have at most PER_ADDR out
+  together, then wait for that address's oldest question. And a connection may have
+  MISS_BURST questions answered "no node holds it", then one a second (MISS_RATE): beyond,
+  its frame waits until it may ask (a second at most). A frame that cannot wait (routed
+  after its sender's 200) is answered "no other node" and counted
+  (cluster_lookups_refused). Every wait ends within the lookup timeout or a second, so a
+  prober only slows its own connection and address. Such misses do not ban: a token nobody
+  holds is no wrong password, and a relay's connection carries its clients' stale tokens;
+  probation ([limits]) closes a connection that has proven nothing.
 - One SOCK_SEQPACKET connection per worker to the agent's socket (where.py): messages keep
   their bounds, only the agent can answer on it (no other process can name a forwarding
   address), and no question is lost to a datagram queue's few slots (net.unix.max_dgram_qlen,
@@ -32,8 +35,8 @@ Rules:
   nodes (README "Running a cluster"), the address from the registry only.
 - Counted: cluster_lookups (questions sent), cluster_lookup_failures (Redis down, no answer
   in time, over the bound, the agent not there); logged once when lookups start failing and
-  once when an answer comes again; cluster_lookups_refused (a connection's or an address's
-  share used up), a connection's miss budget logged once when it runs out.
+  once when an answer comes again; cluster_lookups_refused (a frame over a share that could
+  not wait); connections running out of misses logged at most once a minute per worker.
 """
 
 from __future__ import annotations
@@ -49,22 +52,12 @@ from pathlib import Path
 from typing import Final
 
 from ..protocol import LocalProtocolError, MsrpUri, parse_uri
-from ..routing.waits import NotYet
+from ..routing.waits import NotYet, Pending
 from ..shm import Counter, StatsCounters
+from .shares import MISS_BURST, MISS_RATE, PER_ADDR, PER_CONN, Asker, Later, Waiting
 from .where import DOWN, FOUND, decode_answer, encode_ask, valid_token
 
-__all__ = [
-    "CACHE_MAX",
-    "FOUND_TTL",
-    "MAX_IN_FLIGHT",
-    "MISS_BURST",
-    "MISS_RATE",
-    "MISS_TTL",
-    "PER_ADDR",
-    "PER_CONN",
-    "Asker",
-    "NodeFinder",
-]
+__all__ = ["CACHE_MAX", "FOUND_TTL", "MAX_IN_FLIGHT", "MISS_TTL", "NodeFinder"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,55 +68,24 @@ MISS_TTL: Final = 1.0
 """Short: a new session's directory entry is written at its node's next heartbeat."""
 CACHE_MAX: Final = 4096
 MAX_IN_FLIGHT: Final = 64
-PER_CONN: Final = 2
-"""A connection's frames wait in turn for their answers: only one routed after its sender's
-200 (a path naming this relay twice, README) leaves a question out without waiting."""
-PER_ADDR: Final = MAX_IN_FLIGHT // 4
-"""Four source addresses at least to take every question of a worker."""
-MISS_BURST: Final = 8
-MISS_RATE: Final = 1.0
+TOLD_EVERY: Final = 60.0
+"""Seconds between two log lines about connections out of misses (one per worker)."""
 _RECV_MAX: Final = 512
 _SCHEME: Final = re.compile(r"^msrps?://", re.I)
 
 
-class Asker:
-    """What one connection asked (ConnEnv keeps it, its inner hops share it): its questions
-    out, and its misses as a bucket's debt (MISS_BURST, paid back at MISS_RATE)."""
+class _Lookup(Waiting):
+    """One question out: the frames to route again when it is answered."""
 
-    __slots__ = ("addr", "debt", "out", "paid", "peer", "told")
-
-    def __init__(self, peer: str, addr: str) -> None:
-        self.peer = peer
-        self.addr = addr
-        """Its source address (workers/peers.source_host): PER_ADDR."""
-        self.out: list[_Lookup] = []
-        self.debt = 0.0
-        self.paid = 0.0
-        """When `debt` was last brought up to date (monotonic)."""
-        self.told = False
-        """Its running out of misses was logged."""
-
-    def owes(self, now: float) -> float:
-        self.debt = max(0.0, self.debt - (now - self.paid) * MISS_RATE)
-        self.paid = now
-        return self.debt
-
-
-class _Lookup:
-    """One question out (waits.Pending): the frames to route again when it is answered."""
-
-    __slots__ = ("asker", "deadline", "id", "resumes", "token")
+    __slots__ = ("asker", "deadline", "id", "token")
 
     def __init__(self, id_: str, token: str, deadline: float, asker: Asker) -> None:
+        super().__init__()
         self.id = id_
         self.token = token
         self.deadline = deadline
         self.asker = asker
         """The connection that asked (frames of others may wait for the answer too)."""
-        self.resumes: list[Callable[[], None]] = []
-
-    def then(self, resume: Callable[[], None]) -> None:
-        self.resumes.append(resume)
 
 
 class NodeFinder:
@@ -145,13 +107,15 @@ class NodeFinder:
         self.cache: dict[str, tuple[float, MsrpUri | None]] = {}
         self.out: dict[str, _Lookup] = {}
         """Questions out, by token."""
-        self.by_addr: dict[str, int] = {}
-        """Questions out per source address, while it has some."""
+        self.by_addr: dict[str, list[_Lookup]] = {}
+        """Questions out per source address (share_key), oldest first, while it has some."""
         self.deadlines: deque[_Lookup] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.sock: socket.socket | None = None
         self.serial = 0
         self.failing = False
+        self.told = 0.0
+        """When connections out of misses were last logged (monotonic)."""
 
     def where(self, token: str, asker: Asker) -> MsrpUri | None:
         """The URI of `token` at the node holding it, None when no other node does; raises
@@ -162,26 +126,34 @@ class NodeFinder:
             if time.monotonic() < until:
                 return uri
             del self.cache[token]
-        lookup = self.out.get(token)
-        if lookup is None:
+        pending: Pending | None = self.out.get(token)
+        if pending is None:
             if not valid_token(token):
                 return None  # no node issues such a token
-            lookup = self._new(token, asker)
-            if lookup is None:
+            pending = self._new(token, asker)
+            if pending is None:
                 return None
-        raise NotYet(lookup)
+        raise NotYet(pending)
 
-    def _new(self, token: str, asker: Asker) -> _Lookup | None:
-        """A question for `token` from `asker`, its oldest when it has its share out, or
-        None when it may not ask (answered: no other node)."""
-        if asker.debt and asker.owes(time.monotonic()) > MISS_BURST - 1:  # no room for one
+    def cannot_wait(self, token: str) -> None:
+        """A frame for `token` that may not wait (routed after its sender's 200) is
+        answered "no other node": counted when its question was not asked (a share out)."""
+        if token not in self.out:
             self.counters.add(Counter.cluster_lookups_refused)
-            return None
+
+    def _new(self, token: str, asker: Asker) -> Pending | None:
+        """A question for `token` from `asker`, or what it waits for when its share is out
+        (then it asks again), or None when it cannot be asked (no other node)."""
+        if asker.debt:
+            now = time.monotonic()
+            over = asker.owes(now) - (MISS_BURST - 1)
+            if over > 0:  # no room for one more miss
+                return self._later(asker, over / MISS_RATE)
         if len(asker.out) >= PER_CONN:
             return asker.out[0]
-        if self.by_addr.get(asker.addr, 0) >= PER_ADDR:
-            self.counters.add(Counter.cluster_lookups_refused)
-            return None
+        waiting = self.by_addr.get(asker.addr)
+        if waiting is not None and len(waiting) >= PER_ADDR:
+            return waiting[0]
         if len(self.out) >= MAX_IN_FLIGHT:
             self._failed(f"{MAX_IN_FLIGHT} lookups in flight")
             return None
@@ -198,7 +170,7 @@ class NodeFinder:
         self.counters.add(Counter.cluster_lookups)
         self.out[token] = lookup
         asker.out.append(lookup)
-        self.by_addr[asker.addr] = self.by_addr.get(asker.addr, 0) + 1
+        self.by_addr.setdefault(asker.addr, []).append(lookup)
         self.deadlines.append(lookup)
         if self.timer is None:
             self.timer = self.loop.call_at(self._loop_time(lookup.deadline), self._expire)
@@ -281,35 +253,45 @@ class NodeFinder:
             return None
         return uri
 
+    def _later(self, asker: Asker, wait: float) -> Later:
+        later = asker.later
+        if later is None:
+            later = asker.later = Later()
+            later.timer = self.loop.call_later(wait, self._may_ask, asker)
+            now = time.monotonic()
+            if now - self.told >= TOLD_EVERY:
+                self.told = now
+                logger.info(
+                    "cluster: %s asked where %d tokens nobody holds are: one such question "
+                    "a second from it now (further such lines within %g s left out)",
+                    asker.peer,
+                    MISS_BURST,
+                    TOLD_EVERY,
+                )
+        return later
+
+    def _may_ask(self, asker: Asker) -> None:
+        later, asker.later = asker.later, None
+        if later is not None:
+            later.resume()
+
     def _missed(self, asker: Asker) -> None:
         """No node holds what `asker` asked about (Redis down or slow is not its doing)."""
-        debt = asker.owes(time.monotonic()) + 1
-        asker.debt = debt
-        if debt > MISS_BURST - 1 and not asker.told:
-            asker.told = True
-            logger.info(
-                "cluster: %s asked where %d tokens nobody holds are: one such question a "
-                "second from it now",
-                asker.peer,
-                MISS_BURST,
-            )
+        asker.debt = asker.owes(time.monotonic()) + 1
 
     def _done(self, lookup: _Lookup, uri: MsrpUri | None, ttl: float) -> None:
         del self.out[lookup.token]
         asker = lookup.asker
         asker.out.remove(lookup)
-        left = self.by_addr.pop(asker.addr) - 1
-        if left:
-            self.by_addr[asker.addr] = left
+        waiting = self.by_addr[asker.addr]
+        waiting.remove(lookup)
+        if not waiting:
+            del self.by_addr[asker.addr]
         cache = self.cache
         cache[lookup.token] = (time.monotonic() + ttl, uri)
         while len(cache) > CACHE_MAX:
             del cache[next(iter(cache))]
-        for resume in lookup.resumes:
-            try:
-                resume()
-            except Exception:  # one connection's failure must not strand the others
-                logger.exception("resuming a frame that waited for a token lookup failed")
+        lookup.resume()
 
     def _expire(self) -> None:
         self.timer = None

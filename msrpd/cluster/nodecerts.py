@@ -9,9 +9,11 @@ and is signed by the key of a CA certificate of [cluster] node_ca, whose subject
 issuer. The signature is checked here, not just the names: the handshake may have verified
 the certificate against another trusted CA ([tls] ca, the system's store) that bears the
 same name. Node certificates are therefore issued directly by a node CA, kept for the nodes
-alone; an intermediate between them is not followed. A frame that comes over a node link is
-never sent on to another node (routing/hop.py), so a stale directory cannot loop frames
-between nodes.
+alone; an intermediate between them is not followed. That CA may itself be an intermediate
+(transports/tls.py trusts node_ca's certificates as anchors, partial chains): listing its
+root in node_ca too would make every certificate the root issues a node's. A frame that
+comes over a node link is never sent on to another node (routing/hop.py), so a stale
+directory cannot loop frames between nodes.
 
 The check needs the verified chain, which Python's ssl module gives from 3.13 only
 (SSLObject.get_verified_chain): the `cryptography` package checks the signature instead,
@@ -25,7 +27,7 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 __all__ = ["NodeCerts"]
 
@@ -39,9 +41,9 @@ class NodeCerts:
         """Raises OSError or ssl.SSLError when `node_ca` holds no CA certificate."""
         try:
             certs = x509.load_pem_x509_certificates(node_ca.read_bytes())
-        except ValueError as exc:
+            self.cas = [cert for cert in certs if _is_ca(cert)]
+        except ValueError as exc:  # also a certificate's extensions it cannot parse
             raise ssl.SSLError(f"{node_ca}: {exc}") from None
-        self.cas = [cert for cert in certs if _is_ca(cert)]
         if not self.cas:
             raise ssl.SSLError(f"{node_ca} holds no CA certificate")
 
@@ -56,7 +58,11 @@ class NodeCerts:
         if not isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
             return False
         der = tls.getpeercert(binary_form=True)
-        if der is None or not self._issued(x509.load_der_x509_certificate(der)):
+        try:
+            if der is None or not self._issued(x509.load_der_x509_certificate(der)):
+                return False
+        except Exception as exc:  # an encoding OpenSSL took and cryptography does not
+            logger.warning("a peer certificate not checked as a node's: %s", exc)
             return False
         logger.info("a link with another node of the cluster: %s", get("peername"))
         return True
@@ -66,7 +72,7 @@ class NodeCerts:
         for ca in self.cas:
             try:
                 cert.verify_directly_issued_by(ca)
-            except (ValueError, TypeError, InvalidSignature):
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
                 continue  # another name, a key type it cannot check, another key
             return True
         return False

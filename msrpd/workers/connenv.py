@@ -16,7 +16,7 @@ import time
 from collections.abc import Hashable, Sized
 from typing import Protocol
 
-from ..cluster.finder import Asker
+from ..cluster.shares import Asker
 from ..config.selfuri import SelfUris
 from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
@@ -254,7 +254,8 @@ class ConnEnv:
             if not self.acted:
                 raise
             # Asked after answering or relaying: routing the frame again would do that
-            # twice. The lookup goes on and fills the cache; this frame gets 481.
+            # twice. This frame gets 481; its lookup, if asked, goes on and fills the cache.
+            finder.cannot_wait(sessid)
             return None
 
     def asking(self) -> Asker:

@@ -94,8 +94,10 @@ class HopEnv(ConnEnv):
         try:
             return super().node_of(sessid)
         except NotYet:
-            # As for user_ha1: the outer pass cannot be routed again. The lookup goes on and
-            # fills the cache, so the next frame for the token finds its node.
+            # As for user_ha1: the outer pass cannot be routed again. This frame gets 481;
+            # its lookup, if asked, goes on and fills the cache for the next one.
+            if self.routes.finder is not None:
+                self.routes.finder.cannot_wait(sessid)
             return None
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:

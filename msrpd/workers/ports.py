@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeAlias
 
-from ..cluster.finder import Asker
+from ..cluster.shares import Asker
 from ..protocol import MsrpUri
 
 __all__ = ["WRITE_HIGH", "Blockable", "Lost", "NodeCheck", "NodeLookup", "Sink", "Writable"]
@@ -72,6 +72,9 @@ class NodeLookup(Protocol):
     def where(self, token: str, asker: Asker) -> MsrpUri | None:
         """Its URI there, None when none does; raises NotYet while the answer is out.
         `asker`: the connection's share of the questions."""
+
+    def cannot_wait(self, token: str) -> None:
+        """A frame for `token` that may not wait for where() is answered: none holds it."""
 
     def close(self) -> None:
         """The worker is exiting."""

@@ -20,9 +20,11 @@ import pytest
 from redis.asyncio import Redis
 
 from msrpd.cluster import finder as finder_module
-from msrpd.cluster.finder import Asker, NodeFinder
+from msrpd.cluster import shares
+from msrpd.cluster.finder import NodeFinder
 from msrpd.cluster.keys import Keys
 from msrpd.cluster.owners import OwnerDesk
+from msrpd.cluster.shares import Asker, Later, share_key
 from msrpd.cluster.status import RedisStatus
 from msrpd.cluster.where import (
     DOWN,
@@ -305,7 +307,7 @@ def test_a_connection_has_two_questions_out_then_its_frame_waits_for_its_oldest(
     """Over PER_CONN (a connection whose frames were routed after its 200: a path naming
     this relay twice), its next frame waits for its own oldest question, not asked meanwhile,
     and asks once routed again; another connection, from the same address too, asks."""
-    assert finder_module.PER_CONN == 2
+    assert shares.PER_CONN == 2
     listener = _listening(tmp_path / "where.sock")
 
     async def steps() -> None:
@@ -345,32 +347,39 @@ def test_connections_from_one_address_have_a_quarter_of_the_questions(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
     """PER_ADDR questions out from one source address (many connections, one each); the next
-    connection from there is answered "no other node" at once, a sender from another address
-    still asks."""
-    per_addr = finder_module.PER_ADDR
+    connection's frame from there waits for the address's oldest question, not asked
+    meanwhile, and asks once routed again; a sender from another address still asks."""
+    per_addr = shares.PER_ADDR
     assert per_addr == finder_module.MAX_IN_FLIGHT // 4 == 16
     listener = _listening(tmp_path / "where.sock")
 
     async def steps() -> None:
         finder = _finder(tmp_path, loop)
+        firsts = []
         for n in range(per_addr):
-            with pytest.raises(NotYet):
+            with pytest.raises(NotYet) as caught:
                 finder.where(f"m{n}", _asker("203.0.113.9", 5000 + n))
-        assert finder.where("m-over", _asker("203.0.113.9", 6000)) is None
+            firsts.append(caught.value.pending)
+        over = _asker("203.0.113.9", 6000)
+        with pytest.raises(NotYet) as caught:
+            finder.where("m-over", over)
+        assert caught.value.pending is firsts[0]
         with pytest.raises(NotYet):
             finder.where("real", _asker("192.0.2.1"))
         counters = finder.counters.values
-        assert counters[Counter.cluster_lookups_refused] == 1
+        assert counters[Counter.cluster_lookups] == per_addr + 1
+        assert counters[Counter.cluster_lookups_refused] == 0
         assert counters[Counter.cluster_lookup_failures] == 0
         agent = await _accepted(listener)
         asked = [decode_ask(agent.recv(512))[1] for _ in range(per_addr + 1)]
         assert asked == [f"m{n}" for n in range(per_addr)] + ["real"]
-        for n in range(per_addr):  # answered: the address may ask again
-            agent.send(encode_answer(Answer(f"{n + 1:x}", f"m{n}", NONE)))
-        await asyncio.sleep(0.05)
-        with pytest.raises(NotYet):
-            finder.where("m-again", _asker("203.0.113.9", 6001))
-        assert decode_ask(agent.recv(512))[1] == "m-again"
+        resumed = asyncio.get_running_loop().create_future()
+        firsts[0].then(lambda: resumed.set_result(None))
+        agent.send(encode_answer(Answer("1", "m0", NONE)))  # the oldest answered ...
+        await resumed
+        with pytest.raises(NotYet):  # ... the frame that waited asks now
+            finder.where("m-over", over)
+        assert decode_ask(agent.recv(512))[1] == "m-over"
         agent.close()
         finder.close()
 
@@ -380,18 +389,27 @@ def test_connections_from_one_address_have_a_quarter_of_the_questions(
         listener.close()
 
 
-def test_a_connection_asking_after_tokens_nobody_holds_is_answered_at_once_after_a_few(
+def test_an_ipv6_host_takes_one_share_for_its_64() -> None:
+    assert share_key("[2001:db8::1]") == share_key("[2001:db8::ffff:2]") == "2001:db8::/64"
+    assert share_key("[2001:db8:0:1::1]") == "2001:db8:0:1::/64"
+    assert share_key("192.0.2.1") == "192.0.2.1"
+    assert share_key("[not an address]") == "[not an address]"
+    assert _asker("[2001:db8::7]").addr == "2001:db8::/64"
+
+
+def test_a_connection_asking_after_tokens_nobody_holds_waits_after_a_few(
     redis_server: RedisServer,
     tmp_path: Path,
     loop: asyncio.AbstractEventLoop,
     stats: Stats,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """MISS_BURST of its questions answered "none", then one a second (MISS_RATE): its
-    frames for made-up tokens are answered at once, not asked; what the cache holds it
-    still gets, and other connections still ask."""
-    burst = finder_module.MISS_BURST
-    assert (burst, finder_module.MISS_RATE) == (8, 1.0)
+    """MISS_BURST of its questions answered "none", then one a second (MISS_RATE): its next
+    frame for a token not kept waits (not asked) until it may ask, then asks; what the cache
+    holds it still gets at once, and other connections still ask. A frame that cannot wait
+    is answered at once and counted refused."""
+    burst = shares.MISS_BURST
+    assert (burst, shares.MISS_RATE) == (8, 1.0)
     with redis_server.client() as redis:
         redis.set("t:sess:tok2", "n2")
         redis.hset("t:node:n2", mapping={"addr": "10.0.0.2:2856"})
@@ -405,25 +423,40 @@ def test_a_connection_asking_after_tokens_nobody_holds_is_answered_at_once_after
                 uri, waited = await _ask(finder, f"made-up-{n}", prober)
                 assert uri is None and waited > 0
             assert counters[Counter.cluster_lookups] == burst
-            assert finder.where("made-up-x", prober) is None  # at once: no NotYet
+            began = time.monotonic()
+            with pytest.raises(NotYet) as caught:
+                finder.where("made-up-x", prober)
+            later = caught.value.pending
+            assert isinstance(later, Later)
+            wait = (prober.debt - (burst - 1)) / shares.MISS_RATE  # its debt just now
+            assert 0 < wait <= 1 / shares.MISS_RATE
+            with pytest.raises(NotYet) as caught:  # the same wait for its next frame
+                finder.where("made-up-x2", prober)
+            assert caught.value.pending is later
+            finder.cannot_wait("made-up-x")  # routed after its 200: answered, counted
             assert counters[Counter.cluster_lookups] == burst
             assert counters[Counter.cluster_lookups_refused] == 1
             uri, _ = await _ask(finder, "tok2")  # another connection asks
             assert uri is not None and finder.where("tok2", prober) == uri  # the cache
-            await asyncio.sleep(1 / finder_module.MISS_RATE + 0.05)
-            uri, waited = await _ask(finder, "made-up-y", prober)  # one more, a second on
+            resumed = asyncio.get_running_loop().create_future()
+            later.then(lambda: resumed.set_result(time.monotonic() - began))
+            waited_for = await resumed
+            assert wait - 0.02 <= waited_for < wait + 0.5
+            uri, waited = await _ask(finder, "made-up-x", prober)  # routed again: asks
             assert uri is None and waited > 0
-            assert finder.where("made-up-z", prober) is None
+            with pytest.raises(NotYet) as caught:
+                finder.where("made-up-z", prober)
+            assert isinstance(caught.value.pending, Later)
             assert counters[Counter.cluster_lookups] == burst + 2
-            assert counters[Counter.cluster_lookups_refused] == 2
+            assert counters[Counter.cluster_lookups_refused] == 1
             finder.close()
 
     with caplog.at_level(logging.INFO, "msrpd.cluster.finder"):
         _run(loop, steps)
     told = [r.getMessage() for r in caplog.records if "tokens nobody holds" in r.getMessage()]
-    assert told == [
+    assert told == [  # once a minute per worker, however many connections
         "cluster: tls:203.0.113.5:4000 asked where 8 tokens nobody holds are: one such "
-        "question a second from it now"
+        "question a second from it now (further such lines within 60 s left out)"
     ]
 
 
@@ -435,10 +468,10 @@ def test_redis_down_costs_a_connection_none_of_its_misses(
             client, desk.client = desk.client, None
             finder = _finder(tmp_path, loop)
             sender = _asker("192.0.2.9")
-            for n in range(finder_module.MISS_BURST + 2):
+            for n in range(shares.MISS_BURST + 2):
                 assert (await _ask(finder, f"real-{n}", sender))[0] is None
             counters = finder.counters.values
-            assert counters[Counter.cluster_lookups] == finder_module.MISS_BURST + 2
+            assert counters[Counter.cluster_lookups] == shares.MISS_BURST + 2
             assert counters[Counter.cluster_lookups_refused] == 0
             desk.client = client
             finder.close()

@@ -77,7 +77,7 @@ def server_context(tls: TlsSettings, node_ca: Path | None = None) -> ssl.SSLCont
     if tls.ca is not None:
         ctx.load_verify_locations(tls.ca)
     if node_ca is not None:
-        ctx.load_verify_locations(node_ca)
+        _trust_nodes(ctx, node_ca)
         ctx.verify_mode = ssl.CERT_OPTIONAL
     if tls.verify_client:
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -90,8 +90,15 @@ def client_context(tls: TlsSettings, node_ca: Path | None = None) -> ssl.SSLCont
     when we have one (mutual TLS between relays, and between nodes)."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
     if node_ca is not None:
-        ctx.load_verify_locations(node_ca)
+        _trust_nodes(ctx, node_ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.certificate is not None and tls.private_key is not None:
         ctx.load_cert_chain(tls.certificate, tls.private_key)
     return ctx
+
+
+def _trust_nodes(ctx: ssl.SSLContext, node_ca: Path) -> None:
+    """Trust the node CA as an anchor even when it is an intermediate (its root left out:
+    listed too, the root would be a node CA, cluster/nodecerts.py)."""
+    ctx.load_verify_locations(node_ca)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
