@@ -117,6 +117,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.frames % opts.pairs:
         p.error("--frames: a multiple of --pairs")
+    if opts.rate and opts.procs != 1:  # each process would pace its own pairs at --rate
+        p.error("--rate: one generator process (--procs 1), one frame at a time in all")
     opts.bob_answers = opts.route == "relay"  # the relay route waits for Bob's 200
     if opts.children is None:
         # Bob's TLS connections never move: with 2 workers, how many pairs stay split over
