@@ -13,7 +13,11 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   one of "$+#" (RFC 4975 §7.1); any other dash line inside a body is body data.
 - A body up to `max_body` comes whole inside a Frame. A larger one is streamed: Frame (head),
   BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
-  back, so a piece never contains part of the end-line.
+  back, so a piece never contains part of the end-line; only a tail that does begin it (a
+  prefix of CRLF "-------" tid) is held, so the buffer is usually empty after a piece.
+- Big bodies are copied as little as possible (issue 16): a read that arrives while a
+  streamed body goes on and nothing is held is not copied into the buffer: it becomes the
+  piece itself when it holds no end-line. What leaves the buffer is copied once.
 - Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
   give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
   the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
@@ -46,7 +50,7 @@ from .fastpath import read_whole_frame
 from .frame import Frame
 from .grammar import SIP_START
 from .limits import ReaderLimits
-from .partial import MSRP_START, PartialFrame, check_prefix
+from .partial import MSRP_START, PartialFrame, check_prefix, marker_tail
 from .sip import sip_message_end
 from .status import Status
 from .uri import PathCheck
@@ -70,6 +74,8 @@ class ReaderState(Enum):
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
 _HEAD_STATES = frozenset({ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.SIP})
 _IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
+_STREAM = ReaderState.STREAM  # and receive_data these two for every read
+_SKIP = ReaderState.SKIP
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -84,6 +90,8 @@ class FrameReader:
         self.limits = limits or ReaderLimits()
         self._max_body = self.limits.max_body  # bound once: the fast path reads it per frame
         self._buf = bytearray()
+        self._direct: bytes | None = None
+        """A read taken as it came, while streaming with nothing held (receive_data)."""
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
@@ -120,7 +128,8 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """Bytes held that no event has delivered yet."""
-        return len(self._buf)
+        direct = self._direct
+        return len(self._buf) + (0 if direct is None else len(direct))
 
     def detach(self) -> bytes | None:
         """The bytes held, when a fresh reader fed them would continue exactly where this one
@@ -136,7 +145,17 @@ class FrameReader:
         if data:
             if self._eof:
                 raise RuntimeError("data after EOF")
-            self._buf += data
+            buf = self._buf
+            direct = self._direct
+            if direct is not None:
+                self._direct = None
+                buf += direct
+            state = self._state
+            # Immutable bytes only: the caller may reuse any other buffer once we return.
+            if not buf and (state is _STREAM or state is _SKIP) and type(data) is bytes:
+                self._direct = data
+            else:
+                buf += data
         else:
             self._eof = True
 
@@ -291,7 +310,7 @@ class FrameReader:
             if found < 0:
                 return self._at_eof(frame.tid)
             flag = bytes(buf[found - 3 : found - 2])
-            whole = frame.make_frame(bytes(buf[:found]), body_start, frame.scan + 2, flag)
+            whole = frame.make_frame(_head_bytes(buf, found), body_start, frame.scan + 2, flag)
             return self._consume(found, whole)
         if not self.limits.stream_large:
             reason = f"body exceeds {self.limits.max_body} bytes"
@@ -320,10 +339,16 @@ class FrameReader:
     def _read_rest(self, keep: bool) -> Event | NeedData:
         buf = self._buf
         frame = self._frame
+        direct = self._direct
+        if direct is not None:
+            self._direct = None
+            piece = self._pass_through(direct)
+            if piece is not None:
+                return piece
         found = frame.find_end(buf)
         safe = frame.scan
         if safe > 0:
-            piece = BodyPiece(bytes(buf[:safe]))
+            piece = BodyPiece(_head_bytes(buf, safe))
             del buf[:safe]
             frame.scan = 0
             return piece
@@ -336,6 +361,20 @@ class FrameReader:
         refused, frame.refused = frame.refused, None
         return refused if refused is not None else self._read_idle()
 
+    def _pass_through(self, data: bytes) -> BodyPiece | None:
+        """A read that came with nothing held, as a piece without copying it, when no
+        end-line starts inside it; what could begin one stays (a copy of a few bytes).
+        Otherwise None, with `data` in the buffer for the usual search."""
+        marker = self._frame.marker
+        cut = -1 if data.find(marker) >= 0 else marker_tail(data, marker, 0)
+        if cut <= 0:
+            self._buf += data
+            return None
+        if cut == len(data):
+            return BodyPiece(data)
+        self._buf += data[cut:]
+        return BodyPiece(data[:cut])
+
     # -- SIP on the MSRP port ----------------------------------------------------------------
     def _read_sip(self) -> Event | NeedData:
         end, self._frame.scan = sip_message_end(self._buf, self._frame.scan)
@@ -344,3 +383,12 @@ class FrameReader:
                 raise LocalProtocolError("SIP message too large or without a valid length")
             return self._at_eof(None)
         return self._consume(end, SipMessage(bytes(self._buf[:end])))
+
+
+def _head_bytes(buf: bytearray, end: int) -> bytes:
+    """buf[:end] as bytes, in one copy (a slice of a bytearray would be a second one). The
+    view is gone when this returns, so the caller may resize buf."""
+    if end == len(buf):
+        return bytes(buf)
+    with memoryview(buf) as view:
+        return view[:end].tobytes()
