@@ -15,9 +15,9 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
   back, so a piece never contains part of the end-line; only a tail that does begin it (a
   prefix of CRLF "-------" tid) is held, so the buffer is usually empty after a piece.
-- Big bodies are copied as little as possible (issue 16): a read that arrives while a
-  streamed body goes on and nothing is held is not copied into the buffer: it becomes the
-  piece itself when it holds no end-line. What leaves the buffer is copied once.
+- Big bodies are copied as little as possible (issue 16, gather.py): a read that arrives
+  while a streamed body goes on and nothing is held becomes the piece itself when it holds
+  no end-line; a big whole frame's later reads are kept as they came and joined once.
 - Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
   give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
   the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
@@ -48,9 +48,10 @@ from .events import (
 )
 from .fastpath import read_whole_frame
 from .frame import Frame
+from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
 from .grammar import SIP_START
 from .limits import ReaderLimits
-from .partial import MSRP_START, PartialFrame, check_prefix, marker_tail
+from .partial import MSRP_START, PartialFrame, check_prefix
 from .sip import sip_message_end
 from .status import Status
 from .uri import PathCheck
@@ -74,8 +75,9 @@ class ReaderState(Enum):
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
 _HEAD_STATES = frozenset({ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.SIP})
 _IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
-_STREAM = ReaderState.STREAM  # and receive_data these two for every read
+_STREAM = ReaderState.STREAM  # and receive_data these for every read
 _SKIP = ReaderState.SKIP
+_BODY = ReaderState.BODY
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -90,8 +92,8 @@ class FrameReader:
         self.limits = limits or ReaderLimits()
         self._max_body = self.limits.max_body  # bound once: the fast path reads it per frame
         self._buf = bytearray()
-        self._direct: bytes | None = None
-        """A read taken as it came, while streaming with nothing held (receive_data)."""
+        self._direct: bytes | None = None  # a streamed body's read, as it came
+        self._gathered: Gathered | None = None  # a big whole frame's reads after _buf
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
@@ -128,8 +130,9 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """Bytes held that no event has delivered yet."""
-        direct = self._direct
-        return len(self._buf) + (0 if direct is None else len(direct))
+        direct, gathered = self._direct, self._gathered
+        held = len(self._buf) + (0 if direct is None else len(direct))
+        return held + (0 if gathered is None else gathered.size)
 
     def detach(self) -> bytes | None:
         """The bytes held, when a fresh reader fed them would continue exactly where this one
@@ -138,7 +141,8 @@ class FrameReader:
         after EOF. Used to move a connection to another worker."""
         if self._eof or self._state not in _DETACHABLE:
             return None
-        return bytes(self._buf)
+        gathered = self._gathered
+        return bytes(self._buf) + (b"" if gathered is None else b"".join(gathered.reads))
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the connection; b"" means the peer closed it."""
@@ -151,9 +155,17 @@ class FrameReader:
                 self._direct = None
                 buf += direct
             state = self._state
-            # Immutable bytes only: the caller may reuse any other buffer once we return.
-            if not buf and (state is _STREAM or state is _SKIP) and type(data) is bytes:
+            if state is _IDLE:
+                buf += data
+            elif type(data) is not bytes:  # kept as they came: immutable bytes only
+                self._flatten()
+                buf += data
+            elif not buf and (state is _STREAM or state is _SKIP):
                 self._direct = data
+            elif self._gathered is not None:
+                self._gathered.add(data)
+            elif state is _BODY and len(buf) >= GATHER_MIN:
+                self._gathered = Gathered(data, buf, self._frame.marker)
             else:
                 buf += data
         else:
@@ -305,12 +317,23 @@ class FrameReader:
         frame = self._frame
         body_start = frame.body_start
         found = frame.find_end(buf)
+        gathered = self._gathered
+        if gathered is not None:
+            if found < 0 and frame.scan - body_start <= self.limits.max_body:
+                whole = gathered.frame(buf, frame, self.limits.max_body)
+                if whole is True:
+                    return self._at_eof(frame.tid)
+                if whole is not False:
+                    self._gathered = None
+                    return self._consume(0, whole)  # the buffer holds what follows it
+            self._flatten()
+            found = frame.find_end(buf)
         # Bytes before `scan` are certainly data, so the choice does not depend on the split.
         if frame.scan - body_start <= self.limits.max_body:
             if found < 0:
                 return self._at_eof(frame.tid)
             flag = bytes(buf[found - 3 : found - 2])
-            whole = frame.make_frame(_head_bytes(buf, found), body_start, frame.scan + 2, flag)
+            whole = frame.make_frame(head_bytes(buf, found), body_start, frame.scan + 2, flag)
             return self._consume(found, whole)
         if not self.limits.stream_large:
             reason = f"body exceeds {self.limits.max_body} bytes"
@@ -318,6 +341,12 @@ class FrameReader:
             return self._start_rest(ReaderState.SKIP, body_start, invalid)
         head = frame.make_frame(bytes(buf[:body_start]), body_start, -1, None)
         return self._start_rest(ReaderState.STREAM, body_start, head)
+
+    def _flatten(self) -> None:
+        """The reads kept apart, back in the buffer."""
+        gathered, self._gathered = self._gathered, None
+        for read in () if gathered is None else gathered.reads:
+            self._buf += read
 
     def _start_rest(self, state: ReaderState, cut: int, event: Event) -> Event:
         """Deliver `event` and read the rest of the frame after `cut` in `state`."""
@@ -342,13 +371,13 @@ class FrameReader:
         direct = self._direct
         if direct is not None:
             self._direct = None
-            piece = self._pass_through(direct)
+            piece = pass_through(direct, frame.marker, buf)
             if piece is not None:
                 return piece
         found = frame.find_end(buf)
         safe = frame.scan
         if safe > 0:
-            piece = BodyPiece(_head_bytes(buf, safe))
+            piece = BodyPiece(head_bytes(buf, safe))
             del buf[:safe]
             frame.scan = 0
             return piece
@@ -361,20 +390,6 @@ class FrameReader:
         refused, frame.refused = frame.refused, None
         return refused if refused is not None else self._read_idle()
 
-    def _pass_through(self, data: bytes) -> BodyPiece | None:
-        """A read that came with nothing held, as a piece without copying it, when no
-        end-line starts inside it; what could begin one stays (a copy of a few bytes).
-        Otherwise None, with `data` in the buffer for the usual search."""
-        marker = self._frame.marker
-        cut = -1 if data.find(marker) >= 0 else marker_tail(data, marker, 0)
-        if cut <= 0:
-            self._buf += data
-            return None
-        if cut == len(data):
-            return BodyPiece(data)
-        self._buf += data[cut:]
-        return BodyPiece(data[:cut])
-
     # -- SIP on the MSRP port ----------------------------------------------------------------
     def _read_sip(self) -> Event | NeedData:
         end, self._frame.scan = sip_message_end(self._buf, self._frame.scan)
@@ -383,12 +398,3 @@ class FrameReader:
                 raise LocalProtocolError("SIP message too large or without a valid length")
             return self._at_eof(None)
         return self._consume(end, SipMessage(bytes(self._buf[:end])))
-
-
-def _head_bytes(buf: bytearray, end: int) -> bytes:
-    """buf[:end] as bytes, in one copy (a slice of a bytearray would be a second one). The
-    view is gone when this returns, so the caller may resize buf."""
-    if end == len(buf):
-        return bytes(buf)
-    with memoryview(buf) as view:
-        return view[:end].tobytes()

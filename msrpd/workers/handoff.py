@@ -323,7 +323,7 @@ class HandoffDecoder:
         """The big message that `data` completes, its payload joined once from what _buf
         holds of it, the reads kept and `data`'s head; then what follows it in `data`."""
         buf, start = self._buf, self._start
-        kind, flags, _, conid, token, length = HEADER.unpack_from(buf, start)  # checked
+        kind, flags, _, conid, token, _ = HEADER.unpack_from(buf, start)  # checked before
         used = self._need - (len(buf) - start) - self._gathered
         with memoryview(buf) as view, memoryview(data) as head:
             payload = b"".join((view[start + HEADER_SIZE :], *self._reads, head[:used]))

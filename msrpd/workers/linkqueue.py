@@ -58,8 +58,9 @@ class LinkQueue:
     def take(self) -> tuple[list[bytes | memoryview], list[Tracked]]:
         """Everything queued, for one write (one piece up to JOIN_MAX, else the pieces as
         queued: `writelines`), and the tracked messages in it."""
-        pieces = self._pieces
-        data = [b"".join(pieces)] if self.queued <= JOIN_MAX else pieces
+        data = self._pieces
+        if self.queued <= JOIN_MAX:
+            data = [b"".join(data)]
         tracked = self._tracked
         self._pieces, self._tracked, self.queued = [], [], 0
         return data, tracked

@@ -124,3 +124,96 @@ def test_every_split_of_a_streamed_frame_rebuilds_it() -> None:
                     out += event.raw
         assert out == data, step
         assert pieces == body, step  # no byte of the end-line in a piece
+
+
+# -- a big whole frame's reads kept apart and joined once (gather.py) ------------------------
+
+WHOLE = bytes(range(256)) * 1200  # 300 KiB: over GATHER_MIN, under the 1 MiB whole-frame limit
+
+
+def events_of(reader: FrameReader, data: bytes, cuts: list[int]) -> list[object]:
+    out: list[object] = []
+    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        reader.receive_data(data[a:b])
+        out += reader.events()
+    return out
+
+
+def summary(events: list[object]) -> list[tuple[object, ...]]:
+    def one(e: object) -> tuple[object, ...]:
+        if isinstance(e, Frame):
+            return ("frame", e.tid, e.flag, e.buf, None if e.body is None else bytes(e.body))
+        if isinstance(e, BodyPiece):
+            return ("piece", e.data)
+        return (type(e).__name__, e)
+
+    # Pieces are cut where reads were: compare a streamed body as one piece.
+    out: list[tuple[object, ...]] = []
+    for item in map(one, events):
+        if item[0] == "piece" and out and out[-1][0] == "piece":
+            out[-1] = ("piece", out[-1][1] + item[1])  # type: ignore[operator]
+        else:
+            out.append(item)
+    return out
+
+
+def test_a_big_whole_frame_in_reads_is_one_frame_then_the_next() -> None:
+    data = send("g1", WHOLE) + send("g2", b"after")
+    expected = summary(events_of(FrameReader(), data, []))
+    assert [e[0] for e in expected] == ["frame", "frame"] and expected[0][4] == WHOLE
+    for step in (4096, 65_536, 100_000, 262_144):
+        reader = FrameReader()
+        got = events_of(reader, data, list(range(step, len(data), step)))
+        assert summary(got) == expected, step
+        assert reader.buffered == 0
+
+
+def test_every_cut_around_a_big_frames_end_line() -> None:
+    data = send("g3", WHOLE + b"\r\n-------g3x" + b"\r\n------") + send("g4", b"next")
+    expected = summary(events_of(FrameReader(), data, []))
+    end = data.index(b"\r\n-------g3$")
+    for cut in range(end - 20, end + 30):
+        got = events_of(FrameReader(), data, [100_000, cut, cut + 7])
+        assert summary(got) == expected, cut
+
+
+def test_a_gathered_body_over_the_limit_is_streamed() -> None:
+    limits = ReaderLimits(max_body=128 * 1024)
+    data = send("g5", WHOLE)
+    reader = FrameReader(limits)
+    got = events_of(reader, data, list(range(70_000, len(data), 50_000)))
+    head, *pieces, end = got
+    assert isinstance(head, Frame) and head.streamed
+    assert isinstance(end, FrameEnd) and end.raw == b"\r\n-------g5$\r\n"
+    assert b"".join(p.data for p in pieces if isinstance(p, BodyPiece)) == WHOLE
+
+
+def test_a_reused_buffer_while_gathering_keeps_the_order() -> None:
+    data = send("g6", WHOLE)
+    reader = FrameReader()
+    reader.receive_data(data[:100_000])
+    assert list(reader.events()) == []
+    reader.receive_data(data[100_000:150_000])  # kept apart
+    middle = bytearray(data[150_000:200_000])
+    reader.receive_data(middle)  # type: ignore[arg-type]  # not bytes: copied, in order
+    middle[:] = b"X" * len(middle)
+    reader.receive_data(data[200_000:])
+    (frame,) = list(reader.events())
+    assert isinstance(frame, Frame) and frame.buf == data
+
+
+def test_a_frame_half_gathered_detaches_whole() -> None:
+    data = send("g7", WHOLE) + send("g8")
+    reader = FrameReader()
+    reader.receive_data(data[:100_000])
+    assert list(reader.events()) == []  # the head is read: a body is arriving
+    reader.receive_data(data[100_000:150_000])  # kept apart
+    reader.receive_data(data[150_000:200_000])
+    assert list(reader.events()) == []
+    assert reader.buffered == 200_000
+    held = reader.detach()
+    assert held == data[:200_000]
+    fresh = FrameReader()
+    fresh.receive_data(held)
+    fresh.receive_data(data[200_000:])
+    assert [e.tid for e in fresh.events() if isinstance(e, Frame)] == [b"g7", b"g8"]
