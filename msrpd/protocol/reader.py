@@ -145,7 +145,8 @@ class FrameReader:
         return bytes(self._buf) + (b"" if gathered is None else b"".join(gathered.reads))
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the connection; b"" means the peer closed it."""
+        """Feed bytes from the connection; b"" means the peer closed it. `data` must be
+        bytes, never a buffer its caller reuses: a big body's read is kept as it came."""
         if data:
             if self._eof:
                 raise RuntimeError("data after EOF")
@@ -156,9 +157,6 @@ class FrameReader:
                 buf += direct
             state = self._state
             if state is _IDLE:
-                buf += data
-            elif type(data) is not bytes:  # kept as they came: immutable bytes only
-                self._flatten()
                 buf += data
             elif not buf and (state is _STREAM or state is _SKIP):
                 self._direct = data
