@@ -98,8 +98,10 @@ class Gathered:
         end = at + len(marker) + 3
         flag = self.reads[i][end - 3 : end - 2]
         data = self.join(buf, i, end)
+        # Before `buf` changes: the first line's match reads its groups from it.
+        frame = partial.make_frame(data, partial.body_start, before + at + 2, flag)
         self.rest(buf, i, end)
-        return partial.make_frame(data, partial.body_start, before + at + 2, flag)
+        return frame
 
     def join(self, buf: bytearray, i: int, end: int) -> bytes:
         """buf, the reads before reads[i] and reads[i][:end], in one copy."""

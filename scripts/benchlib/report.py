@@ -104,7 +104,9 @@ def _kernel(k: dict[str, float]) -> str:
 
 def _syscalls(calls: dict[str, float]) -> str:
     top = sorted(calls.items(), key=lambda kv: -kv[1])
-    return "; strace, calls per MiB: " + ", ".join(f"{name} {n:.1f}" for name, n in top if n >= 0.05)
+    return "; strace, calls per MiB: " + ", ".join(
+        f"{name} {n:.1f}" for name, n in top if n >= 0.05
+    )
 
 
 def idle_line(relay: str, r: dict[str, Any]) -> str:

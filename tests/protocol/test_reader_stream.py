@@ -159,6 +159,25 @@ def test_a_big_whole_frame_in_reads_is_one_frame_then_the_next() -> None:
         assert reader.buffered == 0
 
 
+def test_a_big_whole_frame_last_in_the_stream_keeps_its_first_line() -> None:
+    """Nothing follows its end-line in the read: the frame's method, tid and paths are its
+    own, not read from the buffer after it was emptied."""
+    data = send("g0", WHOLE)
+    reader = FrameReader()
+    (frame,) = events_of(reader, data, [100_000, 200_000])
+    assert isinstance(frame, Frame) and frame.buf == data
+    assert (frame.tid, frame.method, frame.flag) == (b"g0", b"SEND", b"$")
+    assert frame.to_path == whole_frame(data).to_path
+
+
+def whole_frame(data: bytes) -> Frame:
+    reader = FrameReader()
+    reader.receive_data(data)
+    (frame,) = list(reader.events())
+    assert isinstance(frame, Frame)
+    return frame
+
+
 def test_every_cut_around_a_big_frames_end_line() -> None:
     data = send("g3", WHOLE + b"\r\n-------g3x" + b"\r\n------") + send("g4", b"next")
     expected = summary(events_of(FrameReader(), data, []))
