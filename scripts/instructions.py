@@ -1,7 +1,7 @@
 """Instructions per relayed frame, counted by valgrind's callgrind (issue 16).
 
 Usage: scripts/instructions [--frames N] [--repeat R] [--relays kamailio,msrpd,msrpd-pure]
-                            [--route cmap|relay]
+                            [--route cmap|relay] [--rate FPS] [--strace]
 
 One fixed scenario, the same for every relay: children=2 (1 with --route relay, below), 4
 Alice/Bob pairs in one generator process, Bob AUTHs (digest), 100 B SENDs, 16 outstanding per
@@ -14,6 +14,21 @@ the instructions of all the relay's processes (Kamailio's main, tcp_main, reader
 frame counts, not by time, so a slow or busy machine changes how long it takes, not what it
 counts; kernel work (the system calls) is not counted, and idle work in the window (timers)
 is, but is small.
+
+A steady rate (`--rate FPS`, frames/s in total): the counted frames go one at a time in the
+whole load, the pairs taking turns, each sent once the one before has reached Bob and been
+answered (and no sooner than FPS allows). So the relay reads every frame on its own and
+writes it and its 200 in that loop iteration, as at a steady rate well under its capacity
+(issue 16's 10,000 frames/s): the count is then the cost of one loop iteration per frame,
+where a flood shares an iteration among many. Under valgrind the relay is slower than any
+FPS worth asking for, so the frames simply follow each other; natively (`--strace`) FPS sets
+the pace. A relay's timers run per second, not per frame, and the frames' window lasts far
+longer per frame than natively (valgrind, and one frame at a time): so a second window as
+long as the first, with no load, is counted too and taken off.
+
+System calls (`--strace`): the relays run natively, and `strace -c -f` attached to all of a
+relay's processes counts their system calls over the same window (benchlib/syscalls.py);
+the figure is calls per frame, in total and by call.
 
 Relays (`--relays`):
   kamailio    Kamailio 5.6.3 with ../shared/oracle/kamailio-cmap.cfg, started by
@@ -45,11 +60,12 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchlib import callgrind, runner
+from benchlib import callgrind, runner, syscalls
 from benchlib.relays import ORACLE, ROOT, ROUTES, Kamailio, MachineCpu, Msrpd, Relay, other_load
 
 RELAYS = ("kamailio", "msrpd", "msrpd-pure")
@@ -87,6 +103,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=1, help="generator processes")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per phase at most")
     p.add_argument("--oracle", type=Path, default=ORACLE, help="Kamailio oracle directory")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="a steady rate: frames/s in total, one frame at a time (0: the flood)",
+    )
+    p.add_argument(
+        "--strace", action="store_true", help="count system calls (strace), not instructions"
+    )
     p.add_argument("--out", type=Path, help="keep callgrind's files here (default: removed)")
     p.add_argument("--json", type=Path, help="also write every run to this file")
     opts = p.parse_args(argv)
@@ -104,12 +129,14 @@ def make(name: str, opts: argparse.Namespace, out_dir: Path) -> Relay:
     """`name` ready to start under callgrind, its files in `out_dir`."""
     if name == "kamailio":
         kam = Kamailio(opts.children, opts.oracle)
-        kam.env.update(callgrind.kamailio_env(out_dir))
+        if not opts.strace:
+            kam.env.update(callgrind.kamailio_env(out_dir))
         return kam
     msrpd = Msrpd(opts.children, route=opts.route, pure=name == "msrpd-pure")
     if msrpd.pure:
         msrpd.label += ", MSRPD_PURE=1"
-    msrpd.wrap = callgrind.wrapper(out_dir)
+    if not opts.strace:
+        msrpd.wrap = callgrind.wrapper(out_dir)
     return msrpd
 
 
@@ -120,7 +147,9 @@ def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[st
     try:
         relay.add_users([f"bob{n}" for n in range(opts.pairs)])
         job = runner.job_for(relay, opts, "count", size=opts.size, window=opts.window)
-        job = replace(job, frames=per_pair, warm_frames=opts.warmup, seconds=opts.timeout)
+        job = replace(
+            job, frames=per_pair, warm_frames=opts.warmup, seconds=opts.timeout, rate=opts.rate
+        )
         gens = runner.Generators(job, runner.split(list(range(opts.pairs)), opts.procs))
         try:
             infos = gens.gather(300)
@@ -130,13 +159,25 @@ def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[st
                 raise RuntimeError("the warm-up frames did not all arrive")
             cross = runner.cross_worker(relay, infos)
             pids = sorted(p.pid for p in relay.processes())
-            callgrind.start(pids, out_dir)
-            callgrind.wait_started(pids, out_dir)
+            calls: Counter[str] = Counter()
+            if opts.strace:
+                tracer = syscalls.Tracer(pids, out_dir / "strace.txt")
+                tracer.wait_attached()
+            else:
+                callgrind.start(pids, out_dir)
+                callgrind.wait_started(pids, out_dir)
             m0, t0 = MachineCpu(), time.monotonic()
             gens.go(0.0, "count")
             results = gens.gather(opts.timeout + 60)
-            instructions = callgrind.dump(pids, out_dir)
+            idle, uncounted = 0, []
+            if opts.strace:
+                calls = tracer.detach()
+                total = sum(calls.values())
+            else:
+                total = callgrind.dump(pids, out_dir)
             m1, elapsed = MachineCpu(), time.monotonic() - t0
+            if opts.rate and not opts.strace:
+                idle, uncounted = idle_window(pids, out_dir, elapsed)
         finally:
             gens.close()
     finally:
@@ -149,13 +190,29 @@ def count_once(relay: Relay, opts: argparse.Namespace, out_dir: Path) -> dict[st
             f"{summary['errors']} ({summary['totals']})"
         )
     return {
-        "instructions": instructions,
-        "per_frame": instructions / frames,
+        "total": total - idle,
+        "idle": idle,
+        "idle_uncounted": uncounted,
+        "per_frame": (total - idle) / frames,
+        "calls": {name: n / frames for name, n in calls.most_common()},
         "processes": len(pids),
         "seconds": elapsed,
         "busy": m1.since(m0)[0],
         "cross": cross,
     }
+
+
+def idle_window(pids: list[int], out_dir: Path, seconds: float) -> tuple[int, list[int]]:
+    """What the relay executes with no load in `seconds` (its timers: housekeeping, heartbeats),
+    counted in a second window as long as the first, and the processes it was counted in. At
+    a steady rate under valgrind the frames' window lasts far longer per frame than natively,
+    so the work a relay does per second would count as if per frame: this is taken off. A
+    process whose counting thread does not get to run again (msrpd's supervisor, asleep in
+    select) is left out of it: its work in the first window is all counted."""
+    callgrind.start(pids, out_dir, 2)
+    counting = callgrind.started(pids, out_dir, 2, 10.0)
+    time.sleep(seconds)
+    return callgrind.dump(counting, out_dir, 2), sorted(set(pids) - set(counting))
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -174,8 +231,14 @@ def main(argv: list[str]) -> int:
     runner.raise_nofile()
     built = compiled_modules()
     print(
-        f"scenario: children={opts.children}, {opts.pairs} pairs, {opts.size} B SENDs, window "
-        f"{opts.window}, {opts.warmup} frames per pair of warm-up, then {opts.frames:,} counted; "
+        f"scenario: children={opts.children}, {opts.pairs} pairs, {opts.size} B SENDs, "
+        + (
+            f"a steady rate: one frame at a time, at most {opts.rate:,.0f}/s"
+            if opts.rate
+            else f"window {opts.window}"
+        )
+        + f", {opts.warmup} frames per pair of warm-up, then {opts.frames:,} counted; "
+        f"counting {'system calls (strace)' if opts.strace else 'instructions (callgrind)'}; "
         f"Bob {'answers every SEND' if opts.bob_answers else 'does not answer'}; "
         f"msrpd {opts.route} route{' (Bob on TLS)' if opts.route == 'relay' else ''}; "
         "msrpd as imported: "
@@ -186,6 +249,7 @@ def main(argv: list[str]) -> int:
     )
     base = opts.out or Path(tempfile.mkdtemp(prefix="instructions-"))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in opts.relays}
+    unit = "system calls" if opts.strace else "instructions"
     labels: dict[str, str] = {}
     try:
         for n in range(opts.repeat):
@@ -198,35 +262,46 @@ def main(argv: list[str]) -> int:
                 r = count_once(relay, opts, out_dir)
                 runs[name].append(r)
                 print(
-                    f"{relay.label} run {n + 1}: {r['per_frame']:,.0f} instructions/frame "
-                    f"({r['instructions']:,} over {r['processes']} processes, "
+                    f"{relay.label} run {n + 1}: {r['per_frame']:,.{1 if opts.strace else 0}f} "
+                    f"{unit}/frame ({r['total']:,} over {r['processes']} processes, "
                     f"{r['seconds']:.1f} s counted"
                     + (f", pairs across workers as it began {r['cross']}" if r["cross"] else "")
                     + f"); machine busy {busy:.2f} cores before"
                     + (f" ({top})" if top else "")
-                    + f", {r['busy']:.2f} while counting",
+                    + f", {r['busy']:.2f} while counting"
+                    + (f"; less {r['idle']:,} idle in as long" if r["idle"] else "")
+                    + (f" (not in {r['idle_uncounted']})" if r["idle_uncounted"] else ""),
                     flush=True,
                 )
+                if r["calls"]:
+                    print("  " + by_call(r["calls"]), flush=True)
     finally:
         if opts.out is None:
             shutil.rmtree(base, ignore_errors=True)
     print()
-    print(table(runs, labels))
+    print(table(runs, labels, unit, 1 if opts.strace else 0))
     if opts.json:
         opts.json.write_text(json.dumps(runs, indent=2))
     return 0
 
 
-def table(runs: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> str:
+def by_call(calls: dict[str, float]) -> str:
+    """System calls per frame by call, the most frequent first."""
+    return ", ".join(f"{name} {n:.2f}" for name, n in calls.items() if n >= 0.01)
+
+
+def table(
+    runs: dict[str, list[dict[str, Any]]], labels: dict[str, str], unit: str, digits: int
+) -> str:
     """relay | per run | median | spread | over Kamailio."""
     kam = spread([r["per_frame"] for r in runs["kamailio"]])[0] if runs.get("kamailio") else None
-    rows = [("relay", "instructions/frame, run by run", "median", "spread", "/ Kamailio")]
+    rows = [("relay", f"{unit}/frame, run by run", "median", "spread", "/ Kamailio")]
     for name, results in runs.items():
         values = [r["per_frame"] for r in results]
         mid, width = spread(values)
         ratio = f"{mid / kam:.2f}" if kam else ""
-        each = ", ".join(f"{v:,.0f}" for v in values)
-        rows.append((labels[name], each, f"{mid:,.0f}", f"{width * 100:.1f}%", ratio))
+        each = ", ".join(f"{v:,.{digits}f}" for v in values)
+        rows.append((labels[name], each, f"{mid:,.{digits}f}", f"{width * 100:.1f}%", ratio))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows

@@ -12,6 +12,10 @@ Rules:
   elsewhere in that time.
 - A node gone: its hash expires with its registry entry (a clean stop deletes it at once),
   and its users' sessions stop counting elsewhere.
+- A user name goes into Redis percent-encoded (every byte but letters, digits, `_.-~@` as
+  %XX): exact whatever its bytes (a name that is not UTF-8 included), where the client's
+  text decoding would replace them. A field not encoded so (a name written raw) is read as
+  its UTF-8 bytes.
 - A count that is not a whole number >= 0 is a peer's bad input: skipped and counted
   (cluster_bad_input). A user left out of the shared table for want of room counts this
   node alone: logged when their number changes, and shown (the gauge cluster_users_left_out).
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -94,7 +99,7 @@ class ClusterUsage:
                 ):
                     self.status.add(Counter.cluster_bad_input)
                     continue
-                key = user.encode("utf-8", "surrogateescape")
+                key = unquote_to_bytes(user)
                 totals[key] = totals.get(key, 0) + int(count)
         left_out = self.remote.replace(totals, expires)
         self.status.counters.values[Counter.cluster_users_left_out] = left_out
@@ -127,4 +132,6 @@ class ClusterUsage:
 
 
 def _text(user: bytes) -> str:
-    return user.decode("utf-8", "surrogateescape")
+    """A user's hash field: its key's bytes percent-encoded, ASCII (redis-py's text encoding
+    would turn bytes that are not UTF-8 into "?")."""
+    return quote_from_bytes(user, safe="@")

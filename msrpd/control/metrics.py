@@ -117,6 +117,11 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
         "Token lookups that failed (Redis down, no answer in time, too many at once)",
         {},
     ),
+    "cluster_lookups_refused": (
+        "cluster_lookups_refused",
+        "Token lookups not asked: the connection's or its address's share used up",
+        {},
+    ),
 }
 
 

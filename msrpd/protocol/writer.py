@@ -231,22 +231,33 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
     return b"".join(parts)
 
 
-def retarget(frame: Frame, first: bytes, tid: bytes | None = None) -> bytes:
+def retarget(
+    frame: Frame, first: bytes, tid: bytes | None = None, sender: bytes | None = None
+) -> bytes:
     """The frame with its leftmost To-Path URI replaced by `first`, every other URI kept:
     what a node sends to the node that holds the session named there (README "Running a
     cluster"; that node handles it as a frame for its own token). With `tid`, the transaction
-    id of the first line and of the end-line becomes `tid`, as relay_splice() does."""
+    id of the first line and of the end-line becomes `tid`, as relay_splice() does. With
+    `sender`, the leftmost From-Path URI becomes `sender`: that node's answer as the sender
+    must see it, from the URI it addressed."""
     buf = canonical_buf(frame)
     to_start, first_end, _ = frame.to_span
     view = memoryview(buf)
+    parts: list[bytes | memoryview]
     if tid is None:
-        return b"".join((view[:to_start], first, view[first_end:]))
-    parts: list[bytes | memoryview] = [b"MSRP ", tid, view[5 + len(frame.tid) : to_start], first]
+        parts = [view[:to_start], first]
+    else:
+        parts = [b"MSRP ", tid, view[5 + len(frame.tid) : to_start], first]
+    at = first_end
+    if sender is not None:  # From-Path follows To-Path (RFC 4975 §7.1)
+        from_start, from_first_end, _ = frame.from_span
+        parts += (view[at:from_start], sender)
+        at = from_first_end
     end = frame.end_start
-    if end < 0:
-        parts.append(view[first_end:])
+    if tid is None or end < 0:
+        parts.append(view[at:])
     else:  # "-------" old-tid flag CRLF: the flag and CRLF are kept
-        parts += (view[first_end:end], DASHES, tid, view[end + 7 + len(frame.tid) :])
+        parts += (view[at:end], DASHES, tid, view[end + 7 + len(frame.tid) :])
     return b"".join(parts)
 
 

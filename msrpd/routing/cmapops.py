@@ -29,8 +29,10 @@ _DIGITS = re.compile(rb"[0-9]{1,10}")
 _SCHEME = re.compile(r"^msrps?://", re.I)
 # msrp[s]://host[:port]/session;transport with plain characters only (RFC 4975 §9: session-id
 # is unreserved / "+" / "=" / "/"); a URI with userinfo, IPv6 or escapes takes the full parser.
+# Case-insensitive in the scheme and transport only: re.I over the whole pattern makes every
+# character of the session id a case-folded class test (one match per frame).
 _FAST_SESSION = re.compile(
-    rb"msrps?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/([A-Za-z0-9._~+=/-]+);[a-z]+", re.I
+    rb"(?i:msrps?)://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/([A-Za-z0-9._~+=/-]+);[A-Za-z]+"
 )
 
 
@@ -122,7 +124,7 @@ def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
         return None, -3
     if not sessid:
         return None, -3
-    entry = cmap.lookup(sessid, env.now())
-    if entry is None:
+    found = cmap.owner(sessid)
+    if found is None or found[2] < env.now():
         return None, -4
-    return Destination(None, entry.conid, entry.sock), 1
+    return Destination(None, found[0], found[1]), 1

@@ -27,23 +27,50 @@ class SendFlags:
     """Close the connection after this write (SND_F_CON_CLOSE)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Destination:
     """Where relay() sends: a known connection (cmap) or an address (set_dst, To-Path).
 
     A client's own (inbound) connection is reached only through its session (`conid`) or an
     address the script chose (`chosen`, set_dst); a To-Path URI reaches only connections the
     relay opened, so knowing a client's address is not enough to write to it (issue 12).
+
+    A plain class, not a frozen dataclass: one is made per relayed frame, and mypyc compiles
+    a plain class's __init__ (a dataclass's is generated Python, about 10 times slower).
     """
 
-    uri: MsrpUri | None
-    conid: int | None = None
-    sock: str = ""
-    chosen: bool = False
-    """The script named this address (set_dst): an inbound connection from it may be used."""
-    node: bool = False
-    """`uri` is the session's token at the other node of the cluster that holds it
-    (hop.token): the frame goes there with only its leftmost To-Path URI replaced by `uri`."""
+    __slots__ = ("chosen", "conid", "node", "sock", "uri")
+
+    def __init__(
+        self,
+        uri: MsrpUri | None,
+        conid: int | None = None,
+        sock: str = "",
+        chosen: bool = False,
+        node: bool = False,
+    ) -> None:
+        self.uri: Final = uri
+        self.conid: Final = conid
+        self.sock: Final = sock
+        self.chosen: Final = chosen
+        """The script named this address (set_dst): an inbound connection from it may be
+        used."""
+        self.node: Final = node
+        """`uri` is the session's token at the other node of the cluster that holds it
+        (hop.token): the frame goes there with only its leftmost To-Path URI replaced by
+        `uri`."""
+
+    def _fields(self) -> tuple[MsrpUri | None, int | None, str, bool, bool]:
+        return self.uri, self.conid, self.sock, self.chosen, self.node
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Destination) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        uri, conid, sock, chosen, node = self._fields()
+        return f"Destination({uri!r}, {conid!r}, {sock!r}, chosen={chosen}, node={node})"
 
 
 @dataclass(frozen=True, slots=True)

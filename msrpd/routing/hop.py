@@ -42,7 +42,6 @@ OUTBOUND = 1
 INBOUND = 2
 BARE = -1
 INVALID = -2
-_EVER = float("-inf")  # Cmap.lookup(sessid, _EVER) returns an entry whatever its expiry
 
 
 def token(frame: Frame, conn: ConnInfo, env: RouteEnv) -> tuple[int, Destination | None]:
@@ -53,15 +52,16 @@ def token(frame: Frame, conn: ConnInfo, env: RouteEnv) -> tuple[int, Destination
     cmap = env.cmap
     if cmap is None:
         return INVALID, None
-    entry = cmap.lookup(sessid, _EVER)
-    if entry is None:
+    found = cmap.owner(sessid)
+    if found is None:
         uri = None if conn.node else env.node_of(sessid)
         if uri is None:
             return INVALID, None
         return INBOUND, Destination(uri, node=True)
-    if entry.expires < env.now():
+    conid, sock, expires = found
+    if expires < env.now():
         cmap.delete(sessid)
         return INVALID, None
-    if conn.conid is not None and entry.conid == conn.conid and not conn.node:
+    if conn.conid is not None and conid == conn.conid and not conn.node:
         return OUTBOUND, None  # (a node link owns no token: cmapops.save refuses it)
-    return INBOUND, Destination(None, entry.conid, entry.sock)
+    return INBOUND, Destination(None, conid, sock)

@@ -33,6 +33,8 @@ SOCK_MAX: Final = 96
 _ELLIPSIS: Final = b"..."
 _VALUE: Final = struct.Struct(f"<QdHBB{PEER_MAX}s{ADDR_MAX}s{SOCK_MAX}s")
 _HEAD: Final = struct.Struct("<Qd")  # conid, expires: the leading fields of _VALUE
+# _VALUE with the peer and addr fields skipped: what routing a frame reads (Cmap.owner)
+_OWNER: Final = struct.Struct(f"<QdHBB{PEER_MAX + ADDR_MAX}x{SOCK_MAX}s")
 _CONID: Final = struct.Struct("<Q")
 _U64_MAX: Final = (1 << 64) - 1
 
@@ -119,6 +121,15 @@ class Cmap(KeyedTable):
             return None
         entry = _decode(key, value)
         return None if entry.expires < now else entry
+
+    def owner(self, sessid: str) -> tuple[int, str, float] | None:
+        """(conid, sock, expires) of the entry saved under exactly this session id, expired
+        or not: what routing a frame needs, with nothing else decoded (one per frame)."""
+        value = self.table.get(_enc(sessid))
+        if value is None:
+            return None
+        conid, expires, _, _, sock_len, sock = _OWNER.unpack(value)
+        return conid, _dec(sock[:sock_len]), expires
 
     def rebind(self, sessid: str, old_conid: int, new_conid: int) -> bool:
         """Point a session of connection `old_conid` at `new_conid` (the connection moved to

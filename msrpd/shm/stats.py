@@ -94,6 +94,7 @@ Counter = IntEnum(
         "cluster_forwarded",
         "cluster_lookups",
         "cluster_lookup_failures",
+        "cluster_lookups_refused",
     ),
     start=0,
 )

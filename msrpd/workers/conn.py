@@ -1,8 +1,7 @@
 """MsrpConnection: the asyncio side of one MSRP connection, around the sans-IO FrameReader.
 
 Strategy (uvicorn's h11_impl, kept thin): data_received feeds the reader and hands each event
-to a small handler. The routing script runs on every frame. Only the owning worker writes to
-this transport; other workers reach it through the handoff link (DESIGN §2).
+to a small handler. Only the owning worker writes to this transport (DESIGN §2).
 - A frame whose body is over the whole-frame limit arrives as head, pieces, end: the script
   runs on the head, and the pieces follow to wherever relay() sent the head. Its answers wait
   for its end-line: a response says the whole chunk was received (RFC 4976 §6.4.1), and a
@@ -39,6 +38,7 @@ from ..routing.waits import Pending
 from ..shm import Counter
 from .connenv import ConnEnv
 from .connstats import ConnStats
+from .counting import count_frame_in
 from .flow import FlowControl
 from .intake import WAIT, Intake
 from .migrate.hooks import MoveHooks
@@ -253,7 +253,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         """Route `frame`; `again`: after its wait (_waited), counted and charged already."""
         if not again:
             self.stats.frames_in += 1
-            self.ctx.count_frame_in(frame)
+            count_frame_in(self.ctx.counters, frame)
             if self.intake.rate is not None:
                 self.env.routes.guard.charge_frame(self, self.intake.rate)
             if frame.streamed:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Hashable, Sized
 from typing import Protocol
 
+from ..cluster.finder import Asker
 from ..config.selfuri import SelfUris
 from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splice
 from ..routing.env import Destination, RoutePolicy, SendFlags
@@ -25,8 +26,10 @@ from ..routing.waits import NotYet, Pending, Unavailable
 from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from .connstats import ConnStats
+from .counting import FRAMES_OUT, TWO, count_reply
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
+from .peers import source_host
 from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 
@@ -37,22 +40,12 @@ __all__ = [
     "RouteServices",
     "RoutedConn",
     "Transactor",
-    "count_reply",
 ]
 
 logger = logging.getLogger("msrpd.route")
 
 # 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
 _SESSION_BYTES = 12
-_TWO = ord("2")
-_REPLY_COUNTERS = {_TWO: Counter.replies_2xx, ord("4"): Counter.replies_4xx}
-
-
-def count_reply(counters: StatsCounters, data: bytes) -> int:
-    """Count response `data` by class; its status's first digit (a byte value)."""
-    digit = data[data.index(b" ", 5) + 1]
-    counters.add(_REPLY_COUNTERS.get(digit, Counter.replies_5xx))
-    return digit
 
 
 class RoutedConn(Protocol):
@@ -170,7 +163,7 @@ class RouteServices(Protocol):
 
 
 class ConnEnv:
-    __slots__ = ("acked", "acted", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
+    __slots__ = ("acked", "acted", "asks", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
 
     def __init__(self, routes: RouteServices, conn: RoutedConn) -> None:
         self.routes = routes
@@ -188,6 +181,8 @@ class ConnEnv:
         self.ours = False
         """to_us(): the last URI asked and its answer. A connection's frames repeat their
         first To-Path URI (their session's token): one comparison instead of a lookup."""
+        self.asks: Asker | None = None
+        """Its share of the token lookups (cluster/finder.py), made at its first."""
 
     @property
     def policy(self) -> RoutePolicy:
@@ -254,7 +249,7 @@ class ConnEnv:
         if finder is None:
             return None
         try:
-            return finder.where(sessid)
+            return finder.where(sessid, self.asking())
         except NotYet:
             if not self.acted:
                 raise
@@ -262,9 +257,17 @@ class ConnEnv:
             # twice. The lookup goes on and fills the cache; this frame gets 481.
             return None
 
+    def asking(self) -> Asker:
+        """The connection's share of the token lookups (an inner hop's env shares it)."""
+        asker = self.asks
+        if asker is None:
+            peer = self.conn.peer_key
+            asker = self.asks = Asker(peer, source_host(peer))
+        return asker
+
     def write_origin(self, data: bytes, flags: int) -> None:
         self.acted = True
-        if count_reply(self.routes.counters, data) == _TWO:
+        if count_reply(self.routes.counters, data) == TWO:
             self.acked = self.conn.stats.frames_in
         self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
 
@@ -314,7 +317,7 @@ class ConnEnv:
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
             return -1
-        routes.counters.add(Counter.frames_out)
+        routes.counters.values[FRAMES_OUT] += 1
         self.last_sink = sink
         if dest.node:
             routes.counters.add(Counter.cluster_forwarded)

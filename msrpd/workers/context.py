@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
-from ..protocol import Frame
 from ..shm import Cmap, Counter, Registry, ShmSet, StatsCounters
 from .accounting import account
 from .batch import WriteBatch
@@ -36,11 +35,6 @@ __all__ = ["WorkerContext", "WorkerIdentity"]
 
 logger = logging.getLogger("msrpd.route")
 
-_METHOD_COUNTERS = {
-    b"SEND": Counter.frames_in_send,
-    b"REPORT": Counter.frames_in_report,
-    b"AUTH": Counter.frames_in_auth,
-}
 _TRANSPORT_COUNTERS = {"ws": Counter.conns_ws, "wss": Counter.conns_wss}
 
 
@@ -162,11 +156,3 @@ class WorkerContext:
             account(conn.stats, conn.peer_key)
         if self.delivery is not None:
             self.delivery.forget(conn)
-
-    # -- counters ---------------------------------------------------------------------------
-
-    def count_frame_in(self, frame: Frame) -> None:
-        if frame.method is None:
-            self.counters.add(Counter.frames_in_response)
-        else:
-            self.counters.add(_METHOD_COUNTERS.get(frame.method, Counter.frames_in_other))

@@ -47,7 +47,8 @@ from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
 from ..routing.waits import NotYet, Unavailable
 from ..shm import Counter, StatsCounters
-from .connenv import ConnEnv, RoutedConn, count_reply
+from .connenv import ConnEnv, RoutedConn
+from .counting import count_reply
 from .ports import Sink
 
 __all__ = ["MAX_LOCAL_HOPS", "MAX_SELF_IN_PATH", "HopEnv", "Loopback"]
@@ -70,6 +71,8 @@ class HopEnv(ConnEnv):
 
     def __init__(self, env: ConnEnv, outer: Frame, depth: int) -> None:
         super().__init__(env.routes, env.conn)
+        if env.routes.finder is not None:
+            self.asks = env.asking()
         self.depth = depth
         self.outer = outer
         self.replies: list[bytes] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeAlias
 
+from ..cluster.finder import Asker
 from ..protocol import MsrpUri
 
 __all__ = ["WRITE_HIGH", "Blockable", "Lost", "NodeCheck", "NodeLookup", "Sink", "Writable"]
@@ -68,8 +69,9 @@ class Sink(Protocol):
 class NodeLookup(Protocol):
     """Which other node of the cluster holds a token (cluster/finder.NodeFinder)."""
 
-    def where(self, token: str) -> MsrpUri | None:
-        """Its URI there, None when none does; raises NotYet while the answer is out."""
+    def where(self, token: str, asker: Asker) -> MsrpUri | None:
+        """Its URI there, None when none does; raises NotYet while the answer is out.
+        `asker`: the connection's share of the questions."""
 
     def close(self) -> None:
         """The worker is exiting."""

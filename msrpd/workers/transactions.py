@@ -173,9 +173,10 @@ class Transaction:
         """Its streamed chunk while the body is still being forwarded."""
         self.ended = False
         """Answered, timed out or lost: nothing more happens to it."""
-        self.node = False
-        """Sent to another node of the cluster with its paths kept (routing/hop.py): its
-        response is mapped back by its id alone (txbuild.mapped_back)."""
+        self.node = b""
+        """Sent to another node of the cluster with its paths kept (routing/hop.py): the URI
+        of ours that node's took the place of, which its response's From-Path gets back
+        (txbuild.mapped_back); empty when not."""
 
     @property
     def from_path(self) -> bytes:
@@ -318,10 +319,11 @@ def _due(entry: tuple[float, Transaction]) -> bool:
 
 
 def transaction_for(
-    basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin, *, node: bool = False
+    basis: Frame, hop_uri: bytes, tid: bytes, origin: Origin, *, node: bytes = b""
 ) -> Transaction | None:
-    """The transaction for forwarding `basis` under `tid` (to another node of the cluster:
-    `node`), or None when nothing can come of it: a REPORT, a SEND with Failure-Report no."""
+    """The transaction for forwarding `basis` under `tid` (to another node of the cluster,
+    in place of our URI `node`), or None when nothing can come of it: a REPORT, a SEND with
+    Failure-Report no."""
     method = basis.method
     if method is None or method == REPORT:
         return None

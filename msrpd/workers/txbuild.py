@@ -12,7 +12,10 @@ Rules:
   cluster with only its leftmost To-Path URI replaced (routing/hop.py).
 - A response goes back under the original id, our URIs moved from To-Path to From-Path
   (rfc-checklist §2.7 step 5); the answer of another node of the cluster, to which the
-  request went with its paths kept, under the original id only.
+  request went with its paths kept, under the original id, the URI the sender addressed
+  in place of that node's at the front of From-Path: the sender sees the node it sent to
+  answer, and a 481 for a session that ended there is the 481 for a token nobody holds
+  (README "Running a cluster").
 """
 
 from __future__ import annotations
@@ -74,12 +77,17 @@ def mapped_back(response: Frame | None, tx: Transaction) -> bytes | None:
     """`response` as the request's sender must get it (rfc-checklist §2.7 step 5): the
     original id, each of our URIs moved from To-Path to the front of From-Path, up to the one
     the sender addressed (more than one after a pass through our own URI, loopback.py); for
-    a request sent to another node of the cluster, whose paths it kept, only the id."""
+    a request sent to another node of the cluster, whose paths it kept, the From-Path's first
+    URI ours again, then as above when our URI heads its To-Path (a pass through our own
+    URI came first)."""
     if tx.node and response is not None:
         try:
-            return retarget(response, response.first_to, tx.orig_tid)
+            data = retarget(response, response.first_to, tx.orig_tid, tx.node)
         except LocalProtocolError:
             return None
+        if response.first_to != tx.our_uri:
+            return data  # the sender's URI heads it
+        response = _parse(data)
     while response is not None:
         try:
             data = relay_splice(response, tx.orig_tid)

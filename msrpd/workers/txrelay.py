@@ -158,7 +158,8 @@ class TxRelay:
             data, hop_uri = outgoing(frame, dest, tid)
         except LocalProtocolError:  # To-Path holds our URI only: nowhere to forward
             return False
-        tx = transaction_for(basis, hop_uri, tid, origin, node=dest.node)
+        node = frame.first_to if dest.node else b""
+        tx = transaction_for(basis, hop_uri, tid, origin, node=node)
         if tx is not None and self.table.full(origin):
             counters.add(Counter.tx_refused)
             logger.info("%x: %d transactions live: refused", origin.conid, self.table.max_per_conn)

@@ -3,10 +3,10 @@
 `scripts/bench flood --callgrind DIR` starts msrpd under `valgrind --tool=callgrind
 --instr-atstart=no` (valgrind follows the daemon's and the workers' forks: one file per
 process in DIR) with cgtoggle.c preloaded, tells every worker when the measured window
-opens and when it closes (a file each: on.PID starts the count, off.PID dumps it), and reads
-the dumped totals. Instructions are the figure that does not wobble on a shared machine
-(seconds do); the relay runs about 50x slower under valgrind, so the load is set by the
-relay, and reads carry many frames each. Kernel work (system calls) is not counted.
+opens and when it closes (a file each: on.PID.N starts the count of window N, off.PID.N
+dumps it), and reads the dumped totals. Instructions are the figure that does not wobble on
+a shared machine (seconds do); the relay runs about 50x slower under valgrind, so the load
+is set by the relay, and reads carry many frames each. Kernel work (system calls) is not counted.
 
 scripts/instructions runs Kamailio the same way (`kamailio_env`: run-kamailio.sh finds a
 `kamailio` first in PATH that execs valgrind on the real one) and opens the window only when
@@ -69,35 +69,46 @@ def kamailio_env(out_dir: Path) -> dict[str, str]:
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def start(pids: list[int], out_dir: Path) -> None:
-    """The measured window opens: count instructions in `pids` from now."""
+def start(pids: list[int], out_dir: Path, window: int = 1) -> None:
+    """Window number `window` (1, 2, ... in turn) opens: count instructions in `pids` from now."""
     for pid in pids:
-        (out_dir / f"on.{pid}").touch()
+        (out_dir / f"on.{pid}.{window}").touch()
 
 
-def wait_started(pids: list[int], out_dir: Path, timeout: float = 60.0) -> None:
-    """Until every one of `pids` counts (after `start`): cgtoggle.c creates started.PID."""
+def wait_started(pids: list[int], out_dir: Path, window: int = 1, timeout: float = 60.0) -> None:
+    """Until every one of `pids` counts (after `start`): cgtoggle.c creates started.PID.N."""
     deadline = time.monotonic() + timeout
-    while not all((out_dir / f"started.{pid}").exists() for pid in pids):
+    while missing := [p for p in pids if not (out_dir / f"started.{p}.{window}").exists()]:
         if time.monotonic() > deadline:
-            missing = [pid for pid in pids if not (out_dir / f"started.{pid}").exists()]
             raise RuntimeError(f"callgrind: {missing} did not start counting in {timeout:.0f} s")
         time.sleep(0.02)
 
 
-def dump(pids: list[int], out_dir: Path) -> int:
-    """The window closes: the instructions `pids` executed since `start`."""
+def started(pids: list[int], out_dir: Path, window: int, timeout: float) -> list[int]:
+    """Those of `pids` that count in window `window` within `timeout` seconds of its start
+    (a thread in a process whose main thread sleeps in a system call may not get to run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [p for p in pids if (out_dir / f"started.{p}.{window}").exists()]
+        if len(ready) == len(pids):
+            break
+        time.sleep(0.02)
+    return ready
+
+
+def dump(pids: list[int], out_dir: Path, window: int = 1) -> int:
+    """Window `window` closes: the instructions `pids` executed since its `start`."""
     for pid in pids:
-        (out_dir / f"off.{pid}").touch()
+        (out_dir / f"off.{pid}.{window}").touch()
     total = 0
     for pid in pids:
-        total += _wait_dump(out_dir, pid)
+        total += _wait_dump(out_dir, pid, window)
     return total
 
 
-def _wait_dump(out_dir: Path, pid: int, timeout: float = 120.0) -> int:
-    """The total of `pid`'s dump of the window (callgrind.PID.1: its first dump)."""
-    path = out_dir / f"callgrind.{pid}.1"
+def _wait_dump(out_dir: Path, pid: int, window: int, timeout: float = 120.0) -> int:
+    """The total of `pid`'s dump of window `window` (callgrind.PID.N: its Nth dump)."""
+    path = out_dir / f"callgrind.{pid}.{window}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():

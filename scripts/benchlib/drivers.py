@@ -52,7 +52,8 @@ class Job:
     seconds: float = 10.0
     warmup: float = 1.0
     rate: float = 0.0
-    """rate mode: frames/s per pair."""
+    """rate mode: frames/s per pair. count mode: frames/s in total, one frame in flight in
+    the whole load (0: the flood, `window` outstanding per pair)."""
     big_size: int = MiB
     chunk: int = MiB
     count: int = 1
@@ -121,6 +122,7 @@ class Pair:
         "sending",
         "sent",
         "template",
+        "waiter",
         "window",
     )
 
@@ -142,6 +144,8 @@ class Pair:
         self.parser = parser
         self.sent = 0
         self.sending = False
+        self.waiter: asyncio.Future[None] | None = None
+        """count mode at a steady rate: resolved once the pair is drained."""
         bob.handler = self.on_frames if by_delivery else parser.feed
         alice.handler = self.on_replies
         alice.on_resume = self.refill
@@ -150,11 +154,20 @@ class Pair:
         self.counter.feed(data)
         if self.sending:
             self.refill()
+        elif self.waiter is not None:
+            self.wake()
 
     def on_frames(self, data: bytes) -> None:
         self.parser.feed(data)
         if self.sending:
             self.refill()
+        elif self.waiter is not None:
+            self.wake()
+
+    def wake(self) -> None:
+        if self.waiter is not None and self.drained():
+            self.waiter.set_result(None)
+            self.waiter = None
 
     def refill(self) -> None:
         if self.by_delivery:
@@ -306,7 +319,19 @@ class CountDriver(FloodDriver):
     """count: each pair sends exactly `warm_frames` SENDs, tells the parent, and when the
     parent answers (it has opened callgrind's window), exactly `frames` more, `window`
     outstanding. Each phase ends when Bob has every frame and Alice every response: the
-    counted window is bounded by frame counts, not by time (scripts/instructions)."""
+    counted window is bounded by frame counts, not by time (scripts/instructions).
+
+    With `rate` (frames/s in total) the counted phase is a steady load instead: the pairs
+    take turns, one frame at a time in the whole load, each sent once the one before has
+    reached Bob and been answered, and no sooner than the schedule says; so the relay reads
+    every frame on its own, as at a steady rate well under its capacity."""
+
+    async def setup(self) -> dict[str, Any]:
+        out = await super().setup()
+        if self.job.rate:
+            for pair in self.pairs:  # Bob's reads resolve the pair's waiter too
+                pair.bob.handler = pair.on_frames
+        return out
 
     async def run(self, t0: float, pipe: Connection) -> dict[str, Any]:
         await sleep_until(t0)
@@ -316,7 +341,10 @@ class CountDriver(FloodDriver):
         pipe.recv()
         before = [p.snapshot() for p in self.pairs]
         cpu0 = time.process_time()
-        complete = await self.phase(self.job.frames)
+        if self.job.rate:
+            complete = await self.steady(self.job.frames)
+        else:
+            complete = await self.phase(self.job.frames)
         out = self.result(before, [p.snapshot() for p in self.pairs], time.process_time() - cpu0)
         out["complete"] = complete
         return out
@@ -337,6 +365,27 @@ class CountDriver(FloodDriver):
         for pair in self.pairs:
             pair.sending = False
         return done
+
+    async def steady(self, frames: int) -> bool:
+        """`frames` more from each pair, one at a time in the whole load, at most `rate`/s."""
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.job.rate
+        deadline = time.monotonic() + self.job.seconds
+        due = time.monotonic()
+        for _ in range(frames):
+            for pair in self.pairs:
+                if due > time.monotonic():
+                    await asyncio.sleep(due - time.monotonic())
+                due += interval  # late frames catch up, still one at a time
+                pair.waiter = loop.create_future()
+                pair.send(1)
+                try:
+                    await asyncio.wait_for(pair.waiter, deadline - time.monotonic())
+                except TimeoutError:
+                    return False
+                if pair.alice.closed or pair.bob.closed:
+                    return False
+        return True
 
 
 class BigSender:

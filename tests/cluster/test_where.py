@@ -9,6 +9,7 @@ restarts, the bound on questions out (all of them reach the agent), bad messages
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from msrpd.cluster import finder as finder_module
-from msrpd.cluster.finder import NodeFinder
+from msrpd.cluster.finder import Asker, NodeFinder
 from msrpd.cluster.keys import Keys
 from msrpd.cluster.owners import OwnerDesk
 from msrpd.cluster.status import RedisStatus
@@ -74,17 +75,26 @@ def _finder(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> NodeFinder:
     return NodeFinder(tmp_path / "where.sock", TIMEOUT, StatsCounters(), loop, ours)
 
 
-async def _ask(finder: NodeFinder, token: str) -> tuple[MsrpUri | None, float]:
+def _asker(addr: str = "192.0.2.1", port: int = 4000) -> Asker:
+    """A connection from `addr`, as ConnEnv makes it."""
+    return Asker(f"tls:{addr}:{port}", addr)
+
+
+async def _ask(
+    finder: NodeFinder, token: str, asker: Asker | None = None
+) -> tuple[MsrpUri | None, float]:
     """where(token) as a routed frame sees it: the answer once it has landed (the frame
-    routed again must find it at once), and how long the frame waited."""
+    routed again must find it at once), and how long the frame waited. `asker`: its
+    connection (default: a new one)."""
+    asker = asker or _asker()
     started = time.monotonic()
     try:
-        return finder.where(token), 0.0
+        return finder.where(token, asker), 0.0
     except NotYet as wait:
         landed = asyncio.get_running_loop().create_future()
         wait.pending.then(lambda: landed.set_result(None))
         await landed
-    return finder.where(token), time.monotonic() - started
+    return finder.where(token, asker), time.monotonic() - started
 
 
 class Desk:
@@ -132,7 +142,8 @@ def test_the_directory_and_the_registry_decide(
             for token in ("tok1", "tok3", "tok4", "tok6", "nobody"):
                 assert await _ask(finder, token) == (None, pytest.approx(0, abs=TIMEOUT)), token
             # kept: asked again, answered at once, no new question
-            assert finder.where("tok2") == uri and finder.where("nobody") is None
+            assert finder.where("tok2", _asker()) == uri
+            assert finder.where("nobody", _asker()) is None
             counters = finder.counters.values
             assert counters[Counter.cluster_lookups] == 6
             assert counters[Counter.cluster_lookup_failures] == 0
@@ -159,7 +170,7 @@ def test_frames_for_one_token_share_one_question_and_a_miss_is_kept_a_second(
             with redis_server.client() as redis:  # the session's entry comes at a heartbeat
                 redis.set("t:sess:late", "n2")
                 redis.hset("t:node:n2", mapping={"addr": "10.0.0.2:2856"})
-            assert finder.where("late") is None  # the miss is kept...
+            assert finder.where("late", _asker()) is None  # the miss is kept...
             await asyncio.sleep(0.35)
             uri, _ = await _ask(finder, "late")  # ...for MISS_TTL only
             assert uri is not None and uri.host == "10.0.0.2"
@@ -225,7 +236,7 @@ def test_a_silent_agent_holds_a_frame_for_the_timeout_only(
         assert finder.counters.values[Counter.cluster_lookup_failures] == 1
         agent.send(encode_answer(Answer("1", "tok2", FOUND, "10.0.0.2:2856")))
         await asyncio.sleep(0.05)
-        assert finder.where("tok2") is None  # the miss stays for MISS_TTL
+        assert finder.where("tok2", _asker()) is None  # the miss stays for MISS_TTL
         agent.close()  # the agent restarts
         await asyncio.sleep(0.05)
         task = asyncio.ensure_future(_ask(finder, "tok5"))
@@ -250,12 +261,12 @@ def test_questions_out_are_bounded_and_no_agent_is_no_node(
 
     async def steps() -> None:
         finder = _finder(tmp_path, loop)
-        for n in range(finder_module.MAX_IN_FLIGHT):
+        for n in range(finder_module.MAX_IN_FLIGHT):  # each from a connection of its own
             with pytest.raises(NotYet):
-                finder.where(f"t{n}")
-        assert finder.where("one-more") is None  # at once: nothing queues without bound
-        assert finder.counters.values[Counter.cluster_lookup_failures] == 1
-        assert finder.where("bad token") is None  # never asked: no node issues such a token
+                finder.where(f"t{n}", _asker(f"192.0.2.{n}"))
+        assert finder.where("one-more", _asker("198.51.100.1")) is None  # at once: nothing
+        assert finder.counters.values[Counter.cluster_lookup_failures] == 1  # queues unbounded
+        assert finder.where("bad token", _asker()) is None  # never asked: no node issues it
         assert finder.counters.values[Counter.cluster_lookups] == finder_module.MAX_IN_FLIGHT
         agent = await _accepted(listener)
         asked = [decode_ask(agent.recv(512))[1] for _ in range(finder_module.MAX_IN_FLIGHT)]
@@ -265,7 +276,7 @@ def test_questions_out_are_bounded_and_no_agent_is_no_node(
         listener.close()
         (tmp_path / "where.sock").unlink()
         gone = _finder(tmp_path, loop)  # the agent is not there (restarting)
-        assert gone.where("t0") is None
+        assert gone.where("t0", _asker()) is None
         assert gone.counters.values[Counter.cluster_lookup_failures] == 1
         gone.close()
 
@@ -286,3 +297,150 @@ def test_the_codec_refuses_what_is_not_a_question_or_an_answer() -> None:
     for bad in (b"1 tok found", b"1 tok found a b", b"1 tok maybe", b"1 tok none 10.0.0.1:1"):
         with pytest.raises(ValueError):
             decode_answer(bad)
+
+
+def test_a_connection_has_two_questions_out_then_its_frame_waits_for_its_oldest(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Over PER_CONN (a connection whose frames were routed after its 200: a path naming
+    this relay twice), its next frame waits for its own oldest question, not asked meanwhile,
+    and asks once routed again; another connection, from the same address too, asks."""
+    assert finder_module.PER_CONN == 2
+    listener = _listening(tmp_path / "where.sock")
+
+    async def steps() -> None:
+        finder = _finder(tmp_path, loop)
+        alice = _asker("192.0.2.7")
+        waits = []
+        for token in ("a1", "a2", "a3"):
+            with pytest.raises(NotYet) as caught:
+                finder.where(token, alice)
+            waits.append(caught.value.pending)
+        assert waits[2] is waits[0]
+        with pytest.raises(NotYet):
+            finder.where("b1", _asker("192.0.2.7", 4001))
+        agent = await _accepted(listener)
+        asked = [decode_ask(agent.recv(512)) for _ in range(3)]
+        assert asked == [("1", "a1"), ("2", "a2"), ("3", "b1")]  # a3 not asked
+        resumed = asyncio.get_running_loop().create_future()
+        waits[2].then(lambda: resumed.set_result(None))
+        agent.send(encode_answer(Answer("1", "a1", NONE)))
+        await resumed
+        with pytest.raises(NotYet):  # a3's frame, routed again: it asks now
+            finder.where("a3", alice)
+        assert decode_ask(agent.recv(512)) == ("4", "a3")
+        counters = finder.counters.values
+        assert counters[Counter.cluster_lookups] == 4
+        assert counters[Counter.cluster_lookups_refused] == 0
+        agent.close()
+        finder.close()
+
+    try:
+        _run(loop, steps)
+    finally:
+        listener.close()
+
+
+def test_connections_from_one_address_have_a_quarter_of_the_questions(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """PER_ADDR questions out from one source address (many connections, one each); the next
+    connection from there is answered "no other node" at once, a sender from another address
+    still asks."""
+    per_addr = finder_module.PER_ADDR
+    assert per_addr == finder_module.MAX_IN_FLIGHT // 4 == 16
+    listener = _listening(tmp_path / "where.sock")
+
+    async def steps() -> None:
+        finder = _finder(tmp_path, loop)
+        for n in range(per_addr):
+            with pytest.raises(NotYet):
+                finder.where(f"m{n}", _asker("203.0.113.9", 5000 + n))
+        assert finder.where("m-over", _asker("203.0.113.9", 6000)) is None
+        with pytest.raises(NotYet):
+            finder.where("real", _asker("192.0.2.1"))
+        counters = finder.counters.values
+        assert counters[Counter.cluster_lookups_refused] == 1
+        assert counters[Counter.cluster_lookup_failures] == 0
+        agent = await _accepted(listener)
+        asked = [decode_ask(agent.recv(512))[1] for _ in range(per_addr + 1)]
+        assert asked == [f"m{n}" for n in range(per_addr)] + ["real"]
+        for n in range(per_addr):  # answered: the address may ask again
+            agent.send(encode_answer(Answer(f"{n + 1:x}", f"m{n}", NONE)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(NotYet):
+            finder.where("m-again", _asker("203.0.113.9", 6001))
+        assert decode_ask(agent.recv(512))[1] == "m-again"
+        agent.close()
+        finder.close()
+
+    try:
+        _run(loop, steps)
+    finally:
+        listener.close()
+
+
+def test_a_connection_asking_after_tokens_nobody_holds_is_answered_at_once_after_a_few(
+    redis_server: RedisServer,
+    tmp_path: Path,
+    loop: asyncio.AbstractEventLoop,
+    stats: Stats,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MISS_BURST of its questions answered "none", then one a second (MISS_RATE): its
+    frames for made-up tokens are answered at once, not asked; what the cache holds it
+    still gets, and other connections still ask."""
+    burst = finder_module.MISS_BURST
+    assert (burst, finder_module.MISS_RATE) == (8, 1.0)
+    with redis_server.client() as redis:
+        redis.set("t:sess:tok2", "n2")
+        redis.hset("t:node:n2", mapping={"addr": "10.0.0.2:2856"})
+
+    async def steps() -> None:
+        async with Desk(redis_server, tmp_path, stats):
+            finder = _finder(tmp_path, loop)
+            counters = finder.counters.values
+            prober = _asker("203.0.113.5")
+            for n in range(burst):
+                uri, waited = await _ask(finder, f"made-up-{n}", prober)
+                assert uri is None and waited > 0
+            assert counters[Counter.cluster_lookups] == burst
+            assert finder.where("made-up-x", prober) is None  # at once: no NotYet
+            assert counters[Counter.cluster_lookups] == burst
+            assert counters[Counter.cluster_lookups_refused] == 1
+            uri, _ = await _ask(finder, "tok2")  # another connection asks
+            assert uri is not None and finder.where("tok2", prober) == uri  # the cache
+            await asyncio.sleep(1 / finder_module.MISS_RATE + 0.05)
+            uri, waited = await _ask(finder, "made-up-y", prober)  # one more, a second on
+            assert uri is None and waited > 0
+            assert finder.where("made-up-z", prober) is None
+            assert counters[Counter.cluster_lookups] == burst + 2
+            assert counters[Counter.cluster_lookups_refused] == 2
+            finder.close()
+
+    with caplog.at_level(logging.INFO, "msrpd.cluster.finder"):
+        _run(loop, steps)
+    told = [r.getMessage() for r in caplog.records if "tokens nobody holds" in r.getMessage()]
+    assert told == [
+        "cluster: tls:203.0.113.5:4000 asked where 8 tokens nobody holds are: one such "
+        "question a second from it now"
+    ]
+
+
+def test_redis_down_costs_a_connection_none_of_its_misses(
+    redis_server: RedisServer, tmp_path: Path, loop: asyncio.AbstractEventLoop, stats: Stats
+) -> None:
+    async def steps() -> None:
+        async with Desk(redis_server, tmp_path, stats) as desk:
+            client, desk.client = desk.client, None
+            finder = _finder(tmp_path, loop)
+            sender = _asker("192.0.2.9")
+            for n in range(finder_module.MISS_BURST + 2):
+                assert (await _ask(finder, f"real-{n}", sender))[0] is None
+            counters = finder.counters.values
+            assert counters[Counter.cluster_lookups] == finder_module.MISS_BURST + 2
+            assert counters[Counter.cluster_lookups_refused] == 0
+            desk.client = client
+            finder.close()
+
+    _run(loop, steps)

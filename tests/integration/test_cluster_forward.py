@@ -74,11 +74,20 @@ def _token(client: MsrpClient) -> str:
 
 
 def _node(
-    redis: RedisServer, ca_file: Path, cert: Path, key: Path, name: str, **limits: float
+    redis: RedisServer,
+    ca_file: Path,
+    cert: Path,
+    key: Path,
+    name: str,
+    shape: Shape,
+    **limits: float,
 ) -> Relay:
+    tls = {"certificate": str(cert), "private_key": str(key)}
+    if shape.tls_ca is not None:
+        tls["ca"] = str(shape.tls_ca)
     relay = Relay(
-        children=2,
-        tls={"certificate": str(cert), "private_key": str(key)},
+        children=shape.children,
+        tls=tls,
         msrp={"route": None},
         limits={**LIMITS_OFF, **limits},
     )
@@ -88,7 +97,7 @@ def _node(
         "node": name,
         "heartbeat": 0.25,
         "node_ttl": 2.0,
-        "timeout": TIMEOUT,
+        "timeout": shape.timeout,
         "retry_max": 0.5,
         "node_ca": str(ca_file),
     }
@@ -96,8 +105,23 @@ def _node(
     return relay
 
 
-def two_nodes(redis: RedisServer, tmp_path: Path, **limits: float) -> Iterator[Nodes]:
-    ca = trustme.CA()
+@dataclass(frozen=True)
+class Shape:
+    """What a test changes of the nodes besides [limits]."""
+
+    children: int = 2
+    ca: trustme.CA | None = None
+    """The node CA (default: a new one)."""
+    tls_ca: Path | None = None
+    """[tls] ca: CAs the nodes trust besides the node CA (default: none)."""
+    timeout: float = TIMEOUT
+
+
+def two_nodes(
+    redis: RedisServer, tmp_path: Path, shape: Shape | None = None, **limits: float
+) -> Iterator[Nodes]:
+    shape = shape or Shape()
+    ca = shape.ca or trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     ca_file, cert_file, key_file = (tmp_path / n for n in ("node-ca.pem", "cert.pem", "key.pem"))
     ca.cert_pem.write_to_path(ca_file)
@@ -107,7 +131,7 @@ def two_nodes(redis: RedisServer, tmp_path: Path, **limits: float) -> Iterator[N
     nodes = None
     try:
         for name in ("n1", "n2"):
-            relay = _node(redis, ca_file, cert_file, key_file, name, **limits)
+            relay = _node(redis, ca_file, cert_file, key_file, name, shape, **limits)
             made.append(relay)
             result = relay.start()
             assert result.returncode == 0, result.stderr + relay.log()

@@ -95,6 +95,45 @@ def test_a_node_publishes_its_users_and_sums_the_others(
     assert status.counters.values[Counter.cluster_users_left_out] == 0
 
 
+def test_a_user_name_that_is_not_utf8_keeps_its_counts_over_the_cluster(
+    redis_server: RedisServer, shm: ShmSet
+) -> None:
+    """A digest username's bytes need not be UTF-8 (the key keeps them: usersess.user_key):
+    node n1 publishes it, node n2 sums it under the very same key, with the agent's client
+    settings (a text client replacing what it cannot decode)."""
+    odd = b"caf\xe9-%41\xff".decode("utf-8", "surrogateescape")  # Latin-1, a "%", a 0xff
+    _hold(shm, odd, "o1")
+    _hold(shm, odd, "o2")
+    _hold(shm, "dave@example.com", "d1")
+    n1, _ = _usage(shm)
+    n2 = ClusterUsage(
+        KEYS, "n2", (shm.users, shm.cmap, shm.remote_users), n1.status, (0.1, 2.0, 1.0)
+    )
+    with redis_server.client() as redis:
+        redis.sadd("t:nodes", "n1", "n2", "n3")
+        redis.hset("t:usage:n3", mapping={"erin": "1"})  # a raw name (an older node): as is
+
+    async def main() -> None:
+        client = Redis(port=redis_server.port, decode_responses=True, encoding_errors="replace")
+        try:
+            await n1.beat(client)
+            shm.remote_users.replace({}, 0)
+            await n2.beat(client)  # n2 sums n1's and n3's hashes (what it writes is unread)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    with redis_server.client() as redis:
+        assert redis.hgetall("t:usage:n1") == {"caf%E9-%2541%FF": "2", "dave@example.com": "1"}
+    now = time.time()
+    remote = shm.remote_users
+    assert remote.sessions(odd, now) == 2
+    assert remote.sessions("caf\ufffd-%41\ufffd", now) == 0
+    assert remote.sessions("dave@example.com", now) == 1
+    assert remote.sessions("erin", now) == 1
+    assert remote.count() == 3
+
+
 def test_users_beyond_the_table_are_left_out_logged_and_shown(
     redis_server: RedisServer, shm: ShmSet, caplog: pytest.LogCaptureFixture
 ) -> None:

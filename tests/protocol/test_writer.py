@@ -21,6 +21,7 @@ from msrpd.protocol.writer import (
     build_sipmsg,
     forward_paths,
     relay_splice,
+    retarget,
 )
 
 from .golden import read_all
@@ -753,3 +754,29 @@ def test_forward_paths_replaces_both_paths_and_keeps_every_other_byte() -> None:
         forward_paths(frame, "x\r\nInjected: 1", None)
     with pytest.raises(LocalProtocolError):
         forward_paths(frame, "  ", None)
+
+
+# -- retarget: a frame to another node of a cluster, and that node's answer -------------------
+
+N2 = "msrps://n2.example:2856/rb;tcp"  # the token at the node holding it
+
+
+def test_retarget_replaces_the_first_to_path_uri_and_keeps_the_rest() -> None:
+    frame = parse(send(f"{RB} {B}"))
+    assert retarget(frame, N2.encode()) == frame.buf.replace(RB.encode(), N2.encode(), 1)
+    out = retarget(frame, N2.encode(), b"n1tid")
+    assert out == frame.buf.replace(RB.encode(), N2.encode(), 1).replace(b"s1", b"n1tid")
+
+
+def test_retarget_gives_the_sender_its_own_next_hop_in_from_path() -> None:
+    """Node 2's answer (To-Path the sender's path, From-Path node 2's URI then the rest) as
+    the sender must see it: its id, and the URI it addressed where node 2's was."""
+    answer = parse(
+        crlf("MSRP z9z9 481 Gone", f"To-Path: {A}", f"From-Path: {N2} {B}", "-------z9z9$")
+    )
+    out = retarget(answer, answer.first_to, b"s1", RB.encode())
+    assert out == crlf("MSRP s1 481 Gone", f"To-Path: {A}", f"From-Path: {RB} {B}", "-------s1$")
+    alone = parse(crlf("MSRP z9z9 200", f"To-Path: {A}", f"From-Path: {N2}", "-------z9z9$"))
+    assert retarget(alone, alone.first_to, None, RB.encode()) == crlf(
+        "MSRP z9z9 200", f"To-Path: {A}", f"From-Path: {RB}", "-------z9z9$"
+    )

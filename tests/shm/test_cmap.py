@@ -42,6 +42,20 @@ def test_save_lookup_replace_delete(cmap: Cmap) -> None:
     assert (cmap.n_stripes, cmap.capacity) == (16, 1024)
 
 
+def test_owner_reads_the_conid_sock_and_expiry_of_exactly_that_session(cmap: Cmap) -> None:
+    # Full-length fields on both sides of sock: owner() skips peer and addr by offset.
+    long = entry("s1", conid=(1 << 64) - 1, peer="p" * 300, addr="a" * 96, sock="s" * 96)
+    assert cmap.save(long)
+    assert cmap.owner("s1") == ((1 << 64) - 1, "s" * 96, NOW + 60)
+    assert cmap.save(entry("s2", conid=9, expires=NOW - 1, sock="tls:[::1]:2856"))
+    assert cmap.owner("s2") == (9, "tls:[::1]:2856", NOW - 1)  # expired: the caller decides
+    assert cmap.lookup("s2", NOW) is None
+    a, b = CRC_TWINS
+    assert cmap.save(entry(a, conid=3))
+    assert cmap.owner(b) is None and cmap.owner("S1") is None and cmap.owner("") is None
+    assert cmap.owner(a) == (3, "tcp:127.0.0.1:2855", NOW + 60)
+
+
 def test_rebind_moves_only_the_named_connections_session(cmap: Cmap) -> None:
     e = entry("s1", conid=7, addr="msrp://192.0.2.9:5")
     assert cmap.save(e)

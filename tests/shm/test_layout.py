@@ -42,7 +42,7 @@ def test_create_attach_and_unlink_all(prefix: str, tmp_path: Path, children: Chi
         f"{prefix}-usersess",
         f"{prefix}-remoteusers",
     ]
-    assert [s.record_size for s in specs] == [544, 112, 40, 488, 416, 88, 1104, 88]
+    assert [s.record_size for s in specs] == [544, 112, 40, 496, 416, 88, 1104, 88]
     shm = lay.create_all()
     try:
         assert segment_names(f"{prefix}-") == sorted(s.name for s in specs)

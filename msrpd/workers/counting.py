@@ -1,0 +1,42 @@
+"""The worker's counters a frame moves, counted on every frame (stats.get, Prometheus).
+
+List indexes into StatsCounters.values, not StatsCounters.add (a Python call each time:
+shm/stats.py is not compiled) nor Counter.x (an enum lookup each time).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..protocol import Frame
+from ..shm import Counter, StatsCounters
+
+__all__ = ["FRAMES_OUT", "TWO", "count_frame_in", "count_reply"]
+
+TWO: Final = ord("2")
+FRAMES_OUT: Final = int(Counter.frames_out)
+_REPLY_COUNTERS: Final = {TWO: int(Counter.replies_2xx), ord("4"): int(Counter.replies_4xx)}
+_REPLIES_5XX: Final = int(Counter.replies_5xx)
+_METHOD_COUNTERS: Final = {
+    b"SEND": int(Counter.frames_in_send),
+    b"REPORT": int(Counter.frames_in_report),
+    b"AUTH": int(Counter.frames_in_auth),
+}
+_FRAMES_IN_OTHER: Final = int(Counter.frames_in_other)
+_FRAMES_IN_RESPONSE: Final = int(Counter.frames_in_response)
+
+
+def count_reply(counters: StatsCounters, data: bytes) -> int:
+    """Count response `data` by class; its status's first digit (a byte value)."""
+    digit = data[data.index(b" ", 5) + 1]
+    counters.values[_REPLY_COUNTERS.get(digit, _REPLIES_5XX)] += 1
+    return digit
+
+
+def count_frame_in(counters: StatsCounters, frame: Frame) -> None:
+    """Count a frame read, by method."""
+    method = frame.method
+    if method is None:
+        counters.values[_FRAMES_IN_RESPONSE] += 1
+    else:
+        counters.values[_METHOD_COUNTERS.get(method, _FRAMES_IN_OTHER)] += 1
