@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -137,22 +138,25 @@ async def listen(
     reading = TlsReading()  # one read buffer for every TLS connection the listeners accept
     # create_server listens again, with asyncio's backlog of 100 unless told (issue 12).
     backlog = listen_backlog(settings.core.backlog)
+    # A TLS handshake is part of probation: a connection that never completes one is closed
+    # then too (RFC 4976 §6.1).
+    handshake = settings.limits.probation
     for sock, addr in sockets:
-        secure = addr.secure
+        context = (msrps if addr.proto == "tls" else tls) if addr.secure else None
+        secure = None if context is None else (reading, context, handshake)
         servers.append(
             await ctx.loop.create_server(
-                lambda text=str(addr), proto=addr.proto, tls=reading if secure else None: (
-                    accepted_conn(ctx, routes, text, proto, balance, tls)
-                ),
+                partial(accepted_conn, ctx, routes, str(addr), addr.proto, balance, secure),
                 sock=sock,
-                ssl=(msrps if addr.proto == "tls" else tls) if secure else None,
-                # A TLS handshake is part of probation: a connection that never completes
-                # one is closed then too (RFC 4976 §6.1).
-                ssl_handshake_timeout=settings.limits.probation if secure else None,
                 backlog=backlog,
             )
         )
     return servers
+
+
+Secure = tuple[TlsReading, ssl.SSLContext, float]
+"""How a secure listener's connections run TLS (transports/tlsstream.py): the shared read
+buffer, the context, the handshake's timeout."""
 
 
 def accepted_conn(
@@ -161,10 +165,10 @@ def accepted_conn(
     listen_text: str,
     proto: Proto,
     balance: bool,
-    tls: TlsReading | None = None,
+    secure: Secure | None = None,
 ) -> asyncio.BaseProtocol:
     """What serves a socket this worker accepted on a `proto` listener: a connection object,
-    behind `tls`'s buffered reading on a secure one (transports/tls.py)."""
+    behind a TLS stream on a secure one (transports/tlsstream.py)."""
     wire: Wire
     if proto == "tcp":
         wire = TcpWire(listen_text)
@@ -176,7 +180,10 @@ def accepted_conn(
     # colocation only with it); TLS and WebSocket state lives in this process.
     migration = MigrationState(balance=balance and wire.movable, movable=wire.movable)
     conn = MsrpConnection(ctx, routes, wire, migration=migration)
-    return conn if tls is None else tls.protocol(conn)
+    if secure is None:
+        return conn
+    reading, context, timeout = secure
+    return reading.stream(conn, context, timeout)
 
 
 def passed_conn(ctx: WorkerContext, routes: RouteRunner, listen_text: str) -> MsrpConnection:

@@ -188,13 +188,17 @@ class Delivery:
         # new_conn made an asyncio protocol (conn.MsrpConnection); Outbound names what is
         # used of it here. Over TLS it reads through the worker's shared buffer (tls.py).
         app = cast(asyncio.Protocol, conn)
-        protocol = app if tls is None else self.tls_reading.protocol(app)
-        connect = self.ctx.loop.create_connection(
-            lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
-        )
+        timeout = self.ctx.settings.msrp.dialing.connect_timeout
+        stream = None if tls is None else self.tls_reading.stream(app, tls, timeout, host)
+        protocol: asyncio.Protocol = app if stream is None else stream
         try:
-            await asyncio.wait_for(connect, self.ctx.settings.msrp.dialing.connect_timeout)
+            async with asyncio.timeout(timeout):
+                await self.ctx.loop.create_connection(lambda: protocol, host, port)
+                if stream is not None:
+                    await stream.handshaken()  # the next hop's certificate is verified
         except (TimeoutError, OSError, ssl.SSLError) as exc:
+            if stream is not None:
+                stream.abort()
             self.dialing.failed_connect(key, conn, str(exc) or type(exc).__name__)
         else:
             self.dialing.connected(conn)

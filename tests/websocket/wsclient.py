@@ -8,6 +8,7 @@ it, and keeps each message's type and size in `messages`.
 from __future__ import annotations
 
 import secrets
+import socket
 import ssl
 import time
 from contextlib import ExitStack
@@ -27,8 +28,12 @@ class WsMsrpClient(MsrpClient):
         timeout: float = 10.0,
         text: bool = False,
         origin: str | None = None,
+        sock: socket.socket | None = None,
+        ping_interval: float | None = 20,
     ) -> None:
-        """Open ws[s]://127.0.0.1:port/ with the msrp subprotocol; `text`: send text messages."""
+        """Open ws[s]://127.0.0.1:port/ with the msrp subprotocol; `text`: send text messages;
+        `sock`: over that socket, connected to the port (its buffers set by the test);
+        `ping_interval`: the library's keepalive (None: off, for a relay that stops reading)."""
         scheme = "wss" if tls else "ws"
         self.stack = ExitStack()
         self.ws: ClientConnection = self.stack.enter_context(
@@ -40,6 +45,8 @@ class WsMsrpClient(MsrpClient):
                 open_timeout=timeout,
                 origin=origin,  # type: ignore[arg-type]
                 server_hostname="localhost" if tls else None,
+                sock=sock,
+                ping_interval=ping_interval,
             )
         )
         super().__init__(port, sock=self.ws.socket, tls=tls, timeout=timeout)

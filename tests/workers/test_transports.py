@@ -19,7 +19,8 @@ from msrpd.config import TlsSettings, WebSocketSettings
 from msrpd.workers.peers import format_peer
 from msrpd.workers.transports.base import Wire
 from msrpd.workers.transports.tcp import TcpWire
-from msrpd.workers.transports.tls import TlsReads, TlsWire, client_context, server_context
+from msrpd.workers.transports.tls import TlsWire, client_context, server_context
+from msrpd.workers.transports.tlsstream import PIECE, TlsStream
 from msrpd.workers.transports.ws import WsWire
 
 from .hubs import LOOPS, run, until
@@ -63,14 +64,17 @@ class Served(asyncio.Protocol):
 async def serve(
     wire: Wire, tls: ssl.SSLContext | None = None, ca: Path | None = None
 ) -> tuple[asyncio.Server, Served, asyncio.StreamReader, asyncio.StreamWriter]:
-    """A server holding `wire` and one client connected to it; the server side is attached."""
+    """A server holding `wire` and one client connected to it; the server side is attached
+    (behind a TlsStream with `tls`, as the workers serve it)."""
     served: list[Served] = []
 
-    def factory() -> Served:
+    def factory() -> asyncio.Protocol:
         served.append(Served(wire))
-        return served[0]
+        if tls is None:
+            return served[0]
+        return TlsStream(served[0], tls, memoryview(bytearray(1 << 18)), 10.0)
 
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0, ssl=tls)
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     client_tls = None if ca is None else ssl.create_default_context(cafile=str(ca))
     reader, writer = await asyncio.open_connection(
@@ -196,18 +200,17 @@ def test_tls_wire_over_real_tls(loop_kind: str, certs: TlsSettings) -> None:
 async def serve_tls_reads(
     certs: TlsSettings, buffer: memoryview, clients: int
 ) -> tuple[asyncio.Server, list[tuple[Served, asyncio.StreamReader, asyncio.StreamWriter]]]:
-    """A TLS server whose connections read through TlsReads into `buffer`, and `clients`
+    """A TLS server whose connections read through TlsStreams into `buffer`, and `clients`
     clients connected to it, each with its own server side (matched by port)."""
     served: list[Served] = []
+    context = server_context(certs)
 
-    def factory() -> TlsReads:
+    def factory() -> TlsStream:
         conn = Served(TlsWire("tls:127.0.0.1:2856"))
         served.append(conn)
-        return TlsReads(conn, buffer)
+        return TlsStream(conn, context, buffer, 10.0)
 
-    server = await asyncio.get_running_loop().create_server(
-        factory, "127.0.0.1", 0, ssl=server_context(certs)
-    )
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     client_tls = ssl.create_default_context(cafile=str(certs.ca))
     pairs = []
@@ -250,15 +253,15 @@ def test_tls_reads_share_one_buffer(loop_kind: str, certs: TlsSettings) -> None:
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_tls_reads_pass_write_pausing_on(loop_kind: str, certs: TlsSettings) -> None:
-    """Writing pauses and resumes reach the connection behind TlsReads (its outbox's flow
+    """Writing pauses and resumes reach the connection behind a TlsStream (its outbox's flow
     control depends on them)."""
 
     async def main() -> None:
         server, [(served, reader, writer)] = await serve_tls_reads(
             certs, memoryview(bytearray(4096)), 1
         )
-        # The TLS layer encrypts a write at once and hands it to the socket's transport, which
-        # the first fills; the second waits in the layer's backlog, over HIGH: paused.
+        # The TLS stream encrypts a write at once and hands it to the socket's transport, which
+        # the first fills past HIGH: paused, once, until it has written them both.
         size = 8 << 20
         served.wire.send(b"x" * size)
         served.wire.send(b"y" * size)
@@ -267,6 +270,152 @@ def test_tls_reads_pass_write_pausing_on(loop_kind: str, certs: TlsSettings) -> 
         await until(lambda: served.writing == ["pause", "resume"])
         writer.close()
         await served.lost
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+@pytest.mark.parametrize("size", [300, PIECE + 5000, 3 * PIECE + 7])
+def test_tls_buffered_is_exactly_what_a_shut_socket_never_delivers(
+    loop_kind: str, certs: TlsSettings, size: int
+) -> None:
+    """Writes of `size` bytes (within one TLS record, and over several) to a client that reads
+    nothing, until the transport holds a lot; then the socket is shut for writing as a stop's
+    give-up does. The client then reads until the end: what it gets is exactly the bytes sent
+    but `buffered()` at the shut, none of the rest (a record half in the kernel never
+    decrypts), so a stop's reports are neither short nor duplicated (RFC 4975 §7.1.2)."""
+
+    async def main() -> None:
+        wire = TlsWire("tls:127.0.0.1:2856")
+        server, _, _, writer = await serve(wire, server_context(certs), certs.ca)
+        client = Collected()  # the reader's own buffer: a StreamReader raises before it
+        writer.transport.set_protocol(client)
+        writer.transport.pause_reading()  # the client reads nothing until the shut
+        stream = bytearray()
+        while wire.buffered() < 2 << 20:
+            chunk = (b"%08d" % (len(stream) // size)).ljust(size, b".")
+            wire.send(chunk)
+            stream += chunk
+        wire.shut_write()
+        unsent = wire.buffered()
+        assert 0 < unsent < len(stream)
+        writer.transport.resume_reading()
+        await asyncio.wait_for(client.ended, 10)
+        assert len(client.got) == len(stream) - unsent
+        assert client.got == stream[: len(client.got)]
+        wire.abort()
+        writer.close()
+        server.close()
+
+    run(loop_kind, main)
+
+
+class Collected(asyncio.Protocol):
+    """A client that keeps what it reads, until the end (an EOF, or an error: a TLS record
+    cut short by the shut)."""
+
+    def __init__(self) -> None:
+        self.got = bytearray()
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.got += data
+
+    def eof_received(self) -> bool | None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_tls_stream_handshake_failures_never_reach_the_connection(
+    loop_kind: str, certs: TlsSettings
+) -> None:
+    """Bad input: plain text to a TLS listener gets the socket closed (no TLS record: it
+    spoke no TLS); a handshake never started is closed at its timeout; a client stream whose peer's
+    certificate does not verify fails its handshake with that reason. No connection object
+    ever sees connection_made or connection_lost."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        apps: list[Served] = []
+
+        def factory() -> TlsStream:
+            apps.append(Served(TlsWire("tls:127.0.0.1:2856")))
+            return TlsStream(apps[-1], server_context(certs), memoryview(bytearray(4096)), 0.5)
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"MSRP a SEND\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        began = loop.time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # says nothing
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.4 < loop.time() - began < 3
+        writer.close()
+        assert [app.peer for app in apps] == ["", ""] and not any(a.lost.done() for a in apps)
+        # A client stream that trusts another CA: the server's certificate does not verify.
+        other = trustme.CA()
+        client_ctx = ssl.create_default_context()
+        other.configure_trust(client_ctx)
+        app = Served(TlsWire())
+        stream = TlsStream(app, client_ctx, memoryview(bytearray(4096)), 5.0, "localhost")
+        await loop.create_connection(lambda: stream, "127.0.0.1", port)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await stream.handshaken()
+        await asyncio.sleep(0.05)
+        assert app.peer == "" and not app.lost.done()
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_ws_buffered_counts_whole_frames_not_in_the_kernel(loop_kind: str) -> None:
+    """WsWire.buffered() counts MSRP bytes, by whole frames: the client that reads nothing
+    until the socket is shut then gets exactly the frames sent but the last `buffered()`
+    bytes' worth (a message half in the kernel never reaches it), so a stop neither loses
+    nor duplicates (RFC 4975 §7.1.2)."""
+
+    async def main() -> None:
+        wire = WsWire("ws:127.0.0.1:8080", WebSocketSettings(), secure=False)
+        server, _, reader, writer = await serve(wire)
+        client = WSConnection(ConnectionType.CLIENT)
+        writer.write(client.send(Request(host="r", target="/", subprotocols=["msrp"])))
+        client.receive_data(await reader.read(65536))
+        assert isinstance(next(client.events()), AcceptConnection)
+        proto = Collected()
+        writer.transport.set_protocol(proto)
+        writer.transport.pause_reading()
+        frames: list[bytes] = []
+        while wire.buffered() < 1 << 20:
+            n = len(frames)
+            frames.append(b"MSRP t%d SEND\r\n\r\n%s\r\n-------t%d$\r\n" % (n, b"." * (n % 900), n))
+            wire.send(frames[-1])
+        wire.shut_write()
+        unsent = wire.buffered()
+        writer.transport.resume_reading()
+        await asyncio.wait_for(proto.ended, 10)
+        client.receive_data(bytes(proto.got))
+        got, part = [], b""  # whole messages: wsproto hands a partial one's bytes too
+        for event in client.events():
+            if isinstance(event, BytesMessage):
+                part += event.data
+                if event.message_finished:
+                    got.append(part)
+                    part = b""
+        assert 0 < len(got) < len(frames)
+        assert got == frames[: len(got)]
+        assert sum(map(len, frames[len(got) :])) == unsent
+        wire.abort()
+        writer.close()
         server.close()
 
     run(loop_kind, main)

@@ -113,3 +113,23 @@ def test_responses_are_never_rechunked() -> None:
     response = b"MSRP a1 200 OK\r\nTo-Path: msrp://a.invalid:1/s;ws\r\n-------a1$\r\n"
     frames = OutFrames(1024, lambda tid, written: b"never")
     assert messages(frames, [response[:9], response[9:]]) == [response]
+
+
+def test_ends_name_each_frame_where_its_last_message_ends() -> None:
+    """`ends` (what a stop counts as delivered over WebSocket, ws.py): for each frame a split
+    finished, the piece that ends it and the offset in that write just past it; a frame cut
+    across writes is named by the write that ends it, a re-chunked one once, by its last
+    piece, and a frame not ended yet not at all."""
+    frames = OutFrames(4096, lambda tid, n: b"n%d" % n)
+    a, b = send(b"a1", b"x" * 50), send(b"b2", b"y" * 60)
+    frames.split(a + b)
+    assert frames.ends == [(0, len(a)), (1, len(a) + len(b))]
+    c = send(b"c3", b"z" * 70)
+    frames.split(c[:40])
+    assert frames.ends == []
+    pieces = frames.split(c[40:])
+    assert frames.ends == [(len(pieces) - 1, len(c) - 40)]
+    big = send(b"d4", bytes(range(256)) * 40)  # 10 KiB: three messages of at most 4 KiB
+    pieces = frames.split(big + a)
+    assert sum(last for _, last, _ in pieces) == 4
+    assert frames.ends == [(len(pieces) - 2, len(big)), (len(pieces) - 1, len(big) + len(a))]

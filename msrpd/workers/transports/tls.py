@@ -2,18 +2,16 @@
 and `msrps:` next hops (RFC 4976 §8: TLS between clients and relays; the relay presents its
 certificate, client certificates are optional).
 
-The loop's SSL transport does the TLS: the adapter differs from TCP in its names, and in that
-its session state lives in this process, so the connection never moves to another worker.
+The relay runs TLS itself (tlsstream.py: what a stop must report is exact only so): the
+adapter differs from TCP in its names, and in that its session state lives in this process,
+so the connection never moves to another worker.
 
-Reading (TlsReads): the TLS layer's application protocol is a buffered one
-(asyncio.BufferedProtocol) in front of the connection, reading into a buffer the worker's TLS
-connections share (TlsReading: one for those its listeners accept, one for those it opens).
-Given a plain Protocol, uvloop's TLS layer allocates a 256 KiB bytes object for every read and
-shrinks it to what was decrypted; glibc serves that size with mmap, mremap and munmap, and
-page faults after them, whenever its heap has no free block as large (issue 14: about 13 us
-per read on the benchmark machine, where the cmap route's heap happened to have one and the
-relay route's had not). Each read is copied out of the shared buffer as bytes of its own size
-before the connection sees it, so no read overlaps another's use of the buffer.
+Reading (TlsReading): the TLS streams decrypt into a buffer the worker's TLS connections
+share (one for those its listeners accept, one for those it opens), and each read is copied
+out of it as bytes of its own size before the connection sees it, so no read overlaps another's
+use of the buffer. A buffer per read would be a 256 KiB allocation that glibc serves with
+mmap, mremap and munmap, and page faults after them, whenever its heap has no free block as
+large (issue 14: about 13 us per read on the benchmark machine).
 """
 
 from __future__ import annotations
@@ -24,12 +22,13 @@ from pathlib import Path
 
 from ...config import TlsSettings
 from .tcp import TcpWire
+from .tlsstream import TlsStream
 
-__all__ = ["READ_BUFFER", "TlsReading", "TlsReads", "TlsWire", "client_context", "server_context"]
+__all__ = ["READ_BUFFER", "TlsReading", "TlsWire", "client_context", "server_context"]
 
 READ_BUFFER = 256 * 1024
-"""Bytes of the worker's shared TLS read buffer: uvloop's largest read (SSL_READ_MAX_SIZE),
-so a buffer that fills up costs no more reads than without it."""
+"""Bytes of the worker's shared TLS read buffer: the most one TCP read brings (uvloop's read
+buffer), so one read is one call to the connection."""
 
 
 class TlsWire(TcpWire):
@@ -40,41 +39,8 @@ class TlsWire(TcpWire):
     movable = False
 
 
-class TlsReads(asyncio.BufferedProtocol):
-    """The TLS layer's application protocol for `conn` (an MsrpConnection): reads land in
-    `buffer`, shared by the worker's TLS connections, and go to `conn.data_received` as
-    bytes; everything else is `conn`'s own."""
-
-    __slots__ = ("buffer", "conn")
-
-    def __init__(self, conn: asyncio.Protocol, buffer: memoryview) -> None:
-        self.conn = conn
-        self.buffer = buffer
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.conn.connection_made(transport)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.conn.data_received(self.buffer[:nbytes].tobytes())
-
-    def eof_received(self) -> bool | None:
-        return self.conn.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.conn.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.conn.resume_writing()
-
-
 class TlsReading:
-    """One buffer for the TLS connections that share it (a worker's listeners share one, its
+    """One buffer for the TLS streams that share it (a worker's listeners share one, its
     connections to next hops another: delivery.py), made when the first one comes."""
 
     __slots__ = ("buffer",)
@@ -82,12 +48,20 @@ class TlsReading:
     def __init__(self) -> None:
         self.buffer: memoryview | None = None
 
-    def protocol(self, conn: asyncio.Protocol) -> TlsReads:
-        """`conn` as the loop's TLS layer is to call it: reading into the shared buffer."""
+    def stream(
+        self,
+        conn: asyncio.Protocol,
+        context: ssl.SSLContext,
+        timeout: float,
+        server_hostname: str | None = None,
+    ) -> TlsStream:
+        """The protocol for the TCP transport of `conn`'s connection: TLS, server side unless
+        `server_hostname`, with `timeout` seconds for the handshake, reading into the shared
+        buffer (tlsstream.py)."""
         buffer = self.buffer
         if buffer is None:
             buffer = self.buffer = memoryview(bytearray(READ_BUFFER))
-        return TlsReads(conn, buffer)
+        return TlsStream(conn, context, buffer, timeout, server_hostname)
 
 
 def server_context(tls: TlsSettings, node_ca: Path | None = None) -> ssl.SSLContext:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from typing import cast
 
 from wsproto.frame_protocol import CloseReason
@@ -46,14 +47,18 @@ def _rechunk_ids(chunk_ids: ChunkIds) -> NewTid:
 class WsWire(OverStream):
     __slots__ = (
         "deadline",
+        "ends",
+        "in_total",
         "kind",
         "last_write",
         "local_sock",
         "receive",
         "scheme",
         "send",
+        "sent_in",
         "server",
         "settings",
+        "wire_total",
     )
 
     movable = False
@@ -70,6 +75,17 @@ class WsWire(OverStream):
         self.deadline = 0.0
         """The upgrade must be complete by then (time.monotonic)."""
         self.last_write = 0.0
+        # What a stop must report is counted in MSRP frames (stopping.py): a frame is in the
+        # kernel once its last message is wholly there (RFC 7977 §5.1: one frame per message).
+        self.in_total = 0
+        """MSRP bytes sent."""
+        self.sent_in = 0
+        """MSRP bytes up to the end of the last frame whose messages are all in the kernel."""
+        self.wire_total = 0
+        """Bytes handed to the transport (HTTP, WebSocket frames, control frames)."""
+        self.ends: deque[tuple[int, int]] = deque()
+        """(MSRP offset, transport offset) just past each frame, and its last message, that
+        the transport may still hold, oldest first."""
 
     def attach(
         self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
@@ -91,18 +107,48 @@ class WsWire(OverStream):
             return
         out = server.receive(data)
         if out:
-            transport.write(out)
+            self._write(out)
         if server.closing:
             transport.close()
 
     def _send(self, data: bytes | memoryview) -> None:
+        start = self.in_total
+        self.in_total = start + len(data)  # never sent if not encoded now: counted unsent
         server, transport = self.server, self.transport
         if server is None or transport is None:
             return
         out = server.encode(data)
-        if out:
-            transport.write(out)
-            self.last_write = time.monotonic()
+        if not out:
+            return
+        wire = self.wire_total
+        self._write(out)
+        self.last_write = time.monotonic()
+        ends, ended = self.ends, server.ended
+        if not transport.get_write_buffer_size():  # the usual case: the kernel took it all
+            if ended:
+                self.sent_in = start + ended[-1][0]
+            elif ends:
+                self.sent_in = ends[-1][0]
+            ends.clear()
+        else:
+            ends.extend((start + msrp, wire + out_end) for msrp, out_end in ended)
+
+    def _write(self, out: bytes) -> None:
+        assert self.transport is not None
+        self.wire_total += len(out)
+        self.transport.write(out)
+
+    def buffered(self) -> int:
+        """MSRP bytes sent whose frame is not wholly in the kernel (a message half there never
+        reaches the client): what a stop reports is exact (RFC 4975 §7.1.2)."""
+        transport, ends = self.transport, self.ends
+        if transport is None:
+            return 0
+        if ends:
+            in_kernel = self.wire_total - transport.get_write_buffer_size()
+            while ends and ends[0][1] <= in_kernel:
+                self.sent_in = ends.popleft()[0]
+        return self.in_total - self.sent_in
 
     def tick(self, now: float, last_read: float) -> str:
         """Housekeeping: why the connection must close now ("" when it need not); pings it
@@ -114,7 +160,7 @@ class WsWire(OverStream):
             return "" if server.ws is not None or now < self.deadline else "upgrade too slow"
         interval = self.settings.ping_interval
         if interval and now - max(self.last_write, last_read) >= interval:
-            transport.write(server.ping())
+            self._write(server.ping())
             self.last_write = now
         return ""
 
@@ -133,5 +179,5 @@ class WsWire(OverStream):
             code = CloseReason.GOING_AWAY if going_away else CloseReason.NORMAL_CLOSURE
             out = server.close(code)
             if out:
-                transport.write(out)
+                self._write(out)
         transport.close()

@@ -53,6 +53,7 @@ _REASONS = {
 class WsServer:
     __slots__ = (
         "closing",
+        "ended",
         "feed",
         "frames",
         "max_message",
@@ -88,6 +89,9 @@ class WsServer:
         self.text = False
         """The client's last message was text: whole frames go back as text."""
         self.frames = OutFrames(max_message, new_tid)
+        self.ended: list[tuple[int, int]] = []
+        """Of the last encode, for each MSRP frame it ended: (the offset in the MSRP bytes just
+        past it, the offset in the output just past its last message)."""
 
     @property
     def open(self) -> bool:
@@ -219,19 +223,31 @@ class WsServer:
 
     def encode(self, data: bytes | memoryview) -> bytes:
         """The WebSocket frames for MSRP bytes the connection writes (wsout.py); b"" once
-        closing."""
+        closing. `ended` says where each MSRP frame they end is, in `data` and in them."""
+        ended = self.ended
+        ended.clear()
         ws = self.ws
         if ws is None or ws.state is not ConnectionState.OPEN:
             return b""
         out = []
-        text = self.text
-        for payload, finished, whole in self.frames.split(data):
+        text, frames = self.text, self.frames
+        pieces = frames.split(data)
+        marks = frames.ends
+        wire, mark = 0, 0
+        at = marks[0][0] if marks else -1
+        for index, (payload, finished, whole) in enumerate(pieces):
             message: TextMessage | BytesMessage | None = (
                 self._text(payload) if whole and text else None
             )
             if message is None:
                 message = BytesMessage(data=payload, message_finished=finished)
-            out.append(ws.send(message))
+            encoded = ws.send(message)
+            out.append(encoded)
+            wire += len(encoded)
+            if index == at:  # an MSRP frame's last message: (its end in data, in the output)
+                ended.append((marks[mark][1], wire))
+                mark += 1
+                at = marks[mark][0] if mark < len(marks) else -1
         return b"".join(out)
 
     @staticmethod

@@ -42,6 +42,7 @@ _MIN_ROOM = 256  # a head that leaves less room than this in a message: not re-c
 
 class OutFrames:
     __slots__ = (
+        "ends",
         "fragmented",
         "marker",
         "max_message",
@@ -71,10 +72,16 @@ class OutFrames:
         """The Byte-Range position the current chunk's body starts at."""
         self.tid = b""
         """The transaction id of the chunk being written (a new one per re-chunk)."""
+        self.ends: list[tuple[int, int]] = []
+        """Of the last split, for each frame it ended: (the index of the piece that ends it,
+        the offset in the data just past it); what was delivered is counted by frames."""
 
     def split(self, data: bytes | memoryview) -> list[Piece]:
+        base = len(self.tail)  # buf[base:] is data
         buf = self.tail + data if self.tail else bytes(data)
         out: list[Piece] = []
+        ends = self.ends
+        ends.clear()
         pos, size = 0, len(buf)
         while pos < size:
             search = pos
@@ -89,6 +96,7 @@ class OutFrames:
                 pos = self._chunked(buf, pos, end, hold, out)
                 if end < 0:
                     break
+                ends.append((len(out) - 1, end - base))
                 continue
             if end < 0:
                 self._piece(out, buf[pos:hold], False)
@@ -99,6 +107,7 @@ class OutFrames:
                 self._piece(out, frame, True)
             else:
                 out.append((frame, True, True))
+            ends.append((len(out) - 1, end - base))
             self._reset()
             pos = end
         self.tail = buf[pos:]
