@@ -141,8 +141,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--callgrind",
         metavar="DIR",
-        help="flood or rate, msrpd: run it under valgrind's callgrind and report the instructions "
-        "its workers execute per frame in the measured window (about 50x slower; files in DIR)",
+        help="flood, rate or big, msrpd: run it under valgrind's callgrind and report the "
+        "instructions its workers execute per frame (big: per MiB) in the measured window "
+        "(about 50x slower; files in DIR)",
+    )
+    p.add_argument(
+        "--strace",
+        metavar="DIR",
+        help="big, msrpd: count its workers' system calls by kind (strace -c; slower)",
     )
     p.add_argument(
         "--msrpd-option",
@@ -168,8 +174,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         opts.route = "relay"  # the route that forwards between nodes by token
     if opts.bob_answers is None:
         opts.bob_answers = opts.route == "relay"
-    if opts.callgrind and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
-        p.error("--callgrind: flood or rate mode, against msrpd")
+    if opts.callgrind and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate", "big")):
+        p.error("--callgrind: flood, rate or big mode, against msrpd")
     if opts.alice_ws and (opts.relay != "msrpd" or opts.mode not in ("flood", "rate")):
         p.error("--alice-ws: flood or rate mode, against msrpd")
     return opts

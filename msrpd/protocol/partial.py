@@ -29,9 +29,22 @@ from .grammar import (
 from .status import Status
 from .uri import PathCheck
 
-__all__ = ["MSRP_START", "PartialFrame", "check_prefix"]
+__all__ = ["MSRP_START", "PartialFrame", "check_prefix", "marker_tail"]
 
 MSRP_START = b"MSRP "
+
+
+def marker_tail(buf: bytes | bytearray, marker: bytes, scan: int) -> int:
+    """Where the tail of `buf` that could begin `marker` starts: the first CR (a marker
+    starts with CRLF) from `scan` on whose suffix is a prefix of `marker`; len(buf) if none.
+    `marker` does not occur whole in buf[scan:]."""
+    size = len(buf)
+    at = buf.find(b"\r", max(scan, size - len(marker) + 1))
+    while at >= 0:
+        if marker.startswith(buf[at:]):
+            return at
+        at = buf.find(b"\r", at + 1)
+    return size
 
 
 class PartialFrame:
@@ -135,7 +148,7 @@ class PartialFrame:
         while True:
             at = buf.find(marker, self.scan)
             if at < 0:
-                self.scan = max(self.scan, len(buf) - size + 1)
+                self.scan = marker_tail(buf, marker, self.scan)
                 return -1
             end = at + size + 3
             if end > len(buf):

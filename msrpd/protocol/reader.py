@@ -13,7 +13,11 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   one of "$+#" (RFC 4975 §7.1); any other dash line inside a body is body data.
 - A body up to `max_body` comes whole inside a Frame. A larger one is streamed: Frame (head),
   BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
-  back, so a piece never contains part of the end-line.
+  back, so a piece never contains part of the end-line; only a tail that does begin it (a
+  prefix of CRLF "-------" tid) is held, so the buffer is usually empty after a piece.
+- Big bodies are copied as little as possible (issue 16, gather.py): a read that arrives
+  while a streamed body goes on and nothing is held becomes the piece itself when it holds
+  no end-line; a big whole frame's later reads are kept as they came and joined once.
 - Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
   give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
   the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
@@ -44,6 +48,7 @@ from .events import (
 )
 from .fastpath import read_whole_frame
 from .frame import Frame
+from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
 from .grammar import SIP_START
 from .limits import ReaderLimits
 from .partial import MSRP_START, PartialFrame, check_prefix
@@ -70,6 +75,9 @@ class ReaderState(Enum):
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
 _HEAD_STATES = frozenset({ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.SIP})
 _IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
+_STREAM = ReaderState.STREAM  # and receive_data these for every read
+_SKIP = ReaderState.SKIP
+_BODY = ReaderState.BODY
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -84,6 +92,8 @@ class FrameReader:
         self.limits = limits or ReaderLimits()
         self._max_body = self.limits.max_body  # bound once: the fast path reads it per frame
         self._buf = bytearray()
+        self._direct: bytes | None = None  # a streamed body's read, as it came
+        self._gathered: Gathered | None = None  # a big whole frame's reads after _buf
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
@@ -120,7 +130,9 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """Bytes held that no event has delivered yet."""
-        return len(self._buf)
+        direct, gathered = self._direct, self._gathered
+        held = len(self._buf) + (0 if direct is None else len(direct))
+        return held + (0 if gathered is None else gathered.size)
 
     def detach(self) -> bytes | None:
         """The bytes held, when a fresh reader fed them would continue exactly where this one
@@ -129,14 +141,31 @@ class FrameReader:
         after EOF. Used to move a connection to another worker."""
         if self._eof or self._state not in _DETACHABLE:
             return None
-        return bytes(self._buf)
+        gathered = self._gathered
+        return bytes(self._buf) + (b"" if gathered is None else b"".join(gathered.reads))
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the connection; b"" means the peer closed it."""
+        """Feed bytes from the connection; b"" means the peer closed it. `data` must be
+        bytes, never a buffer its caller reuses: a big body's read is kept as it came."""
         if data:
             if self._eof:
                 raise RuntimeError("data after EOF")
-            self._buf += data
+            buf = self._buf
+            direct = self._direct
+            if direct is not None:
+                self._direct = None
+                buf += direct
+            state = self._state
+            if state is _IDLE:
+                buf += data
+            elif not buf and (state is _STREAM or state is _SKIP):
+                self._direct = data
+            elif self._gathered is not None:
+                self._gathered.add(data)
+            elif state is _BODY and len(buf) >= GATHER_MIN:
+                self._gathered = Gathered(data, buf, self._frame.marker)
+            else:
+                buf += data
         else:
             self._eof = True
 
@@ -286,12 +315,23 @@ class FrameReader:
         frame = self._frame
         body_start = frame.body_start
         found = frame.find_end(buf)
+        gathered = self._gathered
+        if gathered is not None:
+            if found < 0 and frame.scan - body_start <= self.limits.max_body:
+                whole = gathered.frame(buf, frame, self.limits.max_body)
+                if whole is True:
+                    return self._at_eof(frame.tid)
+                if whole is not False:
+                    self._gathered = None
+                    return self._consume(0, whole)  # the buffer holds what follows it
+            self._flatten()
+            found = frame.find_end(buf)
         # Bytes before `scan` are certainly data, so the choice does not depend on the split.
         if frame.scan - body_start <= self.limits.max_body:
             if found < 0:
                 return self._at_eof(frame.tid)
             flag = bytes(buf[found - 3 : found - 2])
-            whole = frame.make_frame(bytes(buf[:found]), body_start, frame.scan + 2, flag)
+            whole = frame.make_frame(head_bytes(buf, found), body_start, frame.scan + 2, flag)
             return self._consume(found, whole)
         if not self.limits.stream_large:
             reason = f"body exceeds {self.limits.max_body} bytes"
@@ -299,6 +339,12 @@ class FrameReader:
             return self._start_rest(ReaderState.SKIP, body_start, invalid)
         head = frame.make_frame(bytes(buf[:body_start]), body_start, -1, None)
         return self._start_rest(ReaderState.STREAM, body_start, head)
+
+    def _flatten(self) -> None:
+        """The reads kept apart, back in the buffer."""
+        gathered, self._gathered = self._gathered, None
+        for read in () if gathered is None else gathered.reads:
+            self._buf += read
 
     def _start_rest(self, state: ReaderState, cut: int, event: Event) -> Event:
         """Deliver `event` and read the rest of the frame after `cut` in `state`."""
@@ -320,10 +366,16 @@ class FrameReader:
     def _read_rest(self, keep: bool) -> Event | NeedData:
         buf = self._buf
         frame = self._frame
+        direct = self._direct
+        if direct is not None:
+            self._direct = None
+            piece = pass_through(direct, frame.marker, buf)
+            if piece is not None:
+                return piece
         found = frame.find_end(buf)
         safe = frame.scan
         if safe > 0:
-            piece = BodyPiece(bytes(buf[:safe]))
+            piece = BodyPiece(head_bytes(buf, safe))
             del buf[:safe]
             frame.scan = 0
             return piece

@@ -9,7 +9,10 @@ Strategy:
 - `HandoffDecoder.feed` keeps unread bytes in one bytearray with a read offset and compacts it
   only when the consumed prefix is at least as long as what is left, so any split of the input,
   down to one byte at a time, costs O(n). It remembers how many bytes the next message needs, so
-  a partial message is not re-examined until enough bytes have arrived.
+  a partial message is not re-examined until enough bytes have arrived. The rest of a big
+  message (over GATHER) is not added to the buffer: its reads are kept as they came and
+  joined into the payload once it is complete, one copy instead of the buffer's growth and
+  a slice (issue 16).
 - A header is checked as soon as it is complete, before its payload is buffered, so memory
   stays bounded by one header plus `max_payload`. A bad header (unknown kind, nonzero reserved
   field, oversize or misplaced payload) raises `HandoffError`: the stream cannot be trusted any
@@ -51,6 +54,8 @@ DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024 + 64 * 1024
 # Compaction is skipped below this many consumed bytes: moving a few bytes often costs more
 # than keeping them.
 _COMPACT_MIN = 4096
+GATHER = 64 * 1024
+"""A message this long that is not all here has its further reads kept, not buffered."""
 
 # ConnId helpers: a connection id is slot (8 bits) | generation (16 bits) | serial (40 bits),
 # high bits first, so (slot, generation) names the owning worker process (style rule 10).
@@ -273,11 +278,13 @@ class HandoffDecoder:
         self._start = 0  # read offset into _buf
         self._need = HEADER_SIZE  # unread bytes needed before the next message can be decoded
         self._failed: str | None = None
+        self._reads: list[bytes] = []  # a big message's reads after what _buf holds of it
+        self._gathered = 0  # their length
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
-        return len(self._buf) - self._start
+        return len(self._buf) - self._start + self._gathered
 
     def feed(self, data: bytes) -> list[Handoff]:
         """Add received bytes; return every message they complete, in order.
@@ -297,6 +304,13 @@ class HandoffDecoder:
             if used < len(data):
                 buf += memoryview(data)[used:]
             return messages
+        if self._need > GATHER:
+            have = len(buf) - self._start + self._gathered + len(data)
+            if have < self._need:
+                self._reads.append(data)
+                self._gathered += len(data)
+                return []
+            return self._gathered_message(data)
         buf += data
         if len(buf) - self._start < self._need:
             return []
@@ -304,6 +318,20 @@ class HandoffDecoder:
             messages, self._start = self._decode(view, self._start, len(buf))
         self._compact()
         return messages
+
+    def _gathered_message(self, data: bytes) -> list[Handoff]:
+        """The big message that `data` completes, its payload joined once from what _buf
+        holds of it, the reads kept and `data`'s head; then what follows it in `data`."""
+        buf, start = self._buf, self._start
+        kind, flags, _, conid, token, _ = HEADER.unpack_from(buf, start)  # checked before
+        used = self._need - (len(buf) - start) - self._gathered
+        with memoryview(buf) as view, memoryview(data) as head:
+            payload = b"".join((view[start + HEADER_SIZE :], *self._reads, head[:used]))
+        rest = data[used:]  # the start of the next messages, if any
+        buf.clear()
+        self._start, self._need, self._reads, self._gathered = 0, HEADER_SIZE, [], 0
+        message = Handoff(_KINDS[kind], conid, token, payload, _FLAGS[flags])
+        return [message, *self.feed(rest)] if rest else [message]
 
     def _compact(self) -> None:
         start = self._start

@@ -151,8 +151,11 @@ class Link(asyncio.Protocol):
         if transport is None or not self._queue or transport.is_closing():
             return  # what is queued is reported by connection_lost
         queued, was_paused = self._queue.queued, self._paused
-        data, tracked = self._queue.take()
-        transport.write(data)
+        pieces, tracked = self._queue.take()
+        if len(pieces) == 1:
+            transport.write(pieces[0])
+        else:
+            transport.writelines(pieces)
         stats = self._owner.stats
         stats.writes += 1
         stats.sent += len(tracked)

@@ -3,7 +3,9 @@
 Strategy (sans-IO; link.py does the writing):
 - Messages queue as pieces (header, then the caller's parts, never copied) until the link
   writes them all in one transport write: `take` joins them (one copy, measured faster than
-  `writelines` under both uvloop and asyncio for payloads of 100 B to 64 KiB).
+  `writelines` under both uvloop and asyncio for payloads of 100 B to 64 KiB), unless they
+  are more than JOIN_MAX: then the pieces go to `writelines` (one writev), so a big message's
+  payload is not copied on its way to the kernel (issue 16).
 - Failure is never silent. A FRAME or CLOSE is tracked (its end offset in the batch, conid,
   token) until the transport has passed all its bytes to the kernel; replies (GONE, PAUSE,
   RESUME, connection-moving kinds) are not. `written` keeps tracking exactly the messages
@@ -15,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["LinkQueue", "Tracked"]
+__all__ = ["JOIN_MAX", "LinkQueue", "Tracked"]
+
+JOIN_MAX = 64 * 1024
+"""The most bytes `take` joins into one piece."""
 
 Tracked = tuple[int, int, int]
 """A message the sender must hear about if it fails: (end offset in its batch, conid, token)."""
@@ -50,9 +55,12 @@ class LinkQueue:
         self._pieces.append(message)
         self.queued += len(message)
 
-    def take(self) -> tuple[bytes, list[Tracked]]:
-        """Everything queued, joined for one write, and the tracked messages in it."""
-        data = b"".join(self._pieces)
+    def take(self) -> tuple[list[bytes | memoryview], list[Tracked]]:
+        """Everything queued, for one write (one piece up to JOIN_MAX, else the pieces as
+        queued: `writelines`), and the tracked messages in it."""
+        data = self._pieces
+        if self.queued <= JOIN_MAX:
+            data = [b"".join(data)]
         tracked = self._tracked
         self._pieces, self._tracked, self.queued = [], [], 0
         return data, tracked

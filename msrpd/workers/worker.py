@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import uvloop
 
 from ..config import ListenAddress, Settings
+from ..process.heap import keep_heap
 from ..process.title import set_title
 from ..rundir import ctl_path, handoff_path
 from ..shm import ShmLayout, ShmSet, WorkerState
@@ -98,6 +99,7 @@ class Worker:
         spec = self.spec
         set_title(f"worker {spec.ident.slot}")
         random.seed()
+        keep_heap()  # big messages reuse the heap instead of fresh pages (heap.py)
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
         try:

@@ -84,11 +84,28 @@ def big_line(relay: str, label: str, r: dict[str, Any]) -> str:
         f"{num(r['relay_cpu'], 1)} s CPU, generator CPU per process {cpu_list(r['gen_cpu'])}; "
         f"errors {r['errors']} (REPORT {r.get('reports', 0)})"
         + (f"; samples {r['samples']}" if r["samples"] else "")
+        + (_kernel(r["kernel_per_mib"]) if "kernel_per_mib" in r else "")
+        + (_syscalls(r["syscalls_per_mib"]) if "syscalls_per_mib" in r else "")
         + (
-            f"; callgrind {num(r['instructions_per_frame'])} instructions/frame in the workers"
-            if "instructions_per_frame" in r
+            f"; callgrind {num(r['instructions_per_mib'])} instructions/MiB in the workers"
+            if "instructions_per_mib" in r
             else ""
         )
+    )
+
+
+def _kernel(k: dict[str, float]) -> str:
+    return (
+        f"; per MiB in the workers: {num(k['reads'], 1)} reads, {num(k['writes'], 1)} writes, "
+        f"{num(k['faults'], 1)} page faults, CPU {num(k['user_ms'], 2)} ms user + "
+        f"{num(k['system_ms'], 2)} ms system"
+    )
+
+
+def _syscalls(calls: dict[str, float]) -> str:
+    top = sorted(calls.items(), key=lambda kv: -kv[1])
+    return "; strace, calls per MiB: " + ", ".join(
+        f"{name} {n:.1f}" for name, n in top if n >= 0.05
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import uvloop
 
-from . import callgrind
+from . import callgrind, kernel
 from .cluster import MsrpdCluster
 from .drivers import DRIVERS, Job, MiB
 from .relays import MachineCpu, Msrpd, Relay
@@ -259,9 +259,18 @@ def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
     try:
         cross = cross_worker(relay, gens.gather(300))
         u0 = relay.usage()
+        workers = relay.worker_pids() if isinstance(relay, Msrpd) else []
+        counted = workers if getattr(opts, "callgrind", None) else []
+        if counted:
+            callgrind.start(counted, Path(opts.callgrind))
+        tracers = kernel.strace(workers, Path(opts.strace)) if getattr(opts, "strace", None) else []
+        k0 = kernel.counts(workers)
         t0 = time.monotonic() + 0.3
         gens.go(t0)
         results = gens.gather(600)
+        k1 = kernel.counts(workers)
+        syscalls = kernel.strace_totals(tracers)
+        instructions = callgrind.dump(counted, Path(opts.callgrind)) if counted else 0
         u1 = relay.usage()
     finally:
         gens.close()
@@ -270,7 +279,7 @@ def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
     total = sum(r["bytes"] for r in results)
     messages = sum(r["messages"] for r in results)
     intact = sum(r["intact"] for r in results)
-    return {
+    out = {
         "messages": messages,
         "intact": intact,
         "bytes": total,
@@ -284,6 +293,13 @@ def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
         + sum(r["non200"] + r["reports"] + r["errors"] for r in results),
         "samples": [s for r in results for s in r["samples"]][:5],
     }
+    if workers:
+        out["kernel_per_mib"] = (k1 - k0).per(total / MiB)
+    if tracers:
+        out["syscalls_per_mib"] = {k: n / max(1, total / MiB) for k, n in syscalls.items()}
+    if counted:
+        out["instructions_per_mib"] = instructions / max(1, total / MiB)
+    return out
 
 
 def idle(relay: Relay, opts: Any, conns: int) -> dict[str, Any]:

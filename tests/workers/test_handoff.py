@@ -109,6 +109,39 @@ def test_empty_feed_and_trailing_partial() -> None:
     assert decoder.buffered == 0
 
 
+BIG = [
+    Handoff(HandoffKind.FRAME, CONID, 5, bytes(range(251)) * 1200, HandoffFlags.MORE),
+    MESSAGES[0],
+    Handoff(HandoffKind.FRAME, CONID, 6, b"y" * (1 << 20)),
+    Handoff(HandoffKind.FRAME, CONID, 7, b"z" * (handoff_module.GATHER + 1)),
+    MESSAGES[2],
+]
+BIG_STREAM = b"".join(encode_handoff(m) for m in BIG)
+
+
+@pytest.mark.parametrize("step", [1000, 65_536, 262_144, 300_000, len(BIG_STREAM)])
+def test_big_messages_in_reads_of_any_size(step: int) -> None:
+    """A message over GATHER is joined from its reads once complete (issue 16): what comes
+    before, after and between big ones, in the same read, is decoded in order."""
+    decoder = HandoffDecoder()
+    out: list[Handoff] = []
+    fed = 0
+    for at in range(0, len(BIG_STREAM), step):
+        chunk = BIG_STREAM[at : at + step]
+        out += decoder.feed(chunk)
+        fed += len(chunk)
+        consumed = sum(len(encode_handoff(m)) for m in out)
+        assert decoder.buffered == fed - consumed
+    assert out == BIG
+    assert decoder.buffered == 0
+
+
+def test_big_messages_in_random_splits() -> None:
+    rng = random.Random(2)
+    for _ in range(40):
+        assert feed_chunks(random_splits(BIG_STREAM, rng)) == BIG
+
+
 def test_byte_at_a_time_is_linear() -> None:
     """A quadratic buffer (re-joining or re-scanning what is buffered) would take minutes
     here: 256 KiB in one-byte feeds, then 20,000 small messages the same way."""
