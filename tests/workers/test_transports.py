@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -372,6 +374,56 @@ def test_tls_stream_handshake_failures_never_reach_the_connection(
             await stream.handshaken()
         await asyncio.sleep(0.05)
         assert app.peer == "" and not app.lost.done()
+        server.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_a_bad_record_ends_the_stream_and_a_write_to_it_raises_nothing(
+    loop_kind: str, certs: TlsSettings
+) -> None:
+    """Bad input: a peer sends an app-data record that does not decrypt (a bad MAC). Its
+    stream ends (the connection hears the TLS error), and a write to it at any moment from
+    then on (another connection's frame for this peer, flushed in the same read) is dropped:
+    an exception there would end the writer's connection instead."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        wire = TlsWire("tls:127.0.0.1:2856")
+        served = Served(wire)
+        streams: list[TlsStream] = []
+
+        def factory() -> TlsStream:
+            streams.append(
+                TlsStream(served, server_context(certs), memoryview(bytearray(4096)), 5.0)
+            )
+            return streams[-1]
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client_ctx = ssl.create_default_context(cafile=str(certs.ca))
+
+        def connect() -> ssl.SSLSocket:  # a blocking client, in a thread
+            raw = socket.create_connection(("127.0.0.1", port))
+            return client_ctx.wrap_socket(raw, server_hostname="localhost")
+
+        client = await asyncio.to_thread(connect)
+        await until(lambda: bool(served.peer))
+        os.write(client.fileno(), b"\x17\x03\x03\x00\x20" + b"A" * 32)  # under its TLS
+        raised = []
+        deadline = loop.time() + 5
+        while not served.lost.done():  # every loop iteration until the stream is gone
+            assert loop.time() < deadline, f"the stream did not end; writes raised {raised[:3]}"
+            try:
+                wire.send(b"MSRP x SEND\r\n-------x$\r\n")
+            except Exception as exc:
+                raised.append(exc)
+            await asyncio.sleep(0)
+        assert raised == []
+        assert isinstance(served.lost.result(), ssl.SSLError)
+        assert streams[0].error is served.lost.result()
+        client.close()
         server.close()
 
     run(loop_kind, main)

@@ -1,14 +1,13 @@
 """TlsStream: TLS run by the relay itself, over ssl.SSLObject and memory BIOs, on the loop's
 plain TCP transport; to the connection above it, it is that connection's transport.
 
-Why not the loop's SSL transport: a graceful stop shuts a silent receiver's socket and reports
-every frame not wholly passed to the kernel (stopping.py, RFC 4975 §7.1.2). Under the loop's
-SSL layer sits a TCP transport that buffers up to its high-water mark of ciphertext which that
-layer's get_write_buffer_size does not count, and no API reaches: frames there were neither
-delivered nor reported. Here every write is encrypted at once and its TLS records handed to
-the TCP transport, with where they end in ciphertext noted, so `get_write_buffer_size` is the
-plaintext whose records are not all in the kernel yet: exactly what the receiver can no
-longer get once the socket is shut (a record half in the kernel never decrypts).
+Why not the loop's SSL transport: a graceful stop reports every frame not wholly passed to
+the kernel (stopping.py, RFC 4975 §7.1.2), and the ciphertext the TCP transport under that
+layer buffers is counted nowhere: frames there were neither delivered nor reported. Here
+every write is encrypted at once and its TLS records handed to the TCP transport, with where
+they end in ciphertext noted, so `get_write_buffer_size` is the plaintext whose records are
+not all in the kernel yet: exactly what the receiver can no longer get once the socket is
+shut (a record half in the kernel never decrypts).
 
 Rules:
 - A write of at most PIECE bytes is one TLS record (RFC 8446 §5.1, RFC 5246 §6.2.1: the
@@ -60,6 +59,7 @@ class TlsStream(asyncio.Protocol):
         "cipher_total",
         "ends",
         "eof",
+        "error",
         "incoming",
         "obj",
         "outgoing",
@@ -97,6 +97,8 @@ class TlsStream(asyncio.Protocol):
             self.waiter = asyncio.get_running_loop().create_future()
         self.tcp: asyncio.Transport | None = None
         self.state = HANDSHAKE
+        self.error: Exception | None = None
+        """The TLS failure that ended it (a bad record): what the app's connection_lost gets."""
         self.eof = False
         """The app was told of the peer's end (close_notify, or the TCP one)."""
         self.plain_total = 0
@@ -122,6 +124,8 @@ class TlsStream(asyncio.Protocol):
             self._handshake()  # the ClientHello
 
     def data_received(self, data: bytes) -> None:
+        if self.eof and self.state == OPEN:
+            return  # after the peer's close_notify: nothing more is read (RFC 8446 §6.1)
         self.incoming.write(data)
         if self.state == HANDSHAKE:
             self._handshake()
@@ -151,7 +155,7 @@ class TlsStream(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc or ConnectionResetError("closed during the TLS handshake"))
         if open_:
-            self.app.connection_lost(exc)
+            self.app.connection_lost(exc or self.error)
 
     def pause_writing(self) -> None:
         if self.state != HANDSHAKE:
@@ -169,14 +173,18 @@ class TlsStream(asyncio.Protocol):
             return
         obj, outgoing, start = self.obj, self.outgoing, self.plain_total
         size = len(data)
-        if size <= PIECE:
-            obj.write(data)
-            pieces = None
-        else:  # one record per piece: each record's end is noted below
-            view, pieces = memoryview(data), []
-            for at in range(0, size, PIECE):
-                obj.write(view[at : at + PIECE])
-                pieces.append((start + at, self.cipher_total + outgoing.pending))
+        pieces: list[tuple[int, int]] | None = None
+        try:
+            if size <= PIECE:
+                obj.write(data)
+            else:  # one record per piece: each record's end is noted below
+                view, pieces = memoryview(data), []
+                for at in range(0, size, PIECE):
+                    obj.write(view[at : at + PIECE])
+                    pieces.append((start + at, self.cipher_total + outgoing.pending))
+        except ssl.SSLError as exc:  # the session failed (a bad record read): a dead end
+            self._fail(exc)
+            return
         self.plain_total = start + size
         out = outgoing.read()
         self.cipher_total += len(out)
@@ -244,10 +252,9 @@ class TlsStream(asyncio.Protocol):
         return self.state >= CLOSING
 
     def close(self) -> None:
-        """close_notify after what is written (RFC 8446 §6.1), then the TCP transport's close
-        once the peer's close_notify or its end comes, or SHUTDOWN seconds have passed; what
-        it sends meanwhile is read and dropped: closing a socket with input unread would
-        reset it, and drop what is still on its way to the peer."""
+        """close_notify after what is written (RFC 8446 §6.1), the TCP transport's close once
+        the peer's close_notify or end comes (or after SHUTDOWN s); what it sends meanwhile is
+        read and dropped: a socket closed with input unread resets, dropping our bytes."""
         tcp = self.tcp
         if self.state >= CLOSING or tcp is None:
             return
@@ -287,8 +294,18 @@ class TlsStream(asyncio.Protocol):
     def _close_tcp(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        if self.tcp is not None:
-            self.tcp.close()
+        tcp = self.tcp
+        if tcp is not None:
+            tcp.close()
+            # Its close waits for the peer to take what is buffered: one that never reads
+            # would hold the socket for ever (connection_lost cancels this).
+            self.timer = asyncio.get_running_loop().call_later(SHUTDOWN, tcp.abort)
+
+    def _fail(self, exc: ssl.SSLError) -> None:
+        """The TLS session failed: nothing more is read or written, the app hears why."""
+        logger.debug("TLS error: %s", exc)
+        self.error = exc
+        self.abort()
 
     def abort(self) -> None:
         if self.tcp is not None:
@@ -363,8 +380,7 @@ class TlsStream(asyncio.Protocol):
             except ssl.SSLZeroReturnError:
                 ended = True
             except ssl.SSLError as exc:
-                logger.debug("TLS error: %s", exc)
-                tcp.abort()
+                self._fail(exc)
                 return
             if got:
                 self.app.data_received(buffer[:got].tobytes())
