@@ -212,7 +212,11 @@ def _across(relay: Relay) -> list[tuple[MsrpClient, MsrpClient]]:
     return pairs
 
 
-def _flood_then_stop(relay: Relay, pairs: list[Pair], colocated: bool) -> None:
+def _start_pairs(
+    pairs: list[Pair],
+) -> tuple[threading.Event, threading.Event, list[threading.Thread]]:
+    """Each pair's readers and sender running (every SEND's tid recorded); the senders wait
+    for the first event (`flood`) and stop at the second (`done`)."""
     # send_message picks its own tid: record it by patching in a known one per SEND.
     for pair in pairs:
         pair.alice.request = _recording(pair.alice, pair.tids)  # type: ignore[method-assign]
@@ -225,6 +229,11 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair], colocated: bool) -> None:
         threads.append(threading.Thread(target=pair.send_all, args=(flood, done), daemon=True))
     for thread in threads:
         thread.start()
+    return flood, done, threads
+
+
+def _flood_then_stop(relay: Relay, pairs: list[Pair], colocated: bool) -> None:
+    flood, done, threads = _start_pairs(pairs)
     if colocated:
         _colocate(relay, pairs)
     flood.set()

@@ -26,7 +26,7 @@ from .test_stop import (
     Pair,
     _authed,
     _log_time,
-    _recording,
+    _start_pairs,
     _stop_log,
     _wait_stalled,
 )
@@ -101,17 +101,7 @@ def test_stop_over_tls_and_wss_delivers_or_reports_every_acknowledged_send(
 
 
 def _flood_then_stop(relay: Relay, pairs: list[Pair]) -> None:
-    for pair in pairs:
-        pair.alice.request = _recording(pair.alice, pair.tids)  # type: ignore[method-assign]
-    flood, done = threading.Event(), threading.Event()
-    threads = []
-    for pair in pairs:
-        pair.bob_reading.set()
-        for target in (pair.alice_reads, pair.bob_reads):
-            threads.append(threading.Thread(target=target, daemon=True))
-        threads.append(threading.Thread(target=pair.send_all, args=(flood, done), daemon=True))
-    for thread in threads:
-        thread.start()
+    flood, done, threads = _start_pairs(pairs)
     flood.set()
     time.sleep(1.0)
     for pair in pairs:
