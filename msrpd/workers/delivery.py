@@ -34,6 +34,7 @@ from .handoff import conid_owner
 from .peers import format_peer, registry_key
 from .ports import Lost, Sink
 from .sinks import HandoffSink, LocalSink
+from .tcpdial import connect_socket
 from .transports.tls import TlsReading
 
 if TYPE_CHECKING:
@@ -193,9 +194,13 @@ class Delivery:
         protocol: asyncio.Protocol = app if stream is None else stream
         try:
             async with asyncio.timeout(timeout):
-                await self.ctx.loop.create_connection(lambda: protocol, host, port)
-                if stream is not None:
-                    await stream.handshaken()  # the next hop's certificate is verified
+                sock = await connect_socket(self.ctx.loop, host, port)
+            # Attached once connected, outside the deadline (tcpdial.py): its connection_made
+            # flushes what is parked, which then is on its way, not lost. The TLS handshake
+            # has its own deadline, as long (the stream's timer).
+            await self.ctx.loop.create_connection(lambda: protocol, sock=sock)
+            if stream is not None:
+                await stream.handshaken()  # the next hop's certificate is verified
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             if stream is not None:
                 stream.abort()

@@ -99,7 +99,10 @@ class Worker:
         spec = self.spec
         set_title(f"worker {spec.ident.slot}")
         random.seed()
-        keep_heap()  # big messages reuse the heap instead of fresh pages (heap.py)
+        if not keep_heap():  # big messages reuse the heap instead of fresh pages (heap.py)
+            logger.info(
+                "worker %d: no mallopt (not glibc): the C heap keeps its own", spec.ident.slot
+            )
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
         try:

@@ -21,7 +21,6 @@ from ..msrpclient import MsrpClient
 from ..websocket.wsclient import WsMsrpClient
 from .relay import PASSWORDS, REALM, Relay, wait_for
 from .test_stop import (
-    LOG_GRAIN,
     STOP_LINE,
     Pair,
     _authed,
@@ -29,6 +28,7 @@ from .test_stop import (
     _start_pairs,
     _stop_log,
     _wait_stalled,
+    check_pair,
 )
 
 pytestmark = pytest.mark.serial
@@ -123,34 +123,5 @@ def _flood_then_stop(relay: Relay, pairs: list[Pair]) -> None:
     assert "SIGKILL" not in relay.log(), _stop_log(relay)
     term = _log_time(next(line for line in relay.log().splitlines() if STOP_LINE.search(line)))
     for pair in pairs:
-        acked, delivered = set(pair.acked), set(pair.delivered)
-        reported = {mid for mid, _ in pair.reported}
-        assert not pair.bad, pair.bad[:3]
-        assert not pair.bob_ended, f"pair {pair.index}: Bob read until {pair.bob_ended}"
-        assert len(acked) == len(pair.acked), "a SEND acknowledged twice"
-        assert len(delivered) == len(pair.delivered), "a SEND delivered twice"
-        assert len(reported) == len(pair.reported), "a SEND reported twice"
-        both = delivered & reported
-        assert not both, (
-            f"pair {pair.index}: {len(both)} delivered and reported: {sorted(both)[:5]}"
-        )
-        lost = acked - delivered - reported
-        assert not lost, (
-            f"pair {pair.index}: {len(lost)} acknowledged SENDs lost: {sorted(lost)[:5]}; "
-            f"{[(p.index, len(p.acked), len(p.delivered), len(p.reported)) for p in pairs]}\n"
-            + _stop_log(relay)
-        )
-        assert delivered <= acked and reported <= acked
-        late = [mid for mid in acked if pair.written_at[mid] > term + LOG_GRAIN]
-        assert not late, f"acknowledged after the stop: {late[:5]}"
-        # In order, without gaps: what is delivered is what was acknowledged first, and the
-        # reports are the rest of it.
-        numbers = [int(mid.split("-")[1]) for mid in pair.delivered]
-        assert numbers == list(range(len(numbers)))
-        assert sorted(acked, key=lambda mid: int(mid.split("-")[1]))[len(numbers) :] == sorted(
-            reported, key=lambda mid: int(mid.split("-")[1])
-        )
-        assert all(status.split()[1] != b"200" for _, status in pair.reported)
-        # Bob really was behind: some SENDs reached him only after the stop, some never.
-        assert len(pair.delivered) > pair.before, (pair.index, pair.before)
-        assert pair.reported, (pair.index, _stop_log(relay))
+        check_pair(relay, pairs, pair, term)
+        assert pair.reported, (pair.index, _stop_log(relay))  # some SENDs never reached Bob

@@ -259,7 +259,7 @@ class TlsStream(asyncio.Protocol):
         if self.state >= CLOSING or tcp is None:
             return
         if self.state != OPEN:
-            tcp.close()
+            self._close_tcp()
             return
         self.state = CLOSING
         if self.eof:  # the peer has ended: no answer to wait for
@@ -357,8 +357,7 @@ class TlsStream(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
         self._send(self.outgoing.read())
-        if self.tcp is not None:
-            self.tcp.close()
+        self._close_tcp()  # the alert first; a peer that never reads is aborted (SHUTDOWN)
 
     def _read(self) -> None:
         """Decrypt what came, into the shared buffer, and hand it to the app: one call per
