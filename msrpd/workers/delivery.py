@@ -189,16 +189,21 @@ class Delivery:
         # new_conn made an asyncio protocol (conn.MsrpConnection); Outbound names what is
         # used of it here. Over TLS it reads through the worker's shared buffer (tls.py).
         app = cast(asyncio.Protocol, conn)
-        timeout = self.ctx.settings.msrp.dialing.connect_timeout
-        stream = None if tls is None else self.tls_reading.stream(app, tls, timeout, host)
-        protocol: asyncio.Protocol = app if stream is None else stream
+        loop = self.ctx.loop
+        deadline = loop.time() + self.ctx.settings.msrp.dialing.connect_timeout
+        stream = None
         try:
-            async with asyncio.timeout(timeout):
-                sock = await connect_socket(self.ctx.loop, host, port)
+            async with asyncio.timeout_at(deadline):
+                sock = await connect_socket(loop, host, port)
             # Attached once connected, outside the deadline (tcpdial.py): its connection_made
             # flushes what is parked, which then is on its way, not lost. The TLS handshake
-            # has its own deadline, as long (the stream's timer).
-            await self.ctx.loop.create_connection(lambda: protocol, sock=sock)
+            # has the rest of the time (the stream's own timer: it fails the handshake
+            # before the connection above ever sees it).
+            if tls is not None:
+                left = max(deadline - loop.time(), 0.001)
+                stream = self.tls_reading.stream(app, tls, left, host)
+            protocol: asyncio.Protocol = app if stream is None else stream
+            await loop.create_connection(lambda: protocol, sock=sock)
             if stream is not None:
                 await stream.handshaken()  # the next hop's certificate is verified
         except (TimeoutError, OSError, ssl.SSLError) as exc:

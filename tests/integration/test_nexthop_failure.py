@@ -281,3 +281,30 @@ def test_a_streamed_sends_report_follows_its_200(make_relay) -> None:
             b"big",
             b"000 408 Request Timeout",
         )
+
+
+def test_a_tls_next_hop_that_never_answers_the_handshake_fails_at_connect_timeout(
+    make_relay,
+) -> None:
+    """An msrps next hop that takes the TCP connection and then says nothing: the handshake
+    has what is left of connect_timeout (not a second timeout of its own), then each waiting
+    SEND gets its 200 and one REPORT 408, and the connect counts as failed."""
+    relay = _relay(make_relay, 1)
+    with socket.socket() as silent, _authed(relay.port, "alice") as alice:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the connects; nobody reads
+        port = silent.getsockname()[1]
+        hop = f"msrp://127.0.0.1:{relay.port}/x;tcp msrps://127.0.0.1:{port}/dead;tcp {END}"
+        inbox = Inbox(alice)
+        msgids = [f"silent-{n}" for n in range(5)]
+        started = time.monotonic()
+        for msgid in msgids:
+            inbox.expect(_send(alice, hop, msgid, b"z" * 100), msgid)
+        inbox.read_until(lambda: len(inbox.reports) == len(msgids), CONNECT_TIMEOUT + 10)
+        took = time.monotonic() - started
+        assert CONNECT_TIMEOUT - 0.2 < took < CONNECT_TIMEOUT * 1.5, took
+        inbox.read_until(lambda: sum(inbox.ok.values()) == len(msgids), 5)
+        assert inbox.ok == Counter({m.encode(): 1 for m in msgids})
+        assert inbox.reports == {m.encode(): [b"000 408 Request Timeout"] for m in msgids}
+        assert "TLS handshake timeout" in relay.log()
+        wait_for(lambda: _stats(relay)["connects_failed"] == 1, 5, "the failed connect counted")
