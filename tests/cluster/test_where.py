@@ -70,6 +70,16 @@ def stats(prefix: str) -> Iterator[Stats]:
         stats.unlink()
 
 
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[socket.socket]:
+    """A socket where the agent's would be (`_listening`), closed after the test."""
+    sock = _listening(tmp_path / "where.sock")
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
 def _finder(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> NodeFinder:
     def ours(uri: MsrpUri) -> bool:
         return f"{uri.host}:{uri.port}" == OURS
@@ -220,12 +230,11 @@ async def _accepted(listener: socket.socket) -> socket.socket:
 
 
 def test_a_silent_agent_holds_a_frame_for_the_timeout_only(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, listener: socket.socket
 ) -> None:
     """The agent takes the question and says nothing (a Redis read hanging): the frame is
     routed again after [cluster] timeout with no node, and a late answer changes nothing.
     Then the agent restarts: the next question goes on a new connection."""
-    listener = _listening(tmp_path / "where.sock")
 
     async def steps() -> None:
         finder = _finder(tmp_path, loop)
@@ -250,17 +259,12 @@ def test_a_silent_agent_holds_a_frame_for_the_timeout_only(
         again.close()
         finder.close()
 
-    try:
-        _run(loop, steps)
-    finally:
-        listener.close()
+    _run(loop, steps)
 
 
 def test_questions_out_are_bounded_and_no_agent_is_no_node(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, listener: socket.socket
 ) -> None:
-    listener = _listening(tmp_path / "where.sock")
-
     async def steps() -> None:
         finder = _finder(tmp_path, loop)
         for n in range(finder_module.MAX_IN_FLIGHT):  # each from a connection of its own
@@ -302,13 +306,12 @@ def test_the_codec_refuses_what_is_not_a_question_or_an_answer() -> None:
 
 
 def test_a_connection_has_two_questions_out_then_its_frame_waits_for_its_oldest(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, listener: socket.socket
 ) -> None:
     """Over PER_CONN (a connection whose frames were routed after its 200: a path naming
     this relay twice), its next frame waits for its own oldest question, not asked meanwhile,
     and asks once routed again; another connection, from the same address too, asks."""
     assert shares.PER_CONN == 2
-    listener = _listening(tmp_path / "where.sock")
 
     async def steps() -> None:
         finder = _finder(tmp_path, loop)
@@ -337,21 +340,17 @@ def test_a_connection_has_two_questions_out_then_its_frame_waits_for_its_oldest(
         agent.close()
         finder.close()
 
-    try:
-        _run(loop, steps)
-    finally:
-        listener.close()
+    _run(loop, steps)
 
 
 def test_connections_from_one_address_have_a_quarter_of_the_questions(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, listener: socket.socket
 ) -> None:
     """PER_ADDR questions out from one source address (many connections, one each); the next
     connection's frame from there waits for the address's oldest question, not asked
     meanwhile, and asks once routed again; a sender from another address still asks."""
     per_addr = shares.PER_ADDR
     assert per_addr == finder_module.MAX_IN_FLIGHT // 4 == 16
-    listener = _listening(tmp_path / "where.sock")
 
     async def steps() -> None:
         finder = _finder(tmp_path, loop)
@@ -383,10 +382,7 @@ def test_connections_from_one_address_have_a_quarter_of_the_questions(
         agent.close()
         finder.close()
 
-    try:
-        _run(loop, steps)
-    finally:
-        listener.close()
+    _run(loop, steps)
 
 
 def test_an_ipv6_host_takes_one_share_for_its_64() -> None:
