@@ -150,8 +150,11 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         stats.last_active = now = time.monotonic()
         stats.bytes_in += len(data)
         ctx.counters.values[BYTES_IN] += len(data)
-        if self.intake.rate is not None:  # [limits] session rates (limits.py)
-            self.env.routes.guard.charge_read(self, self.intake.rate, len(data), now)
+        rate = self.intake.rate
+        if rate is not None:  # [limits] session rates (limits.py), charged here: compiled
+            debt = rate.charge_read(len(data), now)
+            if debt:
+                self.env.routes.guard.throttle(self, rate, now, debt)
         self.wire.receive(data)
         batch = ctx.batch
         batch.begin()
@@ -254,8 +257,12 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         if not again:
             self.stats.frames_in += 1
             count_frame_in(self.ctx.counters, frame)
-            if self.intake.rate is not None:
-                self.env.routes.guard.charge_frame(self, self.intake.rate)
+            rate = self.intake.rate
+            if rate is not None:
+                now = time.monotonic()
+                debt = rate.charge_frame(now)
+                if debt:
+                    self.env.routes.guard.throttle(self, rate, now, debt)
             if frame.streamed:
                 self.intake.held_replies = []
         sink = self.env.routes.run(frame, self)
