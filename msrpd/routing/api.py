@@ -50,11 +50,86 @@ class Msrp:
         self._reply_flags = 0
         self._auth_stale = False
 
-    def __getattr__(self, key: str) -> PvValue:
-        # $msrp(key) as an attribute: msrp.method, msrp.sessid, ... (reference §4).
-        if key in MSRP_PV_KEYS:
-            return msrp_pv(self.frame, key, self.conn)
-        raise AttributeError(key)
+    # $msrp(key) as an attribute: msrp.method, msrp.sessid, ... (reference §4), one property
+    # each. Not a __getattr__: a class with one gets a getattr hook that every attribute of
+    # the script's calls pays (msrp.relay, msrp.reply, ...), and the interpreter does not
+    # cache such a class's methods (CPython 3.11 LOAD_METHOD specialization).
+
+    @property
+    def buf(self) -> PvValue:
+        return msrp_pv(self.frame, "buf", self.conn)
+
+    @property
+    def buflen(self) -> PvValue:
+        return msrp_pv(self.frame, "buflen", self.conn)
+
+    @property
+    def body(self) -> PvValue:
+        return msrp_pv(self.frame, "body", self.conn)
+
+    @property
+    def bodylen(self) -> PvValue:
+        return msrp_pv(self.frame, "bodylen", self.conn)
+
+    @property
+    def hdrs(self) -> PvValue:
+        return msrp_pv(self.frame, "hdrs", self.conn)
+
+    @property
+    def transid(self) -> PvValue:
+        return msrp_pv(self.frame, "transid", self.conn)
+
+    @property
+    def code(self) -> PvValue:
+        return msrp_pv(self.frame, "code", self.conn)
+
+    @property
+    def reason(self) -> PvValue:
+        return msrp_pv(self.frame, "reason", self.conn)
+
+    @property
+    def msgid(self) -> PvValue:
+        return msrp_pv(self.frame, "msgid", self.conn)
+
+    @property
+    def crthop(self) -> PvValue:
+        return msrp_pv(self.frame, "crthop", self.conn)
+
+    @property
+    def nexthop(self) -> PvValue:
+        return msrp_pv(self.frame, "nexthop", self.conn)
+
+    @property
+    def lasthop(self) -> PvValue:
+        return msrp_pv(self.frame, "lasthop", self.conn)
+
+    @property
+    def prevhop(self) -> PvValue:
+        return msrp_pv(self.frame, "prevhop", self.conn)
+
+    @property
+    def firsthop(self) -> PvValue:
+        return msrp_pv(self.frame, "firsthop", self.conn)
+
+    @property
+    def prevhops(self) -> PvValue:
+        return msrp_pv(self.frame, "prevhops", self.conn)
+
+    @property
+    def sessid(self) -> PvValue:
+        return msrp_pv(self.frame, "sessid", self.conn)
+
+    @property
+    def srcaddr(self) -> PvValue:
+        return msrp_pv(self.frame, "srcaddr", self.conn)
+
+    @property
+    def srcsock(self) -> PvValue:
+        return msrp_pv(self.frame, "srcsock", self.conn)
+
+    @property
+    def conid(self) -> PvValue:
+        return msrp_pv(self.frame, "conid", self.conn)
 
     @property
     def method(self) -> str | None:
