@@ -11,7 +11,7 @@ O(n).
 from __future__ import annotations
 
 from .frame import Frame
-from .grammar import DASHES, FAST_HEAD, FLAGS, closes_end_line
+from .grammar import DASHES, FAST_HEAD, FLAGS
 
 __all__ = ["path_span", "read_whole_frame"]
 
@@ -39,9 +39,12 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
         body_start, end_start = -1, sep
         if end > len(buf) or not buf.startswith(marker, sep - 2):
             return None
-    if not closes_end_line(buf, end):
-        return None
     data = bytes(buf[:end])
+    # The end-line's flag and CRLF (grammar.closes_end_line), read on the bytes: indexing
+    # them is native where a bytearray's is a generic call.
+    flag = _FLAG_BYTES.get(data[end - 3])
+    if flag is None or data[end - 2] != 13 or data[end - 1] != 10:
+        return None
     return Frame(
         data,
         data[5 : 5 + len(tid)],
@@ -51,7 +54,7 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
         sep,
         body_start,
         end_start,
-        _FLAG_BYTES[buf[end - 3]],
+        flag,
         path_span(data, spans[5][0], spans[6][1], spans[5][1]),
         path_span(data, spans[7][0], spans[8][1], spans[7][1]),
     )

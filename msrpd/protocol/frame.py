@@ -224,9 +224,12 @@ class Frame:
     def message_id_line(self) -> bytes | None:
         """The first Message-ID header line as received, CRLF included, its name in
         canonical case (the relay copies it into its responses: hnames.py)."""
-        at = self.buf.find(b"\r\nMessage-ID:", self.hdr_start - 2, self.hdr_end)
+        # From the To-Path value on: To-Path is the first header (RFC 4975 §7.1), and no
+        # value holds a CR, so nothing before it can match.
+        buf = self.buf
+        at = buf.find(b"\r\nMessage-ID:", self.to_span[0], self.hdr_end)
         if at >= 0:  # the usual spelling, found without parsing the header block
-            return self.buf[at + 2 : self.buf.index(b"\r\n", at + 2) + 2]
+            return buf[at + 2 : buf.index(b"\r\n", at + 2) + 2]
         line = self.header_line(b"message-id")
         return None if line is None else b"Message-ID" + line[10:]
 

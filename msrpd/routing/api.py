@@ -36,6 +36,18 @@ _METHOD_NAMES = {m: m.decode() for m in (b"SEND", b"REPORT", b"AUTH")}
 """The usual methods' names, made once: a route reads msrp.method on every frame."""
 
 
+_STATUS = {str(code): code for code in (200, 400, 401, 403, 408, 413, 415, 423, 481, 501, 506)}
+"""RFC 4975 §10's codes as routes pass them ("200"): int() on a str is a generic call."""
+
+
+def _status(code: int | str) -> int:
+    if isinstance(code, str):
+        known = _STATUS.get(code)
+        if known is not None:
+            return known
+    return int(code)
+
+
 class Msrp:
     """One frame as the routing script sees it."""
 
@@ -184,7 +196,7 @@ class Msrp:
         if self.frame.method in (None, REPORT):
             return -1
         try:
-            data = build_reply(self.frame, int(code), text, hdrs)
+            data = build_reply(self.frame, _status(code), text, hdrs)
         except (LocalProtocolError, ValueError):
             return -1
         self.env.write_origin(data, self._reply_flags)
@@ -224,7 +236,7 @@ class Msrp:
         """The hop-by-hop response, obeying Failure-Report (tm.py): 1 written, 0 suppressed
         by Failure-Report, -1 error (a response, a REPORT, a malformed code or header)."""
         try:
-            status = int(code)
+            status = _status(code)
         except ValueError:
             return -1
         return tm.t_reply(self.frame, self.env, self._reply_flags, status, text, hdrs)
