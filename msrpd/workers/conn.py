@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Hashable
+from time import monotonic  # a module global: time.monotonic is a generic lookup
 from typing import TYPE_CHECKING, cast
 
 from ..protocol import (
@@ -151,7 +151,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         # Each attribute of this class (and of the uncompiled WorkerContext) is a dict
         # lookup: the read's path reads each once.
         ctx, stats, intake = self.ctx, self.stats, self.intake
-        stats.last_active = now = time.monotonic()
+        stats.last_active = now = monotonic()
         stats.bytes_in += len(data)
         ctx.counters.values[BYTES_IN] += len(data)
         rate = intake.rate
@@ -266,7 +266,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             intake = self.intake
             rate = intake.rate
             if rate is not None:
-                now = time.monotonic()
+                now = monotonic()
                 debt = rate.charge_frame(now)
                 if debt:
                     routes.guard.throttle(self, rate, now, debt)
