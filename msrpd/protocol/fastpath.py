@@ -11,7 +11,7 @@ O(n).
 from __future__ import annotations
 
 from .frame import Frame
-from .grammar import DASHES, FAST_HEAD, FLAGS, closes_end_line
+from .grammar import DASHES, FAST_HEAD, FLAGS
 
 __all__ = ["path_span", "read_whole_frame"]
 
@@ -24,11 +24,11 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
     m = FAST_HEAD.match(buf)
     if m is None:
         return None
-    tid, code, comment, method, _, _, _, _, sep_text = m.groups()
-    spans = m.regs  # every group's span in one lookup
-    sep = spans[9][0]
+    # The groups one at a time: groups() would copy all nine, path values included.
+    tid = m[1]
+    sep, after = m.span(9)
     marker = b"\r\n" + DASHES + tid
-    if sep_text == b"\r\n":
+    if after - sep == 2:  # CRLF, not the dashes of a bodiless frame's end-line
         at = buf.find(marker, sep)  # from the blank line's CRLF: an empty body may follow
         end = at + len(marker) + 3
         if at < 0 or at - sep - 2 > max_body or end > len(buf):
@@ -39,21 +39,28 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
         body_start, end_start = -1, sep
         if end > len(buf) or not buf.startswith(marker, sep - 2):
             return None
-    if not closes_end_line(buf, end):
-        return None
     data = bytes(buf[:end])
+    # The end-line's flag and CRLF (grammar.closes_end_line), read on the bytes: indexing
+    # them is native where a bytearray's is a generic call.
+    flag = _FLAG_BYTES.get(data[end - 3])
+    if flag is None or data[end - 2] != 13 or data[end - 1] != 10:
+        return None
+    to_start, to_end = m.span(5)
+    from_start, from_end = m.span(7)
+    code = m[2]
+    comment = m[3] if code else None
     return Frame(
         data,
         data[5 : 5 + len(tid)],
-        None if code else bytes(method),
+        None if code else bytes(m[4]),
         int(code) if code else None,
         (b"" if comment is None else bytes(comment)) if code else None,
         sep,
         body_start,
         end_start,
-        _FLAG_BYTES[buf[end - 3]],
-        path_span(data, spans[5][0], spans[6][1], spans[5][1]),
-        path_span(data, spans[7][0], spans[8][1], spans[7][1]),
+        flag,
+        path_span(data, to_start, m.end(6), to_end),
+        path_span(data, from_start, m.end(8), from_end),
     )
 
 

@@ -63,6 +63,7 @@ class Frame:
         "_from",
         "_headers",
         "_to",
+        "_to_count",
         "body_start",
         "buf",
         "code",
@@ -104,6 +105,7 @@ class Frame:
         self._headers: list[tuple[bytes, bytes, int]] | None = None
         self._failure_report: bytes | None = None
         self._to: list[str] | None = None
+        self._to_count = 0  # 0: not counted yet (to_count)
         self._from: list[str] | None = None
 
     def __repr__(self) -> str:
@@ -224,21 +226,30 @@ class Frame:
     def message_id_line(self) -> bytes | None:
         """The first Message-ID header line as received, CRLF included, its name in
         canonical case (the relay copies it into its responses: hnames.py)."""
-        at = self.buf.find(b"\r\nMessage-ID:", self.hdr_start - 2, self.hdr_end)
+        # From the To-Path value on: To-Path is the first header (RFC 4975 §7.1), and no
+        # value holds a CR, so nothing before it can match.
+        buf = self.buf
+        at = buf.find(b"\r\nMessage-ID:", self.to_span[0], self.hdr_end)
         if at >= 0:  # the usual spelling, found without parsing the header block
-            return self.buf[at + 2 : self.buf.index(b"\r\n", at + 2) + 2]
+            return buf[at + 2 : buf.index(b"\r\n", at + 2) + 2]
         line = self.header_line(b"message-id")
         return None if line is None else b"Message-ID" + line[10:]
 
     @property
     def to_count(self) -> int:
         """How many To-Path URIs, without decoding them (nexthops is this minus one)."""
+        count = self._to_count
+        if count:
+            return count  # asked twice a frame: the loop check and the route's nexthops
         start, first_end, end = self.to_span
         if first_end == end:
-            return 1
-        if self._to is not None:
-            return len(self._to)
-        return len(self.buf[start:end].split())
+            count = 1
+        elif self._to is not None:
+            count = len(self._to)
+        else:
+            count = len(self.buf[start:end].split())
+        self._to_count = count
+        return count
 
     @property
     def to_path(self) -> list[str]:

@@ -73,7 +73,9 @@ class ReaderState(Enum):
 
 
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
-_HEAD_STATES = frozenset({ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.SIP})
+_HEAD = ReaderState.HEAD  # in_head's, asked after every read
+_ENDLINE = ReaderState.ENDLINE
+_SIP = ReaderState.SIP
 _IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
 _STREAM = ReaderState.STREAM  # and receive_data these for every read
 _SKIP = ReaderState.SKIP
@@ -119,7 +121,8 @@ class FrameReader:
     def in_head(self) -> bool:
         """A frame's first line and headers (or a SIP message) have begun and not ended. A
         body is not a head: it may take as long as it takes."""
-        return self._state in _HEAD_STATES
+        state = self._state  # by identity: an enum member's hash is a Python call
+        return state is _HEAD or state is _ENDLINE or state is _SIP
 
     @property
     def head_serial(self) -> int:

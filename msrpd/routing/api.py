@@ -36,6 +36,18 @@ _METHOD_NAMES = {m: m.decode() for m in (b"SEND", b"REPORT", b"AUTH")}
 """The usual methods' names, made once: a route reads msrp.method on every frame."""
 
 
+_STATUS = {str(code): code for code in (200, 400, 401, 403, 408, 413, 415, 423, 481, 501, 506)}
+"""RFC 4975 §10's codes as routes pass them ("200"): int() on a str is a generic call."""
+
+
+def _status(code: int | str) -> int:
+    if isinstance(code, str):
+        known = _STATUS.get(code)
+        if known is not None:
+            return known
+    return int(code)
+
+
 class Msrp:
     """One frame as the routing script sees it."""
 
@@ -50,11 +62,86 @@ class Msrp:
         self._reply_flags = 0
         self._auth_stale = False
 
-    def __getattr__(self, key: str) -> PvValue:
-        # $msrp(key) as an attribute: msrp.method, msrp.sessid, ... (reference §4).
-        if key in MSRP_PV_KEYS:
-            return msrp_pv(self.frame, key, self.conn)
-        raise AttributeError(key)
+    # $msrp(key) as an attribute: msrp.method, msrp.sessid, ... (reference §4), one property
+    # each. Not a __getattr__: a class with one gets a getattr hook that every attribute of
+    # the script's calls pays (msrp.relay, msrp.reply, ...), and the interpreter does not
+    # cache such a class's methods (CPython 3.11 LOAD_METHOD specialization).
+
+    @property
+    def buf(self) -> PvValue:
+        return msrp_pv(self.frame, "buf", self.conn)
+
+    @property
+    def buflen(self) -> PvValue:
+        return msrp_pv(self.frame, "buflen", self.conn)
+
+    @property
+    def body(self) -> PvValue:
+        return msrp_pv(self.frame, "body", self.conn)
+
+    @property
+    def bodylen(self) -> PvValue:
+        return msrp_pv(self.frame, "bodylen", self.conn)
+
+    @property
+    def hdrs(self) -> PvValue:
+        return msrp_pv(self.frame, "hdrs", self.conn)
+
+    @property
+    def transid(self) -> PvValue:
+        return msrp_pv(self.frame, "transid", self.conn)
+
+    @property
+    def code(self) -> PvValue:
+        return msrp_pv(self.frame, "code", self.conn)
+
+    @property
+    def reason(self) -> PvValue:
+        return msrp_pv(self.frame, "reason", self.conn)
+
+    @property
+    def msgid(self) -> PvValue:
+        return msrp_pv(self.frame, "msgid", self.conn)
+
+    @property
+    def crthop(self) -> PvValue:
+        return msrp_pv(self.frame, "crthop", self.conn)
+
+    @property
+    def nexthop(self) -> PvValue:
+        return msrp_pv(self.frame, "nexthop", self.conn)
+
+    @property
+    def lasthop(self) -> PvValue:
+        return msrp_pv(self.frame, "lasthop", self.conn)
+
+    @property
+    def prevhop(self) -> PvValue:
+        return msrp_pv(self.frame, "prevhop", self.conn)
+
+    @property
+    def firsthop(self) -> PvValue:
+        return msrp_pv(self.frame, "firsthop", self.conn)
+
+    @property
+    def prevhops(self) -> PvValue:
+        return msrp_pv(self.frame, "prevhops", self.conn)
+
+    @property
+    def sessid(self) -> PvValue:
+        return msrp_pv(self.frame, "sessid", self.conn)
+
+    @property
+    def srcaddr(self) -> PvValue:
+        return msrp_pv(self.frame, "srcaddr", self.conn)
+
+    @property
+    def srcsock(self) -> PvValue:
+        return msrp_pv(self.frame, "srcsock", self.conn)
+
+    @property
+    def conid(self) -> PvValue:
+        return msrp_pv(self.frame, "conid", self.conn)
 
     @property
     def method(self) -> str | None:
@@ -109,7 +196,7 @@ class Msrp:
         if self.frame.method in (None, REPORT):
             return -1
         try:
-            data = build_reply(self.frame, int(code), text, hdrs)
+            data = build_reply(self.frame, _status(code), text, hdrs)
         except (LocalProtocolError, ValueError):
             return -1
         self.env.write_origin(data, self._reply_flags)
@@ -149,7 +236,7 @@ class Msrp:
         """The hop-by-hop response, obeying Failure-Report (tm.py): 1 written, 0 suppressed
         by Failure-Report, -1 error (a response, a REPORT, a malformed code or header)."""
         try:
-            status = int(code)
+            status = _status(code)
         except ValueError:
             return -1
         return tm.t_reply(self.frame, self.env, self._reply_flags, status, text, hdrs)

@@ -71,9 +71,13 @@ def stripe_header(stripe: int) -> int:
     return TABLE_HEADER.size + _STRIPE.size * stripe
 
 
+_FIRST_STRIPE: Final = TABLE_HEADER.size
+_STRIPE_SIZE: Final = _STRIPE.size  # native ints: a Struct's size is a generic attribute
+
+
 def version_offset(stripe: int) -> int:
-    """Where a stripe's seqlock version lies in the region."""
-    return TABLE_HEADER.size + _STRIPE.size * stripe + VERSION_AT
+    """Where a stripe's seqlock version lies in the region (read once per lock-free get)."""
+    return _FIRST_STRIPE + _STRIPE_SIZE * stripe + VERSION_AT
 
 
 # A plain function for lock-free readers in other modules: CPython 3.11 compiles a method call

@@ -11,13 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-__all__ = ["Flushable", "LinkBatch", "WriteBatch"]
+from .outbox import Outbox
 
-
-class Flushable(Protocol):
-    """A connection's outbox (outbox.Outbox)."""
-
-    def flush(self) -> None: ...
+__all__ = ["LinkBatch", "WriteBatch"]
 
 
 class LinkBatch(Protocol):
@@ -34,11 +30,11 @@ class WriteBatch:
     def __init__(self, loop: asyncio.AbstractEventLoop, links: LinkBatch | None) -> None:
         self.loop = loop
         self.links = links
-        self.dirty: list[Flushable] = []
+        self.dirty: list[Outbox] = []  # concrete: a native call each, not a generic one
         self.batching = False
         """Inside one read's work (begin .. flush_now)."""
 
-    def queue(self, out: Flushable) -> None:
+    def queue(self, out: Outbox) -> None:
         """Flush `out` when this read's work ends (flush_now) or, outside a read, at the end
         of this loop iteration."""
         self.dirty.append(out)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Hashable
+from time import monotonic  # a module global: time.monotonic is a generic lookup
 from typing import TYPE_CHECKING, cast
 
 from ..protocol import (
@@ -89,6 +89,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         self.reader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
+        self.routes = routes
+        """conn.env.routes, typed as itself: the route is run by a native call."""
         self.env = ConnEnv(routes, self)
         self.peer_key = ""
         self.stats = ConnStats()
@@ -146,12 +148,17 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             arrival.carried += data
             self.wire.pause_reading()
             return
-        ctx, stats = self.ctx, self.stats
-        stats.last_active = now = time.monotonic()
+        # Each attribute of this class (and of the uncompiled WorkerContext) is a dict
+        # lookup: the read's path reads each once.
+        ctx, stats, intake = self.ctx, self.stats, self.intake
+        stats.last_active = now = monotonic()
         stats.bytes_in += len(data)
         ctx.counters.values[BYTES_IN] += len(data)
-        if self.intake.rate is not None:  # [limits] session rates (limits.py)
-            self.env.routes.guard.charge_read(self, self.intake.rate, len(data), now)
+        rate = intake.rate
+        if rate is not None:  # [limits] session rates (limits.py), charged here: compiled
+            debt = rate.charge_read(len(data), now)
+            if debt:
+                self.env.routes.guard.throttle(self, rate, now, debt)
         self.wire.receive(data)
         batch = ctx.batch
         batch.begin()
@@ -159,11 +166,11 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
             self._drain_events()
         finally:
             batch.flush_now()
-        reader, intake = self.reader, self.intake
+        reader = self.reader
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
-        if self.migration.move_to is not None and self.ctx.mover is not None:
-            self.ctx.mover.consider(self)
+        if self.migration.move_to is not None and ctx.mover is not None:
+            ctx.mover.consider(self)
 
     def read_buffered(self) -> None:
         """Route the frames the reader holds already: a throttled read's rest (limits.py).
@@ -213,7 +220,8 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
     # -- events -----------------------------------------------------------------------------
 
     def _drain_events(self) -> None:
-        if self.intake.halted & WAIT:
+        intake = self.intake
+        if intake.halted & WAIT:
             return  # what a read brings while a frame waits stays behind it in the reader
         reader = self.reader
         stop = self.ctx.stop
@@ -235,7 +243,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
                     self._on_sip(event)
                 elif isinstance(event, ConnectionClosed):
                     self.close("closed by peer")
-                if self.closed or self.intake.halted:
+                if self.closed or intake.halted:
                     break
                 if stop.stopping and self.stream_sink is None:
                     self.stop_reading()  # the frame being read when the stop came is done
@@ -251,14 +259,20 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     def _on_frame(self, frame: Frame, again: bool = False) -> None:
         """Route `frame`; `again`: after its wait (_waited), counted and charged already."""
+        routes = self.routes
         if not again:
             self.stats.frames_in += 1
             count_frame_in(self.ctx.counters, frame)
-            if self.intake.rate is not None:
-                self.env.routes.guard.charge_frame(self, self.intake.rate)
+            intake = self.intake
+            rate = intake.rate
+            if rate is not None:
+                now = monotonic()
+                debt = rate.charge_frame(now)
+                if debt:
+                    routes.guard.throttle(self, rate, now, debt)
             if frame.streamed:
-                self.intake.held_replies = []
-        sink = self.env.routes.run(frame, self)
+                intake.held_replies = []
+        sink = routes.run(frame, self)
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid

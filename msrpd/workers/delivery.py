@@ -67,6 +67,9 @@ class Delivery:
         connect_allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ctx = ctx
+        # Read per relayed frame: kept here, as the uncompiled context's are dict lookups.
+        self.me = (ctx.ident.slot, ctx.ident.generation)
+        self.conns = ctx.conns
         self.client_tls = client_tls
         self.new_conn = new_conn
         """An outbound connection object (secure: TLS), not connected yet."""
@@ -135,18 +138,19 @@ class Delivery:
     def for_conid(
         self, conid: int, frame: Frame, origin: RoutedConn, lost: Lost | None = None
     ) -> Sink | None:
-        ctx = self.ctx
         owner = conid_owner(conid)
-        if owner == (ctx.ident.slot, ctx.ident.generation):
-            conn = ctx.conns.get(conid)
+        if owner == self.me:
+            conn = self.conns.get(conid)
             origin.migration.streak_owner = None
             if conn is not None and not conn.closed:
                 return LocalSink(conn.out, origin, conid)
+            ctx = self.ctx
             mover = ctx.mover  # moved away?
             if mover is None:
                 return None
             record = Sent.of(frame, origin.conid, origin.peer_key, lost)
             return mover.sink_for(conid, record, origin)
+        ctx = self.ctx
         out = ctx.handoffs
         hub = out.hub
         if hub is None:

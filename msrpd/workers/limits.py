@@ -274,21 +274,10 @@ class ConnGuard:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def charge_read(self, conn: Guarded, rate: ReadRate, size: int, now: float) -> None:
-        """A read of `size` bytes, before its frames are routed."""
-        debt = rate.charge(rate.bytes, rate.user_bytes, size, now)
-        if debt:
-            self._throttle(conn, rate, now, debt)
-
-    def charge_frame(self, conn: Guarded, rate: ReadRate) -> None:
-        """A frame was read (conn.py stops routing the read's next ones while throttled)."""
-        if rate.frames is not None or rate.user_frames is not None:
-            now = time.monotonic()
-            debt = rate.charge(rate.frames, rate.user_frames, 1, now)
-            if debt:
-                self._throttle(conn, rate, now, debt)
-
-    def _throttle(self, conn: Guarded, rate: ReadRate, now: float, debt: int) -> None:
+    def throttle(self, conn: Guarded, rate: ReadRate, now: float, debt: int) -> None:
+        """A read or a frame of `conn` put its buckets in `debt` (ReadRate.charge_read,
+        charge_frame: conn.py charges them itself, compiled, and calls this only then): stop
+        routing and reading until the debt is paid (one timer)."""
         intake = conn.intake
         if intake.halted & RATE:
             return  # the timer set already looks at the debt again when it fires

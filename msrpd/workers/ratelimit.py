@@ -93,6 +93,18 @@ class ReadRate:
             return SESSION_DEBT
         return 0
 
+    def charge_read(self, size: int, now: float) -> int:
+        """A read of `size` bytes, before its frames are routed: charge() on the byte buckets."""
+        if self.bytes is None and self.user_bytes is None:
+            return 0
+        return self.charge(self.bytes, self.user_bytes, size, now)
+
+    def charge_frame(self, now: float) -> int:
+        """A frame read: charge() on the frame buckets."""
+        if self.frames is None and self.user_frames is None:
+            return 0
+        return self.charge(self.frames, self.user_frames, 1, now)
+
     def debt(self, now: float) -> float:
         """Seconds until no bucket is in debt."""
         wait = 0.0

@@ -4,6 +4,7 @@ for, so each rule is checked by itself (the live tests are tests/integration/tes
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -61,6 +62,14 @@ class Loop:
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
         self.later.append((delay, fn, args))
+
+
+def charge_frame(g: ConnGuard, conn: Conn, rate: ReadRate) -> None:
+    """A frame read on `conn`, charged as conn.py does: the buckets, then the guard on debt."""
+    now = time.monotonic()
+    debt = rate.charge_frame(now)
+    if debt:
+        g.throttle(conn, rate, now, debt)
 
 
 def guard(tables: tuple[AddrTable, UserSessions, Cmap], **limits: Any) -> tuple[ConnGuard, Loop]:
@@ -143,12 +152,12 @@ def test_a_throttled_connection_resumes_once_out_of_debt(tables) -> None:  # typ
     assert g.admit(conn)
     rate = conn.intake.rate
     assert rate is not None and rate.bytes is None
-    g.charge_frame(conn, rate)
-    g.charge_frame(conn, rate)
+    charge_frame(g, conn, rate)
+    charge_frame(g, conn, rate)
     assert conn.intake.halted == 0
-    g.charge_frame(conn, rate)  # the third of a burst of 2
+    charge_frame(g, conn, rate)  # the third of a burst of 2
     assert conn.intake.halted == RATE and conn.blocked == {rate}
-    g.charge_frame(conn, rate)  # already throttled: one timer
+    charge_frame(g, conn, rate)  # already throttled: one timer
     assert len(loop.later) == 1
     assert g.counters.values[Counter.limit_rate] == 1
     delay, fn, args = loop.later.pop()

@@ -19,7 +19,7 @@ from msrpd.workers.limits import ConnGuard
 from msrpd.workers.migrate.state import MigrationState
 from msrpd.workers.ratelimit import ReadRate, TokenBucket
 
-from .test_limits import Conn, Loop
+from .test_limits import Conn, Loop, charge_frame
 
 LIMITS = LimitsSettings(
     user_frame_rate=2.0, session_frame_rate=0, session_byte_rate=0, rate_burst=5.0
@@ -71,9 +71,9 @@ def test_a_users_rate_is_shared_among_its_sessions_over_the_cluster(
     assert _bucket(ra).rate == 1.0 and _bucket(ra).burst == 5.0  # 2 of her 4 sessions
     assert _bucket(rc).rate == 2.0  # bob's are his own
     for _ in range(5):  # the burst, over both of alice's connections here
-        g.charge_frame(a if _ % 2 else b, ra if _ % 2 else rb)
+        charge_frame(g, a if _ % 2 else b, ra if _ % 2 else rb)
     assert a.intake.halted == b.intake.halted == 0
-    g.charge_frame(b, rb)  # one more: the user's bucket is in debt
+    charge_frame(g, b, rb)  # one more: the user's bucket is in debt
     assert b.intake.halted == RATE and b.blocked == {rb} and a.intake.halted == 0
     assert (counters.values[Counter.limit_user_rate], counters.values[Counter.limit_rate]) == (1, 0)
     ((delay, resume, args),) = loop.later
@@ -81,7 +81,7 @@ def test_a_users_rate_is_shared_among_its_sessions_over_the_cluster(
     _bucket(rb).tokens = 0.0  # as if the debt were paid
     resume(*args)
     assert b.intake.halted == 0 and b.blocked == set() and b.drained == 1
-    g.charge_frame(c, rc)
+    charge_frame(g, c, rc)
     assert c.intake.halted == 0  # bob sends on
     # alice's first connection closes: her share here is one session of three.
     g.closed(a)
