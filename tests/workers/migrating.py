@@ -92,6 +92,9 @@ class Conn:
     def bytes_to_carry(self) -> bytes | None:
         return self.carry
 
+    def carry_size(self) -> int:
+        return -1 if self.carry is None else len(self.carry)
+
     def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None:
         self.arrival = Arrival(carried, on_taken_over)
 

@@ -50,6 +50,10 @@ class Conn(Protocol):
         """What its reader holds (a copy), when it could move now: between frames, nothing
         to write or held back, not paused; else None."""
 
+    def carry_size(self) -> int:
+        """How much of the frames read it would carry now, -1 in the middle of a streamed
+        frame: nothing copied (MoveHooks.carry_size)."""
+
     def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None: ...
 
     def release_on(self, link: object) -> None: ...
