@@ -10,6 +10,7 @@ the handover, which the new owner takes up; nothing moves while another move is 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,12 +194,19 @@ def _received(worker: Side) -> bytes:
     return messages[0]
 
 
-def test_a_pull_is_answered_with_a_move_when_fair(pair) -> None:  # type: ignore[no-untyped-def]
-    a, b, hb, net = pair
+def _asked_for(pair) -> tuple[Conn, Handoff, socket.socket]:  # type: ignore[no-untyped-def]
+    """A connection on worker a (and its client's socket), equal counts, and the PULL
+    worker b sends for it."""
+    a, _b, hb, net = pair
     _running(hb, a=1, b=1)
     a.balancer.refresh()
-    conn, _client = conn_on(a, net)
-    pull = Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER))
+    conn, client = conn_on(a, net)
+    return conn, Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER)), client
+
+
+def test_a_pull_is_answered_with_a_move_when_fair(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b, hb, _net = pair
+    conn, pull, _client = _asked_for(pair)
     conn.migration.moves = MAX_MOVES
     a.mover.on_control(pull, LINK)  # moved too often
     assert conn.conid in a.host.conns
@@ -259,11 +267,8 @@ def test_a_move_waits_for_a_frames_end_with_the_wish_kept(pair, tmp_path) -> Non
 
 
 def test_a_pull_that_cannot_be_answered_yet_is_tried_again(pair) -> None:  # type: ignore[no-untyped-def]
-    a, b, hb, net = pair
-    _running(hb, a=1, b=1)
-    a.balancer.refresh()
-    conn, _client = conn_on(a, net)
-    pull = Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER))
+    a, b = pair[:2]
+    conn, pull, _client = _asked_for(pair)
     conn.carry = None  # bytes still to write to it: a receiver of a big message
     a.mover.on_control(pull, LINK)
     assert conn.conid in a.host.conns
@@ -278,12 +283,10 @@ def test_a_pull_that_cannot_be_answered_yet_is_tried_again(pair) -> None:  # typ
 
 
 def test_a_pull_is_not_tried_again_once_a_connection_moved_meanwhile(pair) -> None:  # type: ignore[no-untyped-def]
-    a, _b, hb, net = pair
-    _running(hb, a=1, b=1)
-    a.balancer.refresh()
-    conn, _client = conn_on(a, net)
+    a = pair[0]
+    conn, pull, _client = _asked_for(pair)
     conn.carry = None
-    a.mover.on_control(Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER)), LINK)
+    a.mover.on_control(pull, LINK)
     a.handover.moves += 1  # its peer, say, moved here meanwhile: they stay together
     conn.carry = b""
     a.host.loop.run_until_complete(asyncio.sleep(PULL_WAIT * PULL_TRIES * 2))
