@@ -127,7 +127,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=("compare", "sha256"),
         default="compare",
         help="big: Bob checks each message byte for byte against what Alice sent (a memcmp "
-        "per piece), or by its sha256 (about 5x the generator's CPU per MiB)",
+        "per piece), or by its sha256 (about twice the generator's CPU per MiB)",
     )
     p.add_argument("--repeat", type=int, default=1, help="runs per load; the median is kept")
     p.add_argument(

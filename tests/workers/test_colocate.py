@@ -266,6 +266,20 @@ def test_a_move_waits_for_a_frames_end_with_the_wish_kept(pair, tmp_path) -> Non
     assert MoveState.decode(_received(b)).held == b"MSRP b"
 
 
+def test_at_a_streamed_frames_end_the_peer_is_asked_when_ours_holds_too_much(pair) -> None:  # type: ignore[no-untyped-def]
+    a, _b, hb, net = pair
+    _running(hb, a=1, b=1)
+    a.balancer.refresh()
+    conn, _client = conn_on(a, net)
+    conn.migration.others_at = -10.0
+    _streak(a.mover, conn, PEER, PEER_CONN)
+    conn.migration.streamed = True  # the wish came from a streamed frame
+    conn.carry = b"x" * (MAX_CARRY + 1)  # its end, and much of the next frame, read
+    a.mover.consider(conn)
+    assert a.host.controls == [(PEER, HandoffKind.PULL, PEER_CONN, worker_token(*ME), b"")]
+    assert conn.conid in a.host.conns and conn.migration.move_to is None
+
+
 def test_a_pull_that_cannot_be_answered_yet_is_tried_again(pair) -> None:  # type: ignore[no-untyped-def]
     a, b = pair[:2]
     conn, pull, _client = _asked_for(pair)

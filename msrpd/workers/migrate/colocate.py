@@ -12,7 +12,9 @@ BIG_FRAME bytes or more (or streamed: a body over max_body) makes a streak by it
 connection in the middle of a big frame (a streamed one, or more of one read than MAX_CARRY)
 waits, the move still wanted, for a read that ends a frame with little of the next one read,
 and reading not paused by a congested destination (a sender of big messages mostly is: it is
-asked again when it resumes, before it reads on); the peer, asked to come (PULL) when it
+asked again when it resumes, before it reads on). At the end of a streamed frame with more of
+the next one read than that, the peer is asked to come instead, its stream just ended; the
+peer, asked to come (PULL) when it
 still has bytes to write, is asked again a few times (issue 16: a big message would
 otherwise cross the handoff link for as long as it lasts, each byte copied twice more). A
 relay to a connection of this worker, or to a third worker, drops the wish. One move at a
@@ -144,15 +146,20 @@ class Mover(Generic[ConnT]):
         state.streak += STREAK if big else 1
         if state.streak >= STREAK:
             state.move_to = (owner, conid)
+            state.streamed = frame is not None and frame.streamed
 
     def consider(self, conn: ConnT) -> None:
         """After `conn`'s read: move it to, or pull its peer from, the worker it relays to."""
         state = conn.migration
         now = time.monotonic()
+        big = False  # more of a frame read than a move carries: only the peer may come
         if state.colocated < MAX_MOVES and now >= state.move_retry_at:
             held = conn.carry_size()
-            if held < 0 or held > MAX_CARRY or self.busy():
+            if held < 0 or self.busy():
                 return  # in the middle of a big frame, or another move is out: a later read
+            big = held > MAX_CARRY
+            if big and not state.streamed:
+                return  # a frame's end with little of the next read comes soon enough
         target = state.move_to
         state.move_to, state.streak, state.streak_owner = None, 0, None
         if target is None or now < state.move_retry_at or state.colocated >= MAX_MOVES:
@@ -168,7 +175,7 @@ class Mover(Generic[ConnT]):
         # Moving ours there is fair if they hold no more than we do, pulling theirs here if we
         # hold no more than they do. With equal counts, ours goes if it can: a connection
         # with bytes still waiting to be written to it (a flooded receiver) cannot.
-        if theirs <= mine and self.move(conn, owner):
+        if theirs <= mine and not big and self.move(conn, owner):
             logger.debug("connection %x relays to %x: moved it there", conn.conid, peer)
         elif mine <= theirs:
             logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
