@@ -247,13 +247,21 @@ def test_a_big_frame_is_a_streak_by_itself(pair) -> None:  # type: ignore[no-unt
     assert state.move_to is None and state.streak == 1
 
 
-def test_a_move_waits_for_a_frames_end_with_the_wish_kept(pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    a, b, hb, net = pair
-    _running(hb, a=2, b=1)
+def _wishing(pair, mine: int, theirs: int) -> tuple[Conn, socket.socket]:  # type: ignore[no-untyped-def]
+    """A connection on worker a (and its client's socket) that wants to join PEER_CONN on
+    worker b, quiet towards any third worker, the workers holding `mine` and `theirs`."""
+    a, _b, hb, net = pair
+    _running(hb, a=mine, b=theirs)
     a.balancer.refresh()
-    conn, _client = conn_on(a, net)
+    conn, client = conn_on(a, net)
     conn.migration.others_at = -10.0
     _streak(a.mover, conn, PEER, PEER_CONN)
+    return conn, client
+
+
+def test_a_move_waits_for_a_frames_end_with_the_wish_kept(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b = pair[:2]
+    conn, _client = _wishing(pair, 2, 1)
     conn.carry = b"x" * (MAX_CARRY + 1)  # a big frame half read
     a.mover.consider(conn)
     conn.carry = None  # a streamed frame going on, or reading paused
@@ -267,12 +275,8 @@ def test_a_move_waits_for_a_frames_end_with_the_wish_kept(pair, tmp_path) -> Non
 
 
 def test_at_a_streamed_frames_end_the_peer_is_asked_when_ours_holds_too_much(pair) -> None:  # type: ignore[no-untyped-def]
-    a, _b, hb, net = pair
-    _running(hb, a=1, b=1)
-    a.balancer.refresh()
-    conn, _client = conn_on(a, net)
-    conn.migration.others_at = -10.0
-    _streak(a.mover, conn, PEER, PEER_CONN)
+    a = pair[0]
+    conn, _client = _wishing(pair, 1, 1)
     conn.migration.streamed = True  # the wish came from a streamed frame
     conn.carry = b"x" * (MAX_CARRY + 1)  # its end, and much of the next frame, read
     a.mover.consider(conn)
