@@ -25,6 +25,7 @@ from msrpd.workers.migrate.colocate import (
     MAX_MOVES,
     PULL_TRIES,
     PULL_WAIT,
+    QUIESCE,
     STREAK,
     Mover,
     ready_to_move,
@@ -309,3 +310,16 @@ def test_a_pull_is_not_tried_again_once_a_connection_moved_meanwhile(pair) -> No
     conn.carry = b""
     a.host.loop.run_until_complete(asyncio.sleep(PULL_WAIT * PULL_TRIES * 2))
     assert conn.conid in a.host.conns
+
+
+def test_a_sender_of_big_frames_pauses_while_its_peer_is_asked_to_come(pair) -> None:  # type: ignore[no-untyped-def]
+    a = pair[0]
+    conn, _client = _wishing(pair, 1, 1)
+    conn.migration.big = True  # the wish came from a big frame
+    conn.carry = b"x" * (MAX_CARRY + 1)
+    conn.migration.streamed = True
+    a.mover.consider(conn)
+    assert a.host.controls[-1][1] is HandoffKind.PULL
+    assert conn.calls == ["block"]  # the peer writes out what it holds meanwhile
+    a.host.loop.run_until_complete(asyncio.sleep(QUIESCE * 2))
+    assert conn.calls == ["block", "unblock"]

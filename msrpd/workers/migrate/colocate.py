@@ -12,19 +12,19 @@ BIG_FRAME bytes or more (or streamed: a body over max_body) makes a streak by it
 connection in the middle of a big frame (a streamed one, or more of one read than MAX_CARRY)
 waits, the move still wanted, for a read that ends a frame with little of the next one read,
 and reading not paused by a congested destination (a sender of big messages mostly is: it is
-asked again when it resumes, before it reads on). At the end of a streamed frame with more of
-the next one read than that, the peer is asked to come instead, its stream just ended; the
-peer, asked to come (PULL) when it
-still has bytes to write, is asked again a few times (issue 16: a big message would
-otherwise cross the handoff link for as long as it lasts, each byte copied twice more). A
-relay to a connection of this worker, or to a third worker, drops the wish. One move at a
-time in the whole relay (lock.py: held from the socket's sending to RELEASE), and a worker
-that still holds frames back for a connection it took over moves nothing: two ends of a pair
-moving at once could let a frame pass an earlier one. Only plain TCP connections accepted by
-a worker (TLS state lives in this process's SSL object; outbound links to other relays
-stay), only between frames, with nothing waiting to be written to it, no streamed frame
-going in or out, not paused by flow control, at most MAX_MOVES times (conn.bytes_to_carry
-says when).
+asked again when it resumes, before it reads on). At the end of a streamed frame with more
+of the next one read than that, the peer is asked to come instead, its stream just ended;
+the peer, asked to come (PULL) when it still has bytes to write, is asked again a few times,
+while a sender of big frames reads nothing for QUIESCE seconds so that its peer can write
+out what it holds (issue 16: a big message would otherwise cross the handoff link for as
+long as it lasts, each byte copied twice more). A relay to a connection of this worker, or
+to a third worker, drops the wish. One move at a time in the whole relay (lock.py: held from
+the socket's sending to RELEASE), and a worker that still holds frames back for a connection
+it took over moves nothing: two ends of a pair moving at once could let a frame pass an
+earlier one. Only plain TCP connections accepted by a worker (TLS state lives in this
+process's SSL object; outbound links to other relays stay), only between frames, with
+nothing waiting to be written to it, no streamed frame going in or out, not paused by flow
+control, at most MAX_MOVES times (conn.bytes_to_carry says when).
 
 What happens once the socket has left is handover.py's (handoverio.py drives it). A retiring
 worker (reload) uses the same sending through retire.py, many connections under one hold of
@@ -78,8 +78,16 @@ PULL_TRIES = 10
 """A connection asked for (PULL) that cannot go yet is asked again PULL_WAIT seconds later,
 PULL_TRIES times in all: over before the asking connection's next attempt (RETRY), so that
 it is never asked for while its peer is on its way to it."""
+QUIESCE = 0.05
+"""Seconds a sender of big messages reads nothing once it has asked for its peer."""
 QUIET_OTHERS = 1.0
 """Seconds without relaying to a third worker before a connection may move (handover.py)."""
+
+
+class _Quiesce:
+    """What pauses a connection's reading while its peer is asked to come (intake.py)."""
+
+    __slots__ = ()
 
 
 def ready_to_move(conn: Conn, stopping: bool, handover: bool = False) -> bytes | None:
@@ -147,6 +155,7 @@ class Mover(Generic[ConnT]):
         if state.streak >= STREAK:
             state.move_to = (owner, conid)
             state.streamed = frame is not None and frame.streamed
+            state.big = big
 
     def consider(self, conn: ConnT) -> None:
         """After `conn`'s read: move it to, or pull its peer from, the worker it relays to."""
@@ -180,6 +189,15 @@ class Mover(Generic[ConnT]):
         elif mine <= theirs:
             logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
             self.host.handoffs.control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
+            if state.big:
+                self.quiesce(conn)
+
+    def quiesce(self, conn: ConnT) -> None:
+        """`conn` reads nothing for QUIESCE seconds: its peer, flooded by it with a big
+        message, writes out what it holds and can come (PULL, tried again meanwhile)."""
+        pause = _Quiesce()
+        conn.block(pause)
+        self.host.loop.call_later(QUIESCE, conn.unblock, pause)
 
     def busy(self) -> bool:
         """A move out or in is unfinished: one at a time per worker, so two connections
