@@ -137,6 +137,13 @@ class FrameReader:
         held = len(self._buf) + (0 if direct is None else len(direct))
         return held + (0 if gathered is None else gathered.size)
 
+    @property
+    def carry_size(self) -> int:
+        """How many bytes detach() would return; -1 where it would return None."""
+        if self._eof or self._state not in _DETACHABLE:
+            return -1
+        return self.buffered
+
     def detach(self) -> bytes | None:
         """The bytes held, when a fresh reader fed them would continue exactly where this one
         is: between frames or inside one not delivered yet (IDLE, HEAD, ENDLINE and BODY keep

@@ -383,7 +383,14 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     def unblock(self, dest: Hashable) -> None:
         resume = not self.reading_held and not self.closed and self.may_read
-        self.intake.unblock(dest, resume)
+        intake = self.intake
+        intake.unblock(dest, resume)
+        if self.migration.move_to is not None and resume and not intake.blockers:
+            # A move waited for reading to resume: now, before the next read, the reader is
+            # where its last read left it, a frame's end (colocate.py).
+            mover = self.ctx.mover
+            if mover is not None:
+                self.ctx.loop.call_soon(mover.consider, self)
 
     def connect_failed(self, reason: str) -> None:
         """An outbound connect that never completed (asyncio calls no connection_lost): let

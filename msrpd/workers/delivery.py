@@ -141,7 +141,8 @@ class Delivery:
         owner = conid_owner(conid)
         if owner == self.me:
             conn = self.conns.get(conid)
-            origin.migration.streak_owner = None
+            migration = origin.migration
+            migration.streak_owner = migration.move_to = None  # a streak, and a move, end
             if conn is not None and not conn.closed:
                 return LocalSink(conn.out, origin, conid)
             ctx = self.ctx
@@ -158,7 +159,7 @@ class Delivery:
         if origin.migration.movable and ctx.mover is not None:
             source = ctx.conns.get(origin.conid)
             if source is not None:
-                ctx.mover.note_remote(source, owner, conid)
+                ctx.mover.note_remote(source, owner, conid, frame)
         path = out.path(*owner)
         record = Sent.of(frame, origin.conid, origin.peer_key, lost, path)  # for a GONE (gone.py)
         return HandoffSink(out, hub, path, conid, record, origin)

@@ -244,12 +244,20 @@ class FloodParser:
         return at + len(tid) + 10
 
 
+SAME = "the same bytes"
+"""StreamParser's verdict on a message whose every byte is the one sent (compare mode)."""
+
+
 class StreamParser:
-    """Bob's side of big messages: any body size, hashed as it arrives, never buffered.
+    """Bob's side of big messages: any body size, checked as it arrives, never buffered.
 
     Chunks of one message (same Message-ID) must arrive in Byte-Range order; when the last
-    ($) ends, its sha256 and size go to `done(message_id, size, digest, now_ns)`. With
-    `answer_as` and `write`, each chunk is answered 200 at its end-line, as FloodParser does.
+    ($) ends, its size and verdict go to `done(message_id, size, verdict, now_ns)`. The
+    verdict: with `sources` (Message-ID -> the bytes sent, where the message starts in them),
+    SAME when every byte equals the byte sent at its offset (a memcmp per piece, in place:
+    cheap enough that the generator does not set the pace), else "differs"; without, the
+    sha256 hex digest of what arrived. With `answer_as` and `write`, each chunk is answered 200
+    at its end-line, as FloodParser does. `feed` takes bytes or a memoryview it may not keep.
     """
 
     def __init__(  # type: ignore[no-untyped-def]
@@ -257,8 +265,10 @@ class StreamParser:
         done,
         answer_as: bytes | None = None,
         write: Callable[[bytes], object] | None = None,
+        sources: dict[bytes, tuple[bytes, int]] | None = None,
     ) -> None:
         self.done = done
+        self.sources = sources
         self.rest = b""
         self.body_left = -1
         self.tail = b""
@@ -277,14 +287,21 @@ class StreamParser:
             self.write(b"".join(self.answers))  # type: ignore[misc]
             self.answers.clear()
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         view = memoryview(self.rest + data if self.rest else data)
         self.rest = b""
         pos = 0
         while pos < len(view):
             if self.body_left > 0:
                 take = min(self.body_left, len(view) - pos)
-                self.current[1].update(view[pos : pos + take])  # type: ignore[index]
+                msg = self.current
+                assert msg is not None
+                piece = view[pos : pos + take]
+                if self.sources is None:
+                    msg[1].update(piece)
+                elif msg[1] and not msg[4].startswith(piece, msg[5] + msg[6]):
+                    msg[1] = False  # a byte differs from the one sent there
+                msg[6] += take
                 self.body_left -= take
                 self.bytes += take
                 pos += take
@@ -314,7 +331,11 @@ class StreamParser:
         stop, total = stop_total.split("/")
         msg = self.msgs.get(msgid)
         if msg is None:
-            msg = self.msgs[msgid] = [1, hashlib.sha256(), int(total), msgid]
+            # [next byte expected, sha256 or still equal, total, id, source, start, received]
+            msg = self.msgs[msgid] = [1, hashlib.sha256(), int(total), msgid, b"", 0, 0]
+            if self.sources is not None:
+                msg[1] = msgid in self.sources
+                msg[4], msg[5] = self.sources.get(msgid, (b"", 0))
         if int(start) != msg[0]:
             self._error(f"{msgid!r}: chunk starts at {start}, expected {msg[0]}")
         msg[0] = int(stop) + 1
@@ -335,7 +356,11 @@ class StreamParser:
         if not got.startswith(self.tail) or got[-2:] != b"\r\n":
             self._error(f"bad end-line {got!r}")
         elif got[-3:-2] == b"$":
-            self.done(msg[3], msg[0] - 1, msg[1].hexdigest(), time.monotonic_ns())
+            if self.sources is None:
+                verdict = msg[1].hexdigest()
+            else:
+                verdict = SAME if msg[1] and msg[6] == msg[0] - 1 else "differs"
+            self.done(msg[3], msg[0] - 1, verdict, time.monotonic_ns())
             del self.msgs[msg[3]]
         if self.answer:
             self.answers.append(self.answer)
@@ -345,7 +370,7 @@ class StreamParser:
         return pos + need
 
 
-class Conn(asyncio.Protocol):
+class _ConnBase:
     """One client connection: request/response while setting up, then `handler` per read."""
 
     def __init__(self) -> None:
@@ -405,6 +430,42 @@ class Conn(asyncio.Protocol):
         host, port = self.transport.get_extra_info("sockname")[:2]
         tls = self.transport.get_extra_info("ssl_object") is not None
         return f"msrp{'s' if tls else ''}://{host}:{port}/{tag}{port};tcp".encode()
+
+
+class Conn(_ConnBase, asyncio.Protocol):
+    """A connection read the usual way: a new bytes object per read."""
+
+
+READ_INTO = 1 << 20
+"""Bytes a ReadIntoConn reads at most per read, into the one buffer it reuses."""
+
+
+class ReadIntoConn(_ConnBase, asyncio.BufferedProtocol):
+    """A connection whose reads land in one buffer it reuses (uvloop calls get_buffer and
+    buffer_updated: recv_into, READ_INTO bytes at most per read): no bytes object per read,
+    and a quarter of the reads of uvloop's own 256 KiB buffer. Bob's side of `big` reads
+    this way so that the generator stays cheap beside the relay it measures. `into`, once set,
+    gets each read as a memoryview valid only during the call; before that (AUTH), reads
+    are copied out and go to data_received as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray(READ_INTO)
+        self.view = memoryview(self.buffer)
+        self.into: Callable[[memoryview], None] | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        into = self.into
+        if into is not None:
+            into(self.view[:nbytes])
+        else:
+            self.data_received(bytes(self.view[:nbytes]))
+
+    def eof_received(self) -> bool | None:
+        return None
 
 
 def _auth_request(tid: bytes, relay_uri: bytes, me: bytes, extra: bytes = b"") -> bytes:

@@ -79,9 +79,11 @@ def machine_text(m: dict[str, float]) -> str:
 def big_line(relay: str, label: str, r: dict[str, Any]) -> str:
     return (
         f"{label} [{relay}{_cross(r)}]: {num(r['mbps'])} MB/s, "
-        f"{r['intact']}/{r['messages']} messages intact (sha256), "
+        f"{r['intact']}/{r['messages']} messages intact ({r.get('verify', 'sha256')}), "
         f"{num(r['bytes'] / 1e6)} MB in {num(r['seconds'], 2)} s, relay "
-        f"{num(r['relay_cpu'], 1)} s CPU, generator CPU per process {cpu_list(r['gen_cpu'])}; "
+        f"{num(r['relay_cpu'], 1)} s CPU ({num(r.get('relay_ms_per_mib', 0), 2)} ms/MiB), "
+        f"generator CPU per process {cpu_list(r['gen_cpu'])} "
+        f"({num(r.get('gen_ms_per_mib', 0), 2)} ms/MiB in all); "
         f"errors {r['errors']} (REPORT {r.get('reports', 0)})"
         + (f"; samples {r['samples']}" if r["samples"] else "")
         + (_kernel(r["kernel_per_mib"]) if "kernel_per_mib" in r else "")

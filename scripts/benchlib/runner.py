@@ -249,15 +249,31 @@ def summarise_flood(results: list[dict[str, Any]], seconds: float, size: int) ->
     }
 
 
+def watch_pairs(relay: Relay, gens: Generators, infos: list[dict[str, Any]], timeout: float) -> str:
+    """Wait for every generator's result (left in its pipe); meanwhile, four times a second,
+    where the pairs are (cross_worker): the last look before the results, "" if none. A
+    generator closes its connections as it reports, so the pairs are looked at while the load
+    runs."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline and not any(p.poll() for p in gens.pipes):
+        seen = cross_worker(relay, infos)
+        if seen and not seen.endswith("()"):
+            last = seen
+        time.sleep(0.25)
+    return last
+
+
 def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
-    """Messages of `size` bytes in SENDs of `chunk` bytes: MB/s and sha256 integrity."""
+    """Messages of `size` bytes in SENDs of `chunk` bytes: MB/s and integrity (--verify)."""
     count = max(1, opts.big_mib_per_pair * MiB // size)
     job = job_for(relay, opts, "big", window=opts.window, big_size=size)
-    job = replace(job, chunk=chunk, count=count)
+    job = replace(job, chunk=chunk, count=count, verify=getattr(opts, "verify", "compare"))
     relay.add_users([f"bob{n}" for n in range(opts.pairs)])
     gens = Generators(job, split(list(range(opts.pairs)), opts.procs))
     try:
-        cross = cross_worker(relay, gens.gather(300))
+        infos = gens.gather(300)
+        cross = cross_worker(relay, infos)
         u0 = relay.usage()
         workers = relay.worker_pids() if isinstance(relay, Msrpd) else []
         counted = workers if getattr(opts, "callgrind", None) else []
@@ -267,11 +283,14 @@ def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
         k0 = kernel.counts(workers)
         t0 = time.monotonic() + 0.3
         gens.go(t0)
+        late = watch_pairs(relay, gens, infos, 600)
         results = gens.gather(600)
         k1 = kernel.counts(workers)
         syscalls = kernel.strace_totals(tracers)
         instructions = callgrind.dump(counted, Path(opts.callgrind)) if counted else 0
         u1 = relay.usage()
+        if cross and late:  # where the pairs were last seen (colocation moves one end)
+            cross = f"{cross} -> {late}"
     finally:
         gens.close()
     last = max(r["last_ns"] for r in results) / 1e9
@@ -288,7 +307,10 @@ def big(relay: Relay, opts: Any, size: int, chunk: int) -> dict[str, Any]:
         "relay_cpu": u1.cpu - u0.cpu,
         "cross": cross,
         "gen_cpu": [r["cpu"] / elapsed for r in results],
+        "gen_ms_per_mib": sum(r["cpu"] for r in results) * 1e3 / max(1e-9, total / MiB),
+        "relay_ms_per_mib": (u1.cpu - u0.cpu) * 1e3 / max(1e-9, total / MiB),
         "reports": sum(r["reports"] for r in results),
+        "verify": "every byte compared" if job.verify == "compare" else "sha256",
         "errors": (messages - intact)
         + sum(r["non200"] + r["reports"] + r["errors"] for r in results),
         "samples": [s for r in results for s in r["samples"]][:5],

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,15 @@ class Conn:
 
     def bytes_to_carry(self) -> bytes | None:
         return self.carry
+
+    def block(self, dest: Hashable) -> None:
+        self.calls.append("block")
+
+    def unblock(self, dest: Hashable) -> None:
+        self.calls.append("unblock")
+
+    def carry_size(self) -> int:
+        return -1 if self.carry is None else len(self.carry)
 
     def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None:
         self.arrival = Arrival(carried, on_taken_over)

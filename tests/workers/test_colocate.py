@@ -10,16 +10,22 @@ the handover, which the new owner takes up; nothing moves while another move is 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from msrpd.protocol import Frame, FrameReader
 from msrpd.shm import Counter, Heartbeats, WorkerState
 from msrpd.workers.handoff import Handoff, HandoffFlags, HandoffKind, make_conid
 from msrpd.workers.migrate.colocate import (
+    BIG_FRAME,
     MAX_CARRY,
     MAX_MOVES,
+    PULL_TRIES,
+    PULL_WAIT,
+    QUIESCE,
     STREAK,
     Mover,
     ready_to_move,
@@ -189,12 +195,19 @@ def _received(worker: Side) -> bytes:
     return messages[0]
 
 
-def test_a_pull_is_answered_with_a_move_when_fair(pair) -> None:  # type: ignore[no-untyped-def]
-    a, b, hb, net = pair
+def _asked_for(pair) -> tuple[Conn, Handoff, socket.socket]:  # type: ignore[no-untyped-def]
+    """A connection on worker a (and its client's socket), equal counts, and the PULL
+    worker b sends for it."""
+    a, _b, hb, net = pair
     _running(hb, a=1, b=1)
     a.balancer.refresh()
-    conn, _client = conn_on(a, net)
-    pull = Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER))
+    conn, client = conn_on(a, net)
+    return conn, Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER)), client
+
+
+def test_a_pull_is_answered_with_a_move_when_fair(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b, hb, _net = pair
+    conn, pull, _client = _asked_for(pair)
     conn.migration.moves = MAX_MOVES
     a.mover.on_control(pull, LINK)  # moved too often
     assert conn.conid in a.host.conns
@@ -206,3 +219,107 @@ def test_a_pull_is_answered_with_a_move_when_fair(pair) -> None:  # type: ignore
     a.mover.on_control(pull, LINK)
     assert conn.conid not in a.host.conns
     assert MoveState.decode(_received(b)).old == conn.conid
+
+
+def _big_frame(size: int) -> Frame:
+    body = b"x" * size
+    data = (
+        b"MSRP t1 SEND\r\nTo-Path: msrp://r:1/t;tcp msrp://b:2/b;tcp\r\n"
+        b"From-Path: msrp://a:3/a;tcp\r\nMessage-ID: m1\r\n"
+        b"Byte-Range: 1-%d/%d\r\nContent-Type: text/plain\r\n\r\n%s\r\n-------t1$\r\n"
+        % (size, size, body)
+    )
+    reader = FrameReader()
+    reader.receive_data(data)
+    (frame,) = list(reader.events())
+    assert isinstance(frame, Frame)
+    return frame
+
+
+def test_a_big_frame_is_a_streak_by_itself(pair) -> None:  # type: ignore[no-untyped-def]
+    mover = pair[0].mover
+    state = MigrationState(movable=True)
+    conn = Conn(1, None, migration=state)
+    mover.note_remote(conn, PEER, PEER_CONN, _big_frame(BIG_FRAME - 200))
+    assert state.move_to is None and state.streak == 1  # a frame like any other
+    mover.note_remote(conn, PEER, PEER_CONN, _big_frame(BIG_FRAME))
+    assert state.move_to == (PEER, PEER_CONN)
+    mover.note_remote(conn, (2, 1), 5)  # another worker: the wish goes with the streak
+    assert state.move_to is None and state.streak == 1
+
+
+def _wishing(pair, mine: int, theirs: int) -> tuple[Conn, socket.socket]:  # type: ignore[no-untyped-def]
+    """A connection on worker a (and its client's socket) that wants to join PEER_CONN on
+    worker b, quiet towards any third worker, the workers holding `mine` and `theirs`."""
+    a, _b, hb, net = pair
+    _running(hb, a=mine, b=theirs)
+    a.balancer.refresh()
+    conn, client = conn_on(a, net)
+    conn.migration.others_at = -10.0
+    _streak(a.mover, conn, PEER, PEER_CONN)
+    return conn, client
+
+
+def test_a_move_waits_for_a_frames_end_with_the_wish_kept(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b = pair[:2]
+    conn, _client = _wishing(pair, 2, 1)
+    conn.carry = b"x" * (MAX_CARRY + 1)  # a big frame half read
+    a.mover.consider(conn)
+    conn.carry = None  # a streamed frame going on, or reading paused
+    a.mover.consider(conn)
+    assert conn.migration.move_to == (PEER, PEER_CONN) and a.host.controls == []
+    assert conn.conid in a.host.conns
+    conn.carry = b"MSRP b"  # a read that ended a frame with little of the next one
+    a.mover.consider(conn)
+    assert conn.conid not in a.host.conns and conn.migration.move_to is None
+    assert MoveState.decode(_received(b)).held == b"MSRP b"
+
+
+def test_at_a_streamed_frames_end_the_peer_is_asked_when_ours_holds_too_much(pair) -> None:  # type: ignore[no-untyped-def]
+    a = pair[0]
+    conn, _client = _wishing(pair, 1, 1)
+    conn.migration.streamed = True  # the wish came from a streamed frame
+    conn.carry = b"x" * (MAX_CARRY + 1)  # its end, and much of the next frame, read
+    a.mover.consider(conn)
+    assert a.host.controls == [(PEER, HandoffKind.PULL, PEER_CONN, worker_token(*ME), b"")]
+    assert conn.conid in a.host.conns and conn.migration.move_to is None
+
+
+def test_a_pull_that_cannot_be_answered_yet_is_tried_again(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b = pair[:2]
+    conn, pull, _client = _asked_for(pair)
+    conn.carry = None  # bytes still to write to it: a receiver of a big message
+    a.mover.on_control(pull, LINK)
+    assert conn.conid in a.host.conns
+    conn.carry = b""  # written out
+    a.host.loop.run_until_complete(asyncio.sleep(PULL_WAIT * 3))
+    assert conn.conid not in a.host.conns
+    if not b.host.served:  # taken in by the loop's reader already, or still queued
+        b.inbox.receive()
+    ((moved, sock),) = b.host.served
+    sock.close()
+    assert moved.migration.moves == 1
+
+
+def test_a_pull_is_not_tried_again_once_a_connection_moved_meanwhile(pair) -> None:  # type: ignore[no-untyped-def]
+    a = pair[0]
+    conn, pull, _client = _asked_for(pair)
+    conn.carry = None
+    a.mover.on_control(pull, LINK)
+    a.handover.moves += 1  # its peer, say, moved here meanwhile: they stay together
+    conn.carry = b""
+    a.host.loop.run_until_complete(asyncio.sleep(PULL_WAIT * PULL_TRIES * 2))
+    assert conn.conid in a.host.conns
+
+
+def test_a_sender_of_big_frames_pauses_while_its_peer_is_asked_to_come(pair) -> None:  # type: ignore[no-untyped-def]
+    a = pair[0]
+    conn, _client = _wishing(pair, 1, 1)
+    conn.migration.big = True  # the wish came from a big frame
+    conn.carry = b"x" * (MAX_CARRY + 1)
+    conn.migration.streamed = True
+    a.mover.consider(conn)
+    assert a.host.controls[-1][1] is HandoffKind.PULL
+    assert conn.calls == ["block"]  # the peer writes out what it holds meanwhile
+    a.host.loop.run_until_complete(asyncio.sleep(QUIESCE * 2))
+    assert conn.calls == ["block", "unblock"]

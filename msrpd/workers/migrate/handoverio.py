@@ -102,6 +102,8 @@ class Handover(Generic[ConnT]):
         self.heartbeats = heartbeats
         self.index = index
         self.lock = lock
+        self.moves = 0
+        """Connections sent away from here or taken over, so far (colocate.py's PULL waits)."""
         self.new_conn = new_conn
         self.machine: HandoverMachine[ConnT] = HandoverMachine(me, self._new_token)
 
@@ -135,6 +137,7 @@ class Handover(Generic[ConnT]):
         host = self.host
         transport = conn.wire.transport
         conn.migration.passed = conn.closed = True
+        self.moves += 1
         host.conns.pop(conn.conid, None)
         self.heartbeats.set_conns(self.index, len(host.conns))
         host.counters.add(Counter.conns_moved)
@@ -163,6 +166,7 @@ class Handover(Generic[ConnT]):
         """A connection another worker moved here (inbox.py): its state, then the bytes its
         reader held. Raises WireError when the message does not parse."""
         state = MoveState.decode(message)
+        self.moves += 1
         conn = self.new_conn(state.listen)
         state.restore(conn)
         host, machine = self.host, self.machine

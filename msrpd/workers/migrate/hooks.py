@@ -59,6 +59,15 @@ class MoveHooks:
             return None
         return self.reader.detach()
 
+    def carry_size(self) -> int:
+        """The bytes bytes_to_carry would hold as far as the frames read go; -1 in the middle
+        of a streamed frame (read, or relayed from here) or while reading is paused by a
+        congested destination (conn.unblock asks again). Nothing copied: asked after every
+        read while a move waits for a frame's end (colocate.py)."""
+        if self.closed or self.stream_sink is not None or self.intake.blockers:
+            return -1
+        return self.reader.carry_size
+
     def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None:
         """Moved here, with `carried`, the bytes the old worker's reader held: its writes are
         held until RELEASE, and `on_taken_over(conn)` runs once it is registered here."""

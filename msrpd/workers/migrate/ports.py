@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -49,6 +49,15 @@ class Conn(Protocol):
     def bytes_to_carry(self) -> bytes | None:
         """What its reader holds (a copy), when it could move now: between frames, nothing
         to write or held back, not paused; else None."""
+
+    def block(self, dest: Hashable) -> None:
+        """Read nothing until unblock(dest) (intake.py)."""
+
+    def unblock(self, dest: Hashable) -> None: ...
+
+    def carry_size(self) -> int:
+        """How much of the frames read it would carry now, -1 in the middle of a streamed
+        frame: nothing copied (MoveHooks.carry_size)."""
 
     def arrive(self, carried: bytes, on_taken_over: Callable[[Any], None]) -> None: ...
 

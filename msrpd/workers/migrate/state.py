@@ -37,6 +37,12 @@ class MigrationState:
     streak_owner: Worker | None = None
     move_to: tuple[Worker, int] | None = None
     """(worker, connection id) it should join, once its read is done."""
+    streamed: bool = False
+    """The wish to move came from a streamed frame: at its end, with more of the next frame
+    read than a move carries, its peer is asked to come (colocate.py)."""
+    big: bool = False
+    """The wish came from a big frame: while its peer is asked to come, it reads nothing for
+    QUIESCE seconds, so that the peer runs out of bytes to write and can go (colocate.py)."""
     move_retry_at: float = 0.0
     others_at: float = 0.0
     """When it last relayed to a worker other than the one of its streak (monotonic)."""
