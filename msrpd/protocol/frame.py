@@ -63,7 +63,6 @@ class Frame:
         "_from",
         "_headers",
         "_to",
-        "_to_count",
         "body_start",
         "buf",
         "code",
@@ -105,7 +104,6 @@ class Frame:
         self._headers: list[tuple[bytes, bytes, int]] | None = None
         self._failure_report: bytes | None = None
         self._to: list[str] | None = None
-        self._to_count = 0  # 0: not counted yet (to_count)
         self._from: list[str] | None = None
 
     def __repr__(self) -> str:
@@ -238,18 +236,12 @@ class Frame:
     @property
     def to_count(self) -> int:
         """How many To-Path URIs, without decoding them (nexthops is this minus one)."""
-        count = self._to_count
-        if count:
-            return count  # asked twice a frame: the loop check and the route's nexthops
         start, first_end, end = self.to_span
         if first_end == end:
-            count = 1
-        elif self._to is not None:
-            count = len(self._to)
-        else:
-            count = len(self.buf[start:end].split())
-        self._to_count = count
-        return count
+            return 1
+        if self._to is not None:
+            return len(self._to)
+        return len(self.buf[start:end].split())
 
     @property
     def to_path(self) -> list[str]:

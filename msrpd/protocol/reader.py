@@ -4,10 +4,8 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
 - A frame that lies complete and well formed in the buffer is read by fastpath.py in one regex
   match; this state machine reads everything else (partial frames, errors). The corpus tests
   feed every frame whole and byte by byte, so both paths are held to the same events.
-- The frame being read always starts at offset 0 of one bytearray; consumed bytes are deleted
-  from the front (CPython does that in O(1)).
-- What is known of a frame read piece by piece (offsets, first line, the resumable searches
-  that keep byte-at-a-time input O(n)) is a PartialFrame (partial.py), one per such frame.
+- The frame being read starts at offset 0 of one bytearray (consumed bytes are deleted from
+  the front, O(1)); what is known of it, read piece by piece, is a PartialFrame (partial.py).
 - The head ends at the first blank line (a body follows) or at the first line that starts with
   "-" (a bodiless frame's end-line). A body ends only at CRLF "-------" tid flag CRLF with flag
   one of "$+#" (RFC 4975 §7.1); any other dash line inside a body is body data.
@@ -15,9 +13,7 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   BodyPiece..., FrameEnd. While streaming, the tail that could still begin the end-line is held
   back, so a piece never contains part of the end-line; only a tail that does begin it (a
   prefix of CRLF "-------" tid) is held, so the buffer is usually empty after a piece.
-- Big bodies are copied as little as possible (issue 16, gather.py): a read that arrives
-  while a streamed body goes on and nothing is held becomes the piece itself when it holds
-  no end-line; a big whole frame's later reads are kept as they came and joined once.
+- Big bodies are copied as little as possible (issue 16, gather.py).
 - Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
   give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
   the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
@@ -27,8 +23,8 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   session's repeated paths cost a comparison). Without a transaction id (or with bare-LF
   framing, or a head over the cap) the stream cannot be trusted any more: next_event raises
   RemoteProtocolError and the caller closes the connection, answering first if `tid` is set.
-- CRLF sequences between frames are skipped and answered with nothing: MSRP has no keep-alive
-  (Kamailio answers a SIP-style CRLF ping with CRLF; an MSRP client has no use for that).
+- CRLF sequences between frames are skipped, unanswered: MSRP has no keep-alive (Kamailio
+  answers a SIP-style CRLF ping with CRLF).
 """
 
 from __future__ import annotations
@@ -119,15 +115,13 @@ class FrameReader:
 
     @property
     def in_head(self) -> bool:
-        """A frame's first line and headers (or a SIP message) have begun and not ended. A
-        body is not a head: it may take as long as it takes."""
+        """A frame's first line and headers (or a SIP message) have begun and not ended."""
         state = self._state  # by identity: an enum member's hash is a Python call
         return state is _HEAD or state is _ENDLINE or state is _SIP
 
     @property
     def head_serial(self) -> int:
-        """Changes whenever a new head begins: tells one slow head from a series of quick ones
-        that each end a read half-way."""
+        """Changes whenever a new head begins (one slow head, or many quick ones?)."""
         return self._heads
 
     @property
@@ -140,9 +134,7 @@ class FrameReader:
     @property
     def carry_size(self) -> int:
         """How many bytes detach() would return; -1 where it would return None."""
-        if self._eof or self._state not in _DETACHABLE:
-            return -1
-        return self.buffered
+        return -1 if self._eof or self._state not in _DETACHABLE else self.buffered
 
     def detach(self) -> bytes | None:
         """The bytes held, when a fresh reader fed them would continue exactly where this one

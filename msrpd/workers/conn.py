@@ -47,7 +47,7 @@ from .outbox import Outbox
 from .peers import registry_key
 from .ports import WRITE_HIGH, Sink
 from .routeenv import RouteRunner
-from .sentlog import Unsent
+from .stophooks import StopHooks
 from .transports.base import Wire
 
 if TYPE_CHECKING:
@@ -60,10 +60,10 @@ logger = logging.getLogger(__name__)
 BYTES_IN = Counter.bytes_in
 
 
-class MsrpConnection(MoveHooks, asyncio.Protocol):
+class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
     """One connection over a wire (transports/), inbound (accepted) or outbound (opened to a
     next hop): reads through the FrameReader, writes through its Outbox; what it does to
-    move to another worker is MoveHooks' (migrate/hooks.py)."""
+    move to another worker is MoveHooks' (migrate/hooks.py), for a stop StopHooks'."""
 
     outbound = False
     """Opened by the relay to a next hop (delivery.py sets it), not accepted from a client."""
@@ -89,8 +89,6 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
         self.reader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
-        self.routes = routes
-        """conn.env.routes, typed as itself: the route is run by a native call."""
         self.env = ConnEnv(routes, self)
         self.peer_key = ""
         self.stats = ConnStats()
@@ -259,7 +257,7 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     def _on_frame(self, frame: Frame, again: bool = False) -> None:
         """Route `frame`; `again`: after its wait (_waited), counted and charged already."""
-        routes = self.routes
+        routes = cast(RouteRunner, self.env.routes)  # typed as itself: native calls
         if not again:
             self.stats.frames_in += 1
             count_frame_in(self.ctx.counters, frame)
@@ -342,39 +340,6 @@ class MsrpConnection(MoveHooks, asyncio.Protocol):
 
     def _on_sip(self, message: SipMessage) -> None:
         self.env.routes.run_sip(SipRequest(message.raw, self.out.write_frame, f"{self.conid:x}"))
-
-    @property
-    def may_read(self) -> bool:
-        """Not stopping, or finishing the streamed frame it was reading when the stop came."""
-        stop = self.ctx.stop
-        return not stop.stopping or (self.stream_sink is not None and not stop.given_up)
-
-    def stop_reading(self) -> None:
-        """Graceful stop: read no new frame (a streamed one being relayed is finished first,
-        unless the stop has given up)."""
-        if not self.closed and not self.may_read:
-            self.wire.pause_reading()
-
-    @property
-    def unsent(self) -> bool:
-        """Output not (wholly) in the kernel yet, or held back (Outbox.unsent)."""
-        return self.out.unsent
-
-    @property
-    def unsent_relayed(self) -> bool:
-        """A relayed frame is among what has not reached the kernel (give_up drops it)."""
-        return self.out.unsent_relayed
-
-    def give_up(self) -> list[Unsent]:
-        """The stop's deadline is near: drop what has not reached the kernel, and return the
-        relayed frames it held. The outbox shuts the socket for writing first, so the bytes
-        the kernel has then, and a FIN, are all the peer gets: exactly the frames its senders
-        are not told are lost (RFC 4975 §7.1.2)."""
-        unsent = self.out.give_up()
-        self.closed = True  # nothing more is written: a later frame is refused, not dropped
-        self.stats.closing("relay stopping: unsent frames dropped")
-        self.wire.abort()
-        return unsent
 
     def block(self, dest: Hashable) -> None:
         """`dest` (a connection or a handoff link) is congested by what we relay: stop

@@ -7,12 +7,14 @@ go over raw sockets."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import ssl
 import struct
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -280,11 +282,33 @@ def test_64_mib_tcp_to_ws_and_back(make_relay) -> None:
         assert kind == "binary" and size < length < size + 1024
         assert bob.recv(timeout=120).frame.code == 200
         tid, frame = alice.binary_send(bob, body, "big2")
-        alice.send_raw(frame)
+        with _sending(alice, [frame]):  # Bob reads while Alice writes
+            back = bob.recv(timeout=120)
         assert alice.recv(timeout=120).frame.code == 200
-        back = bob.recv(timeout=120)
         assert back.frame.tid == tid
         assert hashlib.sha256(back.body).hexdigest() == digest
+
+
+@contextlib.contextmanager
+def _sending(sender: WsMsrpClient, frames: list[bytes]) -> Iterator[None]:
+    """`frames` written by `sender` in a thread while the block reads, as a real client
+    reads and writes at once: the relay holds what a receiver has not read only up to its
+    flow-control bounds (RFC 4975 §5.4), so a writer that blocks until the receiver reads,
+    while nobody reads, would wait for ever."""
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            for frame in frames:
+                sender.send_raw(frame)
+        except BaseException as exc:  # reported by the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    yield
+    thread.join(120)
+    assert not thread.is_alive() and not failed, failed
 
 
 def chunks_of(sender: MsrpClient, to: MsrpClient, body: bytes, size: int) -> list[bytes]:
@@ -336,13 +360,12 @@ def test_64_mib_rechunked_for_the_default_message_limit(make_relay) -> None:
         assert all(length <= limit for _, length in alice.messages[before:])
         assert hashlib.sha256(reassembled(received, size)).hexdigest() == digest
         assert bob.recv(timeout=120).frame.code == 200
-        for chunk in chunks_of(alice, bob, body, limit - 4096):
-            alice.send_raw(chunk)
         back = []
-        while len(b"".join(r.body for r in back)) < size:
-            got = bob.recv(timeout=120)
-            if got.frame.method == b"SEND":
-                back.append(got)
+        with _sending(alice, chunks_of(alice, bob, body, limit - 4096)):
+            while len(b"".join(r.body for r in back)) < size:
+                got = bob.recv(timeout=120)
+                if got.frame.method == b"SEND":
+                    back.append(got)
         assert hashlib.sha256(reassembled(back, size)).hexdigest() == digest
         assert [alice.recv(timeout=120).frame.code for _ in back] == [200] * len(back)
 

@@ -323,3 +323,76 @@ def test_a_sender_of_big_frames_pauses_while_its_peer_is_asked_to_come(pair) -> 
     assert conn.calls == ["block"]  # the peer writes out what it holds meanwhile
     a.host.loop.run_until_complete(asyncio.sleep(QUIESCE * 2))
     assert conn.calls == ["block", "unblock"]
+
+
+def test_while_another_worker_moves_a_big_sender_asks_once_per_retry(  # type: ignore[no-untyped-def]
+    pair, tmp_path: Path
+) -> None:
+    """The move lock held elsewhere (another pair's move, a reload's batch): a sender of big
+    frames asks for its peer once and pauses once, not after each of its big frames."""
+    a = pair[0]
+    conn, _client = _wishing(pair, 1, 1)  # equal counts: it would move itself
+    conn.carry = b""  # between frames
+    with held_elsewhere(tmp_path):
+        for _ in range(8):  # eight big frames, one a read
+            a.mover.note_remote(conn, PEER, PEER_CONN, _big_frame(BIG_FRAME))
+            a.mover.consider(conn)
+    pulls = [c for c in a.host.controls if c[1] is HandoffKind.PULL]
+    assert pulls == [(PEER, HandoffKind.PULL, PEER_CONN, worker_token(*ME), b"")]
+    assert conn.calls.count("block") == 1
+
+
+def test_a_wish_from_before_a_move_in_is_dropped(pair) -> None:  # type: ignore[no-untyped-def]
+    """A relays big frames to B on worker b; B is moved here (a PULL answered) while A's
+    wish to join B at b is still kept (the move out was busy). Once B's handover is done, a
+    read of A's that routes no frame must not send A to b, where B no longer is."""
+    a, b, hb, net = pair
+    _running(hb, a=1, b=2)
+    a.balancer.refresh()
+    b.balancer.refresh()
+    alice, _ca = conn_on(a, net)
+    bob, _cb = conn_on(b, net)
+    alice.migration.others_at = -10.0
+    a.mover.note_remote(alice, PEER, bob.conid, _big_frame(BIG_FRAME))
+    b.mover.on_pull(Handoff(HandoffKind.PULL, bob.conid, worker_token(*ME)))
+    assert bob.conid not in b.host.conns
+    assert a.inbox.receive() == 1
+    ((moved, sock),) = a.host.served
+    assert moved.arrival is not None and moved.arrival.on_taken_over is not None
+    moved.arrival.on_taken_over(moved)
+    alice.carry = b""
+    a.mover.consider(alice)  # busy with Bob's move in: the wish is kept
+    assert alice.migration.move_to == (PEER, bob.conid)
+    ((_to, kind, old, _, payload),) = a.host.controls
+    b.handover.on_control(Handoff(kind, old, 0, payload), LINK)
+    a.handover.on_control(Handoff(HandoffKind.MOVING, old), LINK)
+    a.handover.on_control(Handoff(HandoffKind.RELEASE, moved.conid), LINK)
+    a.host.conns[moved.conid] = moved
+    a.handover.tick()
+    assert not a.mover.busy()
+    _running(hb, a=2, b=1)
+    a.mover.consider(alice)  # a read of a few bytes of the next frame's head
+    assert alice.conid in a.host.conns and alice.migration.move_to is None
+    sock.close()
+
+
+@pytest.mark.parametrize("why", ["unmovable", "stopping"])
+def test_a_pull_for_a_connection_that_cannot_move_is_not_tried_again(  # type: ignore[no-untyped-def]
+    pair, why: str
+) -> None:
+    """Asked for a TLS connection or a link to another relay (not movable), or during a
+    stop: one attempt, no retries (they could only fail the same way)."""
+    a, _b, hb, net = pair
+    _running(hb, a=1, b=1)
+    a.balancer.refresh()
+    conn, _client = conn_on(a, net)
+    if why == "unmovable":
+        conn.migration = MigrationState(movable=False)
+    else:
+        a.host.stopping = True
+    tries = []
+    move = a.mover.move
+    a.mover.move = lambda c, o: (tries.append(c), move(c, o))[1]  # type: ignore[method-assign]
+    a.mover.on_control(Handoff(HandoffKind.PULL, conn.conid, worker_token(*PEER)), LINK)
+    a.host.loop.run_until_complete(asyncio.sleep(PULL_WAIT * 4))
+    assert tries == [conn] and conn.conid in a.host.conns

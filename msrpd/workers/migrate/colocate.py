@@ -154,6 +154,7 @@ class Mover(Generic[ConnT]):
         state.streak += STREAK if big else 1
         if state.streak >= STREAK:
             state.move_to = (owner, conid)
+            state.wish_moves = self.handover.moves
             state.streamed = frame is not None and frame.streamed
             state.big = big
 
@@ -170,6 +171,8 @@ class Mover(Generic[ConnT]):
             if big and not state.streamed:
                 return  # a frame's end with little of the next read comes soon enough
         target = state.move_to
+        if target is not None and state.wish_moves != self.handover.moves:
+            target = None  # a connection moved in or out since the wish: maybe its peer
         state.move_to, state.streak, state.streak_owner = None, 0, None
         if target is None or now < state.move_retry_at or state.colocated >= MAX_MOVES:
             return
@@ -189,6 +192,8 @@ class Mover(Generic[ConnT]):
         elif mine <= theirs:
             logger.debug("connection %x relays to %x: asking for that one", conn.conid, peer)
             self.host.handoffs.control(owner, HandoffKind.PULL, peer, worker_token(*self.me))
+            # Asked: not again before RETRY, though a move refused for the lock reset it.
+            state.move_retry_at = now + RETRY
             if state.big:
                 self.quiesce(conn)
 
@@ -247,7 +252,9 @@ class Mover(Generic[ConnT]):
             return
         if self.busy():
             return  # that move may bring the peer here
-        if not self.move(conn, owner) and tries > 1:
+        if self.move(conn, owner) or tries <= 1:
+            return
+        if conn.migration.movable and not host.stop.stopping:  # it may go once written out
             host.loop.call_later(PULL_WAIT, self.on_pull, msg, tries - 1, self.handover.moves)
 
     # -- what the worker calls ------------------------------------------------------------------

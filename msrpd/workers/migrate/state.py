@@ -44,6 +44,9 @@ class MigrationState:
     """The wish came from a big frame: while its peer is asked to come, it reads nothing for
     QUIESCE seconds, so that the peer runs out of bytes to write and can go (colocate.py)."""
     move_retry_at: float = 0.0
+    wish_moves: int = 0
+    """The handover's count of moves when move_to was set: a connection moved in or out
+    since (perhaps the peer, come here) makes that wish stale (colocate.py)."""
     others_at: float = 0.0
     """When it last relayed to a worker other than the one of its streak (monotonic)."""
     moves: int = 0
