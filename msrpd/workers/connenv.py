@@ -40,12 +40,23 @@ __all__ = [
     "RouteServices",
     "RoutedConn",
     "Transactor",
+    "new_session_id",
 ]
 
 logger = logging.getLogger("msrpd.route")
 
 # 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
 _SESSION_BYTES = 12
+
+
+def new_session_id() -> str:
+    """A session id of _SESSION_BYTES random bytes (URL-safe base64, RFC 4975 §9 allows its
+    characters). It starts with a letter or digit: the RFC lets it start with "-", which a
+    command line would take for an option (msrpd ctl msrp.session_kill ID)."""
+    while True:
+        sessid = secrets.token_urlsafe(_SESSION_BYTES)
+        if sessid[0].isalnum():
+            return sessid
 
 
 class RoutedConn(Protocol):
@@ -215,7 +226,7 @@ class ConnEnv:
         return secrets.token_bytes(4)
 
     def new_session_id(self) -> str:
-        return secrets.token_urlsafe(_SESSION_BYTES)
+        return new_session_id()
 
     @property
     def htable(self) -> ScriptHTable:

@@ -62,6 +62,10 @@ def _auth(msrp: Any) -> None:
         expires = MSRP_MAX_EXPIRES
 
     sessid = secrets.token_urlsafe(12)  # 96 random bits (Kamailio: "s.$pp.$cnt.$RANDOM")
+    while not sessid[0].isalnum():  # a leading "-" would read as an option to `msrpd ctl`
+        sessid = secrets.token_urlsafe(12)
+    while not sessid[0].isalnum():  # a leading "-" would read as an option to `msrpd ctl`
+        sessid = secrets.token_urlsafe(12)
     ht = msrp.htable
     if (
         ht.set(TABLE, sessid + "::srcaddr", msrp.srcaddr) < 0
