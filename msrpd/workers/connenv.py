@@ -50,9 +50,8 @@ _SESSION_BYTES = 12
 
 
 def new_session_id() -> str:
-    """A session id of _SESSION_BYTES random bytes (URL-safe base64, RFC 4975 §9 allows its
-    characters). It starts with a letter or digit: the RFC lets it start with "-", which a
-    command line would take for an option (msrpd ctl msrp.session_kill ID)."""
+    """URL-safe base64 of random bytes (RFC 4975 §9), starting with a letter or digit: a "-"
+    first would read as an option on a command line (msrpd ctl msrp.session_kill ID)."""
     while True:
         sessid = secrets.token_urlsafe(_SESSION_BYTES)
         if sessid[0].isalnum():
