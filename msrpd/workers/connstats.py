@@ -34,6 +34,9 @@ class ConnStats:
     """It counts against its source address's max_conns_per_addr (shm/addrs.py)."""
     auth_failures: int = 0
     """Failed AUTHs on it (auth_failures_close)."""
+    rate_levels: tuple[float | None, ...] = ()
+    """Moved here: its rate buckets' tokens as it left (wire.MoveState.rates), for the new
+    buckets to start from (limits.py admit)."""
     handed: bool = False
     """Another worker handed it a frame: when it closes, the other workers are told, as their
     transactions may wait for an answer on it (txrelay.py)."""

@@ -193,7 +193,24 @@ class ConnGuard:
         conn.intake.rate = self._read_rate()
         if moved and stats.session_meta:  # its user's rate follows it
             self.user_session(conn, next(iter(stats.session_meta.values()))[0])
+        if moved:
+            self._carry_levels(conn, stats.rate_levels)
         return True
+
+    def _carry_levels(self, conn: Guarded, levels: tuple[float | None, ...]) -> None:
+        """A moved connection's new buckets start from the levels its old ones had (not full:
+        a move is no fresh burst); its user's only if it is the user's first connection here
+        (the others' share has a level of its own)."""
+        rate, conn.stats.rate_levels = conn.intake.rate, ()
+        if rate is None or len(levels) != 4:
+            return
+        now, own = time.monotonic(), (rate.frames, rate.bytes)
+        users = (rate.user_frames, rate.user_bytes)
+        if not self.user_rates.alone(conn.conid):
+            users = (None, None)
+        for held, level in zip((*own, *users), levels, strict=True):
+            if held is not None and level is not None:
+                held.lower_to(level, now)
 
     def _enter_probation(self, limit: int) -> bool:
         """Count one more connection on probation, unless the relay has `limit` (0: none)."""

@@ -7,7 +7,8 @@ Rules:
   one (a connect the relay does not make).
 - ReadRate: one client connection's two buckets, frames (charged per frame) and bytes
   (charged per read), and its user's two ([limits] user rates), charged alike; the
-  connection waits until none is in debt.
+  connection waits until none is in debt. Their levels move with the connection (a move
+  to another worker does not refill them: limits.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ class TokenBucket:
         self._refill(now)
         self.tokens -= n
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def level(self, now: float) -> float:
+        """The tokens it holds at `now` (below 0: in debt)."""
+        self._refill(now)
+        return self.tokens
+
+    def lower_to(self, tokens: float, now: float) -> None:
+        """Hold no more than `tokens` at `now` (a moved connection's level: ReadRate.levels)."""
+        self._refill(now)
+        self.tokens = min(self.tokens, tokens)
 
     def set_rate(self, rate: float, burst: float, now: float) -> None:
         """A new rate from `now` on (what the old one gave until now is kept)."""
@@ -104,6 +115,15 @@ class ReadRate:
         if self.frames is None and self.user_frames is None:
             return 0
         return self.charge(self.frames, self.user_frames, 1, now)
+
+    def levels(self, now: float) -> tuple[float | None, ...]:
+        """Each bucket's tokens at `now`: frames, bytes, the user's frames and bytes (None: that
+        rate is off). A connection moving to another worker carries them: the buckets made
+        for it there start from them, not full, or every move would be a fresh burst."""
+        return tuple(
+            None if b is None else b.level(now)
+            for b in (self.frames, self.bytes, self.user_frames, self.user_bytes)
+        )
 
     def debt(self, now: float) -> float:
         """Seconds until no bucket is in debt."""

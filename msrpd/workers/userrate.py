@@ -68,6 +68,12 @@ class UserRates:
         rate.user_frames, rate.user_bytes = share.frames, share.octets
         self._refresh(user, share, now, wall)
 
+    def alone(self, conid: int) -> bool:
+        """Connection `conid` is charged to a user with no other connection here."""
+        user = self.charged.get(conid)
+        share = None if user is None else self.shares.get(user)
+        return share is not None and share.conids == {conid}
+
     def detach(self, conid: int) -> None:
         """Connection `conid` closed or left this worker."""
         user = self.charged.pop(conid, None)

@@ -14,6 +14,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from msrpd.control.workerctl import query_worker
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
 from msrpd.protocol.writer import build_reply, build_request
@@ -245,4 +247,39 @@ def test_a_slow_new_owner_still_gets_the_sessions_of_a_connection(make_relay) ->
     finally:
         if stopped:
             os.kill(stopped, signal.SIGCONT)
+        shm.close()
+
+
+def test_a_move_gives_a_sender_no_fresh_burst(make_relay) -> None:  # type: ignore[no-untyped-def]
+    """session_frame_rate 20 with a 0.5 s burst (10 frames): Alice writes 20 SENDs at once to
+    Carol, on her worker, then 40 to Bob, on the other worker: all 60 take (60 - 10 - 1) / 20
+    = 2.45 s to be read, though her connection moves to Bob's worker on the way: its
+    buckets' levels move with it (buckets made full there would let up to 10 more through at
+    once, when it moves between two reads: about 1 run in 3). Every SEND is answered 200 and
+    delivered once, in order. tests/workers/test_ratemove.py checks the levels themselves."""
+    relay: Relay = make_relay(children=2, limits={"session_frame_rate": 20.0, "rate_burst": 0.5})
+    assert relay.start().returncode == 0, relay.log()
+    shm = layout_for(relay.settings()).attach_all()
+    try:
+        wait_for(lambda: len(_running_records(shm)) == 2, what="workers running")
+        time.sleep(COUNTERS_PUBLISHED)  # each worker has seen the other RUNNING
+        pairs = _split_pairs(relay, 2)
+        (bob, alice), (_, carol) = pairs  # Alice and Carol on one worker, Bob on the other
+        started = time.monotonic()
+        to = [carol] * 20 + [bob] * 40
+        tids = [alice.send_message(dest, b"n%02d" % i, f"m{i}") for i, dest in enumerate(to)]
+        answers = [alice.recv(timeout=20).frame for _ in range(60)]
+        took = time.monotonic() - started
+        assert [(f.tid, f.code) for f in answers] == [(tid, 200) for tid in tids]
+        for dest, first, n in ((carol, 0, 20), (bob, 20, 40)):
+            got = [dest.recv(timeout=10).body for _ in range(n)]
+            assert got == [b"n%02d" % i for i in range(first, first + n)]
+            with pytest.raises(TimeoutError):
+                dest.recv(timeout=0.3)  # once each
+        owners = _owners(relay, 2)
+        print("TOOK", took, owners, _port(alice), _port(bob))
+        assert owners[_port(alice)] == owners[_port(bob)] != owners[_port(carol)], owners
+        assert took >= 2.2, took
+        _close(pairs, shm)
+    finally:
         shm.close()

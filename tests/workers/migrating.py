@@ -92,6 +92,9 @@ class Conn:
     def bytes_to_carry(self) -> bytes | None:
         return self.carry
 
+    def rate_levels(self) -> tuple[float | None, ...]:
+        return ()
+
     def block(self, dest: Hashable) -> None:
         self.calls.append("block")
 

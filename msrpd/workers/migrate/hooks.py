@@ -9,6 +9,7 @@ until RELEASE (hold.py; release: then what was held back, in order).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,12 @@ class MoveHooks:
         ):
             return None
         return self.reader.detach()
+
+    def rate_levels(self) -> tuple[float | None, ...]:
+        """Its [limits] rate buckets' tokens now, () without any: they move with it (a move
+        must not refill them: limits.py)."""
+        rate = self.intake.rate
+        return () if rate is None else rate.levels(time.monotonic())
 
     def carry_size(self) -> int:
         """The bytes bytes_to_carry would hold as far as the frames read go; -1 in the middle

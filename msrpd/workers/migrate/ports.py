@@ -55,6 +55,9 @@ class Conn(Protocol):
 
     def unblock(self, dest: Hashable) -> None: ...
 
+    def rate_levels(self) -> tuple[float | None, ...]:
+        """Its [limits] rate buckets' tokens now, () without any (MoveHooks.rate_levels)."""
+
     def carry_size(self) -> int:
         """How much of the frames read it would carry now, -1 in the middle of a streamed
         frame: nothing copied (MoveHooks.carry_size)."""

@@ -14,6 +14,7 @@ A move message is the connection's state as one line of JSON, then the bytes its
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -135,6 +136,8 @@ class MoveState:
     proven: bool = False
     counted: bool = False
     """[limits] (workers/limits.py): off probation; counted against its source address."""
+    rates: tuple[float | None, ...] = ()
+    """Its [limits] rate buckets' tokens as it left (ratelimit.ReadRate.levels)."""
 
     @classmethod
     def of(cls, conn: Conn, held: bytes, me: Worker, *, handover: bool = False) -> MoveState:
@@ -156,6 +159,7 @@ class MoveState:
             former=migration.former,
             proven=stats.proven,
             counted=stats.counted,
+            rates=conn.rate_levels(),
         )
 
     def restore(self, conn: Conn) -> None:
@@ -167,6 +171,7 @@ class MoveState:
         stats.frames_in, stats.frames_out, stats.bytes_in, stats.bytes_out = self.counts
         stats.opened, stats.last_active = self.opened, self.active
         stats.proven, stats.counted = self.proven, self.counted
+        stats.rate_levels = self.rates
         conn.migration.moves, conn.migration.handovers = self.moves, self.handovers
         conn.migration.former = (*self.former, self.old)
 
@@ -185,6 +190,7 @@ class MoveState:
             "handovers": self.handovers,
             "former": list(self.former),
             "limits": [self.proven, self.counted],
+            "rates": list(self.rates),
         }
         head = json.dumps(state).encode()
         return None if len(head) > MAX_STATE else head + b"\n" + self.held
@@ -213,6 +219,18 @@ class MoveState:
                 former=tuple(int(c) for c in state["former"]),
                 proven=bool(proven),
                 counted=bool(counted),
+                rates=_levels(state.get("rates", [])),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WireError(f"a bad move message: {exc!r}") from None
+
+
+def _levels(rates: list[object]) -> tuple[float | None, ...]:
+    """MoveState.rates from JSON: 4 finite numbers or nulls (an infinite debt would stop the
+    connection for good). Raises ValueError or TypeError."""
+    if not isinstance(rates, list) or len(rates) not in (0, 4):
+        raise ValueError(f"rates {rates!r}")
+    levels = tuple(None if r is None else float(r) for r in rates)  # type: ignore[arg-type]
+    if not all(r is None or math.isfinite(r) for r in levels):
+        raise ValueError(f"rates {rates!r}")
+    return levels
