@@ -9,6 +9,10 @@ Strategy (reader.py decides when; this module holds the searches and the copies)
   each read's start; once found, the frame's bytes are joined in one copy. Whatever is not
   plain (an end-line marker across two reads, one that does not close, a flag still to
   come) is left to the reader's usual search over the reads put back in its buffer.
+- A frame kept apart that grows past the whole-frame limit with no end-line begun is streamed
+  with its reads as they came (`drain`), not put back in the buffer, searched again and
+  copied out as one piece.
+- Every search over a big read is memsearch.py's (memmem).
 - What leaves a bytearray is copied once (`head_bytes`), not sliced and then copied.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 from .events import BodyPiece
 from .frame import Frame
 from .grammar import closes_end_line
+from .memsearch import find
 from .partial import PartialFrame, marker_tail
 
 __all__ = ["GATHER_MIN", "Gathered", "head_bytes", "pass_through"]
@@ -38,7 +43,7 @@ def pass_through(data: bytes, marker: bytes, buf: bytearray) -> BodyPiece | None
     """A streamed body's read that came with nothing held in `buf`, as a piece without a
     copy when `marker` (how its end-line starts) is not in it; a tail that could begin it
     goes to `buf` (a few bytes). None, with all of `data` in `buf`, for the usual search."""
-    cut = -1 if data.find(marker) >= 0 else marker_tail(data, marker, 0)
+    cut = -1 if find(data, marker) >= 0 else marker_tail(data, marker, 0)
     if cut <= 0:
         buf += data
         return None
@@ -74,7 +79,7 @@ class Gathered:
             read, before = reads[i], self.before
             if (before + read[:span]).find(marker) >= 0:
                 return -2, 0  # across the read's start, or a look-alike held in the buffer
-            at = read.find(marker)
+            at = find(read, marker)
             if at >= 0:
                 end = at + span + 1
                 if end <= len(read) and closes_end_line(read, end):
@@ -102,6 +107,33 @@ class Gathered:
         frame = partial.make_frame(data, partial.body_start, before + at + 2, flag)
         self.rest(buf, i, end)
         return frame
+
+    def drainable(self, marker: bytes) -> bool:
+        """Every read searched (`end` gave -1, so the frame is too big to come whole), and
+        the last one at least as long as a tail that could begin the end-line: the reader
+        streams the frame, its reads going on as they came (`drain`)."""
+        return self.searched == len(self.reads) and len(self.reads[-1]) >= len(marker)
+
+    def drain(self, buf: bytearray, body_start: int, marker: bytes) -> list[bytes]:
+        """A frame found too big to come whole (`drainable`): its body so far as pieces, the
+        reads as they came, and in `buf` only the tail of the last read that could begin the
+        end-line."""
+        reads = self.reads
+        last = reads[-1]
+        # No marker lies across two reads (`end` looked), so one begun before `last` would
+        # have ended in it: only the tail of `last` may begin one.
+        cut = marker_tail(last, marker, 0)
+        with memoryview(buf) as view:
+            pieces = [view[body_start:].tobytes(), *reads[:-1]]
+        pieces.append(last if cut == len(last) else last[:cut])
+        buf.clear()
+        buf += last[cut:]
+        return [piece for piece in pieces if piece]
+
+    def flatten(self, buf: bytearray) -> None:
+        """The reads, back in the buffer after what it holds (the usual search then)."""
+        for read in self.reads:
+            buf += read
 
     def join(self, buf: bytearray, i: int, end: int) -> bytes:
         """buf, the reads before reads[i] and reads[i][:end], in one copy."""

@@ -26,6 +26,7 @@ from .grammar import (
     closes_end_line,
     diagnose_head,
 )
+from .memsearch import find
 from .status import Status
 from .uri import PathCheck
 
@@ -146,7 +147,7 @@ class PartialFrame:
         marker = self.marker
         size = len(marker)
         while True:
-            at = buf.find(marker, self.scan)
+            at = find(buf, marker, self.scan)
             if at < 0:
                 self.scan = marker_tail(buf, marker, self.scan)
                 return -1
@@ -202,9 +203,10 @@ class _Search:
         self.found = -1
         self.scan = 0
 
-    def run(self, buf: bytearray) -> int:
+    def run(self, buf: bytearray, end: int) -> int:
+        """Where `needle` first lies wholly in buf[:end], resuming; -1 if nowhere yet."""
         if self.found < 0:
-            self.found = buf.find(self.needle, self.scan)
+            self.found = buf.find(self.needle, self.scan, end)
             if self.found < 0:
-                self.scan = max(self.scan, len(buf) - len(self.needle) + 1)
+                self.scan = max(self.scan, end - len(self.needle) + 1)
         return self.found

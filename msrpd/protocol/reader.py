@@ -92,6 +92,7 @@ class FrameReader:
         self._buf = bytearray()
         self._direct: bytes | None = None  # a streamed body's read, as it came
         self._gathered: Gathered | None = None  # a big whole frame's reads after _buf
+        self._pieces: list[bytes] = []  # a streamed body's reads to deliver before _buf's
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
@@ -128,7 +129,7 @@ class FrameReader:
     def buffered(self) -> int:
         """Bytes held that no event has delivered yet."""
         direct, gathered = self._direct, self._gathered
-        held = len(self._buf) + (0 if direct is None else len(direct))
+        held = len(self._buf) + (0 if direct is None else len(direct)) + sum(map(len, self._pieces))
         return held + (0 if gathered is None else gathered.size)
 
     @property
@@ -152,8 +153,7 @@ class FrameReader:
         if data:
             if self._eof:
                 raise RuntimeError("data after EOF")
-            buf = self._buf
-            direct = self._direct
+            buf, direct = self._buf, self._direct
             if direct is not None:
                 self._direct = None
                 buf += direct
@@ -237,8 +237,8 @@ class FrameReader:
         if self._state is ReaderState.SIP:
             return self._read_sip()
         buf = self._buf
-        blank = frame.blank.run(buf)
-        dash = frame.dash.run(buf)
+        blank = frame.blank.run(buf, len(buf))
+        dash = frame.dash.run(buf, len(buf) if blank < 0 else blank + 2)  # not a big body
         if dash >= 0 and (blank < 0 or dash < blank):
             self._state = ReaderState.ENDLINE  # bodiless: the end-line starts at dash + 2
             return self._read_endline()
@@ -326,7 +326,13 @@ class FrameReader:
                 if whole is not False:
                     self._gathered = None
                     return self._consume(0, whole)  # the buffer holds what follows it
-            self._flatten()
+                if self.limits.stream_large and gathered.drainable(frame.marker):
+                    head = frame.make_frame(bytes(buf[:body_start]), body_start, -1, None)
+                    self._pieces = gathered.drain(buf, body_start, frame.marker)
+                    self._gathered, frame.scan, self._state = None, 0, _STREAM
+                    return head
+            self._gathered = None
+            gathered.flatten(buf)
             found = frame.find_end(buf)
         # Bytes before `scan` are certainly data, so the choice does not depend on the split.
         if frame.scan - body_start <= self.limits.max_body:
@@ -341,12 +347,6 @@ class FrameReader:
             return self._start_rest(ReaderState.SKIP, body_start, invalid)
         head = frame.make_frame(bytes(buf[:body_start]), body_start, -1, None)
         return self._start_rest(ReaderState.STREAM, body_start, head)
-
-    def _flatten(self) -> None:
-        """The reads kept apart, back in the buffer."""
-        gathered, self._gathered = self._gathered, None
-        for read in () if gathered is None else gathered.reads:
-            self._buf += read
 
     def _start_rest(self, state: ReaderState, cut: int, event: Event) -> Event:
         """Deliver `event` and read the rest of the frame after `cut` in `state`."""
@@ -366,9 +366,9 @@ class FrameReader:
                 return event
 
     def _read_rest(self, keep: bool) -> Event | NeedData:
-        buf = self._buf
-        frame = self._frame
-        direct = self._direct
+        buf, frame, direct = self._buf, self._frame, self._direct
+        if self._pieces:  # a streamed frame's first reads, kept apart (_read_body)
+            return BodyPiece(self._pieces.pop(0))
         if direct is not None:
             self._direct = None
             piece = pass_through(direct, frame.marker, buf)

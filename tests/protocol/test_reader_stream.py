@@ -213,3 +213,44 @@ def test_a_frame_half_gathered_detaches_whole() -> None:
     fresh.receive_data(held)
     fresh.receive_data(data[200_000:])
     assert [e.tid for e in fresh.events() if isinstance(e, Frame)] == [b"g7", b"g8"]
+
+
+def test_a_gathered_body_over_the_limit_streams_its_reads_as_they_came() -> None:
+    """Kept apart, then found too big: the reads after the buffer go on as the pieces
+    themselves (no copy), only a tail that could begin the end-line held back."""
+    limits = ReaderLimits(max_body=128 * 1024)
+    body = WHOLE[:200_000] + b"\r\n-------g"  # a read ends with what begins the end-line
+    data = send("g9", body + WHOLE[:50_000])
+    reader = FrameReader(limits)
+    first = data.index(body) + 70_000
+    reads = [data[:first], data[first : first + 60_000], data[first + 60_000 : first + 130_010]]
+    events: list[object] = []
+    for read in reads:
+        reader.receive_data(read)
+        events += reader.events()
+    head, *pieces = events
+    assert isinstance(head, Frame) and head.streamed and head.tid == b"g9"
+    datas = [p.data for p in pieces if isinstance(p, BodyPiece)]
+    assert len(datas) == len(pieces) == 3
+    assert datas[1] is reads[1]  # as it came
+    assert reads[2].startswith(datas[2]) and len(reads[2]) - len(datas[2]) == len(b"\r\n-------g")
+    assert reader.buffered == len(b"\r\n-------g")  # the tail that could begin the end-line
+    reader.receive_data(data[first + 130_010 :])
+    rest = list(reader.events())
+    assert isinstance(rest[-1], FrameEnd) and rest[-1].tid == b"g9"
+    datas += [p.data for p in rest if isinstance(p, BodyPiece)]
+    assert b"".join(datas) == body + WHOLE[:50_000]
+    assert reader.buffered == 0
+
+
+def test_a_gathered_body_whose_last_read_is_short_streams_whole() -> None:
+    # The last read is shorter than the end-line's start: the usual search, bytes intact.
+    limits = ReaderLimits(max_body=128 * 1024)
+    data = send("g10", WHOLE) + send("g11")
+    for cuts in ([70_000, 140_000, 140_003], [70_000, 140_000, 140_001, 140_010, 140_020]):
+        got = events_of(FrameReader(limits), data, cuts)
+        head, *pieces, end, nxt = got
+        assert isinstance(head, Frame) and head.streamed
+        assert isinstance(end, FrameEnd) and end.tid == b"g10"
+        assert isinstance(nxt, Frame) and nxt.tid == b"g11"
+        assert b"".join(p.data for p in pieces if isinstance(p, BodyPiece)) == WHOLE
