@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from .keyed import KeyedTable
+from .stripes import RECORD_HEAD
+from .table import StripedTable
 
-__all__ = ["ADDR_MAX", "PEER_MAX", "SESSID_MAX", "SOCK_MAX", "Cmap", "CmapEntry"]
+__all__ = ["ADDR_MAX", "PEER_MAX", "SESSID_MAX", "SOCK_MAX", "Cmap", "CmapEntry", "key_of"]
 
 SESSID_MAX: Final = 64
 PEER_MAX: Final = 256
@@ -33,9 +35,15 @@ SOCK_MAX: Final = 96
 _ELLIPSIS: Final = b"..."
 _VALUE: Final = struct.Struct(f"<QdHBB{PEER_MAX}s{ADDR_MAX}s{SOCK_MAX}s")
 _HEAD: Final = struct.Struct("<Qd")  # conid, expires: the leading fields of _VALUE
-# _VALUE with the peer and addr fields skipped: what routing a frame reads (Cmap.owner)
-_OWNER: Final = struct.Struct(f"<QdHBB{PEER_MAX + ADDR_MAX}x{SOCK_MAX}s")
+# What routing a frame reads (Cmap.owner_key), from a whole record (StripedTable.record, the
+# value after the slot head and the key): conid, expires and sock's length; then sock itself.
+_IN_RECORD: Final = RECORD_HEAD + SESSID_MAX
+_owner_head: Final = struct.Struct(f"<{_IN_RECORD}xQd").unpack_from  # bound: one per frame
+_SOCK_LEN_AT: Final = _IN_RECORD + struct.calcsize("<QdHB")
+_SOCK_AT: Final = _IN_RECORD + _VALUE.size - SOCK_MAX
 _CONID: Final = struct.Struct("<Q")
+_OWNERS_MAX: Final = 4096
+Owner = tuple[int, str, float]  # conid, sock, expires: what routing a frame reads
 _U64_MAX: Final = (1 << 64) - 1
 
 
@@ -59,6 +67,12 @@ class CmapEntry:
 
 def _enc(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def key_of(sessid: str) -> bytes:
+    """The key a session id is stored under (its UTF-8 bytes, surrogateescape): for owner_key.
+    An ASCII id's key is its ASCII bytes."""
+    return _enc(sessid)
 
 
 def _dec(raw: bytes) -> str:
@@ -95,6 +109,11 @@ class Cmap(KeyedTable):
     KEY_MAX = SESSID_MAX
     VALUE = _VALUE
 
+    def __init__(self, table: StripedTable) -> None:
+        super().__init__(table)
+        # key -> (stamp, version, owner) of owner_key's answers; emptied when full.
+        self._owners: dict[bytes, tuple[int, int, Owner]] = {}
+
     def save(self, entry: CmapEntry) -> bool:
         """Insert, or replace the entry with the same session id.
 
@@ -122,14 +141,33 @@ class Cmap(KeyedTable):
         entry = _decode(key, value)
         return None if entry.expires < now else entry
 
-    def owner(self, sessid: str) -> tuple[int, str, float] | None:
+    def owner(self, sessid: str) -> Owner | None:
         """(conid, sock, expires) of the entry saved under exactly this session id, expired
         or not: what routing a frame needs, with nothing else decoded (one per frame)."""
-        value = self.table.get(_enc(sessid))
-        if value is None:
+        return self.owner_key(_enc(sessid))
+
+    def owner_key(self, key: bytes) -> Owner | None:
+        """owner() of the session id whose key_of() is `key` (routing reads the id as bytes).
+
+        The answers are cached with the version their stripe had when read; one is given
+        again only while the stripe still has that version. A writer in any process changes
+        the version before it changes a record, and a version never repeats (stripes.py), so
+        a session removed, replaced or moved by another worker is seen by the next lookup.
+        """
+        known = self._owners.get(key)
+        if known is not None and self.table.unchanged(known[0], known[1]):
+            return known[2]
+        stamp, version, record = self.table.record(key)
+        if record is None:
+            if known is not None:
+                del self._owners[key]
             return None
-        conid, expires, _, _, sock_len, sock = _OWNER.unpack(value)
-        return conid, _dec(sock[:sock_len]), expires
+        conid, expires = _owner_head(record)
+        owner = (conid, _dec(record[_SOCK_AT : _SOCK_AT + record[_SOCK_LEN_AT]]), expires)
+        if len(self._owners) >= _OWNERS_MAX:
+            self._owners.clear()
+        self._owners[key] = (stamp, version, owner)
+        return owner
 
     def rebind(self, sessid: str, old_conid: int, new_conid: int) -> bool:
         """Point a session of connection `old_conid` at `new_conid` (the connection moved to

@@ -41,27 +41,35 @@ from .locks import check_stripes
 
 __all__ = [
     "BUSY",
+    "RECORD_HEAD",
+    "STRIPE_QWORDS",
     "TABLE_HEADER",
     "VERSION",
     "VERSION_AT",
     "Predicate",
     "Stripes",
     "TableGeometry",
-    "read_version",
     "stripe_header",
-    "version_offset",
 ]
 
 TABLE_HEADER: Final = struct.Struct("<IIIII12x")  # n_stripes, slots, key_max, value, record
 # count, busy (slot + 1 being written, 0 when idle), version (odd while a writer is inside)
-_STRIPE: Final = struct.Struct("<III4x")
+_STRIPE: Final = struct.Struct("<IIQ")
+STRIPE_QWORDS: Final = 2  # _STRIPE.size in u64 words
 BUSY: Final = struct.Struct("<I")
-VERSION: Final = struct.Struct("<I")
+# The version is a u64 (it was a u32 and 4 zero bytes of padding, the same bytes until it
+# passes 2**32): it never repeats (2**63 writes), so a reader that sees the version it saw
+# before knows the stripe is unchanged since (Cmap.owner_key's cache). Native format: CPython
+# packs and unpacks it with one 8-byte memcpy, a single aligned store or load ("<Q" goes byte
+# by byte, and a reader could see a carry half done); the same bytes as "<Q" on x86-64, which
+# the lock-free readers assume anyway (TSO, see StripedTable.get).
+VERSION: Final = struct.Struct("@Q")
 VERSION_AT: Final = 8  # in a stripe header
-_VERSION_WRAP: Final = 0xFFFFFFFF
+_VERSION_WRAP: Final = 0xFFFF_FFFF_FFFF_FFFF
 _COUNT_BUSY: Final = struct.Struct("<II")
 _SLOT: Final = struct.Struct("<BxHI")  # used, key length, crc32 of the key
-_KEY: Final = _SLOT.size  # offset of the key in a record
+RECORD_HEAD: Final = 8  # _SLOT.size as a native int: the key's offset in a record
+_KEY: Final = RECORD_HEAD
 _KEY_MAX_LIMIT: Final = 0xFFFF
 
 Predicate = Callable[[tuple[Any, ...]], bool]
@@ -69,20 +77,6 @@ Predicate = Callable[[tuple[Any, ...]], bool]
 
 def stripe_header(stripe: int) -> int:
     return TABLE_HEADER.size + _STRIPE.size * stripe
-
-
-_FIRST_STRIPE: Final = TABLE_HEADER.size
-_STRIPE_SIZE: Final = _STRIPE.size  # native ints: a Struct's size is a generic attribute
-
-
-def version_offset(stripe: int) -> int:
-    """Where a stripe's seqlock version lies in the region (read once per lock-free get)."""
-    return _FIRST_STRIPE + _STRIPE_SIZE * stripe + VERSION_AT
-
-
-# A plain function for lock-free readers in other modules: CPython 3.11 compiles a method call
-# on an imported name (VERSION.unpack_from) as an attribute load that allocates a bound method.
-read_version: Final = VERSION.unpack_from  # (buf, version_offset(stripe)) -> (version,)
 
 
 @dataclass(frozen=True, slots=True)
