@@ -170,6 +170,6 @@ def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
     if not key:
         return None, -3  # no session id, or an empty one
     found = cmap.owner_key(key)
-    if found is None or found[2] < env.now():
+    if found is None or found.expires < env.now():
         return None, -4
-    return Destination(None, found[0], found[1]), 1
+    return Destination(None, found.conid, found.sock), 1

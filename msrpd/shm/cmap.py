@@ -26,7 +26,16 @@ from .keyed import KeyedTable
 from .stripes import RECORD_HEAD
 from .table import StripedTable
 
-__all__ = ["ADDR_MAX", "PEER_MAX", "SESSID_MAX", "SOCK_MAX", "Cmap", "CmapEntry", "key_of"]
+__all__ = [
+    "ADDR_MAX",
+    "PEER_MAX",
+    "SESSID_MAX",
+    "SOCK_MAX",
+    "Cmap",
+    "CmapEntry",
+    "Owner",
+    "key_of",
+]
 
 SESSID_MAX: Final = 64
 PEER_MAX: Final = 256
@@ -43,7 +52,6 @@ _SOCK_LEN_AT: Final = _IN_RECORD + struct.calcsize("<QdHB")
 _SOCK_AT: Final = _IN_RECORD + _VALUE.size - SOCK_MAX
 _CONID: Final = struct.Struct("<Q")
 _OWNERS_MAX: Final = 4096
-Owner = tuple[int, str, float]  # conid, sock, expires: what routing a frame reads
 _U64_MAX: Final = (1 << 64) - 1
 
 
@@ -63,6 +71,25 @@ class CmapEntry:
     """The receiving socket, e.g. "tcp:127.0.0.1:2855"."""
     expires: float
     """Absolute expiry (Unix time)."""
+
+
+class Owner:
+    """What routing a frame reads of a session (Cmap.owner_key), and when it was read.
+
+    A plain class, not a tuple: one is read per relayed frame, and mypyc reads a native
+    object's fields directly where it unboxes and boxes a tuple's again.
+    """
+
+    __slots__ = ("conid", "expires", "sock", "stamp", "version")
+
+    def __init__(self, conid: int, sock: str, expires: float, stamp: int, version: int) -> None:
+        self.conid = conid
+        self.sock = sock
+        self.expires = expires
+        """Absolute expiry (Unix time); the caller decides what an expired session gets."""
+        self.stamp = stamp
+        self.version = version
+        """Read while its stripe had this version (StripedTable.record)."""
 
 
 def _enc(text: str) -> bytes:
@@ -111,8 +138,8 @@ class Cmap(KeyedTable):
 
     def __init__(self, table: StripedTable) -> None:
         super().__init__(table)
-        # key -> (stamp, version, owner) of owner_key's answers; emptied when full.
-        self._owners: dict[bytes, tuple[int, int, Owner]] = {}
+        # key -> owner_key's answers, each with its stripe's version; emptied when full.
+        self._owners: dict[bytes, Owner] = {}
 
     def save(self, entry: CmapEntry) -> bool:
         """Insert, or replace the entry with the same session id.
@@ -141,10 +168,11 @@ class Cmap(KeyedTable):
         entry = _decode(key, value)
         return None if entry.expires < now else entry
 
-    def owner(self, sessid: str) -> Owner | None:
+    def owner(self, sessid: str) -> tuple[int, str, float] | None:
         """(conid, sock, expires) of the entry saved under exactly this session id, expired
         or not: what routing a frame needs, with nothing else decoded (one per frame)."""
-        return self.owner_key(_enc(sessid))
+        found = self.owner_key(_enc(sessid))
+        return None if found is None else (found.conid, found.sock, found.expires)
 
     def owner_key(self, key: bytes) -> Owner | None:
         """owner() of the session id whose key_of() is `key` (routing reads the id as bytes).
@@ -155,18 +183,19 @@ class Cmap(KeyedTable):
         a session removed, replaced or moved by another worker is seen by the next lookup.
         """
         known = self._owners.get(key)
-        if known is not None and self.table.unchanged(known[0], known[1]):
-            return known[2]
+        if known is not None and self.table.unchanged(known.stamp, known.version):
+            return known
         stamp, version, record = self.table.record(key)
         if record is None:
             if known is not None:
                 del self._owners[key]
             return None
         conid, expires = _owner_head(record)
-        owner = (conid, _dec(record[_SOCK_AT : _SOCK_AT + record[_SOCK_LEN_AT]]), expires)
+        sock = _dec(record[_SOCK_AT : _SOCK_AT + record[_SOCK_LEN_AT]])
+        owner = Owner(conid, sock, expires, stamp, version)
         if len(self._owners) >= _OWNERS_MAX:
             self._owners.clear()
-        self._owners[key] = (stamp, version, owner)
+        self._owners[key] = owner
         return owner
 
     def rebind(self, sessid: str, old_conid: int, new_conid: int) -> bool:
