@@ -11,10 +11,10 @@ Layout:
 - Deletion is by backward shift (Knuth 6.4 algorithm R): later records of the probe run move
   into the hole, so there are no tombstones and a probe stops at the first empty slot.
 
-Rules: every method but `find` and `count` runs with the stripe's lock held (the caller takes
-it), and inside it only packs, unpacks and copies bytes. A writer makes the stripe's version odd
-before it changes anything and even (and larger) after, so lock-free readers can tell a
-consistent copy (a seqlock, see StripedTable.get).
+Rules: every method but `find`, `copy_of` and `count` runs with the stripe's lock held (the
+caller takes it), and inside it only packs, unpacks and copies bytes. A writer makes the
+stripe's version odd before it changes anything and even (and larger) after, so lock-free
+readers can tell a consistent copy (a seqlock, see StripedTable.get).
 
 Crash safety (a writer SIGKILLed inside a critical section; the kernel then drops its lock):
 - Before a writer touches slot p it stores busy = p + 1; it stores busy = 0 when the stripe is
@@ -31,6 +31,7 @@ Crash safety (a writer SIGKILLed inside a critical section; the kernel then drop
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from collections.abc import Callable
@@ -126,7 +127,10 @@ class TableGeometry:
 class Stripes:
     """The stripes of one table's region (`buf`), shaped by `geometry`."""
 
-    def __init__(self, buf: memoryview, geometry: TableGeometry) -> None:
+    def __init__(
+        self, buf: memoryview, geometry: TableGeometry, mapping: mmap.mmap, at: int
+    ) -> None:
+        """`buf` starts at offset `at` of `mapping` (the lock-free reader copies from it)."""
         self.buf = buf
         self.n_stripes = geometry.n_stripes
         self.mask = geometry.n_stripes - 1
@@ -137,6 +141,8 @@ class Stripes:
         self._stripe_bytes = self.slots * self.rs
         self._records = geometry.records_offset
         self._value = struct.Struct(f"{geometry.value_size}s")
+        self._map = mapping
+        self._map_records = at + self._records
 
     def base(self, stripe: int) -> int:
         """Offset of the stripe's first record."""
@@ -158,6 +164,28 @@ class Stripes:
                 return off
             i = i + 1 if i + 1 < slots else 0
         return -1
+
+    def copy_of(self, stripe: int, h: int, key: bytes) -> bytes | None:
+        """A copy of key's whole record, or None: find() with one bytes copy per slot
+        visited, read from the copy (a slice of the mmap is bytes in one memcpy; the key
+        then compares with memcmp, where a memoryview compares byte by byte), and no
+        Python-level call per field. Only reads: a lock-free caller checks the version around
+        it, and a torn slot can only fail to match or end the probe early."""
+        klen = len(key)
+        mapping, rs, slots = self._map, self.rs, self.slots
+        base = self._map_records + stripe * self._stripe_bytes
+        key_end = _KEY + klen
+        i = (h >> self.shift) % slots
+        for _ in range(slots):
+            off = base + i * rs
+            record = mapping[off : off + rs]
+            if not record[0]:  # used
+                return None
+            # The key length (u16 at 2), then the key: no other key has both.
+            if record[2] | record[3] << 8 == klen and record[_KEY:key_end] == key:
+                return record
+            i = i + 1 if i + 1 < slots else 0
+        return None
 
     def count(self) -> int:
         """The sum of the per-stripe counts, read without locks (see StripedTable.count)."""

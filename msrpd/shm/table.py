@@ -16,10 +16,8 @@ Strategy (kamailio's cmap shape, nginx's crash safety, style rules 15-16):
   its probe and copy has a consistent copy; otherwise it takes the lock and reads again. This
   relies on loads and stores staying in program order, as on x86-64 (TSO), as the stats
   seqlocks do, and on the version being loaded and stored whole (one aligned access each).
-- The lock-free probe makes one bytes copy per slot it visits (a slice of the mmap) and
-  reads the used flag, key length and key from the copy: no Python-level call per field, and
-  the key compares with memcmp (a memoryview slice compares byte by byte). The caller gets
-  that copy (record()), so a lookup copies the record once.
+- The lock-free probe (Stripes.copy_of) copies each slot it visits once and reads it from
+  the copy; record() hands that copy to the caller, so a lookup copies the record once.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from typing import Final
 from .locks import StripeLocks
 from .region import HEADER_SIZE, Region, ShmLayoutError
 from .stripes import (
-    RECORD_HEAD,
     STRIPE_QWORDS,
     TABLE_HEADER,
     VERSION_AT,
@@ -62,26 +59,19 @@ class StripedTable:
         self.region = region
         self.locks = locks
         self.geometry = geometry
-        self.stripes = Stripes(region.buf, geometry)
+        self.stripes = Stripes(region.buf, geometry, region.mapping, HEADER_SIZE)
         # Bound once: get() and record() run on every relayed frame.
         self._buf = region.buf
         self._mask = self.stripes.mask
-        self._shift = self.stripes.shift
-        self._slots = geometry.slots_per_stripe
-        self._rs = geometry.record_size
         self._key_max = geometry.key_max
         self._vsize = geometry.value_size
         self._voff = geometry.value_offset
         pad = geometry.record_size - self._voff
         self._record = struct.Struct(f"<BxHI{geometry.key_max}s{pad}s")
-        # The lock-free reader's views, in the whole mapping: records are sliced from it as
-        # bytes, one copy each; versions are read through a u64 view, one aligned load each
-        # (the region header, table header and stripe headers are multiples of 8 bytes).
-        self._map = region.mapping
-        self._versions = memoryview(self._map).cast("Q")
+        # The lock-free reader reads versions through a u64 view of the whole mapping, one
+        # aligned load each (the region, table and stripe headers are multiples of 8 bytes).
+        self._versions = memoryview(region.mapping).cast("Q")
         self._version_at = (HEADER_SIZE + TABLE_HEADER.size + VERSION_AT) // 8
-        self._records = HEADER_SIZE + geometry.records_offset
-        self._stripe_bytes = geometry.slots_per_stripe * geometry.record_size
 
     @classmethod
     def create(
@@ -165,13 +155,13 @@ class StripedTable:
         at = self._version_at + STRIPE_QWORDS * stripe
         version = versions[at]
         if not version & 1:
-            record = self._probe(stripe, h, key)  # only reads; checked below
+            record = self.stripes.copy_of(stripe, h, key)  # only reads; checked below
             if versions[at] == version:
                 return at, version, record
         self.locks.lock(stripe)
         try:
             self.stripes.enter(stripe)
-            return at, versions[at], self._probe(stripe, h, key)
+            return at, versions[at], self.stripes.copy_of(stripe, h, key)
         finally:
             self.locks.unlock(stripe)
 
@@ -180,26 +170,6 @@ class StripedTable:
         at that version: nothing in it has been written since, not even by a writer that is
         now inside (one lock-free load)."""
         return self._versions[stamp] == version
-
-    def _probe(self, stripe: int, h: int, key: bytes) -> bytes | None:
-        """A copy of key's record, or None (Stripes.find with one copy per slot probed, and
-        no Python-level call per field). Only reads: a lock-free caller checks the version
-        around it; a torn slot can only fail to match or end the probe early."""
-        klen = len(key)
-        mapping, rs, slots = self._map, self._rs, self._slots
-        base = self._records + stripe * self._stripe_bytes
-        key_end = RECORD_HEAD + klen
-        i = (h >> self._shift) % slots
-        for _ in range(slots):
-            off = base + i * rs
-            record = mapping[off : off + rs]
-            if not record[0]:  # used
-                return None
-            # The key length (u16 at 2), then the key: no other key has both.
-            if record[2] | record[3] << 8 == klen and record[RECORD_HEAD:key_end] == key:
-                return record
-            i = i + 1 if i + 1 < slots else 0
-        return None
 
     def update(self, key: bytes, change: Callable[[bytes], bytes | None]) -> bool:
         """Replace key's value with change(old) inside the lock; False when key is absent or
