@@ -11,6 +11,9 @@ Rules (reference/kamailio-msrp.md §8, minus its bugs):
 - Field limits are bytes of UTF-8: sessid 64, addr 96, sock 96 (longer: save returns False);
   peer 256, truncated to 253 bytes plus "..." (it is only shown by msrp.cmaplist).
 - Strings are encoded with surrogateescape, so no str makes save or lookup raise.
+- owner_key (every relayed frame) keeps its answers per process, each with the version its
+  stripe had when read, and gives one again only while the stripe still has that version:
+  any process's write to the stripe is seen by the next lookup (test_cmap_owners.py).
 - Record: 8 header + 64 key + 468 value (conid u64, expires f64, three lengths, three fixed
   byte fields) = 540, padded to 544 bytes per slot.
 """
@@ -77,18 +80,19 @@ class Owner:
     """What routing a frame reads of a session (Cmap.owner_key), and when it was read.
 
     A plain class, not a tuple: one is read per relayed frame, and mypyc reads a native
-    object's fields directly where it unboxes and boxes a tuple's again.
+    object's fields directly where it unboxes and boxes a tuple's again. Read-only: the
+    cache hands the same object to every lookup of the session while it is current.
     """
 
     __slots__ = ("conid", "expires", "sock", "stamp", "version")
 
     def __init__(self, conid: int, sock: str, expires: float, stamp: int, version: int) -> None:
-        self.conid = conid
-        self.sock = sock
-        self.expires = expires
+        self.conid: Final = conid
+        self.sock: Final = sock
+        self.expires: Final = expires
         """Absolute expiry (Unix time); the caller decides what an expired session gets."""
-        self.stamp = stamp
-        self.version = version
+        self.stamp: Final = stamp
+        self.version: Final = version
         """Read while its stripe had this version (StripedTable.record)."""
 
 
