@@ -17,23 +17,40 @@ Rules:
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from ..protocol import ConnInfo, Frame, LocalProtocolError, build_reply, parse_uri
 from ..protocol.digest import parse_authorization
 from ..shm import CmapEntry
+from ..shm.cmap import key_of
 from .env import Destination, RouteEnv
 
-__all__ = ["grant_expires", "lookup", "save", "session_of", "use_path"]
+__all__ = [
+    "fast_session",
+    "grant_expires",
+    "lookup",
+    "save",
+    "session_key",
+    "session_of",
+    "use_path",
+]
 
 _DIGITS = re.compile(rb"[0-9]{1,10}")
 _SCHEME = re.compile(r"^msrps?://", re.I)
 # msrp[s]://host[:port]/session;transport with plain characters only (RFC 4975 §9: session-id
 # is unreserved / "+" / "=" / "/"); a URI with userinfo, IPv6 or escapes takes the full parser.
 # Case-insensitive in the scheme and transport only: re.I over the whole pattern makes every
-# character of the session id a case-folded class test (one match per frame).
+# character of the session id a case-folded class test.
 _FAST_SESSION = re.compile(
     rb"(?i:msrps?)://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/([A-Za-z0-9._~+=/-]+);[A-Za-z]+"
 )
+# URIs of that shape already read -> their session id. Every frame of a session names the
+# same To-Path #1 (this relay's URI for the session, RFC 4976 §6.2), so a SEND costs one dict
+# lookup, not a match. A pure function's memo: always right, only bounded: URIs up to
+# _MEMO_URI bytes, emptied when it holds _MEMO_MAX (worst case about 1 MB per worker).
+_MEMO: Final[dict[bytes, bytes]] = {}
+_MEMO_MAX: Final = 4096
+_MEMO_URI: Final = 128
 
 
 def grant_expires(value: bytes | None, low: int, high: int) -> tuple[int, str, str]:
@@ -103,12 +120,42 @@ def _username(frame: Frame) -> str:
         return ""
 
 
+def fast_session(uri: bytes) -> bytes | None:
+    """The session id of a URI of _FAST_SESSION's shape; None for any other shape, which the
+    full parser reads."""
+    sessid = _MEMO.get(uri)
+    if sessid is not None:
+        return sessid
+    match = _FAST_SESSION.fullmatch(uri)
+    if match is None:
+        return None
+    sessid = match[1]
+    if len(uri) <= _MEMO_URI:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[uri] = sessid
+    return sessid
+
+
 def session_of(frame: Frame) -> str | None:
-    """To-Path #1's session id. The common shape is read with one regex on the raw URI
-    (the hot path of every SEND); anything else goes through the full parser."""
-    fast = _FAST_SESSION.fullmatch(frame.first_to)
+    """To-Path #1's session id. The common shape is read by fast_session on the raw URI;
+    anything else goes through the full parser."""
+    fast = fast_session(frame.first_to)
     if fast is not None:
-        return fast[1].decode("ascii")
+        return fast.decode("ascii")
+    return _parsed_session(frame)
+
+
+def session_key(frame: Frame) -> bytes | None:
+    """session_of() as the cmap's key (key_of): the fast shape's bytes need no decoding."""
+    fast = fast_session(frame.first_to)
+    if fast is not None:
+        return fast
+    sessid = _parsed_session(frame)
+    return None if sessid is None else key_of(sessid)
+
+
+def _parsed_session(frame: Frame) -> str | None:
     try:
         return parse_uri(frame.to_path[0]).session
     except (LocalProtocolError, IndexError):
@@ -119,12 +166,10 @@ def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
     cmap = env.cmap
     if cmap is None:
         return None, -1
-    sessid = session_of(frame)
-    if sessid is None:
-        return None, -3
-    if not sessid:
-        return None, -3
-    found = cmap.owner(sessid)
-    if found is None or found[2] < env.now():
+    key = session_key(frame)
+    if not key:
+        return None, -3  # no session id, or an empty one
+    found = cmap.owner_key(key)
+    if found is None or found.expires < env.now():
         return None, -4
-    return Destination(None, found[0], found[1]), 1
+    return Destination(None, found.conid, found.sock), 1

@@ -11,6 +11,9 @@ Rules (reference/kamailio-msrp.md §8, minus its bugs):
 - Field limits are bytes of UTF-8: sessid 64, addr 96, sock 96 (longer: save returns False);
   peer 256, truncated to 253 bytes plus "..." (it is only shown by msrp.cmaplist).
 - Strings are encoded with surrogateescape, so no str makes save or lookup raise.
+- owner_key (every relayed frame) keeps its answers per process, each with the version its
+  stripe had when read, and gives one again only while the stripe still has that version:
+  any process's write to the stripe is seen by the next lookup (test_cmap_owners.py).
 - Record: 8 header + 64 key + 468 value (conid u64, expires f64, three lengths, three fixed
   byte fields) = 540, padded to 544 bytes per slot.
 """
@@ -23,8 +26,19 @@ from dataclasses import dataclass
 from typing import Final
 
 from .keyed import KeyedTable
+from .stripes import RECORD_HEAD
+from .table import StripedTable
 
-__all__ = ["ADDR_MAX", "PEER_MAX", "SESSID_MAX", "SOCK_MAX", "Cmap", "CmapEntry"]
+__all__ = [
+    "ADDR_MAX",
+    "PEER_MAX",
+    "SESSID_MAX",
+    "SOCK_MAX",
+    "Cmap",
+    "CmapEntry",
+    "Owner",
+    "key_of",
+]
 
 SESSID_MAX: Final = 64
 PEER_MAX: Final = 256
@@ -33,9 +47,14 @@ SOCK_MAX: Final = 96
 _ELLIPSIS: Final = b"..."
 _VALUE: Final = struct.Struct(f"<QdHBB{PEER_MAX}s{ADDR_MAX}s{SOCK_MAX}s")
 _HEAD: Final = struct.Struct("<Qd")  # conid, expires: the leading fields of _VALUE
-# _VALUE with the peer and addr fields skipped: what routing a frame reads (Cmap.owner)
-_OWNER: Final = struct.Struct(f"<QdHBB{PEER_MAX + ADDR_MAX}x{SOCK_MAX}s")
+# What routing a frame reads (Cmap.owner_key), from a whole record (StripedTable.record, the
+# value after the slot head and the key): conid, expires and sock's length; then sock itself.
+_IN_RECORD: Final = RECORD_HEAD + SESSID_MAX
+_owner_head: Final = struct.Struct(f"<{_IN_RECORD}xQd").unpack_from  # bound: one per frame
+_SOCK_LEN_AT: Final = _IN_RECORD + struct.calcsize("<QdHB")
+_SOCK_AT: Final = _IN_RECORD + _VALUE.size - SOCK_MAX
 _CONID: Final = struct.Struct("<Q")
+_OWNERS_MAX: Final = 4096
 _U64_MAX: Final = (1 << 64) - 1
 
 
@@ -57,8 +76,34 @@ class CmapEntry:
     """Absolute expiry (Unix time)."""
 
 
+class Owner:
+    """What routing a frame reads of a session (Cmap.owner_key), and when it was read.
+
+    A plain class, not a tuple: one is read per relayed frame, and mypyc reads a native
+    object's fields directly where it unboxes and boxes a tuple's again. Read-only: the
+    cache hands the same object to every lookup of the session while it is current.
+    """
+
+    __slots__ = ("conid", "expires", "sock", "stamp", "version")
+
+    def __init__(self, conid: int, sock: str, expires: float, stamp: int, version: int) -> None:
+        self.conid: Final = conid
+        self.sock: Final = sock
+        self.expires: Final = expires
+        """Absolute expiry (Unix time); the caller decides what an expired session gets."""
+        self.stamp: Final = stamp
+        self.version: Final = version
+        """Read while its stripe had this version (StripedTable.record)."""
+
+
 def _enc(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def key_of(sessid: str) -> bytes:
+    """The key a session id is stored under (its UTF-8 bytes, surrogateescape): for owner_key.
+    An ASCII id's key is its ASCII bytes."""
+    return _enc(sessid)
 
 
 def _dec(raw: bytes) -> str:
@@ -95,6 +140,11 @@ class Cmap(KeyedTable):
     KEY_MAX = SESSID_MAX
     VALUE = _VALUE
 
+    def __init__(self, table: StripedTable) -> None:
+        super().__init__(table)
+        # key -> owner_key's answers, each with its stripe's version; emptied when full.
+        self._owners: dict[bytes, Owner] = {}
+
     def save(self, entry: CmapEntry) -> bool:
         """Insert, or replace the entry with the same session id.
 
@@ -125,11 +175,32 @@ class Cmap(KeyedTable):
     def owner(self, sessid: str) -> tuple[int, str, float] | None:
         """(conid, sock, expires) of the entry saved under exactly this session id, expired
         or not: what routing a frame needs, with nothing else decoded (one per frame)."""
-        value = self.table.get(_enc(sessid))
-        if value is None:
+        found = self.owner_key(_enc(sessid))
+        return None if found is None else (found.conid, found.sock, found.expires)
+
+    def owner_key(self, key: bytes) -> Owner | None:
+        """owner() of the session id whose key_of() is `key` (routing reads the id as bytes).
+
+        The answers are cached with the version their stripe had when read; one is given
+        again only while the stripe still has that version. A writer in any process changes
+        the version before it changes a record, and a version never repeats (stripes.py), so
+        a session removed, replaced or moved by another worker is seen by the next lookup.
+        """
+        known = self._owners.get(key)
+        if known is not None and self.table.unchanged(known.stamp, known.version):
+            return known
+        stamp, version, record = self.table.record(key)
+        if record is None:
+            if known is not None:
+                del self._owners[key]
             return None
-        conid, expires, _, _, sock_len, sock = _OWNER.unpack(value)
-        return conid, _dec(sock[:sock_len]), expires
+        conid, expires = _owner_head(record)
+        sock = _dec(record[_SOCK_AT : _SOCK_AT + record[_SOCK_LEN_AT]])
+        owner = Owner(conid, sock, expires, stamp, version)
+        if len(self._owners) >= _OWNERS_MAX:
+            self._owners.clear()
+        self._owners[key] = owner
+        return owner
 
     def rebind(self, sessid: str, old_conid: int, new_conid: int) -> bool:
         """Point a session of connection `old_conid` at `new_conid` (the connection moved to

@@ -139,6 +139,14 @@ class Region:
         return self._buf
 
     @property
+    def mapping(self) -> mmap.mmap:
+        """The whole segment, header included (`buf` starts at HEADER_SIZE): slicing it makes
+        bytes in one copy, where a slice of `buf` is first a memoryview."""
+        if self._map is None:
+            raise ValueError(f"region {self.name} is closed")
+        return self._map
+
+    @property
     def closed(self) -> bool:
         return self._map is None
 

@@ -11,10 +11,10 @@ Layout:
 - Deletion is by backward shift (Knuth 6.4 algorithm R): later records of the probe run move
   into the hole, so there are no tombstones and a probe stops at the first empty slot.
 
-Rules: every method but `find` and `count` runs with the stripe's lock held (the caller takes
-it), and inside it only packs, unpacks and copies bytes. A writer makes the stripe's version odd
-before it changes anything and even (and larger) after, so lock-free readers can tell a
-consistent copy (a seqlock, see StripedTable.get).
+Rules: every method but `find`, `copy_of` and `count` runs with the stripe's lock held (the
+caller takes it), and inside it only packs, unpacks and copies bytes. A writer makes the
+stripe's version odd before it changes anything and even (and larger) after, so lock-free
+readers can tell a consistent copy (a seqlock, see StripedTable.get).
 
 Crash safety (a writer SIGKILLed inside a critical section; the kernel then drops its lock):
 - Before a writer touches slot p it stores busy = p + 1; it stores busy = 0 when the stripe is
@@ -31,6 +31,7 @@ Crash safety (a writer SIGKILLed inside a critical section; the kernel then drop
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from collections.abc import Callable
@@ -41,27 +42,35 @@ from .locks import check_stripes
 
 __all__ = [
     "BUSY",
+    "RECORD_HEAD",
+    "STRIPE_QWORDS",
     "TABLE_HEADER",
     "VERSION",
     "VERSION_AT",
     "Predicate",
     "Stripes",
     "TableGeometry",
-    "read_version",
     "stripe_header",
-    "version_offset",
 ]
 
 TABLE_HEADER: Final = struct.Struct("<IIIII12x")  # n_stripes, slots, key_max, value, record
 # count, busy (slot + 1 being written, 0 when idle), version (odd while a writer is inside)
-_STRIPE: Final = struct.Struct("<III4x")
+_STRIPE: Final = struct.Struct("<IIQ")
+STRIPE_QWORDS: Final = 2  # _STRIPE.size in u64 words
 BUSY: Final = struct.Struct("<I")
-VERSION: Final = struct.Struct("<I")
+# The version is a u64 (it was a u32 and 4 zero bytes of padding, the same bytes until it
+# passes 2**32): it never repeats (2**63 writes), so a reader that sees the version it saw
+# before knows the stripe is unchanged since (Cmap.owner_key's cache). Native format: CPython
+# packs and unpacks it with one 8-byte memcpy, a single aligned store or load ("<Q" goes byte
+# by byte, and a reader could see a carry half done); the same bytes as "<Q" on x86-64, which
+# the lock-free readers assume anyway (TSO, see StripedTable.get).
+VERSION: Final = struct.Struct("@Q")
 VERSION_AT: Final = 8  # in a stripe header
-_VERSION_WRAP: Final = 0xFFFFFFFF
+_VERSION_WRAP: Final = 0xFFFF_FFFF_FFFF_FFFF
 _COUNT_BUSY: Final = struct.Struct("<II")
 _SLOT: Final = struct.Struct("<BxHI")  # used, key length, crc32 of the key
-_KEY: Final = _SLOT.size  # offset of the key in a record
+RECORD_HEAD: Final = 8  # _SLOT.size as a native int: the key's offset in a record
+_KEY: Final = RECORD_HEAD
 _KEY_MAX_LIMIT: Final = 0xFFFF
 
 Predicate = Callable[[tuple[Any, ...]], bool]
@@ -69,20 +78,6 @@ Predicate = Callable[[tuple[Any, ...]], bool]
 
 def stripe_header(stripe: int) -> int:
     return TABLE_HEADER.size + _STRIPE.size * stripe
-
-
-_FIRST_STRIPE: Final = TABLE_HEADER.size
-_STRIPE_SIZE: Final = _STRIPE.size  # native ints: a Struct's size is a generic attribute
-
-
-def version_offset(stripe: int) -> int:
-    """Where a stripe's seqlock version lies in the region (read once per lock-free get)."""
-    return _FIRST_STRIPE + _STRIPE_SIZE * stripe + VERSION_AT
-
-
-# A plain function for lock-free readers in other modules: CPython 3.11 compiles a method call
-# on an imported name (VERSION.unpack_from) as an attribute load that allocates a bound method.
-read_version: Final = VERSION.unpack_from  # (buf, version_offset(stripe)) -> (version,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +127,10 @@ class TableGeometry:
 class Stripes:
     """The stripes of one table's region (`buf`), shaped by `geometry`."""
 
-    def __init__(self, buf: memoryview, geometry: TableGeometry) -> None:
+    def __init__(
+        self, buf: memoryview, geometry: TableGeometry, mapping: mmap.mmap, at: int
+    ) -> None:
+        """`buf` starts at offset `at` of `mapping` (the lock-free reader copies from it)."""
         self.buf = buf
         self.n_stripes = geometry.n_stripes
         self.mask = geometry.n_stripes - 1
@@ -143,6 +141,8 @@ class Stripes:
         self._stripe_bytes = self.slots * self.rs
         self._records = geometry.records_offset
         self._value = struct.Struct(f"{geometry.value_size}s")
+        self._map = mapping
+        self._map_records = at + self._records
 
     def base(self, stripe: int) -> int:
         """Offset of the stripe's first record."""
@@ -164,6 +164,28 @@ class Stripes:
                 return off
             i = i + 1 if i + 1 < slots else 0
         return -1
+
+    def copy_of(self, stripe: int, h: int, key: bytes) -> bytes | None:
+        """A copy of key's whole record, or None: find() with one bytes copy per slot
+        visited, read from the copy (a slice of the mmap is bytes in one memcpy; the key
+        then compares with memcmp, where a memoryview compares byte by byte), and no
+        Python-level call per field. Only reads: a lock-free caller checks the version around
+        it, and a torn slot can only fail to match or end the probe early."""
+        klen = len(key)
+        mapping, rs, slots = self._map, self.rs, self.slots
+        base = self._map_records + stripe * self._stripe_bytes
+        key_end = _KEY + klen
+        i = (h >> self.shift) % slots
+        for _ in range(slots):
+            off = base + i * rs
+            record = mapping[off : off + rs]
+            if not record[0]:  # used
+                return None
+            # The key length (u16 at 2), then the key: no other key has both.
+            if record[2] | record[3] << 8 == klen and record[_KEY:key_end] == key:
+                return record
+            i = i + 1 if i + 1 < slots else 0
+        return None
 
     def count(self) -> int:
         """The sum of the per-stripe counts, read without locks (see StripedTable.count)."""

@@ -9,12 +9,15 @@ Strategy (kamailio's cmap shape, nginx's crash safety, style rules 15-16):
 - Keys longer than key_max are refused by put/get/delete (False/None), never raised.
 - Every write takes exactly one stripe lock and inside it only packs, unpacks and copies
   bytes: no I/O, logging or allocation beyond struct objects (crash repair is the exception).
-- get() reads without the lock when it can (the hot path: a cmap or registry lookup on every
-  relayed frame; two fcntl calls cost more than the lookup itself). Each stripe header has a
-  version that a writer makes odd before it changes anything and even (and larger) after, as
-  a seqlock: a reader that sees the same even version before and after its probe has a
-  consistent copy; otherwise it takes the lock and reads again. This relies on loads and
-  stores staying in program order, as on x86-64 (TSO), as the stats seqlocks do.
+- get() and record() read without the lock when they can (the hot path: a cmap or registry
+  lookup on every relayed frame; two fcntl calls cost more than the lookup itself). Each
+  stripe header has a version that a writer makes odd before it changes anything and even
+  (and larger) after, as a seqlock: a reader that sees the same even version before and after
+  its probe and copy has a consistent copy; otherwise it takes the lock and reads again. This
+  relies on loads and stores staying in program order, as on x86-64 (TSO), as the stats
+  seqlocks do, and on the version being loaded and stored whole (one aligned access each).
+- The lock-free probe (Stripes.copy_of) copies each slot it visits once and reads it from
+  the copy; record() hands that copy to the caller, so a lookup copies the record once.
 """
 
 from __future__ import annotations
@@ -25,19 +28,22 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 from .locks import StripeLocks
-from .region import Region, ShmLayoutError
+from .region import HEADER_SIZE, Region, ShmLayoutError
 from .stripes import (
+    STRIPE_QWORDS,
     TABLE_HEADER,
+    VERSION_AT,
     Predicate,
     Stripes,
     TableGeometry,
-    read_version,
-    version_offset,
 )
 
 __all__ = ["StripedTable", "key_hash"]
+
+_crc32: Final = zlib.crc32  # bound once: a module attribute is looked up at every call
 
 
 def key_hash(key: bytes) -> int:
@@ -53,16 +59,19 @@ class StripedTable:
         self.region = region
         self.locks = locks
         self.geometry = geometry
-        self.stripes = Stripes(region.buf, geometry)
-        # Bound once: get() runs on every relayed frame.
+        self.stripes = Stripes(region.buf, geometry, region.mapping, HEADER_SIZE)
+        # Bound once: get() and record() run on every relayed frame.
         self._buf = region.buf
         self._mask = self.stripes.mask
         self._key_max = geometry.key_max
         self._vsize = geometry.value_size
         self._voff = geometry.value_offset
-        self._value = struct.Struct(f"{geometry.value_size}s")
         pad = geometry.record_size - self._voff
         self._record = struct.Struct(f"<BxHI{geometry.key_max}s{pad}s")
+        # The lock-free reader reads versions through a u64 view of the whole mapping, one
+        # aligned load each (the region, table and stripe headers are multiples of 8 bytes).
+        self._versions = memoryview(region.mapping).cast("Q")
+        self._version_at = (HEADER_SIZE + TABLE_HEADER.size + VERSION_AT) // 8
 
     @classmethod
     def create(
@@ -129,25 +138,38 @@ class StripedTable:
 
     def get(self, key: bytes) -> bytes | None:
         """The value stored under key, or None (lock-free unless a writer is in the way)."""
+        record = self.record(key)[2]
+        return None if record is None else record[self._voff : self._voff + self._vsize]
+
+    def record(self, key: bytes) -> tuple[int, int, bytes | None]:
+        """(stamp, version, a copy of key's whole record or None), lock-free unless a writer
+        is in the way. The value starts at geometry.value_offset: a reader that wants a few
+        fields unpacks them from this one copy (get() copies the value again). The copy was
+        exact while key's stripe had `version`; unchanged(stamp, version) later says whether
+        it still is (a stripe's version never repeats)."""
         if len(key) > self._key_max:
-            return None
-        h = zlib.crc32(key)
+            return 0, -1, None  # a version no stripe has
+        h = _crc32(key)
         stripe = h & self._mask
-        buf = self._buf
-        at = version_offset(stripe)
-        version = read_version(buf, at)[0]
+        versions = self._versions
+        at = self._version_at + STRIPE_QWORDS * stripe
+        version = versions[at]
         if not version & 1:
-            off = self.stripes.find(stripe, h, key)  # only reads; checked below
-            value = None if off < 0 else self._value.unpack_from(buf, off + self._voff)[0]
-            if read_version(buf, at)[0] == version:
-                return value
+            record = self.stripes.copy_of(stripe, h, key)  # only reads; checked below
+            if versions[at] == version:
+                return at, version, record
         self.locks.lock(stripe)
         try:
             self.stripes.enter(stripe)
-            off = self.stripes.find(stripe, h, key)
-            return None if off < 0 else self.stripes.value_at(off)
+            return at, versions[at], self.stripes.copy_of(stripe, h, key)
         finally:
             self.locks.unlock(stripe)
+
+    def unchanged(self, stamp: int, version: int) -> bool:
+        """Whether the stripe of a record() whose answer had this stamp and version is still
+        at that version: nothing in it has been written since, not even by a writer that is
+        now inside (one lock-free load)."""
+        return self._versions[stamp] == version
 
     def update(self, key: bytes, change: Callable[[bytes], bytes | None]) -> bool:
         """Replace key's value with change(old) inside the lock; False when key is absent or
@@ -246,6 +268,7 @@ class StripedTable:
 
     def close(self) -> None:
         """Unmap the region and close the lock file (this process only)."""
+        self._versions.release()  # the mapping cannot close while a view of it is alive
         self.region.close()
         self.locks.close()
 
