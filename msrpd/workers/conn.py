@@ -89,7 +89,6 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         self.reader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
-        self.env = ConnEnv(routes, self)
         self.peer_key = ""
         self.stats = ConnStats()
         self.closed = False
@@ -105,6 +104,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
         self.intake = Intake(wire, self.reader)
+        self.env = ConnEnv(routes, self, self.out, self.intake)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -321,11 +321,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
-        held = self.intake.held_replies
-        if held is not None:
-            held.append((data, close_after))
-        else:
-            self.out.write_frame(data, close_after)
+        self.env.answer(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.counters.add(Counter.invalid_frames)

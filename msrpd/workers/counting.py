@@ -11,12 +11,13 @@ from typing import Final
 from ..protocol import Frame
 from ..shm import Counter, StatsCounters
 
-__all__ = ["FRAMES_OUT", "TWO", "count_frame_in", "count_reply"]
+__all__ = ["FRAMES_OUT", "TWO", "count_frame_in", "count_reply", "count_status"]
 
 TWO: Final = ord("2")
 FRAMES_OUT: Final = int(Counter.frames_out)
 _REPLY_COUNTERS: Final = {TWO: int(Counter.replies_2xx), ord("4"): int(Counter.replies_4xx)}
 _REPLIES_5XX: Final = int(Counter.replies_5xx)
+_CLASS_COUNTERS: Final = {2: int(Counter.replies_2xx), 4: int(Counter.replies_4xx)}
 _METHOD_COUNTERS: Final = {
     b"SEND": int(Counter.frames_in_send),
     b"REPORT": int(Counter.frames_in_report),
@@ -31,6 +32,14 @@ def count_reply(counters: StatsCounters, data: bytes) -> int:
     digit = data[data.index(b" ", 5) + 1]
     counters.values[_REPLY_COUNTERS.get(digit, _REPLIES_5XX)] += 1
     return digit
+
+
+def count_status(counts: list[int], status: int) -> int:
+    """Count a response by its `status` code (StatsCounters.values `counts`); its class, the
+    code's first digit (2 for 2xx)."""
+    kind = status // 100
+    counts[_CLASS_COUNTERS.get(kind, _REPLIES_5XX)] += 1
+    return kind
 
 
 def count_frame_in(counters: StatsCounters, frame: Frame) -> None:
