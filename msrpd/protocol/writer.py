@@ -1,4 +1,4 @@
-"""Frame writers: replies, the relay splice, the fake SIP message, new requests.
+"""Frame writers: replies, the relay splice, new requests.
 
 Rules:
 - `build_reply` lays a response out exactly as Kamailio's msrp_reply (reference §7): first
@@ -29,7 +29,6 @@ from .hnames import canonical_head
 from .uri import path_problem
 
 __all__ = [
-    "SIPMSG_PREFIX",
     "ReportBasis",
     "build_error_reply",
     "build_failure_report",
@@ -37,7 +36,6 @@ __all__ = [
     "build_reply",
     "build_request",
     "build_response",
-    "build_sipmsg",
     "canonical_buf",
     "forward_paths",
     "invalid_gets_reply",
@@ -45,18 +43,6 @@ __all__ = [
     "report_basis",
     "retarget",
 ]
-
-# The fixed head of Kamailio's fake SIP message (reference §3.2, msrp_fake_sipmsg).
-SIPMSG_PREFIX = (
-    b"MSRP sip:a@127.0.0.1 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKa\r\n"
-    b"From: <b@127.0.0.1>;tag=a\r\n"
-    b"To: <a@127.0.0.1>\r\n"
-    b"Call-ID: a\r\n"
-    b"CSeq: 1 MSRP\r\n"
-    b"Content-Length: 0\r\n"
-    b"MSRP-First-Line: "
-)
 
 _SLICE_MAX: Final = 4096
 """Frames up to this size are relayed from slices of their bytes, larger ones from views."""
@@ -86,8 +72,18 @@ def build_reply(frame: Frame, code: int, reason: str | bytes, extra: str | bytes
     if method is None:
         raise LocalProtocolError("a response is never answered (RFC 4975 §7.2)")
     to_path = frame.first_from if method == b"SEND" else b" ".join(frame.from_path_raw.split())
-    msgid = frame.message_id_line() or b""
+    msgid = _message_id_line(frame)
     return _response(frame.tid, _reply_status(code, reason), to_path, frame.first_to, msgid, extra)
+
+
+def _message_id_line(frame: Frame) -> bytes:
+    """frame.message_id_line(), found without a search in the usual layout: To-Path, From-Path
+    then Message-ID, one space after each name (13 bytes between the path values: no other
+    header line fits there)."""
+    buf, at = frame.buf, frame.from_span[2]
+    if frame.from_span[0] - frame.to_span[2] == 13 and buf[at : at + 14] == b"\r\nMessage-ID: ":
+        return buf[at + 2 : buf.index(b"\r\n", at + 14) + 2]
+    return frame.message_id_line() or b""
 
 
 def invalid_gets_reply(invalid: InvalidFrame) -> bool:
@@ -354,12 +350,6 @@ def build_failure_report(basis: ReportBasis, tid: bytes, code: int, reason: str)
             b"$\r\n",
         )
     )
-
-
-def build_sipmsg(frame: Frame) -> bytes:
-    """Kamailio's fake SIP message for `frame` (reference §3.2): the fixed prefix, the MSRP first
-    line and header lines as received, then one CRLF. Body and end-line are not included."""
-    return b"".join((SIPMSG_PREFIX, frame.buf[: frame.hdr_end], b"\r\n"))
 
 
 def build_request(
