@@ -42,10 +42,10 @@ def count_status(counts: list[int], status: int) -> int:
     return kind
 
 
-def count_frame_in(counters: StatsCounters, frame: Frame) -> None:
-    """Count a frame read, by method."""
+def count_frame_in(counts: list[int], frame: Frame) -> None:
+    """Count a frame read, by method (StatsCounters.values `counts`)."""
     method = frame.method
     if method is None:
-        counters.values[_FRAMES_IN_RESPONSE] += 1
+        counts[_FRAMES_IN_RESPONSE] += 1
     else:
-        counters.values[_METHOD_COUNTERS.get(method, _FRAMES_IN_OTHER)] += 1
+        counts[_METHOD_COUNTERS.get(method, _FRAMES_IN_OTHER)] += 1

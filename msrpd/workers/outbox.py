@@ -30,7 +30,7 @@ from .transports.base import ChunkIds, Wire
 
 __all__ = ["Outbox"]
 
-BYTES_OUT = Counter.bytes_out
+BYTES_OUT: Final = int(Counter.bytes_out)  # an int: the counters list is indexed natively
 _TRIM_AT: Final = 8
 _TRIM_BYTES: Final = 32768
 """A flush this big trims the sent log whatever it holds: what it keeps alive stays small."""
