@@ -36,6 +36,7 @@ from .peers import source_host
 from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 from .sessids import new_session_id
+from .sinks import send_whole
 
 __all__ = [
     "ConnEnv",
@@ -322,7 +323,7 @@ class ConnEnv:
             return -1
         streamed = frame.streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
-        if not sink.send(data, source=self.conid, more=streamed, close_after=close_after):
+        if not send_whole(sink, data, self.conid, streamed, close_after):
             routes.counters.add(Counter.relay_fail)
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
