@@ -17,7 +17,8 @@ TWO: Final = ord("2")
 FRAMES_OUT: Final = int(Counter.frames_out)
 _REPLY_COUNTERS: Final = {TWO: int(Counter.replies_2xx), ord("4"): int(Counter.replies_4xx)}
 _REPLIES_5XX: Final = int(Counter.replies_5xx)
-_CLASS_COUNTERS: Final = {2: int(Counter.replies_2xx), 4: int(Counter.replies_4xx)}
+_REPLIES_2XX: Final = int(Counter.replies_2xx)
+_REPLIES_4XX: Final = int(Counter.replies_4xx)
 _METHOD_COUNTERS: Final = {
     b"SEND": int(Counter.frames_in_send),
     b"REPORT": int(Counter.frames_in_report),
@@ -38,7 +39,8 @@ def count_status(counts: list[int], status: int) -> int:
     """Count a response by its `status` code (StatsCounters.values `counts`); its class, the
     code's first digit (2 for 2xx)."""
     kind = status // 100
-    counts[_CLASS_COUNTERS.get(kind, _REPLIES_5XX)] += 1
+    # Compared, not looked up in a dict: compiled, an int key would be boxed and hashed.
+    counts[_REPLIES_2XX if kind == 2 else _REPLIES_4XX if kind == 4 else _REPLIES_5XX] += 1
     return kind
 
 
