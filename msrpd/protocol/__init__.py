@@ -17,13 +17,13 @@ from .frame import Frame, Method
 from .limits import ReaderLimits
 from .pv import MSRP_PV_KEYS, ConnInfo, msrp_pv
 from .reader import Event, FrameReader, ReaderState
+from .sipmsg import build_sipmsg
 from .status import Status
 from .uri import MSRP_DEFAULT_PORT, MSRPURI_KEYS, MsrpUri, parse_uri, split_path
 from .writer import (
     build_invalid_reply,
     build_reply,
     build_request,
-    build_sipmsg,
     forward_paths,
     invalid_gets_reply,
     relay_splice,

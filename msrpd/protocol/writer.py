@@ -1,4 +1,4 @@
-"""Frame writers: replies, the relay splice, the fake SIP message, new requests.
+"""Frame writers: replies, the relay splice, new requests.
 
 Rules:
 - `build_reply` lays a response out exactly as Kamailio's msrp_reply (reference §7): first
@@ -29,7 +29,6 @@ from .hnames import canonical_head
 from .uri import path_problem
 
 __all__ = [
-    "SIPMSG_PREFIX",
     "ReportBasis",
     "build_error_reply",
     "build_failure_report",
@@ -37,7 +36,6 @@ __all__ = [
     "build_reply",
     "build_request",
     "build_response",
-    "build_sipmsg",
     "canonical_buf",
     "forward_paths",
     "invalid_gets_reply",
@@ -46,24 +44,14 @@ __all__ = [
     "retarget",
 ]
 
-# The fixed head of Kamailio's fake SIP message (reference §3.2, msrp_fake_sipmsg).
-SIPMSG_PREFIX = (
-    b"MSRP sip:a@127.0.0.1 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKa\r\n"
-    b"From: <b@127.0.0.1>;tag=a\r\n"
-    b"To: <a@127.0.0.1>\r\n"
-    b"Call-ID: a\r\n"
-    b"CSeq: 1 MSRP\r\n"
-    b"Content-Length: 0\r\n"
-    b"MSRP-First-Line: "
-)
-
 _SLICE_MAX: Final = 4096
 """Frames up to this size are relayed from slices of their bytes, larger ones from views."""
 _BLANKS = b" \t"
 # Bare-LF lines too: a frame refused for its LF line endings is still answered (DESIGN §8).
 _PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.I | re.M)
 _RESPONSE_LINE = re.compile(rb"MSRP [^ \r\n]+ [0-9]{3}(?:[ \r\n]|$)")
+_STATUS_TEXTS: Final[dict[tuple[int, str | bytes], bytes]] = {}  # _reply_status's
+_STATUS_TEXTS_MAX: Final = 64
 _RFC_NOTE = re.compile(r"\s*\(RFC [^)]*\)")
 _METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
 _FAILURE_REPORT_NO = re.compile(rb"^failure-report[ \t]*:[ \t]*no[ \t]*\r?$", re.I | re.M)
@@ -80,11 +68,22 @@ def build_reply(frame: Frame, code: int, reason: str | bytes, extra: str | bytes
     Raises:
         LocalProtocolError: `frame` is a response, or code, reason or extra are malformed.
     """
-    if frame.method is None:
+    method = frame.method
+    if method is None:
         raise LocalProtocolError("a response is never answered (RFC 4975 §7.2)")
-    to_path = frame.first_from if frame.method == SEND else b" ".join(frame.from_path_raw.split())
-    msgid = frame.message_id_line() or b""
-    return _response(frame.tid, code, reason, to_path, frame.first_to, msgid, extra)
+    to_path = frame.first_from if method == b"SEND" else b" ".join(frame.from_path_raw.split())
+    msgid = _message_id_line(frame)
+    return _response(frame.tid, _reply_status(code, reason), to_path, frame.first_to, msgid, extra)
+
+
+def _message_id_line(frame: Frame) -> bytes:
+    """frame.message_id_line(), found without a search in the usual layout: To-Path, From-Path
+    then Message-ID, one space after each name (13 bytes between the path values: no other
+    header line fits there)."""
+    buf, at = frame.buf, frame.from_span[2]
+    if frame.from_span[0] - frame.to_span[2] == 13 and buf[at : at + 14] == b"\r\nMessage-ID: ":
+        return buf[at + 2 : buf.index(b"\r\n", at + 14) + 2]
+    return frame.message_id_line() or b""
 
 
 def invalid_gets_reply(invalid: InvalidFrame) -> bool:
@@ -121,7 +120,8 @@ def build_invalid_reply(invalid: InvalidFrame, self_uri: bytes = b"") -> bytes |
         from_path = self_uri
     # The wire gets the plain reason; the RFC section it cites stays in the log.
     reason = f"{invalid.status.reason} ({_RFC_NOTE.sub('', invalid.reason)})"
-    return _response(invalid.tid, invalid.status, reason, to_path, from_path, b"", b"")
+    status = _status_text(invalid.status, reason)
+    return _response(invalid.tid, status, to_path, from_path, b"", b"")
 
 
 def build_error_reply(exc: MsrpProtocolError) -> bytes | None:
@@ -142,18 +142,27 @@ def build_response(
     Raises:
         LocalProtocolError: the code is not three digits, or the reason holds a control.
     """
-    return _response(tid, code, reason, to_path, from_path, msgid_line, b"")
+    return _response(tid, _status_text(code, reason), to_path, from_path, msgid_line, b"")
 
 
-def _response(
-    tid: bytes,
-    code: int,
-    reason: str | bytes,
-    to_path: bytes,
-    from_path: bytes,
-    msgid_line: bytes,
-    extra: str | bytes,
-) -> bytes:
+def _reply_status(code: int, reason: str | bytes) -> bytes:
+    """_status_text, checked and made once per (code, reason) a route uses: a route answers
+    most frames with the same few."""
+    known = _STATUS_TEXTS.get((code, reason))
+    if known is None:
+        known = _status_text(code, reason)
+        if len(_STATUS_TEXTS) < _STATUS_TEXTS_MAX:  # a route making up reasons: not kept
+            _STATUS_TEXTS[code, reason] = known
+    return known
+
+
+def _status_text(code: int, reason: str | bytes) -> bytes:
+    """`code` and its comment as the status line ends: b"200 OK", or b"200" for an empty
+    reason (RFC 4975 §9 `[SP comment]`).
+
+    Raises:
+        LocalProtocolError: the code is not three digits, or the reason holds a control.
+    """
     if not 100 <= code <= 999:
         raise LocalProtocolError(f"status code {code} is not three digits")
     comment = reason.encode() if isinstance(reason, str) else reason
@@ -161,23 +170,27 @@ def _response(
     # be utf8text, RFC 4975 §9 (HTAB and non-ASCII allowed, other controls not).
     if not (comment.isascii() and comment.isalnum()) and not UTF8TEXT.fullmatch(comment):
         raise LocalProtocolError("a reason phrase cannot hold control characters")
-    return b"".join(
-        (
-            b"MSRP ",
-            tid,
-            b" %d " % code if comment else b" %d" % code,
-            comment,
-            b"\r\nTo-Path: ",
-            to_path,
-            b"\r\nFrom-Path: ",
-            from_path,
-            b"\r\n",
-            msgid_line,
-            _header_lines(extra) if extra else b"",
-            DASHES,
-            tid,
-            b"$\r\n",
-        )
+    return b"%d %s" % (code, comment) if comment else b"%d" % code
+
+
+def _response(
+    tid: bytes,
+    status: bytes,
+    to_path: bytes,
+    from_path: bytes,
+    msgid_line: bytes,
+    extra: str | bytes,
+) -> bytes:
+    lines = _header_lines(extra) if extra else b""
+    # One formatting: compiled, the pieces are copied into one new bytes (no tuple, no join).
+    return b"MSRP %s %s\r\nTo-Path: %s\r\nFrom-Path: %s\r\n%s%s-------%s$\r\n" % (
+        tid,
+        status,
+        to_path,
+        from_path,
+        msgid_line,
+        lines,
+        tid,
     )
 
 
@@ -337,12 +350,6 @@ def build_failure_report(basis: ReportBasis, tid: bytes, code: int, reason: str)
             b"$\r\n",
         )
     )
-
-
-def build_sipmsg(frame: Frame) -> bytes:
-    """Kamailio's fake SIP message for `frame` (reference §3.2): the fixed prefix, the MSRP first
-    line and header lines as received, then one CRLF. Body and end-line are not included."""
-    return b"".join((SIPMSG_PREFIX, frame.buf[: frame.hdr_end], b"\r\n"))
 
 
 def build_request(

@@ -24,7 +24,7 @@ from ..protocol import (
     relay_splice,
     retarget,
 )
-from ..protocol.frame import AUTH, REPORT
+from ..protocol.frame import AUTH
 from ..protocol.pv import PvValue
 from . import auth, cmapops, hop, tm
 from .env import Destination, RouteEnv, SendFlags
@@ -193,13 +193,16 @@ class Msrp:
     def reply(self, code: int | str, text: str, hdrs: str = "") -> int:
         """Answer the frame on the connection it came on. Responses and REPORTs are never
         answered (RFC 4975 §7.2, §7.1.2): -1."""
-        if self.frame.method in (None, REPORT):
+        frame = self.frame
+        method = frame.method
+        if method is None or method == b"REPORT":
             return -1
         try:
-            data = build_reply(self.frame, _status(code), text, hdrs)
+            status = _status(code)
+            data = build_reply(frame, status, text, hdrs)
         except (LocalProtocolError, ValueError):
             return -1
-        self.env.write_origin(data, self._reply_flags)
+        self.env.write_origin(data, self._reply_flags, status)
         return 1
 
     def set_dst(self, addr: str, sock: str = "") -> int:

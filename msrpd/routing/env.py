@@ -128,8 +128,9 @@ class RouteEnv(Protocol):
     @property
     def htable(self) -> ScriptHTable: ...
 
-    def write_origin(self, data: bytes, flags: int) -> None:
-        """Write `data` to the connection the current frame came on."""
+    def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
+        """Write `data` (a response) to the connection the current frame came on; `status`
+        is its code when the caller knows it (0: read from `data`)."""
 
     def close_origin(self, reason: str) -> None:
         """Close the connection the current frame came on, without answering it."""

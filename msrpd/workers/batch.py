@@ -9,27 +9,20 @@ iteration. The handoff links batch the same way (links.py): the read brackets th
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
+from .links import HandoffHub
 from .outbox import Outbox
 
-__all__ = ["LinkBatch", "WriteBatch"]
-
-
-class LinkBatch(Protocol):
-    """The handoff hub's side of the batch (links.HandoffHub)."""
-
-    batching: bool
-
-    def flush(self) -> None: ...
+__all__ = ["WriteBatch"]
 
 
 class WriteBatch:
     __slots__ = ("batching", "dirty", "links", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, links: LinkBatch | None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, links: HandoffHub | None) -> None:
         self.loop = loop
         self.links = links
+        """The handoff hub's side of the batch: the class, so each read's two calls are native."""
         self.dirty: list[Outbox] = []  # concrete: a native call each, not a generic one
         self.batching = False
         """Inside one read's work (begin .. flush_now)."""

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Hashable
 from time import monotonic  # a module global: time.monotonic is a generic lookup
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from ..protocol import (
     BodyPiece,
@@ -57,7 +57,7 @@ __all__ = ["MsrpConnection"]
 
 logger = logging.getLogger(__name__)
 
-BYTES_IN = Counter.bytes_in
+BYTES_IN: Final = int(Counter.bytes_in)  # an int: the counters list is indexed natively
 
 
 class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
@@ -89,7 +89,6 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         self.reader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
-        self.env = ConnEnv(routes, self)
         self.peer_key = ""
         self.stats = ConnStats()
         self.closed = False
@@ -105,6 +104,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
         self.intake = Intake(wire, self.reader)
+        self.env = ConnEnv(routes, self, self.out, self.intake)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -147,24 +147,27 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             self.wire.pause_reading()
             return
         # Each attribute of this class (and of the uncompiled WorkerContext) is a dict
-        # lookup: the read's path reads each once.
-        ctx, stats, intake = self.ctx, self.stats, self.intake
+        # lookup: the read's path reads each once, and what it can through compiled objects
+        # (the outbox's stats and counts are the connection's and the worker's; the intake's
+        # wire and reader, the connection's).
+        ctx, out, intake = self.ctx, self.out, self.intake
+        stats = out.stats
         stats.last_active = now = monotonic()
         stats.bytes_in += len(data)
-        ctx.counters.values[BYTES_IN] += len(data)
+        out.counts[BYTES_IN] += len(data)
         rate = intake.rate
         if rate is not None:  # [limits] session rates (limits.py), charged here: compiled
             debt = rate.charge_read(len(data), now)
             if debt:
                 self.env.routes.guard.throttle(self, rate, now, debt)
-        self.wire.receive(data)
+        intake.wire.receive(data)
         batch = ctx.batch
         batch.begin()
         try:
             self._drain_events()
         finally:
             batch.flush_now()
-        reader = self.reader
+        reader = intake.reader
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
         if self.migration.move_to is not None and ctx.mover is not None:
@@ -257,11 +260,12 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
 
     def _on_frame(self, frame: Frame, again: bool = False) -> None:
         """Route `frame`; `again`: after its wait (_waited), counted and charged already."""
-        routes = cast(RouteRunner, self.env.routes)  # typed as itself: native calls
+        env = self.env  # compiled: its outbox and intake (this connection's) read natively
+        routes = cast(RouteRunner, env.routes)  # typed as itself: native calls
         if not again:
-            self.stats.frames_in += 1
-            count_frame_in(self.ctx.counters, frame)
-            intake = self.intake
+            out, intake = env.out, env.intake
+            out.stats.frames_in += 1
+            count_frame_in(out.counts, frame)
             rate = intake.rate
             if rate is not None:
                 now = monotonic()
@@ -321,11 +325,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
 
     def write_reply(self, data: bytes, close_after: bool = False) -> None:
         """Answer the frame being routed: now, or once its end-line is in when it is streamed."""
-        held = self.intake.held_replies
-        if held is not None:
-            held.append((data, close_after))
-        else:
-            self.out.write_frame(data, close_after)
+        self.env.answer(data, close_after)
 
     def _on_invalid(self, invalid: InvalidFrame) -> None:
         self.ctx.counters.add(Counter.invalid_frames)

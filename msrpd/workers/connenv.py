@@ -22,16 +22,21 @@ from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splic
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
-from ..routing.waits import NotYet, Pending, Unavailable
+from ..routing.waits import Pending
 from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
+from . import lateasks
 from .connstats import ConnStats
-from .counting import FRAMES_OUT, TWO, count_reply
+from .counting import FRAMES_OUT, TWO, count_reply, count_status
+from .intake import Intake
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
+from .outbox import Outbox
 from .peers import source_host
 from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
+from .sessids import new_session_id
+from .sinks import send_whole
 
 __all__ = [
     "ConnEnv",
@@ -40,22 +45,9 @@ __all__ = [
     "RouteServices",
     "RoutedConn",
     "Transactor",
-    "new_session_id",
 ]
 
 logger = logging.getLogger("msrpd.route")
-
-# 96 bits from the CSPRNG: unguessable session ids (RFC 4976 §6.3, checklist case 15).
-_SESSION_BYTES = 12
-
-
-def new_session_id() -> str:
-    """URL-safe base64 of random bytes (RFC 4975 §9), starting with a letter or digit: a "-"
-    first would read as an option on a command line (msrpd ctl msrp.session_kill ID)."""
-    while True:
-        sessid = secrets.token_urlsafe(_SESSION_BYTES)
-        if sessid[0].isalnum():
-            return sessid
 
 
 class RoutedConn(Protocol):
@@ -173,11 +165,28 @@ class RouteServices(Protocol):
 
 
 class ConnEnv:
-    __slots__ = ("acked", "acted", "asks", "conn", "depth", "last_sink", "ours", "routes", "to_uri")
+    __slots__ = (
+        "acked",
+        "acted",
+        "asks",
+        "conid",
+        "conn",
+        "depth",
+        "intake",
+        "last_sink",
+        "ours",
+        "out",
+        "routes",
+        "to_uri",
+    )
 
-    def __init__(self, routes: RouteServices, conn: RoutedConn) -> None:
+    def __init__(self, routes: RouteServices, conn: RoutedConn, out: Outbox, reads: Intake) -> None:
         self.routes = routes
         self.conn = conn
+        # Read once: through RoutedConn (the uncompiled connection) each is a generic lookup.
+        self.out = out
+        self.intake = reads
+        self.conid = conn.conid
         self.last_sink: Sink | None = None
         self.acted = False
         """The route has answered or relayed the frame being routed (RouteRunner.run resets
@@ -237,36 +246,14 @@ class ConnEnv:
 
     def user_ha1(self, username: str, realm: str) -> str | None:
         """May raise NotYet or Unavailable (routing/waits.py): a remote store (users/)."""
-        users = self.routes.users
-        if users is None:
-            return None
-        try:
-            return users.get_ha1(username, realm)
-        except NotYet:
-            if not self.acted:
-                raise
-            # Asked after answering or relaying (routing/waits.py's rule broken): routing the
-            # frame again would do that twice. The lookup goes on and fills the cache.
-            logger.error(
-                "route on %s asked for a user after it answered or relayed: unavailable",
-                self.conn.peer_key,
-            )
-            raise Unavailable("user store") from None
+        return lateasks.ha1_of(self.routes.users, username, realm, self.acted, self.conn.peer_key)
 
     def node_of(self, sessid: str) -> MsrpUri | None:
         """May raise NotYet (routing/waits.py): the cluster agent is being asked."""
         finder = self.routes.finder
-        if finder is None:
-            return None
-        try:
-            return finder.where(sessid, self.asking())
-        except NotYet:
-            if not self.acted:
-                raise
-            # Asked after answering or relaying: routing the frame again would do that
-            # twice. This frame gets 481; its lookup, if asked, goes on and fills the cache.
-            finder.cannot_wait(sessid)
-            return None
+        return (
+            None if finder is None else lateasks.node_of(finder, sessid, self.asking(), self.acted)
+        )
 
     def asking(self) -> Asker:
         """The connection's share of the token lookups (an inner hop's env shares it)."""
@@ -276,11 +263,24 @@ class ConnEnv:
             asker = self.asks = Asker(peer, source_host(peer))
         return asker
 
-    def write_origin(self, data: bytes, flags: int) -> None:
+    def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
         self.acted = True
-        if count_reply(self.routes.counters, data) == TWO:
-            self.acked = self.conn.stats.frames_in
-        self.conn.write_reply(data, bool(flags & SendFlags.CLOSE_AFTER))
+        out = self.out  # its stats and counts are the connection's and the worker's
+        if status:
+            two = count_status(out.counts, status) == 2
+        else:
+            two = count_reply(self.routes.counters, data) == TWO
+        if two:
+            self.acked = out.stats.frames_in
+        self.answer(data, bool(flags & SendFlags.CLOSE_AFTER))
+
+    def answer(self, data: bytes, close_after: bool = False) -> None:
+        """conn.write_reply: now, or once a streamed frame's end-line is in (RFC 4976 §6.4.1)."""
+        held = self.intake.held_replies
+        if held is not None:
+            held.append((data, close_after))
+        else:
+            self.out.write_frame(data, close_after)
 
     def close_origin(self, reason: str) -> None:
         logger.info("closing %s: %s", self.conn.peer_key, reason)
@@ -290,11 +290,11 @@ class ConnEnv:
         """`frame` (being routed) will not be delivered: if the route has already answered
         it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
         rfc-checklist §2.4); otherwise the route's own answer tells it."""
-        if self.acked != self.conn.stats.frames_in:
+        if self.acked != self.out.stats.frames_in:
             return
         report = frame_report(frame, code, reason)
         if report is not None:
-            self.conn.write_reply(report)
+            self.answer(report)
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
         self.acted = True
@@ -323,12 +323,12 @@ class ConnEnv:
             return -1
         streamed = frame.streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
-        if not sink.send(data, source=self.conn.conid, more=streamed, close_after=close_after):
+        if not send_whole(sink, data, self.conid, streamed, close_after):
             routes.counters.add(Counter.relay_fail)
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
             return -1
-        routes.counters.values[FRAMES_OUT] += 1
+        self.out.counts[FRAMES_OUT] += 1
         self.last_sink = sink
         if dest.node:
             routes.counters.add(Counter.cluster_forwarded)
@@ -361,7 +361,7 @@ class ConnEnv:
             except LocalProtocolError:
                 return -1
             return self.relay(frame, data, dest, flags)
-        if (dest.conid is not None or dest.node) and not self.conn.stats.proven:
+        if (dest.conid is not None or dest.node) and not self.out.stats.proven:
             self.proven()
         sink = tx.forward(self.conn, frame, basis or frame, dest, flags, routes.delivery)
         if isinstance(sink, bool):
@@ -376,9 +376,9 @@ class ConnEnv:
         """A frame this connection sent was relayed through a token (the route found the
         token's connection, dest.conid, or the node holding it; t_relay too): it is off
         probation ([limits])."""
-        stats = self.conn.stats
+        stats = self.out.stats
         if not stats.proven:
-            self.routes.guard.settled(self.conn.conid, stats)
+            self.routes.guard.settled(self.conid, stats)
 
     def auth_done(self, ok: bool, fault: bool = False) -> None:
         self.routes.counters.add(Counter.auth_ok if ok else Counter.auth_fail)

@@ -11,12 +11,14 @@ from typing import Final
 from ..protocol import Frame
 from ..shm import Counter, StatsCounters
 
-__all__ = ["FRAMES_OUT", "TWO", "count_frame_in", "count_reply"]
+__all__ = ["FRAMES_OUT", "TWO", "count_frame_in", "count_reply", "count_status"]
 
 TWO: Final = ord("2")
 FRAMES_OUT: Final = int(Counter.frames_out)
 _REPLY_COUNTERS: Final = {TWO: int(Counter.replies_2xx), ord("4"): int(Counter.replies_4xx)}
 _REPLIES_5XX: Final = int(Counter.replies_5xx)
+_REPLIES_2XX: Final = int(Counter.replies_2xx)
+_REPLIES_4XX: Final = int(Counter.replies_4xx)
 _METHOD_COUNTERS: Final = {
     b"SEND": int(Counter.frames_in_send),
     b"REPORT": int(Counter.frames_in_report),
@@ -33,10 +35,19 @@ def count_reply(counters: StatsCounters, data: bytes) -> int:
     return digit
 
 
-def count_frame_in(counters: StatsCounters, frame: Frame) -> None:
-    """Count a frame read, by method."""
+def count_status(counts: list[int], status: int) -> int:
+    """Count a response by its `status` code (StatsCounters.values `counts`); its class, the
+    code's first digit (2 for 2xx)."""
+    kind = status // 100
+    # Compared, not looked up in a dict: compiled, an int key would be boxed and hashed.
+    counts[_REPLIES_2XX if kind == 2 else _REPLIES_4XX if kind == 4 else _REPLIES_5XX] += 1
+    return kind
+
+
+def count_frame_in(counts: list[int], frame: Frame) -> None:
+    """Count a frame read, by method (StatsCounters.values `counts`)."""
     method = frame.method
     if method is None:
-        counters.values[_FRAMES_IN_RESPONSE] += 1
+        counts[_FRAMES_IN_RESPONSE] += 1
     else:
-        counters.values[_METHOD_COUNTERS.get(method, _FRAMES_IN_OTHER)] += 1
+        counts[_METHOD_COUNTERS.get(method, _FRAMES_IN_OTHER)] += 1

@@ -32,7 +32,8 @@ from typing import Protocol
 from ..config import DialSettings
 from ..protocol import Frame
 from ..shm import Counter, StatsCounters
-from .ports import Blockable, Lost, Sink, Writable
+from .outbox import Outbox
+from .ports import Blockable, Lost, Sink
 from .reports import loss_notice
 from .sinks import LocalSink
 
@@ -49,28 +50,13 @@ BUCKET_MEMORY = 4096
 REPORT_CODE, REPORT_REASON = 408, "Request Timeout"  # rfc-checklist §4.5 [impl]
 
 
-class _Gate(Protocol):
-    @property
-    def held_bytes(self) -> int: ...
-
-
-class _Queued(Writable, Protocol):
-    """A connection's outbox (outbox.Outbox): what waits in it, and writing to it."""
-
-    @property
-    def pending_bytes(self) -> int: ...
-
-    @property
-    def gate(self) -> _Gate: ...
-
-
 class Dialed(Protocol):
     """An outbound connection still connecting (conn.MsrpConnection)."""
 
     conid: int
 
     @property
-    def out(self) -> _Queued: ...
+    def out(self) -> Outbox: ...
 
     def connect_failed(self, reason: str) -> None: ...
 

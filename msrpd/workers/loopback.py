@@ -70,7 +70,7 @@ class HopEnv(ConnEnv):
     __slots__ = ("outer", "replies", "told")
 
     def __init__(self, env: ConnEnv, outer: Frame, depth: int) -> None:
-        super().__init__(env.routes, env.conn)
+        super().__init__(env.routes, env.conn, env.out, env.intake)
         if env.routes.finder is not None:
             self.asks = env.asking()
         self.depth = depth
@@ -79,7 +79,7 @@ class HopEnv(ConnEnv):
         self.told = False
         """Its t_relay failed and the transaction layer told the sender (txrelay.py)."""
 
-    def write_origin(self, data: bytes, flags: int) -> None:
+    def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
         self.replies.append(data)
 
     def user_ha1(self, username: str, realm: str) -> str | None:

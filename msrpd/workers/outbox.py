@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from typing import Final
 
 from ..shm import Counter
 from .connstats import ConnStats
@@ -29,7 +30,10 @@ from .transports.base import ChunkIds, Wire
 
 __all__ = ["Outbox"]
 
-BYTES_OUT = Counter.bytes_out
+BYTES_OUT: Final = int(Counter.bytes_out)  # an int: the counters list is indexed natively
+_TRIM_AT: Final = 8
+_TRIM_BYTES: Final = 32768
+"""A flush this big trims the sent log whatever it holds: what it keeps alive stays small."""
 
 
 class Outbox:
@@ -180,9 +184,12 @@ class Outbox:
         pending = self.pending
         if pending:
             wire.send(pending[0] if len(pending) == 1 else b"".join(pending))
+            size = self.pending_bytes
             self.pending = []
             self.pending_bytes = 0
-            if self.sent_log.records:
+            # Trimming asks the transport what it holds (a generic call): not after every
+            # flush. Up to _TRIM_AT small frames wait for a later one, or housekeeping's tick.
+            if len(self.sent_log.records) > _TRIM_AT or size > _TRIM_BYTES:
                 self.trim_sent()
         if self.close_when_flushed:
             wire.close()

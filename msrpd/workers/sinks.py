@@ -20,17 +20,18 @@ from .gone import Sent
 from .handoff import frame_flags
 from .handoffout import HandoffOut
 from .links import HandoffHub
-from .ports import Blockable, Sink, Writable
+from .outbox import Outbox
+from .ports import Blockable, Sink
 
-__all__ = ["HandoffSink", "LocalSink"]
+__all__ = ["HandoffSink", "LocalSink", "send_whole"]
 
 
 class LocalSink(Sink):
     __slots__ = ("conid", "out", "reader")
 
-    def __init__(self, out: Writable, reader: Blockable | None, conid: int = -1) -> None:
+    def __init__(self, out: Outbox, reader: Blockable | None, conid: int = -1) -> None:
         self.out = out
-        """The destination connection's outbox."""
+        """The destination connection's outbox (the class itself: a native call per frame)."""
         self.reader = reader
         self.conid = conid
         """The destination connection's id: a forwarded transaction's key (txrelay.py)."""
@@ -87,3 +88,11 @@ class HandoffSink(Sink):
         out.counters.add(Counter.handoffs_out)
         out.throttle(path, self.reader, conid, token)  # back-pressure across workers
         return True
+
+
+def send_whole(sink: Sink, data: bytes, source: Hashable, more: bool, close_after: bool) -> bool:
+    """sink.send for a routed frame (its head, when `more`): a LocalSink, the usual one, is
+    called natively; through the Sink protocol each call is a generic one."""
+    if isinstance(sink, LocalSink):
+        return sink.send(data, source=source, more=more, close_after=close_after)
+    return sink.send(data, source=source, more=more, close_after=close_after)

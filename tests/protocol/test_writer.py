@@ -13,12 +13,12 @@ from msrpd.protocol.errors import LocalProtocolError
 from msrpd.protocol.events import BodyPiece, FrameEnd, InvalidFrame
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.limits import ReaderLimits
+from msrpd.protocol.sipmsg import build_sipmsg
 from msrpd.protocol.status import Status
 from msrpd.protocol.writer import (
     build_invalid_reply,
     build_reply,
     build_request,
-    build_sipmsg,
     forward_paths,
     relay_splice,
     retarget,

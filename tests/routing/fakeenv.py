@@ -106,7 +106,7 @@ class FakeEnv:
         uri = self.nodes.get(sessid)
         return None if uri is None else parse_uri(uri)
 
-    def write_origin(self, data: bytes, flags: int) -> None:
+    def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
         self.replies.append(data)
 
     def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:

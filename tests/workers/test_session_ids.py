@@ -1,10 +1,10 @@
-"""Session ids the relay issues (workers/connenv.new_session_id)."""
+"""Session ids the relay issues (workers/sessids.new_session_id)."""
 
 from __future__ import annotations
 
 import re
 
-from msrpd.workers.connenv import new_session_id
+from msrpd.workers.sessids import new_session_id
 
 
 def test_session_ids_are_random_url_safe_and_never_look_like_an_option() -> None:
