@@ -1,8 +1,8 @@
 """Incremental MSRP frame reader: bytes in, in any split, events out.
 
 Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our checklist §1.9):
-- A frame that lies complete and well formed in the buffer is read by fastpath.py in one regex
-  match; this state machine reads everything else (partial frames, errors). The corpus tests
+- A frame that lies complete and well formed in the buffer is read by a fast path (fastregex.py
+  says which); this state machine reads everything else (partial frames, errors). The corpus tests
   feed every frame whole and byte by byte, so both paths are held to the same events.
 - The frame being read starts at offset 0 of one bytearray (consumed bytes are deleted from
   the front, O(1)); what is known of it, read piece by piece, is a PartialFrame (partial.py).
@@ -42,7 +42,7 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastpath import read_whole_frame
+from .fastregex import WHOLE_FRAME
 from .frame import Frame
 from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
 from .grammar import SIP_START
@@ -205,7 +205,7 @@ class FrameReader:
             del buf[:skip]
         if not buf:
             return self._at_eof(None)
-        frame = read_whole_frame(buf, self._max_body)
+        frame = WHOLE_FRAME(buf, self._max_body)
         if frame is not None:
             del buf[: len(frame.buf)]
             problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
