@@ -36,7 +36,7 @@ _MEMMEM: Any = _memmem()
 def find(data: bytes | bytearray, needle: bytes, start: int = 0) -> int:
     """data.find(needle, start), for a start in range."""
     size = len(data) - start
-    if size < BIG or _MEMMEM is None:
+    if size < BIG or start < 0 or _MEMMEM is None:  # a negative start counts from the end
         return data.find(needle, start)
     if isinstance(data, bytearray):
         # The bytearray is exported only while `at` lives: its owner may resize it after.

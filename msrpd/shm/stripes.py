@@ -60,14 +60,15 @@ STRIPE_QWORDS: Final = 2  # _STRIPE.size in u64 words
 BUSY: Final = struct.Struct("<I")
 # The version is a u64 (it was a u32 and 4 zero bytes of padding, the same bytes until it
 # passes 2**32): it never repeats (2**63 writes), so a reader that sees the version it saw
-# before knows the stripe is unchanged since (Cmap.owner_key's cache). Native format: CPython
-# packs and unpacks it with one 8-byte memcpy, a single aligned store or load ("<Q" goes byte
-# by byte, and a reader could see a carry half done); the same bytes as "<Q" on x86-64, which
-# the lock-free readers assume anyway (TSO, see StripedTable.get).
+# before knows the stripe is unchanged since (Cmap.owner_key's cache). The header's words are
+# stored through typed views of the mapping (Stripes._store32, _store64): one aligned store
+# each. struct's pack_into zeroes the bytes before it stores the value, so a lock-free reader
+# could read a version of 0 (even, and seen before) in between, or a writer killed there
+# leave busy at 0 in the middle of a shift. The same bytes as "<Q" on x86-64, which the
+# lock-free readers assume anyway (TSO, see StripedTable.get).
 VERSION: Final = struct.Struct("@Q")
 VERSION_AT: Final = 8  # in a stripe header
 _VERSION_WRAP: Final = 0xFFFF_FFFF_FFFF_FFFF
-_COUNT_BUSY: Final = struct.Struct("<II")
 _SLOT: Final = struct.Struct("<BxHI")  # used, key length, crc32 of the key
 RECORD_HEAD: Final = 8  # _SLOT.size as a native int: the key's offset in a record
 _KEY: Final = RECORD_HEAD
@@ -143,6 +144,23 @@ class Stripes:
         self._value = struct.Struct(f"{geometry.value_size}s")
         self._map = mapping
         self._map_records = at + self._records
+        # `buf` is `mapping` from `at`, a multiple of 8 (as are the table and stripe headers).
+        self._at = at
+        self._words = memoryview(mapping).cast("I")
+        self.versions = memoryview(mapping).cast("Q")
+        """The mapping as u64 words: stripe s's version is versions[version_index(s)]."""
+
+    def version_index(self, stripe: int) -> int:
+        return (self._at + stripe_header(stripe) + VERSION_AT) >> 3
+
+    def _store32(self, off: int, value: int) -> None:
+        """One aligned 4-byte store at `off` in `buf` (see VERSION)."""
+        self._words[(self._at + off) >> 2] = value
+
+    def release(self) -> None:
+        """Let the mapping close: no view of it may be alive then."""
+        self._words.release()
+        self.versions.release()
 
     def base(self, stripe: int) -> int:
         """Offset of the stripe's first record."""
@@ -204,15 +222,15 @@ class Stripes:
             self._end_write(stripe)  # a writer died after its changes, before this
 
     def _begin_write(self, stripe: int) -> None:
-        at = stripe_header(stripe) + VERSION_AT
-        version = VERSION.unpack_from(self.buf, at)[0]
+        versions, at = self.versions, self.version_index(stripe)
+        version: int = versions[at]
         if not version & 1:
-            VERSION.pack_into(self.buf, at, version + 1)
+            versions[at] = version + 1
 
     def _end_write(self, stripe: int) -> None:
-        at = stripe_header(stripe) + VERSION_AT
-        version = VERSION.unpack_from(self.buf, at)[0] | 1
-        VERSION.pack_into(self.buf, at, (version + 1) & _VERSION_WRAP)
+        versions, at = self.versions, self.version_index(stripe)
+        version: int = versions[at] | 1
+        versions[at] = (version + 1) & _VERSION_WRAP
 
     def put(self, stripe: int, h: int, key: bytes, record: bytes) -> bool:
         """Insert or replace key's whole `record`; False when the stripe is full."""
@@ -226,9 +244,10 @@ class Stripes:
             off = -1 - off
             count += 1
         self._begin_write(stripe)
-        BUSY.pack_into(self.buf, hdr + 4, (off - self.base(stripe)) // self.rs + 1)
+        self._store32(hdr + 4, (off - self.base(stripe)) // self.rs + 1)
         self.buf[off : off + self.rs] = record
-        _COUNT_BUSY.pack_into(self.buf, hdr, count, 0)
+        self._store32(hdr, count)
+        self._store32(hdr + 4, 0)
         self._end_write(stripe)
         return True
 
@@ -250,7 +269,7 @@ class Stripes:
         buf, rs, slots, shift = self.buf, self.rs, self.slots, self.shift
         base, busy = self.base(stripe), stripe_header(stripe) + 4
         self._begin_write(stripe)
-        BUSY.pack_into(buf, busy, hole + 1)
+        self._store32(busy, hole + 1)
         j = hole
         while True:
             j = j + 1 if j + 1 < slots else 0
@@ -264,10 +283,11 @@ class Stripes:
             dst = base + hole * rs
             buf[dst : dst + rs] = buf[off : off + rs]
             hole = j
-            BUSY.pack_into(buf, busy, hole + 1)
+            self._store32(busy, hole + 1)
         buf[base + hole * rs] = 0
         count = _STRIPE.unpack_from(buf, busy - 4)[0]
-        _COUNT_BUSY.pack_into(buf, busy - 4, max(count - 1, 0), 0)
+        self._store32(busy - 4, max(count - 1, 0))
+        self._store32(busy, 0)
         self._end_write(stripe)
 
     def _repair(self, stripe: int, suspect: int) -> None:
@@ -277,7 +297,8 @@ class Stripes:
         self._remove_at(stripe, suspect)
         base, rs = self.base(stripe), self.rs
         used = sum(1 for i in range(self.slots) if self.buf[base + i * rs])
-        _COUNT_BUSY.pack_into(self.buf, stripe_header(stripe), used, 0)
+        self._store32(stripe_header(stripe), used)
+        self._store32(stripe_header(stripe) + 4, 0)
 
     def remove_where(self, stripe: int, head: struct.Struct, pred: Predicate) -> int:
         """Remove the records whose pred(head.unpack_from(value)) is true; how many."""

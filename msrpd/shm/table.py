@@ -70,7 +70,7 @@ class StripedTable:
         self._record = struct.Struct(f"<BxHI{geometry.key_max}s{pad}s")
         # The lock-free reader reads versions through a u64 view of the whole mapping, one
         # aligned load each (the region, table and stripe headers are multiples of 8 bytes).
-        self._versions = memoryview(region.mapping).cast("Q")
+        self._versions = self.stripes.versions
         self._version_at = (HEADER_SIZE + TABLE_HEADER.size + VERSION_AT) // 8
 
     @classmethod
@@ -268,7 +268,7 @@ class StripedTable:
 
     def close(self) -> None:
         """Unmap the region and close the lock file (this process only)."""
-        self._versions.release()  # the mapping cannot close while a view of it is alive
+        self.stripes.release()  # the mapping cannot close while a view of it is alive
         self.region.close()
         self.locks.close()
 

@@ -33,7 +33,7 @@ def test_find_agrees_with_bytes_find(size: int) -> None:
     for at in places:
         data = bytearray(body)
         data[at : at + len(MARKER)] = MARKER
-        for start in (0, 1, at, at + 1, size - 3, size, size + 5):
+        for start in (0, 1, at, at + 1, size - 3, size, size + 5, -1, -len(MARKER), -size):
             for hay in (bytes(data), data):
                 assert find(hay, MARKER, start) == bytes(data).find(MARKER, start), (at, start)
     assert find(bytes(body), MARKER) == bytes(body).find(MARKER)

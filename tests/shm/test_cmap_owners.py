@@ -48,7 +48,10 @@ def test_owner_key_answers_as_owner(cmap: Cmap) -> None:
     assert cmap.save(entry("\udcff", conid=5))
     for sessid in ("s1", "s2", "\udcff", "S1", "", "x" * 65, "s"):
         first = owns(cmap, key_of(sessid))
-        assert first == cmap.owner(sessid) == owns(cmap, key_of(sessid))
+        # lookup() decodes the whole record (another path through the table): the same.
+        full = cmap.lookup(sessid, 0.0)
+        assert first == (None if full is None else (full.conid, full.sock, full.expires))
+        assert first == owns(cmap, key_of(sessid))  # a second time: from the cache
     assert owns(cmap, b"s1") == ((1 << 64) - 1, "s" * 96, NOW + 60)
     assert owns(cmap, b"s2") == (9, "tls:[::1]:2856", NOW - 1)  # expired: the caller decides
     assert cached(cmap, "s1") and not cached(cmap, "S1")  # misses are not kept
@@ -132,6 +135,37 @@ def test_a_writer_inside_the_stripe_sends_the_lookup_past_the_cache(cmap: Cmap) 
     repaired = VERSION.unpack_from(table._buf, at)[0]
     assert repaired == version + 2
     assert owns(cmap, b"s1") == (12, SOCK, NOW + 60) and cached(cmap, "s1")
+
+
+def _churn(prefix: str, lockfile: Path, stop_at: float) -> None:
+    """Save and delete one session over and over: its stripe's version moves on and on."""
+    c = Cmap.attach(prefix, lockfile, 16, 1024)
+    while time.monotonic() < stop_at:
+        assert c.save(entry("s1", conid=8))
+        assert c.delete("s1")
+    c.close()
+
+
+def test_a_stripes_version_never_reads_as_one_seen_before(
+    prefix: str, tmp_path: Path, cmap: Cmap, children: Children
+) -> None:
+    """Versions go up by one store each: a reader never sees one go back (struct's pack_into
+    zeroed the word before storing it: a lookup then read 0, an old version, and cached an
+    answer under it that later writes could not invalidate)."""
+    stripe = cmap.table.place(b"s1")[0]
+    versions, at = cmap.table.stripes.versions, cmap.table.stripes.version_index(stripe)
+    assert cmap.save(entry("s1", conid=7)) and cmap.delete("s1")
+    last, reads = versions[at], 0
+    child = children.fork(partial(_churn, prefix, tmp_path / "cmap.lock", time.monotonic() + 1))
+    while (done := os.waitpid(child, os.WNOHANG)) == (0, 0):
+        for _ in range(10_000):
+            version = versions[at]
+            assert version >= last, (version, last)
+            last = version
+        reads += 10_000
+    children.live.discard(child)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert last > 1000 and reads > 10_000, (last, reads)  # the child wrote, this one read
 
 
 def cmap_value(e: CmapEntry) -> bytes:
