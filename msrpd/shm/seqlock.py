@@ -19,8 +19,10 @@ from typing import Any, Final
 
 __all__ = ["MAX_TRIES", "SEQ_SIZE", "seq_read", "write_begin", "write_end"]
 
-# Native format: CPython packs and unpacks it with one 8-byte memcpy, which is a single aligned
-# load or store; "<Q" goes byte by byte, and a reader could then see a torn sequence number.
+# Native format: CPython unpacks it with one 8-byte memcpy, a single aligned load ("<Q" goes
+# byte by byte, and a reader could see a torn sequence number). It is stored through a u64
+# view (_store): struct's pack_into zeroes the word before it stores the value, and a reader
+# could read that 0 as an even sequence number.
 _SEQ: Final = struct.Struct("@Q")
 SEQ_SIZE: Final = _SEQ.size
 MAX_TRIES: Final = 64
@@ -30,13 +32,19 @@ def write_begin(buf: memoryview, off: int) -> int:
     """Mark the record at `off` as being written; pass the result to write_end."""
     seq = _SEQ.unpack_from(buf, off)[0]
     odd = seq + 1 if seq % 2 == 0 else seq + 2
-    _SEQ.pack_into(buf, off, odd)
+    _store(buf, off, odd)
     return int(odd)
 
 
 def write_end(buf: memoryview, off: int, odd: int) -> None:
     """Publish the record: readers may now copy it."""
-    _SEQ.pack_into(buf, off, odd + 1)
+    _store(buf, off, odd + 1)
+
+
+def _store(buf: memoryview, off: int, seq: int) -> None:
+    """One 8-byte store of `seq` at `off` (a multiple of 8 in the mapping)."""
+    with buf[off : off + SEQ_SIZE] as word, word.cast("Q") as seqs:
+        seqs[0] = seq
 
 
 def seq_read(buf: memoryview, off: int, body: struct.Struct) -> tuple[tuple[Any, ...], bool]:
