@@ -92,7 +92,7 @@ class FrameReader:
         self._buf = bytearray()
         self._direct: bytes | None = None  # a streamed body's read, as it came
         self._gathered: Gathered | None = None  # a big whole frame's reads after _buf
-        self._pieces: list[bytes] = []  # a streamed body's reads to deliver before _buf's
+        self._pieces: list[bytes] = []  # a streamed body's reads before _buf's, last first
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
@@ -328,7 +328,7 @@ class FrameReader:
                     return self._consume(0, whole)  # the buffer holds what follows it
                 if self.limits.stream_large and gathered.drainable(frame.marker):
                     head = frame.make_frame(bytes(buf[:body_start]), body_start, -1, None)
-                    self._pieces = gathered.drain(buf, body_start, frame.marker)
+                    self._pieces = gathered.drain(buf, body_start, frame.marker)[::-1]
                     self._gathered, frame.scan, self._state = None, 0, _STREAM
                     return head
             self._gathered = None
@@ -368,7 +368,7 @@ class FrameReader:
     def _read_rest(self, keep: bool) -> Event | NeedData:
         buf, frame, direct = self._buf, self._frame, self._direct
         if self._pieces:  # a streamed frame's first reads, kept apart (_read_body)
-            return BodyPiece(self._pieces.pop(0))
+            return BodyPiece(self._pieces.pop())
         if direct is not None:
             self._direct = None
             piece = pass_through(direct, frame.marker, buf)
