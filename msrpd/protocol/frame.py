@@ -1,7 +1,8 @@
 """Frame: one MSRP request or response as received, with lazy header access.
 
-Strategy: the reader has already delimited the frame and checked its header block with one
-regex (RFC 4975 §9 grammar, To-Path first and From-Path second, §7.1), so a Frame only stores
+Strategy: the reader has already delimited the frame and checked its header block (its fast
+path or its state machine: RFC 4975 §9 grammar, To-Path first and From-Path second, §7.1), so
+a Frame only stores
 offsets into the received bytes. Anything else (other headers, path URIs, Message-ID) is parsed
 the first time it is asked for and cached. Bodies are memoryview slices: never copied.
 """
@@ -205,8 +206,8 @@ class Frame:
     def failure_report(self) -> bytes:
         """Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is b"yes" (RFC
         4975 §7.1.1). Read once: t_reply and t_relay both ask for every SEND. A frame with
-        every defined name in canonical case (not odd_names: the reader's fast regex took its
-        head, grammar.HEAD) is searched for that spelling alone, from the To-Path value on
+        every defined name in canonical case (not odd_names: the reader's fast path or
+        grammar.HEAD took its head) is searched for that spelling alone, from the To-Path value on
         (the first header, RFC 4975 §7.1)."""
         value = self._failure_report
         if value is None:

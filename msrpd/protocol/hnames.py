@@ -2,7 +2,7 @@
 
 Rules (RFC 4975 §9 via RFC 4234 §2.3; rfc-checklist §1.6 and case 8a): a header name is
 matched in any case, and the relay always emits the canonical case. The reader's fast
-regex (grammar.HEAD) takes the defined names in canonical case only, as literals, so a
+path (fastpath.py, fastregex.py, grammar.HEAD) takes the defined names in canonical case only, so a
 frame whose names are all canonical costs nothing more; a head it refuses is tried in any
 case (grammar.HEAD_ANY_CASE) and, if that takes it, the frame carries `odd_names`: only
 such a frame has its head rebuilt (`canonical_head`) when it is relayed. Extension headers
@@ -34,7 +34,7 @@ OTHER_NAMES = (
     b"Content-Disposition",
 )
 """The defined names but To-Path and From-Path (which the grammar places first), the usual
-ones first: the reader's regex tries them in this order."""
+ones first: the reader's fast path tries them in this order."""
 CANONICAL = {name.lower(): name for name in (b"To-Path", b"From-Path", *OTHER_NAMES)}
 """Lower-case name -> its canonical spelling."""
 

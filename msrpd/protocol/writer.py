@@ -52,6 +52,7 @@ _PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?
 _RESPONSE_LINE = re.compile(rb"MSRP [^ \r\n]+ [0-9]{3}(?:[ \r\n]|$)")
 _STATUS_TEXTS: Final[dict[tuple[int, str | bytes], bytes]] = {}  # _reply_status's
 _STATUS_TEXTS_MAX: Final = 64
+_STATUS_TEXT_KEPT: Final = 128  # bytes
 _RFC_NOTE = re.compile(r"\s*\(RFC [^)]*\)")
 _METHOD = re.compile(rb"MSRP [^ \r\n]+ ([^ \r\n]+)")
 _FAILURE_REPORT_NO = re.compile(rb"^failure-report[ \t]*:[ \t]*no[ \t]*\r?$", re.I | re.M)
@@ -151,7 +152,8 @@ def _reply_status(code: int, reason: str | bytes) -> bytes:
     known = _STATUS_TEXTS.get((code, reason))
     if known is None:
         known = _status_text(code, reason)
-        if len(_STATUS_TEXTS) < _STATUS_TEXTS_MAX:  # a route making up reasons: not kept
+        # A route making up reasons, or long ones: not kept (64 short texts at most).
+        if len(_STATUS_TEXTS) < _STATUS_TEXTS_MAX and len(known) <= _STATUS_TEXT_KEPT:
             _STATUS_TEXTS[code, reason] = known
     return known
 

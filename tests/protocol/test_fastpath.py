@@ -185,6 +185,33 @@ def test_corpus_and_edges_every_prefix() -> None:
         check(data)
 
 
+# What may follow a head cut exactly where the fast path stops cutting lines: a line with no
+# colon, a blank line, end-lines of this tid and another, one more header.
+AFTER_THE_CUT = [
+    b"XY-------t1$\r\n",
+    b"\r\nhi\r\n-------t1$\r\n",
+    b"-------t1$\r\n",
+    b"-------t2$\r\n",
+    b"Y: z\r\n\r\nhi\r\n-------t1$\r\n",
+]
+
+
+def test_a_head_cut_at_the_prefix_or_the_line_limit_is_read_as_the_regex_reads_it() -> None:
+    """A CRLF ending exactly at byte _PREFIX, or the line cut ending exactly after a CRLF: the
+    piece left after it is empty, and must not be taken for the blank line (the head goes on:
+    its next line is the state machine's to check)."""
+    start = b"MSRP t1 SEND\r\n" + b"".join(line + b"\r\n" for line in paths())
+    pad = b"X: " + b"v" * (_PREFIX - len(start) - 5) + b"\r\n"
+    assert len(start + pad) == _PREFIX
+    lines = b"".join(b"H%d: v\r\n" % i for i in range(_MAX_SPLIT - 3))
+    assert (start + lines).count(b"\r\n") == _MAX_SPLIT
+    for head in (start + pad, start + lines):
+        for after in AFTER_THE_CUT:
+            check(head + after)
+        bad = head + AFTER_THE_CUT[0]
+        assert read_whole_frame(bytearray(bad), 1 << 20) is None  # "XY-..." has no colon
+
+
 def test_the_usual_frames_take_the_fast_path() -> None:
     """The fast path reads the frames a relay sees all day (else it would be no path)."""
     for data in [*EDGES[:5], frame(b"MSRP t1 SEND", *paths(), body=b"line\r\n" * 30)]:

@@ -16,6 +16,8 @@ from msrpd.protocol.limits import ReaderLimits
 from msrpd.protocol.sipmsg import build_sipmsg
 from msrpd.protocol.status import Status
 from msrpd.protocol.writer import (
+    _STATUS_TEXTS,
+    _reply_status,
     build_invalid_reply,
     build_reply,
     build_request,
@@ -780,3 +782,16 @@ def test_retarget_gives_the_sender_its_own_next_hop_in_from_path() -> None:
     assert retarget(alone, alone.first_to, None, RB.encode()) == crlf(
         "MSRP z9z9 200", f"To-Path: {A}", f"From-Path: {RB}", "-------z9z9$"
     )
+
+
+def test_status_texts_are_checked_before_kept_and_kept_bounded() -> None:
+    """build_reply keeps the status texts a route uses (writer._reply_status): at most 64, of
+    128 bytes or fewer, each checked before it is kept (a reason with CRLF is refused)."""
+    with pytest.raises(LocalProtocolError):
+        _reply_status(200, "OK\r\nX-Injected: 1")
+    assert (200, "OK\r\nX-Injected: 1") not in _STATUS_TEXTS
+    assert _reply_status(481, "x" * 200) == b"481 " + b"x" * 200
+    assert (481, "x" * 200) not in _STATUS_TEXTS  # long: made each time, not kept
+    for n in range(100):
+        assert _reply_status(400, f"reason {n}") == b"400 reason %d" % n
+    assert len(_STATUS_TEXTS) <= 64
