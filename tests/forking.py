@@ -58,3 +58,20 @@ class Children:
         _, status = os.waitpid(pid, 0)
         self.live.discard(pid)
         return os.waitstatus_to_exitcode(status)
+
+
+def never_goes_back(children: Children, fn: Callable[[], None], read: Callable[[], int]) -> int:
+    """Run fn in a child and read() over and over until it exits (0): every reading is at
+    least the one before (a counter another process moves on). The last reading."""
+    last, reads = read(), 0
+    child = children.fork(fn)
+    while (done := os.waitpid(child, os.WNOHANG)) == (0, 0):
+        for _ in range(10_000):
+            value = read()
+            assert value >= last, (value, last)
+            last = value
+        reads += 10_000
+    children.live.discard(child)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert reads > 10_000, reads  # this process read while the child ran
+    return last
