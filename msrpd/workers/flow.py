@@ -81,6 +81,9 @@ class FlowControl:
     paused only for its own backlog, never for frames held behind it: they wait for its end,
     so pausing it would never end (issue 12, item 11). When the owner changes, paused sources
     are told again (a new owner goes on; a handoff link learns which stream may go on).
+    Several sources may be paused for backlog at once: an owner paused for its backlog stays
+    paused after its stream ends, while the next owner's backlog pauses that one too; each is
+    resumed when the backlog drains (one slot lost the first, which then never read again).
     """
 
     __slots__ = ("blocked", "exempt", "owner_blocked")
@@ -88,14 +91,14 @@ class FlowControl:
     def __init__(self) -> None:
         self.blocked: dict[Blockable, Hashable] = {}
         """Paused source -> the key its writes carry (FrameGate source)."""
-        self.owner_blocked: Blockable | None = None
-        """The gate owner, paused for backlog only."""
+        self.owner_blocked: dict[Blockable, None] = {}
+        """Sources paused for backlog only, as gate owners (in order: a dict)."""
         self.exempt: Hashable = None
         """The gate owner when the paused sources were last told."""
 
     @property
     def active(self) -> bool:
-        return bool(self.blocked) or self.owner_blocked is not None
+        return bool(self.blocked) or bool(self.owner_blocked)
 
     def check(self, dest: Dest, key: Hashable = None, source: Blockable | None = None) -> None:
         """After a write to `dest` by the writer `key`, read from `source` (or when it
@@ -107,21 +110,21 @@ class FlowControl:
                 source is not None
                 and source is not dest.owner
                 and source not in self.blocked
-                and source is not self.owner_blocked
+                and source not in self.owner_blocked
             ):
                 if key is None or key != dest.gate.owner:
                     self.blocked[source] = key
                     self.exempt = dest.gate.owner
                     source.block(dest)
                 elif dest.backlogged:
-                    self.owner_blocked = source
+                    self.owner_blocked[source] = None
                     source.block(dest)
         elif self.blocked:
             self.release_all(dest)
-        owner = self.owner_blocked
-        if owner is not None and not dest.backlogged:
-            self.owner_blocked = None
-            owner.unblock(dest)
+        if self.owner_blocked and not dest.backlogged:
+            owners, self.owner_blocked = self.owner_blocked, {}
+            for owner in owners:
+                owner.unblock(dest)
 
     def _owner_changed(self, dest: Dest) -> None:
         owner = self.exempt = dest.gate.owner
@@ -131,15 +134,15 @@ class FlowControl:
             elif key is not None and key == owner:
                 del self.blocked[source]
                 if dest.backlogged:
-                    self.owner_blocked = source
+                    self.owner_blocked[source] = None
                 else:
                     source.unblock(dest)
 
     def release_all(self, dest: Dest) -> None:
         blocked, self.blocked = self.blocked, {}
         self.exempt = None
-        owner, self.owner_blocked = self.owner_blocked, None
+        owners, self.owner_blocked = self.owner_blocked, {}
         for source in blocked:
             source.unblock(dest)
-        if owner is not None:
+        for owner in owners:
             owner.unblock(dest)
