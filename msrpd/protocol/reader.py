@@ -122,7 +122,7 @@ class FrameReader:
 
     @property
     def head_serial(self) -> int:
-        """Changes whenever a new head begins (one slow head, or many quick ones?)."""
+        """Changes whenever a new head begins: one slow head told from many quick ones."""
         return self._heads
 
     @property

@@ -61,8 +61,8 @@ BUSY: Final = struct.Struct("<I")
 # The version is a u64 (it was a u32 and 4 zero bytes of padding, the same bytes until it
 # passes 2**32): it never repeats (2**63 writes), so a reader that sees the version it saw
 # before knows the stripe is unchanged since (Cmap.owner_key's cache). The header's words are
-# stored through typed views of the mapping (Stripes._store32, _store64): one aligned store
-# each. struct's pack_into zeroes the bytes before it stores the value, so a lock-free reader
+# stored through typed views of the mapping (Stripes._store32, Stripes.versions): one aligned
+# store each. struct's pack_into zeroes the bytes before it stores the value, so a lock-free reader
 # could read a version of 0 (even, and seen before) in between, or a writer killed there
 # leave busy at 0 in the middle of a shift. The same bytes as "<Q" on x86-64, which the
 # lock-free readers assume anyway (TSO, see StripedTable.get).
@@ -151,6 +151,7 @@ class Stripes:
         """The mapping as u64 words: stripe s's version is versions[version_index(s)]."""
 
     def version_index(self, stripe: int) -> int:
+        """Stripe `stripe`'s version in `versions`: version_index(0) + STRIPE_QWORDS * stripe."""
         return (self._at + stripe_header(stripe) + VERSION_AT) >> 3
 
     def _store32(self, off: int, value: int) -> None:

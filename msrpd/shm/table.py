@@ -35,7 +35,6 @@ from .region import HEADER_SIZE, Region, ShmLayoutError
 from .stripes import (
     STRIPE_QWORDS,
     TABLE_HEADER,
-    VERSION_AT,
     Predicate,
     Stripes,
     TableGeometry,
@@ -71,7 +70,7 @@ class StripedTable:
         # The lock-free reader reads versions through a u64 view of the whole mapping, one
         # aligned load each (the region, table and stripe headers are multiples of 8 bytes).
         self._versions = self.stripes.versions
-        self._version_at = (HEADER_SIZE + TABLE_HEADER.size + VERSION_AT) // 8
+        self._version_at = self.stripes.version_index(0)  # the rest inline in record()
 
     @classmethod
     def create(

@@ -15,7 +15,6 @@ __all__ = ["FRAMES_OUT", "TWO", "count_frame_in", "count_reply", "count_status"]
 
 TWO: Final = ord("2")
 FRAMES_OUT: Final = int(Counter.frames_out)
-_REPLY_COUNTERS: Final = {TWO: int(Counter.replies_2xx), ord("4"): int(Counter.replies_4xx)}
 _REPLIES_5XX: Final = int(Counter.replies_5xx)
 _REPLIES_2XX: Final = int(Counter.replies_2xx)
 _REPLIES_4XX: Final = int(Counter.replies_4xx)
@@ -31,7 +30,7 @@ _FRAMES_IN_RESPONSE: Final = int(Counter.frames_in_response)
 def count_reply(counters: StatsCounters, data: bytes) -> int:
     """Count response `data` by class; its status's first digit (a byte value)."""
     digit = data[data.index(b" ", 5) + 1]
-    counters.values[_REPLY_COUNTERS.get(digit, _REPLIES_5XX)] += 1
+    count_status(counters.values, (digit - ord("0")) * 100)
     return digit
 
 

@@ -27,6 +27,7 @@ from msrpd.protocol import digest as dg
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
 from msrpd.routing.sht import ScriptHTable
 from msrpd.shm import Cmap, HTable
+from msrpd.workers.sessids import new_session_id
 
 ROUTES = Path(__file__).resolve().parents[2] / "msrpd" / "routing" / "routes"
 NOW = 1_700_000_000.0
@@ -93,7 +94,7 @@ class FakeEnv:
         return self.self_uris is not None and self.self_uris.names(uri)
 
     def new_session_id(self) -> str:
-        return secrets.token_urlsafe(12)
+        return new_session_id()  # the relay's own (workers/sessids.py)
 
     def nonce_salt(self) -> bytes:
         return secrets.token_bytes(4)

@@ -16,7 +16,6 @@ Differences from the Kamailio example, each marked where it happens:
 """
 
 import re
-import secrets
 from typing import Any  # helpers are annotated only so mypy accepts the calls to them
 
 MSRP_MIN_EXPIRES = 1800
@@ -61,11 +60,8 @@ def _auth(msrp: Any) -> None:
     else:
         expires = MSRP_MAX_EXPIRES
 
-    sessid = secrets.token_urlsafe(12)  # 96 random bits (Kamailio: "s.$pp.$cnt.$RANDOM")
-    while not sessid[0].isalnum():  # a leading "-" would read as an option to `msrpd ctl`
-        sessid = secrets.token_urlsafe(12)
-    while not sessid[0].isalnum():  # a leading "-" would read as an option to `msrpd ctl`
-        sessid = secrets.token_urlsafe(12)
+    # 96 random bits, a letter or digit first (Kamailio: "s.$pp.$cnt.$RANDOM")
+    sessid = msrp.env.new_session_id()
     ht = msrp.htable
     if (
         ht.set(TABLE, sessid + "::srcaddr", msrp.srcaddr) < 0
