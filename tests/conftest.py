@@ -79,10 +79,30 @@ def cmap(prefix: str, tmp_path: Path) -> Iterator[Cmap]:
         c.unlink()
 
 
+RELAYS = pytest.StashKey[list[Relay]]()
+"""The relays a test started (make_relay), for its report."""
+LOG_TAIL = 200
+"""Lines of each relay's log a failing test's report shows (the log is at debug level)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failing test's report carries the end of the log of every relay it started: a flake
+    seen once in CI is explained by what the relay wrote, not only by what the client saw."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for relay in item.stash.get(RELAYS, []):
+        lines = relay.log().splitlines()[-LOG_TAIL:]
+        report.sections.append((f"relay log {relay.run_dir}", "\n".join(lines)))
+
+
 @pytest.fixture
-def make_relay() -> Iterator[Callable[..., Relay]]:
+def make_relay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Relay]]:
     """Build Relay objects; every one is stopped and cleaned after the test."""
     relays: list[Relay] = []
+    request.node.stash[RELAYS] = relays
 
     def make(**kwargs: object) -> Relay:
         relay = Relay(**kwargs)  # type: ignore[arg-type]
