@@ -6,17 +6,24 @@ socket i. The kernel spreads new connections over the slots' sockets, and a sock
 worker is being replaced keeps queueing connections for the replacement: none is refused.
 The backlog is `[core] backlog`, capped at net.core.somaxconn, given both here and to the
 worker's create_server (which calls listen() again, with asyncio's 100 unless told).
+
+SO_REUSEPORT lets any process of the same user bind a port already listened on, and the
+kernel then splits new connections between both: a second relay started on our port (or
+ours on another's) would silently take part of the other's clients. So an address this
+set holds no socket for yet is first bound once without SO_REUSEPORT: a listener there,
+whoever's, makes that fail as a plain bind would (EADDRINUSE).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from pathlib import Path
 
 from ..config import ListenAddress
 
-__all__ = ["ListenerSet", "bind_listener", "listen_backlog"]
+__all__ = ["ListenerSet", "bind_listener", "check_unclaimed", "listen_backlog"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,23 @@ def bind_listener(addr: ListenAddress, backlog: int) -> socket.socket:
     return sock
 
 
+def check_unclaimed(addr: ListenAddress) -> None:
+    """Raise OSError (EADDRINUSE) when something listens on `addr` already: a bind without
+    SO_REUSEPORT conflicts with any listener (SO_REUSEADDR only skips TIME_WAIT sockets)."""
+    if addr.port == 0:
+        return  # the kernel picks a free port per socket
+    with socket.socket(addr.family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if addr.family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind((addr.host, addr.port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise OSError(exc.errno, "in use by another program (another relay?)") from None
+
+
 class ListenerSet:
     """The supervisor's sockets, keyed by (listen entry, slot)."""
 
@@ -67,8 +91,11 @@ class ListenerSet:
         """Bind whatever `listen` x `children` needs that is not bound yet; on failure,
         close what this call bound and raise OSError naming the address."""
         added: list[tuple[ListenAddress, int]] = []
+        held = {addr for addr, _ in self.sockets}
         try:
             for addr in listen:
+                if addr not in held:
+                    check_unclaimed(addr)
                 for slot in range(children):
                     if (addr, slot) not in self.sockets:
                         self.sockets[addr, slot] = bind_listener(addr, backlog)
