@@ -161,18 +161,12 @@ class Relay:
         without it (False); None: as this process runs."""
         self.env = dict(os.environ) if pure is None else environment(pure)
         self.run_dir = Path(tempfile.mkdtemp(prefix="msrpd-t"))
+        self.config = self.run_dir / "msrpd.toml"
         self.port = free_port()
         self.tls_port = free_port() if tls else None
-        self.config = self.run_dir / "msrpd.toml"
-        listen = [f"tcp:127.0.0.1:{self.port}"]
-        if tls:
-            listen.append(f"tls:127.0.0.1:{self.tls_port}")
         self.ws_port = free_port() if websocket is not None else None
         self.wss_port = free_port() if websocket is not None and tls else None
-        if self.ws_port:
-            listen.append(f"ws:127.0.0.1:{self.ws_port}")
-        if self.wss_port:
-            listen.append(f"wss:127.0.0.1:{self.wss_port}")
+        listen = self._listen()
         users_file = self.run_dir / "users.sqlite"
         store = SqliteUsers(users_file)
         for name, password in PASSWORDS.items():
@@ -200,6 +194,25 @@ class Relay:
     def write_config(self) -> None:
         self.config.write_text(render_toml(self.sections))
 
+    def _listen(self) -> list[str]:
+        """The listen entries on the ports this object picked."""
+        ports = (
+            ("tcp", self.port),
+            ("tls", self.tls_port),
+            ("ws", self.ws_port),
+            ("wss", self.wss_port),
+        )
+        return [f"{proto}:127.0.0.1:{port}" for proto, port in ports if port]
+
+    def _repick_ports(self) -> None:
+        """New ports for every listener this object picked (those it had are taken)."""
+        self.port = free_port()
+        self.tls_port = self.tls_port and free_port()
+        self.ws_port = self.ws_port and free_port()
+        self.wss_port = self.wss_port and free_port()
+        self.sections["core"]["listen"] = self._listen()
+        self.write_config()
+
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "msrpd", *args, "-c", str(self.config)],
@@ -211,8 +224,18 @@ class Relay:
             env=self.env,
         )
 
-    def start(self) -> subprocess.CompletedProcess[str]:
+    def start(self, repick: bool = True) -> subprocess.CompletedProcess[str]:
+        """`msrpd start`. When a port this object picked turned out taken meanwhile (another
+        test run on the machine: the relay refuses a port another program listens on), on
+        new ports, up to three times, unless `repick` is False; ports a test chose itself
+        are left as they are."""
         result = self.cli("start")
+        for _ in range(3 if repick else 0):
+            taken = result.returncode != 0 and "in use by another program" in result.stderr
+            if not (taken and self.sections["core"]["listen"] == self._listen()):
+                break
+            self._repick_ports()
+            result = self.cli("start")
         pid = self.pid()
         if pid:
             self.started_pids.add(pid)

@@ -36,7 +36,7 @@ def test_second_relay_on_the_same_port_is_refused(make_relay) -> None:  # type: 
     second: Relay = make_relay(children=2)
     second.sections["core"]["listen"] = [f"tcp:127.0.0.1:{first.port}"]
     second.write_config()
-    result = second.start()
+    result = second.start(repick=False)
     assert result.returncode != 0
     said = result.stderr + second.log()
     assert f"127.0.0.1:{first.port}" in said and "in use by another program" in said, said
@@ -50,7 +50,7 @@ def test_reuseport_listener_of_another_program_is_refused(make_relay) -> None:  
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", relay.port))
         other.listen()
-        result = relay.start()
+        result = relay.start(repick=False)
         assert result.returncode != 0
         assert "in use by another program" in result.stderr + relay.log()
     assert relay.start().returncode == 0, relay.log()  # free again: starts
