@@ -48,6 +48,7 @@ from .peers import registry_key
 from .ports import WRITE_HIGH, Sink
 from .routeenv import RouteRunner
 from .stophooks import StopHooks
+from .stopstate import StopState
 from .transports.base import Wire
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         batch = ctx.batch
         batch.begin()
         try:
-            self._drain_events()
+            self._drain_events(intake, ctx.stop)
         finally:
             batch.flush_now()
         reader = intake.reader
@@ -178,10 +179,11 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         Not while something else halts them (a frame waiting for a value: wait_for)."""
         if self.closed or self.intake.halted:
             return
-        batch = self.ctx.batch
+        ctx = self.ctx
+        batch = ctx.batch
         batch.begin()
         try:
-            self._drain_events()
+            self._drain_events(self.intake, ctx.stop)
         finally:
             batch.flush_now()
 
@@ -191,7 +193,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             arrival.eof_held = True
             return True  # keep the transport: what came before the EOF is read first
         self.wire.receive(b"")
-        self._drain_events()
+        self._drain_events(self.intake, self.ctx.stop)
         # A frame waiting for a value is answered before the close: _waited reads the EOF.
         return True if self.intake.halted & WAIT else None
 
@@ -220,12 +222,13 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
 
     # -- events -----------------------------------------------------------------------------
 
-    def _drain_events(self) -> None:
-        intake = self.intake
+    def _drain_events(self, intake: Intake, stop: StopState) -> None:
+        """Route what the reader has; `intake` and `stop` are the connection's and the
+        worker's, passed by callers that hold them (each attribute of this class is a dict
+        lookup)."""
         if intake.halted & WAIT:
             return  # what a read brings while a frame waits stays behind it in the reader
-        reader = self.reader
-        stop = self.ctx.stop
+        reader = intake.reader
         if stop.stopping and self.stream_sink is None:
             self.stop_reading()  # graceful stop: no new frame (what arrived stays unread)
             return
@@ -295,12 +298,13 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         self.unblock(pending)
         if frame is None or self.closed:
             return  # closed meanwhile: nobody to answer
-        batch = self.ctx.batch
+        ctx = self.ctx
+        batch = ctx.batch
         batch.begin()
         try:
             self._on_frame(frame, again=True)  # the first pass was thrown away
             if not (self.closed or intake.halted):
-                self._drain_events()
+                self._drain_events(intake, ctx.stop)
         finally:
             batch.flush_now()
 
