@@ -71,9 +71,9 @@ def _bob(relay: Relay, wire: str, ctx: ssl.SSLContext) -> MsrpClient:
     else:
         assert relay.wss_port
         sock = _small_socket(relay.wss_port)
-        # The library reads for him until 16 messages wait unread (its max_queue), then
-        # stops: the relay's bytes then stay in the kernels and in the relay.
-        bob = WsMsrpClient(relay.wss_port, tls=ctx, timeout=30, sock=sock, ping_interval=None)
+        # Nothing reads for him until he asks (tests/websocket/wsconn.py): the relay's bytes
+        # stay in the kernels and in the relay.
+        bob = WsMsrpClient(relay.wss_port, tls=ctx, timeout=30, sock=sock)
     assert bob.auth("bob", PASSWORDS["bob"], REALM).frame.code == 200
     return bob
 

@@ -1,5 +1,6 @@
-"""A blocking MSRP client over WebSocket for tests: the `websockets` library (an independent
-implementation, client side only) carries what MsrpClient builds and reads.
+"""A blocking MSRP client over WebSocket for tests: the `websockets` library's client
+protocol (an independent implementation, client side only; wsconn.py drives it in the test's
+thread) carries what MsrpClient builds and reads.
 
 Every message the relay sends must hold exactly one MSRP frame (RFC 7977 §5.1): recv checks
 it, and keeps each message's type and size in `messages`.
@@ -11,13 +12,13 @@ import secrets
 import socket
 import ssl
 import time
-from contextlib import ExitStack
 
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from msrpd.protocol import BodyPiece, Frame, FrameEnd
 
 from ..msrpclient import MsrpClient, Received
+from .wsconn import WsConnection
 
 
 class WsMsrpClient(MsrpClient):
@@ -29,27 +30,22 @@ class WsMsrpClient(MsrpClient):
         text: bool = False,
         origin: str | None = None,
         sock: socket.socket | None = None,
-        ping_interval: float | None = 20,
     ) -> None:
         """Open ws[s]://127.0.0.1:port/ with the msrp subprotocol; `text`: send text messages;
-        `sock`: over that socket, connected to the port (its buffers set by the test);
-        `ping_interval`: the library's keepalive (None: off, for a relay that stops reading)."""
+        `sock`: over that socket, connected to the port (its buffers set by the test).
+        Nothing is read but what recv asks for (wsconn.py)."""
         scheme = "wss" if tls else "ws"
-        self.stack = ExitStack()
-        self.ws: ClientConnection = self.stack.enter_context(
-            connect(
-                f"{scheme}://127.0.0.1:{port}/",
-                subprotocols=["msrp"],  # type: ignore[list-item]
-                ssl=tls,
-                max_size=None,
-                open_timeout=timeout,
-                origin=origin,  # type: ignore[arg-type]
-                server_hostname="localhost" if tls else None,
-                sock=sock,
-                ping_interval=ping_interval,
-            )
-        )
-        super().__init__(port, sock=self.ws.socket, tls=tls, timeout=timeout)
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            sock.settimeout(timeout)
+            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        try:
+            self.ws = WsConnection(sock, f"{scheme}://127.0.0.1:{port}/", "msrp", origin, timeout)
+        except BaseException:
+            sock.close()
+            raise
+        super().__init__(port, sock=sock, tls=tls, timeout=timeout)
         self.text = text
         # A browser has no address to give: a .invalid host (RFC 7977 §5.2).
         host = f"{secrets.token_hex(6)}.invalid"
@@ -58,7 +54,7 @@ class WsMsrpClient(MsrpClient):
         self.messages: list[tuple[str, int]] = []
 
     def close(self) -> None:
-        self.stack.close()
+        self.ws.close()
 
     def send_raw(self, data: bytes) -> None:
         self.ws.send(data.decode() if self.text else data)
@@ -70,10 +66,10 @@ class WsMsrpClient(MsrpClient):
         deadline = time.monotonic() + (timeout or self.timeout)
         left = deadline - time.monotonic()
         try:
-            message = self.ws.recv(timeout=max(left, 0.001))
+            message = self.ws.recv(max(left, 0.001))
         except TimeoutError:
             raise TimeoutError("no frame from the relay") from None
-        except Exception as exc:  # websockets' ConnectionClosed*
+        except ConnectionClosed as exc:
             raise EOFError(f"the relay closed the connection: {exc!r}") from None
         data = message.encode() if isinstance(message, str) else message
         self.messages.append(("text" if isinstance(message, str) else "binary", len(data)))
