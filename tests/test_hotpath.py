@@ -23,7 +23,7 @@ import pytest
 import msrpd
 from msrpd.hotpath import pure_requested
 
-from .integration.relay import running
+from .integration.relay import CMAP_ROUTE, running
 from .integration.test_relaying import authed, exchange
 
 ROOT = Path(msrpd.__file__).parent.parent
@@ -143,6 +143,9 @@ def test_a_live_relays_processes_run_the_path_the_environment_chose(pure: bool) 
         version = json.loads(relay.cli("ctl", "--json", "core.version").stdout)
         assert version["hot_path"] == path
         assert f"hot path {path}" in relay.cli("status").stdout
+        # The bundled route as shipped runs compiled with the rest (routing/script.py).
+        route = "compiled" if compiled else "interpreted"
+        assert f"starting: hot path {path}, route {CMAP_ROUTE.resolve()} ({route})" in relay.log()
         with authed(relay.port, "alice") as alice, authed(relay.port, "bob") as bob:
             exchange(alice, bob, b"through a worker")
             exchange(bob, alice, b"and back")

@@ -2,7 +2,7 @@
 
 from .api import Msrp
 from .env import Destination, RouteEnv, RoutePolicy, SendFlags
-from .script import DEFAULT_ROUTE, RouteLoadError, RouteScript, load_route
+from .script import DEFAULT_ROUTE, RouteLoadError, RouteScript, describe_route, load_route
 
 __all__ = [
     "DEFAULT_ROUTE",
@@ -13,5 +13,6 @@ __all__ = [
     "RoutePolicy",
     "RouteScript",
     "SendFlags",
+    "describe_route",
     "load_route",
 ]

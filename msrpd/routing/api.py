@@ -128,16 +128,17 @@ class Msrp:
         return msrp_pv(self.frame, "prevhops", self.conn)
 
     @property
-    def sessid(self) -> PvValue:
-        return msrp_pv(self.frame, "sessid", self.conn)
+    def sessid(self) -> str | None:
+        value = msrp_pv(self.frame, "sessid", self.conn)
+        return value if isinstance(value, str) else None  # typed for the routes (mypyc)
 
     @property
-    def srcaddr(self) -> PvValue:
-        return msrp_pv(self.frame, "srcaddr", self.conn)
+    def srcaddr(self) -> str:
+        return self.conn.srcaddr
 
     @property
-    def srcsock(self) -> PvValue:
-        return msrp_pv(self.frame, "srcsock", self.conn)
+    def srcsock(self) -> str:
+        return self.conn.srcsock
 
     @property
     def conid(self) -> PvValue:

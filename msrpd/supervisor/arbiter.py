@@ -21,7 +21,7 @@ from ..errors import ConfigError, HaltSupervisor
 from ..process.listeners import ListenerSet, listen_backlog
 from ..process.logs import reopen_logs
 from ..process.title import set_title
-from ..routing import RouteLoadError
+from ..routing import RouteLoadError, describe_route
 from ..rundir import AGENT_INDEX, RunDir, fifo_path, layout_for
 from ..shm import ShmLayout, ShmSet
 from ..workers.context import WorkerIdentity
@@ -66,7 +66,8 @@ class Supervisor:
             return exc.exit_status
         if cleaned:
             logger.warning("removed what a crashed run left: %s", ", ".join(cleaned))
-        logger.info("msrpd %s starting: hot path %s", __version__, hot_path())
+        route = describe_route(self.settings.msrp.route)
+        logger.info("msrpd %s starting: hot path %s, route %s", __version__, hot_path(), route)
         layout = layout_for(self.settings)
         try:
             self.shm: ShmSet = layout.create_all()

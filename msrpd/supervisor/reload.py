@@ -26,7 +26,8 @@ def reload_settings(old: Settings, children: int | None) -> Settings:
         RouteLoadError: its routing script does not load.
     """
     new = load_config(old.source, children=children)
-    load_route(new.msrp.route, new.msrp.event_callback)
+    route = load_route(new.msrp.route, new.msrp.event_callback)
+    logger.info("reload: route %s", route.describe())
     size, entries = old.msrp.cmap_size, old.msrp.cmap_max_entries
     if (new.msrp.cmap_size, new.msrp.cmap_max_entries) != (size, entries):
         logger.warning("reload: cmap_size and cmap_max_entries need a restart; kept")

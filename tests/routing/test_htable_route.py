@@ -11,6 +11,8 @@ from msrpd.shm import HTable
 
 from .fakeenv import NOW, SOCK, Client, FakeEnv, Relay, request
 
+pytestmark = pytest.mark.usefixtures("both_loaders")  # compiled and exec'd alike
+
 ALICE = Client("alice", 40001, conid=0x1001)
 BOB = Client("bob", 40002, conid=0x1002)
 

@@ -13,6 +13,8 @@ from msrpd.config.selfuri import SelfUris
 
 from .fakeenv import Client, FakeEnv, Relay, request
 
+pytestmark = pytest.mark.usefixtures("both_loaders")  # compiled and exec'd alike
+
 PEER = Client("alice", 40001, conid=1, sock="tls:127.0.0.1:2855")
 NODE = Client("node2", 40009, conid=9, sock="tls:127.0.0.1:2855", node=True)
 BOB = "msrp://10.0.0.7:5000/bob;tcp"

@@ -119,6 +119,7 @@ def test_every_read_of_the_api_answers(raw: bytes, env: FakeEnv) -> None:
         assert isinstance(uri, MsrpUri)
 
 
+@pytest.mark.usefixtures("both_loaders")  # compiled and exec'd alike
 @pytest.mark.parametrize("route", ["cmap", "htable"])
 @pytest.mark.parametrize("raw", FRAMES.values(), ids=list(FRAMES))
 def test_bundled_routes_answer_odd_frames(route: str, raw: bytes, env: FakeEnv) -> None:

@@ -25,6 +25,8 @@ from .fakeenv import (
     request,
 )
 
+pytestmark = pytest.mark.usefixtures("both_loaders")  # compiled and exec'd alike
+
 ALICE = Client("alice", 40001, conid=1, sock="tls:127.0.0.1:2855")
 BOB = Client("bob", 40002, conid=2, sock="tls:127.0.0.1:2855")
 PLAIN = Client("carol", 40003, conid=3)

@@ -15,6 +15,8 @@ from msrpd.routing import SendFlags
 
 from .fakeenv import RELAY, SOCK, Client, FakeEnv, Relay, auth_frame, request
 
+pytestmark = pytest.mark.usefixtures("both_loaders")  # compiled and exec'd alike
+
 BOTH = ["cmap", "htable"]
 BOTH_HT = BOTH
 # Both routes answer with the RFC 4975 §10 phrase (Kamailio's cmap writes "Out Of Bounds").

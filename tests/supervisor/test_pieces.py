@@ -18,7 +18,8 @@ from msrpd.config import load_config
 from msrpd.control.fifo import ControlServer
 from msrpd.control.rpc import dispatcher
 from msrpd.errors import ConfigError
-from msrpd.routing import RouteLoadError
+from msrpd.hotpath import pure_requested
+from msrpd.routing import DEFAULT_ROUTE, RouteLoadError
 from msrpd.shm import CmapEntry, ShmSet
 from msrpd.supervisor.ready import ReadyPipe
 from msrpd.supervisor.reload import reload_settings
@@ -34,12 +35,15 @@ def test_reload_reads_the_file_again_and_keeps_what_needs_a_restart(
     conf.write_text('[core]\nrun_dir = "a"\nchildren = 2\n[msrp]\ncmap_size = 4\n')
     old = load_config(conf)
     conf.write_text('[core]\nrun_dir = "b"\nchildren = 3\n[msrp]\ncmap_size = 6\nmax_body = 2048\n')
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         new = reload_settings(old, children=None)
     assert new.core.children == 3 and new.msrp.max_body == 2048  # the new file
     assert new.core.run_dir == tmp_path / "a" and new.msrp.cmap_size == 4  # kept
     assert "cmap_size and cmap_max_entries need a restart" in caplog.text
     assert "run_dir needs a restart" in caplog.text
+    # The default route as shipped: its compiled module on the compiled path (routing/script.py).
+    how = "interpreted" if pure_requested() else "compiled"
+    assert f"reload: route {DEFAULT_ROUTE.resolve()} ({how})" in caplog.text
     assert reload_settings(old, children=5).core.children == 5  # --children still wins
 
 

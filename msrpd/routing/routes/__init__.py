@@ -1,0 +1,1 @@
+"""The bundled routing scripts; as shipped they run compiled (routing/script.py)."""
