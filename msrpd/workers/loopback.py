@@ -31,6 +31,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from ..config.selfuri import SelfUris
 from ..protocol import (
@@ -55,10 +56,10 @@ __all__ = ["MAX_LOCAL_HOPS", "MAX_SELF_IN_PATH", "HopEnv", "Loopback"]
 
 logger = logging.getLogger("msrpd.route")
 
-MAX_LOCAL_HOPS = 2
+MAX_LOCAL_HOPS: Final = 2
 """Inner routing passes one frame may take: one is enough for <R/sidA> <R/sidB> <bob>; the
 second leaves room for a route that rewrites paths (forward())."""
-MAX_SELF_IN_PATH = 2
+MAX_SELF_IN_PATH: Final = 2
 """Our URIs a legitimate To-Path can hold: the sender's token and the receiver's token."""
 _HEAD_PAD = 96  # bytes after a streamed head so the reader sees "body over the limit"
 

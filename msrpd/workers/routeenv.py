@@ -23,6 +23,7 @@ from ..shm import Cmap, Counter, ShmSet, StatsCounters
 from ..users import Ha1Source
 from .connenv import Rerouter, Resolver, RoutedConn, Transactor
 from .limits import ConnGuard
+from .loopback import MAX_SELF_IN_PATH
 from .ports import NodeCheck, NodeLookup, Sink
 
 __all__ = ["RouteRunner"]
@@ -37,6 +38,7 @@ class RouteRunner:
         "_htable",
         "counters",
         "delivery",
+        "event",
         "finder",
         "guard",
         "limits",
@@ -68,6 +70,9 @@ class RouteRunner:
         node_certs: NodeCheck | None = None,
     ) -> None:
         self.route = route
+        self.event = route.event
+        """The script's callback, read once: RouteScript is an interpreted dataclass, and
+        each frame would look it up by name."""
         self.policy = policy
         self.nonce_secret = nonce_secret
         self.shm = shm
@@ -101,11 +106,17 @@ class RouteRunner:
         env = conn.env
         env.last_sink = None
         env.acted = False
+        # The usual frame names us at most MAX_SELF_IN_PATH times: asked here, natively,
+        # it needs no call through the Rerouter protocol (a generic one).
         loopback = self.loopback
-        if loopback is not None and loopback.refuse_loop(frame, conn):
+        if (
+            loopback is not None
+            and frame.to_count > MAX_SELF_IN_PATH
+            and loopback.refuse_loop(frame, conn)
+        ):
             return None
         try:
-            self.route.event(Msrp(frame, conn.info, env))
+            self.event(Msrp(frame, conn.info, env))
         except NotYet as wait:
             conn.wait_for(frame, wait.pending)  # routed again from the start when it lands
             return None
