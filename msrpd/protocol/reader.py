@@ -31,7 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from enum import Enum
+from typing import Final
 
+from ..hotpath import pure_requested
 from .errors import LocalProtocolError
 from .events import (
     NEED_DATA,
@@ -42,7 +44,8 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastregex import WHOLE_FRAME
+from .fastpath import read_whole_frame
+from .fastregex import read_whole_frame_regex
 from .frame import Frame
 from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
 from .grammar import SIP_START
@@ -68,14 +71,21 @@ class ReaderState(Enum):
     CLOSED = "closed"  # EOF seen and reported, or a fatal error raised
 
 
+# Bound once, as Final (typed, not literal): compiled, each is then a static, where a module
+# global or a name imported from another module is a dict lookup on every use.
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
-_HEAD = ReaderState.HEAD  # in_head's, asked after every read
-_ENDLINE = ReaderState.ENDLINE
-_SIP = ReaderState.SIP
-_IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
-_STREAM = ReaderState.STREAM  # and receive_data these for every read
-_SKIP = ReaderState.SKIP
-_BODY = ReaderState.BODY
+_HEAD: Final[ReaderState] = ReaderState.HEAD  # in_head's, asked after every read
+_ENDLINE: Final[ReaderState] = ReaderState.ENDLINE
+_SIP: Final[ReaderState] = ReaderState.SIP
+_IDLE: Final[ReaderState] = ReaderState.IDLE  # next_event tests it for every frame
+_STREAM: Final[ReaderState] = ReaderState.STREAM  # and receive_data these for every read
+_SKIP: Final[ReaderState] = ReaderState.SKIP
+_BODY: Final[ReaderState] = ReaderState.BODY
+_NEED_DATA: Final[NeedData] = NEED_DATA  # events() and _at_eof return or test it per frame
+# Which fast path reads a whole frame: interpreted, fastregex.py's one regex match costs the
+# fewest instructions (its work is all C); compiled, fastpath.py's walk over the head does.
+# Called by name, not through a variable: compiled, a native call.
+_REGEX_FAST_PATH: Final = pure_requested()
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -191,7 +201,7 @@ class FrameReader:
         """Yield events until more data is needed (or the connection is closed)."""
         while True:
             event = self.next_event()
-            if event is NEED_DATA:
+            if event is _NEED_DATA:
                 return
             yield event
             if isinstance(event, ConnectionClosed):
@@ -200,30 +210,38 @@ class FrameReader:
     # -- between frames ---------------------------------------------------------------------
     def _read_idle(self) -> Event | NeedData:
         buf = self._buf
-        if buf and buf[0] in (13, 10):
-            skip = len(buf) - len(buf.lstrip(b"\r\n"))
-            del buf[:skip]
-        if not buf:
+        if len(buf) == 0:
             return self._at_eof(None)
-        frame = WHOLE_FRAME(buf, self._max_body)
-        if frame is not None:
-            del buf[: len(frame.buf)]
-            problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
-            if problem is None:
-                return frame
-            head = frame.buf[: frame.hdr_end]
-            return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
-        self._heads += 1
-        self._frame = PartialFrame()
-        self._state = ReaderState.HEAD
-        return self._read_head()
+        frame = self._whole_frame(buf)  # the usual buffer: a frame, whole, and nothing before it
+        if frame is None:
+            if buf[0] in (13, 10):
+                del buf[: len(buf) - len(buf.lstrip(b"\r\n"))]
+                if len(buf) == 0:
+                    return self._at_eof(None)
+                frame = self._whole_frame(buf)
+            if frame is None:
+                self._heads += 1
+                self._frame = PartialFrame()
+                self._state = ReaderState.HEAD
+                return self._read_head()
+        del buf[: len(frame.buf)]
+        problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
+        if problem is None:
+            return frame
+        head = frame.buf[: frame.hdr_end]
+        return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
+
+    def _whole_frame(self, buf: bytearray) -> Frame | None:
+        if _REGEX_FAST_PATH:
+            return read_whole_frame_regex(buf, self._max_body)
+        return read_whole_frame(buf, self._max_body)
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")
 
     def _at_eof(self, tid: bytes | None) -> Event | NeedData:
         if not self._eof:
-            return NEED_DATA
+            return _NEED_DATA
         if self._state in (ReaderState.IDLE, ReaderState.CLOSED) and not self._buf:
             self._state = ReaderState.CLOSED
             return ConnectionClosed()
