@@ -24,15 +24,16 @@ from .frame import Frame
 if TYPE_CHECKING:
     from mypy_extensions import i64  # compiled, a native int; interpreted, never looked up
 
-__all__ = ["path_span", "read_whole_frame"]
+__all__ = ["path_span", "read_frame_bytes", "read_whole_frame"]
 
 # Bound here as Final: compiled, a name imported from another module is a dict lookup.
 _DASHES: Final = grammar.DASHES
 _MARK: Final = b"\r\n" + grammar.DASHES  # what starts the CRLF before an end-line
 _DEFINED: Final = frozenset(hnames.CANONICAL)
 _FLAG_BYTES: Final = {byte: bytes((byte,)) for byte in grammar.FLAGS}
-# The first bytes looked at: a frame whose head (or bodiless end-line) is not within them
-# goes to the state machine. A copy of them is walked (a bytearray is not indexed natively).
+# The first bytes walked: a frame whose head (or bodiless end-line) is not within them goes
+# to the state machine. From a bytearray, a copy of them is walked (a bytearray is not
+# indexed natively).
 _PREFIX: Final = 1024
 _MAX_TID: Final = 64
 
@@ -74,9 +75,21 @@ _KNOWN: Final = tuple(
 def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
     """The frame at the start of `buf` if it is complete and well formed, else None.
     Consumes nothing: the caller deletes len(frame.buf) bytes."""
-    size: i64 = len(buf)
-    data = bytes(buf) if size <= _PREFIX else bytes(buf[:_PREFIX])
-    n: i64 = len(data)
+    if len(buf) <= _PREFIX:
+        return _read(bytes(buf), None, max_body)
+    return _read(bytes(buf[:_PREFIX]), buf, max_body)
+
+
+def read_frame_bytes(data: bytes, max_body: int) -> Frame | None:
+    """read_whole_frame for bytes as they were read: nothing copied before the frame is
+    known whole, and a read that is exactly one frame becomes its Frame's bytes as it is."""
+    return _read(data, None, max_body)
+
+
+def _read(data: bytes, held: bytearray | None, max_body: int) -> Frame | None:
+    """The frame at the start of `data`, the bytes from its start: all of them, or the first
+    _PREFIX of those `held`."""
+    n: i64 = min(len(data), _PREFIX)  # walked: a longer head is the state machine's
     # First line: "MSRP" SP transact-id SP (method / 3DIGIT [SP comment]) CRLF.
     if not data.startswith(b"MSRP "):
         return None
@@ -99,39 +112,23 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
     from_start, from_first, from_end, from_cr = _path(data, to_cr + 2, n, b"From-Path:")
     if from_cr < 0:
         return None
-    at = from_cr + 2
-    while at < n and data[at] != 13 and data[at] != 45:  # CR, "-"
-        at = _header_line(data, at, n)
-        if at < 0:
+    sep = from_cr + 2
+    while sep < n and data[sep] != 13 and data[sep] != 45:  # CR, "-"
+        sep = _header_line(data, sep, n)
+        if sep < 0:
             return None
-    if at + 1 >= n:
-        return None  # the head goes on beyond the bytes looked at
-    sep = at  # the blank line's CRLF, or the end-line's dashes (RFC 4975 §7.1)
+    # sep: the blank line's CRLF, or the end-line's dashes (RFC 4975 §7.1).
     tid = data[5:sp]
-    if data[sep] == 45:  # bodiless: this line must be the end-line
-        body_start: i64 = -1
-        end_start = sep
-        if not (_starts(data, sep, _DASHES, n) and _starts(data, sep + 7, tid, n)):
-            return None
-        end = sep + 7 + (sp - 5) + 3  # dashes, tid, flag, CRLF
-    else:
-        if data[sep + 1] != 10:
-            return None
-        # The end-line is the first CRLF "-------" tid after the blank line (whose own CRLF
-        # may start it: an empty body).
-        body_start = sep + 2
-        marker = _MARK + tid
-        if size == n:
-            found: i64 = data.find(marker, sep)
-        else:
-            found = buf.find(marker, sep)
-        if found < 0 or found - body_start > max_body:
-            return None
-        end_start = found + 2
-        end = found + len(marker) + 3
-    if end > size:
+    body_start, end_start, end = _ends(data, held, n, sep, tid, max_body)
+    if end < 0:
         return None
-    frame_bytes = data if end == n else data[:end] if end < n else bytes(buf[:end])
+    total: i64 = len(data)
+    if end == total:
+        frame_bytes = data
+    elif end < total or held is None:
+        frame_bytes = data[:end]
+    else:
+        frame_bytes = bytes(held[:end])
     # The end-line's flag and CRLF (grammar.closes_end_line).
     flag = _FLAG_BYTES.get(frame_bytes[end - 3])
     if flag is None or frame_bytes[end - 2] != 13 or frame_bytes[end - 1] != 10:
@@ -149,6 +146,32 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
         (to_start, to_first, to_end),
         (from_start, from_first, from_end),
     )
+
+
+def _ends(
+    data: bytes, held: bytearray | None, n: i64, sep: i64, tid: bytes, max_body: int
+) -> tuple[i64, i64, i64]:
+    """(body start or -1, end-line start, frame end) of the frame whose head ends at `sep`
+    (read_whole_frame's `_read` says what `data`, `held` and `n` are); the end is -1 if the
+    end-line is not there (yet), or the body is over `max_body`."""
+    size: i64 = len(data) if held is None else len(held)
+    if sep + 1 >= n:
+        return 0, 0, -1  # the head goes on beyond the bytes walked
+    if data[sep] == 45:  # bodiless: this line must be the end-line
+        end = sep + 7 + len(tid) + 3  # dashes, tid, flag, CRLF
+        if not (_starts(data, sep, _DASHES, n) and _starts(data, sep + 7, tid, n)) or end > size:
+            return 0, 0, -1
+        return -1, sep, end
+    if data[sep + 1] != 10:
+        return 0, 0, -1
+    # The end-line is the first CRLF "-------" tid after the blank line (whose own CRLF may
+    # start it: an empty body).
+    marker = _MARK + tid
+    found: i64 = data.find(marker, sep) if held is None else held.find(marker, sep)
+    end = found + len(marker) + 3
+    if found < 0 or found - sep - 2 > max_body or end > size:
+        return 0, 0, -1
+    return sep + 2, found + 2, end
 
 
 def _run(data: bytes, at: i64, end: i64, kind: int) -> i64:

@@ -20,9 +20,9 @@ __all__ = ["read_whole_frame_regex"]
 _FLAG_BYTES = {byte: bytes((byte,)) for byte in FLAGS}
 
 
-def read_whole_frame_regex(buf: bytearray, max_body: int) -> Frame | None:
-    """The frame at the start of `buf` if it is complete and well formed, else None.
-    Consumes nothing: the caller deletes len(frame.buf) bytes."""
+def read_whole_frame_regex(buf: bytes | bytearray, max_body: int) -> Frame | None:
+    """The frame at the start of `buf` (the reader's buffer, or a read as it came) if it is
+    complete and well formed, else None. Consumes nothing."""
     m = FAST_HEAD.match(buf)
     if m is None:
         return None

@@ -44,7 +44,7 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastpath import read_whole_frame
+from .fastpath import read_frame_bytes, read_whole_frame
 from .fastregex import read_whole_frame_regex
 from .frame import Frame
 from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
@@ -154,8 +154,9 @@ class FrameReader:
         after EOF. Used to move a connection to another worker."""
         if self._eof or self._state not in _DETACHABLE:
             return None
-        gathered = self._gathered
-        return bytes(self._buf) + (b"" if gathered is None else b"".join(gathered.reads))
+        gathered, direct = self._gathered, self._direct
+        held = bytes(self._buf) + (b"" if direct is None else direct)  # a read not looked at yet
+        return held + (b"" if gathered is None else b"".join(gathered.reads))
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the connection; b"" means the peer closed it. `data` must be
@@ -169,7 +170,10 @@ class FrameReader:
                 buf += direct
             state = self._state
             if state is _IDLE:
-                buf += data
+                if len(buf) != 0:
+                    buf += data
+                else:
+                    self._direct = data  # read as it came by _read_idle's fast path
             elif not buf and (state is _STREAM or state is _SKIP):
                 self._direct = data
             elif self._gathered is not None:
@@ -209,22 +213,40 @@ class FrameReader:
 
     # -- between frames ---------------------------------------------------------------------
     def _read_idle(self) -> Event | NeedData:
-        buf = self._buf
-        if len(buf) == 0:
+        buf, direct = self._buf, self._direct
+        if direct is not None:
+            # A read that came with nothing held: the usual one holds a whole frame, read in
+            # place (a read that is exactly one frame becomes its bytes), else it is held.
+            self._direct = None
+            frame = self._whole_read(direct)
+            if frame is not None:
+                end = len(frame.buf)
+                if end < len(direct):
+                    buf += memoryview(direct)[end:]
+                return self._checked(frame)
+            buf += direct
+        elif len(buf) == 0:
             return self._at_eof(None)
-        frame = self._whole_frame(buf)  # the usual buffer: a frame, whole, and nothing before it
-        if frame is None:
-            if buf[0] in (13, 10):
-                del buf[: len(buf) - len(buf.lstrip(b"\r\n"))]
-                if len(buf) == 0:
-                    return self._at_eof(None)
-                frame = self._whole_frame(buf)
-            if frame is None:
-                self._heads += 1
-                self._frame = PartialFrame()
-                self._state = ReaderState.HEAD
-                return self._read_head()
-        del buf[: len(frame.buf)]
+        else:
+            frame = self._whole_frame(buf)  # a frame, whole, and nothing before it
+            if frame is not None:
+                del buf[: len(frame.buf)]
+                return self._checked(frame)
+        if buf[0] in (13, 10):
+            del buf[: len(buf) - len(buf.lstrip(b"\r\n"))]
+            if len(buf) == 0:
+                return self._at_eof(None)
+            frame = self._whole_frame(buf)
+            if frame is not None:
+                del buf[: len(frame.buf)]
+                return self._checked(frame)
+        self._heads += 1
+        self._frame = PartialFrame()
+        self._state = ReaderState.HEAD
+        return self._read_head()
+
+    def _checked(self, frame: Frame) -> Frame | InvalidFrame:
+        """`frame` from a fast path, unless its paths are not lists of MSRP URIs."""
         problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
         if problem is None:
             return frame
@@ -235,6 +257,11 @@ class FrameReader:
         if _REGEX_FAST_PATH:
             return read_whole_frame_regex(buf, self._max_body)
         return read_whole_frame(buf, self._max_body)
+
+    def _whole_read(self, data: bytes) -> Frame | None:
+        if _REGEX_FAST_PATH:
+            return read_whole_frame_regex(data, self._max_body)
+        return read_frame_bytes(data, self._max_body)
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")

@@ -1,7 +1,8 @@
 """Differential test of the reader's fast path against the regex path (issue 16).
 
 Property, for every buffer (corpus frames, generated heads and their mutations, every prefix
-of each): fastpath.read_whole_frame either declines (None) or returns exactly the Frame the
+of each): fastpath.read_whole_frame (and read_frame_bytes, the same for a read as it came, on
+the same bytes) either declines (None) or returns exactly the Frame the
 regex path (fastregex.py, the only one before issue 16) returns. It declines a frame the regex
 reads only when the head holds an HTAB or is longer than the bytes it looks at; for those the state
 machine, which then reads the frame, must give that same Frame (or the same InvalidFrame for
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msrpd.protocol.events import InvalidFrame
-from msrpd.protocol.fastpath import _PREFIX, read_whole_frame
+from msrpd.protocol.fastpath import _PREFIX, read_frame_bytes, read_whole_frame
 from msrpd.protocol.fastregex import read_whole_frame_regex
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.hnames import OTHER_NAMES
@@ -69,6 +70,15 @@ def check(data: bytes) -> None:
 def check_buffer(data: bytes, max_body: int) -> None:
     new = read_whole_frame(bytearray(data), max_body)
     old = read_whole_frame_regex(bytearray(data), max_body)
+    # The same bytes as a read (bytes, not the reader's bytearray): the same answers.
+    direct, direct_old = read_frame_bytes(data, max_body), read_whole_frame_regex(data, max_body)
+    assert (direct is None) == (new is None), data
+    assert (direct_old is None) == (old is None), data
+    if direct is not None and new is not None:
+        assert fields(direct) == fields(new), data
+        assert direct.buf is data or len(direct.buf) < len(data)  # a whole read is not copied
+    if direct_old is not None and old is not None:
+        assert fields(direct_old) == fields(old), data
     if new is not None:
         assert old is not None, data
         assert fields(new) == fields(old), data
