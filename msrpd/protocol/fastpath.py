@@ -24,7 +24,7 @@ from .frame import Frame
 if TYPE_CHECKING:
     from mypy_extensions import i64  # compiled, a native int; interpreted, never looked up
 
-__all__ = ["path_span", "read_frame_bytes", "read_whole_frame"]
+__all__ = ["PathMemo", "path_span", "read_frame_bytes", "read_whole_frame"]
 
 # Bound here as Final: compiled, a name imported from another module is a dict lookup.
 _DASHES: Final = grammar.DASHES
@@ -72,21 +72,42 @@ _KNOWN: Final = tuple(
 )
 
 
-def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
+class PathMemo:
+    """The To-Path and From-Path lines (RFC 4975 §7.1) of the last frame the fast path read
+    on a connection, as it walked them: a session's frames repeat them, so the next frame's
+    cost one comparison, not a walk. The reader forgets them when their URIs do not parse
+    (uri.PathCheck), so lines found here are good ones: `hit` says the last frame's were."""
+
+    __slots__ = ("at", "block", "from_span", "hit", "to_span")
+
+    def __init__(self) -> None:
+        self.block = b""  # the two lines, CRLFs included; b"": nothing remembered
+        self.at = 0  # where they started in their frame, and the spans there
+        self.to_span = (0, 0, 0)
+        self.from_span = (0, 0, 0)
+        self.hit = False
+
+    def forget(self) -> None:
+        self.block = b""
+
+
+def read_whole_frame(buf: bytearray, max_body: int, memo: PathMemo | None = None) -> Frame | None:
     """The frame at the start of `buf` if it is complete and well formed, else None.
-    Consumes nothing: the caller deletes len(frame.buf) bytes."""
+    Consumes nothing: the caller deletes len(frame.buf) bytes. `memo`: the connection's."""
     if len(buf) <= _PREFIX:
-        return _read(bytes(buf), None, max_body)
-    return _read(bytes(buf[:_PREFIX]), buf, max_body)
+        return _read(bytes(buf), None, max_body, memo)
+    return _read(bytes(buf[:_PREFIX]), buf, max_body, memo)
 
 
-def read_frame_bytes(data: bytes, max_body: int) -> Frame | None:
+def read_frame_bytes(data: bytes, max_body: int, memo: PathMemo | None = None) -> Frame | None:
     """read_whole_frame for bytes as they were read: nothing copied before the frame is
     known whole, and a read that is exactly one frame becomes its Frame's bytes as it is."""
-    return _read(data, None, max_body)
+    return _read(data, None, max_body, memo)
 
 
-def _read(data: bytes, held: bytearray | None, max_body: int) -> Frame | None:
+def _read(
+    data: bytes, held: bytearray | None, max_body: int, memo: PathMemo | None
+) -> Frame | None:
     """The frame at the start of `data`, the bytes from its start: all of them, or the first
     _PREFIX of those `held`."""
     n: i64 = min(len(data), _PREFIX)  # walked: a longer head is the state machine's
@@ -106,13 +127,26 @@ def _read(data: bytes, held: bytearray | None, max_body: int) -> Frame | None:
         return None
     # To-Path, then From-Path (RFC 4975 §7.1), then any other header lines, up to the first
     # empty line (a body follows) or the first one starting with "-" (a bodiless end-line).
-    to_start, to_first, to_end, to_cr = _path(data, first_end + 2, n, b"To-Path:")
-    if to_cr < 0:
-        return None
-    from_start, from_first, from_end, from_cr = _path(data, to_cr + 2, n, b"From-Path:")
-    if from_cr < 0:
-        return None
-    sep = from_cr + 2
+    lines = first_end + 2
+    hit = memo is not None and _remembered(memo, data, lines, n)
+    if memo is not None and hit:
+        sep = lines + len(memo.block)
+        to_span, from_span = memo.to_span, memo.from_span
+        if memo.at != lines:  # the same lines after a first line of another length
+            to_span, from_span = (
+                _shift(to_span, lines - memo.at),
+                _shift(from_span, lines - memo.at),
+            )
+    else:
+        to_start, to_first, to_end, to_cr = _path(data, lines, n, b"To-Path:")
+        if to_cr < 0:
+            return None
+        from_start, from_first, from_end, from_cr = _path(data, to_cr + 2, n, b"From-Path:")
+        if from_cr < 0:
+            return None
+        sep = from_cr + 2
+        to_span, from_span = (to_start, to_first, to_end), (from_start, from_first, from_end)
+    paths_end = sep
     while sep < n and data[sep] != 13 and data[sep] != 45:  # CR, "-"
         sep = _header_line(data, sep, n)
         if sep < 0:
@@ -133,6 +167,11 @@ def _read(data: bytes, held: bytearray | None, max_body: int) -> Frame | None:
     flag = _FLAG_BYTES.get(frame_bytes[end - 3])
     if flag is None or frame_bytes[end - 2] != 13 or frame_bytes[end - 1] != 10:
         return None
+    if memo is not None:
+        memo.hit = hit
+        if not hit:
+            memo.block, memo.at = data[lines:paths_end], lines
+            memo.to_span, memo.from_span = to_span, from_span
     return Frame(
         frame_bytes,
         tid,
@@ -143,9 +182,20 @@ def _read(data: bytes, held: bytearray | None, max_body: int) -> Frame | None:
         body_start,
         end_start,
         flag,
-        (to_start, to_first, to_end),
-        (from_start, from_first, from_end),
+        to_span,
+        from_span,
     )
+
+
+def _remembered(memo: PathMemo, data: bytes, at: i64, n: i64) -> bool:
+    """Whether the path lines at `at` are the memo's (within the bytes walked)."""
+    block = memo.block
+    end = at + len(block)
+    return len(block) != 0 and end <= n and data[at:end] == block
+
+
+def _shift(span: tuple[int, int, int], by: int) -> tuple[int, int, int]:
+    return span[0] + by, span[1] + by, span[2] + by
 
 
 def _ends(

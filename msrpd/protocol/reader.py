@@ -44,7 +44,7 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastpath import read_frame_bytes, read_whole_frame
+from .fastpath import PathMemo, read_frame_bytes, read_whole_frame
 from .fastregex import read_whole_frame_regex
 from .frame import Frame
 from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
@@ -106,6 +106,7 @@ class FrameReader:
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
+        self._memo = PathMemo()  # the fast path's, compiled: lines whose paths PathCheck took
         self._heads = 1
         self._frame = PartialFrame()
         self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
@@ -247,21 +248,25 @@ class FrameReader:
 
     def _checked(self, frame: Frame) -> Frame | InvalidFrame:
         """`frame` from a fast path, unless its paths are not lists of MSRP URIs."""
+        memo = self._memo
+        if memo.hit:
+            return frame  # the path lines of a frame that was checked
         problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
         if problem is None:
             return frame
+        memo.forget()
         head = frame.buf[: frame.hdr_end]
         return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
 
     def _whole_frame(self, buf: bytearray) -> Frame | None:
         if _REGEX_FAST_PATH:
             return read_whole_frame_regex(buf, self._max_body)
-        return read_whole_frame(buf, self._max_body)
+        return read_whole_frame(buf, self._max_body, self._memo)
 
     def _whole_read(self, data: bytes) -> Frame | None:
         if _REGEX_FAST_PATH:
             return read_whole_frame_regex(data, self._max_body)
-        return read_frame_bytes(data, self._max_body)
+        return read_frame_bytes(data, self._max_body, self._memo)
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")

@@ -2,7 +2,8 @@
 
 Property, for every buffer (corpus frames, generated heads and their mutations, every prefix
 of each): fastpath.read_whole_frame (and read_frame_bytes, the same for a read as it came, on
-the same bytes) either declines (None) or returns exactly the Frame the
+the same bytes; and either with a PathMemo, new, holding these bytes' path lines, or shared
+by every buffer the test reads) either declines (None) or returns exactly the Frame the
 regex path (fastregex.py, the only one before issue 16) returns. It declines a frame the regex
 reads only when the head holds an HTAB or is longer than the bytes it looks at; for those the state
 machine, which then reads the frame, must give that same Frame (or the same InvalidFrame for
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msrpd.protocol.events import InvalidFrame
-from msrpd.protocol.fastpath import _PREFIX, read_frame_bytes, read_whole_frame
+from msrpd.protocol.fastpath import _PREFIX, PathMemo, read_frame_bytes, read_whole_frame
 from msrpd.protocol.fastregex import read_whole_frame_regex
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.hnames import OTHER_NAMES
@@ -26,6 +27,7 @@ from msrpd.protocol.uri import PathCheck
 from .corpus import CASES
 
 MAX_BODIES = (0, 5, 64, 1 << 20)
+SHARED = PathMemo()  # the path lines of whichever frame was read last with it
 
 TO = b"msrp://127.0.0.1:2855/s1a2b3;tcp msrp://127.0.0.1:7001/bob;tcp"
 FROM = b"msrp://127.0.0.1:7000/alice;tcp"
@@ -79,6 +81,17 @@ def check_buffer(data: bytes, max_body: int) -> None:
         assert direct.buf is data or len(direct.buf) < len(data)  # a whole read is not copied
     if direct_old is not None and old is not None:
         assert fields(direct_old) == fields(old), data
+    # With the connection's memo of path lines: the same answers whether it holds these
+    # bytes' lines (the second read), another frame's (SHARED), or none (the first read).
+    memo = PathMemo()
+    for memo_now in (memo, memo, SHARED) if new is not None else (SHARED,):
+        remembered = read_frame_bytes(data, max_body, memo_now)
+        assert (remembered is None) == (new is None), data
+        if remembered is not None and new is not None:
+            assert fields(remembered) == fields(new), data
+    if new is not None:
+        lines_end = new.buf.index(b"\r\n", new.from_span[2]) + 2
+        assert memo.hit and memo.block == new.buf[new.hdr_start : lines_end], data
     if new is not None:
         assert old is not None, data
         assert fields(new) == fields(old), data
