@@ -1,14 +1,18 @@
 """The reader's fast path: a complete, well-formed frame read in one pass over its head.
 
-Strategy: the usual frame (whole in the buffer, grammar respected, body within the limit) needs
-none of the state machine in reader.py. The head is walked once, byte by byte, from the first
+Strategy: the usual frame (whole in a read or the buffer, grammar respected, body within the
+limit) needs none of the state machine in reader.py. A read that came with nothing held is
+walked as it came (read_frame_bytes): a read that is exactly one frame becomes its bytes, with
+no copy. The head is walked once, byte by byte, from the first
 line to the first empty line (a body follows) or the first line starting with "-" (a bodiless
 frame's end-line): each line is checked against RFC 4975 §9 as it is walked (only utf8text
 bytes: no control character, so no bare CR or LF either, and no HTAB), its end found by the
 same loop, and nothing is cut out of it but the frame's own fields. Compiled, with native
 (i64) offsets, a byte costs ~15 instructions and the head no object: splitting it into lines,
 translating and joining them cost more than the walk (issue 16). The body's end-line is one
-bytes.find. No regex: its character classes cost ~40 instructions a byte. Anything unusual
+bytes.find. No regex: its character classes cost ~40 instructions a byte. A session's frames
+repeat their To-Path and From-Path lines: the last ones a connection's frames passed with are
+remembered (PathMemo), and the same lines again cost one comparison. Anything unusual
 returns None and the state machine reads the frame, errors included, so both paths give the
 same Frame for the same bytes (tests/protocol/test_fastpath.py holds this to the regex path,
 fastregex.py). Tried once per frame: byte-at-a-time input stays O(n).

@@ -1,9 +1,11 @@
 """Incremental MSRP frame reader: bytes in, in any split, events out.
 
 Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our checklist §1.9):
-- A frame that lies complete and well formed in the buffer is read by a fast path (fastregex.py
-  says which); this state machine reads everything else (partial frames, errors). The corpus tests
-  feed every frame whole and byte by byte, so both paths are held to the same events.
+- A frame that lies complete and well formed at the start of a read that came with nothing
+  held (taken as it came: no copy into the buffer) or of the buffer is read by a fast path
+  (fastpath.py compiled, fastregex.py interpreted); this state machine reads everything else
+  (partial frames, errors). The corpus tests feed every frame whole (a read of its own) and
+  byte by byte, so both paths are held to the same events.
 - The frame being read starts at offset 0 of one bytearray (consumed bytes are deleted from
   the front, O(1)); what is known of it, read piece by piece, is a PartialFrame (partial.py).
 - The head ends at the first blank line (a body follows) or at the first line that starts with
