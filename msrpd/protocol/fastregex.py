@@ -4,29 +4,25 @@ regex match and a find.
 Strategy: FAST_HEAD checks the first line and header block at once (RFC 4975 §9); one find
 locates CRLF "-------" tid; the flag and CRLF are checked (§7.1). Anything else returns None
 and the state machine reads the frame. Interpreted, this is the cheaper way (the regex's
-work is all C); compiled, fastpath.py's split and translate are (issue 16). Both return the
-same Frame or None for the same bytes, but for heads fastpath.py leaves to the state machine,
-which reads them alike (tests/protocol/test_fastpath.py).
+work is all C); compiled, fastpath.py's walk over the head is (issue 16); reader.py picks one
+at import. Both return the same Frame or None for the same bytes, but for heads fastpath.py
+leaves to the state machine, which reads them alike (tests/protocol/test_fastpath.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
-
-from ..hotpath import pure_requested
-from .fastpath import path_span, read_whole_frame
+from .fastpath import path_span
 from .frame import Frame
 from .grammar import DASHES, FAST_HEAD, FLAGS
 
-__all__ = ["WHOLE_FRAME", "read_whole_frame_regex"]
+__all__ = ["read_whole_frame_regex"]
 
 _FLAG_BYTES = {byte: bytes((byte,)) for byte in FLAGS}
 
 
-def read_whole_frame_regex(buf: bytearray, max_body: int) -> Frame | None:
-    """The frame at the start of `buf` if it is complete and well formed, else None.
-    Consumes nothing: the caller deletes len(frame.buf) bytes."""
+def read_whole_frame_regex(buf: bytes | bytearray, max_body: int) -> Frame | None:
+    """The frame at the start of `buf` (the reader's buffer, or a read as it came) if it is
+    complete and well formed, else None. Consumes nothing."""
     m = FAST_HEAD.match(buf)
     if m is None:
         return None
@@ -67,10 +63,3 @@ def read_whole_frame_regex(buf: bytearray, max_body: int) -> Frame | None:
         path_span(data, to_start, m.end(6), to_end),
         path_span(data, from_start, m.end(8), from_end),
     )
-
-
-# Compiled, fastpath.py's split and translate read a whole frame in the fewest instructions;
-# interpreted, one regex match does (its work is all C). Both read the same frames.
-WHOLE_FRAME: Final[Callable[[bytearray, int], Frame | None]] = (
-    read_whole_frame_regex if pure_requested() else read_whole_frame
-)

@@ -1,9 +1,11 @@
 """Incremental MSRP frame reader: bytes in, in any split, events out.
 
 Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our checklist §1.9):
-- A frame that lies complete and well formed in the buffer is read by a fast path (fastregex.py
-  says which); this state machine reads everything else (partial frames, errors). The corpus tests
-  feed every frame whole and byte by byte, so both paths are held to the same events.
+- A frame that lies complete and well formed at the start of a read that came with nothing
+  held (taken as it came: no copy into the buffer) or of the buffer is read by a fast path
+  (fastpath.py compiled, fastregex.py interpreted); this state machine reads everything else
+  (partial frames, errors). The corpus tests feed every frame whole (a read of its own) and
+  byte by byte, so both paths are held to the same events.
 - The frame being read starts at offset 0 of one bytearray (consumed bytes are deleted from
   the front, O(1)); what is known of it, read piece by piece, is a PartialFrame (partial.py).
 - The head ends at the first blank line (a body follows) or at the first line that starts with
@@ -31,7 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from enum import Enum
+from typing import Final
 
+from ..hotpath import pure_requested
 from .errors import LocalProtocolError
 from .events import (
     NEED_DATA,
@@ -42,7 +46,8 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastregex import WHOLE_FRAME
+from .fastpath import PathMemo, read_frame_bytes, read_whole_frame
+from .fastregex import read_whole_frame_regex
 from .frame import Frame
 from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
 from .grammar import SIP_START
@@ -68,14 +73,21 @@ class ReaderState(Enum):
     CLOSED = "closed"  # EOF seen and reported, or a fatal error raised
 
 
+# Bound once, as Final (typed, not literal): compiled, each is then a static, where a module
+# global or a name imported from another module is a dict lookup on every use.
 # A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
-_HEAD = ReaderState.HEAD  # in_head's, asked after every read
-_ENDLINE = ReaderState.ENDLINE
-_SIP = ReaderState.SIP
-_IDLE = ReaderState.IDLE  # bound once: next_event tests it for every frame
-_STREAM = ReaderState.STREAM  # and receive_data these for every read
-_SKIP = ReaderState.SKIP
-_BODY = ReaderState.BODY
+_HEAD: Final[ReaderState] = ReaderState.HEAD  # in_head's, asked after every read
+_ENDLINE: Final[ReaderState] = ReaderState.ENDLINE
+_SIP: Final[ReaderState] = ReaderState.SIP
+_IDLE: Final[ReaderState] = ReaderState.IDLE  # next_event tests it for every frame
+_STREAM: Final[ReaderState] = ReaderState.STREAM  # and receive_data these for every read
+_SKIP: Final[ReaderState] = ReaderState.SKIP
+_BODY: Final[ReaderState] = ReaderState.BODY
+_NEED_DATA: Final[NeedData] = NEED_DATA  # events() and _at_eof return or test it per frame
+# Which fast path reads a whole frame: interpreted, fastregex.py's one regex match costs the
+# fewest instructions (its work is all C); compiled, fastpath.py's walk over the head does.
+# Called by name, not through a variable: compiled, a native call.
+_REGEX_FAST_PATH: Final = pure_requested()
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -96,6 +108,7 @@ class FrameReader:
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
+        self._memo = PathMemo()  # the fast path's, compiled: lines whose paths PathCheck took
         self._heads = 1
         self._frame = PartialFrame()
         self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
@@ -144,8 +157,9 @@ class FrameReader:
         after EOF. Used to move a connection to another worker."""
         if self._eof or self._state not in _DETACHABLE:
             return None
-        gathered = self._gathered
-        return bytes(self._buf) + (b"" if gathered is None else b"".join(gathered.reads))
+        gathered, direct = self._gathered, self._direct
+        held = bytes(self._buf) + (b"" if direct is None else direct)  # a read not looked at yet
+        return held + (b"" if gathered is None else b"".join(gathered.reads))
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the connection; b"" means the peer closed it. `data` must be
@@ -159,7 +173,10 @@ class FrameReader:
                 buf += direct
             state = self._state
             if state is _IDLE:
-                buf += data
+                if len(buf) != 0:
+                    buf += data
+                else:
+                    self._direct = data  # read as it came by _read_idle's fast path
             elif not buf and (state is _STREAM or state is _SKIP):
                 self._direct = data
             elif self._gathered is not None:
@@ -191,7 +208,7 @@ class FrameReader:
         """Yield events until more data is needed (or the connection is closed)."""
         while True:
             event = self.next_event()
-            if event is NEED_DATA:
+            if event is _NEED_DATA:
                 return
             yield event
             if isinstance(event, ConnectionClosed):
@@ -199,31 +216,66 @@ class FrameReader:
 
     # -- between frames ---------------------------------------------------------------------
     def _read_idle(self) -> Event | NeedData:
-        buf = self._buf
-        if buf and buf[0] in (13, 10):
-            skip = len(buf) - len(buf.lstrip(b"\r\n"))
-            del buf[:skip]
-        if not buf:
+        buf, direct = self._buf, self._direct
+        if direct is not None:
+            # A read that came with nothing held: the usual one holds a whole frame, read in
+            # place (a read that is exactly one frame becomes its bytes), else it is held.
+            self._direct = None
+            frame = self._whole_read(direct)
+            if frame is not None:
+                end = len(frame.buf)
+                if end < len(direct):
+                    buf += memoryview(direct)[end:]
+                return self._checked(frame)
+            buf += direct
+        elif len(buf) == 0:
             return self._at_eof(None)
-        frame = WHOLE_FRAME(buf, self._max_body)
-        if frame is not None:
-            del buf[: len(frame.buf)]
-            problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
-            if problem is None:
-                return frame
-            head = frame.buf[: frame.hdr_end]
-            return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
+        else:
+            frame = self._whole_frame(buf)  # a frame, whole, and nothing before it
+            if frame is not None:
+                del buf[: len(frame.buf)]
+                return self._checked(frame)
+        if buf[0] in (13, 10):
+            del buf[: len(buf) - len(buf.lstrip(b"\r\n"))]
+            if len(buf) == 0:
+                return self._at_eof(None)
+            frame = self._whole_frame(buf)
+            if frame is not None:
+                del buf[: len(frame.buf)]
+                return self._checked(frame)
         self._heads += 1
         self._frame = PartialFrame()
         self._state = ReaderState.HEAD
         return self._read_head()
+
+    def _checked(self, frame: Frame) -> Frame | InvalidFrame:
+        """`frame` from a fast path, unless its paths are not lists of MSRP URIs."""
+        memo = self._memo
+        if memo.hit:
+            return frame  # the path lines of a frame that was checked
+        problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
+        if problem is None:
+            return frame
+        memo.forget()
+        head = frame.buf[: frame.hdr_end]
+        return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
+
+    def _whole_frame(self, buf: bytearray) -> Frame | None:
+        if _REGEX_FAST_PATH:
+            return read_whole_frame_regex(buf, self._max_body)
+        return read_whole_frame(buf, self._max_body, self._memo)
+
+    def _whole_read(self, data: bytes) -> Frame | None:
+        if _REGEX_FAST_PATH:
+            return read_whole_frame_regex(data, self._max_body)
+        return read_frame_bytes(data, self._max_body, self._memo)
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")
 
     def _at_eof(self, tid: bytes | None) -> Event | NeedData:
         if not self._eof:
-            return NEED_DATA
+            return _NEED_DATA
         if self._state in (ReaderState.IDLE, ReaderState.CLOSED) and not self._buf:
             self._state = ReaderState.CLOSED
             return ConnectionClosed()

@@ -199,7 +199,7 @@ class PathCheck:
         gives them: value start, end of the first URI, value end)."""
         start, end = to_span[0], from_span[2]
         last = self._last
-        if end - start == len(last) and buf.startswith(last, start):
+        if end - start == len(last) and _holds(buf, start, last):
             return None  # both values, and the line break between them, as last time
         problem = path_problem(bytes(buf[start : to_span[2]]), "To-Path") or path_problem(
             bytes(buf[from_span[0] : end]), "From-Path"
@@ -207,6 +207,14 @@ class PathCheck:
         if problem is None:
             self._last = bytes(buf[start:end])
         return problem
+
+
+def _holds(buf: bytes | bytearray, start: int, part: bytes) -> bool:
+    """buf.startswith(part, start). Compiled, for bytes, a slice compared costs a third of
+    that call (a generic one: it parses its arguments)."""
+    if isinstance(buf, bytes):
+        return buf[start : start + len(part)] == part
+    return buf.startswith(part, start)
 
 
 def _as_text(data: str | bytes, what: str) -> str:

@@ -1,9 +1,11 @@
 """Differential test of the reader's fast path against the regex path (issue 16).
 
 Property, for every buffer (corpus frames, generated heads and their mutations, every prefix
-of each): fastpath.read_whole_frame either declines (None) or returns exactly the Frame the
+of each): fastpath.read_whole_frame (and read_frame_bytes, the same for a read as it came, on
+the same bytes; and either with a PathMemo, new, holding these bytes' path lines, or shared
+by every buffer the test reads) either declines (None) or returns exactly the Frame the
 regex path (fastregex.py, the only one before issue 16) returns. It declines a frame the regex
-reads only when the head holds an HTAB or is longer than it looks at; for those the state
+reads only when the head holds an HTAB or is longer than the bytes it looks at; for those the state
 machine, which then reads the frame, must give that same Frame (or the same InvalidFrame for
 a path that does not parse), so the reader's events are unchanged on every input.
 """
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msrpd.protocol.events import InvalidFrame
-from msrpd.protocol.fastpath import _MAX_SPLIT, _PREFIX, read_whole_frame
+from msrpd.protocol.fastpath import _PREFIX, PathMemo, read_frame_bytes, read_whole_frame
 from msrpd.protocol.fastregex import read_whole_frame_regex
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.hnames import OTHER_NAMES
@@ -25,6 +27,7 @@ from msrpd.protocol.uri import PathCheck
 from .corpus import CASES
 
 MAX_BODIES = (0, 5, 64, 1 << 20)
+SHARED = PathMemo()  # the path lines of whichever frame was read last with it
 
 TO = b"msrp://127.0.0.1:2855/s1a2b3;tcp msrp://127.0.0.1:7001/bob;tcp"
 FROM = b"msrp://127.0.0.1:7000/alice;tcp"
@@ -69,6 +72,26 @@ def check(data: bytes) -> None:
 def check_buffer(data: bytes, max_body: int) -> None:
     new = read_whole_frame(bytearray(data), max_body)
     old = read_whole_frame_regex(bytearray(data), max_body)
+    # The same bytes as a read (bytes, not the reader's bytearray): the same answers.
+    direct, direct_old = read_frame_bytes(data, max_body), read_whole_frame_regex(data, max_body)
+    assert (direct is None) == (new is None), data
+    assert (direct_old is None) == (old is None), data
+    if direct is not None and new is not None:
+        assert fields(direct) == fields(new), data
+        assert direct.buf is data or len(direct.buf) < len(data)  # a whole read is not copied
+    if direct_old is not None and old is not None:
+        assert fields(direct_old) == fields(old), data
+    # With the connection's memo of path lines: the same answers whether it holds these
+    # bytes' lines (the second read), another frame's (SHARED), or none (the first read).
+    memo = PathMemo()
+    for memo_now in (memo, memo, SHARED) if new is not None else (SHARED,):
+        remembered = read_frame_bytes(data, max_body, memo_now)
+        assert (remembered is None) == (new is None), data
+        if remembered is not None and new is not None:
+            assert fields(remembered) == fields(new), data
+    if new is not None:
+        lines_end = new.buf.index(b"\r\n", new.from_span[2]) + 2
+        assert memo.hit and memo.block == new.buf[new.hdr_start : lines_end], data
     if new is not None:
         assert old is not None, data
         assert fields(new) == fields(old), data
@@ -76,8 +99,8 @@ def check_buffer(data: bytes, max_body: int) -> None:
     if old is None:
         return
     head = old.buf[: old.hdr_end]
-    # The heads it leaves: with an HTAB, or beyond the lines or bytes it looks at.
-    assert b"\t" in head or head.count(b"\r\n") >= _MAX_SPLIT or old.hdr_end + 80 > _PREFIX
+    # The heads it leaves: with an HTAB, or beyond the bytes it looks at.
+    assert b"\t" in head or old.hdr_end + 80 > _PREFIX
     event = state_machine_first(data, max_body)
     problem = PathCheck().problem(old.buf, old.to_span, old.from_span)
     if problem is None:
@@ -196,15 +219,15 @@ AFTER_THE_CUT = [
 ]
 
 
-def test_a_head_cut_at_the_prefix_or_the_line_limit_is_read_as_the_regex_reads_it() -> None:
-    """A CRLF ending exactly at byte _PREFIX, or the line cut ending exactly after a CRLF: the
-    piece left after it is empty, and must not be taken for the blank line (the head goes on:
-    its next line is the state machine's to check)."""
+def test_a_head_cut_at_the_prefix_is_read_as_the_regex_reads_it() -> None:
+    """A CRLF ending exactly at byte _PREFIX: the bytes after it are not looked at, and the
+    end of what is must not be taken for the blank line (the head goes on: its next line is
+    the state machine's to check). And a head of many lines (the line cut an earlier fast
+    path made, at 12) with what may follow its last line."""
     start = b"MSRP t1 SEND\r\n" + b"".join(line + b"\r\n" for line in paths())
     pad = b"X: " + b"v" * (_PREFIX - len(start) - 5) + b"\r\n"
     assert len(start + pad) == _PREFIX
-    lines = b"".join(b"H%d: v\r\n" % i for i in range(_MAX_SPLIT - 3))
-    assert (start + lines).count(b"\r\n") == _MAX_SPLIT
+    lines = b"".join(b"H%d: v\r\n" % i for i in range(9))
     for head in (start + pad, start + lines):
         for after in AFTER_THE_CUT:
             check(head + after)
@@ -214,7 +237,14 @@ def test_a_head_cut_at_the_prefix_or_the_line_limit_is_read_as_the_regex_reads_i
 
 def test_the_usual_frames_take_the_fast_path() -> None:
     """The fast path reads the frames a relay sees all day (else it would be no path)."""
-    for data in [*EDGES[:5], frame(b"MSRP t1 SEND", *paths(), body=b"line\r\n" * 30)]:
+    many = [b"X-%d: v" % i for i in range(20)]
+    usual = [
+        *EDGES[:5],
+        frame(b"MSRP t1 SEND", *paths(), body=b"line\r\n" * 30),
+        frame(b"MSRP t1 SEND", *paths(*many)),
+        frame(b"MSRP t1 SEND", *paths(*many), body=None),
+    ]
+    for data in usual:
         assert read_whole_frame(bytearray(data), 1 << 20) is not None
     reads = [c.data for c in CASES if read_whole_frame_regex(bytearray(c.data), 1 << 20)]
     assert reads

@@ -244,6 +244,34 @@ def test_reader_refuses_a_frame_whose_path_does_not_parse(value: bytes, where: s
         assert feed(data, sizes) == [*want, CLOSED], name
 
 
+def test_reader_remembers_only_path_lines_that_parsed() -> None:
+    """The fast path remembers a connection's last path lines (fastpath.PathMemo) once
+    PathCheck took them: frames with a refused frame's lines are refused every time, a good
+    frame's lines are read again without another check, in reads of one frame each (read in
+    place), in one read (from the buffer) and in every other split."""
+    bad = b"msrp://h:0/x;tcp"
+    frames = [
+        send("s1"),
+        frame(bad, tid="p1"),
+        frame(bad, tid="p2", body=None),
+        send("s2"),
+        frame(bad, where="from", tid="p3"),
+        send("s3", None),
+    ]
+    want = [
+        send_summary("s1"),
+        ("invalid", b"p1", BAD, True),
+        ("invalid", b"p2", BAD, True),
+        send_summary("s2"),
+        ("invalid", b"p3", BAD, True),
+        send_summary("s3", None),
+        CLOSED,
+    ]
+    data = b"".join(frames)
+    for name, sizes in {**splits(len(data)), "frame by frame": [len(f) for f in frames]}.items():
+        assert feed(data, sizes) == want, name
+
+
 def test_reader_refuses_a_response_whose_path_does_not_parse() -> None:
     data = b"MSRP r1 200 OK\r\nTo-Path: msrp://h:1/x;\xf4cp\r\nFrom-Path: %s\r\n-------r1$\r\n"
     data = data % GOOD_URI + send("s1")

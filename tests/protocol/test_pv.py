@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from msrpd.protocol.events import NEED_DATA
-from msrpd.protocol.frame import Frame
+from msrpd.protocol.frame import Frame, _words
 from msrpd.protocol.limits import ReaderLimits
 from msrpd.protocol.pv import MSRP_PV_KEYS, ConnInfo, msrp_pv
 from msrpd.protocol.reader import FrameReader
@@ -126,3 +128,22 @@ def test_unknown_key_is_an_error() -> None:
         msrp_pv(frame, "transaction")
     with pytest.raises(KeyError):
         msrp_pv(frame, "Method")  # case-sensitive, as in Kamailio
+
+
+@pytest.mark.parametrize(
+    "to_path",
+    [f"{X}", f"{X} {Z}", f"{X} {Y} {Z}", f"{X}  {Z} ", f"{X}\t{Y}\t {Z}\t", f"{X} \t{Z}"],
+)
+def test_nexthops_counts_the_to_path_uris_as_split_does(to_path: str) -> None:
+    """Counted on the bytes (frame._words compiled, bytes.split interpreted), once per frame,
+    whichever reader path read the head (an HTAB sends it to the state machine)."""
+    frame = read(f"MSRP n1 SEND\r\nTo-Path: {to_path}\r\nFrom-Path: {Q}\r\n-------n1$\r\n".encode())
+    want = len(to_path.split()) - 1
+    assert msrp_pv(frame, "nexthops") == want
+    assert msrp_pv(frame, "nexthops") == want  # the count kept
+    assert frame.to_count == len(frame.to_path) == want + 1
+
+
+@given(st.binary(max_size=40), st.integers(0, 40))
+def test_words_counts_as_bytes_split(data: bytes, at: int) -> None:
+    assert _words(data, min(at, len(data)), len(data)) == len(data[at:].split())
