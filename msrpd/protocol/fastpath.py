@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Final
 
 from . import grammar, hnames
-from .bufcopy import head_bytes
 from .frame import Frame
 
 __all__ = ["path_span", "read_whole_frame"]
@@ -109,10 +108,7 @@ def read_whole_frame(buf: bytearray, max_body: int) -> Frame | None:
     end = found + len(ending) + 5  # CRLF, dashes, tid, flag, CRLF
     if end > size:
         return None
-    # A frame past the prefix is copied out of the buffer once (a slice, then bytes, is two).
-    frame_bytes = (
-        data if end == len(data) else data[:end] if end < len(data) else head_bytes(buf, end)
-    )
+    frame_bytes = data if end == len(data) else data[:end] if end < len(data) else bytes(buf[:end])
     # The end-line's flag and CRLF (grammar.closes_end_line).
     flag = _FLAG_BYTES.get(frame_bytes[end - 3])
     if flag is None or frame_bytes[end - 2] != 13 or frame_bytes[end - 1] != 10:

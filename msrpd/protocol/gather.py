@@ -18,7 +18,6 @@ Strategy (reader.py decides when; this module holds the searches and the copies)
 
 from __future__ import annotations
 
-from .bufcopy import head_bytes
 from .events import BodyPiece
 from .frame import Frame
 from .grammar import closes_end_line
@@ -29,6 +28,15 @@ __all__ = ["GATHER_MIN", "Gathered", "head_bytes", "pass_through"]
 
 GATHER_MIN = 64 * 1024
 """Bytes of a frame held before its further reads are kept apart."""
+
+
+def head_bytes(buf: bytearray, end: int) -> bytes:
+    """buf[:end] as bytes, in one copy (a slice of a bytearray would be a second one). The
+    view is gone when this returns, so the caller may resize buf."""
+    if end == len(buf):
+        return bytes(buf)
+    with memoryview(buf) as view:
+        return view[:end].tobytes()
 
 
 def pass_through(data: bytes, marker: bytes, buf: bytearray) -> BodyPiece | None:
