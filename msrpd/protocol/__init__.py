@@ -26,6 +26,7 @@ from .writer import (
     build_request,
     forward_paths,
     invalid_gets_reply,
+    relay_pieces,
     relay_splice,
     retarget,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "invalid_gets_reply",
     "msrp_pv",
     "parse_uri",
+    "relay_pieces",
     "relay_splice",
     "retarget",
     "split_path",

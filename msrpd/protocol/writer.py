@@ -30,6 +30,7 @@ from .uri import path_problem
 
 __all__ = [
     "ReportBasis",
+    "Spliced",
     "build_error_reply",
     "build_failure_report",
     "build_invalid_reply",
@@ -39,6 +40,7 @@ __all__ = [
     "canonical_buf",
     "forward_paths",
     "invalid_gets_reply",
+    "relay_pieces",
     "relay_splice",
     "report_basis",
     "retarget",
@@ -46,6 +48,9 @@ __all__ = [
 
 _SLICE_MAX: Final = 4096
 """Frames up to this size are relayed from slices of their bytes, larger ones from views."""
+PIECES_MIN: Final = 64 * 1024
+"""Frames from this size on are relayed as their new head and a view of the rest (Spliced):
+copying them whole again would cost more than a second piece to write (issue 16)."""
 _BLANKS = b" \t"
 # Bare-LF lines too: a frame refused for its LF line endings is still answered (DESIGN §8).
 _PATH_LINE = re.compile(rb"^(to-path|from-path)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.I | re.M)
@@ -220,13 +225,7 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
             would be wrong: the caller decides; Kamailio logs and sends nothing).
     """
     buf = canonical_buf(frame)
-    to_start, first_end, to_end = frame.to_span
-    if first_end == to_end:
-        raise LocalProtocolError("To-Path has only one URI: no next hop")
-    rest = first_end + 1
-    while buf[rest] in _BLANKS:
-        rest += 1
-    from_start = frame.from_span[0]
+    to_start, first_end, rest, from_start = _rotation(frame, buf)
     if tid is None and len(buf) <= _SLICE_MAX:
         # A small frame: slices of bytes are native, and copying a few hundred bytes costs
         # less than the views (generic calls) that spare a large one the copy.
@@ -253,6 +252,61 @@ def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
     else:  # "-------" old-tid flag CRLF: the flag and CRLF are kept
         parts += (view[from_start:end], DASHES, tid, view[end + 7 + len(frame.tid) :])
     return b"".join(parts)
+
+
+def _rotation(frame: Frame, buf: bytes) -> tuple[int, int, int, int]:
+    """Where the splice cuts `buf` (`frame`'s bytes): the first To-Path URI's start and end,
+    where the To-Path URIs after it start, where From-Path's value starts.
+
+    Raises:
+        LocalProtocolError: To-Path holds a single URI.
+    """
+    to_start, first_end, to_end = frame.to_span
+    if first_end == to_end:
+        raise LocalProtocolError("To-Path has only one URI: no next hop")
+    rest = first_end + 1
+    while buf[rest] in _BLANKS:
+        rest += 1
+    return to_start, first_end, rest, frame.from_span[0]
+
+
+class Spliced:
+    """A big frame as relay_splice would give it, in two pieces: the rewritten head (first
+    line and headers: the only bytes the splice changes), then the rest of the frame's own
+    bytes (blank line, body, end-line) as a view, not copied (issue 16). The view keeps
+    the frame's bytes, which never change, alive for as long as it is held."""
+
+    __slots__ = ("head", "rest")
+
+    def __init__(self, head: bytes, rest: memoryview) -> None:
+        self.head = head
+        self.rest = rest
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.rest)
+
+    def joined(self) -> bytes:
+        """The frame in one piece: relay_splice's bytes."""
+        return b"".join((self.head, self.rest))
+
+
+def relay_pieces(frame: Frame) -> bytes | Spliced:
+    """relay_splice(frame), a frame of PIECES_MIN bytes or more (with a body, delivered
+    whole) as a Spliced: its bytes are the same, in two pieces.
+
+    Raises:
+        LocalProtocolError: as relay_splice.
+    """
+    buf = frame.buf
+    cut = frame.body_start
+    if len(buf) < PIECES_MIN or frame.end_start < 0 or cut <= frame.from_span[0]:
+        return relay_splice(frame)
+    buf = canonical_buf(frame)
+    to_start, first_end, rest, from_start = _rotation(frame, buf)
+    head = b"".join(
+        (buf[:to_start], buf[rest:from_start], buf[to_start:first_end], b" ", buf[from_start:cut])
+    )
+    return Spliced(head, memoryview(buf)[cut:])
 
 
 def retarget(

@@ -21,11 +21,12 @@ from ..protocol import (
     forward_paths,
     msrp_pv,
     parse_uri,
-    relay_splice,
+    relay_pieces,
     retarget,
 )
 from ..protocol.frame import AUTH
 from ..protocol.pv import PvValue
+from ..protocol.writer import Spliced
 from . import auth, cmapops, hop, tm
 from .env import Destination, RouteEnv, SendFlags
 from .sht import ScriptHTable
@@ -219,11 +220,12 @@ class Msrp:
         destination, else To-Path URI #2 over a connection the relay opened (a response: one
         that exists). -1 when there is nowhere to send it."""
         dest, flags = self._dest, self._relay_flags
+        data: bytes | Spliced
         try:
             if dest is not None and dest.node and dest.uri is not None:
                 data = retarget(self.frame, dest.uri.raw.encode())  # to another node (hop.py)
             else:
-                data = relay_splice(self.frame)
+                data = relay_pieces(self.frame)  # a big frame in two pieces
         except LocalProtocolError:
             return -1
         if dest is None:

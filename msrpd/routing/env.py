@@ -12,6 +12,7 @@ from typing import Final, Protocol
 
 from ..config.selfuri import SelfUris
 from ..protocol import Frame, MsrpUri
+from ..protocol.writer import Spliced
 from ..shm import Cmap
 from .sht import ScriptHTable
 
@@ -135,9 +136,9 @@ class RouteEnv(Protocol):
     def close_origin(self, reason: str) -> None:
         """Close the connection the current frame came on, without answering it."""
 
-    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
-        """Send `data` (made from `frame`, the frame being routed) towards `dest`; 1 when it
-        is on its way, negative when it cannot be."""
+    def relay(self, frame: Frame, data: bytes | Spliced, dest: Destination, flags: int) -> int:
+        """Send `data` (made from `frame`, the frame being routed; a big one in two pieces)
+        towards `dest`; 1 when it is on its way, negative when it cannot be."""
 
     def t_relay(self, frame: Frame, dest: Destination, flags: int) -> int:
         """Forward `frame` statefully (a request: new transaction id, its answer mapped back;

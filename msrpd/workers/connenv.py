@@ -18,7 +18,8 @@ from typing import Protocol
 
 from ..cluster.shares import Asker
 from ..config.selfuri import SelfUris
-from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_splice
+from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_pieces
+from ..protocol.writer import Spliced
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
@@ -36,7 +37,7 @@ from .peers import source_host
 from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 from .sessids import new_session_id
-from .sinks import send_whole
+from .sinks import send_spliced, send_whole
 
 __all__ = [
     "ConnEnv",
@@ -296,13 +297,14 @@ class ConnEnv:
         if report is not None:
             self.answer(report)
 
-    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+    def relay(self, frame: Frame, data: bytes | Spliced, dest: Destination, flags: int) -> int:
         self.acted = True
         routes, uri = self.routes, dest.uri
         loopback = routes.loopback
         if loopback is not None and uri is not None and loopback.self_uris.matches(uri):
             # The next hop is us: route it again here, no connection (loopback.py).
-            sink = loopback.reroute(self, frame, data, self.depth + 1)
+            whole = data if isinstance(data, bytes) else data.joined()
+            sink = loopback.reroute(self, frame, whole, self.depth + 1)
             self.last_sink = sink
             return -1 if sink is None else 1
         delivery = routes.delivery
@@ -323,7 +325,11 @@ class ConnEnv:
             return -1
         streamed = frame.streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
-        if not send_whole(sink, data, self.conid, streamed, close_after):
+        if isinstance(data, bytes):
+            sent = send_whole(sink, data, self.conid, streamed, close_after)
+        else:  # a big frame, not streamed: its new head and the rest as received
+            sent = send_spliced(sink, data, self.conid, close_after)
+        if not sent:
             routes.counters.add(Counter.relay_fail)
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
@@ -357,7 +363,7 @@ class ConnEnv:
         ours = loopback is not None and uri is not None and loopback.self_uris.matches(uri)
         if tx is None or ours:
             try:
-                data = relay_splice(frame)
+                data = relay_pieces(frame)
             except LocalProtocolError:
                 return -1
             return self.relay(frame, data, dest, flags)

@@ -43,7 +43,7 @@ from ..protocol import (
     relay_splice,
 )
 from ..protocol.frame import REPORT, SEND
-from ..protocol.writer import build_reply
+from ..protocol.writer import Spliced, build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
 from ..routing.waits import NotYet, Unavailable
@@ -101,7 +101,7 @@ class HopEnv(ConnEnv):
                 self.routes.finder.cannot_wait(sessid)
             return None
 
-    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
+    def relay(self, frame: Frame, data: bytes | Spliced, dest: Destination, flags: int) -> int:
         return super().relay(self.outer, data, dest, flags)
 
     def t_relay(

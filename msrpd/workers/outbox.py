@@ -5,7 +5,8 @@ Rules:
   wait behind it (gate.py, RFC 4975 §7.1); a SEND chunk that frames wait behind is cut at
   its next body piece so that they go first (interrupt.py, RFC 4975 §7.1.1).
 - Batched: everything written during one read's work (its replies and relayed frames, a
-  handoff batch) leaves in one write at the end of it (`queue_flush`, DESIGN §3, issue 7).
+  handoff batch) leaves in one write at the end of it (`queue_flush`, DESIGN §3, issue 7);
+  big pieces as they are (a writev), not joined first (issue 16).
 - Back-pressure: more than WRITE_HIGH waiting pauses the sources that write here (flow.py).
 - Every relayed frame not yet in the kernel is in the sent log, so a stop can report it to
   its sender (sentlog.py, RFC 4975 §7.1.2).
@@ -34,6 +35,9 @@ BYTES_OUT: Final = int(Counter.bytes_out)  # an int: the counters list is indexe
 _TRIM_AT: Final = 8
 _TRIM_BYTES: Final = 32768
 """A flush this big trims the sent log whatever it holds: what it keeps alive stays small."""
+_WRITEV_MIN: Final = 2048
+"""Pieces of this many bytes on average are handed to the wire as they are (one writev over
+TCP), smaller ones joined: copying a few hundred bytes costs less than an iovec each."""
 
 
 class Outbox:
@@ -183,8 +187,13 @@ class Outbox:
             return
         pending = self.pending
         if pending:
-            wire.send(pending[0] if len(pending) == 1 else b"".join(pending))
             size = self.pending_bytes
+            if len(pending) == 1:
+                wire.send(pending[0])
+            elif size >= len(pending) * _WRITEV_MIN:
+                wire.send_all(pending)  # big pieces: not copied into one first (issue 16)
+            else:
+                wire.send(b"".join(pending))
             self.pending = []
             self.pending_bytes = 0
             # Trimming asks the transport what it holds (a generic call): not after every

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from pathlib import Path
 
+from ..protocol.writer import Spliced
 from ..shm import Counter
 from .gone import Sent
 from .handoff import frame_flags
@@ -23,7 +24,7 @@ from .links import HandoffHub
 from .outbox import Outbox
 from .ports import Blockable, Sink
 
-__all__ = ["HandoffSink", "LocalSink", "send_whole"]
+__all__ = ["HandoffSink", "LocalSink", "send_spliced", "send_whole"]
 
 
 class LocalSink(Sink):
@@ -45,6 +46,14 @@ class LocalSink(Sink):
         close_after: bool = False,
     ) -> bool:
         return self.out.write_frame(data, close_after, source=source, more=more, reader=self.reader)
+
+    def send_spliced(self, data: Spliced, source: Hashable, close_after: bool) -> bool:
+        """A whole frame in its two pieces, written as a streamed frame's head and last
+        piece: nothing comes between them, the sent log keeps the head (sentlog.py)."""
+        out, reader = self.out, self.reader
+        if not out.write_frame(data.head, False, source=source, more=True, reader=reader):
+            return False
+        return out.write_frame(data.rest, close_after, source=source, reader=reader)
 
 
 class HandoffSink(Sink):
@@ -79,12 +88,16 @@ class HandoffSink(Sink):
         more: bool = False,
         close_after: bool = False,
     ) -> bool:
+        return self.send_parts([data], more, close_after)
+
+    def send_parts(self, parts: list[bytes | memoryview], more: bool, close_after: bool) -> bool:
+        """send() of the bytes of `parts`, in one handoff message (not joined here)."""
         out, path, conid = self.out, self.path, self.conid
         token = self.stream_token
         if token is None:
             token = out.sent.new_token(self.record)
         self.stream_token = token if more else None
-        self.hub.send(path, conid, token, [data], frame_flags(more, close_after))
+        self.hub.send(path, conid, token, parts, frame_flags(more, close_after))
         out.counters.add(Counter.handoffs_out)
         out.throttle(path, self.reader, conid, token)  # back-pressure across workers
         return True
@@ -96,3 +109,14 @@ def send_whole(sink: Sink, data: bytes, source: Hashable, more: bool, close_afte
     if isinstance(sink, LocalSink):
         return sink.send(data, source=source, more=more, close_after=close_after)
     return sink.send(data, source=source, more=more, close_after=close_after)
+
+
+def send_spliced(sink: Sink, data: Spliced, source: Hashable, close_after: bool) -> bool:
+    """send_whole for a big frame relayed in two pieces (writer.Spliced): its bytes leave in
+    them, never copied into one, to this worker's connections and over handoff links; any
+    other sink gets them joined."""
+    if isinstance(sink, LocalSink):
+        return sink.send_spliced(data, source, close_after)
+    if isinstance(sink, HandoffSink):
+        return sink.send_parts([data.head, data.rest], False, close_after)
+    return sink.send(data.joined(), source=source, close_after=close_after)

@@ -17,11 +17,14 @@ from msrpd.protocol.sipmsg import build_sipmsg
 from msrpd.protocol.status import Status
 from msrpd.protocol.writer import (
     _STATUS_TEXTS,
+    PIECES_MIN,
+    Spliced,
     _reply_status,
     build_invalid_reply,
     build_reply,
     build_request,
     forward_paths,
+    relay_pieces,
     relay_splice,
     retarget,
 )
@@ -795,3 +798,51 @@ def test_status_texts_are_checked_before_kept_and_kept_bounded() -> None:
     for n in range(100):
         assert _reply_status(400, f"reason {n}") == b"400 reason %d" % n
     assert len(_STATUS_TEXTS) <= 64
+
+
+# -- a big frame relayed in two pieces (issue 16) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("to_path", "from_line"),
+    [
+        (f"{RB} {B}", f"From-Path: {A}"),
+        (f"{RB}   {B}", f"From-Path:{A}"),  # a blank run, no space after the colon
+        (f"{RA} {RB} {B}", f"From-Path: {H} {A}"),
+    ],
+)
+def test_a_big_frame_is_relayed_as_its_new_head_and_a_view_of_the_rest(
+    to_path: str, from_line: str
+) -> None:
+    body = ("0123456789abcdef" * (PIECES_MIN // 16))[: PIECES_MIN + 7]
+    frame = parse(send(to_path, from_line, body=body))
+    out = relay_pieces(frame)
+    assert isinstance(out, Spliced)
+    assert out.joined() == relay_splice(frame)
+    assert len(out) == len(relay_splice(frame))
+    # Only the head is new bytes: the rest is the frame's own, from its body on, not copied.
+    assert out.head.endswith(b"Content-Type: text/plain\r\n\r\n")
+    assert out.rest.obj is frame.buf
+    assert bytes(out.rest) == frame.buf[frame.body_start :]
+
+
+def test_a_frame_under_the_size_is_relayed_in_one_piece() -> None:
+    frame = parse(send(body="x" * (PIECES_MIN - 1000)))
+    out = relay_pieces(frame)
+    assert isinstance(out, bytes)
+    assert out == relay_splice(frame)
+
+
+def test_a_big_frame_with_no_next_hop_is_refused_as_by_relay_splice() -> None:
+    frame = parse(send(B, body="y" * PIECES_MIN))
+    with pytest.raises(LocalProtocolError):
+        relay_pieces(frame)
+
+
+def test_a_big_frame_with_header_names_in_odd_case_is_relayed_canonical() -> None:
+    raw = send(body="z" * PIECES_MIN, extra=("message-id: m1",))
+    frame = parse(raw)
+    out = relay_pieces(frame)
+    assert isinstance(out, Spliced)
+    assert b"Message-ID: m1\r\n" in out.head
+    assert out.joined() == relay_splice(frame)

@@ -24,6 +24,7 @@ from msrpd.protocol import (
     retarget,
 )
 from msrpd.protocol import digest as dg
+from msrpd.protocol.writer import Spliced
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
 from msrpd.routing.sht import ScriptHTable
 from msrpd.shm import Cmap, HTable
@@ -110,8 +111,9 @@ class FakeEnv:
     def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
         self.replies.append(data)
 
-    def relay(self, frame: Frame, data: bytes, dest: Destination, flags: int) -> int:
-        self.relayed.append(Relayed(data, dest, flags))
+    def relay(self, frame: Frame, data: bytes | Spliced, dest: Destination, flags: int) -> int:
+        whole = data if isinstance(data, bytes) else data.joined()
+        self.relayed.append(Relayed(whole, dest, flags))
         return 1
 
     def message_refused(self, frame: Frame) -> bool:

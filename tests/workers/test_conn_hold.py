@@ -45,6 +45,9 @@ class Transport:
     def write(self, data: bytes) -> None:
         self.written.append(bytes(data))
 
+    def writelines(self, pieces: list[bytes]) -> None:
+        self.written.append(b"".join(pieces))
+
     def pause_reading(self) -> None:
         self.reading = False
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from msrpd.protocol.writer import Spliced
 from msrpd.shm import Counter, StatsCounters
 from msrpd.workers.connstats import ConnStats
 from msrpd.workers.flow import FlowControl
 from msrpd.workers.hold import Hold
 from msrpd.workers.outbox import Outbox
 from msrpd.workers.ports import WRITE_HIGH, Blockable
+from msrpd.workers.sinks import LocalSink, send_spliced
 from msrpd.workers.transports.tcp import TcpWire
 
 from .hubs import LOOPS, run, until
@@ -148,6 +150,63 @@ def test_a_frame_waits_behind_a_streamed_frame(loop_kind: str) -> None:
             expected = head + piece + end + whole("b1")
             assert await box.received(len(expected)) == expected
             assert box.stats.frames_out == 2  # one streamed frame, one whole frame
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_big_pieces_leave_in_order_without_a_join(loop_kind: str) -> None:
+    """Pieces of 2 KiB and more on average go to the transport's writelines as they are
+    (issue 16); smaller ones are joined. Either way the peer gets the bytes in order."""
+
+    async def main() -> None:
+        async with connected() as box:
+            sent: list[list[bytes | memoryview]] = []
+            send_all = box.wire.send_all
+            box.wire.send_all = lambda pieces: (sent.append(list(pieces)), send_all(pieces))[1]
+            big = [bytes([65 + n]) * 9000 for n in range(3)]
+            box.write(big[0], source=1)
+            box.write(whole("r1"))
+            box.write(big[1], source=1)
+            box.write(big[2], source=2)
+            box.out.flush()
+            expected = big[0] + whole("r1") + big[1] + big[2]
+            assert await box.received(len(expected)) == expected
+            assert len(sent) == 1 and sent[0][0] is big[0]  # the frame itself, not a copy
+            box.write(whole("s1"))
+            box.write(whole("s2"))
+            box.out.flush()  # small frames: one joined write
+            assert await box.received(2 * len(whole("s1"))) == whole("s1") + whole("s2")
+            assert len(sent) == 1
+            assert box.stats.frames_out == 6
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_a_spliced_frame_goes_whole_and_after_what_it_waits_behind(loop_kind: str) -> None:
+    """A big frame relayed as its new head and the rest (writer.Spliced) is one frame: it
+    waits whole behind another source's streamed frame, nothing comes between its pieces,
+    it counts once, and the sent log keeps its head for a stop's report."""
+
+    async def main() -> None:
+        async with connected() as box:
+            body = bytes(range(256)) * 300
+            frame = b"\r\n" + body + b"\r\n-------b1$\r\n"
+            spliced = Spliced(streamed_head("b1")[:-2], memoryview(frame))
+            head, end = streamed_head("s1"), b"\r\n-------s1$\r\n"
+            box.write(head, source="alice", more=True)
+            sink = LocalSink(box.out, None)
+            assert send_spliced(sink, spliced, "bob", close_after=False)
+            assert box.out.gate.held_bytes == len(spliced)  # behind alice's frame, whole
+            box.write(b"more", source="alice", more=True)
+            box.write(end, source="alice")
+            box.write(whole("w1"), source="carol")
+            assert box.out.sent_log.records[-2][1:] == ("bob", spliced.head)
+            box.out.flush()
+            expected = head + b"more" + end + spliced.joined() + whole("w1")
+            assert await box.received(len(expected)) == expected
+            assert box.stats.frames_out == 3
 
     run(loop_kind, main)
 

@@ -16,14 +16,25 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ChunkIds", "OverStream", "Receive", "Send", "Wire"]
+__all__ = ["ChunkIds", "OverStream", "Receive", "Send", "SendAll", "Wire", "joined"]
 
 Receive = Callable[[bytes], None]
 Send = Callable[[bytes | memoryview], None]
+SendAll = Callable[[list[bytes | memoryview]], None]
 ChunkIds = Callable[[bytes, int], bytes | None]
 """(the id of a chunk the relay interrupts on its way out, its body bytes written) -> the
 transaction id of the chunk that continues it, a transaction like the interrupted one's; None
 when that chunk is not one of the relay's transactions (conn.MsrpConnection.continued)."""
+
+
+def joined(send: Send) -> SendAll:
+    """A SendAll that joins the pieces and hands them to `send` in one call (TLS records,
+    WebSocket messages: one for what a flush writes, as before)."""
+
+    def send_all(pieces: list[bytes | memoryview]) -> None:
+        send(b"".join(pieces))
+
+    return send_all
 
 
 class OverStream:
@@ -80,6 +91,9 @@ class Wire(Protocol):
     """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
     send: Send
     """What the connection hands the bytes it writes to; bound by attach."""
+    send_all: SendAll
+    """`send` for several pieces at once, in order: over plain TCP the transport's
+    writelines (one writev, no join: issue 16), else `send` of the pieces joined."""
 
     def attach(
         self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds

@@ -6,17 +6,17 @@ import asyncio
 from typing import cast
 
 from ..peers import format_peer
-from .base import ChunkIds, OverStream, Receive, Send
+from .base import ChunkIds, OverStream, Receive, Send, SendAll
 
 __all__ = ["TcpWire"]
 
 
-def _unattached(data: bytes | memoryview) -> None:
+def _unattached(data: bytes | memoryview | list[bytes | memoryview]) -> None:
     raise RuntimeError("wire not attached")
 
 
 class TcpWire(OverStream):
-    __slots__ = ("local_sock", "receive", "send")
+    __slots__ = ("local_sock", "receive", "send", "send_all")
 
     scheme = "msrp"
     kind = "tcp"
@@ -27,6 +27,7 @@ class TcpWire(OverStream):
         self.local_sock = local_sock
         self.receive: Receive = _unattached
         self.send: Send = _unattached
+        self.send_all: SendAll = _unattached
 
     def attach(
         self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
@@ -35,6 +36,7 @@ class TcpWire(OverStream):
         self.transport = t = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(high=high)
         self.receive, self.send = feed, t.write
+        self.send_all = t.writelines  # uvloop's: one writev of the pieces, none copied
         host, port = t.get_extra_info("peername")[:2]
         return format_peer(host, port)
 

@@ -21,6 +21,7 @@ import ssl
 from pathlib import Path
 
 from ...config import TlsSettings
+from .base import ChunkIds, Receive, joined
 from .tcp import TcpWire
 from .tlsstream import TlsStream
 
@@ -37,6 +38,14 @@ class TlsWire(TcpWire):
     scheme = "msrps"
     kind = "tls"
     movable = False
+
+    def attach(
+        self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
+    ) -> str:
+        peer = super().attach(transport, feed, high, chunk_ids)
+        # Joined: the stream's writelines would make each piece its own TLS record.
+        self.send_all = joined(self.send)
+        return peer
 
 
 class TlsReading:

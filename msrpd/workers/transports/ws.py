@@ -23,14 +23,14 @@ from wsproto.frame_protocol import CloseReason
 
 from ...config import WebSocketSettings
 from ..peers import format_peer
-from .base import ChunkIds, OverStream, Receive, Send
+from .base import ChunkIds, OverStream, Receive, Send, SendAll, joined
 from .wsconn import WsServer
 from .wsout import NewTid
 
 __all__ = ["WsWire"]
 
 
-def _unattached(data: bytes | memoryview) -> None:
+def _unattached(data: bytes | memoryview | list[bytes | memoryview]) -> None:
     raise RuntimeError("wire not attached")
 
 
@@ -55,6 +55,7 @@ class WsWire(OverStream):
         "receive",
         "scheme",
         "send",
+        "send_all",
         "sent_in",
         "server",
         "settings",
@@ -71,6 +72,7 @@ class WsWire(OverStream):
         self.kind = "wss" if secure else "ws"
         self.receive: Receive = _unattached
         self.send: Send = _unattached
+        self.send_all: SendAll = _unattached
         self.server: WsServer | None = None
         self.deadline = 0.0
         """The upgrade must be complete by then (time.monotonic)."""
@@ -96,6 +98,7 @@ class WsWire(OverStream):
         new_tid = _rechunk_ids(chunk_ids)
         self.server = WsServer(feed, s.origins, s.max_upgrade_bytes, s.max_message, new_tid)
         self.receive, self.send = self._receive, self._send
+        self.send_all = joined(self._send)  # one MSRP byte stream to re-chunk, as before
         self.last_write = now = time.monotonic()
         self.deadline = now + s.upgrade_timeout
         host, port = t.get_extra_info("peername")[:2]
