@@ -15,7 +15,8 @@ import time
 from msrpd.protocol.events import NEED_DATA
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.reader import FrameReader
-from msrpd.protocol.writer import build_reply, relay_splice
+from msrpd.protocol.splice import relay_splice
+from msrpd.protocol.writer import build_reply
 
 TARGET_100B = 300_000  # frames/s, issue 2
 

@@ -18,18 +18,10 @@ from .limits import ReaderLimits
 from .pv import MSRP_PV_KEYS, ConnInfo, msrp_pv
 from .reader import Event, FrameReader, ReaderState
 from .sipmsg import build_sipmsg
+from .splice import forward_paths, relay_pieces, relay_splice, retarget
 from .status import Status
 from .uri import MSRP_DEFAULT_PORT, MSRPURI_KEYS, MsrpUri, parse_uri, split_path
-from .writer import (
-    build_invalid_reply,
-    build_reply,
-    build_request,
-    forward_paths,
-    invalid_gets_reply,
-    relay_pieces,
-    relay_splice,
-    retarget,
-)
+from .writer import build_invalid_reply, build_reply, build_request, invalid_gets_reply
 
 __all__ = [
     "MSRPURI_KEYS",

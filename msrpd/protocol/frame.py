@@ -68,7 +68,6 @@ class Frame:
     odd_names = False
 
     __slots__ = (
-        "_failure_report",
         "_from",
         "_headers",
         "_to",
@@ -112,7 +111,6 @@ class Frame:
         self.to_span = to_span
         self.from_span = from_span
         self._headers: list[tuple[bytes, bytes, int]] | None = None
-        self._failure_report: bytes | None = None
         self._to: list[str] | None = None
         self._from: list[str] | None = None
         self._to_count = 0  # not counted yet
@@ -215,22 +213,18 @@ class Frame:
     @property
     def failure_report(self) -> bytes:
         """Failure-Report, lower case: b"yes", b"no" or b"partial"; absent is b"yes" (RFC
-        4975 §7.1.1). Read once: t_reply and t_relay both ask for every SEND. A frame with
-        every defined name in canonical case (not odd_names: the reader's fast path or
-        grammar.HEAD took its head) is searched for that spelling alone, from the To-Path value on
-        (the first header, RFC 4975 §7.1)."""
-        value = self._failure_report
-        if value is None:
-            found: bytes | None
-            if self.odd_names:
-                found = self.header(b"failure-report")
-            else:
-                buf = self.buf
-                at = buf.find(b"\r\nFailure-Report:", self.to_span[0], self.hdr_end)
-                found = None if at < 0 else buf[at + 17 : buf.index(b"\r\n", at + 17)].strip(b" \t")
-            value = b"yes" if found is None else found.lower()
-            self._failure_report = value
-        return value
+        4975 §7.1.1). Not kept: the relay route asks twice per SEND (t_reply, t_relay), one
+        search each, and the cmap route never. A frame with every defined name in canonical
+        case (not odd_names: the reader's fast path or grammar.HEAD took its head) is searched
+        for that spelling alone, from the To-Path value on (the first header, RFC 4975 §7.1)."""
+        found: bytes | None
+        if self.odd_names:
+            found = self.header(b"failure-report")
+        else:
+            buf = self.buf
+            at = buf.find(b"\r\nFailure-Report:", self.to_span[0], self.hdr_end)
+            found = None if at < 0 else buf[at + 17 : buf.index(b"\r\n", at + 17)].strip(b" \t")
+        return b"yes" if found is None else found.lower()
 
     def message_id_line(self) -> bytes | None:
         """The first Message-ID header line as received, CRLF included, its name in

@@ -11,6 +11,7 @@ leaks into the next.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from .errors import LocalProtocolError
 from .events import InvalidFrame
@@ -22,6 +23,7 @@ from .grammar import (
     HEAD,
     HEAD_ANY_CASE,
     RESPONSE_HINT,
+    SIP_START,
     TID_PREFIX,
     closes_end_line,
     diagnose_head,
@@ -30,9 +32,20 @@ from .memsearch import find
 from .status import Status
 from .uri import PathCheck
 
-__all__ = ["MSRP_START", "PartialFrame", "check_prefix", "marker_tail"]
+__all__ = [
+    "FIRST_LINE_MSRP",
+    "FIRST_LINE_SIP",
+    "FIRST_LINE_WAITS",
+    "MSRP_START",
+    "PartialFrame",
+    "check_prefix",
+    "marker_tail",
+]
 
 MSRP_START = b"MSRP "
+FIRST_LINE_WAITS: Final = 0
+FIRST_LINE_MSRP: Final = 1
+FIRST_LINE_SIP: Final = 2
 
 
 def marker_tail(buf: bytes | bytearray, marker: bytes, scan: int) -> int:
@@ -81,6 +94,22 @@ class PartialFrame:
         self.odd_names = False  # a defined header name not in canonical case (hnames.py)
         self.error = ""  # what is wrong with the first line, reported once the head is in
         self.refused: InvalidFrame | None = None  # answered once the refused body has passed
+
+    def read_first_line(self, buf: bytearray, max_head: int) -> int:
+        """Read the first line if it has arrived: FIRST_LINE_WAITS (not yet), FIRST_LINE_MSRP
+        (parsed) or FIRST_LINE_SIP (a SIP start line: `scan` is at its CR)."""
+        lf = buf.find(b"\n", self.scan)
+        if lf < 0:
+            self.scan = len(buf)
+            check_prefix(buf, max_head)
+            return FIRST_LINE_WAITS
+        if not buf.startswith(MSRP_START):
+            if SIP_START.fullmatch(buf, 0, max(lf - 1, 0)) and buf[lf - 1] == 13:
+                self.scan = lf - 1
+                return FIRST_LINE_SIP
+            raise LocalProtocolError("not an MSRP frame")
+        self.parse_first_line(buf, lf)
+        return FIRST_LINE_MSRP
 
     def parse_first_line(self, buf: bytearray, lf: int) -> None:
         """Read the MSRP first line ending with the LF at `lf`. A line whose transaction id

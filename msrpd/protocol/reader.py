@@ -1,11 +1,10 @@
 """Incremental MSRP frame reader: bytes in, in any split, events out.
 
 Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our checklist §1.9):
-- A frame that lies complete and well formed at the start of a read that came with nothing
-  held (taken as it came: no copy into the buffer) or of the buffer is read by a fast path
-  (fastpath.py compiled, fastregex.py interpreted); this state machine reads everything else
-  (partial frames, errors). The corpus tests feed every frame whole (a read of its own) and
-  byte by byte, so both paths are held to the same events.
+- A frame that lies whole and well formed at the start of a read that came with nothing held
+  (walked as it came: no copy) or of the buffer is read by the fast path (wholeread.py); this
+  state machine reads the rest (partial frames, errors). The corpus tests feed every frame
+  whole and byte by byte: both paths give the same events.
 - The frame being read starts at offset 0 of one bytearray (consumed bytes are deleted from
   the front, O(1)); what is known of it, read piece by piece, is a PartialFrame (partial.py).
 - The head ends at the first blank line (a body follows) or at the first line that starts with
@@ -16,15 +15,12 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
   back, so a piece never contains part of the end-line; only a tail that does begin it (a
   prefix of CRLF "-------" tid) is held, so the buffer is usually empty after a piece.
 - Big bodies are copied as little as possible (issue 16, gather.py).
-- Errors: once a transaction id is read, the frame can always be delimited, so grammar errors
-  give an InvalidFrame event (for a frame with a body, once its end-line is in: an answer says
-  the whole chunk arrived; only the 413 for a body over the limit goes at once, as it asks the
-  sender to stop) and reading goes on. A To-Path or From-Path that is not a list of
-  MSRP URIs (RFC 4975 §9) is such an error: no Frame ever carries paths that do not parse, so
-  nothing that reads them later can fail on them (checked once per frame; PathCheck makes a
-  session's repeated paths cost a comparison). Without a transaction id (or with bare-LF
-  framing, or a head over the cap) the stream cannot be trusted any more: next_event raises
-  RemoteProtocolError and the caller closes the connection, answering first if `tid` is set.
+- Errors: once a transaction id is read, the frame can always be delimited: a grammar error
+  (paths that are not lists of MSRP URIs, RFC 4975 §9, included: no Frame carries such paths)
+  is an InvalidFrame event, once the frame's end-line is in (a response says the whole chunk
+  arrived; only the 413 for a body over the limit goes at once: it asks the sender to stop),
+  and reading goes on. Without a transaction id (or with bare-LF framing, or a head over the
+  cap) next_event raises RemoteProtocolError: the caller closes, answering first if `tid` is.
 - CRLF sequences between frames are skipped, unanswered: MSRP has no keep-alive (Kamailio
   answers a SIP-style CRLF ping with CRLF).
 """
@@ -32,10 +28,8 @@ Strategy (h11's ReceiveBuffer, adapted to MSRP framing, RFC 4975 §9 and our che
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from enum import Enum
 from typing import Final
 
-from ..hotpath import pure_requested
 from .errors import LocalProtocolError
 from .events import (
     NEED_DATA,
@@ -46,36 +40,23 @@ from .events import (
     NeedData,
     SipMessage,
 )
-from .fastpath import PathMemo, read_frame_bytes, read_whole_frame
-from .fastregex import read_whole_frame_regex
 from .frame import Frame
 from .gather import GATHER_MIN, Gathered, head_bytes, pass_through
-from .grammar import SIP_START
 from .limits import ReaderLimits
-from .partial import MSRP_START, PartialFrame, check_prefix
+from .partial import FIRST_LINE_SIP, FIRST_LINE_WAITS, PartialFrame
+from .readstate import ReaderState
 from .sip import sip_message_end
 from .status import Status
 from .uri import PathCheck
+from .wholeread import WholeReads
 
 __all__ = ["Event", "FrameReader", "ReaderState"]
 
 Event = Frame | BodyPiece | FrameEnd | InvalidFrame | SipMessage | ConnectionClosed
 
 
-class ReaderState(Enum):
-    IDLE = "idle"  # between frames
-    HEAD = "head"  # first line and headers
-    ENDLINE = "endline"  # a bodiless frame's end-line is arriving
-    BODY = "body"  # body of a frame that may still come whole
-    STREAM = "stream"  # body of a streamed frame
-    SKIP = "skip"  # body of a frame already refused
-    SIP = "sip"  # a SIP message on the MSRP port
-    CLOSED = "closed"  # EOF seen and reported, or a fatal error raised
-
-
 # Bound once, as Final (typed, not literal): compiled, each is then a static, where a module
 # global or a name imported from another module is a dict lookup on every use.
-# A frame head (or a SIP message) is arriving: the caller bounds how long that may take.
 _HEAD: Final[ReaderState] = ReaderState.HEAD  # in_head's, asked after every read
 _ENDLINE: Final[ReaderState] = ReaderState.ENDLINE
 _SIP: Final[ReaderState] = ReaderState.SIP
@@ -84,10 +65,6 @@ _STREAM: Final[ReaderState] = ReaderState.STREAM  # and receive_data these for e
 _SKIP: Final[ReaderState] = ReaderState.SKIP
 _BODY: Final[ReaderState] = ReaderState.BODY
 _NEED_DATA: Final[NeedData] = NEED_DATA  # events() and _at_eof return or test it per frame
-# Which fast path reads a whole frame: interpreted, fastregex.py's one regex match costs the
-# fewest instructions (its work is all C); compiled, fastpath.py's walk over the head does.
-# Called by name, not through a variable: compiled, a native call.
-_REGEX_FAST_PATH: Final = pure_requested()
 _DETACHABLE = frozenset({ReaderState.IDLE, ReaderState.HEAD, ReaderState.ENDLINE, ReaderState.BODY})
 
 
@@ -100,7 +77,6 @@ class FrameReader:
 
     def __init__(self, limits: ReaderLimits | None = None) -> None:
         self.limits = limits or ReaderLimits()
-        self._max_body = self.limits.max_body  # bound once: the fast path reads it per frame
         self._buf = bytearray()
         self._direct: bytes | None = None  # a streamed body's read, as it came
         self._gathered: Gathered | None = None  # a big whole frame's reads after _buf
@@ -108,11 +84,10 @@ class FrameReader:
         self._eof = False
         self._state = ReaderState.IDLE
         self._paths = PathCheck()
-        self._memo = PathMemo()  # the fast path's, compiled: lines whose paths PathCheck took
+        self._whole = WholeReads(self.limits.max_body, self._paths)  # the fast path
         self._heads = 1
         self._frame = PartialFrame()
-        self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {
-            ReaderState.IDLE: self._read_idle,
+        self._readers: dict[ReaderState, Callable[[], Event | NeedData]] = {  # IDLE: next_event
             ReaderState.HEAD: self._read_head,
             ReaderState.ENDLINE: self._read_endline,
             ReaderState.BODY: self._read_body,
@@ -216,59 +191,37 @@ class FrameReader:
 
     # -- between frames ---------------------------------------------------------------------
     def _read_idle(self) -> Event | NeedData:
-        buf, direct = self._buf, self._direct
+        buf, direct, whole = self._buf, self._direct, self._whole
         if direct is not None:
             # A read that came with nothing held: the usual one holds a whole frame, read in
             # place (a read that is exactly one frame becomes its bytes), else it is held.
             self._direct = None
-            frame = self._whole_read(direct)
+            frame = whole.in_read(direct)
             if frame is not None:
                 end = len(frame.buf)
                 if end < len(direct):
                     buf += memoryview(direct)[end:]
-                return self._checked(frame)
+                return whole.checked(frame)
             buf += direct
         elif len(buf) == 0:
             return self._at_eof(None)
         else:
-            frame = self._whole_frame(buf)  # a frame, whole, and nothing before it
+            frame = whole.in_buffer(buf)  # a frame, whole, and nothing before it
             if frame is not None:
                 del buf[: len(frame.buf)]
-                return self._checked(frame)
+                return whole.checked(frame)
         if buf[0] in (13, 10):
             del buf[: len(buf) - len(buf.lstrip(b"\r\n"))]
             if len(buf) == 0:
                 return self._at_eof(None)
-            frame = self._whole_frame(buf)
+            frame = whole.in_buffer(buf)
             if frame is not None:
                 del buf[: len(frame.buf)]
-                return self._checked(frame)
+                return whole.checked(frame)
         self._heads += 1
         self._frame = PartialFrame()
         self._state = ReaderState.HEAD
         return self._read_head()
-
-    def _checked(self, frame: Frame) -> Frame | InvalidFrame:
-        """`frame` from a fast path, unless its paths are not lists of MSRP URIs."""
-        memo = self._memo
-        if memo.hit:
-            return frame  # the path lines of a frame that was checked
-        problem = self._paths.problem(frame.buf, frame.to_span, frame.from_span)
-        if problem is None:
-            return frame
-        memo.forget()
-        head = frame.buf[: frame.hdr_end]
-        return InvalidFrame(frame.tid, Status.UNINTELLIGIBLE, problem, frame.is_request, head)
-
-    def _whole_frame(self, buf: bytearray) -> Frame | None:
-        if _REGEX_FAST_PATH:
-            return read_whole_frame_regex(buf, self._max_body)
-        return read_whole_frame(buf, self._max_body, self._memo)
-
-    def _whole_read(self, data: bytes) -> Frame | None:
-        if _REGEX_FAST_PATH:
-            return read_whole_frame_regex(data, self._max_body)
-        return read_frame_bytes(data, self._max_body, self._memo)
 
     def _read_closed(self) -> Event | NeedData:
         raise LocalProtocolError("the connection is closed")
@@ -284,8 +237,12 @@ class FrameReader:
     # -- head -------------------------------------------------------------------------------
     def _read_head(self) -> Event | NeedData:
         frame = self._frame
-        if frame.fl_end < 0 and not self._read_first_line(frame):
-            return self._at_eof(None)
+        if frame.fl_end < 0:
+            first = frame.read_first_line(self._buf, self.limits.max_head)
+            if first == FIRST_LINE_WAITS:
+                return self._at_eof(None)
+            if first == FIRST_LINE_SIP:
+                self._state = ReaderState.SIP
         if self._state is ReaderState.SIP:
             return self._read_sip()
         buf = self._buf
@@ -304,23 +261,6 @@ class FrameReader:
                 f"header block exceeds {self.limits.max_head} bytes", tid=self._frame.tid
             )
         return self._at_eof(self._frame.tid)
-
-    def _read_first_line(self, frame: PartialFrame) -> bool:
-        """Read the first line if it has arrived; say whether it had."""
-        buf = self._buf
-        lf = buf.find(b"\n", frame.scan)
-        if lf < 0:
-            frame.scan = len(buf)
-            check_prefix(buf, self.limits.max_head)
-            return False
-        if not buf.startswith(MSRP_START):
-            if SIP_START.fullmatch(buf, 0, max(lf - 1, 0)) and buf[lf - 1] == 13:
-                self._state = ReaderState.SIP
-                frame.scan = lf - 1
-                return True
-            raise LocalProtocolError("not an MSRP frame")
-        frame.parse_first_line(buf, lf)
-        return True
 
     # -- frames without a body ---------------------------------------------------------------
     def _read_endline(self) -> Event | NeedData:

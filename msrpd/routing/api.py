@@ -26,7 +26,7 @@ from ..protocol import (
 )
 from ..protocol.frame import AUTH
 from ..protocol.pv import PvValue
-from ..protocol.writer import Spliced
+from ..protocol.splice import Spliced
 from . import auth, cmapops, hop, tm
 from .env import Destination, RouteEnv, SendFlags
 from .sht import ScriptHTable

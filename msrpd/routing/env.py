@@ -12,7 +12,7 @@ from typing import Final, Protocol
 
 from ..config.selfuri import SelfUris
 from ..protocol import Frame, MsrpUri
-from ..protocol.writer import Spliced
+from ..protocol.splice import Spliced
 from ..shm import Cmap
 from .sht import ScriptHTable
 

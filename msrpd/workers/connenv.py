@@ -2,10 +2,9 @@
 
 Rules: the frame being routed is passed as an argument all the way (Msrp -> relay -> delivery
 -> sink), never parked on a shared object. reply() writes on the connection the frame came on
-(for a streamed frame once its end-line is in, conn.write_reply); relay() asks the delivery
-layer for a sink (a local connection, another worker's, or a new outbound one) and remembers
-it, so that a streamed frame's pieces follow its head. What it needs of the worker
-(RouteServices) is built once and shared by every connection (routeenv.RouteRunner).
+(a streamed frame's once its end-line is in); relay() asks the delivery layer for a sink
+and remembers it, so that a streamed frame's pieces follow its head. What it needs of the
+worker (RouteServices) is built once and shared by every connection (routeenv.RouteRunner).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Protocol
 from ..cluster.shares import Asker
 from ..config.selfuri import SelfUris
 from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_pieces
-from ..protocol.writer import Spliced
+from ..protocol.splice import Spliced
 from ..routing.env import Destination, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
@@ -37,7 +36,7 @@ from .peers import source_host
 from .ports import Lost, NodeLookup, Sink
 from .reports import frame_report
 from .sessids import new_session_id
-from .sinks import send_spliced, send_whole
+from .sinks import send_relayed
 
 __all__ = [
     "ConnEnv",
@@ -193,14 +192,13 @@ class ConnEnv:
         """The route has answered or relayed the frame being routed (RouteRunner.run resets
         it): it can no longer wait for a value (user_ha1)."""
         self.acked = -1
-        """conn.stats.frames_in when the route last answered 2xx: which frame it was (report_lost);
-        a count, not the frame, so no frame outlives its routing."""
+        """conn.stats.frames_in when the route last answered 2xx (report_lost): a count, not
+        the frame, so no frame outlives its routing."""
         self.depth = 0
         """Inner routing passes this frame has taken through our own URIs (loopback.py)."""
         self.to_uri = b""
         self.ours = False
-        """to_us(): the last URI asked and its answer. A connection's frames repeat their
-        first To-Path URI (their session's token): one comparison instead of a lookup."""
+        """to_us(): the last URI asked and its answer (a session's frames repeat it)."""
         self.asks: Asker | None = None
         """Its share of the token lookups (cluster/finder.py), made at its first."""
 
@@ -325,11 +323,7 @@ class ConnEnv:
             return -1
         streamed = frame.streamed
         close_after = bool(flags & SendFlags.CLOSE_AFTER) and not streamed
-        if isinstance(data, bytes):
-            sent = send_whole(sink, data, self.conid, streamed, close_after)
-        else:  # a big frame, not streamed: its new head and the rest as received
-            sent = send_spliced(sink, data, self.conid, close_after)
-        if not sent:
+        if not send_relayed(sink, data, self.conid, streamed, close_after):
             routes.counters.add(Counter.relay_fail)
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")

@@ -43,7 +43,8 @@ from ..protocol import (
     relay_splice,
 )
 from ..protocol.frame import REPORT, SEND
-from ..protocol.writer import Spliced, build_reply
+from ..protocol.splice import Spliced
+from ..protocol.writer import build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import Destination
 from ..routing.waits import NotYet, Unavailable

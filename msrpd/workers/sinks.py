@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from pathlib import Path
 
-from ..protocol.writer import Spliced
+from ..protocol.splice import Spliced
 from ..shm import Counter
 from .gone import Sent
 from .handoff import frame_flags
@@ -24,7 +24,7 @@ from .links import HandoffHub
 from .outbox import Outbox
 from .ports import Blockable, Sink
 
-__all__ = ["HandoffSink", "LocalSink", "send_spliced", "send_whole"]
+__all__ = ["HandoffSink", "LocalSink", "send_relayed", "send_spliced", "send_whole"]
 
 
 class LocalSink(Sink):
@@ -111,8 +111,17 @@ def send_whole(sink: Sink, data: bytes, source: Hashable, more: bool, close_afte
     return sink.send(data, source=source, more=more, close_after=close_after)
 
 
+def send_relayed(
+    sink: Sink, data: bytes | Spliced, source: Hashable, more: bool, close_after: bool
+) -> bool:
+    """A relayed frame to `sink`: whole, or a big one in its two pieces (send_spliced)."""
+    if isinstance(data, bytes):
+        return send_whole(sink, data, source, more, close_after)
+    return send_spliced(sink, data, source, close_after)  # not streamed: `more` is False
+
+
 def send_spliced(sink: Sink, data: Spliced, source: Hashable, close_after: bool) -> bool:
-    """send_whole for a big frame relayed in two pieces (writer.Spliced): its bytes leave in
+    """send_whole for a big frame relayed in two pieces (splice.Spliced): its bytes leave in
     them, never copied into one, to this worker's connections and over handoff links; any
     other sink gets them joined."""
     if isinstance(sink, LocalSink):

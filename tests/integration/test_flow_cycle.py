@@ -21,7 +21,8 @@ from typing import Any
 
 from msrpd.control.workerctl import query_worker
 from msrpd.protocol import BodyPiece, Frame, FrameEnd, FrameReader, ReaderLimits
-from msrpd.protocol.writer import build_request, relay_splice
+from msrpd.protocol.splice import relay_splice
+from msrpd.protocol.writer import build_request
 from msrpd.rundir import ctl_path, layout_for
 
 from ..msrpclient import MsrpClient, new_tid

@@ -15,7 +15,8 @@ from msrpd.protocol.frame import Frame
 from msrpd.protocol.hnames import CANONICAL, canonical_head
 from msrpd.protocol.limits import ReaderLimits
 from msrpd.protocol.reader import FrameReader
-from msrpd.protocol.writer import build_reply, forward_paths, relay_splice
+from msrpd.protocol.splice import forward_paths, relay_splice
+from msrpd.protocol.writer import build_reply
 
 RB = "msrp://r.example:2855/rb;tcp"
 B = "msrp://b.example:9893/bs;tcp"

@@ -10,6 +10,7 @@ from msrpd.protocol.events import BodyPiece, FrameEnd
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.grammar import FIRST_LINE
 from msrpd.protocol.limits import ReaderLimits
+from msrpd.protocol.splice import relay_splice
 from msrpd.protocol.transact import (
     TID_LENGTH,
     end_line_in_body,
@@ -21,7 +22,7 @@ from msrpd.protocol.transact import (
     tid_owner,
     tid_prefix,
 )
-from msrpd.protocol.writer import build_response, relay_splice
+from msrpd.protocol.writer import build_response
 
 from .golden import read_all
 

@@ -14,19 +14,21 @@ from msrpd.protocol.events import BodyPiece, FrameEnd, InvalidFrame
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.limits import ReaderLimits
 from msrpd.protocol.sipmsg import build_sipmsg
-from msrpd.protocol.status import Status
-from msrpd.protocol.writer import (
-    _STATUS_TEXTS,
+from msrpd.protocol.splice import (
     PIECES_MIN,
     Spliced,
-    _reply_status,
-    build_invalid_reply,
-    build_reply,
-    build_request,
     forward_paths,
     relay_pieces,
     relay_splice,
     retarget,
+)
+from msrpd.protocol.status import Status
+from msrpd.protocol.writer import (
+    _STATUS_TEXTS,
+    _reply_status,
+    build_invalid_reply,
+    build_reply,
+    build_request,
 )
 
 from .golden import read_all

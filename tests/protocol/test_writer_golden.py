@@ -26,12 +26,8 @@ import pytest
 from msrpd.protocol.events import InvalidFrame
 from msrpd.protocol.frame import SEND, Frame
 from msrpd.protocol.limits import ReaderLimits
-from msrpd.protocol.writer import (
-    build_invalid_reply,
-    build_reply,
-    invalid_gets_reply,
-    relay_splice,
-)
+from msrpd.protocol.splice import relay_splice
+from msrpd.protocol.writer import build_invalid_reply, build_reply, invalid_gets_reply
 
 from .golden import (
     CONFIGS,

@@ -24,7 +24,7 @@ from msrpd.protocol import (
     retarget,
 )
 from msrpd.protocol import digest as dg
-from msrpd.protocol.writer import Spliced
+from msrpd.protocol.splice import Spliced
 from msrpd.routing import Destination, Msrp, RouteEnv, RoutePolicy, load_route
 from msrpd.routing.sht import ScriptHTable
 from msrpd.shm import Cmap, HTable

@@ -87,7 +87,8 @@ def test_no_report_when_failure_reports_are_off() -> None:
 def test_stop_report_basis_comes_from_the_frame_as_relayed(wanted: str | None) -> None:
     """A stop reports a frame from the bytes it wrote to the next hop: the relay's URI leads
     the spliced From-Path, the sender's path follows (RFC 4976 §6.2, RFC 4975 §7.1.2)."""
-    from msrpd.protocol.writer import build_request, relay_splice
+    from msrpd.protocol.splice import relay_splice
+    from msrpd.protocol.writer import build_request
     from msrpd.workers.reports import _relayed_basis
 
     relay, bob, alice = "msrp://r:1/s;tcp", "msrp://b:2/b;tcp", "msrp://a:3/a;tcp"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from msrpd.protocol.writer import Spliced
+from msrpd.protocol.splice import Spliced
 from msrpd.shm import Counter, StatsCounters
 from msrpd.workers.connstats import ConnStats
 from msrpd.workers.flow import FlowControl
@@ -185,7 +185,7 @@ def test_big_pieces_leave_in_order_without_a_join(loop_kind: str) -> None:
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_a_spliced_frame_goes_whole_and_after_what_it_waits_behind(loop_kind: str) -> None:
-    """A big frame relayed as its new head and the rest (writer.Spliced) is one frame: it
+    """A big frame relayed as its new head and the rest (splice.Spliced) is one frame: it
     waits whole behind another source's streamed frame, nothing comes between its pieces,
     it counts once, and the sent log keeps its head for a stop's report."""
 
