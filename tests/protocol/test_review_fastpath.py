@@ -57,3 +57,19 @@ def test_streams_read_alike_in_every_split(seed: int) -> None:
         assert fuzz_stream.run(frames, limits) == ref, frames
         for k in range(1, len(data), max(1, len(data) // 50)):
             assert fuzz_stream.run([data[:k], data[k:]], limits) == ref, (frames, k)
+
+
+def test_a_bad_path_after_a_memo_hit_is_still_checked() -> None:
+    """PathMemo.hit must say whether THIS frame's lines were the memo's: two good frames with
+    the same lines (the second a hit), then one with a bad To-Path. Were `memo.hit` left set
+    from the hit (mutation `memo.hit = memo.hit or hit`), the bad frame would skip PathCheck
+    and be delivered; tests/protocol and tests/workers all pass under that mutation."""
+    bad = HEAD.replace(b"msrp://127.0.0.1:2855/s1a2b3;tcp", b"msrp://h:0/x;tcp")
+    frames = [GOOD, GOOD.replace(b"t1", b"t2"), bad + b"\r\nhi\r\n-------t1$\r\n"]
+    for feed in (frames, [b"".join(frames)]):
+        reader = FrameReader(ReaderLimits())
+        events = []
+        for chunk in feed:
+            reader.receive_data(chunk)
+            events += list(reader.events())
+        assert [type(e).__name__ for e in events] == ["Frame", "Frame", "InvalidFrame"], events
