@@ -9,9 +9,10 @@ worker's create_server (which calls listen() again, with asyncio's 100 unless to
 
 SO_REUSEPORT lets any process of the same user bind a port already listened on, and the
 kernel then splits new connections between both: a second relay started on our port (or
-ours on another's) would silently take part of the other's clients. So an address this
-set holds no socket for yet is first bound once without SO_REUSEPORT: a listener there,
-whoever's, makes that fail as a plain bind would (EADDRINUSE).
+ours on another's) would silently take part of the other's clients. So a port this set holds
+no socket on yet is first bound once without SO_REUSEPORT: a listener there, whoever's, makes
+that fail as a plain bind would (EADDRINUSE). A port it holds already is not probed (a reload
+may give it another protocol or address): another program on it then goes unnoticed.
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ class ListenerSet:
         """Bind whatever `listen` x `children` needs that is not bound yet; on failure,
         close what this call bound and raise OSError naming the address."""
         added: list[tuple[ListenAddress, int]] = []
-        held = {addr for addr, _ in self.sockets}
+        # A port this relay listens on already, under any entry (a reload may move it to
+        # another protocol, or narrow a wildcard to one address): bound again with
+        # SO_REUSEPORT beside our own socket until prune closes that, never probed (the probe
+        # would meet our own listener).
+        ours = {(addr.family, addr.port) for addr, _ in self.sockets}
         try:
             for addr in listen:
-                if addr not in held:
+                if (addr.family, addr.port) not in ours:
                     check_unclaimed(addr)
                 for slot in range(children):
                     if (addr, slot) not in self.sockets:

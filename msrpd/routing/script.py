@@ -7,8 +7,8 @@ Rules:
   runs that route's mypyc-compiled module on the compiled path (issue 16: the interpreter and
   the generic attribute lookups of every `msrp.xxx` cost thousands of instructions a frame).
   Those modules keep no state of their own, so sharing one import across reloads is the same
-  as a fresh module per load. A copy that differs by one byte, or MSRPD_PURE=1, runs
-  interpreted as above.
+  as a fresh module per load. A copy whose text differs (line endings aside: the file is
+  read as text), or MSRPD_PURE=1, runs interpreted as above.
 - Any failure to load (syntax error, exception at import, missing or non-callable callback)
   becomes a RouteLoadError that names the file and line, so check-config, start and reload can
   say exactly what is wrong and keep the old script.

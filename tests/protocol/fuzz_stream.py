@@ -14,8 +14,8 @@ import hashlib
 import random
 import sys
 
-from msrpd.protocol.events import BodyPiece
 from msrpd.protocol.errors import RemoteProtocolError
+from msrpd.protocol.events import BodyPiece
 from msrpd.protocol.frame import Frame
 from msrpd.protocol.limits import ReaderLimits
 from msrpd.protocol.reader import FrameReader
@@ -47,8 +47,28 @@ HEADERS = [
     b"Status: 000 200 OK",
     b"Use-Path: msrp://h:1/a;tcp",
 ]
-NASTY = [b"\r", b"\n", b"\r\n", b"\t", b" ", b"\x00", b"\x7f", b"\x80", b"\xff", b"-", b":",
-         b"-------", b"\r\n\r\n", b"$", b"+", b"#", b"a", b"To-Path:", b"From-Path:", b"  "]
+NASTY = [
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\t",
+    b" ",
+    b"\x00",
+    b"\x7f",
+    b"\x80",
+    b"\xff",
+    b"-",
+    b":",
+    b"-------",
+    b"\r\n\r\n",
+    b"$",
+    b"+",
+    b"#",
+    b"a",
+    b"To-Path:",
+    b"From-Path:",
+    b"  ",
+]
 
 
 def path_lines(rng: random.Random) -> bytes:
@@ -72,9 +92,9 @@ def mutate(rng: random.Random, data: bytes, focus: tuple[int, int]) -> bytes:
         if kind < 0.4:
             data = data[:at] + ins + data[at:]
         elif kind < 0.7:
-            data = data[:at] + data[at + rng.randint(1, 3):]
+            data = data[:at] + data[at + rng.randint(1, 3) :]
         else:
-            data = data[:at] + ins + data[at + len(ins):]
+            data = data[:at] + ins + data[at + len(ins) :]
     return data
 
 
@@ -94,8 +114,16 @@ def make_frame(rng: random.Random, paths: bytes, tid: bytes) -> tuple[bytes, tup
     end = b"-------" + tid + bytes([flag]) + b"\r\n"
     if rng.random() < 0.3:
         return head + end, focus
-    body = rng.choice([b"", b"hi", b"x" * rng.randint(0, 200), b"\r\n-------zz$\r\n",
-                       b"-------" + tid + b"a", b"\r\n" + b"-------" + tid + b"X"])
+    body = rng.choice(
+        [
+            b"",
+            b"hi",
+            b"x" * rng.randint(0, 200),
+            b"\r\n-------zz$\r\n",
+            b"-------" + tid + b"a",
+            b"\r\n" + b"-------" + tid + b"X",
+        ]
+    )
     return head + b"\r\n" + body + b"\r\n" + end, focus
 
 
@@ -118,9 +146,19 @@ def stream(rng: random.Random) -> list[bytes]:
 def describe(event: object) -> object:
     if isinstance(event, Frame):
         return (
-            type(event).__name__, event.buf, event.tid, event.method, event.code, event.reason,
-            event.hdr_end, event.body_start, event.end_start, event.flag, event.to_span,
-            event.from_span, None if event.body is None else bytes(event.body),
+            type(event).__name__,
+            event.buf,
+            event.tid,
+            event.method,
+            event.code,
+            event.reason,
+            event.hdr_end,
+            event.body_start,
+            event.end_start,
+            event.flag,
+            event.to_span,
+            event.from_span,
+            None if event.body is None else bytes(event.body),
         )
     if isinstance(event, BodyPiece):
         return ("piece", bytes(event.data))
@@ -132,7 +170,13 @@ class Out(list):
 
     def extend(self, events) -> None:  # type: ignore[override]
         for e in events:
-            if isinstance(e, tuple) and e[0] == "piece" and self and isinstance(self[-1], tuple) and self[-1][0] == "piece":
+            if (
+                isinstance(e, tuple)
+                and e[0] == "piece"
+                and self
+                and isinstance(self[-1], tuple)
+                and self[-1][0] == "piece"
+            ):
                 self[-1] = ("piece", self[-1][1] + e[1])
             else:
                 self.append(e)
@@ -164,7 +208,7 @@ def main() -> None:
         ref = run([data[i : i + 1] for i in range(len(data))], limits)
         feeds = [[data], frames]
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 6))))
-        feeds.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])])
+        feeds.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
         if len(data) < 700:
             feeds.extend([[data[:k], data[k:]] for k in range(1, len(data))])
         else:

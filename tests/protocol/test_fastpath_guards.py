@@ -1,5 +1,4 @@
-"""Review reproducers (h-review) for the fast path's head walk and PathMemo (8239a74, 0eab2b1,
-c5e99d4).
+"""Guards of the fast path's head walk and PathMemo (fastpath.py) no other test holds.
 
 1. A head followed by a bare CR (no LF) is not a blank line. fastpath._ends guards this with
    `data[sep + 1] != 10`; deleting that guard made the fast path deliver such a frame as a

@@ -1,12 +1,7 @@
-"""Review reproducers (h-review) for process/listeners.py's check_unclaimed (5691f23).
-
-A reload binds the new configuration's sockets (ListenerSet.ensure) before it closes the old
-ones (prune, after the new generation is spawned). The probe without SO_REUSEPORT therefore
-collides with this relay's OWN listener whenever the new config names a host:port the old one
-listened on under another ListenAddress (another proto, or an overlapping host): the reload
-is refused with "in use by another program (another relay?)". Before 5691f23 both reloads
-below succeeded (SO_REUSEPORT shared the port with our old socket until prune closed it).
-These tests fail on aa1afcd.
+"""ListenerSet at a reload (process/listeners.py): the new configuration's sockets are bound
+(ensure) before the old ones close (prune, once the new generation runs). A port the relay
+already listens on, under another entry (another protocol, or a wildcard narrowed to one
+address), is its own: never refused as another program's. Real sockets.
 """
 
 from __future__ import annotations
