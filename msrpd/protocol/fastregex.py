@@ -4,7 +4,7 @@ regex match and a find.
 Strategy: FAST_HEAD checks the first line and header block at once (RFC 4975 §9); one find
 locates CRLF "-------" tid; the flag and CRLF are checked (§7.1). Anything else returns None
 and the state machine reads the frame. Interpreted, this is the cheaper way (the regex's
-work is all C); compiled, fastpath.py's walk over the head is (issue 16); reader.py picks one
+work is all C); compiled, fastpath.py's walk over the head is (issue 16); wholeread.py picks one
 at import. Both return the same Frame or None for the same bytes, but for heads fastpath.py
 leaves to the state machine, which reads them alike (tests/protocol/test_fastpath.py).
 """

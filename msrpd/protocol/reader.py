@@ -192,6 +192,7 @@ class FrameReader:
     # -- between frames ---------------------------------------------------------------------
     def _read_idle(self) -> Event | NeedData:
         buf, direct, whole = self._buf, self._direct, self._whole
+        tried = False  # the fast path has seen the buffer's bytes as they are
         if direct is not None:
             # A read that came with nothing held: the usual one holds a whole frame, read in
             # place (a read that is exactly one frame becomes its bytes), else it is held.
@@ -203,18 +204,16 @@ class FrameReader:
                     buf += memoryview(direct)[end:]
                 return whole.checked(frame)
             buf += direct
+            tried = True
         elif len(buf) == 0:
             return self._at_eof(None)
-        else:
-            frame = whole.in_buffer(buf)  # a frame, whole, and nothing before it
-            if frame is not None:
-                del buf[: len(frame.buf)]
-                return whole.checked(frame)
-        if buf[0] in (13, 10):
+        if buf[0] in (13, 10):  # CRLFs between frames: skipped (a frame starts "MSRP ")
             del buf[: len(buf) - len(buf.lstrip(b"\r\n"))]
             if len(buf) == 0:
                 return self._at_eof(None)
-            frame = whole.in_buffer(buf)
+            tried = False
+        if not tried:
+            frame = whole.in_buffer(buf)  # a frame, whole, and nothing before it
             if frame is not None:
                 del buf[: len(frame.buf)]
                 return whole.checked(frame)
