@@ -18,6 +18,8 @@ Strategy (reader.py decides when; this module holds the searches and the copies)
 
 from __future__ import annotations
 
+from typing import Final
+
 from .events import BodyPiece
 from .frame import Frame
 from .grammar import closes_end_line
@@ -26,7 +28,7 @@ from .partial import PartialFrame, marker_tail
 
 __all__ = ["GATHER_MIN", "Gathered", "head_bytes", "pass_through"]
 
-GATHER_MIN = 64 * 1024
+GATHER_MIN: Final = 64 * 1024
 """Bytes of a frame held before its further reads are kept apart."""
 
 

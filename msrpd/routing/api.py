@@ -10,6 +10,8 @@ Rules:
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..protocol import (
     MSRP_PV_KEYS,
     ConnInfo,
@@ -33,11 +35,13 @@ from .sht import ScriptHTable
 
 __all__ = ["Msrp"]
 
-_METHOD_NAMES = {m: m.decode() for m in (b"SEND", b"REPORT", b"AUTH")}
+_METHOD_NAMES: Final = {m: m.decode() for m in (b"SEND", b"REPORT", b"AUTH")}
 """The usual methods' names, made once: a route reads msrp.method on every frame."""
 
 
-_STATUS = {str(code): code for code in (200, 400, 401, 403, 408, 413, 415, 423, 481, 501, 506)}
+_STATUS: Final = {
+    str(code): code for code in (200, 400, 401, 403, 408, 413, 415, 423, 481, 501, 506)
+}
 """RFC 4975 §10's codes as routes pass them ("200"): int() on a str is a generic call."""
 
 

@@ -81,19 +81,21 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         *,
         migration: MigrationState | None = None,
     ) -> None:
-        self.ctx = ctx
+        # Annotated here, though the hooks declare them too: mypyc then keeps them in the
+        # native layout (declared only in an uncompiled base, each read is a dict lookup).
+        self.ctx: WorkerContext = ctx
         self.wire: Wire = wire
         self.migration = MigrationState() if migration is None else migration
         """Balancing and colocation (migrate/): an outbound link's never moves."""
         self.arrival: Arrival | None = None
         """Just moved here: what it holds back until its handover is done (migrate/)."""
-        self.reader = FrameReader(routes.limits)
+        self.reader: FrameReader = FrameReader(routes.limits)
         self.conid = ctx.new_conid()
         self.info = ConnInfo("", wire.local_sock, self.conid)
         self.peer_key = ""
-        self.stats = ConnStats()
-        self.closed = False
-        self.out = Outbox(
+        self.stats: ConnStats = ConnStats()
+        self.closed: bool = False
+        self.out: Outbox = Outbox(
             self,
             wire,
             self.stats,
@@ -104,7 +106,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         )
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
-        self.intake = Intake(wire, self.reader)
+        self.intake: Intake = Intake(wire, self.reader)
         self.env = ConnEnv(routes, self, self.out, self.intake)
 
     # -- asyncio.Protocol -------------------------------------------------------------------

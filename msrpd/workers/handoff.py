@@ -26,7 +26,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -60,11 +60,12 @@ GATHER = 64 * 1024
 # ConnId helpers: a connection id is slot (8 bits) | generation (16 bits) | serial (40 bits),
 # high bits first, so (slot, generation) names the owning worker process (style rule 10).
 ConnId: TypeAlias = int
-SLOT_BITS = 8
-GENERATION_BITS = 16
-SERIAL_BITS = 40
-_SERIAL_MASK = (1 << SERIAL_BITS) - 1
-_GENERATION_MASK = (1 << GENERATION_BITS) - 1
+# Final: compiled, a module global that is not is a dict lookup on every use (issue 16).
+SLOT_BITS: Final = 8
+GENERATION_BITS: Final = 16
+SERIAL_BITS: Final = 40
+_SERIAL_MASK: Final = (1 << SERIAL_BITS) - 1
+_GENERATION_MASK: Final = (1 << GENERATION_BITS) - 1
 
 
 def make_conid(slot: int, generation: int, serial: int) -> ConnId:

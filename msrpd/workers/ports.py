@@ -8,14 +8,14 @@ the handoff link's source and the sinks satisfy these structurally.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from ..cluster.shares import Asker
 from ..protocol import MsrpUri
 
 __all__ = ["WRITE_HIGH", "Blockable", "Lost", "NodeCheck", "NodeLookup", "Sink", "Writable"]
 
-WRITE_HIGH = 1 << 20
+WRITE_HIGH: Final = 1 << 20
 """Bytes a connection (or a handoff link) may have waiting to be written before the readers
 relaying into it pause (1 MiB, flow.py)."""
 

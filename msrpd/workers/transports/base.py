@@ -14,9 +14,8 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
-from typing import Protocol
 
-__all__ = ["ChunkIds", "OverStream", "Receive", "Send", "SendAll", "Wire", "joined"]
+__all__ = ["ChunkIds", "Receive", "Send", "SendAll", "Wire", "joined"]
 
 Receive = Callable[[bytes], None]
 Send = Callable[[bytes | memoryview], None]
@@ -37,17 +36,71 @@ def joined(send: Send) -> SendAll:
     return send_all
 
 
-class OverStream:
-    """What every wire over an asyncio stream transport does the same way: buffering,
-    pausing and aborting are the transport's."""
+def _unattached(data: bytes | memoryview | list[bytes | memoryview]) -> None:
+    raise RuntimeError("wire not attached")
 
-    __slots__ = ("transport",)
 
-    def __init__(self) -> None:
+class Wire:
+    """The base of every wire (TcpWire, TlsWire, WsWire): a compiled class, not a Protocol,
+    so the connection's per-read and per-write steps read its attributes in place (issue 16:
+    through a Protocol each one was a generic lookup). Buffering, pausing and aborting are
+    the asyncio stream transport's."""
+
+    __slots__ = (
+        "kind",
+        "local_sock",
+        "movable",
+        "receive",
+        "scheme",
+        "send",
+        "send_all",
+        "transport",
+    )
+
+    def __init__(self, local_sock: str, scheme: str, kind: str, movable: bool) -> None:
+        self.local_sock = local_sock
+        """The listening socket it was accepted on, `proto:ip:port`; "" when outbound."""
+        self.scheme = scheme
+        """The URI scheme of its peer: msrp or msrps (RFC 4975 §9)."""
+        self.kind = kind
+        """The registry key's prefix: tcp, tls, ws or wss (never dialled)."""
+        self.movable = movable
+        """Its whole state is the kernel socket: it may be passed to another worker."""
         self.transport: asyncio.Transport | None = None
         """Once attached; the socket under it (fd passing, shutdown) is reached through it."""
+        self.receive: Receive = _unattached
+        """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
+        self.send: Send = _unattached
+        """What the connection hands the bytes it writes to; bound by attach."""
+        self.send_all: SendAll = _unattached
+        """`send` for several pieces at once, in order: over plain TCP the transport's
+        writelines (one writev, no join: issue 16), else `send` of the pieces joined."""
+
+    def attach(
+        self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
+    ) -> str:
+        """Start on `transport`: bytes read go to `feed`; writes past `high` bytes buffered
+        pause writing; a chunk the wire itself interrupts continues under an id from
+        `chunk_ids` (WebSocket re-chunking). Returns the peer's `host:port`."""
+        raise NotImplementedError
+
+    def self_uri(self) -> bytes:
+        """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
+        raise NotImplementedError
+
+    def tick(self, now: float, last_read: float) -> str:
+        """Housekeeping, once a tick: why the connection must close now, "" when it need not
+        (a WebSocket upgrade's deadline; its Pings are sent here too)."""
+        return ""
+
+    def close(self, going_away: bool = False) -> None:
+        """Close once what is buffered is written; `going_away`: the relay is stopping
+        (a WebSocket peer is told 1001, RFC 6455 §7.4.1)."""
+        if self.transport is not None:
+            self.transport.close()
 
     def buffered(self) -> int:
+        """Bytes sent and not yet passed to the kernel."""
         transport = self.transport
         return 0 if transport is None else transport.get_write_buffer_size()
 
@@ -60,10 +113,16 @@ class OverStream:
             self.transport.resume_reading()
 
     def abort(self) -> None:
+        """Close, dropping what is buffered; not at once under uvloop: its transport closes
+        the socket in a later callback, and libuv writes what it holds until then whenever
+        the peer reads (shut_write first stops that)."""
         if self.transport is not None:
             self.transport.abort()
 
     def shut_write(self) -> None:
+        """Let nothing more reach the kernel: the socket is shut down for writing now, so the
+        peer gets what the kernel holds, then a FIN, and nothing that is still buffered.
+        What `buffered` says is final from here on."""
         transport = self.transport
         sock = None if transport is None else transport.get_extra_info("socket")
         if sock is None:
@@ -74,58 +133,3 @@ class OverStream:
             return
         with dup, contextlib.suppress(OSError):
             dup.shutdown(socket.SHUT_WR)
-
-
-class Wire(Protocol):
-    local_sock: str
-    """The listening socket it was accepted on, `proto:ip:port`; "" when outbound."""
-    scheme: str
-    """The URI scheme of its peer: msrp or msrps (RFC 4975 §9)."""
-    kind: str
-    """The registry key's prefix: tcp, tls, ws or wss (never dialled)."""
-    movable: bool
-    """Its whole state is the kernel socket: it may be passed to another worker."""
-    transport: asyncio.Transport | None
-    """Once attached; the socket under it (fd passing, shutdown) is reached through it."""
-    receive: Receive
-    """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
-    send: Send
-    """What the connection hands the bytes it writes to; bound by attach."""
-    send_all: SendAll
-    """`send` for several pieces at once, in order: over plain TCP the transport's
-    writelines (one writev, no join: issue 16), else `send` of the pieces joined."""
-
-    def attach(
-        self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
-    ) -> str:
-        """Start on `transport`: bytes read go to `feed`; writes past `high` bytes buffered
-        pause writing; a chunk the wire itself interrupts continues under an id from
-        `chunk_ids` (WebSocket re-chunking). Returns the peer's `host:port`."""
-
-    def self_uri(self) -> bytes:
-        """This relay's URI as the peer reached it (the listening socket), b"" when outbound."""
-
-    def tick(self, now: float, last_read: float) -> str:
-        """Housekeeping, once a tick: why the connection must close now, "" when it need not
-        (a WebSocket upgrade's deadline; its Pings are sent here too)."""
-
-    def buffered(self) -> int:
-        """Bytes sent and not yet passed to the kernel."""
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def close(self, going_away: bool = False) -> None:
-        """Close once what is buffered is written; `going_away`: the relay is stopping
-        (a WebSocket peer is told 1001, RFC 6455 §7.4.1)."""
-
-    def abort(self) -> None:
-        """Close, dropping what is buffered; not at once under uvloop: its transport closes
-        the socket in a later callback, and libuv writes what it holds until then whenever
-        the peer reads (shut_write first stops that)."""
-
-    def shut_write(self) -> None:
-        """Let nothing more reach the kernel: the socket is shut down for writing now, so the
-        peer gets what the kernel holds, then a FIN, and nothing that is still buffered.
-        What `buffered` says is final from here on."""

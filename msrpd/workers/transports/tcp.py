@@ -6,28 +6,18 @@ import asyncio
 from typing import cast
 
 from ..peers import format_peer
-from .base import ChunkIds, OverStream, Receive, Send, SendAll
+from .base import ChunkIds, Receive, Wire
 
 __all__ = ["TcpWire"]
 
 
-def _unattached(data: bytes | memoryview | list[bytes | memoryview]) -> None:
-    raise RuntimeError("wire not attached")
+class TcpWire(Wire):
+    __slots__ = ()
 
-
-class TcpWire(OverStream):
-    __slots__ = ("local_sock", "receive", "send", "send_all")
-
-    scheme = "msrp"
-    kind = "tcp"
-    movable = True
-
-    def __init__(self, local_sock: str = "") -> None:
-        super().__init__()
-        self.local_sock = local_sock
-        self.receive: Receive = _unattached
-        self.send: Send = _unattached
-        self.send_all: SendAll = _unattached
+    def __init__(
+        self, local_sock: str = "", scheme: str = "msrp", kind: str = "tcp", movable: bool = True
+    ) -> None:
+        super().__init__(local_sock, scheme, kind, movable)
 
     def attach(
         self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds
@@ -47,10 +37,3 @@ class TcpWire(OverStream):
             return b""
         address = self.local_sock.partition(":")[2]
         return f"{self.scheme}://{address};tcp".encode()
-
-    def tick(self, now: float, last_read: float) -> str:
-        return ""
-
-    def close(self, going_away: bool = False) -> None:
-        if self.transport is not None:
-            self.transport.close()

@@ -35,9 +35,8 @@ buffer), so one read is one call to the connection."""
 class TlsWire(TcpWire):
     __slots__ = ()
 
-    scheme = "msrps"
-    kind = "tls"
-    movable = False
+    def __init__(self, local_sock: str = "") -> None:
+        super().__init__(local_sock, "msrps", "tls", False)
 
     def attach(
         self, transport: asyncio.BaseTransport, feed: Receive, high: int, chunk_ids: ChunkIds

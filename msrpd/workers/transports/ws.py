@@ -23,15 +23,11 @@ from wsproto.frame_protocol import CloseReason
 
 from ...config import WebSocketSettings
 from ..peers import format_peer
-from .base import ChunkIds, OverStream, Receive, Send, SendAll, joined
+from .base import ChunkIds, Receive, Wire, joined
 from .wsconn import WsServer
 from .wsout import NewTid
 
 __all__ = ["WsWire"]
-
-
-def _unattached(data: bytes | memoryview | list[bytes | memoryview]) -> None:
-    raise RuntimeError("wire not attached")
 
 
 def _rechunk_ids(chunk_ids: ChunkIds) -> NewTid:
@@ -44,35 +40,22 @@ def _rechunk_ids(chunk_ids: ChunkIds) -> NewTid:
     return new_tid
 
 
-class WsWire(OverStream):
+class WsWire(Wire):
     __slots__ = (
         "deadline",
         "ends",
         "in_total",
-        "kind",
         "last_write",
-        "local_sock",
-        "receive",
-        "scheme",
-        "send",
-        "send_all",
         "sent_in",
         "server",
         "settings",
         "wire_total",
     )
 
-    movable = False
-
     def __init__(self, local_sock: str, settings: WebSocketSettings, secure: bool) -> None:
-        super().__init__()
-        self.local_sock = local_sock
+        scheme, kind = ("msrps", "wss") if secure else ("msrp", "ws")  # RFC 7977 §5.2
+        super().__init__(local_sock, scheme, kind, False)
         self.settings = settings
-        self.scheme = "msrps" if secure else "msrp"  # RFC 7977 §5.2: msrps over wss
-        self.kind = "wss" if secure else "ws"
-        self.receive: Receive = _unattached
-        self.send: Send = _unattached
-        self.send_all: SendAll = _unattached
         self.server: WsServer | None = None
         self.deadline = 0.0
         """The upgrade must be complete by then (time.monotonic)."""
