@@ -82,5 +82,5 @@ def test_crlf_at_is_find_before_the_stop(seed: int) -> None:
         at = rng.randrange(len(buf) + 1)
         stop = rng.randrange(len(buf) + 1)
         found = buf.find(b"\r\n", at)
-        want = found if 0 <= found and found + 1 < stop else -1
+        want = found if found >= 0 and found + 1 < stop else -1
         assert writer._crlf_at(buf, at, stop) == want, (buf, at, stop)
