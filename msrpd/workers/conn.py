@@ -106,7 +106,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         )
         self.stream_sink: Sink | None = None
         self.stream_tid = b""
-        self.intake: Intake = Intake(wire, self.reader)
+        self.intake: Intake = Intake(wire, self.reader, ctx.batch, ctx.stop)
         self.env = ConnEnv(routes, self, self.out, self.intake)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -149,11 +149,10 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             arrival.carried += data
             self.wire.pause_reading()
             return
-        # Each attribute of this class (and of the uncompiled WorkerContext) is a dict
-        # lookup: the read's path reads each once, and what it can through compiled objects
-        # (the outbox's stats and counts are the connection's and the worker's; the intake's
-        # wire and reader, the connection's).
-        ctx, out, intake = self.ctx, self.out, self.intake
+        # Each attribute of the uncompiled WorkerContext is a dict lookup: the read's path
+        # reads what it needs through compiled objects (the outbox's stats and counts are the
+        # connection's and the worker's; the intake's wire, reader, write batch and stop).
+        out, intake = self.out, self.intake
         stats = out.stats
         stats.last_active = now = monotonic()
         stats.bytes_in += len(data)
@@ -164,17 +163,19 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             if debt:
                 self.env.routes.guard.throttle(self, rate, now, debt)
         intake.wire.receive(data)
-        batch = ctx.batch
+        batch = intake.batch
         batch.begin()
         try:
-            self._drain_events(intake, ctx.stop)
+            self._drain_events(intake, intake.stop)
         finally:
             batch.flush_now()
         reader = intake.reader
         if reader.in_head and reader.head_serial != intake.serial:
             intake.serial, intake.since = reader.head_serial, now  # a new head: head_timeout
-        if self.migration.move_to is not None and ctx.mover is not None:
-            ctx.mover.consider(self)
+        if self.migration.move_to is not None:
+            mover = self.ctx.mover
+            if mover is not None:
+                mover.consider(self)
 
     def read_buffered(self) -> None:
         """Route the frames the reader holds already: a throttled read's rest (limits.py).
@@ -279,7 +280,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
                     routes.guard.throttle(self, rate, now, debt)
             if frame.streamed:
                 intake.held_replies = []
-        sink = routes.run(frame, self)
+        sink = routes.run(frame, self, env, self.info)
         if frame.streamed:
             self.stream_sink = sink
             self.stream_tid = frame.tid

@@ -23,7 +23,9 @@ from collections.abc import Hashable
 from typing import Final
 
 from ..protocol import Frame, FrameReader
+from .batch import WriteBatch
 from .ratelimit import ReadRate
+from .stopstate import StopState
 from .transports.base import Wire
 
 __all__ = ["RATE", "WAIT", "Intake"]
@@ -36,6 +38,7 @@ WAIT: Final = 2
 
 class Intake:
     __slots__ = (
+        "batch",
         "blockers",
         "halted",
         "held_replies",
@@ -43,13 +46,18 @@ class Intake:
         "reader",
         "serial",
         "since",
+        "stop",
         "waiting",
         "wire",
     )
 
-    def __init__(self, wire: Wire, reader: FrameReader) -> None:
+    def __init__(self, wire: Wire, reader: FrameReader, batch: WriteBatch, stop: StopState) -> None:
         self.wire = wire
         self.reader = reader
+        self.batch = batch
+        """The worker's write batch: what routing a read writes goes out at its end."""
+        self.stop = stop
+        """The worker's graceful stop: no new frame is read once it has begun."""
         self.blockers: set[Hashable] = set()
         """The destinations (connections, handoff links) whose congestion pauses reading."""
         self.serial = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..protocol import Frame, ReaderLimits, Status, build_reply
+from ..protocol import ConnInfo, Frame, ReaderLimits, Status, build_reply
 from ..routing import Msrp, RouteScript
 from ..routing.env import RoutePolicy
 from ..routing.sht import ScriptHTable
@@ -21,7 +21,7 @@ from ..routing.sip import SipRequest
 from ..routing.waits import NotYet, Unavailable
 from ..shm import Cmap, Counter, ShmSet, StatsCounters
 from ..users import Ha1Source
-from .connenv import Rerouter, Resolver, RoutedConn, Transactor
+from .connenv import ConnEnv, Rerouter, Resolver, RoutedConn, Transactor
 from .limits import ConnGuard
 from .loopback import MAX_SELF_IN_PATH
 from .ports import NodeCheck, NodeLookup, Sink
@@ -100,10 +100,11 @@ class RouteRunner:
             self._htable = ScriptHTable(self.shm.htable, time.time)
         return self._htable
 
-    def run(self, frame: Frame, conn: RoutedConn) -> Sink | None:
+    def run(self, frame: Frame, conn: RoutedConn, env: ConnEnv, info: ConnInfo) -> Sink | None:
         """Run the script's event callback on `frame`; the sink relay() used, if any. A path
-        looping through us is answered here and never routed (loopback.py)."""
-        env = conn.env
+        looping through us is answered here and never routed (loopback.py). `env` and `info`
+        are `conn`'s, read by the caller, which holds it natively (through RoutedConn each
+        read is a generic lookup)."""
         env.last_sink = None
         env.acted = False
         # The usual frame names us at most MAX_SELF_IN_PATH times: asked here, natively,
@@ -116,14 +117,14 @@ class RouteRunner:
         ):
             return None
         try:
-            self.event(Msrp(frame, conn.info, env))
+            self.event(Msrp(frame, info, env))
         except NotYet as wait:
             conn.wait_for(frame, wait.pending)  # routed again from the start when it lands
             return None
         except Unavailable as exc:
             # Logged where it failed, once per outage (users/remote.py): not per frame. A
             # route that relayed or answered before asking is answered already (connenv.py).
-            if not conn.env.acted:
+            if not env.acted:
                 _server_error(frame, conn, f"Server Error ({exc.what} unavailable)")
         except Exception:
             # A script bug must not take the worker down: log with the tid, answer 500 to a
@@ -131,9 +132,7 @@ class RouteRunner:
             logger.exception("route failed on frame %s from %s", frame.tid.decode(), conn.peer_key)
             self.counters.add(Counter.errors)
             _server_error(frame, conn, "Server Error (route failed)")
-        # Read through conn.env: mypy keeps `env.last_sink` narrowed to the None set above
-        # across the script's relay() that sets it, and compiled code checks that type.
-        return conn.env.last_sink
+        return _last_sink(env)
 
     def is_node(self, transport: object) -> bool:
         certs = self.node_certs
@@ -160,3 +159,9 @@ def _server_error(frame: Frame, conn: RoutedConn, text: str) -> None:
     if frame.method is None or frame.method == b"REPORT" or frame.failure_report == b"no":
         return
     conn.write_reply(build_reply(frame, Status.SERVER_ERROR, text))
+
+
+def _last_sink(env: ConnEnv) -> Sink | None:
+    """What relay() set during the route: read here, since in `run` mypy keeps it narrowed
+    to the None set before the route (and compiled code checks that type)."""
+    return env.last_sink

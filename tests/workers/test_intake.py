@@ -9,7 +9,9 @@ import time
 import pytest
 
 from msrpd.protocol import FrameReader
+from msrpd.workers.batch import WriteBatch
 from msrpd.workers.intake import Intake
+from msrpd.workers.stopstate import StopState
 from msrpd.workers.transports.tcp import TcpWire
 
 from .hubs import LOOPS, run, until
@@ -32,7 +34,8 @@ class Side(asyncio.Protocol):
 def test_reading_pauses_until_every_destination_drains(loop_kind: str) -> None:
     async def main() -> None:
         wire, reader = TcpWire(), FrameReader()
-        intake, side = Intake(wire, reader), Side(wire, reader)
+        batch = WriteBatch(asyncio.get_running_loop(), None)
+        intake, side = Intake(wire, reader, batch, StopState()), Side(wire, reader)
         server = await asyncio.get_running_loop().create_server(lambda: side, "127.0.0.1", 0)
         _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
         await until(lambda: wire.transport is not None)
@@ -61,8 +64,9 @@ def test_reading_pauses_until_every_destination_drains(loop_kind: str) -> None:
 
 
 def test_a_head_is_overdue_only_while_it_is_the_same_head_and_reading() -> None:
-    reader = FrameReader()
-    intake = Intake(TcpWire(), reader)
+    reader, loop = FrameReader(), asyncio.new_event_loop()
+    loop.close()  # the write batch is never used here
+    intake = Intake(TcpWire(), reader, WriteBatch(loop, None), StopState())
     reader.receive_data(b"MSRP a1 SEND\r\nTo-Path: msrp://b")  # a head, never finished
     list(reader.events())
     assert reader.in_head
