@@ -7,6 +7,7 @@ script API testable without processes and keeps I/O in msrpd/workers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -107,7 +108,11 @@ class RouteEnv(Protocol):
     @property
     def nonce_secret(self) -> bytes: ...
 
-    def now(self) -> float: ...
+    @property
+    def now(self) -> Callable[[], float]:
+        """The wall clock (time.time, or a test's): an attribute, not a method, so that
+        compiled routes call it without a method lookup (issue 16: a session's expiry is
+        checked on every frame)."""
 
     def new_session_id(self) -> str: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Hashable, Sized
+from collections.abc import Callable, Hashable, Sized
 from time import time as wall_clock  # a module global: time.time is a generic lookup
 from typing import Protocol
 
@@ -174,6 +174,7 @@ class ConnEnv:
         "depth",
         "intake",
         "last_sink",
+        "now",
         "ours",
         "out",
         "routes",
@@ -201,6 +202,8 @@ class ConnEnv:
         """to_us(): the last URI asked and its answer (a session's frames repeat it)."""
         self.asks: Asker | None = None
         """Its share of the token lookups (cluster/finder.py), made at its first."""
+        self.now: Callable[[], float] = wall_clock
+        """RouteEnv.now: the wall clock."""
 
     @property
     def policy(self) -> RoutePolicy:
@@ -225,9 +228,6 @@ class ConnEnv:
             self.ours = loopback is not None and loopback.self_uris.names(uri)
             self.to_uri = uri
         return self.ours
-
-    def now(self) -> float:
-        return wall_clock()
 
     def nonce_salt(self) -> bytes:
         return secrets.token_bytes(4)
