@@ -28,8 +28,9 @@ __all__ = ["dump", "kamailio_env", "start", "timer_work", "wait_started", "wrapp
 _HERE = Path(__file__).resolve().parent
 _TOTAL = re.compile(rb"^totals:\s*(\d+)", re.M)
 # libuv's two entries to callbacks that are not I/O: due timers (`call_later`, `sleep`) and
-# idle handles (uvloop runs `call_soon` callbacks, and so woken tasks, from one). The leading
-# space and the " [" keep a recursion's copy (`uv__run_idle'2`) out: the outer one holds it.
+# idle handles (uvloop runs `call_soon` callbacks, and so woken tasks, from one). The name
+# must be followed by " [" at once: a recursion's copy (`uv__run_idle'2 [`) does not match,
+# and the outer entry already holds its cost.
 _TIMER_ENTRIES = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\S*:(uv__run_timers|uv__run_idle) \[", re.M)
 
 
