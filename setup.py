@@ -42,8 +42,14 @@ def ext_modules() -> list[object]:
         # each such call goes through the PLT (an indirect jump, and one more for the CPU to
         # predict). Hidden, they bind inside the library and the calls are direct; Python finds
         # the modules by their PyInit_ functions, which stay exported, and the shims reach the
-        # group through a capsule, not by symbol.
-        ext.extra_compile_args.append("-fvisibility=hidden")
+        # group through a capsule, not by symbol. Link-time optimisation inlines across the C
+        # files (a module's small methods into another's callers), and -fno-plt calls
+        # libpython through the GOT without a stub's jump. Callgrind, a steady frame
+        # (2026-12-04): 32,043 -> 31,475 instructions hidden, 30,705 with both; indirect
+        # branch mispredictions (its branch simulation) 550 -> 368 -> 318.
+        ext.extra_compile_args += ["-fvisibility=hidden", "-flto=auto", "-fno-plt"]
+        # The link compiles the LTO objects: it needs mypyc's optimisation level again.
+        ext.extra_link_args += ["-flto=auto", "-O3", "-fno-plt"]
     return list(extensions)
 
 
