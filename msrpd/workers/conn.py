@@ -38,7 +38,7 @@ from ..routing.waits import Pending
 from ..shm import Counter
 from .connenv import ConnEnv
 from .connstats import ConnStats
-from .counting import count_frame_in
+from .counting import add, count_frame_in
 from .flow import FlowControl
 from .intake import WAIT, Intake
 from .migrate.hooks import MoveHooks
@@ -156,7 +156,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         stats = out.stats
         stats.last_active = now = monotonic()
         stats.bytes_in += len(data)
-        out.counts[BYTES_IN] += len(data)
+        add(out.counts, BYTES_IN, len(data))
         rate = intake.rate
         if rate is not None:  # [limits] session rates (limits.py), charged here: compiled
             debt = rate.charge_read(len(data), now)

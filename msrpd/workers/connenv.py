@@ -2,10 +2,9 @@
 
 Rules: the frame being routed is passed as an argument all the way (Msrp -> relay -> delivery
 -> sink), never parked on a shared object. reply() writes on the connection the frame came on
-(a streamed frame's once its end-line is in); relay() asks the delivery layer for a sink
-and remembers it, so that a streamed frame's pieces follow its head. What it needs of the
-worker (RouteServices) is built once and shared by every connection (routeenv.RouteRunner).
-"""
+(a streamed frame's once its end-line is in); relay() asks the delivery layer for a sink and
+remembers it (a streamed frame's pieces follow its head). What it needs of the worker
+(RouteServices, routeenv.RouteRunner) is built once and shared by every connection."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from . import lateasks
 from .connstats import ConnStats
-from .counting import FRAMES_OUT, TWO, count_reply, count_status
+from .counting import FRAMES_OUT, TWO, add, count_reply, count_status
 from .intake import Intake
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
@@ -51,8 +50,7 @@ logger = logging.getLogger("msrpd.route")
 
 
 class RoutedConn(Protocol):
-    """What route running needs of the connection a frame came on (conn.MsrpConnection):
-    it is also the reader flow control pauses (ports.Blockable)."""
+    """The connection a frame came on (conn.MsrpConnection); flow control pauses it."""
 
     conid: int
     closed: bool
@@ -146,8 +144,7 @@ class RouteServices(Protocol):
     transactions: Transactor | None
     guard: ConnGuard
     """The [limits] policy (limits.py)."""
-    finder: NodeLookup | None
-    """Forwarding between nodes ([cluster] redis and node_ca set): the token lookups."""
+    finder: NodeLookup | None  # forwarding between nodes: the token lookups
 
     @property
     def cmap(self) -> Cmap | None: ...
@@ -169,8 +166,10 @@ class ConnEnv:
         "acked",
         "acted",
         "asks",
+        "cmap_held",
         "conid",
         "conn",
+        "delivery",
         "depth",
         "intake",
         "last_sink",
@@ -184,26 +183,26 @@ class ConnEnv:
     def __init__(self, routes: RouteServices, conn: RoutedConn, out: Outbox, reads: Intake) -> None:
         self.routes = routes
         self.conn = conn
-        # Read once: through RoutedConn (the uncompiled connection) each is a generic lookup.
+        # Read once, not per frame: through RoutedConn and RouteServices (Protocols) each read
+        # is generic. The worker's delivery and cmap are fixed (the cmap read at first use).
         self.out = out
         self.intake = reads
         self.conid = conn.conid
+        self.delivery: Resolver | None = routes.delivery
+        self.cmap_held: Cmap | None = None
         self.last_sink: Sink | None = None
         self.acted = False
-        """The route has answered or relayed the frame being routed (RouteRunner.run resets
-        it): it can no longer wait for a value (user_ha1)."""
+        """The route answered or relayed the frame (reset by RouteRunner.run): it can no
+        longer wait for a value (user_ha1)."""
         self.acked = -1
-        """conn.stats.frames_in when the route last answered 2xx (report_lost): a count, not
-        the frame, so no frame outlives its routing."""
+        """conn.stats.frames_in at the route's last 2xx (report_lost): no frame outlives it."""
         self.depth = 0
         """Inner routing passes this frame has taken through our own URIs (loopback.py)."""
         self.to_uri = b""
-        self.ours = False
-        """to_us(): the last URI asked and its answer (a session's frames repeat it)."""
+        self.ours = False  # to_us(): the last URI asked, and its answer
         self.asks: Asker | None = None
         """Its share of the token lookups (cluster/finder.py), made at its first."""
-        self.now: Callable[[], float] = wall_clock
-        """RouteEnv.now: the wall clock."""
+        self.now: Callable[[], float] = wall_clock  # RouteEnv.now
 
     @property
     def policy(self) -> RoutePolicy:
@@ -211,7 +210,10 @@ class ConnEnv:
 
     @property
     def cmap(self) -> Cmap | None:
-        return self.routes.cmap
+        cmap = self.cmap_held
+        if cmap is None:
+            cmap = self.cmap_held = self.routes.cmap
+        return cmap
 
     @property
     def nonce_secret(self) -> bytes:
@@ -249,10 +251,9 @@ class ConnEnv:
 
     def node_of(self, sessid: str) -> MsrpUri | None:
         """May raise NotYet (routing/waits.py): the cluster agent is being asked."""
-        finder = self.routes.finder
-        return (
-            None if finder is None else lateasks.node_of(finder, sessid, self.asking(), self.acted)
-        )
+        if (finder := self.routes.finder) is None:
+            return None
+        return lateasks.node_of(finder, sessid, self.asking(), self.acted)
 
     def asking(self) -> Asker:
         """The connection's share of the token lookups (an inner hop's env shares it)."""
@@ -286,9 +287,8 @@ class ConnEnv:
         self.conn.close(reason)
 
     def report_lost(self, frame: Frame, code: int, reason: str) -> None:
-        """`frame` (being routed) will not be delivered: if the route has already answered
-        it 2xx, its sender gets a failure REPORT when it asked for one (RFC 4976 §6.4.1,
-        rfc-checklist §2.4); otherwise the route's own answer tells it."""
+        """`frame` will not be delivered: answered 2xx already, its sender gets a failure
+        REPORT if it asked (RFC 4976 §6.4.1); otherwise the route's own answer tells it."""
         if self.acked != self.out.stats.frames_in:
             return
         report = frame_report(frame, code, reason)
@@ -305,7 +305,7 @@ class ConnEnv:
             sink = loopback.reroute(self, frame, whole, self.depth + 1)
             self.last_sink = sink
             return -1 if sink is None else 1
-        delivery = routes.delivery
+        delivery = self.delivery
         sink = None if delivery is None else delivery.resolve(dest, flags, frame, self.conn)
         if sink is None:
             if frame.method is None:
@@ -328,7 +328,7 @@ class ConnEnv:
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
             return -1
-        self.out.counts[FRAMES_OUT] += 1
+        add(self.out.counts, FRAMES_OUT, 1)
         self.last_sink = sink
         if dest.node:
             routes.counters.add(Counter.cluster_forwarded)
@@ -353,7 +353,7 @@ class ConnEnv:
         tx = routes.transactions
         if frame.method is None:
             return -1 if tx is None else tx.response(self.conn, frame)
-        loopback = routes.loopback
+        loopback = self.routes.loopback
         ours = loopback is not None and uri is not None and loopback.self_uris.matches(uri)
         if tx is None or ours:
             try:
@@ -363,7 +363,7 @@ class ConnEnv:
             return self.relay(frame, data, dest, flags)
         if (dest.conid is not None or dest.node) and not self.out.stats.proven:
             self.proven()
-        sink = tx.forward(self.conn, frame, basis or frame, dest, flags, routes.delivery)
+        sink = tx.forward(self.conn, frame, basis or frame, dest, flags, self.delivery)
         if isinstance(sink, bool):
             self.last_sink = None
             return -2 if sink else -1

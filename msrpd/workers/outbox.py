@@ -21,6 +21,7 @@ from typing import Final
 
 from ..shm import Counter
 from .connstats import ConnStats
+from .counting import add
 from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
 from .hold import HeldWrite, Hold
@@ -169,7 +170,7 @@ class Outbox:
                 log.note(stats.bytes_out, source, data, more)
             else:
                 log.records.append((stats.bytes_out, source, data))
-        self.counts[BYTES_OUT] += size
+        add(self.counts, BYTES_OUT, size)
         self.pending.append(data)
         self.pending_bytes += size
         if close_after:

@@ -17,6 +17,18 @@ def test_records_go_once_their_last_byte_reached_the_kernel() -> None:
     assert not log.records and not log.streams
 
 
+def test_a_trim_takes_every_record_sent_and_keeps_the_rest_in_order() -> None:
+    log = SentLog()
+    for end in (10, 20, 30, 40, 50):
+        log.records.append((end, end // 10, b"f%d" % end))
+    log.trim(35)  # three whole, the fourth half-written: it stays
+    assert log.records == [(40, 4, b"f40"), (50, 5, b"f50")]
+    log.trim(35)  # nothing new reached the kernel
+    assert [r[0] for r in log.records] == [40, 50]
+    log.trim(10**9)
+    assert log.records == [] and log.take() == []
+
+
 def test_a_streamed_frame_is_recorded_with_its_head_at_its_last_piece() -> None:
     log = SentLog()
     log.note(50, 7, b"head", more=True)
