@@ -25,8 +25,12 @@ def hot_modules() -> list[str]:
     return sorted({path for pattern in patterns for path in glob.glob(pattern)})
 
 
+def _set(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
 def ext_modules() -> list[object]:
-    if os.environ.get("MSRPD_BUILD_PURE", "") not in ("", "0"):
+    if _set("MSRPD_BUILD_PURE"):
         return []
     # pip runs this file three times: for the build requirements (egg_info), the metadata
     # (dist_info) and the build. Only the build needs the C: mypycify type-checks the whole
@@ -37,19 +41,25 @@ def ext_modules() -> list[object]:
     # direct C calls. A C file per module builds in 64 s of CPU against 87 s for one file,
     # and counts the same instructions per relayed frame (206k, callgrind, relay route).
     extensions = mypycify(hot_modules(), group_name="msrpd", multi_file=True)
+    # The group's functions call each other across its C files: with default visibility each
+    # such call goes through the PLT (an indirect jump, and one more for the CPU to predict).
+    # Hidden, they bind inside the library and the calls are direct; Python finds the modules
+    # by their PyInit_ functions, which stay exported, and the shims reach the group through
+    # a capsule, not by symbol. Link-time optimisation inlines across the C files (a module's
+    # small methods into another's callers); -fno-plt calls libpython through the GOT without
+    # a stub's jump. Callgrind, a steady frame (2026-12-04): 32,043 -> 31,475 instructions
+    # hidden, 30,705 with both; mispredicted indirect branches (its branch simulation) 549 ->
+    # 368 -> 318. MSRPD_BUILD_NO_LTO=1 leaves LTO out, for a compiler or linker without it
+    # (GCC before 10, or clang without its gold plugin, fail the link).
+    lto = not _set("MSRPD_BUILD_NO_LTO")
+    compile_args = ["-fvisibility=hidden", "-fno-plt"] + (["-flto=auto"] if lto else [])
+    # -O3 (mypyc's level) at the link too: the link compiles the LTO objects, and LDSHARED
+    # may carry an -O2 of its own.
+    link_args = ["-fno-plt"] + (["-flto=auto", "-O3"] if lto else [])
     for ext in extensions:
-        # The group's functions call each other across its C files: with default visibility
-        # each such call goes through the PLT (an indirect jump, and one more for the CPU to
-        # predict). Hidden, they bind inside the library and the calls are direct; Python finds
-        # the modules by their PyInit_ functions, which stay exported, and the shims reach the
-        # group through a capsule, not by symbol. Link-time optimisation inlines across the C
-        # files (a module's small methods into another's callers), and -fno-plt calls
-        # libpython through the GOT without a stub's jump. Callgrind, a steady frame
-        # (2026-12-04): 32,043 -> 31,475 instructions hidden, 30,705 with both; indirect
-        # branch mispredictions (its branch simulation) 550 -> 368 -> 318.
-        ext.extra_compile_args += ["-fvisibility=hidden", "-flto=auto", "-fno-plt"]
-        # The link compiles the LTO objects: it needs mypyc's optimisation level again.
-        ext.extra_link_args += ["-flto=auto", "-O3", "-fno-plt"]
+        # Fresh lists: mypycify gives every extension the same compile-args list object.
+        ext.extra_compile_args = [*ext.extra_compile_args, *compile_args]
+        ext.extra_link_args = [*ext.extra_link_args, *link_args]
     return list(extensions)
 
 

@@ -353,7 +353,7 @@ class ConnEnv:
         tx = routes.transactions
         if frame.method is None:
             return -1 if tx is None else tx.response(self.conn, frame)
-        loopback = self.routes.loopback
+        loopback = routes.loopback
         ours = loopback is not None and uri is not None and loopback.self_uris.matches(uri)
         if tx is None or ours:
             try:

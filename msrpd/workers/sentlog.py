@@ -53,8 +53,9 @@ class SentLog:
                 break
             done += 1
         if done:
-            # One move of the pointers behind them: a slow reader's log of n records costs
-            # O(n) a trim, and Outbox trims only past _TRIM_AT records or _TRIM_BYTES.
+            # One move of the pointers behind them: O(n) for a log of n records. A reader
+            # that falls behind keeps its log past _TRIM_AT and is trimmed at every flush,
+            # but the log is bounded by the unsent output the outbox allows (WRITE_HIGH).
             del records[:done]
 
     def take(self) -> list[Unsent]:

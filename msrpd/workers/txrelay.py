@@ -61,6 +61,7 @@ from ..protocol.transact import end_line_in_body, response_facts, tid_owner
 from ..routing.env import Destination
 from ..shm import Counter
 from .connenv import Resolver, RoutedConn
+from .counting import add
 from .gone import GoneReports
 from .handoff import Handoff, HandoffKind
 from .liveworkers import LiveWorkers
@@ -180,7 +181,7 @@ class TxRelay:
             if tx is not None:
                 self.lost(tx, *_GONE)
             return tx is not None
-        counters.values[_FRAMES_OUT] += 1
+        add(counters.values, _FRAMES_OUT, 1)
         if frame.flag == b"#" and frame.method == SEND:  # its sender aborted the message
             self.refuse_message(origin.conid, basis.message_id)
         if tx is not None:

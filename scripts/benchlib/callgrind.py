@@ -113,7 +113,9 @@ def timer_work(pids: list[int], out_dir: Path, window: int = 1) -> dict[int, int
     for pid in pids:
         path = out_dir / f"callgrind.{pid}.{window}"
         report = subprocess.run(
-            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
+            # --show=Ir: one column whatever events were recorded (VALGRIND_OPTS may add
+            # cache and branch simulation), the one _TIMER_ENTRIES reads.
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--show=Ir", str(path)],
             capture_output=True,
             text=True,
             check=True,
