@@ -109,7 +109,8 @@ _GAUGE_AT: Final = tuple(name in GAUGES for name in COUNTERS)
 
 
 class StatsCounters:
-    """A worker's own counters: `counters.add(Counter.frames_out)` (or `.values[i] += 1`)."""
+    """A worker's own counters: `counters.add(Counter.frames_out)`, or on a compiled hot path
+    `counting.add(counters.values, i, 1)` (workers/counting.py: native, where `+=` is not)."""
 
     __slots__ = ("values",)
 
