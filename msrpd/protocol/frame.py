@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["Frame", "Method", "OddNamesFrame"]
 
 # Method names the relay knows (RFC 4975 §9, RFC 4976 §7); any other token is still a request.
-SEND = b"SEND"
-REPORT = b"REPORT"
-AUTH = b"AUTH"
+SEND: Final = b"SEND"
+REPORT: Final = b"REPORT"
+AUTH: Final = b"AUTH"
 
 
 class Method:

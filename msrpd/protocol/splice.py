@@ -34,7 +34,6 @@ _SLICE_MAX: Final = 4096
 PIECES_MIN: Final = 64 * 1024
 """Frames from this size on are relayed as their new head and a view of the rest (Spliced):
 copying them whole again would cost more than a second piece to write (issue 16)."""
-_BLANKS = b" \t"
 
 
 def relay_splice(frame: Frame, tid: bytes | None = None) -> bytes:
@@ -89,7 +88,7 @@ def _rotation(frame: Frame, buf: bytes) -> tuple[int, int, int, int]:
     if first_end == to_end:
         raise LocalProtocolError("To-Path has only one URI: no next hop")
     rest = first_end + 1
-    while buf[rest] in _BLANKS:
+    while buf[rest] == 32 or buf[rest] == 9:  # SP, HTAB: compared, not a global looked up
         rest += 1
     return to_start, first_end, rest, frame.from_span[0]
 

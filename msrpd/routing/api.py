@@ -10,7 +10,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from ..protocol import (
     MSRP_PV_KEYS,
@@ -30,7 +30,7 @@ from ..protocol.frame import AUTH
 from ..protocol.pv import PvValue
 from ..protocol.splice import Spliced
 from . import auth, cmapops, hop, tm
-from .env import Destination, RouteEnv, SendFlags
+from .env import Destination, HotEnv, RouteEnv, SendFlags
 from .sht import ScriptHTable
 
 __all__ = ["Msrp"]
@@ -208,7 +208,11 @@ class Msrp:
             data = build_reply(frame, status, text, hdrs)
         except (LocalProtocolError, ValueError):
             return -1
-        self.env.write_origin(data, self._reply_flags, status)
+        env = self.env
+        if isinstance(env, HotEnv):  # the worker's: compiled, a native call (env.py)
+            cast(HotEnv, env).write_origin(data, self._reply_flags, status)
+        else:
+            env.write_origin(data, self._reply_flags, status)
         return 1
 
     def set_dst(self, addr: str, sock: str = "") -> int:
@@ -240,7 +244,10 @@ class Msrp:
             if self.frame.method is None:
                 # A response goes only over an existing connection (RFC 4975 §7.2, §5.4).
                 flags |= SendFlags.REUSE_ONLY
-        return self.env.relay(self.frame, data, dest, flags)
+        env = self.env
+        if isinstance(env, HotEnv):  # the worker's: compiled, a native call (env.py)
+            return cast(HotEnv, env).relay(self.frame, data, dest, flags)
+        return env.relay(self.frame, data, dest, flags)
 
     def t_reply(self, code: int | str, text: str, hdrs: str = "") -> int:
         """The hop-by-hop response, obeying Failure-Report (tm.py): 1 written, 0 suppressed

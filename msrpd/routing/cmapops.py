@@ -17,13 +17,13 @@ Rules:
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, cast
 
 from ..protocol import ConnInfo, Frame, LocalProtocolError, build_reply, parse_uri
 from ..protocol.digest import parse_authorization
 from ..shm import CmapEntry
 from ..shm.cmap import key_of
-from .env import Destination, RouteEnv
+from .env import Destination, HotEnv, RouteEnv
 
 __all__ = [
     "fast_session",
@@ -163,13 +163,15 @@ def _parsed_session(frame: Frame) -> str | None:
 
 
 def lookup(frame: Frame, env: RouteEnv) -> tuple[Destination | None, int]:
-    cmap = env.cmap
+    # The worker's env read natively, compiled (env.HotEnv); another through the Protocol.
+    hot = cast(HotEnv, env) if isinstance(env, HotEnv) else None
+    cmap = env.cmap if hot is None else hot.cmap
     if cmap is None:
         return None, -1
     key = session_key(frame)
     if not key:
         return None, -3  # no session id, or an empty one
     found = cmap.owner_key(key)
-    if found is None or found.expires < env.now():
+    if found is None or found.expires < (env.now() if hot is None else hot.now()):
         return None, -4
     return Destination(None, found.conid, found.sock), 1

@@ -17,7 +17,7 @@ from ..protocol.splice import Spliced
 from ..shm import Cmap
 from .sht import ScriptHTable
 
-__all__ = ["Destination", "RouteEnv", "RoutePolicy", "SendFlags"]
+__all__ = ["Destination", "HotEnv", "RouteEnv", "RoutePolicy", "SendFlags"]
 
 
 class SendFlags:
@@ -87,6 +87,29 @@ class RoutePolicy:
     nonce_ttl: float = 300.0
     block_unknown_methods: bool = False
     """[msrp] block_unknown_methods: the relay route answers 501 instead of forwarding."""
+
+
+class HotEnv:
+    """The part of RouteEnv every relayed frame uses, as a base class: the worker's env
+    (workers/connenv.ConnEnv) is one, so compiled code that finds it one (isinstance) calls
+    these natively; through the Protocol each call is generic, ~350 instructions (issue 16).
+    Tests' in-memory envs need not be one."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
+        """RouteEnv.now."""
+
+    @property
+    def cmap(self) -> Cmap | None:
+        raise NotImplementedError
+
+    def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
+        raise NotImplementedError
+
+    def relay(self, frame: Frame, data: bytes | Spliced, dest: Destination, flags: int) -> int:
+        raise NotImplementedError
 
 
 class RouteEnv(Protocol):

@@ -28,6 +28,7 @@ from typing import Final
 
 from .region import Region
 from .seqlock import SEQ_SIZE, seq_read, write_begin, write_end
+from .tally import Tally
 
 __all__ = ["COUNTERS", "GAUGES", "STATS_RECORD", "Counter", "Stats", "StatsCounters"]
 
@@ -106,22 +107,34 @@ _BODY: Final = struct.Struct(f"<{len(COUNTERS)}Q")
 _BLOCK: Final = SEQ_SIZE + _BODY.size
 STATS_RECORD: Final = _BLOCK
 _GAUGE_AT: Final = tuple(name in GAUGES for name in COUNTERS)
+_TALLIED: Final = int(Counter.frames_in_send)
+"""Where Tally.take()'s counts go: frames_in_send and the ten after it, in that order."""
 
 
 class StatsCounters:
     """A worker's own counters: `counters.add(Counter.frames_out)`, or on a compiled hot path
-    `counting.add(counters.values, i, 1)` (workers/counting.py: native, where `+=` is not)."""
+    `counting.add(counters.values, i, 1)` (workers/counting.py: native, where `+=` is not);
+    the eleven every frame moves (frames_in_send ... bytes_out) in `tally`, natively
+    (tally.py), added into `values` by fold()."""
 
-    __slots__ = ("values",)
+    __slots__ = ("tally", "values")
 
     def __init__(self) -> None:
         self.values = [0] * len(COUNTERS)
+        self.tally = Tally()
 
     def add(self, counter: Counter, n: int = 1) -> None:
         self.values[counter] += n
 
+    def fold(self) -> list[int]:
+        """`values`, the tally added in: what is published or read."""
+        values = self.values
+        for at, n in enumerate(self.tally.take(), _TALLIED):
+            values[at] += n
+        return values
+
     def as_dict(self) -> dict[str, int]:
-        return dict(zip(COUNTERS, self.values, strict=True))
+        return dict(zip(COUNTERS, self.fold(), strict=True))
 
 
 def _since(values: tuple[int, ...], base: tuple[int, ...]) -> list[int]:
@@ -182,7 +195,7 @@ class Stats:
 
     def publish(self, index: int, counters: StatsCounters) -> None:
         """Worker: copy its counters to slot `index` (values must be 0..2**64-1)."""
-        self._write(self._check(index), counters.values)
+        self._write(self._check(index), counters.fold())
 
     def per_slot(self) -> dict[int, dict[str, int]]:
         """Counters of each process slot since the last reset()."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable
-from time import monotonic  # a module global: time.monotonic is a generic lookup
 from typing import TYPE_CHECKING, Final, cast
 
 from ..protocol import (
@@ -38,7 +38,7 @@ from ..routing.waits import Pending
 from ..shm import Counter
 from .connenv import ConnEnv
 from .connstats import ConnStats
-from .counting import add, count_frame_in
+from .counting import count_frame_in
 from .flow import FlowControl
 from .intake import WAIT, Intake
 from .migrate.hooks import MoveHooks
@@ -58,7 +58,8 @@ __all__ = ["MsrpConnection"]
 
 logger = logging.getLogger(__name__)
 
-BYTES_IN: Final = int(Counter.bytes_in)  # an int: the counters list is indexed natively
+_monotonic: Final = time.monotonic
+"""A static, compiled: a module global (`from time import monotonic`) is a dict lookup per call."""
 
 
 class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
@@ -101,7 +102,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             self.stats,
             FlowControl(),
             ctx.batch.queue,
-            ctx.counters.values,
+            ctx.counters.tally,
             self.continued,
         )
         self.stream_sink: Sink | None = None
@@ -154,9 +155,9 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         # connection's and the worker's; the intake's wire, reader, write batch and stop).
         out, intake = self.out, self.intake
         stats = out.stats
-        stats.last_active = now = monotonic()
+        stats.last_active = now = _monotonic()
         stats.bytes_in += len(data)
-        add(out.counts, BYTES_IN, len(data))
+        out.tally.bytes_in += len(data)
         rate = intake.rate
         if rate is not None:  # [limits] session rates (limits.py), charged here: compiled
             debt = rate.charge_read(len(data), now)
@@ -271,10 +272,10 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
         if not again:
             out, intake = env.out, env.intake
             out.stats.frames_in += 1
-            count_frame_in(out.counts, frame)
+            count_frame_in(out.tally, frame)
             rate = intake.rate
             if rate is not None:
-                now = monotonic()
+                now = _monotonic()
                 debt = rate.charge_frame(now)
                 if debt:
                     routes.guard.throttle(self, rate, now, debt)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Hashable, Sized
+from collections.abc import Hashable, Sized
 from time import time as wall_clock  # a module global: time.time is a generic lookup
 from typing import Protocol
 
@@ -18,7 +18,7 @@ from ..cluster.shares import Asker
 from ..config.selfuri import SelfUris
 from ..protocol import ConnInfo, Frame, LocalProtocolError, MsrpUri, relay_pieces
 from ..protocol.splice import Spliced
-from ..routing.env import Destination, RoutePolicy, SendFlags
+from ..routing.env import Destination, HotEnv, RoutePolicy, SendFlags
 from ..routing.sht import ScriptHTable
 from ..routing.sip import SipRequest
 from ..routing.waits import Pending
@@ -26,7 +26,7 @@ from ..shm import Cmap, Counter, StatsCounters
 from ..users import Ha1Source
 from . import lateasks
 from .connstats import ConnStats
-from .counting import FRAMES_OUT, TWO, add, count_reply, count_status
+from .counting import TWO, count_reply, count_status
 from .intake import Intake
 from .limits import ConnGuard, Limited
 from .migrate.state import MigrationState
@@ -37,14 +37,7 @@ from .reports import frame_report
 from .sessids import new_session_id
 from .sinks import send_relayed
 
-__all__ = [
-    "ConnEnv",
-    "Rerouter",
-    "Resolver",
-    "RouteServices",
-    "RoutedConn",
-    "Transactor",
-]
+__all__ = ["ConnEnv", "Rerouter", "Resolver", "RouteServices", "RoutedConn", "Transactor"]
 
 logger = logging.getLogger("msrpd.route")
 
@@ -82,8 +75,9 @@ class RoutedConn(Protocol):
         frame and the connection's reading wait for `pending`, then it is routed again."""
 
 
-class Resolver(Protocol):
-    """The delivery layer (delivery.Delivery)."""
+class Resolver:
+    """The delivery layer (delivery.Delivery, its one subclass): a base class, not a Protocol,
+    so that compiled code calls resolve() natively (issue 16: generic, ~370 instructions)."""
 
     def resolve(
         self,
@@ -92,7 +86,8 @@ class Resolver(Protocol):
         frame: Frame,
         origin: RoutedConn,
         lost: Lost | None = None,
-    ) -> Sink | None: ...
+    ) -> Sink | None:
+        raise NotImplementedError
 
 
 class Transactor(Protocol):
@@ -161,7 +156,7 @@ class RouteServices(Protocol):
         (its TLS certificate says so, cluster/nodecerts.py)."""
 
 
-class ConnEnv:
+class ConnEnv(HotEnv):
     __slots__ = (
         "acked",
         "acted",
@@ -173,7 +168,6 @@ class ConnEnv:
         "depth",
         "intake",
         "last_sink",
-        "now",
         "ours",
         "out",
         "routes",
@@ -181,6 +175,7 @@ class ConnEnv:
     )
 
     def __init__(self, routes: RouteServices, conn: RoutedConn, out: Outbox, reads: Intake) -> None:
+        super().__init__(wall_clock)
         self.routes = routes
         self.conn = conn
         # Read once, not per frame: through RoutedConn and RouteServices (Protocols) each read
@@ -202,7 +197,6 @@ class ConnEnv:
         self.ours = False  # to_us(): the last URI asked, and its answer
         self.asks: Asker | None = None
         """Its share of the token lookups (cluster/finder.py), made at its first."""
-        self.now: Callable[[], float] = wall_clock  # RouteEnv.now
 
     @property
     def policy(self) -> RoutePolicy:
@@ -267,7 +261,7 @@ class ConnEnv:
         self.acted = True
         out = self.out  # its stats and counts are the connection's and the worker's
         if status:
-            two = count_status(out.counts, status) == 2
+            two = count_status(out.tally, status) == 2
         else:
             two = count_reply(self.routes.counters, data) == TWO
         if two:
@@ -328,7 +322,7 @@ class ConnEnv:
             logger.info("relay of %s failed: the destination connection is closed", _tid(frame))
             self.report_lost(frame, 481, "Session Does Not Exist")
             return -1
-        add(self.out.counts, FRAMES_OUT, 1)
+        self.out.tally.frames_out += 1
         self.last_sink = sink
         if dest.node:
             routes.counters.add(Counter.cluster_forwarded)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from ..protocol import Frame, MsrpUri
 from ..routing.env import Destination, SendFlags
-from .connenv import RoutedConn
+from .connenv import Resolver, RoutedConn
 from .dialing import Dialed, Dialing
 from .gone import Sent
 from .handoff import conid_owner
@@ -58,7 +58,7 @@ class Outbound(Dialed, Protocol):
     def registry_key(self) -> str: ...
 
 
-class Delivery:
+class Delivery(Resolver):
     def __init__(
         self,
         ctx: WorkerContext,

@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from typing import Final
 
-from ..shm import Counter
+from ..shm.tally import Tally
 from .connstats import ConnStats
-from .counting import add
 from .flow import FlowControl, link_of
 from .gate import FrameGate, Write
 from .hold import HeldWrite, Hold
@@ -32,7 +31,6 @@ from .transports.base import ChunkIds, Wire
 
 __all__ = ["Outbox"]
 
-BYTES_OUT: Final = int(Counter.bytes_out)  # an int: the counters list is indexed natively
 _TRIM_AT: Final = 8
 _TRIM_BYTES: Final = 32768
 """A flush this big trims the sent log whatever it holds: what it keeps alive stays small."""
@@ -45,7 +43,6 @@ class Outbox:
     __slots__ = (
         "close_when_flushed",
         "closed",
-        "counts",
         "flow",
         "flush_queued",
         "gate",
@@ -56,6 +53,7 @@ class Outbox:
         "queue_flush",
         "sent_log",
         "stats",
+        "tally",
         "wire",
         "write_paused",
     )
@@ -67,11 +65,11 @@ class Outbox:
         stats: ConnStats,
         flow: FlowControl,
         queue_flush: Callable[[Outbox], None],
-        counts: list[int],
+        tally: Tally,
         chunk_ids: ChunkIds | None = None,
     ) -> None:
         """`queue_flush(outbox)` has flush() called when the current read's work ends;
-        `counts` are the worker's counters (bytes_out is added to); `chunk_ids` names the
+        `tally` is the worker's (bytes_out is added to); `chunk_ids` names the
         chunk that goes on after one is cut for what waits behind it (interrupt.py)."""
         self.owner = owner
         """The connection it writes for: flow control never pauses it for its own writes."""
@@ -79,7 +77,7 @@ class Outbox:
         self.stats = stats
         self.flow = flow
         self.queue_flush = queue_flush
-        self.counts = counts
+        self.tally = tally
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = 0
         self.flush_queued = False
@@ -170,7 +168,7 @@ class Outbox:
                 log.note(stats.bytes_out, source, data, more)
             else:
                 log.records.append((stats.bytes_out, source, data))
-        add(self.counts, BYTES_OUT, size)
+        self.tally.bytes_out += size
         self.pending.append(data)
         self.pending_bytes += size
         if close_after:

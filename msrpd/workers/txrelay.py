@@ -61,7 +61,6 @@ from ..protocol.transact import end_line_in_body, response_facts, tid_owner
 from ..routing.env import Destination
 from ..shm import Counter
 from .connenv import Resolver, RoutedConn
-from .counting import add
 from .gone import GoneReports
 from .handoff import Handoff, HandoffKind
 from .liveworkers import LiveWorkers
@@ -87,7 +86,6 @@ REFUSED_TTL = 300.0
 """Seconds the later chunks of a message refused with 413 are refused here too."""
 REFUSED_MEMORY = 4096
 """Refused messages remembered per worker at most (the oldest is forgotten first)."""
-_FRAMES_OUT = Counter.frames_out  # counted on every forwarded request: values[] directly
 _TIMEOUT = (408, "Request Timeout")
 _GONE = (481, "Session Does Not Exist")
 
@@ -181,7 +179,7 @@ class TxRelay:
             if tx is not None:
                 self.lost(tx, *_GONE)
             return tx is not None
-        add(counters.values, _FRAMES_OUT, 1)
+        counters.tally.frames_out += 1
         if frame.flag == b"#" and frame.method == SEND:  # its sender aborted the message
             self.refuse_message(origin.conid, basis.message_id)
         if tx is not None:

@@ -35,6 +35,41 @@ def test_counter_enum_matches_counters() -> None:
     assert c.as_dict()["bytes_in"] == 101 and c.as_dict()["frames_out"] == 1
 
 
+def test_the_tally_lands_in_its_counters() -> None:
+    """Each of the tally's counts (shm/tally.py) is added to the counter of its name, once:
+    a distinct count each, twice folded, then nothing more."""
+    c = StatsCounters()
+    tally = c.tally
+    names = [
+        ("frames_in_send", "in_send"),
+        ("frames_in_report", "in_report"),
+        ("frames_in_auth", "in_auth"),
+        ("frames_in_other", "in_other"),
+        ("frames_in_response", "in_response"),
+        ("frames_out", "frames_out"),
+        ("replies_2xx", "replies_2xx"),
+        ("replies_4xx", "replies_4xx"),
+        ("replies_5xx", "replies_5xx"),
+        ("bytes_in", "bytes_in"),
+        ("bytes_out", "bytes_out"),
+    ]
+    for n, (_, attr) in enumerate(names, 1):
+        setattr(tally, attr, n)
+    c.add(Counter.bytes_out, 1000)
+    first = c.as_dict()
+    for n, (_, attr) in enumerate(names, 1):
+        setattr(tally, attr, 100 * n)
+    second = c.as_dict()
+    assert c.as_dict() == second  # folded once: the tally was zeroed
+    expected = {name: n for n, (name, _) in enumerate(names, 1)}
+    expected["bytes_out"] += 1000
+    assert {k: v for k, v in first.items() if v} == expected
+    assert {k: v for k, v in second.items() if v} == {
+        name: n + 100 * n + (1000 if name == "bytes_out" else 0)
+        for n, (name, _) in enumerate(names, 1)
+    }
+
+
 def test_heartbeats_across_processes(prefix: str, children: Children) -> None:
     hb = Heartbeats.create(prefix, 4)
     try:
@@ -123,8 +158,11 @@ def test_stats_publish_total_per_slot(prefix: str, children: Children) -> None:
             mine = Stats.attach(prefix, 3)
             c = StatsCounters()
             for _ in range(1000):
-                c.add(Counter.frames_in_send)
-                c.add(Counter.bytes_in, 10)
+                if _ % 2:  # half through the tally (shm/tally.py), folded in by publish
+                    c.tally.in_send += 1
+                else:
+                    c.add(Counter.frames_in_send)
+                c.tally.bytes_in += 10
                 if _ % 100 == 0:
                     mine.publish(index, c)
             c.values[Counter.conns_open] = index + 1

@@ -28,7 +28,7 @@ def test_frames_in_by_method() -> None:
     counters = StatsCounters()
     for first in ("SEND", "SEND", "REPORT", "AUTH", "FOO", "200 OK"):
         headers = ("Message-ID: m1", "Byte-Range: 1-0/0") if first != "200 OK" else ()
-        count_frame_in(counters.values, frame(first, *headers))
+        count_frame_in(counters.tally, frame(first, *headers))
     assert counted(counters) == {
         "frames_in_send": 2,
         "frames_in_report": 1,
@@ -48,7 +48,7 @@ def test_replies_by_class() -> None:
     assert digits == [TWO, TWO, ord("4"), ord("5"), ord("9"), ord("1")]
     # Any class but 2xx and 4xx is counted with the 5xx, as before (stats.get has no other).
     assert counted(counters) == {"replies_2xx": 2, "replies_4xx": 1, "replies_5xx": 3}
-    assert counters.values[Counter.replies_2xx] == 2
+    assert counters.fold()[Counter.replies_2xx] == 2
 
 
 def test_replies_by_status_count_as_by_their_bytes() -> None:
@@ -57,6 +57,6 @@ def test_replies_by_status_count_as_by_their_bytes() -> None:
     by_bytes, by_status = StatsCounters(), StatsCounters()
     for code in (Status.OK, 200, 202, Status.NO_SESSION, 403, 501, 999, 100, 302):
         digit = count_reply(by_bytes, build_reply(send, code, "x"))
-        assert count_status(by_status.values, code) == digit - ord("0")
+        assert count_status(by_status.tally, code) == digit - ord("0")
     assert counted(by_status) == counted(by_bytes)
     assert counted(by_status) == {"replies_2xx": 3, "replies_4xx": 2, "replies_5xx": 4}

@@ -74,7 +74,7 @@ class Box:
     def __post_init__(self) -> None:
         flow = FlowControl()
         self.out = Outbox(
-            self.owner, self.wire, self.stats, flow, self.queued.append, self.counters.values
+            self.owner, self.wire, self.stats, flow, self.queued.append, self.counters.tally
         )
 
     def write(
@@ -128,7 +128,7 @@ def test_one_write_per_batch_and_the_counts(loop_kind: str) -> None:
             assert await box.received(2 * len(whole("a1"))) == whole("a1") + whole("a2")
             size = 2 * len(whole("a1"))
             assert (box.stats.frames_out, box.stats.bytes_out) == (2, size)
-            assert box.counters.values[Counter.bytes_out] == size
+            assert box.counters.fold()[Counter.bytes_out] == size
             box.write(whole("a3"))
             assert box.queued == [box.out, box.out]  # the next batch is queued again
 
