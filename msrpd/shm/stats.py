@@ -112,10 +112,10 @@ _TALLIED: Final = int(Counter.frames_in_send)
 
 
 class StatsCounters:
-    """A worker's own counters: `counters.add(Counter.frames_out)`, or on a compiled hot path
-    `counting.add(counters.values, i, 1)` (workers/counting.py: native, where `+=` is not);
-    the eleven every frame moves (frames_in_send ... bytes_out) in `tally`, natively
-    (tally.py), added into `values` by fold()."""
+    """A worker's own counters: `counters.add(Counter.errors)`; the eleven every frame moves
+    (frames_in_send ... bytes_out) counted in `tally`, natively (tally.py, workers/counting.py)
+    and added into `values` by fold(). So those are read through fold() or as_dict(), never
+    `values` alone."""
 
     __slots__ = ("tally", "values")
 

@@ -151,7 +151,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             self.wire.pause_reading()
             return
         # Each attribute of the uncompiled WorkerContext is a dict lookup: the read's path
-        # reads what it needs through compiled objects (the outbox's stats and counts are the
+        # reads what it needs through compiled objects (the outbox's stats and tally are the
         # connection's and the worker's; the intake's wire, reader, write batch and stop).
         out, intake = self.out, self.intake
         stats = out.stats

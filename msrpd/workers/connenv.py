@@ -259,7 +259,7 @@ class ConnEnv(HotEnv):
 
     def write_origin(self, data: bytes, flags: int, status: int = 0) -> None:
         self.acted = True
-        out = self.out  # its stats and counts are the connection's and the worker's
+        out = self.out  # its stats and tally are the connection's and the worker's
         if status:
             two = count_status(out.tally, status) == 2
         else:

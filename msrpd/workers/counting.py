@@ -12,16 +12,9 @@ from ..protocol import Frame
 from ..shm import StatsCounters
 from ..shm.tally import Tally
 
-__all__ = ["TWO", "add", "count_frame_in", "count_reply", "count_status"]
+__all__ = ["TWO", "count_frame_in", "count_reply", "count_status"]
 
 TWO: Final = ord("2")
-
-
-def add(counts: list[int], index: int, n: int) -> None:
-    """counts[index] += n. Compiled, `+=` on a list item is a generic in-place add of two
-    boxed ints (about 150 instructions, issue 16); spelt out, the read and the add are
-    native."""
-    counts[index] = counts[index] + n
 
 
 def count_reply(counters: StatsCounters, data: bytes) -> int:

@@ -46,7 +46,7 @@ def test_a_relayed_frame_reaches_its_destination_and_the_sender_its_200() -> Non
         assert (relayed.tid, relayed.method, relayed.body) == (b"t1", b"SEND", b"hello")
         (answer,) = await read_frames(alice_peer, 1)
         assert (answer.tid, answer.code) == (b"t1", 200)
-        counters = worker.ctx.counters.values
+        counters = worker.ctx.counters.fold()
         assert counters[Counter.frames_out] == 1 and counters[Counter.replies_2xx] == 1
         assert bob.out.sent_log.relayed  # a relayed frame: a stop reports it if never sent
         alice_peer.close()
