@@ -88,13 +88,15 @@ class PathMemo:
     cost one comparison, not a walk. The reader forgets them when their URIs do not parse
     (uri.PathCheck), so lines found here are good ones: `hit` says the last frame's were."""
 
-    __slots__ = ("at", "block", "from_span", "hit", "to_span")
+    __slots__ = ("at", "block", "from_span", "hit", "to_count", "to_span")
 
     def __init__(self) -> None:
         self.block = b""  # the two lines, CRLFs included; b"": nothing remembered
         self.at = 0  # where they started in their frame, and the spans there
         self.to_span = (0, 0, 0)
         self.from_span = (0, 0, 0)
+        self.to_count = 0
+        """Their To-Path URIs (Frame.to_count: asked of every frame, a walk of its bytes)."""
         self.hit = False
 
     def forget(self) -> None:
@@ -182,7 +184,7 @@ def _read(
         if not hit:
             memo.block, memo.at = data[lines:paths_end], lines
             memo.to_span, memo.from_span = to_span, from_span
-    return Frame(
+    frame = Frame(
         frame_bytes,
         tid,
         None if code >= 0 else _method(data, start, first_end),
@@ -194,7 +196,11 @@ def _read(
         flag,
         to_span,
         from_span,
+        memo.to_count if memo is not None and hit else 0,
     )
+    if memo is not None and not hit:
+        memo.to_count = frame.to_count  # counted once for the lines a session repeats
+    return frame
 
 
 def _method(data: bytes, start: i64, end: i64) -> bytes:

@@ -98,7 +98,10 @@ class Frame:
         flag: bytes | None,
         to_span: tuple[int, int, int],
         from_span: tuple[int, int, int],
+        to_count: int = 0,
     ) -> None:
+        """`to_count`: the To-Path URIs when the reader knows them (fastpath.PathMemo), 0 to
+        count them at first use."""
         self.buf = buf
         self.tid = tid
         self.method = method
@@ -113,7 +116,7 @@ class Frame:
         self._headers: list[tuple[bytes, bytes, int]] | None = None
         self._to: list[str] | None = None
         self._from: list[str] | None = None
-        self._to_count = 0  # not counted yet
+        self._to_count = to_count
 
     def __repr__(self) -> str:
         kind = self.method if self.method is not None else self.code

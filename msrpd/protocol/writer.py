@@ -156,6 +156,8 @@ def build_response(
 def _reply_status(code: int, reason: str | bytes) -> bytes:
     """_status_text, checked and made once per (code, reason) a route uses: a route answers
     most frames with the same few."""
+    if code == 200 and isinstance(reason, str) and reason == "OK":
+        return b"200 OK"  # the usual answer: no key tuple made and hashed (issue 16)
     known = _STATUS_TEXTS.get((code, reason))
     if known is None:
         known = _status_text(code, reason)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 
 from .links import HandoffHub
-from .outbox import Outbox
+from .outbox import Flusher, Outbox
 
 __all__ = ["WriteBatch"]
 
 
-class WriteBatch:
+class WriteBatch(Flusher):
     __slots__ = ("batching", "dirty", "links", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, links: HandoffHub | None) -> None:

@@ -101,7 +101,7 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             wire,
             self.stats,
             FlowControl(),
-            ctx.batch.queue,
+            ctx.batch,
             ctx.counters.tally,
             self.continued,
         )

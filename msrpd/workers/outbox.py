@@ -5,7 +5,7 @@ Rules:
   wait behind it (gate.py, RFC 4975 §7.1); a SEND chunk that frames wait behind is cut at
   its next body piece so that they go first (interrupt.py, RFC 4975 §7.1.1).
 - Batched: everything written during one read's work (its replies and relayed frames, a
-  handoff batch) leaves in one write at the end of it (`queue_flush`, DESIGN §3, issue 7);
+  handoff batch) leaves in one write at the end of it (`Flusher`, DESIGN §3, issue 7);
   big pieces as they are (a writev), not joined first (issue 16).
 - Back-pressure: more than WRITE_HIGH waiting pauses the sources that write here (flow.py).
 - Every relayed frame not yet in the kernel is in the sent log, so a stop can report it to
@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from typing import Final
 
 from ..shm.tally import Tally
@@ -29,7 +29,7 @@ from .ports import WRITE_HIGH, Blockable
 from .sentlog import SentLog, Unsent
 from .transports.base import ChunkIds, Wire
 
-__all__ = ["Outbox"]
+__all__ = ["Flusher", "Outbox"]
 
 _TRIM_AT: Final = 8
 _TRIM_BYTES: Final = 32768
@@ -39,18 +39,29 @@ _WRITEV_MIN: Final = 2048
 TCP), smaller ones joined: copying a few hundred bytes costs less than an iovec each."""
 
 
+class Flusher:
+    """What flushes a dirty outbox when the current read's work ends (batch.WriteBatch, its
+    one subclass). A base class, not a callable: compiled, queue() is then a native call
+    (a bound method was a generic one, ~200 instructions a write, issue 16)."""
+
+    __slots__ = ()
+
+    def queue(self, out: Outbox) -> None:
+        raise NotImplementedError
+
+
 class Outbox:
     __slots__ = (
         "close_when_flushed",
         "closed",
         "flow",
         "flush_queued",
+        "flusher",
         "gate",
         "hold",
         "owner",
         "pending",
         "pending_bytes",
-        "queue_flush",
         "sent_log",
         "stats",
         "tally",
@@ -64,11 +75,11 @@ class Outbox:
         wire: Wire,
         stats: ConnStats,
         flow: FlowControl,
-        queue_flush: Callable[[Outbox], None],
+        flusher: Flusher,
         tally: Tally,
         chunk_ids: ChunkIds | None = None,
     ) -> None:
-        """`queue_flush(outbox)` has flush() called when the current read's work ends;
+        """`flusher.queue(outbox)` has flush() called when the current read's work ends;
         `tally` is the worker's (bytes_out is added to); `chunk_ids` names the
         chunk that goes on after one is cut for what waits behind it (interrupt.py)."""
         self.owner = owner
@@ -76,7 +87,7 @@ class Outbox:
         self.wire = wire
         self.stats = stats
         self.flow = flow
-        self.queue_flush = queue_flush
+        self.flusher = flusher
         self.tally = tally
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = 0
@@ -176,7 +187,7 @@ class Outbox:
             stats.closing("closed after relay (flag 2)")
         if not self.flush_queued and self.wire.transport is not None:
             self.flush_queued = True
-            self.queue_flush(self)
+            self.flusher.queue(self)
 
     def flush(self) -> None:
         """Hand what is pending to the wire (the WriteBatch calls this, batch.py)."""

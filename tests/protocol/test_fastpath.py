@@ -47,6 +47,7 @@ def fields(frame: Frame) -> tuple[object, ...]:
         frame.flag,
         frame.to_span,
         frame.from_span,
+        frame.to_count,  # from the memo on a hit (PathMemo.to_count), else counted
     )
 
 
