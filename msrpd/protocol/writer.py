@@ -78,7 +78,8 @@ def _message_id_line(frame: Frame) -> bytes:
     header line fits there)."""
     buf, at = frame.buf, frame.from_span[2]
     if frame.from_span[0] - frame.to_span[2] == 13 and buf[at : at + 14] == b"\r\nMessage-ID: ":
-        end = _crlf_at(buf, at + 14, frame.hdr_end) if _SCAN_LINES else -1
+        # An int, not i64 | int: compiled, a union made the slice below a generic one.
+        end: int = _crlf_at(buf, at + 14, frame.hdr_end) if _SCAN_LINES else -1
         if end < 0:
             end = buf.index(b"\r\n", at + 14)
         return buf[at + 2 : end + 2]

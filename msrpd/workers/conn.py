@@ -163,7 +163,11 @@ class MsrpConnection(MoveHooks, StopHooks, asyncio.Protocol):
             debt = rate.charge_read(len(data), now)
             if debt:
                 self.env.routes.guard.throttle(self, rate, now, debt)
-        intake.wire.receive(data)
+        wire = intake.wire
+        if wire.direct:
+            intake.reader.receive_data(data)  # what wire.receive is, called natively
+        else:
+            wire.receive(data)
         batch = intake.batch
         batch.begin()
         try:

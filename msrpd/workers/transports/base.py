@@ -47,6 +47,7 @@ class Wire:
     the asyncio stream transport's."""
 
     __slots__ = (
+        "direct",
         "kind",
         "local_sock",
         "movable",
@@ -70,6 +71,9 @@ class Wire:
         """Once attached; the socket under it (fd passing, shutdown) is reached through it."""
         self.receive: Receive = _unattached
         """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
+        self.direct = False
+        """`receive` is the feed attach was given, as it is (TCP): the connection may call
+        its reader itself, natively (through `receive`, a generic call: issue 16)."""
         self.send: Send = _unattached
         """What the connection hands the bytes it writes to; bound by attach."""
         self.send_all: SendAll = _unattached

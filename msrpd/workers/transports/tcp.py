@@ -26,6 +26,7 @@ class TcpWire(Wire):
         self.transport = t = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(high=high)
         self.receive, self.send = feed, t.write
+        self.direct = True
         self.send_all = t.writelines  # uvloop's: one writev of the pieces, none copied
         host, port = t.get_extra_info("peername")[:2]
         return format_peer(host, port)
