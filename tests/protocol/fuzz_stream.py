@@ -158,6 +158,7 @@ def describe(event: object) -> object:
             event.flag,
             event.to_span,
             event.from_span,
+            event.to_count,  # a path memo's on a hit (fastpath.PathMemo)
             None if event.body is None else bytes(event.body),
         )
     if isinstance(event, BodyPiece):

@@ -113,6 +113,7 @@ def test_names_and_uris() -> None:
 def test_unattached_wire_has_nothing_to_do() -> None:
     wire = TcpWire()
     assert wire.transport is None and wire.buffered() == 0
+    assert not wire.direct  # nothing to call the reader for yet (conn.data_received)
     wire.pause_reading()
     wire.resume_reading()
     wire.close()
@@ -127,6 +128,8 @@ def test_tcp_reads_and_writes_through_the_wire(loop_kind: str) -> None:
         wire = TcpWire("tcp:127.0.0.1:2855")
         server, served, reader, writer = await serve(wire)
         assert served.peer == f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
+        # receive is the feed as given: the connection may call its reader itself.
+        assert wire.direct and wire.receive == served.received.extend
         writer.write(b"MSRP a SEND\r\n")
         await until(lambda: bytes(served.received) == b"MSRP a SEND\r\n")
         wire.send(b"MSRP a 200 OK\r\n")
@@ -186,6 +189,7 @@ def test_tls_wire_over_real_tls(loop_kind: str, certs: TlsSettings) -> None:
         wire = TlsWire("tls:127.0.0.1:2856")
         server, served, reader, writer = await serve(wire, server_context(certs), certs.ca)
         assert served.peer.startswith("127.0.0.1:")
+        assert wire.direct and wire.receive == served.received.extend  # plaintext, as TCP
         writer.write(b"MSRP b SEND\r\n")
         await until(lambda: bytes(served.received) == b"MSRP b SEND\r\n")
         wire.send(b"MSRP b 200 OK\r\n")
@@ -439,6 +443,7 @@ def test_ws_buffered_counts_whole_frames_not_in_the_kernel(loop_kind: str) -> No
     async def main() -> None:
         wire = WsWire("ws:127.0.0.1:8080", WebSocketSettings(), secure=False)
         server, _, reader, writer = await serve(wire)
+        assert not wire.direct  # its receive decodes WebSocket frames before the reader
         client = WSConnection(ConnectionType.CLIENT)
         writer.write(client.send(Request(host="r", target="/", subprotocols=["msrp"])))
         client.receive_data(await reader.read(65536))

@@ -72,8 +72,9 @@ class Wire:
         self.receive: Receive = _unattached
         """What the connection hands the bytes it reads to (b"" at EOF); bound by attach."""
         self.direct = False
-        """`receive` is the feed attach was given, as it is (TCP): the connection may call
-        its reader itself, natively (through `receive`, a generic call: issue 16)."""
+        """`receive` is the feed attach was given, as it is (TCP, and TLS: the stream below
+        decrypts): the connection may call that reader itself, natively (through `receive`,
+        a generic call: issue 16). conn.py gives attach its intake's reader's receive_data."""
         self.send: Send = _unattached
         """What the connection hands the bytes it writes to; bound by attach."""
         self.send_all: SendAll = _unattached
