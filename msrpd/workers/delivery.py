@@ -143,9 +143,9 @@ class Delivery(Resolver):
         self, conid: int, frame: Frame, origin: RoutedConn, lost: Lost | None = None
     ) -> Sink | None:
         owner = conid_owner(conid)
+        migration = cast("MsrpConnection", origin).migration  # the connection routed from
         if owner == self.me:
             conn = self.conns.get(conid)
-            migration = cast("MsrpConnection", origin).migration  # the connection routed from
             migration.streak_owner = migration.move_to = None  # a streak, and a move, end
             if conn is not None and not conn.closed:
                 return LocalSink(conn.out, origin, conid)
@@ -160,7 +160,7 @@ class Delivery(Resolver):
         hub = out.hub
         if hub is None:
             return None
-        if origin.migration.movable and ctx.mover is not None:
+        if migration.movable and ctx.mover is not None:
             source = ctx.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid, frame)
