@@ -1,8 +1,8 @@
 """msrpd: an MSRP relay (RFC 4975, RFC 4976)."""
 
-from .hotpath import hot_path, install
+from .hotpath import hot_build, hot_path, install
 
-__all__ = ["__version__", "hot_path"]
+__all__ = ["__version__", "hot_build", "hot_path"]
 
 __version__ = "0.1.0"
 

@@ -6,6 +6,11 @@ finder first on sys.meta_path that loads every msrpd module from its .py source 
 AIOHTTP_NO_EXTENSIONS=1 does for aiohttp. Forked workers inherit the finder, and every process
 the CLI starts inherits the environment, so the choice holds in all of them. This module and
 msrpd/__init__.py are never compiled.
+
+scripts/build-pgo rebuilds the compiled modules with GCC's profile-guided optimisation and
+then stamps the library it built (`mark_profile_guided`): the size and modification time of
+msrpd__mypyc's file, beside it as `<file>.pgo`. A later plain build (`pip install`) replaces
+the file, so the stamp no longer matches and `hot_build` says "compiled" again.
 """
 
 from __future__ import annotations
@@ -16,12 +21,26 @@ import sys
 from collections.abc import Sequence
 from importlib.abc import MetaPathFinder
 from importlib.machinery import SOURCE_SUFFIXES, FileFinder, ModuleSpec, SourceFileLoader
+from pathlib import Path
 from types import ModuleType
 from typing import Final
 
-__all__ = ["PURE_ENV", "SourceFinder", "environment", "hot_path", "install", "pure_requested"]
+__all__ = [
+    "PURE_ENV",
+    "SourceFinder",
+    "environment",
+    "hot_build",
+    "hot_path",
+    "install",
+    "mark_profile_guided",
+    "pure_requested",
+    "stamp_matches",
+    "write_stamp",
+]
 
 PURE_ENV: Final = "MSRPD_PURE"
+_GROUP: Final = "msrpd__mypyc"
+"""The one library that holds the compiled modules' code (setup.py's mypyc group)."""
 
 
 class SourceFinder(MetaPathFinder):
@@ -63,3 +82,49 @@ def hot_path() -> str:
     """Which path runs: "compiled" (the mypyc extensions) or "pure" (the .py sources)."""
     reader = importlib.import_module(f"{__package__}.protocol.reader")
     return "pure" if reader.__file__ is None or reader.__file__.endswith(".py") else "compiled"
+
+
+def hot_build() -> str:
+    """How the running hot path was built, for people: "pure", "compiled" (setup.py's build)
+    or "compiled, profile-guided" (scripts/build-pgo's, its stamp matching the library)."""
+    path = hot_path()
+    if path == "compiled" and stamp_matches(_group_library()):
+        return "compiled, profile-guided"
+    return path
+
+
+def mark_profile_guided() -> Path:
+    """Stamp the compiled library as profile-guided (scripts/build-pgo, after its build);
+    returns the stamp's path."""
+    if hot_path() != "compiled":
+        raise RuntimeError("the hot path is not compiled: nothing to stamp")
+    return write_stamp(_group_library())
+
+
+def _group_library() -> Path:
+    module = importlib.import_module(_GROUP)
+    return Path(str(module.__file__))
+
+
+def _stamp_path(library: Path) -> Path:
+    return library.with_name(library.name + ".pgo")
+
+
+def _identity(library: Path) -> str:
+    info = library.stat()
+    return f"{info.st_size} {info.st_mtime_ns}\n"
+
+
+def write_stamp(library: Path) -> Path:
+    """Record `library` as it is now (size, modification time) beside it."""
+    stamp = _stamp_path(library)
+    stamp.write_text(_identity(library))
+    return stamp
+
+
+def stamp_matches(library: Path) -> bool:
+    """`library` is the very file write_stamp recorded (not rebuilt since)."""
+    try:
+        return _stamp_path(library).read_text() == _identity(library)
+    except OSError:
+        return False

@@ -12,6 +12,7 @@ import ast
 import glob
 import importlib
 import json
+import os
 import sys
 import tomllib
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 import msrpd
-from msrpd.hotpath import pure_requested
+from msrpd.hotpath import pure_requested, stamp_matches, write_stamp
 
 from .integration.relay import CMAP_ROUTE, running
 from .integration.test_relaying import authed, exchange
@@ -71,6 +72,28 @@ def test_this_run_tests_the_path_it_claims() -> None:
     # An extension left from a module taken off the list would run its old code.
     on_disk = {p for suffix in EXTENSION_SUFFIXES for p in (ROOT / "msrpd").rglob(f"*{suffix}")}
     assert on_disk == {built(n) for n in names}
+
+
+def test_a_profile_guided_stamp_holds_for_the_library_it_was_written_for_only(
+    tmp_path: Path,
+) -> None:
+    """scripts/build-pgo stamps the library it built; a plain build after it (pip install)
+    writes a new file, and the stamp no longer matches: another size, or the same size later."""
+    library = tmp_path / "msrpd__mypyc.cpython-311-x86_64-linux-gnu.so"
+    library.write_bytes(b"built with profiles")
+    assert not stamp_matches(library)  # never stamped
+    stamp = write_stamp(library)
+    assert stamp == tmp_path / (library.name + ".pgo")
+    assert stamp_matches(library)
+    library.write_bytes(b"a plain build")
+    assert not stamp_matches(library)
+    write_stamp(library)
+    assert stamp_matches(library)
+    later = library.stat().st_mtime_ns + 1_000_000_000
+    os.utime(library, ns=(later, later))
+    assert not stamp_matches(library)
+    stamp.unlink()
+    assert not stamp_matches(library)
 
 
 def _source(name: str) -> Path | None:
@@ -142,10 +165,12 @@ def test_a_live_relays_processes_run_the_path_the_environment_chose(pure: bool) 
         path = "compiled" if compiled else "pure"
         version = json.loads(relay.cli("ctl", "--json", "core.version").stdout)
         assert version["hot_path"] == path
-        assert f"hot path {path}" in relay.cli("status").stdout
+        build = msrpd.hot_build() if compiled else "pure"  # "compiled, profile-guided" too
+        assert version["hot_build"] == build
+        assert f"hot path {build}\n" in relay.cli("status").stdout
         # The bundled route as shipped runs compiled with the rest (routing/script.py).
         route = "compiled" if compiled else "interpreted"
-        assert f"starting: hot path {path}, route {CMAP_ROUTE.resolve()} ({route})" in relay.log()
+        assert f"starting: hot path {build}, route {CMAP_ROUTE.resolve()} ({route})" in relay.log()
         with authed(relay.port, "alice") as alice, authed(relay.port, "bob") as bob:
             exchange(alice, bob, b"through a worker")
             exchange(bob, alice, b"and back")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import click
 import psutil
 
-from .. import __version__, hot_path
+from .. import __version__, hot_build
 from ..config import Settings
 from ..control.client import CtlUnavailable, call, ctl, render
 from ..process.logs import setup_logging
@@ -66,7 +66,7 @@ def _exited(proc: psutil.Process) -> bool:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
-    __version__, prog_name="msrpd", message=f"%(prog)s %(version)s, hot path {hot_path()}"
+    __version__, prog_name="msrpd", message=f"%(prog)s %(version)s, hot path {hot_build()}"
 )
 def main() -> None:
     """msrpd: an MSRP relay (RFC 4975, RFC 4976)."""
@@ -195,7 +195,7 @@ def status(config: Path | None) -> None:
             click.echo(f"  {child.pid}  {' '.join(child.cmdline()).strip() or child.name()}")
         return
     workers = [r for r in rows if r.get("role") == "worker"]
-    path = call(settings, "core.version", None, 2.0)["hot_path"]
+    path = call(settings, "core.version", None, 2.0)["hot_build"]
     click.echo(
         f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers,"
         f" hot path {path}"

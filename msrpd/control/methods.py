@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol
 
 import psutil
 
-from .. import __version__, hot_path
+from .. import __version__, hot_build, hot_path
 from ..config import Settings
 from ..rundir import AGENT_INDEX, agent_ctl_path
 from ..shm import COUNTERS, ShmSet
@@ -158,6 +158,7 @@ class _Methods:
             "version": __version__,
             "python": platform.python_version(),
             "hot_path": hot_path(),
+            "hot_build": hot_build(),
         }
 
     def uptime(self, params: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from .. import __version__, hot_path
+from .. import __version__, hot_build
 from ..config import Settings
 from ..control.fifo import ControlServer
 from ..control.methods import build_methods
@@ -67,7 +67,7 @@ class Supervisor:
         if cleaned:
             logger.warning("removed what a crashed run left: %s", ", ".join(cleaned))
         route = describe_route(self.settings.msrp.route)
-        logger.info("msrpd %s starting: hot path %s, route %s", __version__, hot_path(), route)
+        logger.info("msrpd %s starting: hot path %s, route %s", __version__, hot_build(), route)
         layout = layout_for(self.settings)
         try:
             self.shm: ShmSet = layout.create_all()

@@ -170,8 +170,9 @@ def _msrpd_python(
 
 
 def hot_path(pure: bool) -> str:
-    """Which path the msrpd under test runs ("compiled" or "pure"), asked of this tree."""
-    return _msrpd_python("import msrpd; print(msrpd.hot_path())", pure=pure).stdout.strip()
+    """Which path the msrpd under test runs, and how it was built ("compiled", "compiled,
+    profile-guided" or "pure": msrpd.hot_build), asked of this tree."""
+    return _msrpd_python("import msrpd; print(msrpd.hot_build())", pure=pure).stdout.strip()
 
 
 def make_certificate(run_dir: Path) -> tuple[Path, Path, Path]:
@@ -321,7 +322,7 @@ class Msrpd(Relay):
         if result.returncode != 0:
             raise RuntimeError(f"msrpd start failed ({result.returncode}): {result.stderr}")
         version = json.loads(self._cli("ctl", "--json", "core.version").stdout)
-        self.label += f", {version['hot_path']}"
+        self.label += f", {version['hot_build']}"
 
     def stop(self) -> None:
         if self.main_pid() is not None:
