@@ -28,6 +28,7 @@ from typing import Final
 __all__ = [
     "PURE_ENV",
     "SourceFinder",
+    "build_of",
     "environment",
     "hot_build",
     "hot_path",
@@ -88,9 +89,12 @@ def hot_build() -> str:
     """How the running hot path was built, for people: "pure", "compiled" (setup.py's build)
     or "compiled, profile-guided" (scripts/build-pgo's, its stamp matching the library)."""
     path = hot_path()
-    if path == "compiled" and stamp_matches(_group_library()):
-        return "compiled, profile-guided"
-    return path
+    return path if path == "pure" else build_of(_group_library())
+
+
+def build_of(library: Path) -> str:
+    """hot_build for a compiled path whose group library is `library`."""
+    return "compiled, profile-guided" if stamp_matches(library) else "compiled"
 
 
 def mark_profile_guided() -> Path:

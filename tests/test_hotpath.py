@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import msrpd
-from msrpd.hotpath import pure_requested, stamp_matches, write_stamp
+from msrpd.hotpath import build_of, pure_requested, stamp_matches, write_stamp
 
 from .integration.relay import CMAP_ROUTE, running
 from .integration.test_relaying import authed, exchange
@@ -82,11 +82,14 @@ def test_a_profile_guided_stamp_holds_for_the_library_it_was_written_for_only(
     library = tmp_path / "msrpd__mypyc.cpython-311-x86_64-linux-gnu.so"
     library.write_bytes(b"built with profiles")
     assert not stamp_matches(library)  # never stamped
+    assert build_of(library) == "compiled"
     stamp = write_stamp(library)
     assert stamp == tmp_path / (library.name + ".pgo")
     assert stamp_matches(library)
+    assert build_of(library) == "compiled, profile-guided"
     library.write_bytes(b"a plain build")
     assert not stamp_matches(library)
+    assert build_of(library) == "compiled"
     write_stamp(library)
     assert stamp_matches(library)
     later = library.stat().st_mtime_ns + 1_000_000_000
