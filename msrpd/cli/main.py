@@ -195,7 +195,8 @@ def status(config: Path | None) -> None:
             click.echo(f"  {child.pid}  {' '.join(child.cmdline()).strip() or child.name()}")
         return
     workers = [r for r in rows if r.get("role") == "worker"]
-    path = call(settings, "core.version", None, 2.0)["hot_build"]
+    version = call(settings, "core.version", None, 2.0)
+    path = version.get("hot_build", version["hot_path"])  # a relay started before hot_build
     click.echo(
         f"msrpd is running: pid {pid}, uptime {uptime:.0f} s, {len(workers)} workers,"
         f" hot path {path}"
