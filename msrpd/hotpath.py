@@ -15,6 +15,7 @@ the file, so the stamp no longer matches and `hot_build` says "compiled" again.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -85,9 +86,12 @@ def hot_path() -> str:
     return "pure" if reader.__file__ is None or reader.__file__.endswith(".py") else "compiled"
 
 
+@functools.cache
 def hot_build() -> str:
     """How the running hot path was built, for people: "pure", "compiled" (setup.py's build)
-    or "compiled, profile-guided" (scripts/build-pgo's, its stamp matching the library)."""
+    or "compiled, profile-guided" (scripts/build-pgo's, its stamp matching the library).
+    Read once, when first asked (the supervisor asks as it starts): a rebuild while the
+    relay runs changes the files, not what the relay loaded."""
     path = hot_path()
     return path if path == "pure" else build_of(_group_library())
 

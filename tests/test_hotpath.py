@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import glob
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -153,9 +154,9 @@ def test_no_interpreted_class_subclasses_a_compiled_one() -> None:
 
 def _group_library() -> Path:
     """The group's library (setup.py), the one file every compiled function lives in."""
-    suffixes = tuple(EXTENSION_SUFFIXES)
-    (library,) = [p for p in ROOT.glob("msrpd__mypyc.*") if p.name.endswith(suffixes)]
-    return library
+    spec = importlib.util.find_spec("msrpd__mypyc")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin)
 
 
 def mapped(pid: int) -> set[Path]:
