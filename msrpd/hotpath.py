@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "SourceFinder",
     "build_of",
     "environment",
+    "group_library",
     "hot_build",
     "hot_path",
     "install",
@@ -93,7 +95,7 @@ def hot_build() -> str:
     Read once, when first asked (the supervisor asks as it starts): a rebuild while the
     relay runs changes the files, not what the relay loaded."""
     path = hot_path()
-    return path if path == "pure" else build_of(_group_library())
+    return path if path == "pure" else build_of(group_library())
 
 
 def build_of(library: Path) -> str:
@@ -106,12 +108,16 @@ def mark_profile_guided() -> Path:
     returns the stamp's path."""
     if hot_path() != "compiled":
         raise RuntimeError("the hot path is not compiled: nothing to stamp")
-    return write_stamp(_group_library())
+    return write_stamp(group_library())
 
 
-def _group_library() -> Path:
-    module = importlib.import_module(_GROUP)
-    return Path(str(module.__file__))
+def group_library() -> Path:
+    """The compiled library's file, found without loading it (a process on the pure path
+    may ask: the tests)."""
+    spec = importlib.util.find_spec(_GROUP)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{_GROUP} is not installed: the hot path was never compiled")
+    return Path(spec.origin)
 
 
 def _stamp_path(library: Path) -> Path:

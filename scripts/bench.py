@@ -55,7 +55,7 @@ from benchlib.relays import (
     ROUTES,
     Msrpd,
     Relay,
-    hot_path,
+    hot_build,
     make_relay,
     other_load,
 )
@@ -388,7 +388,7 @@ def main(argv: list[str]) -> int:
         f"load: children={opts.children}, {opts.pairs} pairs, window {opts.window} "
         f"(by {opts.window_by}), "
         f"{opts.procs} generator processes, {opts.seconds:g} s measured after {opts.warmup:g} s; "
-        f"msrpd {opts.route} route, hot path {hot_path(opts.pure)}; "
+        f"msrpd {opts.route} route, hot path {hot_build(opts.pure)}; "
         f"Bob {'answers' if opts.bob_answers else 'does not answer'} SENDs",
         flush=True,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import glob
 import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ import psutil
 import pytest
 
 import msrpd
-from msrpd.hotpath import build_of, pure_requested, stamp_matches, write_stamp
+from msrpd.hotpath import build_of, group_library, pure_requested, stamp_matches, write_stamp
 
 from .integration.relay import CMAP_ROUTE, running
 from .integration.test_relaying import authed, exchange
@@ -152,13 +151,6 @@ def test_no_interpreted_class_subclasses_a_compiled_one() -> None:
     assert wrong == [], "add these modules to [tool.msrpd] compiled in pyproject.toml"
 
 
-def _group_library() -> Path:
-    """The group's library (setup.py), the one file every compiled function lives in."""
-    spec = importlib.util.find_spec("msrpd__mypyc")
-    assert spec is not None and spec.origin is not None
-    return Path(spec.origin)
-
-
 def mapped(pid: int) -> set[Path]:
     """The files process `pid` has mapped: the extension modules it loaded among them."""
     return {Path(m.path) for m in psutil.Process(pid).memory_maps(grouped=True)}
@@ -178,7 +170,7 @@ def test_a_live_relays_processes_run_the_path_the_environment_chose(pure: bool) 
         assert version["hot_path"] == path
         # "compiled, profile-guided" after scripts/build-pgo; asked of the library on disk,
         # not of this process (MSRPD_PURE=1 runs it on the .py sources).
-        build = build_of(_group_library()) if compiled else "pure"
+        build = build_of(group_library()) if compiled else "pure"
         assert version["hot_build"] == build
         assert f"hot path {build}\n" in relay.cli("status").stdout
         # The bundled route as shipped runs compiled with the rest (routing/script.py).

@@ -161,7 +161,7 @@ class Delivery(Resolver):
         if hub is None:
             return None
         if migration.movable and ctx.mover is not None:
-            source = ctx.conns.get(origin.conid)
+            source = self.conns.get(origin.conid)
             if source is not None:
                 ctx.mover.note_remote(source, owner, conid, frame)
         path = out.path(*owner)

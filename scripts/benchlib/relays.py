@@ -169,7 +169,7 @@ def _msrpd_python(
     )
 
 
-def hot_path(pure: bool) -> str:
+def hot_build(pure: bool) -> str:
     """Which path the msrpd under test runs, and how it was built ("compiled", "compiled,
     profile-guided" or "pure": msrpd.hot_build), asked of this tree."""
     return _msrpd_python("import msrpd; print(msrpd.hot_build())", pure=pure).stdout.strip()
